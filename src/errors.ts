@@ -1,0 +1,97 @@
+/**
+ * One error model for the whole package.
+ *
+ * Every error muster throws on purpose is a {@link MusterError} with a stable `code`. Driver errors
+ * (gRPC, etcd, spawn, fs) are translated into these codes at one boundary function per engine, so the
+ * same condition has the same code everywhere. Retry logic reads only {@link MusterError.retryable}.
+ *
+ * `docs/errors.md` lists every code with what the operator should do.
+ */
+
+/** Every stable error code, with whether it is retryable by default and a one-line meaning. */
+export const ERROR_CODES = {
+  MUSTER_INVALID_ARGUMENT: { retryable: false, summary: 'a caller passed a value the API does not accept' },
+  MUSTER_COMPACTED: { retryable: false, summary: 'the requested revision was compacted away; re-list and continue' },
+  MUSTER_FUTURE_REVISION: { retryable: false, summary: 'the requested revision is newer than the store head' },
+  MUSTER_LEASE_NOT_FOUND: { retryable: false, summary: 'the lease does not exist (expired, revoked or never granted)' },
+  MUSTER_LEASE_LOST: { retryable: false, summary: 'a lease this process relied on expired or was revoked' },
+  MUSTER_UNAVAILABLE: { retryable: true, summary: 'the store could not be reached or did not answer in time' },
+  MUSTER_TIMEOUT: { retryable: true, summary: 'an operation did not finish within its deadline' },
+  MUSTER_ABORTED: { retryable: false, summary: 'the caller aborted the operation through its AbortSignal' },
+  MUSTER_CLOSED: { retryable: false, summary: 'the object was closed; open a new one' },
+  MUSTER_UNSUPPORTED_URL: { retryable: false, summary: 'the store URL names an engine muster does not know' },
+  MUSTER_PERMISSION_DENIED: { retryable: false, summary: 'the store refused the credentials or the operation' },
+  MUSTER_VALUE_TOO_LARGE: { retryable: false, summary: 'a request or value exceeds the size limit' },
+  MUSTER_TXN_TOO_LARGE: { retryable: false, summary: 'a transaction has more operations than the store allows' },
+  MUSTER_CORRUPT_DATA: { retryable: false, summary: 'on-disk data failed its integrity check' },
+  MUSTER_MISSING_BINARY: { retryable: false, summary: 'a program muster needs (for example etcd) is not on PATH' },
+  MUSTER_INTERNAL: { retryable: false, summary: 'a bug in muster: please report it with the message and logs' },
+} as const satisfies Record<string, { retryable: boolean; summary: string }>;
+
+/** A stable muster error code. Capabilities register theirs in {@link ERROR_CODES}. */
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+/** Context carried in readonly fields instead of only in the message. */
+export interface ErrorDetails {
+  readonly key?: string;
+  readonly revision?: number;
+  readonly compactRevision?: number;
+  readonly lease?: string;
+  readonly partition?: string;
+  readonly [field: string]: unknown;
+}
+
+export interface MusterErrorOptions {
+  cause?: unknown;
+  /** Overrides the code's default retryable mark. */
+  retryable?: boolean;
+  details?: ErrorDetails;
+}
+
+/** The base of every error muster throws on purpose. */
+export class MusterError extends Error {
+  override readonly name = 'MusterError';
+  /** Stable machine-readable code, e.g. `MUSTER_COMPACTED`. */
+  readonly code: ErrorCode;
+  /** Whether repeating the same operation later may succeed. */
+  readonly retryable: boolean;
+  /** Structured context: key, revision, lease, partition… */
+  readonly details: ErrorDetails;
+
+  constructor(code: ErrorCode, message: string, options: MusterErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.code = code;
+    this.retryable = options.retryable ?? ERROR_CODES[code].retryable;
+    this.details = Object.freeze({ ...options.details });
+  }
+
+  /** A plain object for logs and `--json` output. */
+  toJSON(): { code: ErrorCode; message: string; retryable: boolean; details: ErrorDetails } {
+    return { code: this.code, message: this.message, retryable: this.retryable, details: this.details };
+  }
+}
+
+/** True when `err` is a MusterError, optionally with the given code. */
+export function isMusterError(err: unknown, code?: ErrorCode): err is MusterError {
+  return err instanceof MusterError && (code === undefined || err.code === code);
+}
+
+/** True when `err` is marked retryable. Retry loops read only this. */
+export function isRetryable(err: unknown): boolean {
+  return err instanceof MusterError && err.retryable;
+}
+
+/** Shorthand for the most common error: bad input, state unchanged. */
+export function invalidArgument(message: string, details?: ErrorDetails): MusterError {
+  return new MusterError('MUSTER_INVALID_ARGUMENT', message, details ? { details } : {});
+}
+
+/** The error thrown when an AbortSignal fires; carries the signal's reason as cause. */
+export function abortedError(signal: AbortSignal): MusterError {
+  return new MusterError('MUSTER_ABORTED', 'the operation was aborted', { cause: signal.reason });
+}
+
+/** Throws {@link abortedError} when `signal` has already fired. */
+export function throwIfAborted(signal: AbortSignal | undefined): void {
+  if (signal?.aborted) throw abortedError(signal);
+}

@@ -1,0 +1,10 @@
+/**
+ * muster — a control plane for fleets of long-running processes.
+ *
+ * This is the public surface. Each capability lives in its own folder under `src/` and exports what
+ * users need through its `index.ts`; this file re-exports those.
+ */
+export * from './errors.js';
+export { type Clock, type TimerHandle, SystemClock, ManualClock, systemClock } from './clock.js';
+export { type Duration, toMillis, formatDuration } from './util/duration.js';
+export * from './store/index.js';
