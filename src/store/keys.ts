@@ -33,9 +33,12 @@ export function toBytes(value: unknown, key?: string): Uint8Array {
   if (value instanceof Uint8Array) bytes = value;
   else if (typeof value === 'string') bytes = encoder.encode(value);
   else {
-    throw invalidArgument(`value${key ? ` for '${key}'` : ''} must be a Uint8Array or a string, got ${describe(value)}`, {
-      ...(key === undefined ? {} : { key }),
-    });
+    throw invalidArgument(
+      `value${key ? ` for '${key}'` : ''} must be a Uint8Array or a string, got ${describeValue(value)}`,
+      {
+        ...(key === undefined ? {} : { key }),
+      },
+    );
   }
   if (bytes.length > MAX_VALUE_BYTES) {
     throw new MusterError(
@@ -49,7 +52,12 @@ export function toBytes(value: unknown, key?: string): Uint8Array {
 
 /** Validates a lease TTL in whole seconds: 1 ≤ ttl ≤ {@link MAX_LEASE_TTL_SECONDS}. */
 export function checkTtl(ttlSeconds: unknown): asserts ttlSeconds is number {
-  if (typeof ttlSeconds !== 'number' || !Number.isInteger(ttlSeconds) || ttlSeconds < 1 || ttlSeconds > MAX_LEASE_TTL_SECONDS) {
+  if (
+    typeof ttlSeconds !== 'number' ||
+    !Number.isInteger(ttlSeconds) ||
+    ttlSeconds < 1 ||
+    ttlSeconds > MAX_LEASE_TTL_SECONDS
+  ) {
     throw invalidArgument(
       `lease TTL must be a whole number of seconds between 1 and ${MAX_LEASE_TTL_SECONDS}, got ${String(ttlSeconds)}`,
     );
@@ -59,14 +67,16 @@ export function checkTtl(ttlSeconds: unknown): asserts ttlSeconds is number {
 /** Validates a lease id: a decimal string of a positive 64-bit integer. */
 export function checkLeaseId(id: unknown): asserts id is LeaseId {
   if (typeof id !== 'string' || !/^[1-9]\d{0,18}$/.test(id)) {
-    throw invalidArgument(`lease id must be a decimal string of a positive integer, got ${describe(id)}`);
+    throw invalidArgument(
+      `lease id must be a decimal string of a positive integer, got ${describeValue(id)}`,
+    );
   }
 }
 
 /** Validates a revision argument: a positive safe integer. */
 export function checkRevision(revision: unknown, what = 'revision'): asserts revision is number {
   if (typeof revision !== 'number' || !Number.isSafeInteger(revision) || revision < 1) {
-    throw invalidArgument(`${what} must be a positive integer, got ${describe(revision)}`);
+    throw invalidArgument(`${what} must be a positive integer, got ${describeValue(revision)}`);
   }
 }
 
@@ -89,11 +99,14 @@ export function toRange(selector: unknown, asPrefix: boolean): Range {
     return { kind: 'key', key: selector };
   }
   if (selector === null || typeof selector !== 'object') {
-    throw invalidArgument(`a key selector must be a string, { key }, { prefix } or { start, end }; got ${describe(selector)}`);
+    throw invalidArgument(
+      `a key selector must be a string, { key }, { prefix } or { start, end }; got ${describeValue(selector)}`,
+    );
   }
   const s = selector as Partial<Record<'key' | 'prefix' | 'start' | 'end', unknown>>;
   if ('prefix' in s) {
-    if (typeof s.prefix !== 'string') throw invalidArgument(`prefix must be a string, got ${describe(s.prefix)}`);
+    if (typeof s.prefix !== 'string')
+      throw invalidArgument(`prefix must be a string, got ${describeValue(s.prefix)}`);
     return { kind: 'prefix', prefix: s.prefix };
   }
   if ('key' in s) {
@@ -102,7 +115,8 @@ export function toRange(selector: unknown, asPrefix: boolean): Range {
   }
   if ('start' in s) {
     checkKey(s.start, 'range start');
-    if (typeof s.end !== 'string') throw invalidArgument(`range end must be a string, got ${describe(s.end)}`);
+    if (typeof s.end !== 'string')
+      throw invalidArgument(`range end must be a string, got ${describeValue(s.end)}`);
     if (compareKeys(s.end, s.start) < 0) {
       throw invalidArgument(`range end '${s.end}' sorts before its start '${s.start}'`, { key: s.start });
     }
@@ -176,12 +190,17 @@ export function valueToBytes(value: ValueInput): Uint8Array {
   return typeof value === 'string' ? encoder.encode(value) : value;
 }
 
-function describe(value: unknown): string {
+/** A short description of any value for error messages. */
+export function describeValue(value: unknown): string {
   if (value === null) return 'null';
   if (Array.isArray(value)) return 'an array';
   if (typeof value === 'string') return `'${value.length > 40 ? `${value.slice(0, 40)}…` : value}'`;
   if (typeof value === 'object') return 'an object';
-  return `${typeof value} ${String(value)}`;
+  if (typeof value === 'function') return 'a function';
+  if (typeof value === 'symbol') return value.toString();
+  if (typeof value === 'number' || typeof value === 'boolean' || typeof value === 'bigint')
+    return `${typeof value} ${value}`;
+  return typeof value;
 }
 
 /** Re-exported for engines that build selectors. */

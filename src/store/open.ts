@@ -22,7 +22,11 @@ export const DEFAULT_STORE_URL = 'etcd://127.0.0.1:2379';
 type EngineFactory = (url: URL, raw: string, options: OpenStoreOptions) => Promise<Store>;
 
 const ENGINES = new Map<string, EngineFactory>([
-  ['memory:', async (_url, raw, options) => new MemoryStore({ url: raw, ...(options.clock ? { clock: options.clock } : {}) })],
+  [
+    'memory:',
+    async (_url, raw, options) =>
+      new MemoryStore({ url: raw, ...(options.clock ? { clock: options.clock } : {}) }),
+  ],
 ]);
 
 /** Registers an engine for a URL scheme (e.g. `'etcd:'`). Used by the engines themselves. */
@@ -36,13 +40,20 @@ export function registerEngine(scheme: string, factory: EngineFactory): void {
  */
 export async function openStore(url: string, options: OpenStoreOptions = {}): Promise<Store> {
   if (typeof url !== 'string' || url.length === 0) {
-    throw new MusterError('MUSTER_UNSUPPORTED_URL', 'a store URL is required, e.g. memory: or etcd://127.0.0.1:2379');
+    throw new MusterError(
+      'MUSTER_UNSUPPORTED_URL',
+      'a store URL is required, e.g. memory: or etcd://127.0.0.1:2379',
+    );
   }
   let parsed: URL;
   try {
     parsed = new URL(url);
   } catch (err) {
-    throw new MusterError('MUSTER_UNSUPPORTED_URL', `'${url}' is not a URL; use memory: or etcd://host:2379`, { cause: err });
+    throw new MusterError(
+      'MUSTER_UNSUPPORTED_URL',
+      `'${url}' is not a URL; use memory: or etcd://host:2379`,
+      { cause: err },
+    );
   }
   await loadEngines();
   const factory = ENGINES.get(parsed.protocol);

@@ -30,13 +30,17 @@ export interface ConformanceOptions {
   randomOps?: number;
 }
 
-const text = (kv: KeyValue | undefined): string | undefined => (kv === undefined ? undefined : textOf(kv.value));
+const text = (kv: KeyValue | undefined): string | undefined =>
+  kv === undefined ? undefined : textOf(kv.value);
 
 async function rejectsWith(p: Promise<unknown> | (() => unknown), code: ErrorCode): Promise<void> {
   try {
     await (typeof p === 'function' ? p() : p);
   } catch (err) {
-    assert.ok(isMusterError(err, code), `expected ${code}, got ${String((err as { code?: string })?.code)}: ${String(err)}`);
+    assert.ok(
+      isMusterError(err, code),
+      `expected ${code}, got ${String((err as { code?: string })?.code)}: ${String(err)}`,
+    );
     return;
   }
   assert.fail(`expected ${code}, but the call succeeded`);
@@ -235,7 +239,10 @@ export function storeConformance(
       await store.put(`${p}k`, 'v');
       const head = await store.headRevision();
       const s = store as unknown as Record<string, (...args: unknown[]) => Promise<unknown>>;
-      const call = (fn: string, ...args: unknown[]) => () => (s[fn] as (...a: unknown[]) => Promise<unknown>).apply(store, args);
+      const call =
+        (fn: string, ...args: unknown[]) =>
+        () =>
+          (s[fn] as (...a: unknown[]) => Promise<unknown>).apply(store, args);
       await rejectsWith(call('put', '', 'v'), 'MUSTER_INVALID_ARGUMENT');
       await rejectsWith(call('put', 42, 'v'), 'MUSTER_INVALID_ARGUMENT');
       await rejectsWith(call('put', `${p}k`, { not: 'bytes' }), 'MUSTER_INVALID_ARGUMENT');
@@ -254,21 +261,36 @@ export function storeConformance(
       await rejectsWith(call('keepAlive', '123456789'), 'MUSTER_LEASE_NOT_FOUND');
       await rejectsWith(call('revokeLease', '123456789'), 'MUSTER_LEASE_NOT_FOUND');
       await rejectsWith(
-        call('txn', [{ key: `${p}k`, target: 'colour', op: '=', value: 1 }], [{ type: 'put', key: `${p}k`, value: 'x' }]),
+        call(
+          'txn',
+          [{ key: `${p}k`, target: 'colour', op: '=', value: 1 }],
+          [{ type: 'put', key: `${p}k`, value: 'x' }],
+        ),
         'MUSTER_INVALID_ARGUMENT',
       );
       await rejectsWith(
-        call('txn', [{ key: `${p}k`, target: 'version', op: '~', value: 1 }], [{ type: 'put', key: `${p}k`, value: 'x' }]),
+        call(
+          'txn',
+          [{ key: `${p}k`, target: 'version', op: '~', value: 1 }],
+          [{ type: 'put', key: `${p}k`, value: 'x' }],
+        ),
         'MUSTER_INVALID_ARGUMENT',
       );
       await rejectsWith(
-        call('txn', [], [
-          { type: 'put', key: `${p}k`, value: 'x' },
-          { type: 'put', key: `${p}k`, value: 'y' },
-        ]),
+        call(
+          'txn',
+          [],
+          [
+            { type: 'put', key: `${p}k`, value: 'x' },
+            { type: 'put', key: `${p}k`, value: 'y' },
+          ],
+        ),
         'MUSTER_INVALID_ARGUMENT',
       );
-      await rejectsWith(call('txn', [], [{ type: 'put', key: `${p}k3`, value: 'x', lease: '987654321' }]), 'MUSTER_LEASE_NOT_FOUND');
+      await rejectsWith(
+        call('txn', [], [{ type: 'put', key: `${p}k3`, value: 'x', lease: '987654321' }]),
+        'MUSTER_LEASE_NOT_FOUND',
+      );
       await rejectsWith(call('txn', [], [{ type: 'explode', key: `${p}k` }]), 'MUSTER_INVALID_ARGUMENT');
       assert.equal(await store.headRevision(), head, 'no bad call changed the store');
       assert.equal(text(await store.get(`${p}k`)), 'v');
@@ -283,10 +305,13 @@ export function storeConformance(
       await store.put(`${p}a/10/x`, 'not under a/1/ either');
       await store.put(`${p}a/1/x`, 'one');
       await store.put(`${p}a/1/x`, 'two');
-      await store.txn([], [
-        { type: 'put', key: `${p}a/1/y`, value: 'y' },
-        { type: 'delete', selector: { key: `${p}a/1/x` } },
-      ]);
+      await store.txn(
+        [],
+        [
+          { type: 'put', key: `${p}a/1/y`, value: 'y' },
+          { type: 'delete', selector: { key: `${p}a/1/x` } },
+        ],
+      );
       const { events, batches } = await collectUntil(w, (evs) => evs.length >= 4);
       w.close();
       assert.deepEqual(
@@ -302,7 +327,10 @@ export function storeConformance(
       assert.equal(text(events[1]?.prev), 'one');
       assert.equal(text(events[3]?.prev), 'two');
       const txnBatch = batches.find((b) => b.type === 'events' && b.events.some((e) => e.type === 'delete'));
-      assert.ok(txnBatch && txnBatch.type === 'events' && txnBatch.events.length === 2, 'a txn arrives as one batch');
+      assert.ok(
+        txnBatch && txnBatch.type === 'events' && txnBatch.events.length === 2,
+        'a txn arrives as one batch',
+      );
       assert.equal(txnBatch.revision, start + 5);
     });
 
@@ -366,7 +394,8 @@ export function storeConformance(
         for (let i = 0; i < ops; i++) {
           const key = keys[rnd(keys.length)] as string;
           const choice = rnd(10);
-          if (choice < 6) acked.push({ revision: (await store.put(key, `${i}-${rnd(1000)}`)).revision, op: 'put' });
+          if (choice < 6)
+            acked.push({ revision: (await store.put(key, `${i}-${rnd(1000)}`)).revision, op: 'put' });
           else if (choice < 8) {
             const d = await store.delete(key);
             if (d.deleted > 0) acked.push({ revision: d.revision, op: 'delete' });
@@ -374,10 +403,12 @@ export function storeConformance(
             const other = keys[rnd(keys.length)] as string;
             const t = await store.txn(
               [{ key, target: 'version', op: '>', value: 0 }],
-              other === key ? [{ type: 'delete', selector: { key } }] : [
-                  { type: 'put', key: other, value: `t${i}` },
-                  { type: 'delete', selector: { key } },
-                ],
+              other === key
+                ? [{ type: 'delete', selector: { key } }]
+                : [
+                    { type: 'put', key: other, value: `t${i}` },
+                    { type: 'delete', selector: { key } },
+                  ],
               [{ type: 'put', key, value: `f${i}` }],
             );
             acked.push({ revision: t.revision, op: 'txn' });
@@ -388,14 +419,21 @@ export function storeConformance(
       await Promise.all(Array.from({ length: writers }, () => writer(Math.ceil(randomOps / writers))));
       const finalRange = await store.range(p);
       const head = finalRange.revision;
-      const { events, batches } = await collectUntil(w, (_e, b) => b.type === 'events' && b.revision >= head, 20000);
+      const { events, batches } = await collectUntil(
+        w,
+        (_e, b) => b.type === 'events' && b.revision >= head,
+        20000,
+      );
       w.close();
       // 1. batches in strictly increasing revision order, events within a batch ascending
       let lastRev = from - 1;
       for (const b of batches) {
         if (b.type !== 'events') continue;
         const revs = b.events.map((e) => e.kv.modRevision);
-        assert.ok(revs[0] !== undefined && revs[0] > lastRev, `batch at ${revs[0]} after ${lastRev}: a duplicate or reorder`);
+        assert.ok(
+          revs[0] !== undefined && revs[0] > lastRev,
+          `batch at ${revs[0]} after ${lastRev}: a duplicate or reorder`,
+        );
         assert.ok(revs.every((r, i) => i === 0 || r >= (revs[i - 1] as number)));
         lastRev = revs[revs.length - 1] as number;
       }
@@ -426,13 +464,18 @@ export function storeConformance(
       await store.put(`${p}keep`, 'c');
       assert.equal((await store.get(`${p}a`))?.lease, lease.id);
       const info = await store.leaseTimeToLive(lease.id);
-      assert.ok(info !== undefined && info.grantedTtlSeconds >= 30 && info.ttlSeconds <= info.grantedTtlSeconds);
+      assert.ok(
+        info !== undefined && info.grantedTtlSeconds >= 30 && info.ttlSeconds <= info.grantedTtlSeconds,
+      );
       assert.deepEqual([...(info?.keys ?? [])].sort(), [`${p}a`, `${p}b`]);
       const w = store.watch(p);
       await store.revokeLease(lease.id);
       const { events } = await collectUntil(w, (evs) => evs.length >= 2);
       w.close();
-      assert.deepEqual(events.map((e) => `${e.type} ${e.kv.key.slice(p.length)}`).sort(), ['delete a', 'delete b']);
+      assert.deepEqual(events.map((e) => `${e.type} ${e.kv.key.slice(p.length)}`).sort(), [
+        'delete a',
+        'delete b',
+      ]);
       assert.equal(events[0]?.kv.modRevision, events[1]?.kv.modRevision, 'one revision for all of a lease');
       assert.equal((await store.range(p)).count, 1);
       assert.equal(await store.leaseTimeToLive(lease.id), undefined);

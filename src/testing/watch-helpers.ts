@@ -32,7 +32,8 @@ export async function collectUntil(
   try {
     for (;;) {
       const r = await Promise.race([iterator.next(), timeout]);
-      if (r.done === true) throw new Error(`watch ended before the condition was met (${events.length} events)`);
+      if (r.done === true)
+        throw new Error(`watch ended before the condition was met (${events.length} events)`);
       batches.push(r.value);
       if (r.value.type === 'events') events.push(...r.value.events);
       if (done(events, r.value)) return { events, batches };
@@ -45,7 +46,11 @@ export async function collectUntil(
 /** Waits until `predicate()` is true, polling every `intervalMs`; rejects after `timeoutMs`. */
 export async function waitFor(
   predicate: () => boolean | Promise<boolean>,
-  { timeoutMs = 5000, intervalMs = 10, what = 'condition' }: { timeoutMs?: number; intervalMs?: number; what?: string } = {},
+  {
+    timeoutMs = 5000,
+    intervalMs = 10,
+    what = 'condition',
+  }: { timeoutMs?: number; intervalMs?: number; what?: string } = {},
 ): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {

@@ -8,4 +8,6 @@ storeConformance('memory engine (manual clock)', async () => {
   return { store, advance: (ms) => clock.tick(ms, 100) };
 });
 
-storeConformance('memory engine (system clock)', async () => ({ store: new MemoryStore() }), { leaseSlackMs: 500 });
+storeConformance('memory engine (system clock)', async () => ({ store: new MemoryStore() }), {
+  leaseSlackMs: 500,
+});

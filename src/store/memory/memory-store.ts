@@ -11,6 +11,7 @@ import {
   checkRevision,
   checkTtl,
   compareKeys,
+  describeValue,
   EMPTY_BYTES,
   inRange,
   MAX_TXN_OPS,
@@ -116,7 +117,13 @@ export class MemoryStore implements Store {
     const range = toRange(selector, true);
     checkLimit(options.limit);
     const rev = await this.#readRevision(options);
-    return this.#rangeAt(range, rev, options.limit ?? 0, options.keysOnly === true, options.countOnly === true);
+    return this.#rangeAt(
+      range,
+      rev,
+      options.limit ?? 0,
+      options.keysOnly === true,
+      options.countOnly === true,
+    );
   }
 
   async headRevision(options: { signal?: AbortSignal } = {}): Promise<number> {
@@ -191,7 +198,14 @@ export class MemoryStore implements Store {
         }
         results.push({ type: 'delete', deleted });
       } else {
-        const r = this.#rangeAt(op.range, this.#rev, op.limit, op.keysOnly, false, events.length > 0 ? rev : undefined);
+        const r = this.#rangeAt(
+          op.range,
+          this.#rev,
+          op.limit,
+          op.keysOnly,
+          false,
+          events.length > 0 ? rev : undefined,
+        );
         results.push({ type: 'range', kvs: r.kvs, count: r.count, more: r.more });
       }
     }
@@ -208,9 +222,13 @@ export class MemoryStore implements Store {
     checkRevision(revision);
     await this.#waitDurable(this.#rev);
     if (revision > this.#rev) {
-      throw new MusterError('MUSTER_FUTURE_REVISION', `cannot compact to revision ${revision}: the head is ${this.#rev}`, {
-        details: { revision },
-      });
+      throw new MusterError(
+        'MUSTER_FUTURE_REVISION',
+        `cannot compact to revision ${revision}: the head is ${this.#rev}`,
+        {
+          details: { revision },
+        },
+      );
     }
     if (revision <= this.#compactRev) {
       throw compactedError(revision, this.#compactRev);
@@ -298,7 +316,12 @@ export class MemoryStore implements Store {
     const lease = this.#leases.get(id);
     if (lease === undefined) return undefined;
     const left = Math.max(0, Math.floor((lease.expiresAt - this.#clock.monotonic()) / 1000));
-    return { id, ttlSeconds: left, grantedTtlSeconds: lease.ttlSeconds, keys: [...lease.keys].sort(compareKeys) };
+    return {
+      id,
+      ttlSeconds: left,
+      grantedTtlSeconds: lease.ttlSeconds,
+      keys: [...lease.keys].sort(compareKeys),
+    };
   }
 
   /** Ids of every live lease (the etcd `Leases` RPC). */
@@ -521,13 +544,25 @@ export class MemoryStore implements Store {
     changes.push({ key, value, lease });
   }
 
-  #applyDelete(rev: number, key: string, events: CommittedEvent[], changes: JournalChange[]): KeyValue | undefined {
+  #applyDelete(
+    rev: number,
+    key: string,
+    events: CommittedEvent[],
+    changes: JournalChange[],
+  ): KeyValue | undefined {
     const prev = this.#live.get(key);
     if (prev === undefined) return undefined;
     if (prev.lease !== NO_LEASE) this.#leases.get(prev.lease)?.keys.delete(key);
     this.#record(key, { key, modRevision: rev, deleted: true });
     this.#live.delete(key);
-    const kv: KeyValue = { key, value: EMPTY_BYTES, createRevision: 0, modRevision: rev, version: 0, lease: NO_LEASE };
+    const kv: KeyValue = {
+      key,
+      value: EMPTY_BYTES,
+      createRevision: 0,
+      modRevision: rev,
+      version: 0,
+      lease: NO_LEASE,
+    };
     events.push({ event: { type: 'delete', kv, prev }, bare: { type: 'delete', kv } });
     changes.push({ key, deleted: true });
     return prev;
@@ -585,9 +620,13 @@ export class MemoryStore implements Store {
     try {
       await journal.flush();
     } catch (err) {
-      this.#failed = new MusterError('MUSTER_INTERNAL', 'the write-ahead log could not be made durable; the store stopped', {
-        cause: err,
-      });
+      this.#failed = new MusterError(
+        'MUSTER_INTERNAL',
+        'the write-ahead log could not be made durable; the store stopped',
+        {
+          cause: err,
+        },
+      );
       this.#hub.failAll(this.#failed);
       throw this.#failed;
     }
@@ -664,7 +703,10 @@ export class MemoryStore implements Store {
     if (this.#closed || at >= this.#expiryAt) return;
     if (this.#expiryTimer !== undefined) this.#clock.clearTimeout(this.#expiryTimer);
     this.#expiryAt = at;
-    this.#expiryTimer = this.#clock.setTimeout(() => this.#expire(), Math.max(0, at - this.#clock.monotonic()));
+    this.#expiryTimer = this.#clock.setTimeout(
+      () => this.#expire(),
+      Math.max(0, at - this.#clock.monotonic()),
+    );
   }
 
   #expire(): void {
@@ -697,9 +739,13 @@ type PreparedOp =
   | { type: 'range'; range: Range; limit: number; keysOnly: boolean };
 
 function prepareOps(ops: readonly TxnOp[], branch: string): PreparedOp[] {
-  if (!Array.isArray(ops)) throw new MusterError('MUSTER_INVALID_ARGUMENT', `${branch} must be an array of operations`);
+  if (!Array.isArray(ops))
+    throw new MusterError('MUSTER_INVALID_ARGUMENT', `${branch} must be an array of operations`);
   if (ops.length > MAX_TXN_OPS) {
-    throw new MusterError('MUSTER_TXN_TOO_LARGE', `${branch} has ${ops.length} operations; the limit is ${MAX_TXN_OPS}`);
+    throw new MusterError(
+      'MUSTER_TXN_TOO_LARGE',
+      `${branch} has ${ops.length} operations; the limit is ${MAX_TXN_OPS}`,
+    );
   }
   const prepared: PreparedOp[] = ops.map((op: TxnOp) => {
     switch (op?.type) {
@@ -713,7 +759,12 @@ function prepareOps(ops: readonly TxnOp[], branch: string): PreparedOp[] {
         return { type: 'delete', range: toRange(op.selector, false) };
       case 'range':
         checkLimit(op.limit);
-        return { type: 'range', range: toRange(op.selector, true), limit: op.limit ?? 0, keysOnly: op.keysOnly === true };
+        return {
+          type: 'range',
+          range: toRange(op.selector, true),
+          limit: op.limit ?? 0,
+          keysOnly: op.keysOnly === true,
+        };
       default:
         throw new MusterError(
           'MUSTER_INVALID_ARGUMENT',
@@ -726,9 +777,13 @@ function prepareOps(ops: readonly TxnOp[], branch: string): PreparedOp[] {
   for (const op of prepared) {
     if (op.type !== 'put') continue;
     if (putKeys.has(op.key)) {
-      throw new MusterError('MUSTER_INVALID_ARGUMENT', `${branch} puts key '${op.key}' twice; a transaction may write a key once`, {
-        details: { key: op.key },
-      });
+      throw new MusterError(
+        'MUSTER_INVALID_ARGUMENT',
+        `${branch} puts key '${op.key}' twice; a transaction may write a key once`,
+        {
+          details: { key: op.key },
+        },
+      );
     }
     putKeys.add(op.key);
   }
@@ -736,7 +791,9 @@ function prepareOps(ops: readonly TxnOp[], branch: string): PreparedOp[] {
     if (op.type !== 'delete') continue;
     for (const key of putKeys) {
       if (inRange(op.range, key)) {
-        throw new MusterError('MUSTER_INVALID_ARGUMENT', `${branch} both puts and deletes key '${key}'`, { details: { key } });
+        throw new MusterError('MUSTER_INVALID_ARGUMENT', `${branch} both puts and deletes key '${key}'`, {
+          details: { key },
+        });
       }
     }
   }
@@ -745,7 +802,10 @@ function prepareOps(ops: readonly TxnOp[], branch: string): PreparedOp[] {
 
 function checkLimit(limit: unknown): void {
   if (limit !== undefined && (typeof limit !== 'number' || !Number.isSafeInteger(limit) || limit < 0)) {
-    throw new MusterError('MUSTER_INVALID_ARGUMENT', `limit must be a non-negative integer, got ${String(limit)}`);
+    throw new MusterError(
+      'MUSTER_INVALID_ARGUMENT',
+      `limit must be a non-negative integer, got ${describeValue(limit)}`,
+    );
   }
 }
 
@@ -769,9 +829,13 @@ function compactedError(revision: number, compactRevision: number): MusterError 
 }
 
 function leaseNotFound(id: LeaseId, key?: string): MusterError {
-  return new MusterError('MUSTER_LEASE_NOT_FOUND', `lease ${id} does not exist (expired, revoked or never granted)`, {
-    details: { lease: id, ...(key === undefined ? {} : { key }) },
-  });
+  return new MusterError(
+    'MUSTER_LEASE_NOT_FOUND',
+    `lease ${id} does not exist (expired, revoked or never granted)`,
+    {
+      details: { lease: id, ...(key === undefined ? {} : { key }) },
+    },
+  );
 }
 
 function closedError(): MusterError {

@@ -10,7 +10,8 @@ const TARGETS: ReadonlySet<string> = new Set(['value', 'version', 'createRevisio
 export function validateCompares(compares: readonly Compare[]): void {
   if (!Array.isArray(compares)) throw invalidArgument('compares must be an array');
   for (const c of compares as unknown[]) {
-    if (c === null || typeof c !== 'object') throw invalidArgument('each compare must be an object { key, target, op, value }');
+    if (c === null || typeof c !== 'object')
+      throw invalidArgument('each compare must be an object { key, target, op, value }');
     const { key, target, op, value } = c as Record<string, unknown>;
     checkKey(key, 'compare key');
     if (typeof target !== 'string' || !TARGETS.has(target)) {
@@ -26,7 +27,9 @@ export function validateCompares(compares: readonly Compare[]): void {
     else if (target === 'lease') {
       if (value !== '0') checkLeaseId(value);
     } else if (typeof value !== 'number' || !Number.isSafeInteger(value)) {
-      throw invalidArgument(`compare on ${target} of '${key}' needs an integer value, got ${String(value)}`, { key });
+      throw invalidArgument(`compare on ${target} of '${key}' needs an integer value, got ${String(value)}`, {
+        key,
+      });
     }
   }
 }

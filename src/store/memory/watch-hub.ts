@@ -23,7 +23,7 @@ export class MemoryWatch implements Watch {
   #queue: WatchBatch[] = [];
   #waiter: { resolve: (r: IteratorResult<WatchBatch>) => void; reject: (e: unknown) => void } | undefined;
   #ended = false;
-  #error: unknown;
+  #error: Error | undefined;
   #lastRev = 0;
   readonly #onClose: (w: MemoryWatch) => void;
   readonly #onProgress: (w: MemoryWatch) => void;
@@ -34,7 +34,7 @@ export class MemoryWatch implements Watch {
     range: Range,
     prevKv: boolean,
     signal: AbortSignal | undefined,
-    hooks: { onClose(w: MemoryWatch): void; onProgress(w: MemoryWatch): void },
+    hooks: { onClose: (w: MemoryWatch) => void; onProgress: (w: MemoryWatch) => void },
   ) {
     this.range = range;
     this.prevKv = prevKv;
@@ -86,7 +86,7 @@ export class MemoryWatch implements Watch {
   /** Ends the watch with an error (after already queued batches are consumed). */
   fail(error: unknown): void {
     if (this.#ended) return;
-    this.#error = error;
+    this.#error = error instanceof Error ? error : new Error(String(error));
     this.#finish();
   }
 
@@ -116,10 +116,14 @@ export class MemoryWatch implements Watch {
     const batch = this.#queue.shift();
     if (batch !== undefined) return Promise.resolve({ value: batch, done: false });
     if (this.#ended) {
-      return this.#error !== undefined ? Promise.reject(this.#error) : Promise.resolve({ value: undefined, done: true });
+      return this.#error !== undefined
+        ? Promise.reject(this.#error)
+        : Promise.resolve({ value: undefined, done: true });
     }
     if (this.#waiter !== undefined) {
-      return Promise.reject(new MusterError('MUSTER_INVALID_ARGUMENT', 'a watch supports one consumer at a time'));
+      return Promise.reject(
+        new MusterError('MUSTER_INVALID_ARGUMENT', 'a watch supports one consumer at a time'),
+      );
     }
     return new Promise((resolve, reject) => {
       this.#waiter = { resolve, reject };
