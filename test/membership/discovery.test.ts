@@ -115,7 +115,7 @@ describe('discovery', () => {
     const port = (server.address() as { port: number }).port;
     assert.notEqual(port, 0);
     assert.equal(picked.address, `127.0.0.1:${port}`);
-    const [host, p] = (picked.address).split(':') as [string, string];
+    const [host, p] = picked.address.split(':') as [string, string];
     const reply = await new Promise<string>((resolve, reject) => {
       const sock = connect(Number(p), host);
       let data = '';
