@@ -11,7 +11,12 @@ import { MusterError } from '../errors.js';
 
 /** Finds `name` on PATH (or returns an absolute path as is); `undefined` when absent. */
 export function findBinary(name: string, path = process.env.PATH ?? ''): string | undefined {
-  const candidates = name.includes('/') ? [name] : path.split(delimiter).filter(Boolean).map((dir) => join(dir, name));
+  const candidates = name.includes('/')
+    ? [name]
+    : path
+        .split(delimiter)
+        .filter(Boolean)
+        .map((dir) => join(dir, name));
   for (const candidate of candidates) {
     try {
       accessSync(candidate, constants.X_OK);
@@ -33,13 +38,21 @@ export function servicesRequired(env: NodeJS.ProcessEnv = process.env): boolean 
  * returns `false` when the binary is present, a skip message when it is absent, and throws
  * `MUSTER_MISSING_BINARY` when it is absent and services are required.
  */
-export function needBinary(name: string, install: string, env: NodeJS.ProcessEnv = process.env): false | string {
+export function needBinary(
+  name: string,
+  install: string,
+  env: NodeJS.ProcessEnv = process.env,
+): false | string {
   if (findBinary(name, env.PATH) !== undefined) return false;
   const message = `'${name}' is not on PATH; install it with: ${install}`;
   if (servicesRequired(env)) {
-    throw new MusterError('MUSTER_MISSING_BINARY', `${message} (MUSTER_REQUIRE_SERVICES=1 forbids skipping)`, {
-      details: { binary: name },
-    });
+    throw new MusterError(
+      'MUSTER_MISSING_BINARY',
+      `${message} (MUSTER_REQUIRE_SERVICES=1 forbids skipping)`,
+      {
+        details: { binary: name },
+      },
+    );
   }
   process.stderr.write(`# SKIP: ${message}\n`);
   return `${message} (skipped)`;
