@@ -2,13 +2,17 @@
  * `npm run bench -- NAME [args…]`: runs one benchmark and prints its figures.
  * Each benchmark module exports `run(args)`.
  */
-const BENCHMARKS: Record<string, () => Promise<{ run(args: string[]): Promise<void> }>> = {};
+const BENCHMARKS: Record<string, () => Promise<{ run(args: string[]): Promise<void> }>> = {
+  store: () => import('./store.js'),
+};
 
 async function main(): Promise<void> {
   const [name, ...args] = process.argv.slice(2);
   const load = name === undefined ? undefined : BENCHMARKS[name];
   if (load === undefined) {
-    console.error(`usage: npm run bench -- NAME [args]\nbenchmarks: ${Object.keys(BENCHMARKS).sort().join(', ')}`);
+    console.error(
+      `usage: npm run bench -- NAME [args]\nbenchmarks: ${Object.keys(BENCHMARKS).sort().join(', ')}`,
+    );
     process.exitCode = 2;
     return;
   }

@@ -116,7 +116,10 @@ export class ManualClock implements Clock {
       this.#timers = this.#timers.filter((t) => !t.cancelled);
       let next: ManualTimer | undefined;
       for (const t of this.#timers) {
-        if (t.at <= target && (next === undefined || t.at < next.at || (t.at === next.at && t.seq < next.seq))) {
+        if (
+          t.at <= target &&
+          (next === undefined || t.at < next.at || (t.at === next.at && t.seq < next.seq))
+        ) {
           next = t;
         }
       }

@@ -11,21 +11,45 @@
 /** Every stable error code, with whether it is retryable by default and a one-line meaning. */
 export const ERROR_CODES = {
   MUSTER_INVALID_ARGUMENT: { retryable: false, summary: 'a caller passed a value the API does not accept' },
-  MUSTER_COMPACTED: { retryable: false, summary: 'the requested revision was compacted away; re-list and continue' },
-  MUSTER_FUTURE_REVISION: { retryable: false, summary: 'the requested revision is newer than the store head' },
-  MUSTER_LEASE_NOT_FOUND: { retryable: false, summary: 'the lease does not exist (expired, revoked or never granted)' },
+  MUSTER_COMPACTED: {
+    retryable: false,
+    summary: 'the requested revision was compacted away; re-list and continue',
+  },
+  MUSTER_FUTURE_REVISION: {
+    retryable: false,
+    summary: 'the requested revision is newer than the store head',
+  },
+  MUSTER_LEASE_NOT_FOUND: {
+    retryable: false,
+    summary: 'the lease does not exist (expired, revoked or never granted)',
+  },
   MUSTER_LEASE_LOST: { retryable: false, summary: 'a lease this process relied on expired or was revoked' },
-  MUSTER_UNAVAILABLE: { retryable: true, summary: 'the store could not be reached or did not answer in time' },
+  MUSTER_UNAVAILABLE: {
+    retryable: true,
+    summary: 'the store could not be reached or did not answer in time',
+  },
   MUSTER_TIMEOUT: { retryable: true, summary: 'an operation did not finish within its deadline' },
   MUSTER_ABORTED: { retryable: false, summary: 'the caller aborted the operation through its AbortSignal' },
   MUSTER_CLOSED: { retryable: false, summary: 'the object was closed; open a new one' },
   MUSTER_UNSUPPORTED_URL: { retryable: false, summary: 'the store URL names an engine muster does not know' },
-  MUSTER_PERMISSION_DENIED: { retryable: false, summary: 'the store refused the credentials or the operation' },
+  MUSTER_PERMISSION_DENIED: {
+    retryable: false,
+    summary: 'the store refused the credentials or the operation',
+  },
   MUSTER_VALUE_TOO_LARGE: { retryable: false, summary: 'a request or value exceeds the size limit' },
-  MUSTER_TXN_TOO_LARGE: { retryable: false, summary: 'a transaction has more operations than the store allows' },
+  MUSTER_TXN_TOO_LARGE: {
+    retryable: false,
+    summary: 'a transaction has more operations than the store allows',
+  },
   MUSTER_CORRUPT_DATA: { retryable: false, summary: 'on-disk data failed its integrity check' },
-  MUSTER_MISSING_BINARY: { retryable: false, summary: 'a program muster needs (for example etcd) is not on PATH' },
-  MUSTER_INTERNAL: { retryable: false, summary: 'a bug in muster: please report it with the message and logs' },
+  MUSTER_MISSING_BINARY: {
+    retryable: false,
+    summary: 'a program muster needs (for example etcd) is not on PATH',
+  },
+  MUSTER_INTERNAL: {
+    retryable: false,
+    summary: 'a bug in muster: please report it with the message and logs',
+  },
 } as const satisfies Record<string, { retryable: boolean; summary: string }>;
 
 /** A stable muster error code. Capabilities register theirs in {@link ERROR_CODES}. */

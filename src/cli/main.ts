@@ -1,3 +1,68 @@
-export async function main(_argv: string[]): Promise<number> {
-  return 0;
+/**
+ * The `muster` command line. Each capability contributes its subcommands from its own file in
+ * `src/cli/`; this file assembles them and is the one place where errors become exit statuses.
+ */
+import { readFileSync } from 'node:fs';
+import { Command, CommanderError } from 'commander';
+import { isMusterError } from '../errors.js';
+import { registerStoreCommands } from './store-commands.js';
+
+/** Exit statuses: 0 success, 1 a coded muster error, 2 bad usage, 70 an unexpected failure. */
+export const EXIT = { ok: 0, error: 1, usage: 2, internal: 70 } as const;
+
+export function packageVersion(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as {
+    version: string;
+  };
+  return pkg.version;
+}
+
+/** Builds the program; exported so tests can inspect help and parse without a process. */
+export function buildProgram(): Command {
+  const program = new Command('muster')
+    .description(
+      'A control plane for fleets of long-running processes: scheduled configuration, membership and ' +
+        'health, partition ownership with fencing tokens, a supervising agent and a shard-routing proxy.',
+    )
+    .version(packageVersion(), '-V, --version', 'print the muster version')
+    .showHelpAfterError('(run with --help for usage)')
+    .configureHelp({ sortSubcommands: true })
+    .addHelpText(
+      'after',
+      `
+Stores are named by URL: memory:, etcd://host:2379[,host2:2379], etcds://… (TLS).
+The default store is etcd://127.0.0.1:2379 — start one with \`muster serve\`.
+Errors print their code (e.g. MUSTER_STALE_CONFIG) and exit with status 1; see docs/errors.md.`,
+    );
+  registerStoreCommands(program);
+  return program;
+}
+
+/** Runs the CLI with `argv` (without node and script); resolves to the exit status. */
+export async function main(argv: string[]): Promise<number> {
+  const program = buildProgram();
+  program.exitOverride();
+  try {
+    await program.parseAsync(argv, { from: 'user' });
+    return typeof process.exitCode === 'number' ? process.exitCode : EXIT.ok;
+  } catch (err) {
+    return reportError(err, argv.includes('--json'));
+  }
+}
+
+/** Prints an error as `CODE: message` (or JSON) and returns the exit status for it. */
+export function reportError(err: unknown, json = false): number {
+  if (err instanceof CommanderError) {
+    // commander already printed the message (or help/version, which exit 0)
+    return err.exitCode === 0 ? EXIT.ok : EXIT.usage;
+  }
+  if (isMusterError(err)) {
+    if (json) process.stderr.write(`${JSON.stringify({ error: err.toJSON() })}\n`);
+    else process.stderr.write(`${err.code}: ${err.message}\n`);
+    return EXIT.error;
+  }
+  process.stderr.write(
+    `muster: unexpected failure: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`,
+  );
+  return EXIT.internal;
 }

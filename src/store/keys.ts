@@ -34,7 +34,7 @@ export function toBytes(value: unknown, key?: string): Uint8Array {
   else if (typeof value === 'string') bytes = encoder.encode(value);
   else {
     throw invalidArgument(
-      `value${key ? ` for '${key}'` : ''} must be a Uint8Array or a string, got ${describe(value)}`,
+      `value${key ? ` for '${key}'` : ''} must be a Uint8Array or a string, got ${describeValue(value)}`,
       {
         ...(key === undefined ? {} : { key }),
       },
@@ -67,14 +67,16 @@ export function checkTtl(ttlSeconds: unknown): asserts ttlSeconds is number {
 /** Validates a lease id: a decimal string of a positive 64-bit integer. */
 export function checkLeaseId(id: unknown): asserts id is LeaseId {
   if (typeof id !== 'string' || !/^[1-9]\d{0,18}$/.test(id)) {
-    throw invalidArgument(`lease id must be a decimal string of a positive integer, got ${describe(id)}`);
+    throw invalidArgument(
+      `lease id must be a decimal string of a positive integer, got ${describeValue(id)}`,
+    );
   }
 }
 
 /** Validates a revision argument: a positive safe integer. */
 export function checkRevision(revision: unknown, what = 'revision'): asserts revision is number {
   if (typeof revision !== 'number' || !Number.isSafeInteger(revision) || revision < 1) {
-    throw invalidArgument(`${what} must be a positive integer, got ${describe(revision)}`);
+    throw invalidArgument(`${what} must be a positive integer, got ${describeValue(revision)}`);
   }
 }
 
@@ -98,13 +100,13 @@ export function toRange(selector: unknown, asPrefix: boolean): Range {
   }
   if (selector === null || typeof selector !== 'object') {
     throw invalidArgument(
-      `a key selector must be a string, { key }, { prefix } or { start, end }; got ${describe(selector)}`,
+      `a key selector must be a string, { key }, { prefix } or { start, end }; got ${describeValue(selector)}`,
     );
   }
   const s = selector as Partial<Record<'key' | 'prefix' | 'start' | 'end', unknown>>;
   if ('prefix' in s) {
     if (typeof s.prefix !== 'string')
-      throw invalidArgument(`prefix must be a string, got ${describe(s.prefix)}`);
+      throw invalidArgument(`prefix must be a string, got ${describeValue(s.prefix)}`);
     return { kind: 'prefix', prefix: s.prefix };
   }
   if ('key' in s) {
@@ -114,7 +116,7 @@ export function toRange(selector: unknown, asPrefix: boolean): Range {
   if ('start' in s) {
     checkKey(s.start, 'range start');
     if (typeof s.end !== 'string')
-      throw invalidArgument(`range end must be a string, got ${describe(s.end)}`);
+      throw invalidArgument(`range end must be a string, got ${describeValue(s.end)}`);
     if (compareKeys(s.end, s.start) < 0) {
       throw invalidArgument(`range end '${s.end}' sorts before its start '${s.start}'`, { key: s.start });
     }
@@ -188,12 +190,17 @@ export function valueToBytes(value: ValueInput): Uint8Array {
   return typeof value === 'string' ? encoder.encode(value) : value;
 }
 
-function describe(value: unknown): string {
+/** A short description of any value for error messages. */
+export function describeValue(value: unknown): string {
   if (value === null) return 'null';
   if (Array.isArray(value)) return 'an array';
   if (typeof value === 'string') return `'${value.length > 40 ? `${value.slice(0, 40)}…` : value}'`;
   if (typeof value === 'object') return 'an object';
-  return `${typeof value} ${String(value)}`;
+  if (typeof value === 'function') return 'a function';
+  if (typeof value === 'symbol') return value.toString();
+  if (typeof value === 'number' || typeof value === 'boolean' || typeof value === 'bigint')
+    return `${typeof value} ${value}`;
+  return typeof value;
 }
 
 /** Re-exported for engines that build selectors. */

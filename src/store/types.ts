@@ -29,7 +29,8 @@ export interface KeyValue {
 }
 
 /** A key range: `{ prefix }`, one `{ key }`, or the half-open interval `[start, end)`. */
-export type KeySelector = { readonly prefix: string } | { readonly key: string } | { readonly start: string; readonly end: string };
+export type KeySelector =
+  { readonly prefix: string } | { readonly key: string } | { readonly start: string; readonly end: string };
 
 export interface ReadOptions {
   /** Read at this past revision (MVCC). Default: the head. Fails with `MUSTER_COMPACTED` if compacted. */
@@ -103,12 +104,22 @@ export type Compare =
 export type TxnOp =
   | { readonly type: 'put'; readonly key: string; readonly value: ValueInput; readonly lease?: LeaseId }
   | { readonly type: 'delete'; readonly selector: KeySelector }
-  | { readonly type: 'range'; readonly selector: KeySelector; readonly limit?: number; readonly keysOnly?: boolean };
+  | {
+      readonly type: 'range';
+      readonly selector: KeySelector;
+      readonly limit?: number;
+      readonly keysOnly?: boolean;
+    };
 
 export type TxnOpResult =
   | { readonly type: 'put'; readonly revision: number }
   | { readonly type: 'delete'; readonly deleted: number }
-  | { readonly type: 'range'; readonly kvs: readonly KeyValue[]; readonly count: number; readonly more: boolean };
+  | {
+      readonly type: 'range';
+      readonly kvs: readonly KeyValue[];
+      readonly count: number;
+      readonly more: boolean;
+    };
 
 export interface TxnResult {
   readonly succeeded: boolean;

@@ -18,3 +18,6 @@ export {
   type FaultMode,
   type Direction,
 } from './fault-proxy.js';
+export { storeConformance, type ConformanceTarget, type ConformanceOptions } from './conformance.js';
+export { collectUntil, waitFor } from './watch-helpers.js';
+export { ManualClock } from '../clock.js';

@@ -1,0 +1,225 @@
+/**
+ * Watch delivery for the memory engine.
+ *
+ * Watchers are indexed so that a write never scans every watcher: prefix watchers by prefix (only the
+ * prefix lengths that some watcher uses are probed), single-key watchers by key; only explicit
+ * `[start, end)` range watchers are scanned, and those are rare.
+ */
+import { MusterError } from '../../errors.js';
+import { inRange, type Range } from '../keys.js';
+import type { Watch, WatchBatch, WatchEvent } from '../types.js';
+
+/** One change of a committed revision, as the hub receives it. */
+export interface CommittedEvent {
+  readonly event: WatchEvent; // with `prev` filled in when known
+  /** The same event without `prev`, shared by every watcher that did not ask for it. */
+  readonly bare: WatchEvent;
+}
+
+/** A single-consumer async iterator over a growing queue of batches. */
+export class MemoryWatch implements Watch {
+  readonly range: Range;
+  readonly prevKv: boolean;
+  #queue: WatchBatch[] = [];
+  #waiter: { resolve: (r: IteratorResult<WatchBatch>) => void; reject: (e: unknown) => void } | undefined;
+  #ended = false;
+  #error: Error | undefined;
+  #lastRev = 0;
+  readonly #onClose: (w: MemoryWatch) => void;
+  readonly #onProgress: (w: MemoryWatch) => void;
+  readonly #signal: AbortSignal | undefined;
+  readonly #abort = (): void => this.close();
+
+  constructor(
+    range: Range,
+    prevKv: boolean,
+    signal: AbortSignal | undefined,
+    hooks: { onClose: (w: MemoryWatch) => void; onProgress: (w: MemoryWatch) => void },
+  ) {
+    this.range = range;
+    this.prevKv = prevKv;
+    this.#onClose = hooks.onClose;
+    this.#onProgress = hooks.onProgress;
+    this.#signal = signal;
+    signal?.addEventListener('abort', this.#abort, { once: true });
+  }
+
+  get ended(): boolean {
+    return this.#ended;
+  }
+
+  /** Appends one event of revision `rev` (events of one revision share a batch). */
+  pushEvent(rev: number, committed: CommittedEvent): void {
+    if (this.#ended) return;
+    const event = this.prevKv ? committed.event : committed.bare;
+    const last = this.#queue[this.#queue.length - 1];
+    if (this.#lastRev === rev && last !== undefined && last.type === 'events') {
+      (last.events as WatchEvent[]).push(event);
+      return;
+    }
+    this.#lastRev = rev;
+    this.#push({ type: 'events', revision: rev, events: [event] });
+  }
+
+  pushProgress(rev: number): void {
+    if (this.#ended) return;
+    this.#push({ type: 'progress', revision: rev });
+  }
+
+  #push(batch: WatchBatch): void {
+    const waiter = this.#waiter;
+    if (waiter !== undefined && this.#queue.length === 0) {
+      // Deliver on the next microtask so that further events of the same revision join the batch.
+      this.#queue.push(batch);
+      this.#waiter = undefined;
+      queueMicrotask(() => {
+        const next = this.#queue.shift();
+        if (next !== undefined) waiter.resolve({ value: next, done: false });
+        else if (this.#error !== undefined) waiter.reject(this.#error);
+        else waiter.resolve({ value: undefined, done: true });
+      });
+      return;
+    }
+    this.#queue.push(batch);
+  }
+
+  /** Ends the watch with an error (after already queued batches are consumed). */
+  fail(error: unknown): void {
+    if (this.#ended) return;
+    this.#error = error instanceof Error ? error : new Error(String(error));
+    this.#finish();
+  }
+
+  requestProgress(): void {
+    if (!this.#ended) this.#onProgress(this);
+  }
+
+  close(): void {
+    if (this.#ended) return;
+    this.#queue.length = 0;
+    this.#finish();
+  }
+
+  #finish(): void {
+    this.#ended = true;
+    this.#signal?.removeEventListener('abort', this.#abort);
+    this.#onClose(this);
+    const waiter = this.#waiter;
+    if (waiter !== undefined && this.#queue.length === 0) {
+      this.#waiter = undefined;
+      if (this.#error !== undefined) waiter.reject(this.#error);
+      else waiter.resolve({ value: undefined, done: true });
+    }
+  }
+
+  next(): Promise<IteratorResult<WatchBatch>> {
+    const batch = this.#queue.shift();
+    if (batch !== undefined) return Promise.resolve({ value: batch, done: false });
+    if (this.#ended) {
+      return this.#error !== undefined
+        ? Promise.reject(this.#error)
+        : Promise.resolve({ value: undefined, done: true });
+    }
+    if (this.#waiter !== undefined) {
+      return Promise.reject(
+        new MusterError('MUSTER_INVALID_ARGUMENT', 'a watch supports one consumer at a time'),
+      );
+    }
+    return new Promise((resolve, reject) => {
+      this.#waiter = { resolve, reject };
+    });
+  }
+
+  return(): Promise<IteratorResult<WatchBatch>> {
+    this.close();
+    return Promise.resolve({ value: undefined, done: true });
+  }
+
+  [Symbol.asyncIterator](): AsyncIterator<WatchBatch> {
+    return this;
+  }
+
+  /** Batches queued and not yet consumed. */
+  get pending(): number {
+    return this.#queue.length;
+  }
+}
+
+/** The registry of live watchers and the fan-out of committed revisions to them. */
+export class WatchHub {
+  readonly #byPrefix = new Map<string, Set<MemoryWatch>>();
+  readonly #prefixLengths = new Map<number, number>();
+  readonly #byKey = new Map<string, Set<MemoryWatch>>();
+  readonly #ranges = new Set<MemoryWatch>();
+  #count = 0;
+
+  get size(): number {
+    return this.#count;
+  }
+
+  add(w: MemoryWatch): void {
+    this.#count++;
+    const r = w.range;
+    if (r.kind === 'prefix') {
+      addTo(this.#byPrefix, r.prefix, w);
+      this.#prefixLengths.set(r.prefix.length, (this.#prefixLengths.get(r.prefix.length) ?? 0) + 1);
+    } else if (r.kind === 'key') {
+      addTo(this.#byKey, r.key, w);
+    } else {
+      this.#ranges.add(w);
+    }
+  }
+
+  remove(w: MemoryWatch): void {
+    const r = w.range;
+    let removed = false;
+    if (r.kind === 'prefix') {
+      removed = removeFrom(this.#byPrefix, r.prefix, w);
+      if (removed) {
+        const n = (this.#prefixLengths.get(r.prefix.length) ?? 1) - 1;
+        if (n === 0) this.#prefixLengths.delete(r.prefix.length);
+        else this.#prefixLengths.set(r.prefix.length, n);
+      }
+    } else if (r.kind === 'key') {
+      removed = removeFrom(this.#byKey, r.key, w);
+    } else {
+      removed = this.#ranges.delete(w);
+    }
+    if (removed) this.#count--;
+  }
+
+  /** Delivers every event of revision `rev`, in order, to the watchers whose range holds its key. */
+  publish(rev: number, events: readonly CommittedEvent[]): void {
+    if (this.#count === 0) return;
+    for (const committed of events) {
+      const key = committed.event.kv.key;
+      for (const len of this.#prefixLengths.keys()) {
+        if (len > key.length) continue;
+        const set = this.#byPrefix.get(len === key.length ? key : key.slice(0, len));
+        if (set !== undefined) for (const w of set) w.pushEvent(rev, committed);
+      }
+      const exact = this.#byKey.get(key);
+      if (exact !== undefined) for (const w of exact) w.pushEvent(rev, committed);
+      for (const w of this.#ranges) if (inRange(w.range, key)) w.pushEvent(rev, committed);
+    }
+  }
+
+  /** Ends every watcher with `error`. */
+  failAll(error: unknown): void {
+    const all = [...this.#byPrefix.values(), ...this.#byKey.values(), this.#ranges].flatMap((s) => [...s]);
+    for (const w of all) w.fail(error);
+  }
+}
+
+function addTo(map: Map<string, Set<MemoryWatch>>, k: string, w: MemoryWatch): void {
+  let set = map.get(k);
+  if (set === undefined) map.set(k, (set = new Set()));
+  set.add(w);
+}
+
+function removeFrom(map: Map<string, Set<MemoryWatch>>, k: string, w: MemoryWatch): boolean {
+  const set = map.get(k);
+  if (set === undefined || !set.delete(w)) return false;
+  if (set.size === 0) map.delete(k);
+  return true;
+}

@@ -1,0 +1,86 @@
+/**
+ * `openStore(url, options)`: one factory for every engine, chosen by the URL's scheme.
+ *
+ * - `memory:` — an in-process engine (tests, simulations, single-process use).
+ * - `etcd://host:2379[,host2:2379…]`, `etcds://…` — a real etcd cluster or `muster serve`.
+ */
+import type { Clock } from '../clock.js';
+import { MusterError } from '../errors.js';
+import { MemoryStore } from './memory/memory-store.js';
+import type { Store } from './types.js';
+
+export interface OpenStoreOptions {
+  /** Clock for the memory engine's lease expiry. Default: the system clock. */
+  clock?: Clock;
+  /** Engine-specific options (see docs/store.md). */
+  [option: string]: unknown;
+}
+
+/** The store URL used when none is given: a local `muster serve` (or etcd) on the default port. */
+export const DEFAULT_STORE_URL = 'etcd://127.0.0.1:2379';
+
+type EngineFactory = (url: URL, raw: string, options: OpenStoreOptions) => Promise<Store>;
+
+const ENGINES = new Map<string, EngineFactory>([
+  [
+    'memory:',
+    async (_url, raw, options) =>
+      new MemoryStore({ url: raw, ...(options.clock ? { clock: options.clock } : {}) }),
+  ],
+]);
+
+/** Registers an engine for a URL scheme (e.g. `'etcd:'`). Used by the engines themselves. */
+export function registerEngine(scheme: string, factory: EngineFactory): void {
+  ENGINES.set(scheme, factory);
+}
+
+/**
+ * Opens a store by URL. Throws `MUSTER_UNSUPPORTED_URL` for an unknown scheme or a malformed URL;
+ * engine-specific connection errors surface as the engine's coded errors.
+ */
+export async function openStore(url: string, options: OpenStoreOptions = {}): Promise<Store> {
+  if (typeof url !== 'string' || url.length === 0) {
+    throw new MusterError(
+      'MUSTER_UNSUPPORTED_URL',
+      'a store URL is required, e.g. memory: or etcd://127.0.0.1:2379',
+    );
+  }
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch (err) {
+    throw new MusterError(
+      'MUSTER_UNSUPPORTED_URL',
+      `'${url}' is not a URL; use memory: or etcd://host:2379`,
+      { cause: err },
+    );
+  }
+  await loadEngines();
+  const factory = ENGINES.get(parsed.protocol);
+  if (factory === undefined) {
+    throw new MusterError(
+      'MUSTER_UNSUPPORTED_URL',
+      `no store engine for '${parsed.protocol}'; known: ${[...ENGINES.keys()].join(', ')}`,
+      { details: { url: redactUrl(url) } },
+    );
+  }
+  return factory(parsed, url, options);
+}
+
+let enginesLoaded: Promise<void> | undefined;
+/** Loads optional engines lazily, so `memory:` users never load gRPC. */
+function loadEngines(): Promise<void> {
+  enginesLoaded ??= Promise.resolve();
+  return enginesLoaded;
+}
+
+/** A URL with any password removed, for logs and errors. */
+export function redactUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password) u.password = '***';
+    return u.toString();
+  } catch {
+    return url.replace(/\/\/[^@/]*@/, '//***@');
+  }
+}

@@ -1,0 +1,24 @@
+import assert from 'node:assert/strict';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { test } from 'node:test';
+
+const bin = new URL('../../../bin/muster.js', import.meta.url).pathname;
+
+test('muster --help and --version work from the bin', () => {
+  const help = execFileSync(process.execPath, [bin, '--help'], { encoding: 'utf8' });
+  assert.match(help, /Usage: muster/);
+  assert.match(help, /control plane/);
+  const version = execFileSync(process.execPath, [bin, '--version'], { encoding: 'utf8' }).trim();
+  assert.match(version, /^\d+\.\d+\.\d+/);
+});
+
+test('a coded error prints its code and exits 1; bad usage exits 2', () => {
+  const coded = spawnSync(process.execPath, [bin, 'store', 'get', '/x', '--store', 'nosuch:'], {
+    encoding: 'utf8',
+  });
+  assert.equal(coded.status, 1);
+  assert.match(coded.stderr, /^MUSTER_UNSUPPORTED_URL: /);
+  const usage = spawnSync(process.execPath, [bin, 'no-such-command'], { encoding: 'utf8' });
+  assert.equal(usage.status, 2);
+  assert.match(usage.stderr, /unknown command/);
+});
