@@ -32,6 +32,7 @@ import {
   type Watch,
   type WatchOptions,
 } from '../types.js';
+import { validateCompares } from '../memory/txn-rules.js';
 import { KeyCodec } from './codec.js';
 import { fromEtcdError } from './errors.js';
 import { KeepAliveChannel, type KeepAliveStream } from './keep-alive.js';
@@ -459,15 +460,7 @@ function checkTxn(
   }
   checkOps('onSuccess', onSuccess);
   checkOps('onFailure', onFailure);
-  for (const c of compares) {
-    checkKey(c.key, 'compare key');
-    if (c.target === 'value') toBytes(c.value, c.key);
-    else if (c.target === 'lease') {
-      if (c.value !== NO_LEASE) checkLeaseId(c.value);
-    } else if (!Number.isSafeInteger(c.value)) {
-      throw invalidArgument(`compare of '${c.key}' needs an integer ${c.target}, got ${String(c.value)}`);
-    }
-  }
+  validateCompares(compares);
 }
 
 function checkOps(branch: string, ops: readonly TxnOp[]): void {
@@ -478,6 +471,8 @@ function checkOps(branch: string, ops: readonly TxnOp[]): void {
     );
   }
   for (const op of ops) {
+    if (op === null || typeof op !== 'object')
+      throw invalidArgument(`${branch} holds a non-object operation`);
     if (op.type === 'put') {
       checkKey(op.key);
       toBytes(op.value, op.key);
