@@ -184,7 +184,7 @@ describe('etcd engine on a single member', { skip: needBinary('etcd', ETCD_INSTA
         isMusterError(err, 'MUSTER_UNAVAILABLE') || isMusterError(err, 'MUSTER_TIMEOUT'),
         String(err),
       );
-      assert.equal((err).retryable, true);
+      assert.equal(err.retryable, true);
     } finally {
       await s.close();
     }
@@ -241,7 +241,7 @@ describe('etcd engine on a single member', { skip: needBinary('etcd', ETCD_INSTA
         (e: unknown) => e,
       );
       assert.ok(isMusterError(err, 'MUSTER_COMPACTED'), String(err));
-      assert.ok(((err).details.compactRevision ?? 0) > first.events[0]!.kv.modRevision);
+      assert.ok((err.details.compactRevision ?? 0) > first.events[0]!.kv.modRevision);
 
       // Re-list, then watch from the list's revision + 1: nothing is missed.
       const again = await watcherStore.range('compact/');
