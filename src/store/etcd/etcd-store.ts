@@ -55,6 +55,7 @@ interface Pool {
     }) => T,
   ): Promise<T>;
   markFailed(resource: unknown, error: unknown): void;
+  readonly authenticator?: { invalidateMetadata(): void };
 }
 
 /** A pass-through fault policy: etcd3's default retries writes that may have been applied. */
@@ -406,6 +407,9 @@ export class EtcdStore implements Store {
       };
       stream.on('error', (err) => {
         if (stream.writable) this.#pool.markFailed(resource, err);
+        // An expired token: the next stream authenticates again (unary calls do this in etcd3).
+        if (err instanceof Error && err.message.includes('invalid auth token'))
+          this.#pool.authenticator?.invalidateMetadata();
       });
       return stream;
     });
