@@ -21,3 +21,4 @@ export {
 export { storeConformance, type ConformanceTarget, type ConformanceOptions } from './conformance.js';
 export { collectUntil, waitFor } from './watch-helpers.js';
 export { ManualClock } from '../clock.js';
+export { makeTestCertificates, type TestCertificates } from './tls.js';
