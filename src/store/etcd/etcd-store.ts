@@ -8,7 +8,13 @@
  */
 import type { CallOptions, Metadata } from '@grpc/grpc-js';
 import { Etcd3, type IOptions, type IRangeRequest, type IResponseHeader } from 'etcd3';
-import { abortedError, type ErrorDetails, invalidArgument, MusterError } from '../../errors.js';
+import {
+  abortedError,
+  type ErrorDetails,
+  invalidArgument,
+  isMusterError,
+  MusterError,
+} from '../../errors.js';
 import { checkKey, checkLeaseId, checkRevision, checkTtl, MAX_TXN_OPS, toBytes, toRange } from '../keys.js';
 import {
   type Compare,
@@ -129,7 +135,7 @@ export class EtcdStore implements Store {
     if (options.revision !== undefined) checkRevision(options.revision);
     const res = await this.#read(options.signal, { key, revision: options.revision }, (o) =>
       this.#client.kv.range({ key: this.#codec.encode(key), revision: options.revision ?? 0 }, o),
-    );
+    ).catch((err: unknown) => this.#explainCompacted(err));
     const kv = res.kvs[0];
     return kv === undefined ? undefined : this.#codec.kv(kv);
   }
@@ -149,7 +155,7 @@ export class EtcdStore implements Store {
     };
     const res = await this.#read(options.signal, { revision: options.revision }, (o) =>
       this.#client.kv.range(req, o),
-    );
+    ).catch((err: unknown) => this.#explainCompacted(err));
     const keysOnly = options.keysOnly === true;
     return {
       kvs: options.countOnly === true ? [] : res.kvs.map((kv) => this.#codec.kv(kv, keysOnly)),
@@ -228,7 +234,7 @@ export class EtcdStore implements Store {
     checkRevision(revision);
     await this.#write(undefined, { revision }, (o) =>
       this.#client.kv.compact({ revision, physical: false }, o),
-    );
+    ).catch((err: unknown) => this.#explainCompacted(err));
   }
 
   // ---- watches -----------------------------------------------------------------------------------
@@ -412,6 +418,39 @@ export class EtcdStore implements Store {
           this.#pool.authenticator?.invalidateMetadata();
       });
       return stream;
+    });
+  }
+
+  /**
+   * Rethrows `err`; a `MUSTER_COMPACTED` from a read gains `details.compactRevision`, which etcd's
+   * read error does not carry: a watch from revision 1 is cancelled with it.
+   */
+  async #explainCompacted(err: unknown): Promise<never> {
+    if (!isMusterError(err, 'MUSTER_COMPACTED') || err.details.compactRevision !== undefined) throw err;
+    const compactRevision = await this.#probeCompactRevision().catch(() => undefined);
+    if (compactRevision === undefined) throw err;
+    throw new MusterError(
+      'MUSTER_COMPACTED',
+      `revision ${err.details.revision ?? '?'} has been compacted (history before ${compactRevision} is gone); re-list and watch from the new revision`,
+      { cause: err.cause, details: { ...err.details, compactRevision } },
+    );
+  }
+
+  async #probeCompactRevision(): Promise<number | undefined> {
+    const stream = await this.#openStream<WatchStream>('Watch', 'watch');
+    return new Promise<number | undefined>((resolve) => {
+      const done = (rev: number | undefined): void => {
+        clearTimeout(timer);
+        stream.cancel();
+        resolve(rev);
+      };
+      const timer = setTimeout(() => done(undefined), 1000);
+      stream.on('data', (res: { compact_revision?: string }) => {
+        const rev = Number(res.compact_revision ?? 0);
+        if (rev > 0) done(rev);
+      });
+      stream.on('error', () => done(undefined));
+      stream.write({ create_request: { key: this.#codec.encode('\0'), start_revision: 1 } });
     });
   }
 
