@@ -12,7 +12,16 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
+import {
+  closeSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { request } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { createServer } from 'node:net';
@@ -123,6 +132,63 @@ function installExitHooks(): void {
       killAllNow();
       process.kill(process.pid, signal);
     });
+  }
+}
+
+// ---- orphans: clusters whose test process died without cleaning up (SIGKILL, OOM) ----------------
+
+const ROOT_PREFIX = 'muster-etcd-';
+const OWNER_FILE = 'owner.pid';
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Every process id (Linux `/proc`; elsewhere none, and orphans are only removed from disk). */
+function processIds(): string[] {
+  try {
+    return readdirSync('/proc').filter((p) => /^\d+$/.test(p));
+  } catch {
+    return [];
+  }
+}
+
+/**
+ * Kills the etcd processes of harness directories whose owner process is gone, and removes the
+ * directories. An etcd is recognised by its command line naming the directory, so nothing else is
+ * ever signalled.
+ */
+export function sweepOrphans(): void {
+  let entries: string[];
+  try {
+    entries = readdirSync(tmpdir()).filter((name) => name.startsWith(ROOT_PREFIX));
+  } catch {
+    return;
+  }
+  for (const name of entries) {
+    const root = join(tmpdir(), name);
+    let owner: number;
+    try {
+      owner = Number(readFileSync(join(root, OWNER_FILE), 'utf8'));
+    } catch {
+      continue; // being created, or not ours
+    }
+    if (!Number.isInteger(owner) || owner <= 0 || alive(owner)) continue;
+    for (const pid of processIds()) {
+      try {
+        const cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+        if (cmdline.includes(`${root}/`) && cmdline.split('\0')[0]?.endsWith('etcd'))
+          process.kill(Number(pid), 'SIGKILL');
+      } catch {
+        // gone meanwhile, or not readable
+      }
+    }
+    rmSync(root, { recursive: true, force: true });
   }
 }
 
@@ -394,7 +460,9 @@ export async function startEtcd(options: StartEtcdOptions = {}): Promise<EtcdClu
     });
   }
   const count = options.members ?? 1;
-  const root = mkdtempSync(join(tmpdir(), 'muster-etcd-'));
+  sweepOrphans();
+  const root = mkdtempSync(join(tmpdir(), ROOT_PREFIX));
+  writeFileSync(join(root, OWNER_FILE), String(process.pid));
   const members: Member[] = [];
   for (let i = 0; i < count; i++) {
     const host = `127.0.0.${i + 1}`;

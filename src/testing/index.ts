@@ -4,6 +4,7 @@
 export { findBinary, needBinary, servicesRequired } from './services.js';
 export {
   startEtcd,
+  sweepOrphans,
   freePort,
   ETCD_INSTALL_HINT,
   TEST_PROGRESS_NOTIFY_INTERVAL,
