@@ -39,7 +39,7 @@ import {
   type WatchOptions,
 } from '../types.js';
 import { validateCompares } from '../memory/txn-rules.js';
-import { KeyCodec } from './codec.js';
+import { KeyCodec, toBuffer } from './codec.js';
 import { fromEtcdError } from './errors.js';
 import { KeepAliveChannel, type KeepAliveStream } from './keep-alive.js';
 import { type EtcdStoreOptions, resolveEtcdOptions, type ResolvedEtcdOptions } from './url.js';
@@ -181,7 +181,7 @@ export class EtcdStore implements Store {
     if (lease !== NO_LEASE) checkLeaseId(lease);
     const res = await this.#write(options.signal, { key, lease }, (o) =>
       this.#client.kv.put(
-        { key: this.#codec.encode(key), value: Buffer.from(bytes), lease, prev_kv: options.prevKv === true },
+        { key: this.#codec.encode(key), value: toBuffer(bytes), lease, prev_kv: options.prevKv === true },
         o,
       ),
     );
