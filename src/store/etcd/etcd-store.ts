@@ -80,6 +80,12 @@ export function openEtcdStore(url: string, options: EtcdStoreOptions = {}): Etcd
   return new EtcdStore(resolveEtcdOptions(url, options));
 }
 
+/**
+ * The etcd engine. Semantics and error codes are the port's (see `src/store/types.ts` and
+ * docs/store.md); what is particular to etcd — deadlines, which failures are retried, how watches
+ * resume and prove progress, how leases are renewed — is in the module comment above and in the
+ * "etcd engine" section of docs/store.md. Open it with {@link openEtcdStore} or `openStore(url)`.
+ */
 export class EtcdStore implements Store {
   readonly url: string;
   readonly #opts: ResolvedEtcdOptions;
@@ -241,9 +247,13 @@ export class EtcdStore implements Store {
 
   watch(selector: string | KeySelector, options: WatchOptions = {}): Watch {
     const range = this.#codec.wireRange(toRange(selector, true));
-    if (options.fromRevision !== undefined) checkRevision(options.fromRevision, 'fromRevision');
-    if (this.#closing !== undefined)
-      throw new MusterError('MUSTER_CLOSED', 'the etcd store was closed; open a new one');
+    let failWith: unknown;
+    try {
+      if (options.fromRevision !== undefined) checkRevision(options.fromRevision, 'fromRevision');
+      this.#usable(undefined);
+    } catch (err) {
+      failWith = err;
+    }
     const w = new EtcdWatch(
       {
         codec: this.#codec,
@@ -254,7 +264,9 @@ export class EtcdStore implements Store {
       },
       range,
       options,
+      failWith,
     );
+    if (failWith !== undefined) return w;
     this.#watches.add(w);
     if (options.fromRevision === undefined) {
       const started = w.started;
