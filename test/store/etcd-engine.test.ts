@@ -294,4 +294,29 @@ describe('etcd engine on a single member', { skip: needBinary('etcd', ETCD_INSTA
       await proxy.close();
     }
   });
+
+  test('closing one watch leaves the member connection, and every other stream on it, alone', async () => {
+    const proxy = await startFaultProxy({ target: cluster.endpoints[0] as string });
+    const s = openEtcdStore(`etcd://${proxy.endpoint}`, { keyPrefix: store.keyPrefix });
+    try {
+      const from = (await s.headRevision()) + 1;
+      const kept = s.watch('calm/', { fromRevision: from });
+      for (let i = 0; i < 5; i++) {
+        const w = s.watch('brief/', { fromRevision: from });
+        await s.put('brief/k', String(i));
+        await readUntil(w, (ev) => ev.length >= 1);
+        w.close();
+      }
+      const lease = await s.grantLease(5);
+      await s.keepAlive(lease.id);
+      await s.put('calm/k', 'still here');
+      const { events } = await readUntil(kept, (ev) => ev.length >= 1);
+      kept.close();
+      assert.equal(text(events[0]!.kv.value), 'still here');
+      assert.equal(proxy.accepted, 1, 'one connection served every request and stream');
+    } finally {
+      await s.close();
+      await proxy.close();
+    }
+  });
 });

@@ -47,6 +47,8 @@ import { EtcdWatch, type ProgressMode, type WatchStream } from './watch.js';
 
 /** gRPC keep-alive ping interval: etcd refuses pings more often than every 5 s (`--grpc-keepalive-min-time`). */
 export const GRPC_KEEPALIVE_MS = 6000;
+/** gRPC status CANCELLED: what a stream reports after `cancel()`. */
+const GRPC_CANCELLED = 1;
 /** Attempts of an idempotent read across endpoints before its error is returned. */
 export const READ_ATTEMPTS = 3;
 
@@ -424,7 +426,10 @@ export class EtcdStore implements Store {
         on(e: 'error', f: (err: unknown) => void): void;
       };
       stream.on('error', (err) => {
-        if (stream.writable) this.#pool.markFailed(resource, err);
+        // A failed stream counts against its member (and resets that member's connection), but not
+        // one we cancelled ourselves: that would cut every other stream to the member too.
+        const cancelled = (err as { code?: unknown } | null)?.code === GRPC_CANCELLED;
+        if (stream.writable && !cancelled) this.#pool.markFailed(resource, err);
         // An expired token: the next stream authenticates again (unary calls do this in etcd3).
         if (err instanceof Error && err.message.includes('invalid auth token'))
           this.#pool.authenticator?.invalidateMetadata();
