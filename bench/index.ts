@@ -4,6 +4,7 @@
  */
 const BENCHMARKS: Record<string, () => Promise<{ run(args: string[]): Promise<void> }>> = {
   store: () => import('./store.js'),
+  membership: () => import('./membership.js'),
   etcd: () => import('./etcd.js'),
 };
 
