@@ -51,7 +51,7 @@ export function assign(input: PlacementInput): PlacementResult {
   const share = new Float64Array(A);
   for (let a = 0; a < A; a++) {
     share[a] = (P * inst.weight[a]!) / inst.totalWeight;
-    free[a] = Math.max(0, Math.ceil((1 + epsilon) * share[a]! - CAP_SLACK));
+    free[a] = Math.min(P, Math.max(0, Math.ceil((1 + epsilon) * share[a]! - CAP_SLACK)));
   }
   const caps = Int32Array.from(free);
 
@@ -89,8 +89,7 @@ export function assign(input: PlacementInput): PlacementResult {
     // Round 2: partitions without an active owner go to their first choice if it has room.
     // Round 3: partitions on another instance move to their first choice only while it is below its
     //          fair share (this is how a joining or heavier instance fills up).
-    // The rest overflow (round 4): they stay on their owner if it has room, else take the best
-    // instance with room in their preference order.
+    // The rest overflow (round 4).
     const pool = new Uint8Array(P);
     for (let round = 1; round <= 3; round++) {
       for (let i = 0; i < P; i++) {
@@ -107,21 +106,26 @@ export function assign(input: PlacementInput): PlacementResult {
         } else pool[p] = 1;
       }
     }
+    // Round 4a: keep every overflowing partition whose owner still has room, before anything walks,
+    // so that partitions shed elsewhere cannot crowd a partition out of an owner it could have kept.
+    for (let i = 0; i < P; i++) {
+      const p = order[i]!;
+      const o = owner[p]!;
+      if (pool[p] !== 1 || o < 0 || free[o]! <= 0) continue;
+      assigned[p] = o;
+      free[o]!--;
+      pool[p] = 0;
+      kept++;
+    }
+    // Round 4b: the rest walk down their preference order to the first instance with room.
     for (let i = 0; i < P; i++) {
       const p = order[i]!;
       if (pool[p] !== 1) continue;
-      const o = owner[p]!;
-      let a: number;
-      if (o >= 0 && free[o]! > 0) {
-        a = o;
-        kept++;
-      } else {
-        a = bestInstance(parts.lo[p]!, parts.hi[p]!, inst, free);
-        if (a < 0) {
-          a = first[p]!;
-          overCap++;
-        } else overflowed++;
-      }
+      let a = bestInstance(parts.lo[p]!, parts.hi[p]!, inst, free);
+      if (a < 0) {
+        a = first[p]!;
+        overCap++;
+      } else overflowed++;
       assigned[p] = a;
       free[a]!--;
     }
