@@ -2,7 +2,9 @@
  * `npm run bench -- NAME [args…]`: runs one benchmark and prints its figures.
  * Each benchmark module exports `run(args)`.
  */
-const BENCHMARKS: Record<string, () => Promise<{ run(args: string[]): Promise<void> }>> = {};
+const BENCHMARKS: Record<string, () => Promise<{ run(args: string[]): Promise<void> }>> = {
+  placement: () => import('./placement.js'),
+};
 
 async function main(): Promise<void> {
   const [name, ...args] = process.argv.slice(2);

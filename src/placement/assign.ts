@@ -4,7 +4,7 @@
  * docs/placement.md for the algorithm and the argument for its guarantees.
  */
 import { invalidArgument } from '../errors.js';
-import { bestInstance, firstChoices } from './first-choice.js';
+import { bestInstance, preferences } from './first-choice.js';
 import { findPartition, instanceTable, partitionTable } from './tables.js';
 import {
   DEFAULT_EPSILON,
@@ -75,7 +75,7 @@ export function assign(input: PlacementInput): PlacementResult {
   let overflowed = 0;
   let overCap = 0;
   if (A > 0) {
-    const first = firstChoices(parts, inst, seed);
+    const { first, second } = preferences(parts, inst, seed);
     const owner = new Int32Array(P).fill(-1);
     if (ownerOf !== undefined) {
       for (let p = 0; p < P; p++) {
@@ -121,7 +121,9 @@ export function assign(input: PlacementInput): PlacementResult {
     for (let i = 0; i < P; i++) {
       const p = order[i]!;
       if (pool[p] !== 1) continue;
-      let a = bestInstance(parts.lo[p]!, parts.hi[p]!, inst, free);
+      const f = first[p]!;
+      const s = second[p]!;
+      let a = free[f]! > 0 ? f : s >= 0 && free[s]! > 0 ? s : bestInstance(parts.lo[p]!, parts.hi[p]!, inst, free);
       if (a < 0) {
         a = first[p]!;
         overCap++;

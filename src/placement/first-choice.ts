@@ -6,47 +6,68 @@
 import { lnUnit } from './hash.js';
 import type { InstanceTable, PartitionTable } from './tables.js';
 
-let cache: { parts: PartitionTable; key: string; first: Int32Array } | undefined;
+/** Every partition's first and second choice among all active instances (second: -1 if none). */
+export interface Preferences {
+  readonly first: Int32Array;
+  readonly second: Int32Array;
+}
+
+let cache: { parts: PartitionTable; key: string; prefs: Preferences } | undefined;
 
 /**
- * `first[p]` = {@link bestInstance} of partition p among all active instances. Reuses the previous
- * table when called again with the same partition table, active instances, weights and seed. The
- * returned array is shared: callers must not modify it.
+ * The two best instances of every partition in rendezvous order, as {@link bestInstance} would pick
+ * them. Reuses the previous table when called again with the same partition table, active instances,
+ * weights and seed. The returned arrays are shared: callers must not modify them.
  */
-export function firstChoices(parts: PartitionTable, inst: InstanceTable, seed: number): Int32Array {
+export function preferences(parts: PartitionTable, inst: InstanceTable, seed: number): Preferences {
   const key = instanceKey(inst, seed);
-  if (cache !== undefined && cache.parts === parts && cache.key === key) return cache.first;
+  if (cache !== undefined && cache.parts === parts && cache.key === key) return cache.prefs;
   const n = parts.ids.length;
   const first = new Int32Array(n);
+  const second = new Int32Array(n).fill(-1);
   const { lo, hi } = parts;
   if (inst.groupStart.length === 2) {
-    // One weight group (the usual case): the same scan as groupBest(), inlined for speed.
+    // One weight group (the usual case): pairScore(), inlined, keeping the top two. Scores are
+    // compared as signed int32 (xor 2^31 keeps the unsigned order) so V8 stays on integer registers.
     const iLo = inst.lo;
     const iHi = inst.hi;
     const m = inst.ids.length;
     for (let p = 0; p < n; p++) {
       const a = lo[p]! | 0;
       const b = hi[p]! | 0;
-      let best = 0;
+      let best = -1;
       let top = -0x80000000;
+      let next = -1;
+      let runnerUp = -0x80000000;
       for (let j = 0; j < m; j++) {
         let h = a ^ iLo[j]!;
         h = Math.imul(h ^ (h >>> 16), 0x7feb352d);
         h ^= b ^ iHi[j]!;
         h = Math.imul(h ^ (h >>> 15), 0x846ca68b);
         h = h ^ (h >>> 16) ^ 0x80000000;
-        if (h > top) {
+        if (h > top || best < 0) {
+          runnerUp = top;
+          next = best;
           top = h;
           best = j;
+        } else if (h > runnerUp || next < 0) {
+          runnerUp = h;
+          next = j;
         }
       }
       first[p] = best;
+      second[p] = next;
     }
   } else {
-    for (let p = 0; p < n; p++) first[p] = bestInstance(lo[p]!, hi[p]!, inst, null);
+    for (let p = 0; p < n; p++) {
+      const f = bestInstance(lo[p]!, hi[p]!, inst, null, -1);
+      first[p] = f;
+      second[p] = bestInstance(lo[p]!, hi[p]!, inst, null, f);
+    }
   }
-  cache = { parts, key, first };
-  return first;
+  const prefs = { first, second };
+  cache = { parts, key, prefs };
+  return prefs;
 }
 
 function instanceKey(inst: InstanceTable, seed: number): string {
@@ -57,20 +78,27 @@ function instanceKey(inst: InstanceTable, seed: number): string {
 
 /**
  * The active instance with the highest weighted rendezvous score for the partition hashed to
- * (pLo, pHi), considering only instances with `free[j] > 0` when `free` is given; -1 if none.
+ * (pLo, pHi), considering only instances with `free[j] > 0` when `free` is given and never `exclude`;
+ * -1 if none.
  *
  * Within a weight group the highest raw 32-bit score wins (ties: lowest id). Across groups the
  * group winners compete on ln(u) / weight — the classic weighted rendezvous score, one deterministic
  * log per group rather than per instance.
  */
-export function bestInstance(pLo: number, pHi: number, t: InstanceTable, free: Int32Array | null): number {
+export function bestInstance(
+  pLo: number,
+  pHi: number,
+  t: InstanceTable,
+  free: Int32Array | null,
+  exclude = -1,
+): number {
   const { lo, hi, groupStart } = t;
   const groups = groupStart.length - 1;
-  if (groups === 1) return groupBest(pLo, pHi, lo, hi, 0, groupStart[1]!, free);
+  if (groups === 1) return groupBest(pLo, pHi, lo, hi, 0, groupStart[1]!, free, exclude);
   let bestJ = -1;
   let bestScore = -Infinity;
   for (let g = 0; g < groups; g++) {
-    const j = groupBest(pLo, pHi, lo, hi, groupStart[g]!, groupStart[g + 1]!, free);
+    const j = groupBest(pLo, pHi, lo, hi, groupStart[g]!, groupStart[g + 1]!, free, exclude);
     if (j < 0) continue;
     const score = lnUnit(groupScore + 0x80000000) / t.weight[j]!;
     if (score > bestScore || (score === bestScore && t.rank[j]! < t.rank[bestJ]!)) {
@@ -97,11 +125,13 @@ function groupBest(
   start: number,
   end: number,
   free: Int32Array | null,
+  exclude: number,
 ): number {
   let best = -1;
   let top = -0x80000000;
   if (free === null) {
     for (let j = start; j < end; j++) {
+      if (j === exclude) continue;
       let h = pLo ^ lo[j]!;
       h = Math.imul(h ^ (h >>> 16), 0x7feb352d);
       h ^= pHi ^ hi[j]!;
@@ -114,7 +144,7 @@ function groupBest(
     }
   } else {
     for (let j = start; j < end; j++) {
-      if (free[j]! <= 0) continue;
+      if (free[j]! <= 0 || j === exclude) continue;
       let h = pLo ^ lo[j]!;
       h = Math.imul(h ^ (h >>> 16), 0x7feb352d);
       h ^= pHi ^ hi[j]!;
