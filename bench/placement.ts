@@ -14,7 +14,11 @@ import HashRing from 'hashring';
 import { assign, diffAssignments, partitionForKey, type PlacementInstance } from '../src/index.js';
 import { jumpHash, murmur3 } from '../src/placement/hash.js';
 
-type Placer = (partitions: readonly string[], instances: readonly PlacementInstance[], owners?: Map<string, string>) => Map<string, string>;
+type Placer = (
+  partitions: readonly string[],
+  instances: readonly PlacementInstance[],
+  owners?: Map<string, string>,
+) => Map<string, string>;
 
 const ids = (n: number, prefix: string): string[] => Array.from({ length: n }, (_, i) => `${prefix}${i}`);
 
@@ -46,12 +50,16 @@ function timings(quick: boolean): void {
       let owners = new Map<string, string>();
       for (let r = 0; r < runs; r++) {
         const s = seed++;
-        cold.push(timeIt(() => (owners = assign({ partitions: P, instances, settings: { seed: s } }).assignments)));
+        cold.push(
+          timeIt(() => (owners = assign({ partitions: P, instances, settings: { seed: s } }).assignments)),
+        );
       }
       // Warm: same topology and seed, owners differ (one partition released), as after a watch event.
       const s = seed - 1;
       owners.delete('0');
-      const warm = timeIt(() => assign({ partitions: P, instances, settings: { seed: s }, currentOwners: owners }));
+      const warm = timeIt(() =>
+        assign({ partitions: P, instances, settings: { seed: s }, currentOwners: owners }),
+      );
       const f = (x: number): string => x.toFixed(1);
       console.log(
         `| ${P.toLocaleString('en')} | ${N.toLocaleString('en')} | ${f(median(cold.map((c) => c.wall)))} | ${f(
@@ -64,7 +72,9 @@ function timings(quick: boolean): void {
   const t = timeIt(() => {
     for (const k of keys) partitionForKey(k, 10_000);
   });
-  console.log(`\npartitionForKey: ${((t.wall * 1e6) / keys.length).toFixed(0)} ns per key (1,000,000 keys, 10,000 partitions)\n`);
+  console.log(
+    `\npartitionForKey: ${((t.wall * 1e6) / keys.length).toFixed(0)} ns per key (1,000,000 keys, 10,000 partitions)\n`,
+  );
 }
 
 const muster =
@@ -81,7 +91,9 @@ const ring: Placer = (partitions, instances) => {
 
 // Jump consistent hash maps to bucket numbers; instance k is bucket k. Weights are not supported.
 const jump: Placer = (partitions, instances) =>
-  new Map(partitions.map((p) => [p, instances[jumpHash(murmur3(p, 1), murmur3(p, 2), instances.length)]!.id]));
+  new Map(
+    partitions.map((p) => [p, instances[jumpHash(murmur3(p, 1), murmur3(p, 2), instances.length)]!.id]),
+  );
 
 interface Figures {
   maxOverMean: number;
@@ -104,7 +116,12 @@ function minimumMoves(before: Map<string, string>, after: Map<string, string>): 
   return up;
 }
 
-function scenario(placer: Placer, partitions: string[], before: PlacementInstance[], after: PlacementInstance[]): Figures {
+function scenario(
+  placer: Placer,
+  partitions: string[],
+  before: PlacementInstance[],
+  after: PlacementInstance[],
+): Figures {
   const settled0 = placer(partitions, before);
   const settled = placer(partitions, before, settled0);
   const next = placer(partitions, after, settled);
@@ -112,16 +129,30 @@ function scenario(placer: Placer, partitions: string[], before: PlacementInstanc
   const weights = after.map((i) => i.weight ?? 1);
   const totalW = weights.reduce((a, b) => a + b, 0);
   const ratio = Math.max(...loads.map((l, k) => l / ((partitions.length * weights[k]!) / totalW)));
-  return { maxOverMean: ratio, moved: diffAssignments(settled, next).moved.length, minimum: minimumMoves(settled, next) };
+  return {
+    maxOverMean: ratio,
+    moved: diffAssignments(settled, next).moved.length,
+    minimum: minimumMoves(settled, next),
+  };
 }
 
 function movement(quick: boolean): void {
   console.log('## Movement and balance\n');
-  console.log('moved = partitions that changed owner; min = lower bound (partitions arriving on instances that');
+  console.log(
+    'moved = partitions that changed owner; min = lower bound (partitions arriving on instances that',
+  );
   console.log('grew); balance = max over instances of load / weighted mean load, after the change.\n');
-  console.log('| partitions × instances | change | muster (owners) | muster (pure) | ring, 100 vnodes | jump hash |');
+  console.log(
+    '| partitions × instances | change | muster (owners) | muster (pure) | ring, 100 vnodes | jump hash |',
+  );
   console.log('|---|---|---|---|---|---|');
-  const sizes: [number, number][] = quick ? [[10_000, 100]] : [[1_000, 10], [10_000, 100], [100_000, 1_000]];
+  const sizes: [number, number][] = quick
+    ? [[10_000, 100]]
+    : [
+        [1_000, 10],
+        [10_000, 100],
+        [100_000, 1_000],
+      ];
   for (const [P, N] of sizes) {
     const partitions = ids(P, 'p');
     const base = ids(N, 'instance-').map((id) => ({ id, weight: 1 }));
@@ -153,13 +184,17 @@ function chart(svgFile: string | undefined): void {
   const a = assign({ partitions, instances: before });
   const b = assign({ partitions, instances: after, currentOwners: a.assignments });
   const moved = diffAssignments(a.assignments, b.assignments).moved.length;
-  console.log(`## Partitions per instance, ${partitions} partitions, before and after i8 joins (${moved} moved)\n`);
+  console.log(
+    `## Partitions per instance, ${partitions} partitions, before and after i8 joins (${moved} moved)\n`,
+  );
   console.log('```');
   const scale = 1;
   for (const inst of after) {
     const x = a.loads.get(inst.id) ?? 0;
     const y = b.loads.get(inst.id) ?? 0;
-    console.log(`${inst.id.padEnd(3)} before ${String(x).padStart(3)} ${'#'.repeat(Math.round(x / scale / 2)).padEnd(30)}`);
+    console.log(
+      `${inst.id.padEnd(3)} before ${String(x).padStart(3)} ${'#'.repeat(Math.round(x / scale / 2)).padEnd(30)}`,
+    );
     console.log(`    after  ${String(y).padStart(3)} ${'='.repeat(Math.round(y / scale / 2))}`);
   }
   console.log(`cap before ${a.caps.get('i0')}, after ${b.caps.get('i0')}`);

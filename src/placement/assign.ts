@@ -34,7 +34,9 @@ const CAP_SLACK = 1e-9;
  */
 export function assign(input: PlacementInput): PlacementResult {
   if (input === null || typeof input !== 'object') {
-    throw invalidArgument('assign() takes an object { partitions, instances, pins?, currentOwners?, settings? }');
+    throw invalidArgument(
+      'assign() takes an object { partitions, instances, pins?, currentOwners?, settings? }',
+    );
   }
   const { epsilon, seed } = resolveSettings(input.settings);
   const parts = partitionTable(input.partitions, seed);
@@ -123,7 +125,8 @@ export function assign(input: PlacementInput): PlacementResult {
       if (pool[p] !== 1) continue;
       const f = first[p]!;
       const s = second[p]!;
-      let a = free[f]! > 0 ? f : s >= 0 && free[s]! > 0 ? s : bestInstance(parts.lo[p]!, parts.hi[p]!, inst, free);
+      let a =
+        free[f]! > 0 ? f : s >= 0 && free[s]! > 0 ? s : bestInstance(parts.lo[p]!, parts.hi[p]!, inst, free);
       if (a < 0) {
         a = first[p]!;
         overCap++;
@@ -193,7 +196,10 @@ function entriesOf(map: PartitionMap | undefined, field: string): [string, strin
   return entries as [string, string][];
 }
 
-function lookupOf(map: PartitionMap | undefined, field: string): ((id: string) => string | undefined) | undefined {
+function lookupOf(
+  map: PartitionMap | undefined,
+  field: string,
+): ((id: string) => string | undefined) | undefined {
   if (map === undefined) return undefined;
   if (typeof map !== 'object' || map === null) {
     throw invalidArgument(`${field} must be a Map or a plain object`, { field });
@@ -205,9 +211,12 @@ function lookupOf(map: PartitionMap | undefined, field: string): ((id: string) =
   return (id): string | undefined => {
     const v = get(id);
     if (v !== undefined && typeof v !== 'string') {
-      throw invalidArgument(`${field} must map partition ids to instance ids (strings)`, { field, partition: id });
+      throw invalidArgument(`${field} must map partition ids to instance ids (strings)`, {
+        field,
+        partition: id,
+      });
     }
-    return v as string | undefined;
+    return v;
   };
 }
 

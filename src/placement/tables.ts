@@ -27,10 +27,13 @@ const COUNT_CACHE_SIZE = 4;
 export function partitionTable(partitions: readonly string[] | number, seed: number): PartitionTable {
   if (typeof partitions === 'number') {
     if (!Number.isInteger(partitions) || partitions < 0 || partitions > MAX_PARTITIONS) {
-      throw invalidArgument(`partitions must be an integer count in [0, ${MAX_PARTITIONS}] or a list of ids`, {
-        field: 'partitions',
-        value: partitions,
-      });
+      throw invalidArgument(
+        `partitions must be an integer count in [0, ${MAX_PARTITIONS}] or a list of ids`,
+        {
+          field: 'partitions',
+          value: partitions,
+        },
+      );
     }
     const hit = countCache.find((c) => c.count === partitions && c.seed === seed);
     if (hit !== undefined) return hit.table;
@@ -97,7 +100,7 @@ function buildTable(ids: readonly string[], seed: number): PartitionTable {
   }
   // Runs with equal `hi` are in input order so far: re-sort them by (lo, id), which also puts
   // duplicate ids next to each other.
-  for (let start = 0; start < n; ) {
+  for (let start = 0; start < n;) {
     let end = start + 1;
     while (end < n && hi[order[end]!] === hi[order[start]!]) end++;
     if (end - start > 1) {
@@ -135,7 +138,8 @@ export function findPartition(table: PartitionTable, id: string, seed: number): 
   while (a < b) {
     const m = (a + b) >>> 1;
     const p = order[m]!;
-    const c = hi[p]! !== h ? hi[p]! - h : lo[p]! !== l ? lo[p]! - l : ids[p]! < id ? -1 : ids[p]! > id ? 1 : 0;
+    const c =
+      hi[p]! !== h ? hi[p]! - h : lo[p]! !== l ? lo[p]! - l : ids[p]! < id ? -1 : ids[p]! > id ? 1 : 0;
     if (c === 0) return p;
     if (c < 0) a = m + 1;
     else b = m;
@@ -171,7 +175,10 @@ export function instanceTable(instances: readonly PlacementInstance[], seed: num
     const inst: unknown = instances[i];
     const { id, weight = DEFAULT_WEIGHT, state = 'active' } = (inst ?? {}) as PlacementInstance;
     if (typeof id !== 'string' || id.length === 0) {
-      throw invalidArgument(`instance ids must be non-empty strings (index ${i})`, { field: 'instances', index: i });
+      throw invalidArgument(`instance ids must be non-empty strings (index ${i})`, {
+        field: 'instances',
+        index: i,
+      });
     }
     if (typeof weight !== 'number' || !Number.isFinite(weight) || weight <= 0) {
       throw invalidArgument(`instance '${id}' has weight ${String(weight)}; weights must be finite and > 0`, {
@@ -196,7 +203,10 @@ export function instanceTable(instances: readonly PlacementInstance[], seed: num
   for (let i = 0; i < all.length; i++) {
     const x = all[i]!;
     if (i > 0 && all[i - 1]!.id === x.id) {
-      throw invalidArgument(`instance id '${x.id}' appears more than once`, { field: 'instances', instance: x.id });
+      throw invalidArgument(`instance id '${x.id}' appears more than once`, {
+        field: 'instances',
+        instance: x.id,
+      });
     }
     if (x.active) {
       active.push({ id: x.id, weight: x.weight, rank: active.length });

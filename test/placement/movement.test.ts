@@ -2,7 +2,7 @@ import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { assign, diffAssignments, type PlacementInstance } from '../../src/index.js';
-import { countLoads, minimumMoves } from './helpers.js';
+import { minimumMoves } from './helpers.js';
 
 type Change = 'join' | 'leave' | 'weight';
 
@@ -21,7 +21,10 @@ const topologyArb: fc.Arbitrary<Topology> = fc.record({
   instances: fc
     .integer({ min: 2, max: 40 })
     .chain((n) =>
-      fc.array(fc.oneof(fc.constant(1), fc.constant(1), fc.integer({ min: 1, max: 4 })), { minLength: n, maxLength: n }),
+      fc.array(fc.oneof(fc.constant(1), fc.constant(1), fc.integer({ min: 1, max: 4 })), {
+        minLength: n,
+        maxLength: n,
+      }),
     )
     .map((weights) => weights.map((weight, i) => ({ id: `inst-${i}`, weight }))),
   change: fc.constantFrom<Change>('join', 'leave', 'weight'),
@@ -66,8 +69,8 @@ function runChange(t: Topology, epsilon: number, withOwners: boolean) {
   return { before, result, diff, affected, next, minimum: minimumMoves(before, result.assignments) };
 }
 
-describe('assign: movement on join, leave and weight change', () => {
-  test('with current owners, moves average within 1.15× the minimum over random topologies', () => {
+void describe('assign: movement on join, leave and weight change', () => {
+  void test('with current owners, moves average within 1.15× the minimum over random topologies', () => {
     let moved = 0;
     let minimum = 0;
     let ratios = 0;
@@ -82,7 +85,7 @@ describe('assign: movement on join, leave and weight change', () => {
     assert.ok(ratios / samples.length <= 1.15, `mean ratio ${ratios / samples.length}`);
   });
 
-  test('without current owners (pure rendezvous + cap), moves stay close to the minimum', () => {
+  void test('without current owners (pure rendezvous + cap), moves stay close to the minimum', () => {
     let moved = 0;
     let minimum = 0;
     for (const t of fc.sample(topologyArb, { numRuns: 300, seed: 43 })) {
@@ -93,13 +96,16 @@ describe('assign: movement on join, leave and weight change', () => {
     assert.ok(moved / minimum <= 1.3, `total moved ${moved} vs minimum ${minimum}`);
   });
 
-  test('a partition leaves an unaffected instance only to return to its first choice or when that instance is full', () => {
+  void test('a partition leaves an unaffected instance only to return to its first choice or when that instance is full', () => {
     fc.assert(
       fc.property(topologyArb, fc.boolean(), (t, withOwners) => {
         const r = runChange(t, 0.1, withOwners);
         // Rendezvous first choices in the new topology: the same function with a cap that never binds.
-        const firstChoice = assign({ partitions: t.partitions, instances: r.next, settings: { epsilon: 1e9, seed: t.seed } })
-          .assignments;
+        const firstChoice = assign({
+          partitions: t.partitions,
+          instances: r.next,
+          settings: { epsilon: 1e9, seed: t.seed },
+        }).assignments;
         for (const m of r.diff.moved) {
           if (m.from === r.affected || m.to === r.affected) continue;
           const returning = firstChoice.get(m.partition) === m.to;
@@ -114,7 +120,7 @@ describe('assign: movement on join, leave and weight change', () => {
     );
   });
 
-  test('when the cap never binds, only partitions of the affected instance move (both modes)', () => {
+  void test('when the cap never binds, only partitions of the affected instance move (both modes)', () => {
     fc.assert(
       fc.property(topologyArb, fc.boolean(), (t, withOwners) => {
         const r = runChange(t, 1e9, withOwners);
@@ -131,8 +137,8 @@ describe('assign: movement on join, leave and weight change', () => {
   });
 });
 
-describe('diffAssignments', () => {
-  test('reports moved, added and removed partitions', () => {
+void describe('diffAssignments', () => {
+  void test('reports moved, added and removed partitions', () => {
     const before = new Map([
       ['a', 'x'],
       ['b', 'x'],

@@ -6,7 +6,7 @@ import { preferences } from '../../src/placement/first-choice.js';
 import { instanceTable, partitionTable } from '../../src/placement/tables.js';
 import { instanceArb } from './helpers.js';
 
-test('first and second choices equal a brute-force weighted rendezvous ranking (score ln(u)/w, ties to lowest id)', () => {
+void test('first and second choices equal a brute-force weighted rendezvous ranking (score ln(u)/w, ties to lowest id)', () => {
   fc.assert(
     fc.property(
       fc.uniqueArray(instanceArb, { minLength: 1, maxLength: 15, selector: (i) => i.id }),
