@@ -138,14 +138,18 @@ function scenario(
 
 function movement(quick: boolean): void {
   console.log('## Movement and balance\n');
+  console.log('Each cell: moved / min (ratio), bal. moved = partitions that changed owner; min = the fewest');
+  console.log('moves that reach the same loads (partitions arriving on instances that grew); bal = max over');
   console.log(
-    'moved = partitions that changed owner; min = lower bound (partitions arriving on instances that',
+    'instances of load / weighted mean load after the change. ideal = the expected minimum from the',
   );
-  console.log('grew); balance = max over instances of load / weighted mean load, after the change.\n');
   console.log(
-    '| partitions × instances | change | muster (owners) | muster (pure) | ring, 100 vnodes | jump hash |',
+    'shares alone (P/(N+1) for a join, P/N for a leave, the change in share for a weight change).\n',
   );
-  console.log('|---|---|---|---|---|---|');
+  console.log(
+    '| partitions × instances | change | ideal | muster (owners) | muster (pure) | ring, 100 vnodes | jump hash |',
+  );
+  console.log('|---|---|---:|---|---|---|---|');
   const sizes: [number, number][] = quick
     ? [[10_000, 100]]
     : [
@@ -156,13 +160,19 @@ function movement(quick: boolean): void {
   for (const [P, N] of sizes) {
     const partitions = ids(P, 'p');
     const base = ids(N, 'instance-').map((id) => ({ id, weight: 1 }));
-    const changes: [string, PlacementInstance[], PlacementInstance[], boolean][] = [
-      ['join', base, [...base, { id: 'newcomer', weight: 1 }], true],
-      ['leave (last)', base, base.slice(0, -1), true],
-      ['leave (middle)', base, base.filter((_, i) => i !== N >> 1), false],
-      ['weight ×2', base, base.map((x, i) => (i === 0 ? { ...x, weight: 2 } : x)), false],
+    const changes: [string, PlacementInstance[], PlacementInstance[], boolean, number][] = [
+      ['join', base, [...base, { id: 'newcomer', weight: 1 }], true, P / (N + 1)],
+      ['leave (last)', base, base.slice(0, -1), true, P / N],
+      ['leave (middle)', base, base.filter((_, i) => i !== N >> 1), false, P / N],
+      [
+        'weight ×2',
+        base,
+        base.map((x, i) => (i === 0 ? { ...x, weight: 2 } : x)),
+        false,
+        P * (2 / (N + 1) - 1 / N),
+      ],
     ];
-    for (const [name, before, after, jumpOk] of changes) {
+    for (const [name, before, after, jumpOk, ideal] of changes) {
       const cell = (f: Figures): string =>
         `${f.moved} / ${f.minimum} (×${(f.moved / Math.max(1, f.minimum)).toFixed(2)}), bal ${f.maxOverMean.toFixed(2)}`;
       const row = [
@@ -171,7 +181,8 @@ function movement(quick: boolean): void {
         cell(scenario(ring, partitions, before, after)),
         jumpOk ? cell(scenario(jump, partitions, before, after)) : 'n/a',
       ];
-      console.log(`| ${P.toLocaleString('en')} × ${N.toLocaleString('en')} | ${name} | ${row.join(' | ')} |`);
+      const size = `${P.toLocaleString('en')} × ${N.toLocaleString('en')}`;
+      console.log(`| ${size} | ${name} | ${ideal.toFixed(0)} | ${row.join(' | ')} |`);
     }
   }
   console.log();
