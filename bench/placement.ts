@@ -10,6 +10,7 @@
  * 3. An ASCII chart (and optionally an SVG) of partitions per instance before and after a join.
  */
 import { writeFileSync } from 'node:fs';
+import { cpus, loadavg } from 'node:os';
 import HashRing from 'hashring';
 import { assign, diffAssignments, partitionForKey, type PlacementInstance } from '../src/index.js';
 import { jumpHash, murmur3 } from '../src/placement/hash.js';
@@ -241,8 +242,18 @@ function chart(svgFile: string | undefined): void {
 export async function run(args: string[]): Promise<void> {
   const quick = args.includes('--quick');
   const svgAt = args.indexOf('--svg');
-  console.log(`# placement benchmark (node ${process.version}${quick ? ', --quick' : ''})\n`);
+  const load = (): string =>
+    loadavg()
+      .map((x) => x.toFixed(2))
+      .join(' ');
+  console.log(
+    `# placement benchmark (node ${process.version}, ${cpus().length} CPUs${quick ? ', --quick' : ''})\n`,
+  );
+  console.log(
+    `load average at start: ${load()} (wall times include waiting for the CPU; CPU times do not)\n`,
+  );
   timings(quick);
   movement(quick);
   chart(svgAt >= 0 ? args[svgAt + 1] : undefined);
+  console.log(`load average at end: ${load()}`);
 }
