@@ -4,6 +4,7 @@
  * not on pins or current owners, which change far more often.
  */
 import { lnUnit } from './hash.js';
+import { updatePreferences } from './incremental.js';
 import type { InstanceTable, PartitionTable } from './tables.js';
 
 /** Every partition's first and second choice among all active instances (second: -1 if none). */
@@ -12,16 +13,30 @@ export interface Preferences {
   readonly second: Int32Array;
 }
 
-let cache: { parts: PartitionTable; key: string; prefs: Preferences } | undefined;
+let cache:
+  { parts: PartitionTable; seed: number; key: string; inst: InstanceTable; prefs: Preferences } | undefined;
+
+/** Forgets the cached table (for tests that compare incremental updates with full computations). */
+export function clearPreferencesCache(): void {
+  cache = undefined;
+}
 
 /**
  * The two best instances of every partition in rendezvous order, as {@link bestInstance} would pick
  * them. Reuses the previous table when called again with the same partition table, active instances,
- * weights and seed. The returned arrays are shared: callers must not modify them.
+ * weights and seed, and updates it incrementally after a small membership change (see
+ * incremental.ts). The returned arrays are shared: callers must not modify them.
  */
 export function preferences(parts: PartitionTable, inst: InstanceTable, seed: number): Preferences {
   const key = instanceKey(inst, seed);
-  if (cache !== undefined && cache.parts === parts && cache.key === key) return cache.prefs;
+  if (cache !== undefined && cache.parts === parts && cache.seed === seed) {
+    if (cache.key === key) return cache.prefs;
+    const updated = updatePreferences(parts, cache.inst, cache.prefs, inst);
+    if (updated !== undefined) {
+      cache = { parts, seed, key, inst, prefs: updated };
+      return updated;
+    }
+  }
   const n = parts.ids.length;
   const first = new Int32Array(n);
   const second = new Int32Array(n).fill(-1);
@@ -36,7 +51,7 @@ export function preferences(parts: PartitionTable, inst: InstanceTable, seed: nu
     }
   }
   const prefs = { first, second };
-  cache = { parts, key, prefs };
+  cache = { parts, seed, key, inst, prefs };
   return prefs;
 }
 
