@@ -13,12 +13,28 @@ export interface Preferences {
   readonly second: Int32Array;
 }
 
-let cache:
-  { parts: PartitionTable; seed: number; key: string; inst: InstanceTable; prefs: Preferences } | undefined;
+interface CacheEntry {
+  readonly parts: PartitionTable;
+  readonly seed: number;
+  readonly key: string;
+  readonly inst: InstanceTable;
+  readonly prefs: Preferences;
+}
 
-/** Forgets the cached table (for tests that compare incremental updates with full computations). */
+/** One table per partition set and seed, most recent first: a process may place a few services. */
+const cache: CacheEntry[] = [];
+const CACHE_SIZE = 4;
+
+/** Forgets the cached tables (for tests that compare incremental updates with full computations). */
 export function clearPreferencesCache(): void {
-  cache = undefined;
+  cache.length = 0;
+}
+
+function remember(entry: CacheEntry, replacing: number): Preferences {
+  if (replacing >= 0) cache.splice(replacing, 1);
+  cache.unshift(entry);
+  cache.length = Math.min(cache.length, CACHE_SIZE);
+  return entry.prefs;
 }
 
 /**
@@ -29,13 +45,12 @@ export function clearPreferencesCache(): void {
  */
 export function preferences(parts: PartitionTable, inst: InstanceTable, seed: number): Preferences {
   const key = instanceKey(inst, seed);
-  if (cache !== undefined && cache.parts === parts && cache.seed === seed) {
-    if (cache.key === key) return cache.prefs;
-    const updated = updatePreferences(parts, cache.inst, cache.prefs, inst);
-    if (updated !== undefined) {
-      cache = { parts, seed, key, inst, prefs: updated };
-      return updated;
-    }
+  const at = cache.findIndex((c) => c.parts === parts && c.seed === seed);
+  const hit = cache[at];
+  if (hit !== undefined) {
+    if (hit.key === key) return remember(hit, at);
+    const updated = updatePreferences(parts, hit.inst, hit.prefs, inst);
+    if (updated !== undefined) return remember({ parts, seed, key, inst, prefs: updated }, at);
   }
   const n = parts.ids.length;
   const first = new Int32Array(n);
@@ -50,9 +65,7 @@ export function preferences(parts: PartitionTable, inst: InstanceTable, seed: nu
       second[p] = bestInstance(lo[p]!, hi[p]!, inst, null, f);
     }
   }
-  const prefs = { first, second };
-  cache = { parts, seed, key, inst, prefs };
-  return prefs;
+  return remember({ parts, seed, key, inst, prefs: { first, second } }, at);
 }
 
 /** Below every int32 score, so the first instance scanned always takes the lead. */

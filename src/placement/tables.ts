@@ -61,15 +61,17 @@ export function partitionTable(partitions: readonly string[] | number, seed: num
       });
     }
   }
-  const last = lastList;
-  if (last !== undefined && last.seed === seed && sameIds(last.table.ids, partitions)) return last.table;
-  const table = buildTable(partitions.slice(), seed);
-  lastList = { seed, table };
+  const at = listCache.findIndex((c) => c.seed === seed && sameIds(c.table.ids, partitions));
+  const table = at >= 0 ? listCache[at]!.table : buildTable(partitions.slice(), seed);
+  if (at >= 0) listCache.splice(at, 1);
+  listCache.unshift({ seed, table });
+  listCache.length = Math.min(listCache.length, LIST_CACHE_SIZE);
   return table;
 }
 
-// The last list-form table, reused while the caller passes the same ids (compared by content).
-let lastList: { seed: number; table: PartitionTable } | undefined;
+// Recent list-form tables, reused while a caller passes the same ids (compared by content).
+const listCache: { seed: number; table: PartitionTable }[] = [];
+const LIST_CACHE_SIZE = 4;
 
 function sameIds(a: readonly string[], b: readonly string[]): boolean {
   if (a.length !== b.length) return false;
