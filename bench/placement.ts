@@ -229,9 +229,9 @@ function chart(svgFile: string | undefined): void {
     const x = a.loads.get(inst.id) ?? 0;
     const y = b.loads.get(inst.id) ?? 0;
     console.log(
-      `${inst.id.padEnd(3)} before ${String(x).padStart(3)} ${'#'.repeat(Math.round(x / scale / 2)).padEnd(30)}`,
+      `${inst.id.padEnd(3)} before ${String(x).padStart(3)} ${'#'.repeat(Math.round(x / scale / 2))}`.trimEnd(),
     );
-    console.log(`    after  ${String(y).padStart(3)} ${'='.repeat(Math.round(y / scale / 2))}`);
+    console.log(`    after  ${String(y).padStart(3)} ${'='.repeat(Math.round(y / scale / 2))}`.trimEnd());
   }
   console.log(`cap before ${a.caps.get('i0')}, after ${b.caps.get('i0')}`);
   console.log('```\n');
