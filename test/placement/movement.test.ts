@@ -141,6 +141,46 @@ void describe('assign: movement on join, leave and weight change', () => {
   });
 });
 
+void describe('assign: convergence of an ownership protocol driven by it', () => {
+  void test('release-then-assume with random delays converges, without extra moves', () => {
+    let direct = 0;
+    let protocol = 0;
+    for (const t of fc.sample(fc.tuple(topologyArb, fc.nat()), { numRuns: 100, seed: 44 })) {
+      const [topology, seed] = t;
+      let s = seed >>> 0 || 1;
+      const coin = (p: number): boolean => (s = (Math.imul(s, 1103515245) + 12345) >>> 0) / 2 ** 32 < p;
+      const r = runChange(topology, 0.1, true);
+      direct += r.diff.moved.length + r.diff.added.length;
+      const alive = new Set(r.next.map((x) => x.id));
+      // Owners whose instance left lose their keys (lease expiry); the rest follow the protocol:
+      // an owner releases a partition assigned elsewhere, then the assignee creates the key.
+      const owners = new Map([...r.before].filter(([, o]) => alive.has(o)));
+      let settled = false;
+      for (let round = 0; round < 200 && !settled; round++) {
+        const target = assign({
+          partitions: topology.partitions,
+          instances: r.next,
+          settings: { epsilon: 0.1, seed: topology.seed },
+          currentOwners: owners,
+        }).assignments;
+        settled = true;
+        for (const [p, to] of target) {
+          const o = owners.get(p);
+          if (o === to) continue;
+          settled = false;
+          if (o !== undefined && coin(0.5)) owners.delete(p);
+          else if (o === undefined && coin(0.7)) {
+            owners.set(p, to);
+            protocol++;
+          }
+        }
+      }
+      assert.ok(settled, 'the protocol did not settle within 200 rounds');
+    }
+    assert.ok(protocol <= direct * 1.05 + 5, `protocol moved ${protocol}, direct ${direct}`);
+  });
+});
+
 void describe('diffAssignments', () => {
   void test('reports moved, added and removed partitions', () => {
     const before = new Map([
