@@ -93,6 +93,23 @@ function timings(quick: boolean): void {
       console.log(`| ${cells.join(' | ')} |`);
     }
   }
+  // Weighted: four weight groups, so one log per group and partition on top of the scan.
+  for (const P of [10_000, 100_000]) {
+    const weighted = ids(1_000, 'instance-').map((id, i) => ({ id, weight: 1 + (i % 4) }));
+    assign({ partitions: P, instances: weighted, settings: { seed: seed++ } });
+    const runs = P === 100_000 ? 3 : 7;
+    const cold: { wall: number; cpu: number }[] = [];
+    for (let r = 0; r < runs; r++) {
+      const s = seed++;
+      cold.push(timeIt(() => assign({ partitions: P, instances: weighted, settings: { seed: s } })));
+    }
+    const f = (x: number): string => x.toFixed(1);
+    console.log(
+      `| ${P.toLocaleString('en')} | 1,000 weighted 1–4 | ${f(median(cold.map((c) => c.wall)))} | ${f(
+        median(cold.map((c) => c.cpu)),
+      )} | ${f(Math.min(...cold.map((c) => c.wall)))} | | | |`,
+    );
+  }
   const keys = ids(1_000_000, 'user:');
   const t = timeIt(() => {
     for (const k of keys) partitionForKey(k, 10_000);

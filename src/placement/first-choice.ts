@@ -1,11 +1,12 @@
 /**
  * Rendezvous preference: the best instance for a partition, and the table of every partition's first
- * choice, which is cached because it depends only on the partitions, the active instances and the seed —
+ * two choices, which is cached because it depends only on the partitions, the active instances and the seed —
  * not on pins or current owners, which change far more often.
  */
 import { lnUnit } from './hash.js';
 import { updatePreferences } from './incremental.js';
 import type { InstanceTable, PartitionTable } from './tables.js';
+import { topTwoWeighted } from './weighted.js';
 
 /** Every partition's first and second choice among all active instances (second: -1 if none). */
 export interface Preferences {
@@ -59,11 +60,7 @@ export function preferences(parts: PartitionTable, inst: InstanceTable, seed: nu
   if (inst.groupStart.length === 2) {
     topTwoSingleGroup(lo, hi, inst.lo, inst.hi, first, second);
   } else {
-    for (let p = 0; p < n; p++) {
-      const f = bestInstance(lo[p]!, hi[p]!, inst, null, -1);
-      first[p] = f;
-      second[p] = bestInstance(lo[p]!, hi[p]!, inst, null, f);
-    }
+    topTwoWeighted(parts, inst, first, second);
   }
   return remember({ parts, seed, key, inst, prefs: { first, second } }, at);
 }
