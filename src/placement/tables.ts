@@ -90,8 +90,23 @@ function buildTable(ids: readonly string[], seed: number): PartitionTable {
     lo[i] = murmur3(id, s0);
     hi[i] = murmur3(id, s1);
   }
+  return { ids, lo, hi, order: canonicalOrder(ids, lo, hi) };
+}
+
+/**
+ * Indices sorted by (hi, lo, id): the canonical processing order, independent of input order. Uses a
+ * numeric sort of `hi × 2^21 + index` (exact in a double) when there are at most `exactKeyLimit`
+ * entries, a comparator sort otherwise. Throws MUSTER_INVALID_ARGUMENT on a duplicate id.
+ */
+export function canonicalOrder(
+  ids: readonly string[],
+  lo: Uint32Array,
+  hi: Uint32Array,
+  exactKeyLimit = SORT_INDEX_BITS,
+): Uint32Array {
+  const n = ids.length;
   const order = new Uint32Array(n);
-  if (n <= SORT_INDEX_BITS) {
+  if (n <= Math.min(exactKeyLimit, SORT_INDEX_BITS)) {
     const keys = new Float64Array(n);
     for (let i = 0; i < n; i++) keys[i] = hi[i]! * SORT_INDEX_BITS + i;
     keys.sort();
@@ -119,7 +134,7 @@ function buildTable(ids: readonly string[], seed: number): PartitionTable {
     }
     start = end;
   }
-  return { ids, lo, hi, order };
+  return order;
 }
 
 function compareById(lo: Uint32Array, ids: readonly string[], a: number, b: number): number {
