@@ -6,6 +6,7 @@ const BENCHMARKS: Record<string, () => Promise<{ run(args: string[]): Promise<vo
   store: () => import('./store.js'),
   membership: () => import('./membership.js'),
   etcd: () => import('./etcd.js'),
+  placement: () => import('./placement.js'),
 };
 
 async function main(): Promise<void> {
