@@ -24,8 +24,12 @@ export const MIN_SESSION_TTL_MS = 1000;
  * of the two machines; 1,000 ppm covers both with room to spare.
  */
 export const DEFAULT_CLOCK_RATE_ERROR_PPM = 1000;
-/** 10 ms: a floor for the margin, covering timer granularity on short TTLs. */
-export const DEFAULT_MIN_SAFETY_MARGIN_MS = 10;
+/**
+ * 100 ms: a floor for the margin. It covers timer lateness on a busy event loop, so that code which
+ * only listens to `lost` (rather than checking `isValid()`) still hears it before the store can
+ * expire the lease; a 3 s session gives up 3 % of its TTL for it.
+ */
+export const DEFAULT_MIN_SAFETY_MARGIN_MS = 100;
 
 /** At most this many unanswered keep-alives at once (a black-holed connection must not pile them up). */
 const MAX_KEEPALIVES_IN_FLIGHT = 3;

@@ -33,12 +33,12 @@ describe('session (memory engine, manual clock)', () => {
     assert.deepEqual(mem.leaseIds(), []);
   });
 
-  test('defaults: 3 s TTL, keep-alive every 1 s, a 10 ms margin', async () => {
+  test('defaults: 3 s TTL, keep-alive every 1 s, a 100 ms margin', async () => {
     const { mem, clock } = setup();
     const s = await openSession(mem, { clock });
     assert.equal(s.ttlMs, 3000);
     assert.equal(s.keepAliveIntervalMs, 1000);
-    assert.equal(s.safetyMarginMs, 10);
+    assert.equal(s.safetyMarginMs, 100);
     assert.equal(s.state, 'active');
     assert.equal(safetyMargin(3_600_000, DEFAULT_CLOCK_RATE_ERROR_PPM, DEFAULT_MIN_SAFETY_MARGIN_MS), 3600);
     await s.close();
