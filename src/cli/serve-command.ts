@@ -1,5 +1,5 @@
 /** `muster serve`: the embedded default store (see docs/serve.md). */
-import { type Command, Option } from 'commander';
+import { type Command, InvalidArgumentError, Option } from 'commander';
 import { pino } from 'pino';
 
 export function registerServeCommand(program: Command): void {
@@ -9,12 +9,29 @@ export function registerServeCommand(program: Command): void {
       'run the embedded store: durable, single-node, speaking the etcd v3 API (clients use etcd://HOST:PORT)',
     )
     .addOption(new Option('--data-dir <dir>', 'where the log and snapshots live').default('muster-data'))
-    .addOption(new Option('--listen <host:port>', 'address to serve on (port 0: any free port)').default('127.0.0.1:2379'))
-    .addOption(new Option('--token-file <file>', 'clients must present the token in this file (required off loopback)'))
+    .addOption(
+      new Option('--listen <host:port>', 'address to serve on (port 0: any free port)').default(
+        '127.0.0.1:2379',
+      ),
+    )
+    .addOption(
+      new Option(
+        '--token-file <file>',
+        'clients must present the token in this file (required off loopback)',
+      ),
+    )
     .addOption(new Option('--cert <file>', 'PEM certificate chain: serve TLS (clients use etcds://)'))
     .addOption(new Option('--key <file>', 'PEM private key for --cert'))
     .addOption(
-      new Option('--progress-notify-interval <duration>', 'idle interval of progress_notify watch responses').default('10m'),
+      new Option(
+        '--progress-notify-interval <duration>',
+        'idle interval of progress_notify watch responses',
+      ).default('10m'),
+    )
+    .addOption(
+      new Option('--snapshot-records <n>', 'log records between snapshots')
+        .default('50000')
+        .argParser(positiveInt),
     )
     .addOption(
       new Option('--log-level <level>', 'log level of the JSON logs on stderr')
@@ -33,7 +50,14 @@ interface ServeFlags {
   cert?: string;
   key?: string;
   progressNotifyInterval: string;
+  snapshotRecords: string | number;
   logLevel: string;
+}
+
+function positiveInt(value: string): number {
+  const n = Number(value);
+  if (!Number.isSafeInteger(n) || n < 1) throw new InvalidArgumentError('expected a positive integer');
+  return n;
 }
 
 /** Runs until SIGINT or SIGTERM, then flushes, snapshots and exits 0. */
@@ -47,6 +71,7 @@ async function serve(opts: ServeFlags): Promise<void> {
     ...(opts.cert !== undefined ? { cert: opts.cert } : {}),
     ...(opts.key !== undefined ? { key: opts.key } : {}),
     progressNotifyInterval: opts.progressNotifyInterval,
+    snapshotRecords: Number(opts.snapshotRecords),
     logger,
   });
   process.stdout.write(`muster serve: listening on ${server.url} (data in ${server.dataDir})\n`);

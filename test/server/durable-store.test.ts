@@ -1,5 +1,13 @@
 import assert from 'node:assert/strict';
-import { appendFileSync, cpSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  appendFileSync,
+  cpSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
@@ -28,7 +36,12 @@ function crashCopy(dir: string): string {
 
 async function dump(store: MemoryStore): Promise<Record<string, string>> {
   const r = await store.range('');
-  return Object.fromEntries(r.kvs.map((kv) => [kv.key, `${textOf(kv.value)}@${kv.createRevision}/${kv.modRevision}/${kv.version}/${kv.lease}`]));
+  return Object.fromEntries(
+    r.kvs.map((kv) => [
+      kv.key,
+      `${textOf(kv.value)}@${kv.createRevision}/${kv.modRevision}/${kv.version}/${kv.lease}`,
+    ]),
+  );
 }
 
 function segments(dir: string): string[] {
@@ -45,7 +58,10 @@ describe('durable store: log, snapshots, recovery', () => {
     await a.store.put('/a', 'one');
     await a.store.put('/a', 'two');
     await a.store.put('/b', 'leased', { lease: lease.id });
-    await a.store.txn([{ key: '/a', target: 'version', op: '=', value: 2 }], [{ type: 'put', key: '/c', value: 'c' }]);
+    await a.store.txn(
+      [{ key: '/a', target: 'version', op: '=', value: 2 }],
+      [{ type: 'put', key: '/c', value: 'c' }],
+    );
     await a.store.delete('/c');
     await a.store.compact(3);
     const before = await dump(a.store);
@@ -162,7 +178,9 @@ describe('durable store: log, snapshots, recovery', () => {
   test('a second server on the same directory is refused with MUSTER_DATA_DIR_LOCKED', async () => {
     const dir = tempDir();
     const a = await DurableStore.open({ dataDir: dir });
-    await assert.rejects(DurableStore.open({ dataDir: dir }), (e) => isMusterError(e, 'MUSTER_DATA_DIR_LOCKED'));
+    await assert.rejects(DurableStore.open({ dataDir: dir }), (e) =>
+      isMusterError(e, 'MUSTER_DATA_DIR_LOCKED'),
+    );
     await a.close();
     const b = await DurableStore.open({ dataDir: dir });
     await b.close();

@@ -82,13 +82,26 @@ describe('muster serve over the etcd v3 API (etcd3 client)', () => {
     await client.put('/h').value('outside');
     assert.equal(await client.get('/g/a').string(), '1');
     assert.deepEqual(await client.getAll().prefix('/g/').keys(), ['/g/a', '/g/b', '/g/c']);
-    assert.deepEqual(await client.getAll().prefix('/g/').sort('Key', 'Descend').keys(), ['/g/c', '/g/b', '/g/a']);
-    assert.deepEqual(await client.getAll().prefix('/g/').sort('Mod', 'Ascend').limit(2).keys(), ['/g/b', '/g/a']);
+    assert.deepEqual(await client.getAll().prefix('/g/').sort('Key', 'Descend').keys(), [
+      '/g/c',
+      '/g/b',
+      '/g/a',
+    ]);
+    assert.deepEqual(await client.getAll().prefix('/g/').sort('Mod', 'Ascend').limit(2).keys(), [
+      '/g/b',
+      '/g/a',
+    ]);
     assert.equal(await client.getAll().prefix('/g/').count(), 3);
     const raw = await client.getAll().prefix('/g/').limit(1).exec();
     assert.equal(raw.more, true);
     assert.equal(raw.count, '3');
-    assert.equal(await client.delete().prefix('/g/').then((r) => r.deleted), '3');
+    assert.equal(
+      await client
+        .delete()
+        .prefix('/g/')
+        .then((r) => r.deleted),
+      '3',
+    );
     assert.equal(await client.get('/g/a').string(), null);
     assert.equal(await client.get('/h').string(), 'outside');
   });
@@ -104,7 +117,10 @@ describe('muster serve over the etcd v3 API (etcd3 client)', () => {
       .commit();
     assert.equal(no.succeeded, false);
     assert.equal(no.responses[0]?.response_range?.kvs[0]?.value.toString(), '2');
-    const created = await client.if('/t/new', 'Create', '==', 0).then(client.put('/t/new').value('n')).commit();
+    const created = await client
+      .if('/t/new', 'Create', '==', 0)
+      .then(client.put('/t/new').value('n'))
+      .commit();
     assert.equal(created.succeeded, true);
   });
 
@@ -113,7 +129,12 @@ describe('muster serve over the etcd v3 API (etcd3 client)', () => {
     const startRev = Number(first.header.revision);
     await client.put('/w/a').value('2');
     await client.delete().key('/w/a');
-    const watcher = await client.watch().prefix('/w/').startRevision(String(startRev)).withPreviousKV().create();
+    const watcher = await client
+      .watch()
+      .prefix('/w/')
+      .startRevision(String(startRev))
+      .withPreviousKV()
+      .create();
     const seen: string[] = [];
     const done = new Promise<void>((resolve) => {
       watcher.on('put', (kv, prev) => {
@@ -140,7 +161,10 @@ describe('muster serve over the etcd v3 API (etcd3 client)', () => {
     await lease.keepaliveOnce();
     const info = await client.leaseClient.leaseTimeToLive({ ID: id, keys: true });
     assert.equal(info.grantedTTL, '10');
-    assert.deepEqual(info.keys.map((k) => k.toString()), ['/l/a']);
+    assert.deepEqual(
+      info.keys.map((k) => k.toString()),
+      ['/l/a'],
+    );
     await lease.revoke();
     assert.equal(await client.get('/l/a').string(), null);
     const gone = await client.leaseClient.leaseTimeToLive({ ID: id, keys: false });
@@ -153,23 +177,59 @@ describe('muster serve over the etcd v3 API (etcd3 client)', () => {
     await rejectsMatching(client.put('/x').value('v').lease('123456').exec(), /requested lease not found/);
     await rejectsMatching(client.leaseClient.leaseRevoke({ ID: '999' }), /requested lease not found/);
     await rejectsMatching(client.put('').value('v').exec(), /key is not provided/);
-    await rejectsMatching(client.put('/big').value(Buffer.alloc(1024 * 1024 + 1)).exec(), /request is too large/);
-    await rejectsMatching(client.kv.put({ key: Buffer.from([0xff, 0xfe]), value: Buffer.from('v') }), /UTF-8/);
+    await rejectsMatching(
+      client
+        .put('/big')
+        .value(Buffer.alloc(1024 * 1024 + 1))
+        .exec(),
+      /request is too large/,
+    );
+    await rejectsMatching(
+      client.kv.put({ key: Buffer.from([0xff, 0xfe]), value: Buffer.from('v') }),
+      /UTF-8/,
+    );
     const head = Number((await client.put('/c/1').value('1')).header.revision);
-    await rejectsMatching(client.get('/c/1').revision(head + 100).exec(), /future revision/);
+    await rejectsMatching(
+      client
+        .get('/c/1')
+        .revision(head + 100)
+        .exec(),
+      /future revision/,
+    );
     await client.kv.compact({ revision: head });
-    await rejectsMatching(client.get('/c/1').revision(head - 1).exec(), /required revision has been compacted/);
+    await rejectsMatching(
+      client
+        .get('/c/1')
+        .revision(head - 1)
+        .exec(),
+      /required revision has been compacted/,
+    );
     await rejectsMatching(client.kv.compact({ revision: head }), /required revision has been compacted/);
     const ops = Array.from({ length: 129 }, (_, i) => client.put(`/many/${i}`).value('v'));
-    await rejectsMatching(client.if('/x', 'Version', '==', 0).then(...ops).commit(), /too many operations in txn request/);
     await rejectsMatching(
-      client.if('/x', 'Version', '==', 0).then(client.put('/d').value('1'), client.put('/d').value('2')).commit(),
+      client
+        .if('/x', 'Version', '==', 0)
+        .then(...ops)
+        .commit(),
+      /too many operations in txn request/,
+    );
+    await rejectsMatching(
+      client
+        .if('/x', 'Version', '==', 0)
+        .then(client.put('/d').value('1'), client.put('/d').value('2'))
+        .commit(),
       /duplicate key given in txn request/,
     );
     // Unimplemented RPCs answer at once.
     await rejectsMatching(client.maintenance.defragment({}), /UNIMPLEMENTED|not implemented/i);
     await rejectsMatching(client.user('someone').create('pw'), /UNIMPLEMENTED|not implemented/i);
-    await rejectsMatching(client.put('/huge').value(Buffer.alloc(3 * 1024 * 1024)).exec(), /larger than max/i);
+    await rejectsMatching(
+      client
+        .put('/huge')
+        .value(Buffer.alloc(3 * 1024 * 1024))
+        .exec(),
+      /larger than max/i,
+    );
     client.close();
   });
 
@@ -177,7 +237,9 @@ describe('muster serve over the etcd v3 API (etcd3 client)', () => {
     const stream = rawWatch(server);
     const head = Number((await client.put('/p/a').value('1')).header.revision);
     stream.write({ create_request: { key: Buffer.from('/p/'), range_end: Buffer.from('/p0') } });
-    stream.write({ create_request: { key: Buffer.from('/p/'), range_end: Buffer.from('/p0'), start_revision: 1 } });
+    stream.write({
+      create_request: { key: Buffer.from('/p/'), range_end: Buffer.from('/p0'), start_revision: 1 },
+    });
     const put = await client.put('/p/b').value('2');
     stream.write({ progress_request: {} });
     const all = await collect(stream, (rs) => rs.some((r) => r.watch_id === '-1'));
@@ -209,11 +271,17 @@ describe('muster serve with a token', () => {
   });
 
   test('the right password works; a wrong one or none is refused as etcd refuses it', async () => {
-    const good = new Etcd3({ hosts: `${server.host}:${server.port}`, auth: { username: 'root', password: TOKEN } });
+    const good = new Etcd3({
+      hosts: `${server.host}:${server.port}`,
+      auth: { username: 'root', password: TOKEN },
+    });
     await good.put('/auth/a').value('1');
     assert.equal(await good.get('/auth/a').string(), '1');
     good.close();
-    const wrong = new Etcd3({ hosts: `${server.host}:${server.port}`, auth: { username: 'root', password: 'nope' } });
+    const wrong = new Etcd3({
+      hosts: `${server.host}:${server.port}`,
+      auth: { username: 'root', password: 'nope' },
+    });
     await rejectsMatching(wrong.get('/auth/a').string(), /authentication failed/);
     wrong.close();
     const none = new Etcd3({ hosts: `${server.host}:${server.port}` });
@@ -221,7 +289,10 @@ describe('muster serve with a token', () => {
     none.close();
     const md = new Metadata();
     md.set('token', 'forged');
-    await assert.rejects(collect(rawWatch(server, md), () => true), /invalid auth token/);
+    await assert.rejects(
+      collect(rawWatch(server, md), () => true),
+      /invalid auth token/,
+    );
   });
 
   test('a non-loopback address without a token is refused', async () => {
