@@ -30,7 +30,7 @@ export function registerServeCommand(program: Command): void {
     )
     .addOption(
       new Option('--snapshot-records <n>', 'log records between snapshots')
-        .default('50000')
+        .default('20000')
         .argParser(positiveInt),
     )
     .addOption(

@@ -141,7 +141,25 @@ export class BinReader {
     return v;
   }
 
+  /** The next byte string as a view of the underlying buffer (no copy). */
+  bytesView(): Uint8Array {
+    const n = this.u32();
+    this.#need(n);
+    const v = this.#buf.subarray(this.#pos, this.#pos + n);
+    this.#pos += n;
+    return v;
+  }
+
+  /** The next string; the very common lease id '0' is shared rather than allocated. */
   str(): string {
+    if (
+      this.#pos + 5 <= this.#end &&
+      this.#buf[this.#pos + 4] === 0x30 &&
+      this.#buf.readUInt32LE(this.#pos) === 1
+    ) {
+      this.#pos += 5;
+      return '0';
+    }
     const n = this.u32();
     this.#need(n);
     const v = this.#buf.toString('utf8', this.#pos, this.#pos + n);
@@ -260,10 +278,11 @@ export function decodeSnapshot(
   const leases: { id: string; ttlSeconds: number }[] = [];
   for (let n = r.u32(); n > 0; n--) leases.push({ id: r.str(), ttlSeconds: r.u32() });
   const kvs: EngineSnapshot['kvs'][number][] = [];
+  // Values are views of the file buffer: one allocation for all of them (values are never mutated).
   for (let n = r.u32(); n > 0; n--) {
     kvs.push({
       key: r.str(),
-      value: r.bytes(),
+      value: r.bytesView(),
       createRevision: r.f64(),
       modRevision: r.f64(),
       version: r.f64(),

@@ -18,7 +18,7 @@ import { readNewestSnapshot, removeOtherSnapshots, writeSnapshot } from './snaps
 import { readSegment, segmentName, segmentNumber, truncateSegment, Wal } from './wal.js';
 
 /** Snapshot after this many log records: start-up replays at most about this many. */
-export const DEFAULT_SNAPSHOT_RECORDS = 50_000;
+export const DEFAULT_SNAPSHOT_RECORDS = 20_000;
 /** …or after this many log bytes, whichever comes first (bounds disk use with large values). */
 export const DEFAULT_SNAPSHOT_BYTES = 64 * 1024 * 1024;
 
@@ -45,7 +45,6 @@ export interface RecoveryReport {
   /** Bytes cut off a torn log tail (0 when the log ended cleanly). */
   readonly truncatedBytes: number;
   readonly revision: number;
-  readonly keys: number;
   readonly ms: number;
 }
 
@@ -154,7 +153,6 @@ export class DurableStore {
         segments: segments.length,
         truncatedBytes,
         revision: store.revision,
-        keys: (await store.range('', { countOnly: true })).count,
         ms: Math.round(performance.now() - t0),
       };
       self = new DurableStore({ store, wal, dataDir, memberId, recovery, options });

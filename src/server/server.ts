@@ -213,7 +213,7 @@ export async function startServer(options: ServerOptions = {}): Promise<MusterSe
       url,
       dataDir: durable.dataDir,
       revision: durable.recovery.revision,
-      keys: durable.recovery.keys,
+      snapshotRevision: durable.recovery.snapshotRevision,
       replayed: durable.recovery.records,
       auth: token !== undefined,
       tls,
