@@ -95,17 +95,16 @@ export class DurableStore {
     try {
       const memberId = await readMemberId(dataDir);
       // The journal is attached after recovery: replayed entries are not journaled again.
-      let wal: Wal | undefined;
-      let self: DurableStore | undefined;
+      const late: { wal?: Wal; self?: DurableStore } = {};
       const store = new MemoryStore({
         ...(options.clock ? { clock: options.clock } : {}),
         url: options.url ?? `muster-serve:${dataDir}`,
         journal: {
           append: (entry: JournalEntry) => {
-            wal?.append(entry);
-            if (self !== undefined) self.#maybeSnapshot();
+            late.wal?.append(entry);
+            if (late.self !== undefined) late.self.#maybeSnapshot();
           },
-          flush: () => (wal === undefined ? Promise.resolve() : wal.flush()),
+          flush: () => (late.wal === undefined ? Promise.resolve() : late.wal.flush()),
         },
       });
       const snap = await readNewestSnapshot(dataDir);
@@ -146,7 +145,8 @@ export class DurableStore {
         }
       }
       const next = segments.length > 0 ? (segments[segments.length - 1] as number) + 1 : firstSegment;
-      wal = await Wal.create(dataDir, next);
+      const wal = await Wal.create(dataDir, next);
+      late.wal = wal;
       const recovery: RecoveryReport = {
         snapshotRevision: snap?.snapshot.revision ?? 0,
         records,
@@ -155,7 +155,8 @@ export class DurableStore {
         revision: store.revision,
         ms: Math.round(performance.now() - t0),
       };
-      self = new DurableStore({ store, wal, dataDir, memberId, recovery, options });
+      const self = new DurableStore({ store, wal, dataDir, memberId, recovery, options });
+      late.self = self;
       // Recovery read records that a snapshot would have covered: count them toward the next one.
       wal.recordsInSegment = records;
       self.#maybeSnapshot();
@@ -183,7 +184,13 @@ export class DurableStore {
     // Everything in older segments is durable; wait until the engine has seen it as durable too.
     await this.store.headRevision();
     const snap = this.store.snapshot();
-    const name = await writeSnapshot(this.dataDir, snap, first);
+    // A snapshot keeps no history before its revision: after a restart, reads and watches before it
+    // answer "compacted" (with this revision), exactly as after an etcd compaction.
+    const name = await writeSnapshot(
+      this.dataDir,
+      { ...snap, compactRevision: Math.max(snap.compactRevision, snap.revision) },
+      first,
+    );
     await removeOtherSnapshots(this.dataDir, name);
     for (const n of await readdir(this.dataDir)) {
       const seg = segmentNumber(n);

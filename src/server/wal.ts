@@ -133,7 +133,7 @@ export function syncDir(dir: string): void {
 interface Waiter {
   readonly seq: number;
   readonly resolve: () => void;
-  readonly reject: (err: unknown) => void;
+  readonly reject: (err: Error) => void;
 }
 
 /** The log writer. Create with {@link Wal.create}. */
@@ -146,8 +146,8 @@ export class Wal implements Journal {
   #synced = 0;
   #waiters: Waiter[] = [];
   #running: Promise<void> | undefined;
-  #rotateWaiters: { resolve: (n: number) => void; reject: (e: unknown) => void }[] = [];
-  #error: unknown;
+  #rotateWaiters: { resolve: (n: number) => void; reject: (e: Error) => void }[] = [];
+  #error: Error | undefined;
   #closed = false;
   readonly #scratch = new BinWriter(4096);
   /** Records and bytes appended since the last rotation (the snapshot policy reads them). */

@@ -186,3 +186,29 @@ describe('durable store: log, snapshots, recovery', () => {
     await b.close();
   });
 });
+
+describe('durable store: history after a snapshot', () => {
+  test('reads and watches before the snapshot answer MUSTER_COMPACTED with its revision', async () => {
+    const dir = tempDir();
+    const a = await DurableStore.open({ dataDir: dir });
+    const first = await a.store.put('/h/k', 'one');
+    await a.store.put('/h/k', 'two');
+    const head = a.store.revision;
+    await a.close(); // writes a snapshot at the head
+    const b = await DurableStore.open({ dataDir: dir });
+    await assert.rejects(b.store.get('/h/k', { revision: first.revision }), (e) => {
+      assert.ok(isMusterError(e, 'MUSTER_COMPACTED'));
+      assert.equal(e.details.compactRevision, head);
+      return true;
+    });
+    assert.equal(textOf((await b.store.get('/h/k', { revision: head }))?.value ?? new Uint8Array()), 'two');
+    const w = b.store.watch('/h/', { fromRevision: first.revision });
+    await assert.rejects(
+      (async () => {
+        for await (const _ of w) assert.fail('no events from before the snapshot');
+      })(),
+      (e) => isMusterError(e, 'MUSTER_COMPACTED'),
+    );
+    await b.close();
+  });
+});

@@ -56,37 +56,30 @@ export const ETCD = {
 
 /** Translates anything a handler threw into the status etcd would send for the same condition. */
 export function toGrpcError(err: unknown): ServiceError {
-  if (err instanceof EtcdStatusError) return err as unknown as ServiceError;
+  if (err instanceof EtcdStatusError) return err;
   if (isMusterError(err)) {
     switch (err.code) {
       case 'MUSTER_COMPACTED':
-        return ETCD.compacted() as unknown as ServiceError;
+        return ETCD.compacted();
       case 'MUSTER_FUTURE_REVISION':
-        return ETCD.futureRev() as unknown as ServiceError;
+        return ETCD.futureRev();
       case 'MUSTER_LEASE_NOT_FOUND':
-        return ETCD.leaseNotFound() as unknown as ServiceError;
+        return ETCD.leaseNotFound();
       case 'MUSTER_VALUE_TOO_LARGE':
-        return ETCD.tooLarge() as unknown as ServiceError;
+        return ETCD.tooLarge();
       case 'MUSTER_TXN_TOO_LARGE':
-        return ETCD.tooManyOps() as unknown as ServiceError;
+        return ETCD.tooManyOps();
       case 'MUSTER_INVALID_ARGUMENT':
-        if (/twice|both puts and deletes/.test(err.message))
-          return ETCD.duplicateKey() as unknown as ServiceError;
-        return ETCD.invalid(err.message) as unknown as ServiceError;
+        if (/twice|both puts and deletes/.test(err.message)) return ETCD.duplicateKey();
+        return ETCD.invalid(err.message);
       case 'MUSTER_CLOSED':
-        return ETCD.stopped() as unknown as ServiceError;
+        return ETCD.stopped();
       case 'MUSTER_PERMISSION_DENIED':
-        return new EtcdStatusError(status.PERMISSION_DENIED, err.message) as unknown as ServiceError;
+        return new EtcdStatusError(status.PERMISSION_DENIED, err.message);
       default:
-        return new EtcdStatusError(
-          status.INTERNAL,
-          `muster serve: ${err.code}: ${err.message}`,
-        ) as unknown as ServiceError;
+        return new EtcdStatusError(status.INTERNAL, `muster serve: ${err.code}: ${err.message}`);
     }
   }
   const message = err instanceof Error ? err.message : String(err);
-  return new EtcdStatusError(
-    status.INTERNAL,
-    `muster serve: internal error: ${message}`,
-  ) as unknown as ServiceError;
+  return new EtcdStatusError(status.INTERNAL, `muster serve: internal error: ${message}`);
 }

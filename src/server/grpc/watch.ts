@@ -10,7 +10,7 @@
  */
 import type { ServerDuplexStream, UntypedServiceImplementation } from '@grpc/grpc-js';
 import { isMusterError } from '../../errors.js';
-import type { KeyValue, Watch, WatchEvent } from '../../store/types.js';
+import type { Watch, WatchEvent } from '../../store/types.js';
 import { failStream, header, type ServiceContext } from './context.js';
 import { kvOut, selectorOf } from './convert.js';
 import { ETCD, toGrpcError } from './errors.js';
@@ -283,6 +283,6 @@ function eventOut(e: WatchEvent): {
   return {
     type: e.type === 'put' ? 0 : 1,
     kv: kvOut(e.kv),
-    prev_kv: e.prev ? kvOut(e.prev as KeyValue) : null,
+    prev_kv: e.prev ? kvOut(e.prev) : null,
   };
 }
