@@ -4,6 +4,7 @@
  */
 const BENCHMARKS: Record<string, () => Promise<{ run(args: string[]): Promise<void> }>> = {
   store: () => import('./store.js'),
+  etcd: () => import('./etcd.js'),
   serve: () => import('./serve.js'),
 };
 
