@@ -11,6 +11,9 @@ import { credentials, makeGenericClientConstructor, Metadata, type ClientDuplexS
 import { Etcd3 } from 'etcd3';
 import { etcdServices } from '../../src/server/grpc/proto.js';
 import { type MusterServer, startServer } from '../../src/server/index.js';
+import { openStore } from '../../src/store/index.js';
+import { textOf } from '../../src/store/keys.js';
+import { makeTestCertificates, needBinary } from '../../src/testing/index.js';
 
 const TOKEN = 'test-token-0123456789abcdef';
 
@@ -297,5 +300,35 @@ describe('muster serve with a token', () => {
 
   test('a non-loopback address without a token is refused', async () => {
     await assert.rejects(startServer({ dataDir: join(dir, 'x'), listen: '0.0.0.0:0' }), /token-file/);
+  });
+});
+
+describe('muster serve with TLS', { skip: needBinary('openssl', 'apt-get install openssl') }, () => {
+  test('etcds:// through the etcd engine, with a token, verified against the CA', async () => {
+    const certs = makeTestCertificates();
+    const dir = mkdtempSync(join(tmpdir(), 'muster-serve-tls-'));
+    const server = await startServer({
+      dataDir: dir,
+      listen: '127.0.0.1:0',
+      cert: certs.serverCertFile,
+      key: certs.serverKeyFile,
+      token: TOKEN,
+    });
+    try {
+      assert.match(server.url, /^etcds:\/\//);
+      const store = await openStore(server.url.replace('etcds://', `etcds://root:${TOKEN}@`), {
+        caFile: certs.caFile,
+      });
+      try {
+        await store.put('/tls/a', 'secret');
+        assert.equal(textOf((await store.get('/tls/a'))?.value ?? new Uint8Array()), 'secret');
+      } finally {
+        await store.close();
+      }
+    } finally {
+      await server.close();
+      rmSync(dir, { recursive: true, force: true });
+      rmSync(certs.dir, { recursive: true, force: true });
+    }
   });
 });
