@@ -214,3 +214,36 @@ test(
     }
   },
 );
+
+test(
+  'SIGTERM stops muster serve cleanly: exit 0, log flushed, snapshot written',
+  { timeout: 60_000 },
+  async () => {
+    const { child, address } = await startChild();
+    const client = kvClient(address);
+    const r = await call<{ header: { revision: string } }>((cb) =>
+      client.Put({ key: Buffer.from('/sigterm'), value: Buffer.from('kept') }, cb),
+    );
+    client.close();
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    child.kill('SIGTERM');
+    assert.equal(await exited, 0);
+    assert.match(out, /muster serve: stopped/);
+    const again = await startChild();
+    const c2 = kvClient(again.address);
+    try {
+      const got = await call<{
+        header: { revision: string };
+        kvs: { key: Buffer; value: Buffer; mod_revision: string }[];
+      }>((cb) => c2.Range({ key: Buffer.from('/sigterm') }, cb));
+      assert.equal(got.kvs[0]?.value.toString(), 'kept');
+      assert.equal(got.kvs[0]?.mod_revision, r.header.revision);
+    } finally {
+      c2.close();
+      again.child.kill('SIGTERM');
+      await new Promise((res) => again.child.once('exit', res));
+    }
+  },
+);
