@@ -7,7 +7,15 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { credentials, makeGenericClientConstructor, Metadata, type ClientDuplexStream } from '@grpc/grpc-js';
+import {
+  Client as GrpcClient,
+  credentials,
+  makeGenericClientConstructor,
+  Metadata,
+  status,
+  type ClientDuplexStream,
+  type ServiceError,
+} from '@grpc/grpc-js';
 import { Etcd3 } from 'etcd3';
 import { etcdServices } from '../../src/server/grpc/proto.js';
 import { type MusterServer, startServer } from '../../src/server/index.js';
@@ -234,6 +242,25 @@ describe('muster serve over the etcd v3 API (etcd3 client)', () => {
       /larger than max/i,
     );
     client.close();
+  });
+
+  test('a malformed request gets an error status and the server carries on', async () => {
+    const raw = new GrpcClient(`${server.host}:${server.port}`, credentials.createInsecure());
+    rawClients.push(raw);
+    const garbage = Buffer.from([0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f]); // a length beyond the message
+    const err = await new Promise<ServiceError | null>((resolve) =>
+      raw.makeUnaryRequest(
+        '/etcdserverpb.KV/Put',
+        (b: Buffer) => b,
+        (b: Buffer) => b,
+        garbage,
+        (e) => resolve(e),
+      ),
+    );
+    assert.ok(err !== null, 'a malformed message must not succeed');
+    assert.notEqual(err.code, status.OK);
+    await client.put('/after-garbage').value('ok');
+    assert.equal(await client.get('/after-garbage').string(), 'ok');
   });
 
   test('watch stream: created, compaction cancels with compact_revision, progress follows events', async () => {
