@@ -5,6 +5,7 @@
 const BENCHMARKS: Record<string, () => Promise<{ run(args: string[]): Promise<void> }>> = {
   store: () => import('./store.js'),
   etcd: () => import('./etcd.js'),
+  placement: () => import('./placement.js'),
   serve: () => import('./serve.js'),
 };
 

@@ -8,4 +8,5 @@ export * from './errors.js';
 export { type Clock, type TimerHandle, SystemClock, ManualClock, systemClock } from './clock.js';
 export { type Duration, toMillis, formatDuration } from './util/duration.js';
 export * from './store/index.js';
+export * from './placement/index.js';
 export { startServer, type ServerOptions, type MusterServer } from './server/start.js';
