@@ -7,6 +7,7 @@ const BENCHMARKS: Record<string, () => Promise<{ run(args: string[]): Promise<vo
   membership: () => import('./membership.js'),
   etcd: () => import('./etcd.js'),
   placement: () => import('./placement.js'),
+  serve: () => import('./serve.js'),
 };
 
 async function main(): Promise<void> {

@@ -398,7 +398,11 @@ export class MemoryStore implements Store {
     };
   }
 
-  /** Loads a snapshot into an empty engine. Leases restart their full TTL, as etcd does. */
+  /**
+   * Loads a snapshot into an empty engine. Leases restart their full TTL, as etcd does. The engine
+   * takes the snapshot's key-value objects as they are (no copy: start-up with 100,000 keys is
+   * allocation-bound); the caller must not change them afterwards.
+   */
   restore(snapshot: EngineSnapshot): void {
     if (this.#rev !== 1 || this.#history.size > 0) {
       throw new MusterError('MUSTER_INTERNAL', 'restore() needs an empty engine');
@@ -406,7 +410,7 @@ export class MemoryStore implements Store {
     this.#nextLease = Number(snapshot.nextLeaseId);
     for (const l of snapshot.leases) this.#addLease(l.id, l.ttlSeconds);
     for (const kv of snapshot.kvs) {
-      const copy: KeyValue = { ...kv };
+      const copy: KeyValue = kv;
       this.#history.set(kv.key, [copy]);
       this.#live.set(kv.key, copy);
       this.#sorted.push(kv.key);
