@@ -21,3 +21,21 @@ export {
   type FaultMode,
   type Direction,
 } from './fault-proxy.js';
+export {
+  historyNow,
+  MemoryHistory,
+  FileHistory,
+  readHistory,
+  type OwnershipEvent,
+  type HistorySink,
+} from './ownership-history.js';
+export {
+  checkOwnership,
+  checkConvergence,
+  describeViolations,
+  type CheckResult,
+  type ConvergenceOptions,
+  type Ownership,
+  type Violation,
+  type ViolationKind,
+} from './ownership-checker.js';
