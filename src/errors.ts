@@ -46,6 +46,18 @@ export const ERROR_CODES = {
     retryable: false,
     summary: 'a program muster needs (for example etcd) is not on PATH',
   },
+  MUSTER_SESSION_LOST: {
+    retryable: false,
+    summary: 'a session passed its validity deadline or its lease is gone; open a new session',
+  },
+  MUSTER_DUPLICATE_INSTANCE: {
+    retryable: false,
+    summary: 'a live instance with the same id is already registered in the service',
+  },
+  MUSTER_NO_HEALTHY_INSTANCE: {
+    retryable: true,
+    summary: 'discovery found no active, healthy instance of the service',
+  },
   MUSTER_INTERNAL: {
     retryable: false,
     summary: 'a bug in muster: please report it with the message and logs',

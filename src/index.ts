@@ -9,3 +9,4 @@ export { type Clock, type TimerHandle, SystemClock, ManualClock, systemClock } f
 export { type Duration, toMillis, formatDuration } from './util/duration.js';
 export * from './store/index.js';
 export * from './placement/index.js';
+export * from './membership/index.js';
