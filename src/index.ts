@@ -10,3 +10,6 @@ export { type Duration, toMillis, formatDuration } from './util/duration.js';
 export * from './store/index.js';
 export * from './placement/index.js';
 export * from './membership/index.js';
+// Both placement and membership name an InstanceState; the record's (with 'leaving') is the public one.
+export type { InstanceState } from './membership/index.js';
+export * from './partitions/index.js';

@@ -39,3 +39,5 @@ export {
   type Violation,
   type ViolationKind,
 } from './ownership-checker.js';
+export { FaultyStore } from './faulty-store.js';
+export { recordingWorker, type RecordingWorkerOptions } from './ownership-worker.js';

@@ -2,14 +2,15 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { checkConvergence, checkOwnership, type OwnershipEvent } from '../../src/testing/index.js';
 
-const ev = (
+function ev(
   type: 'acquire' | 'start' | 'work' | 'stop' | 'release',
   t: number,
   instance: string,
   partition: string,
   token: number,
-  extra: Record<string, unknown> = {},
-): OwnershipEvent => ({ type, t, instance, partition, token, ...extra }) as OwnershipEvent;
+): OwnershipEvent {
+  return { type, t, instance, partition, token };
+}
 
 /** A clean hand-off of partition p from a (token 5) to b (token 9). */
 function handOff(): OwnershipEvent[] {
@@ -64,7 +65,10 @@ describe('ownership checker', () => {
   });
 
   test('a crash ends every open ownership of the instance', () => {
-    const h = [...handOff().filter((e) => e.type !== 'stop'), { type: 'crash', t: 11.5, instance: 'a' } as const];
+    const h = [
+      ...handOff().filter((e) => e.type !== 'stop'),
+      { type: 'crash', t: 11.5, instance: 'a' } as const,
+    ];
     const r = checkOwnership(h);
     assert.deepEqual(r.violations, []);
   });
