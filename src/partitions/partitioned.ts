@@ -120,7 +120,8 @@ export async function joinPartitioned(
     options.partitions === undefined
       ? undefined
       : { partitions: options.partitions, ...(options.settings ? { settings: options.settings } : {}) };
-  const view = acquireView(store, keys);
+  const viewStore = options.viewStore ?? store;
+  const view = acquireView(viewStore, keys);
   try {
     await view.ready();
     if (spec !== undefined) await publishSpec(store, keys, spec, resolved.logger, resolved.id);
@@ -136,7 +137,7 @@ export async function joinPartitioned(
     const handle = new PartitionedHandle(store, keys, view, member, resolved, options);
     return handle;
   } catch (err) {
-    releaseView(store, view);
+    releaseView(viewStore, view);
     throw err;
   }
 }
@@ -355,7 +356,7 @@ export class PartitionedHandle implements Listenable<PartitionedEvents> {
     this.#generation++;
     if (member !== undefined) await member.leave();
     this.#unsubscribe();
-    releaseView(this.#store, this.#view);
+    releaseView(this.#options.viewStore ?? this.#store, this.#view);
     this.#slots.clear();
     this.#setState('closed');
     this.#notifyDrained();

@@ -2,7 +2,7 @@
  * Types, defaults and store records of partition ownership (brief §5, docs/partitions.md).
  */
 import type { Clock } from '../clock.js';
-import type { LeaseId } from '../store/types.js';
+import type { LeaseId, Store } from '../store/types.js';
 import type { Duration } from '../util/duration.js';
 
 /** 3 s: a crashed owner's partitions move in about 3 s (Kafka waits 45 s, Consul 15 s of lock-delay). */
@@ -137,6 +137,12 @@ export interface JoinPartitionedOptions {
   root?: string;
   clock?: Clock;
   logger?: PartitionsLogger;
+  /**
+   * The store whose watched view this handle shares with other handles of the process. Default:
+   * `store`. Simulations give each instance its own faulty wrapper of one store and share the view
+   * of the unwrapped store, so that a thousand instances cost one watch.
+   */
+  viewStore?: Store;
   /** Aborts joining; aborting later closes the handle (gracefully). */
   signal?: AbortSignal;
 }

@@ -145,9 +145,18 @@ export async function runChurn(options: ChurnOptions): Promise<ChurnReport> {
     const n = options.instances ?? 5;
     for (let i = 0; i < n; i++) await start();
     const until = Date.now() + options.durationMs;
+    // Every kind of fault in each cycle of seven, in a seeded order (kill -9 twice).
+    let cycle: number[] = [];
     while (Date.now() < until) {
       const victim = pick();
-      switch (rand(7)) {
+      if (cycle.length === 0) {
+        cycle = [0, 1, 2, 3, 4, 5, 6];
+        for (let i = cycle.length - 1; i > 0; i--) {
+          const j = rand(i + 1);
+          [cycle[i], cycle[j]] = [cycle[j]!, cycle[i]!];
+        }
+      }
+      switch (cycle.pop()) {
         case 0:
         case 1:
           await act('kill -9', async () => {
