@@ -342,24 +342,60 @@ export class PartitionedHandle implements Listenable<PartitionedEvents> {
     const member = this.#member;
     this.#setState('leaving');
     if (this.#retryTimer !== undefined) this.#o.clock.clearTimeout(this.#retryTimer);
-    if (member !== undefined && member.session.isValid()) {
-      await member.setState('leaving').catch(() => undefined);
-    }
-    const releases: Promise<void>[] = [];
-    for (const slot of this.#slots.values()) {
-      if (slot.phase === 'running') releases.push(this.#release(slot, true));
-    }
-    await Promise.allSettled(releases);
+    // Publish `leaving` while the work stops (both in parallel), then delete every owner key in as
+    // few transactions as possible: the successors start as soon as they see the deletions.
+    const marking =
+      member !== undefined && member.session.isValid()
+        ? member.setState('leaving').catch(() => undefined)
+        : Promise.resolve();
+    const running = [...this.#slots.values()].filter((slot) => slot.phase === 'running');
+    for (const slot of running) slot.phase = 'stopping';
+    await Promise.all([marking, ...running.map((slot) => this.#stopWork(slot))]);
     await Promise.allSettled([...this.#inflight]);
     for (const slot of this.#slots.values()) if (slot.stopped) await slot.stopped;
-    this.#member = undefined;
-    this.#generation++;
+    const generation = this.#generation;
+    if (member !== undefined && member.session.isValid()) {
+      for (const slot of running) slot.phase = 'releasing';
+      const deleted = await this.#deleteKeys(running).catch(() => false);
+      if (deleted) for (const slot of running) this.#events.emit('released', slot.partition, slot.token);
+    }
+    if (generation === this.#generation) {
+      this.#member = undefined;
+      this.#generation++;
+    }
     if (member !== undefined) await member.leave();
     this.#unsubscribe();
     releaseView(this.#options.viewStore ?? this.#store, this.#view);
     this.#slots.clear();
     this.#setState('closed');
     this.#notifyDrained();
+  }
+
+  /**
+   * Deletes the owner keys of `slots`, each guarded by its token, in transactions of up to 64 keys.
+   * Resolves to true when every key was deleted by this call or was already gone.
+   */
+  async #deleteKeys(slots: readonly Slot[]): Promise<boolean> {
+    const chunks: Slot[][] = [];
+    for (let i = 0; i < slots.length; i += 64) chunks.push(slots.slice(i, i + 64));
+    const results = await Promise.all(
+      chunks.map(async (chunk) => {
+        const r = await this.#store.txn(
+          chunk.map((s) => ({
+            key: this.#keys.owner(s.partition),
+            target: 'createRevision' as const,
+            op: '=' as const,
+            value: s.token,
+          })),
+          chunk.map((s) => ({ type: 'delete' as const, selector: { key: this.#keys.owner(s.partition) } })),
+        );
+        if (r.succeeded) return true;
+        // Some key changed hands (an operator deleted it): fall back to one guarded delete per key.
+        await Promise.all(chunk.map((s) => this.#deleteKey(s.partition, s.token, this.#generation)));
+        return true;
+      }),
+    );
+    return results.every(Boolean);
   }
 
   #track(p: Promise<void>): void {
