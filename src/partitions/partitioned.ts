@@ -121,7 +121,7 @@ export async function joinPartitioned(
       ? undefined
       : { partitions: options.partitions, ...(options.settings ? { settings: options.settings } : {}) };
   const viewStore = options.viewStore ?? store;
-  const view = acquireView(viewStore, keys);
+  const view = acquireView(viewStore, keys, resolved.clock);
   try {
     await view.ready();
     if (spec !== undefined) await publishSpec(store, keys, spec, resolved.logger, resolved.id);
