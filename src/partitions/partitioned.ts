@@ -133,6 +133,7 @@ export async function joinPartitioned(
       clock: resolved.clock,
       weight: options.weight ?? 1,
       address: options.address,
+      checks: options.checks,
     });
     const handle = new PartitionedHandle(store, keys, view, member, resolved, options);
     return handle;
@@ -316,6 +317,7 @@ export class PartitionedHandle implements Listenable<PartitionedEvents> {
           clock: this.#o.clock,
           weight: this.#options.weight ?? 1,
           address: this.#options.address,
+          checks: this.#options.checks,
         });
         if (this.#closing !== undefined) {
           await member.leave();

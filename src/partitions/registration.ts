@@ -4,7 +4,7 @@
  * lease, whose `state` can be changed) — which membership's `Session` and `Member` satisfy.
  */
 import type { Clock } from '../clock.js';
-import { join } from '../membership/index.js';
+import { type CheckOptions, join } from '../membership/index.js';
 import type { LeaseId, Store } from '../store/types.js';
 
 /** The session of an owner: its lease, a signal that fires when it is lost, and its validity deadline. */
@@ -47,6 +47,7 @@ export function registerInstance(
     clock: Clock;
     weight: number;
     address: string | undefined;
+    checks?: readonly CheckOptions[] | undefined;
   },
 ): Promise<OwnershipMember> {
   return join(store, {
@@ -57,5 +58,6 @@ export function registerInstance(
     weight: options.weight,
     ...(options.root === undefined ? {} : { root: options.root }),
     ...(options.address === undefined ? {} : { address: options.address }),
+    ...(options.checks === undefined ? {} : { checks: options.checks }),
   });
 }

@@ -2,6 +2,7 @@
  * Types, defaults and store records of partition ownership (brief §5, docs/partitions.md).
  */
 import type { Clock } from '../clock.js';
+import type { CheckOptions } from '../membership/index.js';
 import type { LeaseId, Store } from '../store/types.js';
 import type { Duration } from '../util/duration.js';
 
@@ -121,6 +122,11 @@ export interface JoinPartitionedOptions {
   weight?: number;
   /** Where the instance listens, published in its record. Default: none. */
   address?: string;
+  /**
+   * Health checks (membership's); their aggregate is published as the record's `health`, and with
+   * `settings.unhealthy: 'drain'` a `failing` instance gets no partitions. Default: none.
+   */
+  checks?: readonly CheckOptions[];
   /** Session TTL. Default: {@link DEFAULT_PARTITION_TTL_MS}. */
   ttl?: Duration;
   /** How long a release waits for the work to stop. Default: {@link DEFAULT_STOP_TIMEOUT_MS}. */

@@ -129,6 +129,22 @@ describe('partition ownership on the memory engine (manual clock)', () => {
     sim.check({ converged: false });
   });
 
+  test('a health check that fails drains the instance (unhealthy: drain)', async () => {
+    sim = new Sim({ partitions: 24 });
+    await sim.join('a');
+    await sim.join('b', {
+      checks: [{ kind: 'ttl', name: 'heartbeat', ttl: '2s', initialStatus: 'passing' }],
+    });
+    await sim.run(500);
+    const b = sim.members.get('b')!;
+    assert.ok(b.handle.assumed.size > 0, 'b works while its check has not failed yet');
+    await sim.run(3000);
+    assert.equal(b.handle.assumed.size, 0, 'b gave its partitions away once its TTL check failed');
+    const status = await readPartitionStatus(sim.store, 'svc');
+    assert.ok(status.partitions.every((p) => p.owner === 'a'));
+    sim.check({ converged: false });
+  });
+
   test('an instance with a different partition set overrides the spec (Update Partitions)', async () => {
     sim = new Sim({ partitions: 8 });
     await sim.join('a');
