@@ -8,7 +8,7 @@
 import { type Clock, systemClock, type TimerHandle } from '../clock.js';
 import { invalidArgument, isMusterError, MusterError } from '../errors.js';
 import { jsonBytes } from '../store/keys.js';
-import type { Store } from '../store/types.js';
+import type { Compare, Store, TxnOp } from '../store/types.js';
 import { Emitter, type Listenable } from '../util/emitter.js';
 import { toMillis } from '../util/duration.js';
 import { defaultInstanceId, type OwnershipMember, registerInstance } from './registration.js';
@@ -344,23 +344,25 @@ export class PartitionedHandle implements Listenable<PartitionedEvents> {
     const member = this.#member;
     this.#setState('leaving');
     if (this.#retryTimer !== undefined) this.#o.clock.clearTimeout(this.#retryTimer);
-    // Publish `leaving` while the work stops (both in parallel), then delete every owner key in as
-    // few transactions as possible: the successors start as soon as they see the deletions.
+    // Publish `leaving` while the work stops (in parallel: observers see it even if stopping is
+    // slow), then delete the record and every owner key at one revision: the successors see the
+    // instance gone and the partitions free in the same watch event and take over at once.
     const marking =
       member !== undefined && member.session.isValid()
         ? member.setState('leaving').catch(() => undefined)
         : Promise.resolve();
     const running = [...this.#slots.values()].filter((slot) => slot.phase === 'running');
     for (const slot of running) slot.phase = 'stopping';
-    await Promise.all([marking, ...running.map((slot) => this.#stopWork(slot))]);
+    await Promise.all(running.map((slot) => this.#stopWork(slot)));
     await Promise.allSettled([...this.#inflight]);
     for (const slot of this.#slots.values()) if (slot.stopped) await slot.stopped;
     const generation = this.#generation;
     if (member !== undefined && member.session.isValid()) {
       for (const slot of running) slot.phase = 'releasing';
-      const deleted = await this.#deleteKeys(running).catch(() => false);
+      const deleted = await this.#deleteKeys(running, member).catch(() => false);
       if (deleted) for (const slot of running) this.#events.emit('released', slot.partition, slot.token);
     }
+    await marking;
     if (generation === this.#generation) {
       this.#member = undefined;
       this.#generation++;
@@ -374,25 +376,34 @@ export class PartitionedHandle implements Listenable<PartitionedEvents> {
   }
 
   /**
-   * Deletes the owner keys of `slots`, each guarded by its token, in transactions of up to 64 keys.
-   * Resolves to true when every key was deleted by this call or was already gone.
+   * Deletes the instance record and the owner keys of `slots`, each key guarded by its token and the
+   * record by this session's lease, in transactions of up to 64 keys (the record goes with the
+   * first). Resolves to true when every key was deleted or was already gone.
    */
-  async #deleteKeys(slots: readonly Slot[]): Promise<boolean> {
+  async #deleteKeys(slots: readonly Slot[], member: OwnershipMember): Promise<boolean> {
+    const record = this.#keys.instance(this.id);
     const chunks: Slot[][] = [];
     for (let i = 0; i < slots.length; i += 64) chunks.push(slots.slice(i, i + 64));
+    if (chunks.length === 0) chunks.push([]);
     const results = await Promise.all(
-      chunks.map(async (chunk) => {
-        const r = await this.#store.txn(
-          chunk.map((s) => ({
-            key: this.#keys.owner(s.partition),
-            target: 'createRevision' as const,
-            op: '=' as const,
-            value: s.token,
-          })),
-          chunk.map((s) => ({ type: 'delete' as const, selector: { key: this.#keys.owner(s.partition) } })),
-        );
+      chunks.map(async (chunk, i) => {
+        const compares: Compare[] = chunk.map((s) => ({
+          key: this.#keys.owner(s.partition),
+          target: 'createRevision',
+          op: '=',
+          value: s.token,
+        }));
+        const ops: TxnOp[] = chunk.map((s) => ({
+          type: 'delete',
+          selector: { key: this.#keys.owner(s.partition) },
+        }));
+        if (i === 0) {
+          compares.push({ key: record, target: 'lease', op: '=', value: member.session.leaseId });
+          ops.push({ type: 'delete', selector: { key: record } });
+        }
+        const r = await this.#store.txn(compares, ops);
         if (r.succeeded) return true;
-        // Some key changed hands (an operator deleted it): fall back to one guarded delete per key.
+        // A key changed hands (an operator deleted it) or the record is gone: one guarded delete per key.
         await Promise.all(chunk.map((s) => this.#deleteKey(s.partition, s.token, this.#generation)));
         return true;
       }),

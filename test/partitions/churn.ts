@@ -70,7 +70,7 @@ function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
 }
 
 export async function runChurn(options: ChurnOptions): Promise<ChurnReport> {
-  const partitions = options.partitions ?? 128;
+  const partitions = options.partitions ?? 192;
   const ttl = options.ttlSeconds ?? 2;
   const log = options.log ?? (() => undefined);
   let seed = options.seed ?? 42;

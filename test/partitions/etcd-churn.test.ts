@@ -20,7 +20,7 @@ describe(
         );
         assert.deepEqual(report.violations, [], describeViolations(report.violations));
         assert.ok(
-          report.result.transitions >= 400,
+          report.result.transitions >= 1000,
           `only ${report.result.transitions} ownership transitions`,
         );
       },
