@@ -4,7 +4,7 @@
  * docs/placement.md for the algorithm and the argument for its guarantees.
  */
 import { invalidArgument } from '../errors.js';
-import { bestInstance, firstChoices } from './first-choice.js';
+import { bestInstance, preferences } from './first-choice.js';
 import { findPartition, instanceTable, partitionTable } from './tables.js';
 import {
   DEFAULT_EPSILON,
@@ -34,7 +34,9 @@ const CAP_SLACK = 1e-9;
  */
 export function assign(input: PlacementInput): PlacementResult {
   if (input === null || typeof input !== 'object') {
-    throw invalidArgument('assign() takes an object { partitions, instances, pins?, currentOwners?, settings? }');
+    throw invalidArgument(
+      'assign() takes an object { partitions, instances, pins?, currentOwners?, settings? }',
+    );
   }
   const { epsilon, seed } = resolveSettings(input.settings);
   const parts = partitionTable(input.partitions, seed);
@@ -75,7 +77,7 @@ export function assign(input: PlacementInput): PlacementResult {
   let overflowed = 0;
   let overCap = 0;
   if (A > 0) {
-    const first = firstChoices(parts, inst, seed);
+    const { first, second } = preferences(parts, inst, seed);
     const owner = new Int32Array(P).fill(-1);
     if (ownerOf !== undefined) {
       for (let p = 0; p < P; p++) {
@@ -121,7 +123,10 @@ export function assign(input: PlacementInput): PlacementResult {
     for (let i = 0; i < P; i++) {
       const p = order[i]!;
       if (pool[p] !== 1) continue;
-      let a = bestInstance(parts.lo[p]!, parts.hi[p]!, inst, free);
+      const f = first[p]!;
+      const s = second[p]!;
+      let a =
+        free[f]! > 0 ? f : s >= 0 && free[s]! > 0 ? s : bestInstance(parts.lo[p]!, parts.hi[p]!, inst, free);
       if (a < 0) {
         a = first[p]!;
         overCap++;
@@ -191,7 +196,10 @@ function entriesOf(map: PartitionMap | undefined, field: string): [string, strin
   return entries as [string, string][];
 }
 
-function lookupOf(map: PartitionMap | undefined, field: string): ((id: string) => string | undefined) | undefined {
+function lookupOf(
+  map: PartitionMap | undefined,
+  field: string,
+): ((id: string) => string | undefined) | undefined {
   if (map === undefined) return undefined;
   if (typeof map !== 'object' || map === null) {
     throw invalidArgument(`${field} must be a Map or a plain object`, { field });
@@ -203,9 +211,12 @@ function lookupOf(map: PartitionMap | undefined, field: string): ((id: string) =
   return (id): string | undefined => {
     const v = get(id);
     if (v !== undefined && typeof v !== 'string') {
-      throw invalidArgument(`${field} must map partition ids to instance ids (strings)`, { field, partition: id });
+      throw invalidArgument(`${field} must map partition ids to instance ids (strings)`, {
+        field,
+        partition: id,
+      });
     }
-    return v as string | undefined;
+    return v;
   };
 }
 

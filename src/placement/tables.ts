@@ -27,10 +27,13 @@ const COUNT_CACHE_SIZE = 4;
 export function partitionTable(partitions: readonly string[] | number, seed: number): PartitionTable {
   if (typeof partitions === 'number') {
     if (!Number.isInteger(partitions) || partitions < 0 || partitions > MAX_PARTITIONS) {
-      throw invalidArgument(`partitions must be an integer count in [0, ${MAX_PARTITIONS}] or a list of ids`, {
-        field: 'partitions',
-        value: partitions,
-      });
+      throw invalidArgument(
+        `partitions must be an integer count in [0, ${MAX_PARTITIONS}] or a list of ids`,
+        {
+          field: 'partitions',
+          value: partitions,
+        },
+      );
     }
     const hit = countCache.find((c) => c.count === partitions && c.seed === seed);
     if (hit !== undefined) return hit.table;
@@ -58,15 +61,17 @@ export function partitionTable(partitions: readonly string[] | number, seed: num
       });
     }
   }
-  const last = lastList;
-  if (last !== undefined && last.seed === seed && sameIds(last.table.ids, partitions)) return last.table;
-  const table = buildTable(partitions.slice(), seed);
-  lastList = { seed, table };
+  const at = listCache.findIndex((c) => c.seed === seed && sameIds(c.table.ids, partitions));
+  const table = at >= 0 ? listCache[at]!.table : buildTable(partitions.slice(), seed);
+  if (at >= 0) listCache.splice(at, 1);
+  listCache.unshift({ seed, table });
+  listCache.length = Math.min(listCache.length, LIST_CACHE_SIZE);
   return table;
 }
 
-// The last list-form table, reused while the caller passes the same ids (compared by content).
-let lastList: { seed: number; table: PartitionTable } | undefined;
+// Recent list-form tables, reused while a caller passes the same ids (compared by content).
+const listCache: { seed: number; table: PartitionTable }[] = [];
+const LIST_CACHE_SIZE = 4;
 
 function sameIds(a: readonly string[], b: readonly string[]): boolean {
   if (a.length !== b.length) return false;
@@ -85,8 +90,23 @@ function buildTable(ids: readonly string[], seed: number): PartitionTable {
     lo[i] = murmur3(id, s0);
     hi[i] = murmur3(id, s1);
   }
+  return { ids, lo, hi, order: canonicalOrder(ids, lo, hi) };
+}
+
+/**
+ * Indices sorted by (hi, lo, id): the canonical processing order, independent of input order. Uses a
+ * numeric sort of `hi × 2^21 + index` (exact in a double) when there are at most `exactKeyLimit`
+ * entries, a comparator sort otherwise. Throws MUSTER_INVALID_ARGUMENT on a duplicate id.
+ */
+export function canonicalOrder(
+  ids: readonly string[],
+  lo: Uint32Array,
+  hi: Uint32Array,
+  exactKeyLimit = SORT_INDEX_BITS,
+): Uint32Array {
+  const n = ids.length;
   const order = new Uint32Array(n);
-  if (n <= SORT_INDEX_BITS) {
+  if (n <= Math.min(exactKeyLimit, SORT_INDEX_BITS)) {
     const keys = new Float64Array(n);
     for (let i = 0; i < n; i++) keys[i] = hi[i]! * SORT_INDEX_BITS + i;
     keys.sort();
@@ -97,7 +117,7 @@ function buildTable(ids: readonly string[], seed: number): PartitionTable {
   }
   // Runs with equal `hi` are in input order so far: re-sort them by (lo, id), which also puts
   // duplicate ids next to each other.
-  for (let start = 0; start < n; ) {
+  for (let start = 0; start < n;) {
     let end = start + 1;
     while (end < n && hi[order[end]!] === hi[order[start]!]) end++;
     if (end - start > 1) {
@@ -114,7 +134,7 @@ function buildTable(ids: readonly string[], seed: number): PartitionTable {
     }
     start = end;
   }
-  return { ids, lo, hi, order };
+  return order;
 }
 
 function compareById(lo: Uint32Array, ids: readonly string[], a: number, b: number): number {
@@ -135,7 +155,8 @@ export function findPartition(table: PartitionTable, id: string, seed: number): 
   while (a < b) {
     const m = (a + b) >>> 1;
     const p = order[m]!;
-    const c = hi[p]! !== h ? hi[p]! - h : lo[p]! !== l ? lo[p]! - l : ids[p]! < id ? -1 : ids[p]! > id ? 1 : 0;
+    const c =
+      hi[p]! !== h ? hi[p]! - h : lo[p]! !== l ? lo[p]! - l : ids[p]! < id ? -1 : ids[p]! > id ? 1 : 0;
     if (c === 0) return p;
     if (c < 0) a = m + 1;
     else b = m;
@@ -171,7 +192,10 @@ export function instanceTable(instances: readonly PlacementInstance[], seed: num
     const inst: unknown = instances[i];
     const { id, weight = DEFAULT_WEIGHT, state = 'active' } = (inst ?? {}) as PlacementInstance;
     if (typeof id !== 'string' || id.length === 0) {
-      throw invalidArgument(`instance ids must be non-empty strings (index ${i})`, { field: 'instances', index: i });
+      throw invalidArgument(`instance ids must be non-empty strings (index ${i})`, {
+        field: 'instances',
+        index: i,
+      });
     }
     if (typeof weight !== 'number' || !Number.isFinite(weight) || weight <= 0) {
       throw invalidArgument(`instance '${id}' has weight ${String(weight)}; weights must be finite and > 0`, {
@@ -196,7 +220,10 @@ export function instanceTable(instances: readonly PlacementInstance[], seed: num
   for (let i = 0; i < all.length; i++) {
     const x = all[i]!;
     if (i > 0 && all[i - 1]!.id === x.id) {
-      throw invalidArgument(`instance id '${x.id}' appears more than once`, { field: 'instances', instance: x.id });
+      throw invalidArgument(`instance id '${x.id}' appears more than once`, {
+        field: 'instances',
+        instance: x.id,
+      });
     }
     if (x.active) {
       active.push({ id: x.id, weight: x.weight, rank: active.length });

@@ -12,7 +12,10 @@ function checkInvariants(input: PlacementInput): void {
   const ids = partitionIds(input);
   const states = new Map(input.instances.map((i) => [i.id, i.state ?? 'active']));
   const active = input.instances.filter((i) => (i.state ?? 'active') === 'active');
-  const pins = input.pins instanceof Map ? input.pins : new Map(Object.entries(input.pins ?? {}));
+  const pins: ReadonlyMap<string, string> =
+    input.pins instanceof Map
+      ? (input.pins as ReadonlyMap<string, string>)
+      : new Map(Object.entries(input.pins ?? {}));
 
   if (active.length === 0) {
     assert.equal(result.assignments.size, 0);
@@ -67,8 +70,8 @@ function checkInvariants(input: PlacementInput): void {
   assert.equal(s.pinned + s.firstChoice + s.kept + s.overflowed, ids.length);
 }
 
-describe('assign: properties over random inputs', () => {
-  test('deterministic under shuffling of every input list', () => {
+void describe('assign: properties over random inputs', () => {
+  void test('deterministic under shuffling of every input list', () => {
     fc.assert(
       fc.property(inputArb, fc.nat(), (input, seed) => {
         const a = assign(input);
@@ -82,11 +85,11 @@ describe('assign: properties over random inputs', () => {
     );
   });
 
-  test('every partition assigned once, nothing to draining instances, pins honoured, cap never exceeded', () => {
+  void test('every partition assigned once, nothing to draining instances, pins honoured, cap never exceeded', () => {
     fc.assert(fc.property(inputArb, checkInvariants), { numRuns: RUNS });
   });
 
-  test('the result is a fixed point: feeding it back as current owners changes nothing', () => {
+  void test('the result is a fixed point: feeding it back as current owners changes nothing', () => {
     fc.assert(
       fc.property(inputArb, (input) => {
         const first = assign(input);
@@ -97,7 +100,7 @@ describe('assign: properties over random inputs', () => {
     );
   });
 
-  test('the seed changes the assignment', () => {
+  void test('the seed changes the assignment', () => {
     const instances = Array.from({ length: 10 }, (_, i) => ({ id: `i${i}` }));
     const a = assign({ partitions: 1000, instances, settings: { seed: 1 } }).assignments;
     const b = assign({ partitions: 1000, instances, settings: { seed: 2 } }).assignments;
@@ -106,15 +109,19 @@ describe('assign: properties over random inputs', () => {
   });
 });
 
-describe('assign: balance', () => {
-  test('16 partitions on 5 instances: nobody gets more than 4', () => {
+void describe('assign: balance', () => {
+  void test('16 partitions on 5 instances: nobody gets more than 4', () => {
     for (let seed = 0; seed < 200; seed++) {
-      const r = assign({ partitions: 16, instances: ['a', 'b', 'c', 'd', 'e'].map((id) => ({ id })), settings: { seed } });
+      const r = assign({
+        partitions: 16,
+        instances: ['a', 'b', 'c', 'd', 'e'].map((id) => ({ id })),
+        settings: { seed },
+      });
       assert.ok(Math.max(...r.loads.values()) <= 4, `seed ${seed}: ${JSON.stringify([...r.loads])}`);
     }
   });
 
-  test('max / mean ≤ 1 + ε when the share is large enough for the ceiling not to matter', () => {
+  void test('max / mean ≤ 1 + ε when the share is large enough for the ceiling not to matter', () => {
     for (const [P, N] of [
       [1000, 10],
       [5000, 50],
@@ -126,7 +133,7 @@ describe('assign: balance', () => {
     }
   });
 
-  test('weights: loads follow weights within the cap, ε = 0 gives exact shares', () => {
+  void test('weights: loads follow weights within the cap, ε = 0 gives exact shares', () => {
     const instances = [
       { id: 'small', weight: 1 },
       { id: 'medium', weight: 2 },
@@ -147,8 +154,8 @@ describe('assign: balance', () => {
   });
 });
 
-describe('assign: reported conditions', () => {
-  test('no instances: everything unassigned, nothing thrown', () => {
+void describe('assign: reported conditions', () => {
+  void test('no instances: everything unassigned, nothing thrown', () => {
     const r = assign({ partitions: ['x', 'y'], instances: [], pins: { x: 'gone' } });
     assert.equal(r.assignments.size, 0);
     assert.deepEqual(r.unassigned, ['x', 'y']);
@@ -157,14 +164,18 @@ describe('assign: reported conditions', () => {
     assert.deepEqual(drained.unassigned, ['0', '1', '2']);
   });
 
-  test('pins beyond the cap are honoured and crowd the instance out of everything else', () => {
+  void test('pins beyond the cap are honoured and crowd the instance out of everything else', () => {
     const pins = Object.fromEntries(Array.from({ length: 40 }, (_, i) => [String(i), 'a']));
-    const r = assign({ partitions: 100, instances: [{ id: 'a' }, { id: 'b' }, { id: 'c' }, { id: 'd' }], pins });
+    const r = assign({
+      partitions: 100,
+      instances: [{ id: 'a' }, { id: 'b' }, { id: 'c' }, { id: 'd' }],
+      pins,
+    });
     assert.equal(r.loads.get('a'), 40);
     for (let i = 0; i < 40; i++) assert.equal(r.assignments.get(String(i)), 'a');
   });
 
-  test('a draining owner loses its partitions; a draining pin is ignored and reported', () => {
+  void test('a draining owner loses its partitions; a draining pin is ignored and reported', () => {
     const before = assign({ partitions: 50, instances: [{ id: 'a' }, { id: 'b' }] });
     const after = assign({
       partitions: 50,
@@ -178,7 +189,7 @@ describe('assign: reported conditions', () => {
   });
 });
 
-describe('assign: bad input', () => {
+void describe('assign: bad input', () => {
   const bad: [string, unknown][] = [
     ['duplicate partition ids', { partitions: ['a', 'b', 'a'], instances: [{ id: 'x' }] }],
     ['empty partition id', { partitions: [''], instances: [{ id: 'x' }] }],
@@ -186,7 +197,10 @@ describe('assign: bad input', () => {
     ['negative partition count', { partitions: -1, instances: [] }],
     ['fractional partition count', { partitions: 2.5, instances: [] }],
     ['duplicate instance ids', { partitions: 3, instances: [{ id: 'x' }, { id: 'y' }, { id: 'x' }] }],
-    ['duplicate ids across states', { partitions: 3, instances: [{ id: 'x' }, { id: 'x', state: 'draining' }] }],
+    [
+      'duplicate ids across states',
+      { partitions: 3, instances: [{ id: 'x' }, { id: 'x', state: 'draining' }] },
+    ],
     ['zero weight', { partitions: 3, instances: [{ id: 'x', weight: 0 }] }],
     ['negative weight', { partitions: 3, instances: [{ id: 'x', weight: -1 }] }],
     ['infinite weight', { partitions: 3, instances: [{ id: 'x', weight: Infinity }] }],
@@ -200,7 +214,7 @@ describe('assign: bad input', () => {
     ['not an object', 42],
   ];
   for (const [name, input] of bad) {
-    test(`${name} → MUSTER_INVALID_ARGUMENT`, () => {
+    void test(`${name} → MUSTER_INVALID_ARGUMENT`, () => {
       assert.throws(
         () => assign(input as PlacementInput),
         (e) => isMusterError(e, 'MUSTER_INVALID_ARGUMENT') && e.message.length > 10,
@@ -208,15 +222,19 @@ describe('assign: bad input', () => {
     });
   }
 
-  test('fuzzed duplicate partition ids are always caught', () => {
+  void test('fuzzed duplicate partition ids are always caught', () => {
     fc.assert(
-      fc.property(fc.uniqueArray(fc.string({ minLength: 1 }), { minLength: 1, maxLength: 200 }), fc.nat(), (ids, k) => {
-        const withDup = [...ids, ids[k % ids.length]!];
-        assert.throws(
-          () => assign({ partitions: withDup, instances: [{ id: 'x' }] }),
-          (e) => isMusterError(e, 'MUSTER_INVALID_ARGUMENT'),
-        );
-      }),
+      fc.property(
+        fc.uniqueArray(fc.string({ minLength: 1 }), { minLength: 1, maxLength: 200 }),
+        fc.nat(),
+        (ids, k) => {
+          const withDup = [...ids, ids[k % ids.length]!];
+          assert.throws(
+            () => assign({ partitions: withDup, instances: [{ id: 'x' }] }),
+            (e) => isMusterError(e, 'MUSTER_INVALID_ARGUMENT'),
+          );
+        },
+      ),
       { numRuns: 200 },
     );
   });

@@ -37,8 +37,8 @@ function jumpReference(key: bigint, buckets: number): number {
   return Number(b);
 }
 
-describe('murmur3', () => {
-  test('matches the published MurmurHash3 x86_32 test vectors', () => {
+void describe('murmur3', () => {
+  void test('matches the published MurmurHash3 x86_32 test vectors', () => {
     const vectors: [string, number, number][] = [
       ['', 0, 0],
       ['', 1, 0x514e28b7],
@@ -58,7 +58,7 @@ describe('murmur3', () => {
     }
   });
 
-  test('hashes the UTF-8 bytes of any string, lone surrogates included', () => {
+  void test('hashes the UTF-8 bytes of any string, lone surrogates included', () => {
     fc.assert(
       fc.property(fc.string({ unit: 'binary', maxLength: 40 }), fc.nat(), (text, seed) => {
         assert.equal(murmur3(text, seed), murmurBytes(Buffer.from(text, 'utf8'), seed));
@@ -69,8 +69,8 @@ describe('murmur3', () => {
   });
 });
 
-describe('lnUnit', () => {
-  test('agrees with Math.log to 1e-13 and never decreases', () => {
+void describe('lnUnit', () => {
+  void test('agrees with Math.log to 1e-13 and never decreases', () => {
     const edges = [0, 1, 2, 3, 0x7fffffff, 0x80000000, 0xfffffffe, 0xffffffff];
     const samples = fc.sample(fc.nat({ max: 0xffffffff }), 2000).concat(edges);
     samples.sort((a, b) => a - b);
@@ -86,19 +86,24 @@ describe('lnUnit', () => {
   });
 });
 
-describe('jumpHash', () => {
-  test('is bit-identical to the 64-bit reference', () => {
+void describe('jumpHash', () => {
+  void test('is bit-identical to the 64-bit reference', () => {
     fc.assert(
-      fc.property(fc.nat({ max: 0xffffffff }), fc.nat({ max: 0xffffffff }), fc.integer({ min: 1, max: 100_000 }), (hi, lo, n) => {
-        assert.equal(jumpHash(hi, lo, n), jumpReference((BigInt(hi) << 32n) | BigInt(lo), n));
-      }),
+      fc.property(
+        fc.nat({ max: 0xffffffff }),
+        fc.nat({ max: 0xffffffff }),
+        fc.integer({ min: 1, max: 100_000 }),
+        (hi, lo, n) => {
+          assert.equal(jumpHash(hi, lo, n), jumpReference((BigInt(hi) << 32n) | BigInt(lo), n));
+        },
+      ),
       { numRuns: 500 },
     );
   });
 });
 
-describe('partitionForKey', () => {
-  test('stays in range, is stable, and only moves keys to the new partition when the count grows', () => {
+void describe('partitionForKey', () => {
+  void test('stays in range, is stable, and only moves keys to the new partition when the count grows', () => {
     const keys = Array.from({ length: 5000 }, (_, i) => `user-${i}`);
     for (const n of [1, 2, 7, 64, 1000]) {
       let moved = 0;
@@ -113,19 +118,31 @@ describe('partitionForKey', () => {
         }
       }
       const expected = keys.length / (n + 1);
-      assert.ok(Math.abs(moved - expected) < 5 * Math.sqrt(expected) + 5, `n=${n}: moved ${moved}, expected ~${expected}`);
+      assert.ok(
+        Math.abs(moved - expected) < 5 * Math.sqrt(expected) + 5,
+        `n=${n}: moved ${moved}, expected ~${expected}`,
+      );
     }
   });
 
-  test('depends on the seed and rejects bad arguments with MUSTER_INVALID_ARGUMENT', () => {
+  void test('depends on the seed and rejects bad arguments with MUSTER_INVALID_ARGUMENT', () => {
     const differ = Array.from({ length: 100 }, (_, i) => `k${i}`).filter(
       (k) => partitionForKey(k, 1000, 1) !== partitionForKey(k, 1000, 2),
     );
     assert.ok(differ.length > 90);
     for (const bad of [0, -1, 1.5, Number.NaN, 2 ** 31]) {
-      assert.throws(() => partitionForKey('k', bad), (e) => isMusterError(e, 'MUSTER_INVALID_ARGUMENT'));
+      assert.throws(
+        () => partitionForKey('k', bad),
+        (e) => isMusterError(e, 'MUSTER_INVALID_ARGUMENT'),
+      );
     }
-    assert.throws(() => partitionForKey('k', 10, -1), (e) => isMusterError(e, 'MUSTER_INVALID_ARGUMENT'));
-    assert.throws(() => partitionForKey(42 as unknown as string, 10), (e) => isMusterError(e, 'MUSTER_INVALID_ARGUMENT'));
+    assert.throws(
+      () => partitionForKey('k', 10, -1),
+      (e) => isMusterError(e, 'MUSTER_INVALID_ARGUMENT'),
+    );
+    assert.throws(
+      () => partitionForKey(42 as unknown as string, 10),
+      (e) => isMusterError(e, 'MUSTER_INVALID_ARGUMENT'),
+    );
   });
 });

@@ -14,7 +14,11 @@ export const idArb = fc.oneof(
 export const instanceArb: fc.Arbitrary<PlacementInstance> = fc.record(
   {
     id: idArb,
-    weight: fc.oneof(fc.constant(1), fc.integer({ min: 1, max: 5 }), fc.double({ min: 0.05, max: 20, noNaN: true })),
+    weight: fc.oneof(
+      fc.constant(1),
+      fc.integer({ min: 1, max: 5 }),
+      fc.double({ min: 0.05, max: 20, noNaN: true }),
+    ),
     state: fc.constantFrom<'active' | 'draining'>('active', 'active', 'active', 'draining'),
   },
   { requiredKeys: ['id'] },
@@ -32,7 +36,8 @@ export const inputArb: fc.Arbitrary<PlacementInput> = fc
     choice: fc.infiniteStream(fc.nat()),
   })
   .map(({ partitions, instances, epsilon, seed, pinRate, ownerRate, choice }) => {
-    const ids = typeof partitions === 'number' ? Array.from({ length: partitions }, (_, i) => String(i)) : partitions;
+    const ids =
+      typeof partitions === 'number' ? Array.from({ length: partitions }, (_, i) => String(i)) : partitions;
     const targets = [...instances.map((i) => i.id), 'ghost-instance'];
     const it = choice[Symbol.iterator]();
     const next = (): number => it.next().value as number;
@@ -97,7 +102,10 @@ export function countLoads(assignments: ReadonlyMap<string, string>): Map<string
  * The fewest moves any assignment with the same per-instance loads as `after` could need:
  * every partition arriving on an instance that grew (or leaving one that shrank) must move.
  */
-export function minimumMoves(before: ReadonlyMap<string, string>, after: ReadonlyMap<string, string>): number {
+export function minimumMoves(
+  before: ReadonlyMap<string, string>,
+  after: ReadonlyMap<string, string>,
+): number {
   const lb = countLoads(before);
   const la = countLoads(after);
   let up = 0;
