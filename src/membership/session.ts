@@ -27,6 +27,9 @@ export const DEFAULT_CLOCK_RATE_ERROR_PPM = 1000;
 /** 10 ms: a floor for the margin, covering timer granularity on short TTLs. */
 export const DEFAULT_MIN_SAFETY_MARGIN_MS = 10;
 
+/** At most this many unanswered keep-alives at once (a black-holed connection must not pile them up). */
+const MAX_KEEPALIVES_IN_FLIGHT = 3;
+
 /** What a session is doing. `active` → `lost` (deadline passed, lease gone) or `closed` (by `close()`). */
 export type SessionState = 'active' | 'lost' | 'closed';
 
@@ -149,7 +152,7 @@ export class Session implements Listenable<SessionEvents> {
   #deadline: number;
   #renewTimer: TimerHandle | undefined;
   #deadlineTimer: TimerHandle | undefined;
-  #inflight: AbortController | undefined;
+  readonly #inflight = new Set<AbortController>();
   #closing: Promise<void> | undefined;
   #detachSignal: (() => void) | undefined;
   #renewals = 0;
@@ -272,8 +275,8 @@ export class Session implements Listenable<SessionEvents> {
     if (this.#renewTimer !== undefined) this.#clock.clearTimeout(this.#renewTimer);
     if (this.#deadlineTimer !== undefined) this.#clock.clearTimeout(this.#deadlineTimer);
     this.#renewTimer = this.#deadlineTimer = undefined;
-    this.#inflight?.abort();
-    this.#inflight = undefined;
+    for (const ac of this.#inflight) ac.abort();
+    this.#inflight.clear();
     this.#detachSignal?.();
     this.#detachSignal = undefined;
   }
@@ -292,33 +295,68 @@ export class Session implements Listenable<SessionEvents> {
 
   #scheduleRenew(delayMs: number): void {
     if (this.#state !== 'active') return;
+    if (this.#renewTimer !== undefined) this.#clock.clearTimeout(this.#renewTimer);
     this.#renewTimer = this.#clock.setTimeout(() => {
       this.#renewTimer = undefined;
-      this.#renew().catch((err: unknown) => this.#lose('the keep-alive loop failed', err));
+      this.#attempt();
     }, delayMs);
   }
 
-  /** One keep-alive attempt; reschedules itself. Never rejects except on a bug. */
-  async #renew(): Promise<void> {
+  /**
+   * Sends one keep-alive. An attempt that is not answered within one keep-alive period is not
+   * aborted (the engine times it out and replaces a dead connection); the next attempt starts at
+   * once, and whichever acknowledgement arrives extends the deadline from its own send time.
+   */
+  #attempt(): void {
     if (this.#state !== 'active') return;
+    if (this.#inflight.size >= MAX_KEEPALIVES_IN_FLIGHT) {
+      this.#scheduleRenew(this.#retryDelayMs());
+      return;
+    }
     const sent = this.#clock.monotonic();
     const ac = new AbortController();
-    this.#inflight = ac;
-    let ttlSeconds: number;
-    try {
-      ttlSeconds = await this.#withTimeout(this.#store.keepAlive(this.leaseId, { signal: ac.signal }), ac);
-    } catch (err) {
-      if (this.#state !== 'active') return;
-      if (isMusterError(err, 'MUSTER_LEASE_NOT_FOUND')) {
-        this.#lose('the store no longer knows the lease (expired or revoked)', err);
-        return;
-      }
-      this.#events.emit('keepAliveFailed', err);
-      this.#scheduleRenew(Math.max(50, Math.floor(this.keepAliveIntervalMs / 4)));
-      return;
-    } finally {
-      if (this.#inflight === ac) this.#inflight = undefined;
-    }
+    this.#inflight.add(ac);
+    let overdue = false;
+    const timer = this.#clock.setTimeout(() => {
+      overdue = true;
+      this.#events.emit(
+        'keepAliveFailed',
+        new MusterError(
+          'MUSTER_TIMEOUT',
+          `keep-alive not acknowledged within ${formatDuration(this.keepAliveIntervalMs)}`,
+          { details: this.#details() },
+        ),
+      );
+      this.#scheduleRenew(0);
+    }, this.keepAliveIntervalMs);
+    const settle = (): void => {
+      this.#clock.clearTimeout(timer);
+      this.#inflight.delete(ac);
+    };
+    this.#store.keepAlive(this.leaseId, { signal: ac.signal }).then(
+      (ttlSeconds) => {
+        settle();
+        this.#acknowledged(sent, ttlSeconds, !overdue);
+      },
+      (err: unknown) => {
+        settle();
+        if (this.#state !== 'active') return;
+        if (isMusterError(err, 'MUSTER_LEASE_NOT_FOUND')) {
+          this.#lose('the store no longer knows the lease (expired or revoked)', err);
+          return;
+        }
+        if (overdue) return; // its successor is already scheduled
+        this.#events.emit('keepAliveFailed', err);
+        this.#scheduleRenew(this.#retryDelayMs());
+      },
+    );
+  }
+
+  #retryDelayMs(): number {
+    return Math.max(50, Math.floor(this.keepAliveIntervalMs / 4));
+  }
+
+  #acknowledged(sent: number, ttlSeconds: number, current: boolean): void {
     if (this.#state !== 'active') return;
     const now = this.#clock.monotonic();
     if (now >= this.#deadline) {
@@ -337,33 +375,7 @@ export class Session implements Listenable<SessionEvents> {
     }
     this.#renewals++;
     this.#events.emit('renewed', this.#deadline);
-    this.#scheduleRenew(Math.max(0, sent + this.keepAliveIntervalMs - now));
-  }
-
-  /** Races `p` against one keep-alive period; on timeout aborts `ac` and rejects `MUSTER_TIMEOUT`. */
-  #withTimeout<T>(p: Promise<T>, ac: AbortController): Promise<T> {
-    return new Promise<T>((resolve, reject) => {
-      const timer = this.#clock.setTimeout(() => {
-        const err = new MusterError(
-          'MUSTER_TIMEOUT',
-          `keep-alive not acknowledged within ${formatDuration(this.keepAliveIntervalMs)}`,
-          { details: this.#details() },
-        );
-        ac.abort(err);
-        reject(err);
-      }, this.keepAliveIntervalMs);
-      p.then(
-        (v) => {
-          this.#clock.clearTimeout(timer);
-          resolve(v);
-        },
-        (e: unknown) => {
-          this.#clock.clearTimeout(timer);
-          // eslint-disable-next-line @typescript-eslint/prefer-promise-reject-errors -- passes the store's error through
-          reject(e);
-        },
-      );
-    });
+    if (current) this.#scheduleRenew(Math.max(0, sent + this.keepAliveIntervalMs - now));
   }
 
   #lose(why: string, cause?: unknown): void {
