@@ -7,6 +7,7 @@ const BENCHMARKS: Record<string, () => Promise<{ run(args: string[]): Promise<vo
   failover: () => import('./failover.js'),
   'partitions-scale': () => import('./partitions-scale.js'),
   placement: () => import('./placement.js'),
+  etcd: () => import('./etcd.js'),
 };
 
 async function main(): Promise<void> {

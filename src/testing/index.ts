@@ -2,11 +2,9 @@
  * `muster/testing`: helpers for tests of muster and of applications built on it.
  */
 export { findBinary, needBinary, servicesRequired } from './services.js';
-export { storeConformance, type ConformanceTarget, type ConformanceOptions } from './conformance.js';
-export { collectUntil, waitFor } from './watch-helpers.js';
-export { ManualClock } from '../clock.js';
 export {
   startEtcd,
+  sweepOrphans,
   freePort,
   ETCD_INSTALL_HINT,
   TEST_PROGRESS_NOTIFY_INTERVAL,
@@ -41,3 +39,7 @@ export {
 } from './ownership-checker.js';
 export { FaultyStore } from './faulty-store.js';
 export { recordingWorker, type RecordingWorkerOptions } from './ownership-worker.js';
+export { storeConformance, type ConformanceTarget, type ConformanceOptions } from './conformance.js';
+export { collectUntil, waitFor } from './watch-helpers.js';
+export { ManualClock } from '../clock.js';
+export { makeTestCertificates, type TestCertificates } from './tls.js';
