@@ -9,7 +9,7 @@
  */
 import { type ChildProcess, fork } from 'node:child_process';
 import { readPartitionStatus } from '../src/partitions/index.js';
-import { openAnyStore } from '../src/partitions/open-store.js';
+import { openStore } from '../src/store/index.js';
 import type { Store } from '../src/store/types.js';
 import { historyNow, startEtcd } from '../src/testing/index.js';
 import { fmt, quantile } from './stats.js';
@@ -42,7 +42,7 @@ export async function run(args: string[]): Promise<void> {
   const ttl = arg(args, 'ttl', 3);
   const rounds = arg(args, 'rounds', 5);
   const cluster = await startEtcd({ members: 1 });
-  const store: Store = await openAnyStore(cluster.url);
+  const store: Store = await openStore(cluster.url);
   const procs = new Map<string, Proc>();
   const acquisitions: Acquisition[] = [];
   const owner = new Map<string, string>();

@@ -1,7 +1,7 @@
 /** `muster partitions`: per partition, the assigned instance, the owner, its fencing token and since when. */
 import type { Command } from 'commander';
 import { DEFAULT_ROOT } from '../membership/keys.js';
-import { openAnyStore } from '../partitions/open-store.js';
+import { openStore } from '../store/index.js';
 import { type PartitionStatus, readPartitionStatus } from '../partitions/status.js';
 import { formatDuration } from '../util/duration.js';
 import { jsonOption, printJson, printTable, storeOption } from './common.js';
@@ -30,7 +30,7 @@ export function registerPartitionsCommand(program: Command): void {
     .addOption(storeOption())
     .addOption(jsonOption())
     .action(async (opts: { store: string; service: string; root: string; json?: boolean }) => {
-      const store = await openAnyStore(opts.store);
+      const store = await openStore(opts.store);
       try {
         const status = await readPartitionStatus(store, opts.service, { root: opts.root });
         if (opts.json === true) {

@@ -9,7 +9,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { readPartitionStatus } from '../../src/partitions/index.js';
-import { openAnyStore } from '../../src/partitions/open-store.js';
+import { openStore } from '../../src/store/index.js';
 import {
   checkConvergence,
   checkOwnership,
@@ -219,7 +219,7 @@ export async function runChurn(options: ChurnOptions): Promise<ChurnReport> {
 
     // Quiet period: wait for convergence.
     const quietStart = Date.now();
-    const store = await openAnyStore(cluster.url);
+    const store = await openStore(cluster.url);
     let violations: Violation[] = [];
     let result: CheckResult | undefined;
     try {

@@ -3,7 +3,7 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { after, before, describe, test } from 'node:test';
 import { joinPartitioned, type PartitionedHandle, readPartitionStatus } from '../../src/partitions/index.js';
-import { openAnyStore } from '../../src/partitions/open-store.js';
+import { openStore } from '../../src/store/index.js';
 import type { Store } from '../../src/store/types.js';
 import {
   checkConvergence,
@@ -37,7 +37,7 @@ describe('partition ownership on a real etcd', { skip: needBinary('etcd', ETCD_I
   let store: Store;
   before(async () => {
     cluster = await startEtcd({ members: 1 });
-    store = await openAnyStore(cluster.url);
+    store = await openStore(cluster.url);
   });
   after(async () => {
     await store?.close();
