@@ -19,6 +19,11 @@ export interface RecordingWorkerOptions {
   readonly clock: Clock;
   /** Do one unit of work this often; undefined: no work events. */
   readonly workIntervalMs?: number;
+  /**
+   * Misbehave on purpose, to prove that the checker catches it: work without checking `valid()` and
+   * record stops without the deadline. Default: false.
+   */
+  readonly ignoreDeadline?: boolean;
 }
 
 /** Returns an `onAcquire` handler that records start, work and stop. */
@@ -33,7 +38,8 @@ export function recordingWorker(
       let timer: ReturnType<Clock['setTimeout']> | undefined;
       const tick = (): void => {
         // The check and the record read the clock back to back: no work after the deadline.
-        if (context.valid()) sink.record({ type: 'work', t: now(), instance, partition, token });
+        if (options.ignoreDeadline === true || context.valid())
+          sink.record({ type: 'work', t: now(), instance, partition, token });
         if (!signal.aborted && options.workIntervalMs !== undefined)
           timer = clock.setTimeout(tick, options.workIntervalMs);
       };
@@ -51,7 +57,7 @@ export function recordingWorker(
       instance,
       partition,
       token,
-      validUntil: options.toHistoryTime(context.deadline()),
+      ...(options.ignoreDeadline === true ? {} : { validUntil: options.toHistoryTime(context.deadline()) }),
     });
   };
 }

@@ -34,6 +34,8 @@ export interface ChurnOptions {
   ttlSeconds?: number;
   seed?: number;
   log?: (line: string) => void;
+  /** Members misbehave (work past their deadline), to show that the checker catches it. */
+  ignoreDeadline?: boolean;
 }
 
 export interface ChurnReport {
@@ -99,6 +101,7 @@ export async function runChurn(options: ChurnOptions): Promise<ChurnReport> {
         TTL: `${ttl}s`,
         HISTORY: historyPath,
         WORK_MS: '250',
+        IGNORE_DEADLINE: options.ignoreDeadline === true ? '1' : '0',
       },
       stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
     });

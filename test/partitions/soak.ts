@@ -10,6 +10,7 @@ const report = await runChurn({
   durationMs,
   seed: Number(process.env.MUSTER_SOAK_SEED ?? Date.now() % 100_000),
   log: (l) => process.stdout.write(`${l}\n`),
+  ignoreDeadline: process.env.MUSTER_SOAK_IGNORE_DEADLINE === '1',
 });
 process.stdout.write(
   `ownerships ${report.result.transitions}, actions ${JSON.stringify(report.actions)}, converged in ${report.convergeMs} ms, violations ${report.violations.length}\n`,
