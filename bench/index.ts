@@ -6,8 +6,9 @@ const BENCHMARKS: Record<string, () => Promise<{ run(args: string[]): Promise<vo
   store: () => import('./store.js'),
   failover: () => import('./failover.js'),
   'partitions-scale': () => import('./partitions-scale.js'),
-  placement: () => import('./placement.js'),
+  membership: () => import('./membership.js'),
   etcd: () => import('./etcd.js'),
+  placement: () => import('./placement.js'),
 };
 
 async function main(): Promise<void> {

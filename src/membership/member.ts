@@ -47,6 +47,7 @@ export interface JoinOptions {
   /** Key root. Default: `/muster/`. */
   root?: string;
   clock?: Clock;
+  /** Aborts the join; once joined, aborting it closes the member's own session (not a given one). */
   signal?: AbortSignal;
 }
 

@@ -24,8 +24,17 @@ export const MIN_SESSION_TTL_MS = 1000;
  * of the two machines; 1,000 ppm covers both with room to spare.
  */
 export const DEFAULT_CLOCK_RATE_ERROR_PPM = 1000;
-/** 10 ms: a floor for the margin, covering timer granularity on short TTLs. */
-export const DEFAULT_MIN_SAFETY_MARGIN_MS = 10;
+/**
+ * 100 ms: a floor for the margin. It covers timer lateness on a busy event loop, so that code which
+ * only listens to `lost` (rather than checking `isValid()`) still hears it before the store can
+ * expire the lease; a 3 s session gives up 3 % of its TTL for it.
+ */
+export const DEFAULT_MIN_SAFETY_MARGIN_MS = 100;
+
+/** Node's timers hold at most 2^31 − 1 ms (24.8 days); longer waits are re-armed. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+/** 10 s: a keep-alive unanswered this long (or one period, if shorter) is followed by another. */
+const MAX_ATTEMPT_WAIT_MS = 10_000;
 
 /** At most this many unanswered keep-alives at once (a black-holed connection must not pile them up). */
 const MAX_KEEPALIVES_IN_FLIGHT = 3;
@@ -233,7 +242,7 @@ export class Session implements Listenable<SessionEvents> {
   /**
    * Ends the session: stops the keep-alives, aborts `lost` with `MUSTER_CLOSED`, and revokes the lease
    * (its keys are deleted at once). Idempotent. Never rejects: if the store cannot be reached within
-   * one TTL, the lease simply expires on its own.
+   * one TTL (at most 10 s), the lease simply expires on its own.
    */
   close(): Promise<void> {
     this.#closing ??= this.#close();
@@ -255,7 +264,7 @@ export class Session implements Listenable<SessionEvents> {
     this.#stopTimers();
     {
       const ac = new AbortController();
-      const timer = this.#clock.setTimeout(() => ac.abort(), this.ttlMs);
+      const timer = this.#clock.setTimeout(() => ac.abort(), Math.min(this.ttlMs, MAX_ATTEMPT_WAIT_MS));
       try {
         await this.#store.revokeLease(this.leaseId, { signal: ac.signal });
       } catch {
@@ -283,23 +292,29 @@ export class Session implements Listenable<SessionEvents> {
 
   #armDeadline(): void {
     if (this.#deadlineTimer !== undefined) this.#clock.clearTimeout(this.#deadlineTimer);
-    this.#deadlineTimer = this.#clock.setTimeout(() => {
-      this.#deadlineTimer = undefined;
-      if (this.#state === 'active' && this.#clock.monotonic() >= this.#deadline) {
-        this.#lose('no keep-alive was acknowledged before the validity deadline');
-      } else if (this.#state === 'active') {
-        this.#armDeadline();
-      }
-    }, this.#deadline - this.#clock.monotonic());
+    this.#deadlineTimer = this.#clock.setTimeout(
+      () => {
+        this.#deadlineTimer = undefined;
+        if (this.#state === 'active' && this.#clock.monotonic() >= this.#deadline) {
+          this.#lose('no keep-alive was acknowledged before the validity deadline');
+        } else if (this.#state === 'active') {
+          this.#armDeadline();
+        }
+      },
+      Math.min(MAX_TIMER_MS, this.#deadline - this.#clock.monotonic()),
+    );
   }
 
   #scheduleRenew(delayMs: number): void {
     if (this.#state !== 'active') return;
     if (this.#renewTimer !== undefined) this.#clock.clearTimeout(this.#renewTimer);
-    this.#renewTimer = this.#clock.setTimeout(() => {
-      this.#renewTimer = undefined;
-      this.#attempt();
-    }, delayMs);
+    this.#renewTimer = this.#clock.setTimeout(
+      () => {
+        this.#renewTimer = undefined;
+        this.#attempt();
+      },
+      Math.min(MAX_TIMER_MS, delayMs),
+    );
   }
 
   /**
@@ -317,18 +332,19 @@ export class Session implements Listenable<SessionEvents> {
     const ac = new AbortController();
     this.#inflight.add(ac);
     let overdue = false;
+    const attemptWait = Math.min(this.keepAliveIntervalMs, MAX_ATTEMPT_WAIT_MS);
     const timer = this.#clock.setTimeout(() => {
       overdue = true;
       this.#events.emit(
         'keepAliveFailed',
         new MusterError(
           'MUSTER_TIMEOUT',
-          `keep-alive not acknowledged within ${formatDuration(this.keepAliveIntervalMs)}`,
+          `keep-alive not acknowledged within ${formatDuration(attemptWait)}`,
           { details: this.#details() },
         ),
       );
       this.#scheduleRenew(0);
-    }, this.keepAliveIntervalMs);
+    }, attemptWait);
     const settle = (): void => {
       this.#clock.clearTimeout(timer);
       this.#inflight.delete(ac);

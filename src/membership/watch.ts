@@ -70,6 +70,10 @@ interface Subscriber {
 export class InstanceView implements AsyncIterable<InstancesUpdate>, Listenable<InstanceViewEvents> {
   readonly service: string;
   readonly prefix: string;
+  /**
+   * Resolves after the first listing. While the store is unreachable the view keeps retrying, so this
+   * waits; it rejects with `MUSTER_CLOSED` if the view or the store is closed first.
+   */
   readonly ready: Promise<void>;
   readonly #store: Store;
   readonly #clock: Clock;

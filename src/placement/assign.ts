@@ -42,7 +42,10 @@ export function assign(input: PlacementInput): PlacementResult {
   const parts = partitionTable(input.partitions, seed);
   const inst = instanceTable(input.instances, seed);
   const pins = entriesOf(input.pins, 'pins');
-  const ownerOf = lookupOf(input.currentOwners, 'currentOwners');
+  const owners = input.currentOwners;
+  if (owners !== undefined && (typeof owners !== 'object' || owners === null)) {
+    throw invalidArgument('currentOwners must be a Map or a plain object', { field: 'currentOwners' });
+  }
   const P = parts.ids.length;
   const A = inst.ids.length;
   const { order } = parts;
@@ -78,15 +81,7 @@ export function assign(input: PlacementInput): PlacementResult {
   let overCap = 0;
   if (A > 0) {
     const { first, second } = preferences(parts, inst, seed);
-    const owner = new Int32Array(P).fill(-1);
-    if (ownerOf !== undefined) {
-      for (let p = 0; p < P; p++) {
-        if (assigned[p]! >= 0) continue;
-        const o = ownerOf(parts.ids[p]!);
-        const a = o === undefined ? undefined : inst.index.get(o);
-        if (a !== undefined) owner[p] = a;
-      }
-    }
+    const owner = ownerIndices(owners, parts.ids, inst.index, assigned);
     // Round 1: partitions already on their first choice stay, in canonical order, up to the cap.
     // Round 2: partitions without an active owner go to their first choice if it has room.
     // Round 3: partitions on another instance move to their first choice only while it is below its
@@ -196,28 +191,35 @@ function entriesOf(map: PartitionMap | undefined, field: string): [string, strin
   return entries as [string, string][];
 }
 
-function lookupOf(
+/**
+ * The active index of each partition's current owner, or -1 (no owner, unknown or draining owner,
+ * or pinned partition). One pass with the lookups inlined: this runs on every call.
+ */
+function ownerIndices(
   map: PartitionMap | undefined,
-  field: string,
-): ((id: string) => string | undefined) | undefined {
-  if (map === undefined) return undefined;
-  if (typeof map !== 'object' || map === null) {
-    throw invalidArgument(`${field} must be a Map or a plain object`, { field });
-  }
-  const get =
-    map instanceof Map
-      ? (id: string): unknown => (map as ReadonlyMap<string, unknown>).get(id)
-      : (id: string): unknown => (Object.hasOwn(map, id) ? (map as Record<string, unknown>)[id] : undefined);
-  return (id): string | undefined => {
-    const v = get(id);
-    if (v !== undefined && typeof v !== 'string') {
-      throw invalidArgument(`${field} must map partition ids to instance ids (strings)`, {
-        field,
+  ids: readonly string[],
+  index: ReadonlyMap<string, number>,
+  assigned: Int32Array,
+): Int32Array {
+  const owner = new Int32Array(ids.length).fill(-1);
+  if (map === undefined) return owner;
+  const asMap = map instanceof Map ? (map as ReadonlyMap<string, unknown>) : undefined;
+  const asRecord = map as Record<string, unknown>;
+  for (let p = 0; p < ids.length; p++) {
+    if (assigned[p]! >= 0) continue;
+    const id = ids[p]!;
+    const o = asMap !== undefined ? asMap.get(id) : Object.hasOwn(asRecord, id) ? asRecord[id] : undefined;
+    if (o === undefined) continue;
+    if (typeof o !== 'string') {
+      throw invalidArgument('currentOwners must map partition ids to instance ids (strings)', {
+        field: 'currentOwners',
         partition: id,
       });
     }
-    return v;
-  };
+    const a = index.get(o);
+    if (a !== undefined) owner[p] = a;
+  }
+  return owner;
 }
 
 function compareStrings(a: string, b: string): number {

@@ -110,6 +110,8 @@ export interface EtcdCluster {
 // ---- process clean-up ----------------------------------------------------------------------------
 
 const live = new Set<ChildProcess>();
+/** Data directories of clusters not yet closed; removed on exit too. */
+const liveRoots = new Set<string>();
 let hooksInstalled = false;
 
 function killAllNow(): void {
@@ -121,6 +123,8 @@ function killAllNow(): void {
     }
   }
   live.clear();
+  for (const root of liveRoots) rmSync(root, { recursive: true, force: true, maxRetries: 3 });
+  liveRoots.clear();
 }
 
 function installExitHooks(): void {
@@ -439,6 +443,7 @@ class Cluster implements EtcdCluster {
     this.#closed ??= (async () => {
       await Promise.all(this.members.map((m) => m.kill()));
       rmSync(this.#root, { recursive: true, force: true });
+      liveRoots.delete(this.#root);
     })();
     return this.#closed;
   }
@@ -463,6 +468,7 @@ export async function startEtcd(options: StartEtcdOptions = {}): Promise<EtcdClu
   sweepOrphans();
   const root = mkdtempSync(join(tmpdir(), ROOT_PREFIX));
   writeFileSync(join(root, OWNER_FILE), String(process.pid));
+  liveRoots.add(root);
   const members: Member[] = [];
   for (let i = 0; i < count; i++) {
     const host = `127.0.0.${i + 1}`;

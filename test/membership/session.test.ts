@@ -33,15 +33,29 @@ describe('session (memory engine, manual clock)', () => {
     assert.deepEqual(mem.leaseIds(), []);
   });
 
-  test('defaults: 3 s TTL, keep-alive every 1 s, a 10 ms margin', async () => {
+  test('defaults: 3 s TTL, keep-alive every 1 s, a 100 ms margin', async () => {
     const { mem, clock } = setup();
     const s = await openSession(mem, { clock });
     assert.equal(s.ttlMs, 3000);
     assert.equal(s.keepAliveIntervalMs, 1000);
-    assert.equal(s.safetyMarginMs, 10);
+    assert.equal(s.safetyMarginMs, 100);
     assert.equal(s.state, 'active');
     assert.equal(safetyMargin(3_600_000, DEFAULT_CLOCK_RATE_ERROR_PPM, DEFAULT_MIN_SAFETY_MARGIN_MS), 3600);
     await s.close();
+  });
+
+  test('TTLs of hours and days: keep-alives every TTL/3, timers beyond 24.8 days re-armed, no busy loop', async () => {
+    const { mem, clock } = setup();
+    const hour = await openSession(mem, { ttl: '1h', clock });
+    assert.equal(hour.keepAliveIntervalMs, 1_200_000);
+    assert.equal(hour.safetyMarginMs, 3600);
+    const long = await openSession(mem, { ttl: '100d', clock });
+    await clock.tick(30 * 86_400_000, 600_000); // 30 days in 10-minute steps
+    assert.equal(long.state, 'active');
+    assert.equal(hour.state, 'active');
+    assert.ok(hour.renewals >= 30 * 72 - 1, `hour renewals: ${hour.renewals}`);
+    assert.ok(clock.pendingTimers < 10, `timers pending: ${clock.pendingTimers}`);
+    await Promise.all([hour.close(), long.close()]);
   });
 
   test('a TTL in ms is rounded up to whole seconds: 1500ms → 2 s', async () => {
