@@ -4,6 +4,8 @@
  */
 const BENCHMARKS: Record<string, () => Promise<{ run(args: string[]): Promise<void> }>> = {
   store: () => import('./store.js'),
+  failover: () => import('./failover.js'),
+  'partitions-scale': () => import('./partitions-scale.js'),
   membership: () => import('./membership.js'),
   etcd: () => import('./etcd.js'),
   placement: () => import('./placement.js'),

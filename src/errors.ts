@@ -63,6 +63,15 @@ export const ERROR_CODES = {
     summary: 'another live process is using the data directory of muster serve',
   },
   MUSTER_ADDRESS_IN_USE: { retryable: false, summary: 'the address muster serve should listen on is taken' },
+  MUSTER_NOT_OWNER: {
+    retryable: false,
+    summary: 'this instance no longer owns the partition (released, session lost or key lost)',
+  },
+  MUSTER_STOP_TIMEOUT: {
+    retryable: false,
+    summary:
+      "a partition's work did not stop within the stop timeout; the partition stays owned until it does",
+  },
   MUSTER_INTERNAL: {
     retryable: false,
     summary: 'a bug in muster: please report it with the message and logs',

@@ -19,6 +19,26 @@ export {
   type FaultMode,
   type Direction,
 } from './fault-proxy.js';
+export {
+  historyNow,
+  MemoryHistory,
+  FileHistory,
+  readHistory,
+  type OwnershipEvent,
+  type HistorySink,
+} from './ownership-history.js';
+export {
+  checkOwnership,
+  checkConvergence,
+  describeViolations,
+  type CheckResult,
+  type ConvergenceOptions,
+  type Ownership,
+  type Violation,
+  type ViolationKind,
+} from './ownership-checker.js';
+export { FaultyStore } from './faulty-store.js';
+export { recordingWorker, type RecordingWorkerOptions } from './ownership-worker.js';
 export { storeConformance, type ConformanceTarget, type ConformanceOptions } from './conformance.js';
 export { collectUntil, waitFor } from './watch-helpers.js';
 export { ManualClock } from '../clock.js';

@@ -1,0 +1,679 @@
+/**
+ * `joinPartitioned`: an instance that owns the partitions placement assigns to it, with fencing
+ * tokens, and converges by itself when instances join, leave, crash or become unhealthy.
+ *
+ * Per partition, locally: (absent) → acquiring → running → stopping → releasing → (absent). The
+ * protocol, the invariants and the argument for them are in docs/partitions.md.
+ */
+import { type Clock, systemClock, type TimerHandle } from '../clock.js';
+import { invalidArgument, isMusterError, MusterError } from '../errors.js';
+import { jsonBytes } from '../store/keys.js';
+import type { Compare, Store, TxnOp } from '../store/types.js';
+import { Emitter, type Listenable } from '../util/emitter.js';
+import { toMillis } from '../util/duration.js';
+import { defaultInstanceId, type OwnershipMember, registerInstance } from './registration.js';
+import { checkSegment, ownershipKeys, type OwnershipKeys, publishSpec } from './spec.js';
+import {
+  type AcquireContext,
+  type AcquireHandler,
+  type AssumedPartition,
+  DEFAULT_MAX_CONCURRENT_ACQUIRES,
+  DEFAULT_MAX_CONCURRENT_MOVES,
+  DEFAULT_PARTITION_TTL_MS,
+  DEFAULT_RETRY_DELAY_MS,
+  DEFAULT_STOP_TIMEOUT_MS,
+  type JoinPartitionedOptions,
+  type PartitionedEvents,
+  type PartitionedState,
+  type PartitionsLogger,
+  type ReleaseHandler,
+} from './types.js';
+import { acquireView, EMPTY_SET, releaseView, type ServiceView } from './view.js';
+
+interface Slot {
+  readonly partition: string;
+  phase: 'acquiring' | 'running' | 'stopping' | 'releasing';
+  token: number;
+  since: number;
+  controller?: AbortController;
+  /** Settles when `onAcquire`'s promise settles. */
+  work?: Promise<void>;
+  /** Settles when the work has stopped (after abort). */
+  stopped?: Promise<void>;
+}
+
+interface Resolved {
+  readonly id: string;
+  readonly ttlMs: number;
+  readonly stopTimeoutMs: number;
+  readonly maxMoves: number;
+  readonly maxAcquires: number;
+  readonly retryDelayMs: number;
+  readonly rejoin: boolean;
+  readonly clock: Clock;
+  readonly logger: PartitionsLogger;
+  readonly onAcquire: AcquireHandler;
+  readonly onRelease: ReleaseHandler | undefined;
+}
+
+/** Writes warnings and errors to stderr as JSON lines; info is dropped. */
+export const stderrLogger: PartitionsLogger = {
+  info: () => undefined,
+  warn: (obj, msg) => process.stderr.write(`${JSON.stringify({ level: 'warn', msg, ...obj })}\n`),
+  error: (obj, msg) => process.stderr.write(`${JSON.stringify({ level: 'error', msg, ...obj })}\n`),
+};
+
+function positiveInt(value: number | undefined, fallback: number, what: string): number {
+  const v = value ?? fallback;
+  if (!Number.isSafeInteger(v) || v < 1)
+    throw invalidArgument(`${what} must be a positive integer, got ${String(v)}`);
+  return v;
+}
+
+function resolve(options: JoinPartitionedOptions): Resolved {
+  if (typeof options?.onAcquire !== 'function')
+    throw invalidArgument('onAcquire(partition, { token, signal }) is required');
+  if (options.onRelease !== undefined && typeof options.onRelease !== 'function') {
+    throw invalidArgument('onRelease must be a function');
+  }
+  const id = options.id ?? defaultInstanceId();
+  checkSegment(id, 'instance id');
+  const ttlMs = toMillis(options.ttl ?? DEFAULT_PARTITION_TTL_MS, 'ttl');
+  if (ttlMs < 1000) throw invalidArgument(`ttl must be at least 1s, got ${ttlMs}ms`);
+  if (options.weight !== undefined && !(Number.isFinite(options.weight) && options.weight >= 0)) {
+    throw invalidArgument(`weight must be a finite number ≥ 0, got ${String(options.weight)}`);
+  }
+  return {
+    id,
+    ttlMs,
+    stopTimeoutMs: toMillis(options.stopTimeout ?? DEFAULT_STOP_TIMEOUT_MS, 'stopTimeout'),
+    maxMoves: positiveInt(options.maxConcurrentMoves, DEFAULT_MAX_CONCURRENT_MOVES, 'maxConcurrentMoves'),
+    maxAcquires: positiveInt(
+      options.maxConcurrentAcquires,
+      DEFAULT_MAX_CONCURRENT_ACQUIRES,
+      'maxConcurrentAcquires',
+    ),
+    retryDelayMs: toMillis(options.retryDelay ?? DEFAULT_RETRY_DELAY_MS, 'retryDelay'),
+    rejoin: options.rejoin ?? true,
+    clock: options.clock ?? systemClock,
+    logger: options.logger ?? stderrLogger,
+    onAcquire: options.onAcquire,
+    onRelease: options.onRelease,
+  };
+}
+
+/**
+ * Joins `options.service` as a partitioned instance: writes the spec if `options.partitions` differs
+ * from the stored one, registers the instance under a new session, and starts converging.
+ *
+ * Throws `MUSTER_INVALID_ARGUMENT` for bad options or a bad partition set (nothing is written),
+ * `MUSTER_DUPLICATE_INSTANCE` when a live instance has the same id, `MUSTER_ABORTED` when `signal`
+ * fires first, and the store's errors (`MUSTER_UNAVAILABLE`, …).
+ */
+export async function joinPartitioned(
+  store: Store,
+  options: JoinPartitionedOptions,
+): Promise<PartitionedHandle> {
+  const resolved = resolve(options);
+  const keys = ownershipKeys(options.root, options.service);
+  const spec =
+    options.partitions === undefined
+      ? undefined
+      : { partitions: options.partitions, ...(options.settings ? { settings: options.settings } : {}) };
+  const viewStore = options.viewStore ?? store;
+  const view = acquireView(viewStore, keys, resolved.clock);
+  try {
+    await view.ready();
+    if (spec !== undefined) await publishSpec(store, keys, spec, resolved.logger, resolved.id);
+    const member = await registerInstance(store, {
+      service: keys.service,
+      root: options.root,
+      id: resolved.id,
+      ttlMs: resolved.ttlMs,
+      clock: resolved.clock,
+      weight: options.weight ?? 1,
+      address: options.address,
+      checks: options.checks,
+    });
+    const handle = new PartitionedHandle(store, keys, view, member, resolved, options);
+    return handle;
+  } catch (err) {
+    releaseView(viewStore, view);
+    throw err;
+  }
+}
+
+/** A partitioned instance. See {@link joinPartitioned}. */
+export class PartitionedHandle implements Listenable<PartitionedEvents> {
+  /** This instance's id. */
+  readonly id: string;
+  readonly service: string;
+  readonly #store: Store;
+  readonly #keys: OwnershipKeys;
+  readonly #view: ServiceView;
+  readonly #o: Resolved;
+  readonly #options: JoinPartitionedOptions;
+  readonly #events: Emitter<PartitionedEvents>;
+  readonly #slots = new Map<string, Slot>();
+  /** Partition → revision of this instance's last write to its owner key; the view is trusted past it. */
+  readonly #pending = new Map<string, number>();
+  readonly #inflight = new Set<Promise<void>>();
+  #member: OwnershipMember | undefined;
+  #generation = 0;
+  #state: PartitionedState = 'active';
+  #moves = 0;
+  #acquires = 0;
+  #queued = false;
+  #retryTimer: TimerHandle | undefined;
+  #unsubscribe: () => void;
+  #closing: Promise<void> | undefined;
+  #drainWaiters: (() => void)[] = [];
+
+  /** @internal Use {@link joinPartitioned}. */
+  constructor(
+    store: Store,
+    keys: OwnershipKeys,
+    view: ServiceView,
+    member: OwnershipMember,
+    resolved: Resolved,
+    options: JoinPartitionedOptions,
+  ) {
+    this.#store = store;
+    this.#keys = keys;
+    this.#view = view;
+    this.#o = resolved;
+    this.#options = options;
+    this.id = resolved.id;
+    this.service = keys.service;
+    this.#events = new Emitter((err, event) =>
+      resolved.logger.error({ err: String(err), event: String(event) }, 'a partitions listener threw'),
+    );
+    this.#unsubscribe = view.subscribe(() => this.#schedule());
+    this.#attach(member);
+    options.signal?.addEventListener('abort', () => void this.close(), { once: true });
+  }
+
+  /** `joining`, `active`, `draining`, `leaving`, `lost` (rejoining after a lost session) or `closed`. */
+  get state(): PartitionedState {
+    return this.#state;
+  }
+
+  /** Partitions placement assigns to this instance in the current snapshot. */
+  get assigned(): readonly string[] {
+    return [...(this.#view.assignment().byInstance.get(this.id) ?? EMPTY_SET)];
+  }
+
+  /** Partitions this instance owns and works on now, with their fencing tokens. */
+  get assumed(): ReadonlyMap<string, AssumedPartition> {
+    const out = new Map<string, AssumedPartition>();
+    for (const s of this.#slots.values()) {
+      if (s.phase === 'running') out.set(s.partition, { token: s.token, since: s.since });
+    }
+    return out;
+  }
+
+  /** The current session's lease (changes after a rejoin); `undefined` between sessions. */
+  get leaseId(): string | undefined {
+    return this.#member?.session.leaseId;
+  }
+
+  on<K extends keyof PartitionedEvents>(
+    event: K,
+    listener: (...args: PartitionedEvents[K]) => void,
+  ): () => void {
+    return this.#events.on(event, listener);
+  }
+  once<K extends keyof PartitionedEvents>(
+    event: K,
+    listener: (...args: PartitionedEvents[K]) => void,
+  ): () => void {
+    return this.#events.once(event, listener);
+  }
+  off<K extends keyof PartitionedEvents>(event: K, listener: (...args: PartitionedEvents[K]) => void): void {
+    this.#events.off(event, listener);
+  }
+
+  /**
+   * Marks the instance `draining`: it receives no partitions and hands its own over at the throttle's
+   * pace (`maxConcurrentMoves`). Resolves when it owns nothing. Throws `MUSTER_CLOSED` after close, and
+   * `MUSTER_SESSION_LOST` when the record cannot be updated.
+   */
+  async drain(): Promise<void> {
+    if (this.#closing !== undefined) throw new MusterError('MUSTER_CLOSED', `instance '${this.id}' has left`);
+    this.#setState('draining');
+    await this.#member?.setState('draining');
+    this.#schedule();
+    if (this.#slots.size === 0) return;
+    await new Promise<void>((resolve) => this.#drainWaiters.push(resolve));
+  }
+
+  /**
+   * Leaves gracefully: marks the instance `leaving`, stops the work of every partition at once and
+   * deletes its owner keys (others take over immediately), then deletes the record and ends the
+   * session. Idempotent; never rejects (an unreachable store means the lease expires instead).
+   */
+  leave(): Promise<void> {
+    this.#closing ??= this.#leave();
+    return this.#closing;
+  }
+
+  /** Same as {@link leave}. */
+  close(): Promise<void> {
+    return this.leave();
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.leave();
+  }
+
+  // ---- lifecycle -------------------------------------------------------------------------------
+
+  #setState(state: PartitionedState): void {
+    if (this.#state === state) return;
+    this.#state = state;
+    this.#events.emit('state', state);
+  }
+
+  #attach(member: OwnershipMember): void {
+    this.#member = member;
+    const generation = ++this.#generation;
+    member.session.lost.addEventListener('abort', () => this.#onSessionLost(generation), { once: true });
+    this.#schedule();
+  }
+
+  #onSessionLost(generation: number): void {
+    const member = this.#member;
+    if (generation !== this.#generation || member === undefined) return;
+    if (this.#state === 'leaving' || this.#state === 'closed') return;
+    const validUntil = member.session.deadline();
+    this.#member = undefined;
+    this.#generation++;
+    const stops: Promise<void>[] = [];
+    for (const slot of this.#slots.values()) {
+      if (slot.phase === 'acquiring') continue;
+      this.#events.emit('lost', slot.partition, slot.token, 'session-lost', validUntil);
+      stops.push(this.#stopWork(slot));
+    }
+    this.#slots.clear();
+    this.#pending.clear();
+    this.#moves = this.#acquires = 0;
+    this.#setState('lost');
+    this.#o.logger.warn(
+      { service: this.service, instance: this.id, partitions: stops.length },
+      'session lost: stopped all partition work without touching the store',
+    );
+    this.#notifyDrained();
+    if (this.#o.rejoin) this.#track(Promise.all(stops).then(() => this.#rejoin()));
+  }
+
+  async #rejoin(): Promise<void> {
+    while (this.#closing === undefined) {
+      try {
+        const member = await registerInstance(this.#store, {
+          service: this.service,
+          root: this.#options.root,
+          id: this.id,
+          ttlMs: this.#o.ttlMs,
+          clock: this.#o.clock,
+          weight: this.#options.weight ?? 1,
+          address: this.#options.address,
+          checks: this.#options.checks,
+        });
+        if (this.#closing !== undefined) {
+          await member.leave();
+          return;
+        }
+        this.#setState('active');
+        this.#attach(member);
+        this.#o.logger.warn({ service: this.service, instance: this.id }, 'rejoined with a new session');
+        return;
+      } catch (err) {
+        // Typically MUSTER_DUPLICATE_INSTANCE until the old lease expires, or the store unreachable.
+        if (!isMusterError(err, 'MUSTER_DUPLICATE_INSTANCE')) {
+          this.#o.logger.warn(
+            { service: this.service, instance: this.id, err: String(err) },
+            'rejoin failed; retrying',
+          );
+        }
+        await this.#o.clock.sleep(this.#o.retryDelayMs);
+      }
+    }
+  }
+
+  async #leave(): Promise<void> {
+    const member = this.#member;
+    this.#setState('leaving');
+    if (this.#retryTimer !== undefined) this.#o.clock.clearTimeout(this.#retryTimer);
+    // Publish `leaving` while the work stops (in parallel: observers see it even if stopping is
+    // slow), then delete the record and every owner key at one revision: the successors see the
+    // instance gone and the partitions free in the same watch event and take over at once.
+    const marking =
+      member !== undefined && member.session.isValid()
+        ? member.setState('leaving').catch(() => undefined)
+        : Promise.resolve();
+    const running = [...this.#slots.values()].filter((slot) => slot.phase === 'running');
+    for (const slot of running) slot.phase = 'stopping';
+    await Promise.all(running.map((slot) => this.#stopWork(slot)));
+    await Promise.allSettled([...this.#inflight]);
+    for (const slot of this.#slots.values()) if (slot.stopped) await slot.stopped;
+    const generation = this.#generation;
+    if (member !== undefined && member.session.isValid()) {
+      for (const slot of running) slot.phase = 'releasing';
+      const deleted = await this.#deleteKeys(running, member).catch(() => false);
+      if (deleted) for (const slot of running) this.#events.emit('released', slot.partition, slot.token);
+    }
+    await marking;
+    if (generation === this.#generation) {
+      this.#member = undefined;
+      this.#generation++;
+    }
+    if (member !== undefined) await member.leave();
+    this.#unsubscribe();
+    releaseView(this.#options.viewStore ?? this.#store, this.#view);
+    this.#slots.clear();
+    this.#setState('closed');
+    this.#notifyDrained();
+  }
+
+  /**
+   * Deletes the instance record and the owner keys of `slots`, each key guarded by its token and the
+   * record by this session's lease, in transactions of up to 64 keys (the record goes with the
+   * first). Resolves to true when every key was deleted or was already gone.
+   */
+  async #deleteKeys(slots: readonly Slot[], member: OwnershipMember): Promise<boolean> {
+    const record = this.#keys.instance(this.id);
+    const chunks: Slot[][] = [];
+    for (let i = 0; i < slots.length; i += 64) chunks.push(slots.slice(i, i + 64));
+    if (chunks.length === 0) chunks.push([]);
+    const results = await Promise.all(
+      chunks.map(async (chunk, i) => {
+        const compares: Compare[] = chunk.map((s) => ({
+          key: this.#keys.owner(s.partition),
+          target: 'createRevision',
+          op: '=',
+          value: s.token,
+        }));
+        const ops: TxnOp[] = chunk.map((s) => ({
+          type: 'delete',
+          selector: { key: this.#keys.owner(s.partition) },
+        }));
+        if (i === 0) {
+          compares.push({ key: record, target: 'lease', op: '=', value: member.session.leaseId });
+          ops.push({ type: 'delete', selector: { key: record } });
+        }
+        const r = await this.#store.txn(compares, ops);
+        if (r.succeeded) return true;
+        // A key changed hands (an operator deleted it) or the record is gone: one guarded delete per key.
+        await Promise.all(chunk.map((s) => this.#deleteKey(s.partition, s.token, this.#generation)));
+        return true;
+      }),
+    );
+    return results.every(Boolean);
+  }
+
+  #track(p: Promise<void>): void {
+    const tracked = p.catch((err: unknown) => {
+      this.#events.emit('error', err);
+    });
+    this.#inflight.add(tracked);
+    void tracked.finally(() => this.#inflight.delete(tracked));
+  }
+
+  #notifyDrained(): void {
+    if (this.#slots.size > 0 && this.#state !== 'closed' && this.#state !== 'lost') return;
+    const waiters = this.#drainWaiters;
+    this.#drainWaiters = [];
+    for (const w of waiters) w();
+  }
+
+  // ---- convergence -----------------------------------------------------------------------------
+
+  #schedule(): void {
+    if (this.#queued) return;
+    this.#queued = true;
+    setImmediate(() => {
+      this.#queued = false;
+      try {
+        this.#reconcile();
+      } catch (err) {
+        this.#events.emit('error', err);
+      }
+    });
+  }
+
+  #retryLater(): void {
+    if (this.#retryTimer !== undefined || this.#closing !== undefined) return;
+    this.#retryTimer = this.#o.clock.setTimeout(() => {
+      this.#retryTimer = undefined;
+      this.#schedule();
+    }, this.#o.retryDelayMs);
+  }
+
+  /** True when the view has caught up with this instance's own last write to `partition`. */
+  #current(partition: string): boolean {
+    const rev = this.#pending.get(partition);
+    if (rev === undefined) return true;
+    if (this.#view.revision < rev) return false;
+    this.#pending.delete(partition);
+    return true;
+  }
+
+  /** One pass: compare the snapshot with the local slots and start what is needed. */
+  #reconcile(): void {
+    const member = this.#member;
+    const state = this.#state;
+    if (member === undefined || (state !== 'active' && state !== 'draining')) return;
+    if (!member.session.isValid()) return;
+    const view = this.#view;
+    const assignment = view.assignment();
+    const mine = assignment.byInstance.get(this.id) ?? EMPTY_SET;
+    const lease = member.session.leaseId;
+
+    for (const slot of this.#slots.values()) {
+      if (slot.phase !== 'running') continue;
+      const p = slot.partition;
+      if (this.#current(p)) {
+        const owner = view.owners.get(p);
+        if (owner === undefined || owner.token !== slot.token) {
+          this.#o.logger.warn(
+            { service: this.service, instance: this.id, partition: p, token: slot.token },
+            'owner key disappeared while working: stopping at once',
+          );
+          this.#events.emit('lost', p, slot.token, 'key-lost', this.#o.clock.monotonic());
+          this.#slots.delete(p);
+          this.#track(this.#stopWork(slot));
+          continue;
+        }
+      }
+      if (!mine.has(p) && this.#moves < this.#o.maxMoves) this.#track(this.#release(slot, false));
+    }
+
+    for (const p of mine) {
+      if (this.#acquires >= this.#o.maxAcquires) break;
+      if (this.#slots.has(p) || !this.#current(p)) continue;
+      const owner = view.owners.get(p);
+      if (owner === undefined) this.#track(this.#acquire(p));
+      else if (owner.lease === lease) this.#adopt(p, owner.token);
+    }
+
+    for (const p of view.heldBy(lease)) {
+      if (this.#slots.has(p) || mine.has(p) || !this.#current(p)) continue;
+      const owner = view.owners.get(p);
+      if (owner !== undefined) this.#track(this.#deleteKey(p, owner.token, this.#generation));
+    }
+    this.#notifyDrained();
+  }
+
+  async #acquire(partition: string): Promise<void> {
+    const member = this.#member;
+    if (member === undefined) return;
+    const generation = this.#generation;
+    const slot: Slot = { partition, phase: 'acquiring', token: 0, since: 0 };
+    this.#slots.set(partition, slot);
+    this.#acquires++;
+    const since = this.#o.clock.now();
+    try {
+      const r = await this.#store.txn(
+        [
+          { key: this.#keys.owner(partition), target: 'createRevision', op: '=', value: 0 },
+          { key: this.#keys.instance(this.id), target: 'lease', op: '=', value: member.session.leaseId },
+        ],
+        [
+          {
+            type: 'put',
+            key: this.#keys.owner(partition),
+            value: jsonBytes({ instance: this.id, since: new Date(since).toISOString() }),
+            lease: member.session.leaseId,
+          },
+        ],
+      );
+      if (generation !== this.#generation) return;
+      this.#pending.set(partition, r.revision);
+      if (!r.succeeded) {
+        this.#slots.delete(partition);
+        return;
+      }
+      slot.token = r.revision;
+      slot.since = since;
+      if (this.#state !== 'active' && this.#state !== 'draining') {
+        this.#slots.delete(partition);
+        await this.#deleteKey(partition, r.revision, generation);
+        return;
+      }
+      if (!member.session.isValid()) {
+        this.#slots.delete(partition);
+        return;
+      }
+      this.#startWork(slot, member);
+    } catch (err) {
+      if (generation === this.#generation) {
+        this.#slots.delete(partition);
+        this.#retryLater();
+      }
+      if (!isMusterError(err) || !err.retryable) throw err;
+    } finally {
+      if (generation === this.#generation) {
+        this.#acquires--;
+        this.#schedule();
+      }
+    }
+  }
+
+  /** Takes over an owner key that already carries this session's lease (an acquire whose reply was lost). */
+  #adopt(partition: string, token: number): void {
+    const member = this.#member;
+    if (member === undefined || !member.session.isValid()) return;
+    const slot: Slot = { partition, phase: 'acquiring', token, since: this.#o.clock.now() };
+    this.#slots.set(partition, slot);
+    this.#startWork(slot, member);
+  }
+
+  #startWork(slot: Slot, member: OwnershipMember): void {
+    const controller = new AbortController();
+    const session = member.session;
+    const { partition, token } = slot;
+    const valid = (): boolean => !controller.signal.aborted && session.isValid();
+    const context: AcquireContext = {
+      token,
+      signal: controller.signal,
+      valid,
+      assertOwner: () => {
+        if (!valid()) {
+          throw new MusterError('MUSTER_NOT_OWNER', `this instance no longer owns partition '${partition}'`, {
+            details: { partition, token },
+          });
+        }
+      },
+      deadline: () => session.deadline(),
+    };
+    slot.phase = 'running';
+    slot.controller = controller;
+    slot.work = (async () => {
+      await this.#o.onAcquire(partition, context);
+    })().catch((err: unknown) => {
+      if (controller.signal.aborted) return;
+      this.#o.logger.error({ service: this.service, partition, err: String(err) }, 'onAcquire failed');
+      this.#events.emit('error', err);
+    });
+    this.#events.emit('acquired', partition, token);
+  }
+
+  /** Aborts the work and waits (up to the stop timeout, then on, loudly) until it has stopped. */
+  #stopWork(slot: Slot): Promise<void> {
+    if (slot.stopped !== undefined) return slot.stopped;
+    slot.controller?.abort(
+      new MusterError('MUSTER_NOT_OWNER', `partition '${slot.partition}' is being released`),
+    );
+    const onRelease = this.#o.onRelease;
+    const done = Promise.allSettled([
+      slot.work ?? Promise.resolve(),
+      onRelease === undefined
+        ? Promise.resolve()
+        : (async () => {
+            await onRelease(slot.partition);
+          })(),
+    ]).then((results) => {
+      for (const r of results) if (r.status === 'rejected') this.#events.emit('error', r.reason);
+    });
+    slot.stopped = (async () => {
+      let timer: TimerHandle | undefined;
+      const timedOut = await Promise.race([
+        done.then(() => false),
+        new Promise<boolean>((resolve) => {
+          timer = this.#o.clock.setTimeout(() => resolve(true), this.#o.stopTimeoutMs);
+        }),
+      ]);
+      if (timer !== undefined) this.#o.clock.clearTimeout(timer);
+      if (timedOut) {
+        const err = new MusterError(
+          'MUSTER_STOP_TIMEOUT',
+          `the work on partition '${slot.partition}' did not stop within ${this.#o.stopTimeoutMs}ms; keeping the partition until it does`,
+          { details: { partition: slot.partition, token: slot.token } },
+        );
+        this.#o.logger.error({ service: this.service, partition: slot.partition }, err.message);
+        this.#events.emit('error', err);
+        await done;
+      }
+    })();
+    return slot.stopped;
+  }
+
+  /** Stops the work, then deletes the owner key (guarded by its token). */
+  async #release(slot: Slot, leaving: boolean): Promise<void> {
+    const generation = this.#generation;
+    if (!leaving) this.#moves++;
+    slot.phase = 'stopping';
+    try {
+      await this.#stopWork(slot);
+      if (generation !== this.#generation) return;
+      slot.phase = 'releasing';
+      for (;;) {
+        try {
+          await this.#deleteKey(slot.partition, slot.token, generation);
+          break;
+        } catch (err) {
+          const member = this.#member;
+          if (generation !== this.#generation || member === undefined || !member.session.isValid()) return;
+          if (leaving) return;
+          this.#events.emit('error', err);
+          await this.#o.clock.sleep(this.#o.retryDelayMs);
+        }
+      }
+      if (generation !== this.#generation) return;
+      this.#slots.delete(slot.partition);
+      this.#events.emit('released', slot.partition, slot.token);
+    } finally {
+      if (!leaving && generation === this.#generation) this.#moves--;
+      this.#schedule();
+    }
+  }
+
+  async #deleteKey(partition: string, token: number, generation: number): Promise<void> {
+    const key = this.#keys.owner(partition);
+    const r = await this.#store.txn(
+      [{ key, target: 'createRevision', op: '=', value: token }],
+      [{ type: 'delete', selector: { key } }],
+    );
+    if (generation === this.#generation) this.#pending.set(partition, r.revision);
+  }
+}

@@ -1,0 +1,63 @@
+/**
+ * A fake partition worker that records its life in an ownership history: `start` when it begins,
+ * a `work` event per unit of work (only while its context says it may still act), and `stop` when
+ * its signal aborts, with the session deadline as `validUntil`. Used by simulations and by the
+ * separate-process churn tests; the checker then judges the history.
+ */
+import type { Clock } from '../clock.js';
+import type { AcquireContext } from '../partitions/types.js';
+import type { HistorySink } from './ownership-history.js';
+
+export interface RecordingWorkerOptions {
+  readonly sink: HistorySink;
+  readonly instance: string;
+  /** Time for the history (the clock all recorders share). */
+  readonly now: () => number;
+  /** Converts a session deadline (the handle clock's monotonic ms) to history time. */
+  readonly toHistoryTime: (monotonic: number) => number;
+  /** Clock for the work ticks. */
+  readonly clock: Clock;
+  /** Do one unit of work this often; undefined: no work events. */
+  readonly workIntervalMs?: number;
+  /**
+   * Misbehave on purpose, to prove that the checker catches it: work without checking `valid()` and
+   * record stops without the deadline. Default: false.
+   */
+  readonly ignoreDeadline?: boolean;
+}
+
+/** Returns an `onAcquire` handler that records start, work and stop. */
+export function recordingWorker(
+  options: RecordingWorkerOptions,
+): (partition: string, context: AcquireContext) => Promise<void> {
+  const { sink, instance, now, clock } = options;
+  return async (partition, context) => {
+    const { token, signal } = context;
+    sink.record({ type: 'start', t: now(), instance, partition, token });
+    await new Promise<void>((resolve) => {
+      let timer: ReturnType<Clock['setTimeout']> | undefined;
+      const tick = (): void => {
+        // The check and the record read the clock back to back: no work after the deadline.
+        if (options.ignoreDeadline === true || context.valid())
+          sink.record({ type: 'work', t: now(), instance, partition, token });
+        if (!signal.aborted && options.workIntervalMs !== undefined)
+          timer = clock.setTimeout(tick, options.workIntervalMs);
+      };
+      if (options.workIntervalMs !== undefined) timer = clock.setTimeout(tick, options.workIntervalMs);
+      const onAbort = (): void => {
+        if (timer !== undefined) clock.clearTimeout(timer);
+        resolve();
+      };
+      if (signal.aborted) onAbort();
+      else signal.addEventListener('abort', onAbort, { once: true });
+    });
+    sink.record({
+      type: 'stop',
+      t: now(),
+      instance,
+      partition,
+      token,
+      ...(options.ignoreDeadline === true ? {} : { validUntil: options.toHistoryTime(context.deadline()) }),
+    });
+  };
+}

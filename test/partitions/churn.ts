@@ -1,0 +1,258 @@
+/**
+ * Churn over real processes on a real 3-member etcd cluster: instances (test/partitions/fixtures/
+ * member.ts) record their work in one history file while this harness kills them (-9), freezes them
+ * past their TTL (SIGSTOP/SIGCONT), black-holes their store connections, makes them leave or drain,
+ * and kills the etcd leader mid-hand-off. Afterwards the checker judges the history.
+ */
+import { type ChildProcess, fork } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { readPartitionStatus } from '../../src/partitions/index.js';
+import { openStore } from '../../src/store/index.js';
+import {
+  checkConvergence,
+  checkOwnership,
+  type CheckResult,
+  type EtcdCluster,
+  type FaultProxy,
+  FileHistory,
+  historyNow,
+  readHistory,
+  startEtcd,
+  startFaultProxy,
+  type Violation,
+} from '../../src/testing/index.js';
+
+const FIXTURE = new URL('./fixtures/member.js', import.meta.url).pathname;
+
+export interface ChurnOptions {
+  /** How long to inject faults. */
+  durationMs: number;
+  partitions?: number;
+  instances?: number;
+  ttlSeconds?: number;
+  seed?: number;
+  log?: (line: string) => void;
+  /** Members misbehave (work past their deadline), to show that the checker catches it. */
+  ignoreDeadline?: boolean;
+}
+
+export interface ChurnReport {
+  readonly result: CheckResult;
+  readonly violations: readonly Violation[];
+  readonly actions: Record<string, number>;
+  readonly convergeMs: number;
+}
+
+interface Proc {
+  readonly id: string;
+  readonly child: ChildProcess;
+  readonly proxies: FaultProxy[];
+  readonly exited: Promise<void>;
+  stderr: string;
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms);
+    p.then(
+      (v) => {
+        clearTimeout(timer);
+        resolve(v);
+      },
+      (e: unknown) => {
+        clearTimeout(timer);
+        reject(e instanceof Error ? e : new Error(String(e)));
+      },
+    );
+  });
+}
+
+export async function runChurn(options: ChurnOptions): Promise<ChurnReport> {
+  const partitions = options.partitions ?? 192;
+  const ttl = options.ttlSeconds ?? 2;
+  const log = options.log ?? (() => undefined);
+  let seed = options.seed ?? 42;
+  const rand = (n: number): number => {
+    seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+    return seed % n;
+  };
+  const dir = mkdtempSync(join(tmpdir(), 'muster-churn-'));
+  const historyPath = join(dir, 'history.jsonl');
+  const history = new FileHistory(historyPath);
+  const procs = new Map<string, Proc>();
+  const actions: Record<string, number> = {};
+  let cluster: EtcdCluster | undefined;
+  let serial = 0;
+
+  const start = async (): Promise<Proc> => {
+    const id = `m${serial++}`;
+    const proxies = await Promise.all(cluster!.endpoints.map((target) => startFaultProxy({ target })));
+    const child = fork(FIXTURE, [], {
+      env: {
+        ...process.env,
+        MUSTER_STORE: `etcd://${proxies.map((p) => p.endpoint).join(',')}`,
+        SERVICE: 'churn',
+        ID: id,
+        PARTITIONS: String(partitions),
+        TTL: `${ttl}s`,
+        HISTORY: historyPath,
+        WORK_MS: '250',
+        IGNORE_DEADLINE: options.ignoreDeadline === true ? '1' : '0',
+      },
+      stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
+    });
+    const proc: Proc = {
+      id,
+      child,
+      proxies,
+      stderr: '',
+      exited: new Promise((resolve) => child.once('exit', () => resolve())),
+    };
+    child.stderr?.on('data', (d: Buffer) => {
+      proc.stderr = (proc.stderr + d.toString()).slice(-4000);
+    });
+    await withTimeout(
+      new Promise<void>((resolve, reject) => {
+        child.on('message', (m: { ready?: boolean }) => m.ready && resolve());
+        child.once('exit', (code) => reject(new Error(`${id} exited with ${code}: ${proc.stderr}`)));
+      }),
+      30_000,
+      `${id} to join`,
+    );
+    procs.set(id, proc);
+    return proc;
+  };
+
+  const gone = async (proc: Proc): Promise<void> => {
+    procs.delete(proc.id);
+    await Promise.all(proc.proxies.map((p) => p.close()));
+  };
+
+  const pick = (): Proc => {
+    const list = [...procs.values()];
+    return list[rand(list.length)]!;
+  };
+
+  const act = async (name: string, fn: () => Promise<void>): Promise<void> => {
+    actions[name] = (actions[name] ?? 0) + 1;
+    log(`${(historyNow() % 100_000).toFixed(0)} ${name}`);
+    await fn();
+  };
+
+  try {
+    cluster = await startEtcd({ members: 3 });
+    const n = options.instances ?? 5;
+    for (let i = 0; i < n; i++) await start();
+    const until = Date.now() + options.durationMs;
+    // Every kind of fault in each cycle of seven, in a seeded order (kill -9 twice).
+    let cycle: number[] = [];
+    while (Date.now() < until) {
+      const victim = pick();
+      if (cycle.length === 0) {
+        cycle = [0, 1, 2, 3, 4, 5, 6];
+        for (let i = cycle.length - 1; i > 0; i--) {
+          const j = rand(i + 1);
+          [cycle[i], cycle[j]] = [cycle[j]!, cycle[i]!];
+        }
+      }
+      switch (cycle.pop()) {
+        case 0:
+        case 1:
+          await act('kill -9', async () => {
+            victim.child.kill('SIGKILL');
+            await victim.exited;
+            history.record({ type: 'crash', t: historyNow(), instance: victim.id });
+            await gone(victim);
+            await start();
+          });
+          break;
+        case 2:
+          await act('leave', async () => {
+            victim.child.send({ cmd: 'leave' });
+            await withTimeout(victim.exited, 20_000, `${victim.id} to leave`);
+            await gone(victim);
+            await start();
+          });
+          break;
+        case 3:
+          await act('drain+leave', async () => {
+            victim.child.send({ cmd: 'drain' });
+            await sleep(300 + rand(700));
+            victim.child.send({ cmd: 'leave' });
+            await withTimeout(victim.exited, 20_000, `${victim.id} to leave`);
+            await gone(victim);
+            await start();
+          });
+          break;
+        case 4:
+          await act('SIGSTOP past TTL', async () => {
+            victim.child.kill('SIGSTOP');
+            await sleep(ttl * 1000 + 1500);
+            victim.child.kill('SIGCONT');
+          });
+          break;
+        case 5:
+          await act('black hole past TTL', async () => {
+            for (const p of victim.proxies) p.blackhole();
+            await sleep(ttl * 1000 + 1500);
+            for (const p of victim.proxies) p.cutAll();
+            for (const p of victim.proxies) p.pass();
+          });
+          break;
+        case 6:
+          await act('kill etcd leader mid-hand-off', async () => {
+            victim.child.send({ cmd: 'leave' });
+            await sleep(5);
+            const leader = await cluster!.leader(5000);
+            await leader.kill();
+            await withTimeout(victim.exited, 30_000, `${victim.id} to leave without a leader`);
+            await gone(victim);
+            await sleep(1000);
+            await leader.restart();
+            await start();
+          });
+          break;
+      }
+      await sleep(300 + rand(1200));
+    }
+
+    // Quiet period: wait for convergence.
+    const quietStart = Date.now();
+    const store = await openStore(cluster.url);
+    let violations: Violation[] = [];
+    let result: CheckResult | undefined;
+    try {
+      for (;;) {
+        await sleep(500);
+        const status = await readPartitionStatus(store, 'churn');
+        const live = [...procs.keys()];
+        const settled = status.partitions.every(
+          (p) => p.settled && p.owner !== null && live.includes(p.owner),
+        );
+        result = checkOwnership(readHistory(historyPath));
+        const ids = Array.from({ length: partitions }, (_, i) => String(i));
+        violations = [...result.violations, ...checkConvergence(result, { partitions: ids, live })];
+        if ((settled && violations.length === 0) || Date.now() - quietStart > 30_000) break;
+      }
+    } finally {
+      await store.close();
+    }
+    return { result, violations, actions, convergeMs: Date.now() - quietStart };
+  } catch (err) {
+    const tails = [...procs.values()].map((p) => `--- ${p.id}\n${p.stderr}`).join('\n');
+    throw new Error(`${String(err)}\n${tails}`, { cause: err });
+  } finally {
+    for (const p of procs.values()) {
+      p.child.kill('SIGCONT');
+      p.child.kill('SIGKILL');
+      await p.exited;
+      await Promise.all(p.proxies.map((x) => x.close()));
+    }
+    await cluster?.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,207 @@
+import assert from 'node:assert/strict';
+import { afterEach, describe, test } from 'node:test';
+import { readPartitionStatus } from '../../src/partitions/index.js';
+import { Sim } from './sim.js';
+
+let sim: Sim | undefined;
+afterEach(async () => {
+  await sim?.close();
+  sim = undefined;
+});
+
+describe('partition ownership on the memory engine (manual clock)', () => {
+  test('a fleet converges to exactly one owner per partition, balanced', async () => {
+    sim = new Sim({ partitions: 64 });
+    for (const id of ['a', 'b', 'c', 'd']) await sim.join(id);
+    await sim.converge();
+    const status = await readPartitionStatus(sim.store, 'svc');
+    for (const i of status.instances) assert.ok(i.owned >= 14 && i.owned <= 18, `${i.id} owns ${i.owned}`);
+    const result = sim.check();
+    assert.ok(result.transitions >= 64);
+    for (const m of sim.members.values()) {
+      for (const [p, { token }] of m.handle.assumed) {
+        assert.equal(status.partitions.find((r) => r.partition === p)?.token, token);
+      }
+    }
+  });
+
+  test('graceful leave hands partitions over within milliseconds', async () => {
+    sim = new Sim({ partitions: 32 });
+    for (const id of ['a', 'b', 'c']) await sim.join(id);
+    await sim.converge();
+    const leaving = sim.members.get('b')!;
+    sim.members.delete('b');
+    await leaving.handle.leave();
+    assert.equal(leaving.handle.state, 'closed');
+    const took = await sim.converge();
+    assert.ok(took <= 200, `hand-off took ${took} ms of manual time`);
+    sim.check();
+  });
+
+  test('a crashed instance (cut off for good) is replaced after its lease expires, never before', async () => {
+    sim = new Sim({ partitions: 32 });
+    for (const id of ['a', 'b', 'c']) await sim.join(id);
+    await sim.converge();
+    sim.crash('c');
+    const took = await sim.converge();
+    assert.ok(took >= 2000 && took <= 3600, `failover took ${took} ms`);
+    sim.check();
+  });
+
+  test('a black-holed instance stops by its deadline, rejoins after healing, and the fleet rebalances', async () => {
+    sim = new Sim({ partitions: 32 });
+    for (const id of ['a', 'b', 'c']) await sim.join(id);
+    await sim.converge();
+    const b = sim.members.get('b')!;
+    const states: string[] = [];
+    b.handle.on('state', (s) => states.push(s));
+    b.faulty.blackhole();
+    await sim.run(4000);
+    assert.equal(b.handle.assumed.size, 0, 'a cut-off instance must not believe it owns anything');
+    assert.equal(b.handle.state, 'lost');
+    b.faulty.heal();
+    await sim.converge();
+    assert.deepEqual(states, ['lost', 'active']);
+    assert.ok(b.handle.assumed.size > 0, 'b took partitions again after rejoining');
+    sim.check();
+  });
+
+  test('drain moves partitions away at the throttle pace, then the instance owns nothing', async () => {
+    sim = new Sim({ partitions: 48 });
+    await sim.join('a', { maxConcurrentMoves: 2 });
+    await sim.join('b');
+    await sim.join('c');
+    await sim.converge();
+    const a = sim.members.get('a')!;
+    const before = a.handle.assumed.size;
+    assert.ok(before > 0);
+    const from = sim.history.events.length;
+    const drained = a.handle.drain();
+    await sim.run(2000);
+    await drained;
+    // stops and releases of a, in order: at most maxConcurrentMoves (2) stopped-but-unreleased at once
+    let inFlight = 0;
+    let peak = 0;
+    let stops = 0;
+    for (const e of sim.history.events.slice(from)) {
+      if (e.instance !== 'a') continue;
+      if (e.type === 'stop') {
+        inFlight++;
+        stops++;
+      }
+      if (e.type === 'release') inFlight--;
+      peak = Math.max(peak, inFlight);
+    }
+    assert.equal(stops, before);
+    assert.ok(peak <= 2, `peak concurrent hand-offs ${peak}`);
+    assert.equal(a.handle.assumed.size, 0);
+    assert.equal(a.handle.state, 'draining');
+    sim.check({ converged: false });
+    sim.members.delete('a');
+    await a.handle.leave();
+    await sim.converge();
+    sim.check();
+  });
+
+  test('a failing instance gets no partitions; pins move a partition to a named instance', async () => {
+    sim = new Sim({ partitions: 24 });
+    for (const id of ['a', 'b', 'c']) await sim.join(id);
+    await sim.converge();
+    // pin partition 0 to c
+    await sim.store.put('/muster/services/svc/pins/0', JSON.stringify({ instance: 'c' }));
+    await sim.converge();
+    let status = await readPartitionStatus(sim.store, 'svc');
+    assert.equal(status.partitions.find((p) => p.partition === '0')?.owner, 'c');
+    // mark b failing: its record is rewritten with health failing (as its checks would)
+    const kv = await sim.store.get('/muster/services/svc/instances/b');
+    const record = JSON.parse(new TextDecoder().decode(kv!.value)) as Record<string, unknown>;
+    await sim.store.put(
+      '/muster/services/svc/instances/b',
+      JSON.stringify({ ...record, health: 'failing' }),
+      {
+        lease: kv!.lease,
+      },
+    );
+    await sim.run(1000);
+    status = await readPartitionStatus(sim.store, 'svc');
+    assert.equal(status.instances.find((i) => i.id === 'b')?.owned, 0);
+    assert.ok(status.partitions.every((p) => p.owner !== null && p.owner !== 'b'));
+    sim.check({ converged: false });
+  });
+
+  test('a health check that fails drains the instance (unhealthy: drain)', async () => {
+    sim = new Sim({ partitions: 24 });
+    await sim.join('a');
+    await sim.join('b', {
+      checks: [{ kind: 'ttl', name: 'heartbeat', ttl: '2s', initialStatus: 'passing' }],
+    });
+    await sim.run(500);
+    const b = sim.members.get('b')!;
+    assert.ok(b.handle.assumed.size > 0, 'b works while its check has not failed yet');
+    await sim.run(3000);
+    assert.equal(b.handle.assumed.size, 0, 'b gave its partitions away once its TTL check failed');
+    const status = await readPartitionStatus(sim.store, 'svc');
+    assert.ok(status.partitions.every((p) => p.owner === 'a'));
+    sim.check({ converged: false });
+  });
+
+  test('an instance with a different partition set overrides the spec (Update Partitions)', async () => {
+    sim = new Sim({ partitions: 8 });
+    await sim.join('a');
+    await sim.converge();
+    const warnings: string[] = [];
+    await sim.join('b', {
+      partitions: 12,
+      logger: { info: () => undefined, warn: (_o, m) => warnings.push(m), error: () => undefined },
+    });
+    assert.equal(warnings.length, 1);
+    assert.match(warnings[0]!, /UPDATE PARTITIONS/);
+    await sim.run(1000);
+    const status = await readPartitionStatus(sim.store, 'svc');
+    assert.equal(status.partitions.length, 12);
+    assert.ok(status.partitions.every((p) => p.settled));
+  });
+
+  test('random churn: crashes, black holes, leaves, drains and joins keep at most one owner', async () => {
+    sim = new Sim({ partitions: 40 });
+    let seed = 12345;
+    const rand = (n: number): number => {
+      seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+      return seed % n;
+    };
+    let next = 0;
+    for (let i = 0; i < 4; i++) await sim.join(`i${next++}`);
+    await sim.converge();
+    for (let round = 0; round < 12; round++) {
+      const ids = [...sim.members.keys()];
+      const victim = ids[rand(ids.length)]!;
+      const action = rand(5);
+      if (action === 0 && ids.length > 2) sim.crash(victim);
+      else if (action === 1 && ids.length > 2) {
+        const m = sim.members.get(victim)!;
+        sim.members.delete(victim);
+        await m.handle.leave();
+      } else if (action === 2) {
+        const m = sim.members.get(victim)!;
+        m.faulty.blackhole();
+        await sim.run(1000 + rand(4000));
+        m.faulty.heal();
+      } else if (action === 3 && ids.length > 2) {
+        const m = sim.members.get(victim)!;
+        void m.handle.drain();
+        await sim.run(rand(300));
+        sim.members.delete(victim);
+        await m.handle.leave();
+      } else await sim.join(`i${next++}`);
+      await sim.run(rand(2000));
+      if (sim.members.size < 3) await sim.join(`i${next++}`);
+    }
+    await sim.converge();
+    if (process.env.DEBUG_SIM) {
+      for (const e of sim.history.events)
+        if ('partition' in e && e.partition === '8') console.log(JSON.stringify(e));
+    }
+    const result = sim.check();
+    assert.ok(result.transitions > 80, `only ${result.transitions} transitions`);
+  });
+});
