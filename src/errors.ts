@@ -50,6 +50,18 @@ export const ERROR_CODES = {
     retryable: false,
     summary: 'a bug in muster: please report it with the message and logs',
   },
+  MUSTER_STALE_CONFIG: {
+    retryable: true,
+    summary: 'this process cannot prove, within maxStaleness, that it holds every configuration version',
+  },
+  MUSTER_MISSING_CONFIG: { retryable: true, summary: 'no configuration version is in force at that time' },
+  MUSTER_LEAD_TIME: {
+    retryable: false,
+    summary: 'an activation or cancellation is sooner than the configuration minLeadTime allows',
+  },
+  MUSTER_SCHEMA_VIOLATION: { retryable: false, summary: 'a configuration value does not match its JSON Schema' },
+  MUSTER_NOT_FOUND: { retryable: false, summary: 'the named object (configuration, version…) does not exist' },
+  MUSTER_ALREADY_EXISTS: { retryable: false, summary: 'the named object already exists' },
 } as const satisfies Record<string, { retryable: boolean; summary: string }>;
 
 /** A stable muster error code. Capabilities register theirs in {@link ERROR_CODES}. */

@@ -8,3 +8,4 @@ export * from './errors.js';
 export { type Clock, type TimerHandle, SystemClock, ManualClock, systemClock } from './clock.js';
 export { type Duration, toMillis, formatDuration } from './util/duration.js';
 export * from './store/index.js';
+export * from './config/index.js';
