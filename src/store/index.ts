@@ -2,6 +2,7 @@
  * The store: every shared fact in muster, with etcd v3 semantics, behind one port.
  */
 export * from './types.js';
+export type { EtcdStoreOptions } from './etcd/url.js';
 export { openStore, registerEngine, redactUrl, DEFAULT_STORE_URL, type OpenStoreOptions } from './open.js';
 export { MemoryStore, openMemoryStore, type MemoryStoreOptions } from './memory/memory-store.js';
 export type { Journal, JournalEntry, JournalChange, EngineSnapshot } from './memory/journal.js';

@@ -7,6 +7,7 @@
 import type { Clock } from '../clock.js';
 import { MusterError } from '../errors.js';
 import { MemoryStore } from './memory/memory-store.js';
+import type { EtcdStoreOptions } from './etcd/url.js';
 import type { Store } from './types.js';
 
 export interface OpenStoreOptions {
@@ -19,13 +20,13 @@ export interface OpenStoreOptions {
 /** The store URL used when none is given: a local `muster serve` (or etcd) on the default port. */
 export const DEFAULT_STORE_URL = 'etcd://127.0.0.1:2379';
 
-type EngineFactory = (url: URL, raw: string, options: OpenStoreOptions) => Promise<Store>;
+/** Makes a store from the full URL (etcd URLs list several hosts, which WHATWG `URL` cannot parse). */
+type EngineFactory = (url: string, options: OpenStoreOptions) => Promise<Store>;
 
 const ENGINES = new Map<string, EngineFactory>([
   [
     'memory:',
-    async (_url, raw, options) =>
-      new MemoryStore({ url: raw, ...(options.clock ? { clock: options.clock } : {}) }),
+    async (url, options) => new MemoryStore({ url, ...(options.clock ? { clock: options.clock } : {}) }),
   ],
 ]);
 
@@ -45,37 +46,39 @@ export async function openStore(url: string, options: OpenStoreOptions = {}): Pr
       'a store URL is required, e.g. memory: or etcd://127.0.0.1:2379',
     );
   }
-  let parsed: URL;
-  try {
-    parsed = new URL(url);
-  } catch (err) {
+  const scheme = /^[a-z][a-z0-9+.-]*:/i.exec(url)?.[0].toLowerCase();
+  if (scheme === undefined) {
     throw new MusterError(
       'MUSTER_UNSUPPORTED_URL',
-      `'${url}' is not a URL; use memory: or etcd://host:2379`,
-      { cause: err },
+      `'${redactUrl(url)}' is not a URL; use memory: or etcd://host:2379`,
     );
   }
   await loadEngines();
-  const factory = ENGINES.get(parsed.protocol);
+  const factory = ENGINES.get(scheme);
   if (factory === undefined) {
     throw new MusterError(
       'MUSTER_UNSUPPORTED_URL',
-      `no store engine for '${parsed.protocol}'; known: ${[...ENGINES.keys()].join(', ')}`,
+      `no store engine for '${scheme}'; known: ${[...ENGINES.keys()].join(', ')}`,
       { details: { url: redactUrl(url) } },
     );
   }
-  return factory(parsed, url, options);
+  return factory(url, options);
 }
 
 let enginesLoaded: Promise<void> | undefined;
 /** Loads optional engines lazily, so `memory:` users never load gRPC. */
 function loadEngines(): Promise<void> {
-  enginesLoaded ??= Promise.resolve();
+  enginesLoaded ??= import('./etcd/index.js').then(({ openEtcdStore }) => {
+    const etcd: EngineFactory = async (url, options) => openEtcdStore(url, options as EtcdStoreOptions);
+    registerEngine('etcd:', etcd);
+    registerEngine('etcds:', etcd);
+  });
   return enginesLoaded;
 }
 
 /** A URL with any password removed, for logs and errors. */
 export function redactUrl(url: string): string {
+  if (/^etcds?:/i.test(url)) return url.replace(/^(etcds?:\/\/[^:@/]*):[^@/]*@/i, '$1:***@');
   try {
     const u = new URL(url);
     if (u.password) u.password = '***';

@@ -2,6 +2,22 @@
  * `muster/testing`: helpers for tests of muster and of applications built on it.
  */
 export { findBinary, needBinary, servicesRequired } from './services.js';
+export {
+  startEtcd,
+  freePort,
+  ETCD_INSTALL_HINT,
+  TEST_PROGRESS_NOTIFY_INTERVAL,
+  type StartEtcdOptions,
+  type EtcdCluster,
+  type EtcdMember,
+} from './etcd-harness.js';
+export {
+  startFaultProxy,
+  type FaultProxy,
+  type FaultProxyOptions,
+  type FaultMode,
+  type Direction,
+} from './fault-proxy.js';
 export { storeConformance, type ConformanceTarget, type ConformanceOptions } from './conformance.js';
 export { collectUntil, waitFor } from './watch-helpers.js';
 export { ManualClock } from '../clock.js';

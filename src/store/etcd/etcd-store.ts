@@ -1,0 +1,490 @@
+/**
+ * The etcd engine of the Store port, on the `etcd3` client's generated gRPC clients.
+ *
+ * Only etcd3's raw RPC clients and connection pool are used (no builders, no `Lease` object with its
+ * automatic re-grant, no `Watcher`): every request maps to one etcd RPC, errors go through
+ * {@link fromEtcdError}, and nothing is retried when it might already have been applied. Reads are
+ * retried on other endpoints within their deadline; writes only when the connection was never made.
+ */
+import type { CallOptions, Metadata } from '@grpc/grpc-js';
+import { Etcd3, type IOptions, type IRangeRequest, type IResponseHeader } from 'etcd3';
+import { abortedError, type ErrorDetails, invalidArgument, MusterError } from '../../errors.js';
+import { checkKey, checkLeaseId, checkRevision, checkTtl, MAX_TXN_OPS, toBytes, toRange } from '../keys.js';
+import {
+  type Compare,
+  type DeleteOptions,
+  type DeleteResult,
+  type KeySelector,
+  type KeyValue,
+  type LeaseGrant,
+  type LeaseId,
+  type LeaseInfo,
+  NO_LEASE,
+  type PutOptions,
+  type PutResult,
+  type RangeOptions,
+  type RangeResult,
+  type ReadOptions,
+  type Store,
+  type TxnOp,
+  type TxnResult,
+  type ValueInput,
+  type Watch,
+  type WatchOptions,
+} from '../types.js';
+import { validateCompares } from '../memory/txn-rules.js';
+import { KeyCodec } from './codec.js';
+import { fromEtcdError } from './errors.js';
+import { KeepAliveChannel, type KeepAliveStream } from './keep-alive.js';
+import { type EtcdStoreOptions, resolveEtcdOptions, type ResolvedEtcdOptions } from './url.js';
+import { EtcdWatch, type ProgressMode, type WatchStream } from './watch.js';
+
+/** gRPC keep-alive ping interval: etcd refuses pings more often than every 5 s (`--grpc-keepalive-min-time`). */
+export const GRPC_KEEPALIVE_MS = 6000;
+/** Attempts of an idempotent read across endpoints before its error is returned. */
+export const READ_ATTEMPTS = 3;
+
+/** The part of etcd3's connection pool used for streams (it is not exported as a type). */
+interface Pool {
+  withConnection<T>(
+    service: string,
+    fn: (conn: {
+      resource: unknown;
+      client: Record<string, (md: Metadata, opts: CallOptions) => T>;
+      metadata: Metadata;
+    }) => T,
+  ): Promise<T>;
+  markFailed(resource: unknown, error: unknown): void;
+}
+
+/** A pass-through fault policy: etcd3's default retries writes that may have been applied. */
+const NO_RETRY = {
+  execute: <T>(fn: (ctx: { signal: AbortSignal; attempt: number }) => T): T =>
+    fn({ signal: new AbortController().signal, attempt: 0 }),
+};
+
+/**
+ * Opens the etcd engine for `url` (`etcd://h1:2379,h2:2379`, `etcds://…`). Connections are made
+ * lazily, so this never waits; the first operation reports an unreachable cluster as
+ * `MUSTER_UNAVAILABLE`. Throws `MUSTER_UNSUPPORTED_URL` or `MUSTER_INVALID_ARGUMENT` for a bad URL or
+ * options.
+ */
+export function openEtcdStore(url: string, options: EtcdStoreOptions = {}): EtcdStore {
+  return new EtcdStore(resolveEtcdOptions(url, options));
+}
+
+export class EtcdStore implements Store {
+  readonly url: string;
+  readonly #opts: ResolvedEtcdOptions;
+  readonly #client: Etcd3;
+  readonly #pool: Pool;
+  readonly #codec: KeyCodec;
+  readonly #watches = new Set<EtcdWatch>();
+  readonly #keepAlive: KeepAliveChannel;
+  #progressMode: Promise<ProgressMode> | undefined;
+  /** Watches from "head + 1" whose server-side registration writes must wait for. */
+  readonly #starting = new Set<Promise<void>>();
+  #closing: Promise<void> | undefined;
+
+  constructor(opts: ResolvedEtcdOptions) {
+    this.#opts = opts;
+    this.url = opts.redactedUrl;
+    this.#codec = new KeyCodec(opts.keyPrefix);
+    const scheme = opts.tls ? 'https://' : 'http://';
+    const clientOptions: IOptions = {
+      hosts: opts.endpoints.map((h) => scheme + h),
+      grpcOptions: {
+        'grpc.keepalive_time_ms': GRPC_KEEPALIVE_MS,
+        'grpc.keepalive_timeout_ms': 2000,
+        'grpc.initial_reconnect_backoff_ms': 100,
+        'grpc.max_reconnect_backoff_ms': 1000,
+      },
+      faultHandling: { global: NO_RETRY as unknown as NonNullable<IOptions['faultHandling']>['global'] },
+    };
+    if (opts.ca !== undefined || opts.cert !== undefined) {
+      clientOptions.credentials = {
+        rootCertificate: opts.ca as Buffer,
+        ...(opts.key === undefined ? {} : { privateKey: opts.key }),
+        ...(opts.cert === undefined ? {} : { certChain: opts.cert }),
+      };
+    }
+    if (opts.auth !== undefined) clientOptions.auth = { ...opts.auth };
+    this.#client = new Etcd3(clientOptions);
+    this.#pool = (this.#client as unknown as { pool: Pool }).pool;
+    this.#keepAlive = new KeepAliveChannel(() =>
+      this.#openStream<KeepAliveStream>('Lease', 'leaseKeepAlive'),
+    );
+  }
+
+  /** The key prefix every key is stored under. */
+  get keyPrefix(): string {
+    return this.#opts.keyPrefix;
+  }
+
+  // ---- reads -------------------------------------------------------------------------------------
+
+  async get(key: string, options: ReadOptions = {}): Promise<KeyValue | undefined> {
+    checkKey(key);
+    if (options.revision !== undefined) checkRevision(options.revision);
+    const res = await this.#read(options.signal, { key, revision: options.revision }, (o) =>
+      this.#client.kv.range({ key: this.#codec.encode(key), revision: options.revision ?? 0 }, o),
+    );
+    const kv = res.kvs[0];
+    return kv === undefined ? undefined : this.#codec.kv(kv);
+  }
+
+  async range(selector: string | KeySelector, options: RangeOptions = {}): Promise<RangeResult> {
+    const wire = this.#codec.range(selector, true);
+    const limit = options.limit ?? 0;
+    if (!Number.isSafeInteger(limit) || limit < 0)
+      throw invalidArgument(`limit must be a non-negative integer, got ${String(limit)}`);
+    if (options.revision !== undefined) checkRevision(options.revision);
+    const req: IRangeRequest = {
+      ...wire,
+      revision: options.revision ?? 0,
+      limit,
+      keys_only: options.keysOnly === true,
+      count_only: options.countOnly === true,
+    };
+    const res = await this.#read(options.signal, { revision: options.revision }, (o) =>
+      this.#client.kv.range(req, o),
+    );
+    const keysOnly = options.keysOnly === true;
+    return {
+      kvs: options.countOnly === true ? [] : res.kvs.map((kv) => this.#codec.kv(kv, keysOnly)),
+      revision: options.revision ?? revisionOf(res.header),
+      count: Number(res.count),
+      more: options.countOnly === true ? false : res.more,
+    };
+  }
+
+  async headRevision(options: { signal?: AbortSignal } = {}): Promise<number> {
+    const res = await this.#read(options.signal, {}, (o) =>
+      this.#client.kv.range({ key: this.#codec.encode('\0'), count_only: true }, o),
+    );
+    return revisionOf(res.header);
+  }
+
+  // ---- writes ------------------------------------------------------------------------------------
+
+  async put(key: string, value: ValueInput, options: PutOptions = {}): Promise<PutResult> {
+    checkKey(key);
+    const bytes = toBytes(value, key);
+    const lease = options.lease ?? NO_LEASE;
+    if (lease !== NO_LEASE) checkLeaseId(lease);
+    const res = await this.#write(options.signal, { key, lease }, (o) =>
+      this.#client.kv.put(
+        { key: this.#codec.encode(key), value: Buffer.from(bytes), lease, prev_kv: options.prevKv === true },
+        o,
+      ),
+    );
+    const revision = revisionOf(res.header);
+    if (options.prevKv !== true) return { revision };
+    return { revision, prev: res.prev_kv ? this.#codec.kv(res.prev_kv) : undefined };
+  }
+
+  async delete(selector: string | KeySelector, options: DeleteOptions = {}): Promise<DeleteResult> {
+    const wire = this.#codec.range(selector, false);
+    const res = await this.#write(
+      options.signal,
+      typeof selector === 'string' ? { key: selector } : {},
+      (o) => this.#client.kv.deleteRange({ ...wire, prev_kv: options.prevKv === true }, o),
+    );
+    return {
+      revision: revisionOf(res.header),
+      deleted: Number(res.deleted),
+      prev: options.prevKv === true ? (res.prev_kvs ?? []).map((kv) => this.#codec.kv(kv)) : [],
+    };
+  }
+
+  async txn(
+    compares: readonly Compare[],
+    onSuccess: readonly TxnOp[],
+    onFailure: readonly TxnOp[] = [],
+    options: { signal?: AbortSignal } = {},
+  ): Promise<TxnResult> {
+    checkTxn(compares, onSuccess, onFailure);
+    const res = await this.#write(options.signal, {}, (o) =>
+      this.#client.kv.txn(
+        {
+          compare: compares.map((c) => this.#codec.compare(c)),
+          success: onSuccess.map((op) => this.#codec.op(op)),
+          failure: onFailure.map((op) => this.#codec.op(op)),
+        },
+        o,
+      ),
+    );
+    const revision = revisionOf(res.header);
+    const ops = res.succeeded ? onSuccess : onFailure;
+    return {
+      succeeded: res.succeeded,
+      revision,
+      results: ops.map((op, i) => this.#codec.opResult(op, res.responses[i] ?? ({} as never), revision)),
+    };
+  }
+
+  async compact(revision: number): Promise<void> {
+    checkRevision(revision);
+    await this.#write(undefined, { revision }, (o) =>
+      this.#client.kv.compact({ revision, physical: false }, o),
+    );
+  }
+
+  // ---- watches -----------------------------------------------------------------------------------
+
+  watch(selector: string | KeySelector, options: WatchOptions = {}): Watch {
+    const range = this.#codec.wireRange(toRange(selector, true));
+    if (options.fromRevision !== undefined) checkRevision(options.fromRevision, 'fromRevision');
+    if (this.#closing !== undefined)
+      throw new MusterError('MUSTER_CLOSED', 'the etcd store was closed; open a new one');
+    const w = new EtcdWatch(
+      {
+        codec: this.#codec,
+        openStream: () => this.#openStream<WatchStream>('Watch', 'watch'),
+        headRevision: () => this.headRevision(),
+        progressMode: () => this.#detectProgressMode(),
+        onEnd: (x) => this.#watches.delete(x),
+      },
+      range,
+      options,
+    );
+    this.#watches.add(w);
+    if (options.fromRevision === undefined) {
+      const started = w.started;
+      this.#starting.add(started);
+      void started.then(() => this.#starting.delete(started));
+    }
+    return w;
+  }
+
+  // ---- leases ------------------------------------------------------------------------------------
+
+  async grantLease(ttlSeconds: number, options: { signal?: AbortSignal } = {}): Promise<LeaseGrant> {
+    checkTtl(ttlSeconds);
+    const res = await this.#write(options.signal, {}, (o) =>
+      this.#client.leaseClient.leaseGrant({ TTL: ttlSeconds, ID: 0 }, o),
+    );
+    if (res.error) throw fromEtcdError(new Error(res.error), {});
+    return { id: String(res.ID), ttlSeconds: Number(res.TTL) };
+  }
+
+  async keepAlive(id: LeaseId, options: { signal?: AbortSignal } = {}): Promise<number> {
+    checkLeaseId(id);
+    this.#usable(options.signal);
+    return this.#keepAlive.renew(id, this.#opts.requestTimeoutMs, options.signal);
+  }
+
+  async revokeLease(id: LeaseId, options: { signal?: AbortSignal } = {}): Promise<void> {
+    checkLeaseId(id);
+    await this.#write(options.signal, { lease: id }, (o) =>
+      this.#client.leaseClient.leaseRevoke({ ID: id }, o),
+    );
+  }
+
+  async leaseTimeToLive(id: LeaseId, options: { signal?: AbortSignal } = {}): Promise<LeaseInfo | undefined> {
+    checkLeaseId(id);
+    const res = await this.#read(options.signal, { lease: id }, (o) =>
+      this.#client.leaseClient.leaseTimeToLive({ ID: id, keys: true }, o),
+    );
+    const ttl = Number(res.TTL);
+    if (ttl < 0) return undefined;
+    return {
+      id,
+      ttlSeconds: ttl,
+      grantedTtlSeconds: Number(res.grantedTTL),
+      keys: (res.keys ?? []).map((k) => this.#codec.decode(k)),
+    };
+  }
+
+  // ---- lifecycle ---------------------------------------------------------------------------------
+
+  close(): Promise<void> {
+    this.#closing ??= (async () => {
+      const closed = new MusterError('MUSTER_CLOSED', 'the etcd store was closed; open a new one');
+      for (const w of [...this.#watches]) w.fail(closed);
+      this.#keepAlive.close();
+      this.#client.close();
+    })();
+    return this.#closing;
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
+  // ---- plumbing ----------------------------------------------------------------------------------
+
+  #usable(signal: AbortSignal | undefined): void {
+    if (this.#closing !== undefined)
+      throw new MusterError('MUSTER_CLOSED', 'the etcd store was closed; open a new one');
+    if (signal?.aborted) throw abortedError(signal);
+  }
+
+  /** An idempotent request: retried on another endpoint while it fails retryably and time is left. */
+  async #read<T>(
+    signal: AbortSignal | undefined,
+    details: ErrorDetails,
+    call: (o: CallOptions) => Promise<T>,
+  ): Promise<T> {
+    const deadline = Date.now() + this.#opts.requestTimeoutMs;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.#once(signal, details, deadline, call);
+      } catch (err) {
+        if (!isMusterRetryable(err) || attempt >= READ_ATTEMPTS || Date.now() >= deadline) throw err;
+      }
+    }
+  }
+
+  /** A request that may change state: retried only when the connection was never established. */
+  async #write<T>(
+    signal: AbortSignal | undefined,
+    details: ErrorDetails,
+    call: (o: CallOptions) => Promise<T>,
+  ): Promise<T> {
+    const deadline = Date.now() + this.#opts.requestTimeoutMs;
+    if (this.#starting.size > 0) await this.#watchesStarted(deadline);
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.#once(signal, details, deadline, call);
+      } catch (err) {
+        if (!neverSent(err) || attempt >= READ_ATTEMPTS || Date.now() >= deadline) throw err;
+      }
+    }
+  }
+
+  /** Waits (until `deadline` at most) for watches from "head + 1" to be registered on the server. */
+  async #watchesStarted(deadline: number): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<void>(
+      (resolve) => (timer = setTimeout(resolve, Math.max(0, deadline - Date.now()))),
+    );
+    try {
+      await Promise.race([Promise.all([...this.#starting]), timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  async #once<T>(
+    signal: AbortSignal | undefined,
+    details: ErrorDetails,
+    deadline: number,
+    call: (o: CallOptions) => Promise<T>,
+  ): Promise<T> {
+    this.#usable(signal);
+    const pending = call({ deadline }).catch((err: unknown) => {
+      throw fromEtcdError(err, details);
+    });
+    if (signal === undefined) return pending;
+    let onAbort: (() => void) | undefined;
+    const aborted = new Promise<never>((_, reject) => {
+      onAbort = () => reject(abortedError(signal));
+      signal.addEventListener('abort', onAbort, { once: true });
+    });
+    pending.catch(() => undefined); // the call may still fail after an abort won the race
+    try {
+      return await Promise.race([pending, aborted]);
+    } finally {
+      signal.removeEventListener('abort', onAbort as () => void);
+    }
+  }
+
+  /** Opens a bidirectional stream on one endpoint, with etcd's "require a leader" metadata. */
+  #openStream<S>(service: 'Watch' | 'Lease', method: string): Promise<S> {
+    if (this.#closing !== undefined)
+      return Promise.reject(new MusterError('MUSTER_CLOSED', 'the etcd store was closed'));
+    return this.#pool.withConnection<S>(service, ({ resource, client, metadata }) => {
+      const md = metadata.clone();
+      md.set('hasleader', 'true');
+      const open = client[method];
+      if (open === undefined)
+        throw new MusterError('MUSTER_INTERNAL', `etcd client has no ${service}.${method}`);
+      const stream = open.call(client, md, {}) as unknown as S & {
+        writable: boolean;
+        on(e: 'error', f: (err: unknown) => void): void;
+      };
+      stream.on('error', (err) => {
+        if (stream.writable) this.#pool.markFailed(resource, err);
+      });
+      return stream;
+    });
+  }
+
+  /** Asks one member its version: servers with the fix for etcd#15220 answer progress requests safely. */
+  #detectProgressMode(): Promise<ProgressMode> {
+    this.#progressMode ??= this.#read(undefined, {}, (o) => this.#client.maintenance.status(o)).then(
+      (status) => progressModeFor(status.version),
+      (err: unknown) => {
+        this.#progressMode = undefined;
+        throw err;
+      },
+    );
+    return this.#progressMode;
+  }
+}
+
+/** `'request'` when etcd `version` sends requested progress in order with events (≥ 3.4.25, ≥ 3.5.8). */
+export function progressModeFor(version: string): ProgressMode {
+  const [major = 0, minor = 0, patch = 0] = version.split('.').map((p) => Number.parseInt(p, 10) || 0);
+  if (major > 3 || (major === 3 && minor >= 6)) return 'request';
+  if (major === 3 && minor === 5) return patch >= 8 ? 'request' : 'periodic';
+  if (major === 3 && minor === 4) return patch >= 25 ? 'request' : 'periodic';
+  return 'periodic';
+}
+
+function revisionOf(header: IResponseHeader | undefined): number {
+  return Number(header?.revision ?? 0);
+}
+
+function isMusterRetryable(err: unknown): boolean {
+  return err instanceof MusterError && err.retryable;
+}
+
+/** True when the request certainly never reached a server (so repeating a write is safe). */
+function neverSent(err: unknown): boolean {
+  if (!(err instanceof MusterError) || err.code !== 'MUSTER_UNAVAILABLE') return false;
+  const cause = err.cause instanceof Error ? `${err.cause.constructor.name} ${err.cause.message}` : '';
+  return /BrokenCircuitError|No connection established|ECONNREFUSED|failed to connect|Connection refused/i.test(
+    cause,
+  );
+}
+
+function checkTxn(
+  compares: readonly Compare[],
+  onSuccess: readonly TxnOp[],
+  onFailure: readonly TxnOp[],
+): void {
+  if (![compares, onSuccess, onFailure].every((a: unknown) => Array.isArray(a))) {
+    throw invalidArgument('txn takes arrays of compares, success operations and failure operations');
+  }
+  checkOps('onSuccess', onSuccess);
+  checkOps('onFailure', onFailure);
+  validateCompares(compares);
+}
+
+function checkOps(branch: string, ops: readonly TxnOp[]): void {
+  if (ops.length > MAX_TXN_OPS) {
+    throw new MusterError(
+      'MUSTER_TXN_TOO_LARGE',
+      `${branch} has ${ops.length} operations; the limit is ${MAX_TXN_OPS}`,
+    );
+  }
+  for (const op of ops) {
+    if (op === null || typeof op !== 'object')
+      throw invalidArgument(`${branch} holds a non-object operation`);
+    if (op.type === 'put') {
+      checkKey(op.key);
+      toBytes(op.value, op.key);
+      if (op.lease !== undefined && op.lease !== NO_LEASE) checkLeaseId(op.lease);
+    } else if (op.type === 'delete') {
+      toRange(op.selector, false);
+    } else if (op.type === 'range') {
+      toRange(op.selector, true);
+    } else {
+      throw invalidArgument(
+        `unknown transaction operation type '${String((op as { type?: unknown }).type)}'`,
+      );
+    }
+  }
+}
