@@ -5,6 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import { isMusterError } from '../errors.js';
+import { registerConfigCommands } from './config-commands.js';
 import { registerStoreCommands } from './store-commands.js';
 
 /** Exit statuses: 0 success, 1 a coded muster error, 2 bad usage, 70 an unexpected failure. */
@@ -35,6 +36,7 @@ The default store is etcd://127.0.0.1:2379 — start one with \`muster serve\`.
 Errors print their code (e.g. MUSTER_STALE_CONFIG) and exit with status 1; see docs/errors.md.`,
     );
   registerStoreCommands(program);
+  registerConfigCommands(program);
   return program;
 }
 
