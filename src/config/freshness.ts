@@ -91,6 +91,11 @@ export class Freshness {
     this.#progress = undefined;
   }
 
+  /** A direct proof (e.g. a linearizable read whose content equals what we hold), sent at `sentMono`. */
+  verifiedAsOf(sentMono: number): void {
+    this.#verify(sentMono);
+  }
+
   /** A linearizable head read sent at `sentMono` returned `head`. */
   headRead(sentMono: number, head: number): void {
     this.#noteHead(head);

@@ -7,10 +7,10 @@
  * most `maxStaleness` old, so a process cut off from the store refuses tasks instead of guessing.
  */
 import { type Clock, systemClock, type TimerHandle } from '../clock.js';
-import { isMusterError, MusterError, throwIfAborted } from '../errors.js';
-import type { Store, Watch, WatchEvent } from '../store/types.js';
+import { MusterError, throwIfAborted } from '../errors.js';
+import type { KeyValue, WatchEvent } from '../store/types.js';
 import { type Duration, formatDuration, toMillis } from '../util/duration.js';
-import { Freshness } from './freshness.js';
+import { type ConfigSource, PrefixMirror } from './mirror.js';
 import {
   type ConfigPolicy,
   ConfigKeys,
@@ -26,8 +26,6 @@ import { Listeners } from './listeners.js';
 
 /** Verification rounds per `maxStaleness`: 4, so one lost round still leaves three to recover in. */
 export const DEFAULT_VERIFY_ROUNDS = 4;
-/** Pause before re-listing after the watch fails: 100 ms, short because staleness is ticking. */
-export const DEFAULT_RETRY_DELAY_MS = 100;
 
 export interface OpenConfigOptions {
   /** Default: the system clock. */
@@ -81,43 +79,49 @@ export interface ConfigFreshness {
  */
 export class ConfigHandle<T = unknown> {
   readonly name: string;
-  readonly #store: Store;
   readonly #clock: Clock;
   readonly #keys: ConfigKeys;
   readonly #verifyIntervalOpt: number | undefined;
-  readonly #fresh = new Freshness();
+  readonly #mirror: PrefixMirror;
   readonly #listeners = new Listeners<ConfigHandleEvents<T>>();
-  readonly #closer = new AbortController();
   #policy: ConfigPolicy = DEFAULT_POLICY;
   #raw = new Map<string, ConfigVersion>();
   #timeline = new Timeline<T>([]);
-  #watch: Watch | undefined;
-  #tick: TimerHandle | undefined;
   #switchTimer: TimerHandle | undefined;
   #lastInForce: ConfigVersion<T> | undefined;
-  #headInFlight = false;
   #ready: Promise<void>;
-  #resolveReady!: () => void;
   #rejectReady!: (err: unknown) => void;
-  #loop: Promise<void>;
   #closed = false;
 
   /** Use {@link openConfig}. */
-  constructor(store: Store, name: string, options: OpenConfigOptions = {}) {
+  constructor(source: ConfigSource, name: string, options: OpenConfigOptions = {}) {
     this.name = name;
-    this.#store = store;
     this.#clock = options.clock ?? systemClock;
     this.#keys = new ConfigKeys(name, options.rootPrefix ?? DEFAULT_ROOT_PREFIX);
     this.#verifyIntervalOpt =
       options.verifyInterval === undefined ? undefined : toMillis(options.verifyInterval, 'verifyInterval');
+    this.#mirror = new PrefixMirror(
+      source,
+      this.#keys.prefix,
+      {
+        onReset: (kvs) => this.#reset(kvs),
+        onEvents: (events) => this.#apply(events),
+        onError: (err) => this.#listeners.emit('error', err),
+        onVerified: () => this.#checkSwitch(), // also catches wall-clock jumps past an instant
+      },
+      {
+        clock: this.#clock,
+        maxStalenessMs: () => this.#policy.maxStalenessMs,
+        verifyIntervalMs: () =>
+          this.#verifyIntervalOpt ?? Math.max(5, this.#policy.maxStalenessMs / DEFAULT_VERIFY_ROUNDS),
+      },
+    );
     this.#ready = new Promise((resolve, reject) => {
-      this.#resolveReady = resolve;
       this.#rejectReady = reject;
+      this.#mirror.listed.then(resolve, reject);
     });
     this.#ready.catch(() => undefined); // observed through ready()
     options.signal?.addEventListener('abort', () => void this.close(), { once: true });
-    this.#loop = this.#run();
-    this.#armTick();
   }
 
   /** The policy in force (the stored one once read; defaults before). */
@@ -127,7 +131,7 @@ export class ConfigHandle<T = unknown> {
 
   get state(): ConfigHandleState {
     if (this.#closed) return 'closed';
-    if (this.#fresh.verifiedMono === -Infinity) return 'starting';
+    if (this.#mirror.fresh.verifiedMono === -Infinity) return 'starting';
     return this.#ageMs() <= this.#policy.maxStalenessMs ? 'fresh' : 'stale';
   }
 
@@ -176,7 +180,7 @@ export class ConfigHandle<T = unknown> {
     const now = this.#clock.now();
     const horizon = this.#horizon();
     if (now > horizon) throw this.#staleError(now);
-    return new ConfigSnapshot(this.name, this.#timeline, horizon, this.#fresh.applied);
+    return new ConfigSnapshot(this.name, this.#timeline, horizon, this.#mirror.fresh.applied);
   }
 
   /** Every version held, stale or not (for display; never for deciding a task). */
@@ -185,14 +189,14 @@ export class ConfigHandle<T = unknown> {
   }
 
   freshness(): ConfigFreshness {
-    const verified = this.#fresh.verifiedMono;
+    const verified = this.#mirror.fresh.verifiedMono;
     const age = this.#ageMs();
     return {
       state: this.state,
       verifiedAt: verified === -Infinity ? undefined : this.#clock.now() - age,
       ageMs: age,
       maxStalenessMs: this.#policy.maxStalenessMs,
-      revision: this.#fresh.applied,
+      revision: this.#mirror.fresh.applied,
     };
   }
 
@@ -213,12 +217,9 @@ export class ConfigHandle<T = unknown> {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    this.#closer.abort();
-    if (this.#tick !== undefined) this.#clock.clearTimeout(this.#tick);
     if (this.#switchTimer !== undefined) this.#clock.clearTimeout(this.#switchTimer);
-    this.#watch?.close();
     this.#rejectReady(new MusterError('MUSTER_CLOSED', `configuration handle '${this.name}' was closed`));
-    await this.#loop;
+    await this.#mirror.close();
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
@@ -228,7 +229,7 @@ export class ConfigHandle<T = unknown> {
   // ---- freshness ---------------------------------------------------------------------------------
 
   #ageMs(): number {
-    return this.#clock.monotonic() - this.#fresh.verifiedMono;
+    return this.#clock.monotonic() - this.#mirror.fresh.verifiedMono;
   }
 
   /** Latest wall instant the timeline vouches for; `-Infinity` when stale. Throws when closed. */
@@ -242,7 +243,7 @@ export class ConfigHandle<T = unknown> {
   }
 
   #staleError(t: number): MusterError {
-    const verified = this.#fresh.verifiedMono;
+    const verified = this.#mirror.fresh.verifiedMono;
     const why =
       verified === -Infinity
         ? 'has not yet verified it holds every version'
@@ -250,105 +251,22 @@ export class ConfigHandle<T = unknown> {
     return new MusterError(
       'MUSTER_STALE_CONFIG',
       `configuration '${this.name}' ${why}; the task is refused rather than run on a possibly outdated version`,
-      { details: { config: this.name, at: t, ageMs: this.#ageMs(), revision: this.#fresh.applied } },
+      { details: { config: this.name, at: t, ageMs: this.#ageMs(), revision: this.#mirror.fresh.applied } },
     );
   }
 
-  #verifyInterval(): number {
-    return this.#verifyIntervalOpt ?? Math.max(5, this.#policy.maxStalenessMs / DEFAULT_VERIFY_ROUNDS);
-  }
-
-  #armTick(): void {
-    if (this.#closed) return;
-    this.#tick = this.#clock.setTimeout(() => {
-      this.#verifyRound();
-      this.#armTick();
-    }, this.#verifyInterval());
-  }
-
-  /** One verification round: a progress request on the watch and a linearizable head read. */
-  #verifyRound(): void {
-    const now = this.#clock.monotonic();
-    const s = this.#policy.maxStalenessMs;
-    // A watch that neither answers progress requests nor catches up with the head is silently dead.
-    const waiting = Math.min(
-      this.#fresh.progressSentMono ?? Infinity,
-      this.#fresh.oldestUncoveredHeadMono ?? Infinity,
-    );
-    if (this.#watch !== undefined && now - waiting > s) {
-      this.#fresh.streamLost();
-      this.#watch.close(); // the loop re-lists and watches again
+  /** The prefix was (re)listed. */
+  #reset(kvs: readonly KeyValue[]): void {
+    this.#raw = new Map();
+    let policy: ConfigPolicy = DEFAULT_POLICY;
+    for (const kv of kvs) {
+      if (kv.key === this.#keys.policy) policy = this.#decodePolicy(kv.value, kv.key) ?? policy;
     }
-    if (this.#watch !== undefined && this.#fresh.requestProgress(now)) this.#watch.requestProgress();
-    if (!this.#headInFlight) {
-      this.#headInFlight = true;
-      this.#withTimeout(s, (signal) => this.#store.headRevision({ signal }))
-        .then((head) => this.#fresh.headRead(now, head))
-        .catch(() => undefined) // a failed check proves nothing; staleness does the rest
-        .finally(() => {
-          this.#headInFlight = false;
-        });
-    }
+    this.#policy = policy;
+    for (const kv of kvs) if (kv.key.startsWith(this.#keys.versions)) this.#putRaw(kv.key, kv.value);
+    this.#rebuild();
+    if (this.#lastInForce === undefined) this.#lastInForce = this.#timeline.at(this.#clock.now());
     this.#checkSwitch();
-  }
-
-  /** Runs `fn` with a signal that fires after `ms` (handle clock) or when the handle closes. */
-  async #withTimeout<R>(ms: number, fn: (signal: AbortSignal) => Promise<R>): Promise<R> {
-    const ac = new AbortController();
-    const timer = this.#clock.setTimeout(() => ac.abort(), ms);
-    const onClose = (): void => ac.abort();
-    this.#closer.signal.addEventListener('abort', onClose, { once: true });
-    try {
-      return await fn(ac.signal);
-    } finally {
-      this.#clock.clearTimeout(timer);
-      this.#closer.signal.removeEventListener('abort', onClose);
-    }
-  }
-
-  // ---- the list-and-watch loop -------------------------------------------------------------------
-
-  async #run(): Promise<void> {
-    while (!this.#closed) {
-      try {
-        const sent = this.#clock.monotonic();
-        const listed = await this.#withTimeout(this.#policy.maxStalenessMs, (signal) =>
-          this.#store.range(this.#keys.prefix, { signal }),
-        );
-        if (this.#closed) return;
-        this.#raw = new Map();
-        let policy: ConfigPolicy = DEFAULT_POLICY;
-        for (const kv of listed.kvs) {
-          if (kv.key === this.#keys.policy) policy = this.#decodePolicy(kv.value, kv.key) ?? policy;
-        }
-        this.#policy = policy;
-        for (const kv of listed.kvs) if (kv.key !== this.#keys.policy) this.#putRaw(kv.key, kv.value);
-        this.#rebuild();
-        this.#fresh.listed(listed.revision, sent);
-        if (this.#lastInForce === undefined) this.#lastInForce = this.#timeline.at(this.#clock.now());
-        this.#resolveReady();
-        this.#checkSwitch();
-        const watch = this.#store.watch(this.#keys.prefix, { fromRevision: listed.revision + 1 });
-        this.#watch = watch;
-        if (this.#closed) watch.close();
-        for await (const batch of watch) {
-          if (batch.type === 'progress') {
-            this.#fresh.progressReceived(batch.revision);
-            continue;
-          }
-          this.#apply(batch.events);
-          this.#fresh.appliedUpTo(batch.revision);
-        }
-      } catch (err) {
-        if (this.#closed) return;
-        if (!isMusterError(err, 'MUSTER_ABORTED')) this.#listeners.emit('error', err);
-      } finally {
-        this.#watch = undefined;
-        this.#fresh.streamLost();
-      }
-      if (this.#closed) return;
-      await this.#clock.sleep(DEFAULT_RETRY_DELAY_MS, this.#closer.signal).catch(() => undefined);
-    }
   }
 
   #apply(events: readonly WatchEvent[]): void {
@@ -432,7 +350,7 @@ export class ConfigHandle<T = unknown> {
     if (
       cur !== undefined &&
       cur.version !== this.#lastInForce?.version &&
-      this.#fresh.verifiedMono !== -Infinity
+      this.#mirror.fresh.verifiedMono !== -Infinity
     ) {
       const previous = this.#lastInForce;
       this.#lastInForce = cur;
@@ -461,9 +379,9 @@ export class ConfigHandle<T = unknown> {
  * and show up as `MUSTER_STALE_CONFIG` from {@link ConfigHandle.at} once `maxStaleness` has passed.
  */
 export function openConfig<T = unknown>(
-  store: Store,
+  source: ConfigSource,
   name: string,
   options: OpenConfigOptions = {},
 ): ConfigHandle<T> {
-  return new ConfigHandle<T>(store, name, options);
+  return new ConfigHandle<T>(source, name, options);
 }

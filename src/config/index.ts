@@ -18,6 +18,8 @@ export {
   validateValue,
 } from './model.js';
 export { Timeline, ConfigSnapshot } from './timeline.js';
+export { PrefixMirror, type ConfigSource, type MirrorHooks, type MirrorSettings } from './mirror.js';
+export { Freshness } from './freshness.js';
 export {
   ConfigHandle,
   openConfig,
