@@ -4,6 +4,7 @@
  */
 const BENCHMARKS: Record<string, () => Promise<{ run(args: string[]): Promise<void> }>> = {
   store: () => import('./store.js'),
+  config: () => import('./config.js'),
 };
 
 async function main(): Promise<void> {

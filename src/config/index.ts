@@ -47,3 +47,5 @@ export {
   type VersionViolation,
   type HistoryReport,
 } from './checker.js';
+export { ConfigRelay, type ConfigRelayOptions, RELAY_LOG_BATCHES } from './relay.js';
+export { RelayClient } from './relay-client.js';

@@ -9,10 +9,11 @@
  * - `{ t: 'switch', version, activateAt, at, latenessMs }` from the handle's `switch` event.
  * The parent sends `'stop'`; the worker also exits when the parent disappears.
  *
- * Environment: MUSTER_STORE, MUSTER_CONFIG, MUSTER_WORKER, MUSTER_TASK_INTERVAL_MS (0: no tasks).
+ * Environment: MUSTER_STORE, MUSTER_CONFIG, MUSTER_WORKER, MUSTER_TASK_INTERVAL_MS (0: no tasks), and
+ * MUSTER_RELAY: the per-host relay's socket; when set, the worker reads through it instead of the store.
  */
 import { SystemClock } from '../clock.js';
-import { openConfig } from '../config/index.js';
+import { type ConfigSource, openConfig, RelayClient } from '../config/index.js';
 import { isMusterError } from '../errors.js';
 import { openStore } from '../store/index.js';
 
@@ -47,7 +48,9 @@ async function main(): Promise<void> {
   const name = process.env.MUSTER_CONFIG ?? 'pingpong';
   const interval = Number(process.env.MUSTER_TASK_INTERVAL_MS ?? '20');
   const clock = new PreciseClock();
-  const store = await openStore(url);
+  const relay = process.env.MUSTER_RELAY;
+  const store: ConfigSource & { close(): Promise<void> } =
+    relay !== undefined && relay !== '' ? await RelayClient.connect(relay) : await openStore(url);
   const handle = openConfig<PongSettings>(store, name, { clock });
   handle.on('version', ({ version: v, cancelled }) =>
     send({ t: 'version', version: v.version, activateAt: v.activateAt, at: clock.now(), cancelled }),

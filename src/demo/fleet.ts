@@ -16,6 +16,10 @@ export interface FleetOptions {
   workers: number;
   /** Mean interval between a worker's tasks, ms; 0: no tasks. Default 20. */
   taskIntervalMs?: number;
+  /** How long to wait for every worker to be ready. Default 30 s. */
+  readyTimeoutMs?: number;
+  /** Relay socket the workers read through instead of the store (see ConfigRelay). */
+  relay?: string;
   /** Per-worker store URL (e.g. through its own fault proxy); default: `store`. */
   storeFor?: (index: number) => string;
 }
@@ -59,6 +63,7 @@ export class Fleet {
           MUSTER_CONFIG: options.config,
           MUSTER_WORKER: name,
           MUSTER_TASK_INTERVAL_MS: String(options.taskIntervalMs ?? 20),
+          MUSTER_RELAY: options.relay ?? '',
         },
         stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
         serialization: 'advanced',
@@ -68,7 +73,11 @@ export class Fleet {
       child.on('message', (m: WorkerMessage) => fleet.#onMessage(name, m));
     }
     try {
-      await fleet.waitFor(() => fleet.#ready === names.length, 30_000, 'every worker to be ready');
+      await fleet.waitFor(
+        () => fleet.#ready === names.length,
+        options.readyTimeoutMs ?? 30_000,
+        'every worker to be ready',
+      );
     } catch (err) {
       await fleet.stop();
       throw err;
