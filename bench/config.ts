@@ -1,6 +1,6 @@
 /**
  * `npm run bench -- config [--workers 150] [--switches 8] [--via relay|direct|both]
- *  [--store etcd|serve|both] [--task-interval 100]`
+ *  [--store etcd|serve|both] [--task-interval 100] [--switch-wait 25]`
  *
  * 150 worker processes (the seed's figure) hold a configuration; the publisher schedules versions
  * `minLeadTime` ahead, one after another. Reports, per store and per delivery path:
@@ -82,6 +82,7 @@ async function runOne(
   workers: number,
   switches: number,
   taskInterval: number,
+  switchWaitMs: number,
 ): Promise<void> {
   const store = await openStore(backend.url);
   const name = `bench-${via}-${Date.now()}`;
@@ -98,6 +99,7 @@ async function runOne(
     workers,
     taskIntervalMs: taskInterval,
     readyTimeoutMs: 180_000,
+    switchWaitMs,
     ...(relay === undefined ? {} : { relay: socket }),
   });
   console.log(`  ${workers} workers ready in ${((Date.now() - started) / 1000).toFixed(1)} s`);
@@ -149,6 +151,7 @@ export async function run(args: string[]): Promise<void> {
   const workers = Number(arg(args, 'workers', '150'));
   const switches = Number(arg(args, 'switches', '8'));
   const taskInterval = Number(arg(args, 'task-interval', '100'));
+  const switchWaitMs = Number(arg(args, 'switch-wait', '25'));
   const stores = arg(args, 'store', 'both') === 'both' ? ['etcd', 'serve'] : [arg(args, 'store', 'etcd')];
   const vias = arg(args, 'via', 'both') === 'both' ? ['relay', 'direct'] : [arg(args, 'via', 'relay')];
   console.log(
@@ -162,7 +165,7 @@ export async function run(args: string[]): Promise<void> {
         console.log(
           `\n${backend.name}, ${via === 'relay' ? 'through one per-host relay' : 'one watch per worker'}:`,
         );
-        await runOne(backend, via, workers, switches, taskInterval);
+        await runOne(backend, via, workers, switches, taskInterval, switchWaitMs);
       }
     } finally {
       await backend.close();

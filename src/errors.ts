@@ -59,8 +59,14 @@ export const ERROR_CODES = {
     retryable: false,
     summary: 'an activation or cancellation is sooner than the configuration minLeadTime allows',
   },
-  MUSTER_SCHEMA_VIOLATION: { retryable: false, summary: 'a configuration value does not match its JSON Schema' },
-  MUSTER_NOT_FOUND: { retryable: false, summary: 'the named object (configuration, version…) does not exist' },
+  MUSTER_SCHEMA_VIOLATION: {
+    retryable: false,
+    summary: 'a configuration value does not match its JSON Schema',
+  },
+  MUSTER_NOT_FOUND: {
+    retryable: false,
+    summary: 'the named object (configuration, version…) does not exist',
+  },
   MUSTER_ALREADY_EXISTS: { retryable: false, summary: 'the named object already exists' },
 } as const satisfies Record<string, { retryable: boolean; summary: string }>;
 

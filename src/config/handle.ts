@@ -6,7 +6,7 @@
  * linearizably; see `freshness.ts` for what counts as proof. `at(t)` answers only while the proof is at
  * most `maxStaleness` old, so a process cut off from the store refuses tasks instead of guessing.
  */
-import { type Clock, systemClock, type TimerHandle } from '../clock.js';
+import { type Clock, SystemClock, systemClock, type TimerHandle } from '../clock.js';
 import { MusterError, throwIfAborted } from '../errors.js';
 import type { KeyValue, WatchEvent } from '../store/types.js';
 import { type Duration, formatDuration, toMillis } from '../util/duration.js';
@@ -24,6 +24,9 @@ import {
 import { ConfigSnapshot, missingConfig, Timeline } from './timeline.js';
 import { Listeners } from './listeners.js';
 
+/** A cell nobody ever notifies: `Atomics.wait` on it is a precise sleep. */
+const BLOCKER = new Int32Array(new SharedArrayBuffer(4));
+
 /** Verification rounds per `maxStaleness`: 4, so one lost round still leaves three to recover in. */
 export const DEFAULT_VERIFY_ROUNDS = 4;
 
@@ -34,6 +37,12 @@ export interface OpenConfigOptions {
   rootPrefix?: string;
   /** Interval between verification rounds. Default: `maxStaleness / 4`. */
   verifyInterval?: Duration;
+  /**
+   * For a punctual `switch` event: wake this long before an activation instant and block the event
+   * loop until the instant exactly (system clocks only). Default 0: a plain timer (about a millisecond
+   * late when idle, more under load). Tasks never need this: they ask `at(their start time)`.
+   */
+  switchWait?: Duration;
   /** Closes the handle when aborted. */
   signal?: AbortSignal;
 }
@@ -82,6 +91,7 @@ export class ConfigHandle<T = unknown> {
   readonly #clock: Clock;
   readonly #keys: ConfigKeys;
   readonly #verifyIntervalOpt: number | undefined;
+  readonly #switchWaitMs: number;
   readonly #mirror: PrefixMirror;
   readonly #listeners = new Listeners<ConfigHandleEvents<T>>();
   #policy: ConfigPolicy = DEFAULT_POLICY;
@@ -100,6 +110,7 @@ export class ConfigHandle<T = unknown> {
     this.#keys = new ConfigKeys(name, options.rootPrefix ?? DEFAULT_ROOT_PREFIX);
     this.#verifyIntervalOpt =
       options.verifyInterval === undefined ? undefined : toMillis(options.verifyInterval, 'verifyInterval');
+    this.#switchWaitMs = toMillis(options.switchWait ?? 0, 'switchWait');
     this.#mirror = new PrefixMirror(
       source,
       this.#keys.prefix,
@@ -366,10 +377,24 @@ export class ConfigHandle<T = unknown> {
     if (this.#switchTimer !== undefined) this.#clock.clearTimeout(this.#switchTimer);
     this.#switchTimer = undefined;
     const next = this.#timeline.nextActivation(now);
-    if (next !== undefined) {
-      // Re-checked on every verification round too, so a wall-clock jump cannot lose a switch.
-      this.#switchTimer = this.#clock.setTimeout(() => this.#checkSwitch(), next - now);
+    if (next === undefined) return;
+    // Re-checked on every verification round too, so a wall-clock jump cannot lose a switch.
+    const delay = next - now;
+    const wait = this.#switchWaitMs;
+    if (wait <= 0 || !(this.#clock instanceof SystemClock)) {
+      this.#switchTimer = this.#clock.setTimeout(() => this.#checkSwitch(), delay);
+      return;
     }
+    // Wake a little early, then block until the instant on a kernel timer: libuv timers have
+    // millisecond granularity and, with many processes waking at once, a cold wake-up is late.
+    this.#switchTimer = this.#clock.setTimeout(
+      () => {
+        const left = next - this.#clock.now();
+        if (left > 0 && left <= wait + 1) Atomics.wait(BLOCKER, 0, 0, left);
+        this.#checkSwitch();
+      },
+      Math.max(0, delay - wait),
+    );
   }
 }
 

@@ -51,7 +51,8 @@ async function main(): Promise<void> {
   const relay = process.env.MUSTER_RELAY;
   const store: ConfigSource & { close(): Promise<void> } =
     relay !== undefined && relay !== '' ? await RelayClient.connect(relay) : await openStore(url);
-  const handle = openConfig<PongSettings>(store, name, { clock });
+  const switchWait = Number(process.env.MUSTER_SWITCH_WAIT_MS ?? '0');
+  const handle = openConfig<PongSettings>(store, name, { clock, switchWait });
   handle.on('version', ({ version: v, cancelled }) =>
     send({ t: 'version', version: v.version, activateAt: v.activateAt, at: clock.now(), cancelled }),
   );

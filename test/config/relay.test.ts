@@ -28,10 +28,10 @@ describe('per-host relay', () => {
         intervalMs: 5,
       });
       const v2 = await publishConfig(store, 'r', 'b', { in: '400ms' });
-      await waitFor(
-        () => handles.every((h) => h.timeline().versions.some((v) => v.version === v2.version)),
-        { timeoutMs: 2000, intervalMs: 5 },
-      );
+      await waitFor(() => handles.every((h) => h.timeline().versions.some((v) => v.version === v2.version)), {
+        timeoutMs: 2000,
+        intervalMs: 5,
+      });
       await waitFor(() => Date.now() >= v2.activateAt, { timeoutMs: 2000, intervalMs: 5 });
       for (const h of handles) assert.equal(h.at(v2.activateAt).value, 'b');
       for (const h of handles) assert.equal(h.at(v2.activateAt - 1).value, 'a');
@@ -67,3 +67,32 @@ function safe<T>(fn: () => T): T | undefined {
     return undefined;
   }
 }
+
+describe('switch event', () => {
+  test('with switchWait, the switch handler runs within a couple of milliseconds of the instant', async () => {
+    const store = new MemoryStore();
+    await initConfig(store, 's', POLICY);
+    const precise = new (class extends (await import('../../src/clock.js')).SystemClock {
+      override now(): number {
+        return performance.timeOrigin + performance.now();
+      }
+    })();
+    const h = openConfig<string>(store, 's', { clock: precise, switchWait: '20ms' });
+    const late: number[] = [];
+    h.on('switch', (s) => late.push(s.latenessMs));
+    try {
+      await h.ready();
+      for (let i = 0; i < 3; i++) {
+        await publishConfig(store, 's', `v${i}`, { in: '420ms' });
+        await waitFor(() => late.length === i + 1, { timeoutMs: 3000, intervalMs: 5 });
+      }
+      assert.ok(
+        late.every((l) => l >= 0 && l < 15),
+        `lateness ${late.join(', ')}`,
+      );
+    } finally {
+      await h.close();
+      await store.close();
+    }
+  });
+});
