@@ -100,6 +100,7 @@ async function runOne(
     taskIntervalMs: taskInterval,
     readyTimeoutMs: 180_000,
     switchWaitMs,
+    flushMs: 1000,
     ...(relay === undefined ? {} : { relay: socket }),
   });
   console.log(`  ${workers} workers ready in ${((Date.now() - started) / 1000).toFixed(1)} s`);
@@ -110,11 +111,16 @@ async function runOne(
       const t0 = preciseNow();
       const v = await publishConfig(store, name, { include_mood: i % 2 === 0, delay_ms: 0 }, { in: lead });
       if (i > 0) publishedAt.set(v.version, t0);
-      await fleet.waitFor(
-        () => fleet.received.filter((r) => r.version === v.version).length === workers,
-        lead,
-        `every worker to receive version ${v.version}`,
-      );
+      await fleet
+        .waitFor(
+          () => fleet.received.filter((r) => r.version === v.version).length === workers,
+          lead + 10_000,
+          `every worker to receive version ${v.version}`,
+        )
+        .catch((err: unknown) => {
+          const got = fleet.received.filter((r) => r.version === v.version).length;
+          throw new Error(`${String(err)}: ${got}/${workers} received it`);
+        });
       await sleep(v.activateAt - Date.now() + 300);
       await fleet.waitFor(
         () => fleet.switches.filter((s) => s.version === v.version).length === workers,

@@ -102,6 +102,7 @@ export class ConfigHandle<T = unknown> {
   #ready: Promise<void>;
   #rejectReady!: (err: unknown) => void;
   #closed = false;
+  #everListed = false;
 
   /** Use {@link openConfig}. */
   constructor(source: ConfigSource, name: string, options: OpenConfigOptions = {}) {
@@ -268,15 +269,32 @@ export class ConfigHandle<T = unknown> {
 
   /** The prefix was (re)listed. */
   #reset(kvs: readonly KeyValue[]): void {
+    const before = this.#raw;
     this.#raw = new Map();
     let policy: ConfigPolicy = DEFAULT_POLICY;
     for (const kv of kvs) {
       if (kv.key === this.#keys.policy) policy = this.#decodePolicy(kv.value, kv.key) ?? policy;
     }
     this.#policy = policy;
-    for (const kv of kvs) if (kv.key.startsWith(this.#keys.versions)) this.#putRaw(kv.key, kv.value);
+    const news: ConfigVersion[] = [];
+    for (const kv of kvs) {
+      if (!kv.key.startsWith(this.#keys.versions)) continue;
+      const v = this.#putRaw(kv.key, kv.value);
+      const old = before.get(kv.key);
+      if (v !== undefined && (old === undefined || old.cancelledAt !== v.cancelledAt)) news.push(v);
+    }
     this.#rebuild();
     if (this.#lastInForce === undefined) this.#lastInForce = this.#timeline.at(this.#clock.now());
+    // A re-list can bring versions the watch missed: report them like watched ones.
+    if (before.size > 0 || this.#everListed) {
+      for (const v of news) {
+        this.#listeners.emit('version', {
+          version: v as ConfigVersion<T>,
+          cancelled: v.cancelledAt !== undefined,
+        });
+      }
+    }
+    this.#everListed = true;
     this.#checkSwitch();
   }
 

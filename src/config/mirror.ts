@@ -36,6 +36,11 @@ export interface MirrorSettings {
   /** Read on every use, so a changed policy applies at once. */
   maxStalenessMs(): number;
   verifyIntervalMs(): number;
+  /**
+   * Least time between two verification reads (default 0). A relay serving many processes sets it so
+   * that their requests share reads instead of each causing one.
+   */
+  minRoundGapMs?: number;
 }
 
 export class PrefixMirror {
@@ -49,6 +54,8 @@ export class PrefixMirror {
   #watch: Watch | undefined;
   #tick: TimerHandle | undefined;
   #roundInFlight = false;
+  #lastRoundMono = -Infinity;
+  #roundTimer: TimerHandle | undefined;
   #waiters: { readonly mono: number; readonly resolve: () => void }[] = [];
   #listed!: () => void;
   /** Resolves after the first successful list. */
@@ -90,6 +97,7 @@ export class PrefixMirror {
     if (this.closed) return;
     this.#closer.abort();
     if (this.#tick !== undefined) this.#s.clock.clearTimeout(this.#tick);
+    if (this.#roundTimer !== undefined) this.#s.clock.clearTimeout(this.#roundTimer);
     this.#watch?.close();
     for (const w of this.#waiters.splice(0)) w.resolve();
     await this.#loop;
@@ -133,7 +141,16 @@ export class PrefixMirror {
       this.#watch.close(); // silently dead: the loop lists again
     }
     if (this.#watch !== undefined && this.fresh.requestProgress(now)) this.#watch.requestProgress();
-    if (this.#roundInFlight) return;
+    if (this.#roundInFlight || this.#roundTimer !== undefined) return;
+    const wait = this.#lastRoundMono + (this.#s.minRoundGapMs ?? 0) - now;
+    if (wait > 0) {
+      this.#roundTimer = this.#s.clock.setTimeout(() => {
+        this.#roundTimer = undefined;
+        this.#round();
+      }, wait);
+      return;
+    }
+    this.#lastRoundMono = now;
     this.#roundInFlight = true;
     this.#withTimeout(s, (signal) => this.#source.range(this.prefix, { keysOnly: true, signal }))
       .then((r) => {

@@ -9,7 +9,8 @@
  * - `{ t: 'switch', version, activateAt, at, latenessMs }` from the handle's `switch` event.
  * The parent sends `'stop'`; the worker also exits when the parent disappears.
  *
- * Environment: MUSTER_STORE, MUSTER_CONFIG, MUSTER_WORKER, MUSTER_TASK_INTERVAL_MS (0: no tasks), and
+ * Environment: MUSTER_STORE, MUSTER_CONFIG, MUSTER_WORKER, MUSTER_TASK_INTERVAL_MS (0: no tasks),
+ * MUSTER_FLUSH_MS (how often task reports are sent; default 100), and
  * MUSTER_RELAY: the per-host relay's socket; when set, the worker reads through it instead of the store.
  */
 import { SystemClock } from '../clock.js';
@@ -71,11 +72,14 @@ async function main(): Promise<void> {
   let stopping = false;
   let pending: TaskTuple[] = [];
   let pongs = 0;
-  const flush = setInterval(() => {
-    if (pending.length === 0) return;
-    send({ t: 'tasks', tasks: pending });
-    pending = [];
-  }, 100);
+  const flush = setInterval(
+    () => {
+      if (pending.length === 0) return;
+      send({ t: 'tasks', tasks: pending });
+      pending = [];
+    },
+    Number(process.env.MUSTER_FLUSH_MS ?? '100'),
+  );
 
   // One ping/pong task: ask the configuration at the task's own start time, then do the work.
   const task = async (): Promise<void> => {

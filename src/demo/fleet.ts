@@ -16,6 +16,8 @@ export interface FleetOptions {
   workers: number;
   /** Mean interval between a worker's tasks, ms; 0: no tasks. Default 20. */
   taskIntervalMs?: number;
+  /** How often workers send their task reports, ms. Default 100. */
+  flushMs?: number;
   /** The workers' `switchWait` (see OpenConfigOptions). Default 0. */
   switchWaitMs?: number;
   /** How long to wait for every worker to be ready. Default 30 s. */
@@ -67,6 +69,7 @@ export class Fleet {
           MUSTER_TASK_INTERVAL_MS: String(options.taskIntervalMs ?? 20),
           MUSTER_RELAY: options.relay ?? '',
           MUSTER_SWITCH_WAIT_MS: String(options.switchWaitMs ?? 0),
+          MUSTER_FLUSH_MS: String(options.flushMs ?? 100),
         },
         stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
         serialization: 'advanced',
