@@ -16,7 +16,7 @@ import {
   startFaultProxy,
 } from '../../src/testing/index.js';
 
-const POLICY = { maxStaleness: '1s', maxClockSkew: '20ms', minLeadTime: '1100ms' };
+const POLICY = { maxStaleness: '1s', maxClockSkew: '20ms', minLeadTime: '1400ms' }; // 360 ms of commit slack
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 describe(
@@ -36,13 +36,13 @@ describe(
 
     test('no task uses a version other than the one in force at its start, across many close switches', async () => {
       await initConfig(store, 'inv', POLICY);
-      await publishConfig(store, 'inv', { include_mood: false, delay_ms: 0 }, { in: '1100ms' });
+      await publishConfig(store, 'inv', { include_mood: false, delay_ms: 0 }, { in: '1400ms' });
       const fleet = await Fleet.start({ store: etcd.url, config: 'inv', workers: 4, taskIntervalMs: 4 });
       try {
-        await sleep(1200);
+        await sleep(1500);
         let last = 0;
         for (let i = 0; i < 12; i++) {
-          const lead = 1100 + Math.floor(Math.random() * 200); // as close to minLeadTime as allowed
+          const lead = 1400 + Math.floor(Math.random() * 200); // as close to minLeadTime as allowed
           const v = await publishConfig(
             store,
             'inv',
@@ -75,7 +75,7 @@ describe(
 
     test('a black-holed process refuses every task within maxStaleness + 100 ms, and serves again after', async () => {
       await initConfig(store, 'fc', POLICY);
-      await publishConfig(store, 'fc', { include_mood: false, delay_ms: 0 }, { in: '1100ms' });
+      await publishConfig(store, 'fc', { include_mood: false, delay_ms: 0 }, { in: '1400ms' });
       const endpoint = etcd.endpoints[0] as string;
       const proxies = [
         await startFaultProxy({ target: endpoint }),
@@ -91,7 +91,7 @@ describe(
       let cutAt = 0;
       let healedAt = 0;
       try {
-        await sleep(1300);
+        await sleep(1600);
         cutAt = Date.now();
         proxies[0]?.blackhole();
         await sleep(1000 + 1500);
