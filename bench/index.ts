@@ -5,6 +5,7 @@
 const BENCHMARKS: Record<string, () => Promise<{ run(args: string[]): Promise<void> }>> = {
   store: () => import('./store.js'),
   config: () => import('./config.js'),
+  serve: () => import('./serve.js'),
 };
 
 async function main(): Promise<void> {

@@ -46,6 +46,11 @@ export const ERROR_CODES = {
     retryable: false,
     summary: 'a program muster needs (for example etcd) is not on PATH',
   },
+  MUSTER_DATA_DIR_LOCKED: {
+    retryable: false,
+    summary: 'another live process is using the data directory of muster serve',
+  },
+  MUSTER_ADDRESS_IN_USE: { retryable: false, summary: 'the address muster serve should listen on is taken' },
   MUSTER_INTERNAL: {
     retryable: false,
     summary: 'a bug in muster: please report it with the message and logs',

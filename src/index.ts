@@ -9,3 +9,4 @@ export { type Clock, type TimerHandle, SystemClock, ManualClock, systemClock } f
 export { type Duration, toMillis, formatDuration } from './util/duration.js';
 export * from './store/index.js';
 export * from './config/index.js';
+export { startServer, type ServerOptions, type MusterServer } from './server/start.js';

@@ -7,6 +7,7 @@ import { Command, CommanderError } from 'commander';
 import { isMusterError } from '../errors.js';
 import { registerConfigCommands } from './config-commands.js';
 import { registerDemoCommand } from './demo-command.js';
+import { registerServeCommand } from './serve-command.js';
 import { registerStoreCommands } from './store-commands.js';
 
 /** Exit statuses: 0 success, 1 a coded muster error, 2 bad usage, 70 an unexpected failure. */
@@ -39,6 +40,7 @@ Errors print their code (e.g. MUSTER_STALE_CONFIG) and exit with status 1; see d
   registerStoreCommands(program);
   registerConfigCommands(program);
   registerDemoCommand(program);
+  registerServeCommand(program);
   return program;
 }
 

@@ -1,0 +1,278 @@
+/**
+ * `npm run bench -- serve [--ops N] [--keys K] [--etcd PATH]`: `muster serve` side by side with a
+ * local single-member etcd, through the same client (`etcd3`), in one run, as ratios.
+ *
+ * Figures (each measured in alternating blocks so machine noise hits both servers alike):
+ * sequential put, txn (compare + put) and linearizable get latency; throughput of 64 concurrent
+ * puts (group commit); put → watch event delay. Then the start-up time of `muster serve` on a data
+ * directory holding K keys (default 100,000): in-process `startServer` until it listens, and the
+ * whole `muster serve` process until it prints its address. Both servers run as processes of their
+ * own; the client is this process.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Etcd3 } from 'etcd3';
+import { DurableStore } from '../src/server/durable-store.js';
+import { startServer } from '../src/server/index.js';
+import { findBinary } from '../src/testing/index.js';
+import { fmt, latencySummary, median, quantile } from './stats.js';
+
+function arg(args: string[], name: string): string | undefined {
+  const i = args.indexOf(name);
+  return i >= 0 ? args[i + 1] : undefined;
+}
+
+async function timed(fn: () => Promise<unknown>): Promise<number> {
+  const t0 = performance.now();
+  await fn();
+  return performance.now() - t0;
+}
+
+interface Target {
+  readonly name: string;
+  readonly client: Etcd3;
+}
+
+/** Runs `fn` on both targets in alternating blocks; returns the latencies of each. */
+async function sideBySide(
+  targets: readonly [Target, Target],
+  n: number,
+  fn: (client: Etcd3, i: number) => Promise<unknown>,
+  block = 100,
+): Promise<[number[], number[]]> {
+  const out: [number[], number[]] = [[], []];
+  for (let start = 0; start < n; start += block) {
+    for (const [t, target] of targets.entries()) {
+      for (let i = start; i < Math.min(n, start + block); i++)
+        out[t]?.push(await timed(() => fn(target.client, i)));
+    }
+  }
+  return out;
+}
+
+function report(what: string, targets: readonly [Target, Target], r: [number[], number[]]): void {
+  const [a, b] = r;
+  console.log(`${what}`);
+  console.log(`  ${targets[0].name.padEnd(12)} ${latencySummary(a)}`);
+  console.log(`  ${targets[1].name.padEnd(12)} ${latencySummary(b)}`);
+  console.log(
+    `  ratio at p50 (etcd / muster serve, >1 means muster serve is faster): ×${fmt(median(b) / median(a))}`,
+  );
+}
+
+async function concurrentPuts(client: Etcd3, total: number, inFlight: number): Promise<number> {
+  let next = 0;
+  const t0 = performance.now();
+  await Promise.all(
+    Array.from({ length: inFlight }, async () => {
+      while (next < total) {
+        const i = next++;
+        await client
+          .put(`/bench/c/${i % 1000}`)
+          .value('x'.repeat(64))
+          .exec();
+      }
+    }),
+  );
+  return (total / (performance.now() - t0)) * 1000;
+}
+
+async function watchDelay(client: Etcd3, key: string, n: number): Promise<number[]> {
+  const watcher = await client.watch().key(key).create();
+  let waiting: (() => void) | undefined;
+  watcher.on('put', () => waiting?.());
+  const out: number[] = [];
+  try {
+    for (let i = 0; i < n; i++) {
+      const seen = new Promise<void>((resolve) => (waiting = resolve));
+      const t0 = performance.now();
+      await client.put(key).value(String(i)).exec();
+      await seen;
+      out.push(performance.now() - t0);
+    }
+  } finally {
+    await watcher.cancel();
+  }
+  return out;
+}
+
+/** Starts a throwaway single-member etcd on free loopback ports. */
+async function startEtcd(bin: string, dir: string): Promise<{ child: ChildProcess; endpoint: string }> {
+  const port = 20000 + Math.floor(Math.random() * 20000);
+  const endpoint = `127.0.0.1:${port}`;
+  const child = spawn(
+    bin,
+    [
+      '--data-dir',
+      join(dir, 'etcd'),
+      '--listen-client-urls',
+      `http://${endpoint}`,
+      '--advertise-client-urls',
+      `http://${endpoint}`,
+      '--listen-peer-urls',
+      `http://127.0.0.1:${port + 1}`,
+      '--initial-advertise-peer-urls',
+      `http://127.0.0.1:${port + 1}`,
+      '--initial-cluster',
+      `default=http://127.0.0.1:${port + 1}`,
+    ],
+    { stdio: 'ignore' },
+  );
+  const client = new Etcd3({ hosts: endpoint });
+  try {
+    for (let i = 0; ; i++) {
+      try {
+        await client.get('/ready').string();
+        return { child, endpoint };
+      } catch (err) {
+        if (i > 100) throw err;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
+  } finally {
+    client.close();
+  }
+}
+
+/** Fills a data directory with `keys` keys (then closes it, which writes a snapshot). */
+async function fill(dataDir: string, keys: number): Promise<void> {
+  const d = await DurableStore.open({ dataDir, snapshotRecords: Number.MAX_SAFE_INTEGER });
+  const value = new Uint8Array(64);
+  const batch = 100;
+  for (let i = 0; i < keys; i += batch) {
+    await Promise.all(
+      Array.from({ length: Math.min(batch, keys - i) }, (_, j) =>
+        d.store.put(`/muster/services/s${(i + j) % 100}/instances/${i + j}`, value),
+      ),
+    );
+  }
+  await d.close();
+}
+
+async function startupInProcess(dataDir: string): Promise<number> {
+  const t0 = performance.now();
+  const s = await startServer({ dataDir, listen: '127.0.0.1:0' });
+  const ms = performance.now() - t0;
+  await s.close();
+  return ms;
+}
+
+/** Runs `muster serve` as its own process (as etcd runs in its own); resolves once it listens. */
+async function spawnServe(dataDir: string): Promise<{ child: ChildProcess; address: string; ms: number }> {
+  const bin = new URL('../../bin/muster.js', import.meta.url).pathname;
+  const t0 = performance.now();
+  const child = spawn(process.execPath, [
+    bin,
+    'serve',
+    '--data-dir',
+    dataDir,
+    '--listen',
+    '127.0.0.1:0',
+    '--log-level',
+    'warn',
+  ]);
+  const address = await new Promise<string>((resolve, reject) => {
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => {
+      out += d.toString();
+      const m = /listening on etcd:\/\/([\d.]+:\d+)/.exec(out);
+      if (m !== null) resolve(m[1] as string);
+    });
+    child.on('exit', (code) => reject(new Error(`muster serve exited with ${code}`)));
+  });
+  return { child, address, ms: performance.now() - t0 };
+}
+
+async function stop(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise((r) => child.once('exit', r));
+  child.kill('SIGTERM');
+  await exited;
+}
+
+async function startupProcess(dataDir: string): Promise<number> {
+  const { child, ms } = await spawnServe(dataDir);
+  await stop(child);
+  return ms;
+}
+
+export async function run(args: string[]): Promise<void> {
+  const ops = Number(arg(args, '--ops')) || 1000;
+  const keys = Number(arg(args, '--keys')) || 100_000;
+  const etcdBin = findBinary(arg(args, '--etcd') ?? 'etcd');
+  if (etcdBin === undefined) throw new Error('etcd is not on PATH (apt-get install etcd-server)');
+  const dir = mkdtempSync(join(tmpdir(), 'muster-bench-serve-'));
+  const server = await spawnServe(join(dir, 'serve'));
+  const etcd = await startEtcd(etcdBin, dir);
+  const targets: [Target, Target] = [
+    { name: 'muster serve', client: new Etcd3({ hosts: server.address }) },
+    { name: 'etcd', client: new Etcd3({ hosts: etcd.endpoint }) },
+  ];
+  const value = 'x'.repeat(64);
+  try {
+    console.log(`muster serve vs etcd (single member), etcd3 client, ${ops} ops per figure`);
+    for (const t of targets) await t.client.put('/bench/warm').value(value);
+    report(
+      'sequential put',
+      targets,
+      await sideBySide(targets, ops, (c, i) =>
+        c
+          .put(`/bench/p/${i % 100}`)
+          .value(value)
+          .exec(),
+      ),
+    );
+    report(
+      'txn (compare version + put)',
+      targets,
+      await sideBySide(targets, ops, (c, i) =>
+        c
+          .if(`/bench/t/${i % 100}`, 'Version', '>', -1)
+          .then(c.put(`/bench/t/${i % 100}`).value(value))
+          .commit(),
+      ),
+    );
+    report(
+      'linearizable get',
+      targets,
+      await sideBySide(targets, ops, (c, i) => c.get(`/bench/p/${i % 100}`).string()),
+    );
+    const rates: [number[], number[]] = [[], []];
+    for (let r = 0; r < 3; r++) {
+      for (const [t, target] of targets.entries())
+        rates[t]?.push(await concurrentPuts(target.client, ops * 2, 64));
+    }
+    const [ra, rb] = rates.map((x) => median(x)) as [number, number];
+    console.log('puts, 64 in flight (group commit)');
+    console.log(
+      `  muster serve ${Math.round(ra).toLocaleString('en-US')}/s, etcd ${Math.round(rb).toLocaleString('en-US')}/s, ratio ×${fmt(ra / rb)}`,
+    );
+    const delays: [number[], number[]] = [[], []];
+    for (let r = 0; r < 4; r++) {
+      for (const [t, target] of targets.entries())
+        delays[t]?.push(...(await watchDelay(target.client, '/bench/w', ops / 4)));
+    }
+    report('put → watch event', targets, delays);
+  } finally {
+    for (const t of targets) t.client.close();
+    await stop(server.child);
+    await stop(etcd.child);
+  }
+
+  const startDir = join(dir, 'startup');
+  console.log(`start-up with ${keys.toLocaleString('en-US')} keys (filling…)`);
+  await fill(startDir, keys);
+  const inProcess: number[] = [];
+  const processes: number[] = [];
+  for (let r = 0; r < 5; r++) {
+    inProcess.push(await startupInProcess(startDir));
+    processes.push(await startupProcess(startDir));
+  }
+  console.log(
+    `  startServer() until listening: p50 ${fmt(median(inProcess))} ms, max ${fmt(quantile(inProcess, 1))} ms (goal < 500 ms)`,
+  );
+  console.log(`  \`muster serve\` process until it prints its address: p50 ${fmt(median(processes))} ms`);
+  rmSync(dir, { recursive: true, force: true });
+}

@@ -1,0 +1,85 @@
+/** `muster serve`: the embedded default store (see docs/serve.md). */
+import { type Command, InvalidArgumentError, Option } from 'commander';
+import { pino } from 'pino';
+
+export function registerServeCommand(program: Command): void {
+  program
+    .command('serve')
+    .description(
+      'run the embedded store: durable, single-node, speaking the etcd v3 API (clients use etcd://HOST:PORT)',
+    )
+    .addOption(new Option('--data-dir <dir>', 'where the log and snapshots live').default('muster-data'))
+    .addOption(
+      new Option('--listen <host:port>', 'address to serve on (port 0: any free port)').default(
+        '127.0.0.1:2379',
+      ),
+    )
+    .addOption(
+      new Option(
+        '--token-file <file>',
+        'clients must present the token in this file (required off loopback)',
+      ),
+    )
+    .addOption(new Option('--cert <file>', 'PEM certificate chain: serve TLS (clients use etcds://)'))
+    .addOption(new Option('--key <file>', 'PEM private key for --cert'))
+    .addOption(
+      new Option(
+        '--progress-notify-interval <duration>',
+        'idle interval of progress_notify watch responses',
+      ).default('10m'),
+    )
+    .addOption(
+      new Option('--snapshot-records <n>', 'log records between snapshots')
+        .default('20000')
+        .argParser(positiveInt),
+    )
+    .addOption(
+      new Option('--log-level <level>', 'log level of the JSON logs on stderr')
+        .choices(['debug', 'info', 'warn', 'error', 'silent'])
+        .default('info'),
+    )
+    .action(async (opts: ServeFlags) => {
+      await serve(opts);
+    });
+}
+
+interface ServeFlags {
+  dataDir: string;
+  listen: string;
+  tokenFile?: string;
+  cert?: string;
+  key?: string;
+  progressNotifyInterval: string;
+  snapshotRecords: string | number;
+  logLevel: string;
+}
+
+function positiveInt(value: string): number {
+  const n = Number(value);
+  if (!Number.isSafeInteger(n) || n < 1) throw new InvalidArgumentError('expected a positive integer');
+  return n;
+}
+
+/** Runs until SIGINT or SIGTERM, then flushes, snapshots and exits 0. */
+async function serve(opts: ServeFlags): Promise<void> {
+  const { startServer } = await import('../server/index.js');
+  const logger = pino({ level: opts.logLevel }, pino.destination(2));
+  const server = await startServer({
+    dataDir: opts.dataDir,
+    listen: opts.listen,
+    ...(opts.tokenFile !== undefined ? { tokenFile: opts.tokenFile } : {}),
+    ...(opts.cert !== undefined ? { cert: opts.cert } : {}),
+    ...(opts.key !== undefined ? { key: opts.key } : {}),
+    progressNotifyInterval: opts.progressNotifyInterval,
+    snapshotRecords: Number(opts.snapshotRecords),
+    logger,
+  });
+  process.stdout.write(`muster serve: listening on ${server.url} (data in ${server.dataDir})\n`);
+  const signal = await new Promise<NodeJS.Signals>((resolve) => {
+    process.once('SIGINT', () => resolve('SIGINT'));
+    process.once('SIGTERM', () => resolve('SIGTERM'));
+  });
+  logger.info({ signal }, 'stopping');
+  await server.close();
+  process.stdout.write('muster serve: stopped\n');
+}

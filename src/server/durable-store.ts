@@ -1,0 +1,306 @@
+/**
+ * The memory engine made durable: recovery from the newest snapshot plus the log segments after
+ * it, a write-ahead log as the engine's journal, and periodic snapshots that bound the log.
+ *
+ * Data directory layout: `LOCK` (the pid of the server using it), `member-id`, `snap-<rev>.snap`
+ * (the newest snapshot), `wal-<n>.log` (the segments from the snapshot's first segment on).
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import type { Logger } from 'pino';
+import type { Clock } from '../clock.js';
+import { MusterError } from '../errors.js';
+import type { JournalEntry } from '../store/memory/journal.js';
+import { MemoryStore } from '../store/memory/memory-store.js';
+import { decodeEntry } from './codec.js';
+import { readNewestSnapshot, removeOtherSnapshots, writeSnapshot } from './snapshot.js';
+import { readSegment, segmentName, segmentNumber, truncateSegment, Wal } from './wal.js';
+
+/** Snapshot after this many log records: start-up replays at most about this many. */
+export const DEFAULT_SNAPSHOT_RECORDS = 20_000;
+/** …or after this many log bytes, whichever comes first (bounds disk use with large values). */
+export const DEFAULT_SNAPSHOT_BYTES = 64 * 1024 * 1024;
+
+export interface DurableStoreOptions {
+  /** Directory for the log and snapshots; created if missing. */
+  dataDir: string;
+  /** Where recovery and snapshot lines go. Default: nowhere. */
+  logger?: Logger;
+  /** Records between snapshots. Default {@link DEFAULT_SNAPSHOT_RECORDS}. */
+  snapshotRecords?: number;
+  /** Log bytes between snapshots. Default {@link DEFAULT_SNAPSHOT_BYTES}. */
+  snapshotBytes?: number;
+  /** Clock for lease expiry. Default: the system clock. */
+  clock?: Clock;
+  /** The engine's URL for logs. */
+  url?: string;
+}
+
+/** What recovery found, for the start-up log line and tests. */
+export interface RecoveryReport {
+  readonly snapshotRevision: number;
+  readonly records: number;
+  readonly segments: number;
+  /** Bytes cut off a torn log tail (0 when the log ended cleanly). */
+  readonly truncatedBytes: number;
+  readonly revision: number;
+  readonly ms: number;
+}
+
+/** A MemoryStore backed by a write-ahead log and snapshots. Open with {@link DurableStore.open}. */
+export class DurableStore {
+  readonly store: MemoryStore;
+  readonly dataDir: string;
+  readonly memberId: string;
+  readonly recovery: RecoveryReport;
+  readonly #wal: Wal;
+  readonly #log: Logger | undefined;
+  readonly #snapshotRecords: number;
+  readonly #snapshotBytes: number;
+  #snapshotting: Promise<void> | undefined;
+  #closed: Promise<void> | undefined;
+
+  private constructor(init: {
+    store: MemoryStore;
+    wal: Wal;
+    dataDir: string;
+    memberId: string;
+    recovery: RecoveryReport;
+    options: DurableStoreOptions;
+  }) {
+    this.store = init.store;
+    this.#wal = init.wal;
+    this.dataDir = init.dataDir;
+    this.memberId = init.memberId;
+    this.recovery = init.recovery;
+    this.#log = init.options.logger;
+    this.#snapshotRecords = init.options.snapshotRecords ?? DEFAULT_SNAPSHOT_RECORDS;
+    this.#snapshotBytes = init.options.snapshotBytes ?? DEFAULT_SNAPSHOT_BYTES;
+  }
+
+  /**
+   * Opens (or creates) a data directory and recovers its state.
+   *
+   * Throws `MUSTER_DATA_DIR_LOCKED` when another live process uses the directory, and
+   * `MUSTER_CORRUPT_DATA` when a snapshot or a log record before the tail fails its check. A torn
+   * tail is cut off with a warning.
+   */
+  static async open(options: DurableStoreOptions): Promise<DurableStore> {
+    const t0 = performance.now();
+    const dataDir = resolve(options.dataDir);
+    const log = options.logger;
+    await mkdir(dataDir, { recursive: true });
+    await lockDir(dataDir);
+    try {
+      const memberId = await readMemberId(dataDir);
+      // The journal is attached after recovery: replayed entries are not journaled again.
+      let wal: Wal | undefined;
+      let self: DurableStore | undefined;
+      const store = new MemoryStore({
+        ...(options.clock ? { clock: options.clock } : {}),
+        url: options.url ?? `muster-serve:${dataDir}`,
+        journal: {
+          append: (entry: JournalEntry) => {
+            wal?.append(entry);
+            if (self !== undefined) self.#maybeSnapshot();
+          },
+          flush: () => (wal === undefined ? Promise.resolve() : wal.flush()),
+        },
+      });
+      const snap = await readNewestSnapshot(dataDir);
+      let firstSegment = 1;
+      if (snap !== undefined) {
+        store.restore(snap.snapshot);
+        firstSegment = snap.firstSegment;
+      }
+      const segments = (await readdir(dataDir))
+        .map((n) => segmentNumber(n))
+        .filter((n): n is number => n !== undefined && n >= firstSegment)
+        .sort((a, b) => a - b);
+      const leases = new Set(store.leaseIds());
+      let records = 0;
+      let truncatedBytes = 0;
+      for (let i = 0; i < segments.length; i++) {
+        const n = segments[i] as number;
+        if (n !== firstSegment + i) {
+          throw new MusterError(
+            'MUSTER_CORRUPT_DATA',
+            `log segment ${segmentName(firstSegment + i)} is missing from ${dataDir}; restore the data directory from a backup`,
+            { details: { dataDir } },
+          );
+        }
+        const path = join(dataDir, segmentName(n));
+        const read = await readSegment(path, i === segments.length - 1);
+        for (const payload of read.payloads) {
+          replayOne(store, leases, decodeEntry(payload), snap?.snapshot.revision ?? 0);
+          records++;
+        }
+        if (read.torn) {
+          truncatedBytes = read.fileLength - read.goodLength;
+          log?.warn(
+            { file: path, offset: read.goodLength, bytes: truncatedBytes },
+            'cut a torn record off the end of the write-ahead log (a write that was never acknowledged)',
+          );
+          await truncateSegment(path, read.goodLength);
+        }
+      }
+      const next = segments.length > 0 ? (segments[segments.length - 1] as number) + 1 : firstSegment;
+      wal = await Wal.create(dataDir, next);
+      const recovery: RecoveryReport = {
+        snapshotRevision: snap?.snapshot.revision ?? 0,
+        records,
+        segments: segments.length,
+        truncatedBytes,
+        revision: store.revision,
+        ms: Math.round(performance.now() - t0),
+      };
+      self = new DurableStore({ store, wal, dataDir, memberId, recovery, options });
+      // Recovery read records that a snapshot would have covered: count them toward the next one.
+      wal.recordsInSegment = records;
+      self.#maybeSnapshot();
+      return self;
+    } catch (err) {
+      await unlockDir(dataDir);
+      throw err;
+    }
+  }
+
+  /**
+   * Writes a snapshot of the current state and deletes the log segments and snapshots it makes
+   * obsolete. Concurrent calls share one snapshot.
+   */
+  snapshot(): Promise<void> {
+    this.#snapshotting ??= this.#takeSnapshot().finally(() => {
+      this.#snapshotting = undefined;
+    });
+    return this.#snapshotting;
+  }
+
+  async #takeSnapshot(): Promise<void> {
+    const t0 = performance.now();
+    const first = await this.#wal.rotate();
+    // Everything in older segments is durable; wait until the engine has seen it as durable too.
+    await this.store.headRevision();
+    const snap = this.store.snapshot();
+    const name = await writeSnapshot(this.dataDir, snap, first);
+    await removeOtherSnapshots(this.dataDir, name);
+    for (const n of await readdir(this.dataDir)) {
+      const seg = segmentNumber(n);
+      if (seg !== undefined && seg < first) await rm(join(this.dataDir, n), { force: true });
+    }
+    this.#log?.info(
+      { revision: snap.revision, keys: snap.kvs.length, ms: Math.round(performance.now() - t0) },
+      'snapshot written',
+    );
+  }
+
+  #maybeSnapshot(): void {
+    if (this.#snapshotting !== undefined || this.#closed !== undefined) return;
+    if (this.#wal.recordsInSegment < this.#snapshotRecords && this.#wal.bytesInSegment < this.#snapshotBytes)
+      return;
+    this.snapshot().catch((err: unknown) => {
+      this.#log?.error({ err }, 'snapshot failed; the log keeps growing until one succeeds');
+    });
+  }
+
+  /** Flushes the log, writes a final snapshot (fast next start), closes the engine; idempotent. */
+  close(): Promise<void> {
+    this.#closed ??= this.#close();
+    return this.#closed;
+  }
+
+  async #close(): Promise<void> {
+    const errors: unknown[] = [];
+    const step = async (fn: () => Promise<unknown>): Promise<void> => {
+      try {
+        await fn();
+      } catch (err) {
+        errors.push(err);
+      }
+    };
+    await step(async () => this.#snapshotting);
+    await step(() => this.#takeSnapshot());
+    await step(() => this.store.close());
+    await step(() => this.#wal.close());
+    await step(() => unlockDir(this.dataDir));
+    if (errors.length > 0) throw errors[0];
+  }
+}
+
+/** Re-applies one log entry, skipping what the snapshot already holds. */
+function replayOne(store: MemoryStore, leases: Set<string>, entry: JournalEntry, snapshotRev: number): void {
+  switch (entry.type) {
+    case 'write':
+      if (entry.revision <= snapshotRev) return;
+      break;
+    case 'lease-grant':
+      // The segment after a snapshot may repeat grants the snapshot holds; granting again would
+      // detach the lease's keys.
+      if (leases.has(entry.id)) return;
+      leases.add(entry.id);
+      break;
+    case 'lease-end':
+      leases.delete(entry.id);
+      break;
+    case 'compact':
+      break;
+  }
+  store.replay(entry);
+}
+
+async function readMemberId(dir: string): Promise<string> {
+  const file = join(dir, 'member-id');
+  try {
+    const id = (await readFile(file, 'utf8')).trim();
+    if (/^\d+$/.test(id)) return id;
+  } catch {
+    // first start
+  }
+  // A positive 63-bit id, as etcd's member ids are uint64 shown in hex.
+  const id = (randomBytes(8).readBigUInt64BE() >> 1n).toString();
+  await writeFile(file, `${id}\n`);
+  return id;
+}
+
+async function lockDir(dir: string): Promise<void> {
+  const file = join(dir, 'LOCK');
+  try {
+    const pid = Number((await readFile(file, 'utf8')).trim());
+    if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && alive(pid)) {
+      throw new MusterError(
+        'MUSTER_DATA_DIR_LOCKED',
+        `the data directory ${dir} is in use by process ${pid}; stop it or choose another --data-dir`,
+        { details: { dataDir: dir, pid } },
+      );
+    }
+    if (pid === process.pid && held.has(dir)) {
+      throw new MusterError(
+        'MUSTER_DATA_DIR_LOCKED',
+        `the data directory ${dir} is already open in this process; close the other server first`,
+        { details: { dataDir: dir, pid } },
+      );
+    }
+  } catch (err) {
+    if (err instanceof MusterError) throw err;
+    // no lock file: free
+  }
+  await writeFile(file, `${process.pid}\n`);
+  held.add(dir);
+}
+
+const held = new Set<string>();
+
+async function unlockDir(dir: string): Promise<void> {
+  if (!held.delete(dir)) return;
+  await rm(join(dir, 'LOCK'), { force: true });
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}

@@ -1,0 +1,247 @@
+/**
+ * The etcd KV service (Range, Put, DeleteRange, Txn, Compact) on the memory engine.
+ *
+ * Differences from etcd, each refused with INVALID_ARGUMENT rather than answered wrongly: keys that
+ * are not UTF-8, compares over a key range, nested transactions, reads at a past revision inside a
+ * transaction, and `ignore_value`/`ignore_lease` inside a transaction. `prev_kv` on puts and deletes
+ * inside a transaction is not returned.
+ */
+import type { UntypedServiceImplementation } from '@grpc/grpc-js';
+import type { Compare, CompareOp, KeySelector, KeyValue, TxnOp, TxnOpResult } from '../../store/types.js';
+import { NO_LEASE } from '../../store/types.js';
+import { header, type ResponseHeader, type ServiceContext, unary } from './context.js';
+import {
+  decodeKey,
+  finishRange,
+  kvOut,
+  leaseOf,
+  needsFullScan,
+  type ProtoKeyValue,
+  type RangeLike,
+  selectorOf,
+} from './convert.js';
+import { ETCD } from './errors.js';
+
+interface RangeRequest extends RangeLike {
+  key: Buffer;
+  range_end: Buffer;
+  revision: string;
+  serializable: boolean;
+  keys_only: boolean;
+  count_only: boolean;
+}
+interface RangeResponse {
+  header: ResponseHeader;
+  kvs: ProtoKeyValue[];
+  more: boolean;
+  count: number;
+}
+interface PutRequest {
+  key: Buffer;
+  value: Buffer;
+  lease: string;
+  prev_kv: boolean;
+  ignore_value: boolean;
+  ignore_lease: boolean;
+}
+interface DeleteRangeRequest {
+  key: Buffer;
+  range_end: Buffer;
+  prev_kv: boolean;
+}
+interface CompareRequest {
+  result: number;
+  target: number;
+  key: Buffer;
+  target_union?: 'version' | 'create_revision' | 'mod_revision' | 'value' | 'lease';
+  version?: string;
+  create_revision?: string;
+  mod_revision?: string;
+  value?: Buffer;
+  lease?: string;
+  range_end: Buffer;
+}
+interface RequestOp {
+  request?: 'request_range' | 'request_put' | 'request_delete_range' | 'request_txn';
+  request_range?: RangeRequest;
+  request_put?: PutRequest;
+  request_delete_range?: DeleteRangeRequest;
+}
+interface TxnRequest {
+  compare: CompareRequest[];
+  success: RequestOp[];
+  failure: RequestOp[];
+}
+
+const RESULT_OPS: readonly CompareOp[] = ['=', '>', '<', '!='];
+
+/** The KV service implementation. */
+export function kvService(ctx: ServiceContext): UntypedServiceImplementation {
+  const store = ctx.store;
+
+  async function range(req: RangeRequest): Promise<RangeResponse> {
+    const selector = selectorOf(req.key, req.range_end);
+    const revision = Number(req.revision);
+    const full = needsFullScan(req);
+    const r = await store.range(selector, {
+      ...(revision > 0 ? { revision } : {}),
+      limit: full ? 0 : Number(req.limit),
+      keysOnly: req.keys_only,
+      countOnly: req.count_only,
+    });
+    let kvs: readonly KeyValue[] = r.kvs;
+    let more = r.more;
+    if (full && !req.count_only) ({ kvs, more } = finishRange(r.kvs, req));
+    // etcd's header carries the current revision, also for reads of the past.
+    const head = revision > 0 ? await store.headRevision() : r.revision;
+    return { header: header(ctx, head), kvs: kvs.map(kvOut), more, count: r.count };
+  }
+
+  async function put(req: PutRequest): Promise<{ header: ResponseHeader; prev_kv: ProtoKeyValue | null }> {
+    const key = decodeKey(req.key);
+    const lease = leaseOf(req.lease);
+    if (lease === undefined) throw ETCD.leaseNotFound();
+    if (req.ignore_value || req.ignore_lease) return putIgnoring(key, req, lease);
+    const r = await store.put(key, req.value, { lease, prevKv: req.prev_kv });
+    return { header: header(ctx, r.revision), prev_kv: r.prev ? kvOut(r.prev) : null };
+  }
+
+  /** `ignore_value` / `ignore_lease`: keep the current value or lease, atomically. */
+  async function putIgnoring(
+    key: string,
+    req: PutRequest,
+    lease: string,
+  ): Promise<{ header: ResponseHeader; prev_kv: ProtoKeyValue | null }> {
+    if (req.ignore_value && req.value.length > 0) throw ETCD.valueProvided();
+    if (req.ignore_lease && lease !== NO_LEASE) throw ETCD.leaseProvided();
+    for (;;) {
+      const cur = await store.get(key);
+      if (cur === undefined) throw ETCD.keyNotFound();
+      const r = await store.txn(
+        [{ key, target: 'modRevision', op: '=', value: cur.modRevision }],
+        [
+          {
+            type: 'put',
+            key,
+            value: req.ignore_value ? cur.value : req.value,
+            lease: req.ignore_lease ? cur.lease : lease,
+          },
+        ],
+      );
+      if (r.succeeded) return { header: header(ctx, r.revision), prev_kv: req.prev_kv ? kvOut(cur) : null };
+    }
+  }
+
+  async function deleteRange(
+    req: DeleteRangeRequest,
+  ): Promise<{ header: ResponseHeader; deleted: number; prev_kvs: ProtoKeyValue[] }> {
+    const r = await store.delete(selectorOf(req.key, req.range_end), { prevKv: req.prev_kv });
+    return { header: header(ctx, r.revision), deleted: r.deleted, prev_kvs: r.prev.map(kvOut) };
+  }
+
+  async function txn(req: TxnRequest): Promise<{
+    header: ResponseHeader;
+    succeeded: boolean;
+    responses: Record<string, unknown>[];
+  }> {
+    const compares = req.compare.map(toCompare);
+    const success = req.success.map(toOp);
+    const failure = req.failure.map(toOp);
+    const r = await store.txn(
+      compares,
+      success.map((o) => o.op),
+      failure.map((o) => o.op),
+    );
+    const ops = r.succeeded ? success : failure;
+    const h = header(ctx, r.revision);
+    const responses = r.results.map((res, i) => toResponseOp(res, ops[i]?.range, h));
+    return { header: h, succeeded: r.succeeded, responses };
+  }
+
+  async function compact(req: { revision: string }): Promise<{ header: ResponseHeader }> {
+    await store.compact(Number(req.revision));
+    return { header: header(ctx, await store.headRevision()) };
+  }
+
+  return {
+    Range: unary(ctx, range),
+    Put: unary(ctx, put),
+    DeleteRange: unary(ctx, deleteRange),
+    Txn: unary(ctx, txn),
+    Compact: unary(ctx, compact),
+  };
+}
+
+function toCompare(c: CompareRequest): Compare {
+  if (c.range_end !== undefined && c.range_end.length > 0)
+    throw ETCD.unsupported('a compare over a key range');
+  const key = decodeKey(c.key);
+  const op = RESULT_OPS[c.result];
+  if (op === undefined) throw ETCD.invalid(`unknown compare result ${c.result}`);
+  switch (c.target) {
+    case 0:
+      return { key, op, target: 'version', value: Number(c.version ?? 0) };
+    case 1:
+      return { key, op, target: 'createRevision', value: Number(c.create_revision ?? 0) };
+    case 2:
+      return { key, op, target: 'modRevision', value: Number(c.mod_revision ?? 0) };
+    case 3:
+      return { key, op, target: 'value', value: c.value ?? Buffer.alloc(0) };
+    case 4: {
+      const lease = String(c.lease ?? '0');
+      // A negative lease id matches no key; compare against an id no lease can have.
+      return { key, op, target: 'lease', value: /^-/.test(lease) ? '0' : lease };
+    }
+    default:
+      throw ETCD.invalid(`unknown compare target ${c.target}`);
+  }
+}
+
+/** A transaction operation, and for ranges the request (sorting and filters happen afterwards). */
+function toOp(o: RequestOp): { op: TxnOp; range?: RangeRequest } {
+  if (o.request_put) {
+    const p = o.request_put;
+    if (p.ignore_value || p.ignore_lease)
+      throw ETCD.unsupported('ignore_value or ignore_lease inside a transaction');
+    const lease = leaseOf(p.lease);
+    if (lease === undefined) throw ETCD.leaseNotFound();
+    return { op: { type: 'put', key: decodeKey(p.key), value: p.value, lease } };
+  }
+  if (o.request_delete_range) {
+    const d = o.request_delete_range;
+    return { op: { type: 'delete', selector: selectorOf(d.key, d.range_end) } };
+  }
+  if (o.request_range) {
+    const r = o.request_range;
+    if (Number(r.revision) > 0) throw ETCD.unsupported('a read at a past revision inside a transaction');
+    const selector: KeySelector = selectorOf(r.key, r.range_end);
+    const full = needsFullScan(r);
+    return {
+      op: { type: 'range', selector, limit: full ? 0 : Number(r.limit), keysOnly: r.keys_only },
+      range: r,
+    };
+  }
+  if (o.request === 'request_txn') throw ETCD.unsupported('a nested transaction');
+  throw ETCD.invalid('a transaction operation is empty');
+}
+
+function toResponseOp(
+  res: TxnOpResult,
+  req: RangeRequest | undefined,
+  h: ResponseHeader,
+): Record<string, unknown> {
+  switch (res.type) {
+    case 'put':
+      return { response_put: { header: h, prev_kv: null } };
+    case 'delete':
+      return { response_delete_range: { header: h, deleted: res.deleted, prev_kvs: [] } };
+    case 'range': {
+      let kvs: readonly KeyValue[] = res.kvs;
+      let more = res.more;
+      if (req !== undefined && needsFullScan(req)) ({ kvs, more } = finishRange(res.kvs, req));
+      if (req?.count_only === true)
+        return { response_range: { header: h, kvs: [], more: false, count: res.count } };
+      return { response_range: { header: h, kvs: kvs.map(kvOut), more, count: res.count } };
+    }
+  }
+}

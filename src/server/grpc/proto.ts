@@ -1,0 +1,49 @@
+/**
+ * The etcd v3 service definitions, loaded from the `.proto` files that ship with the `etcd3`
+ * package (the same files its client uses), so the server and its clients cannot drift apart.
+ */
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { loadPackageDefinition, type ServiceDefinition } from '@grpc/grpc-js';
+import { loadSync } from '@grpc/proto-loader';
+
+/** The etcd services muster serves (every RPC of each; those not implemented answer UNIMPLEMENTED). */
+export interface EtcdServices {
+  readonly KV: ServiceDefinition;
+  readonly Watch: ServiceDefinition;
+  readonly Lease: ServiceDefinition;
+  readonly Cluster: ServiceDefinition;
+  readonly Maintenance: ServiceDefinition;
+  readonly Auth: ServiceDefinition;
+}
+
+let loaded: EtcdServices | undefined;
+
+/**
+ * Loads the definitions once per process. Field names stay as in the `.proto` (`create_revision`),
+ * 64-bit integers are decimal strings, enums are numbers, and oneofs name their set member.
+ */
+export function etcdServices(): EtcdServices {
+  if (loaded !== undefined) return loaded;
+  const require = createRequire(import.meta.url);
+  const protoDir = join(dirname(require.resolve('etcd3/package.json')), 'proto');
+  const definition = loadSync(join(protoDir, 'rpc.proto'), {
+    keepCase: true,
+    longs: String,
+    defaults: true,
+    oneofs: true,
+  });
+  const pkg = loadPackageDefinition(definition) as unknown as {
+    etcdserverpb: Record<keyof EtcdServices, { service: ServiceDefinition }>;
+  };
+  const s = pkg.etcdserverpb;
+  loaded = {
+    KV: s.KV.service,
+    Watch: s.Watch.service,
+    Lease: s.Lease.service,
+    Cluster: s.Cluster.service,
+    Maintenance: s.Maintenance.service,
+    Auth: s.Auth.service,
+  };
+  return loaded;
+}

@@ -1,0 +1,288 @@
+/**
+ * The etcd Watch service: one bidirectional stream carries many watchers.
+ *
+ * Each watcher is a memory-engine watch pumped onto the stream in revision order; a response never
+ * ends inside a revision. Progress follows etcd ≥ 3.4.25: a `progress_request` is answered with
+ * `watch_id = -1` and the head revision once every watcher on the stream has sent everything up to
+ * that revision, so the answer never overtakes an event. Watchers created with `progress_notify`
+ * get their own progress response when they were idle for a whole interval. A watcher created at a
+ * compacted revision is cancelled with `compact_revision` set, as etcd does.
+ */
+import type { ServerDuplexStream, UntypedServiceImplementation } from '@grpc/grpc-js';
+import { isMusterError } from '../../errors.js';
+import type { KeyValue, Watch, WatchEvent } from '../../store/types.js';
+import { failStream, header, type ServiceContext } from './context.js';
+import { kvOut, selectorOf } from './convert.js';
+import { ETCD, toGrpcError } from './errors.js';
+
+interface CreateRequest {
+  key: Buffer;
+  range_end: Buffer;
+  start_revision: string;
+  progress_notify: boolean;
+  filters: number[];
+  prev_kv: boolean;
+  watch_id: string;
+}
+interface WatchRequest {
+  request_union?: 'create_request' | 'cancel_request' | 'progress_request';
+  create_request?: CreateRequest;
+  cancel_request?: { watch_id: string };
+  progress_request?: Record<string, never>;
+}
+
+/** `WatchCreateRequest.FilterType`. */
+const NOPUT = 0;
+const NODELETE = 1;
+/** The watch id of responses that belong to no watcher (stream-wide progress). */
+const NO_WATCH_ID = -1;
+
+/** One outstanding stream-wide progress request. */
+interface ProgressAll {
+  readonly remaining: Set<number>;
+  revision: number;
+}
+
+interface Watcher {
+  readonly id: number;
+  readonly watch: Watch;
+  readonly startRevision: number;
+  readonly noPut: boolean;
+  readonly noDelete: boolean;
+  readonly notify: boolean;
+  /** Why each requested progress batch was asked for, in order. */
+  readonly reasons: (ProgressAll | 'notify')[];
+  /** Sent something since the last periodic check. */
+  active: boolean;
+  canceled: boolean;
+}
+
+/** The Watch service implementation. */
+export function watchService(ctx: ServiceContext): UntypedServiceImplementation {
+  return {
+    Watch: (call: ServerDuplexStream<WatchRequest, unknown>) => {
+      try {
+        ctx.auth.check(call.metadata);
+      } catch (err) {
+        failStream(call, err);
+        return;
+      }
+      new WatchStream(ctx, call).start();
+    },
+  };
+}
+
+class WatchStream {
+  readonly #ctx: ServiceContext;
+  readonly #call: ServerDuplexStream<WatchRequest, unknown>;
+  readonly #watchers = new Map<number, Watcher>();
+  #nextId = 0;
+  #timer: NodeJS.Timeout | undefined;
+  #ended = false;
+  readonly #handle = { end: (): void => this.#end(true) };
+
+  constructor(ctx: ServiceContext, call: ServerDuplexStream<WatchRequest, unknown>) {
+    this.#ctx = ctx;
+    this.#call = call;
+  }
+
+  start(): void {
+    this.#ctx.streams.add(this.#handle);
+    this.#call.on('data', (req: WatchRequest) => this.#onRequest(req));
+    this.#call.on('end', () => this.#end(true));
+    this.#call.on('cancelled', () => this.#end(false));
+    this.#call.on('error', () => this.#end(false));
+  }
+
+  #onRequest(req: WatchRequest): void {
+    if (this.#ended) return;
+    try {
+      if (req.create_request) this.#create(req.create_request);
+      else if (req.cancel_request) this.#cancel(Number(req.cancel_request.watch_id));
+      else if (req.progress_request) this.#progressAll();
+    } catch (err) {
+      // A bad create request: etcd answers created + canceled with the reason.
+      this.#send({
+        header: header(this.#ctx, this.#ctx.store.revision),
+        watch_id: NO_WATCH_ID,
+        created: true,
+        canceled: true,
+        cancel_reason: toGrpcError(err).details,
+      });
+    }
+  }
+
+  #create(req: CreateRequest): void {
+    const selector = selectorOf(req.key, req.range_end);
+    let id = Number(req.watch_id);
+    if (id > 0) {
+      if (this.#watchers.has(id)) throw ETCD.invalid(`watch id ${id} is already in use on this stream`);
+    } else {
+      while (this.#watchers.has(this.#nextId)) this.#nextId++;
+      id = this.#nextId++;
+    }
+    const start = Number(req.start_revision);
+    const watch = this.#ctx.store.watch(selector, {
+      ...(start > 0 ? { fromRevision: start } : {}),
+      prevKv: req.prev_kv,
+    });
+    const filters = req.filters ?? [];
+    const w: Watcher = {
+      id,
+      watch,
+      startRevision: start,
+      noPut: filters.includes(NOPUT),
+      noDelete: filters.includes(NODELETE),
+      notify: req.progress_notify,
+      reasons: [],
+      active: false,
+      canceled: false,
+    };
+    this.#watchers.set(id, w);
+    this.#send({ header: header(this.#ctx, this.#ctx.store.revision), watch_id: id, created: true });
+    if (w.notify) this.#armNotify();
+    this.#pump(w).catch((err: unknown) => this.#ctx.log?.error({ err }, 'watch pump failed'));
+  }
+
+  async #pump(w: Watcher): Promise<void> {
+    try {
+      for await (const batch of w.watch) {
+        if (w.canceled || this.#ended) return;
+        if (batch.type === 'events') {
+          if (batch.revision < w.startRevision) continue; // a future start revision
+          const events = batch.events.filter((e) => (e.type === 'put' ? !w.noPut : !w.noDelete));
+          w.active = true;
+          if (events.length === 0) continue;
+          this.#send({
+            header: header(this.#ctx, batch.revision),
+            watch_id: w.id,
+            events: events.map(eventOut),
+          });
+          continue;
+        }
+        const reason = w.reasons.shift();
+        if (reason === 'notify') {
+          if (batch.revision + 1 < w.startRevision) continue; // not caught up with its start yet
+          this.#send({ header: header(this.#ctx, batch.revision), watch_id: w.id, events: [] });
+        } else if (reason !== undefined) {
+          reason.revision = Math.max(reason.revision, batch.revision);
+          reason.remaining.delete(w.id);
+          this.#settle(reason);
+        }
+      }
+    } catch (err) {
+      if (w.canceled || this.#ended) return;
+      this.#drop(w);
+      const compactRevision = isMusterError(err, 'MUSTER_COMPACTED')
+        ? Number(err.details.compactRevision ?? 0)
+        : 0;
+      this.#send({
+        header: header(this.#ctx, this.#ctx.store.revision),
+        watch_id: w.id,
+        canceled: true,
+        compact_revision: compactRevision,
+        cancel_reason: toGrpcError(err).details,
+      });
+    }
+  }
+
+  #cancel(id: number): void {
+    const w = this.#watchers.get(id);
+    if (w === undefined) return;
+    this.#drop(w);
+    this.#send({ header: header(this.#ctx, this.#ctx.store.revision), watch_id: id, canceled: true });
+  }
+
+  /** Forgets a watcher; progress requests that waited for it no longer do. */
+  #drop(w: Watcher): void {
+    w.canceled = true;
+    this.#watchers.delete(w.id);
+    w.watch.close();
+    for (const reason of w.reasons) {
+      if (reason === 'notify') continue;
+      reason.remaining.delete(w.id);
+      this.#settle(reason);
+    }
+    w.reasons.length = 0;
+  }
+
+  #progressAll(): void {
+    if (this.#watchers.size === 0) {
+      this.#ctx.store.headRevision().then(
+        (rev) => this.#send({ header: header(this.#ctx, rev), watch_id: NO_WATCH_ID }),
+        (err: unknown) => this.#fail(err),
+      );
+      return;
+    }
+    const request: ProgressAll = { remaining: new Set(this.#watchers.keys()), revision: 0 };
+    for (const w of this.#watchers.values()) {
+      w.reasons.push(request);
+      w.watch.requestProgress();
+    }
+  }
+
+  #settle(request: ProgressAll): void {
+    if (request.remaining.size > 0) return;
+    request.remaining.add(NaN); // settle once
+    this.#send({ header: header(this.#ctx, request.revision), watch_id: NO_WATCH_ID });
+  }
+
+  #armNotify(): void {
+    if (this.#timer !== undefined) return;
+    this.#timer = setInterval(() => {
+      let any = false;
+      for (const w of this.#watchers.values()) {
+        if (!w.notify) continue;
+        any = true;
+        if (!w.active && !w.reasons.includes('notify')) {
+          w.reasons.push('notify');
+          w.watch.requestProgress();
+        }
+        w.active = false;
+      }
+      if (!any) this.#clearTimer();
+    }, this.#ctx.progressNotifyMs);
+    this.#timer.unref();
+  }
+
+  #clearTimer(): void {
+    if (this.#timer !== undefined) clearInterval(this.#timer);
+    this.#timer = undefined;
+  }
+
+  #send(response: Record<string, unknown>): void {
+    if (this.#ended) return;
+    this.#call.write(response);
+  }
+
+  #fail(err: unknown): void {
+    if (this.#ended) return;
+    this.#end(false);
+    failStream(this.#call, err);
+  }
+
+  #end(endCall: boolean): void {
+    if (this.#ended) return;
+    this.#ended = true;
+    this.#ctx.streams.delete(this.#handle);
+    this.#clearTimer();
+    for (const w of this.#watchers.values()) {
+      w.canceled = true;
+      w.watch.close();
+    }
+    this.#watchers.clear();
+    if (endCall) this.#call.end();
+  }
+}
+
+function eventOut(e: WatchEvent): {
+  type: number;
+  kv: ReturnType<typeof kvOut>;
+  prev_kv: ReturnType<typeof kvOut> | null;
+} {
+  return {
+    type: e.type === 'put' ? 0 : 1,
+    kv: kvOut(e.kv),
+    prev_kv: e.prev ? kvOut(e.prev as KeyValue) : null,
+  };
+}

@@ -1,0 +1,101 @@
+/**
+ * Snapshots of `muster serve`: the whole engine state at one revision, so that start-up reads one
+ * file instead of the whole history, and old log segments can be deleted.
+ *
+ * A snapshot file `snap-<revision>.snap` is `magic | u32 CRC32(body) | body`. It is written to a
+ * temporary name, fsynced, renamed into place and the directory fsynced: a crash leaves either the
+ * old snapshot or the new one, never half of one. The body names the first log segment that
+ * follows it; start-up replays that segment and the later ones.
+ */
+import { readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { closeSync, fsyncSync, openSync } from 'node:fs';
+import { join } from 'node:path';
+import { MusterError } from '../errors.js';
+import type { EngineSnapshot } from '../store/memory/journal.js';
+import { crc32, decodeSnapshot, encodeSnapshot } from './codec.js';
+import { syncDir } from './wal.js';
+
+/** Magic at the start of every snapshot; the trailing digit is the format version. */
+export const SNAPSHOT_MAGIC = Buffer.from('MSTRSNP1', 'latin1');
+
+/** The file name of the snapshot at `revision`. */
+export function snapshotName(revision: number): string {
+  return `snap-${String(revision).padStart(16, '0')}.snap`;
+}
+
+/** Parses a snapshot file name; `undefined` for other files. */
+export function snapshotRevision(name: string): number | undefined {
+  const m = /^snap-(\d{16})\.snap$/.exec(name);
+  return m === null ? undefined : Number(m[1]);
+}
+
+/** Writes a snapshot durably (temp file, fsync, rename, directory fsync); returns its file name. */
+export async function writeSnapshot(
+  dir: string,
+  snapshot: EngineSnapshot,
+  firstSegment: number,
+): Promise<string> {
+  const body = encodeSnapshot(snapshot, firstSegment);
+  const head = Buffer.allocUnsafe(SNAPSHOT_MAGIC.length + 4);
+  SNAPSHOT_MAGIC.copy(head, 0);
+  head.writeUInt32LE(crc32(body), SNAPSHOT_MAGIC.length);
+  const name = snapshotName(snapshot.revision);
+  const tmp = join(dir, `${name}.tmp`);
+  await writeFile(tmp, Buffer.concat([head, body]));
+  const fd = openSync(tmp, 'r+');
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  await rename(tmp, join(dir, name));
+  syncDir(dir);
+  return name;
+}
+
+/**
+ * Reads the newest snapshot in `dir`, if any. Throws `MUSTER_CORRUPT_DATA` when it fails its check
+ * (snapshots are renamed into place only when complete, so a bad one is real corruption).
+ */
+export async function readNewestSnapshot(
+  dir: string,
+): Promise<{ snapshot: EngineSnapshot; firstSegment: number; file: string } | undefined> {
+  const names = (await readdir(dir))
+    .filter((n) => snapshotRevision(n) !== undefined)
+    .sort()
+    .reverse();
+  const name = names[0];
+  if (name === undefined) return undefined;
+  const file = join(dir, name);
+  const buf = await readFile(file);
+  const bodyAt = SNAPSHOT_MAGIC.length + 4;
+  if (
+    buf.length < bodyAt ||
+    !buf.subarray(0, SNAPSHOT_MAGIC.length).equals(SNAPSHOT_MAGIC) ||
+    crc32(buf.subarray(bodyAt)) !== buf.readUInt32LE(SNAPSHOT_MAGIC.length)
+  ) {
+    throw new MusterError(
+      'MUSTER_CORRUPT_DATA',
+      `the snapshot ${file} failed its integrity check; restore the data directory from a backup`,
+      { details: { file } },
+    );
+  }
+  try {
+    return { ...decodeSnapshot(buf, bodyAt), file };
+  } catch (err) {
+    throw new MusterError('MUSTER_CORRUPT_DATA', `the snapshot ${file} could not be decoded`, {
+      cause: err,
+      details: { file },
+    });
+  }
+}
+
+/** Deletes snapshots other than `keep`, and leftover temporary files. */
+export async function removeOtherSnapshots(dir: string, keep: string): Promise<void> {
+  for (const n of await readdir(dir)) {
+    if (n === keep) continue;
+    if (snapshotRevision(n) !== undefined || /^snap-\d{16}\.snap\.tmp$/.test(n)) {
+      await rm(join(dir, n), { force: true });
+    }
+  }
+}

@@ -1,0 +1,305 @@
+/**
+ * The write-ahead log of `muster serve`: the memory engine's {@link Journal} on disk.
+ *
+ * The log is a sequence of segment files `wal-<n>.log` in the data directory. Each starts with an
+ * 8-byte magic and holds records framed as `u32 length | u32 CRC32(payload) | payload`. Appends are
+ * buffered in memory; {@link Wal.flush} writes everything appended so far with one synchronous write
+ * (O_DSYNC, or a write and an `fdatasync`), so that writes arriving during a sync share the next one
+ * (group commit). A snapshot
+ * rotates to a new segment so that older segments can be deleted once the snapshot is durable.
+ *
+ * Recovery ({@link readSegment}) checks every record. A bad record at the end of the newest segment
+ * is a torn write from a crash and is cut off (it was never acknowledged: acknowledgement waits for
+ * the sync); a bad record followed by good ones, or in an older segment, is corruption and stops
+ * start-up with `MUSTER_CORRUPT_DATA`.
+ */
+import { closeSync, constants, fsyncSync, openSync } from 'node:fs';
+import { type FileHandle, open, readFile, truncate } from 'node:fs/promises';
+import { join } from 'node:path';
+import { MusterError } from '../errors.js';
+import type { Journal, JournalEntry } from '../store/memory/journal.js';
+import { BinWriter, crc32, encodeEntry } from './codec.js';
+
+/** Magic at the start of every segment; the trailing digit is the format version. */
+export const WAL_MAGIC = Buffer.from('MSTRWAL1', 'latin1');
+/** Bytes before each payload: length and CRC. */
+const FRAME = 8;
+/** No record is larger than this (gRPC refuses requests above ~2 MiB long before). */
+export const MAX_RECORD_BYTES = 64 * 1024 * 1024;
+
+/** The file name of segment `n`. */
+export function segmentName(n: number): string {
+  return `wal-${String(n).padStart(16, '0')}.log`;
+}
+
+/** Parses a segment file name; `undefined` for other files. */
+export function segmentNumber(name: string): number | undefined {
+  const m = /^wal-(\d{16})\.log$/.exec(name);
+  return m === null ? undefined : Number(m[1]);
+}
+
+/** Frames one payload as a record. */
+export function frameRecord(payload: Uint8Array): Buffer {
+  const rec = Buffer.allocUnsafe(FRAME + payload.length);
+  rec.writeUInt32LE(payload.length, 0);
+  rec.writeUInt32LE(crc32(payload), 4);
+  rec.set(payload, FRAME);
+  return rec;
+}
+
+/** The result of reading one segment at start-up. */
+export interface SegmentRead {
+  readonly payloads: Buffer[];
+  /** Bytes of good records (including the magic); the file is cut here when `torn`. */
+  readonly goodLength: number;
+  /** True when a torn tail was found (only allowed in the newest segment). */
+  readonly torn: boolean;
+  readonly fileLength: number;
+}
+
+/** True when a well-formed record starts at `at`. */
+function recordAt(buf: Buffer, at: number): number | undefined {
+  if (at + FRAME > buf.length) return undefined;
+  const len = buf.readUInt32LE(at);
+  if (len === 0 || len > MAX_RECORD_BYTES || at + FRAME + len > buf.length) return undefined;
+  if (crc32(buf.subarray(at + FRAME, at + FRAME + len)) !== buf.readUInt32LE(at + 4)) return undefined;
+  return len;
+}
+
+/**
+ * Reads and checks every record of a segment. In the newest segment (`last`), a bad record with
+ * nothing valid after it is a torn tail; anywhere else it is corruption.
+ *
+ * Throws `MUSTER_CORRUPT_DATA` naming the file and offset.
+ */
+export async function readSegment(path: string, last: boolean): Promise<SegmentRead> {
+  const buf = await readFile(path);
+  const corrupt = (offset: number, why: string): MusterError =>
+    new MusterError(
+      'MUSTER_CORRUPT_DATA',
+      `the write-ahead log ${path} is corrupt at byte ${offset} (${why}); restore the data directory from a backup`,
+      { details: { file: path, offset } },
+    );
+  if (buf.length < WAL_MAGIC.length || !buf.subarray(0, WAL_MAGIC.length).equals(WAL_MAGIC)) {
+    // A segment is created with its magic and synced before any record is written to it, so a short
+    // or blank header means the crash came during creation.
+    if (
+      last &&
+      buf.subarray(0, Math.min(buf.length, WAL_MAGIC.length)).every((b, i) => b === 0 || b === WAL_MAGIC[i])
+    ) {
+      return { payloads: [], goodLength: 0, torn: buf.length > 0, fileLength: buf.length };
+    }
+    throw corrupt(0, 'bad header');
+  }
+  const payloads: Buffer[] = [];
+  let at = WAL_MAGIC.length;
+  while (at < buf.length) {
+    const len = recordAt(buf, at);
+    if (len === undefined) {
+      if (!last) throw corrupt(at, 'bad record in a segment that is not the newest');
+      // Torn tail or corruption? Corruption leaves good records after the bad one.
+      for (let q = at + 1; q + FRAME < buf.length; q++) {
+        if (recordAt(buf, q) !== undefined) throw corrupt(at, 'bad record followed by good records');
+      }
+      return { payloads, goodLength: at, torn: true, fileLength: buf.length };
+    }
+    payloads.push(buf.subarray(at + FRAME, at + FRAME + len));
+    at += FRAME + len;
+  }
+  return { payloads, goodLength: at, torn: false, fileLength: buf.length };
+}
+
+/** Cuts a torn tail off a segment and syncs it. */
+export async function truncateSegment(path: string, length: number): Promise<void> {
+  await truncate(path, length);
+  const fd = openSync(path, 'r+');
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Fsyncs a directory, so that created, renamed and deleted names are durable. */
+export function syncDir(dir: string): void {
+  const fd = openSync(dir, 'r');
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+interface Waiter {
+  readonly seq: number;
+  readonly resolve: () => void;
+  readonly reject: (err: unknown) => void;
+}
+
+/** The log writer. Create with {@link Wal.create}. */
+export class Wal implements Journal {
+  readonly #dir: string;
+  #segment: number;
+  #fh: FileHandle;
+  #pending: Buffer[] = [];
+  #appended = 0;
+  #synced = 0;
+  #waiters: Waiter[] = [];
+  #running: Promise<void> | undefined;
+  #rotateWaiters: { resolve: (n: number) => void; reject: (e: unknown) => void }[] = [];
+  #error: unknown;
+  #closed = false;
+  readonly #scratch = new BinWriter(4096);
+  /** Records and bytes appended since the last rotation (the snapshot policy reads them). */
+  recordsInSegment = 0;
+  bytesInSegment = 0;
+
+  private constructor(dir: string, segment: number, fh: FileHandle) {
+    this.#dir = dir;
+    this.#segment = segment;
+    this.#fh = fh;
+  }
+
+  /** Creates segment `segment` (which must not exist) and returns a log writing to it. */
+  static async create(dir: string, segment: number): Promise<Wal> {
+    return new Wal(dir, segment, await createSegment(dir, segment));
+  }
+
+  /** The segment being written. */
+  get segment(): number {
+    return this.#segment;
+  }
+
+  append(entry: JournalEntry): void {
+    if (this.#closed) return;
+    this.#scratch.reset();
+    const rec = frameRecord(encodeEntry(entry, this.#scratch));
+    this.#pending.push(rec);
+    this.#appended++;
+    this.recordsInSegment++;
+    this.bytesInSegment += rec.length;
+  }
+
+  flush(): Promise<void> {
+    if (this.#error !== undefined) return Promise.reject(this.#error);
+    const seq = this.#appended;
+    if (seq <= this.#synced) return Promise.resolve();
+    const done = new Promise<void>((resolve, reject) => this.#waiters.push({ seq, resolve, reject }));
+    this.#kick();
+    return done;
+  }
+
+  /**
+   * Switches to a new segment once everything already handed to the disk is synced. Resolves to the
+   * new segment's number; every record in older segments is durable by then.
+   */
+  rotate(): Promise<number> {
+    if (this.#error !== undefined) return Promise.reject(this.#error);
+    const done = new Promise<number>((resolve, reject) => this.#rotateWaiters.push({ resolve, reject }));
+    this.#kick();
+    return done;
+  }
+
+  /** Flushes what is pending and closes the file; idempotent. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    try {
+      await this.flush();
+    } finally {
+      this.#closed = true;
+      await this.#running?.catch(() => undefined);
+      await this.#fh.close().catch(() => undefined);
+    }
+  }
+
+  #kick(): void {
+    if (this.#running !== undefined) return;
+    this.#running = this.#loop().finally(() => {
+      this.#running = undefined;
+      // Work that arrived while the loop was finishing.
+      if (this.#error === undefined && (this.#pending.length > 0 || this.#rotateWaiters.length > 0)) {
+        this.#kick();
+      }
+    });
+  }
+
+  async #loop(): Promise<void> {
+    try {
+      for (;;) {
+        if (this.#pending.length > 0) {
+          const batch =
+            this.#pending.length === 1 ? (this.#pending[0] as Buffer) : Buffer.concat(this.#pending);
+          this.#pending = [];
+          const seq = this.#appended;
+          let off = 0;
+          while (off < batch.length) {
+            const { bytesWritten } = await this.#fh.write(batch, off, batch.length - off);
+            off += bytesWritten;
+          }
+          if (!DSYNC) await this.#fh.datasync();
+          this.#synced = seq;
+          this.#release();
+          continue;
+        }
+        if (this.#rotateWaiters.length > 0) {
+          const waiters = this.#rotateWaiters;
+          this.#rotateWaiters = [];
+          const next = this.#segment + 1;
+          const fh = await createSegment(this.#dir, next);
+          await this.#fh.close();
+          this.#fh = fh;
+          this.#segment = next;
+          this.recordsInSegment = 0;
+          this.bytesInSegment = 0;
+          for (const w of waiters) w.resolve(next);
+          continue;
+        }
+        return;
+      }
+    } catch (err) {
+      this.#error = new MusterError('MUSTER_INTERNAL', `writing the write-ahead log in ${this.#dir} failed`, {
+        cause: err,
+      });
+      for (const w of this.#waiters) w.reject(this.#error);
+      for (const w of this.#rotateWaiters) w.reject(this.#error);
+      this.#waiters = [];
+      this.#rotateWaiters = [];
+    }
+  }
+
+  #release(): void {
+    if (this.#waiters.length === 0) return;
+    const still: Waiter[] = [];
+    for (const w of this.#waiters) {
+      if (w.seq <= this.#synced) w.resolve();
+      else still.push(w);
+    }
+    this.#waiters = still;
+  }
+}
+
+/**
+ * Segments are opened with O_DSYNC where the platform has it: each write returns once its data is
+ * on disk, one system call instead of a write and an fdatasync. Elsewhere the log calls fdatasync.
+ */
+const DSYNC = typeof constants.O_DSYNC === 'number' && process.platform === 'linux';
+const SEGMENT_FLAGS =
+  constants.O_WRONLY |
+  constants.O_CREAT |
+  constants.O_EXCL |
+  constants.O_APPEND |
+  (DSYNC ? constants.O_DSYNC : 0);
+
+/** Creates a segment file with its magic, synced, and its name synced in the directory. */
+async function createSegment(dir: string, n: number): Promise<FileHandle> {
+  const fh = await open(join(dir, segmentName(n)), SEGMENT_FLAGS, 0o644);
+  try {
+    await fh.write(WAL_MAGIC);
+    await fh.sync();
+    syncDir(dir);
+    return fh;
+  } catch (err) {
+    await fh.close().catch(() => undefined);
+    throw err;
+  }
+}

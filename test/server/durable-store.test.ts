@@ -1,0 +1,188 @@
+import assert from 'node:assert/strict';
+import {
+  appendFileSync,
+  cpSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, test } from 'node:test';
+import { isMusterError } from '../../src/errors.js';
+import { DurableStore } from '../../src/server/durable-store.js';
+import { textOf } from '../../src/store/keys.js';
+import type { MemoryStore } from '../../src/store/memory/memory-store.js';
+
+const dirs: string[] = [];
+function tempDir(): string {
+  const d = mkdtempSync(join(tmpdir(), 'muster-durable-'));
+  dirs.push(d);
+  return d;
+}
+after(() => {
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+
+/** A copy of the data directory as a crash would leave it (the live store keeps running). */
+function crashCopy(dir: string): string {
+  const copy = tempDir();
+  cpSync(dir, copy, { recursive: true });
+  rmSync(join(copy, 'LOCK'), { force: true });
+  return copy;
+}
+
+async function dump(store: MemoryStore): Promise<Record<string, string>> {
+  const r = await store.range('');
+  return Object.fromEntries(
+    r.kvs.map((kv) => [
+      kv.key,
+      `${textOf(kv.value)}@${kv.createRevision}/${kv.modRevision}/${kv.version}/${kv.lease}`,
+    ]),
+  );
+}
+
+function segments(dir: string): string[] {
+  return readdirSync(dir)
+    .filter((n) => n.startsWith('wal-'))
+    .sort();
+}
+
+describe('durable store: log, snapshots, recovery', () => {
+  test('a clean restart keeps every key, revision, lease and the compaction point', async () => {
+    const dir = tempDir();
+    const a = await DurableStore.open({ dataDir: dir });
+    const lease = await a.store.grantLease(30);
+    await a.store.put('/a', 'one');
+    await a.store.put('/a', 'two');
+    await a.store.put('/b', 'leased', { lease: lease.id });
+    await a.store.txn(
+      [{ key: '/a', target: 'version', op: '=', value: 2 }],
+      [{ type: 'put', key: '/c', value: 'c' }],
+    );
+    await a.store.delete('/c');
+    await a.store.compact(3);
+    const before = await dump(a.store);
+    const rev = a.store.revision;
+    await a.close();
+    await a.close(); // idempotent
+
+    const b = await DurableStore.open({ dataDir: dir });
+    assert.deepEqual(await dump(b.store), before);
+    assert.equal(b.store.revision, rev);
+    const info = await b.store.leaseTimeToLive(lease.id);
+    assert.equal(info?.grantedTtlSeconds, 30);
+    assert.deepEqual(info?.keys, ['/b']);
+    await assert.rejects(b.store.get('/a', { revision: 2 }), (e) => isMusterError(e, 'MUSTER_COMPACTED'));
+    const next = await b.store.put('/d', 'd');
+    assert.equal(next.revision, rev + 1, 'revisions continue where they were');
+    // A revoked lease stays revoked, and its keys stay deleted, after another restart.
+    await b.store.revokeLease(lease.id);
+    await b.close();
+    const c = await DurableStore.open({ dataDir: dir });
+    assert.equal(await c.store.get('/b'), undefined);
+    assert.equal(await c.store.leaseTimeToLive(lease.id), undefined);
+    const l2 = await c.store.grantLease(5);
+    assert.notEqual(l2.id, lease.id, 'lease ids are never reused');
+    await c.close();
+  });
+
+  test('a crash keeps every acknowledged write (no close, copy of the directory)', async () => {
+    const dir = tempDir();
+    const a = await DurableStore.open({ dataDir: dir });
+    const writes = [];
+    for (let i = 0; i < 200; i++) writes.push(a.store.put(`/k/${i % 17}`, String(i)));
+    await Promise.all(writes);
+    const lease = await a.store.grantLease(60);
+    await a.store.put('/leased', 'x', { lease: lease.id });
+    const before = await dump(a.store);
+    const copy = crashCopy(dir);
+    const b = await DurableStore.open({ dataDir: copy });
+    assert.deepEqual(await dump(b.store), before);
+    assert.equal(b.recovery.truncatedBytes, 0);
+    assert.deepEqual((await b.store.leaseTimeToLive(lease.id))?.keys, ['/leased']);
+    await b.close();
+    await a.close();
+  });
+
+  test('periodic snapshots bound the log; recovery from snapshot + later segments is exact', async () => {
+    const dir = tempDir();
+    const a = await DurableStore.open({ dataDir: dir, snapshotRecords: 50 });
+    const lease = await a.store.grantLease(60);
+    for (let i = 0; i < 400; i++) {
+      await a.store.put(`/s/${i % 60}`, String(i), i % 7 === 0 ? { lease: lease.id } : {});
+      if (i % 100 === 99) await a.snapshot();
+    }
+    await a.snapshot();
+    assert.ok(segments(dir).length <= 2, `old segments are deleted, found ${segments(dir).join(', ')}`);
+    assert.equal(readdirSync(dir).filter((n) => n.startsWith('snap-')).length, 1);
+    for (let i = 0; i < 30; i++) await a.store.put(`/t/${i}`, 'after');
+    const before = await dump(a.store);
+    const copy = crashCopy(dir);
+    const b = await DurableStore.open({ dataDir: copy });
+    assert.deepEqual(await dump(b.store), before);
+    assert.ok(b.recovery.snapshotRevision > 0);
+    const info = await b.store.leaseTimeToLive(lease.id);
+    assert.ok((info?.keys.length ?? 0) > 0, 'lease keys survive the snapshot');
+    await b.store.revokeLease(lease.id);
+    assert.equal((await b.store.range('/s/')).kvs.filter((kv) => kv.lease !== '0').length, 0);
+    await b.close();
+    await a.close();
+  });
+
+  test('a torn tail is cut off and logged; the acknowledged writes are intact', async () => {
+    const dir = tempDir();
+    const a = await DurableStore.open({ dataDir: dir });
+    for (let i = 0; i < 20; i++) await a.store.put(`/torn/${i}`, String(i));
+    const before = await dump(a.store);
+    const copy = crashCopy(dir);
+    await a.close();
+    const last = segments(copy).at(-1) as string;
+    // Half a record: a length and CRC, and fewer payload bytes than promised.
+    const partial = Buffer.alloc(20);
+    partial.writeUInt32LE(200, 0);
+    appendFileSync(join(copy, last), partial);
+    const warnings: unknown[] = [];
+    const logger = { warn: (o: unknown) => warnings.push(o), info: () => undefined, error: () => undefined };
+    const b = await DurableStore.open({ dataDir: copy, logger: logger as never });
+    assert.equal(b.recovery.truncatedBytes, 20);
+    assert.equal(warnings.length, 1);
+    assert.deepEqual(await dump(b.store), before);
+    const r = await b.store.put('/torn/new', 'x');
+    assert.equal(r.revision, 22);
+    await b.close();
+    const c = await DurableStore.open({ dataDir: copy });
+    assert.equal(textOf((await c.store.get('/torn/new'))?.value ?? new Uint8Array()), 'x');
+    await c.close();
+  });
+
+  test('corruption before the tail stops start-up with MUSTER_CORRUPT_DATA', async () => {
+    const dir = tempDir();
+    const a = await DurableStore.open({ dataDir: dir });
+    for (let i = 0; i < 20; i++) await a.store.put(`/bad/${i}`, `value-${i}`);
+    const copy = crashCopy(dir);
+    await a.close();
+    const file = join(copy, segments(copy).at(-1) as string);
+    const bytes = readFileSync(file);
+    bytes[30] = (bytes[30] as number) ^ 0xff; // inside the first record
+    writeFileSync(file, bytes);
+    await assert.rejects(DurableStore.open({ dataDir: copy }), (e) => {
+      assert.ok(isMusterError(e, 'MUSTER_CORRUPT_DATA'), String(e));
+      assert.match(e.message, /corrupt at byte 8/);
+      return true;
+    });
+  });
+
+  test('a second server on the same directory is refused with MUSTER_DATA_DIR_LOCKED', async () => {
+    const dir = tempDir();
+    const a = await DurableStore.open({ dataDir: dir });
+    await assert.rejects(DurableStore.open({ dataDir: dir }), (e) =>
+      isMusterError(e, 'MUSTER_DATA_DIR_LOCKED'),
+    );
+    await a.close();
+    const b = await DurableStore.open({ dataDir: dir });
+    await b.close();
+  });
+});
