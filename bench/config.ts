@@ -16,6 +16,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { checkVersionHistory, initConfig, publishConfig, readConfig } from '../src/config/index.js';
 import { Fleet } from '../src/demo/fleet.js';
+import { startServer } from '../src/server/index.js';
 import { openStore } from '../src/store/index.js';
 import { startEtcd } from '../src/testing/index.js';
 import { latencySummary, quantile } from './stats.js';
@@ -34,34 +35,21 @@ interface Backend {
   close(): Promise<void>;
 }
 
-async function startBackend(kind: string): Promise<Backend | undefined> {
+async function startBackend(kind: string): Promise<Backend> {
   if (kind === 'etcd') {
     const etcd = await startEtcd();
     return { name: 'etcd 3.4 (1 member)', url: etcd.url, close: () => etcd.close() };
   }
-  const spec = '../src/server/index.js';
-  try {
-    const mod = (await import(spec)) as {
-      startServer(o: {
-        dataDir: string;
-        listen: string;
-      }): Promise<{ endpoint?: string; url?: string; close(): Promise<void> }>;
-    };
-    const dataDir = mkdtempSync(join(tmpdir(), 'muster-bench-'));
-    const server = await mod.startServer({ dataDir, listen: '127.0.0.1:0' });
-    const url = server.url ?? `etcd://${server.endpoint ?? ''}`;
-    return {
-      name: 'muster serve',
-      url,
-      close: async () => {
-        await server.close();
-        rmSync(dataDir, { recursive: true, force: true });
-      },
-    };
-  } catch {
-    console.log('muster serve is not available in this build; skipping it');
-    return undefined;
-  }
+  const dataDir = mkdtempSync(join(tmpdir(), 'muster-bench-'));
+  const server = await startServer({ dataDir, listen: '127.0.0.1:0' });
+  return {
+    name: 'muster serve',
+    url: server.url,
+    close: async () => {
+      await server.close();
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
 }
 
 async function startRelay(storeUrl: string, socket: string): Promise<ChildProcess> {
@@ -165,7 +153,6 @@ export async function run(args: string[]): Promise<void> {
   );
   for (const kind of stores) {
     const backend = await startBackend(kind);
-    if (backend === undefined) continue;
     try {
       for (const via of vias) {
         console.log(

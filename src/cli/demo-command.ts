@@ -1,7 +1,7 @@
 /** `muster demo`: the whole system on the embedded default, in one command. */
 import type { Command } from 'commander';
 import { runConfigDemo } from '../demo/config-demo.js';
-import { MusterError } from '../errors.js';
+import { invalidArgument, MusterError } from '../errors.js';
 import { toMillis } from '../util/duration.js';
 
 export function registerDemoCommand(program: Command): void {
@@ -14,18 +14,29 @@ export function registerDemoCommand(program: Command): void {
     .option('--lead <duration>', 'how far ahead the new version is scheduled', '5s')
     .option('--pause <duration>', 'how long the store is paused (default maxStaleness + 1.5s)')
     .option('--store <url>', 'use this single-endpoint store instead of starting one')
-    .action(async (opts: { workers: string; lead: string; pause?: string; store?: string }) => {
-      const result = await runConfigDemo({
-        workers: Number(opts.workers),
-        leadMs: toMillis(opts.lead, '--lead'),
-        ...(opts.pause === undefined ? {} : { pauseMs: toMillis(opts.pause, '--pause') }),
-        ...(opts.store === undefined ? {} : { store: opts.store }),
-      });
-      if (result.wrongVersion > 0 || result.ranWhileUnverifiable > 0) {
-        throw new MusterError(
-          'MUSTER_INTERNAL',
-          `the demo saw ${result.wrongVersion} wrong-version tasks and ${result.ranWhileUnverifiable} unverified tasks`,
-        );
-      }
-    });
+    .option(
+      '--engine <engine>',
+      'store to start: serve (embedded, default) or etcd (needs the etcd binary)',
+      'serve',
+    )
+    .action(
+      async (opts: { workers: string; lead: string; pause?: string; store?: string; engine: string }) => {
+        if (opts.engine !== 'serve' && opts.engine !== 'etcd') {
+          throw invalidArgument(`--engine must be serve or etcd, got '${opts.engine}'`);
+        }
+        const result = await runConfigDemo({
+          workers: Number(opts.workers),
+          leadMs: toMillis(opts.lead, '--lead'),
+          ...(opts.pause === undefined ? {} : { pauseMs: toMillis(opts.pause, '--pause') }),
+          ...(opts.store === undefined ? {} : { store: opts.store }),
+          engine: opts.engine,
+        });
+        if (result.wrongVersion > 0 || result.ranWhileUnverifiable > 0) {
+          throw new MusterError(
+            'MUSTER_INTERNAL',
+            `the demo saw ${result.wrongVersion} wrong-version tasks and ${result.ranWhileUnverifiable} unverified tasks`,
+          );
+        }
+      },
+    );
 }

@@ -1,12 +1,12 @@
 /**
  * The store behind `muster demo`: the embedded `muster serve` started in-process with a temporary
- * data directory when it is available, otherwise a real etcd started by the test harness, or a store
- * the user names with `--store`. Workers reach it through a fault proxy so the demo can pause it.
+ * data directory, a real etcd started by the test harness, or a store the user names with `--store`.
+ * Workers reach it through a fault proxy so the demo can pause it.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { MusterError } from '../errors.js';
+import { startServer } from '../server/index.js';
 import { startEtcd } from '../testing/etcd-harness.js';
 import { type FaultProxy, startFaultProxy } from '../testing/fault-proxy.js';
 
@@ -21,28 +21,22 @@ export interface DemoBackend {
   close(): Promise<void>;
 }
 
-interface ServerLike {
-  readonly endpoint?: string;
-  readonly url?: string;
-  close(): Promise<void>;
-}
-
-/** Starts the demo's store. `url`: use this existing single-endpoint store instead. */
-export async function startDemoBackend(url?: string): Promise<DemoBackend> {
+/**
+ * Starts the demo's store: `muster serve` in-process (default) or a real etcd from the harness
+ * (`engine: 'etcd'`). `url`: use this existing single-endpoint store instead.
+ */
+export async function startDemoBackend(
+  url?: string,
+  engine: 'serve' | 'etcd' = 'serve',
+): Promise<DemoBackend> {
   if (url !== undefined) {
     const endpoint = url.replace(/^etcd:\/\//, '').split(',')[0] ?? '';
     return withProxy(`the store at ${url}`, url, endpoint, async () => undefined);
   }
-  const serve = await tryStartServe();
-  if (serve !== undefined) return serve;
+  if (engine === 'serve') return startServe();
   const etcd = await startEtcd();
   const endpoint = etcd.endpoints[0] as string;
-  return withProxy(
-    `etcd (started by the muster test harness; muster serve is not built in)`,
-    etcd.url,
-    endpoint,
-    () => etcd.close(),
-  );
+  return withProxy('etcd (started by the muster test harness)', etcd.url, endpoint, () => etcd.close());
 }
 
 async function withProxy(
@@ -64,30 +58,13 @@ async function withProxy(
   };
 }
 
-/** `muster serve` in-process, if this build has it (src/server). */
-async function tryStartServe(): Promise<DemoBackend | undefined> {
-  const spec = '../server/index.js';
-  let mod: { startServer?: (o: { dataDir: string; listen: string }) => Promise<ServerLike> };
-  try {
-    mod = (await import(spec)) as typeof mod;
-  } catch {
-    return undefined;
-  }
-  if (typeof mod.startServer !== 'function') return undefined;
+/** `muster serve` in-process, with a temporary data directory. */
+async function startServe(): Promise<DemoBackend> {
   const dataDir = await mkdtemp(join(tmpdir(), 'muster-demo-'));
-  const server = await mod.startServer({ dataDir, listen: '127.0.0.1:0' });
-  const endpoint = server.endpoint ?? server.url?.replace(/^etcd:\/\//, '');
-  if (endpoint === undefined) {
+  const server = await startServer({ dataDir, listen: '127.0.0.1:0' });
+  const endpoint = `${server.host}:${server.port}`;
+  return withProxy(`muster serve (in-process, data in ${dataDir})`, server.url, endpoint, async () => {
     await server.close();
-    throw new MusterError('MUSTER_INTERNAL', 'muster serve started but reported no endpoint');
-  }
-  return withProxy(
-    `muster serve (in-process, data in ${dataDir})`,
-    `etcd://${endpoint}`,
-    endpoint,
-    async () => {
-      await server.close();
-      await rm(dataDir, { recursive: true, force: true });
-    },
-  );
+    await rm(dataDir, { recursive: true, force: true });
+  });
 }

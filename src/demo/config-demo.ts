@@ -1,7 +1,7 @@
 /**
  * `muster demo`: seed 000 made real, in one command.
  *
- * 1. Start the store (embedded `muster serve`, else etcd from the harness), create `pingpong`.
+ * 1. Start the store (embedded `muster serve` in-process, or etcd from the harness), create `pingpong`.
  * 2. Spawn worker processes that each run a stream of ping/pong tasks and report which version each
  *    task used.
  * 3. Schedule a new version a few seconds ahead and show, live, who received it and who switched when.
@@ -25,6 +25,8 @@ export interface ConfigDemoOptions {
   pauseMs?: number;
   /** An existing store to use instead of starting one. */
   store?: string;
+  /** Which store to start when `store` is not given. Default `'serve'`. */
+  engine?: 'serve' | 'etcd';
   /** Where to print. Default: stdout. */
   write?: (line: string) => void;
 }
@@ -49,7 +51,7 @@ export async function runConfigDemo(options: ConfigDemoOptions = {}): Promise<Co
   const pad = (s: string): string => s.padEnd(10);
 
   log('muster demo: scheduled configuration (seed 000)');
-  const backend = await startDemoBackend(options.store);
+  const backend = await startDemoBackend(options.store, options.engine ?? 'serve');
   log(`store: ${backend.description}`);
   const store = await openStore(backend.url);
   let fleet: Fleet | undefined;

@@ -1,9 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { runConfigDemo } from '../../src/demo/config-demo.js';
-import { ETCD_INSTALL_HINT, needBinary } from '../../src/testing/index.js';
 
-describe('muster demo', { skip: needBinary('etcd', ETCD_INSTALL_HINT) }, () => {
+describe('muster demo (on muster serve)', () => {
   test('switches every worker at the instant, refuses while paused, recovers, and sees no wrong version', async () => {
     const lines: string[] = [];
     const r = await runConfigDemo({ workers: 3, leadMs: 3500, write: (l) => lines.push(l) });

@@ -1,43 +1,43 @@
 /**
- * Invariant 1 and fail-closed behaviour over real worker processes on a real store (etcd from the
- * harness; `muster serve` once it is available). A recorder collects every task's start time and
- * version; the checker judges the history against the store's final timeline.
+ * Invariant 1 and fail-closed behaviour over real worker processes on real stores: a real etcd from
+ * the harness, and `muster serve`. A recorder collects every task's start time and version; the
+ * checker judges the history against the store's final timeline.
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { checkVersionHistory, initConfig, publishConfig, readConfig } from '../../src/config/index.js';
 import { Fleet } from '../../src/demo/fleet.js';
 import { openStore, type Store } from '../../src/store/index.js';
-import {
-  ETCD_INSTALL_HINT,
-  type EtcdCluster,
-  needBinary,
-  startEtcd,
-  startFaultProxy,
-} from '../../src/testing/index.js';
+import { startFaultProxy } from '../../src/testing/index.js';
 
 const POLICY = { maxStaleness: '1s', maxClockSkew: '20ms', minLeadTime: '1400ms' }; // 360 ms of commit slack
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
-describe(
-  'scheduled configuration across processes on etcd',
-  { skip: needBinary('etcd', ETCD_INSTALL_HINT) },
-  () => {
-    let etcd: EtcdCluster;
+export interface Backend {
+  readonly url: string;
+  /** host:port of the one member, for fault proxies. */
+  readonly endpoint: string;
+  close(): Promise<void>;
+}
+
+/** The suite, run by multiprocess-etcd.test.ts and multiprocess-serve.test.ts. */
+export function configProcessSuite(name: string, skip: false | string, start: () => Promise<Backend>): void {
+  describe(`scheduled configuration across processes on ${name}`, { skip }, () => {
+    let backend: Backend;
     let store: Store;
     before(async () => {
-      etcd = await startEtcd();
-      store = await openStore(etcd.url);
+      backend = await start();
+      store = await openStore(backend.url);
     });
     after(async () => {
       await store?.close();
-      await etcd?.close();
+      await backend?.close();
     });
 
     test('no task uses a version other than the one in force at its start, across many close switches', async () => {
       await initConfig(store, 'inv', POLICY);
       await publishConfig(store, 'inv', { include_mood: false, delay_ms: 0 }, { in: '1400ms' });
-      const fleet = await Fleet.start({ store: etcd.url, config: 'inv', workers: 4, taskIntervalMs: 4 });
+      const fleet = await Fleet.start({ store: backend.url, config: 'inv', workers: 4, taskIntervalMs: 4 });
       try {
         await sleep(1500);
         let last = 0;
@@ -76,13 +76,13 @@ describe(
     test('a black-holed process refuses every task within maxStaleness + 100 ms, and serves again after', async () => {
       await initConfig(store, 'fc', POLICY);
       await publishConfig(store, 'fc', { include_mood: false, delay_ms: 0 }, { in: '1400ms' });
-      const endpoint = etcd.endpoints[0] as string;
+      const endpoint = backend.endpoint;
       const proxies = [
         await startFaultProxy({ target: endpoint }),
         await startFaultProxy({ target: endpoint }),
       ];
       const fleet = await Fleet.start({
-        store: etcd.url,
+        store: backend.url,
         storeFor: (i) => `etcd://${proxies[i]?.endpoint}`,
         config: 'fc',
         workers: 2,
@@ -133,5 +133,5 @@ describe(
       const state = await readConfig(store, 'fc');
       assert.deepEqual(checkVersionHistory(fleet.tasks, state.versions).violations, []);
     });
-  },
-);
+  });
+}
