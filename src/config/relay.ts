@@ -71,7 +71,11 @@ class RelayedPrefix {
           }
           this.log.push({ revision, events });
           if (this.log.length > RELAY_LOG_BATCHES) this.logBase = (this.log.shift() as Batch).revision;
-          for (const w of this.watchers) w.send(revision, events);
+          if (this.watchers.size > 0) {
+            // Encoded once for every watcher: only the watch id differs.
+            const tail = `,"revision":${revision},"events":${JSON.stringify(events.map(encodeEvent))}}\n`;
+            for (const w of this.watchers) w.conn.writeRaw(`{"wid":${w.wid}${tail}`);
+          }
         },
         onError: () => undefined, // the mirror lists again; clients see it through their watches
       },
@@ -103,7 +107,10 @@ class Connection {
   readonly watches = new Map<number, { watch: ClientWatch; prefix: RelayedPrefix }>();
   constructor(readonly socket: Socket) {}
   write(m: RelayMessage): void {
-    if (!this.socket.destroyed) this.socket.write(`${JSON.stringify(m)}\n`);
+    this.writeRaw(`${JSON.stringify(m)}\n`);
+  }
+  writeRaw(line: string): void {
+    if (!this.socket.destroyed) this.socket.write(line);
   }
 }
 
