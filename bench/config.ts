@@ -4,7 +4,8 @@
  *
  * 150 worker processes (the seed's figure) hold a configuration; the publisher schedules versions
  * `minLeadTime` ahead, one after another. Reports, per store and per delivery path:
- * - propagation: publish call → a worker holds the new version (every worker × version), p50/p99/max;
+ * - propagation: commit acknowledged to the publisher → a worker holds the new version (every worker ×
+ *   version), p50/p99/max (a watcher may see the event before the publisher sees the ack: negative);
  * - switch lateness: activation instant → the worker's `switch` handler, p50/p99/max;
  * - wrong-version tasks: the recorder's history checked against the final timeline (must be 0).
  * Delivery paths: `direct` (each worker its own store connection and watch) and `relay` (one
@@ -14,7 +15,17 @@ import { type ChildProcess, fork } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { checkVersionHistory, initConfig, publishConfig, readConfig } from '../src/config/index.js';
+import { loadavg } from 'node:os';
+import {
+  checkVersionHistory,
+  type ConfigSource,
+  initConfig,
+  openConfig,
+  publishConfig,
+  readConfig,
+  RelayClient,
+} from '../src/config/index.js';
+import { PreciseClock } from '../src/demo/precise-clock.js';
 import { Fleet } from '../src/demo/fleet.js';
 import { startServer } from '../src/server/index.js';
 import { openStore } from '../src/store/index.js';
@@ -93,12 +104,32 @@ async function runOne(
   });
   console.log(`  ${workers} workers ready in ${((Date.now() - started) / 1000).toFixed(1)} s`);
   const publishedAt = new Map<number, number>();
+  const publishMs: number[] = [];
+  // Reference watchers in this process: one straight on the store, one through the relay (if any).
+  const probes: { label: string; at: Map<number, number>; close: () => Promise<void> }[] = [];
+  const probe = async (label: string, source: ConfigSource, close: () => Promise<void>): Promise<void> => {
+    const at = new Map<number, number>();
+    const h = openConfig(source, name, { clock: new PreciseClock() });
+    h.on('version', ({ version }) => at.set(version.version, preciseNow()));
+    await h.ready();
+    probes.push({ label, at, close: async () => (await h.close(), await close()) });
+  };
+  await probe('one watcher in the publisher process', store, async () => undefined);
+  if (relay !== undefined) {
+    const client = await RelayClient.connect(socket);
+    await probe('one more process behind the relay (the publisher)', client, () => client.close());
+  }
+  const load0 = loadavg()[0] ?? 0;
   try {
     // one warm-up switch (not counted), then the measured ones
     for (let i = 0; i <= switches; i++) {
       const t0 = preciseNow();
       const v = await publishConfig(store, name, { include_mood: i % 2 === 0, delay_ms: 0 }, { in: lead });
-      if (i > 0) publishedAt.set(v.version, t0);
+      const acked = preciseNow(); // the commit is acknowledged: propagation is measured from here
+      if (i > 0) {
+        publishedAt.set(v.version, acked);
+        publishMs.push(acked - t0);
+      }
       await fleet
         .waitFor(
           () => fleet.received.filter((r) => r.version === v.version).length === workers,
@@ -117,6 +148,7 @@ async function runOne(
       );
     }
   } finally {
+    for (const p of probes) await p.close();
     await fleet.stop();
     relay?.kill('SIGTERM');
     rmSync(dir, { recursive: true, force: true });
@@ -131,7 +163,15 @@ async function runOne(
   const state = await readConfig(store, name);
   const report = checkVersionHistory(fleet.tasks, state.versions);
   await store.close();
-  console.log(`  propagation (publish → a worker holds it):   ${latencySummary(propagation)}`);
+  for (const p of probes) {
+    const ms = [...publishedAt].flatMap(([v, t0]) => (p.at.has(v) ? [(p.at.get(v) as number) - t0] : []));
+    console.log(`  reference: ${p.label}: ${latencySummary(ms)}`);
+  }
+  console.log(
+    `  load average (1 min) at start and end: ${load0.toFixed(1)}, ${(loadavg()[0] ?? 0).toFixed(1)}`,
+  );
+  console.log(`  publish call (read policy + commit, fsync included): ${latencySummary(publishMs)}`);
+  console.log(`  propagation (commit acknowledged → a worker holds it):   ${latencySummary(propagation)}`);
   console.log(
     `  propagation to every worker (per version):   p50 ${quantile(everyone, 0.5).toFixed(2)} ms, max ${Math.max(...everyone).toFixed(2)} ms`,
   );

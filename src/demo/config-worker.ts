@@ -13,17 +13,10 @@
  * MUSTER_FLUSH_MS (how often task reports are sent; default 100), and
  * MUSTER_RELAY: the per-host relay's socket; when set, the worker reads through it instead of the store.
  */
-import { SystemClock } from '../clock.js';
 import { type ConfigSource, openConfig, RelayClient } from '../config/index.js';
 import { isMusterError } from '../errors.js';
 import { openStore } from '../store/index.js';
-
-/** Wall-clock time with sub-millisecond resolution, so lateness is not rounded to whole ms. */
-export class PreciseClock extends SystemClock {
-  override now(): number {
-    return performance.timeOrigin + performance.now();
-  }
-}
+import { PreciseClock } from './precise-clock.js';
 
 /** Value shape of the demo configuration (the seed's PongHandler settings). */
 export interface PongSettings {
