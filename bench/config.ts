@@ -1,5 +1,5 @@
 /**
- * `npm run bench -- config [--workers 150] [--switches 8] [--via relay|direct|both]
+ * `npm run bench -- config [--workers 150] [--switches 8] [--via relay (default)|direct|both]
  *  [--store etcd|serve|both] [--task-interval 100] [--switch-wait 25]`
  *
  * 150 worker processes (the seed's figure) hold a configuration; the publisher schedules versions
@@ -187,7 +187,7 @@ export async function run(args: string[]): Promise<void> {
   const taskInterval = Number(arg(args, 'task-interval', '100'));
   const switchWaitMs = Number(arg(args, 'switch-wait', '25'));
   const stores = arg(args, 'store', 'both') === 'both' ? ['etcd', 'serve'] : [arg(args, 'store', 'etcd')];
-  const vias = arg(args, 'via', 'both') === 'both' ? ['relay', 'direct'] : [arg(args, 'via', 'relay')];
+  const vias = arg(args, 'via', 'relay') === 'both' ? ['relay', 'direct'] : [arg(args, 'via', 'relay')];
   console.log(
     `config benchmark: ${workers} worker processes, ${switches} switches, a task every ~${taskInterval} ms per worker`,
   );
@@ -198,7 +198,9 @@ export async function run(args: string[]): Promise<void> {
         console.log(
           `\n${backend.name}, ${via === 'relay' ? 'through one per-host relay' : 'one watch per worker'}:`,
         );
-        await runOne(backend, via, workers, switches, taskInterval, switchWaitMs);
+        await runOne(backend, via, workers, switches, taskInterval, switchWaitMs).catch((err: unknown) => {
+          console.log(`  failed: ${String(err)}`);
+        });
       }
     } finally {
       await backend.close();
