@@ -6,6 +6,9 @@ const BENCHMARKS: Record<string, () => Promise<{ run(args: string[]): Promise<vo
   store: () => import('./store.js'),
   config: () => import('./config.js'),
   serve: () => import('./serve.js'),
+  membership: () => import('./membership.js'),
+  etcd: () => import('./etcd.js'),
+  placement: () => import('./placement.js'),
 };
 
 async function main(): Promise<void> {

@@ -51,6 +51,18 @@ export const ERROR_CODES = {
     summary: 'another live process is using the data directory of muster serve',
   },
   MUSTER_ADDRESS_IN_USE: { retryable: false, summary: 'the address muster serve should listen on is taken' },
+  MUSTER_SESSION_LOST: {
+    retryable: false,
+    summary: 'a session passed its validity deadline or its lease is gone; open a new session',
+  },
+  MUSTER_DUPLICATE_INSTANCE: {
+    retryable: false,
+    summary: 'a live instance with the same id is already registered in the service',
+  },
+  MUSTER_NO_HEALTHY_INSTANCE: {
+    retryable: true,
+    summary: 'discovery found no active, healthy instance of the service',
+  },
   MUSTER_INTERNAL: {
     retryable: false,
     summary: 'a bug in muster: please report it with the message and logs',

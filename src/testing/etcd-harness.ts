@@ -12,8 +12,18 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
+import {
+  closeSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { request } from 'node:http';
+import { request as httpsRequest } from 'node:https';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -43,6 +53,19 @@ export interface StartEtcdOptions {
   extraArgs?: readonly string[];
   /** How long to wait for a leader. Default: 30 s. */
   readyTimeoutMs?: number;
+  /**
+   * Serve clients over TLS with these files (peers stay plain); with `clientCertAuth`, clients
+   * must present a certificate signed by `caFile` (the harness's own probes use `clientCertFile`).
+   * See `makeTestCertificates`. Default: plain text.
+   */
+  tls?: {
+    certFile: string;
+    keyFile: string;
+    caFile: string;
+    clientCertAuth?: boolean;
+    clientCertFile?: string;
+    clientKeyFile?: string;
+  };
 }
 
 export interface EtcdMember {
@@ -73,7 +96,7 @@ export interface EtcdCluster {
   readonly members: readonly EtcdMember[];
   /** Client endpoints, `127.0.0.x:port`. */
   readonly endpoints: readonly string[];
-  /** `etcd://…` naming every member. */
+  /** `etcd://…` (or `etcds://…` with TLS) naming every member. */
   readonly url: string;
   /** The current leader (asks the running members); rejects if none within `timeoutMs`. */
   leader(timeoutMs?: number): Promise<EtcdMember>;
@@ -87,6 +110,8 @@ export interface EtcdCluster {
 // ---- process clean-up ----------------------------------------------------------------------------
 
 const live = new Set<ChildProcess>();
+/** Data directories of clusters not yet closed; removed on exit too. */
+const liveRoots = new Set<string>();
 let hooksInstalled = false;
 
 function killAllNow(): void {
@@ -98,6 +123,8 @@ function killAllNow(): void {
     }
   }
   live.clear();
+  for (const root of liveRoots) rmSync(root, { recursive: true, force: true, maxRetries: 3 });
+  liveRoots.clear();
 }
 
 function installExitHooks(): void {
@@ -109,6 +136,63 @@ function installExitHooks(): void {
       killAllNow();
       process.kill(process.pid, signal);
     });
+  }
+}
+
+// ---- orphans: clusters whose test process died without cleaning up (SIGKILL, OOM) ----------------
+
+const ROOT_PREFIX = 'muster-etcd-';
+const OWNER_FILE = 'owner.pid';
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Every process id (Linux `/proc`; elsewhere none, and orphans are only removed from disk). */
+function processIds(): string[] {
+  try {
+    return readdirSync('/proc').filter((p) => /^\d+$/.test(p));
+  } catch {
+    return [];
+  }
+}
+
+/**
+ * Kills the etcd processes of harness directories whose owner process is gone, and removes the
+ * directories. An etcd is recognised by its command line naming the directory, so nothing else is
+ * ever signalled.
+ */
+export function sweepOrphans(): void {
+  let entries: string[];
+  try {
+    entries = readdirSync(tmpdir()).filter((name) => name.startsWith(ROOT_PREFIX));
+  } catch {
+    return;
+  }
+  for (const name of entries) {
+    const root = join(tmpdir(), name);
+    let owner: number;
+    try {
+      owner = Number(readFileSync(join(root, OWNER_FILE), 'utf8'));
+    } catch {
+      continue; // being created, or not ours
+    }
+    if (!Number.isInteger(owner) || owner <= 0 || alive(owner)) continue;
+    for (const pid of processIds()) {
+      try {
+        const cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+        if (cmdline.includes(`${root}/`) && cmdline.split('\0')[0]?.endsWith('etcd'))
+          process.kill(Number(pid), 'SIGKILL');
+      } catch {
+        // gone meanwhile, or not readable
+      }
+    }
+    rmSync(root, { recursive: true, force: true });
   }
 }
 
@@ -130,9 +214,21 @@ export function freePort(host = '127.0.0.1'): Promise<number> {
 
 // ---- HTTP probes ---------------------------------------------------------------------------------
 
-function httpJson(url: string, body: string | undefined, timeoutMs: number): Promise<unknown> {
+type Tls = StartEtcdOptions['tls'];
+
+function httpJson(url: string, body: string | undefined, timeoutMs: number, tls: Tls): Promise<unknown> {
   return new Promise((resolve, reject) => {
-    const req = request(url, { method: body === undefined ? 'GET' : 'POST', timeout: timeoutMs }, (res) => {
+    const options = { method: body === undefined ? 'GET' : 'POST', timeout: timeoutMs };
+    const send = tls === undefined ? request : httpsRequest;
+    const tlsOptions =
+      tls === undefined
+        ? {}
+        : {
+            ca: readFileSync(tls.caFile),
+            ...(tls.clientCertFile ? { cert: readFileSync(tls.clientCertFile) } : {}),
+            ...(tls.clientKeyFile ? { key: readFileSync(tls.clientKeyFile) } : {}),
+          };
+    const req = send(url, { ...options, ...tlsOptions }, (res) => {
       let text = '';
       res.setEncoding('utf8');
       res.on('data', (chunk: string) => (text += chunk));
@@ -167,11 +263,21 @@ class Member implements EtcdMember {
   #child: ChildProcess | undefined;
   #exited: Promise<void> = Promise.resolve();
   #paused = false;
+  readonly #tls: Tls;
 
-  constructor(name: string, host: string, clientPort: number, peerPort: number, dir: string, binary: string) {
+  constructor(
+    name: string,
+    host: string,
+    clientPort: number,
+    peerPort: number,
+    dir: string,
+    binary: string,
+    tls: Tls,
+  ) {
     this.name = name;
+    this.#tls = tls;
     this.endpoint = `${host}:${clientPort}`;
-    this.clientUrl = `http://${host}:${clientPort}`;
+    this.clientUrl = `${tls ? 'https' : 'http'}://${host}:${clientPort}`;
     this.peerUrl = `http://${host}:${peerPort}`;
     this.dataDir = join(dir, 'data');
     this.#logFile = join(dir, 'etcd.log');
@@ -279,7 +385,7 @@ class Member implements EtcdMember {
   async status(timeoutMs: number): Promise<{ memberId: string; leader: string } | undefined> {
     if (this.#child === undefined || this.#paused) return undefined;
     try {
-      const s = (await httpJson(`${this.clientUrl}/v3/maintenance/status`, '{}', timeoutMs)) as {
+      const s = (await httpJson(`${this.clientUrl}/v3/maintenance/status`, '{}', timeoutMs, this.#tls)) as {
         header?: { member_id?: string };
         leader?: string;
       };
@@ -294,11 +400,13 @@ class Member implements EtcdMember {
 class Cluster implements EtcdCluster {
   readonly members: readonly Member[];
   readonly #root: string;
+  readonly #scheme: string;
   #closed: Promise<void> | undefined;
 
-  constructor(members: Member[], root: string) {
+  constructor(members: Member[], root: string, tls: boolean) {
     this.members = members;
     this.#root = root;
+    this.#scheme = tls ? 'etcds' : 'etcd';
   }
 
   get endpoints(): readonly string[] {
@@ -306,7 +414,7 @@ class Cluster implements EtcdCluster {
   }
 
   get url(): string {
-    return `etcd://${this.endpoints.join(',')}`;
+    return `${this.#scheme}://${this.endpoints.join(',')}`;
   }
 
   async leader(timeoutMs = 15_000): Promise<EtcdMember> {
@@ -335,6 +443,7 @@ class Cluster implements EtcdCluster {
     this.#closed ??= (async () => {
       await Promise.all(this.members.map((m) => m.kill()));
       rmSync(this.#root, { recursive: true, force: true });
+      liveRoots.delete(this.#root);
     })();
     return this.#closed;
   }
@@ -356,7 +465,10 @@ export async function startEtcd(options: StartEtcdOptions = {}): Promise<EtcdClu
     });
   }
   const count = options.members ?? 1;
-  const root = mkdtempSync(join(tmpdir(), 'muster-etcd-'));
+  sweepOrphans();
+  const root = mkdtempSync(join(tmpdir(), ROOT_PREFIX));
+  writeFileSync(join(root, OWNER_FILE), String(process.pid));
+  liveRoots.add(root);
   const members: Member[] = [];
   for (let i = 0; i < count; i++) {
     const host = `127.0.0.${i + 1}`;
@@ -365,7 +477,7 @@ export async function startEtcd(options: StartEtcdOptions = {}): Promise<EtcdClu
     while (peerPort === clientPort) peerPort = await freePort(host);
     const dir = join(root, `m${i}`);
     mkdirSync(dir, { recursive: true });
-    members.push(new Member(`m${i}`, host, clientPort, peerPort, dir, binary));
+    members.push(new Member(`m${i}`, host, clientPort, peerPort, dir, binary, options.tls));
   }
   const token = `muster-${randomBytes(4).toString('hex')}`;
   const initialCluster = members.map((m) => `${m.name}=${m.peerUrl}`).join(',');
@@ -387,10 +499,21 @@ export async function startEtcd(options: StartEtcdOptions = {}): Promise<EtcdClu
       'zap',
       '--log-level',
       'warn',
+      ...(options.tls === undefined
+        ? []
+        : [
+            '--cert-file',
+            options.tls.certFile,
+            '--key-file',
+            options.tls.keyFile,
+            '--trusted-ca-file',
+            options.tls.caFile,
+            ...(options.tls.clientCertAuth === true ? ['--client-cert-auth'] : []),
+          ]),
       ...(options.extraArgs ?? []),
     ]);
   }
-  const cluster = new Cluster(members, root);
+  const cluster = new Cluster(members, root, options.tls !== undefined);
   try {
     for (const m of members) m.start();
     await cluster.waitReady(options.readyTimeoutMs ?? 30_000);

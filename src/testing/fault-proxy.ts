@@ -6,6 +6,8 @@
  * - `delay`: bytes flow after a fixed delay, in order;
  * - `pause`: bytes are held and flow, in order, when the direction is set back to pass or delay;
  * - `blackhole`: bytes are dropped silently (the connections stay open, as behind a dead router).
+ *   Dropped bytes are gone for good, so a connection that was black-holed does not recover when the
+ *   direction passes again (as after TCP gave up); use `pause` for an outage that heals.
  * `cutAll()` destroys every open connection at once (both sides see a reset).
  */
 import { createServer, type Server, type Socket, connect } from 'node:net';
@@ -31,6 +33,8 @@ export interface FaultProxy {
   readonly endpoint: string;
   /** Number of open client connections. */
   readonly connections: number;
+  /** Number of client connections accepted since the start (a client that re-dials raises it). */
+  readonly accepted: number;
   /** Sets the mode of one direction, or both when `direction` is omitted. */
   set(mode: FaultMode, direction?: Direction): void;
   mode(direction: Direction): FaultMode;
@@ -96,8 +100,10 @@ export async function startFaultProxy(options: FaultProxyOptions): Promise<Fault
   const [targetHost, targetPortText] = splitHostPort(options.target);
   const modes: Record<Direction, FaultMode> = { toServer: { kind: 'pass' }, toClient: { kind: 'pass' } };
   const open = new Set<{ client: Socket; server: Socket; pipes: Pipe[] }>();
+  let accepted = 0;
 
   const server: Server = createServer({ noDelay: true }, (client) => {
+    accepted++;
     const upstream = connect({ host: targetHost, port: Number(targetPortText), noDelay: true });
     const toServer = new Pipe(upstream, () => modes.toServer);
     const toClient = new Pipe(client, () => modes.toClient);
@@ -147,6 +153,9 @@ export async function startFaultProxy(options: FaultProxyOptions): Promise<Fault
     endpoint,
     get connections() {
       return open.size;
+    },
+    get accepted() {
+      return accepted;
     },
     set,
     mode: (direction) => modes[direction],

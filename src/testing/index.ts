@@ -4,6 +4,7 @@
 export { findBinary, needBinary, servicesRequired } from './services.js';
 export {
   startEtcd,
+  sweepOrphans,
   freePort,
   ETCD_INSTALL_HINT,
   TEST_PROGRESS_NOTIFY_INTERVAL,
@@ -21,3 +22,4 @@ export {
 export { storeConformance, type ConformanceTarget, type ConformanceOptions } from './conformance.js';
 export { collectUntil, waitFor } from './watch-helpers.js';
 export { ManualClock } from '../clock.js';
+export { makeTestCertificates, type TestCertificates } from './tls.js';

@@ -14,6 +14,7 @@ import {
   needBinary,
   startEtcd,
   startFaultProxy,
+  waitFor,
 } from '../../src/testing/index.js';
 import { checkOrder, readUntil, text, uniquePrefix } from './etcd-helpers.js';
 
@@ -72,6 +73,9 @@ describe('fromEtcdError', () => {
     ['etcdserver: too many operations in txn request', 'MUSTER_TXN_TOO_LARGE', false],
     ['etcdserver: duplicate key given in txn request', 'MUSTER_INVALID_ARGUMENT', false],
     ['etcdserver: no leader', 'MUSTER_UNAVAILABLE', true],
+    ['etcdserver: invalid auth token', 'MUSTER_UNAVAILABLE', true],
+    ['etcdserver: authentication failed, invalid user ID or password', 'MUSTER_PERMISSION_DENIED', false],
+    ['etcdserver: mvcc: database space exceeded', 'MUSTER_UNAVAILABLE', false],
     ['etcdserver: request timed out', 'MUSTER_UNAVAILABLE', true],
     ['14 UNAVAILABLE: No connection established', 'MUSTER_UNAVAILABLE', true],
     ['4 DEADLINE_EXCEEDED: Deadline exceeded', 'MUSTER_TIMEOUT', true],
@@ -232,7 +236,14 @@ describe('etcd engine on a single member', { skip: needBinary('etcd', ETCD_INSTA
       proxy.blackhole();
       proxy.cutAll();
       for (let i = 2; i <= 5; i++) await store.put('compact/a', String(i));
-      await store.compact(await store.headRevision());
+      const compactedAt = await store.headRevision();
+      await store.compact(compactedAt);
+      await assert.rejects(store.get('compact/a', { revision: compactedAt - 1 }), (e: unknown) => {
+        assert.ok(isMusterError(e, 'MUSTER_COMPACTED'));
+        assert.equal(e.details.compactRevision, compactedAt);
+        assert.equal(e.details.revision, compactedAt - 1);
+        return true;
+      });
       proxy.pass();
       proxy.cutAll();
 
@@ -253,6 +264,58 @@ describe('etcd engine on a single member', { skip: needBinary('etcd', ETCD_INSTA
       assert.equal(text(next.events[0]!.kv.value), '6');
     } finally {
       await watcherStore.close();
+      await proxy.close();
+    }
+  });
+
+  test('a watch on a silent connection is given up by gRPC keep-alive and resumes when the path heals', async () => {
+    const proxy = await startFaultProxy({ target: cluster.endpoints[0] as string });
+    const watcherStore = openEtcdStore(`etcd://${proxy.endpoint}`, { keyPrefix: store.keyPrefix });
+    try {
+      const w = watcherStore.watch('hole/', { fromRevision: (await store.headRevision()) + 1 });
+      await store.put('hole/k', '0');
+      await readUntil(w, (ev) => ev.length >= 1);
+      const dialed = proxy.accepted;
+      // The path goes silent (bytes are held, as TCP would keep retransmitting them); no reset
+      // reaches the client: only its keep-alive pings can tell the connection is dead.
+      proxy.pause();
+      for (let i = 1; i <= 5; i++) await store.put('hole/k', String(i));
+      await waitFor(() => proxy.accepted > dialed, { timeoutMs: 20_000, what: 'the client re-dialing' });
+      proxy.pass();
+      const { events, batches } = await readUntil(w, (ev) => ev.length >= 5, 20_000);
+      w.close();
+      checkOrder(batches);
+      assert.deepEqual(
+        events.map((e) => text(e.kv.value)),
+        ['1', '2', '3', '4', '5'],
+      );
+    } finally {
+      await watcherStore.close();
+      await proxy.close();
+    }
+  });
+
+  test('closing one watch leaves the member connection, and every other stream on it, alone', async () => {
+    const proxy = await startFaultProxy({ target: cluster.endpoints[0] as string });
+    const s = openEtcdStore(`etcd://${proxy.endpoint}`, { keyPrefix: store.keyPrefix });
+    try {
+      const from = (await s.headRevision()) + 1;
+      const kept = s.watch('calm/', { fromRevision: from });
+      for (let i = 0; i < 5; i++) {
+        const w = s.watch('brief/', { fromRevision: from });
+        await s.put('brief/k', String(i));
+        await readUntil(w, (ev) => ev.length >= 1);
+        w.close();
+      }
+      const lease = await s.grantLease(5);
+      await s.keepAlive(lease.id);
+      await s.put('calm/k', 'still here');
+      const { events } = await readUntil(kept, (ev) => ev.length >= 1);
+      kept.close();
+      assert.equal(text(events[0]!.kv.value), 'still here');
+      assert.equal(proxy.accepted, 1, 'one connection served every request and stream');
+    } finally {
+      await s.close();
       await proxy.close();
     }
   });

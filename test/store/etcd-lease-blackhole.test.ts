@@ -88,7 +88,7 @@ describe('a black-holed client loses its lease', { skip: needBinary('etcd', ETCD
     proxy = await startFaultProxy({ target: cluster.endpoints[0] as string });
     const prefix = uniquePrefix('blackhole');
     observer = openEtcdStore(cluster.url, { keyPrefix: prefix });
-    client = openEtcdStore(`etcd://${proxy.endpoint}`, { keyPrefix: prefix, requestTimeout: '1s' });
+    client = openEtcdStore(`etcd://${proxy.endpoint}`, { keyPrefix: prefix, requestTimeout: '2s' });
   });
   after(async () => {
     await client?.close();
@@ -99,13 +99,13 @@ describe('a black-holed client loses its lease', { skip: needBinary('etcd', ETCD
 
   test('the lease expires on the server, its keys vanish, and the client reports it lost', async () => {
     const grantedAt = performance.now();
-    const grant = await client.grantLease(2);
+    const grant = await client.grantLease(4); // long enough to survive a loaded CI machine
     await client.put('instance', 'alive', { lease: grant.id });
     const watch = observer.watch('instance', { fromRevision: (await observer.headRevision()) + 1 });
     const loop = new KeepAliveLoop(client, grant.id, grant.ttlSeconds, grantedAt);
 
-    // Keep-alives flow for a while: the key stays.
-    await new Promise((r) => setTimeout(r, grant.ttlSeconds * 1000 + 500));
+    // Keep-alives flow for a while (several renewals): the key stays.
+    await new Promise((r) => setTimeout(r, grant.ttlSeconds * 750));
     assert.equal(loop.lostAt, undefined, `lost while connected: ${String(loop.lostError)}`);
     assert.ok(await observer.get('instance'));
 

@@ -89,7 +89,7 @@ export class KeyCodec {
     const base = { key: this.encode(c.key), result: COMPARE_OPS[c.op] } as const;
     switch (c.target) {
       case 'value':
-        return { ...base, target: 'Value', value: Buffer.from(valueToBytes(c.value)) };
+        return { ...base, target: 'Value', value: toBuffer(valueToBytes(c.value)) };
       case 'version':
         return { ...base, target: 'Version', version: c.value };
       case 'createRevision':
@@ -108,7 +108,7 @@ export class KeyCodec {
         return {
           request_put: {
             key: this.encode(op.key),
-            value: Buffer.from(valueToBytes(op.value)),
+            value: toBuffer(valueToBytes(op.value)),
             lease: op.lease ?? NO_LEASE,
           },
         };
@@ -153,4 +153,9 @@ export function prefixEnd(prefix: Buffer): Buffer {
     }
   }
   return ZERO_KEY;
+}
+
+/** A Buffer view of `bytes`, without copying. */
+export function toBuffer(bytes: Uint8Array): Buffer {
+  return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }

@@ -17,7 +17,7 @@ const SERVER_MESSAGES: readonly [string, ServerErrorKind][] = [
   ['permission denied', 'denied'],
   ['authentication failed', 'denied'],
   ['user name is empty', 'denied'],
-  ['invalid auth token', 'denied'],
+  ['invalid auth token', 'token'],
   ['authentication is not enabled', 'denied'],
   ['request is too large', 'too-large'],
   ['too many operations in txn request', 'txn-too-large'],
@@ -47,6 +47,7 @@ type ServerErrorKind =
   | 'txn-too-large'
   | 'invalid'
   | 'no-space'
+  | 'token'
   | 'unavailable';
 
 /** gRPC status codes (`@grpc/grpc-js` `Status`) that mean "try again, maybe elsewhere". */
@@ -188,6 +189,16 @@ function fromServerKind(
         'MUSTER_UNAVAILABLE',
         `etcd is out of space and accepts only reads and deletes (${message}); compact, defragment and disarm the alarm`,
         { cause: err, details, retryable: false },
+      );
+    case 'token':
+      // The token expired (etcd's simple tokens live 5 minutes): the client fetches a new one.
+      return new MusterError(
+        'MUSTER_UNAVAILABLE',
+        `the etcd auth token expired; retry with a fresh one (${message})`,
+        {
+          cause: err,
+          details,
+        },
       );
     case 'unavailable':
       return new MusterError('MUSTER_UNAVAILABLE', `etcd cannot serve the request right now: ${message}`, {

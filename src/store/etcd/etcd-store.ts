@@ -8,7 +8,13 @@
  */
 import type { CallOptions, Metadata } from '@grpc/grpc-js';
 import { Etcd3, type IOptions, type IRangeRequest, type IResponseHeader } from 'etcd3';
-import { abortedError, type ErrorDetails, invalidArgument, MusterError } from '../../errors.js';
+import {
+  abortedError,
+  type ErrorDetails,
+  invalidArgument,
+  isMusterError,
+  MusterError,
+} from '../../errors.js';
 import { checkKey, checkLeaseId, checkRevision, checkTtl, MAX_TXN_OPS, toBytes, toRange } from '../keys.js';
 import {
   type Compare,
@@ -33,7 +39,7 @@ import {
   type WatchOptions,
 } from '../types.js';
 import { validateCompares } from '../memory/txn-rules.js';
-import { KeyCodec } from './codec.js';
+import { KeyCodec, toBuffer } from './codec.js';
 import { fromEtcdError } from './errors.js';
 import { KeepAliveChannel, type KeepAliveStream } from './keep-alive.js';
 import { type EtcdStoreOptions, resolveEtcdOptions, type ResolvedEtcdOptions } from './url.js';
@@ -41,6 +47,8 @@ import { EtcdWatch, type ProgressMode, type WatchStream } from './watch.js';
 
 /** gRPC keep-alive ping interval: etcd refuses pings more often than every 5 s (`--grpc-keepalive-min-time`). */
 export const GRPC_KEEPALIVE_MS = 6000;
+/** gRPC status CANCELLED: what a stream reports after `cancel()`. */
+const GRPC_CANCELLED = 1;
 /** Attempts of an idempotent read across endpoints before its error is returned. */
 export const READ_ATTEMPTS = 3;
 
@@ -55,6 +63,7 @@ interface Pool {
     }) => T,
   ): Promise<T>;
   markFailed(resource: unknown, error: unknown): void;
+  readonly authenticator?: { invalidateMetadata(): void };
 }
 
 /** A pass-through fault policy: etcd3's default retries writes that may have been applied. */
@@ -73,6 +82,12 @@ export function openEtcdStore(url: string, options: EtcdStoreOptions = {}): Etcd
   return new EtcdStore(resolveEtcdOptions(url, options));
 }
 
+/**
+ * The etcd engine. Semantics and error codes are the port's (see `src/store/types.ts` and
+ * docs/store.md); what is particular to etcd — deadlines, which failures are retried, how watches
+ * resume and prove progress, how leases are renewed — is in the module comment above and in the
+ * "etcd engine" section of docs/store.md. Open it with {@link openEtcdStore} or `openStore(url)`.
+ */
 export class EtcdStore implements Store {
   readonly url: string;
   readonly #opts: ResolvedEtcdOptions;
@@ -128,7 +143,7 @@ export class EtcdStore implements Store {
     if (options.revision !== undefined) checkRevision(options.revision);
     const res = await this.#read(options.signal, { key, revision: options.revision }, (o) =>
       this.#client.kv.range({ key: this.#codec.encode(key), revision: options.revision ?? 0 }, o),
-    );
+    ).catch((err: unknown) => this.#explainCompacted(err));
     const kv = res.kvs[0];
     return kv === undefined ? undefined : this.#codec.kv(kv);
   }
@@ -148,7 +163,7 @@ export class EtcdStore implements Store {
     };
     const res = await this.#read(options.signal, { revision: options.revision }, (o) =>
       this.#client.kv.range(req, o),
-    );
+    ).catch((err: unknown) => this.#explainCompacted(err));
     const keysOnly = options.keysOnly === true;
     return {
       kvs: options.countOnly === true ? [] : res.kvs.map((kv) => this.#codec.kv(kv, keysOnly)),
@@ -174,7 +189,7 @@ export class EtcdStore implements Store {
     if (lease !== NO_LEASE) checkLeaseId(lease);
     const res = await this.#write(options.signal, { key, lease }, (o) =>
       this.#client.kv.put(
-        { key: this.#codec.encode(key), value: Buffer.from(bytes), lease, prev_kv: options.prevKv === true },
+        { key: this.#codec.encode(key), value: toBuffer(bytes), lease, prev_kv: options.prevKv === true },
         o,
       ),
     );
@@ -227,16 +242,20 @@ export class EtcdStore implements Store {
     checkRevision(revision);
     await this.#write(undefined, { revision }, (o) =>
       this.#client.kv.compact({ revision, physical: false }, o),
-    );
+    ).catch((err: unknown) => this.#explainCompacted(err));
   }
 
   // ---- watches -----------------------------------------------------------------------------------
 
   watch(selector: string | KeySelector, options: WatchOptions = {}): Watch {
     const range = this.#codec.wireRange(toRange(selector, true));
-    if (options.fromRevision !== undefined) checkRevision(options.fromRevision, 'fromRevision');
-    if (this.#closing !== undefined)
-      throw new MusterError('MUSTER_CLOSED', 'the etcd store was closed; open a new one');
+    let failWith: unknown;
+    try {
+      if (options.fromRevision !== undefined) checkRevision(options.fromRevision, 'fromRevision');
+      this.#usable(undefined);
+    } catch (err) {
+      failWith = err;
+    }
     const w = new EtcdWatch(
       {
         codec: this.#codec,
@@ -247,7 +266,9 @@ export class EtcdStore implements Store {
       },
       range,
       options,
+      failWith,
     );
+    if (failWith !== undefined) return w;
     this.#watches.add(w);
     if (options.fromRevision === undefined) {
       const started = w.started;
@@ -405,9 +426,48 @@ export class EtcdStore implements Store {
         on(e: 'error', f: (err: unknown) => void): void;
       };
       stream.on('error', (err) => {
-        if (stream.writable) this.#pool.markFailed(resource, err);
+        // A failed stream counts against its member (and resets that member's connection), but not
+        // one we cancelled ourselves: that would cut every other stream to the member too.
+        const cancelled = (err as { code?: unknown } | null)?.code === GRPC_CANCELLED;
+        if (stream.writable && !cancelled) this.#pool.markFailed(resource, err);
+        // An expired token: the next stream authenticates again (unary calls do this in etcd3).
+        if (err instanceof Error && err.message.includes('invalid auth token'))
+          this.#pool.authenticator?.invalidateMetadata();
       });
       return stream;
+    });
+  }
+
+  /**
+   * Rethrows `err`; a `MUSTER_COMPACTED` from a read gains `details.compactRevision`, which etcd's
+   * read error does not carry: a watch from revision 1 is cancelled with it.
+   */
+  async #explainCompacted(err: unknown): Promise<never> {
+    if (!isMusterError(err, 'MUSTER_COMPACTED') || err.details.compactRevision !== undefined) throw err;
+    const compactRevision = await this.#probeCompactRevision().catch(() => undefined);
+    if (compactRevision === undefined) throw err;
+    throw new MusterError(
+      'MUSTER_COMPACTED',
+      `revision ${err.details.revision ?? '?'} has been compacted (history before ${compactRevision} is gone); re-list and watch from the new revision`,
+      { cause: err.cause, details: { ...err.details, compactRevision } },
+    );
+  }
+
+  async #probeCompactRevision(): Promise<number | undefined> {
+    const stream = await this.#openStream<WatchStream>('Watch', 'watch');
+    return new Promise<number | undefined>((resolve) => {
+      const done = (rev: number | undefined): void => {
+        clearTimeout(timer);
+        stream.cancel();
+        resolve(rev);
+      };
+      const timer = setTimeout(() => done(undefined), 1000);
+      stream.on('data', (res: { compact_revision?: string }) => {
+        const rev = Number(res.compact_revision ?? 0);
+        if (rev > 0) done(rev);
+      });
+      stream.on('error', () => done(undefined));
+      stream.write({ create_request: { key: this.#codec.encode('\0'), start_revision: 1 } });
     });
   }
 

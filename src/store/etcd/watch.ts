@@ -77,6 +77,8 @@ export class EtcdWatch implements Watch {
     ctx: WatchContext,
     range: WireRange,
     options: { fromRevision?: number; prevKv?: boolean; signal?: AbortSignal },
+    /** Start already failed with this error (closed store, bad option), as the memory engine does. */
+    failWith?: unknown,
   ) {
     this.#ctx = ctx;
     this.#range = range;
@@ -84,6 +86,12 @@ export class EtcdWatch implements Watch {
     this.#next = options.fromRevision;
     this.#signal = options.signal;
     this.started = new Promise((resolve) => (this.#markStarted = resolve));
+    if (failWith !== undefined) {
+      this.#error = failWith;
+      this.#ended = true;
+      this.#markStarted();
+      return;
+    }
     if (this.#signal?.aborted) {
       this.#ended = true;
       this.#markStarted();

@@ -1,0 +1,44 @@
+/**
+ * Sessions across a restart of the etcd leader (three members): keep-alives fail over to the
+ * surviving members, etcd extends leases on election, and no session with TTL ≥ 3 s is lost.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { openSession, type Session } from '../../src/membership/index.js';
+import { openStore } from '../../src/store/index.js';
+import { ETCD_INSTALL_HINT, type EtcdCluster, needBinary, startEtcd } from '../../src/testing/index.js';
+
+const skip = needBinary('etcd', ETCD_INSTALL_HINT);
+
+describe('sessions across an etcd leader restart (three members)', { skip }, () => {
+  let etcd: EtcdCluster;
+  before(async () => {
+    etcd = await startEtcd({ members: 3 });
+  });
+  after(async () => {
+    await etcd?.close();
+  });
+
+  test('sessions with TTL ≥ 3 s survive a restart of the leader without being lost', async () => {
+    const store = await openStore(etcd.url);
+    const sessions: Session[] = [];
+    for (const ttl of ['3s', '5s']) sessions.push(await openSession(store, { ttl }));
+    const failures: unknown[] = [];
+    for (const s of sessions) s.on('keepAliveFailed', (e) => failures.push(e));
+    const leader = await etcd.leader();
+    await leader.kill();
+    await etcd.waitReady(15_000);
+    await leader.restart();
+    await etcd.waitReady(15_000);
+    // Keep going for two TTLs after the restart.
+    const before = sessions.map((s) => s.renewals);
+    await new Promise((r) => setTimeout(r, 6000));
+    for (const [i, s] of sessions.entries()) {
+      assert.equal(s.state, 'active', `session ${s.ttlMs} ms: ${String(s.lost.reason)}`);
+      assert.ok(s.renewals > (before[i] as number), 'keep-alives continue after the restart');
+      assert.ok(await store.leaseTimeToLive(s.leaseId), 'etcd still has the lease');
+    }
+    await Promise.all(sessions.map((s) => s.close()));
+    await store.close();
+  });
+});
