@@ -15,7 +15,13 @@ import type { KeyValue, Store, Watch, WatchEvent } from '../store/types.js';
 import { Freshness } from './freshness.js';
 
 /** What a mirror needs from a store: the etcd engine, `muster serve`, the memory engine, or a relay. */
-export type ConfigSource = Pick<Store, 'range' | 'watch' | 'headRevision'>;
+export type ConfigSource = Pick<Store, 'range' | 'watch' | 'headRevision'> & {
+  /**
+   * True for a relay: its reads are already proofs shared by every process of the host, so the
+   * mirror verifies by reads only and sends no progress requests (half the local traffic).
+   */
+  readonly relayed?: boolean;
+};
 
 /** Pause before listing again after the watch fails: 100 ms, short because staleness is ticking. */
 export const DEFAULT_RETRY_DELAY_MS = 100;
@@ -140,7 +146,9 @@ export class PrefixMirror {
       this.fresh.streamLost();
       this.#watch.close(); // silently dead: the loop lists again
     }
-    if (this.#watch !== undefined && this.fresh.requestProgress(now)) this.#watch.requestProgress();
+    if (this.#watch !== undefined && this.#source.relayed !== true && this.fresh.requestProgress(now)) {
+      this.#watch.requestProgress();
+    }
     if (this.#roundInFlight || this.#roundTimer !== undefined) return;
     const wait = this.#lastRoundMono + (this.#s.minRoundGapMs ?? 0) - now;
     if (wait > 0) {

@@ -93,6 +93,7 @@ class RelayWatch implements Watch {
 /** A connection to a {@link ConfigRelay}. */
 export class RelayClient implements ConfigSource {
   readonly address: string;
+  readonly relayed = true;
   #socket: Socket | undefined;
   #connecting: Promise<Socket> | undefined;
   #nextId = 1;

@@ -22,8 +22,8 @@ import { type ClientMessage, encodeEvent, encodeKv, LineReader, type RelayMessag
 
 /** Batches kept per prefix so a client that lists and then watches never misses an event: 1,024. */
 export const RELAY_LOG_BATCHES = 1024;
-/** Least time between two upstream verification reads: 20 ms, so 150 processes share ≤ 50 reads/s. */
-export const RELAY_MIN_ROUND_GAP_MS = 20;
+/** Least time between two upstream verification reads: 50 ms, so a host's processes share ≤ 20 reads/s. */
+export const RELAY_MIN_ROUND_GAP_MS = 50;
 
 export interface ConfigRelayOptions {
   /** The upstream store. */
