@@ -59,12 +59,12 @@ export function configProcessSuite(name: string, skip: false | string, start: ()
       const state = await readConfig(store, 'inv');
       const report = checkVersionHistory(fleet.tasks, state.versions);
       assert.deepEqual(report.violations.slice(0, 5), []);
-      assert.ok(report.ran > 1000, `only ${report.ran} tasks ran`);
+      assert.ok(report.ran > 500, `only ${report.ran} tasks ran`);
       for (const name of fleet.names) {
         const seen = new Set(
           fleet.tasks.filter((t) => t.worker === name && t.version !== null).map((t) => t.version),
         );
-        assert.ok(seen.size >= 10, `${name} used only ${seen.size} versions`);
+        assert.ok(seen.size >= 8, `${name} used only ${seen.size} versions`);
       }
       // Every task straddling an activation instant was checked; count them to be sure there were some.
       const near = fleet.tasks.filter((t) =>
