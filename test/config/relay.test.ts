@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
@@ -17,7 +17,8 @@ describe('per-host relay', () => {
     await initConfig(store, 'r', POLICY);
     await publishConfig(store, 'r', 'a', { in: '400ms' });
     const faulty = new FaultyStore(store);
-    const path = join(mkdtempSync(join(tmpdir(), 'muster-relay-')), 'relay.sock');
+    const dir = mkdtempSync(join(tmpdir(), 'muster-relay-'));
+    const path = join(dir, 'relay.sock');
     const relay = await ConfigRelay.start({ store: faulty.store, listen: path, maxStaleness: '300ms' });
     const clients = await Promise.all([1, 2, 3].map(() => RelayClient.connect(path)));
     const handles = clients.map((c) => openConfig<string>(c, 'r'));
@@ -56,6 +57,7 @@ describe('per-host relay', () => {
       await Promise.all(clients.map((c) => c.close()));
       await relay.close();
       await store.close();
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });
