@@ -102,6 +102,11 @@ async function runOne(
     switchWaitMs,
     flushMs: 1000,
     ...(relay === undefined ? {} : { relay: socket }),
+  }).catch(async (err: unknown) => {
+    relay?.kill('SIGTERM');
+    rmSync(dir, { recursive: true, force: true });
+    await store.close();
+    throw err;
   });
   console.log(`  ${workers} workers ready in ${((Date.now() - started) / 1000).toFixed(1)} s`);
   const publishedAt = new Map<number, number>();
