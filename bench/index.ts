@@ -10,6 +10,7 @@ const BENCHMARKS: Record<string, () => Promise<{ run(args: string[]): Promise<vo
   etcd: () => import('./etcd.js'),
   placement: () => import('./placement.js'),
   serve: () => import('./serve.js'),
+  config: () => import('./config.js'),
 };
 
 async function main(): Promise<void> {

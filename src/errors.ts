@@ -46,6 +46,11 @@ export const ERROR_CODES = {
     retryable: false,
     summary: 'a program muster needs (for example etcd) is not on PATH',
   },
+  MUSTER_DATA_DIR_LOCKED: {
+    retryable: false,
+    summary: 'another live process is using the data directory of muster serve',
+  },
+  MUSTER_ADDRESS_IN_USE: { retryable: false, summary: 'the address muster serve should listen on is taken' },
   MUSTER_SESSION_LOST: {
     retryable: false,
     summary: 'a session passed its validity deadline or its lease is gone; open a new session',
@@ -58,11 +63,6 @@ export const ERROR_CODES = {
     retryable: true,
     summary: 'discovery found no active, healthy instance of the service',
   },
-  MUSTER_DATA_DIR_LOCKED: {
-    retryable: false,
-    summary: 'another live process is using the data directory of muster serve',
-  },
-  MUSTER_ADDRESS_IN_USE: { retryable: false, summary: 'the address muster serve should listen on is taken' },
   MUSTER_NOT_OWNER: {
     retryable: false,
     summary: 'this instance no longer owns the partition (released, session lost or key lost)',
@@ -72,6 +72,24 @@ export const ERROR_CODES = {
     summary:
       "a partition's work did not stop within the stop timeout; the partition stays owned until it does",
   },
+  MUSTER_STALE_CONFIG: {
+    retryable: true,
+    summary: 'this process cannot prove, within maxStaleness, that it holds every configuration version',
+  },
+  MUSTER_MISSING_CONFIG: { retryable: true, summary: 'no configuration version is in force at that time' },
+  MUSTER_LEAD_TIME: {
+    retryable: false,
+    summary: 'an activation or cancellation is sooner than the configuration minLeadTime allows',
+  },
+  MUSTER_SCHEMA_VIOLATION: {
+    retryable: false,
+    summary: 'a configuration value does not match its JSON Schema',
+  },
+  MUSTER_NOT_FOUND: {
+    retryable: false,
+    summary: 'the named object (configuration, version…) does not exist',
+  },
+  MUSTER_ALREADY_EXISTS: { retryable: false, summary: 'the named object already exists' },
   MUSTER_INTERNAL: {
     retryable: false,
     summary: 'a bug in muster: please report it with the message and logs',

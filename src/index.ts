@@ -8,9 +8,10 @@ export * from './errors.js';
 export { type Clock, type TimerHandle, SystemClock, ManualClock, systemClock } from './clock.js';
 export { type Duration, toMillis, formatDuration } from './util/duration.js';
 export * from './store/index.js';
+export * from './config/index.js';
+export { startServer, type ServerOptions, type MusterServer } from './server/start.js';
 export * from './placement/index.js';
 export * from './membership/index.js';
 // Both placement and membership name an InstanceState; the record's (with 'leaving') is the public one.
 export type { InstanceState } from './membership/index.js';
-export { startServer, type ServerOptions, type MusterServer } from './server/start.js';
 export * from './partitions/index.js';

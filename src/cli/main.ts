@@ -8,6 +8,8 @@ import { isMusterError } from '../errors.js';
 import { registerMembershipCommands } from './membership-commands.js';
 import { registerServeCommand } from './serve-command.js';
 import { registerPartitionsCommand } from './partitions-command.js';
+import { registerConfigCommands } from './config-commands.js';
+import { registerDemoCommand } from './demo-command.js';
 import { registerStoreCommands } from './store-commands.js';
 
 /** Exit statuses: 0 success, 1 a coded muster error, 2 bad usage, 70 an unexpected failure. */
@@ -41,6 +43,8 @@ Errors print their code (e.g. MUSTER_STALE_CONFIG) and exit with status 1; see d
   registerMembershipCommands(program);
   registerServeCommand(program);
   registerPartitionsCommand(program);
+  registerConfigCommands(program);
+  registerDemoCommand(program);
   return program;
 }
 

@@ -1,0 +1,218 @@
+/**
+ * `npm run bench -- config [--workers 150] [--switches 8] [--via relay (default)|direct|both]
+ *  [--store etcd|serve|both] [--task-interval 100] [--switch-wait 25]`
+ *
+ * 150 worker processes (the seed's figure) hold a configuration; the publisher schedules versions
+ * `minLeadTime` ahead, one after another. Reports, per store and per delivery path:
+ * - propagation: commit → a worker holds the new version (every worker × version), p50/p99/max; the
+ *   commit instant is taken as the earlier of the publisher's acknowledgement and the receipt by a
+ *   watcher in the publisher's own process (so the figure is an upper bound);
+ * - switch lateness: activation instant → the worker's `switch` handler, p50/p99/max;
+ * - wrong-version tasks: the recorder's history checked against the final timeline (must be 0).
+ * Delivery paths: `direct` (each worker its own store connection and watch) and `relay` (one
+ * per-host relay process holds the watch and serves the workers over a Unix socket).
+ */
+import { type ChildProcess, fork } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { loadavg } from 'node:os';
+import {
+  checkVersionHistory,
+  type ConfigSource,
+  initConfig,
+  openConfig,
+  publishConfig,
+  readConfig,
+  RelayClient,
+} from '../src/config/index.js';
+import { PreciseClock } from '../src/demo/precise-clock.js';
+import { Fleet } from '../src/demo/fleet.js';
+import { startServer } from '../src/server/index.js';
+import { openStore } from '../src/store/index.js';
+import { startEtcd } from '../src/testing/index.js';
+import { latencySummary, quantile } from './stats.js';
+
+const preciseNow = (): number => performance.timeOrigin + performance.now();
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, Math.max(0, ms)));
+
+function arg(args: string[], name: string, fallback: string): string {
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 ? (args[i + 1] ?? fallback) : fallback;
+}
+
+interface Backend {
+  readonly name: string;
+  readonly url: string;
+  close(): Promise<void>;
+}
+
+async function startBackend(kind: string): Promise<Backend> {
+  if (kind === 'etcd') {
+    const etcd = await startEtcd();
+    return { name: 'etcd 3.4 (1 member)', url: etcd.url, close: () => etcd.close() };
+  }
+  const dataDir = mkdtempSync(join(tmpdir(), 'muster-bench-'));
+  const server = await startServer({ dataDir, listen: '127.0.0.1:0' });
+  return {
+    name: 'muster serve',
+    url: server.url,
+    close: async () => {
+      await server.close();
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+async function startRelay(storeUrl: string, socket: string): Promise<ChildProcess> {
+  const child = fork(new URL('../src/demo/relay-process.js', import.meta.url), [], {
+    env: { ...process.env, MUSTER_STORE: storeUrl, MUSTER_RELAY: socket },
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  });
+  await new Promise<void>((resolve, reject) => {
+    child.once('message', () => resolve());
+    child.once('exit', (code) => reject(new Error(`relay exited with ${code}`)));
+  });
+  return child;
+}
+
+async function runOne(
+  backend: Backend,
+  via: string,
+  workers: number,
+  switches: number,
+  taskInterval: number,
+  switchWaitMs: number,
+): Promise<void> {
+  const store = await openStore(backend.url);
+  const name = `bench-${via}-${Date.now()}`;
+  const policy = await initConfig(store, name, {});
+  const lead = policy.minLeadTimeMs;
+  await publishConfig(store, name, { include_mood: false, delay_ms: 0 }, { in: lead });
+  const dir = mkdtempSync(join(tmpdir(), 'muster-relay-'));
+  const socket = join(dir, 'relay.sock');
+  const relay = via === 'relay' ? await startRelay(backend.url, socket) : undefined;
+  const started = Date.now();
+  const fleet = await Fleet.start({
+    store: backend.url,
+    config: name,
+    workers,
+    taskIntervalMs: taskInterval,
+    readyTimeoutMs: 180_000,
+    switchWaitMs,
+    flushMs: 1000,
+    ...(relay === undefined ? {} : { relay: socket }),
+  }).catch(async (err: unknown) => {
+    relay?.kill('SIGTERM');
+    rmSync(dir, { recursive: true, force: true });
+    await store.close();
+    throw err;
+  });
+  console.log(`  ${workers} workers ready in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+  const publishedAt = new Map<number, number>();
+  const publishMs: number[] = [];
+  // Reference watchers in this process: one straight on the store, one through the relay (if any).
+  const probes: { label: string; at: Map<number, number>; close: () => Promise<void> }[] = [];
+  const probe = async (label: string, source: ConfigSource, close: () => Promise<void>): Promise<void> => {
+    const at = new Map<number, number>();
+    const h = openConfig(source, name, { clock: new PreciseClock() });
+    h.on('version', ({ version }) => at.set(version.version, preciseNow()));
+    await h.ready();
+    probes.push({ label, at, close: async () => (await h.close(), await close()) });
+  };
+  await probe('one watcher in the publisher process', store, async () => undefined);
+  if (relay !== undefined) {
+    const client = await RelayClient.connect(socket);
+    await probe('one more process behind the relay (the publisher)', client, () => client.close());
+  }
+  const load0 = loadavg()[0] ?? 0;
+  try {
+    // one warm-up switch (not counted), then the measured ones
+    for (let i = 0; i <= switches; i++) {
+      const t0 = preciseNow();
+      const v = await publishConfig(store, name, { include_mood: i % 2 === 0, delay_ms: 0 }, { in: lead });
+      const acked = preciseNow(); // the commit is acknowledged: propagation is measured from here
+      if (i > 0) {
+        publishedAt.set(v.version, acked);
+        publishMs.push(acked - t0);
+      }
+      await fleet
+        .waitFor(
+          () => fleet.received.filter((r) => r.version === v.version).length === workers,
+          lead + 10_000,
+          `every worker to receive version ${v.version}`,
+        )
+        .catch((err: unknown) => {
+          const got = fleet.received.filter((r) => r.version === v.version).length;
+          throw new Error(`${String(err)}: ${got}/${workers} received it`);
+        });
+      await sleep(v.activateAt - Date.now() + 300);
+      await fleet.waitFor(
+        () => fleet.switches.filter((s) => s.version === v.version).length === workers,
+        5000,
+        `every worker to switch to version ${v.version}`,
+      );
+    }
+  } finally {
+    for (const p of probes) await p.close();
+    await fleet.stop();
+    relay?.kill('SIGTERM');
+    rmSync(dir, { recursive: true, force: true });
+  }
+  // The commit instant is at or before both the acknowledgement and the first watcher's receipt.
+  const direct = probes[0]?.at;
+  for (const [v, acked] of publishedAt) publishedAt.set(v, Math.min(acked, direct?.get(v) ?? acked));
+  const propagation = fleet.received
+    .filter((r) => publishedAt.has(r.version))
+    .map((r) => r.at - (publishedAt.get(r.version) as number));
+  const everyone = [...publishedAt].map(([version, t0]) =>
+    Math.max(...fleet.received.filter((r) => r.version === version).map((r) => r.at - t0)),
+  );
+  const lateness = fleet.switches.filter((s) => publishedAt.has(s.version)).map((s) => s.latenessMs);
+  const state = await readConfig(store, name);
+  const report = checkVersionHistory(fleet.tasks, state.versions);
+  await store.close();
+  for (const p of probes) {
+    const ms = [...publishedAt].flatMap(([v, t0]) => (p.at.has(v) ? [(p.at.get(v) as number) - t0] : []));
+    console.log(`  reference: ${p.label}: ${latencySummary(ms)}`);
+  }
+  console.log(
+    `  load average (1 min) at start and end: ${load0.toFixed(1)}, ${(loadavg()[0] ?? 0).toFixed(1)}`,
+  );
+  console.log(`  publish call (read policy + commit, fsync included): ${latencySummary(publishMs)}`);
+  console.log(`  propagation (commit → a worker holds it):   ${latencySummary(propagation)}`);
+  console.log(
+    `  propagation to every worker (per version):   p50 ${quantile(everyone, 0.5).toFixed(2)} ms, max ${Math.max(...everyone).toFixed(2)} ms`,
+  );
+  console.log(`  switch lateness (instant → switch handler):  ${latencySummary(lateness)}`);
+  console.log(
+    `  tasks: ${report.tasks} recorded, ${report.ran} ran, ${report.refused} refused; wrong version: ${report.violations.length}`,
+  );
+}
+
+export async function run(args: string[]): Promise<void> {
+  const workers = Number(arg(args, 'workers', '150'));
+  const switches = Number(arg(args, 'switches', '8'));
+  const taskInterval = Number(arg(args, 'task-interval', '100'));
+  const switchWaitMs = Number(arg(args, 'switch-wait', '25'));
+  const stores = arg(args, 'store', 'both') === 'both' ? ['etcd', 'serve'] : [arg(args, 'store', 'etcd')];
+  const vias = arg(args, 'via', 'relay') === 'both' ? ['relay', 'direct'] : [arg(args, 'via', 'relay')];
+  console.log(
+    `config benchmark: ${workers} worker processes, ${switches} switches, a task every ~${taskInterval} ms per worker`,
+  );
+  for (const kind of stores) {
+    const backend = await startBackend(kind);
+    try {
+      for (const via of vias) {
+        console.log(
+          `\n${backend.name}, ${via === 'relay' ? 'through one per-host relay' : 'one watch per worker'}:`,
+        );
+        await runOne(backend, via, workers, switches, taskInterval, switchWaitMs).catch((err: unknown) => {
+          console.log(`  failed: ${String(err)}`);
+        });
+      }
+    } finally {
+      await backend.close();
+    }
+  }
+}

@@ -1,0 +1,369 @@
+/**
+ * `muster config …`: create configurations, schedule and cancel versions, read what is in force.
+ * Reads are linearizable, so `muster config get NAME --json` is a fresh answer for any language.
+ */
+import { readFileSync } from 'node:fs';
+import type { Command } from 'commander';
+import {
+  cancelConfig,
+  type ConfigVersion,
+  diffValues,
+  initConfig,
+  openConfig,
+  publishConfig,
+  readConfig,
+  Timeline,
+  timelineOf,
+} from '../config/index.js';
+import { invalidArgument, MusterError } from '../errors.js';
+import type { Store } from '../store/types.js';
+import { formatDuration } from '../util/duration.js';
+import { jsonOption, printJson, printTable, storeOption, withStore } from './common.js';
+
+interface StoreOpts {
+  store: string;
+  json?: boolean;
+}
+
+export function registerConfigCommands(program: Command): void {
+  const config = program
+    .command('config')
+    .description('scheduled configuration: versions that every process switches to at the same instant');
+
+  config
+    .command('init')
+    .description('create a configuration with its policy (staleness, clock skew, lead time, JSON Schema)')
+    .argument('<name>', 'configuration name')
+    .option('--schema <file>', 'JSON Schema file that every value must satisfy')
+    .option('--max-staleness <duration>', 'refuse tasks when not verified for this long', '2s')
+    .option('--max-clock-skew <duration>', 'assumed bound on clock error between machines', '250ms')
+    .option(
+      '--min-lead-time <duration>',
+      'earliest activation after publishing (default: staleness + 2·skew + 500ms)',
+    )
+    .option('--keep <n>', 'past versions to keep', '100')
+    .addOption(storeOption())
+    .addOption(jsonOption())
+    .action(async (name: string, opts: StoreOpts & Record<string, string | undefined>) => {
+      const schema = opts.schema === undefined ? undefined : readJsonFile(opts.schema, 'schema');
+      await withStore(opts.store, async (store) => {
+        const policy = await initConfig(store, name, {
+          maxStaleness: opts.maxStaleness ?? '2s',
+          maxClockSkew: opts.maxClockSkew ?? '250ms',
+          ...(opts.minLeadTime === undefined ? {} : { minLeadTime: opts.minLeadTime }),
+          ...(schema === undefined ? {} : { schema }),
+          keepVersions: Number(opts.keep ?? '100'),
+        });
+        if (opts.json === true) printJson({ name, policy });
+        else
+          out(
+            `created configuration '${name}': maxStaleness ${formatDuration(policy.maxStalenessMs)}, ` +
+              `maxClockSkew ${formatDuration(policy.maxClockSkewMs)}, minLeadTime ${formatDuration(policy.minLeadTimeMs)}` +
+              `${schema === undefined ? '' : ', with a JSON Schema'}`,
+          );
+      });
+    });
+
+  config
+    .command('set')
+    .description('schedule a new version (give --in or --at)')
+    .argument('<name>', 'configuration name')
+    .requiredOption('--file <file>', 'JSON file with the value (- for standard input)')
+    .option('--in <duration>', 'activate this long from now, e.g. 5m')
+    .option('--at <time>', 'activate at this instant (ISO-8601, e.g. 2026-01-01T10:00:00Z)')
+    .option('--note <text>', 'why this change')
+    .addOption(storeOption())
+    .addOption(jsonOption())
+    .action(
+      async (name: string, opts: StoreOpts & { file: string; in?: string; at?: string; note?: string }) => {
+        const value = readJsonFile(opts.file, 'value');
+        await withStore(opts.store, async (store) => {
+          const v = await publishConfig(store, name, value, {
+            ...(opts.in === undefined ? {} : { in: opts.in }),
+            ...(opts.at === undefined ? {} : { at: parseInstant(opts.at) }),
+            ...(opts.note === undefined ? {} : { note: opts.note }),
+          });
+          if (opts.json === true) printJson(v);
+          else
+            out(
+              `scheduled '${name}' version ${v.version} at ${iso(v.activateAt)} (in ${formatDuration(v.activateAt - Date.now())})`,
+            );
+        });
+      },
+    );
+
+  config
+    .command('get')
+    .description('print the version in force now (or at --at TIME)')
+    .argument('<name>', 'configuration name')
+    .option('--at <time>', 'instant (ISO-8601 or epoch ms); default now')
+    .addOption(storeOption())
+    .addOption(jsonOption())
+    .action(async (name: string, opts: StoreOpts & { at?: string }) => {
+      await withStore(opts.store, async (store) => {
+        const sent = Date.now();
+        const state = await readConfig(store, name);
+        const t = opts.at === undefined ? Date.now() : parseInstant(opts.at);
+        const v = timelineOf(state).at(t);
+        if (v === undefined) {
+          throw new MusterError(
+            'MUSTER_MISSING_CONFIG',
+            `configuration '${name}' has no version in force at ${iso(t)}`,
+            {
+              details: { config: name, at: t },
+            },
+          );
+        }
+        // A linearizable read sent at `sent` vouches for every instant up to sent + maxStaleness.
+        const final = t <= sent + state.policy.maxStalenessMs;
+        if (opts.json === true) printJson({ name, at: t, final, revision: state.revision, ...v });
+        else {
+          out(
+            `${name} version ${v.version} (in force since ${iso(v.activateAt)})${final ? '' : ' — as scheduled now'}`,
+          );
+          out(JSON.stringify(v.value, null, 2));
+        }
+      });
+    });
+
+  config
+    .command('timeline')
+    .description('past, current and scheduled versions, with a live countdown on a terminal')
+    .argument('<name>', 'configuration name')
+    .option('--once', 'print once and exit (the default when not on a terminal)')
+    .addOption(storeOption())
+    .addOption(jsonOption())
+    .action(async (name: string, opts: StoreOpts & { once?: boolean }) => {
+      await withStore(opts.store, async (store) => {
+        if (opts.json === true) {
+          const state = await readConfig(store, name);
+          const cur = timelineOf(state).at(Date.now());
+          printJson({ ...state, current: cur?.version ?? null });
+          return;
+        }
+        if (opts.once === true || process.stdout.isTTY !== true) {
+          printTimeline(name, (await readConfig(store, name)).versions);
+          return;
+        }
+        await liveTimeline(store, name);
+      });
+    });
+
+  config
+    .command('cancel')
+    .description('cancel a scheduled version (only while it is at least minLeadTime away)')
+    .argument('<name>', 'configuration name')
+    .argument('<version>', 'version number')
+    .addOption(storeOption())
+    .addOption(jsonOption())
+    .action(async (name: string, version: string, opts: StoreOpts) => {
+      await withStore(opts.store, async (store) => {
+        const v = await cancelConfig(store, name, parseVersion(version));
+        if (opts.json === true) printJson(v);
+        else out(`cancelled '${name}' version ${v.version} (was due at ${iso(v.activateAt)})`);
+      });
+    });
+
+  config
+    .command('diff')
+    .description('show what changed between two versions')
+    .argument('<name>', 'configuration name')
+    .argument('<v1>', 'older version')
+    .argument('<v2>', 'newer version')
+    .addOption(storeOption())
+    .addOption(jsonOption())
+    .action(async (name: string, v1: string, v2: string, opts: StoreOpts) => {
+      await withStore(opts.store, async (store) => {
+        const state = await readConfig(store, name);
+        const find = (n: number): ConfigVersion => {
+          const v = state.versions.find((x) => x.version === n);
+          if (v === undefined) {
+            throw new MusterError(
+              'MUSTER_NOT_FOUND',
+              `configuration '${name}' has no version ${n} (kept: ${state.versions.map((x) => x.version).join(', ') || 'none'})`,
+              {
+                details: { config: name, version: n },
+              },
+            );
+          }
+          return v;
+        };
+        const changes = diffValues(find(parseVersion(v1)).value, find(parseVersion(v2)).value);
+        if (opts.json === true) printJson(changes);
+        else if (changes.length === 0) out('no differences');
+        else
+          for (const c of changes) {
+            const sign = c.kind === 'added' ? '+' : c.kind === 'removed' ? '-' : '~';
+            const detail =
+              c.kind === 'changed'
+                ? `${JSON.stringify(c.before)} → ${JSON.stringify(c.after)}`
+                : JSON.stringify(c.kind === 'added' ? c.after : c.before);
+            out(`${sign} ${c.path}: ${detail}`);
+          }
+      });
+    });
+
+  config
+    .command('watch')
+    .description('follow a configuration: versions received, switches, staleness (Ctrl-C to stop)')
+    .argument('<name>', 'configuration name')
+    .addOption(storeOption())
+    .addOption(jsonOption())
+    .action(async (name: string, opts: StoreOpts) => {
+      await withStore(opts.store, async (store) => {
+        await readConfig(store, name); // MUSTER_NOT_FOUND early
+        const emit = (event: string, fields: Record<string, unknown>, text: string): void =>
+          opts.json === true
+            ? out(JSON.stringify({ time: iso(Date.now()), event, ...fields }))
+            : out(`${iso(Date.now())}  ${text}`);
+        const stop = new AbortController();
+        const onSignal = (): void => stop.abort();
+        process.once('SIGINT', onSignal);
+        process.once('SIGTERM', onSignal);
+        const h = openConfig(store, name, { signal: stop.signal });
+        h.on('version', ({ version: v, cancelled }) =>
+          emit(
+            cancelled ? 'cancelled' : 'version',
+            { version: v.version, activateAt: v.activateAt },
+            `${cancelled ? 'cancelled' : 'received'} version ${v.version} (activates ${iso(v.activateAt)})`,
+          ),
+        );
+        h.on('switch', (s) =>
+          emit(
+            'switch',
+            { version: s.version.version, latenessMs: s.latenessMs },
+            `switched to version ${s.version.version} (${s.latenessMs.toFixed(1)} ms after its instant)`,
+          ),
+        );
+        h.on('invalid', (e) =>
+          emit(
+            'invalid',
+            { key: e.key, error: e.error.toJSON() },
+            `ignored ${e.key}: ${e.error.code}: ${e.error.message}`,
+          ),
+        );
+        await h.ready();
+        const cur = safeCurrent(() => h.current());
+        emit(
+          'ready',
+          { version: cur?.version ?? null },
+          `watching '${name}'; in force: ${cur === undefined ? 'none' : `version ${cur.version}`}`,
+        );
+        let lastState = h.state;
+        while (!stop.signal.aborted) {
+          await sleep(100, stop.signal);
+          if (h.state !== lastState && h.state !== 'closed') {
+            lastState = h.state;
+            emit(
+              'state',
+              { state: lastState },
+              lastState === 'stale'
+                ? 'STALE: cannot verify the configuration; tasks would be refused'
+                : 'fresh again',
+            );
+          }
+        }
+        process.off('SIGINT', onSignal);
+        process.off('SIGTERM', onSignal);
+        await h.close();
+      });
+    });
+}
+
+async function liveTimeline(store: Store, name: string): Promise<void> {
+  await readConfig(store, name);
+  const stop = new AbortController();
+  const onSignal = (): void => stop.abort();
+  process.once('SIGINT', onSignal);
+  const h = openConfig(store, name, { signal: stop.signal });
+  await h.ready();
+  while (!stop.signal.aborted) {
+    const versions = (await readConfig(store, name)).versions;
+    process.stdout.write('\x1b[H\x1b[2J');
+    printTimeline(name, versions);
+    out(`\n${h.state === 'fresh' ? 'live' : h.state.toUpperCase()} — Ctrl-C to stop`);
+    await sleep(1000, stop.signal);
+  }
+  process.off('SIGINT', onSignal);
+  await h.close();
+}
+
+function printTimeline(name: string, versions: readonly ConfigVersion[]): void {
+  const now = Date.now();
+  const cur = new Timeline(versions.filter((v) => v.cancelledAt === undefined)).at(now);
+  const rows = versions.map((v) => {
+    const state =
+      v.cancelledAt !== undefined
+        ? 'cancelled'
+        : v.version === cur?.version
+          ? 'CURRENT'
+          : v.activateAt > now
+            ? `in ${formatDuration(v.activateAt - now)}`
+            : 'past';
+    return [
+      String(v.version),
+      iso(v.activateAt),
+      state,
+      v.author ?? '',
+      v.note ?? '',
+      JSON.stringify(v.value).slice(0, 40),
+    ];
+  });
+  printTable(['VERSION', 'ACTIVATES', 'STATE', 'AUTHOR', 'NOTE', 'VALUE'], rows);
+  if (versions.length === 0) out(`(configuration '${name}' has no versions yet)`);
+}
+
+function safeCurrent(fn: () => ConfigVersion): ConfigVersion | undefined {
+  try {
+    return fn();
+  } catch {
+    return undefined;
+  }
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const done = (): void => {
+      clearTimeout(t);
+      signal.removeEventListener('abort', done);
+      resolve();
+    };
+    const t = setTimeout(done, ms);
+    signal.addEventListener('abort', done, { once: true });
+  });
+}
+
+function readJsonFile(file: string, what: string): unknown {
+  let text: string;
+  try {
+    text = readFileSync(file === '-' ? 0 : file, 'utf8');
+  } catch (err) {
+    throw invalidArgument(`cannot read the ${what} file '${file}': ${(err as Error).message}`);
+  }
+  try {
+    return JSON.parse(text) as unknown;
+  } catch (err) {
+    throw invalidArgument(`the ${what} file '${file}' is not JSON: ${(err as Error).message}`);
+  }
+}
+
+function parseInstant(text: string): number {
+  const t = /^\d+$/.test(text) ? Number(text) : Date.parse(text);
+  if (!Number.isFinite(t))
+    throw invalidArgument(`'${text}' is not an instant; use ISO-8601, e.g. 2026-01-01T10:00:00Z`);
+  return t;
+}
+
+function parseVersion(text: string): number {
+  const n = Number(text);
+  if (!Number.isSafeInteger(n) || n < 1) throw invalidArgument(`'${text}' is not a version number`);
+  return n;
+}
+
+function iso(t: number): string {
+  return new Date(t).toISOString();
+}
+
+function out(line: string): void {
+  process.stdout.write(`${line}\n`);
+}

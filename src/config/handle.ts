@@ -1,0 +1,430 @@
+/**
+ * The process side: a live, verified copy of one configuration's timeline.
+ *
+ * `openConfig(store, name)` lists the configuration's keys (a linearizable read), then watches them.
+ * A verification loop asks the watch for progress notifications and reads the store's head
+ * linearizably; see `freshness.ts` for what counts as proof. `at(t)` answers only while the proof is at
+ * most `maxStaleness` old, so a process cut off from the store refuses tasks instead of guessing.
+ */
+import { type Clock, SystemClock, systemClock, type TimerHandle } from '../clock.js';
+import { MusterError, throwIfAborted } from '../errors.js';
+import type { KeyValue, WatchEvent } from '../store/types.js';
+import { type Duration, formatDuration, toMillis } from '../util/duration.js';
+import { type ConfigSource, PrefixMirror } from './mirror.js';
+import {
+  type ConfigPolicy,
+  ConfigKeys,
+  type ConfigVersion,
+  DEFAULT_POLICY,
+  DEFAULT_ROOT_PREFIX,
+  decodePolicy,
+  decodeVersion,
+  validateValue,
+} from './model.js';
+import { ConfigSnapshot, missingConfig, Timeline } from './timeline.js';
+import { Listeners } from './listeners.js';
+
+/** A cell nobody ever notifies: `Atomics.wait` on it is a precise sleep. */
+const BLOCKER = new Int32Array(new SharedArrayBuffer(4));
+
+/** Verification rounds per `maxStaleness`: 4, so one lost round still leaves three to recover in. */
+export const DEFAULT_VERIFY_ROUNDS = 4;
+
+export interface OpenConfigOptions {
+  /** Default: the system clock. */
+  clock?: Clock;
+  /** Default {@link DEFAULT_ROOT_PREFIX}. */
+  rootPrefix?: string;
+  /** Interval between verification rounds. Default: `maxStaleness / 4`. */
+  verifyInterval?: Duration;
+  /**
+   * For a punctual `switch` event: wake this long before an activation instant and block the event
+   * loop until the instant exactly (system clocks only). Default 0: a plain timer (about a millisecond
+   * late when idle, more under load). Tasks never need this: they ask `at(their start time)`.
+   */
+  switchWait?: Duration;
+  /** Closes the handle when aborted. */
+  signal?: AbortSignal;
+}
+
+/** Handle states: `starting` (no proof yet) → `fresh` ⇄ `stale` → `closed`. */
+export type ConfigHandleState = 'starting' | 'fresh' | 'stale' | 'closed';
+
+/** Payload of the `switch` event. */
+export interface ConfigSwitch<T> {
+  readonly name: string;
+  readonly version: ConfigVersion<T>;
+  readonly previous: ConfigVersion<T> | undefined;
+  /** Milliseconds between `activateAt` and the moment the event fired (wall clock). */
+  readonly latenessMs: number;
+}
+
+export interface ConfigHandleEvents<T> {
+  /** A new version became in force (fired at the activation instant, eagerly; never needed for correctness). */
+  switch: ConfigSwitch<T>;
+  /** A version was received (or cancelled: `cancelled: true`). */
+  version: { readonly version: ConfigVersion<T>; readonly cancelled: boolean };
+  /** A stored value failed its schema or shape check and was ignored. */
+  invalid: { readonly key: string; readonly error: MusterError };
+  /** The watch failed and is being re-established (the handle keeps working meanwhile if it can). */
+  error: unknown;
+}
+
+/** Freshness as reported to callers and to the agent's HTTP API. */
+export interface ConfigFreshness {
+  readonly state: ConfigHandleState;
+  /** Wall-clock instant as of which the handle is proven complete (undefined before any proof). */
+  readonly verifiedAt: number | undefined;
+  readonly ageMs: number;
+  readonly maxStalenessMs: number;
+  /** Store revision up to which every change has been applied. */
+  readonly revision: number;
+}
+
+/**
+ * A live configuration. Fail-closed: {@link at} throws `MUSTER_STALE_CONFIG` unless the handle proved,
+ * within `maxStaleness`, that it holds every version; `MUSTER_MISSING_CONFIG` when no version is in
+ * force; `MUSTER_CLOSED` after {@link close}.
+ */
+export class ConfigHandle<T = unknown> {
+  readonly name: string;
+  readonly #clock: Clock;
+  readonly #keys: ConfigKeys;
+  readonly #verifyIntervalOpt: number | undefined;
+  readonly #switchWaitMs: number;
+  readonly #mirror: PrefixMirror;
+  readonly #listeners = new Listeners<ConfigHandleEvents<T>>();
+  #policy: ConfigPolicy = DEFAULT_POLICY;
+  #raw = new Map<string, ConfigVersion>();
+  #timeline = new Timeline<T>([]);
+  #switchTimer: TimerHandle | undefined;
+  #lastInForce: ConfigVersion<T> | undefined;
+  #ready: Promise<void>;
+  #rejectReady!: (err: unknown) => void;
+  #closed = false;
+  #everListed = false;
+
+  /** Use {@link openConfig}. */
+  constructor(source: ConfigSource, name: string, options: OpenConfigOptions = {}) {
+    this.name = name;
+    this.#clock = options.clock ?? systemClock;
+    this.#keys = new ConfigKeys(name, options.rootPrefix ?? DEFAULT_ROOT_PREFIX);
+    this.#verifyIntervalOpt =
+      options.verifyInterval === undefined ? undefined : toMillis(options.verifyInterval, 'verifyInterval');
+    this.#switchWaitMs = toMillis(options.switchWait ?? 0, 'switchWait');
+    this.#mirror = new PrefixMirror(
+      source,
+      this.#keys.prefix,
+      {
+        onReset: (kvs) => this.#reset(kvs),
+        onEvents: (events) => this.#apply(events),
+        onError: (err) => this.#listeners.emit('error', err),
+        onVerified: () => this.#checkSwitch(), // also catches wall-clock jumps past an instant
+      },
+      {
+        clock: this.#clock,
+        maxStalenessMs: () => this.#policy.maxStalenessMs,
+        verifyIntervalMs: () =>
+          this.#verifyIntervalOpt ?? Math.max(5, this.#policy.maxStalenessMs / DEFAULT_VERIFY_ROUNDS),
+      },
+    );
+    this.#ready = new Promise((resolve, reject) => {
+      this.#rejectReady = reject;
+      this.#mirror.listed.then(resolve, reject);
+    });
+    this.#ready.catch(() => undefined); // observed through ready()
+    options.signal?.addEventListener('abort', () => void this.close(), { once: true });
+  }
+
+  /** The policy in force (the stored one once read; defaults before). */
+  get policy(): ConfigPolicy {
+    return this.#policy;
+  }
+
+  get state(): ConfigHandleState {
+    if (this.#closed) return 'closed';
+    if (this.#mirror.fresh.verifiedMono === -Infinity) return 'starting';
+    return this.#ageMs() <= this.#policy.maxStalenessMs ? 'fresh' : 'stale';
+  }
+
+  /** Resolves once the handle holds a verified timeline. Rejects with `MUSTER_CLOSED` or `MUSTER_ABORTED`. */
+  async ready(options: { signal?: AbortSignal } = {}): Promise<void> {
+    throwIfAborted(options.signal);
+    if (options.signal === undefined) return this.#ready;
+    const signal = options.signal;
+    return new Promise<void>((resolve, reject) => {
+      const onAbort = (): void => reject(new MusterError('MUSTER_ABORTED', 'ready() was aborted'));
+      signal.addEventListener('abort', onAbort, { once: true });
+      this.#ready.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+    });
+  }
+
+  /**
+   * The version in force at wall-clock instant `t` (default: now). Throws `MUSTER_STALE_CONFIG` when
+   * the last proof of completeness is older than `maxStaleness` (or `t` lies beyond what it covers),
+   * `MUSTER_MISSING_CONFIG` when no version is in force at `t`, `MUSTER_CLOSED` after close.
+   */
+  at(t: number = this.#clock.now()): ConfigVersion<T> {
+    const horizon = this.#horizon();
+    if (t > horizon) throw this.#staleError(t);
+    const v = this.#timeline.at(t);
+    if (v === undefined) throw missingConfig(this.name, t);
+    return v;
+  }
+
+  /** `at(now)`. */
+  current(): ConfigVersion<T> {
+    return this.at(this.#clock.now());
+  }
+
+  /** Versions scheduled after now, in activation order. Throws `MUSTER_STALE_CONFIG` like {@link at}. */
+  upcoming(): readonly ConfigVersion<T>[] {
+    const now = this.#clock.now();
+    if (now > this.#horizon()) throw this.#staleError(now);
+    return this.#timeline.after(now);
+  }
+
+  /**
+   * An immutable snapshot for a batch: `snapshot.at(entryTime)` per entry. Throws like {@link at} when
+   * the handle is stale now; the snapshot answers for every `t` up to its `horizon`.
+   */
+  snapshot(): ConfigSnapshot<T> {
+    const now = this.#clock.now();
+    const horizon = this.#horizon();
+    if (now > horizon) throw this.#staleError(now);
+    return new ConfigSnapshot(this.name, this.#timeline, horizon, this.#mirror.fresh.applied);
+  }
+
+  /** Every version held, stale or not (for display; never for deciding a task). */
+  timeline(): Timeline<T> {
+    return this.#timeline;
+  }
+
+  freshness(): ConfigFreshness {
+    const verified = this.#mirror.fresh.verifiedMono;
+    const age = this.#ageMs();
+    return {
+      state: this.state,
+      verifiedAt: verified === -Infinity ? undefined : this.#clock.now() - age,
+      ageMs: age,
+      maxStalenessMs: this.#policy.maxStalenessMs,
+      revision: this.#mirror.fresh.applied,
+    };
+  }
+
+  on<K extends keyof ConfigHandleEvents<T>>(event: K, fn: (payload: ConfigHandleEvents<T>[K]) => void): this {
+    this.#listeners.on(event, fn);
+    return this;
+  }
+
+  off<K extends keyof ConfigHandleEvents<T>>(
+    event: K,
+    fn: (payload: ConfigHandleEvents<T>[K]) => void,
+  ): this {
+    this.#listeners.off(event, fn);
+    return this;
+  }
+
+  /** Stops watching and verifying; idempotent. Later calls to `at()` throw `MUSTER_CLOSED`. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    if (this.#switchTimer !== undefined) this.#clock.clearTimeout(this.#switchTimer);
+    this.#rejectReady(new MusterError('MUSTER_CLOSED', `configuration handle '${this.name}' was closed`));
+    await this.#mirror.close();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
+  // ---- freshness ---------------------------------------------------------------------------------
+
+  #ageMs(): number {
+    return this.#clock.monotonic() - this.#mirror.fresh.verifiedMono;
+  }
+
+  /** Latest wall instant the timeline vouches for; `-Infinity` when stale. Throws when closed. */
+  #horizon(): number {
+    if (this.#closed)
+      throw new MusterError('MUSTER_CLOSED', `configuration handle '${this.name}' was closed`);
+    const age = this.#ageMs();
+    const s = this.#policy.maxStalenessMs;
+    if (!(age <= s)) return -Infinity;
+    return this.#clock.now() - age + s;
+  }
+
+  #staleError(t: number): MusterError {
+    const verified = this.#mirror.fresh.verifiedMono;
+    const why =
+      verified === -Infinity
+        ? 'has not yet verified it holds every version'
+        : `last verified it holds every version ${formatDuration(this.#ageMs())} ago (limit ${formatDuration(this.#policy.maxStalenessMs)})`;
+    return new MusterError(
+      'MUSTER_STALE_CONFIG',
+      `configuration '${this.name}' ${why}; the task is refused rather than run on a possibly outdated version`,
+      { details: { config: this.name, at: t, ageMs: this.#ageMs(), revision: this.#mirror.fresh.applied } },
+    );
+  }
+
+  /** The prefix was (re)listed. */
+  #reset(kvs: readonly KeyValue[]): void {
+    const before = this.#raw;
+    this.#raw = new Map();
+    let policy: ConfigPolicy = DEFAULT_POLICY;
+    for (const kv of kvs) {
+      if (kv.key === this.#keys.policy) policy = this.#decodePolicy(kv.value, kv.key) ?? policy;
+    }
+    this.#policy = policy;
+    const news: ConfigVersion[] = [];
+    for (const kv of kvs) {
+      if (!kv.key.startsWith(this.#keys.versions)) continue;
+      const v = this.#putRaw(kv.key, kv.value);
+      const old = before.get(kv.key);
+      if (v !== undefined && (old === undefined || old.cancelledAt !== v.cancelledAt)) news.push(v);
+    }
+    this.#rebuild();
+    if (this.#lastInForce === undefined) this.#lastInForce = this.#timeline.at(this.#clock.now());
+    // A re-list can bring versions the watch missed: report them like watched ones.
+    if (before.size > 0 || this.#everListed) {
+      for (const v of news) {
+        this.#listeners.emit('version', {
+          version: v as ConfigVersion<T>,
+          cancelled: v.cancelledAt !== undefined,
+        });
+      }
+    }
+    this.#everListed = true;
+    this.#checkSwitch();
+  }
+
+  #apply(events: readonly WatchEvent[]): void {
+    let changed = false;
+    for (const e of events) {
+      const key = e.kv.key;
+      if (key === this.#keys.policy) {
+        if (e.type === 'put') {
+          const p = this.#decodePolicy(e.kv.value, key);
+          if (p !== undefined) {
+            this.#policy = p;
+            changed = true;
+          }
+        }
+        continue;
+      }
+      if (!key.startsWith(this.#keys.versions)) continue;
+      if (e.type === 'delete') {
+        const old = this.#raw.get(key);
+        if (this.#raw.delete(key)) changed = true;
+        if (old !== undefined)
+          this.#listeners.emit('version', { version: old as ConfigVersion<T>, cancelled: true });
+      } else {
+        const v = this.#putRaw(key, e.kv.value);
+        changed = true;
+        if (v !== undefined) {
+          const cancelled = v.cancelledAt !== undefined;
+          this.#listeners.emit('version', { version: v as ConfigVersion<T>, cancelled });
+        }
+      }
+    }
+    if (changed) {
+      this.#rebuild();
+      this.#checkSwitch();
+    }
+  }
+
+  #decodePolicy(bytes: Uint8Array, key: string): ConfigPolicy | undefined {
+    try {
+      return decodePolicy(bytes, key);
+    } catch (err) {
+      this.#listeners.emit('invalid', { key, error: err as MusterError });
+      return undefined;
+    }
+  }
+
+  #putRaw(key: string, bytes: Uint8Array): ConfigVersion | undefined {
+    try {
+      const v = decodeVersion(bytes, key);
+      this.#raw.set(key, v);
+      return v;
+    } catch (err) {
+      this.#raw.delete(key);
+      this.#listeners.emit('invalid', { key, error: err as MusterError });
+      return undefined;
+    }
+  }
+
+  /** Rebuilds the timeline from the raw versions, leaving out values that fail the schema. */
+  #rebuild(): void {
+    const valid: ConfigVersion<T>[] = [];
+    for (const [key, v] of this.#raw) {
+      if (v.cancelledAt !== undefined) continue;
+      try {
+        validateValue(this.#policy.schema, v.value, `configuration '${this.name}' version ${v.version}`);
+        valid.push(v as ConfigVersion<T>);
+      } catch (err) {
+        this.#listeners.emit('invalid', { key, error: err as MusterError });
+      }
+    }
+    this.#timeline = new Timeline(valid);
+  }
+
+  // ---- the eager switch event ---------------------------------------------------------------------
+
+  /** Emits `switch` if the version in force changed, and arms a timer for the next activation. */
+  #checkSwitch(): void {
+    if (this.#closed) return;
+    const now = this.#clock.now();
+    const cur = this.#timeline.at(now);
+    if (
+      cur !== undefined &&
+      cur.version !== this.#lastInForce?.version &&
+      this.#mirror.fresh.verifiedMono !== -Infinity
+    ) {
+      const previous = this.#lastInForce;
+      this.#lastInForce = cur;
+      this.#listeners.emit('switch', {
+        name: this.name,
+        version: cur,
+        previous,
+        latenessMs: now - cur.activateAt,
+      });
+    } else if (cur === undefined) {
+      this.#lastInForce = undefined;
+    }
+    if (this.#switchTimer !== undefined) this.#clock.clearTimeout(this.#switchTimer);
+    this.#switchTimer = undefined;
+    const next = this.#timeline.nextActivation(now);
+    if (next === undefined) return;
+    // Re-checked on every verification round too, so a wall-clock jump cannot lose a switch.
+    const delay = next - now;
+    const wait = this.#switchWaitMs;
+    if (wait <= 0 || !(this.#clock instanceof SystemClock)) {
+      this.#switchTimer = this.#clock.setTimeout(() => this.#checkSwitch(), delay);
+      return;
+    }
+    // Wake a little early, then block until the instant on a kernel timer: libuv timers have
+    // millisecond granularity and, with many processes waking at once, a cold wake-up is late.
+    this.#switchTimer = this.#clock.setTimeout(
+      () => {
+        const left = next - this.#clock.now();
+        if (left > 0 && left <= wait + 1) Atomics.wait(BLOCKER, 0, 0, left);
+        this.#checkSwitch();
+      },
+      Math.max(0, delay - wait),
+    );
+  }
+}
+
+/**
+ * Opens a live handle on configuration `name`. Returns immediately; `await handle.ready()` before
+ * serving. The handle never throws from background work: watch failures are retried (event `error`)
+ * and show up as `MUSTER_STALE_CONFIG` from {@link ConfigHandle.at} once `maxStaleness` has passed.
+ */
+export function openConfig<T = unknown>(
+  source: ConfigSource,
+  name: string,
+  options: OpenConfigOptions = {},
+): ConfigHandle<T> {
+  return new ConfigHandle<T>(source, name, options);
+}

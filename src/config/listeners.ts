@@ -1,0 +1,36 @@
+/**
+ * A tiny typed listener map. A listener that throws is reported on `process` as a warning and never
+ * interrupts the caller or the other listeners, so user code cannot corrupt a handle's state.
+ */
+export class Listeners<E> {
+  readonly #map = new Map<keyof E, Set<(payload: never) => void>>();
+
+  on<K extends keyof E>(event: K, fn: (payload: E[K]) => void): void {
+    let set = this.#map.get(event);
+    if (set === undefined) {
+      set = new Set();
+      this.#map.set(event, set);
+    }
+    set.add(fn);
+  }
+
+  off<K extends keyof E>(event: K, fn: (payload: E[K]) => void): void {
+    this.#map.get(event)?.delete(fn);
+  }
+
+  count(event: keyof E): number {
+    return this.#map.get(event)?.size ?? 0;
+  }
+
+  emit<K extends keyof E>(event: K, payload: E[K]): void {
+    const set = this.#map.get(event);
+    if (set === undefined) return;
+    for (const fn of [...set]) {
+      try {
+        (fn as (payload: E[K]) => void)(payload);
+      } catch (err) {
+        process.emitWarning(`a '${String(event)}' listener threw: ${String(err)}`, 'MusterListenerWarning');
+      }
+    }
+  }
+}

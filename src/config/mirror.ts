@@ -1,0 +1,238 @@
+/**
+ * A verified mirror of one key prefix: list, then watch, plus verification rounds that prove the
+ * mirror complete as of a known instant (see `freshness.ts`). The configuration handle is built on
+ * it, and so is the per-host relay, which serves many processes from one mirror.
+ *
+ * A verification round sends a watch progress request and reads the prefix's keys linearizably
+ * (keys and modRevisions only). When the keys match the mirror exactly, the mirror is proven complete
+ * as of the read's send time at once; otherwise the proof waits until the watch has delivered
+ * everything up to the read's revision. A watch that neither answers progress requests nor catches
+ * up within `maxStaleness` is closed, and the prefix is listed again.
+ */
+import type { Clock, TimerHandle } from '../clock.js';
+import { isMusterError } from '../errors.js';
+import type { KeyValue, Store, Watch, WatchEvent } from '../store/types.js';
+import { Freshness } from './freshness.js';
+
+/** What a mirror needs from a store: the etcd engine, `muster serve`, the memory engine, or a relay. */
+export type ConfigSource = Pick<Store, 'range' | 'watch' | 'headRevision'> & {
+  /**
+   * True for a relay: its reads are already proofs shared by every process of the host, so the
+   * mirror verifies by reads only and sends no progress requests (half the local traffic).
+   */
+  readonly relayed?: boolean;
+};
+
+/** Pause before listing again after the watch fails: 100 ms, short because staleness is ticking. */
+export const DEFAULT_RETRY_DELAY_MS = 100;
+
+export interface MirrorHooks {
+  /** The prefix was (re)listed: `kvs` replaces everything. */
+  onReset(kvs: readonly KeyValue[], revision: number): void;
+  /** One batch of watch events, in revision order. */
+  onEvents(events: readonly WatchEvent[], revision: number): void;
+  /** The watch failed; the mirror lists again after a short pause. */
+  onError(err: unknown): void;
+  /** The proof of freshness advanced (for the relay to answer waiting clients). */
+  onVerified?(): void;
+}
+
+export interface MirrorSettings {
+  readonly clock: Clock;
+  /** Read on every use, so a changed policy applies at once. */
+  maxStalenessMs(): number;
+  verifyIntervalMs(): number;
+  /**
+   * Least time between two verification reads (default 0). A relay serving many processes sets it so
+   * that their requests share reads instead of each causing one.
+   */
+  minRoundGapMs?: number;
+}
+
+export class PrefixMirror {
+  readonly prefix: string;
+  readonly fresh = new Freshness();
+  readonly #source: ConfigSource;
+  readonly #hooks: MirrorHooks;
+  readonly #s: MirrorSettings;
+  readonly #closer = new AbortController();
+  readonly #mods = new Map<string, number>();
+  #watch: Watch | undefined;
+  #tick: TimerHandle | undefined;
+  #roundInFlight = false;
+  #lastRoundMono = -Infinity;
+  #roundTimer: TimerHandle | undefined;
+  #waiters: { readonly mono: number; readonly resolve: () => void }[] = [];
+  #listed!: () => void;
+  /** Resolves after the first successful list. */
+  readonly listed: Promise<void>;
+  readonly #loop: Promise<void>;
+
+  constructor(source: ConfigSource, prefix: string, hooks: MirrorHooks, settings: MirrorSettings) {
+    this.prefix = prefix;
+    this.#source = source;
+    this.#hooks = hooks;
+    this.#s = settings;
+    this.listed = new Promise((resolve) => (this.#listed = resolve));
+    this.#loop = this.#run();
+    this.#armTick();
+  }
+
+  get closed(): boolean {
+    return this.#closer.signal.aborted;
+  }
+
+  /** Current key → modRevision of the mirror. */
+  get modRevisions(): ReadonlyMap<string, number> {
+    return this.#mods;
+  }
+
+  /**
+   * Resolves once the mirror is proven complete as of a moment at or after monotonic instant `mono`
+   * (starting a verification round at once if needed). Never rejects; resolves on close too.
+   */
+  proofAfter(mono: number): Promise<void> {
+    if (this.fresh.verifiedMono >= mono || this.closed) return Promise.resolve();
+    return new Promise((resolve) => {
+      this.#waiters.push({ mono, resolve });
+      this.#round();
+    });
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.#closer.abort();
+    if (this.#tick !== undefined) this.#s.clock.clearTimeout(this.#tick);
+    if (this.#roundTimer !== undefined) this.#s.clock.clearTimeout(this.#roundTimer);
+    this.#watch?.close();
+    for (const w of this.#waiters.splice(0)) w.resolve();
+    await this.#loop;
+  }
+
+  // ---- verification ------------------------------------------------------------------------------
+
+  #armTick(): void {
+    if (this.closed) return;
+    this.#tick = this.#s.clock.setTimeout(() => {
+      this.#round();
+      this.#armTick();
+    }, this.#s.verifyIntervalMs());
+  }
+
+  #verified(): void {
+    const v = this.fresh.verifiedMono;
+    if (this.#waiters.length > 0) {
+      const left = [];
+      for (const w of this.#waiters) {
+        if (w.mono <= v) w.resolve();
+        else left.push(w);
+      }
+      this.#waiters = left;
+    }
+    this.#hooks.onVerified?.();
+    if (this.#waiters.length > 0) this.#round();
+  }
+
+  /** One verification round: a progress request and a keys-only linearizable read of the prefix. */
+  #round(): void {
+    if (this.closed) return;
+    const now = this.#s.clock.monotonic();
+    const s = this.#s.maxStalenessMs();
+    const waiting = Math.min(
+      this.fresh.progressSentMono ?? Infinity,
+      this.fresh.oldestUncoveredHeadMono ?? Infinity,
+    );
+    if (this.#watch !== undefined && now - waiting > s) {
+      this.fresh.streamLost();
+      this.#watch.close(); // silently dead: the loop lists again
+    }
+    if (this.#watch !== undefined && this.#source.relayed !== true && this.fresh.requestProgress(now)) {
+      this.#watch.requestProgress();
+    }
+    if (this.#roundInFlight || this.#roundTimer !== undefined) return;
+    const wait = this.#lastRoundMono + (this.#s.minRoundGapMs ?? 0) - now;
+    if (wait > 0) {
+      this.#roundTimer = this.#s.clock.setTimeout(() => {
+        this.#roundTimer = undefined;
+        this.#round();
+      }, wait);
+      return;
+    }
+    this.#lastRoundMono = now;
+    this.#roundInFlight = true;
+    this.#withTimeout(s, (signal) => this.#source.range(this.prefix, { keysOnly: true, signal }))
+      .then((r) => {
+        if (this.#matches(r.kvs)) this.fresh.verifiedAsOf(now);
+        else this.fresh.headRead(now, r.revision);
+      })
+      .catch(() => undefined) // a failed read proves nothing; staleness does the rest
+      .finally(() => {
+        this.#roundInFlight = false;
+        this.#verified();
+      });
+  }
+
+  #matches(kvs: readonly KeyValue[]): boolean {
+    if (kvs.length !== this.#mods.size) return false;
+    for (const kv of kvs) if (this.#mods.get(kv.key) !== kv.modRevision) return false;
+    return true;
+  }
+
+  /** Runs `fn` with a signal that fires after `ms` of the mirror's clock, or on close. */
+  async #withTimeout<R>(ms: number, fn: (signal: AbortSignal) => Promise<R>): Promise<R> {
+    const ac = new AbortController();
+    const timer = this.#s.clock.setTimeout(() => ac.abort(), ms);
+    const onClose = (): void => ac.abort();
+    this.#closer.signal.addEventListener('abort', onClose, { once: true });
+    try {
+      return await fn(ac.signal);
+    } finally {
+      this.#s.clock.clearTimeout(timer);
+      this.#closer.signal.removeEventListener('abort', onClose);
+    }
+  }
+
+  // ---- list and watch ----------------------------------------------------------------------------
+
+  async #run(): Promise<void> {
+    while (!this.closed) {
+      try {
+        const sent = this.#s.clock.monotonic();
+        const r = await this.#withTimeout(this.#s.maxStalenessMs(), (signal) =>
+          this.#source.range(this.prefix, { signal }),
+        );
+        if (this.closed) return;
+        this.#mods.clear();
+        for (const kv of r.kvs) this.#mods.set(kv.key, kv.modRevision);
+        this.#hooks.onReset(r.kvs, r.revision);
+        this.fresh.listed(r.revision, sent);
+        this.#listed();
+        this.#verified();
+        const watch = this.#source.watch(this.prefix, { fromRevision: r.revision + 1 });
+        this.#watch = watch;
+        if (this.closed) watch.close();
+        for await (const batch of watch) {
+          if (batch.type === 'progress') {
+            this.fresh.progressReceived(batch.revision);
+          } else {
+            for (const e of batch.events) {
+              if (e.type === 'put') this.#mods.set(e.kv.key, e.kv.modRevision);
+              else this.#mods.delete(e.kv.key);
+            }
+            this.#hooks.onEvents(batch.events, batch.revision);
+            this.fresh.appliedUpTo(batch.revision);
+          }
+          this.#verified();
+        }
+      } catch (err) {
+        if (this.closed) return;
+        if (!isMusterError(err, 'MUSTER_ABORTED')) this.#hooks.onError(err);
+      } finally {
+        this.#watch = undefined;
+        this.fresh.streamLost();
+      }
+      if (this.closed) return;
+      await this.#s.clock.sleep(DEFAULT_RETRY_DELAY_MS, this.#closer.signal).catch(() => undefined);
+    }
+  }
+}

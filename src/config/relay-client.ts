@@ -1,0 +1,239 @@
+/**
+ * The process side of the per-host relay: a {@link ConfigSource} over the relay's local socket, so
+ * `openConfig(await RelayClient.connect(path), name)` behaves exactly like a handle on the store,
+ * with the same staleness rule. Connection loss fails pending calls and watches with
+ * `MUSTER_UNAVAILABLE`; the handle lists again, which reconnects.
+ */
+import { connect, type Socket } from 'node:net';
+import { MusterError } from '../errors.js';
+import type {
+  KeySelector,
+  RangeOptions,
+  RangeResult,
+  Watch,
+  WatchBatch,
+  WatchOptions,
+} from '../store/types.js';
+import type { ConfigSource } from './mirror.js';
+import { type ClientMessage, decodeEvent, decodeKv, LineReader, type RelayMessage } from './relay-wire.js';
+
+type Pending = { resolve: (m: RelayMessage) => void; reject: (e: Error) => void };
+
+class RelayWatch implements Watch {
+  #queue: WatchBatch[] = [];
+  #waiter: Pending | undefined;
+  #ended = false;
+  #error: Error | undefined;
+  constructor(
+    readonly wid: number,
+    readonly onRequest: () => void,
+    readonly onClose: () => void,
+  ) {}
+
+  push(batch: WatchBatch): void {
+    if (this.#ended) return;
+    const w = this.#waiter;
+    if (w !== undefined) {
+      this.#waiter = undefined;
+      w.resolve(batch as unknown as RelayMessage);
+    } else this.#queue.push(batch);
+  }
+
+  fail(err: unknown): void {
+    if (this.#ended) return;
+    this.#error = err instanceof Error ? err : new Error(String(err));
+    this.#end();
+  }
+
+  #end(): void {
+    this.#ended = true;
+    const w = this.#waiter;
+    this.#waiter = undefined;
+    if (w !== undefined) {
+      if (this.#error !== undefined) w.reject(this.#error);
+      else w.resolve(undefined as unknown as RelayMessage);
+    }
+  }
+
+  requestProgress(): void {
+    if (!this.#ended) this.onRequest();
+  }
+
+  close(): void {
+    if (this.#ended) return;
+    this.onClose();
+    this.#queue = [];
+    this.#end();
+  }
+
+  [Symbol.asyncIterator](): AsyncIterator<WatchBatch> {
+    return {
+      next: async (): Promise<IteratorResult<WatchBatch>> => {
+        const b = this.#queue.shift();
+        if (b !== undefined) return { value: b, done: false };
+        if (this.#ended) {
+          if (this.#error !== undefined) throw this.#error;
+          return { value: undefined, done: true };
+        }
+        const got = await new Promise<unknown>((resolve, reject) => {
+          this.#waiter = { resolve: resolve, reject };
+        });
+        return got === undefined
+          ? { value: undefined, done: true }
+          : { value: got as WatchBatch, done: false };
+      },
+      return: async (): Promise<IteratorResult<WatchBatch>> => {
+        this.close();
+        return { value: undefined, done: true };
+      },
+    };
+  }
+}
+
+/** A connection to a {@link ConfigRelay}. */
+export class RelayClient implements ConfigSource {
+  readonly address: string;
+  readonly relayed = true;
+  #socket: Socket | undefined;
+  #connecting: Promise<Socket> | undefined;
+  #nextId = 1;
+  readonly #pending = new Map<number, Pending>();
+  readonly #watches = new Map<number, RelayWatch>();
+  #closed = false;
+
+  private constructor(address: string) {
+    this.address = address;
+  }
+
+  /** Connects to the relay at a Unix socket path or `host:port`; `MUSTER_UNAVAILABLE` if it is not there. */
+  static async connect(address: string): Promise<RelayClient> {
+    const c = new RelayClient(address);
+    await c.#ensure();
+    return c;
+  }
+
+  #ensure(): Promise<Socket> {
+    if (this.#closed) return Promise.reject(new MusterError('MUSTER_CLOSED', 'the relay client was closed'));
+    if (this.#socket !== undefined && !this.#socket.destroyed) return Promise.resolve(this.#socket);
+    this.#connecting ??= new Promise<Socket>((resolve, reject) => {
+      const m = /^(.*):(\d+)$/.exec(this.address);
+      const socket =
+        m !== null && !this.address.includes('/') ? connect(Number(m[2]), m[1]) : connect(this.address);
+      socket.setNoDelay(true);
+      const reader = new LineReader((msg) => this.#onMessage(msg as RelayMessage));
+      socket.on('data', (chunk) => reader.push(chunk));
+      socket.once('connect', () => {
+        this.#socket = socket;
+        this.#connecting = undefined;
+        resolve(socket);
+      });
+      socket.on('error', (err) => {
+        this.#connecting = undefined;
+        reject(
+          new MusterError('MUSTER_UNAVAILABLE', `cannot reach the relay at ${this.address}`, { cause: err }),
+        );
+      });
+      socket.on('close', () => this.#lost(socket));
+    });
+    return this.#connecting;
+  }
+
+  #lost(socket: Socket): void {
+    if (this.#socket === socket) this.#socket = undefined;
+    const err = new MusterError('MUSTER_UNAVAILABLE', `lost the connection to the relay at ${this.address}`);
+    for (const p of this.#pending.values()) p.reject(err);
+    this.#pending.clear();
+    for (const w of this.#watches.values()) w.fail(err);
+    this.#watches.clear();
+  }
+
+  #onMessage(m: RelayMessage): void {
+    if ('id' in m) {
+      const p = this.#pending.get(m.id);
+      this.#pending.delete(m.id);
+      if (p === undefined) return;
+      if ('error' in m) p.reject(new MusterError(m.error.code as 'MUSTER_UNAVAILABLE', m.error.message));
+      else p.resolve(m);
+      return;
+    }
+    const w = this.#watches.get(m.wid);
+    if (w === undefined) return;
+    if ('error' in m) {
+      this.#watches.delete(m.wid);
+      w.fail(new MusterError(m.error.code as 'MUSTER_COMPACTED', m.error.message));
+    } else if ('progress' in m) w.push({ type: 'progress', revision: m.progress });
+    else w.push({ type: 'events', revision: m.revision, events: m.events.map(decodeEvent) });
+  }
+
+  #send(m: ClientMessage): void {
+    if (this.#socket !== undefined && !this.#socket.destroyed) this.#socket.write(`${JSON.stringify(m)}\n`);
+  }
+
+  async #call(make: (id: number) => ClientMessage, signal?: AbortSignal): Promise<RelayMessage> {
+    await this.#ensure();
+    const id = this.#nextId++;
+    return new Promise<RelayMessage>((resolve, reject) => {
+      const onAbort = (): void => {
+        this.#pending.delete(id);
+        reject(new MusterError('MUSTER_ABORTED', 'the relay call was aborted'));
+      };
+      signal?.addEventListener('abort', onAbort, { once: true });
+      const done = (): void => signal?.removeEventListener('abort', onAbort);
+      this.#pending.set(id, {
+        resolve: (m) => (done(), resolve(m)),
+        reject: (e) => (done(), reject(e)),
+      });
+      this.#send(make(id));
+    });
+  }
+
+  async range(selector: string | KeySelector, options: RangeOptions = {}): Promise<RangeResult> {
+    if (typeof selector !== 'string')
+      throw new MusterError('MUSTER_INVALID_ARGUMENT', 'the relay serves prefixes only');
+    const m = await this.#call(
+      (id) => ({ op: 'range', id, prefix: selector, keysOnly: options.keysOnly === true }),
+      options.signal,
+    );
+    const kvs = 'kvs' in m ? m.kvs.map(decodeKv) : [];
+    const revision = 'revision' in m ? m.revision : 0;
+    return { kvs, revision, count: kvs.length, more: false };
+  }
+
+  async headRevision(options: { signal?: AbortSignal } = {}): Promise<number> {
+    const m = await this.#call((id) => ({ op: 'head', id }), options.signal);
+    return 'revision' in m ? m.revision : 0;
+  }
+
+  watch(selector: string | KeySelector, options: WatchOptions = {}): Watch {
+    if (typeof selector !== 'string')
+      throw new MusterError('MUSTER_INVALID_ARGUMENT', 'the relay serves prefixes only');
+    const wid = this.#nextId++;
+    const w = new RelayWatch(
+      wid,
+      () => this.#send({ op: 'progress', wid }),
+      () => {
+        this.#watches.delete(wid);
+        this.#send({ op: 'unwatch', wid });
+      },
+    );
+    this.#watches.set(wid, w);
+    options.signal?.addEventListener('abort', () => w.close(), { once: true });
+    this.#ensure().then(
+      () => this.#send({ op: 'watch', wid, prefix: selector, from: options.fromRevision ?? 1 }),
+      (err: unknown) => {
+        w.fail(err);
+      },
+    );
+    return w;
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#socket?.destroy();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+}

@@ -1,0 +1,253 @@
+/**
+ * The per-host relay: one process holds one verified mirror per configuration prefix and serves the
+ * other processes of its host over a local socket, as Configerator's per-host proxy does. 150
+ * processes then cost the store one watch and one read per verification round instead of 150 of
+ * each, and the last hop is a local socket instead of a gRPC stream per process.
+ *
+ * Freshness carries through: the relay answers a client's list, head read or progress request only
+ * after its mirror is proven complete as of a moment *after the request arrived*, and only after it
+ * has forwarded every event up to the revision it reports. A proof the client receives is therefore
+ * as good as a linearizable read it sent itself (see docs/config.md).
+ *
+ * Wire format: newline-delimited JSON (see relay-wire.ts). The agent will later serve the same
+ * handles over HTTP.
+ */
+import { createServer, type Server, type Socket } from 'node:net';
+import { type Clock, systemClock } from '../clock.js';
+import type { KeyValue, Store, WatchEvent } from '../store/types.js';
+import { type Duration, toMillis } from '../util/duration.js';
+import { DEFAULT_MAX_STALENESS_MS } from './model.js';
+import { type ConfigSource, PrefixMirror } from './mirror.js';
+import { type ClientMessage, encodeEvent, encodeKv, LineReader, type RelayMessage } from './relay-wire.js';
+
+/** Batches kept per prefix so a client that lists and then watches never misses an event: 1,024. */
+export const RELAY_LOG_BATCHES = 1024;
+/** Least time between two upstream verification reads: 50 ms, so a host's processes share ≤ 20 reads/s. */
+export const RELAY_MIN_ROUND_GAP_MS = 50;
+
+export interface ConfigRelayOptions {
+  /** The upstream store. */
+  store: ConfigSource & Pick<Store, 'headRevision'>;
+  /** Unix socket path (or `host:port`) to listen on. */
+  listen: string;
+  clock?: Clock;
+  /** Bound for the relay's own reads. Default {@link DEFAULT_MAX_STALENESS_MS}. */
+  maxStaleness?: Duration;
+  /** Verification rounds when no client asks. Default: `maxStaleness / 4`. */
+  verifyInterval?: Duration;
+}
+
+interface Batch {
+  readonly revision: number;
+  readonly events: readonly WatchEvent[];
+}
+
+/** One relayed prefix: the mirror, the full key-values, and a short log for watches that start late. */
+class RelayedPrefix {
+  readonly mirror: PrefixMirror;
+  readonly kvs = new Map<string, KeyValue>();
+  log: Batch[] = [];
+  /** Revision of the last list; the log holds every batch after `logBase`. */
+  logBase = 0;
+  readonly watchers = new Set<ClientWatch>();
+
+  constructor(source: ConfigSource, prefix: string, clock: Clock, stalenessMs: number, intervalMs: number) {
+    this.mirror = new PrefixMirror(
+      source,
+      prefix,
+      {
+        onReset: (kvs, revision) => {
+          this.kvs.clear();
+          for (const kv of kvs) this.kvs.set(kv.key, kv);
+          this.log = [];
+          this.logBase = revision;
+          for (const w of this.watchers) w.fail('MUSTER_COMPACTED', 'the relay re-listed; list again');
+          this.watchers.clear();
+        },
+        onEvents: (events, revision) => {
+          for (const e of events) {
+            if (e.type === 'put') this.kvs.set(e.kv.key, e.kv);
+            else this.kvs.delete(e.kv.key);
+          }
+          this.log.push({ revision, events });
+          if (this.log.length > RELAY_LOG_BATCHES) this.logBase = (this.log.shift() as Batch).revision;
+          if (this.watchers.size > 0) {
+            // Encoded once for every watcher: only the watch id differs.
+            const tail = `,"revision":${revision},"events":${JSON.stringify(events.map(encodeEvent))}}\n`;
+            for (const w of this.watchers) w.conn.writeRaw(`{"wid":${w.wid}${tail}`);
+          }
+        },
+        onError: () => undefined, // the mirror lists again; clients see it through their watches
+      },
+      {
+        clock,
+        maxStalenessMs: () => stalenessMs,
+        verifyIntervalMs: () => intervalMs,
+        minRoundGapMs: RELAY_MIN_ROUND_GAP_MS,
+      },
+    );
+  }
+}
+
+/** A client's watch on a relayed prefix. */
+class ClientWatch {
+  constructor(
+    readonly conn: Connection,
+    readonly wid: number,
+  ) {}
+  send(revision: number, events: readonly WatchEvent[]): void {
+    this.conn.write({ wid: this.wid, revision, events: events.map(encodeEvent) });
+  }
+  fail(code: string, message: string): void {
+    this.conn.write({ wid: this.wid, error: { code, message } });
+  }
+}
+
+class Connection {
+  readonly watches = new Map<number, { watch: ClientWatch; prefix: RelayedPrefix }>();
+  constructor(readonly socket: Socket) {}
+  write(m: RelayMessage): void {
+    this.writeRaw(`${JSON.stringify(m)}\n`);
+  }
+  writeRaw(line: string): void {
+    if (!this.socket.destroyed) this.socket.write(line);
+  }
+}
+
+/** A running relay; `close()` is idempotent. */
+export class ConfigRelay {
+  readonly address: string;
+  readonly #server: Server;
+  readonly #options: ConfigRelayOptions;
+  readonly #clock: Clock;
+  readonly #stalenessMs: number;
+  readonly #intervalMs: number;
+  readonly #prefixes = new Map<string, RelayedPrefix>();
+  readonly #conns = new Set<Connection>();
+  #closed = false;
+
+  private constructor(server: Server, address: string, options: ConfigRelayOptions) {
+    this.#server = server;
+    this.address = address;
+    this.#options = options;
+    this.#clock = options.clock ?? systemClock;
+    this.#stalenessMs = toMillis(options.maxStaleness ?? DEFAULT_MAX_STALENESS_MS, 'maxStaleness');
+    this.#intervalMs =
+      options.verifyInterval === undefined
+        ? this.#stalenessMs / 4
+        : toMillis(options.verifyInterval, 'verifyInterval');
+  }
+
+  /** Listens on `options.listen` and serves until closed. */
+  static async start(options: ConfigRelayOptions): Promise<ConfigRelay> {
+    const server = createServer({ noDelay: true });
+    const m = /^(.*):(\d+)$/.exec(options.listen);
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      if (m !== null && !options.listen.includes('/')) server.listen(Number(m[2]), m[1], resolve);
+      else server.listen(options.listen, resolve);
+    });
+    const a = server.address();
+    const relay = new ConfigRelay(
+      server,
+      typeof a === 'string' || a === null ? options.listen : `${a.address}:${a.port}`,
+      options,
+    );
+    server.on('connection', (socket) => relay.#accept(socket));
+    return relay;
+  }
+
+  #prefix(prefix: string): RelayedPrefix {
+    let p = this.#prefixes.get(prefix);
+    if (p === undefined) {
+      p = new RelayedPrefix(this.#options.store, prefix, this.#clock, this.#stalenessMs, this.#intervalMs);
+      this.#prefixes.set(prefix, p);
+    }
+    return p;
+  }
+
+  #accept(socket: Socket): void {
+    socket.setNoDelay(true);
+    const conn = new Connection(socket);
+    this.#conns.add(conn);
+    const reader = new LineReader((m) => void this.#handle(conn, m as ClientMessage));
+    socket.on('data', (chunk) => reader.push(chunk));
+    socket.on('error', () => socket.destroy());
+    socket.on('close', () => {
+      this.#conns.delete(conn);
+      for (const { watch, prefix } of conn.watches.values()) prefix.watchers.delete(watch);
+    });
+  }
+
+  async #handle(conn: Connection, m: ClientMessage): Promise<void> {
+    const arrived = this.#clock.monotonic();
+    try {
+      switch (m.op) {
+        case 'range': {
+          const p = this.#prefix(m.prefix);
+          await p.mirror.listed;
+          await p.mirror.proofAfter(arrived);
+          const kvs = [...p.kvs.values()].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+          conn.write({
+            id: m.id,
+            kvs: kvs.map((kv) => encodeKv(kv, m.keysOnly === true)),
+            revision: p.mirror.fresh.applied,
+          });
+          return;
+        }
+        case 'head': {
+          const head = await this.#options.store.headRevision();
+          conn.write({ id: m.id, revision: head });
+          return;
+        }
+        case 'watch': {
+          const p = this.#prefix(m.prefix);
+          await p.mirror.listed;
+          const watch = new ClientWatch(conn, m.wid);
+          if (m.from - 1 < p.logBase) {
+            watch.fail('MUSTER_COMPACTED', `revision ${m.from} is no longer in the relay's log; list again`);
+            return;
+          }
+          for (const b of p.log) if (b.revision >= m.from) watch.send(b.revision, b.events);
+          p.watchers.add(watch);
+          conn.watches.set(m.wid, { watch, prefix: p });
+          return;
+        }
+        case 'progress': {
+          const w = conn.watches.get(m.wid);
+          if (w === undefined) return;
+          await w.prefix.mirror.proofAfter(arrived);
+          if (conn.watches.get(m.wid) === w)
+            conn.write({ wid: m.wid, progress: w.prefix.mirror.fresh.applied });
+          return;
+        }
+        case 'unwatch': {
+          const w = conn.watches.get(m.wid);
+          if (w !== undefined) w.prefix.watchers.delete(w.watch);
+          conn.watches.delete(m.wid);
+          return;
+        }
+      }
+    } catch (err) {
+      if ('id' in m) {
+        const e = err as { code?: string; message?: string };
+        conn.write({
+          id: m.id,
+          error: { code: e.code ?? 'MUSTER_UNAVAILABLE', message: e.message ?? String(err) },
+        });
+      }
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const c of this.#conns) c.socket.destroy();
+    await new Promise<void>((resolve) => this.#server.close(() => resolve()));
+    await Promise.all([...this.#prefixes.values()].map((p) => p.mirror.close()));
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+}

@@ -1,0 +1,105 @@
+/** `muster config …` end to end, as separate CLI processes against an in-process `muster serve`. */
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { promisify } from 'node:util';
+import { type MusterServer, startServer } from '../../src/server/index.js';
+
+const bin = new URL('../../../bin/muster.js', import.meta.url).pathname;
+const run = promisify(execFile);
+
+describe('muster config CLI', () => {
+  let server: MusterServer;
+  let dir: string;
+  const muster = async (...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> => {
+    try {
+      const r = await run(process.execPath, [bin, ...args, '--store', server.url], { encoding: 'utf8' });
+      return { code: 0, stdout: r.stdout, stderr: r.stderr };
+    } catch (err) {
+      const e = err as { code: number; stdout: string; stderr: string };
+      return { code: e.code, stdout: e.stdout, stderr: e.stderr };
+    }
+  };
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'muster-config-cli-'));
+    server = await startServer({ dataDir: join(dir, 'data'), listen: '127.0.0.1:0' });
+    writeFileSync(
+      join(dir, 'schema.json'),
+      JSON.stringify({ type: 'object', properties: { delay: { type: 'number' } }, required: ['delay'] }),
+    );
+    writeFileSync(join(dir, 'v1.json'), '{"delay": 1}');
+    writeFileSync(join(dir, 'v2.json'), '{"delay": 5, "mood": true}');
+    writeFileSync(join(dir, 'bad.json'), '{"delay": "slow"}');
+  });
+  after(async () => {
+    await server?.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('init, set, get, timeline, diff, cancel, and coded refusals', async () => {
+    const f = (name: string): string => join(dir, name);
+    assert.equal(
+      (await muster('config', 'init', 'app', '--schema', f('schema.json'), '--max-staleness', '1s')).code,
+      0,
+    );
+    const again = await muster('config', 'init', 'app');
+    assert.equal(again.code, 1);
+    assert.match(again.stderr, /^MUSTER_ALREADY_EXISTS: /);
+    const soon = await muster('config', 'set', 'app', '--file', f('v1.json'), '--in', '1s');
+    assert.equal(soon.code, 1);
+    assert.match(soon.stderr, /^MUSTER_LEAD_TIME: .*earliest allowed instant is 20/);
+    const bad = await muster('config', 'set', 'app', '--file', f('bad.json'), '--in', '5s');
+    assert.match(bad.stderr, /^MUSTER_SCHEMA_VIOLATION: /);
+    const missing = await muster('config', 'get', 'app', '--json');
+    assert.equal(missing.code, 1);
+    assert.equal(
+      (JSON.parse(missing.stderr) as { error: { code: string } }).error.code,
+      'MUSTER_MISSING_CONFIG',
+    );
+    const set1 = await muster(
+      'config',
+      'set',
+      'app',
+      '--file',
+      f('v1.json'),
+      '--at',
+      new Date(Date.now() + 6000).toISOString(),
+      '--json',
+    );
+    assert.equal(set1.code, 0, set1.stderr);
+    const v1 = JSON.parse(set1.stdout) as { version: number; activateAt: number };
+    const set2 = await muster(
+      'config',
+      'set',
+      'app',
+      '--file',
+      f('v2.json'),
+      '--in',
+      '10m',
+      '--note',
+      'mood',
+    );
+    assert.match(set2.stdout, /scheduled 'app' version 2/);
+    await new Promise((resolve) => setTimeout(resolve, Math.max(0, v1.activateAt - Date.now() + 50)));
+    const got = JSON.parse((await muster('config', 'get', 'app', '--json')).stdout) as {
+      version: number;
+      value: unknown;
+      final: boolean;
+    };
+    assert.deepEqual([got.version, got.value, got.final], [1, { delay: 1 }, true]);
+    const tl = await muster('config', 'timeline', 'app', '--once');
+    assert.match(tl.stdout, /CURRENT/);
+    assert.match(tl.stdout, /in 9m/);
+    const diff = await muster('config', 'diff', 'app', '1', '2');
+    assert.match(diff.stdout, /~ \$\.delay: 1 → 5/);
+    assert.match(diff.stdout, /\+ \$\.mood: true/);
+    assert.equal((await muster('config', 'cancel', 'app', '2')).code, 0);
+    const late = await muster('config', 'cancel', 'app', '1');
+    assert.match(late.stderr, /^MUSTER_LEAD_TIME: /);
+    const unknown = await muster('config', 'get', 'nope');
+    assert.match(unknown.stderr, /^MUSTER_NOT_FOUND: /);
+  });
+});

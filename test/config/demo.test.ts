@@ -1,0 +1,15 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { runConfigDemo } from '../../src/demo/config-demo.js';
+
+describe('muster demo (on muster serve)', () => {
+  test('switches every worker at the instant, refuses while paused, recovers, and sees no wrong version', async () => {
+    const lines: string[] = [];
+    const r = await runConfigDemo({ workers: 3, leadMs: 3500, write: (l) => lines.push(l) });
+    assert.equal(r.wrongVersion, 0, lines.join('\n'));
+    assert.equal(r.ranWhileUnverifiable, 0, lines.join('\n'));
+    assert.equal(r.workersRefusing, 3, lines.join('\n'));
+    assert.equal(r.workersRecovered, 3, lines.join('\n'));
+    assert.ok(lines.some((l) => l.includes('config scheduled to take effect at')));
+  });
+});

@@ -1,0 +1,102 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, test } from 'node:test';
+import { ConfigRelay, initConfig, openConfig, publishConfig, RelayClient } from '../../src/config/index.js';
+import { isMusterError } from '../../src/errors.js';
+import { MemoryStore } from '../../src/store/index.js';
+import { waitFor } from '../../src/testing/index.js';
+import { FaultyStore } from './faulty-store.js';
+
+const POLICY = { maxStaleness: '300ms', maxClockSkew: '10ms', minLeadTime: '400ms' };
+
+describe('per-host relay', () => {
+  test('handles behind a relay get every version, switch at the instant, and fail closed with the store', async () => {
+    const store = new MemoryStore();
+    await initConfig(store, 'r', POLICY);
+    await publishConfig(store, 'r', 'a', { in: '400ms' });
+    const faulty = new FaultyStore(store);
+    const dir = mkdtempSync(join(tmpdir(), 'muster-relay-'));
+    const path = join(dir, 'relay.sock');
+    const relay = await ConfigRelay.start({ store: faulty.store, listen: path, maxStaleness: '300ms' });
+    const clients = await Promise.all([1, 2, 3].map(() => RelayClient.connect(path)));
+    const handles = clients.map((c) => openConfig<string>(c, 'r'));
+    try {
+      await Promise.all(handles.map((h) => h.ready()));
+      await waitFor(() => handles.every((h) => safe(() => h.current().value) === 'a'), {
+        timeoutMs: 5000,
+        intervalMs: 5,
+      });
+      const v2 = await publishConfig(store, 'r', 'b', { in: '400ms' });
+      await waitFor(() => handles.every((h) => h.timeline().versions.some((v) => v.version === v2.version)), {
+        timeoutMs: 2000,
+        intervalMs: 5,
+      });
+      await waitFor(() => Date.now() >= v2.activateAt, { timeoutMs: 2000, intervalMs: 5 });
+      for (const h of handles) assert.equal(h.at(v2.activateAt).value, 'b');
+      for (const h of handles) assert.equal(h.at(v2.activateAt - 1).value, 'a');
+
+      faulty.pause();
+      const pausedAt = Date.now();
+      await waitFor(() => handles.every((h) => h.state === 'stale'), { timeoutMs: 3000, intervalMs: 5 });
+      assert.ok(Date.now() - pausedAt <= 300 + 250, `stale only after ${Date.now() - pausedAt} ms`);
+      for (const h of handles)
+        assert.throws(
+          () => h.current(),
+          (e) => isMusterError(e, 'MUSTER_STALE_CONFIG'),
+        );
+      faulty.resume();
+      await waitFor(() => handles.every((h) => h.state === 'fresh'), { timeoutMs: 5000, intervalMs: 5 });
+      assert.equal(handles[0]?.current().value, 'b');
+
+      await relay.close(); // the relay dies: its processes go stale too
+      await waitFor(() => handles.every((h) => h.state === 'stale'), { timeoutMs: 3000, intervalMs: 5 });
+    } finally {
+      await Promise.all(handles.map((h) => h.close()));
+      await Promise.all(clients.map((c) => c.close()));
+      await relay.close();
+      await store.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+function safe<T>(fn: () => T): T | undefined {
+  try {
+    return fn();
+  } catch {
+    return undefined;
+  }
+}
+
+describe('switch event', () => {
+  test('with switchWait, the switch handler never runs early and runs within milliseconds of the instant', async () => {
+    const store = new MemoryStore();
+    await initConfig(store, 's', POLICY);
+    const precise = new (class extends (await import('../../src/clock.js')).SystemClock {
+      override now(): number {
+        return performance.timeOrigin + performance.now();
+      }
+    })();
+    const h = openConfig<string>(store, 's', { clock: precise, switchWait: '20ms' });
+    const late: number[] = [];
+    h.on('switch', (s) => late.push(s.latenessMs));
+    try {
+      await h.ready();
+      for (let i = 0; i < 3; i++) {
+        await publishConfig(store, 's', `v${i}`, { in: '420ms' });
+        await waitFor(() => late.length === i + 1, { timeoutMs: 3000, intervalMs: 5 });
+      }
+      // Never before the instant; punctual when the machine lets it (CI runs suites side by side).
+      assert.ok(
+        late.every((l) => l >= 0),
+        `lateness ${late.join(', ')}`,
+      );
+      assert.ok(Math.min(...late) < 5, `lateness ${late.join(', ')}`);
+    } finally {
+      await h.close();
+      await store.close();
+    }
+  });
+});
