@@ -23,7 +23,11 @@ if (files.length === 0) {
   process.exit(1);
 }
 const concurrency = process.env.MUSTER_TEST_CONCURRENCY ?? '2';
-const r = spawnSync(process.execPath, ['--test', '--test-force-exit', `--test-concurrency=${concurrency}`, ...files], {
-  stdio: 'inherit',
-});
+const r = spawnSync(
+  process.execPath,
+  ['--test', '--test-force-exit', `--test-concurrency=${concurrency}`, ...files],
+  {
+    stdio: 'inherit',
+  },
+);
 process.exit(r.status ?? 1);
