@@ -12,18 +12,7 @@ import { openEtcdStore } from '../src/store/etcd/index.js';
 import type { EtcdStore } from '../src/store/etcd/index.js';
 import type { Watch } from '../src/store/types.js';
 import { startEtcd, type EtcdCluster } from '../src/testing/index.js';
-import { latencySummary, quantile } from './stats.js';
-
-function arg(args: string[], name: string): string | undefined {
-  const i = args.indexOf(name);
-  return i >= 0 ? args[i + 1] : undefined;
-}
-
-async function timed(fn: () => Promise<unknown>): Promise<number> {
-  const t0 = performance.now();
-  await fn();
-  return performance.now() - t0;
-}
+import { arg, latencySummary, quantile, timed } from './stats.js';
 
 /** Runs `engine` and `raw` in alternating blocks of `block` calls; returns both latency lists. */
 async function sideBySide(

@@ -17,18 +17,7 @@ import { Etcd3 } from 'etcd3';
 import { DurableStore } from '../src/server/durable-store.js';
 import { startServer } from '../src/server/index.js';
 import { findBinary } from '../src/testing/index.js';
-import { fmt, latencySummary, median, quantile } from './stats.js';
-
-function arg(args: string[], name: string): string | undefined {
-  const i = args.indexOf(name);
-  return i >= 0 ? args[i + 1] : undefined;
-}
-
-async function timed(fn: () => Promise<unknown>): Promise<number> {
-  const t0 = performance.now();
-  await fn();
-  return performance.now() - t0;
-}
+import { arg, fmt, latencySummary, median, quantile, timed } from './stats.js';
 
 interface Target {
   readonly name: string;

@@ -16,6 +16,7 @@ import { MemoryStore } from '../store/memory/memory-store.js';
 import { decodeEntry } from './codec.js';
 import { readNewestSnapshot, removeOtherSnapshots, writeSnapshot } from './snapshot.js';
 import { readSegment, segmentName, segmentNumber, truncateSegment, Wal } from './wal.js';
+import { isProcessAlive } from '../util/process.js';
 
 /** Snapshot after this many log records: start-up replays at most about this many. */
 export const DEFAULT_SNAPSHOT_RECORDS = 20_000;
@@ -274,7 +275,7 @@ async function lockDir(dir: string): Promise<void> {
   const file = join(dir, 'LOCK');
   try {
     const pid = Number((await readFile(file, 'utf8')).trim());
-    if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && alive(pid)) {
+    if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && isProcessAlive(pid)) {
       throw new MusterError(
         'MUSTER_DATA_DIR_LOCKED',
         `the data directory ${dir} is in use by process ${pid}; stop it or choose another --data-dir`,
@@ -301,13 +302,4 @@ const held = new Set<string>();
 async function unlockDir(dir: string): Promise<void> {
   if (!held.delete(dir)) return;
   await rm(join(dir, 'LOCK'), { force: true });
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }

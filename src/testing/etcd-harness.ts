@@ -29,6 +29,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MusterError } from '../errors.js';
 import { findBinary } from './services.js';
+import { isProcessAlive } from '../util/process.js';
 
 /** What to tell a developer without etcd. */
 export const ETCD_INSTALL_HINT =
@@ -144,15 +145,6 @@ function installExitHooks(): void {
 const ROOT_PREFIX = 'muster-etcd-';
 const OWNER_FILE = 'owner.pid';
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 /** Every process id (Linux `/proc`; elsewhere none, and orphans are only removed from disk). */
 function processIds(): string[] {
   try {
@@ -182,7 +174,7 @@ export function sweepOrphans(): void {
     } catch {
       continue; // being created, or not ours
     }
-    if (!Number.isInteger(owner) || owner <= 0 || alive(owner)) continue;
+    if (!Number.isInteger(owner) || owner <= 0 || isProcessAlive(owner)) continue;
     for (const pid of processIds()) {
       try {
         const cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8');

@@ -38,7 +38,7 @@ import {
   type Watch,
   type WatchOptions,
 } from '../types.js';
-import { validateCompares } from '../memory/txn-rules.js';
+import { validateCompares } from '../txn-rules.js';
 import { KeyCodec, toBuffer } from './codec.js';
 import { fromEtcdError } from './errors.js';
 import { KeepAliveChannel, type KeepAliveStream } from './keep-alive.js';

@@ -43,7 +43,7 @@ import {
   type WatchOptions,
 } from '../types.js';
 import type { EngineSnapshot, Journal, JournalChange, JournalEntry } from './journal.js';
-import { compareValues, evaluateCompare, validateCompares } from './txn-rules.js';
+import { evaluateCompare, validateCompares } from '../txn-rules.js';
 import { type CommittedEvent, MemoryWatch, WatchHub } from './watch-hub.js';
 
 export interface MemoryStoreOptions {
@@ -845,5 +845,3 @@ function leaseNotFound(id: LeaseId, key?: string): MusterError {
 function closedError(): MusterError {
   return new MusterError('MUSTER_CLOSED', 'the store is closed');
 }
-
-export { compareValues };

@@ -1,7 +1,7 @@
 /** Transaction compares, evaluated exactly as etcd does. */
-import { invalidArgument } from '../../errors.js';
-import { checkKey, checkLeaseId, toBytes } from '../keys.js';
-import type { Compare, CompareOp, KeyValue } from '../types.js';
+import { invalidArgument } from '../errors.js';
+import { checkKey, checkLeaseId, toBytes } from './keys.js';
+import type { Compare, CompareOp, KeyValue } from './types.js';
 
 const OPS: ReadonlySet<string> = new Set(['=', '!=', '<', '>']);
 const TARGETS: ReadonlySet<string> = new Set(['value', 'version', 'createRevision', 'modRevision', 'lease']);
