@@ -8,20 +8,52 @@
  * as of the read's send time at once; otherwise the proof waits until the watch has delivered
  * everything up to the read's revision. A watch that neither answers progress requests nor catches
  * up within `maxStaleness` is closed, and the prefix is listed again.
+ *
+ * Behind a per-host relay that shares the host's clock, proofs are pushed instead: the relay proves
+ * its own mirror complete, sends every event up to revision `r`, then a `proof` batch saying when (on
+ * the host's monotonic clock) that proof was taken. Having received everything the relay held, this
+ * mirror is complete as of the same instant. While pushed proofs keep arriving, the periodic reads
+ * are skipped; when they stop, reads resume, so staleness never depends on the relay's goodwill.
  */
 import type { Clock, TimerHandle } from '../clock.js';
 import { isMusterError } from '../errors.js';
-import type { KeyValue, Store, Watch, WatchEvent } from '../store/types.js';
+import type { KeyValue, Store, WatchBatch, WatchEvent, WatchOptions } from '../store/types.js';
+import { hostMonotonicMs } from '../util/host-clock.js';
 import { Freshness } from './freshness.js';
 
+/**
+ * A proof pushed by a relay: every event up to `revision` has been delivered on this watch, and the
+ * sender's view was proven complete at `provenAtHostMs` on the host's monotonic clock.
+ */
+export interface ProofBatch {
+  readonly type: 'proof';
+  readonly revision: number;
+  readonly provenAtHostMs: number;
+}
+
+/** What a mirror's watch yields: a store's batches, plus pushed proofs from a relay. */
+export type MirrorBatch = WatchBatch | ProofBatch;
+
+/** A store's watch, or a relay's, which may also yield {@link ProofBatch}es. */
+export interface MirrorWatch extends AsyncIterable<MirrorBatch> {
+  requestProgress(): void;
+  close(): void;
+}
+
+export interface MirrorWatchOptions extends WatchOptions {
+  /** For a relay: push a proof at least this often (ms). Stores ignore it. */
+  proofEveryMs?: number;
+}
+
 /** What a mirror needs from a store: the etcd engine, `muster serve`, the memory engine, or a relay. */
-export type ConfigSource = Pick<Store, 'range' | 'watch' | 'headRevision'> & {
+export interface ConfigSource extends Pick<Store, 'range' | 'headRevision'> {
+  watch(prefix: string, options?: MirrorWatchOptions): MirrorWatch;
   /**
    * True for a relay: its reads are already proofs shared by every process of the host, so the
    * mirror verifies by reads only and sends no progress requests (half the local traffic).
    */
   readonly relayed?: boolean;
-};
+}
 
 /** Pause before listing again after the watch fails: 100 ms, short because staleness is ticking. */
 export const DEFAULT_RETRY_DELAY_MS = 100;
@@ -57,7 +89,9 @@ export class PrefixMirror {
   readonly #s: MirrorSettings;
   readonly #closer = new AbortController();
   readonly #mods = new Map<string, number>();
-  #watch: Watch | undefined;
+  #watch: MirrorWatch | undefined;
+  /** True once the current watch has delivered a pushed proof: periodic reads may then be skipped. */
+  #pushed = false;
   #tick: TimerHandle | undefined;
   #roundInFlight = false;
   #lastRoundMono = -Infinity;
@@ -114,7 +148,10 @@ export class PrefixMirror {
   #armTick(): void {
     if (this.closed) return;
     this.#tick = this.#s.clock.setTimeout(() => {
-      this.#round();
+      // A pushed proof at most maxStaleness/2 old needs no read: the next one is due within a
+      // verification interval, and if it does not come, the next tick reads with half the budget left.
+      const age = this.#s.clock.monotonic() - this.fresh.verifiedMono;
+      if (!(this.#pushed && age <= this.#s.maxStalenessMs() / 2)) this.#round();
       this.#armTick();
     }, this.#s.verifyIntervalMs());
   }
@@ -208,12 +245,21 @@ export class PrefixMirror {
         this.fresh.listed(r.revision, sent);
         this.#listed();
         this.#verified();
-        const watch = this.#source.watch(this.prefix, { fromRevision: r.revision + 1 });
+        const watch = this.#source.watch(this.prefix, {
+          fromRevision: r.revision + 1,
+          proofEveryMs: this.#s.verifyIntervalMs(),
+        });
         this.#watch = watch;
         if (this.closed) watch.close();
         for await (const batch of watch) {
           if (batch.type === 'progress') {
             this.fresh.progressReceived(batch.revision);
+          } else if (batch.type === 'proof') {
+            const age = hostMonotonicMs() - batch.provenAtHostMs;
+            if (age < 0) continue; // not the same clock after all: such a proof proves nothing
+            this.#pushed = true;
+            this.fresh.appliedUpTo(batch.revision);
+            this.fresh.verifiedAsOf(this.#s.clock.monotonic() - age);
           } else {
             for (const e of batch.events) {
               if (e.type === 'put') this.#mods.set(e.kv.key, e.kv.modRevision);
@@ -229,6 +275,7 @@ export class PrefixMirror {
         if (!isMusterError(err, 'MUSTER_ABORTED')) this.#hooks.onError(err);
       } finally {
         this.#watch = undefined;
+        this.#pushed = false;
         this.fresh.streamLost();
       }
       if (this.closed) return;

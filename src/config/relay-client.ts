@@ -3,24 +3,25 @@
  * `openConfig(await RelayClient.connect(path), name)` behaves exactly like a handle on the store,
  * with the same staleness rule. Connection loss fails pending calls and watches with
  * `MUSTER_UNAVAILABLE`; the handle lists again, which reconnects.
+ *
+ * The relay's `hello` tells whether it shares this process's clock (same boot id, and its
+ * host-monotonic instant is neither ahead of ours nor more than {@link HELLO_MAX_TRANSIT_MS} behind).
+ * Only then are its pushed proofs passed on to the mirror; otherwise the mirror verifies by reads.
  */
 import { connect, type Socket } from 'node:net';
 import { MusterError } from '../errors.js';
-import type {
-  KeySelector,
-  RangeOptions,
-  RangeResult,
-  Watch,
-  WatchBatch,
-  WatchOptions,
-} from '../store/types.js';
-import type { ConfigSource } from './mirror.js';
+import type { KeySelector, RangeOptions, RangeResult } from '../store/types.js';
+import { hostBootId, hostMonotonicMs } from '../util/host-clock.js';
+import type { ConfigSource, MirrorBatch, MirrorWatch, MirrorWatchOptions } from './mirror.js';
 import { type ClientMessage, decodeEvent, decodeKv, LineReader, type RelayMessage } from './relay-wire.js';
+
+/** A `hello` older than this on arrival means the relay's clock is not ours: 1 s. */
+export const HELLO_MAX_TRANSIT_MS = 1000;
 
 type Pending = { resolve: (m: RelayMessage) => void; reject: (e: Error) => void };
 
-class RelayWatch implements Watch {
-  #queue: WatchBatch[] = [];
+class RelayWatch implements MirrorWatch {
+  #queue: MirrorBatch[] = [];
   #waiter: Pending | undefined;
   #ended = false;
   #error: Error | undefined;
@@ -30,7 +31,7 @@ class RelayWatch implements Watch {
     readonly onClose: () => void,
   ) {}
 
-  push(batch: WatchBatch): void {
+  push(batch: MirrorBatch): void {
     if (this.#ended) return;
     const w = this.#waiter;
     if (w !== undefined) {
@@ -66,9 +67,9 @@ class RelayWatch implements Watch {
     this.#end();
   }
 
-  [Symbol.asyncIterator](): AsyncIterator<WatchBatch> {
+  [Symbol.asyncIterator](): AsyncIterator<MirrorBatch> {
     return {
-      next: async (): Promise<IteratorResult<WatchBatch>> => {
+      next: async (): Promise<IteratorResult<MirrorBatch>> => {
         const b = this.#queue.shift();
         if (b !== undefined) return { value: b, done: false };
         if (this.#ended) {
@@ -80,9 +81,9 @@ class RelayWatch implements Watch {
         });
         return got === undefined
           ? { value: undefined, done: true }
-          : { value: got as WatchBatch, done: false };
+          : { value: got as MirrorBatch, done: false };
       },
-      return: async (): Promise<IteratorResult<WatchBatch>> => {
+      return: async (): Promise<IteratorResult<MirrorBatch>> => {
         this.close();
         return { value: undefined, done: true };
       },
@@ -99,6 +100,8 @@ export class RelayClient implements ConfigSource {
   #nextId = 1;
   readonly #pending = new Map<number, Pending>();
   readonly #watches = new Map<number, RelayWatch>();
+  /** The current connection's relay shares our clock (from its `hello`). */
+  #sameClock = false;
   #closed = false;
 
   private constructor(address: string) {
@@ -120,6 +123,7 @@ export class RelayClient implements ConfigSource {
       const socket =
         m !== null && !this.address.includes('/') ? connect(Number(m[2]), m[1]) : connect(this.address);
       socket.setNoDelay(true);
+      this.#sameClock = false;
       const reader = new LineReader((msg) => this.#onMessage(msg as RelayMessage));
       socket.on('data', (chunk) => reader.push(chunk));
       socket.once('connect', () => {
@@ -148,6 +152,15 @@ export class RelayClient implements ConfigSource {
   }
 
   #onMessage(m: RelayMessage): void {
+    if ('hello' in m) {
+      const transit = hostMonotonicMs() - m.hello.mono;
+      this.#sameClock =
+        m.hello.boot !== null &&
+        m.hello.boot === hostBootId() &&
+        transit >= 0 &&
+        transit <= HELLO_MAX_TRANSIT_MS;
+      return;
+    }
     if ('id' in m) {
       const p = this.#pending.get(m.id);
       this.#pending.delete(m.id);
@@ -162,7 +175,9 @@ export class RelayClient implements ConfigSource {
       this.#watches.delete(m.wid);
       w.fail(new MusterError(m.error.code as 'MUSTER_COMPACTED', m.error.message));
     } else if ('progress' in m) w.push({ type: 'progress', revision: m.progress });
-    else w.push({ type: 'events', revision: m.revision, events: m.events.map(decodeEvent) });
+    else if ('proof' in m) {
+      if (this.#sameClock) w.push({ type: 'proof', revision: m.proof, provenAtHostMs: m.mono - m.age });
+    } else w.push({ type: 'events', revision: m.revision, events: m.events.map(decodeEvent) });
   }
 
   #send(m: ClientMessage): void {
@@ -204,7 +219,12 @@ export class RelayClient implements ConfigSource {
     return 'revision' in m ? m.revision : 0;
   }
 
-  watch(selector: string | KeySelector, options: WatchOptions = {}): Watch {
+  /** Set by the relay's `hello`: whether pushed proofs are passed on (exposed for tests). */
+  get sharesClock(): boolean {
+    return this.#sameClock;
+  }
+
+  watch(selector: string | KeySelector, options: MirrorWatchOptions = {}): MirrorWatch {
     if (typeof selector !== 'string')
       throw new MusterError('MUSTER_INVALID_ARGUMENT', 'the relay serves prefixes only');
     const wid = this.#nextId++;
@@ -219,7 +239,14 @@ export class RelayClient implements ConfigSource {
     this.#watches.set(wid, w);
     options.signal?.addEventListener('abort', () => w.close(), { once: true });
     this.#ensure().then(
-      () => this.#send({ op: 'watch', wid, prefix: selector, from: options.fromRevision ?? 1 }),
+      () =>
+        this.#send({
+          op: 'watch',
+          wid,
+          prefix: selector,
+          from: options.fromRevision ?? 1,
+          ...(options.proofEveryMs === undefined ? {} : { every: options.proofEveryMs }),
+        }),
       (err: unknown) => {
         w.fail(err);
       },

@@ -9,6 +9,12 @@
  * has forwarded every event up to the revision it reports. A proof the client receives is therefore
  * as good as a linearizable read it sent itself (see docs/config.md).
  *
+ * Clients that share the relay's clock (same kernel: the `hello` line carries the boot id and the
+ * host-monotonic instant) need not ask at all: whenever the relay's proof advances, it pushes it to
+ * every watch that asked for pushes, after the events it covers, with the instant it was taken. Idle
+ * processes then wake once per verification interval instead of sending a read and waking for its
+ * answer, and the relay parses nothing.
+ *
  * Wire format: newline-delimited JSON (see relay-wire.ts). The agent will later serve the same
  * handles over HTTP.
  */
@@ -16,6 +22,7 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { type Clock, systemClock } from '../clock.js';
 import type { KeyValue, Store, WatchEvent } from '../store/types.js';
 import { type Duration, toMillis } from '../util/duration.js';
+import { hostBootId, hostMonotonicMs } from '../util/host-clock.js';
 import { DEFAULT_MAX_STALENESS_MS } from './model.js';
 import { type ConfigSource, PrefixMirror } from './mirror.js';
 import { type ClientMessage, encodeEvent, encodeKv, LineReader, type RelayMessage } from './relay-wire.js';
@@ -50,8 +57,12 @@ class RelayedPrefix {
   /** Revision of the last list; the log holds every batch after `logBase`. */
   logBase = 0;
   readonly watchers = new Set<ClientWatch>();
+  /** The relay's proof last pushed (monotonic instant), so a proof is pushed once. */
+  #pushedMono = -Infinity;
+  readonly #clock: Clock;
 
   constructor(source: ConfigSource, prefix: string, clock: Clock, stalenessMs: number, intervalMs: number) {
+    this.#clock = clock;
     this.mirror = new PrefixMirror(
       source,
       prefix,
@@ -78,22 +89,43 @@ class RelayedPrefix {
           }
         },
         onError: () => undefined, // the mirror lists again; clients see it through their watches
+        onVerified: () => this.#pushProofs(),
       },
       {
         clock,
         maxStalenessMs: () => stalenessMs,
-        verifyIntervalMs: () => intervalMs,
+        // As often as the most demanding watcher asks for pushed proofs (never below the round gap).
+        verifyIntervalMs: () => {
+          let ms = intervalMs;
+          for (const w of this.watchers) if (w.every !== undefined && w.every < ms) ms = w.every;
+          return Math.max(RELAY_MIN_ROUND_GAP_MS, ms);
+        },
         minRoundGapMs: RELAY_MIN_ROUND_GAP_MS,
       },
     );
   }
+
+  /** Pushes the mirror's proof to every watch that asked for pushes, once per proof. */
+  #pushProofs(): void {
+    const verified = this.mirror.fresh.verifiedMono;
+    if (!(verified > this.#pushedMono)) return;
+    this.#pushedMono = verified;
+    let tail: string | undefined;
+    for (const w of this.watchers) {
+      if (w.every === undefined) continue;
+      // Every event up to `applied` was written to this connection before this line.
+      tail ??= `,"proof":${this.mirror.fresh.applied},"age":${this.#clock.monotonic() - verified},"mono":${hostMonotonicMs()}}\n`;
+      w.conn.writeRaw(`{"wid":${w.wid}${tail}`);
+    }
+  }
 }
 
-/** A client's watch on a relayed prefix. */
+/** A client's watch on a relayed prefix; `every`: the client wants pushed proofs that often (ms). */
 class ClientWatch {
   constructor(
     readonly conn: Connection,
     readonly wid: number,
+    readonly every: number | undefined,
   ) {}
   send(revision: number, events: readonly WatchEvent[]): void {
     this.conn.write({ wid: this.wid, revision, events: events.map(encodeEvent) });
@@ -170,6 +202,7 @@ export class ConfigRelay {
     socket.setNoDelay(true);
     const conn = new Connection(socket);
     this.#conns.add(conn);
+    conn.write({ hello: { boot: hostBootId() ?? null, mono: hostMonotonicMs() } });
     const reader = new LineReader((m) => void this.#handle(conn, m as ClientMessage));
     socket.on('data', (chunk) => reader.push(chunk));
     socket.on('error', () => socket.destroy());
@@ -203,7 +236,8 @@ export class ConfigRelay {
         case 'watch': {
           const p = this.#prefix(m.prefix);
           await p.mirror.listed;
-          const watch = new ClientWatch(conn, m.wid);
+          const every = typeof m.every === 'number' && m.every > 0 ? m.every : undefined;
+          const watch = new ClientWatch(conn, m.wid, every);
           if (m.from - 1 < p.logBase) {
             watch.fail('MUSTER_COMPACTED', `revision ${m.from} is no longer in the relay's log; list again`);
             return;

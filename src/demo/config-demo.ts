@@ -39,6 +39,8 @@ export interface ConfigDemoResult {
   readonly ranWhileUnverifiable: number;
   readonly workersRefusing: number;
   readonly workersRecovered: number;
+  /** Longest time from the store's resumption to a worker's first task that ran again, ms. */
+  readonly slowestRecoveryMs: number;
 }
 
 const NAME = 'pingpong';
@@ -198,6 +200,8 @@ export async function runConfigDemo(options: ConfigDemoOptions = {}): Promise<Co
     log(
       `  workers that refused while the store was paused: ${refusing.size}/${workers}; recovered: ${recovered.size}/${workers}`,
     );
+    const slowestRecoveryMs = Math.max(...[...recovered.values()].map((at) => at - resumedAt));
+    log(`  slowest recovery after the store resumed: ${formatDuration(slowestRecoveryMs)}`);
     log(`  tasks that ran later than maxStaleness into the pause: ${unverifiable}`);
     log(
       `  tasks that used the wrong version (checked against the final timeline): ${report.violations.length}`,
@@ -210,6 +214,7 @@ export async function runConfigDemo(options: ConfigDemoOptions = {}): Promise<Co
       ranWhileUnverifiable: unverifiable,
       workersRefusing: refusing.size,
       workersRecovered: recovered.size,
+      slowestRecoveryMs,
     };
   } finally {
     await fleet?.stop();

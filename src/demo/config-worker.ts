@@ -4,9 +4,13 @@
  * It opens a configuration handle and runs a stream of small ping/pong tasks (the seed's
  * PongHandler): each task asks the configuration *at its own start time* and reports which version it
  * used, or that it was refused. Reports go to the parent over the IPC channel:
- * - `{ t: 'ready' }`, then batches `{ t: 'tasks', tasks: [[startedAt, version | null, code?], …] }`;
+ * - `{ t: 'ready' }`, then, every flush interval, one `{ t: 'batch', messages }` holding
+ * - `{ t: 'tasks', tasks: [[startedAt, version | null, code?], …] }`;
  * - `{ t: 'version', version, activateAt, at }` when a version is received (for propagation);
  * - `{ t: 'switch', version, activateAt, at, latenessMs }` from the handle's `switch` event.
+ * Receipts and switches are timestamped when they happen and sent with the next flush: reporting at
+ * the instant would make 150 processes wake their parent just when they all compete for the CPU,
+ * and the measurement would slow down what it measures.
  * The parent sends `'stop'`; the worker also exits when the parent disappears.
  *
  * Environment: MUSTER_STORE, MUSTER_CONFIG, MUSTER_WORKER, MUSTER_TASK_INTERVAL_MS (0: no tasks),
@@ -32,6 +36,7 @@ export type WorkerMessage =
   | { t: 'tasks'; tasks: TaskTuple[] }
   | { t: 'version'; version: number; activateAt: number; at: number; cancelled: boolean }
   | { t: 'switch'; version: number; activateAt: number; at: number; latenessMs: number }
+  | { t: 'batch'; messages: WorkerMessage[] }
   | { t: 'error'; message: string };
 
 async function main(): Promise<void> {
@@ -47,11 +52,12 @@ async function main(): Promise<void> {
     relay !== undefined && relay !== '' ? await RelayClient.connect(relay) : await openStore(url);
   const switchWait = Number(process.env.MUSTER_SWITCH_WAIT_MS ?? '0');
   const handle = openConfig<PongSettings>(store, name, { clock, switchWait });
+  let outbox: WorkerMessage[] = [];
   handle.on('version', ({ version: v, cancelled }) =>
-    send({ t: 'version', version: v.version, activateAt: v.activateAt, at: clock.now(), cancelled }),
+    outbox.push({ t: 'version', version: v.version, activateAt: v.activateAt, at: clock.now(), cancelled }),
   );
   handle.on('switch', (s) =>
-    send({
+    outbox.push({
       t: 'switch',
       version: s.version.version,
       activateAt: s.version.activateAt,
@@ -65,14 +71,13 @@ async function main(): Promise<void> {
   let stopping = false;
   let pending: TaskTuple[] = [];
   let pongs = 0;
-  const flush = setInterval(
-    () => {
-      if (pending.length === 0) return;
-      send({ t: 'tasks', tasks: pending });
-      pending = [];
-    },
-    Number(process.env.MUSTER_FLUSH_MS ?? '100'),
-  );
+  const sendReports = (): void => {
+    if (pending.length > 0) outbox.push({ t: 'tasks', tasks: pending });
+    pending = [];
+    if (outbox.length > 0) send({ t: 'batch', messages: outbox });
+    outbox = [];
+  };
+  const flush = setInterval(sendReports, Number(process.env.MUSTER_FLUSH_MS ?? '100'));
 
   // One ping/pong task: ask the configuration at the task's own start time, then do the work.
   const task = async (): Promise<void> => {
@@ -92,7 +97,8 @@ async function main(): Promise<void> {
       pong: ++pongs,
       ...(settings.include_mood ? { mood: pongs % 2 ? 'happy' : 'grumpy' } : {}),
     };
-    await new Promise((resolve) => setTimeout(resolve, Math.min(settings.delay_ms, 50), pong));
+    if (settings.delay_ms > 0)
+      await new Promise((resolve) => setTimeout(resolve, Math.min(settings.delay_ms, 50), pong));
   };
 
   const loop = async (): Promise<void> => {
@@ -108,7 +114,7 @@ async function main(): Promise<void> {
     stopping = true;
     await running;
     clearInterval(flush);
-    if (pending.length > 0) send({ t: 'tasks', tasks: pending });
+    sendReports();
     await handle.close();
     await store.close();
     process.disconnect?.();

@@ -99,6 +99,9 @@ export class Fleet {
 
   #onMessage(worker: string, m: WorkerMessage): void {
     switch (m.t) {
+      case 'batch':
+        for (const one of m.messages) this.#onMessage(worker, one);
+        return;
       case 'ready':
         this.#ready++;
         break;

@@ -1,11 +1,14 @@
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { createServer, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { ConfigRelay, initConfig, openConfig, publishConfig, RelayClient } from '../../src/config/index.js';
 import { isMusterError } from '../../src/errors.js';
-import { MemoryStore } from '../../src/store/index.js';
+import { type ClientMessage, encodeKv, LineReader } from '../../src/config/relay-wire.js';
+import { type KeyValue, MemoryStore } from '../../src/store/index.js';
+import { hostBootId, hostMonotonicMs } from '../../src/util/host-clock.js';
 import { waitFor } from '../../src/testing/index.js';
 import { FaultyStore } from './faulty-store.js';
 
@@ -97,6 +100,107 @@ describe('switch event', () => {
     } finally {
       await h.close();
       await store.close();
+    }
+  });
+});
+
+/**
+ * A scripted relay on a Unix socket: answers the first list with `kvs`, then never answers a read
+ * again, and pushes a proof claiming "complete, just now" every 50 ms on every watch. Only a client
+ * that shares the hello's clock may believe those proofs.
+ */
+async function scriptedRelay(path: string, kvs: readonly KeyValue[], revision: number, boot: string) {
+  const sockets = new Set<Socket>();
+  const timers = new Set<NodeJS.Timeout>();
+  const server = createServer((socket) => {
+    sockets.add(socket);
+    socket.write(`${JSON.stringify({ hello: { boot, mono: hostMonotonicMs() } })}\n`);
+    let lists = 0;
+    const reader = new LineReader((m) => {
+      const msg = m as ClientMessage;
+      if (msg.op === 'range' && lists++ === 0)
+        socket.write(`${JSON.stringify({ id: msg.id, kvs: kvs.map((kv) => encodeKv(kv)), revision })}\n`);
+      if (msg.op === 'watch') {
+        const t = setInterval(() => {
+          socket.write(
+            `${JSON.stringify({ wid: msg.wid, proof: revision, age: 0, mono: hostMonotonicMs() })}\n`,
+          );
+        }, 50);
+        timers.add(t);
+      }
+    });
+    socket.on('data', (chunk) => reader.push(chunk));
+    socket.on('error', () => undefined);
+  });
+  await new Promise<void>((resolve) => server.listen(path, resolve));
+  return {
+    close: async () => {
+      for (const t of timers) clearInterval(t);
+      for (const s of sockets) s.destroy();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+describe('pushed proofs', () => {
+  for (const shared of [true, false]) {
+    test(`a relay ${shared ? 'sharing' : 'not sharing'} the clock: pushed proofs are ${shared ? 'believed' : 'ignored'}`, async () => {
+      const store = new MemoryStore();
+      await initConfig(store, 'p', POLICY);
+      await publishConfig(store, 'p', 'a', { in: '400ms' });
+      const listed = await store.range('/muster/config/p/');
+      const dir = mkdtempSync(join(tmpdir(), 'muster-relay-'));
+      const path = join(dir, 'relay.sock');
+      const relay = await scriptedRelay(
+        path,
+        listed.kvs,
+        listed.revision,
+        shared ? (hostBootId() ?? '') : 'another-host',
+      );
+      const client = await RelayClient.connect(path);
+      const h = openConfig<string>(client, 'p');
+      try {
+        await h.ready();
+        assert.equal(client.sharesClock, shared);
+        // Reads go unanswered; only pushed proofs can keep the handle fresh past maxStaleness (300 ms).
+        await new Promise((resolve) => setTimeout(resolve, 900));
+        assert.equal(h.state, shared ? 'fresh' : 'stale');
+        if (shared) assert.ok(h.freshness().ageMs < 300, `proof age ${h.freshness().ageMs} ms`);
+      } finally {
+        await h.close();
+        await client.close();
+        await relay.close();
+        await store.close();
+        rmSync(dir, { recursive: true, force: true });
+      }
+    });
+  }
+
+  test('a real relay keeps idle clients fresh by pushes alone: no reads reach it', async () => {
+    const store = new MemoryStore();
+    await initConfig(store, 'q', POLICY);
+    await publishConfig(store, 'q', 'a', { in: '400ms' });
+    const dir = mkdtempSync(join(tmpdir(), 'muster-relay-'));
+    const path = join(dir, 'relay.sock');
+    const relay = await ConfigRelay.start({ store, listen: path, maxStaleness: '300ms' });
+    const client = await RelayClient.connect(path);
+    let reads = 0;
+    const counting: typeof client = Object.create(client) as typeof client;
+    counting.range = (selector, options) => (reads++, client.range(selector, options));
+    counting.watch = (selector, options) => client.watch(selector, options);
+    const h = openConfig<string>(counting, 'q');
+    try {
+      await h.ready();
+      const after = reads; // the list
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+      assert.equal(h.state, 'fresh');
+      assert.equal(reads, after, 'a client receiving pushed proofs sent verification reads');
+    } finally {
+      await h.close();
+      await client.close();
+      await relay.close();
+      await store.close();
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });

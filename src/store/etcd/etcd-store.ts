@@ -7,7 +7,8 @@
  * retried on other endpoints within their deadline; writes only when the connection was never made.
  */
 import type { CallOptions, Metadata } from '@grpc/grpc-js';
-import { Etcd3, type IOptions, type IRangeRequest, type IResponseHeader } from 'etcd3';
+import { circuitBreaker, ConsecutiveBreaker, handleWhen } from 'cockatiel';
+import { Etcd3, type IOptions, type IRangeRequest, type IResponseHeader, isRecoverableError } from 'etcd3';
 import {
   abortedError,
   type ErrorDetails,
@@ -47,6 +48,13 @@ import { EtcdWatch, type ProgressMode, type WatchStream } from './watch.js';
 
 /** gRPC keep-alive ping interval: etcd refuses pings more often than every 5 s (`--grpc-keepalive-min-time`). */
 export const GRPC_KEEPALIVE_MS = 6000;
+/**
+ * After 3 consecutive failures an endpoint is skipped for this long: 250 ms. etcd3's default is 5 s,
+ * which kept processes refusing work for seconds after their store came back (a configuration handle
+ * must re-verify within `maxStaleness`, 2 s by default); grpc's own reconnect backoff (100 ms → 1 s)
+ * already spaces out attempts on a dead endpoint.
+ */
+export const ENDPOINT_COOLDOWN_MS = 250;
 /** gRPC status CANCELLED: what a stream reports after `cancel()`. */
 const GRPC_CANCELLED = 1;
 /** Attempts of an idempotent read across endpoints before its error is returned. */
@@ -114,7 +122,14 @@ export class EtcdStore implements Store {
         'grpc.initial_reconnect_backoff_ms': 100,
         'grpc.max_reconnect_backoff_ms': 1000,
       },
-      faultHandling: { global: NO_RETRY as unknown as NonNullable<IOptions['faultHandling']>['global'] },
+      faultHandling: {
+        global: NO_RETRY as unknown as NonNullable<IOptions['faultHandling']>['global'],
+        host: () =>
+          circuitBreaker(handleWhen(isRecoverableError), {
+            halfOpenAfter: ENDPOINT_COOLDOWN_MS,
+            breaker: new ConsecutiveBreaker(3),
+          }),
+      },
     };
     if (opts.ca !== undefined || opts.cert !== undefined) {
       clientOptions.credentials = {
