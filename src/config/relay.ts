@@ -10,10 +10,10 @@
  * as good as a linearizable read it sent itself (see docs/config.md).
  *
  * Clients that share the relay's clock (same kernel: the `hello` line carries the boot id and the
- * host-monotonic instant) need not ask at all: whenever the relay's proof advances, it pushes it to
- * every watch that asked for pushes, after the events it covers, with the instant it was taken. Idle
- * processes then wake once per verification interval instead of sending a read and waking for its
- * answer, and the relay parses nothing.
+ * host-monotonic instant) need not ask at all: the relay pushes its latest proof to every watch that
+ * asked for pushes, once per period the watch asked for, spread over time (see relay-proofs.ts), with
+ * the instant it was taken. Idle processes then wake once per verification interval instead of
+ * sending a read and waking for its answer, and the relay parses nothing.
  *
  * Wire format: newline-delimited JSON (see relay-wire.ts). The agent will later serve the same
  * handles over HTTP.
@@ -23,6 +23,7 @@ import { type Clock, systemClock } from '../clock.js';
 import type { KeyValue, Store, WatchEvent } from '../store/types.js';
 import { type Duration, toMillis } from '../util/duration.js';
 import { hostBootId, hostMonotonicMs } from '../util/host-clock.js';
+import { ProofDrip } from './relay-proofs.js';
 import { DEFAULT_MAX_STALENESS_MS } from './model.js';
 import { type ConfigSource, PrefixMirror } from './mirror.js';
 import { type ClientMessage, encodeEvent, encodeKv, LineReader, type RelayMessage } from './relay-wire.js';
@@ -57,12 +58,13 @@ class RelayedPrefix {
   /** Revision of the last list; the log holds every batch after `logBase`. */
   logBase = 0;
   readonly watchers = new Set<ClientWatch>();
-  /** The relay's proof last pushed (monotonic instant), so a proof is pushed once. */
-  #pushedMono = -Infinity;
-  readonly #clock: Clock;
+  readonly drip: ProofDrip;
 
   constructor(source: ConfigSource, prefix: string, clock: Clock, stalenessMs: number, intervalMs: number) {
-    this.#clock = clock;
+    this.drip = new ProofDrip(clock, {
+      verifiedMono: () => this.mirror.fresh.verifiedMono,
+      applied: () => this.mirror.fresh.applied,
+    });
     this.mirror = new PrefixMirror(
       source,
       prefix,
@@ -74,6 +76,7 @@ class RelayedPrefix {
           this.logBase = revision;
           for (const w of this.watchers) w.fail('MUSTER_COMPACTED', 'the relay re-listed; list again');
           this.watchers.clear();
+          this.drip.clear();
         },
         onEvents: (events, revision) => {
           for (const e of events) {
@@ -89,44 +92,40 @@ class RelayedPrefix {
           }
         },
         onError: () => undefined, // the mirror lists again; clients see it through their watches
-        onVerified: () => this.#pushProofs(),
       },
       {
         clock,
         maxStalenessMs: () => stalenessMs,
         // As often as the most demanding watcher asks for pushed proofs (never below the round gap).
-        verifyIntervalMs: () => {
-          let ms = intervalMs;
-          for (const w of this.watchers) if (w.every !== undefined && w.every < ms) ms = w.every;
-          return Math.max(RELAY_MIN_ROUND_GAP_MS, ms);
-        },
+        verifyIntervalMs: () =>
+          Math.max(RELAY_MIN_ROUND_GAP_MS, Math.min(intervalMs, this.drip.period ?? intervalMs)),
         minRoundGapMs: RELAY_MIN_ROUND_GAP_MS,
       },
     );
   }
 
-  /** Pushes the mirror's proof to every watch that asked for pushes, once per proof. */
-  #pushProofs(): void {
-    const verified = this.mirror.fresh.verifiedMono;
-    if (!(verified > this.#pushedMono)) return;
-    this.#pushedMono = verified;
-    let tail: string | undefined;
-    for (const w of this.watchers) {
-      if (w.every === undefined) continue;
-      // Every event up to `applied` was written to this connection before this line.
-      tail ??= `,"proof":${this.mirror.fresh.applied},"age":${this.#clock.monotonic() - verified},"mono":${hostMonotonicMs()}}\n`;
-      w.conn.writeRaw(`{"wid":${w.wid}${tail}`);
-    }
+  add(watch: ClientWatch): void {
+    this.watchers.add(watch);
+    if (watch.every !== undefined) this.drip.add(watch as ClientWatch & { every: number });
+  }
+
+  delete(watch: ClientWatch): void {
+    this.watchers.delete(watch);
+    this.drip.delete(watch as ClientWatch & { every: number });
   }
 }
 
 /** A client's watch on a relayed prefix; `every`: the client wants pushed proofs that often (ms). */
 class ClientWatch {
+  lastProof = -Infinity;
   constructor(
     readonly conn: Connection,
     readonly wid: number,
     readonly every: number | undefined,
   ) {}
+  writeRaw(line: string): void {
+    this.conn.writeRaw(line);
+  }
   send(revision: number, events: readonly WatchEvent[]): void {
     this.conn.write({ wid: this.wid, revision, events: events.map(encodeEvent) });
   }
@@ -208,7 +207,7 @@ export class ConfigRelay {
     socket.on('error', () => socket.destroy());
     socket.on('close', () => {
       this.#conns.delete(conn);
-      for (const { watch, prefix } of conn.watches.values()) prefix.watchers.delete(watch);
+      for (const { watch, prefix } of conn.watches.values()) prefix.delete(watch);
     });
   }
 
@@ -243,7 +242,7 @@ export class ConfigRelay {
             return;
           }
           for (const b of p.log) if (b.revision >= m.from) watch.send(b.revision, b.events);
-          p.watchers.add(watch);
+          p.add(watch);
           conn.watches.set(m.wid, { watch, prefix: p });
           return;
         }
@@ -257,7 +256,7 @@ export class ConfigRelay {
         }
         case 'unwatch': {
           const w = conn.watches.get(m.wid);
-          if (w !== undefined) w.prefix.watchers.delete(w.watch);
+          if (w !== undefined) w.prefix.delete(w.watch);
           conn.watches.delete(m.wid);
           return;
         }
@@ -278,6 +277,7 @@ export class ConfigRelay {
     this.#closed = true;
     for (const c of this.#conns) c.socket.destroy();
     await new Promise<void>((resolve) => this.#server.close(() => resolve()));
+    for (const p of this.#prefixes.values()) p.drip.close();
     await Promise.all([...this.#prefixes.values()].map((p) => p.mirror.close()));
   }
 

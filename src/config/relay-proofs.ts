@@ -1,0 +1,93 @@
+/**
+ * Pushed proofs, spread over time. A relay proves its mirror complete once per verification round;
+ * passing each proof to 150 processes at once would wake them all together, and a burst of 150
+ * wake-ups on a 2-core host delays whatever else is due in those milliseconds (an activation instant,
+ * a version arriving). So the relay drips: every {@link PROOF_DRIP_TICK_MS} it sends its latest proof
+ * to the next few watches in turn, sized so that each watch gets one per period it asked for.
+ *
+ * A proof may be sent at any moment, not only right after a round: the relay forwards every event the
+ * moment it applies it, so whatever revision it has applied has already been written to every watch.
+ */
+import type { Clock, TimerHandle } from '../clock.js';
+import { hostMonotonicMs } from '../util/host-clock.js';
+
+/** Drip granularity: 10 ms, i.e. at most 100 small wake-ups a second for the relay. */
+export const PROOF_DRIP_TICK_MS = 10;
+
+/** A watch that asked for pushed proofs. */
+export interface ProofTarget {
+  readonly wid: number;
+  /** Wanted period between proofs, ms. */
+  readonly every: number;
+  /** Monotonic instant of the proof it last got (so one proof is sent to it once). */
+  lastProof: number;
+  writeRaw(line: string): void;
+}
+
+/** The relay mirror's freshness, read at each tick. */
+export interface ProofSource {
+  verifiedMono(): number;
+  applied(): number;
+}
+
+export class ProofDrip {
+  readonly #clock: Clock;
+  readonly #source: ProofSource;
+  #targets: ProofTarget[] = [];
+  #cursor = 0;
+  #timer: TimerHandle | undefined;
+
+  constructor(clock: Clock, source: ProofSource) {
+    this.#clock = clock;
+    this.#source = source;
+  }
+
+  get size(): number {
+    return this.#targets.length;
+  }
+
+  /** The shortest period any target asked for, or `undefined` with no targets. */
+  get period(): number | undefined {
+    let ms: number | undefined;
+    for (const t of this.#targets) if (ms === undefined || t.every < ms) ms = t.every;
+    return ms;
+  }
+
+  add(target: ProofTarget): void {
+    this.#targets.push(target);
+    this.#timer ??= this.#clock.setTimeout(() => this.#tick(), PROOF_DRIP_TICK_MS);
+  }
+
+  delete(target: ProofTarget): void {
+    const i = this.#targets.indexOf(target);
+    if (i >= 0) this.#targets.splice(i, 1);
+  }
+
+  clear(): void {
+    this.#targets = [];
+  }
+
+  close(): void {
+    this.clear();
+    if (this.#timer !== undefined) this.#clock.clearTimeout(this.#timer);
+    this.#timer = undefined;
+  }
+
+  #tick(): void {
+    this.#timer = undefined;
+    const n = this.#targets.length;
+    if (n === 0) return;
+    const period = this.period as number;
+    const verified = this.#source.verifiedMono();
+    let tail: string | undefined;
+    for (let k = Math.ceil((n * PROOF_DRIP_TICK_MS) / period); k > 0; k--) {
+      const t = this.#targets[this.#cursor++ % n] as ProofTarget;
+      if (!(verified > t.lastProof)) continue;
+      t.lastProof = verified;
+      tail ??= `,"proof":${this.#source.applied()},"age":${this.#clock.monotonic() - verified},"mono":${hostMonotonicMs()}}\n`;
+      t.writeRaw(`{"wid":${t.wid}${tail}`);
+    }
+    if (this.#cursor >= n) this.#cursor %= n;
+    this.#timer = this.#clock.setTimeout(() => this.#tick(), PROOF_DRIP_TICK_MS);
+  }
+}
