@@ -134,6 +134,21 @@ export class WatchHub {
     if (removed) this.#count--;
   }
 
+  /**
+   * A new watcher of `range`, not yet registered (see {@link add}); `progressRevision` is the revision
+   * up to which everything is already queued for it when it asks for progress.
+   */
+  create(
+    range: Range,
+    options: { prevKv?: boolean; signal?: AbortSignal },
+    progressRevision: () => number,
+  ): MemoryWatch {
+    return new MemoryWatch(range, options.prevKv === true, options.signal, {
+      onClose: (w) => this.remove(w),
+      onProgress: (w) => w.pushProgress(progressRevision()),
+    });
+  }
+
   /** Delivers every event of revision `rev`, in order, to the watchers whose range holds its key. */
   publish(rev: number, events: readonly CommittedEvent[]): void {
     if (this.#count === 0) return;
