@@ -19,6 +19,7 @@ import type { ClientDuplexStream } from '@grpc/grpc-js';
 import type { IEvent, IWatchRequest, IWatchResponse } from 'etcd3';
 import { MusterError } from '../../errors.js';
 import type { Watch, WatchBatch, WatchEvent } from '../types.js';
+import { WatchQueue } from '../watch-queue.js';
 import type { KeyCodec, WireRange } from './codec.js';
 import { fromEtcdError } from './errors.js';
 
@@ -57,10 +58,7 @@ export class EtcdWatch implements Watch {
   #watchId: string | undefined;
   #retryDelay = FIRST_RECONNECT_DELAY_MS;
   #retryTimer: NodeJS.Timeout | undefined;
-  #ended = false;
-  #error: unknown;
-  #queue: WatchBatch[] = [];
-  #waiter: { resolve: (r: IteratorResult<WatchBatch>) => void; reject: (e: unknown) => void } | undefined;
+  readonly #queue = new WatchQueue({ onEnd: () => this.#onEnd() });
   /** Head revision a pending progress request must cover; `null` while the read is in flight. */
   #progressTarget: number | null | undefined;
   #progressMode: ProgressMode | undefined;
@@ -87,14 +85,11 @@ export class EtcdWatch implements Watch {
     this.#signal = options.signal;
     this.started = new Promise((resolve) => (this.#markStarted = resolve));
     if (failWith !== undefined) {
-      this.#error = failWith;
-      this.#ended = true;
-      this.#markStarted();
+      this.#queue.fail(failWith);
       return;
     }
     if (this.#signal?.aborted) {
-      this.#ended = true;
-      this.#markStarted();
+      this.#queue.close();
       return;
     }
     this.#signal?.addEventListener('abort', this.#abort, { once: true });
@@ -107,19 +102,19 @@ export class EtcdWatch implements Watch {
   }
 
   requestProgress(): void {
-    if (this.#ended || this.#progressTarget !== undefined) return;
+    if (this.#queue.ended || this.#progressTarget !== undefined) return;
     this.#progressTarget = null;
     const attempt = (): void => {
       this.#ctx.headRevision().then(
         (head) => {
-          if (this.#ended) return;
+          if (this.#queue.ended) return;
           this.#progressTarget = head;
           if (this.#tryAnswerProgress()) return;
           this.#sendProgressRequest();
         },
         () => {
           // The store is unreachable: try again; the watch itself reconnects on its own.
-          if (!this.#ended) this.#progressTimer = setTimeout(attempt, MAX_RECONNECT_DELAY_MS);
+          if (!this.#queue.ended) this.#progressTimer = setTimeout(attempt, MAX_RECONNECT_DELAY_MS);
         },
       );
     };
@@ -127,16 +122,14 @@ export class EtcdWatch implements Watch {
   }
 
   close(): void {
-    if (this.#ended) return;
-    this.#queue.length = 0;
-    this.#finish();
+    this.#queue.close();
   }
 
   // ---- the stream --------------------------------------------------------------------------------
 
   #connect(): void {
     this.#retryTimer = undefined;
-    if (this.#ended) return;
+    if (this.#queue.ended) return;
     this.#ctx.progressMode().then(
       (mode) => {
         this.#progressMode = mode;
@@ -145,7 +138,7 @@ export class EtcdWatch implements Watch {
     );
     this.#ctx.openStream().then(
       (stream) => {
-        if (this.#ended) {
+        if (this.#queue.ended) {
           stream.cancel();
           return;
         }
@@ -173,14 +166,14 @@ export class EtcdWatch implements Watch {
     if (stream !== this.#stream) return;
     this.#stream = undefined;
     this.#watchId = undefined;
-    if (this.#ended) return;
+    if (this.#queue.ended) return;
     this.#retryOrFail(fromEtcdError(err, this.#next === undefined ? {} : { revision: this.#next }));
   }
 
   #retryOrFail(error: MusterError): void {
-    if (this.#ended) return;
+    if (this.#queue.ended) return;
     if (!error.retryable) {
-      this.#fail(error);
+      this.fail(error);
       return;
     }
     const delay = this.#retryDelay;
@@ -189,7 +182,7 @@ export class EtcdWatch implements Watch {
   }
 
   #onResponse(stream: WatchStream, res: IWatchResponse): void {
-    if (stream !== this.#stream || this.#ended) return;
+    if (stream !== this.#stream || this.#queue.ended) return;
     if (res.created) {
       if (res.canceled) {
         this.#onCancel(stream, res);
@@ -228,7 +221,7 @@ export class EtcdWatch implements Watch {
     stream.cancel();
     const compactRevision = Number(res.compact_revision ?? 0);
     if (compactRevision > 0) {
-      this.#fail(
+      this.fail(
         new MusterError(
           'MUSTER_COMPACTED',
           `watch cannot resume at revision ${this.#next ?? '?'}: history before ${compactRevision} was compacted; re-list and watch from the list's revision + 1`,
@@ -250,7 +243,7 @@ export class EtcdWatch implements Watch {
       const rev = Number(e.kv.mod_revision);
       if (this.#next !== undefined && rev < this.#next) continue; // already delivered before a reconnect
       if (batch !== undefined && rev !== batchRev)
-        this.#push({ type: 'events', revision: batchRev, events: batch });
+        this.#queue.push({ type: 'events', revision: batchRev, events: batch });
       if (batch === undefined || rev !== batchRev) {
         batch = [];
         batchRev = rev;
@@ -260,7 +253,7 @@ export class EtcdWatch implements Watch {
       batch.push(this.#prevKv && e.prev_kv ? { type, kv, prev: codec.kv(e.prev_kv) } : { type, kv });
     }
     if (batch === undefined) return;
-    this.#push({ type: 'events', revision: batchRev, events: batch });
+    this.#queue.push({ type: 'events', revision: batchRev, events: batch });
     this.#next = batchRev + 1;
     this.#tryAnswerProgress();
   }
@@ -275,13 +268,13 @@ export class EtcdWatch implements Watch {
     if (covered < target) return false;
     this.#progressTarget = undefined;
     clearTimeout(this.#progressTimer);
-    this.#push({ type: 'progress', revision: covered });
+    this.#queue.push({ type: 'progress', revision: covered });
     return true;
   }
 
   #sendProgressRequest(): void {
     clearTimeout(this.#progressTimer);
-    if (this.#ended || this.#progressTarget === undefined) return;
+    if (this.#queue.ended || this.#progressTarget === undefined) return;
     if (this.#progressMode === 'request' && this.#stream !== undefined && this.#watchId !== undefined) {
       this.#stream.write({ progress_request: {} });
     }
@@ -290,26 +283,10 @@ export class EtcdWatch implements Watch {
     this.#progressTimer.unref();
   }
 
-  // ---- delivery ----------------------------------------------------------------------------------
+  // ---- ending --------------------------------------------------------------------------------------
 
-  #push(batch: WatchBatch): void {
-    const waiter = this.#waiter;
-    if (waiter !== undefined) {
-      this.#waiter = undefined;
-      waiter.resolve({ value: batch, done: false });
-      return;
-    }
-    this.#queue.push(batch);
-  }
-
-  #fail(error: unknown): void {
-    if (this.#ended) return;
-    this.#error = error;
-    this.#finish();
-  }
-
-  #finish(): void {
-    this.#ended = true;
+  /** Releases the stream, timers and listener once the queue has ended (runs once). */
+  #onEnd(): void {
     this.#markStarted();
     clearTimeout(this.#retryTimer);
     clearTimeout(this.#progressTimer);
@@ -318,44 +295,14 @@ export class EtcdWatch implements Watch {
     this.#stream = undefined;
     stream?.cancel();
     this.#ctx.onEnd(this);
-    const waiter = this.#waiter;
-    if (waiter !== undefined) {
-      this.#waiter = undefined;
-      if (this.#error !== undefined) waiter.reject(this.#error);
-      else waiter.resolve({ value: undefined, done: true });
-    }
   }
 
   /** Ends the watch with `error` (used by the store's close). */
   fail(error: unknown): void {
-    this.#fail(error);
-  }
-
-  next(): Promise<IteratorResult<WatchBatch>> {
-    const batch = this.#queue.shift();
-    if (batch !== undefined) return Promise.resolve({ value: batch, done: false });
-    if (this.#ended) {
-      return this.#error !== undefined
-        ? // eslint-disable-next-line @typescript-eslint/prefer-promise-reject-errors
-          Promise.reject(this.#error)
-        : Promise.resolve({ value: undefined, done: true });
-    }
-    if (this.#waiter !== undefined) {
-      return Promise.reject(
-        new MusterError('MUSTER_INVALID_ARGUMENT', 'a watch supports one consumer at a time'),
-      );
-    }
-    return new Promise((resolve, reject) => {
-      this.#waiter = { resolve, reject };
-    });
-  }
-
-  return(): Promise<IteratorResult<WatchBatch>> {
-    this.close();
-    return Promise.resolve({ value: undefined, done: true });
+    this.#queue.fail(error);
   }
 
   [Symbol.asyncIterator](): AsyncIterator<WatchBatch> {
-    return this;
+    return this.#queue;
   }
 }

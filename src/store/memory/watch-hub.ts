@@ -5,9 +5,9 @@
  * prefix lengths that some watcher uses are probed), single-key watchers by key; only explicit
  * `[start, end)` range watchers are scanned, and those are rare.
  */
-import { MusterError } from '../../errors.js';
 import { inRange, type Range } from '../keys.js';
 import type { Watch, WatchBatch, WatchEvent } from '../types.js';
+import { WatchQueue } from '../watch-queue.js';
 
 /** One change of a committed revision, as the hub receives it. */
 export interface CommittedEvent {
@@ -16,14 +16,12 @@ export interface CommittedEvent {
   readonly bare: WatchEvent;
 }
 
-/** A single-consumer async iterator over a growing queue of batches. */
+/** One watcher of the memory engine: its range, and the queue of batches not yet consumed. */
 export class MemoryWatch implements Watch {
   readonly range: Range;
   readonly prevKv: boolean;
-  #queue: WatchBatch[] = [];
-  #waiter: { resolve: (r: IteratorResult<WatchBatch>) => void; reject: (e: unknown) => void } | undefined;
-  #ended = false;
-  #error: Error | undefined;
+  // Handed over on the next microtask so that further events of the same revision join the batch.
+  readonly #queue = new WatchQueue({ deferHandoff: true, onEnd: () => this.#onEnd() });
   #lastRev = 0;
   readonly #onClose: (w: MemoryWatch) => void;
   readonly #onProgress: (w: MemoryWatch) => void;
@@ -45,103 +43,51 @@ export class MemoryWatch implements Watch {
   }
 
   get ended(): boolean {
-    return this.#ended;
+    return this.#queue.ended;
   }
 
   /** Appends one event of revision `rev` (events of one revision share a batch). */
   pushEvent(rev: number, committed: CommittedEvent): void {
-    if (this.#ended) return;
+    if (this.#queue.ended) return;
     const event = this.prevKv ? committed.event : committed.bare;
-    const last = this.#queue[this.#queue.length - 1];
+    const last = this.#queue.last;
     if (this.#lastRev === rev && last !== undefined && last.type === 'events') {
       (last.events as WatchEvent[]).push(event);
       return;
     }
     this.#lastRev = rev;
-    this.#push({ type: 'events', revision: rev, events: [event] });
+    this.#queue.push({ type: 'events', revision: rev, events: [event] });
   }
 
   pushProgress(rev: number): void {
-    if (this.#ended) return;
-    this.#push({ type: 'progress', revision: rev });
-  }
-
-  #push(batch: WatchBatch): void {
-    const waiter = this.#waiter;
-    if (waiter !== undefined && this.#queue.length === 0) {
-      // Deliver on the next microtask so that further events of the same revision join the batch.
-      this.#queue.push(batch);
-      this.#waiter = undefined;
-      queueMicrotask(() => {
-        const next = this.#queue.shift();
-        if (next !== undefined) waiter.resolve({ value: next, done: false });
-        else if (this.#error !== undefined) waiter.reject(this.#error);
-        else waiter.resolve({ value: undefined, done: true });
-      });
-      return;
-    }
-    this.#queue.push(batch);
+    this.#queue.push({ type: 'progress', revision: rev });
   }
 
   /** Ends the watch with an error (after already queued batches are consumed). */
   fail(error: unknown): void {
-    if (this.#ended) return;
-    this.#error = error instanceof Error ? error : new Error(String(error));
-    this.#finish();
+    this.#queue.fail(error instanceof Error ? error : new Error(String(error)));
   }
 
   requestProgress(): void {
-    if (!this.#ended) this.#onProgress(this);
+    if (!this.#queue.ended) this.#onProgress(this);
   }
 
   close(): void {
-    if (this.#ended) return;
-    this.#queue.length = 0;
-    this.#finish();
+    this.#queue.close();
   }
 
-  #finish(): void {
-    this.#ended = true;
+  #onEnd(): void {
     this.#signal?.removeEventListener('abort', this.#abort);
     this.#onClose(this);
-    const waiter = this.#waiter;
-    if (waiter !== undefined && this.#queue.length === 0) {
-      this.#waiter = undefined;
-      if (this.#error !== undefined) waiter.reject(this.#error);
-      else waiter.resolve({ value: undefined, done: true });
-    }
-  }
-
-  next(): Promise<IteratorResult<WatchBatch>> {
-    const batch = this.#queue.shift();
-    if (batch !== undefined) return Promise.resolve({ value: batch, done: false });
-    if (this.#ended) {
-      return this.#error !== undefined
-        ? Promise.reject(this.#error)
-        : Promise.resolve({ value: undefined, done: true });
-    }
-    if (this.#waiter !== undefined) {
-      return Promise.reject(
-        new MusterError('MUSTER_INVALID_ARGUMENT', 'a watch supports one consumer at a time'),
-      );
-    }
-    return new Promise((resolve, reject) => {
-      this.#waiter = { resolve, reject };
-    });
-  }
-
-  return(): Promise<IteratorResult<WatchBatch>> {
-    this.close();
-    return Promise.resolve({ value: undefined, done: true });
   }
 
   [Symbol.asyncIterator](): AsyncIterator<WatchBatch> {
-    return this;
+    return this.#queue;
   }
 
   /** Batches queued and not yet consumed. */
   get pending(): number {
-    return this.#queue.length;
+    return this.#queue.pending;
   }
 }
 
@@ -186,6 +132,21 @@ export class WatchHub {
       removed = this.#ranges.delete(w);
     }
     if (removed) this.#count--;
+  }
+
+  /**
+   * A new watcher of `range`, not yet registered (see {@link add}); `progressRevision` is the revision
+   * up to which everything is already queued for it when it asks for progress.
+   */
+  create(
+    range: Range,
+    options: { prevKv?: boolean; signal?: AbortSignal },
+    progressRevision: () => number,
+  ): MemoryWatch {
+    return new MemoryWatch(range, options.prevKv === true, options.signal, {
+      onClose: (w) => this.remove(w),
+      onProgress: (w) => w.pushProgress(progressRevision()),
+    });
   }
 
   /** Delivers every event of revision `rev`, in order, to the watchers whose range holds its key. */
