@@ -126,6 +126,7 @@ async function runOne(
     await probe('one more process behind the relay (the publisher)', client, () => client.close());
   }
   const load0 = loadavg()[0] ?? 0;
+  const measuredFrom = Date.now();
   try {
     // one warm-up switch (not counted), then the measured ones
     for (let i = 0; i <= switches; i++) {
@@ -185,8 +186,10 @@ async function runOne(
     `  propagation to every worker (per version):   p50 ${quantile(everyone, 0.5).toFixed(2)} ms, max ${Math.max(...everyone).toFixed(2)} ms`,
   );
   console.log(`  switch lateness (instant → switch handler):  ${latencySummary(lateness)}`);
+  const refusedLater = fleet.tasks.filter((t) => t.version === null && t.startedAt >= measuredFrom).length;
   console.log(
-    `  tasks: ${report.tasks} recorded, ${report.ran} ran, ${report.refused} refused; wrong version: ${report.violations.length}`,
+    `  tasks: ${report.tasks} recorded, ${report.ran} ran, ${report.refused} refused (${refusedLater} of them ` +
+      `after every worker was ready); wrong version: ${report.violations.length}`,
   );
 }
 

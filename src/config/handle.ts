@@ -38,9 +38,10 @@ export interface OpenConfigOptions {
   /** Interval between verification rounds. Default: `maxStaleness / 4`. */
   verifyInterval?: Duration;
   /**
-   * For a punctual `switch` event: wake this long before an activation instant and block the event
-   * loop until the instant exactly (system clocks only). Default 0: a plain timer (about a millisecond
-   * late when idle, more under load). Tasks never need this: they ask `at(their start time)`.
+   * For a punctual `switch` event: wake between this long and half this long before an activation
+   * instant and block the event loop until the instant exactly (system clocks only). Default 0: a
+   * plain timer (about a millisecond late when idle, more under load). Tasks never need this: they ask
+   * `at(their start time)`.
    */
   switchWait?: Duration;
   /** Closes the handle when aborted. */
@@ -404,14 +405,16 @@ export class ConfigHandle<T = unknown> {
       return;
     }
     // Wake a little early, then block until the instant on a kernel timer: libuv timers have
-    // millisecond granularity and, with many processes waking at once, a cold wake-up is late.
+    // millisecond granularity and, with many processes waking at once, a cold wake-up is late. The
+    // early wake-up lands at a random point of the first half of the window, so that a host's
+    // processes do not all wake together twice.
     this.#switchTimer = this.#clock.setTimeout(
       () => {
         const left = next - this.#clock.now();
         if (left > 0 && left <= wait + 1) Atomics.wait(BLOCKER, 0, 0, left);
         this.#checkSwitch();
       },
-      Math.max(0, delay - wait),
+      Math.max(0, delay - wait + (Math.random() * wait) / 2),
     );
   }
 }

@@ -148,10 +148,11 @@ export class PrefixMirror {
   #armTick(): void {
     if (this.closed) return;
     this.#tick = this.#s.clock.setTimeout(() => {
-      // A pushed proof at most maxStaleness/2 old needs no read: the next one is due within a
-      // verification interval, and if it does not come, the next tick reads with half the budget left.
+      // Pushed proofs arrive once per verification interval I and are at most I old when sent, so
+      // their age stays under 2·I; only when it passes 3·I (of maxStaleness = 4·I) do pushes seem to
+      // have stopped, and the mirror reads, with a quarter of its budget left.
       const age = this.#s.clock.monotonic() - this.fresh.verifiedMono;
-      if (!(this.#pushed && age <= this.#s.maxStalenessMs() / 2)) this.#round();
+      if (!(this.#pushed && age <= (this.#s.maxStalenessMs() * 3) / 4)) this.#round();
       this.#armTick();
     }, this.#s.verifyIntervalMs());
   }

@@ -11,6 +11,7 @@
 import { connect, type Socket } from 'node:net';
 import { MusterError } from '../errors.js';
 import type { KeySelector, RangeOptions, RangeResult } from '../store/types.js';
+import { WatchQueue } from '../store/watch-queue.js';
 import { hostBootId, hostMonotonicMs } from '../util/host-clock.js';
 import type { ConfigSource, MirrorBatch, MirrorWatch, MirrorWatchOptions } from './mirror.js';
 import { type ClientMessage, decodeEvent, decodeKv, LineReader, type RelayMessage } from './relay-wire.js';
@@ -20,69 +21,35 @@ export const HELLO_MAX_TRANSIT_MS = 1000;
 
 type Pending = { resolve: (m: RelayMessage) => void; reject: (e: Error) => void };
 
+/** A watch through the relay: the relay's batches, queued for one consumer. */
 class RelayWatch implements MirrorWatch {
-  #queue: MirrorBatch[] = [];
-  #waiter: Pending | undefined;
-  #ended = false;
-  #error: Error | undefined;
+  readonly #queue = new WatchQueue<MirrorBatch>();
   constructor(
-    readonly wid: number,
     readonly onRequest: () => void,
     readonly onClose: () => void,
   ) {}
 
   push(batch: MirrorBatch): void {
-    if (this.#ended) return;
-    const w = this.#waiter;
-    if (w !== undefined) {
-      this.#waiter = undefined;
-      w.resolve(batch as unknown as RelayMessage);
-    } else this.#queue.push(batch);
+    this.#queue.push(batch);
   }
 
   fail(err: unknown): void {
-    if (this.#ended) return;
-    this.#error = err instanceof Error ? err : new Error(String(err));
-    this.#end();
-  }
-
-  #end(): void {
-    this.#ended = true;
-    const w = this.#waiter;
-    this.#waiter = undefined;
-    if (w !== undefined) {
-      if (this.#error !== undefined) w.reject(this.#error);
-      else w.resolve(undefined as unknown as RelayMessage);
-    }
+    this.#queue.fail(err instanceof Error ? err : new Error(String(err)));
   }
 
   requestProgress(): void {
-    if (!this.#ended) this.onRequest();
+    if (!this.#queue.ended) this.onRequest();
   }
 
   close(): void {
-    if (this.#ended) return;
+    if (this.#queue.ended) return;
     this.onClose();
-    this.#queue = [];
-    this.#end();
+    this.#queue.close();
   }
 
   [Symbol.asyncIterator](): AsyncIterator<MirrorBatch> {
     return {
-      next: async (): Promise<IteratorResult<MirrorBatch>> => {
-        const b = this.#queue.shift();
-        if (b !== undefined) return { value: b, done: false };
-        if (this.#ended) {
-          if (this.#error !== undefined) throw this.#error;
-          return { value: undefined, done: true };
-        }
-        const got = await new Promise<unknown>((resolve, reject) => {
-          this.#waiter = { resolve: resolve, reject };
-        });
-        return got === undefined
-          ? { value: undefined, done: true }
-          : { value: got as MirrorBatch, done: false };
-      },
+      next: () => this.#queue.next(),
       return: async (): Promise<IteratorResult<MirrorBatch>> => {
         this.close();
         return { value: undefined, done: true };
@@ -229,7 +196,6 @@ export class RelayClient implements ConfigSource {
       throw new MusterError('MUSTER_INVALID_ARGUMENT', 'the relay serves prefixes only');
     const wid = this.#nextId++;
     const w = new RelayWatch(
-      wid,
       () => this.#send({ op: 'progress', wid }),
       () => {
         this.#watches.delete(wid);

@@ -2,8 +2,10 @@
  * Pushed proofs, spread over time. A relay proves its mirror complete once per verification round;
  * passing each proof to 150 processes at once would wake them all together, and a burst of 150
  * wake-ups on a 2-core host delays whatever else is due in those milliseconds (an activation instant,
- * a version arriving). So the relay drips: every {@link PROOF_DRIP_TICK_MS} it sends its latest proof
- * to the next few watches in turn, sized so that each watch gets one per period it asked for.
+ * a version arriving). So the relay drips: after each new proof, every {@link PROOF_DRIP_TICK_MS} it
+ * sends the latest proof to the next few watches that lack it, sized so that all have it within half
+ * the shortest period asked for. A watch thus holds a proof at most 1.5 periods old (plus the
+ * relay's round trip), well inside the 3 periods after which its mirror falls back to reading.
  *
  * A proof may be sent at any moment, not only right after a round: the relay forwards every event the
  * moment it applies it, so whatever revision it has applied has already been written to every watch.
@@ -55,7 +57,13 @@ export class ProofDrip {
 
   add(target: ProofTarget): void {
     this.#targets.push(target);
-    this.#timer ??= this.#clock.setTimeout(() => this.#tick(), PROOF_DRIP_TICK_MS);
+    this.notify();
+  }
+
+  /** The relay's proof may have advanced: start dripping it if it did. */
+  notify(): void {
+    if (this.#timer !== undefined || this.#targets.length === 0) return;
+    this.#timer = this.#clock.setTimeout(() => this.#tick(), PROOF_DRIP_TICK_MS);
   }
 
   delete(target: ProofTarget): void {
@@ -77,17 +85,26 @@ export class ProofDrip {
     this.#timer = undefined;
     const n = this.#targets.length;
     if (n === 0) return;
-    const period = this.period as number;
+    if (this.#cursor >= n) this.#cursor = 0;
     const verified = this.#source.verifiedMono();
+    let quota = Math.ceil((n * PROOF_DRIP_TICK_MS) / ((this.period as number) / 2));
     let tail: string | undefined;
-    for (let k = Math.ceil((n * PROOF_DRIP_TICK_MS) / period); k > 0; k--) {
-      const t = this.#targets[this.#cursor++ % n] as ProofTarget;
-      if (!(verified > t.lastProof)) continue;
-      t.lastProof = verified;
-      tail ??= `,"proof":${this.#source.applied()},"age":${this.#clock.monotonic() - verified},"mono":${hostMonotonicMs()}}\n`;
-      t.writeRaw(`{"wid":${t.wid}${tail}`);
+    let due = false;
+    for (let scanned = 0; scanned < n; scanned++) {
+      const t = this.#targets[this.#cursor] as ProofTarget;
+      if (verified > t.lastProof) {
+        if (quota === 0) {
+          due = true;
+          break;
+        }
+        quota--;
+        t.lastProof = verified;
+        tail ??= `,"proof":${this.#source.applied()},"age":${this.#clock.monotonic() - verified},"mono":${hostMonotonicMs()}}\n`;
+        t.writeRaw(`{"wid":${t.wid}${tail}`);
+      }
+      this.#cursor = (this.#cursor + 1) % n;
     }
-    if (this.#cursor >= n) this.#cursor %= n;
-    this.#timer = this.#clock.setTimeout(() => this.#tick(), PROOF_DRIP_TICK_MS);
+    // Sleeps when every watch has the latest proof; notify() wakes it at the next one.
+    if (due) this.#timer = this.#clock.setTimeout(() => this.#tick(), PROOF_DRIP_TICK_MS);
   }
 }

@@ -92,6 +92,7 @@ class RelayedPrefix {
           }
         },
         onError: () => undefined, // the mirror lists again; clients see it through their watches
+        onVerified: () => this.drip.notify(),
       },
       {
         clock,

@@ -24,19 +24,20 @@ export interface WatchQueueOptions {
   onEnd?: () => void;
 }
 
-type Waiter = { resolve: (r: IteratorResult<WatchBatch>) => void; reject: (e: unknown) => void };
+type Waiter<B> = { resolve: (r: IteratorResult<B>) => void; reject: (e: unknown) => void };
 
 /**
- * A single-consumer async iterator over a growing queue of batches.
+ * A single-consumer async iterator over a growing queue of batches (store batches by default; the
+ * configuration relay's client queues its own batch type too).
  *
  * Invariant: a consumer waits only while the queue is empty, and a push hands its batch to a waiting
  * consumer rather than queueing behind it.
  */
-export class WatchQueue implements AsyncIterableIterator<WatchBatch> {
-  readonly #queue: WatchBatch[] = [];
+export class WatchQueue<B = WatchBatch> implements AsyncIterableIterator<B> {
+  readonly #queue: B[] = [];
   readonly #deferHandoff: boolean;
   readonly #onEnd: (() => void) | undefined;
-  #waiter: Waiter | undefined;
+  #waiter: Waiter<B> | undefined;
   #ended = false;
   #error: unknown;
 
@@ -56,12 +57,12 @@ export class WatchQueue implements AsyncIterableIterator<WatchBatch> {
   }
 
   /** The newest batch not yet taken by the consumer, if any (it may still be extended in place). */
-  get last(): WatchBatch | undefined {
+  get last(): B | undefined {
     return this.#queue[this.#queue.length - 1];
   }
 
   /** Appends a batch, or hands it to the waiting consumer. Ignored once the queue has ended. */
-  push(batch: WatchBatch): void {
+  push(batch: B): void {
     if (this.#ended) return;
     const waiter = this.#waiter;
     if (waiter === undefined) {
@@ -112,7 +113,7 @@ export class WatchQueue implements AsyncIterableIterator<WatchBatch> {
    * once a failed queue is drained, and with `MUSTER_INVALID_ARGUMENT` when a second consumer calls
    * while one is already waiting.
    */
-  next(): Promise<IteratorResult<WatchBatch>> {
+  next(): Promise<IteratorResult<B>> {
     const batch = this.#queue.shift();
     if (batch !== undefined) return Promise.resolve({ value: batch, done: false });
     if (this.#ended) {
@@ -132,12 +133,12 @@ export class WatchQueue implements AsyncIterableIterator<WatchBatch> {
   }
 
   /** Closes the queue (a `break` out of `for await`). */
-  return(): Promise<IteratorResult<WatchBatch>> {
+  return(): Promise<IteratorResult<B>> {
     this.close();
     return Promise.resolve({ value: undefined, done: true });
   }
 
-  [Symbol.asyncIterator](): AsyncIterableIterator<WatchBatch> {
+  [Symbol.asyncIterator](): AsyncIterableIterator<B> {
     return this;
   }
 }
