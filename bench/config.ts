@@ -33,6 +33,8 @@ import { openStore } from '../src/store/index.js';
 import { startEtcd } from '../src/testing/index.js';
 import { latencySummary, quantile } from './stats.js';
 
+/** Pause between the fleet being ready and the first publication, so start-up work has drained: 5 s. */
+const SETTLE_MS = 5000;
 const preciseNow = (): number => performance.timeOrigin + performance.now();
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, Math.max(0, ms)));
 
@@ -109,6 +111,8 @@ async function runOne(
     throw err;
   });
   console.log(`  ${workers} workers ready in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+  // Starting 150 Node processes saturates the machine for a while after the last one is ready.
+  await sleep(SETTLE_MS);
   const publishedAt = new Map<number, number>();
   const publishMs: number[] = [];
   // Reference watchers in this process: one straight on the store, one through the relay (if any).
@@ -186,6 +190,25 @@ async function runOne(
     `  propagation to every worker (per version):   p50 ${quantile(everyone, 0.5).toFixed(2)} ms, max ${Math.max(...everyone).toFixed(2)} ms`,
   );
   console.log(`  switch lateness (instant → switch handler):  ${latencySummary(lateness)}`);
+  const perVersion = (label: string, rows: readonly { version: number; ms: number }[]): void => {
+    const cells = [...publishedAt.keys()].map((v) => {
+      const ms = rows.filter((r) => r.version === v).map((r) => r.ms);
+      return `${quantile(ms, 0.5).toFixed(0)}/${quantile(ms, 0.99).toFixed(0)}`;
+    });
+    console.log(`  ${label} p50/p99 per version (ms): ${cells.join('  ')}`);
+  };
+  perVersion(
+    'propagation',
+    fleet.received
+      .filter((r) => publishedAt.has(r.version))
+      .map((r) => ({ version: r.version, ms: r.at - (publishedAt.get(r.version) as number) })),
+  );
+  perVersion(
+    'lateness   ',
+    fleet.switches
+      .filter((s) => publishedAt.has(s.version))
+      .map((s) => ({ version: s.version, ms: s.latenessMs })),
+  );
   const refusedLater = fleet.tasks.filter((t) => t.version === null && t.startedAt >= measuredFrom).length;
   console.log(
     `  tasks: ${report.tasks} recorded, ${report.ran} ran, ${report.refused} refused (${refusedLater} of them ` +

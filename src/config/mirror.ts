@@ -55,6 +55,9 @@ export interface ConfigSource extends Pick<Store, 'range' | 'headRevision'> {
   readonly relayed?: boolean;
 }
 
+/** Pushed proofs are asked for every maxStaleness/3 (see the mirror's push deadline). */
+export const PUSH_PERIOD_FRACTION = 1 / 3;
+
 /** Pause before listing again after the watch fails: 100 ms, short because staleness is ticking. */
 export const DEFAULT_RETRY_DELAY_MS = 100;
 
@@ -147,14 +150,24 @@ export class PrefixMirror {
 
   #armTick(): void {
     if (this.closed) return;
+    const interval = this.#s.verifyIntervalMs();
+    const deadline = this.#pushDeadline();
+    // With pushed proofs flowing, sleep until one would be overdue instead of waking every interval.
+    const delay = this.#pushed ? Math.max(interval, deadline - this.#s.clock.monotonic()) : interval;
     this.#tick = this.#s.clock.setTimeout(() => {
-      // Pushed proofs arrive once per verification interval I and are at most I old when sent, so
-      // their age stays under 2·I; only when it passes 3·I (of maxStaleness = 4·I) do pushes seem to
-      // have stopped, and the mirror reads, with a quarter of its budget left.
-      const age = this.#s.clock.monotonic() - this.fresh.verifiedMono;
-      if (!(this.#pushed && age <= (this.#s.maxStalenessMs() * 3) / 4)) this.#round();
+      if (!(this.#pushed && this.#s.clock.monotonic() <= this.#pushDeadline())) this.#round();
       this.#armTick();
-    }, this.#s.verifyIntervalMs());
+    }, delay);
+  }
+
+  /**
+   * When a pushed proof is overdue: 3/4 of maxStaleness after the last proof. Pushes come every
+   * maxStaleness/3 ({@link PUSH_PERIOD_FRACTION}) and reach every watch within half that, so a
+   * proof is at most maxStaleness/2 old when the next one lands; past 3/4 they seem to have stopped,
+   * and the mirror reads, with a quarter of its budget left.
+   */
+  #pushDeadline(): number {
+    return this.fresh.verifiedMono + (this.#s.maxStalenessMs() * 3) / 4;
   }
 
   #verified(): void {
@@ -248,7 +261,7 @@ export class PrefixMirror {
         this.#verified();
         const watch = this.#source.watch(this.prefix, {
           fromRevision: r.revision + 1,
-          proofEveryMs: this.#s.verifyIntervalMs(),
+          proofEveryMs: this.#s.maxStalenessMs() * PUSH_PERIOD_FRACTION,
         });
         this.#watch = watch;
         if (this.closed) watch.close();
