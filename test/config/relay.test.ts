@@ -102,6 +102,39 @@ describe('switch event', () => {
       await store.close();
     }
   });
+
+  test('with switchWait, activations closer together than the settle time each fire once, in order, never early', async () => {
+    const store = new MemoryStore();
+    await initConfig(store, 'c', POLICY);
+    const precise = new (class extends (await import('../../src/clock.js')).SystemClock {
+      override now(): number {
+        return performance.timeOrigin + performance.now();
+      }
+    })();
+    const h = openConfig<string>(store, 'c', { clock: precise, switchWait: '20ms' });
+    const seen: { version: number; late: number }[] = [];
+    h.on('switch', (s) => seen.push({ version: s.version.version, late: s.latenessMs }));
+    try {
+      await h.ready();
+      const at = Date.now() + 600;
+      const a = await publishConfig(store, 'c', 'a', { at });
+      const b = await publishConfig(store, 'c', 'b', { at: at + 8 }); // < SWITCH_SETTLE_MS later
+      await waitFor(() => seen.length >= 2, { timeoutMs: 3000, intervalMs: 5 });
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      assert.deepEqual(
+        seen.map((s) => s.version),
+        [a.version, b.version],
+        JSON.stringify(seen),
+      );
+      assert.ok(
+        seen.every((s) => s.late >= 0),
+        JSON.stringify(seen),
+      );
+    } finally {
+      await h.close();
+      await store.close();
+    }
+  });
 });
 
 /**
