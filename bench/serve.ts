@@ -1,5 +1,5 @@
 /**
- * `npm run bench -- serve [--ops N] [--keys K] [--etcd PATH]`: `muster serve` side by side with a
+ * `npm run bench -- serve [--ops N] [--keys K] [--warmup W] [--etcd PATH]`: `muster serve` side by side with a
  * local single-member etcd, through the same client (`etcd3`), in one run, as ratios.
  *
  * Figures (each measured in alternating blocks so machine noise hits both servers alike):
@@ -10,6 +10,11 @@
  * own; the client is this process. Under each latency and throughput figure, the CPU time each
  * server process used per request (user + system, all threads, from `/proc/<pid>/stat`; Linux only),
  * which a busy machine distorts less than wall time.
+ *
+ * `--warmup W` (default 0, the figures recorded before it existed) first sends W puts, txns and gets,
+ * W puts 64 in flight and W/4 watched puts to each server, unmeasured: the Node server starts with its code interpreted and reaches
+ * optimised code only after some thousand calls, while etcd is compiled ahead of time, so without a
+ * warm-up the first figures (sequential put, then txn) include muster serve's JIT warm-up.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -221,6 +226,7 @@ async function startupProcess(dataDir: string): Promise<number> {
 export async function run(args: string[]): Promise<void> {
   const ops = Number(arg(args, '--ops')) || 1000;
   const keys = Number(arg(args, '--keys')) || 100_000;
+  const warmup = Number(arg(args, '--warmup')) || 0;
   const etcdBin = findBinary(arg(args, '--etcd') ?? 'etcd');
   if (etcdBin === undefined) throw new Error('etcd is not on PATH (apt-get install etcd-server)');
   const dir = mkdtempSync(join(tmpdir(), 'muster-bench-serve-'));
@@ -234,6 +240,27 @@ export async function run(args: string[]): Promise<void> {
   try {
     console.log(`muster serve vs etcd (single member), etcd3 client, ${ops} ops per figure`);
     for (const t of targets) await t.client.put('/bench/warm').value(value);
+    if (warmup > 0) {
+      for (const t of targets) {
+        for (let i = 0; i < warmup; i++) {
+          const c = t.client;
+          await c
+            .put(`/bench/warm/${i % 100}`)
+            .value(value)
+            .exec();
+          await c
+            .if(`/bench/warm/${i % 100}`, 'Version', '>', -1)
+            .then(c.put(`/bench/warm/${i % 100}`).value(value))
+            .commit();
+          await c.get(`/bench/warm/${i % 100}`).string();
+        }
+        await concurrentPuts(t.client, warmup, 64);
+        await watchDelay(t.client, '/bench/warm/w', Math.ceil(warmup / 4));
+      }
+      console.log(
+        `(after ${warmup} unmeasured puts, txns, gets and puts 64 in flight, and ${Math.ceil(warmup / 4)} watched puts, to each server)`,
+      );
+    }
     report(
       'sequential put',
       targets,
