@@ -1,5 +1,5 @@
 /**
- * `npm run bench -- serve [--ops N] [--keys K] [--etcd PATH]`: `muster serve` side by side with a
+ * `npm run bench -- serve [--ops N] [--keys K] [--warmup W] [--etcd PATH]`: `muster serve` side by side with a
  * local single-member etcd, through the same client (`etcd3`), in one run, as ratios.
  *
  * Figures (each measured in alternating blocks so machine noise hits both servers alike):
@@ -7,10 +7,17 @@
  * puts (group commit); put → watch event delay. Then the start-up time of `muster serve` on a data
  * directory holding K keys (default 100,000): in-process `startServer` until it listens, and the
  * whole `muster serve` process until it prints its address. Both servers run as processes of their
- * own; the client is this process.
+ * own; the client is this process. Under each latency and throughput figure, the CPU time each
+ * server process used per request (user + system, all threads, from `/proc/<pid>/stat`; Linux only),
+ * which a busy machine distorts less than wall time.
+ *
+ * `--warmup W` (default 0, the figures recorded before it existed) first sends W puts, txns and gets,
+ * W puts 64 in flight and W/4 watched puts to each server, unmeasured: the Node server starts with its code interpreted and reaches
+ * optimised code only after some thousand calls, while etcd is compiled ahead of time, so without a
+ * warm-up the first figures (sequential put, then txn) include muster serve's JIT warm-up.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Etcd3 } from 'etcd3';
@@ -22,6 +29,26 @@ import { arg, fmt, latencySummary, median, quantile, timed } from './stats.js';
 interface Target {
   readonly name: string;
   readonly client: Etcd3;
+  /** The server's process id, for its CPU time. */
+  readonly pid: number | undefined;
+}
+
+/** CPU time (user + system, all threads) a process has used, in µs; NaN where /proc is missing. */
+function cpuMicros(pid: number | undefined): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    // utime and stime are fields 14 and 15 of stat(5), in clock ticks (100 per second on Linux).
+    return (Number(fields[11]) + Number(fields[12])) * 10_000;
+  } catch {
+    return Number.NaN;
+  }
+}
+
+/** Latencies of each target, and the server CPU time each used per request (µs). */
+interface SideBySide {
+  readonly ms: [number[], number[]];
+  readonly cpuPerOp: [number, number];
 }
 
 /** Runs `fn` on both targets in alternating blocks; returns the latencies of each. */
@@ -30,25 +57,34 @@ async function sideBySide(
   n: number,
   fn: (client: Etcd3, i: number) => Promise<unknown>,
   block = 100,
-): Promise<[number[], number[]]> {
+): Promise<SideBySide> {
   const out: [number[], number[]] = [[], []];
+  const cpu = [0, 0];
   for (let start = 0; start < n; start += block) {
     for (const [t, target] of targets.entries()) {
+      const c0 = cpuMicros(target.pid);
       for (let i = start; i < Math.min(n, start + block); i++)
         out[t]?.push(await timed(() => fn(target.client, i)));
+      cpu[t] = (cpu[t] as number) + cpuMicros(target.pid) - c0;
     }
   }
-  return out;
+  return { ms: out, cpuPerOp: [(cpu[0] as number) / n, (cpu[1] as number) / n] };
 }
 
-function report(what: string, targets: readonly [Target, Target], r: [number[], number[]]): void {
-  const [a, b] = r;
+function cpuLine(targets: readonly [Target, Target], cpuPerOp: [number, number]): string {
+  const [a, b] = cpuPerOp;
+  return `  server CPU per request: ${targets[0].name} ${Math.round(a)} µs, ${targets[1].name} ${Math.round(b)} µs`;
+}
+
+function report(what: string, targets: readonly [Target, Target], r: SideBySide): void {
+  const [a, b] = r.ms;
   console.log(`${what}`);
   console.log(`  ${targets[0].name.padEnd(12)} ${latencySummary(a)}`);
   console.log(`  ${targets[1].name.padEnd(12)} ${latencySummary(b)}`);
   console.log(
     `  ratio at p50 (etcd / muster serve, >1 means muster serve is faster): ×${fmt(median(b) / median(a))}`,
   );
+  if (Number.isFinite(r.cpuPerOp[0])) console.log(cpuLine(targets, r.cpuPerOp));
 }
 
 async function concurrentPuts(client: Etcd3, total: number, inFlight: number): Promise<number> {
@@ -190,19 +226,41 @@ async function startupProcess(dataDir: string): Promise<number> {
 export async function run(args: string[]): Promise<void> {
   const ops = Number(arg(args, '--ops')) || 1000;
   const keys = Number(arg(args, '--keys')) || 100_000;
+  const warmup = Number(arg(args, '--warmup')) || 0;
   const etcdBin = findBinary(arg(args, '--etcd') ?? 'etcd');
   if (etcdBin === undefined) throw new Error('etcd is not on PATH (apt-get install etcd-server)');
   const dir = mkdtempSync(join(tmpdir(), 'muster-bench-serve-'));
   const server = await spawnServe(join(dir, 'serve'));
   const etcd = await startEtcd(etcdBin, dir);
   const targets: [Target, Target] = [
-    { name: 'muster serve', client: new Etcd3({ hosts: server.address }) },
-    { name: 'etcd', client: new Etcd3({ hosts: etcd.endpoint }) },
+    { name: 'muster serve', client: new Etcd3({ hosts: server.address }), pid: server.child.pid },
+    { name: 'etcd', client: new Etcd3({ hosts: etcd.endpoint }), pid: etcd.child.pid },
   ];
   const value = 'x'.repeat(64);
   try {
     console.log(`muster serve vs etcd (single member), etcd3 client, ${ops} ops per figure`);
     for (const t of targets) await t.client.put('/bench/warm').value(value);
+    if (warmup > 0) {
+      for (const t of targets) {
+        for (let i = 0; i < warmup; i++) {
+          const c = t.client;
+          await c
+            .put(`/bench/warm/${i % 100}`)
+            .value(value)
+            .exec();
+          await c
+            .if(`/bench/warm/${i % 100}`, 'Version', '>', -1)
+            .then(c.put(`/bench/warm/${i % 100}`).value(value))
+            .commit();
+          await c.get(`/bench/warm/${i % 100}`).string();
+        }
+        await concurrentPuts(t.client, warmup, 64);
+        await watchDelay(t.client, '/bench/warm/w', Math.ceil(warmup / 4));
+      }
+      console.log(
+        `(after ${warmup} unmeasured puts, txns, gets and puts 64 in flight, and ${Math.ceil(warmup / 4)} watched puts, to each server)`,
+      );
+    }
     report(
       'sequential put',
       targets,
@@ -229,21 +287,30 @@ export async function run(args: string[]): Promise<void> {
       await sideBySide(targets, ops, (c, i) => c.get(`/bench/p/${i % 100}`).string()),
     );
     const rates: [number[], number[]] = [[], []];
+    const rateCpu = [0, 0];
     for (let r = 0; r < 3; r++) {
-      for (const [t, target] of targets.entries())
+      for (const [t, target] of targets.entries()) {
+        const c0 = cpuMicros(target.pid);
         rates[t]?.push(await concurrentPuts(target.client, ops * 2, 64));
+        rateCpu[t] = (rateCpu[t] as number) + (cpuMicros(target.pid) - c0) / (ops * 2 * 3);
+      }
     }
     const [ra, rb] = rates.map((x) => median(x)) as [number, number];
     console.log('puts, 64 in flight (group commit)');
     console.log(
       `  muster serve ${Math.round(ra).toLocaleString('en-US')}/s, etcd ${Math.round(rb).toLocaleString('en-US')}/s, ratio ×${fmt(ra / rb)}`,
     );
+    if (Number.isFinite(rateCpu[0])) console.log(cpuLine(targets, rateCpu as [number, number]));
     const delays: [number[], number[]] = [[], []];
+    const delayCpu = [0, 0];
     for (let r = 0; r < 4; r++) {
-      for (const [t, target] of targets.entries())
+      for (const [t, target] of targets.entries()) {
+        const c0 = cpuMicros(target.pid);
         delays[t]?.push(...(await watchDelay(target.client, '/bench/w', ops / 4)));
+        delayCpu[t] = (delayCpu[t] as number) + (cpuMicros(target.pid) - c0) / ops;
+      }
     }
-    report('put → watch event', targets, delays);
+    report('put → watch event', targets, { ms: delays, cpuPerOp: delayCpu as [number, number] });
   } finally {
     for (const t of targets) t.client.close();
     await stop(server.child);

@@ -137,7 +137,7 @@ export class DurableStore {
           records++;
         }
         if (read.torn) {
-          truncatedBytes = read.fileLength - read.goodLength;
+          truncatedBytes = read.tornBytes;
           log?.warn(
             { file: path, offset: read.goodLength, bytes: truncatedBytes },
             'cut a torn record off the end of the write-ahead log (a write that was never acknowledged)',

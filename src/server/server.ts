@@ -160,6 +160,9 @@ export async function startServer(options: ServerOptions = {}): Promise<MusterSe
     // etcd adds 512 KiB of gRPC overhead to its request limit.
     'grpc.max_receive_message_length': maxRequest + 512 * 1024,
     'grpc.max_send_message_length': -1,
+    // Channelz (gRPC's introspection service, not served here) costs timestamps and counters on
+    // every call.
+    'grpc.enable_channelz': 0,
   });
   const streams = new Set<{ end(): void }>();
   let clientUrl = '';

@@ -1,18 +1,11 @@
 import assert from 'node:assert/strict';
-import {
-  appendFileSync,
-  cpSync,
-  mkdtempSync,
-  readdirSync,
-  readFileSync,
-  rmSync,
-  writeFileSync,
-} from 'node:fs';
+import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { isMusterError } from '../../src/errors.js';
 import { DurableStore } from '../../src/server/durable-store.js';
+import { SEGMENT_PREALLOCATE_BYTES } from '../../src/server/wal.js';
 import { textOf } from '../../src/store/keys.js';
 import type { MemoryStore } from '../../src/store/memory/memory-store.js';
 
@@ -42,6 +35,13 @@ async function dump(store: MemoryStore): Promise<Record<string, string>> {
       `${textOf(kv.value)}@${kv.createRevision}/${kv.modRevision}/${kv.version}/${kv.lease}`,
     ]),
   );
+}
+
+/** The offset after the last record of a segment (where its preallocated zeros start). */
+function endOfRecords(bytes: Buffer): number {
+  let at = 8;
+  while (at + 8 <= bytes.length && bytes.readUInt32LE(at) > 0) at += 8 + bytes.readUInt32LE(at);
+  return at;
 }
 
 function segments(dir: string): string[] {
@@ -139,11 +139,14 @@ describe('durable store: log, snapshots, recovery', () => {
     const before = await dump(a.store);
     const copy = crashCopy(dir);
     await a.close();
-    const last = segments(copy).at(-1) as string;
-    // Half a record: a length and CRC, and fewer payload bytes than promised.
-    const partial = Buffer.alloc(20);
+    const last = join(copy, segments(copy).at(-1) as string);
+    // Half a record where the next one would go (over the preallocated zeros): a length and CRC,
+    // and fewer payload bytes than promised.
+    const partial = Buffer.alloc(20, 7);
     partial.writeUInt32LE(200, 0);
-    appendFileSync(join(copy, last), partial);
+    const bytes = readFileSync(last);
+    bytes.set(partial, endOfRecords(bytes));
+    writeFileSync(last, bytes);
     const warnings: unknown[] = [];
     const logger = { warn: (o: unknown) => warnings.push(o), info: () => undefined, error: () => undefined };
     const b = await DurableStore.open({ dataDir: copy, logger: logger as never });
@@ -156,6 +159,28 @@ describe('durable store: log, snapshots, recovery', () => {
     const c = await DurableStore.open({ dataDir: copy });
     assert.equal(textOf((await c.store.get('/torn/new'))?.value ?? new Uint8Array()), 'x');
     await c.close();
+  });
+
+  test('segments are preallocated with zeros, grow past the preallocation, and recover exactly', async () => {
+    const dir = tempDir();
+    const a = await DurableStore.open({ dataDir: dir, snapshotRecords: Number.MAX_SAFE_INTEGER });
+    const first = join(dir, segments(dir).at(-1) as string);
+    assert.equal(statSync(first).size, SEGMENT_PREALLOCATE_BYTES, 'a new segment is preallocated');
+    // More than one preallocation step of records, written by concurrent writers (batches).
+    const value = 'v'.repeat(1000);
+    for (let i = 0; i < 1200; i += 100) {
+      await Promise.all(Array.from({ length: 100 }, (_, j) => a.store.put(`/grow/${i + j}`, value)));
+    }
+    assert.ok(statSync(first).size > SEGMENT_PREALLOCATE_BYTES, 'the segment grew');
+    assert.equal(statSync(first).size % SEGMENT_PREALLOCATE_BYTES, 0);
+    const before = await dump(a.store);
+    const copy = crashCopy(dir);
+    await a.close();
+    const b = await DurableStore.open({ dataDir: copy });
+    assert.equal(b.recovery.truncatedBytes, 0, 'the zeros after the last record are a clean end');
+    assert.equal(b.recovery.records, 1200);
+    assert.deepEqual(await dump(b.store), before);
+    await b.close();
   });
 
   test('corruption before the tail stops start-up with MUSTER_CORRUPT_DATA', async () => {
