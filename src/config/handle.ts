@@ -102,6 +102,9 @@ export class ConfigHandle<T = unknown> {
   readonly #listeners = new Listeners<ConfigHandleEvents<T>>();
   #policy: ConfigPolicy = DEFAULT_POLICY;
   #raw = new Map<string, ConfigVersion>();
+  /** Versions already checked against the schema of `#checkedFor` (versions are immutable). */
+  #checked = new WeakMap<ConfigVersion, boolean>();
+  #checkedFor: ConfigPolicy | undefined;
   #timeline = new Timeline<T>([]);
   #switchTimer: TimerHandle | undefined;
   #lastInForce: ConfigVersion<T> | undefined;
@@ -362,15 +365,25 @@ export class ConfigHandle<T = unknown> {
 
   /** Rebuilds the timeline from the raw versions, leaving out values that fail the schema. */
   #rebuild(): void {
+    if (this.#checkedFor !== this.#policy) {
+      this.#checked = new WeakMap();
+      this.#checkedFor = this.#policy;
+    }
     const valid: ConfigVersion<T>[] = [];
     for (const [key, v] of this.#raw) {
       if (v.cancelledAt !== undefined) continue;
-      try {
-        validateValue(this.#policy.schema, v.value, `configuration '${this.name}' version ${v.version}`);
-        valid.push(v as ConfigVersion<T>);
-      } catch (err) {
-        this.#listeners.emit('invalid', { key, error: err as MusterError });
+      let ok = this.#checked.get(v);
+      if (ok === undefined) {
+        try {
+          validateValue(this.#policy.schema, v.value, `configuration '${this.name}' version ${v.version}`);
+          ok = true;
+        } catch (err) {
+          ok = false;
+          this.#listeners.emit('invalid', { key, error: err as MusterError });
+        }
+        this.#checked.set(v, ok);
       }
+      if (ok) valid.push(v as ConfigVersion<T>);
     }
     this.#timeline = new Timeline(valid);
   }
