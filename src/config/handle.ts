@@ -107,6 +107,8 @@ export class ConfigHandle<T = unknown> {
   #checkedFor: ConfigPolicy | undefined;
   #timeline = new Timeline<T>([]);
   #switchTimer: TimerHandle | undefined;
+  /** What the switch timer was armed for: the wall instant and the monotonic moment it aims at. */
+  #armed: { readonly next: number; readonly aim: number } | undefined;
   #lastInForce: ConfigVersion<T> | undefined;
   #ready: Promise<void>;
   #rejectReady!: (err: unknown) => void;
@@ -411,15 +413,27 @@ export class ConfigHandle<T = unknown> {
     } else if (cur === undefined) {
       this.#lastInForce = undefined;
     }
+    const next = this.#timeline.nextActivation(now);
+    // Re-checked on every verification round too, so a wall-clock jump cannot lose a switch; the
+    // timer is kept when it already aims at the same moment (most rounds), which saves re-arming.
+    const aim = next === undefined ? undefined : this.#clock.monotonic() + (next - now);
+    if (
+      this.#switchTimer !== undefined &&
+      aim !== undefined &&
+      this.#armed !== undefined &&
+      this.#armed.next === next &&
+      Math.abs(this.#armed.aim - aim) < 1
+    )
+      return;
     if (this.#switchTimer !== undefined) this.#clock.clearTimeout(this.#switchTimer);
     this.#switchTimer = undefined;
-    const next = this.#timeline.nextActivation(now);
-    if (next === undefined) return;
-    // Re-checked on every verification round too, so a wall-clock jump cannot lose a switch.
+    this.#armed = undefined;
+    if (next === undefined || aim === undefined) return;
+    this.#armed = { next, aim };
     const delay = next - now;
     const wait = this.#switchWaitMs;
     if (wait <= 0 || !(this.#clock instanceof SystemClock)) {
-      this.#switchTimer = this.#clock.setTimeout(() => this.#checkSwitch(), delay);
+      this.#switchTimer = this.#clock.setTimeout(() => this.#timerFired(), delay);
       return;
     }
     // Wake a little early, then block until the instant on a kernel timer: libuv timers have
@@ -432,6 +446,12 @@ export class ConfigHandle<T = unknown> {
     );
   }
 
+  #timerFired(): void {
+    this.#switchTimer = undefined;
+    this.#armed = undefined;
+    this.#checkSwitch();
+  }
+
   /**
    * The punctual switch: everything but reading the clock is done before blocking until `instant`
    * (nothing can change meanwhile: the event loop is blocked); after the handlers, the process blocks
@@ -441,6 +461,7 @@ export class ConfigHandle<T = unknown> {
    */
   #switchAt(instant: number, wait: number): void {
     this.#switchTimer = undefined;
+    this.#armed = undefined;
     const cur = this.#timeline.at(instant);
     const previous = this.#lastInForce;
     const fire =
@@ -450,7 +471,7 @@ export class ConfigHandle<T = unknown> {
       this.#mirror.fresh.verifiedMono !== -Infinity;
     const left = instant - this.#clock.now();
     this.#switchTimer = this.#clock.setTimeout(
-      () => this.#checkSwitch(),
+      () => this.#timerFired(),
       Math.max(0, left) + SWITCH_SETTLE_MS,
     );
     if (left > 0 && left <= wait + 1) Atomics.wait(BLOCKER, 0, 0, left);

@@ -68,7 +68,7 @@ export interface MirrorHooks {
   onEvents(events: readonly WatchEvent[], revision: number): void;
   /** The watch failed; the mirror lists again after a short pause. */
   onError(err: unknown): void;
-  /** The proof of freshness advanced (for the relay to answer waiting clients). */
+  /** The proof of freshness advanced (called once per advance). */
   onVerified?(): void;
 }
 
@@ -97,6 +97,8 @@ export class PrefixMirror {
   #pushed = false;
   #tick: TimerHandle | undefined;
   #roundInFlight = false;
+  /** The proof `onVerified` was last called for. */
+  #notifiedMono = -Infinity;
   #lastRoundMono = -Infinity;
   #roundTimer: TimerHandle | undefined;
   #waiters: { readonly mono: number; readonly resolve: () => void }[] = [];
@@ -180,7 +182,10 @@ export class PrefixMirror {
       }
       this.#waiters = left;
     }
-    this.#hooks.onVerified?.();
+    if (v !== this.#notifiedMono) {
+      this.#notifiedMono = v; // an events batch alone proves nothing new: no call
+      this.#hooks.onVerified?.();
+    }
     if (this.#waiters.length > 0) this.#round();
   }
 
