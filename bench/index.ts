@@ -11,6 +11,7 @@ const BENCHMARKS: Record<string, () => Promise<{ run(args: string[]): Promise<vo
   placement: () => import('./placement.js'),
   serve: () => import('./serve.js'),
   config: () => import('./config.js'),
+  'config-floor': () => import('./config-floor.js'),
 };
 
 async function main(): Promise<void> {
