@@ -15,6 +15,8 @@ import { hostMonotonicMs } from '../util/host-clock.js';
 
 /** Drip granularity: 10 ms, i.e. at most 100 small wake-ups a second for the relay. */
 export const PROOF_DRIP_TICK_MS = 10;
+/** Shortest period a watch may ask for: 50 ms (the relay proves itself at most 20 times a second). */
+export const MIN_PROOF_PERIOD_MS = 50;
 
 /** A watch that asked for pushed proofs. */
 export interface ProofTarget {
@@ -48,11 +50,11 @@ export class ProofDrip {
     return this.#targets.length;
   }
 
-  /** The shortest period any target asked for, or `undefined` with no targets. */
+  /** The shortest period any target asked for (at least {@link MIN_PROOF_PERIOD_MS}), or `undefined`. */
   get period(): number | undefined {
     let ms: number | undefined;
     for (const t of this.#targets) if (ms === undefined || t.every < ms) ms = t.every;
-    return ms;
+    return ms === undefined ? undefined : Math.max(MIN_PROOF_PERIOD_MS, ms);
   }
 
   add(target: ProofTarget): void {

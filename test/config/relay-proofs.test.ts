@@ -1,7 +1,12 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { ManualClock } from '../../src/clock.js';
-import { PROOF_DRIP_TICK_MS, ProofDrip, type ProofTarget } from '../../src/config/relay-proofs.js';
+import {
+  MIN_PROOF_PERIOD_MS,
+  PROOF_DRIP_TICK_MS,
+  ProofDrip,
+  type ProofTarget,
+} from '../../src/config/relay-proofs.js';
 
 function targets(
   n: number,
@@ -62,6 +67,20 @@ describe('pushed proofs drip', () => {
       [...new Set(log.map((l) => l.wid))].sort((a, b) => a - b),
       [0, 1, 2, 3, 4],
     );
+    drip.close();
+  });
+
+  test('a watch asking for absurdly frequent proofs cannot make the relay burst', () => {
+    const clock = new ManualClock();
+    const drip = new ProofDrip(clock, { verifiedMono: () => 1, applied: () => 1 });
+    const log: { wid: number; at: number; proof: number }[] = [];
+    for (const t of targets(100, 1, log, clock)) drip.add(t);
+    clock.advance(PROOF_DRIP_TICK_MS);
+    // Spread over half of MIN_PROOF_PERIOD_MS, not sent all at once.
+    const perTick = Math.ceil((100 * PROOF_DRIP_TICK_MS) / (MIN_PROOF_PERIOD_MS / 2));
+    assert.equal(log.length, perTick);
+    clock.advance(MIN_PROOF_PERIOD_MS);
+    assert.equal(log.length, 100);
     drip.close();
   });
 });
