@@ -1,29 +1,18 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { ManualClock } from '../../src/clock.js';
 import {
   cancelConfig,
   checkVersionHistory,
   type ConfigSwitch,
   type ConfigVersion,
-  initConfig,
   openConfig,
   publishConfig,
   readConfig,
   type TaskRecord,
 } from '../../src/config/index.js';
 import { isMusterError } from '../../src/errors.js';
-import { MemoryStore } from '../../src/store/index.js';
+import { code, setup } from './setup.js';
 import { FaultyStore } from './faulty-store.js';
-
-const code = (c: string) => (err: unknown) => isMusterError(err) && err.code === c;
-
-async function setup(policy = {}) {
-  const clock = new ManualClock();
-  const store = new MemoryStore({ clock });
-  await initConfig(store, 'demo', policy, { clock });
-  return { clock, store };
-}
 
 describe('config handle', () => {
   test('serves the version in force, switches at the instant, and reports upcoming versions', async () => {

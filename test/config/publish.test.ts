@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { ManualClock } from '../../src/clock.js';
 import {
   cancelConfig,
   diffValues,
@@ -10,17 +9,8 @@ import {
   resolvePolicy,
   timelineOf,
 } from '../../src/config/index.js';
-import { isMusterError, type MusterError } from '../../src/errors.js';
-import { MemoryStore } from '../../src/store/index.js';
-
-const code = (c: string) => (err: unknown) => isMusterError(err) && err.code === c;
-
-async function setup(policy = {}) {
-  const clock = new ManualClock();
-  const store = new MemoryStore({ clock });
-  await initConfig(store, 'demo', policy, { clock });
-  return { clock, store };
-}
+import type { MusterError } from '../../src/errors.js';
+import { code, setup } from './setup.js';
 
 describe('config publisher', () => {
   test('policy bounds: minLeadTime must exceed maxStaleness + 2·maxClockSkew', () => {

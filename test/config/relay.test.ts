@@ -7,6 +7,7 @@ import { describe, test } from 'node:test';
 import { ConfigRelay, initConfig, openConfig, publishConfig, RelayClient } from '../../src/config/index.js';
 import { isMusterError } from '../../src/errors.js';
 import { type ClientMessage, encodeKv, LineReader } from '../../src/config/relay-wire.js';
+import { PreciseClock } from '../../src/demo/precise-clock.js';
 import { type KeyValue, MemoryStore } from '../../src/store/index.js';
 import { hostBootId, hostMonotonicMs } from '../../src/util/host-clock.js';
 import { waitFor } from '../../src/testing/index.js';
@@ -77,11 +78,7 @@ describe('switch event', () => {
   test('with switchWait, the switch handler never runs early and runs within milliseconds of the instant', async () => {
     const store = new MemoryStore();
     await initConfig(store, 's', POLICY);
-    const precise = new (class extends (await import('../../src/clock.js')).SystemClock {
-      override now(): number {
-        return performance.timeOrigin + performance.now();
-      }
-    })();
+    const precise = new PreciseClock();
     const h = openConfig<string>(store, 's', { clock: precise, switchWait: '20ms' });
     const late: number[] = [];
     h.on('switch', (s) => late.push(s.latenessMs));
@@ -106,11 +103,7 @@ describe('switch event', () => {
   test('with switchWait, activations closer together than the settle time each fire once, in order, never early', async () => {
     const store = new MemoryStore();
     await initConfig(store, 'c', POLICY);
-    const precise = new (class extends (await import('../../src/clock.js')).SystemClock {
-      override now(): number {
-        return performance.timeOrigin + performance.now();
-      }
-    })();
+    const precise = new PreciseClock();
     const h = openConfig<string>(store, 'c', { clock: precise, switchWait: '20ms' });
     const seen: { version: number; late: number }[] = [];
     h.on('switch', (s) => seen.push({ version: s.version.version, late: s.latenessMs }));
