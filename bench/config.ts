@@ -14,7 +14,7 @@
  * per-host relay process holds the watch and serves the workers over a Unix socket).
  */
 import { type ChildProcess, fork } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadavg } from 'node:os';
@@ -36,6 +36,22 @@ import { latencySummary, quantile } from './stats.js';
 
 /** Pause between the fleet being ready and the first publication, so start-up work has drained: 5 s. */
 const SETTLE_MS = 5000;
+/** Steady-state CPU is sampled over this long before the first publication: 5 s. */
+const STEADY_MS = 5000;
+
+/** CPU time (user + system) of these processes so far, ms; 0 where /proc is not available. */
+function cpuMs(pids: readonly number[]): number {
+  let ticks = 0;
+  for (const pid of pids) {
+    try {
+      const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
+      ticks += Number(fields[11] ?? 0) + Number(fields[12] ?? 0);
+    } catch {
+      // gone, or not Linux
+    }
+  }
+  return ticks * 10; // USER_HZ is 100 on Linux
+}
 const preciseNow = (): number => performance.timeOrigin + performance.now();
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, Math.max(0, ms)));
 
@@ -114,6 +130,17 @@ async function runOne(
   console.log(`  ${workers} workers ready in ${((Date.now() - started) / 1000).toFixed(1)} s`);
   // Starting 150 Node processes saturates the machine for a while after the last one is ready.
   await sleep(SETTLE_MS);
+  // Steady state before any publication: what holding the configuration costs the host.
+  const cpu0 = cpuMs(fleet.pids);
+  const relayCpu0 = cpuMs(relay?.pid === undefined ? [] : [relay.pid]);
+  const idle0 = Date.now();
+  await sleep(STEADY_MS);
+  const idleSecs = (Date.now() - idle0) / 1000;
+  const steady = `workers ${((cpuMs(fleet.pids) - cpu0) / 10 / idleSecs).toFixed(0)}% of a core in total, relay ${(
+    (cpuMs(relay?.pid === undefined ? [] : [relay.pid]) - relayCpu0) /
+    10 /
+    idleSecs
+  ).toFixed(1)}%`;
   const publishedAt = new Map<number, number>();
   const publishMs: number[] = [];
   // Reference watchers in this process: one straight on the store, one through the relay (if any).
@@ -193,6 +220,7 @@ async function runOne(
   console.log(
     `  load average (1 min) at start and end: ${load0.toFixed(1)}, ${(loadavg()[0] ?? 0).toFixed(1)}`,
   );
+  console.log(`  steady state (tasks running, no publication), CPU: ${steady}`);
   console.log(`  publish call (read policy + commit, fsync included): ${latencySummary(publishMs)}`);
   console.log(`  propagation (commit → a worker holds it):   ${latencySummary(propagation)}`);
   console.log(

@@ -91,6 +91,11 @@ export class Fleet {
     return fleet;
   }
 
+  /** Process ids of the workers still running. */
+  get pids(): number[] {
+    return this.#children.flatMap((c) => (c.pid !== undefined && c.exitCode === null ? [c.pid] : []));
+  }
+
   /** Calls `fn` for every message from every worker. */
   onMessage(fn: FleetListener): () => void {
     this.#listeners.add(fn);
