@@ -107,6 +107,11 @@ export class EtcdStore implements Store {
   #progressMode: Promise<ProgressMode> | undefined;
   /** Watches from "head + 1" whose server-side registration writes must wait for. */
   readonly #starting = new Set<Promise<void>>();
+  /**
+   * The highest revision any response has shown this client. A watch "from head + 1" starts after it
+   * even on a member that has not applied it yet, so a client never watches its own past writes.
+   */
+  #seenRevision = 0;
   #closing: Promise<void> | undefined;
 
   constructor(opts: ResolvedEtcdOptions) {
@@ -280,7 +285,7 @@ export class EtcdStore implements Store {
         onEnd: (x) => this.#watches.delete(x),
       },
       range,
-      options,
+      { ...options, ...(options.fromRevision === undefined ? { notBefore: this.#seenRevision + 1 } : {}) },
       failWith,
     );
     if (failWith !== undefined) return w;
@@ -409,9 +414,16 @@ export class EtcdStore implements Store {
     call: (o: CallOptions) => Promise<T>,
   ): Promise<T> {
     this.#usable(signal);
-    const pending = call({ deadline }).catch((err: unknown) => {
-      throw fromEtcdError(err, details);
-    });
+    const pending = call({ deadline }).then(
+      (res) => {
+        const rev = revisionOf((res as { header?: IResponseHeader } | undefined)?.header);
+        if (rev > this.#seenRevision) this.#seenRevision = rev;
+        return res;
+      },
+      (err: unknown) => {
+        throw fromEtcdError(err, details);
+      },
+    );
     if (signal === undefined) return pending;
     let onAbort: (() => void) | undefined;
     const aborted = new Promise<never>((_, reject) => {

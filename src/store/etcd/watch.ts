@@ -54,6 +54,7 @@ export class EtcdWatch implements Watch {
   readonly #abort = (): void => this.close();
   /** Next revision to deliver; `undefined` until the first stream is created (watch from head + 1). */
   #next: number | undefined;
+  readonly #notBefore: number;
   #stream: WatchStream | undefined;
   #watchId: string | undefined;
   #retryDelay = FIRST_RECONNECT_DELAY_MS;
@@ -74,7 +75,8 @@ export class EtcdWatch implements Watch {
   constructor(
     ctx: WatchContext,
     range: WireRange,
-    options: { fromRevision?: number; prevKv?: boolean; signal?: AbortSignal },
+    /** `notBefore`: with no `fromRevision`, deliver nothing older than this (what the client has seen). */
+    options: { fromRevision?: number; notBefore?: number; prevKv?: boolean; signal?: AbortSignal },
     /** Start already failed with this error (closed store, bad option), as the memory engine does. */
     failWith?: unknown,
   ) {
@@ -82,6 +84,7 @@ export class EtcdWatch implements Watch {
     this.#range = range;
     this.#prevKv = options.prevKv === true;
     this.#next = options.fromRevision;
+    this.#notBefore = options.notBefore ?? 0;
     this.#signal = options.signal;
     this.started = new Promise((resolve) => (this.#markStarted = resolve));
     if (failWith !== undefined) {
@@ -190,7 +193,8 @@ export class EtcdWatch implements Watch {
       }
       this.#watchId = res.watch_id;
       this.#retryDelay = FIRST_RECONNECT_DELAY_MS;
-      this.#next ??= Number(res.header.revision) + 1;
+      // From "head + 1": the member's head, or past what this client has seen if the member lags.
+      this.#next ??= Math.max(Number(res.header.revision) + 1, this.#notBefore);
       this.#markStarted();
       if (this.#progressTarget !== undefined && this.#progressTarget !== null && !this.#tryAnswerProgress()) {
         this.#sendProgressRequest();
