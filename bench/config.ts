@@ -206,6 +206,11 @@ async function runOne(
   const propagation = fleet.received
     .filter((r) => publishedAt.has(r.version))
     .map((r) => r.at - (publishedAt.get(r.version) as number));
+  const slowest = [...publishedAt].map(([version, t0]) => {
+    const got = fleet.received.filter((r) => r.version === version);
+    const last = got.reduce((a, b) => (b.at > a.at ? b : a), got[0] as (typeof got)[number]);
+    return `${last.worker} ${(last.at - t0).toFixed(0)}`;
+  });
   const everyone = [...publishedAt].map(([version, t0]) =>
     Math.max(...fleet.received.filter((r) => r.version === version).map((r) => r.at - t0)),
   );
@@ -226,6 +231,7 @@ async function runOne(
   console.log(
     `  propagation to every worker (per version):   p50 ${quantile(everyone, 0.5).toFixed(2)} ms, max ${Math.max(...everyone).toFixed(2)} ms`,
   );
+  console.log(`  last worker to hold each version (ms): ${slowest.join(', ')}`);
   console.log(`  switch lateness (instant → switch handler):  ${latencySummary(lateness)}`);
   const perVersion = (label: string, rows: readonly { version: number; ms: number }[]): void => {
     const cells = [...publishedAt.keys()].map((v) => {
