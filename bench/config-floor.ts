@@ -15,10 +15,12 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer, connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { PreciseClock } from '../src/demo/precise-clock.js';
 import { arg, latencySummary } from './stats.js';
 
-const now = (): number => performance.timeOrigin + performance.now();
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+const precise = new PreciseClock();
+const now = (): number => precise.now();
 
 type Msg = { t: 'push'; at: number } | { t: 'instant'; at: number } | { t: 'done' };
 

@@ -29,10 +29,10 @@ import {
 } from '../src/config/index.js';
 import { PreciseClock } from '../src/demo/precise-clock.js';
 import { Fleet } from '../src/demo/fleet.js';
-import { startServer } from '../src/server/index.js';
 import { openStore } from '../src/store/index.js';
-import { startEtcd } from '../src/testing/index.js';
-import { latencySummary, quantile } from './stats.js';
+import { startEtcd, startTempServe } from '../src/testing/index.js';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { arg, latencySummary, quantile } from './stats.js';
 
 /** Pause between the fleet being ready and the first publication, so start-up work has drained: 5 s. */
 const SETTLE_MS = 5000;
@@ -52,13 +52,8 @@ function cpuMs(pids: readonly number[]): number {
   }
   return ticks * 10; // USER_HZ is 100 on Linux
 }
-const preciseNow = (): number => performance.timeOrigin + performance.now();
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, Math.max(0, ms)));
-
-function arg(args: string[], name: string, fallback: string): string {
-  const i = args.indexOf(`--${name}`);
-  return i >= 0 ? (args[i + 1] ?? fallback) : fallback;
-}
+const precise = new PreciseClock();
+const preciseNow = (): number => precise.now();
 
 interface Backend {
   readonly name: string;
@@ -71,16 +66,8 @@ async function startBackend(kind: string): Promise<Backend> {
     const etcd = await startEtcd();
     return { name: 'etcd 3.4 (1 member)', url: etcd.url, close: () => etcd.close() };
   }
-  const dataDir = mkdtempSync(join(tmpdir(), 'muster-bench-'));
-  const server = await startServer({ dataDir, listen: '127.0.0.1:0' });
-  return {
-    name: 'muster serve',
-    url: server.url,
-    close: async () => {
-      await server.close();
-      rmSync(dataDir, { recursive: true, force: true });
-    },
-  };
+  const serve = await startTempServe();
+  return { name: 'muster serve', url: serve.url, close: () => serve.close() };
 }
 
 async function startRelay(storeUrl: string, socket: string): Promise<ChildProcess> {
@@ -190,7 +177,7 @@ async function runOne(
           const got = fleet.received.filter((r) => r.version === v.version).length;
           throw new Error(`${String(err)}: ${got}/${workers} received it`);
         });
-      await sleep(v.activateAt - Date.now() + 300);
+      await sleep(Math.max(0, v.activateAt - Date.now() + 300));
       await fleet.waitFor(
         () => fleet.switches.filter((s) => s.version === v.version).length === workers,
         5000,
@@ -260,12 +247,14 @@ async function runOne(
 }
 
 export async function run(args: string[]): Promise<void> {
-  const workers = Number(arg(args, 'workers', '150'));
-  const switches = Number(arg(args, 'switches', '8'));
-  const taskInterval = Number(arg(args, 'task-interval', '100'));
-  const switchWaitMs = Number(arg(args, 'switch-wait', '25'));
-  const stores = arg(args, 'store', 'both') === 'both' ? ['etcd', 'serve'] : [arg(args, 'store', 'etcd')];
-  const vias = arg(args, 'via', 'relay') === 'both' ? ['relay', 'direct'] : [arg(args, 'via', 'relay')];
+  const workers = Number(arg(args, '--workers') ?? '150');
+  const switches = Number(arg(args, '--switches') ?? '8');
+  const taskInterval = Number(arg(args, '--task-interval') ?? '100');
+  const switchWaitMs = Number(arg(args, '--switch-wait') ?? '25');
+  const stores =
+    (arg(args, '--store') ?? 'both') === 'both' ? ['etcd', 'serve'] : [arg(args, '--store') ?? 'etcd'];
+  const vias =
+    (arg(args, '--via') ?? 'relay') === 'both' ? ['relay', 'direct'] : [arg(args, '--via') ?? 'relay'];
   console.log(
     `config benchmark: ${workers} worker processes, ${switches} switches, a task every ~${taskInterval} ms per worker`,
   );

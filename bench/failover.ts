@@ -13,6 +13,7 @@ import { openStore } from '../src/store/index.js';
 import type { Store } from '../src/store/types.js';
 import { historyNow, startEtcd } from '../src/testing/index.js';
 import { fmt, quantile } from './stats.js';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 const FIXTURE = new URL('../test/partitions/fixtures/member.js', import.meta.url).pathname;
 
@@ -27,8 +28,6 @@ interface Acquisition {
   readonly instance: string;
   readonly t: number;
 }
-
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 function arg(args: string[], name: string, fallback: number): number {
   const i = args.indexOf(`--${name}`);

@@ -460,7 +460,6 @@ export class ConfigHandle<T = unknown> {
    * lateness is the CPU time of those that ran before it, so each does as little as it can first.
    */
   #switchAt(instant: number, wait: number): void {
-    this.#switchTimer = undefined;
     this.#armed = undefined;
     const cur = this.#timeline.at(instant);
     const previous = this.#lastInForce;

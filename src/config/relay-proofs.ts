@@ -39,6 +39,7 @@ export class ProofDrip {
   readonly #source: ProofSource;
   #targets: ProofTarget[] = [];
   #cursor = 0;
+  #period: number | undefined;
   #timer: TimerHandle | undefined;
 
   constructor(clock: Clock, source: ProofSource) {
@@ -52,14 +53,19 @@ export class ProofDrip {
 
   /** The shortest period any target asked for (at least {@link MIN_PROOF_PERIOD_MS}), or `undefined`. */
   get period(): number | undefined {
-    let ms: number | undefined;
-    for (const t of this.#targets) if (ms === undefined || t.every < ms) ms = t.every;
-    return ms === undefined ? undefined : Math.max(MIN_PROOF_PERIOD_MS, ms);
+    return this.#period;
   }
 
   add(target: ProofTarget): void {
     this.#targets.push(target);
+    this.#updatePeriod();
     this.notify();
+  }
+
+  #updatePeriod(): void {
+    let ms: number | undefined;
+    for (const t of this.#targets) if (ms === undefined || t.every < ms) ms = t.every;
+    this.#period = ms === undefined ? undefined : Math.max(MIN_PROOF_PERIOD_MS, ms);
   }
 
   /** The relay's proof may have advanced: start dripping it if it did. */
@@ -70,11 +76,14 @@ export class ProofDrip {
 
   delete(target: ProofTarget): void {
     const i = this.#targets.indexOf(target);
-    if (i >= 0) this.#targets.splice(i, 1);
+    if (i < 0) return;
+    this.#targets.splice(i, 1);
+    this.#updatePeriod();
   }
 
   clear(): void {
     this.#targets = [];
+    this.#period = undefined;
   }
 
   close(): void {

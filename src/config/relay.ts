@@ -107,22 +107,22 @@ class RelayedPrefix {
 
   add(watch: ClientWatch): void {
     this.watchers.add(watch);
-    if (watch.every !== undefined) this.drip.add(watch as ClientWatch & { every: number });
+    if (watch.every > 0) this.drip.add(watch);
   }
 
   delete(watch: ClientWatch): void {
     this.watchers.delete(watch);
-    this.drip.delete(watch as ClientWatch & { every: number });
+    this.drip.delete(watch);
   }
 }
 
-/** A client's watch on a relayed prefix; `every`: the client wants pushed proofs that often (ms). */
+/** A client's watch on a relayed prefix; `every`: the client wants pushed proofs that often (ms; 0: never). */
 class ClientWatch {
   lastProof = -Infinity;
   constructor(
     readonly conn: Connection,
     readonly wid: number,
-    readonly every: number | undefined,
+    readonly every: number,
   ) {}
   writeRaw(line: string): void {
     this.conn.writeRaw(line);
@@ -236,7 +236,7 @@ export class ConfigRelay {
         case 'watch': {
           const p = this.#prefix(m.prefix);
           await p.mirror.listed;
-          const every = typeof m.every === 'number' && m.every > 0 ? m.every : undefined;
+          const every = typeof m.every === 'number' && m.every > 0 ? m.every : 0;
           const watch = new ClientWatch(conn, m.wid, every);
           if (m.from - 1 < p.logBase) {
             watch.fail('MUSTER_COMPACTED', `revision ${m.from} is no longer in the relay's log; list again`);

@@ -3,12 +3,9 @@
  * data directory, a real etcd started by the test harness, or a store the user names with `--store`.
  * Workers reach it through a fault proxy so the demo can pause it.
  */
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { startServer } from '../server/index.js';
 import { startEtcd } from '../testing/etcd-harness.js';
 import { type FaultProxy, startFaultProxy } from '../testing/fault-proxy.js';
+import { startTempServe } from '../testing/serve-harness.js';
 
 export interface DemoBackend {
   /** What runs the store, for the banner. */
@@ -60,11 +57,8 @@ async function withProxy(
 
 /** `muster serve` in-process, with a temporary data directory. */
 async function startServe(): Promise<DemoBackend> {
-  const dataDir = await mkdtemp(join(tmpdir(), 'muster-demo-'));
-  const server = await startServer({ dataDir, listen: '127.0.0.1:0' });
-  const endpoint = `${server.host}:${server.port}`;
-  return withProxy(`muster serve (in-process, data in ${dataDir})`, server.url, endpoint, async () => {
-    await server.close();
-    await rm(dataDir, { recursive: true, force: true });
-  });
+  const serve = await startTempServe();
+  return withProxy(`muster serve (in-process, data in ${serve.dataDir})`, serve.url, serve.endpoint, () =>
+    serve.close(),
+  );
 }

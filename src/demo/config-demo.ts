@@ -15,6 +15,7 @@ import { formatDuration } from '../util/duration.js';
 import { startDemoBackend } from './backend.js';
 import type { PongSettings } from './config-worker.js';
 import { Fleet } from './fleet.js';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 export interface ConfigDemoOptions {
   /** Worker processes. Default 10 (the seed's `--scale worker=10`). */
@@ -239,8 +240,4 @@ function fmtLate(ms: number): string {
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.floor(s.length / 2)] ?? NaN;
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }

@@ -30,6 +30,7 @@ import { join } from 'node:path';
 import { MusterError } from '../errors.js';
 import { findBinary } from './services.js';
 import { isProcessAlive } from '../util/process.js';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 /** What to tell a developer without etcd. */
 export const ETCD_INSTALL_HINT =
@@ -238,8 +239,6 @@ function httpJson(url: string, body: string | undefined, timeoutMs: number, tls:
     req.end(body);
   });
 }
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 // ---- members -------------------------------------------------------------------------------------
 

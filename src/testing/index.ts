@@ -43,3 +43,4 @@ export { storeConformance, type ConformanceTarget, type ConformanceOptions } fro
 export { collectUntil, waitFor } from './watch-helpers.js';
 export { ManualClock } from '../clock.js';
 export { makeTestCertificates, type TestCertificates } from './tls.js';
+export { startTempServe, type TempServe } from './serve-harness.js';

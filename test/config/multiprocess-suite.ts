@@ -9,9 +9,9 @@ import { checkVersionHistory, initConfig, publishConfig, readConfig } from '../.
 import { Fleet } from '../../src/demo/fleet.js';
 import { openStore, type Store } from '../../src/store/index.js';
 import { startFaultProxy } from '../../src/testing/index.js';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 const POLICY = { maxStaleness: '1s', maxClockSkew: '20ms', minLeadTime: '1400ms' }; // 360 ms of commit slack
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 export interface Backend {
   readonly url: string;

@@ -23,6 +23,7 @@ import {
   startFaultProxy,
   type Violation,
 } from '../../src/testing/index.js';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 const FIXTURE = new URL('./fixtures/member.js', import.meta.url).pathname;
 
@@ -52,8 +53,6 @@ interface Proc {
   readonly exited: Promise<void>;
   stderr: string;
 }
-
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   return new Promise<T>((resolve, reject) => {
