@@ -49,12 +49,13 @@ import { EtcdWatch, type ProgressMode, type WatchStream } from './watch.js';
 /** gRPC keep-alive ping interval: etcd refuses pings more often than every 5 s (`--grpc-keepalive-min-time`). */
 export const GRPC_KEEPALIVE_MS = 6000;
 /**
- * After 3 consecutive failures an endpoint is skipped for this long: 250 ms. etcd3's default is 5 s,
- * which kept processes refusing work for seconds after their store came back (a configuration handle
- * must re-verify within `maxStaleness`, 2 s by default); grpc's own reconnect backoff (100 ms → 1 s)
- * already spaces out attempts on a dead endpoint.
+ * With several members, one that failed 3 times in a row is skipped for this long (etcd3's default,
+ * 5 s), so requests and streams go to the live members meanwhile. With a single endpoint there is
+ * nowhere else to go: the breaker would only hold the client back after the store returns (it kept
+ * configuration handles refusing work for 3.5 s after a pause), so a single endpoint has none, and
+ * grpc's reconnect back-off (100 ms → 1 s) alone paces attempts on it.
  */
-export const ENDPOINT_COOLDOWN_MS = 250;
+export const ENDPOINT_COOLDOWN_MS = 5000;
 /** gRPC status CANCELLED: what a stream reports after `cancel()`. */
 const GRPC_CANCELLED = 1;
 /** Attempts of an idempotent read across endpoints before its error is returned. */
@@ -77,6 +78,11 @@ interface Pool {
 /** A pass-through fault policy: etcd3's default retries writes that may have been applied. */
 const NO_RETRY = {
   execute: <T>(fn: (ctx: { signal: AbortSignal; attempt: number }) => T): T =>
+    fn({ signal: new AbortController().signal, attempt: 0 }),
+};
+/** A host policy that lets every call through (etcd3 calls `execute(...).catch()`, so it is async). */
+const NO_BREAKER = {
+  execute: async <T>(fn: (ctx: { signal: AbortSignal; attempt: number }) => T | Promise<T>): Promise<T> =>
     fn({ signal: new AbortController().signal, attempt: 0 }),
 };
 
@@ -130,10 +136,12 @@ export class EtcdStore implements Store {
       faultHandling: {
         global: NO_RETRY as unknown as NonNullable<IOptions['faultHandling']>['global'],
         host: () =>
-          circuitBreaker(handleWhen(isRecoverableError), {
-            halfOpenAfter: ENDPOINT_COOLDOWN_MS,
-            breaker: new ConsecutiveBreaker(3),
-          }),
+          (opts.endpoints.length === 1
+            ? NO_BREAKER
+            : circuitBreaker(handleWhen(isRecoverableError), {
+                halfOpenAfter: ENDPOINT_COOLDOWN_MS,
+                breaker: new ConsecutiveBreaker(3),
+              })) as ReturnType<NonNullable<NonNullable<IOptions['faultHandling']>['host']>>,
       },
     };
     if (opts.ca !== undefined || opts.cert !== undefined) {
