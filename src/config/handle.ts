@@ -114,6 +114,8 @@ export class ConfigHandle<T = unknown> {
   #rejectReady!: (err: unknown) => void;
   #closed = false;
   #everListed = false;
+  /** Set while a call reads the relay's shared table: events it causes are emitted after the call. */
+  #polling = false;
 
   /** Use {@link openConfig}. */
   constructor(source: ConfigSource, name: string, options: OpenConfigOptions = {}) {
@@ -129,7 +131,7 @@ export class ConfigHandle<T = unknown> {
       {
         onReset: (kvs) => this.#reset(kvs),
         onEvents: (events) => this.#apply(events),
-        onError: (err) => this.#listeners.emit('error', err),
+        onError: (err) => this.#emit('error', err),
         onVerified: () => this.#checkSwitch(), // also catches wall-clock jumps past an instant
       },
       {
@@ -154,6 +156,7 @@ export class ConfigHandle<T = unknown> {
 
   get state(): ConfigHandleState {
     if (this.#closed) return 'closed';
+    this.#poll();
     if (this.#mirror.fresh.verifiedMono === -Infinity) return 'starting';
     return this.#ageMs() <= this.#policy.maxStalenessMs ? 'fresh' : 'stale';
   }
@@ -176,6 +179,7 @@ export class ConfigHandle<T = unknown> {
    * `MUSTER_MISSING_CONFIG` when no version is in force at `t`, `MUSTER_CLOSED` after close.
    */
   at(t: number = this.#clock.now()): ConfigVersion<T> {
+    this.#poll();
     const horizon = this.#horizon();
     if (t > horizon) throw this.#staleError(t);
     const v = this.#timeline.at(t);
@@ -190,6 +194,7 @@ export class ConfigHandle<T = unknown> {
 
   /** Versions scheduled after now, in activation order. Throws `MUSTER_STALE_CONFIG` like {@link at}. */
   upcoming(): readonly ConfigVersion<T>[] {
+    this.#poll();
     const now = this.#clock.now();
     if (now > this.#horizon()) throw this.#staleError(now);
     return this.#timeline.after(now);
@@ -200,6 +205,7 @@ export class ConfigHandle<T = unknown> {
    * the handle is stale now; the snapshot answers for every `t` up to its `horizon`.
    */
   snapshot(): ConfigSnapshot<T> {
+    this.#poll();
     const now = this.#clock.now();
     const horizon = this.#horizon();
     if (now > horizon) throw this.#staleError(now);
@@ -208,10 +214,12 @@ export class ConfigHandle<T = unknown> {
 
   /** Every version held, stale or not (for display; never for deciding a task). */
   timeline(): Timeline<T> {
+    this.#poll();
     return this.#timeline;
   }
 
   freshness(): ConfigFreshness {
+    this.#poll();
     const verified = this.#mirror.fresh.verifiedMono;
     const age = this.#ageMs();
     return {
@@ -250,6 +258,25 @@ export class ConfigHandle<T = unknown> {
   }
 
   // ---- freshness ---------------------------------------------------------------------------------
+
+  /**
+   * Behind a relay with a shared table: takes in what the table holds (a new version, a newer proof)
+   * before answering. Listeners are not run inside the caller's call: their events wait for a microtask.
+   */
+  #poll(): void {
+    if (this.#closed || this.#polling) return;
+    this.#polling = true;
+    try {
+      this.#mirror.poll();
+    } finally {
+      this.#polling = false;
+    }
+  }
+
+  #emit<K extends keyof ConfigHandleEvents<T>>(event: K, payload: ConfigHandleEvents<T>[K]): void {
+    if (this.#polling) queueMicrotask(() => this.#listeners.emit(event, payload));
+    else this.#listeners.emit(event, payload);
+  }
 
   #ageMs(): number {
     return this.#clock.monotonic() - this.#mirror.fresh.verifiedMono;
@@ -299,7 +326,7 @@ export class ConfigHandle<T = unknown> {
     // A re-list can bring versions the watch missed: report them like watched ones.
     if (before.size > 0 || this.#everListed) {
       for (const v of news) {
-        this.#listeners.emit('version', {
+        this.#emit('version', {
           version: v as ConfigVersion<T>,
           cancelled: v.cancelledAt !== undefined,
         });
@@ -327,14 +354,13 @@ export class ConfigHandle<T = unknown> {
       if (e.type === 'delete') {
         const old = this.#raw.get(key);
         if (this.#raw.delete(key)) changed = true;
-        if (old !== undefined)
-          this.#listeners.emit('version', { version: old as ConfigVersion<T>, cancelled: true });
+        if (old !== undefined) this.#emit('version', { version: old as ConfigVersion<T>, cancelled: true });
       } else {
         const v = this.#putRaw(key, e.kv.value);
         changed = true;
         if (v !== undefined) {
           const cancelled = v.cancelledAt !== undefined;
-          this.#listeners.emit('version', { version: v as ConfigVersion<T>, cancelled });
+          this.#emit('version', { version: v as ConfigVersion<T>, cancelled });
         }
       }
     }
@@ -348,7 +374,7 @@ export class ConfigHandle<T = unknown> {
     try {
       return decodePolicy(bytes, key);
     } catch (err) {
-      this.#listeners.emit('invalid', { key, error: err as MusterError });
+      this.#emit('invalid', { key, error: err as MusterError });
       return undefined;
     }
   }
@@ -360,7 +386,7 @@ export class ConfigHandle<T = unknown> {
       return v;
     } catch (err) {
       this.#raw.delete(key);
-      this.#listeners.emit('invalid', { key, error: err as MusterError });
+      this.#emit('invalid', { key, error: err as MusterError });
       return undefined;
     }
   }
@@ -381,7 +407,7 @@ export class ConfigHandle<T = unknown> {
           ok = true;
         } catch (err) {
           ok = false;
-          this.#listeners.emit('invalid', { key, error: err as MusterError });
+          this.#emit('invalid', { key, error: err as MusterError });
         }
         this.#checked.set(v, ok);
       }
@@ -404,7 +430,7 @@ export class ConfigHandle<T = unknown> {
     ) {
       const previous = this.#lastInForce;
       this.#lastInForce = cur;
-      this.#listeners.emit('switch', {
+      this.#emit('switch', {
         name: this.name,
         version: cur,
         previous,
@@ -477,7 +503,7 @@ export class ConfigHandle<T = unknown> {
     const now = this.#clock.now();
     if (!fire || now < instant) return; // woken early (a wall-clock jump): the re-check handles it
     this.#lastInForce = cur;
-    this.#listeners.emit('switch', { name: this.name, version: cur, previous, latenessMs: now - instant });
+    this.#emit('switch', { name: this.name, version: cur, previous, latenessMs: now - instant });
     // Yield before going back to the event loop: its way back to sleep costs a cold process more
     // CPU than the switch itself, and the host's other processes are waiting for that CPU.
     Atomics.wait(BLOCKER, 0, 0, wait / 2);

@@ -14,6 +14,11 @@
  * the host's monotonic clock) that proof was taken. Having received everything the relay held, this
  * mirror is complete as of the same instant. While pushed proofs keep arriving, the periodic reads
  * are skipped; when they stop, reads resume, so staleness never depends on the relay's goodwill.
+ *
+ * A relay's shared table delivers the same things without a wake-up: {@link PrefixMirror.poll} reads
+ * it synchronously (the handle calls it whenever it is asked for a version) and applies the content as
+ * the events that turn this mirror into it, then the proof. Events that arrive later on the socket
+ * for revisions already applied are dropped.
  */
 import type { Clock, TimerHandle } from '../clock.js';
 import { isMusterError } from '../errors.js';
@@ -31,13 +36,25 @@ export interface ProofBatch {
   readonly provenAtHostMs: number;
 }
 
-/** What a mirror's watch yields: a store's batches, plus pushed proofs from a relay. */
-export type MirrorBatch = WatchBatch | ProofBatch;
+/** A relay's shared table: the prefix's full content at `revision` (the mirror derives the events). */
+export interface StateBatch {
+  readonly type: 'state';
+  readonly revision: number;
+  readonly kvs: readonly KeyValue[];
+}
+
+/** What a mirror's watch yields: a store's batches, plus proofs and content from a relay. */
+export type MirrorBatch = WatchBatch | ProofBatch | StateBatch;
 
 /** A store's watch, or a relay's, which may also yield {@link ProofBatch}es. */
 export interface MirrorWatch extends AsyncIterable<MirrorBatch> {
   requestProgress(): void;
   close(): void;
+  /**
+   * A relay watch with a shared table: what the table holds beyond revision `applied`, read now,
+   * synchronously (see relay-client.ts). Stores have none.
+   */
+  poll?(applied: number): MirrorBatch[];
 }
 
 export interface MirrorWatchOptions extends WatchOptions {
@@ -157,6 +174,7 @@ export class PrefixMirror {
     // With pushed proofs flowing, sleep until one would be overdue instead of waking every interval.
     const delay = this.#pushed ? Math.max(interval, deadline - this.#s.clock.monotonic()) : interval;
     this.#tick = this.#s.clock.setTimeout(() => {
+      this.poll(); // a shared table may hold a newer proof than any pushed one
       if (!(this.#pushed && this.#s.clock.monotonic() <= this.#pushDeadline())) this.#round();
       this.#armTick();
     }, delay);
@@ -250,6 +268,79 @@ export class PrefixMirror {
 
   // ---- list and watch ----------------------------------------------------------------------------
 
+  /**
+   * Applies what the watch's shared table holds beyond this mirror, if it has one (synchronously;
+   * hooks run before this returns). Cheap to call often: the table is read at most once a millisecond.
+   */
+  poll(): void {
+    const watch = this.#watch;
+    if (watch?.poll === undefined || this.closed) return;
+    const batches = watch.poll(this.fresh.applied);
+    if (batches.length === 0) return;
+    for (const b of batches) this.#take(b);
+    this.#verified();
+  }
+
+  #take(batch: MirrorBatch): void {
+    switch (batch.type) {
+      case 'progress':
+        this.fresh.progressReceived(batch.revision);
+        return;
+      case 'proof': {
+        const age = hostMonotonicMs() - batch.provenAtHostMs;
+        if (age < 0) return; // not the same clock after all: such a proof proves nothing
+        this.#pushed = true;
+        this.fresh.appliedUpTo(batch.revision);
+        this.fresh.verifiedAsOf(this.#s.clock.monotonic() - age);
+        return;
+      }
+      case 'state':
+        if (batch.revision > this.fresh.applied)
+          this.#applyEvents(this.#diff(batch.kvs, batch.revision), batch.revision);
+        return;
+      default: {
+        // A shared table may have delivered some of these already.
+        const applied = this.fresh.applied;
+        const events = batch.events.some((e) => e.kv.modRevision <= applied)
+          ? batch.events.filter((e) => e.kv.modRevision > applied)
+          : batch.events;
+        this.#applyEvents(events, batch.revision);
+      }
+    }
+  }
+
+  #applyEvents(events: readonly WatchEvent[], revision: number): void {
+    for (const e of events) {
+      if (e.type === 'put') this.#mods.set(e.kv.key, e.kv.modRevision);
+      else this.#mods.delete(e.kv.key);
+    }
+    if (events.length > 0) this.#hooks.onEvents(events, revision);
+    this.fresh.appliedUpTo(revision);
+  }
+
+  /** The events that turn this mirror into `kvs` (the prefix's content at `revision`), in revision order. */
+  #diff(kvs: readonly KeyValue[], revision: number): WatchEvent[] {
+    const events: WatchEvent[] = [];
+    const present = new Set<string>();
+    for (const kv of kvs) {
+      present.add(kv.key);
+      if (this.#mods.get(kv.key) !== kv.modRevision) events.push({ type: 'put', kv });
+    }
+    for (const key of this.#mods.keys()) {
+      if (present.has(key)) continue;
+      const gone = {
+        key,
+        value: new Uint8Array(0),
+        createRevision: 0,
+        modRevision: revision,
+        version: 0,
+        lease: '0',
+      };
+      events.push({ type: 'delete', kv: gone });
+    }
+    return events.sort((a, b) => a.kv.modRevision - b.kv.modRevision);
+  }
+
   async #run(): Promise<void> {
     while (!this.closed) {
       try {
@@ -271,22 +362,7 @@ export class PrefixMirror {
         this.#watch = watch;
         if (this.closed) watch.close();
         for await (const batch of watch) {
-          if (batch.type === 'progress') {
-            this.fresh.progressReceived(batch.revision);
-          } else if (batch.type === 'proof') {
-            const age = hostMonotonicMs() - batch.provenAtHostMs;
-            if (age < 0) continue; // not the same clock after all: such a proof proves nothing
-            this.#pushed = true;
-            this.fresh.appliedUpTo(batch.revision);
-            this.fresh.verifiedAsOf(this.#s.clock.monotonic() - age);
-          } else {
-            for (const e of batch.events) {
-              if (e.type === 'put') this.#mods.set(e.kv.key, e.kv.modRevision);
-              else this.#mods.delete(e.kv.key);
-            }
-            this.#hooks.onEvents(batch.events, batch.revision);
-            this.fresh.appliedUpTo(batch.revision);
-          }
+          this.#take(batch);
           this.#verified();
         }
       } catch (err) {

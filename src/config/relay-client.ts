@@ -6,7 +6,12 @@
  *
  * The relay's `hello` tells whether it shares this process's clock (same boot id, and its
  * host-monotonic instant is neither ahead of ours nor more than {@link HELLO_MAX_TRANSIT_MS} behind).
- * Only then are its pushed proofs passed on to the mirror; otherwise the mirror verifies by reads.
+ * Only then are its proofs passed on to the mirror; otherwise the mirror verifies by reads.
+ *
+ * When the relay keeps a shared table for a watched prefix (relay-table.ts) and shares the clock, the
+ * watch reads it: {@link RelayWatch.poll} returns what the table holds beyond what the mirror has
+ * applied (the prefix's full content, and the relay's latest proof), and the relay pushes no proofs on
+ * the socket. The socket still carries every event; the mirror drops those the table delivered first.
  */
 import { connect, type Socket } from 'node:net';
 import { MusterError } from '../errors.js';
@@ -14,27 +19,82 @@ import type { KeySelector, RangeOptions, RangeResult } from '../store/types.js';
 import { WatchQueue } from '../store/watch-queue.js';
 import { hostBootId, hostMonotonicMs } from '../util/host-clock.js';
 import type { ConfigSource, MirrorBatch, MirrorWatch, MirrorWatchOptions } from './mirror.js';
+import { TableReader, tablePath } from './relay-table.js';
 import { type ClientMessage, decodeEvent, decodeKv, LineReader, type RelayMessage } from './relay-wire.js';
 
 /** A `hello` older than this on arrival means the relay's clock is not ours: 1 s. */
 export const HELLO_MAX_TRANSIT_MS = 1000;
 
+/**
+ * Least time between two reads of a shared table by one watch: 1 ms. A process asking for its
+ * configuration in a tight loop pays one `pread` per millisecond, and holds a new version at most
+ * this long after the relay wrote it.
+ */
+export const TABLE_POLL_GAP_MS = 1;
+
 type Pending = { resolve: (m: RelayMessage) => void; reject: (e: Error) => void };
 
-/** A watch through the relay: the relay's batches, queued for one consumer. */
+/** A watch through the relay: the relay's batches, queued for one consumer, and its shared table. */
 class RelayWatch implements MirrorWatch {
   readonly #queue = new WatchQueue<MirrorBatch>();
+  #table: TableReader | undefined;
+  #polledMono = -Infinity;
+  #provenMono = -Infinity;
   constructor(
     readonly onRequest: () => void,
     readonly onClose: () => void,
   ) {}
+
+  /** Reads proofs and content from `table` from now on (the relay pushes no proofs to this watch). */
+  useTable(table: TableReader): void {
+    this.#table = table;
+  }
+
+  get readsTable(): boolean {
+    return this.#table !== undefined;
+  }
+
+  /**
+   * What the shared table holds beyond revision `applied` (the mirror's): the prefix's content if the
+   * table's is newer, then the relay's proof if it is new and covered by what the mirror will hold.
+   * At most one read per {@link TABLE_POLL_GAP_MS}; nothing when the table is torn or gone.
+   */
+  poll(applied: number): MirrorBatch[] {
+    const table = this.#table;
+    if (table === undefined || this.#queue.ended) return [];
+    const now = performance.now();
+    if (now - this.#polledMono < TABLE_POLL_GAP_MS) return [];
+    this.#polledMono = now;
+    const header = table.header();
+    if (header === undefined) return [];
+    const out: MirrorBatch[] = [];
+    let held = applied;
+    if (header.bodyRevision > applied) {
+      const body = table.body();
+      if (body !== undefined && body.bodyRevision > applied) {
+        out.push({ type: 'state', revision: body.bodyRevision, kvs: body.kvs });
+        held = body.bodyRevision;
+      }
+    }
+    if (header.provenMono > this.#provenMono && header.proofRevision <= held) {
+      this.#provenMono = header.provenMono;
+      out.push({ type: 'proof', revision: header.proofRevision, provenAtHostMs: header.provenMono });
+    }
+    return out;
+  }
 
   push(batch: MirrorBatch): void {
     this.#queue.push(batch);
   }
 
   fail(err: unknown): void {
+    this.#closeTable();
     this.#queue.fail(err instanceof Error ? err : new Error(String(err)));
+  }
+
+  #closeTable(): void {
+    this.#table?.close();
+    this.#table = undefined;
   }
 
   requestProgress(): void {
@@ -43,6 +103,7 @@ class RelayWatch implements MirrorWatch {
 
   close(): void {
     if (this.#queue.ended) return;
+    this.#closeTable();
     this.onClose();
     this.#queue.close();
   }
@@ -69,6 +130,9 @@ export class RelayClient implements ConfigSource {
   readonly #watches = new Map<number, RelayWatch>();
   /** The current connection's relay shares our clock (from its `hello`). */
   #sameClock = false;
+  /** The current connection's relay keeps shared tables here (from its `hello`). */
+  #tables: string | undefined;
+  #helloed: (() => void) | undefined;
   #closed = false;
 
   private constructor(address: string) {
@@ -91,20 +155,37 @@ export class RelayClient implements ConfigSource {
         m !== null && !this.address.includes('/') ? connect(Number(m[2]), m[1]) : connect(this.address);
       socket.setNoDelay(true);
       this.#sameClock = false;
+      this.#tables = undefined;
       const reader = new LineReader((msg) => this.#onMessage(msg as RelayMessage));
       socket.on('data', (chunk) => reader.push(chunk));
-      socket.once('connect', () => {
+      let settled = false;
+      // Connected once the relay's hello has arrived: what it says decides how watches verify.
+      this.#helloed = () => {
+        settled = true;
+        this.#helloed = undefined;
         this.#socket = socket;
         this.#connecting = undefined;
         resolve(socket);
-      });
+      };
       socket.on('error', (err) => {
+        if (settled) return;
+        settled = true;
         this.#connecting = undefined;
         reject(
           new MusterError('MUSTER_UNAVAILABLE', `cannot reach the relay at ${this.address}`, { cause: err }),
         );
       });
-      socket.on('close', () => this.#lost(socket));
+      socket.on('close', () => {
+        if (!settled) {
+          settled = true; // closed before its hello
+          this.#connecting = undefined;
+          this.#helloed = undefined;
+          reject(
+            new MusterError('MUSTER_UNAVAILABLE', `the relay at ${this.address} closed before its hello`),
+          );
+        }
+        this.#lost(socket);
+      });
     });
     return this.#connecting;
   }
@@ -126,6 +207,8 @@ export class RelayClient implements ConfigSource {
         m.hello.boot === hostBootId() &&
         transit >= 0 &&
         transit <= HELLO_MAX_TRANSIT_MS;
+      this.#tables = this.#sameClock ? (m.hello.tables ?? undefined) : undefined;
+      this.#helloed?.();
       return;
     }
     if ('id' in m) {
@@ -191,6 +274,11 @@ export class RelayClient implements ConfigSource {
     return this.#sameClock;
   }
 
+  /** Whether the relay offers shared tables this process can use (exposed for tests). */
+  get tables(): string | undefined {
+    return this.#tables;
+  }
+
   watch(selector: string | KeySelector, options: MirrorWatchOptions = {}): MirrorWatch {
     if (typeof selector !== 'string')
       throw new MusterError('MUSTER_INVALID_ARGUMENT', 'the relay serves prefixes only');
@@ -205,14 +293,19 @@ export class RelayClient implements ConfigSource {
     this.#watches.set(wid, w);
     options.signal?.addEventListener('abort', () => w.close(), { once: true });
     this.#ensure().then(
-      () =>
+      () => {
+        const table =
+          this.#tables === undefined ? undefined : TableReader.open(tablePath(this.#tables, selector));
+        if (table !== undefined) w.useTable(table);
         this.#send({
           op: 'watch',
           wid,
           prefix: selector,
           from: options.fromRevision ?? 1,
           ...(options.proofEveryMs === undefined ? {} : { every: options.proofEveryMs }),
-        }),
+          ...(table === undefined ? {} : { table: true }),
+        });
+      },
       (err: unknown) => {
         w.fail(err);
       },

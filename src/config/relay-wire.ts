@@ -24,20 +24,29 @@ export type ClientMessage =
       readonly wid: number;
       readonly prefix: string;
       readonly from: number;
-      /** Ask the relay to push a proof of completeness at least this often (ms). */
+      /** Ask the relay for a proof of completeness at least this often (ms). */
       readonly every?: number;
+      /** The client reads the prefix's shared table: no proofs on the socket. */
+      readonly table?: boolean;
     }
   | { readonly op: 'progress'; readonly wid: number }
   | { readonly op: 'unwatch'; readonly wid: number };
 
 /**
  * Relay → client. `hello` comes first on every connection: the relay's boot id and host-monotonic
- * instant, so the client can tell whether the two share a clock. `proof`: every event of watch `wid`
+ * instant, so the client can tell whether the two share a clock, and the directory of its shared
+ * tables (null: none). `proof`: every event of watch `wid`
  * up to revision `proof` has been sent, and the relay's mirror was proven complete `age` ms before
  * host-monotonic instant `mono`, when this line was written.
  */
 export type RelayMessage =
-  | { readonly hello: { readonly boot: string | null; readonly mono: number } }
+  | {
+      readonly hello: {
+        readonly boot: string | null;
+        readonly mono: number;
+        readonly tables?: string | null;
+      };
+    }
   | { readonly wid: number; readonly proof: number; readonly age: number; readonly mono: number }
   | { readonly id: number; readonly kvs: readonly WireKv[]; readonly revision: number }
   | { readonly id: number; readonly revision: number }

@@ -15,15 +15,24 @@
  * the instant it was taken. Idle processes then wake once per verification interval instead of
  * sending a read and waking for its answer, and the relay parses nothing.
  *
+ * A relay on a Unix socket also keeps a **shared table** per prefix (relay-table.ts): a small file
+ * next to the socket holding the prefix's content and the relay's latest proof, rewritten in place.
+ * Clients on the same kernel read it with one `pread` whenever they are asked for a version, so a new
+ * version is held by every process of the host the moment the relay has written it, and proofs reach
+ * them without any wake-up at all. The socket still carries every event (which wakes each process
+ * once per version, to arm its `switch` timer) and the proofs of clients that cannot read the table.
+ *
  * Wire format: newline-delimited JSON (see relay-wire.ts). The agent will later serve the same
  * handles over HTTP.
  */
+import { rmSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import { type Clock, systemClock } from '../clock.js';
 import type { KeyValue, Store, WatchEvent } from '../store/types.js';
 import { type Duration, toMillis } from '../util/duration.js';
 import { hostBootId, hostMonotonicMs } from '../util/host-clock.js';
-import { ProofDrip } from './relay-proofs.js';
+import { MIN_PROOF_PERIOD_MS, ProofDrip } from './relay-proofs.js';
+import { tableDirFor, TableWriter } from './relay-table.js';
 import { DEFAULT_MAX_STALENESS_MS } from './model.js';
 import { type ConfigSource, PrefixMirror } from './mirror.js';
 import { type ClientMessage, encodeEvent, encodeKv, LineReader, type RelayMessage } from './relay-wire.js';
@@ -43,6 +52,13 @@ export interface ConfigRelayOptions {
   maxStaleness?: Duration;
   /** Verification rounds when no client asks. Default: `maxStaleness / 4`. */
   verifyInterval?: Duration;
+  /**
+   * Keep a shared table per prefix next to the socket (`<socket>.tables/`). Default: true when
+   * listening on a Unix socket; never on TCP.
+   */
+  tables?: boolean;
+  /** Called after each table body write (for benchmarks and logs): prefix, revision, host-monotonic ms. */
+  onTableWrite?: (prefix: string, revision: number, hostMono: number) => void;
 }
 
 interface Batch {
@@ -59,12 +75,30 @@ class RelayedPrefix {
   logBase = 0;
   readonly watchers = new Set<ClientWatch>();
   readonly drip: ProofDrip;
+  /** The shortest proof period any watcher asked for (table readers included), ms. */
+  #period: number | undefined;
+  #table: TableWriter | undefined;
 
-  constructor(source: ConfigSource, prefix: string, clock: Clock, stalenessMs: number, intervalMs: number) {
+  constructor(
+    source: ConfigSource,
+    readonly prefix: string,
+    readonly clock: Clock,
+    stalenessMs: number,
+    intervalMs: number,
+    tableDir: string | undefined,
+    readonly onTableWrite: ConfigRelayOptions['onTableWrite'],
+  ) {
     this.drip = new ProofDrip(clock, {
       verifiedMono: () => this.mirror.fresh.verifiedMono,
       applied: () => this.mirror.fresh.applied,
     });
+    if (tableDir !== undefined) {
+      try {
+        this.#table = new TableWriter(tableDir, prefix);
+      } catch {
+        this.#table = undefined; // clients find no table and ask for pushed proofs
+      }
+    }
     this.mirror = new PrefixMirror(
       source,
       prefix,
@@ -72,17 +106,21 @@ class RelayedPrefix {
         onReset: (kvs, revision) => {
           this.kvs.clear();
           for (const kv of kvs) this.kvs.set(kv.key, kv);
+          this.#writeTable(revision);
           this.log = [];
           this.logBase = revision;
           for (const w of this.watchers) w.fail('MUSTER_COMPACTED', 'the relay re-listed; list again');
           this.watchers.clear();
           this.drip.clear();
+          this.#period = undefined;
         },
         onEvents: (events, revision) => {
           for (const e of events) {
             if (e.type === 'put') this.kvs.set(e.kv.key, e.kv);
             else this.kvs.delete(e.kv.key);
           }
+          // The table first: one write, and every process of the host holds the change.
+          this.#writeTable(revision);
           this.log.push({ revision, events });
           if (this.log.length > RELAY_LOG_BATCHES) this.logBase = (this.log.shift() as Batch).revision;
           if (this.watchers.size > 0) {
@@ -92,37 +130,98 @@ class RelayedPrefix {
           }
         },
         onError: () => undefined, // the mirror lists again; clients see it through their watches
-        onVerified: () => this.drip.notify(),
+        onVerified: () => {
+          this.#writeProof();
+          this.drip.notify();
+        },
       },
       {
         clock,
         maxStalenessMs: () => stalenessMs,
-        // As often as the most demanding watcher asks for pushed proofs (never below the round gap).
+        // As often as the most demanding watcher asks for proofs (never below the round gap).
         verifyIntervalMs: () =>
-          Math.max(RELAY_MIN_ROUND_GAP_MS, Math.min(intervalMs, this.drip.period ?? intervalMs)),
+          Math.max(RELAY_MIN_ROUND_GAP_MS, Math.min(intervalMs, this.#period ?? intervalMs)),
         minRoundGapMs: RELAY_MIN_ROUND_GAP_MS,
       },
     );
   }
 
+  /** Whether processes can read this prefix's shared table. */
+  get hasTable(): boolean {
+    return this.#table !== undefined;
+  }
+
+  #writeTable(revision: number): void {
+    if (this.#table === undefined) return;
+    const mono = hostMonotonicMs();
+    try {
+      this.#table.writeBody(this.kvs.values(), revision, mono);
+    } catch {
+      this.#dropTable();
+      return;
+    }
+    this.onTableWrite?.(this.prefix, revision, mono);
+  }
+
+  #writeProof(): void {
+    if (this.#table === undefined) return;
+    const age = this.clock.monotonic() - this.mirror.fresh.verifiedMono;
+    try {
+      this.#table.writeProof(this.mirror.fresh.applied, hostMonotonicMs() - age);
+    } catch {
+      this.#dropTable();
+    }
+  }
+
+  /** A table that cannot be written is removed: its readers stop getting proofs and read instead. */
+  #dropTable(): void {
+    const t = this.#table;
+    this.#table = undefined;
+    if (t === undefined) return;
+    try {
+      t.close();
+    } catch {
+      // already unusable
+    }
+    rmSync(t.path, { force: true });
+  }
+
   add(watch: ClientWatch): void {
     this.watchers.add(watch);
-    if (watch.every > 0) this.drip.add(watch);
+    if (watch.every > 0) {
+      const every = Math.max(MIN_PROOF_PERIOD_MS, watch.every);
+      this.#period = this.#period === undefined ? every : Math.min(this.#period, every);
+      if (!watch.readsTable) this.drip.add(watch);
+    }
   }
 
   delete(watch: ClientWatch): void {
     this.watchers.delete(watch);
     this.drip.delete(watch);
+    let period: number | undefined;
+    for (const w of this.watchers)
+      if (w.every > 0) period = Math.min(period ?? Infinity, Math.max(MIN_PROOF_PERIOD_MS, w.every));
+    this.#period = period;
+  }
+
+  async close(): Promise<void> {
+    this.drip.close();
+    await this.mirror.close();
+    this.#dropTable();
   }
 }
 
-/** A client's watch on a relayed prefix; `every`: the client wants pushed proofs that often (ms; 0: never). */
+/**
+ * A client's watch on a relayed prefix; `every`: the client wants proofs that often (ms; 0: never),
+ * pushed on the socket unless it `readsTable`.
+ */
 class ClientWatch {
   lastProof = -Infinity;
   constructor(
     readonly conn: Connection,
     readonly wid: number,
     readonly every: number,
+    readonly readsTable: boolean,
   ) {}
   writeRaw(line: string): void {
     this.conn.writeRaw(line);
@@ -154,6 +253,7 @@ export class ConfigRelay {
   readonly #clock: Clock;
   readonly #stalenessMs: number;
   readonly #intervalMs: number;
+  readonly #tableDir: string | undefined;
   readonly #prefixes = new Map<string, RelayedPrefix>();
   readonly #conns = new Set<Connection>();
   #closed = false;
@@ -168,6 +268,8 @@ export class ConfigRelay {
       options.verifyInterval === undefined
         ? this.#stalenessMs / 4
         : toMillis(options.verifyInterval, 'verifyInterval');
+    const unix = !/^(.*):(\d+)$/.test(options.listen) || options.listen.includes('/');
+    this.#tableDir = unix && options.tables !== false ? tableDirFor(options.listen) : undefined;
   }
 
   /** Listens on `options.listen` and serves until closed. */
@@ -192,7 +294,15 @@ export class ConfigRelay {
   #prefix(prefix: string): RelayedPrefix {
     let p = this.#prefixes.get(prefix);
     if (p === undefined) {
-      p = new RelayedPrefix(this.#options.store, prefix, this.#clock, this.#stalenessMs, this.#intervalMs);
+      p = new RelayedPrefix(
+        this.#options.store,
+        prefix,
+        this.#clock,
+        this.#stalenessMs,
+        this.#intervalMs,
+        this.#tableDir,
+        this.#options.onTableWrite,
+      );
       this.#prefixes.set(prefix, p);
     }
     return p;
@@ -202,7 +312,9 @@ export class ConfigRelay {
     socket.setNoDelay(true);
     const conn = new Connection(socket);
     this.#conns.add(conn);
-    conn.write({ hello: { boot: hostBootId() ?? null, mono: hostMonotonicMs() } });
+    conn.write({
+      hello: { boot: hostBootId() ?? null, mono: hostMonotonicMs(), tables: this.#tableDir ?? null },
+    });
     const reader = new LineReader((m) => void this.#handle(conn, m as ClientMessage));
     socket.on('data', (chunk) => reader.push(chunk));
     socket.on('error', () => socket.destroy());
@@ -237,7 +349,7 @@ export class ConfigRelay {
           const p = this.#prefix(m.prefix);
           await p.mirror.listed;
           const every = typeof m.every === 'number' && m.every > 0 ? m.every : 0;
-          const watch = new ClientWatch(conn, m.wid, every);
+          const watch = new ClientWatch(conn, m.wid, every, m.table === true && p.hasTable);
           if (m.from - 1 < p.logBase) {
             watch.fail('MUSTER_COMPACTED', `revision ${m.from} is no longer in the relay's log; list again`);
             return;
@@ -278,8 +390,8 @@ export class ConfigRelay {
     this.#closed = true;
     for (const c of this.#conns) c.socket.destroy();
     await new Promise<void>((resolve) => this.#server.close(() => resolve()));
-    for (const p of this.#prefixes.values()) p.drip.close();
-    await Promise.all([...this.#prefixes.values()].map((p) => p.mirror.close()));
+    await Promise.all([...this.#prefixes.values()].map((p) => p.close()));
+    if (this.#tableDir !== undefined) rmSync(this.#tableDir, { recursive: true, force: true });
   }
 
   async [Symbol.asyncDispose](): Promise<void> {

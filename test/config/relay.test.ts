@@ -1,10 +1,19 @@
 import assert from 'node:assert/strict';
+import { fork } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { createServer, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
-import { ConfigRelay, initConfig, openConfig, publishConfig, RelayClient } from '../../src/config/index.js';
+import {
+  ConfigRelay,
+  initConfig,
+  openConfig,
+  publishConfig,
+  readConfig,
+  RelayClient,
+} from '../../src/config/index.js';
+import type { SpinnerMessage } from './fixtures/table-spinner.js';
 import { isMusterError } from '../../src/errors.js';
 import { type ClientMessage, encodeKv, LineReader } from '../../src/config/relay-wire.js';
 import { PreciseClock } from '../../src/demo/precise-clock.js';
@@ -229,4 +238,55 @@ describe('pushed proofs', () => {
       rmSync(dir, { recursive: true, force: true });
     }
   });
+});
+
+describe('shared table', () => {
+  for (const tables of [true, false]) {
+    test(`a process whose event loop is blocked ${tables ? 'holds a new version and stays fresh through the shared table' : 'holds nothing new without a table (control)'}`, async () => {
+      const store = new MemoryStore();
+      await initConfig(store, 't', POLICY);
+      await publishConfig(store, 't', 'a', { in: '400ms' });
+      const dir = mkdtempSync(join(tmpdir(), 'muster-relay-'));
+      const path = join(dir, 'relay.sock');
+      const relay = await ConfigRelay.start({ store, listen: path, maxStaleness: '300ms', tables });
+      const child = fork(new URL('./fixtures/table-spinner.js', import.meta.url), [], {
+        env: { ...process.env, MUSTER_RELAY: path, MUSTER_CONFIG: 't' },
+        stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+      });
+      const next = (): Promise<SpinnerMessage> =>
+        new Promise((resolve, reject) => {
+          child.once('message', (m) => resolve(m as SpinnerMessage));
+          child.once('exit', (code) => reject(new Error(`the spinner exited with ${code}`)));
+        });
+      try {
+        const ready = await next();
+        assert.deepEqual(ready, { t: 'ready', tables });
+        const spun = next();
+        const version = (await readConfig(store, 't')).versions.length + 1;
+        child.send({ t: 'spin', version, ms: 1500 });
+        await new Promise((resolve) => setTimeout(resolve, 200)); // it is spinning now
+        const v = await publishConfig(store, 't', 'b', { in: '400ms' });
+        assert.equal(v.version, version);
+        const r = await spun;
+        assert.ok(r.t === 'spun' && r.asked > 0);
+        if (tables) {
+          assert.equal(r.found, true, 'the new version never reached the blocked process');
+          assert.equal(
+            r.stale,
+            0,
+            `refused ${r.stale} of ${r.asked} calls while the relay was proving itself`,
+          );
+        } else {
+          assert.equal(r.found, false, 'a blocked process without a table cannot have received anything');
+          assert.ok(r.stale > 0, 'without a table, a blocked process must go stale after maxStaleness');
+        }
+      } finally {
+        child.send('stop');
+        await new Promise((resolve) => child.once('exit', resolve));
+        await relay.close();
+        await store.close();
+        rmSync(dir, { recursive: true, force: true });
+      }
+    });
+  }
 });
