@@ -4,10 +4,15 @@
  *
  * 150 worker processes (the seed's figure) hold a configuration; the publisher schedules versions
  * `minLeadTime` ahead, one after another. Reports, per store and per delivery path:
- * - propagation: commit → a worker holds the new version (every worker × version), p50/p99/max. The
- *   clock starts when the publisher *sends* its commit (the transaction), which is before the commit,
- *   so the figure is an upper bound. (The acknowledgement is no good as a start: on a host where 150
- *   processes wake at once, the publisher itself may run tens of milliseconds after the commit.)
+ * - propagation: commit → every process holds the new version, p50/p99/max. The clock starts when the
+ *   publisher *sends* its commit (the transaction), which is before the commit, so the figures are
+ *   upper bounds. (The acknowledgement is no good as a start: on a host where 150 processes wake at
+ *   once, the publisher itself may run tens of milliseconds after the commit.) Through a relay with a
+ *   shared table, a process holds a version from the moment the relay wrote it to the table (its next
+ *   `at()`/`timeline()` returns it, without its event loop running); the relay process reports each
+ *   write, and a checker verifies the claim against every task: a task that started after the write
+ *   must have seen the version. Directly, or without a table, a process holds a version when its own
+ *   handle has applied the event; that figure ("each worker's handle applied it") is printed too.
  * - switch lateness: activation instant → the worker's `switch` handler, p50/p99/max;
  * - wrong-version tasks: the recorder's history checked against the final timeline (must be 0).
  * Delivery paths: `direct` (each worker its own store connection and watch) and `relay` (one
@@ -20,6 +25,7 @@ import { join } from 'node:path';
 import { loadavg } from 'node:os';
 import {
   checkVersionHistory,
+  ConfigKeys,
   type ConfigSource,
   initConfig,
   openConfig,
@@ -32,7 +38,15 @@ import { Fleet } from '../src/demo/fleet.js';
 import { openStore } from '../src/store/index.js';
 import { startEtcd, startTempServe } from '../src/testing/index.js';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { TABLE_POLL_GAP_MS } from '../src/config/relay-client.js';
+import type { TableWriteReport } from '../src/demo/relay-process.js';
 import { arg, latencySummary, quantile } from './stats.js';
+
+/**
+ * A task that started this long after a table write must have seen it: the worker reads the table at
+ * most {@link TABLE_POLL_GAP_MS} late, and two processes' precise clocks agree to about a millisecond.
+ */
+const HOLD_CHECK_MARGIN_MS = TABLE_POLL_GAP_MS + 2;
 
 /** Pause between the fleet being ready and the first publication, so start-up work has drained: 5 s. */
 const SETTLE_MS = 5000;
@@ -70,14 +84,21 @@ async function startBackend(kind: string): Promise<Backend> {
   return { name: 'muster serve', url: serve.url, close: () => serve.close() };
 }
 
-async function startRelay(storeUrl: string, socket: string): Promise<ChildProcess> {
+async function startRelay(
+  storeUrl: string,
+  socket: string,
+  tableWrites: TableWriteReport[],
+): Promise<ChildProcess> {
   const child = fork(new URL('../src/demo/relay-process.js', import.meta.url), [], {
-    env: { ...process.env, MUSTER_STORE: storeUrl, MUSTER_RELAY: socket },
+    env: { ...process.env, MUSTER_STORE: storeUrl, MUSTER_RELAY: socket, MUSTER_RELAY_REPORT: '1' },
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   });
   await new Promise<void>((resolve, reject) => {
     child.once('message', () => resolve());
     child.once('exit', (code) => reject(new Error(`relay exited with ${code}`)));
+  });
+  child.on('message', (m: TableWriteReport) => {
+    if (m.t === 'table') tableWrites.push(m);
   });
   return child;
 }
@@ -97,7 +118,8 @@ async function runOne(
   await publishConfig(store, name, { include_mood: false, delay_ms: 0 }, { in: lead });
   const dir = mkdtempSync(join(tmpdir(), 'muster-relay-'));
   const socket = join(dir, 'relay.sock');
-  const relay = via === 'relay' ? await startRelay(backend.url, socket) : undefined;
+  const tableWrites: TableWriteReport[] = [];
+  const relay = via === 'relay' ? await startRelay(backend.url, socket, tableWrites) : undefined;
   const started = Date.now();
   const fleet = await Fleet.start({
     store: backend.url,
@@ -129,6 +151,8 @@ async function runOne(
     idleSecs
   ).toFixed(1)}%`;
   const publishedAt = new Map<number, number>();
+  const revisionOf = new Map<number, number>();
+  const keys = new ConfigKeys(name);
   const publishMs: number[] = [];
   // Reference watchers in this process: one straight on the store, one through the relay (if any).
   const probes: { label: string; at: Map<number, number>; close: () => Promise<void> }[] = [];
@@ -166,6 +190,8 @@ async function runOne(
       if (i > 0) {
         publishedAt.set(v.version, commitSentAt ?? t0);
         publishMs.push(acked - t0);
+        const kv = (await store.range(keys.version(v.version))).kvs[0];
+        if (kv !== undefined) revisionOf.set(v.version, kv.modRevision);
       }
       await fleet
         .waitFor(
@@ -193,6 +219,22 @@ async function runOne(
   const propagation = fleet.received
     .filter((r) => publishedAt.has(r.version))
     .map((r) => r.at - (publishedAt.get(r.version) as number));
+  // Through the shared table: when the relay wrote each version, and whether every task after that held it.
+  const tableAt = new Map<number, number>();
+  for (const [version, revision] of revisionOf) {
+    const w = tableWrites.find((x) => x.revision >= revision);
+    if (w !== undefined) tableAt.set(version, w.at);
+  }
+  let heldAfter = 0;
+  const notHeld: string[] = [];
+  for (const [version, at] of tableAt) {
+    for (const h of fleet.held) {
+      if (h.startedAt <= at + HOLD_CHECK_MARGIN_MS) continue;
+      heldAfter++;
+      if (h.newest < version)
+        notHeld.push(`${h.worker} at +${(h.startedAt - at).toFixed(1)} ms held ${h.newest} < ${version}`);
+    }
+  }
   const slowest = [...publishedAt].map(([version, t0]) => {
     const got = fleet.received.filter((r) => r.version === version);
     const last = got.reduce((a, b) => (b.at > a.at ? b : a), got[0] as (typeof got)[number]);
@@ -214,11 +256,21 @@ async function runOne(
   );
   console.log(`  steady state (tasks running, no publication), CPU: ${steady}`);
   console.log(`  publish call (read policy + commit, fsync included): ${latencySummary(publishMs)}`);
-  console.log(`  propagation (commit → a worker holds it):   ${latencySummary(propagation)}`);
+  if (relay !== undefined) {
+    const toTable = [...tableAt].map(([v, at]) => at - (publishedAt.get(v) as number));
+    console.log(
+      `  workers reading the shared table: ${fleet.tableReaders} of ${workers}; tables written for ${tableAt.size} of ${publishedAt.size} versions`,
+    );
+    console.log(`  propagation (commit → table written: every process holds it): ${latencySummary(toTable)}`);
+    console.log(
+      `  hold check: ${heldAfter} tasks started ≥ ${HOLD_CHECK_MARGIN_MS} ms after a table write; ${notHeld.length} did not hold that version${notHeld.length > 0 ? ` (${notHeld.slice(0, 3).join('; ')})` : ''}`,
+    );
+  }
+  console.log(`  propagation (commit → each worker's handle applied it): ${latencySummary(propagation)}`);
   console.log(
-    `  propagation to every worker (per version):   p50 ${quantile(everyone, 0.5).toFixed(2)} ms, max ${Math.max(...everyone).toFixed(2)} ms`,
+    `  … to the last worker (per version):   p50 ${quantile(everyone, 0.5).toFixed(2)} ms, max ${Math.max(...everyone).toFixed(2)} ms`,
   );
-  console.log(`  last worker to hold each version (ms): ${slowest.join(', ')}`);
+  console.log(`  last worker to apply each version (ms): ${slowest.join(', ')}`);
   console.log(`  switch lateness (instant → switch handler):  ${latencySummary(lateness)}`);
   const perVersion = (label: string, rows: readonly { version: number; ms: number }[]): void => {
     const cells = [...publishedAt.keys()].map((v) => {

@@ -4,8 +4,9 @@
  * It opens a configuration handle and runs a stream of small ping/pong tasks (the seed's
  * PongHandler): each task asks the configuration *at its own start time* and reports which version it
  * used, or that it was refused. Reports go to the parent over the IPC channel:
- * - `{ t: 'ready' }`, then, every flush interval, one `{ t: 'batch', messages }` holding
- * - `{ t: 'tasks', tasks: [[startedAt, version | null, code?], …] }`;
+ * - `{ t: 'ready', tables }` (tables: it reads the relay's shared table), then, every flush interval, one `{ t: 'batch', messages }` holding
+ * - `{ t: 'tasks', tasks: [[startedAt, version | null, code?, newest?], …] }` (newest: the highest
+ *   version number the handle held when the task asked);
  * - `{ t: 'version', version, activateAt, at }` when a version is received (for propagation);
  * - `{ t: 'switch', version, activateAt, at, latenessMs }` from the handle's `switch` event.
  * Receipts and switches are timestamped when they happen and sent with the next flush: reporting at
@@ -29,10 +30,11 @@ export interface PongSettings {
   readonly delay_ms: number;
 }
 
-export type TaskTuple = [startedAt: number, version: number | null, code?: string];
+/** One task: start time, version used (null: refused, with the error code), newest version held. */
+export type TaskTuple = [startedAt: number, version: number | null, code?: string, newest?: number];
 
 export type WorkerMessage =
-  | { t: 'ready' }
+  | { t: 'ready'; tables?: boolean }
   | { t: 'tasks'; tasks: TaskTuple[] }
   | { t: 'version'; version: number; activateAt: number; at: number; cancelled: boolean }
   | { t: 'switch'; version: number; activateAt: number; at: number; latenessMs: number }
@@ -66,7 +68,7 @@ async function main(): Promise<void> {
     }),
   );
   await handle.ready();
-  send({ t: 'ready' });
+  send({ t: 'ready', tables: store instanceof RelayClient && store.tables !== undefined });
 
   let stopping = false;
   let pending: TaskTuple[] = [];
@@ -92,7 +94,9 @@ async function main(): Promise<void> {
       pending.push([startedAt, null, isMusterError(err) ? err.code : 'ERROR']);
       return;
     }
-    pending.push([startedAt, version]);
+    let newest = version;
+    for (const v of handle.timeline().versions) if (v.version > newest) newest = v.version;
+    pending.push([startedAt, version, undefined, newest]);
     const pong = {
       pong: ++pongs,
       ...(settings.include_mood ? { mood: pongs % 2 ? 'happy' : 'grumpy' } : {}),

@@ -44,6 +44,10 @@ export class Fleet {
   readonly tasks: TaskRecord[] = [];
   readonly received: WorkerEvent[] = [];
   readonly switches: (WorkerEvent & { readonly latenessMs: number })[] = [];
+  /** Per task that ran: when it started and the newest version its worker held then. */
+  readonly held: { readonly worker: string; readonly startedAt: number; readonly newest: number }[] = [];
+  /** Workers that read a relay's shared table (from their `ready`). */
+  tableReaders = 0;
   readonly #children: ChildProcess[] = [];
   readonly #listeners = new Set<FleetListener>();
   readonly #exited: Promise<void>[] = [];
@@ -109,9 +113,13 @@ export class Fleet {
         return;
       case 'ready':
         this.#ready++;
+        if (m.tables === true) this.tableReaders++;
         break;
       case 'tasks':
-        for (const [startedAt, version] of m.tasks) this.tasks.push({ worker, startedAt, version });
+        for (const [startedAt, version, , newest] of m.tasks) {
+          this.tasks.push({ worker, startedAt, version });
+          if (newest !== undefined) this.held.push({ worker, startedAt, newest });
+        }
         break;
       case 'version':
         if (!m.cancelled)
