@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import {
   cancelConfig,
+  ConfigRelay,
   type ConfigVersion,
   diffValues,
   initConfig,
@@ -203,6 +204,8 @@ export function registerConfigCommands(program: Command): void {
       });
     });
 
+  registerRelayCommand(config);
+
   config
     .command('watch')
     .description('follow a configuration: versions received, switches, staleness (Ctrl-C to stop)')
@@ -266,6 +269,61 @@ export function registerConfigCommands(program: Command): void {
         process.off('SIGINT', onSignal);
         process.off('SIGTERM', onSignal);
         await h.close();
+      });
+    });
+}
+
+/**
+ * `muster config relay`: the per-host relay as a daemon (the agent will run the same thing). Serves
+ * every configuration its clients ask for on a Unix socket, with a shared table per configuration,
+ * until SIGINT or SIGTERM; then closes the socket and removes the tables.
+ */
+function registerRelayCommand(config: Command): void {
+  config
+    .command('relay')
+    .description(
+      "serve this host's processes over a local socket: one watch on the store for all of them, " +
+        'and a shared table they read without waking (Ctrl-C to stop)',
+    )
+    .requiredOption('--listen <path>', 'Unix socket to listen on, e.g. /run/muster/relay.sock')
+    .option('--max-staleness <duration>', "bound for the relay's own proofs", '2s')
+    .option('--no-tables', 'no shared tables: processes get proofs pushed on the socket instead')
+    .addOption(storeOption())
+    .addOption(jsonOption())
+    .action(async (opts: StoreOpts & { listen: string; maxStaleness: string; tables: boolean }) => {
+      await withStore(opts.store, async (store) => {
+        const relay = await ConfigRelay.start({
+          store,
+          listen: opts.listen,
+          maxStaleness: opts.maxStaleness,
+          tables: opts.tables,
+        });
+        const tables = relay.tables;
+        if (opts.json === true)
+          out(
+            JSON.stringify({
+              time: iso(Date.now()),
+              event: 'listening',
+              socket: relay.address,
+              tables: tables ?? null,
+            }),
+          );
+        else
+          out(
+            `relay listening on ${relay.address}${tables === undefined ? ' (no shared tables)' : `, shared tables in ${tables}`}`,
+          );
+        const stop = new AbortController();
+        const onSignal = (): void => stop.abort();
+        process.once('SIGINT', onSignal);
+        process.once('SIGTERM', onSignal);
+        await new Promise<void>((resolve) =>
+          stop.signal.addEventListener('abort', () => resolve(), { once: true }),
+        );
+        process.off('SIGINT', onSignal);
+        process.off('SIGTERM', onSignal);
+        await relay.close();
+        if (opts.json === true) out(JSON.stringify({ time: iso(Date.now()), event: 'closed' }));
+        else out('relay closed');
       });
     });
 }

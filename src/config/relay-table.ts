@@ -65,9 +65,9 @@ export class TableWriter {
   #closed = false;
 
   constructor(dir: string, prefix: string) {
-    mkdirSync(dir, { recursive: true, mode: 0o755 });
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
     this.path = tablePath(dir, prefix);
-    this.#fd = openSync(this.path, 'w+', 0o644);
+    this.#fd = openSync(this.path, 'w+', 0o600);
     this.#writeHeader();
   }
 

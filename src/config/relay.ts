@@ -25,8 +25,9 @@
  * Wire format: newline-delimited JSON (see relay-wire.ts). The agent will later serve the same
  * handles over HTTP.
  */
-import { rmSync } from 'node:fs';
-import { createServer, type Server, type Socket } from 'node:net';
+import { rmSync, unlinkSync } from 'node:fs';
+import { connect, createServer, type Server, type Socket } from 'node:net';
+import { MusterError } from '../errors.js';
 import { type Clock, systemClock } from '../clock.js';
 import type { KeyValue, Store, WatchEvent } from '../store/types.js';
 import { type Duration, toMillis } from '../util/duration.js';
@@ -272,15 +273,36 @@ export class ConfigRelay {
     this.#tableDir = unix && options.tables !== false ? tableDirFor(options.listen) : undefined;
   }
 
+  /** The directory of the shared tables, if the relay keeps them. */
+  get tables(): string | undefined {
+    return this.#tableDir;
+  }
+
   /** Listens on `options.listen` and serves until closed. */
   static async start(options: ConfigRelayOptions): Promise<ConfigRelay> {
     const server = createServer({ noDelay: true });
     const m = /^(.*):(\d+)$/.exec(options.listen);
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      if (m !== null && !options.listen.includes('/')) server.listen(Number(m[2]), m[1], resolve);
-      else server.listen(options.listen, resolve);
-    });
+    const tcp = m !== null && !options.listen.includes('/');
+    const listen = (): Promise<void> =>
+      new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        if (tcp) server.listen(Number(m[2]), m[1], resolve);
+        else server.listen(options.listen, resolve);
+      });
+    try {
+      await listen();
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw err;
+      // A Unix socket left behind by a relay that died is taken over; a live relay's is not.
+      if (tcp || (await answers(options.listen)))
+        throw new MusterError(
+          'MUSTER_ALREADY_EXISTS',
+          `another relay is listening on ${options.listen}; stop it first or choose another address`,
+          { cause: err },
+        );
+      unlinkSync(options.listen);
+      await listen();
+    }
     const a = server.address();
     const relay = new ConfigRelay(
       server,
@@ -397,4 +419,13 @@ export class ConfigRelay {
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
   }
+}
+
+/** Whether something accepts connections on Unix socket `path`. */
+function answers(path: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = connect(path);
+    s.once('connect', () => (s.destroy(), resolve(true)));
+    s.once('error', () => resolve(false));
+  });
 }

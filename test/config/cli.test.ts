@@ -1,11 +1,13 @@
 /** `muster config …` end to end, as separate CLI processes against an in-process `muster serve`. */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createInterface } from 'node:readline';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
+import { openConfig, RelayClient } from '../../src/config/index.js';
 import { type MusterServer, startServer } from '../../src/server/index.js';
 
 const bin = new URL('../../../bin/muster.js', import.meta.url).pathname;
@@ -101,5 +103,69 @@ describe('muster config CLI', () => {
     assert.match(late.stderr, /^MUSTER_LEAD_TIME: /);
     const unknown = await muster('config', 'get', 'nope');
     assert.match(unknown.stderr, /^MUSTER_NOT_FOUND: /);
+  });
+
+  test('config relay: serves processes with shared tables, refuses a second relay, takes over a dead one, cleans up', async () => {
+    const f = (name: string): string => join(dir, name);
+    assert.equal((await muster('config', 'init', 'relayed')).code, 0);
+    assert.equal((await muster('config', 'set', 'relayed', '--file', f('v1.json'), '--in', '5s')).code, 0);
+    const socket = join(dir, 'relay.sock');
+    const startRelay = async (): Promise<{ child: ChildProcess; lines: AsyncIterator<string> }> => {
+      const child = spawn(
+        process.execPath,
+        [bin, 'config', 'relay', '--listen', socket, '--json', '--store', server.url],
+        { stdio: ['ignore', 'pipe', 'pipe'] },
+      );
+      const lines = createInterface({ input: child.stdout as NodeJS.ReadableStream })[Symbol.asyncIterator]();
+      return { child, lines };
+    };
+    const first = await startRelay();
+    const listening = JSON.parse((await first.lines.next()).value as string) as {
+      event: string;
+      tables: string;
+    };
+    assert.equal(listening.event, 'listening');
+    assert.equal(listening.tables, `${socket}.tables`);
+
+    const client = await RelayClient.connect(socket);
+    const h = openConfig(client, 'relayed');
+    try {
+      await h.ready();
+      assert.equal(client.tables, listening.tables);
+      assert.deepEqual(
+        h.timeline().versions.map((v) => v.version),
+        [1],
+      );
+    } finally {
+      await h.close();
+      await client.close();
+    }
+
+    const second = await muster('config', 'relay', '--listen', socket);
+    assert.equal(second.code, 1);
+    assert.match(second.stderr, /^MUSTER_ALREADY_EXISTS: another relay is listening on /);
+
+    first.child.kill('SIGTERM');
+    assert.equal(
+      (JSON.parse((await first.lines.next()).value as string) as { event: string }).event,
+      'closed',
+    );
+    const code = await new Promise<number | null>((resolve) => first.child.once('exit', (c) => resolve(c)));
+    assert.equal(code, 0);
+    assert.equal(existsSync(listening.tables), false, 'the relay left its tables behind');
+
+    // A relay killed outright leaves its socket; the next one takes it over.
+    const killed = await startRelay();
+    await killed.lines.next();
+    killed.child.kill('SIGKILL');
+    await new Promise((resolve) => killed.child.once('exit', resolve));
+    assert.equal(existsSync(socket), true);
+    const next = await startRelay();
+    assert.equal(
+      (JSON.parse((await next.lines.next()).value as string) as { event: string }).event,
+      'listening',
+    );
+    next.child.kill('SIGTERM');
+    await new Promise((resolve) => next.child.once('exit', resolve));
   });
 });
