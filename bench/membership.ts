@@ -19,11 +19,12 @@ import { openStore } from '../src/store/index.js';
 import type { Store } from '../src/store/types.js';
 import { type EtcdCluster, startEtcd } from '../src/testing/index.js';
 import { toMillis } from '../src/util/duration.js';
+import { hostWallMs } from '../src/util/host-clock.js';
 import { fmt, latencySummary } from './stats.js';
 
 const FIXTURE = new URL('../test/membership/fixtures/member.js', import.meta.url).pathname;
 /** Wall-clock ms with sub-ms precision, comparable across processes on one machine. */
-const wallNow = (): number => performance.timeOrigin + performance.now();
+const wallNow = (): number => hostWallMs();
 
 interface Child {
   readonly id: string;

@@ -19,7 +19,7 @@ import type { KeySelector, RangeOptions, RangeResult } from '../store/types.js';
 import { WatchQueue } from '../store/watch-queue.js';
 import { hostBootId, hostMonotonicMs } from '../util/host-clock.js';
 import type { ConfigSource, MirrorBatch, MirrorWatch, MirrorWatchOptions } from './mirror.js';
-import { TableReader, tablePath } from './relay-table.js';
+import { type TableHeader, TableReader, tablePath } from './relay-table.js';
 import { type ClientMessage, decodeEvent, decodeKv, LineReader, type RelayMessage } from './relay-wire.js';
 
 /** A `hello` older than this on arrival means the relay's clock is not ours: 1 s. */
@@ -65,15 +65,18 @@ class RelayWatch implements MirrorWatch {
     const now = performance.now();
     if (now - this.#polledMono < TABLE_POLL_GAP_MS) return [];
     this.#polledMono = now;
-    const header = table.header();
+    let header: TableHeader | undefined = table.header();
     if (header === undefined) return [];
     const out: MirrorBatch[] = [];
     let held = applied;
     if (header.bodyRevision > applied) {
       const body = table.body();
-      if (body !== undefined && body.bodyRevision > applied) {
-        out.push({ type: 'state', revision: body.bodyRevision, kvs: body.kvs });
-        held = body.bodyRevision;
+      if (body !== undefined) {
+        header = body; // read with the body: at least as new
+        if (body.bodyRevision > applied) {
+          out.push({ type: 'state', revision: body.bodyRevision, kvs: body.kvs });
+          held = body.bodyRevision;
+        }
       }
     }
     if (header.provenMono > this.#provenMono && header.proofRevision <= held) {

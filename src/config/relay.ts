@@ -161,7 +161,11 @@ class RelayedPrefix {
       this.#dropTable();
       return;
     }
-    this.onTableWrite?.(this.prefix, revision, mono);
+    try {
+      this.onTableWrite?.(this.prefix, revision, mono);
+    } catch {
+      // an observer's failure is not the relay's
+    }
   }
 
   #writeProof(): void {

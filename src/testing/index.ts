@@ -21,6 +21,7 @@ export {
 } from './fault-proxy.js';
 export {
   historyNow,
+  historyTimeOf,
   MemoryHistory,
   FileHistory,
   readHistory,

@@ -4,14 +4,21 @@
  * clock that all processes of one machine share, to a JSON-lines file or to memory.
  */
 import { appendFileSync, readFileSync } from 'node:fs';
+import { hostWallMs } from '../util/host-clock.js';
 
 /**
- * Milliseconds on a clock shared by every process of one machine: the process's time origin plus
- * its monotonic time. Unlike `Date.now()` it does not jump within a process; across processes it
- * agrees to well under a millisecond (both are derived from the same system clock at start-up).
+ * Milliseconds on a clock shared by every process of one machine ({@link hostWallMs}: the host's
+ * monotonic clock plus a calibrated offset). Unlike `Date.now()` it does not jump within a process,
+ * and across processes it agrees to microseconds. (`performance.timeOrigin + performance.now()`
+ * does not: a process started on a busy host had its origin 141 ms off.)
  */
 export function historyNow(): number {
-  return performance.timeOrigin + performance.now();
+  return hostWallMs();
+}
+
+/** {@link historyNow} time of an instant on this process's `performance.now()` clock (the system clock's monotonic). */
+export function historyTimeOf(monotonic: number): number {
+  return monotonic - performance.now() + hostWallMs();
 }
 
 /** Fields every ownership event has. */

@@ -27,3 +27,45 @@ export function hostBootId(): string | undefined {
   }
   return boot ?? undefined;
 }
+
+/** A tick of `Date.now()` counts only if it is bracketed this closely by monotonic readings: 20 µs. */
+const CALIBRATION_GAP_MS = 0.02;
+/** Calibration gives up on a tight bracket after this long and takes the best bound it has: 200 ms. */
+const CALIBRATION_BUDGET_MS = 200;
+
+let wallOffset: number | undefined;
+
+/**
+ * `wall − hostMonotonicMs()`, to about 10 µs. `Date.now()` truncates the wall clock to whole ms, so
+ * the offset shows where it ticks over: each `Date.now()` reading is bracketed by two monotonic ones,
+ * and a tick between two consecutive readings that lie within {@link CALIBRATION_GAP_MS} pins the
+ * instant the wall clock reached the new millisecond. (`performance.timeOrigin` is no substitute:
+ * Node reads it at start-up, and a process started on a busy host was seen 141 ms off.)
+ */
+function calibrate(): number {
+  const start = hostMonotonicMs();
+  let best = -Infinity; // every reading gives a lower bound: wall ≥ d when the monotonic clock read m2
+  let prev: { d: number; m1: number } | undefined;
+  for (;;) {
+    const m1 = hostMonotonicMs();
+    const d = Date.now();
+    const m2 = hostMonotonicMs();
+    if (d - m2 > best) best = d - m2;
+    // The wall clock reached d after the previous reading began (m1 of prev) and before this one ended.
+    if (prev !== undefined && d !== prev.d && m2 - prev.m1 < CALIBRATION_GAP_MS)
+      return d - (prev.m1 + m2) / 2;
+    if (m2 - start > CALIBRATION_BUDGET_MS) return best + 0.5;
+    prev = { d, m1 };
+  }
+}
+
+/**
+ * Wall-clock milliseconds with sub-millisecond resolution that every process of one host agrees on:
+ * the host's monotonic clock plus an offset calibrated once per process against `Date.now()`. For
+ * timestamps compared across processes (histories, benchmarks); it does not follow later steps of
+ * the wall clock, which `Date.now()` does.
+ */
+export function hostWallMs(): number {
+  wallOffset ??= calibrate();
+  return hostMonotonicMs() + wallOffset;
+}

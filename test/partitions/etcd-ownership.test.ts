@@ -12,6 +12,7 @@ import {
   ETCD_INSTALL_HINT,
   type EtcdCluster,
   historyNow,
+  historyTimeOf,
   MemoryHistory,
   needBinary,
   recordingWorker,
@@ -57,7 +58,7 @@ describe('partition ownership on a real etcd', { skip: needBinary('etcd', ETCD_I
           sink: history,
           instance: id,
           now: historyNow,
-          toHistoryTime: (m) => performance.timeOrigin + m,
+          toHistoryTime: historyTimeOf,
           clock: systemClock,
         }),
       });
