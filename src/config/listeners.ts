@@ -23,14 +23,25 @@ export class Listeners<E> {
   }
 
   emit<K extends keyof E>(event: K, payload: E[K]): void {
+    this.prepare(event)?.(payload);
+  }
+
+  /**
+   * The listeners of `event` as they are now, as one function; `undefined` when there are none. For
+   * an emit whose moment matters: everything but the calls is done beforehand.
+   */
+  prepare<K extends keyof E>(event: K): ((payload: E[K]) => void) | undefined {
     const set = this.#map.get(event);
-    if (set === undefined) return;
-    for (const fn of [...set]) {
-      try {
-        (fn as (payload: E[K]) => void)(payload);
-      } catch (err) {
-        process.emitWarning(`a '${String(event)}' listener threw: ${String(err)}`, 'MusterListenerWarning');
+    if (set === undefined || set.size === 0) return undefined;
+    const fns = [...set] as ((payload: E[K]) => void)[];
+    return (payload) => {
+      for (const fn of fns) {
+        try {
+          fn(payload);
+        } catch (err) {
+          process.emitWarning(`a '${String(event)}' listener threw: ${String(err)}`, 'MusterListenerWarning');
+        }
       }
-    }
+    };
   }
 }

@@ -63,7 +63,7 @@ async function main(): Promise<void> {
       t: 'switch',
       version: s.version.version,
       activateAt: s.version.activateAt,
-      at: clock.now(),
+      at: s.version.activateAt + s.latenessMs, // the handle's own reading, not a second one
       latenessMs: s.latenessMs,
     }),
   );
