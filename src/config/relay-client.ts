@@ -50,10 +50,6 @@ class RelayWatch implements MirrorWatch {
     this.#table = table;
   }
 
-  get readsTable(): boolean {
-    return this.#table !== undefined;
-  }
-
   /**
    * What the shared table holds beyond revision `applied` (the mirror's): the prefix's content if the
    * table's is newer, then the relay's proof if it is new and covered by what the mirror will hold.
