@@ -263,18 +263,14 @@ export class ConfigRelay {
   readonly #conns = new Set<Connection>();
   #closed = false;
 
-  private constructor(server: Server, address: string, options: ConfigRelayOptions) {
+  private constructor(server: Server, address: string, options: ConfigRelayOptions, settings: RelaySettings) {
     this.#server = server;
     this.address = address;
     this.#options = options;
-    this.#clock = options.clock ?? systemClock;
-    this.#stalenessMs = toMillis(options.maxStaleness ?? DEFAULT_MAX_STALENESS_MS, 'maxStaleness');
-    this.#intervalMs =
-      options.verifyInterval === undefined
-        ? this.#stalenessMs / 4
-        : toMillis(options.verifyInterval, 'verifyInterval');
-    const unix = !/^(.*):(\d+)$/.test(options.listen) || options.listen.includes('/');
-    this.#tableDir = unix && options.tables !== false ? tableDirFor(options.listen) : undefined;
+    this.#clock = settings.clock;
+    this.#stalenessMs = settings.stalenessMs;
+    this.#intervalMs = settings.intervalMs;
+    this.#tableDir = settings.tableDir;
   }
 
   /** The directory of the shared tables, if the relay keeps them. */
@@ -284,6 +280,7 @@ export class ConfigRelay {
 
   /** Listens on `options.listen` and serves until closed. */
   static async start(options: ConfigRelayOptions): Promise<ConfigRelay> {
+    const settings = relaySettings(options); // bad input throws before anything is opened
     const server = createServer({ noDelay: true });
     const m = /^(.*):(\d+)$/.exec(options.listen);
     const tcp = m !== null && !options.listen.includes('/');
@@ -294,24 +291,34 @@ export class ConfigRelay {
         else server.listen(options.listen, resolve);
       });
     try {
-      await listen();
+      try {
+        await listen();
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw err;
+        // A Unix socket left behind by a relay that died is taken over; a live relay's is not.
+        if (tcp || (await answers(options.listen)))
+          throw new MusterError(
+            'MUSTER_ADDRESS_IN_USE',
+            `another relay is listening on ${options.listen}; stop it first or choose another address`,
+            { cause: err, details: { listen: options.listen } },
+          );
+        unlinkSync(options.listen);
+        await listen();
+      }
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw err;
-      // A Unix socket left behind by a relay that died is taken over; a live relay's is not.
-      if (tcp || (await answers(options.listen)))
-        throw new MusterError(
-          'MUSTER_ALREADY_EXISTS',
-          `another relay is listening on ${options.listen}; stop it first or choose another address`,
-          { cause: err },
-        );
-      unlinkSync(options.listen);
-      await listen();
+      if (err instanceof MusterError) throw err;
+      throw new MusterError(
+        'MUSTER_INVALID_ARGUMENT',
+        `cannot listen on ${options.listen}: ${(err as Error).message}; check that its directory exists and is writable`,
+        { cause: err, details: { listen: options.listen } },
+      );
     }
     const a = server.address();
     const relay = new ConfigRelay(
       server,
       typeof a === 'string' || a === null ? options.listen : `${a.address}:${a.port}`,
       options,
+      settings,
     );
     server.on('connection', (socket) => relay.#accept(socket));
     return relay;
@@ -423,6 +430,29 @@ export class ConfigRelay {
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
   }
+}
+
+interface RelaySettings {
+  readonly clock: Clock;
+  readonly stalenessMs: number;
+  readonly intervalMs: number;
+  readonly tableDir: string | undefined;
+}
+
+/** The relay's settings from its options; throws `MUSTER_INVALID_ARGUMENT` on bad durations. */
+function relaySettings(options: ConfigRelayOptions): RelaySettings {
+  const stalenessMs = toMillis(options.maxStaleness ?? DEFAULT_MAX_STALENESS_MS, 'maxStaleness');
+  const intervalMs =
+    options.verifyInterval === undefined
+      ? stalenessMs / 4
+      : toMillis(options.verifyInterval, 'verifyInterval');
+  const unix = !/^(.*):(\d+)$/.test(options.listen) || options.listen.includes('/');
+  return {
+    clock: options.clock ?? systemClock,
+    stalenessMs,
+    intervalMs,
+    tableDir: unix && options.tables !== false ? tableDirFor(options.listen) : undefined,
+  };
 }
 
 /** Whether something accepts connections on Unix socket `path`. */
