@@ -114,6 +114,8 @@ export class PrefixMirror {
   #pushed = false;
   #tick: TimerHandle | undefined;
   #roundInFlight = false;
+  /** True while a batch is being applied (hooks run synchronously inside). */
+  #taking = false;
   /** The proof `onVerified` was last called for. */
   #notifiedMono = -Infinity;
   #lastRoundMono = -Infinity;
@@ -274,7 +276,9 @@ export class PrefixMirror {
    */
   poll(): void {
     const watch = this.#watch;
-    if (watch?.poll === undefined || this.closed) return;
+    // Not while a batch is being applied (a hook's listener asking the handle): the table's newer
+    // state would land in the middle of it, and the rest of the batch would then undo part of it.
+    if (watch?.poll === undefined || this.closed || this.#taking) return;
     const batches = watch.poll(this.fresh.applied);
     if (batches.length === 0) return;
     for (const b of batches) this.#take(b);
@@ -282,6 +286,15 @@ export class PrefixMirror {
   }
 
   #take(batch: MirrorBatch): void {
+    this.#taking = true;
+    try {
+      this.#takeOne(batch);
+    } finally {
+      this.#taking = false;
+    }
+  }
+
+  #takeOne(batch: MirrorBatch): void {
     switch (batch.type) {
       case 'progress':
         this.fresh.progressReceived(batch.revision);

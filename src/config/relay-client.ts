@@ -32,6 +32,9 @@ export const HELLO_MAX_TRANSIT_MS = 1000;
  */
 export const TABLE_POLL_GAP_MS = 1;
 
+/** A relay that has not sent its hello this long after accepting is given up on: 2 s. */
+export const HELLO_TIMEOUT_MS = 2000;
+
 type Pending = { resolve: (m: RelayMessage) => void; reject: (e: Error) => void };
 
 /** A watch through the relay: the relay's batches, queued for one consumer, and its shared table. */
@@ -100,6 +103,10 @@ class RelayWatch implements MirrorWatch {
     if (!this.#queue.ended) this.onRequest();
   }
 
+  get ended(): boolean {
+    return this.#queue.ended;
+  }
+
   close(): void {
     if (this.#queue.ended) return;
     this.#closeTable();
@@ -132,6 +139,8 @@ export class RelayClient implements ConfigSource {
   /** The current connection's relay keeps shared tables here (from its `hello`). */
   #tables: string | undefined;
   #helloed: (() => void) | undefined;
+  /** The socket of a connection still waiting for its hello (closed by {@link close}). */
+  #pendingSocket: Socket | undefined;
   #closed = false;
 
   private constructor(address: string) {
@@ -153,36 +162,51 @@ export class RelayClient implements ConfigSource {
       const socket =
         m !== null && !this.address.includes('/') ? connect(Number(m[2]), m[1]) : connect(this.address);
       socket.setNoDelay(true);
+      this.#pendingSocket = socket;
       this.#sameClock = false;
       this.#tables = undefined;
+      // A relay that accepts but never says hello (stopped, or not a relay) is not a connection.
+      const helloTimer = setTimeout(() => {
+        socket.destroy(
+          new MusterError(
+            'MUSTER_UNAVAILABLE',
+            `the relay at ${this.address} sent no hello within ${HELLO_TIMEOUT_MS} ms`,
+          ),
+        );
+      }, HELLO_TIMEOUT_MS);
       const reader = new LineReader((msg) => this.#onMessage(msg as RelayMessage));
       socket.on('data', (chunk) => reader.push(chunk));
       let settled = false;
       // Connected once the relay's hello has arrived: what it says decides how watches verify.
       this.#helloed = () => {
         settled = true;
+        clearTimeout(helloTimer);
         this.#helloed = undefined;
+        this.#pendingSocket = undefined;
         this.#socket = socket;
         this.#connecting = undefined;
         resolve(socket);
       };
-      socket.on('error', (err) => {
+      const fail = (err: MusterError): void => {
         if (settled) return;
         settled = true;
+        clearTimeout(helloTimer);
         this.#connecting = undefined;
-        reject(
-          new MusterError('MUSTER_UNAVAILABLE', `cannot reach the relay at ${this.address}`, { cause: err }),
-        );
-      });
+        this.#helloed = undefined;
+        if (this.#pendingSocket === socket) this.#pendingSocket = undefined;
+        reject(err);
+      };
+      socket.on('error', (err) =>
+        fail(
+          err instanceof MusterError
+            ? err
+            : new MusterError('MUSTER_UNAVAILABLE', `cannot reach the relay at ${this.address}`, {
+                cause: err,
+              }),
+        ),
+      );
       socket.on('close', () => {
-        if (!settled) {
-          settled = true; // closed before its hello
-          this.#connecting = undefined;
-          this.#helloed = undefined;
-          reject(
-            new MusterError('MUSTER_UNAVAILABLE', `the relay at ${this.address} closed before its hello`),
-          );
-        }
+        fail(new MusterError('MUSTER_UNAVAILABLE', `the relay at ${this.address} closed before its hello`));
         this.#lost(socket);
       });
     });
@@ -234,7 +258,7 @@ export class RelayClient implements ConfigSource {
   }
 
   async #call(make: (id: number) => ClientMessage, signal?: AbortSignal): Promise<RelayMessage> {
-    await this.#ensure();
+    await abortable(this.#ensure(), signal);
     const id = this.#nextId++;
     return new Promise<RelayMessage>((resolve, reject) => {
       const onAbort = (): void => {
@@ -293,6 +317,7 @@ export class RelayClient implements ConfigSource {
     options.signal?.addEventListener('abort', () => w.close(), { once: true });
     this.#ensure().then(
       () => {
+        if (w.ended) return; // closed while connecting
         const table =
           this.#tables === undefined ? undefined : TableReader.open(tablePath(this.#tables, selector));
         if (table !== undefined) w.useTable(table);
@@ -316,9 +341,21 @@ export class RelayClient implements ConfigSource {
     if (this.#closed) return;
     this.#closed = true;
     this.#socket?.destroy();
+    this.#pendingSocket?.destroy();
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
   }
+}
+
+/** `promise`, or `MUSTER_ABORTED` as soon as `signal` fires. */
+function abortable<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (signal === undefined) return promise;
+  if (signal.aborted) return Promise.reject(new MusterError('MUSTER_ABORTED', 'the relay call was aborted'));
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => reject(new MusterError('MUSTER_ABORTED', 'the relay call was aborted'));
+    signal.addEventListener('abort', onAbort, { once: true });
+    promise.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+  });
 }

@@ -17,11 +17,13 @@
  * | 40     | host-monotonic ms as of which the relay's mirror was proven complete (f64; −∞)  |
  *
  * The body is JSON: `{"kvs":[WireKv…]}`. The writer rewrites the body first and the header last, in
- * two `pwrite`s; a reader that overlaps a write sees a checksum that does not match and tries again.
+ * two `pwrite`s; a reader that overlaps a write sees a checksum that does not match and tries again
+ * (a torn read could pass only by a 32-bit checksum collision whose bytes also parse as the JSON).
  * Nothing is ever fsynced: the table lives as long as its relay (put the socket on a tmpfs such as
  * `/run`), and a reader that cannot open or verify it falls back to the relay's socket.
  */
-import { closeSync, mkdirSync, openSync, readSync, writeSync } from 'node:fs';
+import { closeSync, lstatSync, mkdirSync, openSync, readSync, rmSync, writeSync } from 'node:fs';
+import { MusterError } from '../errors.js';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import type { KeyValue } from '../store/types.js';
@@ -40,6 +42,34 @@ export function tablePath(dir: string, prefix: string): string {
 /** The table directory of a relay listening on Unix socket `socket`. */
 export function tableDirFor(socket: string): string {
   return `${socket}.tables`;
+}
+
+/**
+ * Creates the table directory, or checks the one that is there: it must be a directory owned by this
+ * user and closed to everyone else, since whoever can write in it can feed versions and proofs to
+ * every process of the host. Throws `MUSTER_INVALID_ARGUMENT` otherwise.
+ */
+export function prepareTableDir(dir: string): void {
+  try {
+    mkdirSync(dir, { mode: 0o700 });
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code !== 'EEXIST')
+      throw new MusterError(
+        'MUSTER_INVALID_ARGUMENT',
+        `cannot create ${dir} (${code ?? String(err)}); check that the socket's directory exists and is writable`,
+        { cause: err, details: { dir } },
+      );
+  }
+  const st = lstatSync(dir);
+  const uid = process.getuid?.();
+  if (!st.isDirectory() || (uid !== undefined && st.uid !== uid) || (st.mode & 0o077) !== 0)
+    throw new MusterError(
+      'MUSTER_INVALID_ARGUMENT',
+      `${dir} must be a directory owned by this user with mode 0700 (it holds what the relay tells its processes); ` +
+        `it is ${st.isDirectory() ? `owned by uid ${st.uid} with mode 0${(st.mode & 0o777).toString(8)}` : 'not a directory'}: remove it, or listen elsewhere`,
+      { details: { dir } },
+    );
 }
 
 function fnv1a(bytes: Uint8Array, from = 0, to = bytes.length): number {
@@ -64,11 +94,19 @@ export class TableWriter {
   #provenMono = -Infinity;
   #closed = false;
 
+  /** `dir` must exist and be private to this user (see {@link prepareTableDir}). */
   constructor(dir: string, prefix: string) {
-    mkdirSync(dir, { recursive: true, mode: 0o700 });
     this.path = tablePath(dir, prefix);
-    this.#fd = openSync(this.path, 'w+', 0o600);
-    this.#writeHeader();
+    // A new file, never the old one rewritten: a reader still holding a dead relay's table must not
+    // start reading this relay's proofs (the two may not even serve the same store).
+    rmSync(this.path, { force: true });
+    this.#fd = openSync(this.path, 'wx', 0o600);
+    try {
+      this.#writeHeader();
+    } catch (err) {
+      closeSync(this.#fd);
+      throw err;
+    }
   }
 
   /** Replaces the body: the prefix's full content at `revision`, written at host-monotonic `mono`. */

@@ -33,7 +33,7 @@ import type { KeyValue, Store, WatchEvent } from '../store/types.js';
 import { type Duration, toMillis } from '../util/duration.js';
 import { hostBootId, hostMonotonicMs } from '../util/host-clock.js';
 import { MIN_PROOF_PERIOD_MS, ProofDrip } from './relay-proofs.js';
-import { tableDirFor, TableWriter } from './relay-table.js';
+import { prepareTableDir, tableDirFor, TableWriter } from './relay-table.js';
 import { DEFAULT_MAX_STALENESS_MS } from './model.js';
 import { type ConfigSource, PrefixMirror } from './mirror.js';
 import { type ClientMessage, encodeEvent, encodeKv, LineReader, type RelayMessage } from './relay-wire.js';
@@ -281,6 +281,7 @@ export class ConfigRelay {
   /** Listens on `options.listen` and serves until closed. */
   static async start(options: ConfigRelayOptions): Promise<ConfigRelay> {
     const settings = relaySettings(options); // bad input throws before anything is opened
+    if (settings.tableDir !== undefined) prepareTableDir(settings.tableDir);
     const server = createServer({ noDelay: true });
     const m = /^(.*):(\d+)$/.exec(options.listen);
     const tcp = m !== null && !options.listen.includes('/');

@@ -33,7 +33,7 @@ const CALIBRATION_GAP_MS = 0.02;
 /** Calibration gives up on a tight bracket after this long and takes the best bound it has: 200 ms. */
 const CALIBRATION_BUDGET_MS = 200;
 
-let wallOffset: number | undefined;
+let calibration: { readonly offsetMs: number; readonly errorMs: number } | undefined;
 
 /**
  * `wall − hostMonotonicMs()`, to about 10 µs. `Date.now()` truncates the wall clock to whole ms, so
@@ -42,7 +42,7 @@ let wallOffset: number | undefined;
  * instant the wall clock reached the new millisecond. (`performance.timeOrigin` is no substitute:
  * Node reads it at start-up, and a process started on a busy host was seen 141 ms off.)
  */
-function calibrate(): number {
+function calibrate(): { offsetMs: number; errorMs: number } {
   const start = hostMonotonicMs();
   let best = -Infinity; // every reading gives a lower bound: wall ≥ d when the monotonic clock read m2
   let prev: { d: number; m1: number } | undefined;
@@ -53,8 +53,8 @@ function calibrate(): number {
     if (d - m2 > best) best = d - m2;
     // The wall clock reached d after the previous reading began (m1 of prev) and before this one ended.
     if (prev !== undefined && d !== prev.d && m2 - prev.m1 < CALIBRATION_GAP_MS)
-      return d - (prev.m1 + m2) / 2;
-    if (m2 - start > CALIBRATION_BUDGET_MS) return best + 0.5;
+      return { offsetMs: d - (prev.m1 + m2) / 2, errorMs: (m2 - prev.m1) / 2 };
+    if (m2 - start > CALIBRATION_BUDGET_MS) return { offsetMs: best + 0.5, errorMs: 0.5 };
     prev = { d, m1 };
   }
 }
@@ -66,6 +66,12 @@ function calibrate(): number {
  * the wall clock, which `Date.now()` does.
  */
 export function hostWallMs(): number {
-  wallOffset ??= calibrate();
-  return hostMonotonicMs() + wallOffset;
+  calibration ??= calibrate();
+  return hostMonotonicMs() + calibration.offsetMs;
+}
+
+/** The offset {@link hostWallMs} adds to the monotonic clock, and a bound on its error (ms). */
+export function hostWallCalibration(): { readonly offsetMs: number; readonly errorMs: number } {
+  calibration ??= calibrate();
+  return calibration;
 }

@@ -1,9 +1,24 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
+import {
+  chmodSync,
+  closeSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  rmSync,
+  writeSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
-import { TABLE_HEADER_BYTES, TableReader, TableWriter } from '../../src/config/relay-table.js';
+import {
+  prepareTableDir,
+  TABLE_HEADER_BYTES,
+  TableReader,
+  TableWriter,
+} from '../../src/config/relay-table.js';
+import { isMusterError } from '../../src/errors.js';
 import type { KeyValue } from '../../src/store/index.js';
 
 function kv(key: string, value: string, modRevision: number): KeyValue {
@@ -90,6 +105,7 @@ describe('shared table', () => {
       const h = Buffer.alloc(8);
       h.writeDoubleLE(99, 0);
       writeSync(fd, h, 0, 8, 40);
+      closeSync(fd);
       assert.equal(reader.header(), undefined);
     });
   });
@@ -102,5 +118,40 @@ describe('shared table', () => {
       assert.equal(reader.header()?.provenMono, -Infinity);
       assert.equal(TableReader.open(join(dir, 'nothing-here')), undefined);
     });
+  });
+
+  test('a new writer for the same prefix makes a new file: readers of the old one never see its proofs', () => {
+    withTable((dir, old, reader) => {
+      old.writeBody([kv('/p/a', '1', 3)], 3, 1);
+      old.writeProof(3, 2);
+      // The old relay was killed (its writer never closed); a new one starts on the same directory.
+      const next = new TableWriter(dir, '/p/');
+      try {
+        next.writeBody([kv('/p/a', '1', 3)], 90, 10);
+        next.writeProof(90, 11);
+        assert.equal(reader.header()?.provenMono, 2, 'the old reader saw the new relay');
+        const fresh = TableReader.open(next.path);
+        assert.equal(fresh?.header()?.provenMono, 11);
+        fresh?.close();
+      } finally {
+        next.close();
+      }
+    });
+  });
+
+  test("the table directory must be private to the relay's user", () => {
+    const base = mkdtempSync(join(tmpdir(), 'muster-table-'));
+    try {
+      const dir = join(base, 'relay.sock.tables');
+      prepareTableDir(dir); // created 0700
+      mkdirSync(join(base, 'open'), { mode: 0o755 });
+      chmodSync(join(base, 'open'), 0o755);
+      assert.throws(
+        () => prepareTableDir(join(base, 'open')),
+        (e) => isMusterError(e, 'MUSTER_INVALID_ARGUMENT') && /mode 0755/.test(e.message),
+      );
+    } finally {
+      rmSync(base, { recursive: true, force: true });
+    }
   });
 });

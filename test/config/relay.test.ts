@@ -290,3 +290,49 @@ describe('shared table', () => {
     });
   }
 });
+
+describe('relay client connections', () => {
+  test(
+    'a peer that accepts but never says hello is given up on, and a client closed while connecting closes its socket',
+    { timeout: 20_000 },
+    async () => {
+      const dir = mkdtempSync(join(tmpdir(), 'muster-relay-'));
+      const path = join(dir, 'relay.sock');
+      const store = new MemoryStore();
+      await initConfig(store, 'h', POLICY);
+      const relay = await ConfigRelay.start({ store, listen: path, maxStaleness: '300ms' });
+      const client = await RelayClient.connect(path);
+      const h = openConfig(client, 'h');
+      const silentSockets = new Set<Socket>();
+      const silent = createServer((s) => {
+        silentSockets.add(s);
+        s.on('close', () => silentSockets.delete(s));
+      });
+      try {
+        await h.ready();
+        await relay.close();
+        // A stopped relay's socket still accepts: a silent server takes the path over.
+        await new Promise<void>((resolve) => silent.listen(path, resolve));
+        await assert.rejects(
+          RelayClient.connect(path),
+          (e) => isMusterError(e, 'MUSTER_UNAVAILABLE') && /no hello/.test(e.message),
+        );
+        await waitFor(() => silentSockets.size > 0, { timeoutMs: 3000, intervalMs: 5 }); // the handle is reconnecting
+        const closed = Promise.all([h.close(), client.close()]);
+        const outcome = await Promise.race([
+          closed.then(() => 'closed'),
+          new Promise((resolve) => setTimeout(resolve, 1500, 'hung')),
+        ]);
+        assert.equal(outcome, 'closed');
+        await waitFor(() => silentSockets.size === 0, { timeoutMs: 1000, intervalMs: 5 });
+      } finally {
+        await h.close();
+        await client.close();
+        for (const s of silentSockets) s.destroy();
+        await new Promise<void>((resolve) => silent.close(() => resolve()));
+        await store.close();
+        rmSync(dir, { recursive: true, force: true });
+      }
+    },
+  );
+});
