@@ -32,8 +32,8 @@ export const HELLO_MAX_TRANSIT_MS = 1000;
  */
 export const TABLE_POLL_GAP_MS = 1;
 
-/** A relay that has not sent its hello this long after accepting is given up on: 2 s. */
-export const HELLO_TIMEOUT_MS = 2000;
+/** A relay that has not sent its hello this long after accepting is given up on: 5 s (a busy host may be slow, a silent peer is not a relay). */
+export const HELLO_TIMEOUT_MS = 5000;
 
 type Pending = { resolve: (m: RelayMessage) => void; reject: (e: Error) => void };
 
