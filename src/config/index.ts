@@ -48,4 +48,4 @@ export {
   type HistoryReport,
 } from './checker.js';
 export { ConfigRelay, type ConfigRelayOptions, RELAY_LOG_BATCHES } from './relay.js';
-export { RelayClient } from './relay-client.js';
+export { RelayClient, type RelayClientOptions, DEFAULT_HELLO_TIMEOUT_MS } from './relay-client.js';

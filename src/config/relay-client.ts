@@ -17,6 +17,7 @@ import { connect, type Socket } from 'node:net';
 import { MusterError } from '../errors.js';
 import type { KeySelector, RangeOptions, RangeResult } from '../store/types.js';
 import { WatchQueue } from '../store/watch-queue.js';
+import { type Duration, toMillis } from '../util/duration.js';
 import { hostBootId, hostMonotonicMs } from '../util/host-clock.js';
 import type { ConfigSource, MirrorBatch, MirrorWatch, MirrorWatchOptions } from './mirror.js';
 import { type TableHeader, TableReader, tablePath } from './relay-table.js';
@@ -32,8 +33,17 @@ export const HELLO_MAX_TRANSIT_MS = 1000;
  */
 export const TABLE_POLL_GAP_MS = 1;
 
-/** A relay that has not sent its hello this long after accepting is given up on: 5 s (a busy host may be slow, a silent peer is not a relay). */
-export const HELLO_TIMEOUT_MS = 5000;
+/**
+ * A relay that has not sent its hello this long after the connection opened is given up on: 30 s.
+ * Generous on purpose: while 150 processes start, a relay may not run for seconds; a peer that never
+ * says hello (a stopped relay, or not a relay) still cannot hang a connect or a close forever.
+ */
+export const DEFAULT_HELLO_TIMEOUT_MS = 30_000;
+
+export interface RelayClientOptions {
+  /** Give up on a relay that sends no hello within this long. Default {@link DEFAULT_HELLO_TIMEOUT_MS}. */
+  helloTimeout?: Duration;
+}
 
 type Pending = { resolve: (m: RelayMessage) => void; reject: (e: Error) => void };
 
@@ -143,13 +153,16 @@ export class RelayClient implements ConfigSource {
   #pendingSocket: Socket | undefined;
   #closed = false;
 
-  private constructor(address: string) {
+  readonly #helloTimeoutMs: number;
+
+  private constructor(address: string, options: RelayClientOptions) {
     this.address = address;
+    this.#helloTimeoutMs = toMillis(options.helloTimeout ?? DEFAULT_HELLO_TIMEOUT_MS, 'helloTimeout');
   }
 
   /** Connects to the relay at a Unix socket path or `host:port`; `MUSTER_UNAVAILABLE` if it is not there. */
-  static async connect(address: string): Promise<RelayClient> {
-    const c = new RelayClient(address);
+  static async connect(address: string, options: RelayClientOptions = {}): Promise<RelayClient> {
+    const c = new RelayClient(address, options);
     await c.#ensure();
     return c;
   }
@@ -166,17 +179,21 @@ export class RelayClient implements ConfigSource {
       this.#sameClock = false;
       this.#tables = undefined;
       // A relay that accepts but never says hello (stopped, or not a relay) is not a connection.
+      let settled = false;
+      // After a long stall, timers run before pending reads: look at the socket once more first.
       const helloTimer = setTimeout(() => {
-        socket.destroy(
-          new MusterError(
-            'MUSTER_UNAVAILABLE',
-            `the relay at ${this.address} sent no hello within ${HELLO_TIMEOUT_MS} ms`,
-          ),
-        );
-      }, HELLO_TIMEOUT_MS);
+        setImmediate(() => {
+          if (settled) return;
+          socket.destroy(
+            new MusterError(
+              'MUSTER_UNAVAILABLE',
+              `the relay at ${this.address} sent no hello within ${this.#helloTimeoutMs} ms`,
+            ),
+          );
+        });
+      }, this.#helloTimeoutMs);
       const reader = new LineReader((msg) => this.#onMessage(msg as RelayMessage));
       socket.on('data', (chunk) => reader.push(chunk));
-      let settled = false;
       // Connected once the relay's hello has arrived: what it says decides how watches verify.
       this.#helloed = () => {
         settled = true;

@@ -43,7 +43,8 @@ export type WorkerMessage =
 
 async function main(): Promise<void> {
   const send = (m: WorkerMessage): void => {
-    if (process.connected) process.send?.(m);
+    // The parent may be gone already: an EPIPE goes to the callback instead of crashing the worker.
+    if (process.connected) process.send?.(m, undefined, {}, () => undefined);
   };
   const url = process.env.MUSTER_STORE ?? 'etcd://127.0.0.1:2379';
   const name = process.env.MUSTER_CONFIG ?? 'pingpong';

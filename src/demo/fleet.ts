@@ -154,7 +154,8 @@ export class Fleet {
   /** Asks every worker to stop, waits for them (SIGKILL after 5 s); idempotent. */
   async stop(): Promise<void> {
     for (const c of this.#children) {
-      if (c.connected) c.send('stop');
+      // A worker may be exiting already: its channel's EPIPE goes to the callback, not an 'error' event.
+      if (c.connected) c.send('stop', () => undefined);
     }
     const all = Promise.all(this.#exited);
     const timer = setTimeout(() => {

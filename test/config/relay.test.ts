@@ -314,7 +314,7 @@ describe('relay client connections', () => {
         // A stopped relay's socket still accepts: a silent server takes the path over.
         await new Promise<void>((resolve) => silent.listen(path, resolve));
         await assert.rejects(
-          RelayClient.connect(path),
+          RelayClient.connect(path, { helloTimeout: '300ms' }),
           (e) => isMusterError(e, 'MUSTER_UNAVAILABLE') && /no hello/.test(e.message),
         );
         await waitFor(() => silentSockets.size > 0, { timeoutMs: 3000, intervalMs: 5 }); // the handle is reconnecting
