@@ -219,11 +219,11 @@ export class ConfigHandle<T = unknown> {
   }
 
   freshness(): ConfigFreshness {
-    this.#poll();
+    const state = this.state; // reads the shared table first, if any
     const verified = this.#mirror.fresh.verifiedMono;
     const age = this.#ageMs();
     return {
-      state: this.state,
+      state,
       verifiedAt: verified === -Infinity ? undefined : this.#clock.now() - age,
       ageMs: age,
       maxStalenessMs: this.#policy.maxStalenessMs,

@@ -23,7 +23,8 @@ export class Listeners<E> {
   }
 
   emit<K extends keyof E>(event: K, payload: E[K]): void {
-    this.prepare(event)?.(payload);
+    const set = this.#map.get(event);
+    if (set !== undefined && set.size > 0) call([...set] as ((payload: E[K]) => void)[], event, payload);
   }
 
   /**
@@ -34,14 +35,16 @@ export class Listeners<E> {
     const set = this.#map.get(event);
     if (set === undefined || set.size === 0) return undefined;
     const fns = [...set] as ((payload: E[K]) => void)[];
-    return (payload) => {
-      for (const fn of fns) {
-        try {
-          fn(payload);
-        } catch (err) {
-          process.emitWarning(`a '${String(event)}' listener threw: ${String(err)}`, 'MusterListenerWarning');
-        }
-      }
-    };
+    return (payload) => call(fns, event, payload);
+  }
+}
+
+function call<P>(fns: readonly ((payload: P) => void)[], event: PropertyKey, payload: P): void {
+  for (const fn of fns) {
+    try {
+      fn(payload);
+    } catch (err) {
+      process.emitWarning(`a '${String(event)}' listener threw: ${String(err)}`, 'MusterListenerWarning');
+    }
   }
 }

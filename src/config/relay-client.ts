@@ -21,7 +21,14 @@ import { type Duration, toMillis } from '../util/duration.js';
 import { hostBootId, hostMonotonicMs } from '../util/host-clock.js';
 import type { ConfigSource, MirrorBatch, MirrorWatch, MirrorWatchOptions } from './mirror.js';
 import { type TableHeader, TableReader, tablePath } from './relay-table.js';
-import { type ClientMessage, decodeEvent, decodeKv, LineReader, type RelayMessage } from './relay-wire.js';
+import {
+  type ClientMessage,
+  decodeEvent,
+  decodeKv,
+  LineReader,
+  parseRelayAddress,
+  type RelayMessage,
+} from './relay-wire.js';
 
 /** A `hello` older than this on arrival means the relay's clock is not ours: 1 s. */
 export const HELLO_MAX_TRANSIT_MS = 1000;
@@ -171,9 +178,8 @@ export class RelayClient implements ConfigSource {
     if (this.#closed) return Promise.reject(new MusterError('MUSTER_CLOSED', 'the relay client was closed'));
     if (this.#socket !== undefined && !this.#socket.destroyed) return Promise.resolve(this.#socket);
     this.#connecting ??= new Promise<Socket>((resolve, reject) => {
-      const m = /^(.*):(\d+)$/.exec(this.address);
-      const socket =
-        m !== null && !this.address.includes('/') ? connect(Number(m[2]), m[1]) : connect(this.address);
+      const a = parseRelayAddress(this.address);
+      const socket = 'path' in a ? connect(a.path) : connect(a.port, a.host);
       socket.setNoDelay(true);
       this.#pendingSocket = socket;
       this.#sameClock = false;

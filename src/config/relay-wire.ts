@@ -102,3 +102,11 @@ export class LineReader {
     }
   }
 }
+
+/** A relay address: `host:port` (TCP) or a Unix socket path (anything else, or anything with a `/`). */
+export function parseRelayAddress(address: string): { host: string; port: number } | { path: string } {
+  const m = /^(.*):(\d+)$/.exec(address);
+  return m !== null && !address.includes('/')
+    ? { host: m[1] as string, port: Number(m[2]) }
+    : { path: address };
+}

@@ -36,7 +36,14 @@ import { MIN_PROOF_PERIOD_MS, ProofDrip } from './relay-proofs.js';
 import { prepareTableDir, tableDirFor, TableWriter } from './relay-table.js';
 import { DEFAULT_MAX_STALENESS_MS } from './model.js';
 import { type ConfigSource, PrefixMirror } from './mirror.js';
-import { type ClientMessage, encodeEvent, encodeKv, LineReader, type RelayMessage } from './relay-wire.js';
+import {
+  type ClientMessage,
+  encodeEvent,
+  encodeKv,
+  LineReader,
+  type RelayMessage,
+  parseRelayAddress,
+} from './relay-wire.js';
 
 /** Batches kept per prefix so a client that lists and then watches never misses an event: 1,024. */
 export const RELAY_LOG_BATCHES = 1024;
@@ -76,8 +83,6 @@ class RelayedPrefix {
   logBase = 0;
   readonly watchers = new Set<ClientWatch>();
   readonly drip: ProofDrip;
-  /** The shortest proof period any watcher asked for (table readers included), ms. */
-  #period: number | undefined;
   #table: TableWriter | undefined;
 
   constructor(
@@ -113,7 +118,6 @@ class RelayedPrefix {
           for (const w of this.watchers) w.fail('MUSTER_COMPACTED', 'the relay re-listed; list again');
           this.watchers.clear();
           this.drip.clear();
-          this.#period = undefined;
         },
         onEvents: (events, revision) => {
           for (const e of events) {
@@ -141,7 +145,7 @@ class RelayedPrefix {
         maxStalenessMs: () => stalenessMs,
         // As often as the most demanding watcher asks for proofs (never below the round gap).
         verifyIntervalMs: () =>
-          Math.max(RELAY_MIN_ROUND_GAP_MS, Math.min(intervalMs, this.#period ?? intervalMs)),
+          Math.max(RELAY_MIN_ROUND_GAP_MS, Math.min(intervalMs, this.#period() ?? intervalMs)),
         minRoundGapMs: RELAY_MIN_ROUND_GAP_MS,
       },
     );
@@ -191,22 +195,21 @@ class RelayedPrefix {
     rmSync(t.path, { force: true });
   }
 
+  /** The shortest proof period any watcher asked for, table readers included (read once a round). */
+  #period(): number | undefined {
+    let ms: number | undefined;
+    for (const w of this.watchers) if (w.every > 0 && (ms === undefined || w.every < ms)) ms = w.every;
+    return ms === undefined ? undefined : Math.max(MIN_PROOF_PERIOD_MS, ms);
+  }
+
   add(watch: ClientWatch): void {
     this.watchers.add(watch);
-    if (watch.every > 0) {
-      const every = Math.max(MIN_PROOF_PERIOD_MS, watch.every);
-      this.#period = this.#period === undefined ? every : Math.min(this.#period, every);
-      if (!watch.readsTable) this.drip.add(watch);
-    }
+    if (watch.every > 0 && !watch.readsTable) this.drip.add(watch);
   }
 
   delete(watch: ClientWatch): void {
     this.watchers.delete(watch);
     this.drip.delete(watch);
-    let period: number | undefined;
-    for (const w of this.watchers)
-      if (w.every > 0) period = Math.min(period ?? Infinity, Math.max(MIN_PROOF_PERIOD_MS, w.every));
-    this.#period = period;
   }
 
   async close(): Promise<void> {
@@ -283,13 +286,13 @@ export class ConfigRelay {
     const settings = relaySettings(options); // bad input throws before anything is opened
     if (settings.tableDir !== undefined) prepareTableDir(settings.tableDir);
     const server = createServer({ noDelay: true });
-    const m = /^(.*):(\d+)$/.exec(options.listen);
-    const tcp = m !== null && !options.listen.includes('/');
+    const addr = parseRelayAddress(options.listen);
+    const tcp = !('path' in addr);
     const listen = (): Promise<void> =>
       new Promise<void>((resolve, reject) => {
         server.once('error', reject);
-        if (tcp) server.listen(Number(m[2]), m[1], resolve);
-        else server.listen(options.listen, resolve);
+        if ('path' in addr) server.listen(addr.path, resolve);
+        else server.listen(addr.port, addr.host, resolve);
       });
     try {
       try {
@@ -447,7 +450,7 @@ function relaySettings(options: ConfigRelayOptions): RelaySettings {
     options.verifyInterval === undefined
       ? stalenessMs / 4
       : toMillis(options.verifyInterval, 'verifyInterval');
-  const unix = !/^(.*):(\d+)$/.test(options.listen) || options.listen.includes('/');
+  const unix = 'path' in parseRelayAddress(options.listen);
   return {
     clock: options.clock ?? systemClock,
     stalenessMs,

@@ -211,7 +211,7 @@ describe('pushed proofs', () => {
     });
   }
 
-  test('a real relay keeps idle clients fresh by pushes alone: no reads reach it', async () => {
+  test('a real relay keeps idle clients fresh through its shared table: no reads reach it', async () => {
     const store = new MemoryStore();
     await initConfig(store, 'q', POLICY);
     await publishConfig(store, 'q', 'a', { in: '400ms' });
@@ -229,7 +229,7 @@ describe('pushed proofs', () => {
       const after = reads; // the list
       await new Promise((resolve) => setTimeout(resolve, 1000));
       assert.equal(h.state, 'fresh');
-      assert.equal(reads, after, 'a client receiving pushed proofs sent verification reads');
+      assert.equal(reads, after, 'a client reading the shared table sent verification reads');
     } finally {
       await h.close();
       await client.close();
