@@ -11,9 +11,7 @@ export interface Sample {
 
 const NAME = '[a-zA-Z_:][a-zA-Z0-9_:]*';
 const LABEL = `[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\\\\n]|\\\\[\\\\"n])*"`;
-const SAMPLE = new RegExp(
-  `^(${NAME})(?:\\{((?:${LABEL})(?:,(?:${LABEL}))*,?)?\\})? (-?(?:[0-9.]+(?:e[+-]?[0-9]+)?|NaN|\\+Inf|-Inf))(?: -?[0-9]+)?$`,
-);
+const SAMPLE = new RegExp(`^(${NAME})(?:\\{((?:${LABEL})(?:,(?:${LABEL}))*,?)?\\})? (\\S+)(?: -?[0-9]+)?$`);
 const TYPES = new Set(['counter', 'gauge', 'histogram', 'summary', 'untyped']);
 
 /** Parses and checks `text`; throws an Error naming the first bad line. */
@@ -49,8 +47,18 @@ export function parsePrometheusText(text: string): Sample[] {
     for (const l of (m[2] ?? '').matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"/g)) {
       labels[l[1] as string] = (l[2] as string).replace(/\\n/g, '\n').replace(/\\(.)/g, '$1');
     }
-    const raw = m[3] as string;
-    const value = raw === '+Inf' ? Infinity : raw === '-Inf' ? -Infinity : Number(raw);
+    // Values are Go floats: digits, or NaN / +Inf / -Inf in any case (prom-client writes `Nan`).
+    const raw = (m[3] as string).toLowerCase();
+    const value = /^[+-]?inf$/.test(raw)
+      ? raw.startsWith('-')
+        ? -Infinity
+        : Infinity
+      : raw === 'nan'
+        ? NaN
+        : /^[+-]?(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?$/.test(raw)
+          ? Number(raw)
+          : undefined;
+    if (value === undefined) throw bad('has a value that is not a number');
     samples.push({ name, labels, value });
   });
   return samples;
