@@ -1,6 +1,6 @@
 /** `muster serve`: the embedded default store (see docs/serve.md). */
 import { type Command, InvalidArgumentError, Option } from 'commander';
-import { pino } from 'pino';
+import { DEFAULT_ADMIN_LISTEN, runDaemon } from '../daemon/index.js';
 
 export function registerServeCommand(program: Command): void {
   program
@@ -35,8 +35,23 @@ export function registerServeCommand(program: Command): void {
     )
     .addOption(
       new Option('--log-level <level>', 'log level of the JSON logs on stderr')
-        .choices(['debug', 'info', 'warn', 'error', 'silent'])
+        .choices(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'])
+        .env('MUSTER_LOG_LEVEL')
         .default('info'),
+    )
+    .addOption(
+      new Option(
+        '--admin <host:port>',
+        'admin HTTP server: /metrics, /healthz, /v1/status (port 0: any free port)',
+      ).default(DEFAULT_ADMIN_LISTEN),
+    )
+    .addOption(
+      new Option('--admin-token-file <file>', 'bearer token for the admin server (required off loopback)'),
+    )
+    .addOption(
+      new Option('--shutdown-timeout <duration>', 'graceful stop deadline; then the stop is forced').default(
+        '30s',
+      ),
     )
     .action(async (opts: ServeFlags) => {
       await serve(opts);
@@ -52,6 +67,9 @@ interface ServeFlags {
   progressNotifyInterval: string;
   snapshotRecords: string | number;
   logLevel: string;
+  admin: string;
+  adminTokenFile?: string;
+  shutdownTimeout: string;
 }
 
 function positiveInt(value: string): number {
@@ -60,26 +78,49 @@ function positiveInt(value: string): number {
   return n;
 }
 
-/** Runs until SIGINT or SIGTERM, then flushes, snapshots and exits 0. */
+/**
+ * Runs on the daemon runtime (docs/daemon.md): until SIGINT or SIGTERM, then flushes, snapshots and
+ * exits 0; a second signal or the shutdown timeout forces the stop.
+ */
 async function serve(opts: ServeFlags): Promise<void> {
   const { startServer } = await import('../server/index.js');
-  const logger = pino({ level: opts.logLevel }, pino.destination(2));
-  const server = await startServer({
-    dataDir: opts.dataDir,
-    listen: opts.listen,
-    ...(opts.tokenFile !== undefined ? { tokenFile: opts.tokenFile } : {}),
-    ...(opts.cert !== undefined ? { cert: opts.cert } : {}),
-    ...(opts.key !== undefined ? { key: opts.key } : {}),
-    progressNotifyInterval: opts.progressNotifyInterval,
-    snapshotRecords: Number(opts.snapshotRecords),
-    logger,
-  });
-  process.stdout.write(`muster serve: listening on ${server.url} (data in ${server.dataDir})\n`);
-  const signal = await new Promise<NodeJS.Signals>((resolve) => {
-    process.once('SIGINT', () => resolve('SIGINT'));
-    process.once('SIGTERM', () => resolve('SIGTERM'));
-  });
-  logger.info({ signal }, 'stopping');
-  await server.close();
-  process.stdout.write('muster serve: stopped\n');
+  const daemon = await runDaemon(
+    {
+      name: 'serve',
+      logLevel: opts.logLevel,
+      admin: {
+        listen: opts.admin,
+        ...(opts.adminTokenFile !== undefined ? { tokenFile: opts.adminTokenFile } : {}),
+      },
+      shutdownTimeout: opts.shutdownTimeout,
+    },
+    async (ctx) => {
+      const server = await startServer({
+        dataDir: opts.dataDir,
+        listen: opts.listen,
+        ...(opts.tokenFile !== undefined ? { tokenFile: opts.tokenFile } : {}),
+        ...(opts.cert !== undefined ? { cert: opts.cert } : {}),
+        ...(opts.key !== undefined ? { key: opts.key } : {}),
+        progressNotifyInterval: opts.progressNotifyInterval,
+        snapshotRecords: Number(opts.snapshotRecords),
+        logger: ctx.log,
+        metrics: ctx.metrics,
+      });
+      process.stdout.write(`muster serve: listening on ${server.url} (data in ${server.dataDir})\n`);
+      process.stdout.write(`muster serve: admin on ${ctx.admin.url} (/metrics, /healthz, /v1/status)\n`);
+      return {
+        status: () => ({
+          url: server.url,
+          dataDir: server.dataDir,
+          revision: server.store.revision,
+          recovery: server.recovery,
+        }),
+        // Ends streams, lets calls finish (2 s), flushes the log and writes a snapshot; a forced
+        // stop gets no more than that: the runtime exits after its force timeout.
+        stop: () => server.close(),
+      };
+    },
+  );
+  const code = await daemon.done;
+  if (code === 0) process.stdout.write('muster serve: stopped\n');
 }
