@@ -1,6 +1,7 @@
 /** `muster serve`: the embedded default store (see docs/serve.md). */
 import { type Command, InvalidArgumentError, Option } from 'commander';
 import { DEFAULT_ADMIN_LISTEN, runDaemon } from '../daemon/index.js';
+import { daemonLogLevelOption } from './common.js';
 
 export function registerServeCommand(program: Command): void {
   program
@@ -33,12 +34,7 @@ export function registerServeCommand(program: Command): void {
         .default('20000')
         .argParser(positiveInt),
     )
-    .addOption(
-      new Option('--log-level <level>', 'log level of the JSON logs on stderr')
-        .choices(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'])
-        .env('MUSTER_LOG_LEVEL')
-        .default('info'),
-    )
+    .addOption(daemonLogLevelOption())
     .addOption(
       new Option(
         '--admin <host:port>',
