@@ -12,17 +12,16 @@ import { jsonOf } from '../store/keys.js';
 import type { KeyValue, Store, WatchEvent } from '../store/types.js';
 import { assign } from '../placement/index.js';
 import type { PlacementInstance } from '../placement/index.js';
+import type { Instance } from '../membership/index.js';
+import { MalformedRecords, parseInstance, type WarnLogger } from '../membership/internal.js';
 import { type OwnershipKeys, parseSpec, partitionIds } from './spec.js';
-import type { Owner, OwnerRecord, PinRecord, ServiceSpec } from './types.js';
+import type { Owner, OwnerRecord, PinRecord, RouteRecord, ServiceSpec } from './types.js';
 
-/** An instance as ownership sees it. */
-export interface ViewInstance {
-  readonly id: string;
-  readonly state: string;
-  readonly health: string;
-  readonly weight: number;
-  readonly lease: string;
-}
+/**
+ * An instance as ownership sees it: membership's record (one parser for both), with its `address`,
+ * `state`, `health`, `weight` and `lease`.
+ */
+export type ViewInstance = Instance;
 
 /** The assignment computed from one snapshot. */
 export interface ViewAssignment {
@@ -50,6 +49,8 @@ export class ServiceView {
   readonly owners = new Map<string, Owner>();
   readonly ownersByLease = new Map<string, Set<string>>();
   readonly pins = new Map<string, string>();
+  /** Routing keys pinned to one instance (`routes/<key>`), for the proxy. */
+  readonly routes = new Map<string, RouteRecord>();
   /** The revision the snapshot reflects. */
   revision = 0;
   #assignment: ViewAssignment | undefined;
@@ -64,10 +65,13 @@ export class ServiceView {
   #lastComputeAt = 0;
   #trailing: TimerHandle | undefined;
 
-  constructor(store: Store, keys: OwnershipKeys, clock: Clock = systemClock) {
+  readonly #malformed: MalformedRecords;
+
+  constructor(store: Store, keys: OwnershipKeys, clock: Clock = systemClock, logger?: WarnLogger) {
     this.#store = store;
     this.keys = keys;
     this.#clock = clock;
+    this.#malformed = new MalformedRecords(logger);
   }
 
   /** Resolves after the first full read; the watch then keeps the snapshot current. */
@@ -174,6 +178,7 @@ export class ServiceView {
     this.owners.clear();
     this.ownersByLease.clear();
     this.pins.clear();
+    this.routes.clear();
     for (const kv of r.kvs) this.#apply({ type: 'put', kv });
     this.revision = r.revision;
     this.#changed();
@@ -206,14 +211,20 @@ export class ServiceView {
   }
 
   #apply(e: WatchEvent): void {
-    const key = e.kv.key;
+    const kv = e.kv;
+    const key = kv.key;
     const rest = key.slice(this.keys.prefix.length);
+    const put = e.type === 'put';
+    if (!put) this.#malformed.clear(key);
     if (key === this.keys.spec) {
-      this.spec = e.type === 'put' ? parseSpec(e.kv) : undefined;
+      this.spec = put ? this.#decode(kv, parseSpec(kv), 'service spec') : undefined;
     } else if (rest.startsWith('instances/')) {
       const id = rest.slice('instances/'.length);
-      if (e.type === 'delete') this.instances.delete(id);
-      else this.instances.set(id, parseInstance(id, e.kv));
+      const instance = put
+        ? this.#decode(kv, parseInstance(this.keys.service, kv), 'instance record')
+        : undefined;
+      if (instance === undefined) this.instances.delete(id);
+      else this.instances.set(id, instance);
     } else if (rest.startsWith('owners/')) {
       const partition = rest.slice('owners/'.length);
       const old = this.owners.get(partition);
@@ -222,9 +233,9 @@ export class ServiceView {
         set?.delete(partition);
         if (set?.size === 0) this.ownersByLease.delete(old.lease);
       }
-      if (e.type === 'delete') this.owners.delete(partition);
+      if (!put) this.owners.delete(partition);
       else {
-        const owner = parseOwner(partition, e.kv);
+        const owner = this.#decodeOwner(partition, kv);
         this.owners.set(partition, owner);
         let set = this.ownersByLease.get(owner.lease);
         if (set === undefined) this.ownersByLease.set(owner.lease, (set = new Set()));
@@ -232,13 +243,45 @@ export class ServiceView {
       }
     } else if (rest.startsWith('pins/')) {
       const partition = rest.slice('pins/'.length);
-      const pin = e.type === 'put' ? safeJson<PinRecord>(e.kv) : undefined;
-      if (pin !== undefined && typeof pin.instance === 'string') this.pins.set(partition, pin.instance);
+      const pin = put ? this.#decode(kv, parseTarget<PinRecord>(kv), 'pin record') : undefined;
+      if (pin !== undefined) this.pins.set(partition, pin.instance);
       else this.pins.delete(partition);
+    } else if (rest.startsWith('routes/')) {
+      const routeKey = rest.slice('routes/'.length);
+      const route = put ? this.#decode(kv, parseTarget<RouteRecord>(kv), 'route record') : undefined;
+      if (route !== undefined) this.routes.set(routeKey, { instance: route.instance });
+      else this.routes.delete(routeKey);
+      // Routes do not change the assignment.
+      return;
     } else {
       return;
     }
     this.#dirty = true;
+  }
+
+  /** `value`, or (when the record could not be read) `undefined`, logged once with its key. */
+  #decode<T>(kv: KeyValue, value: T | undefined, what: string): T | undefined {
+    if (value === undefined) this.#malformed.report(kv, what);
+    else this.#malformed.clear(kv.key);
+    return value;
+  }
+
+  /**
+   * An owner key. A malformed record still marks the partition as taken — the key's existence is
+   * what fences, and nobody can acquire it until it is deleted or its lease ends — but it names no
+   * instance (`''`) and carries no address or moving flag, so nothing routes to it.
+   */
+  #decodeOwner(partition: string, kv: KeyValue): Owner {
+    const raw = this.#decode(kv, parseOwnerRecord(kv), 'owner record');
+    return {
+      partition,
+      instance: raw?.instance ?? '',
+      since: raw?.since ?? '',
+      ...(raw?.address === undefined ? {} : { address: raw.address }),
+      ...(raw?.moving === undefined ? {} : { moving: raw.moving }),
+      token: kv.createRevision,
+      lease: kv.lease,
+    };
   }
 
   #changed(): void {
@@ -251,44 +294,53 @@ export class ServiceView {
   }
 }
 
-function safeJson<T>(kv: KeyValue): T | undefined {
+function safeJson(kv: KeyValue): Record<string, unknown> | undefined {
   try {
-    return jsonOf<T>(kv.value, kv.key);
+    const raw = jsonOf<unknown>(kv.value, kv.key);
+    return raw !== null && typeof raw === 'object' && !Array.isArray(raw)
+      ? (raw as Record<string, unknown>)
+      : undefined;
   } catch {
     return undefined;
   }
 }
 
-function parseInstance(id: string, kv: KeyValue): ViewInstance {
-  const raw = safeJson<{ state?: unknown; health?: unknown; weight?: unknown }>(kv) ?? {};
-  return {
-    id,
-    state: typeof raw.state === 'string' ? raw.state : 'active',
-    health: typeof raw.health === 'string' ? raw.health : 'passing',
-    weight: typeof raw.weight === 'number' && raw.weight >= 0 ? raw.weight : 1,
-    lease: kv.lease,
-  };
+/** `{ instance }` records (pins, routes): `undefined` unless `instance` is a non-empty string. */
+function parseTarget<T extends { instance: string }>(kv: KeyValue): T | undefined {
+  const raw = safeJson(kv);
+  return typeof raw?.instance === 'string' && raw.instance !== '' ? (raw as T) : undefined;
 }
 
-function parseOwner(partition: string, kv: KeyValue): Owner {
-  const raw = safeJson<Partial<OwnerRecord>>(kv) ?? {};
+/**
+ * An owner record: `undefined` unless it has a string `instance`; `since` defaults to `''`, and an
+ * `address` that is not a string or a `moving` that is not a boolean makes the record malformed.
+ */
+export function parseOwnerRecord(kv: KeyValue): OwnerRecord | undefined {
+  const raw = safeJson(kv);
+  if (raw === undefined || typeof raw.instance !== 'string' || raw.instance === '') return undefined;
+  if (raw.address !== undefined && typeof raw.address !== 'string') return undefined;
+  if (raw.moving !== undefined && typeof raw.moving !== 'boolean') return undefined;
   return {
-    partition,
-    instance: typeof raw.instance === 'string' ? raw.instance : '',
+    instance: raw.instance,
     since: typeof raw.since === 'string' ? raw.since : '',
-    token: kv.createRevision,
-    lease: kv.lease,
+    ...(raw.address === undefined ? {} : { address: raw.address }),
+    ...(raw.moving === undefined ? {} : { moving: raw.moving }),
   };
 }
 
 const views = new WeakMap<Store, Map<string, ServiceView>>();
 
 /** The shared view of `keys.prefix` on `store` (created on first use); pair with {@link releaseView}. */
-export function acquireView(store: Store, keys: OwnershipKeys, clock?: Clock): ServiceView {
+export function acquireView(
+  store: Store,
+  keys: OwnershipKeys,
+  clock?: Clock,
+  logger?: WarnLogger,
+): ServiceView {
   let byPrefix = views.get(store);
   if (byPrefix === undefined) views.set(store, (byPrefix = new Map<string, ServiceView>()));
   let view = byPrefix.get(keys.prefix);
-  if (view === undefined) byPrefix.set(keys.prefix, (view = new ServiceView(store, keys, clock)));
+  if (view === undefined) byPrefix.set(keys.prefix, (view = new ServiceView(store, keys, clock, logger)));
   view.refs++;
   return view;
 }
