@@ -7,9 +7,9 @@
  * one assignment computation per change), which is what lets a simulation run a thousand instances.
  */
 import { type Clock, systemClock, type TimerHandle } from '../clock.js';
-import { isMusterError } from '../errors.js';
 import { jsonOf } from '../store/keys.js';
 import type { KeyValue, Store, WatchEvent } from '../store/types.js';
+import { type WatchedChange, type WatchedPrefix, watchPrefix } from '../store/index.js';
 import { assign } from '../placement/index.js';
 import type { PlacementInstance } from '../placement/index.js';
 import type { Instance } from '../membership/index.js';
@@ -57,7 +57,8 @@ export class ServiceView {
   #dirty = true;
   readonly #listeners = new Set<() => void>();
   #notifyQueued = false;
-  readonly #closer = new AbortController();
+  #closed = false;
+  #watched: WatchedPrefix | undefined;
   #ready: Promise<void> | undefined;
   refs = 0;
   readonly #clock: Clock;
@@ -74,18 +75,45 @@ export class ServiceView {
     this.#malformed = new MalformedRecords(logger);
   }
 
-  /** Resolves after the first full read; the watch then keeps the snapshot current. */
+  /**
+   * Resolves after the first full read; the watched view (store's `watchPrefix`) then keeps the
+   * snapshot current, re-listing after a compaction or a broken watch. Rejects with the store's error
+   * when the first listing fails (a later call tries again), `MUSTER_CLOSED` after close.
+   */
   ready(): Promise<void> {
-    this.#ready ??= this.#load().then(
-      () => {
-        void this.#watchLoop();
+    if (this.#ready !== undefined) return this.#ready;
+    let settle!: { resolve: () => void; reject: (err: unknown) => void };
+    const ready = new Promise<void>((resolve, reject) => (settle = { resolve, reject }));
+    let listed = false;
+    const watched = watchPrefix(this.#store, this.keys.prefix, {
+      clock: this.#clock,
+      onChange: (change) => {
+        this.#take(change);
+        if (!listed) {
+          listed = true;
+          settle.resolve();
+        }
       },
-      (err: unknown) => {
+      onRetry: (err) => {
+        if (listed) return;
+        // The first listing failed: report it to the joiner, as a one-shot read would.
+        watched.close();
+        this.#watched = undefined;
         this.#ready = undefined;
-        throw err;
+        settle.reject(err);
       },
-    );
-    return this.#ready;
+    });
+    this.#watched = watched;
+    this.#ready = ready;
+    watched.ready().catch((err: unknown) => {
+      if (listed) return;
+      if (this.#watched === watched) {
+        this.#watched = undefined;
+        this.#ready = undefined;
+      }
+      settle.reject(err);
+    });
+    return ready;
   }
 
   /** Reads the state once, without watching (for one-shot readers such as the CLI). */
@@ -119,7 +147,7 @@ export class ServiceView {
       if (wait > 0) {
         this.#trailing ??= this.#clock.setTimeout(() => {
           this.#trailing = undefined;
-          if (this.#closer.signal.aborted) return;
+          if (this.#closed) return;
           this.assignment();
           this.#changed();
         }, wait);
@@ -166,48 +194,39 @@ export class ServiceView {
 
   /** Stops the watch. */
   close(): void {
+    this.#closed = true;
     if (this.#trailing !== undefined) this.#clock.clearTimeout(this.#trailing);
-    this.#closer.abort();
+    this.#watched?.close();
     this.#listeners.clear();
   }
 
   async #load(): Promise<void> {
-    const r = await this.#store.range(this.keys.prefix, { signal: this.#closer.signal });
+    const r = await this.#store.range(this.keys.prefix);
+    this.#reset(r.kvs, r.revision);
+  }
+
+  /** One change of the watched view: a reset replaces the snapshot, events update it. */
+  #take(change: WatchedChange): void {
+    if (change.type === 'reset') {
+      this.#reset(change.kvs, change.revision);
+      return;
+    }
+    if (change.type === 'events') for (const e of change.events) this.#apply(e);
+    if (change.revision > this.revision) this.revision = change.revision;
+    if (change.type === 'events') this.#changed();
+  }
+
+  #reset(kvs: readonly KeyValue[], revision: number): void {
     this.spec = undefined;
     this.instances.clear();
     this.owners.clear();
     this.ownersByLease.clear();
     this.pins.clear();
     this.routes.clear();
-    for (const kv of r.kvs) this.#apply({ type: 'put', kv });
-    this.revision = r.revision;
+    for (const kv of kvs) this.#apply({ type: 'put', kv });
+    this.revision = revision;
+    this.#dirty = true;
     this.#changed();
-  }
-
-  async #watchLoop(): Promise<void> {
-    let delay = 100;
-    while (!this.#closer.signal.aborted) {
-      try {
-        const watch = this.#store.watch(this.keys.prefix, {
-          fromRevision: this.revision + 1,
-          signal: this.#closer.signal,
-        });
-        for await (const batch of watch) {
-          delay = 100;
-          if (batch.type === 'events') for (const e of batch.events) this.#apply(e);
-          if (batch.revision > this.revision) this.revision = batch.revision;
-          if (batch.type === 'events') this.#changed();
-        }
-      } catch (err) {
-        if (this.#closer.signal.aborted) return;
-        if (isMusterError(err, 'MUSTER_CLOSED')) return;
-        await new Promise((resolve) => setTimeout(resolve, delay).unref());
-        delay = Math.min(delay * 2, 2000);
-        if (isMusterError(err, 'MUSTER_COMPACTED')) {
-          await this.#load().catch(() => undefined);
-        }
-      }
-    }
   }
 
   #apply(e: WatchEvent): void {
