@@ -238,6 +238,11 @@ export class WatchedPrefix<
     return Math.max(0, this.#lists - 1);
   }
 
+  /** Settles (never rejects) when the loop has stopped: after close, or when the view failed. */
+  get done(): Promise<void> {
+    return this.#done;
+  }
+
   /** Why the view failed (state `failed`), else `undefined`. */
   get failure(): unknown {
     return this.#failure;
