@@ -22,8 +22,16 @@
  */
 import type { Clock, TimerHandle } from '../clock.js';
 import { isMusterError } from '../errors.js';
-import type { KeyValue, Store, WatchBatch, WatchEvent, WatchOptions } from '../store/types.js';
-import { type WatchedChange, type WatchedPrefix, watchPrefix } from '../store/index.js';
+import {
+  type KeyValue,
+  type Store,
+  type WatchBatch,
+  type WatchedChange,
+  type WatchedPrefix,
+  type WatchEvent,
+  type WatchOptions,
+  watchPrefix,
+} from '../store/index.js';
 import { hostMonotonicMs } from '../util/host-clock.js';
 import { Freshness } from './freshness.js';
 

@@ -3,7 +3,7 @@
  * every reader and logged once with its key: once per write (key and modRevision), so a re-list after
  * a compaction does not repeat it, and a new bad write to the same key is reported again.
  */
-import type { KeyValue } from '../store/types.js';
+import type { KeyValue } from '../store/index.js';
 
 /** The one logger method readers of records need (pino-compatible). */
 export interface WarnLogger {

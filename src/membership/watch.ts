@@ -9,8 +9,13 @@
  */
 import { type Clock, systemClock } from '../clock.js';
 import { MusterError } from '../errors.js';
-import type { KeyValue, Store } from '../store/types.js';
-import { type WatchedChange, type WatchedPrefix, watchPrefix } from '../store/index.js';
+import {
+  type KeyValue,
+  type Store,
+  type WatchedChange,
+  type WatchedPrefix,
+  watchPrefix,
+} from '../store/index.js';
 import { Emitter, type Listenable } from '../util/emitter.js';
 import { serviceKeys } from './keys.js';
 import { MalformedRecords, type WarnLogger } from './malformed.js';

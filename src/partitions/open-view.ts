@@ -6,7 +6,7 @@
 import type { Clock } from '../clock.js';
 import { abortedError, MusterError } from '../errors.js';
 import type { WarnLogger } from '../membership/internal.js';
-import type { Store } from '../store/types.js';
+import type { Store } from '../store/index.js';
 import { ownershipKeys } from './spec.js';
 import type { Owner, RouteRecord, ServiceSpec } from './types.js';
 import {

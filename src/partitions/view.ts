@@ -7,9 +7,15 @@
  * one assignment computation per change), which is what lets a simulation run a thousand instances.
  */
 import { type Clock, systemClock, type TimerHandle } from '../clock.js';
-import { jsonOf } from '../store/keys.js';
-import type { KeyValue, Store, WatchEvent } from '../store/types.js';
-import { type WatchedChange, type WatchedPrefix, watchPrefix } from '../store/index.js';
+import {
+  jsonOf,
+  type KeyValue,
+  type Store,
+  type WatchedChange,
+  type WatchedPrefix,
+  type WatchEvent,
+  watchPrefix,
+} from '../store/index.js';
 import { assign } from '../placement/index.js';
 import type { PlacementInstance } from '../placement/index.js';
 import type { Instance } from '../membership/index.js';
