@@ -19,11 +19,8 @@ export {
 export {
   watchPrefix,
   WatchedPrefix,
-  backoffDelay,
-  resolveBackoff,
   DEFAULT_WATCH_BACKOFF,
   type BackoffOptions,
-  type ResolvedBackoff,
   type ResetChange,
   type SourceWatch,
   type WatchedBatch,
