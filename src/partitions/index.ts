@@ -14,7 +14,12 @@ export {
   putRoute,
   deleteRoute,
 } from './spec.js';
-export { openServiceView, ServiceViewHandle, type OpenServiceViewOptions } from './open-view.js';
+export {
+  openServiceView,
+  ServiceViewHandle,
+  type OpenServiceViewOptions,
+  type PartitionDestination,
+} from './open-view.js';
 export type { ViewAssignment, ViewInstance } from './view.js';
 export type {
   OwnershipMember,

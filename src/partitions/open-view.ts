@@ -28,6 +28,16 @@ export interface OpenServiceViewOptions {
   logger?: WarnLogger;
 }
 
+/** Where a partition's requests go, as {@link ServiceViewHandle.destination} reads it. */
+export interface PartitionDestination {
+  readonly partition: string;
+  readonly instance: string;
+  readonly token: number;
+  /** The owner record's `address`, else the owner instance's; `null` when neither is known. */
+  readonly address: string | null;
+  readonly moving: boolean;
+}
+
 /**
  * One holder's reference to the shared view of a service. Every holder in the process that uses the
  * same store object and service shares one watch; `close()` drops this holder's reference (and its
@@ -105,6 +115,24 @@ export class ServiceViewHandle {
   get routes(): ReadonlyMap<string, RouteRecord> {
     return this.#view.routes;
   }
+  /**
+   * Where a partition's requests go now (brief §8): its owner, the owner's fencing token, the
+   * address the owner published (else the owner instance's address; `null` when neither is known)
+   * and whether it is moving. `undefined` when the partition has no owner, or an owner record that
+   * cannot be read (nothing routes there).
+   */
+  destination(partition: string): PartitionDestination | undefined {
+    const owner = this.#view.owners.get(partition);
+    if (owner === undefined || owner.instance === '') return undefined;
+    return {
+      partition,
+      instance: owner.instance,
+      token: owner.token,
+      address: owner.address ?? this.#view.instances.get(owner.instance)?.address ?? null,
+      moving: owner.moving === true,
+    };
+  }
+
   /** The assignment placement computes from the current snapshot. */
   assignment(): ViewAssignment {
     return this.#view.assignment();

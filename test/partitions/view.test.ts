@@ -71,6 +71,7 @@ describe('the partitions view', () => {
         assert.ok(owner, 'a malformed owner key still marks its partition as taken');
         assert.equal(owner.instance, '');
         assert.equal(owner.address, undefined);
+        assert.equal(view.destination('3'), undefined, 'nothing routes to an unreadable owner');
         assert.deepEqual(logger.warnings.map((w) => w.key).sort(), [
           '/muster/services/svc/instances/x',
           '/muster/services/svc/owners/3',
@@ -110,6 +111,15 @@ describe('the partitions view', () => {
         assert.equal(owner.instance, 'a');
         assert.equal(owner.token, ctx.token, 'publishing keeps the fencing token');
         assert.equal(view.instances.get('a')?.address, '127.0.0.1:7000');
+        assert.deepEqual(view.destination('0'), {
+          partition: '0',
+          instance: 'a',
+          token: ctx.token,
+          address: '127.0.0.1:9000',
+          moving: true,
+        });
+        assert.equal(view.destination('1')?.address, '127.0.0.1:7000', "else the owner instance's address");
+        assert.equal(view.destination('7'), undefined);
         await assert.rejects(ctx.publish({ address: 'not an address' }), (e) =>
           isMusterError(e, 'MUSTER_INVALID_ARGUMENT'),
         );
