@@ -46,6 +46,11 @@ export const ERROR_CODES = {
     retryable: false,
     summary: 'a program muster needs (for example etcd) is not on PATH',
   },
+  MUSTER_SPAWN_FAILED: {
+    retryable: false,
+    summary:
+      'a child process could not be started (command missing or not executable, bad cwd) or exited before it was ready',
+  },
   MUSTER_DATA_DIR_LOCKED: {
     retryable: false,
     summary: 'another live process is using the data directory of muster serve',
