@@ -14,6 +14,7 @@ import { MusterError } from '../errors.js';
 import type { JournalEntry } from '../store/memory/journal.js';
 import { MemoryStore } from '../store/memory/memory-store.js';
 import { decodeEntry } from './codec.js';
+import { checkCrashPointSetting } from './crash-point.js';
 import { readNewestSnapshot, removeOtherSnapshots, writeSnapshot } from './snapshot.js';
 import { readSegment, segmentName, segmentNumber, truncateSegment, Wal } from './wal.js';
 import { isProcessAlive } from '../util/process.js';
@@ -91,6 +92,7 @@ export class DurableStore {
     const t0 = performance.now();
     const dataDir = resolve(options.dataDir);
     const log = options.logger;
+    checkCrashPointSetting();
     await mkdir(dataDir, { recursive: true });
     await lockDir(dataDir);
     try {

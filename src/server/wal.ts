@@ -23,6 +23,7 @@ import { join } from 'node:path';
 import { MusterError } from '../errors.js';
 import type { Journal, JournalEntry } from '../store/memory/journal.js';
 import { BinWriter, crc32, encodeEntry } from './codec.js';
+import { crashPoint } from './crash-point.js';
 
 /**
  * Magic at the start of every segment; the trailing digit is the format version. Version 2 adds the
@@ -397,9 +398,12 @@ async function createSegment(dir: string, n: number): Promise<FileHandle> {
   // Filled through a descriptor without O_DSYNC (one sync at the end, not one per write).
   const init = await open(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o644);
   try {
+    crashPoint('wal.segment.created');
     await init.write(WAL_MAGIC, 0, WAL_MAGIC.length, 0);
+    crashPoint('wal.segment.header-written');
     await writeZeros(init, WAL_MAGIC.length, SEGMENT_PREALLOCATE_BYTES);
     await init.sync();
+    crashPoint('wal.segment.synced');
   } finally {
     await init.close();
   }
