@@ -77,6 +77,12 @@ export const ERROR_CODES = {
     http: 500,
     summary: 'a program muster needs (for example etcd) is not on PATH',
   },
+  MUSTER_SPAWN_FAILED: {
+    retryable: false,
+    http: 500,
+    summary:
+      'a child process could not be started (command missing or not executable, bad cwd) or exited before it was ready',
+  },
   MUSTER_DATA_DIR_LOCKED: {
     retryable: false,
     http: 409,
