@@ -1,6 +1,13 @@
 /** Options and helpers shared by subcommands. */
-import { Option } from 'commander';
-import { DEFAULT_LOG_LEVEL, LOG_LEVEL_ENV, LOG_LEVELS, runDaemon } from '../daemon/index.js';
+import { type Command, Option } from 'commander';
+import {
+  DEFAULT_ADMIN_LISTEN,
+  DEFAULT_LOG_LEVEL,
+  type DaemonOptions,
+  LOG_LEVEL_ENV,
+  LOG_LEVELS,
+  runDaemon,
+} from '../daemon/index.js';
 import { DEFAULT_STORE_URL, openStore } from '../store/index.js';
 import type { Store } from '../store/types.js';
 
@@ -11,12 +18,53 @@ export function storeOption(): Option {
     .default(DEFAULT_STORE_URL);
 }
 
-/** `--log-level`, defaulting to `$MUSTER_LOG_LEVEL` or `info`, for the daemons. */
-export function daemonLogLevelOption(): Option {
-  return new Option('--log-level <level>', 'log level of the JSON logs on stderr')
-    .choices(LOG_LEVELS)
-    .env(LOG_LEVEL_ENV)
-    .default(DEFAULT_LOG_LEVEL);
+/** The flags of every daemon command (`serve`, `config relay`, the agent, the proxy, the bus). */
+export interface DaemonFlags {
+  logLevel: string;
+  admin: string;
+  adminTokenFile?: string;
+  shutdownTimeout: string;
+}
+
+/**
+ * Adds the daemon flags to `command`: `--log-level` (default `$MUSTER_LOG_LEVEL`, else `info`),
+ * `--admin`, `--admin-token-file`, `--shutdown-timeout` (docs/daemon.md).
+ */
+export function addDaemonOptions(command: Command): Command {
+  return command
+    .addOption(
+      new Option('--log-level <level>', 'log level of the JSON logs on stderr')
+        .choices(LOG_LEVELS)
+        .env(LOG_LEVEL_ENV)
+        .default(DEFAULT_LOG_LEVEL),
+    )
+    .addOption(
+      new Option(
+        '--admin <host:port>',
+        'admin HTTP server: /metrics, /healthz, /v1/status (port 0: any free port)',
+      ).default(DEFAULT_ADMIN_LISTEN),
+    )
+    .addOption(
+      new Option('--admin-token-file <file>', 'bearer token for the admin server (required off loopback)'),
+    )
+    .addOption(
+      new Option('--shutdown-timeout <duration>', 'graceful stop deadline; then the stop is forced').default(
+        '30s',
+      ),
+    );
+}
+
+/** The runtime's options for daemon `name` from its flags. */
+export function daemonOptionsFrom(name: string, flags: DaemonFlags): DaemonOptions {
+  return {
+    name,
+    logLevel: flags.logLevel,
+    admin: {
+      listen: flags.admin,
+      ...(flags.adminTokenFile !== undefined ? { tokenFile: flags.adminTokenFile } : {}),
+    },
+    shutdownTimeout: flags.shutdownTimeout,
+  };
 }
 
 export function jsonOption(): Option {

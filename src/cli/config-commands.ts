@@ -3,7 +3,7 @@
  * Reads are linearizable, so `muster config get NAME --json` is a fresh answer for any language.
  */
 import { readFileSync } from 'node:fs';
-import { type Command, Option } from 'commander';
+import type { Command } from 'commander';
 import {
   cancelConfig,
   ConfigRelay,
@@ -17,13 +17,15 @@ import {
   timelineOf,
 } from '../config/index.js';
 import { registerRelayMetrics } from '../config/internal.js';
-import { DEFAULT_ADMIN_LISTEN, runDaemon } from '../daemon/index.js';
+import { runDaemon } from '../daemon/index.js';
 import { invalidArgument, MusterError } from '../errors.js';
 import { openStore } from '../store/index.js';
 import type { Store } from '../store/types.js';
 import { formatDuration } from '../util/duration.js';
 import {
-  daemonLogLevelOption,
+  addDaemonOptions,
+  type DaemonFlags,
+  daemonOptionsFrom,
   jsonOption,
   printJson,
   printTable,
@@ -289,8 +291,8 @@ export function registerConfigCommands(program: Command): void {
  * until SIGINT or SIGTERM; then closes the socket and removes the tables.
  */
 function registerRelayCommand(config: Command): void {
-  config
-    .command('relay')
+  const relay = config.command('relay');
+  relay
     .description(
       "serve this host's processes over a local socket: one watch on the store for all of them, " +
         'and a shared table they read without waking (Ctrl-C to stop)',
@@ -300,89 +302,61 @@ function registerRelayCommand(config: Command): void {
     .option('--no-tables', 'no shared tables: processes get proofs pushed on the socket instead')
     .addOption(storeOption())
     .addOption(jsonOption())
-    .addOption(daemonLogLevelOption())
-    .addOption(
-      new Option('--admin <host:port>', 'admin HTTP server: /metrics, /healthz, /v1/status').default(
-        DEFAULT_ADMIN_LISTEN,
-      ),
-    )
-    .addOption(
-      new Option('--admin-token-file <file>', 'bearer token for the admin server (required off loopback)'),
-    )
-    .addOption(
-      new Option('--shutdown-timeout <duration>', 'graceful stop deadline; then the stop is forced').default(
-        '30s',
-      ),
-    )
     .action(async (opts: RelayFlags) => {
-      const daemon = await runDaemon(
-        {
-          name: 'relay',
-          logLevel: opts.logLevel,
-          admin: {
-            listen: opts.admin,
-            ...(opts.adminTokenFile !== undefined ? { tokenFile: opts.adminTokenFile } : {}),
+      const daemon = await runDaemon(daemonOptionsFrom('relay', opts), async (ctx) => {
+        const store = await openStore(opts.store);
+        let relay: ConfigRelay;
+        try {
+          relay = await ConfigRelay.start({
+            store,
+            listen: opts.listen,
+            maxStaleness: opts.maxStaleness,
+            tables: opts.tables,
+          });
+        } catch (err) {
+          await store.close();
+          throw err;
+        }
+        registerRelayMetrics(ctx.metrics, relay);
+        const tables = relay.tables;
+        if (opts.json === true)
+          out(
+            JSON.stringify({
+              time: iso(Date.now()),
+              event: 'listening',
+              socket: relay.address,
+              tables: tables ?? null,
+              admin: ctx.admin.url,
+            }),
+          );
+        else {
+          out(
+            `relay listening on ${relay.address}${tables === undefined ? ' (no shared tables)' : `, shared tables in ${tables}`}`,
+          );
+          out(`relay admin on ${ctx.admin.url} (/metrics, /healthz, /v1/status)`);
+        }
+        return {
+          status: () => relay.stats(),
+          stop: async () => {
+            try {
+              await relay.close();
+            } finally {
+              await store.close();
+            }
           },
-          shutdownTimeout: opts.shutdownTimeout,
-        },
-        async (ctx) => {
-          const store = await openStore(opts.store);
-          let relay: ConfigRelay;
-          try {
-            relay = await ConfigRelay.start({
-              store,
-              listen: opts.listen,
-              maxStaleness: opts.maxStaleness,
-              tables: opts.tables,
-            });
-          } catch (err) {
-            await store.close();
-            throw err;
-          }
-          registerRelayMetrics(ctx.metrics, relay);
-          const tables = relay.tables;
-          if (opts.json === true)
-            out(
-              JSON.stringify({
-                time: iso(Date.now()),
-                event: 'listening',
-                socket: relay.address,
-                tables: tables ?? null,
-                admin: ctx.admin.url,
-              }),
-            );
-          else {
-            out(
-              `relay listening on ${relay.address}${tables === undefined ? ' (no shared tables)' : `, shared tables in ${tables}`}`,
-            );
-            out(`relay admin on ${ctx.admin.url} (/metrics, /healthz, /v1/status)`);
-          }
-          return {
-            status: () => relay.stats(),
-            stop: async () => {
-              try {
-                await relay.close();
-              } finally {
-                await store.close();
-              }
-            },
-          };
-        },
-      );
+        };
+      });
       if ((await daemon.done) !== 0) return;
       if (opts.json === true) out(JSON.stringify({ time: iso(Date.now()), event: 'closed' }));
       else out('relay closed');
     });
+  addDaemonOptions(relay);
 }
 
-interface RelayFlags extends StoreOpts {
+interface RelayFlags extends StoreOpts, DaemonFlags {
   listen: string;
   maxStaleness: string;
   tables: boolean;
-  logLevel: string;
-  admin: string;
-  adminTokenFile?: string;
-  shutdownTimeout: string;
 }
 
 async function liveTimeline(store: Store, name: string): Promise<void> {

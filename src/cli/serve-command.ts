@@ -1,10 +1,10 @@
 /** `muster serve`: the embedded default store (see docs/serve.md). */
 import { type Command, InvalidArgumentError, Option } from 'commander';
-import { DEFAULT_ADMIN_LISTEN, runDaemon } from '../daemon/index.js';
-import { daemonLogLevelOption } from './common.js';
+import { runDaemon } from '../daemon/index.js';
+import { addDaemonOptions, type DaemonFlags, daemonOptionsFrom } from './common.js';
 
 export function registerServeCommand(program: Command): void {
-  program
+  const command = program
     .command('serve')
     .description(
       'run the embedded store: durable, single-node, speaking the etcd v3 API (clients use etcd://HOST:PORT)',
@@ -34,27 +34,13 @@ export function registerServeCommand(program: Command): void {
         .default('20000')
         .argParser(positiveInt),
     )
-    .addOption(daemonLogLevelOption())
-    .addOption(
-      new Option(
-        '--admin <host:port>',
-        'admin HTTP server: /metrics, /healthz, /v1/status (port 0: any free port)',
-      ).default(DEFAULT_ADMIN_LISTEN),
-    )
-    .addOption(
-      new Option('--admin-token-file <file>', 'bearer token for the admin server (required off loopback)'),
-    )
-    .addOption(
-      new Option('--shutdown-timeout <duration>', 'graceful stop deadline; then the stop is forced').default(
-        '30s',
-      ),
-    )
     .action(async (opts: ServeFlags) => {
       await serve(opts);
     });
+  addDaemonOptions(command);
 }
 
-interface ServeFlags {
+interface ServeFlags extends DaemonFlags {
   dataDir: string;
   listen: string;
   tokenFile?: string;
@@ -62,10 +48,6 @@ interface ServeFlags {
   key?: string;
   progressNotifyInterval: string;
   snapshotRecords: string | number;
-  logLevel: string;
-  admin: string;
-  adminTokenFile?: string;
-  shutdownTimeout: string;
 }
 
 function positiveInt(value: string): number {
@@ -80,43 +62,32 @@ function positiveInt(value: string): number {
  */
 async function serve(opts: ServeFlags): Promise<void> {
   const { startServer } = await import('../server/index.js');
-  const daemon = await runDaemon(
-    {
-      name: 'serve',
-      logLevel: opts.logLevel,
-      admin: {
-        listen: opts.admin,
-        ...(opts.adminTokenFile !== undefined ? { tokenFile: opts.adminTokenFile } : {}),
-      },
-      shutdownTimeout: opts.shutdownTimeout,
-    },
-    async (ctx) => {
-      const server = await startServer({
-        dataDir: opts.dataDir,
-        listen: opts.listen,
-        ...(opts.tokenFile !== undefined ? { tokenFile: opts.tokenFile } : {}),
-        ...(opts.cert !== undefined ? { cert: opts.cert } : {}),
-        ...(opts.key !== undefined ? { key: opts.key } : {}),
-        progressNotifyInterval: opts.progressNotifyInterval,
-        snapshotRecords: Number(opts.snapshotRecords),
-        logger: ctx.log,
-        metrics: ctx.metrics,
-      });
-      process.stdout.write(`muster serve: listening on ${server.url} (data in ${server.dataDir})\n`);
-      process.stdout.write(`muster serve: admin on ${ctx.admin.url} (/metrics, /healthz, /v1/status)\n`);
-      return {
-        status: () => ({
-          url: server.url,
-          dataDir: server.dataDir,
-          revision: server.store.revision,
-          recovery: server.recovery,
-        }),
-        // Ends streams, lets calls finish (2 s), flushes the log and writes a snapshot; a forced
-        // stop gets no more than that: the runtime exits after its force timeout.
-        stop: () => server.close(),
-      };
-    },
-  );
+  const daemon = await runDaemon(daemonOptionsFrom('serve', opts), async (ctx) => {
+    const server = await startServer({
+      dataDir: opts.dataDir,
+      listen: opts.listen,
+      ...(opts.tokenFile !== undefined ? { tokenFile: opts.tokenFile } : {}),
+      ...(opts.cert !== undefined ? { cert: opts.cert } : {}),
+      ...(opts.key !== undefined ? { key: opts.key } : {}),
+      progressNotifyInterval: opts.progressNotifyInterval,
+      snapshotRecords: Number(opts.snapshotRecords),
+      logger: ctx.log,
+      metrics: ctx.metrics,
+    });
+    process.stdout.write(`muster serve: listening on ${server.url} (data in ${server.dataDir})\n`);
+    process.stdout.write(`muster serve: admin on ${ctx.admin.url} (/metrics, /healthz, /v1/status)\n`);
+    return {
+      status: () => ({
+        url: server.url,
+        dataDir: server.dataDir,
+        revision: server.store.revision,
+        recovery: server.recovery,
+      }),
+      // Ends streams, lets calls finish (2 s), flushes the log and writes a snapshot; a forced
+      // stop gets no more than that: the runtime exits after its force timeout.
+      stop: () => server.close(),
+    };
+  });
   const code = await daemon.done;
   if (code === 0) process.stdout.write('muster serve: stopped\n');
 }

@@ -328,7 +328,8 @@ class Lifecycle {
     setTimeout(() => {
       this.#log.warn({ lingerMs: EXIT_LINGER_MS }, 'still running after the stop (an open handle); exiting');
       this.#log.flush?.();
-      process.exit(code);
+      // process.exitCode, not `code`: the command may have set its own after the daemon stopped.
+      process.exit();
     }, EXIT_LINGER_MS).unref();
   }
 
