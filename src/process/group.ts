@@ -143,3 +143,38 @@ export async function waitGroupGone(
     delay = Math.min(delay * 2, GROUP_POLL_MAX_MS);
   }
 }
+
+/** The environment variable that marks every process the kernel starts (and, by inheritance, theirs). */
+export const MARKER_VARIABLE = 'MUSTER_PROCESS';
+
+/**
+ * Live processes whose initial environment holds `MUSTER_PROCESS=<value>` (exactly, or starting with
+ * `value` when `prefix`). This finds descendants that left their process group (setsid, setpgid) as
+ * long as they kept the variable; reading `/proc/<pid>/environ` needs the same user (or root).
+ */
+export function findMarked(value: string, prefix = false): number[] {
+  let pids: string[];
+  try {
+    pids = readdirSync('/proc').filter((p) => p.charCodeAt(0) >= 48 && p.charCodeAt(0) <= 57);
+  } catch {
+    return [];
+  }
+  const needle = Buffer.from(`${MARKER_VARIABLE}=${value}${prefix ? '' : '\0'}`);
+  const out: number[] = [];
+  for (const p of pids) {
+    let env: Buffer;
+    try {
+      env = readFileSync(`/proc/${p}/environ`);
+    } catch {
+      continue;
+    }
+    for (let i = env.indexOf(needle); i >= 0; i = env.indexOf(needle, i + 1)) {
+      if (i === 0 || env[i - 1] === 0) {
+        const pid = Number(p);
+        if (pid !== process.pid && readStat(pid)?.state !== 'Z') out.push(pid);
+        break;
+      }
+    }
+  }
+  return out;
+}

@@ -15,8 +15,16 @@ import { isMainThread } from 'node:worker_threads';
 import { invalidArgument, MusterError } from '../errors.js';
 import { type Duration, toMillis } from '../util/duration.js';
 import { checkCwd, resolveProgram, show, spawnFailed } from './command.js';
-import { readStartTime, signalGroup, waitGroupGone } from './group.js';
-import { guard, setprivCommand } from './guard.js';
+import {
+  findMarked,
+  isAlive,
+  MARKER_VARIABLE,
+  readStartTime,
+  readStat,
+  signalGroup,
+  waitGroupGone,
+} from './group.js';
+import { guard, parentToken, setprivCommand } from './guard.js';
 import { readLines } from './lines.js';
 import type { ExitInfo, OutputTarget, ProcessHandle, ProcessState, SpawnOptions } from './types.js';
 
@@ -31,6 +39,10 @@ export const TAIL_LINES = 20;
  * group (setsid) still holds them; that one is not waited for.
  */
 export const OUTPUT_DRAIN_MS = 1000;
+/** 1 s: a SIGKILLed process is dead within milliseconds; one that is not (D state, NFS) is left. */
+export const ESCAPEE_WAIT_MS = 1000;
+
+let serial = 0;
 
 /** Waits for one line on fd 4 (the go-ahead), closes it, becomes the command. */
 export const WRAPPER = 'read -r _ <&4 || exit 125; exec 4<&-; exec "$@"';
@@ -49,6 +61,8 @@ export async function spawnProcess(options: SpawnOptions): Promise<ProcessHandle
   const stopSignal = options.stopSignal ?? DEFAULT_STOP_SIGNAL;
   const env: Record<string, string | undefined> =
     options.envReplace === true ? { ...options.env } : { ...process.env, ...options.env };
+  const marker = `${parentToken()}/${++serial}`;
+  env[MARKER_VARIABLE] = marker;
   const cwd = options.cwd ?? process.cwd();
   checkCwd(command, cwd);
   const program = resolveProgram(command, cwd, env.PATH);
@@ -101,7 +115,15 @@ export async function spawnProcess(options: SpawnOptions): Promise<ProcessHandle
   }
   go.on('error', () => undefined);
   go.end('\n');
-  return new ChildHandle(child, { pid, startTime, label, command, graceMs, stopSignal, options });
+  return new ChildHandle(child, { pid, startTime, label, command, graceMs, stopSignal, options, marker });
+}
+
+function signalPid(pid: number, signal: NodeJS.Signals): void {
+  try {
+    process.kill(pid, signal);
+  } catch {
+    // gone meanwhile, or not ours to signal (EPERM)
+  }
 }
 
 function checkCommand(command: unknown): readonly string[] {
@@ -135,6 +157,8 @@ interface HandleInit {
   readonly graceMs: number;
   readonly stopSignal: NodeJS.Signals;
   readonly options: SpawnOptions;
+  /** The value of `MUSTER_PROCESS` in the child's environment. */
+  readonly marker: string;
 }
 
 class ChildHandle implements ProcessHandle {
@@ -155,6 +179,7 @@ class ChildHandle implements ProcessHandle {
   #stopping: Promise<ExitInfo> | undefined;
   #resolveGone!: (info: ExitInfo) => void;
   #outputOpen = 0;
+  readonly #escaped = new Set<number>();
   #outputDone: () => void = () => undefined;
 
   constructor(child: ChildProcess, init: HandleInit) {
@@ -244,6 +269,10 @@ class ChildHandle implements ProcessHandle {
       this.#deadline = Math.min(this.#deadline, performance.now() + graceMs);
       this.signal(signal);
       if (signal !== 'SIGCONT') this.signal('SIGCONT');
+      for (const pid of this.#escapees()) {
+        this.#escaped.add(pid);
+        signalPid(pid, signal);
+      }
     }
     const done = await waitGroupGone(
       this.pgid,
@@ -277,8 +306,32 @@ class ChildHandle implements ProcessHandle {
     }
   }
 
+  /** Marked processes outside the group: descendants that left it (setsid). */
+  #escapees(): number[] {
+    return findMarked(this.#init.marker).filter((pid) => readStat(pid)?.pgid !== this.pgid);
+  }
+
+  /** SIGKILLs the escapees and waits (at most {@link ESCAPEE_WAIT_MS}) until they are dead. */
+  async #killEscapees(): Promise<void> {
+    let left = this.#escapees();
+    if (left.length === 0) return;
+    for (const pid of left) this.#escaped.add(pid);
+    for (const pid of left) signalPid(pid, 'SIGKILL');
+    const until = performance.now() + ESCAPEE_WAIT_MS;
+    while (left.length > 0 && performance.now() < until) {
+      await new Promise((resolve) => setTimeout(resolve, 2));
+      left = left.filter((pid) => isAlive(pid));
+    }
+  }
+
+  /** How many processes that left the group (setsid) were found by their marker and killed. */
+  get escaped(): number {
+    return this.#escaped.size;
+  }
+
   async #finish(): Promise<void> {
     if (this.#state === 'gone') return;
+    await this.#killEscapees();
     this.#state = 'gone';
     guard.remove(this.pgid);
     try {

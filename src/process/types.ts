@@ -86,6 +86,11 @@ export interface ProcessHandle {
   signal(signal: NodeJS.Signals): boolean;
   /** Sends a message over the IPC channel (`ipc` option); rejects when the channel is closed. */
   send(message: unknown): Promise<void>;
+  /**
+   * Processes that had left the group (setsid) but kept the `MUSTER_PROCESS` marker in their
+   * environment, found and SIGKILLed once the group was gone. Normally 0.
+   */
+  readonly escaped: number;
   /** The last captured lines (stdout and stderr interleaved, newest last). */
   tail(): readonly string[];
 }

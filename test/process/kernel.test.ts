@@ -5,7 +5,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { isMusterError } from '../../src/errors.js';
+import { readStat } from '../../src/process/group.js';
 import { isAlive, MAX_LINE_BYTES, type ProcessHandle, spawnProcess } from '../../src/process/index.js';
+import { waitFor } from '../../src/testing/index.js';
 
 const T = { timeout: 30_000 };
 
@@ -178,6 +180,15 @@ describe('process kernel', () => {
     await h.stop();
     assert.equal(isAlive(gc), false);
     assert.equal(isAlive(ggc), false);
+  });
+
+  test('a descendant that left the group (setsid) is found by its marker and killed', T, async () => {
+    const { h, line } = await sh('setsid sleep 1000 & echo esc=$!; exec sleep 1000', { grace: 2000 });
+    const esc = Number((await line(/^esc=/)).slice(4));
+    await waitFor(() => readStat(esc)?.pgid === esc, { timeoutMs: 5000, what: 'setsid to run' });
+    await h.stop();
+    assert.equal(isAlive(esc), false);
+    assert.equal(h.escaped, 1);
   });
 
   test('kill() is immediate and escalates a stop in progress', T, async () => {

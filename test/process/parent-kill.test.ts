@@ -35,6 +35,17 @@ describe('death of the parent', () => {
   });
 
   test(
+    'descendants that left their group (setsid) are found by their marker',
+    { timeout: 60_000 },
+    async () => {
+      for (let i = 0; i < 5; i++) {
+        const r = await parentKill({ escapees: true });
+        assert.deepEqual(r.survivors, [], `round ${i}: survivors ${r.survivors.join(' ')}`);
+      }
+    },
+  );
+
+  test(
     'negative control: the checker catches a process started outside the kernel',
     { timeout: 30_000 },
     async () => {

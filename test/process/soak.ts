@@ -2,7 +2,7 @@
  * Soak of the death-of-parent guarantee: N times (default 200), a parent with 20 children (some fork
  * grandchildren, some ignore SIGTERM) is SIGKILLed; prints p50/p99/max of SIGKILL → every descendant
  * dead, and the survivors (must be 0; exit status 1 otherwise). Then the same with the guard alone
- * (no setpriv), unless --with-setpriv-only.
+ * (no setpriv), and with grandchildren that leave their group (setsid), unless --with-setpriv-only.
  *
  *   npm run soak:process                 # 200 rounds each
  *   npm run soak:process -- 1000         # 1000 rounds each
@@ -15,6 +15,7 @@ const modes = process.argv.includes('--with-setpriv-only')
   : [
       { name: 'setpriv + guard', noSetpriv: false },
       { name: 'guard alone', noSetpriv: true },
+      { name: 'setpriv + guard, with setsid escapees', noSetpriv: false, escapees: true },
     ];
 
 let failed = false;
@@ -24,7 +25,7 @@ for (const mode of modes) {
   let descendants = 0;
   const t0 = Date.now();
   for (let i = 0; i < rounds; i++) {
-    const r = await parentKill({ noSetpriv: mode.noSetpriv });
+    const r = await parentKill({ noSetpriv: mode.noSetpriv, escapees: mode.escapees === true });
     descendants += r.pids.length;
     if (r.survivors.length > 0) {
       survivors += r.survivors.length;
