@@ -12,6 +12,13 @@ export function readStartTime(pid: number): string | undefined {
   return readStat(pid)?.startTime;
 }
 
+let self: { readonly pid: number; readonly startTime: string } | undefined;
+/** This process's pid and start time (its identity in registry records and in the marker). */
+export function selfIdentity(): { readonly pid: number; readonly startTime: string } {
+  self ??= { pid: process.pid, startTime: readStartTime(process.pid) ?? '' };
+  return self;
+}
+
 /** The fields of `/proc/<pid>/stat` muster reads. */
 export interface ProcStat {
   readonly pid: number;

@@ -15,16 +15,15 @@
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import type { Writable } from 'node:stream';
-import { MARKER_VARIABLE, readStartTime } from './group.js';
+import { MARKER_VARIABLE, selfIdentity } from './group.js';
 
-let token: string | undefined;
 /**
  * `<pid>.<start time>` of this process: the prefix of the `MUSTER_PROCESS` marker of every child it
  * starts (`<token>/<serial>`), unique on the host for ever.
  */
 export function parentToken(): string {
-  token ??= `${process.pid}.${readStartTime(process.pid) ?? Date.now()}`;
-  return token;
+  const { pid, startTime } = selfIdentity();
+  return `${pid}.${startTime}`;
 }
 
 /** The guard's program (dash/POSIX sh; builtins only, so a group kill costs no fork). */

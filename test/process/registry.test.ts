@@ -113,6 +113,44 @@ describe('process registry', () => {
     }
   });
 
+  test("sweep kills strays carrying a dead owner's marker (members left by a dead leader)", T, async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'muster-registry-'));
+    const env = { ...process.env, MUSTER_PROCESS: `${deadOwner.pid}.${deadOwner.startTime}/7` };
+    const stray = spawn('sleep', ['1000'], { stdio: 'ignore', detached: true, env });
+    stray.unref();
+    const otherEnv = { ...process.env, MUSTER_PROCESS: `${deadOwner.pid}.${deadOwner.startTime}9/7` };
+    const other = spawn('sleep', ['1000'], { stdio: 'ignore', detached: true, env: otherEnv });
+    other.unref();
+    try {
+      const registry = new ProcessRegistry(dir);
+      // the leader of the stray's group is gone; its record remains
+      write(dir, {
+        pid: 4_000_001,
+        pgid: 4_000_001,
+        startTime: '5',
+        label: 'gone',
+        command: ['x'],
+        startedAt: 0,
+        owner: deadOwner,
+      });
+      await waitFor(
+        () => readStartTime(stray.pid!) !== undefined && readStartTime(other.pid!) !== undefined,
+        {
+          timeoutMs: 5000,
+        },
+      );
+      const report = await registry.sweep();
+      assert.equal(report.stale, 1);
+      assert.equal(report.strays, 1);
+      await waitFor(() => !isAlive(stray.pid!), { timeoutMs: 5000, what: 'the stray to die' });
+      assert.ok(isAlive(other.pid!), "another owner's process (a longer token) was not touched");
+    } finally {
+      stray.kill('SIGKILL');
+      other.kill('SIGKILL');
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   test('a registry needs a directory', T, () => {
     assert.throws(
       () => new ProcessRegistry(''),
