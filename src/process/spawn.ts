@@ -9,6 +9,7 @@
  * anything it forks) runs unknown to the guard.
  */
 import { type ChildProcess, spawn, type StdioOptions } from 'node:child_process';
+import { constants } from 'node:os';
 import { basename } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import { isMainThread } from 'node:worker_threads';
@@ -58,7 +59,7 @@ export async function spawnProcess(options: SpawnOptions): Promise<ProcessHandle
   if (!isMainThread)
     throw invalidArgument('spawnProcess must be called from the main thread (the death signal follows it)');
   const graceMs = toMillis(options.grace ?? DEFAULT_GRACE_MS, 'grace');
-  const stopSignal = options.stopSignal ?? DEFAULT_STOP_SIGNAL;
+  const stopSignal = checkSignal(options.stopSignal ?? DEFAULT_STOP_SIGNAL);
   const env: Record<string, string | undefined> =
     options.envReplace === true ? { ...options.env } : { ...process.env, ...options.env };
   const marker = `${parentToken()}/${++serial}`;
@@ -124,6 +125,12 @@ function signalPid(pid: number, signal: NodeJS.Signals): void {
   } catch {
     // gone meanwhile, or not ours to signal (EPERM)
   }
+}
+
+function checkSignal(signal: NodeJS.Signals): NodeJS.Signals {
+  if (typeof signal !== 'string' || !(signal in constants.signals))
+    throw invalidArgument(`stopSignal must be a signal name such as 'SIGTERM', got ${String(signal)}`);
+  return signal;
 }
 
 function checkCommand(command: unknown): readonly string[] {
@@ -241,8 +248,14 @@ class ChildHandle implements ProcessHandle {
   }
 
   stop(options: { signal?: NodeJS.Signals; grace?: Duration } = {}): Promise<ExitInfo> {
-    const graceMs = toMillis(options.grace ?? this.#init.graceMs, 'grace');
-    const signal = options.signal ?? this.#init.stopSignal;
+    let graceMs: number;
+    let signal: NodeJS.Signals;
+    try {
+      graceMs = toMillis(options.grace ?? this.#init.graceMs, 'grace');
+      signal = checkSignal(options.signal ?? this.#init.stopSignal);
+    } catch (err) {
+      return Promise.reject(err instanceof Error ? err : new Error(String(err)));
+    }
     if (signal === 'SIGKILL') return this.kill();
     if (this.#stopping !== undefined) {
       // Join the stop in progress; a shorter grace moves its deadline closer.

@@ -77,7 +77,8 @@ export interface ProcessHandle {
   /**
    * Signal (default: `stopSignal`, then SIGCONT so a stopped group can act on it) → wait up to the
    * grace for the whole group → SIGKILL the group. Resolves when the WHOLE GROUP is gone. Idempotent:
-   * a second call joins the first (a shorter grace or SIGKILL escalates it).
+   * a second call joins the first (a shorter grace or SIGKILL escalates it). Rejects only
+   * `MUSTER_INVALID_ARGUMENT` for a bad signal name or grace, with nothing sent.
    */
   stop(options?: { signal?: NodeJS.Signals; grace?: Duration }): Promise<ExitInfo>;
   /** SIGKILL the group now; resolves when it is gone. */

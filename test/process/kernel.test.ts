@@ -116,6 +116,10 @@ describe('process kernel', () => {
       await assert.rejects(spawnProcess({ command: ['true'], grace: 'soon' }), (err) =>
         isMusterError(err, 'MUSTER_INVALID_ARGUMENT'),
       );
+      await assert.rejects(
+        spawnProcess({ command: ['true'], stopSignal: 'SIGNOPE' as NodeJS.Signals }),
+        (err) => isMusterError(err, 'MUSTER_INVALID_ARGUMENT'),
+      );
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
