@@ -154,12 +154,17 @@ export async function waitGroupGone(
 /** The environment variable that marks every process the kernel starts (and, by inheritance, theirs). */
 export const MARKER_VARIABLE = 'MUSTER_PROCESS';
 
+/** `/proc/<pid>/environ` files read between two yields to the event loop (~15 µs each). */
+export const SCAN_BATCH = 128;
+
 /**
  * Live processes whose initial environment holds `MUSTER_PROCESS=<value>` (exactly, or starting with
  * `value` when `prefix`). This finds descendants that left their process group (setsid, setpgid) as
- * long as they kept the variable; reading `/proc/<pid>/environ` needs the same user (or root).
+ * long as they kept the variable; reading `/proc/<pid>/environ` needs the same user (or root). Reads
+ * in batches of {@link SCAN_BATCH} and yields between them, so a host with thousands of processes
+ * does not stall this process's event loop (a lease renewal, say) for the whole scan.
  */
-export function findMarked(value: string, prefix = false): number[] {
+export async function findMarked(value: string, prefix = false): Promise<number[]> {
   let pids: string[];
   try {
     pids = readdirSync('/proc').filter((p) => p.charCodeAt(0) >= 48 && p.charCodeAt(0) <= 57);
@@ -168,20 +173,23 @@ export function findMarked(value: string, prefix = false): number[] {
   }
   const needle = Buffer.from(`${MARKER_VARIABLE}=${value}${prefix ? '' : '\0'}`);
   const out: number[] = [];
-  for (const p of pids) {
-    let env: Buffer;
-    try {
-      env = readFileSync(`/proc/${p}/environ`);
-    } catch {
-      continue;
-    }
-    for (let i = env.indexOf(needle); i >= 0; i = env.indexOf(needle, i + 1)) {
-      if (i === 0 || env[i - 1] === 0) {
-        const pid = Number(p);
-        if (pid !== process.pid && readStat(pid)?.state !== 'Z') out.push(pid);
-        break;
-      }
-    }
+  for (let i = 0; i < pids.length; i++) {
+    if (i > 0 && i % SCAN_BATCH === 0) await new Promise((resolve) => setImmediate(resolve));
+    const pid = Number(pids[i]);
+    if (pid !== process.pid && hasMarker(pid, needle)) out.push(pid);
   }
   return out;
+}
+
+function hasMarker(pid: number, needle: Buffer): boolean {
+  let env: Buffer;
+  try {
+    env = readFileSync(`/proc/${pid}/environ`);
+  } catch {
+    return false; // gone, a zombie, or another user's
+  }
+  for (let i = env.indexOf(needle); i >= 0; i = env.indexOf(needle, i + 1)) {
+    if (i === 0 || env[i - 1] === 0) return readStat(pid)?.state !== 'Z';
+  }
+  return false;
 }

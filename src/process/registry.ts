@@ -137,7 +137,7 @@ export class ProcessRegistry {
     // The marker names its parent by pid and start time, so it never matches another parent's child.
     let strays = 0;
     for (const owner of deadOwners) {
-      for (const pid of findMarked(`${owner}/`, true)) {
+      for (const pid of await findMarked(`${owner}/`, true)) {
         try {
           process.kill(pid, 'SIGKILL');
           strays++;

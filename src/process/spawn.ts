@@ -282,7 +282,7 @@ class ChildHandle implements ProcessHandle {
       this.#deadline = Math.min(this.#deadline, performance.now() + graceMs);
       this.signal(signal);
       if (signal !== 'SIGCONT') this.signal('SIGCONT');
-      for (const pid of this.#escapees()) {
+      for (const pid of await this.#escapees()) {
         this.#escaped.add(pid);
         signalPid(pid, signal);
       }
@@ -320,13 +320,13 @@ class ChildHandle implements ProcessHandle {
   }
 
   /** Marked processes outside the group: descendants that left it (setsid). */
-  #escapees(): number[] {
-    return findMarked(this.#init.marker).filter((pid) => readStat(pid)?.pgid !== this.pgid);
+  async #escapees(): Promise<number[]> {
+    return (await findMarked(this.#init.marker)).filter((pid) => readStat(pid)?.pgid !== this.pgid);
   }
 
   /** SIGKILLs the escapees and waits (at most {@link ESCAPEE_WAIT_MS}) until they are dead. */
   async #killEscapees(): Promise<void> {
-    let left = this.#escapees();
+    let left = await this.#escapees();
     if (left.length === 0) return;
     for (const pid of left) this.#escaped.add(pid);
     for (const pid of left) signalPid(pid, 'SIGKILL');
