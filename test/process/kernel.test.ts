@@ -191,8 +191,8 @@ describe('process kernel', () => {
     const esc = Number((await line(/^esc=/)).slice(4));
     await waitFor(() => readStat(esc)?.pgid === esc, { timeoutMs: 5000, what: 'setsid to run' });
     await h.stop();
-    assert.equal(isAlive(esc), false);
-    assert.equal(h.escaped, 1);
+    assert.equal(isAlive(esc), false, `the escapee is alive: ${JSON.stringify(readStat(esc))}`);
+    assert.equal(h.escaped, 1, `escaped ${h.escaped}`);
   });
 
   test('kill() is immediate and escalates a stop in progress', T, async () => {
@@ -215,6 +215,31 @@ describe('process kernel', () => {
     await h.gone;
     assert.equal(isAlive(gc), false);
   });
+
+  test(
+    'a parent that exits normally (process.exit) takes its children and grandchildren along',
+    T,
+    async () => {
+      const kernel = new URL('../../src/process/index.js', import.meta.url).href;
+      const script = `import { spawnProcess } from '${kernel}';
+      const h = await spawnProcess({ command: ['/bin/sh', '-c', 'sleep 1000 & echo $!; exec sleep 1000'],
+        onLine: (_s, line) => { process.stdout.write(JSON.stringify([h.pid, Number(line)]) + '\\n'); process.exit(0); } });`;
+      let pids: number[] | undefined;
+      const parent = await spawnProcess({
+        command: [process.execPath, '--input-type=module', '-e', script],
+        onLine: (stream, line) => {
+          if (stream === 'stdout') pids = JSON.parse(line) as number[];
+        },
+      });
+      const exit = await parent.exited;
+      assert.equal(exit.code, 0, parent.tail().join('\n'));
+      assert.equal(pids?.length, 2);
+      await waitFor(() => pids!.every((pid) => !isAlive(pid)), {
+        timeoutMs: 5000,
+        what: 'the children to die',
+      });
+    },
+  );
 
   test('IPC channel: send and receive messages with a Node child', T, async () => {
     const got: unknown[] = [];
