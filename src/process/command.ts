@@ -1,5 +1,5 @@
 /**
- * Finding the program before spawning it. The child runs through a small wrapper (see spawn.ts), so
+ * Checking a spawn's input and finding the program before spawning it. The child runs through a small wrapper (see spawn.ts), so
  * an `exec` failure would show up as an exit status, not a spawn error; resolving the program here
  * first turns a missing or non-executable command into `MUSTER_SPAWN_FAILED` with its reason.
  */

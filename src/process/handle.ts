@@ -140,6 +140,10 @@ export class ChildHandle implements ProcessHandle {
     return this.#stopping;
   }
 
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.stop();
+  }
+
   kill(): Promise<ExitInfo> {
     this.#deadline = 0;
     if (this.#state !== 'gone') this.#sigkill();

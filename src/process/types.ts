@@ -94,4 +94,6 @@ export interface ProcessHandle {
   readonly escaped: number;
   /** The last captured lines (stdout and stderr interleaved, newest last). */
   tail(): readonly string[];
+  /** `stop()`, for `await using child = await spawnProcess(…)`. */
+  [Symbol.asyncDispose](): Promise<void>;
 }

@@ -159,6 +159,7 @@ describe('process kernel', () => {
     // idempotent
     assert.deepEqual(await h.stop(), exit);
     assert.deepEqual(await h.kill(), exit);
+    await h[Symbol.asyncDispose]();
   });
 
   test(
