@@ -115,7 +115,11 @@ export function liveMembers(pgid: number): number[] {
  * members are read from `/proc` and zombies are ignored.
  */
 export function groupGone(pgid: number, scan: boolean): boolean {
-  if (!signalGroup(pgid, 0)) return true;
+  try {
+    if (!signalGroup(pgid, 0)) return true;
+  } catch {
+    // EPERM: the members left are another user's; only /proc can tell whether they are dead
+  }
   return scan && hasProc() && liveMembers(pgid).length === 0;
 }
 

@@ -102,7 +102,12 @@ export class ChildHandle implements ProcessHandle {
 
   signal(signal: NodeJS.Signals): boolean {
     if (this.#state === 'gone') return false;
-    const sent = signalGroup(this.pgid, signal);
+    let sent: boolean;
+    try {
+      sent = signalGroup(this.pgid, signal);
+    } catch {
+      sent = false; // EPERM: every member left changed its user; nothing we may signal
+    }
     if (this.#exit === undefined) this.#child.kill(signal); // in case the leader left its group
     return sent;
   }
@@ -190,7 +195,13 @@ export class ChildHandle implements ProcessHandle {
   /** The leader exited: if members are left, they get the stop sequence (nobody else would). */
   #afterExit(): void {
     if (this.#stopping !== undefined) return;
-    if (!signalGroup(this.pgid, 0)) {
+    let alone: boolean;
+    try {
+      alone = !signalGroup(this.pgid, 0);
+    } catch {
+      alone = false; // EPERM: members left, of another user
+    }
+    if (alone) {
       this.#stopping = this.#finish().then(() => this.gone);
     } else {
       this.#stopping = this.#runStop(this.#init.stopSignal, this.#init.graceMs);
