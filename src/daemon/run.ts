@@ -231,6 +231,10 @@ class Lifecycle {
       });
       return undefined;
     });
+    this.#admin.route('POST', '/v1/reload', async () => {
+      await this.#reload();
+      return { reloaded: true };
+    });
     this.#admin.route('GET', '/v1/status', () => ({
       daemon: this.#o.name,
       state: this.#state,

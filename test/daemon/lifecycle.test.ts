@@ -81,6 +81,7 @@ describe('daemon runtime: lifecycle (in-process)', () => {
     );
     await Promise.all([d.reload(), d.reload()]);
     assert.deepEqual(order, ['begin', 'end', 'begin', 'end']);
+    assert.equal(d.ctx.admin.url, '', 'no admin server: no POST /v1/reload');
     const [a, b] = await Promise.all([d.stop(), d.stop()]);
     assert.deepEqual([a, b], [0, 0]);
     assert.equal(await d.stop({ force: true }), 0, 'stopping a stopped daemon changes nothing');
