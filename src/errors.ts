@@ -94,6 +94,22 @@ export const ERROR_CODES = {
     retryable: false,
     summary: 'a bug in muster: please report it with the message and logs',
   },
+  MUSTER_NO_ROUTING_KEY: {
+    retryable: false,
+    summary: 'the proxy found no valid routing key in the request and has no default key',
+  },
+  MUSTER_UPSTREAM_UNAVAILABLE: {
+    retryable: true,
+    summary: "the proxy could not reach the key's destination and the request was not safe to hold",
+  },
+  MUSTER_HOLD_TIMEOUT: {
+    retryable: true,
+    summary: 'a request held by the proxy found no reachable destination within holdTimeout',
+  },
+  MUSTER_HOLD_FULL: {
+    retryable: true,
+    summary: 'the proxy holds as many requests as its caps allow; retry after Retry-After',
+  },
 } as const satisfies Record<string, { retryable: boolean; summary: string }>;
 
 /** A stable muster error code. Capabilities register theirs in {@link ERROR_CODES}. */
