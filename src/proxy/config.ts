@@ -278,7 +278,7 @@ function lineOf(doc: Document, lc: LineCounter, path: readonly string[]): number
     if (node === undefined || node === null) continue;
     // for a field, point at its key rather than its value when the parent is a map
     if (n > 0) {
-      const parent = (n === 1 ? doc.contents : doc.getIn(sub.slice(0, -1), true));
+      const parent = n === 1 ? doc.contents : doc.getIn(sub.slice(0, -1), true);
       if (isMap(parent)) {
         const pair = parent.items.find(
           (p) => String((p.key as { value?: unknown })?.value) === String(sub.at(-1)),

@@ -307,7 +307,7 @@ export class ProxyServer {
     this.#pools.get(r.origin).stream(
       {
         path: req.url ?? '/',
-        method: (req.method ?? 'GET'),
+        method: req.method ?? 'GET',
         headers: ctx.headers,
         body: ctx.holdable ? null : req,
         signal: abort.signal,
@@ -333,10 +333,7 @@ export class ProxyServer {
         }
         if (isUnavailable(err)) {
           this.#holds.markDown(r.origin);
-          this.#log.warn(
-            { backend, err: (err).message, destination: r.destination },
-            'backend unavailable',
-          );
+          this.#log.warn({ backend, err: err.message, destination: r.destination }, 'backend unavailable');
           this.#unavailable(
             ctx,
             r.destination,
@@ -349,7 +346,7 @@ export class ProxyServer {
             ctx,
             502,
             'MUSTER_UPSTREAM_UNAVAILABLE',
-            `backend ${backend} failed: ${(err).message}`,
+            `backend ${backend} failed: ${err.message}`,
             backend,
           );
         }
