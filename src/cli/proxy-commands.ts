@@ -3,7 +3,6 @@
  */
 import { readFileSync } from 'node:fs';
 import { Option, type Command } from 'commander';
-import { pino } from 'pino';
 import { MusterError } from '../errors.js';
 import { DEFAULT_ROOT } from '../membership/index.js';
 import {
@@ -14,7 +13,8 @@ import {
   ProxyMaster,
   unpinRoute,
 } from '../proxy/index.js';
-import { handleSignals } from '../proxy/signals.js';
+import { adminToken } from '../proxy/admin-token.js';
+import { runDaemon } from '../daemon/index.js';
 import { jsonOption, printJson, storeOption, withStore } from './common.js';
 
 interface AdminOpts {
@@ -87,35 +87,53 @@ export function registerProxyCommands(program: Command): void {
     .addOption(new Option('--store <url>', "store URL (overrides the file's store; default $MUSTER_STORE)"))
     .option('--workers <n>', 'worker processes (overrides the file; default one per core)', (v) => Number(v))
     .action(async (opts: { config?: string; store?: string; workers?: number }) => {
-      if (opts.config === undefined)
+      if (opts.config === undefined) {
         throw new MusterError('MUSTER_INVALID_ARGUMENT', 'muster proxy needs --config FILE');
-      const log = pino(
-        { name: 'muster-proxy', level: process.env['MUSTER_LOG_LEVEL'] ?? 'info' },
-        pino.destination(2),
+      }
+      const configFile = opts.config;
+      const config = loadProxyConfig(configFile);
+      const daemon = await runDaemon(
+        {
+          name: 'proxy',
+          admin:
+            config.admin === false
+              ? false
+              : { listen: config.admin.listen, token: adminToken(config.admin.tokenFile) },
+          // the workers drain for up to drainTimeout; the runtime forces only after that
+          shutdownTimeout: config.drainTimeoutMs + 10_000,
+        },
+        async (ctx) => {
+          const master = await ProxyMaster.start({
+            configFile,
+            storeUrl: opts.store ?? process.env['MUSTER_STORE'],
+            workers: opts.workers,
+            log: ctx.log,
+            registry: ctx.metrics,
+          });
+          ctx.admin.route('GET', '/v1/workers', () => master.status());
+          ctx.admin.route('GET', '/v1/held', () => master.held());
+          ctx.admin.route('GET', '/v1/routes/:key', (_req, _res, params) =>
+            master.explain(params['key'] ?? ''),
+          );
+          ctx.admin.route('POST', '/v1/reload', () => master.reload());
+          ctx.admin.route('GET', '/v1/metrics', async (_req, res) => {
+            const m = await master.metrics();
+            res.writeHead(200, { 'content-type': m.contentType });
+            res.end(m.text);
+          });
+          process.stdout.write(
+            `${JSON.stringify({ pid: process.pid, listen: master.addresses, admin: ctx.admin.url || null, workers: master.workerPids })}\n`,
+          );
+          return {
+            stop: (force: AbortSignal) => master.stop(force),
+            status: () => master.summary(),
+            reload: async () => {
+              await master.reload();
+            },
+          };
+        },
       );
-      const master = await ProxyMaster.start({
-        configFile: opts.config,
-        storeUrl: opts.store ?? process.env['MUSTER_STORE'],
-        workers: opts.workers,
-        log,
-      });
-      process.stdout.write(
-        `${JSON.stringify({ pid: process.pid, listen: master.addresses, admin: master.adminUrl ?? null, workers: master.workerPids })}\n`,
-      );
-      await new Promise<void>((resolve) => {
-        const remove = handleSignals({
-          reload: () => {
-            master
-              .reload()
-              .catch((err: unknown) => log.error({ err }, 'reload refused; the old workers keep serving'));
-          },
-          stop: (force) => {
-            if (force) process.exit(1);
-            remove();
-            void master.stop().then(resolve);
-          },
-        });
-      });
+      process.exitCode = await daemon.done;
     });
 
   adminOptions(
@@ -131,7 +149,7 @@ export function registerProxyCommands(program: Command): void {
     .addOption(jsonOption())
     .action(async (opts: AdminOpts) => {
       printJson({
-        status: await adminCall(opts, 'GET', '/v1/status'),
+        status: await adminCall(opts, 'GET', '/v1/workers'),
         held: await adminCall(opts, 'GET', '/v1/held'),
       });
     });

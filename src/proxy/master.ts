@@ -15,7 +15,6 @@ import { isIP } from 'node:net';
 import * as net from 'node:net';
 import { AggregatorRegistry, Counter, Gauge, Registry } from 'prom-client';
 import { MusterError } from '../errors.js';
-import { adminToken, startAdmin, type AdminHandle } from './admin.js';
 import { loadProxyConfig, type ProxyConfig } from './config.js';
 import type { FromWorker, ToWorker, WorkerMethod } from './ipc.js';
 import type { ProxyLogger } from './server.js';
@@ -34,6 +33,8 @@ export interface ProxyMasterOptions {
   /** Overrides the file's `workers`. */
   readonly workers?: number | undefined;
   readonly log: ProxyLogger;
+  /** Where the master's own metrics (reloads, workers) go, e.g. the daemon's registry. Default: a new one. */
+  readonly registry?: Registry;
   readonly readyTimeoutMs?: number;
 }
 
@@ -59,14 +60,13 @@ interface Listener {
 export class ProxyMaster {
   readonly #options: ProxyMasterOptions;
   readonly #log: ProxyLogger;
-  readonly #registry = new Registry();
+  readonly #registry: Registry;
   readonly #reloads: Counter;
   #config: ProxyConfig;
   #listeners: Listener[] = [];
   #workers: Worker[] = [];
   readonly #all = new Set<Worker>();
   #generation = 0;
-  #admin: AdminHandle | undefined;
   #reloading: Promise<unknown> = Promise.resolve();
   #stopping: Promise<void> | undefined;
   #callId = 0;
@@ -76,6 +76,7 @@ export class ProxyMaster {
     this.#options = options;
     this.#log = options.log;
     this.#config = config;
+    this.#registry = options.registry ?? new Registry();
     this.#reloads = new Counter({
       name: 'muster_proxy_reloads_total',
       help: 'Reloads completed (new workers accepting, old ones draining)',
@@ -102,17 +103,8 @@ export class ProxyMaster {
       master.#listeners = await master.#bind(config.listen, []);
       const workers = await master.#startGeneration(config);
       master.#workers = workers;
-      if (config.admin !== false) {
-        master.#admin = await startAdmin(config.admin.listen, adminToken(config.admin.tokenFile), {
-          status: () => master.status(),
-          held: () => master.held(),
-          explain: (key) => master.#call(master.#readyWorker(), 'explain', key),
-          reload: () => master.reload(),
-          metrics: () => master.metrics(),
-        });
-      }
       master.#log.info(
-        { listen: master.addresses, admin: master.#admin?.url, workers: workers.map((w) => w.pid) },
+        { listen: master.addresses, workers: workers.map((w) => w.pid) },
         'proxy master started',
       );
       return master;
@@ -125,10 +117,6 @@ export class ProxyMaster {
   /** `host:port` per listening socket. */
   get addresses(): string[] {
     return this.#listeners.map((l) => l.bound);
-  }
-
-  get adminUrl(): string | undefined {
-    return this.#admin?.url;
   }
 
   get workerPids(): number[] {
@@ -170,24 +158,48 @@ export class ProxyMaster {
     return run;
   }
 
-  /** Drains every worker (up to the drain timeout), then closes the sockets. Idempotent. */
-  stop(): Promise<void> {
+  /**
+   * Drains every worker (up to the drain timeout, or until `force` aborts: then they are killed),
+   * then closes the sockets. Idempotent.
+   */
+  stop(force?: AbortSignal): Promise<void> {
     this.#stopping ??= (async () => {
       await this.#reloading;
       const all = [...this.#all];
       for (const w of all) this.#drain(w);
       const limit = this.#config.drainTimeoutMs + 5000;
-      await Promise.race([
-        Promise.all(all.map((w) => w.exited)),
-        new Promise((r) => setTimeout(r, limit).unref()),
-      ]);
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, limit);
+        timer.unref();
+        const done = (): void => {
+          clearTimeout(timer);
+          resolve();
+        };
+        force?.addEventListener('abort', done, { once: true });
+        void Promise.all(all.map((w) => w.exited)).then(done);
+      });
       for (const w of this.#all) w.child.kill('SIGKILL');
       await Promise.all([...this.#all].map((w) => w.exited));
       for (const l of this.#listeners) l.handle.close();
-      await this.#admin?.close();
       this.#log.info({}, 'proxy master stopped');
     })();
     return this.#stopping;
+  }
+
+  /** Where `key` goes now and why, as a ready worker's routing table says. */
+  explain(key: string): Promise<unknown> {
+    return this.#call(this.#readyWorker(), 'explain', key);
+  }
+
+  /** What the master knows without asking the workers (the daemon's `/v1/status`). */
+  summary(): Record<string, unknown> {
+    return {
+      config: this.#options.configFile,
+      service: this.#config.service,
+      generation: this.#generation,
+      listen: this.addresses,
+      workers: [...this.#all].map((w) => ({ pid: w.pid, generation: w.generation, state: w.state })),
+    };
   }
 
   async status(): Promise<unknown> {
@@ -202,12 +214,8 @@ export class ProxyMaster {
       })),
     );
     return {
+      ...this.summary(),
       pid: process.pid,
-      config: this.#options.configFile,
-      service: this.#config.service,
-      generation: this.#generation,
-      listen: this.addresses,
-      admin: this.#admin?.url,
       reloads: (await this.#reloads.get()).values[0]?.value ?? 0,
       workers,
     };

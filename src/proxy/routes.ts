@@ -4,6 +4,7 @@
  */
 import { invalidArgument, MusterError } from '../errors.js';
 import { checkSegment, serviceKeys } from '../membership/index.js';
+import { deleteRoute, putRoute } from '../partitions/index.js';
 import { jsonOf, type Store } from '../store/index.js';
 import { isValidKey } from './key.js';
 import { openRoutingSource } from './store-routing-source.js';
@@ -30,12 +31,10 @@ export async function pinRoute(
   options: RouteOptions = {},
 ): Promise<number> {
   checkKey(key);
-  checkSegment(instance, 'instance id');
-  const keys = serviceKeys(options.root, service);
-  return (await store.put(keys.route(key), JSON.stringify({ instance }))).revision;
+  return putRoute(store, service, key, instance, options.root === undefined ? {} : { root: options.root });
 }
 
-/** Removes the pin of `key`; `MUSTER_NOT_FOUND` when there was none. */
+/** Removes the pin of `key` (resolves to the store head after it); `MUSTER_NOT_FOUND` when there was none. */
 export async function unpinRoute(
   store: Store,
   service: string,
@@ -43,12 +42,17 @@ export async function unpinRoute(
   options: RouteOptions = {},
 ): Promise<number> {
   checkKey(key);
-  const r = await store.delete(serviceKeys(options.root, service).route(key));
-  if (r.deleted === 0)
+  const deleted = await deleteRoute(
+    store,
+    service,
+    key,
+    options.root === undefined ? {} : { root: options.root },
+  );
+  if (!deleted)
     throw new MusterError('MUSTER_NOT_FOUND', `key ${key} has no route pin in service ${service}`, {
       details: { key },
     });
-  return r.revision;
+  return store.headRevision();
 }
 
 /** Where `key` goes now and why (a one-shot read of the routing state). */

@@ -13,13 +13,13 @@ export interface RouteOwner {
   /** The fencing token (the owner key's createRevision). */
   readonly token: number;
   /** The partition's own endpoint, published by its owner (Contract C); else the instance's address is used. */
-  readonly address: string | undefined;
+  readonly address?: string | undefined;
   /** The owner is handing the partition over: hold its requests (transparent moves). */
-  readonly moving: boolean;
+  readonly moving?: boolean | undefined;
 }
 
 export interface RouteInstance {
-  readonly address: string | undefined;
+  readonly address: string | null | undefined;
 }
 
 /** The watched routing state of one service. */

@@ -59,7 +59,7 @@ export class RoutingTable {
     const s = this.#source;
     const pin = s.routes.get(key);
     if (pin !== undefined) {
-      const address = s.instances.get(pin.instance)?.address;
+      const address = s.instances.get(pin.instance)?.address ?? undefined;
       const destination = `instance:${pin.instance}`;
       if (address === undefined) {
         return {
@@ -108,7 +108,7 @@ export class RoutingTable {
         token: undefined,
       };
     }
-    if (owner.moving) {
+    if (owner.moving === true) {
       return {
         ok: false,
         destination,
@@ -119,7 +119,7 @@ export class RoutingTable {
         token: owner.token,
       };
     }
-    const address = owner.address ?? s.instances.get(owner.instance)?.address;
+    const address = owner.address ?? s.instances.get(owner.instance)?.address ?? undefined;
     if (address === undefined) {
       return {
         ok: false,

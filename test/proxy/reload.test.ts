@@ -140,7 +140,7 @@ describe('proxy master: zero-downtime reload', { timeout: 180_000 }, () => {
       [],
       `${failures.length} of ${ok + failures.length} requests failed during reloads`,
     );
-    const status = (await admin(r, 'GET', '/v1/status')) as {
+    const status = (await admin(r, 'GET', '/v1/workers')) as {
       workers: { pid: number; state: string }[];
       reloads: number;
     };
@@ -150,19 +150,25 @@ describe('proxy master: zero-downtime reload', { timeout: 180_000 }, () => {
     process.kill(current.pid, 'SIGKILL');
     await waitFor(
       async () => {
-        const s = (await admin(r, 'GET', '/v1/status')) as { workers: { pid: number; state: string }[] };
+        const s = (await admin(r, 'GET', '/v1/workers')) as { workers: { pid: number; state: string }[] };
         return s.workers.some((w) => w.state === 'ready' && w.pid !== current.pid);
       },
       { what: 'a replacement worker', timeoutMs: 20_000, intervalMs: 100 },
     );
+    // SIGHUP reloads too (through the daemon runtime)
+    process.kill(r.child.pid as number, 'SIGHUP');
+    await waitFor(
+      async () => ((await admin(r, 'GET', '/v1/workers')) as { reloads: number }).reloads === 11,
+      { what: 'SIGHUP reload', timeoutMs: 20_000, intervalMs: 100 },
+    );
     const after = await call(agent, r.listen, '/x', { key: 'z' });
     assert.equal(after.status, 200);
     const metrics = await (
-      await fetch(`${r.admin}/metrics`, { headers: { authorization: `Bearer ${r.token}` } })
+      await fetch(`${r.admin}/v1/metrics`, { headers: { authorization: `Bearer ${r.token}` } })
     ).text();
-    assert.match(metrics, /muster_proxy_reloads_total 10/);
+    assert.match(metrics, /muster_proxy_reloads_total 11/);
     assert.match(metrics, /muster_proxy_requests_total\{backend="127\.0\.0\.1:\d+",status="200"\}/);
-    assert.equal((await fetch(`${r.admin}/v1/status`)).status, 401, 'the admin API needs the token');
+    assert.equal((await fetch(`${r.admin}/v1/workers`)).status, 401, 'the admin API needs the token');
     await agent.close();
   });
 
@@ -194,5 +200,8 @@ describe('proxy master: zero-downtime reload', { timeout: 180_000 }, () => {
       [],
     );
     await agent.close();
+    // SIGTERM: the workers drain, the master exits 0
+    r.child.kill('SIGTERM');
+    assert.equal(await r.exited, 0);
   });
 });
