@@ -98,6 +98,8 @@ async function body(ctx: DaemonContext): Promise<{ stop(force: AbortSignal): Pro
       await store?.close();
       force.removeEventListener('abort', cut);
       ctx.log.info({}, 'worker drained');
+      // the IPC channel is the last handle keeping the process alive
+      if (process.connected) process.disconnect();
     },
   };
 }
