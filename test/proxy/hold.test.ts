@@ -169,4 +169,41 @@ describe('proxy holding', { timeout: 60_000 }, () => {
     // burst of 2 (a tenth of a second), then 20/s: the last of 12 about 0.5 s after the first
     assert.ok(spread >= 350, `released over ${spread} ms, faster than 20/s`);
   });
+
+  test('a partition whose owner marks it moving: its GETs are held and released to the new owner (transparent move)', async () => {
+    const p = await proxy();
+    const address = p.addresses[0] as string;
+    const oldOwner = await startBackend('old');
+    const newOwner = await startBackend('new');
+    closers.push(
+      () => oldOwner.close(),
+      () => newOwner.close(),
+    );
+    await store.put(
+      `${SVC}owners/0`,
+      JSON.stringify({ instance: 'old', since: '', address: oldOwner.address }),
+    );
+    await waitFor(() => p.source.owners.get('0')?.instance === 'old', { what: 'old owns 0' });
+    assert.equal((await call(agent, address, '/x', { key: k0 })).json().backend, 'old');
+    await store.put(
+      `${SVC}owners/0`,
+      JSON.stringify({ instance: 'old', since: '', address: oldOwner.address, moving: true }),
+    );
+    await waitFor(() => p.source.owners.get('0')?.moving === true, { what: 'moving seen' });
+    const held = call(agent, address, '/x', { key: k0 });
+    await waitFor(() => p.server.held()['partition:0'] === 1, { what: 'held while moving' });
+    const seenByOld = oldOwner.seen.length;
+    await store.delete(`${SVC}owners/0`);
+    await store.put(
+      `${SVC}owners/0`,
+      JSON.stringify({ instance: 'new', since: '', address: newOwner.address }),
+    );
+    const r = await held;
+    assert.equal(r.json().backend, 'new');
+    assert.equal(
+      oldOwner.seen.length,
+      seenByOld,
+      'nothing reached the old owner after it marked the partition moving',
+    );
+  });
 });
