@@ -6,7 +6,8 @@
  */
 import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { Server as NetServer, type Socket } from 'node:net';
+import { connect as netConnect, Server as NetServer, type Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { systemClock, type Clock } from '../clock.js';
 import type { ErrorCode } from '../errors.js';
 import type { ProxyConfig } from './config.js';
@@ -117,6 +118,9 @@ export class ProxyServer {
         (req, res) => this.#handle(req, res),
       );
       server.timeout = c.idleTimeoutMs;
+      server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) =>
+        this.#upgrade(req, socket, head),
+      );
       server.on('connection', (socket: Socket) => {
         this.#sockets.add(socket);
         socket.once('close', () => {
@@ -268,6 +272,61 @@ export class ProxyServer {
     }
     ctx.key = key;
     this.#attempt(ctx);
+  }
+
+  /**
+   * An upgrade (WebSocket): routed by the same key, then bytes are piped both ways. Not held: an
+   * unavailable destination answers 502 at once (clients reconnect by themselves).
+   */
+  #upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    const refuse = (status: string, why: string): void => {
+      this.metrics.requests.inc({ backend: '-', status: status.slice(0, 3) });
+      socket.end(
+        `HTTP/1.1 ${status}\r\nconnection: close\r\ncontent-type: text/plain\r\ncontent-length: ${Buffer.byteLength(why)}\r\n\r\n${why}`,
+      );
+    };
+    socket.on('error', () => socket.destroy());
+    if (this.#state !== 'serving')
+      return refuse('503 Service Unavailable', 'the proxy is draining; reconnect');
+    const raw = extractKey(this.#config.key, req.url ?? '/', req.headers);
+    const key = raw === undefined ? this.#config.defaultKey : isValidKey(raw) ? raw : undefined;
+    if (key === undefined)
+      return refuse('400 Bad Request', `no valid routing key (${this.#config.keySource})`);
+    const r = this.table.resolve(key);
+    if (!r.ok || this.#holds.isDown(r.origin))
+      return refuse('502 Bad Gateway', 'the destination is unavailable');
+    const url = new URL(r.origin);
+    const backend = url.host;
+    const upstream = netConnect(Number(url.port || 80), url.hostname);
+    let connected = false;
+    upstream.once('connect', () => {
+      connected = true;
+      const id = req.headers['x-request-id'];
+      const lines = [`${req.method ?? 'GET'} ${req.url ?? '/'} HTTP/1.1`];
+      for (let i = 0; i < req.rawHeaders.length; i += 2) {
+        const name = (req.rawHeaders[i] as string).toLowerCase();
+        if (name === 'x-forwarded-for' || name === 'x-request-id') continue;
+        lines.push(`${req.rawHeaders[i] as string}: ${req.rawHeaders[i + 1] as string}`);
+      }
+      const xff = req.headers['x-forwarded-for'];
+      const client = req.socket.remoteAddress ?? 'unknown';
+      lines.push(`x-forwarded-for: ${xff === undefined ? client : `${String(xff)}, ${client}`}`);
+      lines.push(`x-request-id: ${typeof id === 'string' && id !== '' ? id : randomUUID()}`);
+      upstream.write(`${lines.join('\r\n')}\r\n\r\n`);
+      if (head.length > 0) upstream.write(head);
+      this.metrics.requests.inc({ backend, status: '101' });
+      upstream.pipe(socket);
+      socket.pipe(upstream);
+    });
+    upstream.on('error', () => {
+      if (connected) socket.destroy();
+      else {
+        this.#holds.markDown(r.origin);
+        refuse('502 Bad Gateway', `backend ${backend} is unavailable`);
+      }
+    });
+    upstream.on('close', () => socket.destroy());
+    socket.on('close', () => upstream.destroy());
   }
 
   #closed(ctx: Ctx): void {
