@@ -32,6 +32,20 @@ export interface RoutingSource {
   readonly partitions: readonly string[] | undefined;
   readonly owners: ReadonlyMap<string, RouteOwner>;
   readonly instances: ReadonlyMap<string, RouteInstance>;
+  /**
+   * Where a partition's requests go: owner, token, the owner's published address else the owner
+   * instance's (`null`: neither), moving. `undefined` when the partition has no (readable) owner.
+   */
+  destination(
+    partition: string,
+  ):
+    | {
+        readonly instance: string;
+        readonly token: number;
+        readonly address: string | null;
+        readonly moving: boolean;
+      }
+    | undefined;
   /** Route pins: `services/<s>/routes/<key>` → `{ instance }`. */
   readonly routes: ReadonlyMap<string, { readonly instance: string }>;
   /** Resolves after the first full read. */

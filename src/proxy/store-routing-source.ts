@@ -46,6 +46,7 @@ export function openRoutingSource(
     get routes() {
       return view.routes;
     },
+    destination: (partition) => view.destination(partition),
     async ready(o = {}) {
       await view.ready(o);
       updatedAt ||= performance.now();

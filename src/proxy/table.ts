@@ -96,7 +96,8 @@ export class RoutingTable {
       };
     }
     const destination = `partition:${partition}`;
-    const owner = s.owners.get(partition);
+    // the partitions view's one rule: owner, token, published address else the instance's, moving
+    const owner = s.destination(partition);
     if (owner === undefined) {
       return {
         ok: false,
@@ -108,7 +109,7 @@ export class RoutingTable {
         token: undefined,
       };
     }
-    if (owner.moving === true) {
+    if (owner.moving) {
       return {
         ok: false,
         destination,
@@ -119,8 +120,8 @@ export class RoutingTable {
         token: owner.token,
       };
     }
-    const address = owner.address ?? s.instances.get(owner.instance)?.address ?? undefined;
-    if (address === undefined) {
+    const address = owner.address;
+    if (address === null) {
       return {
         ok: false,
         destination,
@@ -139,7 +140,7 @@ export class RoutingTable {
       instance: owner.instance,
       partition,
       token: owner.token,
-      addressFrom: owner.address === undefined ? 'instance-address' : 'owner-endpoint',
+      addressFrom: s.owners.get(partition)?.address === undefined ? 'instance-address' : 'owner-endpoint',
     };
   }
 
