@@ -36,9 +36,7 @@ export interface RoutingSource {
    * Where a partition's requests go: owner, token, the owner's published address else the owner
    * instance's (`null`: neither), moving. `undefined` when the partition has no (readable) owner.
    */
-  destination(
-    partition: string,
-  ):
+  destination(partition: string):
     | {
         readonly instance: string;
         readonly token: number;

@@ -5,6 +5,7 @@
  * everything in flight or held, then close.
  */
 import { randomUUID } from 'node:crypto';
+import { EventEmitter } from 'node:events';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { connect as netConnect, Server as NetServer, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
@@ -46,7 +47,21 @@ interface Ctx extends Held {
   responded: boolean;
   done: boolean;
   holds: number;
-  abort: AbortController | undefined;
+  abort: UpstreamAbort | undefined;
+}
+
+/**
+ * Aborts one upstream request when its client goes away. undici accepts an EventEmitter with an
+ * `abort` event as a signal; an AbortController costs several times more per request (it was about
+ * a third of the proxy's own CPU per request in a profile).
+ */
+class UpstreamAbort extends EventEmitter {
+  aborted = false;
+  abort(): void {
+    if (this.aborted) return;
+    this.aborted = true;
+    this.emit('abort');
+  }
 }
 
 /** States: `starting` → `serving` → `draining` → `closed`. */
@@ -68,6 +83,8 @@ export class ProxyServer {
   #inFlight = 0;
   #closing: Promise<void> | undefined;
   #idleWaiters: (() => void)[] = [];
+  readonly #counters = new Map<string, { inc(): void }>();
+  readonly #histograms = new Map<string, { observe(v: number): void }>();
 
   constructor(options: ProxyServerOptions) {
     this.#config = options.config;
@@ -225,6 +242,28 @@ export class ProxyServer {
     return this.#closing;
   }
 
+  /** Labelled children are cached: prom-client hashes the labels on every `inc({…})`. */
+  #count(backend: string, status: number | string): void {
+    const k = `${backend} ${status}`;
+    let c = this.#counters.get(k);
+    if (c === undefined) {
+      if (this.#counters.size > 10_000) this.#counters.clear();
+      c = this.metrics.requests.labels({ backend, status: String(status) });
+      this.#counters.set(k, c);
+    }
+    c.inc();
+  }
+
+  #latency(backend: string): { observe(v: number): void } {
+    let h = this.#histograms.get(backend);
+    if (h === undefined) {
+      if (this.#histograms.size > 10_000) this.#histograms.clear();
+      h = this.metrics.upstreamSeconds.labels({ backend });
+      this.#histograms.set(backend, h);
+    }
+    return h;
+  }
+
   #checkIdle(): void {
     if (this.#state !== 'draining' || this.#sockets.size > 0 || this.#holds.size > 0) return;
     const waiters = this.#idleWaiters;
@@ -280,7 +319,7 @@ export class ProxyServer {
    */
   #upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     const refuse = (status: string, why: string): void => {
-      this.metrics.requests.inc({ backend: '-', status: status.slice(0, 3) });
+      this.#count('-', status.slice(0, 3));
       socket.end(
         `HTTP/1.1 ${status}\r\nconnection: close\r\ncontent-type: text/plain\r\ncontent-length: ${Buffer.byteLength(why)}\r\n\r\n${why}`,
       );
@@ -314,7 +353,7 @@ export class ProxyServer {
       lines.push(`x-request-id: ${typeof id === 'string' && id !== '' ? id : randomUUID()}`);
       upstream.write(`${lines.join('\r\n')}\r\n\r\n`);
       if (head.length > 0) upstream.write(head);
-      this.metrics.requests.inc({ backend, status: '101' });
+      this.#count(backend, '101');
       upstream.pipe(socket);
       socket.pipe(upstream);
     });
@@ -360,7 +399,7 @@ export class ProxyServer {
   #forward(ctx: Ctx, r: Resolution & { ok: true }): void {
     const { req, res } = ctx;
     ctx.headers ??= upstreamHeaders(req.headers, req.socket.remoteAddress, ctx.id, 'http');
-    const abort = (ctx.abort = new AbortController());
+    const abort = (ctx.abort = new UpstreamAbort());
     const started = performance.now();
     const backend = r.origin.slice(r.origin.indexOf('//') + 2);
     this.#pools.get(r.origin).stream(
@@ -369,15 +408,15 @@ export class ProxyServer {
         method: req.method ?? 'GET',
         headers: ctx.headers,
         body: ctx.holdable ? null : req,
-        signal: abort.signal,
+        signal: abort,
       },
       ({ statusCode, headers }) => {
-        this.metrics.upstreamSeconds.observe({ backend }, (performance.now() - started) / 1000);
+        this.#latency(backend).observe((performance.now() - started) / 1000);
         ctx.responded = true;
         const out = downstreamHeaders(headers);
         if (this.#state === 'draining') out['connection'] = 'close';
         res.writeHead(statusCode, out);
-        this.metrics.requests.inc({ backend, status: String(statusCode) });
+        this.#count(backend, statusCode);
         return res;
       },
       (err) => {
@@ -385,7 +424,7 @@ export class ProxyServer {
           ctx.done = true;
           return;
         }
-        if (ctx.done || abort.signal.aborted) return;
+        if (ctx.done || abort.aborted) return;
         if (ctx.responded) {
           res.destroy(err);
           return;
@@ -476,7 +515,7 @@ export class ProxyServer {
     if (ctx.done || ctx.res.headersSent) return;
     ctx.done = true;
     this.#holds.finish(ctx);
-    this.metrics.requests.inc({ backend, status: String(status) });
+    this.#count(backend, status);
     const h: Record<string, string | number> = {
       'content-type': type,
       'content-length': Buffer.byteLength(body),

@@ -100,8 +100,11 @@ describe('proxy: bad input and hostile clients', { timeout: 60_000 }, () => {
     const answer = await new Promise<string>((resolve) => {
       const chunks: Buffer[] = [];
       const [host, port] = address.split(':') as [string, string];
-      const s = connect(Number(port), host, () => s.write('GET / HTTP/1.1\r\nHost: h\r\n'));
-      const drip = setInterval(() => s.write('x-a: b\r\n'), 100);
+      let drip: NodeJS.Timeout | undefined;
+      const s = connect(Number(port), host, () => {
+        s.write('GET / HTTP/1.1\r\nHost: h\r\n');
+        drip = setInterval(() => s.write('x-a: b\r\n'), 100);
+      });
       s.on('data', (c: Buffer) => chunks.push(c));
       s.on('close', () => {
         clearInterval(drip);
