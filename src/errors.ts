@@ -166,7 +166,8 @@ export const ERROR_CODES = {
     summary: 'the proxy found no valid routing key in the request and has no default key',
   },
   MUSTER_UPSTREAM_UNAVAILABLE: {
-    retryable: true,
+    // not retryable by muster: the request (a POST, a DELETE…) may not be safe to send twice
+    retryable: false,
     http: 502,
     summary: "the proxy could not reach the key's destination and the request was not safe to hold",
   },

@@ -86,7 +86,11 @@ export function registerProxyCommands(program: Command): void {
     .option('--config <file>', 'configuration file (YAML or JSON)')
     .addOption(new Option('--store <url>', "store URL (overrides the file's store; default $MUSTER_STORE)"))
     .option('--workers <n>', 'worker processes (overrides the file; default one per core)', (v) => Number(v))
-    .action(async (opts: { config?: string; store?: string; workers?: number }) => {
+    .option(
+      '--listen-fd <fd...>',
+      "listen on inherited sockets (systemd socket activation: 3, 4, …) instead of the file's listen",
+    )
+    .action(async (opts: { config?: string; store?: string; workers?: number; listenFd?: string[] }) => {
       if (opts.config === undefined) {
         throw new MusterError('MUSTER_INVALID_ARGUMENT', 'muster proxy needs --config FILE');
       }
@@ -107,6 +111,7 @@ export function registerProxyCommands(program: Command): void {
             configFile,
             storeUrl: opts.store ?? process.env['MUSTER_STORE'],
             workers: opts.workers,
+            listen: opts.listenFd?.map((fd) => `fd:${fd}`),
             log: ctx.log,
             registry: ctx.metrics,
           });

@@ -30,6 +30,8 @@ export interface ProxyMasterOptions {
   readonly configFile: string;
   /** Overrides the file's `store`. */
   readonly storeUrl?: string | undefined;
+  /** Overrides the file's `listen` (e.g. `['fd:3']` for systemd socket activation), on start and reload. */
+  readonly listen?: readonly string[] | undefined;
   /** Overrides the file's `workers`. */
   readonly workers?: number | undefined;
   readonly log: ProxyLogger;
@@ -100,7 +102,7 @@ export class ProxyMaster {
     const config = loadProxyConfig(options.configFile);
     const master = new ProxyMaster(options, config);
     try {
-      master.#listeners = await master.#bind(config.listen, []);
+      master.#listeners = await master.#bind(options.listen ?? config.listen, []);
       const workers = await master.#startGeneration(config);
       master.#workers = workers;
       master.#log.info(
@@ -133,7 +135,7 @@ export class ProxyMaster {
     const run = this.#reloading.then(async () => {
       if (this.#stopping) throw new MusterError('MUSTER_CLOSED', 'the proxy is stopping');
       const config = loadProxyConfig(this.#options.configFile);
-      const listeners = await this.#bind(config.listen, this.#listeners);
+      const listeners = await this.#bind(this.#options.listen ?? config.listen, this.#listeners);
       const old = this.#workers;
       const fresh = await this.#startGeneration(config, listeners).catch((err: unknown) => {
         for (const l of listeners) if (!this.#listeners.includes(l)) l.handle.close();
@@ -256,11 +258,28 @@ export class ProxyMaster {
         out.push(kept);
         continue;
       }
+      const create = (net as unknown as { _createServerHandle: (...a: unknown[]) => unknown })
+        ._createServerHandle;
+      const fd = /^fd:(\d+)$/.exec(address);
+      if (fd !== null) {
+        // an inherited socket (systemd socket activation: LISTEN_FDS, first at fd 3)
+        const handle = create(null, null, null, Number(fd[1]), 0);
+        if (typeof handle === 'number') {
+          for (const l of out) if (!existing.includes(l)) l.handle.close();
+          throw new MusterError('MUSTER_INVALID_ARGUMENT', `cannot use ${address}: errno ${handle}`, {
+            details: { address },
+          });
+        }
+        const h = handle as Listener['handle'];
+        const name: Record<string, unknown> = {};
+        h.getsockname(name);
+        const a = String(name['address']);
+        out.push({ address, handle: h, bound: `${a.includes(':') ? `[${a}]` : a}:${String(name['port'])}` });
+        continue;
+      }
       const { host, port } = splitHostPort(address);
       const ip = isIP(host) ? host : (await lookup(host)).address;
       // bind without listen: the workers listen on (and accept from) this very socket
-      const create = (net as unknown as { _createServerHandle: (...a: unknown[]) => unknown })
-        ._createServerHandle;
       const handle = create(ip, port, isIP(ip), undefined, 0);
       if (typeof handle === 'number') {
         for (const l of out) if (!existing.includes(l)) l.handle.close();

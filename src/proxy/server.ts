@@ -151,7 +151,10 @@ export class ProxyServer {
           server.off('error', reject);
           resolve();
         };
-        if (typeof target === 'string') {
+        const fd = typeof target === 'string' ? /^fd:(\d+)$/.exec(target) : null;
+        if (fd !== null) {
+          server.listen({ fd: Number(fd[1]) }, done);
+        } else if (typeof target === 'string') {
           const { host, port } = splitHostPort(target);
           server.listen({ host, port }, done);
         } else {

@@ -3,6 +3,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import * as net from 'node:net';
 import { createInterface } from 'node:readline';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
@@ -203,5 +204,44 @@ describe('proxy master: zero-downtime reload', { timeout: 180_000 }, () => {
     // SIGTERM: the workers drain, the master exits 0
     r.child.kill('SIGTERM');
     assert.equal(await r.exited, 0);
+  });
+
+  test('--listen-fd: a socket inherited as fd 3 (systemd socket activation) is served', async () => {
+    // bound, not listening, in this process (as systemd would pass it): only the proxy's workers accept
+    const create = (net as unknown as { _createServerHandle: (...a: unknown[]) => unknown })
+      ._createServerHandle;
+    const handle = create('127.0.0.1', 0, 4, undefined, 0) as {
+      fd: number;
+      close(): void;
+      getsockname(o: Record<string, unknown>): void;
+    };
+    const name: Record<string, unknown> = {};
+    handle.getsockname(name);
+    const configFile = join(dir, 'fd.json');
+    writeFileSync(
+      configFile,
+      JSON.stringify({ service: 'rl', listen: '127.0.0.1:1', key: 'header:x-key', workers: 1, admin: false }),
+    );
+    const child = spawn(
+      process.execPath,
+      [BIN, 'proxy', '--config', configFile, '--store', serve.url, '--listen-fd', '3'],
+      {
+        stdio: ['ignore', 'pipe', 'inherit', handle.fd],
+        env: { ...process.env, MUSTER_LOG_LEVEL: 'warn' },
+      },
+    );
+    const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+    running.push({ child, listen: '', admin: '', token: '', exited });
+    const line = await new Promise<string>((resolve, reject) => {
+      createInterface({ input: child.stdout as NodeJS.ReadableStream }).once('line', resolve);
+      child.once('exit', (code) => reject(new Error(`proxy exited with ${code} before it was ready`)));
+    });
+    handle.close();
+    const info = JSON.parse(line) as { listen: string[] };
+    assert.equal(info.listen[0], `127.0.0.1:${String(name['port'])}`);
+    const agent = new Agent();
+    const r = await call(agent, info.listen[0], '/x', { key: 'k' });
+    assert.equal(r.status, 200);
+    await agent.close();
   });
 });
