@@ -15,6 +15,8 @@ export interface Held {
   destination: string;
   /** Monotonic ms when it was first held. */
   heldAt: number;
+  /** The owner (partition + fencing token) that answered 421 "not the owner": wait for another. */
+  avoid?: { readonly partition: string; readonly token: number } | undefined;
   /** Set by the queue. */
   timer?: TimerHandle | undefined;
   queued?: boolean;
@@ -163,6 +165,9 @@ export class HoldQueues<T extends Held> {
         if (r.destination !== destination) this.#move(q, r.destination);
         continue;
       }
+      // the owner that said it is not the owner any more: wait for the table to show the next one
+      if (first.avoid !== undefined && first.avoid.partition === r.partition && first.avoid.token === r.token)
+        continue;
       const until = this.#downUntil.get(r.origin);
       if (until !== undefined && until > now) {
         next = Math.min(next, until);

@@ -8,7 +8,7 @@ import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { connect as netConnect, Server as NetServer, type Socket } from 'node:net';
-import type { Duplex } from 'node:stream';
+import { Writable, type Duplex } from 'node:stream';
 import { systemClock, type Clock } from '../clock.js';
 import type { ErrorCode } from '../errors.js';
 import type { ProxyConfig } from './config.js';
@@ -48,6 +48,7 @@ interface Ctx extends Held {
   done: boolean;
   holds: number;
   abort: UpstreamAbort | undefined;
+  misdirected: boolean;
 }
 
 /**
@@ -294,6 +295,7 @@ export class ProxyServer {
       done: false,
       holds: 0,
       abort: undefined,
+      misdirected: false,
     };
     this.#inFlight++;
     res.once('close', () => this.#closed(ctx));
@@ -396,6 +398,10 @@ export class ProxyServer {
       this.#unavailable(ctx, r.destination, `backend ${r.origin} refused a connection moments ago`);
       return;
     }
+    if (ctx.avoid !== undefined && ctx.avoid.partition === r.partition && ctx.avoid.token === r.token) {
+      this.#unavailable(ctx, r.destination, `instance ${r.instance} said it no longer owns the partition`);
+      return;
+    }
     this.#forward(ctx, r);
   }
 
@@ -415,6 +421,14 @@ export class ProxyServer {
       },
       ({ statusCode, headers }) => {
         this.#latency(backend).observe((performance.now() - started) / 1000);
+        if (statusCode === 421 && ctx.holdable && r.partition !== undefined && r.token !== undefined) {
+          // 421 Misdirected Request (MUSTER_NOT_OWNER): the backend released the partition before
+          // the proxy's view showed it. Nothing was done; hold the GET until the table shows the
+          // partition's next owner (its token differs), then send it there.
+          ctx.avoid = { partition: r.partition, token: r.token };
+          ctx.misdirected = true;
+          return new Writable({ write: (_c, _e, cb) => cb() });
+        }
         ctx.responded = true;
         const out = downstreamHeaders(headers);
         if (this.#state === 'draining') out['connection'] = 'close';
@@ -423,6 +437,18 @@ export class ProxyServer {
         return res;
       },
       (err) => {
+        if (ctx.misdirected) {
+          ctx.misdirected = false;
+          if (!ctx.done && !abort.aborted) {
+            this.#count(backend, '421-held');
+            this.#unavailable(
+              ctx,
+              r.destination,
+              `instance ${r.instance} said it no longer owns the partition`,
+            );
+          }
+          return;
+        }
         if (err === null) {
           ctx.done = true;
           return;

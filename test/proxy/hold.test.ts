@@ -206,4 +206,35 @@ describe('proxy holding', { timeout: 60_000 }, () => {
       'nothing reached the old owner after it marked the partition moving',
     );
   });
+
+  test('a 421 (not the owner) from a backend the view still shows as owner: the GET is held until the next owner appears; a POST gets the 421', async () => {
+    const p = await proxy();
+    const address = p.addresses[0] as string;
+    const stale = await startBackend('stale', (_req, res) => {
+      res.writeHead(421, { 'content-type': 'application/json' });
+      res.end('{"error":{"code":"MUSTER_NOT_OWNER"}}');
+      return true;
+    });
+    const next = await startBackend('next');
+    closers.push(
+      () => stale.close(),
+      () => next.close(),
+    );
+    await store.put(
+      `${SVC}owners/0`,
+      JSON.stringify({ instance: 'stale', since: '', address: stale.address }),
+    );
+    await waitFor(() => p.source.owners.get('0')?.instance === 'stale', { what: 'stale owns 0' });
+    const post = await call(agent, address, '/x', { key: k0, method: 'POST', body: 'x' });
+    assert.equal(post.status, 421, 'a POST is never held or replayed');
+    const held = call(agent, address, '/x', { key: k0 });
+    await waitFor(() => p.server.held()['partition:0'] === 1, { what: 'the GET is held after the 421' });
+    assert.equal(stale.seen.length, 2);
+    await store.delete(`${SVC}owners/0`);
+    await store.put(`${SVC}owners/0`, JSON.stringify({ instance: 'next', since: '', address: next.address }));
+    const r = await held;
+    assert.equal(r.status, 200);
+    assert.equal(r.json().backend, 'next');
+    assert.equal(stale.seen.length, 2, 'the held GET was not sent to the stale owner again');
+  });
 });
