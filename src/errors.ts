@@ -90,6 +90,22 @@ export const ERROR_CODES = {
     summary: 'the named object (configuration, version…) does not exist',
   },
   MUSTER_ALREADY_EXISTS: { retryable: false, summary: 'the named object already exists' },
+  MUSTER_AGENT_CONFIG: {
+    retryable: false,
+    summary: 'the agent configuration file is malformed or invalid (file, line, field and reason given)',
+  },
+  MUSTER_SPAWN_FAILED: {
+    retryable: false,
+    summary: 'a child process could not be started (missing command, permission denied…)',
+  },
+  MUSTER_RESTART_BUDGET: {
+    retryable: false,
+    summary: "a partition's child failed more often than its restart budget allows; the partition was handed on",
+  },
+  MUSTER_UNAUTHORIZED: {
+    retryable: false,
+    summary: 'the local API request carried no valid bearer token',
+  },
   MUSTER_INTERNAL: {
     retryable: false,
     summary: 'a bug in muster: please report it with the message and logs',
