@@ -98,6 +98,8 @@ export interface AgentConfig {
   readonly maxConcurrentMoves: number | undefined;
   readonly run: RunConfig;
   readonly checks: readonly CheckConfig[];
+  /** Per-partition environment added to `run.env` (e.g. a partition that needs more memory). */
+  readonly overrides: Readonly<Record<string, { readonly env: Readonly<Record<string, string>> }>>;
   readonly config: readonly string[];
   readonly api: { readonly listen: string; readonly tokenFile: string };
   readonly relay: { readonly listen: string; readonly maxStalenessMs: number | undefined } | false;
@@ -264,6 +266,7 @@ interface RawConfig {
     logs?: { dir: string; maxSize?: number | string; keep?: number };
   };
   checks?: RawCheck[];
+  overrides?: Record<string, { env?: Record<string, string | number | boolean> }>;
   config?: string[];
   api?: { listen?: string; tokenFile?: string };
   relay?: false | { listen?: string; maxStaleness?: number | string };
@@ -431,6 +434,12 @@ function resolveConfig(file: string, raw: RawConfig, doc: Document, lines: LineC
       logs,
     },
     checks,
+    overrides: Object.fromEntries(
+      Object.entries(raw.overrides ?? {}).map(([p, o]) => [
+        p,
+        { env: Object.fromEntries(Object.entries(o.env ?? {}).map(([k, v]) => [k, String(v)])) },
+      ]),
+    ),
     config: raw.config ?? [],
     api: {
       listen: raw.api?.listen ?? '127.0.0.1:0',

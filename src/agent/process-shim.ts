@@ -83,8 +83,10 @@ export async function spawnProcess(options: SpawnOptions): Promise<ProcessHandle
   const sp = setpriv();
   const argv = sp ? [sp, '--pdeathsig', 'SIGKILL', '--', file, ...args] : [file, ...args];
   // setpriv exec's the command, so ENOENT would show as its exit 127: check the command first.
-  if (sp && !file.includes('/')) {
-    const r = spawnSync('sh', ['-c', 'command -v "$1"', 'sh', file], { encoding: 'utf8' });
+  if (sp) {
+    const r = file.includes('/')
+      ? spawnSync('test', ['-x', file])
+      : spawnSync('sh', ['-c', 'command -v "$1"', 'sh', file], { encoding: 'utf8' });
     if (r.status !== 0) {
       throw new MusterError('MUSTER_SPAWN_FAILED', `cannot start '${file}': command not found (ENOENT)`, {
         details: { command: [...options.command], reason: 'ENOENT' },

@@ -165,6 +165,17 @@ export const AGENT_CONFIG_SCHEMA = {
       },
     },
     checks: { type: 'array', items: check },
+    overrides: {
+      type: 'object',
+      propertyNames: { pattern: '^[A-Za-z0-9._-]{1,128}$' },
+      additionalProperties: {
+        type: 'object',
+        additionalProperties: false,
+        properties: {
+          env: { type: 'object', additionalProperties: { type: ['string', 'number', 'boolean'] } },
+        },
+      },
+    },
     config: {
       type: 'array',
       items: { type: 'string', pattern: '^[A-Za-z0-9._-]{1,128}$' },

@@ -1,0 +1,63 @@
+/**
+ * `muster agent`: the agent inside the daemon runtime. Signals (SIGTERM/SIGINT graceful leave, a
+ * second one forces; SIGHUP reload) are the runtime's; the agent provides `stop`, `status`, `reload`.
+ */
+import type { Logger } from 'pino';
+import type { Store } from '../store/types.js';
+import { Agent } from './agent.js';
+import { addAgentRoutes } from './api.js';
+import { loadAgentConfig, type AgentConfig } from './config.js';
+import { type Daemon, runDaemon } from './runtime.js';
+
+export interface RunAgentOptions {
+  /** A parsed configuration instead of reading `file`. */
+  config?: AgentConfig;
+  /** A store to use instead of opening `config.store` (tests); not closed by the agent. */
+  store?: Store;
+  logger?: Logger;
+  logLevel?: string;
+  /** Default true; tests pass false and call `daemon.stop()`. */
+  handleSignals?: boolean;
+}
+
+/** A running agent and its daemon. */
+export interface RunningAgent {
+  readonly agent: Agent;
+  readonly daemon: Daemon;
+}
+
+/**
+ * Reads `file` (throws `MUSTER_AGENT_CONFIG` before anything starts), then runs the agent until a
+ * signal or `daemon.stop()`. Throws the store's errors and `MUSTER_DUPLICATE_INSTANCE` from start-up.
+ */
+export async function runAgent(file: string, options: RunAgentOptions = {}): Promise<RunningAgent> {
+  const config = options.config ?? loadAgentConfig(file);
+  let agent: Agent | undefined;
+  const daemon = await runDaemon(
+    {
+      name: 'agent',
+      ...(options.logger ? { logger: options.logger } : {}),
+      ...((options.logLevel ?? config.logLevel) ? { logLevel: options.logLevel ?? config.logLevel } : {}),
+      admin: { listen: config.api.listen, tokenFile: config.api.tokenFile },
+      shutdownTimeout: config.run.graceMs + 10_000,
+      handleSignals: options.handleSignals ?? true,
+    },
+    async (ctx) => {
+      const a = await Agent.start(ctx, config, options.store ? { store: options.store } : {});
+      agent = a;
+      addAgentRoutes(a);
+      ctx.log.info(
+        { service: config.service, instance: a.id, api: ctx.admin.url, relay: a.relayAddress },
+        'agent running',
+      );
+      return {
+        stop: async () => a.close(),
+        status: () => a.status(),
+        reload: async () => {
+          await a.reload();
+        },
+      };
+    },
+  );
+  return { agent: agent as Agent, daemon };
+}
