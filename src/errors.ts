@@ -100,7 +100,8 @@ export const ERROR_CODES = {
   },
   MUSTER_RESTART_BUDGET: {
     retryable: false,
-    summary: "a partition's child failed more often than its restart budget allows; the partition was handed on",
+    summary:
+      "a partition's child failed more often than its restart budget allows; the partition was handed on",
   },
   MUSTER_UNAUTHORIZED: {
     retryable: false,

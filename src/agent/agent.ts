@@ -7,6 +7,7 @@
  * deleted only after the child's group is gone. A watchdog stops every child before the session's
  * validity deadline when renewals stop.
  */
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { ConfigRelay, openConfig, type ConfigHandle } from '../config/index.js';
@@ -179,6 +180,12 @@ export class Agent {
       this.metrics.handoff('lost');
       this.log.warn({ partition: p, token, cause }, 'partition lost');
     });
+    // For `muster agent reload` and operators: where this agent's API is.
+    mkdirSync(c.stateDir, { recursive: true, mode: 0o700 });
+    writeFileSync(
+      agentRunFile(c),
+      JSON.stringify({ pid: process.pid, api: this.ctx.admin.url, instance: this.#handle.id }),
+    );
     this.#armWatchdog(0);
     this.#recordTimer = setInterval(() => void this.#writeRecord(), STATUS_RECORD_INTERVAL_MS);
     this.#recordTimer.unref();
@@ -370,7 +377,7 @@ export class Agent {
     this.#config = {
       ...next,
       ...Object.fromEntries(fixed.map((k) => [k, this.#config[k]])),
-    } as AgentConfig;
+    };
     if (next.partitions !== undefined) {
       // The seed's "Update Partitions": placement hands the difference over, nothing is dropped.
       await publishSpec(
@@ -418,6 +425,11 @@ export class Agent {
       }
     }
   }
+}
+
+/** `<stateDir>/agent-<service>.json`: the running agent's pid and API address. */
+export function agentRunFile(config: AgentConfig): string {
+  return join(config.stateDir, `agent-${config.service}.json`);
 }
 
 /** The run settings of one partition: `run` with the partition's `overrides` merged in. */

@@ -11,6 +11,7 @@ export {
   type AgentOptions,
   STATUS_RECORD_INTERVAL_MS,
   runFor,
+  agentRunFile,
 } from './agent.js';
 export { runAgent, type RunAgentOptions, type RunningAgent } from './run.js';
 export { type ChildState, type PartitionRow, backoffDelay } from './supervisor.js';

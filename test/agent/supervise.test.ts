@@ -35,14 +35,14 @@ describe('agent supervising children (memory store)', () => {
         });
         const starts = lines(join(dir, 'starts')).map((l) => l.split(' '));
         assert.deepEqual(starts.map((s) => s[0]).sort(), ['0', '1']);
-        const rows = (await api(running, 'GET', '/v1/partitions')).json.partitions as any[];
+        const rows = (await api(running, 'GET', '/v1/partitions')).json.partitions;
         for (const s of starts) {
-          const row = rows.find((r) => r.partition === s[0]);
+          const row = rows.find((r) => r.partition === s[0])!;
           assert.equal(String(row.token), s[1], 'MUSTER_FENCING_TOKEN is the token');
           assert.equal(s[2], 'sv');
           assert.equal(String(row.pid), s[3]);
         }
-        const old = rows.find((r) => r.partition === '0');
+        const old = rows.find((r) => r.partition === '0')!;
         const r = await api(running, 'POST', '/v1/partitions/0/restart');
         assert.equal(r.status, 200);
         await waitFor(
@@ -52,7 +52,7 @@ describe('agent supervising children (memory store)', () => {
           },
           { timeoutMs: 10_000, what: 'restarted child' },
         );
-        assert.equal(groupAlive(old.pid), false, 'the old group is gone');
+        assert.equal(groupAlive(old.pid!), false, 'the old group is gone');
         assert.equal((await api(running, 'POST', '/v1/partitions/9/restart')).status, 404);
         const unauth = await fetch(`${running.daemon.ctx.admin.url}/v1/partitions`);
         assert.equal(unauth.status, 401);
@@ -130,8 +130,8 @@ run:
         );
         const status = await api(running, 'GET', '/v1/partitions');
         for (const r of status.json.partitions) {
-          assert.match(r.error.code, /MUSTER_SPAWN_FAILED|MUSTER_RESTART_BUDGET/);
-          assert.match(r.error.message, /muster-no-such-command/);
+          assert.match(r.error!.code, /MUSTER_SPAWN_FAILED|MUSTER_RESTART_BUDGET/);
+          assert.match(r.error!.message, /muster-no-such-command/);
         }
         assert.equal((await api(running, 'GET', '/v1/status')).status, 200, 'the agent still answers');
       } finally {
