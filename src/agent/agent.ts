@@ -54,6 +54,8 @@ export interface AgentPin {
 }
 
 export interface AgentOptions {
+  /** The API bearer token children get as `MUSTER_API_TOKEN`. */
+  token: string;
   /** A store to use instead of opening `config.store` (tests). The agent does not close it. */
   store?: Store;
 }
@@ -65,6 +67,7 @@ export class Agent {
   readonly metrics: AgentMetrics;
   readonly #store: Store;
   readonly #ownsStore: boolean;
+  readonly #token: string;
   readonly #sups = new Map<string, Supervisor>();
   readonly #configs = new Map<string, ConfigHandle>();
   readonly #handedOff = new Map<string, { reason: string; to: string; at: string }>();
@@ -85,7 +88,9 @@ export class Agent {
     store: Store,
     ownsStore: boolean,
     registry: ProcessRegistry,
+    token: string,
   ) {
+    this.#token = token;
     this.ctx = ctx;
     this.#config = config;
     this.#store = store;
@@ -121,13 +126,13 @@ export class Agent {
   }
 
   /** Starts an agent in a daemon context. Throws the store's errors, `MUSTER_DUPLICATE_INSTANCE`. */
-  static async start(ctx: DaemonContext, config: AgentConfig, options: AgentOptions = {}): Promise<Agent> {
+  static async start(ctx: DaemonContext, config: AgentConfig, options: AgentOptions): Promise<Agent> {
     // 1. No child of a previous run survives into this one: kill what the registry recorded.
     const registry = new ProcessRegistry(join(config.stateDir, 'children', config.service));
     const swept = await registry.sweep();
     if (swept.killed > 0) ctx.log.warn(swept, 'killed child groups left by a previous agent run');
     const store = options.store ?? (await openStore(config.store));
-    const agent = new Agent(ctx, config, store, options.store === undefined, registry);
+    const agent = new Agent(ctx, config, store, options.store === undefined, registry, options.token);
     try {
       await agent.#start();
     } catch (err) {
@@ -198,7 +203,7 @@ export class Agent {
       config: () => this.#config,
       instance: this.#handle?.id ?? '',
       apiUrl: this.ctx.admin.url,
-      apiToken: (this.ctx.admin as { token?: string }).token ?? '',
+      apiToken: this.#token,
       relay: this.#relayAddress,
       registry: this.registry,
       log: this.log,

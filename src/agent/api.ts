@@ -3,7 +3,7 @@
  *
  * | route | answer |
  * |---|---|
- * | `GET /v1/status` | the agent: instance, session margin, partitions, configs |
+ * | `GET /v1/status` | the agent (under `status`, served by the runtime): instance, session margin, partitions, configs |
  * | `GET /v1/partitions` | per partition: pid, token, state, restarts, last exit, checks |
  * | `POST /v1/partitions/:p/restart` | restarts the child (counts as a restart, not a failure) |
  * | `GET /v1/config/:name[?at=ISO]` | the version in force, or 503 `MUSTER_STALE_CONFIG` |
@@ -17,6 +17,7 @@ import type { ConfigHandle, ConfigSwitch, ConfigVersion } from '../config/index.
 import { invalidArgument, MusterError } from '../errors.js';
 import type { HealthStatus } from '../membership/index.js';
 import { type Agent, supervisorOf } from './agent.js';
+import { startSse } from './runtime.js';
 
 /** 15 s between SSE comments: proxies and idle timeouts keep the stream open. */
 export const SSE_KEEPALIVE_MS = 15_000;
@@ -60,7 +61,6 @@ const STATUS: Record<string, HealthStatus> = { pass: 'passing', warn: 'warning',
 /** Adds the agent's routes to the admin server. */
 export function addAgentRoutes(agent: Agent): void {
   const admin = agent.ctx.admin;
-  admin.route('GET', '/v1/status', () => agent.status());
   admin.route('GET', '/v1/partitions', () => ({ partitions: agent.rows() }));
   admin.route('POST', '/v1/partitions/:p/restart', (_req, _res, params) => {
     const s = supervisorOf(agent, params.p ?? '');
@@ -112,14 +112,7 @@ export function addAgentRoutes(agent: Agent): void {
  */
 function sse(agent: Agent, req: IncomingMessage, res: ServerResponse, name: string): void {
   const h = handleOf(agent, name);
-  res.writeHead(200, {
-    'content-type': 'text/event-stream',
-    'cache-control': 'no-cache',
-    connection: 'keep-alive',
-  });
-  const send = (event: string, data: unknown): void => {
-    res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
-  };
+  const send = startSse(res);
   const sendCurrent = (): void => {
     try {
       send('current', versionJson(name, h.current()));
@@ -130,9 +123,9 @@ function sse(agent: Agent, req: IncomingMessage, res: ServerResponse, name: stri
   };
   void h.ready().then(sendCurrent, () => undefined);
   const onVersion = (p: { version: ConfigVersion; cancelled: boolean }): void =>
-    send('version', { ...(versionJson(name, p.version) as object), cancelled: p.cancelled });
+    void send('version', { ...(versionJson(name, p.version) as object), cancelled: p.cancelled });
   const onSwitch = (p: ConfigSwitch<unknown>): void =>
-    send('switch', { ...(versionJson(name, p.version) as object), latenessMs: p.latenessMs });
+    void send('switch', { ...(versionJson(name, p.version) as object), latenessMs: p.latenessMs });
   h.on('version', onVersion);
   h.on('switch', onSwitch);
   const keepalive = setInterval(() => res.write(': keep-alive\n\n'), SSE_KEEPALIVE_MS);

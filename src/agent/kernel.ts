@@ -1,11 +1,8 @@
-/**
- * The one place the agent takes the process kernel from (Contract A). TEMPORARY: points at the
- * local shim until `src/process/` lands, then at `../process/index.js`.
- */
+/** The process kernel (Contract A), as the agent uses it. */
 export {
   spawnProcess,
   ProcessRegistry,
   type ExitInfo,
   type ProcessHandle,
   type SpawnOptions,
-} from './process-shim.js';
+} from '../process/index.js';

@@ -2,7 +2,11 @@
  * `muster agent`: the agent inside the daemon runtime. Signals (SIGTERM/SIGINT graceful leave, a
  * second one forces; SIGHUP reload) are the runtime's; the agent provides `stop`, `status`, `reload`.
  */
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { dirname } from 'node:path';
 import type { Logger } from 'pino';
+import { readTokenFile } from '../util/token.js';
 import type { Store } from '../store/types.js';
 import { Agent } from './agent.js';
 import { addAgentRoutes } from './api.js';
@@ -20,6 +24,22 @@ export interface RunAgentOptions {
   handleSignals?: boolean;
 }
 
+/**
+ * The API token: the first line of `file`, created (0600, in a 0700 directory) with 32 random bytes
+ * when the file does not exist. Children get it as `MUSTER_API_TOKEN`.
+ */
+export function ensureTokenFile(file: string): string {
+  if (!existsSync(file)) {
+    mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
+    try {
+      writeFileSync(file, `${randomBytes(32).toString('hex')}\n`, { mode: 0o600, flag: 'wx' });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err; // another agent won the race
+    }
+  }
+  return readTokenFile(file, 'api.tokenFile');
+}
+
 /** A running agent and its daemon. */
 export interface RunningAgent {
   readonly agent: Agent;
@@ -32,6 +52,7 @@ export interface RunningAgent {
  */
 export async function runAgent(file: string, options: RunAgentOptions = {}): Promise<RunningAgent> {
   const config = options.config ?? loadAgentConfig(file);
+  const token = ensureTokenFile(config.api.tokenFile);
   let agent: Agent | undefined;
   const daemon = await runDaemon(
     {
@@ -43,7 +64,7 @@ export async function runAgent(file: string, options: RunAgentOptions = {}): Pro
       handleSignals: options.handleSignals ?? true,
     },
     async (ctx) => {
-      const a = await Agent.start(ctx, config, options.store ? { store: options.store } : {});
+      const a = await Agent.start(ctx, config, { token, ...(options.store ? { store: options.store } : {}) });
       agent = a;
       addAgentRoutes(a);
       ctx.log.info(

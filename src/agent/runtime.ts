@@ -1,14 +1,10 @@
-/**
- * The one place the agent takes the daemon runtime from (Contract B). TEMPORARY: points at the local
- * shim until `src/daemon/` lands, then at `../daemon/index.js`.
- */
+/** The daemon runtime (Contract B), as the agent uses it. */
 export {
   runDaemon,
-  httpStatusOf,
+  startSse,
   type AdminHandler,
   type AdminServer,
   type Daemon,
   type DaemonBody,
   type DaemonContext,
-  type DaemonOptions,
-} from './daemon-shim.js';
+} from '../daemon/index.js';
