@@ -5,7 +5,15 @@
  * {@link MAX_BUFFERED_BYTES}, lines are dropped and counted, and a line saying so is written once the
  * disk catches up.
  */
-import { createWriteStream, mkdirSync, renameSync, rmSync, statSync, type WriteStream } from 'node:fs';
+import {
+  createWriteStream,
+  mkdirSync,
+  openSync,
+  renameSync,
+  rmSync,
+  statSync,
+  type WriteStream,
+} from 'node:fs';
 import { join } from 'node:path';
 
 /** 4 MiB of lines waiting for the disk before lines are dropped: a slow disk must not grow the agent. */
@@ -34,7 +42,8 @@ export class RotatingLog {
   }
 
   #open(): WriteStream {
-    const s = createWriteStream(this.path, { flags: 'a' });
+    // Opened synchronously: a stream that opened its file later would follow a rename it should not.
+    const s = createWriteStream('', { fd: openSync(this.path, 'a') });
     s.on('error', () => undefined); // a full disk drops lines; it never stops the agent
     return s;
   }

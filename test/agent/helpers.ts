@@ -58,7 +58,13 @@ export async function api(
     ...(body !== undefined ? { body } : {}),
   });
   const text = await res.text();
-  return { status: res.status, json: (text ? JSON.parse(text) : {}) as ApiJson };
+  let json: unknown = text;
+  try {
+    json = text ? JSON.parse(text) : {};
+  } catch {
+    // not JSON (/metrics)
+  }
+  return { status: res.status, json: json as ApiJson };
 }
 
 /** True while any process of group `pgid` exists. */
