@@ -405,6 +405,11 @@ export class Agent {
     return { restarted };
   }
 
+  /** SIGKILLs every child group at once (a forced stop); the partitions are released afterwards. */
+  async killChildren(): Promise<void> {
+    await Promise.all([...this.#sups.values()].map((s) => s.hold(0)));
+  }
+
   // ---- shutdown -----------------------------------------------------------------------------------
 
   /** Graceful leave: every child stopped, every key released, then the store closed. Idempotent. */

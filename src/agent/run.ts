@@ -72,7 +72,11 @@ export async function runAgent(file: string, options: RunAgentOptions = {}): Pro
         'agent running',
       );
       return {
-        stop: async () => a.close(),
+        stop: async (force) => {
+          // Forced (second signal, shutdown deadline): SIGKILL every child group now; the leave goes on.
+          force.addEventListener('abort', () => void a.killChildren(), { once: true });
+          await a.close();
+        },
         status: () => a.status(),
         reload: async () => {
           await a.reload();
