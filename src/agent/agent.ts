@@ -379,11 +379,15 @@ export class Agent {
       this.log.warn({ fields: ignored }, 'reload: these fields need an agent restart; ignored');
     }
     const before = new Map([...this.#sups].map(([p, s]) => [p, s.fingerprint]));
+    const previous = this.#config;
     this.#config = {
       ...next,
       ...Object.fromEntries(fixed.map((k) => [k, this.#config[k]])),
     };
-    if (next.partitions !== undefined) {
+    if (
+      next.partitions !== undefined &&
+      JSON.stringify(next.partitions) !== JSON.stringify(previous.partitions)
+    ) {
       // The seed's "Update Partitions": placement hands the difference over, nothing is dropped.
       await publishSpec(
         this.#store,

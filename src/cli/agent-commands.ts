@@ -36,10 +36,10 @@ export function registerAgentCommands(program: Command): void {
   agent
     .command('reload')
     .description('re-read the agent file: restart only the children whose settings changed (like SIGHUP)')
-    .option('--config <file>', 'the agent file of the running agent', 'agent.yaml')
     .addOption(jsonOption())
-    .action(async (opts: { config: string; json?: boolean }) => {
-      const config = loadAgentConfig(opts.config);
+    .action(async (opts: { json?: boolean }, cmd: Command) => {
+      // `--config` belongs to `muster agent` (commander gives it to the parent).
+      const config = loadAgentConfig((cmd.parent?.opts() as { config: string }).config);
       const res = await callAgent(agentRunFile(config), 'POST', '/v1/reload', config.api.tokenFile);
       if (opts.json) printJson(res);
       else {

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -105,6 +106,27 @@ describe('agent.yaml', () => {
       JSON.stringify(p),
     );
   });
+
+  test(
+    'muster agent refuses a bad file before starting anything: file, line, field, reason, exit 1',
+    { timeout: 20_000 },
+    () => {
+      const dir = mkdtempSync(join(tmpdir(), 'agent-cfg-'));
+      const file = join(dir, 'agent.yaml');
+      writeFileSync(file, 'service: s\nrun:\n  command: [sleep, "9"]\n  stop: { grace: forever }\n');
+      const r = spawnSync(
+        process.execPath,
+        [new URL('../../../bin/muster.js', import.meta.url).pathname, 'agent', '--config', file],
+        {
+          encoding: 'utf8',
+        },
+      );
+      assert.equal(r.status, 1);
+      assert.match(r.stderr, /MUSTER_AGENT_CONFIG/);
+      assert.ok(r.stderr.includes(`${file}:4:`), r.stderr);
+      assert.match(r.stderr, /run\.stop\.grace/);
+    },
+  );
 
   test('an unreadable file is a MUSTER_AGENT_CONFIG naming the file', { timeout: 10_000 }, () => {
     const dir = mkdtempSync(join(tmpdir(), 'agent-cfg-'));
