@@ -557,11 +557,11 @@ export class Supervisor {
     if (this.#child === child) this.#afterExit(exit);
   }
 
+  /** Writes `127.0.0.1:{port}` into the owner record (Contract C), so the proxy routes to the child. */
   async #publishAddress(): Promise<void> {
-    const publish = (this.#ctx as { publish?: (f: { address?: string }) => Promise<void> }).publish;
-    if (publish === undefined || this.#port === undefined) return;
+    if (this.#port === undefined) return;
     try {
-      await publish.call(this.#ctx, { address: `127.0.0.1:${this.#port}` });
+      await this.#ctx.publish({ address: `127.0.0.1:${this.#port}` });
     } catch (err) {
       this.#deps.log.warn({ partition: this.partition, err: String(err) }, 'could not publish the address');
     }

@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
-import { openMemoryStore } from '../../src/store/index.js';
+import { readFileSync } from 'node:fs';
+import { jsonOf, openMemoryStore } from '../../src/store/index.js';
 import { waitFor } from '../../src/testing/index.js';
 import { api, groupAlive, lines, startAgent, tempDir } from './helpers.js';
 
@@ -61,6 +62,52 @@ describe('agent supervising children (memory store)', () => {
         for (const pid of pids) assert.equal(groupAlive(pid), false, `group ${pid} gone after leave`);
         const owners = await store.range({ prefix: '/muster/services/sv/owners/' });
         assert.equal(owners.kvs.length, 0, 'owner keys deleted after the children stopped');
+      } finally {
+        await running.daemon.stop();
+        await store.close();
+      }
+    },
+  );
+
+  test(
+    '{port}: a free port per child, HTTP readiness, and the address published in the owner record',
+    { timeout: 60_000 },
+    async () => {
+      const dir = tempDir();
+      const store = openMemoryStore();
+      const running = await startAgent(
+        dir,
+        `service: web
+partitions: { count: 1 }
+stateDir: ${dir}/state
+relay: false
+run:
+  command: [python3, -m, http.server, --bind, 127.0.0.1, "{port}"]
+  ready: { http: "http://127.0.0.1:{port}/", interval: 50ms, timeout: 20s }
+  stop: { grace: 2s }
+`,
+        store,
+      );
+      try {
+        await waitFor(() => running.agent.rows()[0]?.state === 'ready', {
+          timeoutMs: 20_000,
+          what: 'ready over HTTP',
+        });
+        const row = running.agent.rows()[0]!;
+        assert.ok(row.port !== null && row.port > 0);
+        await waitFor(
+          async () => {
+            const kv = await store.get('/muster/services/web/owners/0');
+            return (
+              kv !== undefined &&
+              jsonOf<{ address?: string }>(kv.value, kv.key).address === `127.0.0.1:${row.port}`
+            );
+          },
+          { timeoutMs: 5000, what: 'address in the owner record' },
+        );
+        const env = readFileSync(`/proc/${row.pid}/environ`, 'utf8').split('\0');
+        assert.ok(env.includes(`MUSTER_PORT=${row.port}`));
+        assert.equal((await fetch(`http://127.0.0.1:${row.port}/`)).status, 200);
       } finally {
         await running.daemon.stop();
         await store.close();
