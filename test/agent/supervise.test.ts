@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
-import { readFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { readStartTime } from '../../src/process/index.js';
 import { jsonOf, openMemoryStore } from '../../src/store/index.js';
 import { waitFor } from '../../src/testing/index.js';
 import { api, groupAlive, lines, startAgent, tempDir } from './helpers.js';
@@ -108,6 +110,53 @@ run:
         const env = readFileSync(`/proc/${row.pid}/environ`, 'utf8').split('\0');
         assert.ok(env.includes(`MUSTER_PORT=${row.port}`));
         assert.equal((await fetch(`http://127.0.0.1:${row.port}/`)).status, 200);
+      } finally {
+        await running.daemon.stop();
+        await store.close();
+      }
+    },
+  );
+
+  test(
+    'a starting agent kills the child groups a dead predecessor left in its registry before it acquires',
+    { timeout: 30_000 },
+    async () => {
+      const dir = tempDir();
+      const store = openMemoryStore();
+      // A group left behind by an agent whose guard did not clean up (simulated: started outside the kernel).
+      const orphan = spawn('sleep', ['1000'], { detached: true, stdio: 'ignore' });
+      orphan.unref();
+      const registry = join(dir, 'state', 'children', 'sweep');
+      mkdirSync(registry, { recursive: true });
+      writeFileSync(
+        join(registry, `${orphan.pid}.json`),
+        JSON.stringify({
+          pid: orphan.pid,
+          pgid: orphan.pid,
+          startTime: readStartTime(orphan.pid!),
+          label: 'sweep/0',
+          command: ['sleep', '1000'],
+          startedAt: Date.now(),
+          owner: { pid: 999_999, startTime: '1' },
+        }),
+      );
+      assert.equal(groupAlive(orphan.pid!), true);
+      const running = await startAgent(
+        dir,
+        `service: sweep
+partitions: { count: 1 }
+stateDir: ${dir}/state
+relay: false
+run: { command: [sleep, "1000"] }
+`,
+        store,
+      );
+      try {
+        assert.equal(groupAlive(orphan.pid!), false, 'the orphan group is gone once the agent has started');
+        await waitFor(() => running.agent.rows()[0]?.state === 'ready', {
+          timeoutMs: 10_000,
+          what: 'new child',
+        });
       } finally {
         await running.daemon.stop();
         await store.close();
