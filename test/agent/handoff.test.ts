@@ -3,11 +3,13 @@
  * partition moves to the other agent; a TTL check the child stops reporting triggers its action.
  */
 import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import type { AgentPin } from '../../src/agent/index.js';
 import { jsonBytes, jsonOf, openMemoryStore } from '../../src/store/index.js';
 import { waitFor } from '../../src/testing/index.js';
-import { api, startAgent, tempDir } from './helpers.js';
+import { api, lines, startAgent, tempDir } from './helpers.js';
 
 describe('agent: failures that move or restart', () => {
   test(
@@ -108,6 +110,48 @@ overrides:
         assert.equal(bad.status, 400);
         const unknown = await api(running, 'PUT', '/v1/checks/nope/pass?partition=1');
         assert.equal(unknown.status, 404);
+      } finally {
+        await running.daemon.stop();
+        await store.close();
+      }
+    },
+  );
+
+  test(
+    'a script check runs with {pid}; its exec handlers get {check} and {partition}',
+    { timeout: 30_000 },
+    async () => {
+      const dir = tempDir();
+      const store = openMemoryStore();
+      const running = await startAgent(
+        dir,
+        `service: sc
+partitions: { count: 1 }
+stateDir: ${dir}/state
+relay: false
+run: { command: [sleep, "1000"] }
+checks:
+  - name: marker
+    script: "kill -0 {pid} && test -e ${dir}/healthy || exit 2"
+    interval: 50ms
+    timeout: 2s
+    onFailing: { exec: "echo failing {check} {partition} >> ${dir}/paged" }
+    onPassing: { exec: "echo passing {check} {partition} >> ${dir}/paged" }
+`,
+        store,
+      );
+      try {
+        await waitFor(() => lines(join(dir, 'paged')).includes('failing marker 0'), {
+          timeoutMs: 10_000,
+          what: 'the failing handler ran',
+        });
+        assert.equal(running.agent.rows()[0]?.checks.marker, 'failing');
+        writeFileSync(join(dir, 'healthy'), '');
+        await waitFor(() => lines(join(dir, 'paged')).includes('passing marker 0'), {
+          timeoutMs: 10_000,
+          what: 'the passing handler ran',
+        });
+        assert.equal(running.agent.rows()[0]?.restarts, 0, 'exec handlers do not restart the child');
       } finally {
         await running.daemon.stop();
         await store.close();
