@@ -16,13 +16,10 @@
 import type { Logger } from 'pino';
 import { MusterError, isMusterError } from '../errors.js';
 import type { AcquireContext } from '../partitions/index.js';
-import {
-  type CheckHandler,
-  HealthChecks,
-  type CheckOptions,
-  type HealthStatus,
-} from '../membership/index.js';
-import type { AgentConfig, CheckActionConfig, RunConfig } from './config.js';
+import type { HealthChecks, HealthStatus } from '../membership/index.js';
+import type { AgentConfig, RunConfig } from './config.js';
+import { startChildChecks } from './child-checks.js';
+import { waitReady } from './readiness.js';
 import { RotatingLog } from './child-log.js';
 import { type ExitInfo, type ProcessHandle, type ProcessRegistry, spawnProcess } from './kernel.js';
 import { freeLoopbackPort, mentions, substitute, type TemplateVars } from './template.js';
@@ -256,6 +253,7 @@ export class Supervisor {
         }
         const exit = await this.#runOnce();
         if (signal.aborted) break;
+        if (exit === 'skipped') continue; // the ownership ended or its deadline is near: not a failure
         if (this.#restartRequested !== undefined) {
           this.#restarts++;
           this.#deps.log.info(
@@ -412,8 +410,11 @@ export class Supervisor {
     return { vars, env, command, fingerprint };
   }
 
-  /** Starts one child and waits until it exits or is interrupted; `undefined` when it could not start. */
-  async #runOnce(): Promise<ExitInfo | undefined> {
+  /**
+   * Starts one child and waits until it exits or is interrupted; `undefined` when it could not be
+   * spawned (a failure), `'skipped'` when the ownership may no longer start anything.
+   */
+  async #runOnce(): Promise<ExitInfo | undefined | 'skipped'> {
     const run = this.#run();
     const deps = this.#deps;
     const cfg = deps.config();
@@ -431,7 +432,7 @@ export class Supervisor {
     }
     const log = this.#log;
     // The last check before a side effect: the ownership must still be valid (and not near its end).
-    if (!this.#ctx.valid() || this.#tooCloseToDeadline()) return undefined;
+    if (!this.#ctx.valid() || this.#tooCloseToDeadline()) return 'skipped';
     let child: ProcessHandle;
     try {
       child = await spawnProcess({
@@ -473,7 +474,7 @@ export class Supervisor {
       () => 'interrupted' as const,
     );
     const exited = child.exited.then(() => 'exited' as const);
-    const ready = this.#readiness(child, run, vars).then(
+    const ready = waitReady(child, run.ready, vars).then(
       () => 'ready' as const,
       (err: unknown) => ({ err }),
     );
@@ -513,41 +514,6 @@ export class Supervisor {
     this.#set('exited', { code: exit.code, signal: exit.signal });
   }
 
-  async #readiness(child: ProcessHandle, run: RunConfig, vars: TemplateVars): Promise<void> {
-    const r = run.ready;
-    if (r.kind === 'none') return;
-    const timeout = new AbortController();
-    const timer = setTimeout(() => timeout.abort(), r.timeoutMs);
-    try {
-      if (r.kind === 'fd') {
-        await Promise.race([
-          child.ready,
-          aborted(timeout.signal).then(() => {
-            throw new Error(`no newline on fd 3 within ${r.timeoutMs}ms`);
-          }),
-        ]);
-        return;
-      }
-      const url = substitute(r.url, { ...vars, pid: child.pid });
-      let gone = false;
-      void child.exited.then(() => (gone = true));
-      while (!gone) {
-        if (timeout.signal.aborted) throw new Error(`GET ${url} not 2xx within ${r.timeoutMs}ms`);
-        try {
-          const res = await fetch(url, { signal: AbortSignal.timeout(Math.max(100, r.intervalMs)) });
-          await res.arrayBuffer();
-          if (res.ok) return;
-        } catch {
-          // not listening yet
-        }
-        await sleep(r.intervalMs, timeout.signal);
-      }
-      await new Promise(() => undefined); // the exit wins the race
-    } finally {
-      clearTimeout(timer);
-    }
-  }
-
   /** Stops the current child; resolves when its whole group is gone. */
   async #stopChild(graceMs: number): Promise<void> {
     const child = this.#child;
@@ -570,73 +536,20 @@ export class Supervisor {
   #startChecks(vars: TemplateVars, pid: number): void {
     const cfg = this.#deps.config();
     if (cfg.checks.length === 0) return;
-    const checks = new HealthChecks({
-      actions: {
-        restart: (t) => this.restart(`check '${t.check}' failing: ${t.output.split('\n')[0] ?? ''}`),
-        release: (t) => {
-          const reason = `check '${t.check}' failing: ${t.output.split('\n')[0] ?? ''}`;
-          void this.#deps.handOff(this.partition, reason).then((ok) => {
-            if (ok) this.#set('failed', { reason });
-          });
-        },
+    const checks = startChildChecks({
+      checks: cfg.checks,
+      vars: { ...vars, pid },
+      label: `${cfg.service}/${this.partition}`,
+      registry: this.#deps.registry,
+      log: this.#deps.log.child({ partition: this.partition }),
+      restart: (reason) => this.restart(reason),
+      release: (reason) => {
+        void this.#deps.handOff(this.partition, reason).then((ok) => {
+          if (ok) this.#set('failed', { reason });
+        });
       },
     });
     checks.on('change', () => this.#deps.changed(this));
-    checks.on('error', (err, check) =>
-      this.#deps.log.warn({ partition: this.partition, check, err: String(err) }, 'check handler failed'),
-    );
-    const v = { ...vars, pid };
-    for (const c of cfg.checks) {
-      const cv = { ...v, check: c.name };
-      const exec = (a: CheckActionConfig): CheckHandler | undefined => {
-        if (typeof a !== 'object') return undefined;
-        return async () => {
-          const h = await spawnProcess({
-            command: a.exec.map((x) => substitute(x, cv)),
-            label: `${cfg.service}/${this.partition}/${c.name}`,
-            registry: this.#deps.registry,
-            grace: 1000,
-            onLine: (stream, line) =>
-              this.#deps.log.info(
-                { partition: this.partition, check: c.name, stream, line },
-                'check handler output',
-              ),
-          });
-          await h.exited;
-          await h.kill();
-        };
-      };
-      const actions = c.onFailing === 'restart' || c.onFailing === 'release' ? [c.onFailing] : [];
-      const base = {
-        name: c.name,
-        initialStatus: c.initialStatus ?? 'passing',
-        markUnhealthy: false,
-        actions,
-        ...(c.thresholds ? { thresholds: c.thresholds } : {}),
-        ...(exec(c.onFailing) ? { onFailing: exec(c.onFailing) } : {}),
-        ...(exec(c.onWarning) ? { onWarning: exec(c.onWarning) } : {}),
-        ...(exec(c.onPassing) ? { onPassing: exec(c.onPassing) } : {}),
-      };
-      const options: CheckOptions =
-        c.kind === 'ttl'
-          ? { ...base, kind: 'ttl', ttl: c.ttlMs ?? 0 }
-          : c.kind === 'http'
-            ? {
-                ...base,
-                kind: 'http',
-                url: substitute(c.http ?? '', cv),
-                ...(c.intervalMs !== undefined ? { interval: c.intervalMs } : {}),
-                ...(c.timeoutMs !== undefined ? { timeout: c.timeoutMs } : {}),
-              }
-            : {
-                ...base,
-                kind: 'script',
-                command: (c.script ?? []).map((x) => substitute(x, cv)),
-                ...(c.intervalMs !== undefined ? { interval: c.intervalMs } : {}),
-                ...(c.timeoutMs !== undefined ? { timeout: c.timeoutMs } : {}),
-              };
-      checks.add(options);
-    }
     this.#checks = checks;
   }
 }
