@@ -258,8 +258,11 @@ run:
     // crash → first restart.
     const restartMs: number[] = [];
     for (let t = 0; t < trials; t++) {
-      const p = [...procs.values()][t % procs.size]!;
-      const r = (await rows(p)).find((x) => x.pid !== null);
+      // The t-th running child over all agents (an agent may own nothing after the moves above).
+      const all = (await Promise.all([...procs.values()].map((p) => rows(p))))
+        .flat()
+        .filter((x) => x.pid !== null);
+      const r = all[t % Math.max(1, all.length)];
       if (r === undefined) continue;
       const wall0 = Date.now();
       process.kill(r.pid as number, 'SIGKILL');
