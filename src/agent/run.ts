@@ -8,6 +8,7 @@ import { dirname } from 'node:path';
 import type { Logger } from 'pino';
 import { readTokenFile } from '../util/token.js';
 import type { Store } from '../store/types.js';
+import type { Duration } from '../util/duration.js';
 import { Agent } from './agent.js';
 import { addAgentRoutes } from './api.js';
 import { loadAgentConfig, type AgentConfig } from './config.js';
@@ -20,6 +21,12 @@ export interface RunAgentOptions {
   store?: Store;
   logger?: Logger;
   logLevel?: string;
+  /** Overrides `api.listen` (`muster agent --admin`). */
+  adminListen?: string;
+  /** Overrides `api.tokenFile` (`muster agent --admin-token-file`). */
+  adminTokenFile?: string;
+  /** Overrides the graceful-stop deadline (default: `run.stop.grace` + 10 s). */
+  shutdownTimeout?: Duration;
   /** Default true; tests pass false and call `daemon.stop()`. */
   handleSignals?: boolean;
 }
@@ -51,7 +58,14 @@ export interface RunningAgent {
  * signal or `daemon.stop()`. Throws the store's errors and `MUSTER_DUPLICATE_INSTANCE` from start-up.
  */
 export async function runAgent(file: string, options: RunAgentOptions = {}): Promise<RunningAgent> {
-  const config = options.config ?? loadAgentConfig(file);
+  const loaded = options.config ?? loadAgentConfig(file);
+  const config: AgentConfig = {
+    ...loaded,
+    api: {
+      listen: options.adminListen ?? loaded.api.listen,
+      tokenFile: options.adminTokenFile ?? loaded.api.tokenFile,
+    },
+  };
   const token = ensureTokenFile(config.api.tokenFile);
   let agent: Agent | undefined;
   const daemon = await runDaemon(
@@ -60,7 +74,7 @@ export async function runAgent(file: string, options: RunAgentOptions = {}): Pro
       ...(options.logger ? { logger: options.logger } : {}),
       ...((options.logLevel ?? config.logLevel) ? { logLevel: options.logLevel ?? config.logLevel } : {}),
       admin: { listen: config.api.listen, tokenFile: config.api.tokenFile },
-      shutdownTimeout: config.run.graceMs + 10_000,
+      shutdownTimeout: options.shutdownTimeout ?? config.run.graceMs + 10_000,
       handleSignals: options.handleSignals ?? true,
     },
     async (ctx) => {

@@ -3,7 +3,7 @@
  * and `muster status` (instances, their partitions, child pids, readiness, restarts, checks).
  */
 import { readFileSync } from 'node:fs';
-import { type Command, Option } from 'commander';
+import type { Command } from 'commander';
 import {
   AGENT_CONFIG_SCHEMA,
   type AgentRecord,
@@ -17,22 +17,37 @@ import { readPartitionStatus } from '../partitions/index.js';
 import { jsonOf, openStore } from '../store/index.js';
 import type { Store } from '../store/types.js';
 import { formatDuration } from '../util/duration.js';
-import { jsonOption, printJson, printTable, storeOption } from './common.js';
+import {
+  addDaemonOptions,
+  type DaemonFlags,
+  jsonOption,
+  printJson,
+  printTable,
+  storeOption,
+} from './common.js';
 
 export function registerAgentCommands(program: Command): void {
-  const agent = program
-    .command('agent')
-    .description('run the agent: join a service, own partitions, run one child process per partition')
-    .option('--config <file>', 'the agent file (YAML or JSON)', 'agent.yaml')
-    .addOption(
-      new Option('--log-level <level>', 'log level (overrides the file)')
-        .choices(['trace', 'debug', 'info', 'warn', 'error', 'silent'])
-        .env('MUSTER_LOG_LEVEL'),
-    )
-    .action(async (opts: { config: string; logLevel?: string }) => {
-      const { daemon } = await runAgent(opts.config, opts.logLevel ? { logLevel: opts.logLevel } : {});
-      process.exitCode = await daemon.done;
+  const agent = addDaemonOptions(
+    program
+      .command('agent')
+      .description('run the agent: join a service, own partitions, run one child process per partition')
+      .option('--config <file>', 'the agent file (YAML or JSON)', 'agent.yaml'),
+  ).action(async (opts: DaemonFlags & { config: string }, cmd: Command) => {
+    // The file's log.level and api.* hold unless a flag (or MUSTER_LOG_LEVEL) says otherwise.
+    const given = (name: string): boolean => {
+      const source = cmd.getOptionValueSource(name);
+      return source === 'cli' || source === 'env';
+    };
+    const { daemon } = await runAgent(opts.config, {
+      ...(given('logLevel') ? { logLevel: opts.logLevel } : {}),
+      ...(given('admin') ? { adminListen: opts.admin } : {}),
+      ...(given('adminTokenFile') && opts.adminTokenFile !== undefined
+        ? { adminTokenFile: opts.adminTokenFile }
+        : {}),
+      ...(given('shutdownTimeout') ? { shutdownTimeout: opts.shutdownTimeout } : {}),
     });
+    process.exitCode = await daemon.done;
+  });
   agent
     .command('reload')
     .description('re-read the agent file: restart only the children whose settings changed (like SIGHUP)')
