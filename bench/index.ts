@@ -13,6 +13,7 @@ const BENCHMARKS: Record<string, () => Promise<{ run(args: string[]): Promise<vo
   config: () => import('./config.js'),
   'config-floor': () => import('./config-floor.js'),
   proxy: () => import('./proxy.js'),
+  agent: () => import('./agent.js'),
   process: () => import('./process.js'),
 };
 

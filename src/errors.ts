@@ -155,6 +155,17 @@ export const ERROR_CODES = {
     http: 405,
     summary: "the daemon's admin API has this path but not for this HTTP method",
   },
+  MUSTER_AGENT_CONFIG: {
+    retryable: false,
+    http: 400,
+    summary: 'the agent configuration file is malformed or invalid (file, line, field and reason given)',
+  },
+  MUSTER_RESTART_BUDGET: {
+    retryable: false,
+    http: 409,
+    summary:
+      "a partition's child failed more often than its restart budget allows; the partition was handed on",
+  },
   MUSTER_INTERNAL: {
     retryable: false,
     http: 500,
