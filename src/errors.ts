@@ -155,6 +155,11 @@ export const ERROR_CODES = {
     http: 405,
     summary: "the daemon's admin API has this path but not for this HTTP method",
   },
+  MUSTER_UNSUPPORTED_SERVER: {
+    retryable: false,
+    http: 500,
+    summary: 'the store server is older than muster supports, or its muster schema is newer than this muster',
+  },
   MUSTER_INTERNAL: {
     retryable: false,
     http: 500,
