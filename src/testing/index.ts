@@ -53,3 +53,4 @@ export {
   TEST_PG_USER,
   type PostgresServer,
 } from './postgres-harness.js';
+export { checkRevisions, type RevisionViolation } from './revision-checker.js';

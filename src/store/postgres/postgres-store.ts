@@ -127,9 +127,12 @@ export class PostgresStore implements Store {
   /** Creates or upgrades the schema (done by {@link openPostgresStore}). */
   async migrate(): Promise<number[]> {
     const client = await this.#pool.connect();
+    const onError = (): void => undefined;
+    client.on('error', onError);
     try {
       return await migrate(client, this.#opts.schema);
     } finally {
+      client.off('error', onError);
       client.release();
     }
   }
@@ -137,6 +140,11 @@ export class PostgresStore implements Store {
   /** Starts this client's share of lease reaping (done by {@link openPostgresStore}). */
   startReaper(): void {
     this.#reaper.start();
+  }
+
+  /** How many expired leases this client deleted (every client reaps; see `leases.ts`). */
+  get leasesReaped(): number {
+    return this.#reaper.reaped;
   }
 
   /** Backend pid of the LISTEN connection once it is up, for fault tests. */
@@ -445,6 +453,12 @@ export class PostgresStore implements Store {
   async #transaction<T>(begin: string, fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
     const client = await this.#pool.connect();
     let broken: Error | undefined;
+    // A connection that breaks between two statements emits 'error' on the checked-out client (the
+    // pool listens only while it is idle); the next statement then fails and is translated.
+    const onError = (err: Error): void => {
+      broken = err;
+    };
+    client.on('error', onError);
     try {
       await client.query(begin);
       const result = await fn(client);
@@ -456,6 +470,7 @@ export class PostgresStore implements Store {
       });
       throw err;
     } finally {
+      client.off('error', onError);
       client.release(broken);
     }
   }
