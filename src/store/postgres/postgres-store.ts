@@ -48,6 +48,9 @@ import { type PostgresStoreOptions, resolvePostgresOptions, type ResolvedPostgre
 import { Notifier, PostgresWatch } from './watch.js';
 import { rangeAtHead, rangeAtRevision, type RangeRead, WriteTxn } from './write.js';
 
+/** 1 s: the client gives up on a statement this long after the server's `statement_timeout` would have. */
+export const QUERY_TIMEOUT_MARGIN_MS = 1000;
+
 /**
  * Opens the PostgreSQL engine for `url`: connects, checks the server version and applies the
  * schema's migrations. Throws `MUSTER_UNSUPPORTED_URL` / `MUSTER_INVALID_ARGUMENT` for a bad URL,
@@ -94,6 +97,9 @@ export class PostgresStore implements Store {
       statement_timeout: opts.requestTimeoutMs,
       // A client that dies holding the revision lock frees it after this long, not never.
       idle_in_transaction_session_timeout: opts.requestTimeoutMs,
+      // The client-side bound, for a server that never answers (a black-holed network): a little
+      // later than the server's own statement_timeout, which normally fires first.
+      query_timeout: opts.requestTimeoutMs + QUERY_TIMEOUT_MARGIN_MS,
     };
     this.#pool = new pg.Pool({
       ...config,
@@ -465,9 +471,12 @@ export class PostgresStore implements Store {
       await client.query('COMMIT');
       return result;
     } catch (err) {
-      await client.query('ROLLBACK').catch((e: unknown) => {
-        broken = e instanceof Error ? e : new Error(String(e));
-      });
+      // A connection that timed out or broke is in an unknown state: destroy it, never reuse it.
+      if (fromPgError(err).retryable) broken = err instanceof Error ? err : new Error(String(err));
+      if (broken === undefined)
+        await client.query('ROLLBACK').catch((e: unknown) => {
+          broken = e instanceof Error ? e : new Error(String(e));
+        });
       throw err;
     } finally {
       client.off('error', onError);
