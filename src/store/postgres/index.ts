@@ -14,3 +14,4 @@ export {
   resolvePostgresOptions,
 } from './url.js';
 export { adminQuery } from './admin.js';
+export { sequenceBaseline } from './baseline.js';

@@ -455,8 +455,16 @@ export class PostgresStore implements Store {
     }
   }
 
-  /** `BEGIN` (as given) … `fn` … `COMMIT` on one pooled connection; `ROLLBACK` when `fn` throws. */
-  async #transaction<T>(begin: string, fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+  /**
+   * `begin` (`BEGIN…`, possibly followed by more statements without parameters, sent in one round
+   * trip; `fn` receives their results) … `fn` … `COMMIT` (preceded, in the same round trip, by the
+   * statements `finish(result)` returns) on one pooled connection; `ROLLBACK` when anything throws.
+   */
+  async #transaction<T>(
+    begin: string,
+    fn: (client: pg.PoolClient, began: pg.QueryResult[]) => Promise<T>,
+    finish?: (result: T) => string,
+  ): Promise<T> {
     const client = await this.#pool.connect();
     let broken: Error | undefined;
     // A connection that breaks between two statements emits 'error' on the checked-out client (the
@@ -466,9 +474,10 @@ export class PostgresStore implements Store {
     };
     client.on('error', onError);
     try {
-      await client.query(begin);
-      const result = await fn(client);
-      await client.query('COMMIT');
+      const began = (await client.query(begin)) as unknown as pg.QueryResult | pg.QueryResult[];
+      const result = await fn(client, Array.isArray(began) ? began : [began]);
+      const more = finish?.(result) ?? '';
+      await client.query(more === '' ? 'COMMIT' : `${more}; COMMIT`);
       return result;
     } catch (err) {
       // A connection that timed out or broke is in an unknown state: destroy it, never reuse it.
@@ -496,21 +505,24 @@ export class PostgresStore implements Store {
   ): Promise<{ result: T; revision: number }> {
     this.#usable(signal);
     if (this.#starting.size > 0) await Promise.all([...this.#starting]);
+    const channel = `muster_${this.#opts.schema}`;
     return this.#run(signal, details, () =>
-      this.#transaction('BEGIN', async (client) => {
-        const meta = await client.query<{ revision: string }>(
-          `SELECT revision FROM ${this.#s}.meta WHERE id = 1 FOR UPDATE`,
-        );
-        const w = new WriteTxn(client, this.#opts.schema, Number(meta.rows[0]?.revision));
-        const result = await body(w);
-        if (!w.wrote) return { result, revision: w.head };
-        await client.query(
-          `WITH u AS (UPDATE ${this.#s}.meta SET revision = $1 WHERE id = 1 RETURNING revision)
-           SELECT pg_notify($2, revision::text) FROM u`,
-          [w.revision, `muster_${this.#opts.schema}`],
-        );
-        return { result, revision: w.revision };
-      }),
+      this.#transaction(
+        // One round trip: begin, and take the revision lock.
+        `BEGIN; SELECT revision FROM ${this.#s}.meta WHERE id = 1 FOR UPDATE`,
+        async (client, began) => {
+          const head = Number((began[1]?.rows[0] as { revision?: string } | undefined)?.revision);
+          const w = new WriteTxn(client, this.#opts.schema, head);
+          const result = await body(w);
+          return { result, revision: w.wrote ? w.revision : w.head, wrote: w.wrote };
+        },
+        // One round trip: the new head, the wake-up (delivered at commit) and the commit. Both values
+        // are integers and identifiers this module made, so they are inlined.
+        (r) =>
+          r.wrote
+            ? `UPDATE ${this.#s}.meta SET revision = ${r.revision} WHERE id = 1; SELECT pg_notify('${channel}', '${r.revision}')`
+            : '',
+      ),
     );
   }
 }
