@@ -41,6 +41,7 @@ import {
   type Watch,
   type WatchOptions,
 } from '../types.js';
+import { prepared } from './codec.js';
 import { fromPgError } from './errors.js';
 import { LeaseReaper } from './leases.js';
 import { ident, migrate } from './schema.js';
@@ -196,7 +197,7 @@ export class PostgresStore implements Store {
   async headRevision(options: { signal?: AbortSignal } = {}): Promise<number> {
     return this.#run(options.signal, {}, async () => {
       const res = await this.#pool.query<{ revision: string }>(
-        `SELECT revision FROM ${this.#s}.meta WHERE id = 1`,
+        prepared(`SELECT revision FROM ${this.#s}.meta WHERE id = 1`, []),
       );
       return Number(res.rows[0]?.revision);
     });
@@ -304,7 +305,7 @@ export class PostgresStore implements Store {
     const w = new PostgresWatch(
       {
         schema: this.#opts.schema,
-        query: (text, params) => this.#pool.query(text, params),
+        query: (text, params) => this.#pool.query(prepared(text, params)),
         onEnd: (x) => {
           this.#watches.delete(x);
           this.#notifier.delete(x);
@@ -347,9 +348,11 @@ export class PostgresStore implements Store {
     checkLeaseId(id);
     return this.#run(options.signal, { lease: id }, async () => {
       const res = await this.#pool.query<{ ttl_seconds: number }>(
-        `UPDATE ${this.#s}.leases SET expires_at = now() + ttl_seconds * interval '1 second'
+        prepared(
+          `UPDATE ${this.#s}.leases SET expires_at = now() + ttl_seconds * interval '1 second'
          WHERE id = $1 AND expires_at > now() RETURNING ttl_seconds`,
-        [id],
+          [id],
+        ),
       );
       const row = res.rows[0];
       if (row === undefined) throw leaseNotFound(id);

@@ -14,7 +14,7 @@ import type { PoolClient } from 'pg';
 import { MusterError } from '../../errors.js';
 import type { Range } from '../keys.js';
 import type { KeyValue, TxnOpResult } from '../types.js';
-import { type KvRow, keyBytes, kvOf, rangeCondition, valueBuffer } from './codec.js';
+import { type KvRow, keyBytes, kvOf, prepared, rangeCondition, valueBuffer } from './codec.js';
 import type { PreparedOp } from '../memory/txn-ops.js';
 
 const KV_COLUMNS = 'key, value, create_revision, mod_revision, version, lease';
@@ -45,8 +45,7 @@ export class WriteTxn {
   async current(keys: readonly string[]): Promise<Map<string, KeyValue>> {
     if (keys.length === 0) return new Map();
     const res = await this.client.query<KvRow>(
-      `SELECT ${KV_COLUMNS} FROM ${this.#s}.kv WHERE key = ANY($1::bytea[])`,
-      [keys.map(keyBytes)],
+      prepared(`SELECT ${KV_COLUMNS} FROM ${this.#s}.kv WHERE key = ANY($1::bytea[])`, [keys.map(keyBytes)]),
     );
     return new Map(res.rows.map((r) => [r.key.toString('utf8'), kvOf(r)]));
   }
@@ -56,8 +55,10 @@ export class WriteTxn {
     const wanted = [...new Set(leases.filter((l) => l !== '0'))];
     if (wanted.length === 0) return;
     const res = await this.client.query<{ id: string }>(
-      `SELECT id::text AS id FROM ${this.#s}.leases WHERE id = ANY($1::bigint[]) AND expires_at > now()`,
-      [wanted],
+      prepared(
+        `SELECT id::text AS id FROM ${this.#s}.leases WHERE id = ANY($1::bigint[]) AND expires_at > now()`,
+        [wanted],
+      ),
     );
     const found = new Set(res.rows.map((r) => r.id));
     const missing = wanted.find((l) => !found.has(l));
@@ -74,7 +75,8 @@ export class WriteTxn {
   async put(key: string, value: Uint8Array, lease: string): Promise<KeyValue | undefined> {
     const seq = this.#seq++;
     const res = await this.client.query<KvRow & { prev: boolean }>(
-      `WITH prev AS (SELECT ${KV_COLUMNS} FROM ${this.#s}.kv WHERE key = $1),
+      prepared(
+        `WITH prev AS (SELECT ${KV_COLUMNS} FROM ${this.#s}.kv WHERE key = $1),
        up AS (
          INSERT INTO ${this.#s}.kv AS k (key, value, create_revision, mod_revision, version, lease)
          VALUES ($1, $2, $3, $3, 1, $4)
@@ -86,7 +88,8 @@ export class WriteTxn {
          INSERT INTO ${this.#s}.history (revision, seq, key, deleted, value, create_revision, version, lease)
          SELECT $3, $5, key, false, value, create_revision, version, lease FROM up)
        SELECT ${KV_COLUMNS} FROM prev`,
-      [keyBytes(key), valueBuffer(value), this.revision, lease, seq],
+        [keyBytes(key), valueBuffer(value), this.revision, lease, seq],
+      ),
     );
     const row = res.rows[0];
     return row === undefined ? undefined : kvOf(row);
@@ -97,12 +100,14 @@ export class WriteTxn {
     const cond =
       'lease' in target ? { sql: 'lease = $3', params: [target.lease] } : rangeCondition(target, 'key', 3);
     const res = await this.client.query<KvRow>(
-      `WITH d AS (DELETE FROM ${this.#s}.kv WHERE ${cond.sql} RETURNING ${KV_COLUMNS}),
+      prepared(
+        `WITH d AS (DELETE FROM ${this.#s}.kv WHERE ${cond.sql} RETURNING ${KV_COLUMNS}),
        ev AS (
          INSERT INTO ${this.#s}.history (revision, seq, key, deleted, value, create_revision, version, lease)
          SELECT $1, $2 + (row_number() OVER (ORDER BY key))::int - 1, key, true, '\\x'::bytea, 0, 0, 0 FROM d)
        SELECT ${KV_COLUMNS} FROM d ORDER BY key`,
-      [this.revision, this.#seq, ...cond.params],
+        [this.revision, this.#seq, ...cond.params],
+      ),
     );
     this.#seq += res.rows.length;
     return res.rows.map((r) => kvOf(r));
@@ -150,7 +155,7 @@ export async function rangeAtHead(
   keysOnly: boolean,
   countOnly: boolean,
 ): Promise<RangeRead> {
-  const cond = rangeCondition(range, 'key', 1);
+  const cond = rangeCondition(range, 'key', 2);
   const value = keysOnly ? `'\\x'::bytea AS value` : 'value';
   const sql = countOnly
     ? `SELECT m.revision AS head, m.compact_revision AS compact,
@@ -159,9 +164,14 @@ export async function rangeAtHead(
     : `SELECT m.revision AS head, m.compact_revision AS compact, r.*
        FROM ${s}.meta m LEFT JOIN LATERAL (
          SELECT key, ${value}, create_revision, mod_revision, version, lease, count(*) OVER () AS total
-         FROM ${s}.kv WHERE ${cond.sql} ORDER BY key ${limit > 0 ? `LIMIT ${limit}` : ''}
+         FROM ${s}.kv WHERE ${cond.sql} ORDER BY key LIMIT $1
        ) r ON true WHERE m.id = 1`;
-  return shape(await q.query<RangeRow>(sql, cond.params), countOnly);
+  // LIMIT NULL is no limit; countOnly leaves $1 unused, so it gets a type.
+  const limitParam = countOnly ? `${sql} AND $1::bigint IS NULL` : sql;
+  return shape(
+    await q.query<RangeRow>(prepared(limitParam, [countOnly || limit <= 0 ? null : limit, ...cond.params])),
+    countOnly,
+  );
 }
 
 /**
@@ -177,7 +187,7 @@ export async function rangeAtRevision(
   keysOnly: boolean,
   countOnly: boolean,
 ): Promise<RangeRead> {
-  const cond = rangeCondition(range, 'key', 2);
+  const cond = rangeCondition(range, 'key', 3);
   const value = keysOnly ? `'\\x'::bytea AS value` : 'value';
   const latest = `SELECT DISTINCT ON (key) key, deleted, value, create_revision, revision AS mod_revision, version, lease
        FROM ${s}.history WHERE revision <= $1 AND ${cond.sql}
@@ -189,9 +199,15 @@ export async function rangeAtRevision(
     : `SELECT m.revision AS head, m.compact_revision AS compact, r.*
        FROM ${s}.meta m LEFT JOIN LATERAL (
          SELECT key, ${value}, create_revision, mod_revision, version, lease, count(*) OVER () AS total
-         FROM (${latest}) h WHERE NOT deleted ORDER BY key ${limit > 0 ? `LIMIT ${limit}` : ''}
+         FROM (${latest}) h WHERE NOT deleted ORDER BY key LIMIT $2
        ) r ON true WHERE m.id = 1`;
-  return shape(await q.query<RangeRow>(sql, [revision, ...cond.params]), countOnly);
+  const limitParam = countOnly ? `${sql} AND $2::bigint IS NULL` : sql;
+  return shape(
+    await q.query<RangeRow>(
+      prepared(limitParam, [revision, countOnly || limit <= 0 ? null : limit, ...cond.params]),
+    ),
+    countOnly,
+  );
 }
 
 function shape(res: { rows: RangeRow[] }, countOnly: boolean): RangeRead {
