@@ -497,6 +497,22 @@ export class PostgresStore implements Store {
   }
 
   /**
+   * Waits until the watches from "head + 1" have read their head, at most `requestTimeout` (a watch
+   * that cannot reach the database either will not hold writes back for longer).
+   */
+  async #watchesStarted(): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, this.#opts.requestTimeoutMs);
+    });
+    try {
+      await Promise.race([Promise.all([...this.#starting]), timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /**
    * A writing transaction (see `write.ts`): locks the revision row, runs `body`, and if it changed a
    * key, commits head + 1 and notifies watchers. Resolves the body's result and the revision (the
    * old head when nothing was written).
@@ -507,7 +523,7 @@ export class PostgresStore implements Store {
     body: (w: WriteTxn) => Promise<T>,
   ): Promise<{ result: T; revision: number }> {
     this.#usable(signal);
-    if (this.#starting.size > 0) await Promise.all([...this.#starting]);
+    if (this.#starting.size > 0) await this.#watchesStarted();
     const channel = `muster_${this.#opts.schema}`;
     return this.#run(signal, details, () =>
       this.#transaction(
