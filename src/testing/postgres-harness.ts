@@ -45,16 +45,19 @@ const NOBODY = 65534;
 const STOP_GRACE_MS = 5000;
 
 /** The directory holding `initdb` and `postgres`, or `undefined`. */
-export function findPostgresBinDir(env: NodeJS.ProcessEnv = process.env): string | undefined {
+export function findPostgresBinDir(
+  env: NodeJS.ProcessEnv = process.env,
+  debianRoot = '/usr/lib/postgresql',
+): string | undefined {
   if (env.MUSTER_PG_BINDIR && findBinary(join(env.MUSTER_PG_BINDIR, 'initdb'))) return env.MUSTER_PG_BINDIR;
   const onPath = findBinary('initdb', env.PATH);
   if (onPath !== undefined && findBinary(join(onPath, '..', 'postgres'))) return join(onPath, '..');
   try {
-    const versions = readdirSync('/usr/lib/postgresql')
+    const versions = readdirSync(debianRoot)
       .filter((v) => /^\d+$/.test(v))
       .sort((a, b) => Number(b) - Number(a));
     for (const v of versions) {
-      const dir = `/usr/lib/postgresql/${v}/bin`;
+      const dir = join(debianRoot, v, 'bin');
       if (findBinary(join(dir, 'initdb')) && findBinary(join(dir, 'postgres'))) return dir;
     }
   } catch {
@@ -67,8 +70,11 @@ export function findPostgresBinDir(env: NodeJS.ProcessEnv = process.env): string
  * For `describe(name, { skip: needPostgres() }, …)`: `false` when PostgreSQL is there, a skip
  * message when not, and throws `MUSTER_MISSING_BINARY` when not and services are required.
  */
-export function needPostgres(env: NodeJS.ProcessEnv = process.env): false | string {
-  if (findPostgresBinDir(env) !== undefined) return false;
+export function needPostgres(
+  env: NodeJS.ProcessEnv = process.env,
+  debianRoot = '/usr/lib/postgresql',
+): false | string {
+  if (findPostgresBinDir(env, debianRoot) !== undefined) return false;
   const message = `PostgreSQL (initdb, postgres) was not found; install it with: ${POSTGRES_INSTALL_HINT}`;
   if (servicesRequired(env)) {
     throw new MusterError(
