@@ -47,6 +47,7 @@ export { makeTestCertificates, type TestCertificates } from './tls.js';
 export { startTempServe, type TempServe } from './serve-harness.js';
 export {
   startPostgres,
+  sweepPostgresOrphans,
   needPostgres,
   findPostgresBinDir,
   POSTGRES_INSTALL_HINT,

@@ -5,7 +5,8 @@
  * with its unix socket in that directory (never `/var/run/postgresql`), waits until it accepts
  * connections, and returns a handle to create a database per test file, stop, `kill -9` and restart
  * the server. The server runs through the process kernel (`src/process/`), so it dies with the test
- * process even on SIGKILL; `close()` kills it and removes the directory.
+ * process even on SIGKILL; `close()` kills it and removes the directory (and the next start removes
+ * the directories of test processes that died without closing).
  *
  * Binaries: `$MUSTER_PG_BINDIR`, else `initdb` on PATH, else the newest `/usr/lib/postgresql/<n>/bin`
  * (Debian keeps them off PATH). `initdb` and `postgres` refuse to run as root: when the tests run as
@@ -22,6 +23,7 @@ import {
   readdirSync,
   readFileSync,
   rmSync,
+  writeFileSync,
 } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -32,6 +34,7 @@ import { type ProcessHandle, spawnProcess } from '../process/index.js';
 import { adminQuery } from '../store/postgres/index.js';
 import { freePort } from './etcd-harness.js';
 import { findBinary, servicesRequired } from './services.js';
+import { isProcessAlive } from '../util/process.js';
 
 /** What to tell a developer without PostgreSQL. */
 export const POSTGRES_INSTALL_HINT =
@@ -277,6 +280,32 @@ class Server implements PostgresServer {
   }
 }
 
+const ROOT_PREFIX = 'muster-pg-';
+const OWNER_FILE = 'owner.pid';
+
+/**
+ * Removes the directories of servers whose test process died without `close()` (SIGKILL, OOM). Their
+ * servers are already gone: the process kernel kills a child's group when its parent dies.
+ */
+export function sweepPostgresOrphans(): void {
+  let entries: string[];
+  try {
+    entries = readdirSync(tmpdir()).filter((name) => name.startsWith(ROOT_PREFIX));
+  } catch {
+    return;
+  }
+  for (const name of entries) {
+    const root = join(tmpdir(), name);
+    try {
+      const owner = Number(readFileSync(join(root, OWNER_FILE), 'utf8'));
+      if (Number.isInteger(owner) && owner > 0 && !isProcessAlive(owner))
+        rmSync(root, { recursive: true, force: true });
+    } catch {
+      // being created, or not ours
+    }
+  }
+}
+
 /**
  * Initialises and starts a PostgreSQL server on a free loopback port. Throws `MUSTER_MISSING_BINARY`
  * when PostgreSQL is not installed; a server that does not become ready is killed before the error.
@@ -288,7 +317,9 @@ export async function startPostgres(options: { readyTimeoutMs?: number } = {}): 
       details: { binary: 'postgres' },
     });
   }
-  const root = mkdtempSync(join(tmpdir(), 'muster-pg-'));
+  sweepPostgresOrphans();
+  const root = mkdtempSync(join(tmpdir(), ROOT_PREFIX));
+  writeFileSync(join(root, OWNER_FILE), String(process.pid));
   liveRoots.add(root);
   mkdirSync(join(root, 'data'), { mode: 0o700 });
   if (process.getuid?.() === 0) {
