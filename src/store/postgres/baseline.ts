@@ -1,6 +1,6 @@
 /**
  * The benchmark's yardstick for the revision counter: the same write (upsert the key, append the
- * event) with the event's number from a SEQUENCE instead of the locked `meta` row — what the engine
+ * event; one statement, one round trip, as the engine's `put()`) with the event's number from a SEQUENCE instead of the locked `meta` row — what the engine
  * would do if it accepted a sequence's gaps and out-of-commit-order numbers. Only the benchmark
  * uses it (`npm run bench -- postgres`); it lives here because only this folder imports `pg`.
  */
@@ -31,7 +31,6 @@ export async function sequenceBaseline(url: string, ops: number, inflight: numbe
         for (let i = next++; i < ops; i = next++) {
           const key = Buffer.from(`/bench/${i % 1000}`);
           const value = Buffer.from(String(i));
-          await client.query('BEGIN');
           await client.query(
             `WITH r AS (SELECT nextval('muster_seq_baseline.rev') AS revision),
              up AS (INSERT INTO muster_seq_baseline.kv AS k (key, value, mod_revision, version)
@@ -41,7 +40,6 @@ export async function sequenceBaseline(url: string, ops: number, inflight: numbe
              INSERT INTO muster_seq_baseline.history (revision, key, value) SELECT mod_revision, $1, $2 FROM up`,
             [key, value],
           );
-          await client.query('COMMIT');
         }
       } finally {
         client.release();

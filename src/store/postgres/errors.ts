@@ -8,6 +8,9 @@
  */
 import { type ErrorDetails, MusterError } from '../../errors.js';
 
+/** The SQLSTATE the engine's own `put()` function raises for a missing or expired lease. */
+export const LEASE_NOT_FOUND_STATE = 'MU404';
+
 /** SQLSTATE classes and codes that mean "the server cannot serve this now; try again". */
 const UNAVAILABLE_STATES = new Set([
   '57P01', // admin_shutdown
@@ -47,6 +50,12 @@ export function fromPgError(err: unknown, context: ErrorDetails = {}): MusterErr
 
   if (state !== undefined) {
     const cls = state.slice(0, 2);
+    if (state === LEASE_NOT_FOUND_STATE) {
+      return make(
+        'MUSTER_LEASE_NOT_FOUND',
+        `lease ${context.lease ?? '?'} does not exist (expired, revoked or never granted)`,
+      );
+    }
     if (state === '57014')
       return make('MUSTER_TIMEOUT', `PostgreSQL cancelled a statement that ran too long (${message})`);
     if (UNAVAILABLE_STATES.has(state) || cls === '08' || cls === '53' || cls === '58') {

@@ -41,7 +41,7 @@ import {
   type Watch,
   type WatchOptions,
 } from '../types.js';
-import { prepared } from './codec.js';
+import { keyBytes, kvOf, prepared, valueBuffer } from './codec.js';
 import { fromPgError } from './errors.js';
 import { LeaseReaper } from './leases.js';
 import { ident, migrate } from './schema.js';
@@ -210,11 +210,33 @@ export class PostgresStore implements Store {
     const bytes = toBytes(value, key);
     const lease = options.lease ?? NO_LEASE;
     if (lease !== NO_LEASE) checkLeaseId(lease);
-    const { result, revision } = await this.#write(options.signal, { key, lease }, async (w) => {
-      await w.checkLeases([lease]);
-      return w.put(key, bytes, lease);
+    // One round trip: the schema's put() function (migration 2) does what #write does for one put.
+    this.#usable(options.signal);
+    if (this.#starting.size > 0) await this.#watchesStarted();
+    const row = await this.#run(options.signal, { key, lease }, async () => {
+      const res = await this.#pool.query<PutRow>(
+        prepared(`SELECT * FROM ${this.#s}.put($1, $2, $3, $4)`, [
+          keyBytes(key),
+          valueBuffer(bytes),
+          lease,
+          `muster_${this.#opts.schema}`,
+        ]),
+      );
+      return res.rows[0] as PutRow;
     });
-    return options.prevKv === true ? { revision, prev: result } : { revision };
+    const revision = Number(row.o_revision);
+    if (options.prevKv !== true) return { revision };
+    const prev = row.o_found
+      ? kvOf({
+          key: keyBytes(key),
+          value: row.o_value,
+          create_revision: row.o_create_revision,
+          mod_revision: row.o_mod_revision,
+          version: row.o_version,
+          lease: row.o_lease,
+        })
+      : undefined;
+    return { revision, prev };
   }
 
   async delete(selector: string | KeySelector, options: DeleteOptions = {}): Promise<DeleteResult> {
@@ -544,6 +566,17 @@ export class PostgresStore implements Store {
       ),
     );
   }
+}
+
+/** What the schema's `put()` function returns. */
+interface PutRow {
+  readonly o_revision: string;
+  readonly o_found: boolean;
+  readonly o_value: Buffer | null;
+  readonly o_create_revision: string;
+  readonly o_mod_revision: string;
+  readonly o_version: string;
+  readonly o_lease: string;
 }
 
 function checkReadable(revision: number, head: number, compact: number): void {
