@@ -31,7 +31,7 @@ import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { MusterError } from '../errors.js';
 import { type ProcessHandle, spawnProcess } from '../process/index.js';
-import { adminQuery } from '../store/postgres/index.js';
+import { adminQuery } from '../store/internal.js';
 import { freePort } from './etcd-harness.js';
 import { findBinary, servicesRequired } from './services.js';
 import { isProcessAlive } from '../util/process.js';
