@@ -47,7 +47,7 @@ import { LeaseReaper } from './leases.js';
 import { ident, migrate } from './schema.js';
 import { type PostgresStoreOptions, resolvePostgresOptions, type ResolvedPostgresOptions } from './url.js';
 import { Notifier, PostgresWatch } from './watch.js';
-import { rangeAtHead, rangeAtRevision, type RangeRead, WriteTxn } from './write.js';
+import { beginSql, prefetchedFrom, rangeAtHead, rangeAtRevision, type RangeRead, WriteTxn } from './write.js';
 
 /** 1 s: the client gives up on a statement this long after the server's `statement_timeout` would have. */
 export const QUERY_TIMEOUT_MARGIN_MS = 1000;
@@ -244,6 +244,7 @@ export class PostgresStore implements Store {
     const { result, revision } = await this.#write(
       options.signal,
       range.kind === 'key' ? { key: range.key } : {},
+      undefined,
       (w) => w.delete(range),
     );
     return { revision, deleted: result.length, prev: options.prevKv === true ? result : [] };
@@ -278,7 +279,11 @@ export class PostgresStore implements Store {
         }),
       );
     }
-    const { result, revision } = await this.#write(options.signal, {}, async (w) => {
+    const leases = [...success, ...failure].flatMap((op) =>
+      op.type === 'put' && op.lease !== NO_LEASE ? [op.lease] : [],
+    );
+    const prefetch = { keys, leases: [...new Set(leases)] };
+    const { result, revision } = await this.#write(options.signal, {}, prefetch, async (w) => {
       const current = await w.current(keys);
       const succeeded = compares.every((c) => evaluateCompare(c, current.get(c.key)));
       return { succeeded, results: await w.apply(succeeded ? success : failure) };
@@ -384,7 +389,7 @@ export class PostgresStore implements Store {
 
   async revokeLease(id: LeaseId, options: { signal?: AbortSignal } = {}): Promise<void> {
     checkLeaseId(id);
-    await this.#write(options.signal, { lease: id }, async (w) => {
+    await this.#write(options.signal, { lease: id }, undefined, async (w) => {
       const gone = await w.client.query(`DELETE FROM ${this.#s}.leases WHERE id = $1`, [id]);
       if (gone.rowCount !== 1) throw leaseNotFound(id);
       await w.delete({ lease: id });
@@ -414,7 +419,7 @@ export class PostgresStore implements Store {
 
   /** Deletes one expired lease and its keys at one revision, unless another client got there first. */
   async #reap(id: string): Promise<boolean> {
-    const { result } = await this.#write(undefined, { lease: id }, async (w) => {
+    const { result } = await this.#write(undefined, { lease: id }, undefined, async (w) => {
       // After the revision lock: a concurrent reaper or revoke has committed or not started, so the
       // row is either gone (nothing to do) or ours. SKIP LOCKED passes over a lease being renewed.
       const mine = await w.client.query(
@@ -542,6 +547,7 @@ export class PostgresStore implements Store {
   async #write<T>(
     signal: AbortSignal | undefined,
     details: ErrorDetails,
+    prefetch: { keys: readonly string[]; leases: readonly string[] } | undefined,
     body: (w: WriteTxn) => Promise<T>,
   ): Promise<{ result: T; revision: number }> {
     this.#usable(signal);
@@ -549,11 +555,16 @@ export class PostgresStore implements Store {
     const channel = `muster_${this.#opts.schema}`;
     return this.#run(signal, details, () =>
       this.#transaction(
-        // One round trip: begin, and take the revision lock.
-        `BEGIN; SELECT revision FROM ${this.#s}.meta WHERE id = 1 FOR UPDATE`,
+        // One round trip: begin, take the revision lock, read what the compares and leases need.
+        beginSql(this.#s, prefetch?.keys ?? [], prefetch?.leases ?? []),
         async (client, began) => {
-          const head = Number((began[1]?.rows[0] as { revision?: string } | undefined)?.revision);
-          const w = new WriteTxn(client, this.#opts.schema, head);
+          const { head, prefetched } = prefetchedFrom(began, prefetch?.keys ?? [], prefetch?.leases ?? []);
+          const w = new WriteTxn(
+            client,
+            this.#opts.schema,
+            head,
+            prefetch === undefined ? undefined : prefetched,
+          );
           const result = await body(w);
           return { result, revision: w.wrote ? w.revision : w.head, wrote: w.wrote };
         },

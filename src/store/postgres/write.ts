@@ -28,12 +28,14 @@ export class WriteTxn {
   /** The revision this transaction commits at, if it writes. */
   readonly revision: number;
   #seq = 0;
+  readonly #prefetched: Prefetched | undefined;
 
-  constructor(client: PoolClient, schema: string, head: number) {
+  constructor(client: PoolClient, schema: string, head: number, prefetched?: Prefetched) {
     this.client = client;
     this.#s = `"${schema}"`;
     this.head = head;
     this.revision = head + 1;
+    this.#prefetched = prefetched;
   }
 
   /** True once an operation changed a key (the transaction then commits a new revision). */
@@ -44,6 +46,10 @@ export class WriteTxn {
   /** The current values of `keys` (for compares), by key. */
   async current(keys: readonly string[]): Promise<Map<string, KeyValue>> {
     if (keys.length === 0) return new Map();
+    const pre = this.#prefetched;
+    if (pre !== undefined && keys.every((k) => pre.keys.has(k))) {
+      return new Map([...pre.current].filter(([k]) => keys.includes(k)));
+    }
     const res = await this.client.query<KvRow>(
       prepared(`SELECT ${KV_COLUMNS} FROM ${this.#s}.kv WHERE key = ANY($1::bytea[])`, [keys.map(keyBytes)]),
     );
@@ -54,13 +60,20 @@ export class WriteTxn {
   async checkLeases(leases: readonly string[]): Promise<void> {
     const wanted = [...new Set(leases.filter((l) => l !== '0'))];
     if (wanted.length === 0) return;
-    const res = await this.client.query<{ id: string }>(
-      prepared(
-        `SELECT id::text AS id FROM ${this.#s}.leases WHERE id = ANY($1::bigint[]) AND expires_at > now()`,
-        [wanted],
-      ),
-    );
-    const found = new Set(res.rows.map((r) => r.id));
+    const pre = this.#prefetched;
+    const found =
+      pre !== undefined && wanted.every((l) => pre.leases.has(l))
+        ? pre.liveLeases
+        : new Set(
+            (
+              await this.client.query<{ id: string }>(
+                prepared(
+                  `SELECT id::text AS id FROM ${this.#s}.leases WHERE id = ANY($1::bigint[]) AND expires_at > now()`,
+                  [wanted],
+                ),
+              )
+            ).rows.map((r) => r.id),
+          );
     const missing = wanted.find((l) => !found.has(l));
     if (missing !== undefined) {
       throw new MusterError(
@@ -130,6 +143,57 @@ export class WriteTxn {
     }
     return results;
   }
+}
+
+/** What a writing transaction read in its first round trip, right after taking the lock. */
+export interface Prefetched {
+  readonly keys: ReadonlySet<string>;
+  readonly current: ReadonlyMap<string, KeyValue>;
+  readonly leases: ReadonlySet<string>;
+  readonly liveLeases: ReadonlySet<string>;
+}
+
+/**
+ * The first round trip of a writing transaction, as one simple-protocol message (which cannot carry
+ * parameters): `BEGIN`, the revision lock, and — for a transaction's compares and leases — the
+ * current values of `keys` and which of `leases` are alive. Keys travel hex-encoded and lease ids
+ * are validated decimal strings, so nothing a caller passes is ever interpreted as SQL.
+ * Results: [BEGIN, lock, keys?, leases?]; {@link prefetchedFrom} reads them.
+ */
+export function beginSql(s: string, keys: readonly string[], leases: readonly string[]): string {
+  const parts = ['BEGIN', `SELECT revision FROM ${s}.meta WHERE id = 1 FOR UPDATE`];
+  if (keys.length > 0) {
+    const list = keys.map((k) => `decode('${keyBytes(k).toString('hex')}', 'hex')`).join(', ');
+    parts.push(`SELECT ${KV_COLUMNS} FROM ${s}.kv WHERE key IN (${list})`);
+  }
+  const ids = leases.filter((l) => /^[1-9]\d{0,18}$/.test(l));
+  if (ids.length > 0) {
+    parts.push(
+      `SELECT id::text AS id FROM ${s}.leases WHERE id IN (${ids.join(', ')}) AND expires_at > now()`,
+    );
+  }
+  return parts.join('; ');
+}
+
+/** The head and {@link Prefetched} values from the results of {@link beginSql}. */
+export function prefetchedFrom(
+  began: readonly { rows: unknown[] }[],
+  keys: readonly string[],
+  leases: readonly string[],
+): { head: number; prefetched: Prefetched } {
+  const head = Number((began[1]?.rows[0] as { revision?: string } | undefined)?.revision);
+  let i = 2;
+  const current = new Map<string, KeyValue>();
+  if (keys.length > 0) {
+    for (const row of (began[i++]?.rows ?? []) as KvRow[]) current.set(row.key.toString('utf8'), kvOf(row));
+  }
+  const ids = leases.filter((l) => /^[1-9]\d{0,18}$/.test(l));
+  const live = new Set<string>();
+  if (ids.length > 0) for (const row of (began[i]?.rows ?? []) as { id: string }[]) live.add(row.id);
+  return {
+    head,
+    prefetched: { keys: new Set(keys), current, leases: new Set(ids), liveLeases: live },
+  };
 }
 
 /** The result of a range read, with the head and compaction point of the same snapshot. */
