@@ -143,6 +143,25 @@ describe('postgres engine: on a real server', { skip: needPostgres() }, () => {
   );
 
   test(
+    'what the URL leaves out comes from the PG* environment variables, as psql reads them',
+    { timeout: 60_000 },
+    async () => {
+      const url = new URL(await server.createDatabase());
+      const saved = { PGHOST: process.env.PGHOST, PGPORT: process.env.PGPORT, PGUSER: process.env.PGUSER };
+      Object.assign(process.env, { PGHOST: url.hostname, PGPORT: url.port, PGUSER: url.username });
+      try {
+        const store = await open(`postgres://${url.pathname}?schema=envonly`);
+        assert.equal((await store.put('/env', 'ok')).revision, 2);
+      } finally {
+        for (const [k, v] of Object.entries(saved)) {
+          if (v === undefined) delete process.env[k];
+          else process.env[k] = v;
+        }
+      }
+    },
+  );
+
+  test(
     'a schema migrated by a newer muster is refused with MUSTER_UNSUPPORTED_SERVER',
     { timeout: 60_000 },
     async () => {
