@@ -13,7 +13,6 @@
  * a write whose connection drops at commit may have been applied, which only the caller can judge.
  * docs/store.md ("PostgreSQL engine") carries the argument for each guarantee.
  */
-import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { abortedError, type ErrorDetails, invalidArgument, MusterError } from '../../errors.js';
 import { checkKey, checkLeaseId, checkRevision, checkTtl, type Range, toBytes, toRange } from '../keys.js';
@@ -43,6 +42,14 @@ import {
 } from '../types.js';
 import { keyBytes, kvOf, prepared, valueBuffer } from './codec.js';
 import { fromPgError } from './errors.js';
+import {
+  checkReadable,
+  compactedError,
+  futureRevision,
+  leaseNotFound,
+  newLeaseId,
+  type PutRow,
+} from './results.js';
 import { LeaseReaper } from './leases.js';
 import { ident, migrate } from './schema.js';
 import { type PostgresStoreOptions, resolvePostgresOptions, type ResolvedPostgresOptions } from './url.js';
@@ -577,52 +584,4 @@ export class PostgresStore implements Store {
       ),
     );
   }
-}
-
-/** What the schema's `put()` function returns. */
-interface PutRow {
-  readonly o_revision: string;
-  readonly o_found: boolean;
-  readonly o_value: Buffer | null;
-  readonly o_create_revision: string;
-  readonly o_mod_revision: string;
-  readonly o_version: string;
-  readonly o_lease: string;
-}
-
-function checkReadable(revision: number, head: number, compact: number): void {
-  if (revision > head) throw futureRevision(revision, head);
-  if (revision < compact) throw compactedError(revision, compact);
-}
-
-function futureRevision(revision: number, head: number): MusterError {
-  return new MusterError(
-    'MUSTER_FUTURE_REVISION',
-    `revision ${revision} is newer than the store head (${head})`,
-    { details: { revision, head } },
-  );
-}
-
-function compactedError(revision: number, compactRevision: number): MusterError {
-  return new MusterError(
-    'MUSTER_COMPACTED',
-    `revision ${revision} has been compacted (history before ${compactRevision} is gone); re-list and watch from the new revision`,
-    { details: { revision, compactRevision } },
-  );
-}
-
-function leaseNotFound(id: string): MusterError {
-  return new MusterError(
-    'MUSTER_LEASE_NOT_FOUND',
-    `lease ${id} does not exist (expired, revoked or never granted)`,
-    {
-      details: { lease: id },
-    },
-  );
-}
-
-/** A random positive 63-bit lease id, as a decimal string (etcd's ids are 64-bit too). */
-function newLeaseId(): LeaseId {
-  const n = randomBytes(8).readBigUInt64BE() & 0x7fff_ffff_ffff_ffffn;
-  return n === 0n ? '1' : n.toString();
 }
