@@ -256,7 +256,8 @@ describe('postgres engine: on a real server', { skip: needPostgres() }, () => {
       // No poll: only the re-connection's catch-up can deliver what was written while not listening.
       const watcher = await open(url, { watchPollInterval: '1h' });
       const writer = await open(url);
-      const watch = watcher.watch('/n/');
+      // From an explicit revision: a watch "from now" is not ordered against another client's writes.
+      const watch = watcher.watch('/n/', { fromRevision: (await watcher.headRevision()) + 1 });
       await writer.put('/n/0', '0');
       await collectUntil(watch, (evs) => evs.length >= 1);
       const pid = await watcher.listenerPid();
