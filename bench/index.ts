@@ -13,6 +13,8 @@ const BENCHMARKS: Record<string, () => Promise<{ run(args: string[]): Promise<vo
   config: () => import('./config.js'),
   'config-floor': () => import('./config-floor.js'),
   postgres: () => import('./postgres.js'),
+  proxy: () => import('./proxy.js'),
+  process: () => import('./process.js'),
 };
 
 async function main(): Promise<void> {

@@ -36,7 +36,7 @@ while read -r op id; do
   esac
 done
 for id in $g; do kill -9 -$id 2>/dev/null; done
-for f in $(grep -lzs "^MUSTER_PROCESS=$1/" /proc/[0-9]*/environ); do
+for f in $(grep -lzs "$1" /proc/[0-9]*/environ); do
   p=\${f#/proc/}; kill -9 \${p%/environ} 2>/dev/null
 done
 for id in $g; do kill -9 -$id 2>/dev/null; done
@@ -110,7 +110,9 @@ class Guard {
   #ensure(): Writable | undefined {
     if (this.#child !== undefined && this.#child.exitCode === null && this.#child.signalCode === null)
       return this.#child.stdin ?? undefined;
-    const child = spawn('/bin/sh', ['-c', GUARD_SCRIPT, 'muster-guard', parentToken()], {
+    // $1: a basic regular expression for "this parent's marker" at the start of an environ entry.
+    const pattern = `^${MARKER_VARIABLE}=${parentToken().replace('.', '[.]')}/`;
+    const child = spawn('/bin/sh', ['-c', GUARD_SCRIPT, 'muster-guard', pattern], {
       stdio: ['pipe', 'ignore', 'ignore'],
       detached: true, // its own session: a signal to our process group does not disarm it
       env: guardEnv(),

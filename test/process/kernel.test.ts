@@ -1,11 +1,15 @@
 /** The process kernel on real processes: spawn, output, readiness, stop, group kill, errors. */
 import assert from 'node:assert/strict';
-import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { chmodSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { isMusterError } from '../../src/errors.js';
+import type { Writable } from 'node:stream';
 import { readStat } from '../../src/process/group.js';
+import { WRAPPER } from '../../src/process/spawn.js';
 import { isAlive, MAX_LINE_BYTES, type ProcessHandle, spawnProcess } from '../../src/process/index.js';
 import { waitFor } from '../../src/testing/index.js';
 
@@ -239,6 +243,33 @@ describe('process kernel', () => {
         timeoutMs: 5000,
         what: 'the children to die',
       });
+    },
+  );
+
+  test(
+    'the wrapper runs nothing when its go-ahead pipe closes without a line (the parent died)',
+    T,
+    async () => {
+      const dir = mkdtempSync(join(tmpdir(), 'muster-kernel-'));
+      try {
+        const flag = join(dir, 'ran');
+        const child = spawn('/bin/sh', ['-c', WRAPPER, 'muster-spawn', 'touch', flag], {
+          stdio: ['ignore', 'ignore', 'ignore', 'ignore', 'pipe'],
+        });
+        (child.stdio[4] as Writable).end(); // EOF, as when the parent dies before the go-ahead
+        const [code] = (await once(child, 'exit')) as [number | null];
+        assert.equal(code, 125);
+        assert.equal(existsSync(flag), false);
+        const ok = spawn('/bin/sh', ['-c', WRAPPER, 'muster-spawn', 'touch', flag], {
+          stdio: ['ignore', 'ignore', 'ignore', 'ignore', 'pipe'],
+        });
+        (ok.stdio[4] as Writable).end('\n');
+        const [okCode] = (await once(ok, 'exit')) as [number | null];
+        assert.equal(okCode, 0);
+        assert.equal(existsSync(flag), true);
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
     },
   );
 

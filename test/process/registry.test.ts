@@ -151,6 +151,23 @@ describe('process registry', () => {
     }
   });
 
+  test('a record that cannot be written fails the spawn, and the command never runs', T, async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'muster-registry-'));
+    const flag = join(dir, 'ran');
+    try {
+      const registry = new ProcessRegistry(join(dir, 'records'));
+      rmSync(registry.dir, { recursive: true }); // the record's write fails (ENOENT)
+      await assert.rejects(
+        spawnProcess({ command: ['/bin/sh', '-c', `touch ${flag}`], registry }),
+        (err) => isMusterError(err, 'MUSTER_SPAWN_FAILED') && /registry/.test(err.message),
+      );
+      // the wrapper was killed while it waited for its go-ahead: the command did not run
+      assert.equal(existsSync(flag), false);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   test('a registry needs a directory', T, () => {
     assert.throws(
       () => new ProcessRegistry(''),
