@@ -12,6 +12,7 @@ const BENCHMARKS: Record<string, () => Promise<{ run(args: string[]): Promise<vo
   serve: () => import('./serve.js'),
   config: () => import('./config.js'),
   'config-floor': () => import('./config-floor.js'),
+  postgres: () => import('./postgres.js'),
   proxy: () => import('./proxy.js'),
   agent: () => import('./agent.js'),
   process: () => import('./process.js'),

@@ -166,6 +166,11 @@ export const ERROR_CODES = {
     summary:
       "a partition's child failed more often than its restart budget allows; the partition was handed on",
   },
+  MUSTER_UNSUPPORTED_SERVER: {
+    retryable: false,
+    http: 500,
+    summary: 'the store server is older than muster supports, or its muster schema is newer than this muster',
+  },
   MUSTER_INTERNAL: {
     retryable: false,
     http: 500,
