@@ -90,6 +90,34 @@ export const ERROR_CODES = {
     summary: 'the named object (configuration, version…) does not exist',
   },
   MUSTER_ALREADY_EXISTS: { retryable: false, summary: 'the named object already exists' },
+  MUSTER_NO_INSTANCE: {
+    retryable: true,
+    summary: 'no live instance serves the service (or subscribes to the topic) right now',
+  },
+  MUSTER_REMOTE: {
+    retryable: false,
+    summary: "a remote handler failed; details.remote carries its code, message and details",
+  },
+  MUSTER_OVERLOADED: {
+    retryable: true,
+    summary: "a bounded queue is full (the peer's send queue, held calls, or the server's in-flight limit)",
+  },
+  MUSTER_FRAME_TOO_LARGE: {
+    retryable: false,
+    summary: 'a bus message is larger than the frame size limit',
+  },
+  MUSTER_PROTOCOL: {
+    retryable: false,
+    summary: 'a peer sent bytes that are not the bus protocol; the connection was closed',
+  },
+  MUSTER_PEER_LOST: {
+    retryable: false,
+    summary: 'the connection to a bus peer closed or went silent while a call was in flight; it may have run',
+  },
+  MUSTER_UNKNOWN_METHOD: {
+    retryable: false,
+    summary: 'the service does not have the method that was called',
+  },
   MUSTER_INTERNAL: {
     retryable: false,
     summary: 'a bug in muster: please report it with the message and logs',
