@@ -179,7 +179,8 @@ export class Connection {
     try {
       frame = this.#checkedFrame(Kind.Request, id, body, true);
     } catch (err) {
-      return Promise.reject(err as Error);
+      // eslint-disable-next-line @typescript-eslint/prefer-promise-reject-errors -- a MusterError
+      return Promise.reject(err);
     }
     return new Promise<unknown>((resolve, reject) => {
       const onAbort = (): void => {
