@@ -94,6 +94,7 @@ export class Topics {
   readonly #onDrop: (e: DropEvent) => void;
   readonly #topics = new Map<string, LocalTopic>();
   #seq = 0;
+  readonly #lastLogged = new Map<string, number>();
   readonly #prefix = `${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`;
 
   constructor(bus: Bus, o: ResolvedBusOptions, onDrop: (e: DropEvent) => void) {
@@ -161,7 +162,7 @@ export class Topics {
     const local = this.#topics.get(body.topic);
     if (local === undefined) return;
     const from = conn?.peer?.node ?? this.#bus.id;
-    if (body.exp !== undefined && Date.now() > body.exp) {
+    if (body.exp !== undefined && Date.now() >= body.exp) {
       this.#drop(from, body.topic, body.id, 'expired');
       return;
     }
@@ -269,6 +270,12 @@ export class Topics {
   #drop(peer: string, topic: string, id: string, reason: DropEvent['reason']): void {
     this.#bus.metrics.dropped(peer, topic, reason);
     this.#onDrop({ peer, topic, id, reason });
+    // Logged too, at most once per peer and second (the counter has the exact figure).
+    const now = this.#o.clock.monotonic();
+    if ((this.#lastLogged.get(peer) ?? -Infinity) + 1000 <= now) {
+      this.#lastLogged.set(peer, now);
+      this.#o.logger.warn({ peer, topic, id, reason }, `bus: dropped a message for ${peer} (${reason})`);
+    }
   }
 
   async close(): Promise<void> {
