@@ -59,6 +59,17 @@ async function spawnNode(url: string, args: string[]): Promise<Child> {
   return { child, id: ready.id, lines, exited };
 }
 
+function runCli(args: readonly string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
+  const bin = new URL('../../../bin/muster.js', import.meta.url).pathname;
+  const child = spawn(process.execPath, [bin, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  children.add(child);
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  return new Promise((resolve) => child.once('close', (status) => resolve({ status, stdout, stderr })));
+}
+
 function rejection(p: Promise<unknown>): Promise<MusterError> {
   return p.then(
     () => assert.fail('expected a rejection'),
@@ -112,6 +123,32 @@ describe('bus across processes', () => {
       await Promise.all([a.exited, b.exited]);
     },
   );
+
+  test('muster bus ls / call / tail', { timeout: 60_000 }, async () => {
+    const a = await spawnNode(serve.url, ['--role', 'server', '--service', 'cli', '--id', 'cli-a']);
+    const called = await runCli(['bus', 'call', 'cli', 'echo', '{"x":1}', '--store', serve.url]);
+    assert.equal(called.status, 0, called.stderr);
+    assert.deepEqual(JSON.parse(called.stdout), { x: 1 });
+    const bad = await runCli(['bus', 'call', 'cli', 'nope', 'null', '--store', serve.url]);
+    assert.equal(bad.status, 1);
+    assert.match(bad.stderr, /^MUSTER_UNKNOWN_METHOD: /);
+    const ls = await runCli(['bus', 'ls', '--service', 'cli', '--json', '--store', serve.url]);
+    assert.equal(ls.status, 0, ls.stderr);
+    const listed = JSON.parse(ls.stdout) as {
+      services: { id: string; methods: Record<string, { requests: number }> }[];
+    };
+    assert.equal(listed.services[0]?.id, 'cli-a');
+    assert.equal(listed.services[0]?.methods.echo?.requests, 1);
+    const tail = runCli(['bus', 'tail', 'cli-topic', '--count', '1', '--store', serve.url]);
+    const view = await client.instances('topic.cli-topic');
+    await waitFor(() => view.size === 1, { what: 'tail subscribed' });
+    await client.publish('cli-topic', { hello: 1 });
+    const tailed = await tail;
+    assert.equal(tailed.status, 0, tailed.stderr);
+    assert.deepEqual((JSON.parse(tailed.stdout) as { message: unknown }).message, { hello: 1 });
+    a.child.kill('SIGKILL');
+    await a.exited;
+  });
 
   test('SIGSTOP of a peer is detected by the heartbeat within 2 s', { timeout: 60_000 }, async () => {
     const a = await spawnNode(serve.url, ['--role', 'server', '--service', 'stop', '--id', 'stop-a']);
