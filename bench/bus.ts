@@ -228,7 +228,7 @@ export async function run(args: string[]): Promise<void> {
         peer.ready.address as string,
         grpc.credentials.createInsecure(),
       ) as unknown as {
-        echo(req: Buffer, cb: (err: unknown, res: Buffer) => void): void;
+        echo(req: Buffer, cb: (err: Error | null, res: Buffer) => void): void;
         close(): void;
       };
       await rpcSide(
