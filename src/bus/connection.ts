@@ -247,6 +247,53 @@ export class Connection {
     return true;
   }
 
+  /**
+   * Sends a publication that the subscriber acknowledges once its handlers have run (at-least-once).
+   * Rejects with `MUSTER_OVERLOADED` (queue full; `details.sent: false`), `MUSTER_TIMEOUT`, or
+   * `MUSTER_PEER_LOST`; the caller may send it again — the subscriber delivers an id once.
+   */
+  publishAcked(body: PublishBody, timeoutMs: number): Promise<void> {
+    if (this.#state !== 'open') {
+      return Promise.reject(
+        new MusterError('MUSTER_PEER_LOST', `connection to ${this.#describe()} is not open`, {
+          details: { sent: false },
+        }),
+      );
+    }
+    const id = this.#allocateId();
+    let frame: Buffer;
+    try {
+      frame = this.#checkedFrame(Kind.Publish, id, body, true);
+    } catch (err) {
+      // eslint-disable-next-line @typescript-eslint/prefer-promise-reject-errors -- a MusterError
+      return Promise.reject(err);
+    }
+    return new Promise<void>((resolve, reject) => {
+      const pending: Pending = {
+        resolve: () => resolve(),
+        reject,
+        timer: this.#o.clock.setTimeout(() => {
+          pending.cleanup();
+          reject(
+            new MusterError(
+              'MUSTER_TIMEOUT',
+              `${this.#describe()} did not acknowledge ${body.id} in ${timeoutMs} ms`,
+              {
+                details: { peer: this.#describe(), id: body.id },
+              },
+            ),
+          );
+        }, timeoutMs),
+        cleanup: () => {
+          this.#o.clock.clearTimeout(pending.timer);
+          this.#acks.delete(id);
+        },
+      };
+      this.#acks.set(id, pending);
+      this.#send(frame);
+    });
+  }
+
   /** Closes the connection (idempotent); calls in flight fail with `error`. */
   close(error?: MusterError): void {
     if (this.#state === 'closed') return;
@@ -267,7 +314,7 @@ export class Connection {
     } else {
       this.socket.destroy();
     }
-    for (const p of [...this.#pending.values()]) {
+    for (const p of [...this.#pending.values(), ...this.#acks.values()]) {
       p.cleanup();
       p.reject(err);
     }
@@ -386,7 +433,7 @@ export class Connection {
       }
       case Kind.Ack: {
         const p = this.#acks.get(id);
-        this.#acks.delete(id);
+        p?.cleanup();
         p?.resolve(undefined);
         return;
       }

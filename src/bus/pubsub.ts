@@ -11,7 +11,7 @@
  * message — counted (`muster_bus_dropped_total`), reported by the bus `dropped` event and logged —
  * while the publisher and the other subscribers are unaffected.
  */
-import { invalidArgument } from '../errors.js';
+import { invalidArgument, isMusterError } from '../errors.js';
 import { checkServiceName, type Member } from '../membership/index.js';
 import { toMillis } from '../util/duration.js';
 import type { Bus } from './bus.js';
@@ -41,6 +41,9 @@ export function topicService(topic: string): string {
   }
   return service;
 }
+
+/** 50 ms between attempts to deliver an acknowledged publication to a peer that is not reachable. */
+const RESEND_DELAY_MS = 50;
 
 const ALL_TAG = 'sub:all';
 const GROUP_TAG = 'group:';
@@ -158,18 +161,23 @@ export class Topics {
 
   /** A publication arrived (from `conn`, or from this node itself when `conn` is undefined). */
   receive(conn: Connection | undefined, ackId: number, body: WireBody): void {
-    conn?.ack(ackId);
     const local = this.#topics.get(body.topic);
-    if (local === undefined) return;
+    if (local === undefined) {
+      // Not subscribed (any more): no ack, so an at-least-once publisher learns it from membership.
+      return;
+    }
     const from = conn?.peer?.node ?? this.#bus.id;
     if (body.exp !== undefined && Date.now() >= body.exp) {
       this.#drop(from, body.topic, body.id, 'expired');
+      conn?.ack(ackId);
       return;
     }
     if (!local.dedup.first(body.id, this.#o.clock.monotonic())) {
       this.#bus.metrics.duplicate(body.topic);
+      conn?.ack(ackId);
       return;
     }
+    const running: Promise<unknown>[] = [];
     this.#bus.metrics.delivered(body.topic);
     const delivery = { topic: body.topic, id: body.id, from };
     const groupsDone = new Set<string>();
@@ -181,11 +189,14 @@ export class Topics {
       }
       try {
         const r = sub.handler(body.m, delivery);
-        if (r instanceof Promise) r.catch((err: unknown) => this.#handlerFailed(body, err));
+        if (r instanceof Promise) running.push(r.catch((err: unknown) => this.#handlerFailed(body, err)));
       } catch (err) {
         this.#handlerFailed(body, err);
       }
     }
+    if (conn === undefined || ackId === 0) return;
+    if (running.length === 0) conn.ack(ackId);
+    else void Promise.all(running).then(() => conn.ack(ackId));
   }
 
   #handlerFailed(body: WireBody, err: unknown): void {
@@ -240,12 +251,29 @@ export class Topics {
     const plain: { frame?: Buffer } = {};
     let sent = 0;
     let dropped = 0;
+    let acked = 0;
+    const ackDeadline =
+      options.ack === true
+        ? this.#o.clock.monotonic() +
+          (options.timeout === undefined ? this.#o.callTimeoutMs : toMillis(options.timeout, 'timeout'))
+        : 0;
     await Promise.all(
       [...targets.values()].map(async (t) => {
         const body: WireBody = t.g.length === 0 ? base : { ...base, g: t.g, all: t.all };
         if (t.address === this.#bus.address) {
           this.receive(undefined, 0, body);
           sent++;
+          if (options.ack === true) acked++;
+          return;
+        }
+        if (options.ack === true) {
+          if (await this.#sendAcked(t, body, ackDeadline, view)) {
+            sent++;
+            acked++;
+          } else {
+            dropped++;
+            this.#drop(t.node, topic, id, 'not-acknowledged');
+          }
           return;
         }
         let conn: Connection;
@@ -264,7 +292,34 @@ export class Topics {
       }),
     );
     this.#bus.metrics.published(topic);
-    return { id, sent, dropped };
+    return { id, sent, dropped, acked };
+  }
+
+  /**
+   * Sends `body` to `t` until it acknowledges, the deadline passes, or `t` leaves the topic. A lost
+   * connection is re-opened and the message sent again (the subscriber de-duplicates by id).
+   */
+  async #sendAcked(
+    t: { address: string; node: string },
+    body: WireBody,
+    deadline: number,
+    view: Awaited<ReturnType<Bus['instances']>>,
+  ): Promise<boolean> {
+    for (;;) {
+      const left = deadline - this.#o.clock.monotonic();
+      if (left <= 0) return false;
+      if (view.get(t.node)?.address !== t.address) return false; // it left the topic
+      try {
+        const conn = await this.#bus.connection(t.address, Math.min(left, this.#o.connectTimeoutMs));
+        await conn.publishAcked(body, left);
+        return true;
+      } catch (err) {
+        if (isMusterError(err, 'MUSTER_FRAME_TOO_LARGE')) throw err;
+        await this.#o.clock.sleep(
+          Math.min(RESEND_DELAY_MS, Math.max(0, deadline - this.#o.clock.monotonic())),
+        );
+      }
+    }
   }
 
   #drop(peer: string, topic: string, id: string, reason: DropEvent['reason']): void {

@@ -141,6 +141,14 @@ export interface BusPublishOptions {
   id?: string;
   /** Drop the message (anywhere on its way) once it is older than this. Default: never. */
   ttl?: Duration;
+  /**
+   * At-least-once: wait until every subscriber node has run its handlers for the message, sending
+   * it again (over a new connection if need be) until then or until `timeout`. Subscribers deliver
+   * an id once, so repeats are harmless. Default: false (at-most-once, resolves once queued).
+   */
+  ack?: boolean;
+  /** With `ack`: how long to keep trying. Default: the bus's `callTimeout`. */
+  timeout?: Duration;
 }
 
 /** What a publication reached. */
@@ -148,8 +156,10 @@ export interface PublishResult {
   readonly id: string;
   /** Subscriber nodes the message was queued to. */
   readonly sent: number;
-  /** Subscriber nodes it was dropped for (queue full, not connected). */
+  /** Subscriber nodes it was dropped for (queue full, not connected; with `ack`: not acknowledged in time). */
   readonly dropped: number;
+  /** With `ack`: subscriber nodes that acknowledged it. */
+  readonly acked: number;
 }
 
 export interface Delivery {
@@ -173,7 +183,7 @@ export interface DropEvent {
   readonly peer: string;
   readonly topic: string;
   readonly id: string;
-  readonly reason: 'queue-full' | 'expired' | 'not-connected';
+  readonly reason: 'queue-full' | 'expired' | 'not-connected' | 'not-acknowledged';
 }
 
 export type { Store };

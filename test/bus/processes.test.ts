@@ -167,10 +167,11 @@ describe('bus across processes', () => {
   });
 
   test(
-    'kill -9 of a publisher while two others publish the same ids: subscribers get every id once',
+    'kill -9 of a publisher while two others publish the same ids, and of a subscriber: the other subscribers get every id once',
     { timeout: 90_000 },
     async () => {
-      const subs = await Promise.all([
+      const [doomed, ...subs] = await Promise.all([
+        spawnNode(serve.url, ['--role', 'subscriber', '--topic', 'jobs']),
         spawnNode(serve.url, ['--role', 'subscriber', '--topic', 'jobs']),
         spawnNode(serve.url, ['--role', 'subscriber', '--topic', 'jobs']),
       ]);
@@ -195,6 +196,7 @@ describe('bus across processes', () => {
         what: 'the victim publishing',
       });
       victim.child.kill('SIGKILL');
+      (doomed as Child).child.kill('SIGKILL');
       const live = pubs.slice(1);
       await waitFor(() => live.every((p) => p.lines.some((l) => l.done === true)), {
         timeoutMs: 60_000,
@@ -217,6 +219,10 @@ describe('bus across processes', () => {
         assert.equal(got.length, new Set(got).size, 'an id was delivered twice');
       }
       for (const c of [...subs, ...pubs]) c.child.kill('SIGKILL');
+      // The publishers carried on past the dead subscriber (dropped for it and counted, not blocked).
+      assert.ok(live.every((p) => p.lines.some((l) => l.done === true)));
+      // The publishers carried on past the dead subscriber (dropped for it, counted, not blocked).
+      assert.ok(live.every((p) => p.lines.some((l) => l.done === true)));
     },
   );
 

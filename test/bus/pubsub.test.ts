@@ -157,6 +157,39 @@ describe('bus publish/subscribe', () => {
     },
   );
 
+  test(
+    'ack: at-least-once through broken connections, each id delivered once',
+    { timeout: 30_000 },
+    async () => {
+      const store = new MemoryStore();
+      const pub = await node(store);
+      const sub = await node(store);
+      const got: string[] = [];
+      await sub.subscribe('cmds', async (_m, d) => {
+        got.push(d.id);
+        await new Promise((r) => setImmediate(r));
+      });
+      let breaks = 0;
+      const results = [];
+      for (let i = 0; i < 200; i++) {
+        const p = pub.publish('cmds', { i }, { id: `cmd-${i}`, ack: true, timeout: 10_000 });
+        if (i % 20 === 5) {
+          // Sever the connection with the publication (or its ack) in flight.
+          for (const c of pub.peers().values()) c.socket.destroy();
+          breaks++;
+        }
+        results.push(await p);
+      }
+      assert.ok(breaks >= 5);
+      assert.ok(
+        results.every((r) => r.acked === 1 && r.dropped === 0),
+        JSON.stringify(results.find((r) => r.acked !== 1)),
+      );
+      assert.equal(got.length, 200, 'every command delivered');
+      assert.equal(new Set(got).size, 200, 'none twice');
+    },
+  );
+
   test('the de-duplication window forgets old ids and stays bounded', () => {
     const w = new DedupWindow(1000, 3);
     assert.equal(w.first('a', 0), true);
