@@ -8,124 +8,209 @@
  * `docs/errors.md` lists every code with what the operator should do.
  */
 
-/** Every stable error code, with whether it is retryable by default and a one-line meaning. */
+/**
+ * Every stable error code, with whether it is retryable by default, the HTTP status a daemon answers
+ * it with ({@link httpStatusOf}) and a one-line meaning. One table: a new code gets all three here
+ * and a row in `docs/errors.md` (a test keeps them in step).
+ */
 export const ERROR_CODES = {
-  MUSTER_INVALID_ARGUMENT: { retryable: false, summary: 'a caller passed a value the API does not accept' },
+  MUSTER_INVALID_ARGUMENT: {
+    retryable: false,
+    http: 400,
+    summary: 'a caller passed a value the API does not accept',
+  },
   MUSTER_COMPACTED: {
     retryable: false,
+    http: 410,
     summary: 'the requested revision was compacted away; re-list and continue',
   },
   MUSTER_FUTURE_REVISION: {
     retryable: false,
+    http: 400,
     summary: 'the requested revision is newer than the store head',
   },
   MUSTER_LEASE_NOT_FOUND: {
     retryable: false,
+    http: 404,
     summary: 'the lease does not exist (expired, revoked or never granted)',
   },
-  MUSTER_LEASE_LOST: { retryable: false, summary: 'a lease this process relied on expired or was revoked' },
+  MUSTER_LEASE_LOST: {
+    retryable: false,
+    http: 409,
+    summary: 'a lease this process relied on expired or was revoked',
+  },
   MUSTER_UNAVAILABLE: {
     retryable: true,
+    http: 503,
     summary: 'the store could not be reached or did not answer in time',
   },
-  MUSTER_TIMEOUT: { retryable: true, summary: 'an operation did not finish within its deadline' },
-  MUSTER_ABORTED: { retryable: false, summary: 'the caller aborted the operation through its AbortSignal' },
-  MUSTER_CLOSED: { retryable: false, summary: 'the object was closed; open a new one' },
-  MUSTER_UNSUPPORTED_URL: { retryable: false, summary: 'the store URL names an engine muster does not know' },
+  MUSTER_TIMEOUT: { retryable: true, http: 504, summary: 'an operation did not finish within its deadline' },
+  MUSTER_ABORTED: {
+    retryable: false,
+    http: 503,
+    summary: 'the caller aborted the operation through its AbortSignal',
+  },
+  MUSTER_CLOSED: { retryable: false, http: 503, summary: 'the object was closed; open a new one' },
+  MUSTER_UNSUPPORTED_URL: {
+    retryable: false,
+    http: 400,
+    summary: 'the store URL names an engine muster does not know',
+  },
   MUSTER_PERMISSION_DENIED: {
     retryable: false,
+    http: 403,
     summary: 'the store refused the credentials or the operation',
   },
-  MUSTER_VALUE_TOO_LARGE: { retryable: false, summary: 'a request or value exceeds the size limit' },
+  MUSTER_VALUE_TOO_LARGE: {
+    retryable: false,
+    http: 413,
+    summary: 'a request or value exceeds the size limit',
+  },
   MUSTER_TXN_TOO_LARGE: {
     retryable: false,
+    http: 413,
     summary: 'a transaction has more operations than the store allows',
   },
-  MUSTER_CORRUPT_DATA: { retryable: false, summary: 'on-disk data failed its integrity check' },
+  MUSTER_CORRUPT_DATA: { retryable: false, http: 500, summary: 'on-disk data failed its integrity check' },
   MUSTER_MISSING_BINARY: {
     retryable: false,
+    http: 500,
     summary: 'a program muster needs (for example etcd) is not on PATH',
+  },
+  MUSTER_SPAWN_FAILED: {
+    retryable: false,
+    http: 500,
+    summary:
+      'a child process could not be started (command missing or not executable, bad cwd) or exited before it was ready',
   },
   MUSTER_DATA_DIR_LOCKED: {
     retryable: false,
+    http: 409,
     summary: 'another live process is using the data directory of muster serve',
   },
-  MUSTER_ADDRESS_IN_USE: { retryable: false, summary: 'the address muster serve should listen on is taken' },
+  MUSTER_ADDRESS_IN_USE: {
+    retryable: false,
+    http: 409,
+    summary: 'the address muster serve should listen on is taken',
+  },
   MUSTER_SESSION_LOST: {
     retryable: false,
+    http: 503,
     summary: 'a session passed its validity deadline or its lease is gone; open a new session',
   },
   MUSTER_DUPLICATE_INSTANCE: {
     retryable: false,
+    http: 409,
     summary: 'a live instance with the same id is already registered in the service',
   },
   MUSTER_NO_HEALTHY_INSTANCE: {
     retryable: true,
+    http: 503,
     summary: 'discovery found no active, healthy instance of the service',
   },
   MUSTER_NOT_OWNER: {
     retryable: false,
+    http: 421,
     summary: 'this instance no longer owns the partition (released, session lost or key lost)',
   },
   MUSTER_STOP_TIMEOUT: {
     retryable: false,
+    http: 500,
     summary:
       "a partition's work did not stop within the stop timeout; the partition stays owned until it does",
   },
   MUSTER_STALE_CONFIG: {
     retryable: true,
+    http: 503,
     summary: 'this process cannot prove, within maxStaleness, that it holds every configuration version',
   },
-  MUSTER_MISSING_CONFIG: { retryable: true, summary: 'no configuration version is in force at that time' },
+  MUSTER_MISSING_CONFIG: {
+    retryable: true,
+    http: 503,
+    summary: 'no configuration version is in force at that time',
+  },
   MUSTER_LEAD_TIME: {
     retryable: false,
+    http: 400,
     summary: 'an activation or cancellation is sooner than the configuration minLeadTime allows',
   },
   MUSTER_SCHEMA_VIOLATION: {
     retryable: false,
+    http: 422,
     summary: 'a configuration value does not match its JSON Schema',
   },
   MUSTER_NOT_FOUND: {
     retryable: false,
+    http: 404,
     summary: 'the named object (configuration, version…) does not exist',
   },
-  MUSTER_ALREADY_EXISTS: { retryable: false, summary: 'the named object already exists' },
+  MUSTER_ALREADY_EXISTS: { retryable: false, http: 409, summary: 'the named object already exists' },
+  MUSTER_UNAUTHENTICATED: {
+    retryable: false,
+    http: 401,
+    summary: "a request to a daemon's admin API lacked the bearer token or presented a wrong one",
+  },
+  MUSTER_METHOD_NOT_ALLOWED: {
+    retryable: false,
+    http: 405,
+    summary: "the daemon's admin API has this path but not for this HTTP method",
+  },
   MUSTER_NO_INSTANCE: {
     retryable: true,
+    http: 503,
     summary: 'no live instance serves the service (or subscribes to the topic) right now',
   },
   MUSTER_REMOTE: {
     retryable: false,
-    summary: "a remote handler failed; details.remote carries its code, message and details",
+    http: 502,
+    summary: 'a remote handler failed; details.remote carries its code, message and details',
   },
   MUSTER_OVERLOADED: {
     retryable: true,
+    http: 503,
     summary: "a bounded queue is full (the peer's send queue, held calls, or the server's in-flight limit)",
   },
   MUSTER_FRAME_TOO_LARGE: {
     retryable: false,
+    http: 413,
     summary: 'a bus message is larger than the frame size limit',
   },
   MUSTER_PROTOCOL: {
     retryable: false,
+    http: 400,
     summary: 'a peer sent bytes that are not the bus protocol; the connection was closed',
   },
   MUSTER_PEER_LOST: {
     retryable: false,
+    http: 502,
     summary: 'the connection to a bus peer closed or went silent while a call was in flight; it may have run',
   },
   MUSTER_UNKNOWN_METHOD: {
     retryable: false,
+    http: 404,
     summary: 'the service does not have the method that was called',
   },
   MUSTER_INTERNAL: {
     retryable: false,
+    http: 500,
     summary: 'a bug in muster: please report it with the message and logs',
   },
-} as const satisfies Record<string, { retryable: boolean; summary: string }>;
+} as const satisfies Record<string, { retryable: boolean; http: number; summary: string }>;
 
 /** A stable muster error code. Capabilities register theirs in {@link ERROR_CODES}. */
 export type ErrorCode = keyof typeof ERROR_CODES;
+
+/** The HTTP status for a code that is not in {@link ERROR_CODES} (a bug or an older peer). */
+export const UNKNOWN_CODE_HTTP_STATUS = 500;
+
+/**
+ * The HTTP status a daemon's admin API answers an error code with, read from {@link ERROR_CODES}
+ * (400 bad input, 401/403 credentials, 404 missing, 409 conflicting state, 421 not the owner,
+ * 503 retry later…). A code muster does not know maps to {@link UNKNOWN_CODE_HTTP_STATUS}.
+ */
+export function httpStatusOf(code: string): number {
+  return Object.hasOwn(ERROR_CODES, code) ? ERROR_CODES[code as ErrorCode].http : UNKNOWN_CODE_HTTP_STATUS;
+}
 
 /** Context carried in readonly fields instead of only in the message. */
 export interface ErrorDetails {

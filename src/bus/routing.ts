@@ -8,15 +8,8 @@
  * their deadline and by `maxHeldCalls`.
  */
 import { abortedError, isMusterError, MusterError } from '../errors.js';
-import {
-  acquireView,
-  ownershipKeys,
-  partitionIds,
-  releaseView,
-  type ServiceView,
-} from '../partitions/internal.js';
+import { openServiceView, partitionIds, type ServiceViewHandle } from '../partitions/index.js';
 import { partitionForKey } from '../placement/index.js';
-import type { Owner } from '../partitions/index.js';
 import type { Bus } from './bus.js';
 import { noInstance } from './bus.js';
 import type { CallOptions, ResolvedBusOptions } from './types.js';
@@ -27,7 +20,7 @@ const HOLD_POLL_MS = 50;
 export class KeyedRouter {
   readonly #bus: Bus;
   readonly #o: ResolvedBusOptions;
-  readonly #views = new Map<string, ServiceView>();
+  readonly #views = new Map<string, ServiceViewHandle>();
   #held = 0;
 
   constructor(bus: Bus, o: ResolvedBusOptions) {
@@ -40,13 +33,16 @@ export class KeyedRouter {
     return this.#held;
   }
 
-  async #view(service: string): Promise<ServiceView> {
+  async #view(service: string, signal: AbortSignal | undefined): Promise<ServiceViewHandle> {
     let view = this.#views.get(service);
     if (view === undefined) {
-      view = acquireView(this.#bus.store, ownershipKeys(this.#bus.root, service), this.#o.clock);
+      view = openServiceView(this.#bus.store, service, {
+        clock: this.#o.clock,
+        ...(this.#bus.root === undefined ? {} : { root: this.#bus.root }),
+      });
       this.#views.set(service, view);
     }
-    await view.ready();
+    await view.ready(signal === undefined ? {} : { signal });
     return view;
   }
 
@@ -58,8 +54,7 @@ export class KeyedRouter {
     deadline: number,
     options: CallOptions,
   ): Promise<unknown> {
-    const view = await this.#view(service);
-    const instances = await this.#bus.instances(service, options.signal);
+    const view = await this.#view(service, options.signal);
     const clock = this.#o.clock;
     let partition: string | undefined;
     for (;;) {
@@ -73,7 +68,7 @@ export class KeyedRouter {
       }
       const spec = view.spec;
       if (spec === undefined) {
-        if (view.instances.size === 0 && instances.size === 0) throw noInstance(service, 0);
+        if (view.instances.size === 0) throw noInstance(service, 0);
         await this.#hold(view, left, options.signal);
         continue;
       }
@@ -81,14 +76,14 @@ export class KeyedRouter {
       if (ids.length === 0) throw noInstance(service, view.instances.size);
       const p = ids[partitionForKey(key, ids.length, spec.settings?.seed ?? 0)] as string;
       partition = p;
-      // Contract C adds `address` and `moving` to owner records; read them when present.
-      const owner: (Owner & { address?: string; moving?: boolean }) | undefined = view.owners.get(p);
-      if (owner === undefined || owner.moving === true) {
+      const dest = view.destination(p);
+      if (dest === undefined || dest.moving) {
+        // Mid hand-off (no owner yet) or the owner announced a move: hold the call.
         if (view.instances.size === 0) throw noInstance(service, 0);
         await this.#hold(view, left, options.signal);
         continue;
       }
-      const address = owner.address ?? instances.get(owner.instance)?.address ?? null;
+      const address = dest.address;
       if (address === null || this.#bus.isDown(address)) {
         await this.#hold(view, left, options.signal);
         continue;
@@ -96,7 +91,7 @@ export class KeyedRouter {
       try {
         return await this.#bus.request(
           address,
-          { s: service, m: method, a: args, p, t: owner.token },
+          { s: service, m: method, a: args, p, t: dest.token },
           left,
           options.signal,
         );
@@ -115,7 +110,7 @@ export class KeyedRouter {
   }
 
   /** Waits for the next change of the view, at most `ms` (capped by the poll period). */
-  async #hold(view: ServiceView, ms: number, signal: AbortSignal | undefined): Promise<void> {
+  async #hold(view: ServiceViewHandle, ms: number, signal: AbortSignal | undefined): Promise<void> {
     if (signal?.aborted) throw abortedError(signal);
     if (this.#held >= this.#o.maxHeldCalls) {
       throw new MusterError(
@@ -155,7 +150,7 @@ export class KeyedRouter {
   }
 
   close(): void {
-    for (const v of this.#views.values()) releaseView(this.#bus.store, v);
+    for (const v of this.#views.values()) v.close();
     this.#views.clear();
   }
 }

@@ -3,9 +3,9 @@
  * report (tasks, versions received, switches) and stops them. Used by `muster demo`, the
  * multi-process tests and `npm run bench -- config`.
  */
-import { type ChildProcess, fork } from 'node:child_process';
 import type { TaskRecord } from '../config/index.js';
 import { MusterError } from '../errors.js';
+import { type ProcessHandle, spawnProcess } from '../process/index.js';
 import type { WorkerMessage } from './config-worker.js';
 
 export interface FleetOptions {
@@ -37,6 +37,9 @@ export interface WorkerEvent {
   readonly at: number;
 }
 
+/** 5 s: a worker answers 'stop' in milliseconds; one that does not is SIGKILLed with its group. */
+export const STOP_TIMEOUT_MS = 5000;
+
 export type FleetListener = (worker: string, message: WorkerMessage) => void;
 
 export class Fleet {
@@ -48,9 +51,8 @@ export class Fleet {
   readonly held: { readonly worker: string; readonly startedAt: number; readonly newest: number }[] = [];
   /** Workers that read a relay's shared table (from their `ready`). */
   tableReaders = 0;
-  readonly #children: ChildProcess[] = [];
+  readonly #children: ProcessHandle[] = [];
   readonly #listeners = new Set<FleetListener>();
-  readonly #exited: Promise<void>[] = [];
   #ready = 0;
   #failure: Error | undefined;
 
@@ -62,25 +64,31 @@ export class Fleet {
   static async start(options: FleetOptions): Promise<Fleet> {
     const names = Array.from({ length: options.workers }, (_, i) => `worker_${i + 1}`);
     const fleet = new Fleet(names);
-    const script = new URL('./config-worker.js', import.meta.url);
-    for (const [i, name] of names.entries()) {
-      const child = fork(script, [], {
-        env: {
-          ...process.env,
-          MUSTER_STORE: options.storeFor?.(i) ?? options.store,
-          MUSTER_CONFIG: options.config,
-          MUSTER_WORKER: name,
-          MUSTER_TASK_INTERVAL_MS: String(options.taskIntervalMs ?? 20),
-          MUSTER_RELAY: options.relay ?? '',
-          MUSTER_SWITCH_WAIT_MS: String(options.switchWaitMs ?? 0),
-          MUSTER_FLUSH_MS: String(options.flushMs ?? 100),
-        },
-        stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-        serialization: 'advanced',
-      });
-      fleet.#children.push(child);
-      fleet.#exited.push(new Promise((resolve) => child.once('exit', () => resolve())));
-      child.on('message', (m: WorkerMessage) => fleet.#onMessage(name, m));
+    const script = new URL('./config-worker.js', import.meta.url).pathname;
+    try {
+      for (const [i, name] of names.entries()) {
+        const child = await spawnProcess({
+          command: [process.execPath, ...process.execArgv, script],
+          label: name,
+          env: {
+            MUSTER_STORE: options.storeFor?.(i) ?? options.store,
+            MUSTER_CONFIG: options.config,
+            MUSTER_WORKER: name,
+            MUSTER_TASK_INTERVAL_MS: String(options.taskIntervalMs ?? 20),
+            MUSTER_RELAY: options.relay ?? '',
+            MUSTER_SWITCH_WAIT_MS: String(options.switchWaitMs ?? 0),
+            MUSTER_FLUSH_MS: String(options.flushMs ?? 100),
+          },
+          stdout: 'inherit',
+          stderr: 'inherit',
+          ipc: 'advanced',
+          onMessage: (m) => fleet.#onMessage(name, m as WorkerMessage),
+        });
+        fleet.#children.push(child);
+      }
+    } catch (err) {
+      await fleet.stop();
+      throw err;
     }
     try {
       await fleet.waitFor(
@@ -97,7 +105,7 @@ export class Fleet {
 
   /** Process ids of the workers still running. */
   get pids(): number[] {
-    return this.#children.flatMap((c) => (c.pid !== undefined && c.exitCode === null ? [c.pid] : []));
+    return this.#children.flatMap((c) => (c.exit === undefined ? [c.pid] : []));
   }
 
   /** Calls `fn` for every message from every worker. */
@@ -151,17 +159,16 @@ export class Fleet {
     }
   }
 
-  /** Asks every worker to stop, waits for them (SIGKILL after 5 s); idempotent. */
+  /** Asks every worker to stop, waits for them (their groups SIGKILLed after 5 s); idempotent. */
   async stop(): Promise<void> {
     for (const c of this.#children) {
-      // A worker may be exiting already: its channel's EPIPE goes to the callback, not an 'error' event.
-      if (c.connected) c.send('stop', () => undefined);
+      // A worker may be exiting already: its channel is closed, which is fine.
+      if (c.exit === undefined) c.send('stop').catch(() => undefined);
     }
-    const all = Promise.all(this.#exited);
     const timer = setTimeout(() => {
-      for (const c of this.#children) if (c.exitCode === null) c.kill('SIGKILL');
-    }, 5000);
-    await all;
+      for (const c of this.#children) void c.kill();
+    }, STOP_TIMEOUT_MS);
+    await Promise.all(this.#children.map((c) => c.gone));
     clearTimeout(timer);
   }
 }

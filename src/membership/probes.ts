@@ -4,7 +4,8 @@
  * - http: GET; 2xx passing, 429 warning, anything else, a network error or a timeout failing.
  * A probe that outlives its timeout is aborted (a script's whole process group is SIGKILLed).
  */
-import { spawn } from 'node:child_process';
+import { isMusterError } from '../errors.js';
+import { type ProcessHandle, spawnProcess } from '../process/index.js';
 import type { HealthStatus } from './types.js';
 
 /** The outcome of one probe run. */
@@ -17,60 +18,60 @@ export interface ProbeResult {
 /** 4 KiB of output per run, as Consul keeps: enough for a reason, not a log. */
 export const MAX_OUTPUT_BYTES = 4096;
 
-/** Runs `command` (a shell line, or argv without a shell); resolves when it exits or is killed. */
-export function runScriptProbe(
+/**
+ * 2 s: a script whose main process exited but left children behind gets SIGTERM, then SIGKILL after
+ * this long (through the process kernel); a probe is a short command, not a service.
+ */
+export const PROBE_GRACE_MS = 2000;
+
+/**
+ * Runs `command` (a shell line, or argv without a shell) through the process kernel, in its own
+ * process group; resolves when the whole group is gone. When `signal` fires (the probe's timeout) the
+ * group is SIGKILLed, children included.
+ */
+export async function runScriptProbe(
   command: string | readonly string[],
   signal: AbortSignal,
   options: { cwd?: string | undefined; env?: NodeJS.ProcessEnv | undefined } = {},
 ): Promise<ProbeResult> {
-  return new Promise<ProbeResult>((resolve) => {
-    const [file, args] =
-      typeof command === 'string' ? ['/bin/sh', ['-c', command]] : [command[0] ?? '', command.slice(1)];
-    let output = '';
-    const append = (chunk: Buffer): void => {
-      if (output.length < MAX_OUTPUT_BYTES)
-        output = (output + chunk.toString('utf8')).slice(0, MAX_OUTPUT_BYTES);
-    };
-    let child: ReturnType<typeof spawn>;
-    try {
-      child = spawn(file, args, {
-        cwd: options.cwd,
-        env: options.env ?? process.env,
-        stdio: ['ignore', 'pipe', 'pipe'],
-        detached: true, // its own process group, so a timeout kills the script's children too
-      });
-    } catch (err) {
-      resolve({ status: 'failing', output: `could not start: ${String(err)}` });
-      return;
-    }
-    let killedForTimeout = false;
-    const kill = (): void => {
-      killedForTimeout = true;
-      try {
-        if (child.pid !== undefined) process.kill(-child.pid, 'SIGKILL');
-      } catch {
-        child.kill('SIGKILL');
-      }
-    };
-    if (signal.aborted) kill();
-    else signal.addEventListener('abort', kill, { once: true });
-    child.stdout?.on('data', append);
-    child.stderr?.on('data', append);
-    let settled = false;
-    const finish = (result: ProbeResult): void => {
-      if (settled) return;
-      settled = true;
-      signal.removeEventListener('abort', kill);
-      resolve(result);
-    };
-    child.once('error', (err) => finish({ status: 'failing', output: `could not start: ${err.message}` }));
-    child.once('close', (code, sig) => {
-      if (killedForTimeout) finish({ status: 'failing', output: `timed out and was killed\n${output}` });
-      else if (code === 0) finish({ status: 'passing', output });
-      else if (code === 1) finish({ status: 'warning', output });
-      else finish({ status: 'failing', output: sig ? `killed by ${sig}\n${output}` : output });
+  const argv = typeof command === 'string' ? ['/bin/sh', '-c', command] : command;
+  let output = '';
+  const append = (_stream: 'stdout' | 'stderr', line: string): void => {
+    if (output.length < MAX_OUTPUT_BYTES) output = (output + line + '\n').slice(0, MAX_OUTPUT_BYTES);
+  };
+  let child: ProcessHandle;
+  try {
+    child = await spawnProcess({
+      command: argv,
+      ...(options.cwd === undefined ? {} : { cwd: options.cwd }),
+      ...(options.env === undefined ? {} : { env: definedOnly(options.env), envReplace: true }),
+      label: 'probe',
+      onLine: append,
+      grace: PROBE_GRACE_MS,
     });
-  });
+  } catch (err) {
+    const reason = isMusterError(err) ? err.message : String(err);
+    return { status: 'failing', output: `could not start: ${reason}` };
+  }
+  let killedForTimeout = false;
+  const kill = (): void => {
+    killedForTimeout = true;
+    void child.kill();
+  };
+  if (signal.aborted) kill();
+  else signal.addEventListener('abort', kill, { once: true });
+  const { code, signal: sig } = await child.gone;
+  signal.removeEventListener('abort', kill);
+  if (killedForTimeout) return { status: 'failing', output: `timed out and was killed\n${output}` };
+  if (code === 0) return { status: 'passing', output };
+  if (code === 1) return { status: 'warning', output };
+  return { status: 'failing', output: sig ? `killed by ${sig}\n${output}` : output };
+}
+
+function definedOnly(env: NodeJS.ProcessEnv): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(env)) if (v !== undefined) out[k] = v;
+  return out;
 }
 
 /** GETs `url`; resolves with the status mapped from the HTTP status code. */

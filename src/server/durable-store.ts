@@ -6,7 +6,7 @@
  * (the newest snapshot), `wal-<n>.log` (the segments from the snapshot's first segment on).
  */
 import { randomBytes } from 'node:crypto';
-import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import type { Logger } from 'pino';
 import type { Clock } from '../clock.js';
@@ -14,8 +14,17 @@ import { MusterError } from '../errors.js';
 import type { JournalEntry } from '../store/memory/journal.js';
 import { MemoryStore } from '../store/memory/memory-store.js';
 import { decodeEntry } from './codec.js';
-import { readNewestSnapshot, removeOtherSnapshots, writeSnapshot } from './snapshot.js';
-import { readSegment, segmentName, segmentNumber, truncateSegment, Wal } from './wal.js';
+import { checkCrashPointSetting, crashPoint } from './crash-point.js';
+import { readNewestSnapshot, removeOtherSnapshots, snapshotRevision, writeSnapshot } from './snapshot.js';
+import {
+  readSegment,
+  segmentName,
+  segmentNumber,
+  syncDir,
+  TEMP_SUFFIX,
+  truncateSegment,
+  Wal,
+} from './wal.js';
 import { isProcessAlive } from '../util/process.js';
 
 /** Snapshot after this many log records: start-up replays at most about this many. */
@@ -91,9 +100,11 @@ export class DurableStore {
     const t0 = performance.now();
     const dataDir = resolve(options.dataDir);
     const log = options.logger;
+    checkCrashPointSetting();
     await mkdir(dataDir, { recursive: true });
     await lockDir(dataDir);
     try {
+      await removeTemporaryFiles(dataDir, log);
       const memberId = await readMemberId(dataDir);
       // The journal is attached after recovery: replayed entries are not journaled again.
       const late: { wal?: Wal; self?: DurableStore } = {};
@@ -121,6 +132,7 @@ export class DurableStore {
       const leases = new Set(store.leaseIds());
       let records = 0;
       let truncatedBytes = 0;
+      let next = segments.length > 0 ? (segments[segments.length - 1] as number) + 1 : firstSegment;
       for (let i = 0; i < segments.length; i++) {
         const n = segments[i] as number;
         if (n !== firstSegment + i) {
@@ -131,7 +143,33 @@ export class DurableStore {
           );
         }
         const path = join(dataDir, segmentName(n));
-        const read = await readSegment(path, i === segments.length - 1);
+        const last = i === segments.length - 1;
+        const read = await readSegment(path, last);
+        if (read.blank && last) {
+          // A newest segment that was created but never written (only an older version leaves
+          // one). It holds nothing, so it is removed and its number reused: the new segment takes
+          // its place. Creating the next segment after it instead would leave it between two
+          // segments, where earlier versions refused it as corrupt on the following start.
+          log?.warn(
+            { file: path, bytes: read.fileLength },
+            'removed a blank newest log segment (a crash while it was being created); its number is reused',
+          );
+          await rm(path);
+          crashPoint('wal.blank-removed');
+          syncDir(dataDir);
+          next = n;
+          continue;
+        }
+        if (read.blank) {
+          // The same, before the newest segment: what earlier versions made of the case above.
+          // It holds no records; the segments after it are read as usual, and the next snapshot
+          // deletes it.
+          log?.warn(
+            { file: path, bytes: read.fileLength },
+            'skipped a blank log segment before the newest (left by a crash while an older version created it; it holds no records)',
+          );
+          continue;
+        }
         for (const payload of read.payloads) {
           replayOne(store, leases, decodeEntry(payload), snap?.snapshot.revision ?? 0);
           records++;
@@ -142,10 +180,11 @@ export class DurableStore {
             { file: path, offset: read.goodLength, bytes: truncatedBytes },
             'cut a torn record off the end of the write-ahead log (a write that was never acknowledged)',
           );
+          // Synced before the next segment is created: once this segment is not the newest, a
+          // torn tail in it would be corruption.
           await truncateSegment(path, read.goodLength);
         }
       }
-      const next = segments.length > 0 ? (segments[segments.length - 1] as number) + 1 : firstSegment;
       const wal = await Wal.create(dataDir, next);
       late.wal = wal;
       const recovery: RecoveryReport = {
@@ -192,11 +231,19 @@ export class DurableStore {
       { ...snap, compactRevision: Math.max(snap.compactRevision, snap.revision) },
       first,
     );
+    // The new snapshot's name is durable (writeSnapshot synced the directory) before anything it
+    // replaces is removed; a crash in between leaves files that recovery ignores (older snapshots,
+    // segments before the snapshot's first) and the next snapshot removes.
     await removeOtherSnapshots(this.dataDir, name);
+    crashPoint('snapshot.old-removed');
     for (const n of await readdir(this.dataDir)) {
       const seg = segmentNumber(n);
-      if (seg !== undefined && seg < first) await rm(join(this.dataDir, n), { force: true });
+      if (seg !== undefined && seg < first) {
+        await rm(join(this.dataDir, n), { force: true });
+        crashPoint('wal.segment.removed');
+      }
     }
+    syncDir(this.dataDir);
     this.#log?.info(
       { revision: snap.revision, keys: snap.kvs.length, ms: Math.round(performance.now() - t0) },
       'snapshot written',
@@ -257,8 +304,15 @@ function replayOne(store: MemoryStore, leases: Set<string>, entry: JournalEntry,
   store.replay(entry);
 }
 
+/**
+ * Reads the member id, or creates one on the first start. Written as the other data files are
+ * (temporary file, fsync, rename, directory fsync) before the server answers anyone, so the id a
+ * client was ever told survives any crash: a crash before the rename leaves no `member-id` (and
+ * the id was never shown), after it the whole file. (Written in place, a power loss could leave it
+ * empty and the next start would pick a new id.)
+ */
 async function readMemberId(dir: string): Promise<string> {
-  const file = join(dir, 'member-id');
+  const file = join(dir, MEMBER_ID_FILE);
   try {
     const id = (await readFile(file, 'utf8')).trim();
     if (/^\d+$/.test(id)) return id;
@@ -267,8 +321,40 @@ async function readMemberId(dir: string): Promise<string> {
   }
   // A positive 63-bit id, as etcd's member ids are uint64 shown in hex.
   const id = (randomBytes(8).readBigUInt64BE() >> 1n).toString();
-  await writeFile(file, `${id}\n`);
+  const tmp = `${file}${TEMP_SUFFIX}`;
+  const fh = await open(tmp, 'w', 0o644);
+  try {
+    await fh.writeFile(`${id}\n`);
+    crashPoint('member-id.tmp-written');
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  await rename(tmp, file);
+  crashPoint('member-id.renamed');
+  syncDir(dir);
   return id;
+}
+
+const MEMBER_ID_FILE = 'member-id';
+
+/**
+ * Removes the temporary files a crash can leave (a segment, snapshot or member id being created):
+ * none of them was ever renamed into place, so none holds anything recovery needs.
+ */
+async function removeTemporaryFiles(dir: string, log: Logger | undefined): Promise<void> {
+  const names = (await readdir(dir)).filter((n) => {
+    if (!n.endsWith(TEMP_SUFFIX)) return false;
+    const base = n.slice(0, -TEMP_SUFFIX.length);
+    return (
+      base === MEMBER_ID_FILE || segmentNumber(base) !== undefined || snapshotRevision(base) !== undefined
+    );
+  });
+  for (const n of names) await rm(join(dir, n), { force: true });
+  if (names.length > 0) {
+    syncDir(dir);
+    log?.warn({ files: names }, 'removed temporary files left by a crash');
+  }
 }
 
 async function lockDir(dir: string): Promise<void> {
@@ -293,8 +379,10 @@ async function lockDir(dir: string): Promise<void> {
     if (err instanceof MusterError) throw err;
     // no lock file: free
   }
+  // Written in place: a crash can leave it empty or stale, and both read as free (no live pid).
   await writeFile(file, `${process.pid}\n`);
   held.add(dir);
+  crashPoint('lock.written');
 }
 
 const held = new Set<string>();

@@ -11,6 +11,7 @@ import type { Clock } from '../clock.js';
 import { invalidArgument, MusterError } from '../errors.js';
 import type { MemoryStore } from '../store/memory/memory-store.js';
 import { type Duration, toMillis } from '../util/duration.js';
+import { isLoopback, parseHostPort } from '../util/net.js';
 import { DurableStore, type RecoveryReport } from './durable-store.js';
 import { authService, tokenGate } from './grpc/auth.js';
 import type { ServiceContext } from './grpc/context.js';
@@ -74,18 +75,10 @@ export interface MusterServer {
 
 /** Parses `host:port`, `[v6]:port` or `:port` (loopback). */
 export function parseListen(listen: string): { host: string; port: number } {
-  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(listen);
-  const port = m === null ? NaN : Number(m[3]);
-  if (m === null || port > 65535) {
-    throw invalidArgument(`--listen must be host:port (e.g. 127.0.0.1:2379), got '${listen}'`);
-  }
-  return { host: m[1] ?? (m[2] || '127.0.0.1'), port };
+  return parseHostPort(listen, '--listen');
 }
 
-/** True for addresses only this machine can reach. */
-export function isLoopback(host: string): boolean {
-  return host === 'localhost' || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host);
-}
+export { isLoopback };
 
 function readToken(options: ServerOptions): string | undefined {
   if (options.token !== undefined && options.tokenFile !== undefined) {

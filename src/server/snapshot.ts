@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import { MusterError } from '../errors.js';
 import type { EngineSnapshot } from '../store/memory/journal.js';
 import { crc32, decodeSnapshot, encodeSnapshot } from './codec.js';
+import { crashPoint } from './crash-point.js';
 import { syncDir } from './wal.js';
 
 /** Magic at the start of every snapshot; the trailing digit is the format version. */
@@ -42,13 +43,18 @@ export async function writeSnapshot(
   const name = snapshotName(snapshot.revision);
   const tmp = join(dir, `${name}.tmp`);
   await writeFile(tmp, Buffer.concat([head, body]));
+  crashPoint('snapshot.tmp-written');
   const fd = openSync(tmp, 'r+');
   try {
     fsyncSync(fd);
   } finally {
     closeSync(fd);
   }
+  crashPoint('snapshot.tmp-synced');
+  // Replaces a snapshot of the same revision atomically (a clean stop with no write since the last
+  // snapshot writes one that names a later first segment).
   await rename(tmp, join(dir, name));
+  crashPoint('snapshot.renamed');
   syncDir(dir);
   return name;
 }

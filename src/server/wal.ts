@@ -11,6 +11,9 @@
  * arriving during a sync share the next one (group commit). A snapshot rotates to a new segment so
  * that older segments can be deleted once the snapshot is durable.
  *
+ * Segments are created under a temporary name and renamed into place once their header is synced
+ * ({@link createSegment}), so a segment that has its name always has its header.
+ *
  * Recovery ({@link readSegment}) checks every record. Zeros where the next record would start are
  * the clean end of a segment. A bad record at the end of the newest segment (nothing but zeros after
  * it) is a torn write from a crash and is cut off (it was never acknowledged: acknowledgement waits
@@ -18,11 +21,12 @@
  * start-up with `MUSTER_CORRUPT_DATA`.
  */
 import { closeSync, constants, fsyncSync, openSync, writeSync } from 'node:fs';
-import { type FileHandle, open, readFile, truncate } from 'node:fs/promises';
+import { access, type FileHandle, open, readFile, rename, rm, truncate } from 'node:fs/promises';
 import { join } from 'node:path';
 import { MusterError } from '../errors.js';
 import type { Journal, JournalEntry } from '../store/memory/journal.js';
 import { BinWriter, crc32, encodeEntry } from './codec.js';
+import { crashPoint } from './crash-point.js';
 
 /**
  * Magic at the start of every segment; the trailing digit is the format version. Version 2 adds the
@@ -70,6 +74,11 @@ export interface SegmentRead {
   /** Bytes of the torn tail up to its last non-zero byte (0 when not torn). */
   readonly tornBytes: number;
   readonly fileLength: number;
+  /**
+   * True for a segment that was created but never written: no header, nothing after it (see
+   * {@link isBlank}). It holds no records.
+   */
+  readonly blank: boolean;
 }
 
 /** A block of zeros for preallocation and for recognising it (allocated on first use). */
@@ -102,6 +111,29 @@ function recordAt(buf: Buffer, at: number): number | undefined {
 }
 
 /**
+ * True when a segment without a valid header is one that was created but never written, which only
+ * a crash during creation by an older version of muster leaves (it created `wal-<n>.log` first
+ * and wrote the header after; the current {@link createSegment} renames a segment into place only
+ * once its header is synced, so it never leaves one):
+ * - its header bytes are zeros or bytes of the magic (a header write that did not finish), and
+ * - in the newest segment, everything after the header is zeros (an unfinished preallocation; no
+ *   record was ever written, since records are written only after the creation is synced);
+ * - in an older segment, the file is shorter than the header. That is what such a crash leaves
+ *   (0 bytes), and what earlier versions' recovery made of a blank newest segment (cut to 0 bytes)
+ *   before creating the next one after it — the data directories issue 13 describes. A segment
+ *   that once held acknowledged records was preallocated and synced first, so it is never this
+ *   short; a longer file without a header is corruption and is reported as such.
+ */
+function isBlank(buf: Buffer, last: boolean): boolean {
+  const headLength = Math.min(buf.length, WAL_MAGIC.length);
+  for (let i = 0; i < headLength; i++) {
+    const b = buf[i];
+    if (b !== 0 && b !== WAL_MAGIC[i] && b !== WAL_MAGIC_V1[i]) return false;
+  }
+  return last ? zerosFrom(buf, headLength) : buf.length < WAL_MAGIC.length;
+}
+
+/**
  * Reads and checks every record of a segment. In the newest segment (`last`), a bad record with
  * nothing valid after it is a torn tail; anywhere else it is corruption.
  *
@@ -117,19 +149,8 @@ export async function readSegment(path: string, last: boolean): Promise<SegmentR
     );
   const head = buf.subarray(0, WAL_MAGIC.length);
   if (buf.length < WAL_MAGIC.length || !(head.equals(WAL_MAGIC) || head.equals(WAL_MAGIC_V1))) {
-    // A segment is created with its magic and synced before any record is written to it, so a short
-    // or blank header means the crash came during creation.
-    if (
-      last &&
-      buf.subarray(0, Math.min(buf.length, WAL_MAGIC.length)).every((b, i) => b === 0 || b === WAL_MAGIC[i])
-    ) {
-      return {
-        payloads: [],
-        goodLength: 0,
-        torn: buf.length > 0,
-        tornBytes: dataEnd(buf),
-        fileLength: buf.length,
-      };
+    if (isBlank(buf, last)) {
+      return { payloads: [], goodLength: 0, torn: false, tornBytes: 0, fileLength: buf.length, blank: true };
     }
     throw corrupt(0, 'bad header');
   }
@@ -140,24 +161,32 @@ export async function readSegment(path: string, last: boolean): Promise<SegmentR
     if (len === undefined) {
       // The preallocated zeros after the last record: the segment's clean end.
       if (zerosFrom(buf, at))
-        return { payloads, goodLength: at, torn: false, tornBytes: 0, fileLength: buf.length };
+        return { payloads, goodLength: at, torn: false, tornBytes: 0, fileLength: buf.length, blank: false };
       if (!last) throw corrupt(at, 'bad record in a segment that is not the newest');
       // Torn tail or corruption? Corruption leaves good records after the bad one.
       const end = dataEnd(buf);
       for (let q = at + 1; q + FRAME < end; q++) {
         if (recordAt(buf, q) !== undefined) throw corrupt(at, 'bad record followed by good records');
       }
-      return { payloads, goodLength: at, torn: true, tornBytes: end - at, fileLength: buf.length };
+      return {
+        payloads,
+        goodLength: at,
+        torn: true,
+        tornBytes: end - at,
+        fileLength: buf.length,
+        blank: false,
+      };
     }
     payloads.push(buf.subarray(at + FRAME, at + FRAME + len));
     at += FRAME + len;
   }
-  return { payloads, goodLength: at, torn: false, tornBytes: 0, fileLength: buf.length };
+  return { payloads, goodLength: at, torn: false, tornBytes: 0, fileLength: buf.length, blank: false };
 }
 
 /** Cuts a torn tail off a segment and syncs it. */
 export async function truncateSegment(path: string, length: number): Promise<void> {
   await truncate(path, length);
+  crashPoint('wal.truncated');
   const fd = openSync(path, 'r+');
   try {
     fsyncSync(fd);
@@ -388,21 +417,54 @@ async function writeZeros(fh: FileHandle, from: number, to: number): Promise<voi
   }
 }
 
+/** Suffix of a segment (or other data file) while it is being created; start-up removes leftovers. */
+export const TEMP_SUFFIX = '.tmp';
+
 /**
- * Creates a segment file with its magic and zeros up to {@link SEGMENT_PREALLOCATE_BYTES}, synced,
- * and its name synced in the directory; returns it opened for records.
+ * Creates segment `n` durably and returns it opened for records: the file is built under a
+ * temporary name (`wal-<n>.log.tmp`) with its magic and {@link SEGMENT_PREALLOCATE_BYTES} of zeros,
+ * fsynced, renamed to `wal-<n>.log`, and the directory fsynced (etcd's `file_pipeline.go` does the
+ * same). So a segment that has its name is complete and synced: a crash at any step leaves either
+ * no `wal-<n>.log` at all (only a temporary file, which start-up removes) or a whole, empty
+ * segment. (Creating the final name first and writing the header after, as earlier versions did,
+ * left a 0-byte segment when the process died in between; see {@link readSegment} for how such
+ * leftovers are read.)
+ *
+ * Throws `MUSTER_INTERNAL` if `wal-<n>.log` already exists (the log never replaces a segment).
  */
 async function createSegment(dir: string, n: number): Promise<FileHandle> {
   const path = join(dir, segmentName(n));
-  // Filled through a descriptor without O_DSYNC (one sync at the end, not one per write).
-  const init = await open(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o644);
+  const tmp = `${path}${TEMP_SUFFIX}`;
+  // Filled through a descriptor without O_DSYNC (one sync at the end, not one per write). O_TRUNC:
+  // a temporary file left by a crash is rebuilt from nothing.
+  const init = await open(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC, 0o644);
   try {
+    crashPoint('wal.segment.created');
     await init.write(WAL_MAGIC, 0, WAL_MAGIC.length, 0);
+    crashPoint('wal.segment.header-written');
     await writeZeros(init, WAL_MAGIC.length, SEGMENT_PREALLOCATE_BYTES);
     await init.sync();
+    crashPoint('wal.segment.synced');
   } finally {
     await init.close();
   }
+  // rename() would silently replace an existing segment; the data directory is locked, so checking
+  // first keeps the guarantee O_EXCL gave.
+  if (await exists(path)) {
+    await rm(tmp, { force: true });
+    throw new MusterError('MUSTER_INTERNAL', `the write-ahead log segment ${path} already exists`, {
+      details: { file: path },
+    });
+  }
+  await rename(tmp, path);
+  crashPoint('wal.segment.renamed');
   syncDir(dir);
   return open(path, RECORD_FLAGS);
+}
+
+function exists(path: string): Promise<boolean> {
+  return access(path).then(
+    () => true,
+    () => false,
+  );
 }

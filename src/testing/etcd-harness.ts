@@ -4,13 +4,14 @@
  * `startEtcd({ members: 1 | 3 })` runs the `etcd` binary from PATH on free loopback ports (member i
  * on 127.0.0.(i+1)) with temporary data directories, waits until the cluster has a leader, and
  * returns a handle to stop, `kill -9`, pause (`SIGSTOP`), resume and restart each member and to find
- * the leader. Every process started here is killed when the test process exits, is interrupted
- * (SIGINT, SIGTERM) or calls `close()`; data directories are removed by `close()`.
+ * the leader. Members run through the process kernel (`src/process/`), so every etcd started here dies
+ * with the test process, even when it is SIGKILLed; they are also killed when the test process exits,
+ * is interrupted (SIGINT, SIGTERM) or calls `close()`; data directories are removed by `close()`, or
+ * by the next start after a test process died without cleaning up.
  *
  * Suites guard themselves with `needBinary('etcd', ETCD_INSTALL_HINT)` so they are skipped (or fail
  * under `MUSTER_REQUIRE_SERVICES=1`) where etcd is missing.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import {
   closeSync,
@@ -28,6 +29,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MusterError } from '../errors.js';
+import { type ProcessHandle, spawnProcess } from '../process/index.js';
 import { findBinary } from './services.js';
 import { isProcessAlive } from '../util/process.js';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -109,21 +111,19 @@ export interface EtcdCluster {
   [Symbol.asyncDispose](): Promise<void>;
 }
 
+/** 5 s between SIGTERM and SIGKILL when a member is stopped; etcd stops in well under a second. */
+const STOP_GRACE_MS = 5000;
+
 // ---- process clean-up ----------------------------------------------------------------------------
 
-const live = new Set<ChildProcess>();
+const live = new Set<ProcessHandle>();
 /** Data directories of clusters not yet closed; removed on exit too. */
 const liveRoots = new Set<string>();
 let hooksInstalled = false;
 
 function killAllNow(): void {
-  for (const child of live) {
-    try {
-      child.kill('SIGKILL');
-    } catch {
-      // already gone
-    }
-  }
+  // kill() sends SIGKILL to the group synchronously; there is no time to wait for it here.
+  for (const child of live) void child.kill();
   live.clear();
   for (const root of liveRoots) rmSync(root, { recursive: true, force: true, maxRetries: 3 });
   liveRoots.clear();
@@ -251,8 +251,7 @@ class Member implements EtcdMember {
   readonly #binary: string;
   readonly #args: string[];
   readonly #logFile: string;
-  #child: ChildProcess | undefined;
-  #exited: Promise<void> = Promise.resolve();
+  #child: ProcessHandle | undefined;
   #paused = false;
   readonly #tls: Tls;
 
@@ -288,80 +287,71 @@ class Member implements EtcdMember {
     return this.#child !== undefined;
   }
 
-  start(): void {
+  async start(): Promise<void> {
     if (this.#child !== undefined) return;
     installExitHooks();
     const log = openSync(this.#logFile, 'a');
-    const child = spawn(
-      this.#binary,
-      [
-        '--name',
-        this.name,
-        '--data-dir',
-        this.dataDir,
-        '--listen-client-urls',
-        this.clientUrl,
-        '--advertise-client-urls',
-        this.clientUrl,
-        '--listen-peer-urls',
-        this.peerUrl,
-        '--initial-advertise-peer-urls',
-        this.peerUrl,
-        ...this.#args,
-      ],
-      { stdio: ['ignore', log, log] },
-    );
-    closeSync(log);
+    let child: ProcessHandle;
+    try {
+      child = await spawnProcess({
+        command: [
+          this.#binary,
+          '--name',
+          this.name,
+          '--data-dir',
+          this.dataDir,
+          '--listen-client-urls',
+          this.clientUrl,
+          '--advertise-client-urls',
+          this.clientUrl,
+          '--listen-peer-urls',
+          this.peerUrl,
+          '--initial-advertise-peer-urls',
+          this.peerUrl,
+          ...this.#args,
+        ],
+        label: `etcd/${this.name}`,
+        stdout: log,
+        stderr: log,
+        grace: STOP_GRACE_MS,
+      });
+    } finally {
+      closeSync(log);
+    }
     live.add(child);
     this.#child = child;
     this.#paused = false;
-    this.#exited = new Promise((resolve) => {
-      child.once('exit', () => {
-        live.delete(child);
-        if (this.#child === child) this.#child = undefined;
-        resolve();
-      });
-      child.once('error', () => {
-        live.delete(child);
-        if (this.#child === child) this.#child = undefined;
-        resolve();
-      });
+    void child.exited.then(() => {
+      live.delete(child);
+      if (this.#child === child) this.#child = undefined;
     });
   }
 
   async stop(): Promise<void> {
-    const child = this.#child;
-    if (child === undefined) return;
-    if (this.#paused) child.kill('SIGCONT');
-    child.kill('SIGTERM');
-    const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
-    await this.#exited;
-    clearTimeout(timer);
+    // SIGTERM (then SIGCONT, so a paused member acts on it); SIGKILL after 5 s.
+    await this.#child?.stop();
   }
 
   async kill(): Promise<void> {
-    const child = this.#child;
-    if (child === undefined) return;
-    child.kill('SIGKILL');
-    await this.#exited;
+    await this.#child?.kill();
   }
 
   pause(): void {
     if (this.#child === undefined)
       throw new MusterError('MUSTER_INVALID_ARGUMENT', `etcd member ${this.name} is not running`);
-    this.#child.kill('SIGSTOP');
+    this.#child.signal('SIGSTOP');
     this.#paused = true;
   }
 
   resume(): void {
     if (this.#child === undefined) return;
-    this.#child.kill('SIGCONT');
+    this.#child.signal('SIGCONT');
     this.#paused = false;
   }
 
   async restart(): Promise<void> {
     await this.kill();
-    this.start();
+    await this.start();
   }
 
   logTail(lines = 30): string {
@@ -506,7 +496,7 @@ export async function startEtcd(options: StartEtcdOptions = {}): Promise<EtcdClu
   }
   const cluster = new Cluster(members, root, options.tls !== undefined);
   try {
-    for (const m of members) m.start();
+    for (const m of members) await m.start();
     await cluster.waitReady(options.readyTimeoutMs ?? 30_000);
     return cluster;
   } catch (err) {

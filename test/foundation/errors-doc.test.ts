@@ -1,20 +1,33 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
-import { ERROR_CODES, isRetryable, MusterError } from '../../src/errors.js';
+import { ERROR_CODES, httpStatusOf, isRetryable, MusterError } from '../../src/errors.js';
 
 const doc = readFileSync(new URL('../../../docs/errors.md', import.meta.url), 'utf8');
 
-test('docs/errors.md lists every error code with its retryable mark', () => {
+test('docs/errors.md lists every error code with its retryable mark and HTTP status', () => {
   for (const [code, info] of Object.entries(ERROR_CODES)) {
     const row = doc.split('\n').find((line) => line.startsWith(`| \`${code}\` |`));
     assert.ok(row, `docs/errors.md has no row for ${code}`);
     assert.match(
       row,
-      new RegExp(`^\\| \`${code}\` \\| ${info.retryable ? 'yes' : 'no'} \\|`),
-      `${code}: retryable mark differs`,
+      new RegExp(`^\\| \`${code}\` \\| ${info.retryable ? 'yes' : 'no'} \\| ${info.http} \\|`),
+      `${code}: retryable mark or HTTP status differs`,
     );
   }
+});
+
+test('every error code has an HTTP status, and an unknown code answers 500', () => {
+  for (const [code, info] of Object.entries(ERROR_CODES)) {
+    assert.ok(Number.isInteger(info.http) && info.http >= 400 && info.http <= 599, `${code}: ${info.http}`);
+    assert.equal(httpStatusOf(code), info.http);
+    // Retryable codes tell an HTTP client to come back: 503 or 504, never a 4xx it would not retry.
+    if (info.retryable) assert.ok([503, 504].includes(info.http), `${code} is retryable but ${info.http}`);
+  }
+  assert.equal(httpStatusOf('MUSTER_INVALID_ARGUMENT'), 400);
+  assert.equal(httpStatusOf('MUSTER_NOT_OWNER'), 421);
+  assert.equal(httpStatusOf('MUSTER_NO_SUCH_CODE'), 500);
+  assert.equal(httpStatusOf('toString'), 500);
 });
 
 test('every code in docs/errors.md exists', () => {

@@ -200,6 +200,53 @@ describe('durable store: log, snapshots, recovery', () => {
     });
   });
 
+  test('a headerless segment is blank only when it cannot have held records; otherwise corruption', async () => {
+    const dir = tempDir();
+    const a = await DurableStore.open({ dataDir: dir });
+    for (let i = 0; i < 5; i++) await a.store.put(`/blank/${i}`, `value-${i}`);
+    const copy = crashCopy(dir);
+    await a.close();
+    const newest = segments(copy).at(-1) as string;
+    const n = Number(/\d{16}/.exec(newest)?.[0]);
+    const name = (k: number): string => `wal-${String(k).padStart(16, '0')}.log`;
+    const emptySegment = Buffer.alloc(SEGMENT_PREALLOCATE_BYTES);
+    Buffer.from('MSTRWAL2', 'latin1').copy(emptySegment);
+    // Before the newest: a file as long as a preallocated segment with its header zeroed once held
+    // records (a segment is preallocated and synced before any record): corruption, not a blank.
+    const zeroed = crashCopy(copy);
+    writeFileSync(join(zeroed, name(n + 1)), Buffer.alloc(SEGMENT_PREALLOCATE_BYTES));
+    writeFileSync(join(zeroed, name(n + 2)), emptySegment);
+    await assert.rejects(DurableStore.open({ dataDir: zeroed }), (e) => {
+      assert.ok(isMusterError(e, 'MUSTER_CORRUPT_DATA'), String(e));
+      assert.match(e.message, /bad header/);
+      return true;
+    });
+    // The newest segment with a bad header and data after it: corruption too.
+    const scribbled = crashCopy(copy);
+    const bad = Buffer.from(emptySegment);
+    bad[0] = 0x58;
+    bad[100] = 1;
+    writeFileSync(join(scribbled, name(n + 1)), bad);
+    await assert.rejects(DurableStore.open({ dataDir: scribbled }), (e) =>
+      isMusterError(e, 'MUSTER_CORRUPT_DATA'),
+    );
+    // A 0-byte segment before the newest (what older versions left) and a half-written header in
+    // the newest are blanks: skipped and replaced, every write kept.
+    writeFileSync(join(copy, name(n + 1)), '');
+    writeFileSync(join(copy, name(n + 2)), emptySegment);
+    writeFileSync(join(copy, name(n + 3)), Buffer.from('MSTR', 'latin1'));
+    const b = await DurableStore.open({ dataDir: copy });
+    assert.equal(textOf((await b.store.get('/blank/4'))?.value ?? new Uint8Array()), 'value-4');
+    assert.ok(segments(copy).includes(name(n + 3)), 'the blank newest number is reused');
+    assert.equal(
+      readFileSync(join(copy, name(n + 3)))
+        .subarray(0, 8)
+        .toString('latin1'),
+      'MSTRWAL2',
+    );
+    await b.close();
+  });
+
   test('a second server on the same directory is refused with MUSTER_DATA_DIR_LOCKED', async () => {
     const dir = tempDir();
     const a = await DurableStore.open({ dataDir: dir });

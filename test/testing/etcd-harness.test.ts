@@ -1,39 +1,41 @@
 /** The etcd harness cleans up after a test process that died without cleaning up itself. */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { once } from 'node:events';
+import { existsSync } from 'node:fs';
 import { describe, test } from 'node:test';
+import { isAlive, spawnProcess } from '../../src/process/index.js';
 import { ETCD_INSTALL_HINT, needBinary, sweepOrphans, waitFor } from '../../src/testing/index.js';
 
-const alive = (pid: number): boolean => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
-
 describe('etcd harness', { skip: needBinary('etcd', ETCD_INSTALL_HINT) }, () => {
-  test('an etcd left behind by a SIGKILLed test process is swept by the next start', async () => {
-    const harness = new URL('../../src/testing/etcd-harness.js', import.meta.url).href;
-    const script = `import { startEtcd } from '${harness}';
+  test(
+    'an etcd started by a SIGKILLed test process dies with it; the next start removes its directory',
+    { timeout: 60_000 },
+    async () => {
+      const harness = new URL('../../src/testing/etcd-harness.js', import.meta.url).href;
+      const script = `import { startEtcd } from '${harness}';
       const c = await startEtcd();
-      process.stdout.write(JSON.stringify({ pid: c.members[0].pid }) + '\\n');
+      process.stdout.write(JSON.stringify({ pid: c.members[0].pid, dataDir: c.members[0].dataDir }) + '\\n');
       setInterval(() => {}, 1000);`;
-    const child = spawn(process.execPath, ['--input-type=module', '-e', script], {
-      stdio: ['ignore', 'pipe', 'inherit'],
-    });
-    let out = '';
-    child.stdout.setEncoding('utf8');
-    child.stdout.on('data', (chunk: string) => (out += chunk));
-    await waitFor(() => out.includes('\n'), { timeoutMs: 30_000, what: 'the child starting etcd' });
-    const { pid } = JSON.parse(out) as { pid: number };
-    assert.ok(alive(pid));
-    child.kill('SIGKILL'); // no exit hook runs: the etcd is orphaned
-    await once(child, 'exit');
-    assert.ok(alive(pid), 'etcd outlived its SIGKILLed parent');
-    sweepOrphans();
-    await waitFor(() => !alive(pid), { timeoutMs: 5000, what: 'the orphaned etcd to die' });
-  });
+      let out: string | undefined;
+      const child = await spawnProcess({
+        command: [process.execPath, '--input-type=module', '-e', script],
+        onLine: (stream, line) => {
+          if (stream === 'stdout') out = line;
+        },
+        stderr: 'inherit',
+      });
+      try {
+        await waitFor(() => out !== undefined, { timeoutMs: 30_000, what: 'the child starting etcd' });
+        const { pid, dataDir } = JSON.parse(out!) as { pid: number; dataDir: string };
+        assert.ok(isAlive(pid));
+        process.kill(child.pid, 'SIGKILL'); // no exit hook runs; the process kernel's guard does
+        await child.gone;
+        await waitFor(() => !isAlive(pid), { timeoutMs: 5000, what: 'the orphaned etcd to die' });
+        assert.ok(existsSync(dataDir), 'the data directory is left behind');
+        sweepOrphans();
+        assert.ok(!existsSync(dataDir), 'the next start removed it');
+      } finally {
+        await child.kill();
+      }
+    },
+  );
 });

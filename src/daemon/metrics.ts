@@ -1,0 +1,50 @@
+/** Each daemon's Prometheus registry: the process's default metrics plus the runtime's own. */
+import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
+
+/** The runtime's own metrics, registered in the daemon's registry. */
+export interface RuntimeMetrics {
+  /** `muster_daemon_state{state}`: 1 for the current state, 0 for the others. */
+  readonly state: Gauge<'state'>;
+  /** `muster_daemon_reloads_total{result}`: SIGHUP reloads, `ok` or `error`. */
+  readonly reloads: Counter<'result'>;
+}
+
+/** The states a daemon goes through (see docs/daemon.md for the diagram). */
+export const DAEMON_STATES = ['starting', 'running', 'stopping', 'forcing', 'stopped'] as const;
+export type DaemonState = (typeof DAEMON_STATES)[number];
+
+/**
+ * A new registry with prom-client's default process metrics (`process_cpu_seconds_total`,
+ * `process_resident_memory_bytes`, `nodejs_eventloop_lag_seconds`…) and the runtime's metrics.
+ */
+export function createDaemonRegistry(name: string): { registry: Registry; runtime: RuntimeMetrics } {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry });
+  const info = new Gauge({
+    name: 'muster_daemon_info',
+    help: 'Always 1; its label names the daemon (serve, agent, proxy, relay, bus…).',
+    labelNames: ['daemon'],
+    registers: [registry],
+  });
+  info.set({ daemon: name }, 1);
+  const state = new Gauge({
+    name: 'muster_daemon_state',
+    help: 'Lifecycle state of the daemon: 1 for the current state, 0 for the others.',
+    labelNames: ['state'],
+    registers: [registry],
+  });
+  const reloads = new Counter({
+    name: 'muster_daemon_reloads_total',
+    help: 'Reloads requested with SIGHUP, by result (ok or error).',
+    labelNames: ['result'],
+    registers: [registry],
+  });
+  reloads.inc({ result: 'ok' }, 0);
+  reloads.inc({ result: 'error' }, 0);
+  return { registry, runtime: { state, reloads } };
+}
+
+/** Sets the state gauge: 1 for `current`, 0 for every other state. */
+export function setStateGauge(gauge: Gauge<'state'>, current: DaemonState): void {
+  for (const s of DAEMON_STATES) gauge.set({ state: s }, s === current ? 1 : 0);
+}

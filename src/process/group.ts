@@ -1,0 +1,145 @@
+/**
+ * Process groups and `/proc`: signal a whole group, tell whether it is gone, read a process's start
+ * time. Linux-first; elsewhere the `/proc` readers return `undefined` and only `kill(-pgid, 0)` decides.
+ */
+import { readdirSync, readFileSync } from 'node:fs';
+
+/**
+ * Field 22 of `/proc/<pid>/stat` (start time in clock ticks since boot), or `undefined` when the
+ * process does not exist. With the pid it names one process for ever: a reused pid has a later start.
+ */
+export function readStartTime(pid: number): string | undefined {
+  return readStat(pid)?.startTime;
+}
+
+/** The fields of `/proc/<pid>/stat` muster reads. */
+export interface ProcStat {
+  readonly pid: number;
+  /** `R`, `S`, `D`, `Z` (zombie: dead, waiting to be reaped), `T`… */
+  readonly state: string;
+  readonly ppid: number;
+  readonly pgid: number;
+  readonly startTime: string;
+}
+
+/** Parses `/proc/<pid>/stat`; `undefined` when the process is gone (or there is no `/proc`). */
+export function readStat(pid: number): ProcStat | undefined {
+  let text: string;
+  try {
+    text = readFileSync(`/proc/${pid}/stat`, 'latin1');
+  } catch {
+    return undefined;
+  }
+  // The command name (field 2) is in parentheses and may itself hold spaces or ')'.
+  const close = text.lastIndexOf(')');
+  if (close < 0) return undefined;
+  const rest = text.slice(close + 2).split(' ');
+  // rest[0] is field 3 (state); field n is rest[n - 3].
+  const state = rest[0];
+  const startTime = rest[19];
+  if (state === undefined || startTime === undefined) return undefined;
+  return { pid, state, ppid: Number(rest[1]), pgid: Number(rest[2]), startTime };
+}
+
+/** True when `pid` names a process that is alive (a zombie is dead) and, if given, started at `startTime`. */
+export function isAlive(pid: number, startTime?: string): boolean {
+  const stat = readStat(pid);
+  if (stat === undefined) return hasProc() ? false : signalZero(pid);
+  return stat.state !== 'Z' && (startTime === undefined || stat.startTime === startTime);
+}
+
+let procAvailable: boolean | undefined;
+function hasProc(): boolean {
+  if (procAvailable === undefined) {
+    try {
+      readFileSync('/proc/self/stat');
+      procAvailable = true;
+    } catch {
+      procAvailable = false;
+    }
+  }
+  return procAvailable;
+}
+
+function signalZero(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * Sends `signal` to every process in group `pgid`. Returns false when the group no longer exists
+ * (ESRCH); other errors (EPERM: a member changed user) are thrown.
+ */
+export function signalGroup(pgid: number, signal: NodeJS.Signals | 0): boolean {
+  if (!Number.isInteger(pgid) || pgid <= 1) throw new RangeError(`not a process group id: ${pgid}`);
+  try {
+    process.kill(-pgid, signal);
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ESRCH') return false;
+    throw err;
+  }
+}
+
+/** Every live (non-zombie) process whose process group is `pgid`, from a scan of `/proc`. */
+export function liveMembers(pgid: number): number[] {
+  let pids: string[];
+  try {
+    pids = readdirSync('/proc').filter((p) => p.charCodeAt(0) >= 48 && p.charCodeAt(0) <= 57);
+  } catch {
+    return [];
+  }
+  const out: number[] = [];
+  for (const p of pids) {
+    const stat = readStat(Number(p));
+    if (stat !== undefined && stat.pgid === pgid && stat.state !== 'Z') out.push(stat.pid);
+  }
+  return out;
+}
+
+/**
+ * True when group `pgid` has no live member. `kill(-pgid, 0)` answers ESRCH once every member is
+ * reaped; members that are already zombies (dead, but their new parent — init — has not reaped them
+ * yet) still count for the kernel, so when the cheap test says "exists" and `scan` is set, the group's
+ * members are read from `/proc` and zombies are ignored.
+ */
+export function groupGone(pgid: number, scan: boolean): boolean {
+  if (!signalGroup(pgid, 0)) return true;
+  return scan && hasProc() && liveMembers(pgid).length === 0;
+}
+
+/** Poll delays after a signal: 1, 2, 4 … ms, capped (a group dies in a few ms after SIGKILL). */
+export const GROUP_POLL_MAX_MS = 50;
+/** The first `/proc` scan for zombie-only groups happens this long after waiting starts. */
+export const ZOMBIE_SCAN_AFTER_MS = 20;
+/** …and then at most this often (a scan reads every `/proc/<pid>/stat`). */
+export const ZOMBIE_SCAN_EVERY_MS = 200;
+
+/**
+ * Resolves `true` once group `pgid` is gone (see {@link groupGone}), or `false` once `deadline()` (a
+ * `performance.now()` instant, read at every poll so a caller can move it) passes first. Polls with growing delays on ref'd timers, so a process
+ * waiting for its children stays alive until they are gone.
+ */
+export async function waitGroupGone(
+  pgid: number,
+  deadline: () => number = () => Infinity,
+  extra: () => boolean = () => true,
+): Promise<boolean> {
+  const started = performance.now();
+  let lastScan = -Infinity;
+  let delay = 1;
+  for (;;) {
+    const now = performance.now();
+    const scan = now - started >= ZOMBIE_SCAN_AFTER_MS && now - lastScan >= ZOMBIE_SCAN_EVERY_MS;
+    if (scan) lastScan = now;
+    if (groupGone(pgid, scan) && extra()) return true;
+    const until = deadline();
+    if (now >= until) return false;
+    await new Promise((resolve) => setTimeout(resolve, Math.min(delay, Math.max(0, until - now))));
+    delay = Math.min(delay * 2, GROUP_POLL_MAX_MS);
+  }
+}

@@ -1,0 +1,115 @@
+/**
+ * Death of the parent, without native add-ons. Two mechanisms, both armed for every child:
+ *
+ * 1. `setpriv --pdeathsig KILL` (util-linux) wraps the command: the kernel SIGKILLs the direct child
+ *    when the thread that spawned it (Node's main thread) dies. Probed once per process.
+ * 2. The guard: one small `sh` per parent process, reading lines on its stdin (a pipe whose only
+ *    writer is this process). The parent writes `+<pgid>` after each spawn and `-<pgid>` once the
+ *    group is gone. On EOF — the parent exited or was SIGKILLed, the kernel closed the pipe — the
+ *    guard SIGKILLs every group still recorded (twice, so a fork that raced the first pass is caught)
+ *    and exits. It covers grandchildren, which the death signal does not reach.
+ *
+ * See docs/process.md for the races and caveats.
+ */
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import type { Writable } from 'node:stream';
+
+/** The guard's program (dash/POSIX sh; builtins only, so a group kill costs no fork). */
+export const GUARD_SCRIPT = `trap '' HUP INT TERM PIPE
+g=' '
+while read -r op id; do
+  case $op in
+    +) case $g in *" $id "*) ;; *) g="$g$id " ;; esac ;;
+    -) case $g in *" $id "*) g="\${g%% $id *} \${g#* $id }" ;; esac ;;
+  esac
+done
+for id in $g; do kill -9 -$id 2>/dev/null; done
+for id in $g; do kill -9 -$id 2>/dev/null; done
+exit 0`;
+
+let setprivPath: string | null | undefined;
+
+/** `setpriv` when it exists and accepts `--pdeathsig KILL` (probed once, ~5 ms); else `null`. */
+export function setprivCommand(): string | null {
+  if (setprivPath === undefined) {
+    setprivPath = null;
+    if (process.platform === 'linux' && process.env.MUSTER_NO_SETPRIV !== '1') {
+      for (const candidate of ['setpriv', '/usr/bin/setpriv', '/bin/setpriv']) {
+        const r = spawnSync(candidate, ['--pdeathsig', 'KILL', '--', 'true'], { stdio: 'ignore' });
+        if (r.status === 0) {
+          setprivPath = candidate;
+          break;
+        }
+      }
+    }
+  }
+  return setprivPath;
+}
+
+/**
+ * The per-process guard. Started on first use; if it dies (someone killed it), the next operation
+ * starts a new one and tells it every group still alive.
+ */
+class Guard {
+  #child: ChildProcess | undefined;
+  readonly #groups = new Set<number>();
+  /** How many guards were started (1 unless one died); for tests and the docs' failure table. */
+  starts = 0;
+
+  get pid(): number | undefined {
+    return this.#child?.pid;
+  }
+
+  /** Records a group; the guard will SIGKILL it if this process dies before {@link remove}. */
+  add(pgid: number): void {
+    this.#groups.add(pgid);
+    this.#write(`+ ${pgid}\n`);
+  }
+
+  remove(pgid: number): void {
+    if (this.#groups.delete(pgid)) this.#write(`- ${pgid}\n`);
+  }
+
+  get groups(): ReadonlySet<number> {
+    return this.#groups;
+  }
+
+  #write(line: string): void {
+    const stdin = this.#ensure();
+    // A pipe write of a few bytes completes synchronously (libuv tries write(2) first), so once this
+    // returns the line is in the kernel's pipe buffer: the guard reads it even if we die right now.
+    stdin?.write(line);
+  }
+
+  #ensure(): Writable | undefined {
+    if (this.#child !== undefined && this.#child.exitCode === null && this.#child.signalCode === null)
+      return this.#child.stdin ?? undefined;
+    const child = spawn('/bin/sh', ['-c', GUARD_SCRIPT, 'muster-guard'], {
+      stdio: ['pipe', 'ignore', 'ignore'],
+      detached: true, // its own session: a signal to our process group does not disarm it
+    });
+    this.starts++;
+    child.unref();
+    const stdin = child.stdin;
+    if (stdin === null) return undefined;
+    // Neither the guard nor its pipe keeps this process alive.
+    (stdin as unknown as { unref?: () => void }).unref?.();
+    stdin.on('error', () => undefined); // EPIPE when the guard died; it is replaced on next use
+    child.on('error', () => undefined);
+    child.once('exit', () => {
+      if (this.#child === child) this.#child = undefined;
+      // Re-arm at once for the groups still alive.
+      if (this.#groups.size > 0) this.#resend();
+    });
+    this.#child = child;
+    if (this.#groups.size > 0) stdin.write([...this.#groups].map((g) => `+ ${g}\n`).join(''));
+    return stdin;
+  }
+
+  #resend(): void {
+    this.#ensure();
+  }
+}
+
+/** The process's guard (one per process; children are only spawned from the main thread). */
+export const guard = new Guard();

@@ -1,0 +1,91 @@
+/** The process kernel's public types (Contract A). */
+import type { Duration } from '../util/duration.js';
+import type { ProcessRegistry } from './registry.js';
+
+/**
+ * Where a child's stdout or stderr goes: `'lines'` (default) captures it line by line (to `onLine`,
+ * and the last lines to {@link ProcessHandle.tail}); `'inherit'` shares this process's; `'ignore'`
+ * is /dev/null; a number is an open file descriptor (e.g. a log file), written by the child directly.
+ */
+export type OutputTarget = 'lines' | 'inherit' | 'ignore' | number;
+
+export interface SpawnOptions {
+  /** argv; no shell. `command[0]` is looked up on the child's `PATH` unless it holds a `/`. */
+  readonly command: readonly string[];
+  /** Merged over `process.env` (unless `envReplace`). */
+  readonly env?: Readonly<Record<string, string>>;
+  /** Use `env` alone as the child's environment. Default false. */
+  readonly envReplace?: boolean;
+  /** Working directory. Default: this process's. */
+  readonly cwd?: string;
+  /** For logs, errors and the registry, e.g. `'svc/p3'`. Default: the program's name. */
+  readonly label?: string;
+  /**
+   * Called for each line of output (without the newline; a line is cut at 64 KiB). Synchronous; a
+   * throwing listener is reported once as a process warning and never stops the draining.
+   */
+  readonly onLine?: (stream: 'stdout' | 'stderr', line: string) => void;
+  /** Open fd 3 as a pipe; `ready` resolves on the first `'\n'` the child writes to it (s6's model). */
+  readonly readyFd?: boolean;
+  /** The first signal of {@link ProcessHandle.stop}. Default `SIGTERM`. */
+  readonly stopSignal?: NodeJS.Signals;
+  /** Time between the stop signal and SIGKILL. Default {@link DEFAULT_GRACE_MS}. */
+  readonly grace?: Duration;
+  /** Record pid/pgid/start time there while the group lives. */
+  readonly registry?: ProcessRegistry;
+  /** Default `'lines'`. */
+  readonly stdout?: OutputTarget;
+  /** Default `'lines'`. */
+  readonly stderr?: OutputTarget;
+  /** Open a Node IPC channel (the child must be Node): `send()` and `onMessage`. Default: none. */
+  readonly ipc?: 'json' | 'advanced';
+  /** Messages from the child over the IPC channel. */
+  readonly onMessage?: (message: unknown) => void;
+}
+
+export interface ExitInfo {
+  /** The leader's exit status, or null when a signal ended it. */
+  readonly code: number | null;
+  readonly signal: NodeJS.Signals | null;
+  /** Wall-clock time (ms since the epoch) the leader's exit was seen. */
+  readonly at: number;
+}
+
+/**
+ * A child's life:
+ * `running` → (`stop()`, or the leader exited with group members left) `stopping` → (grace passed,
+ * or `kill()`) `killing` → `gone`; a leader that exits alone goes straight to `gone`.
+ */
+export type ProcessState = 'running' | 'stopping' | 'killing' | 'gone';
+
+export interface ProcessHandle {
+  readonly pid: number;
+  /** Equal to `pid`: the child leads its own group (and session). */
+  readonly pgid: number;
+  /** Field 22 of `/proc/<pid>/stat` ('' where there is no /proc): with the pid, names it for ever. */
+  readonly startTime: string;
+  readonly label: string;
+  /** The leader exited (its group may still be draining: see {@link gone}). Never rejects. */
+  readonly exited: Promise<ExitInfo>;
+  /** Every process of the group is gone (and output is read to its end). Never rejects. */
+  readonly gone: Promise<ExitInfo>;
+  /** With `readyFd`: resolves on the first line on fd 3; rejects `MUSTER_SPAWN_FAILED` if it exits first. */
+  readonly ready: Promise<void> | undefined;
+  readonly state: ProcessState;
+  /** The leader's exit, once seen. */
+  readonly exit: ExitInfo | undefined;
+  /**
+   * Signal (default: `stopSignal`, then SIGCONT so a stopped group can act on it) → wait up to the
+   * grace for the whole group → SIGKILL the group. Resolves when the WHOLE GROUP is gone. Idempotent:
+   * a second call joins the first (a shorter grace or SIGKILL escalates it).
+   */
+  stop(options?: { signal?: NodeJS.Signals; grace?: Duration }): Promise<ExitInfo>;
+  /** SIGKILL the group now; resolves when it is gone. */
+  kill(): Promise<ExitInfo>;
+  /** Sends `signal` to the whole group (e.g. SIGSTOP/SIGCONT, SIGHUP). False when it is gone. */
+  signal(signal: NodeJS.Signals): boolean;
+  /** Sends a message over the IPC channel (`ipc` option); rejects when the channel is closed. */
+  send(message: unknown): Promise<void>;
+  /** The last captured lines (stdout and stderr interleaved, newest last). */
+  tail(): readonly string[];
+}

@@ -1,0 +1,25 @@
+/** Host-and-port addresses, parsed once for every listener (`muster serve`, the admin servers). */
+import { invalidArgument } from '../errors.js';
+
+/**
+ * Parses `host:port`, `[v6]:port` or `:port` (loopback, 127.0.0.1); port 0 means any free port.
+ * Throws `MUSTER_INVALID_ARGUMENT` naming `what` (e.g. `--listen`) otherwise.
+ */
+export function parseHostPort(value: string, what = '--listen'): { host: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(value);
+  const port = m === null ? NaN : Number(m[3]);
+  if (m === null || port > 65535) {
+    throw invalidArgument(`${what} must be host:port (e.g. 127.0.0.1:2379), got '${value}'`);
+  }
+  return { host: m[1] ?? (m[2] || '127.0.0.1'), port };
+}
+
+/** True for addresses only this machine can reach. */
+export function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host);
+}
+
+/** `host:port` for URLs: IPv6 hosts in brackets. */
+export function formatHostPort(host: string, port: number): string {
+  return `${host.includes(':') ? `[${host}]` : host}:${port}`;
+}

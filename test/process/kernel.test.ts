@@ -1,0 +1,221 @@
+/** The process kernel on real processes: spawn, output, readiness, stop, group kill, errors. */
+import assert from 'node:assert/strict';
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, test } from 'node:test';
+import { isMusterError } from '../../src/errors.js';
+import { isAlive, MAX_LINE_BYTES, type ProcessHandle, spawnProcess } from '../../src/process/index.js';
+
+const T = { timeout: 30_000 };
+
+/** Spawns `sh -c script`, collecting its lines. */
+async function sh(
+  script: string,
+  extra: Partial<Parameters<typeof spawnProcess>[0]> = {},
+): Promise<{ h: ProcessHandle; lines: string[]; line: (re: RegExp) => Promise<string> }> {
+  const lines: string[] = [];
+  const waiters: { re: RegExp; resolve: (l: string) => void }[] = [];
+  const h = await spawnProcess({
+    command: ['/bin/sh', '-c', script],
+    onLine: (stream, line) => {
+      lines.push(`${stream}:${line}`);
+      for (const w of [...waiters]) if (w.re.test(line)) w.resolve(line);
+    },
+    ...extra,
+  });
+  const line = (re: RegExp): Promise<string> => {
+    const seen = lines.find((l) => re.test(l.slice(l.indexOf(':') + 1)));
+    if (seen !== undefined) return Promise.resolve(seen.slice(seen.indexOf(':') + 1));
+    return new Promise((resolve) => waiters.push({ re, resolve }));
+  };
+  return { h, lines, line };
+}
+
+describe('process kernel', () => {
+  test('spawns in its own group; lines of stdout and stderr; exit code', T, async () => {
+    const { h, lines } = await sh('echo one; echo two >&2; printf "no newline"; exit 7');
+    assert.equal(h.pgid, h.pid);
+    assert.match(h.startTime, /^\d+$/);
+    const exit = await h.exited;
+    assert.equal(exit.code, 7);
+    assert.equal(exit.signal, null);
+    await h.gone;
+    assert.equal(h.state, 'gone');
+    assert.deepEqual(lines.sort(), ['stderr:two', 'stdout:no newline', 'stdout:one'].sort());
+    assert.deepEqual([...h.tail()].sort(), ['no newline', 'one', 'two']);
+  });
+
+  test('argv is passed without a shell; env is merged; cwd is honoured', T, async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'muster-kernel-'));
+    try {
+      const lines: string[] = [];
+      const h = await spawnProcess({
+        command: ['/bin/sh', '-c', 'echo "$1|$FOO|$PWD|${HOME:+home}"', 'x', 'a b; $c'],
+        env: { FOO: 'bar' },
+        cwd: dir,
+        onLine: (_s, l) => lines.push(l),
+      });
+      await h.gone;
+      assert.deepEqual(lines, [`a b; $c|bar|${dir}|home`]);
+      const replaced: string[] = [];
+      const h2 = await spawnProcess({
+        command: ['/bin/sh', '-c', 'echo "${HOME:-nohome}"'],
+        env: { PATH: '/usr/bin:/bin' },
+        envReplace: true,
+        onLine: (_s, l) => replaced.push(l),
+      });
+      await h2.gone;
+      assert.deepEqual(replaced, ['nohome']);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('a line longer than the cap is cut; output never blocks the child', T, async () => {
+    const { h, lines } = await sh(
+      `head -c ${MAX_LINE_BYTES * 3} /dev/zero | tr '\\0' x; echo; head -c 4000000 /dev/zero | tr '\\0' '\\n'; echo end`,
+    );
+    const exit = await h.exited;
+    assert.equal(exit.code, 0);
+    await h.gone;
+    const long = lines[0]!;
+    assert.ok(long.startsWith('stdout:xxx') && long.endsWith('[truncated]'), long.slice(0, 40));
+    assert.ok(long.length < MAX_LINE_BYTES + 50);
+    assert.equal(lines.at(-1), 'stdout:end');
+  });
+
+  test('spawn failures are MUSTER_SPAWN_FAILED naming the command', T, async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'muster-kernel-'));
+    try {
+      await assert.rejects(spawnProcess({ command: ['muster-no-such-program', '--x'] }), (err) => {
+        assert.ok(isMusterError(err, 'MUSTER_SPAWN_FAILED'));
+        assert.match(err.message, /muster-no-such-program --x/);
+        assert.equal(err.details.errno, 'ENOENT');
+        return true;
+      });
+      const script = join(dir, 'script.sh');
+      writeFileSync(script, '#!/bin/sh\necho hi\n');
+      chmodSync(script, 0o644);
+      await assert.rejects(spawnProcess({ command: [script] }), (err) => {
+        assert.ok(isMusterError(err, 'MUSTER_SPAWN_FAILED'));
+        assert.equal(err.details.errno, 'EACCES');
+        assert.match(err.message, /not executable/);
+        return true;
+      });
+      await assert.rejects(spawnProcess({ command: ['true'], cwd: join(dir, 'missing') }), (err) => {
+        assert.ok(isMusterError(err, 'MUSTER_SPAWN_FAILED'));
+        assert.match(err.message, /working directory/);
+        return true;
+      });
+      await assert.rejects(spawnProcess({ command: [] }), (err) =>
+        isMusterError(err, 'MUSTER_INVALID_ARGUMENT'),
+      );
+      await assert.rejects(spawnProcess({ command: ['true'], grace: 'soon' }), (err) =>
+        isMusterError(err, 'MUSTER_INVALID_ARGUMENT'),
+      );
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('readiness on fd 3: resolves on the first newline; rejects when it exits first', T, async () => {
+    const { h } = await sh('printf "almost" >&3; sleep 0.05; echo " ready" >&3; exec sleep 1000', {
+      readyFd: true,
+    });
+    await h.ready;
+    assert.equal(h.state, 'running');
+    await h.stop();
+    const { h: never } = await sh('echo dying; exit 4', { readyFd: true });
+    await assert.rejects(never.ready!, (err) => {
+      assert.ok(isMusterError(err, 'MUSTER_SPAWN_FAILED'));
+      assert.match(err.message, /exit status 4/);
+      return true;
+    });
+    const { h: none } = await sh('exit 0');
+    assert.equal(none.ready, undefined);
+    await none.gone;
+  });
+
+  test('stop: SIGTERM, then SIGKILL after the grace when the child ignores SIGTERM', T, async () => {
+    const { h, line } = await sh("trap 'echo got TERM' TERM; echo armed; while :; do sleep 0.01; done", {
+      grace: 300,
+    });
+    await line(/armed/);
+    const t0 = performance.now();
+    const exit = await h.stop();
+    const ms = performance.now() - t0;
+    assert.equal(exit.signal, 'SIGKILL');
+    assert.ok(ms >= 290 && ms < 5000, `stopped after ${ms} ms`);
+    assert.equal(h.state, 'gone');
+    assert.equal(isAlive(h.pid), false);
+    await line(/got TERM/);
+    // idempotent
+    assert.deepEqual(await h.stop(), exit);
+    assert.deepEqual(await h.kill(), exit);
+  });
+
+  test(
+    'stop: a child that exits on SIGTERM is not SIGKILLed; a stopped (SIGSTOP) child still stops',
+    T,
+    async () => {
+      const { h, line } = await sh('echo up; exec sleep 1000', { grace: 20_000 });
+      await line(/up/);
+      h.signal('SIGSTOP');
+      const exit = await h.stop();
+      assert.equal(exit.signal, 'SIGTERM');
+    },
+  );
+
+  test('the group is killed with its grandchildren, even those ignoring SIGTERM', T, async () => {
+    const { h, line } = await sh(
+      "trap '' TERM; sleep 1000 & echo gc=$!; sh -c 'sleep 1000 & echo ggc=$!; wait' & wait",
+      { grace: 200 },
+    );
+    const gc = Number((await line(/^gc=/)).slice(3));
+    const ggc = Number((await line(/^ggc=/)).slice(4));
+    assert.ok(isAlive(gc) && isAlive(ggc));
+    await h.stop();
+    assert.equal(isAlive(gc), false);
+    assert.equal(isAlive(ggc), false);
+  });
+
+  test('kill() is immediate and escalates a stop in progress', T, async () => {
+    const { h, line } = await sh("trap '' TERM; echo armed; while :; do sleep 0.01; done", { grace: 60_000 });
+    await line(/armed/);
+    const stopping = h.stop();
+    assert.equal(h.state, 'stopping');
+    const t0 = performance.now();
+    const exit = await h.kill();
+    assert.equal(exit.signal, 'SIGKILL');
+    assert.ok(performance.now() - t0 < 5000);
+    assert.deepEqual(await stopping, exit);
+  });
+
+  test('a leader that exits leaves no orphans: its group gets the stop sequence', T, async () => {
+    const { h, line } = await sh('sleep 1000 & echo gc=$!; exit 0', { grace: 5000 });
+    const gc = Number((await line(/^gc=/)).slice(3));
+    const exit = await h.exited;
+    assert.equal(exit.code, 0);
+    await h.gone;
+    assert.equal(isAlive(gc), false);
+  });
+
+  test('IPC channel: send and receive messages with a Node child', T, async () => {
+    const got: unknown[] = [];
+    let onGot: () => void = () => undefined;
+    const h = await spawnProcess({
+      command: [process.execPath, '-e', "process.on('message', (m) => process.send({ echo: m }))"],
+      ipc: 'json',
+      onMessage: (m) => {
+        got.push(m);
+        onGot();
+      },
+    });
+    await h.send({ hello: 1 });
+    await new Promise<void>((resolve) => (onGot = resolve));
+    assert.deepEqual(got, [{ echo: { hello: 1 } }]);
+    await h.stop();
+    await assert.rejects(h.send('late'), (err) => isMusterError(err, 'MUSTER_CLOSED'));
+  });
+});

@@ -1,0 +1,51 @@
+/**
+ * Death of the parent: a parent with 20 children (some fork grandchildren, some ignore SIGTERM) is
+ * SIGKILLed; every descendant must be dead soon after, every time. And the checker is shown to catch
+ * a survivor (a process started outside the kernel).
+ */
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { parentKill, percentile } from './parent-kill.js';
+
+const ROUNDS = Number(process.env.MUSTER_PARENT_KILL_ROUNDS ?? 20);
+
+describe('death of the parent', () => {
+  test(
+    `SIGKILL of a parent with 20 children: every descendant dies (${ROUNDS} rounds)`,
+    { timeout: 120_000 },
+    async () => {
+      const ms: number[] = [];
+      for (let i = 0; i < ROUNDS; i++) {
+        const r = await parentKill();
+        assert.ok(r.pids.length >= 40, `the fixture reported ${r.pids.length} pids`);
+        assert.deepEqual(r.survivors, [], `round ${i}: survivors ${r.survivors.join(' ')}`);
+        ms.push(r.ms);
+      }
+      process.stdout.write(
+        `# parent SIGKILL → all gone: p50 ${percentile(ms, 50).toFixed(1)} ms, max ${Math.max(...ms).toFixed(1)} ms\n`,
+      );
+    },
+  );
+
+  test('the guard alone (no setpriv) also kills every descendant', { timeout: 60_000 }, async () => {
+    for (let i = 0; i < 5; i++) {
+      const r = await parentKill({ noSetpriv: true });
+      assert.deepEqual(r.survivors, [], `round ${i}: survivors ${r.survivors.join(' ')}`);
+    }
+  });
+
+  test(
+    'negative control: the checker catches a process started outside the kernel',
+    { timeout: 30_000 },
+    async () => {
+      const r = await parentKill({ outside: true, timeoutMs: 500 });
+      try {
+        assert.equal(r.survivors.length, 1, `survivors: ${r.survivors.join(' ')}`);
+        assert.equal(r.survivors[0], r.outside);
+        assert.equal(r.ms, Infinity);
+      } finally {
+        for (const pid of r.survivors) process.kill(pid, 'SIGKILL');
+      }
+    },
+  );
+});
