@@ -196,7 +196,7 @@ describe('bus across processes', () => {
         what: 'the victim publishing',
       });
       victim.child.kill('SIGKILL');
-      (doomed).child.kill('SIGKILL');
+      doomed.child.kill('SIGKILL');
       const live = pubs.slice(1);
       await waitFor(() => live.every((p) => p.lines.some((l) => l.done === true)), {
         timeoutMs: 60_000,

@@ -113,6 +113,57 @@ describe('bus rpc', () => {
   });
 
   test(
+    'a lost connection: a non-idempotent call fails with MUSTER_PEER_LOST and never runs twice; an idempotent one is retried elsewhere',
+    { timeout: 20_000 },
+    async () => {
+      const store = new MemoryStore();
+      const a = await node(store, { id: 'a' });
+      const b = await node(store, { id: 'b' });
+      const client = await node(store);
+      const runs = { a: 0, b: 0 };
+      // a runs the call, then its connections break before it can answer.
+      await a.serve('flaky', {
+        op: () => {
+          runs.a++;
+          for (const c of a.peers().values()) c.socket.destroy();
+          return new Promise(() => undefined);
+        },
+      });
+      await b.serve('flaky', {
+        op: () => {
+          runs.b++;
+          return 'b';
+        },
+      });
+      const view = await client.instances('flaky');
+      await waitFor(() => view.size === 2, { what: 'both instances' });
+      // Non-idempotent: whenever a call lands on a, it fails and b never sees it.
+      let lost: unknown;
+      for (let i = 0; i < 10 && lost === undefined; i++) {
+        const before = { ...runs };
+        try {
+          assert.equal(await client.call('flaky', 'op'), 'b');
+        } catch (err) {
+          lost = err;
+          assert.deepEqual(runs, { a: before.a + 1, b: before.b }, 'ran once, on a only');
+        }
+      }
+      assert.ok(isMusterError(lost, 'MUSTER_PEER_LOST'), String(lost));
+      // Idempotent: a call that lands on a is retried on b. (a is avoided for a second after its
+      // connection broke, so wait that out first.)
+      await new Promise((r) => setTimeout(r, 1100));
+      let retried = false;
+      for (let i = 0; i < 10 && !retried; i++) {
+        const before = { ...runs };
+        assert.equal(await client.call('flaky', 'op', null, { idempotent: true }), 'b');
+        retried = runs.a === before.a + 1 && runs.b === before.b + 1;
+        if (!retried) await new Promise((r) => setTimeout(r, 1100));
+      }
+      assert.ok(retried, 'an idempotent call ran on a, then on b');
+    },
+  );
+
+  test(
     'oversized frame: coded error before sending, and from a receiver with a smaller limit',
     { timeout: 20_000 },
     async () => {
