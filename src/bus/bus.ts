@@ -6,6 +6,7 @@ import { createServer, connect as netConnect, type AddressInfo, type Server } fr
 import { type Clock, systemClock } from '../clock.js';
 import { abortedError, invalidArgument, isMusterError, MusterError, throwIfAborted } from '../errors.js';
 import {
+  checkAddress,
   checkServiceName,
   defaultInstanceId,
   join,
@@ -91,6 +92,7 @@ export interface BusEvents extends Record<string, unknown[]> {
  */
 export async function openBus(store: Store, options: BusOptions = {}): Promise<Bus> {
   const o = resolve(options);
+  if (options.advertise !== undefined) checkAddress(options.advertise);
   const server = createServer();
   const host = options.host ?? '127.0.0.1';
   await new Promise<void>((ok, fail) => {
@@ -113,7 +115,7 @@ export async function openBus(store: Store, options: BusOptions = {}): Promise<B
     server.close();
     throw err;
   }
-  return new Bus(store, server, session, `${advertised}:${bound.port}`, options, o);
+  return new Bus(store, server, session, options.advertise ?? `${advertised}:${bound.port}`, options, o);
 }
 
 function positive(value: number | undefined, fallback: number, what: string): number {
@@ -212,6 +214,12 @@ export class Bus implements Listenable<BusEvents> {
   }
 
   readonly #host: ConnectionHost;
+
+  /** The `host:port` the listener is bound to (differs from {@link address} with `advertise`). */
+  get boundAddress(): string {
+    const a = this.#server.address() as AddressInfo;
+    return `${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}`;
+  }
 
   get clock(): Clock {
     return this.#o.clock;

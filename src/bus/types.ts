@@ -63,6 +63,11 @@ export interface BusOptions {
   port?: number;
   /** Host to advertise instead of the bound address. */
   advertiseHost?: string;
+  /**
+   * The whole `host:port` to publish instead of the bound one (a port forward, a NAT, a test's fault
+   * proxy). Peers connect there and must reach this node's listener through it. Default: none.
+   */
+  advertise?: string;
   /** Shared secret every peer must present in its hello. Default: none (anyone may connect). */
   token?: string;
   /** Key root. Default: `/muster/`. */

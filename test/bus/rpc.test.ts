@@ -17,7 +17,7 @@ import {
 import { isMusterError, MusterError } from '../../src/errors.js';
 import { join } from '../../src/membership/index.js';
 import { MemoryStore } from '../../src/store/index.js';
-import { waitFor } from '../../src/testing/index.js';
+import { freePort, startFaultProxy, waitFor } from '../../src/testing/index.js';
 
 const quiet = { info: () => undefined, warn: () => undefined, error: () => undefined };
 
@@ -160,6 +160,53 @@ describe('bus rpc', () => {
         if (!retried) await new Promise((r) => setTimeout(r, 1100));
       }
       assert.ok(retried, 'an idempotent call ran on a, then on b');
+    },
+  );
+
+  test(
+    'a network partition between two peers: detected, calls fail over, a non-idempotent call runs at most once',
+    { timeout: 30_000 },
+    async () => {
+      const store = new MemoryStore();
+      const port = await freePort();
+      // a is reachable only through a fault proxy; b directly.
+      const a = await node(store, { id: 'pa', advertise: `127.0.0.1:${port}` });
+      const proxy = await startFaultProxy({ target: a.boundAddress, port });
+      const b = await node(store, { id: 'pb' });
+      const client = await node(store);
+      const runs = { pa: 0, pb: 0 };
+      for (const [n, bus] of [
+        ['pa', a],
+        ['pb', b],
+      ] as const) {
+        await bus.serve('part', {
+          op: () => ++runs[n],
+          hang: (_m, ctx) => {
+            runs[n]++;
+            return new Promise((resolve) => ctx.signal.addEventListener('abort', () => resolve(null)));
+          },
+        });
+      }
+      const view = await client.instances('part');
+      await waitFor(() => view.size === 2, { what: 'both instances' });
+      // Calls in flight on both, then the network between client and a goes dark.
+      const calls = [0, 1, 2, 3].map(() =>
+        client.call('part', 'hang', null, { timeout: 20_000 }).catch((e: unknown) => e),
+      );
+      await waitFor(() => runs.pa >= 1 && runs.pb >= 1, { what: 'hangs running on both' });
+      const before = { ...runs };
+      const cutAt = performance.now();
+      proxy.blackhole();
+      const first = await Promise.race(calls);
+      const detectedMs = performance.now() - cutAt;
+      assert.ok(isMusterError(first, 'MUSTER_PEER_LOST'), String(first));
+      assert.ok(detectedMs <= 2500, `partition detected after ${detectedMs.toFixed(0)} ms`);
+      // No duplicate effect: the lost non-idempotent calls were not re-run anywhere.
+      assert.deepEqual(runs, before);
+      // Calls fail over to b (a's address is avoided; once tried again it cannot connect, nothing runs there).
+      for (let i = 0; i < 5; i++) await client.call('part', 'op', null, { timeout: 5000 });
+      assert.equal(runs.pa, before.pa);
+      await proxy.close();
     },
   );
 
