@@ -6,6 +6,7 @@ import { createServer, connect as netConnect, type AddressInfo, type Server } fr
 import { type Clock, systemClock } from '../clock.js';
 import { abortedError, invalidArgument, isMusterError, MusterError, throwIfAborted } from '../errors.js';
 import {
+  Balancer,
   checkAddress,
   checkServiceName,
   defaultInstanceId,
@@ -46,6 +47,8 @@ import {
   type SubscribeOptions,
   type SubscriptionHandler,
 } from './types.js';
+
+const EMPTY_POOL: ReadonlySet<string> = new Set();
 
 /** The tag every instance record written by a bus carries (`muster bus ls` looks for it). */
 export const BUS_TAG = 'muster-bus';
@@ -169,7 +172,8 @@ export class Bus implements Listenable<BusEvents> {
   readonly #down = new Map<string, number>();
   readonly #served = new Map<string, ServedService>();
   readonly #views = new Map<string, InstanceView>();
-  readonly #turn = new Map<string, number>();
+  readonly #balancers = new Map<string, Balancer>();
+  #pool: ReadonlySet<string> = EMPTY_POOL;
   readonly #router: KeyedRouter;
   readonly #topics: Topics;
   #closing: Promise<void> | undefined;
@@ -417,7 +421,10 @@ export class Bus implements Listenable<BusEvents> {
     return true;
   }
 
-  /** Healthy instances with an address, live ones first, this host's first; round-robin. */
+  /**
+   * Healthy instances with an address, not yet tried by this call; those whose connection has not
+   * just failed first; this host's first; then weighted round-robin.
+   */
   #pick(service: string, view: InstanceView, tried: ReadonlySet<string>): Instance | undefined {
     const all = view.instances().filter((i) => i.address !== null && isHealthy(i) && !tried.has(i.address));
     if (all.length === 0) return undefined;
@@ -426,9 +433,19 @@ export class Bus implements Listenable<BusEvents> {
     const myHost = hostOf(this.address);
     const local = pool0.filter((i) => hostOf(i.address as string) === myHost);
     const pool = local.length > 0 ? local : pool0;
-    const turn = this.#turn.get(service) ?? 0;
-    this.#turn.set(service, turn + 1);
-    return pool[turn % pool.length];
+    if (pool.length === 1) return pool[0];
+    // Membership's balancer (smooth weighted round-robin, passing before warning) over the pool.
+    let balancer = this.#balancers.get(service);
+    if (balancer === undefined) {
+      balancer = new Balancer(view, { filter: (i) => this.#pool.has(i.id), clock: this.#o.clock });
+      this.#balancers.set(service, balancer);
+    }
+    this.#pool = new Set(pool.map((i) => i.id));
+    try {
+      return balancer.pick();
+    } finally {
+      this.#pool = EMPTY_POOL;
+    }
   }
 
   /** An open connection to `address`, connecting (and exchanging hellos) if needed. */

@@ -61,6 +61,35 @@ describe('bus rpc', () => {
     assert.equal(client.peers().size, 1);
   });
 
+  test('balanced by weight, this host first', { timeout: 20_000 }, async () => {
+    const store = new MemoryStore();
+    const client = await node(store);
+    const light = await node(store, { id: 'light' });
+    const heavy = await node(store, { id: 'heavy' });
+    await light.serve('w', { who: () => 'light' }, { weight: 1 });
+    await heavy.serve('w', { who: () => 'heavy' }, { weight: 3 });
+    const view = await client.instances('w');
+    await waitFor(() => view.size === 2, { what: 'both instances' });
+    const counts: Record<string, number> = {};
+    for (let i = 0; i < 40; i++) {
+      const who = (await client.call('w', 'who')) as string;
+      counts[who] = (counts[who] ?? 0) + 1;
+    }
+    assert.deepEqual(counts, { light: 10, heavy: 30 });
+    // Another host (127.0.0.2: another loopback address) is used only when this host has no instance.
+    const port = await freePort();
+    const far = await node(store, { id: 'far', host: '0.0.0.0', port, advertise: `127.0.0.2:${port}` });
+    const near = await node(store, { id: 'near' });
+    const serving = await near.serve('h', { who: () => 'near' });
+    await far.serve('h', { who: () => 'far' }, { weight: 10 });
+    const hv = await client.instances('h');
+    await waitFor(() => hv.size === 2, { what: 'both instances of h' });
+    for (let i = 0; i < 10; i++) assert.equal(await client.call('h', 'who'), 'near');
+    await serving.close();
+    await waitFor(() => hv.size === 1, { what: 'near left' });
+    assert.equal(await client.call('h', 'who'), 'far');
+  });
+
   test('no instance: MUSTER_NO_INSTANCE at once', { timeout: 10_000 }, async () => {
     const store = new MemoryStore();
     const client = await node(store);
