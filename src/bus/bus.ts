@@ -660,6 +660,7 @@ export function timeoutError(service: string, method: string, timeoutMs: number)
  */
 export function safeToRetry(err: unknown, idempotent: boolean): boolean {
   if (!isMusterError(err)) return false;
-  if (err.details.sent === false || err.details.ran === false) return err.code !== 'MUSTER_FRAME_TOO_LARGE';
+  if (err.code === 'MUSTER_FRAME_TOO_LARGE' || err.code === 'MUSTER_INVALID_ARGUMENT') return false; // same everywhere
+  if (err.details.sent === false || err.details.ran === false) return true;
   return idempotent && err.code === 'MUSTER_PEER_LOST';
 }

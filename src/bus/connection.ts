@@ -331,7 +331,16 @@ export class Connection {
   }
 
   #checkedFrame(kind: Kind, id: number, body: unknown, checkQueue: boolean): Buffer {
-    const frame = encodeFrame(kind, id, body);
+    let frame: Buffer;
+    try {
+      frame = encodeFrame(kind, id, body);
+    } catch (err) {
+      throw new MusterError(
+        'MUSTER_INVALID_ARGUMENT',
+        `a bus message must be JSON-serialisable: ${(err as Error).message}`,
+        { cause: err, details: { sent: false } },
+      );
+    }
     if (frame.length - HEADER_BYTES > this.#o.maxFrameBytes) {
       throw new MusterError(
         'MUSTER_FRAME_TOO_LARGE',

@@ -98,7 +98,12 @@ export class KeyedRouter {
       } catch (err) {
         if (!isMusterError(err)) throw err;
         const nothingRan = err.details.sent === false || err.details.ran === false;
-        if (err.code === 'MUSTER_FRAME_TOO_LARGE' || err.code === 'MUSTER_OVERLOADED') throw err;
+        if (
+          err.code === 'MUSTER_FRAME_TOO_LARGE' ||
+          err.code === 'MUSTER_OVERLOADED' ||
+          err.code === 'MUSTER_INVALID_ARGUMENT'
+        )
+          throw err;
         if (nothingRan || (options.idempotent === true && err.code === 'MUSTER_PEER_LOST')) {
           // Not the owner (or not any more), not reachable, or not serving: wait for the view to move.
           await this.#hold(view, Math.min(left, HOLD_POLL_MS), options.signal);

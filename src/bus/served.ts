@@ -137,7 +137,7 @@ export class ServedService {
       conn.fail(id, err, 'handler');
       return;
     }
-    if (result instanceof Promise) {
+    if (isThenable(result)) {
       result.then(
         (value) => {
           done('ok');
@@ -202,4 +202,12 @@ function notServed(service: string): MusterError {
 function codeOf(err: unknown): string {
   const code = (err as { code?: unknown } | null)?.code;
   return typeof code === 'string' ? code : 'error';
+}
+
+function isThenable(value: unknown): value is PromiseLike<unknown> {
+  return (
+    value !== null &&
+    (typeof value === 'object' || typeof value === 'function') &&
+    typeof (value as { then?: unknown }).then === 'function'
+  );
 }

@@ -129,6 +129,10 @@ describe('bus rpc', () => {
     assert.equal((e2.details.remote as { code: string }).code, 'APP_BAD_SHARE');
     const e3 = await rejectsWith(client.call('svc', 'plain'), 'MUSTER_REMOTE');
     assert.match(e3.message, /oops/);
+    // Arguments that are not JSON: refused before sending.
+    const cyclic: Record<string, unknown> = {};
+    cyclic.self = cyclic;
+    await rejectsWith(client.call('svc', 'ok', cyclic), 'MUSTER_INVALID_ARGUMENT');
     const e4 = await rejectsWith(client.call('svc', 'nope'), 'MUSTER_UNKNOWN_METHOD');
     assert.ok((e4.details.methods as string[]).includes('ok'));
     await rejectsWith(client.call('svc', 'slow', null, { timeout: 100 }), 'MUSTER_TIMEOUT');
