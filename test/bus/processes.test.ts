@@ -12,6 +12,7 @@ import { createInterface } from 'node:readline';
 import { after, before, describe, test } from 'node:test';
 import { type Bus, openBus } from '../../src/bus/index.js';
 import { isMusterError, type MusterError } from '../../src/errors.js';
+import { readPartitionStatus } from '../../src/partitions/index.js';
 import { openStore } from '../../src/store/index.js';
 import type { Store } from '../../src/store/types.js';
 import {
@@ -252,33 +253,39 @@ describe('bus across processes', () => {
             );
           }
         })();
-        await waitFor(() => ok > 50, { timeoutMs: 20_000, what: 'first keyed calls' });
-        // Hand-offs: instances join (partitions move to them) and leave gracefully (they move back).
-        for (let round = 1; round <= 4; round++) {
-          nodes.push(await spawnNode(serve.url, [...args, '--id', `kv-${round}`]));
-          const before1 = ok;
-          await waitFor(() => ok > before1 + 100, { timeoutMs: 20_000, what: `calls after join ${round}` });
-          if (round % 2 === 0) {
-            const leaving = nodes.shift() as Child;
-            leaving.child.kill('SIGTERM');
-            await leaving.exited;
-            const before2 = ok;
-            await waitFor(() => ok > before2 + 100, {
-              timeoutMs: 20_000,
-              what: `calls after leave ${round}`,
-            });
+        const settled = async (): Promise<boolean> =>
+          (await readPartitionStatus(store, 'kv')).partitions.every((p) => p.settled);
+        const moreCalls = async (what: string): Promise<void> => {
+          await waitFor(settled, { timeoutMs: 20_000, intervalMs: 50, what: `settled after ${what}` });
+          const before = ok;
+          await waitFor(() => ok > before + 100, { timeoutMs: 20_000, what: `calls after ${what}` });
+        };
+        try {
+          await waitFor(() => ok > 50, { timeoutMs: 20_000, what: 'first keyed calls' });
+          // Hand-offs: instances join (partitions move to them) and leave gracefully (they move on).
+          for (let round = 1; round <= 8; round++) {
+            nodes.push(await spawnNode(serve.url, [...args, '--id', `kv-${round}`]));
+            await moreCalls(`join ${round}`);
+            if (round % 2 === 0) {
+              const leaving = nodes.shift() as Child;
+              leaving.child.kill('SIGTERM');
+              await leaving.exited;
+              await moreCalls(`leave ${round}`);
+            }
           }
+        } finally {
+          stop = true;
+          await load;
         }
-        stop = true;
-        await load;
         for (const n of nodes) n.child.kill('SIGTERM');
         await Promise.all(nodes.map((n) => n.exited));
         assert.deepEqual(failures.map(String), [], 'keyed calls failed');
         const events = readHistory(history);
         const work = events.filter((e) => e.type === 'work').length;
         assert.ok(work >= ok, `${work} executions recorded for ${ok} answered calls`);
-        const starts = events.filter((e) => e.type === 'start').length;
-        assert.ok(starts > 8, `only ${starts} ownerships: no hand-off happened`);
+        // Ownerships begun after the first 8 acquisitions, before the final shutdown.
+        const handOffs = events.filter((e) => e.type === 'start').length - 8;
+        assert.ok(handOffs >= 20, `only ${handOffs} hand-offs`);
         const result = checkOwnership(events);
         assert.ok(result.ok, describeViolations(result.violations));
       } finally {
