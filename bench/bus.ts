@@ -9,7 +9,9 @@
  * 3. Fan-out: this process publishes P messages (default 5,000) at Q/s (default 1,000) to M
  *    subscriber processes (default 20), after 50 unmeasured warm-up messages; delay from send to
  *    delivery on the host's monotonic clock (the same for every process),
- *    p50 / p99 / max, and lost messages.
+ *    p50 / p99 / max, and lost messages. Then (muster bus; skip with `--no-stall`) the same with one
+ *    more subscriber frozen by SIGSTOP for the whole run: the others' figures, to compare (the
+ *    issue's goal: a stalled subscriber changes the others' p99 by ≤ 10 %).
  *
  * Smoke run: `npm run bench -- bus --calls 200 --seconds 1 --subscribers 3 --messages 50`.
  * Run it alone: a concurrent test suite changes the tails several-fold (docs/benchmarks.md).
@@ -117,6 +119,7 @@ async function fanOut(
   subscribers: Peer[],
   publish: (body: { t: number; i: number }) => Promise<unknown>,
   o: Options,
+  stall = false,
 ): Promise<void> {
   // Warm-up (connections, JIT), not counted: subscribers ignore i < 0.
   for (let i = 0; i < 50; i++) {
@@ -124,6 +127,9 @@ async function fanOut(
     await new Promise((r) => setTimeout(r, 2));
   }
   await new Promise((r) => setTimeout(r, 200));
+  // With `stall`, the first subscriber is frozen (SIGSTOP) for the whole run; the figures are the others'.
+  const frozen = stall ? subscribers[0] : undefined;
+  frozen?.proc.kill('SIGSTOP');
   const interval = 1000 / o.msgRate;
   const t0 = performance.now();
   for (let i = 0; i < o.messages; i++) {
@@ -132,12 +138,15 @@ async function fanOut(
     await publish({ t: hostMonotonicMs(), i });
   }
   await new Promise((r) => setTimeout(r, 500));
+  frozen?.proc.kill('SIGCONT');
   for (const s of subscribers) s.proc.kill('SIGTERM');
-  const results = await Promise.all(subscribers.map((s) => s.last));
+  const measured = subscribers.filter((s) => s !== frozen);
+  const results = await Promise.all(measured.map((s) => s.last));
   const delays = results.flatMap((r) => (r.delays as number[] | undefined) ?? []);
-  const lost = o.messages * subscribers.length - delays.length;
+  const lost = o.messages * measured.length - delays.length;
+  const label = stall ? `fan-out to ${measured.length} + 1 stalled` : `fan-out to ${measured.length}`;
   console.log(
-    `${name.padEnd(10)} fan-out to ${subscribers.length} @${o.msgRate}/s: p50 ${fmt(quantile(delays, 0.5))} ms, p99 ${fmt(quantile(delays, 0.99))} ms, max ${fmt(Math.max(...delays))} ms, lost ${lost} of ${o.messages * subscribers.length}`,
+    `${name.padEnd(10)} ${label} @${o.msgRate}/s: p50 ${fmt(quantile(delays, 0.5))} ms, p99 ${fmt(quantile(delays, 0.99))} ms, max ${fmt(Math.max(...delays))} ms, lost ${lost} of ${o.messages * measured.length}`,
   );
 }
 
@@ -149,6 +158,7 @@ interface Options {
   subscribers: number;
   messages: number;
   msgRate: number;
+  stall: boolean;
   only: Set<string>;
 }
 
@@ -161,6 +171,7 @@ export async function run(args: string[]): Promise<void> {
     subscribers: Number(arg(args, '--subscribers') ?? 20),
     messages: Number(arg(args, '--messages') ?? 5000),
     msgRate: Number(arg(args, '--msg-rate') ?? 1000),
+    stall: !args.includes('--no-stall'),
     only: new Set((arg(args, '--only') ?? 'bus,nats,grpc').split(',')),
   };
   const serve = await startTempServe();
@@ -183,6 +194,16 @@ export async function run(args: string[]): Promise<void> {
       const view = await b.instances('topic.fanout');
       while (view.size < o.subscribers) await new Promise((r) => setTimeout(r, 20));
       await fanOut('muster bus', subs, (body) => b.publish('fanout', body), o);
+      if (o.stall) {
+        const again = await Promise.all(
+          Array.from({ length: o.subscribers }, () =>
+            spawnPeer(['bus-sub', '--store', serve.url, '--topic', 'fanout2']),
+          ),
+        );
+        const v2 = await b.instances('topic.fanout2');
+        while (v2.size < o.subscribers) await new Promise((r) => setTimeout(r, 20));
+        await fanOut('muster bus', again, (body) => b.publish('fanout2', body), o, true);
+      }
     }
     if (o.only.has('nats')) {
       const binary = findBinary('nats-server');
