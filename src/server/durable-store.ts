@@ -45,6 +45,8 @@ export interface DurableStoreOptions {
   clock?: Clock;
   /** The engine's URL for logs. */
   url?: string;
+  /** Told after each log sync with its duration and batch size (metrics); must not throw. */
+  onWalSync?: (sync: { seconds: number; records: number; bytes: number }) => void;
 }
 
 /** What recovery found, for the start-up log line and tests. */
@@ -186,6 +188,7 @@ export class DurableStore {
         }
       }
       const wal = await Wal.create(dataDir, next);
+      wal.onSync = options.onWalSync;
       late.wal = wal;
       const recovery: RecoveryReport = {
         snapshotRevision: snap?.snapshot.revision ?? 0,

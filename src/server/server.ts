@@ -5,14 +5,16 @@
  */
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { Server, ServerCredentials } from '@grpc/grpc-js';
+import { Server, ServerCredentials, type UntypedServiceImplementation } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
+import type { Registry } from 'prom-client';
 import type { Clock } from '../clock.js';
 import { invalidArgument, MusterError } from '../errors.js';
 import type { MemoryStore } from '../store/memory/memory-store.js';
 import { type Duration, toMillis } from '../util/duration.js';
 import { isLoopback, parseHostPort } from '../util/net.js';
 import { DurableStore, type RecoveryReport } from './durable-store.js';
+import { createServeMetrics } from './metrics.js';
 import { authService, tokenGate } from './grpc/auth.js';
 import type { ServiceContext } from './grpc/context.js';
 import { kvService } from './grpc/kv.js';
@@ -54,6 +56,11 @@ export interface ServerOptions {
   snapshotRecords?: number;
   /** Clock for lease expiry. Default: the system clock. */
   clock?: Clock;
+  /**
+   * Register serve's metrics here (requests by method and code, WAL sync latency and batch size,
+   * watchers, leases, db size, keys: see docs/serve.md). Default: none, and no counting at all.
+   */
+  metrics?: Registry;
 }
 
 /** A running server. */
@@ -142,7 +149,9 @@ export async function startServer(options: ServerOptions = {}): Promise<MusterSe
   const creds = credentials(options);
   const tls = options.cert !== undefined;
   const log = options.logger;
+  const metrics = options.metrics === undefined ? undefined : createServeMetrics(options.metrics);
   const durable = await DurableStore.open({
+    ...(metrics ? { onWalSync: metrics.onWalSync } : {}),
     dataDir: options.dataDir ?? DEFAULT_DATA_DIR,
     ...(log ? { logger: log } : {}),
     ...(options.snapshotRecords !== undefined ? { snapshotRecords: options.snapshotRecords } : {}),
@@ -173,12 +182,17 @@ export async function startServer(options: ServerOptions = {}): Promise<MusterSe
     dbSize: () => dirSize(durable.dataDir),
   };
   const services = etcdServices();
-  server.addService(services.KV, kvService(ctx));
-  server.addService(services.Watch, watchService(ctx));
-  server.addService(services.Lease, leaseService(ctx));
-  server.addService(services.Maintenance, maintenanceService(ctx));
-  server.addService(services.Cluster, clusterService(ctx));
-  server.addService(services.Auth, authService(ctx));
+  const add = (name: keyof typeof services, impl: UntypedServiceImplementation): void => {
+    const def = services[name];
+    server.addService(def, metrics ? metrics.instrument(`etcdserverpb.${name}`, def, impl) : impl);
+  };
+  add('KV', kvService(ctx));
+  add('Watch', watchService(ctx));
+  add('Lease', leaseService(ctx));
+  add('Maintenance', maintenanceService(ctx));
+  add('Cluster', clusterService(ctx));
+  add('Auth', authService(ctx));
+  metrics?.attach({ store: durable.store, streams, dbSize: () => ctx.dbSize() });
 
   let bound: number;
   try {
