@@ -19,7 +19,7 @@ import {
   watchInstances,
 } from '../membership/index.js';
 import { joinPartitioned, stderrLogger, type JoinPartitionedOptions } from '../partitions/index.js';
-import type { Store } from '../store/types.js';
+import type { Store } from '../store/index.js';
 import { toMillis } from '../util/duration.js';
 import { Emitter, type Listenable } from '../util/emitter.js';
 import { Connection, type ConnectionHost, type RequestBody } from './connection.js';

@@ -3,7 +3,7 @@
  */
 import type { Registry } from 'prom-client';
 import type { Clock } from '../clock.js';
-import type { Store } from '../store/types.js';
+import type { Store } from '../store/index.js';
 import type { Duration } from '../util/duration.js';
 
 /** 4 MiB: job descriptions and results are kilobytes; a bigger message is better sent as a reference. */

@@ -5,9 +5,8 @@
 import { type Command, Option } from 'commander';
 import { type Bus, BUS_TAG, openBus } from '../bus/index.js';
 import { invalidArgument, isMusterError } from '../errors.js';
-import { DEFAULT_ROOT } from '../membership/keys.js';
-import type { Instance } from '../membership/types.js';
-import type { Store } from '../store/types.js';
+import { DEFAULT_ROOT, type Instance } from '../membership/index.js';
+import type { Store } from '../store/index.js';
 import { listMembers } from './membership-commands.js';
 import { jsonOption, printJson, printTable, storeOption, withStore } from './common.js';
 
