@@ -146,8 +146,10 @@ export class Topics {
       if (local.subs.size === 0) {
         const m = local.member;
         local.member = undefined;
-        if (this.#topics.get(local.topic) === local) this.#topics.delete(local.topic);
         await m?.leave();
+        // A subscribe during the leave reused this entry (and queued its join behind the leave).
+        if (local.subs.size === 0 && this.#topics.get(local.topic) === local)
+          this.#topics.delete(local.topic);
         return;
       }
       if (local.member === undefined) local.member = await this.#bus.joinService(service, tags);

@@ -190,6 +190,29 @@ describe('bus publish/subscribe', () => {
     },
   );
 
+  test(
+    'unsubscribe then subscribe again at once: the record is re-created, messages flow again',
+    { timeout: 20_000 },
+    async () => {
+      const store = new MemoryStore();
+      const pub = await node(store);
+      const sub = await node(store);
+      const got: unknown[] = [];
+      const off = await sub.subscribe('again', (m) => got.push(m));
+      const offDone = off();
+      const off2 = await sub.subscribe('again', (m) => got.push(m));
+      await offDone;
+      const view = await pub.instances('topic.again');
+      await waitFor(() => view.size === 1, { what: 'the subscriber record is back' });
+      await pub.publish('again', 'hello');
+      await waitFor(() => got.length === 1, { what: 'delivered after re-subscribing' });
+      await off2();
+      await waitFor(() => view.size === 0, { what: 'record gone after the last unsubscribe' });
+      const r = await pub.publish('again', 'nobody');
+      assert.equal(r.sent, 0);
+    },
+  );
+
   test('the de-duplication window forgets old ids and stays bounded', () => {
     const w = new DedupWindow(1000, 3);
     assert.equal(w.first('a', 0), true);
