@@ -161,7 +161,6 @@ export class Bus implements Listenable<BusEvents> {
   readonly session: Session;
   readonly #server: Server;
   readonly #o: ResolvedBusOptions;
-  readonly #options: BusOptions;
   readonly #events = new Emitter<BusEvents>();
   /** Open (or opening) connections by peer address. */
   readonly #peers = new Map<string, Connection>();
@@ -191,7 +190,6 @@ export class Bus implements Listenable<BusEvents> {
     this.#server = server;
     this.session = session;
     this.address = address;
-    this.#options = options;
     this.#o = o;
     this.root = options.root;
     this.id = options.id ?? defaultInstanceId();
@@ -625,7 +623,6 @@ export class Bus implements Listenable<BusEvents> {
       await new Promise<void>((ok) => this.#server.close(() => ok()));
       await this.session.close().catch(() => undefined);
       this.metrics.close();
-      void this.#options;
     })();
     return this.#closing;
   }
