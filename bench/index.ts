@@ -16,6 +16,7 @@ const BENCHMARKS: Record<string, () => Promise<{ run(args: string[]): Promise<vo
   proxy: () => import('./proxy.js'),
   agent: () => import('./agent.js'),
   process: () => import('./process.js'),
+  bus: () => import('./bus.js'),
 };
 
 async function main(): Promise<void> {

@@ -13,6 +13,7 @@ import { registerDemoCommand } from './demo-command.js';
 import { registerStoreCommands } from './store-commands.js';
 import { registerProxyCommands } from './proxy-commands.js';
 import { registerAgentCommands } from './agent-commands.js';
+import { registerBusCommands } from './bus-commands.js';
 
 /** Exit statuses: 0 success, 1 a coded muster error, 2 bad usage, 70 an unexpected failure. */
 export const EXIT = { ok: 0, error: 1, usage: 2, internal: 70 } as const;
@@ -49,6 +50,7 @@ Errors print their code (e.g. MUSTER_STALE_CONFIG) and exit with status 1; see d
   registerDemoCommand(program);
   registerProxyCommands(program);
   registerAgentCommands(program);
+  registerBusCommands(program);
   return program;
 }
 
