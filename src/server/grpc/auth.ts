@@ -21,6 +21,23 @@ function same(a: string, b: string): boolean {
   return x.length === y.length && timingSafeEqual(x, y);
 }
 
+/**
+ * The tokens a call carries, the first one first. Some clients send the `token` metadata twice
+ * (python-etcd3: as metadata and as call credentials); grpc-js joins repeated values with ", ", and
+ * etcd, which reads the first value, accepts such a call — so the whole value is tried, then each
+ * comma-separated part.
+ */
+export function tokensOf(metadata: Metadata): string[] {
+  const out: string[] = [];
+  for (const v of metadata.get('token')) {
+    const text = typeof v === 'string' ? v : v.toString('utf8');
+    if (text === '') continue;
+    out.push(text);
+    if (text.includes(',')) for (const part of text.split(',')) if (part.trim() !== '') out.push(part.trim());
+  }
+  return out;
+}
+
 /** The gate for a token, or an open gate when `token` is undefined. */
 export function tokenGate(token: string | undefined): AuthGate {
   const sessions = new Set<string>();
@@ -28,10 +45,9 @@ export function tokenGate(token: string | undefined): AuthGate {
     enabled: token !== undefined,
     check(metadata: Metadata): void {
       if (token === undefined) return;
-      const given = metadata.get('token')[0];
-      if (given === undefined || given === '') throw ETCD.userEmpty();
-      const text = typeof given === 'string' ? given : given.toString('utf8');
-      if (sessions.has(text) || same(text, token)) return;
+      const given = tokensOf(metadata);
+      if (given.length === 0) throw ETCD.userEmpty();
+      for (const text of given) if (sessions.has(text) || same(text, token)) return;
       throw ETCD.invalidToken();
     },
     authenticate(name: string, password: string): string {
