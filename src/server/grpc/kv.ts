@@ -1,14 +1,18 @@
 /**
  * The etcd KV service (Range, Put, DeleteRange, Txn, Compact) on the memory engine.
  *
- * Differences from etcd, each refused with INVALID_ARGUMENT rather than answered wrongly: keys that
- * are not UTF-8, compares over a key range, nested transactions, reads at a past revision inside a
- * transaction, and `ignore_value`/`ignore_lease` inside a transaction. `prev_kv` on puts and deletes
- * inside a transaction is not returned.
+ * Transactions the Store port can express (compares on single keys, plain puts, deletes and reads)
+ * take the engine's `txn`; the rest of etcd's transaction — compares over a key range, nested
+ * transactions, `prev_kv` on puts and deletes, reads at a past revision, `ignore_value` /
+ * `ignore_lease` — takes the memory engine's `txnTree`, with etcd's semantics.
  */
 import type { UntypedServiceImplementation } from '@grpc/grpc-js';
 import type { Compare, CompareOp, KeySelector, KeyValue, TxnOp, TxnOpResult } from '../../store/types.js';
 import { NO_LEASE } from '../../store/types.js';
+import { toRange } from '../../store/keys.js';
+import type { TxnTreeResult } from '../../store/memory/memory-store.js';
+import type { TreeOp, TreeResult, TxnTree } from '../../store/memory/txn-tree.js';
+import { isMusterError } from '../../errors.js';
 import { header, type ResponseHeader, type ServiceContext, unary } from './context.js';
 import {
   decodeKey,
@@ -66,6 +70,7 @@ interface RequestOp {
   request_range?: RangeRequest;
   request_put?: PutRequest;
   request_delete_range?: DeleteRangeRequest;
+  request_txn?: TxnRequest;
 }
 interface TxnRequest {
   compare: CompareRequest[];
@@ -144,6 +149,7 @@ export function kvService(ctx: ServiceContext): UntypedServiceImplementation {
     succeeded: boolean;
     responses: Record<string, unknown>[];
   }> {
+    if (needsTree(req)) return txnTree(req);
     const compares = req.compare.map(toCompare);
     const success = req.success.map(toOp);
     const failure = req.failure.map(toOp);
@@ -156,6 +162,24 @@ export function kvService(ctx: ServiceContext): UntypedServiceImplementation {
     const h = header(ctx, r.revision);
     const responses = r.results.map((res, i) => toResponseOp(res, ops[i]?.range, h));
     return { header: h, succeeded: r.succeeded, responses };
+  }
+
+  /** The transactions only the memory engine's `txnTree` can answer. */
+  async function txnTree(req: TxnRequest): Promise<{
+    header: ResponseHeader;
+    succeeded: boolean;
+    responses: Record<string, unknown>[];
+  }> {
+    const tree = toTree(req);
+    let r: TxnTreeResult;
+    try {
+      r = await store.txnTree(tree);
+    } catch (err) {
+      if (isMusterError(err, 'MUSTER_NOT_FOUND')) throw ETCD.keyNotFound();
+      throw err;
+    }
+    const h = header(ctx, r.revision);
+    return { header: h, succeeded: r.succeeded, responses: treeResponses(r.results, req, r.succeeded, h) };
   }
 
   async function compact(req: { revision: string }): Promise<{ header: ResponseHeader }> {
@@ -172,8 +196,103 @@ export function kvService(ctx: ServiceContext): UntypedServiceImplementation {
   };
 }
 
+/** True when a transaction needs more than the Store port's `txn` (see the file comment). */
+function needsTree(req: TxnRequest): boolean {
+  return (
+    req.compare.some((c) => c.range_end !== undefined && c.range_end !== null && c.range_end.length > 0) ||
+    req.success.some(opNeedsTree) ||
+    req.failure.some(opNeedsTree)
+  );
+}
+
+function opNeedsTree(o: RequestOp): boolean {
+  if (o.request_put) return o.request_put.prev_kv || o.request_put.ignore_value || o.request_put.ignore_lease;
+  if (o.request_delete_range) return o.request_delete_range.prev_kv;
+  if (o.request_range) return Number(o.request_range.revision) > 0;
+  return o.request === 'request_txn' || o.request_txn !== undefined;
+}
+
+function toTree(req: TxnRequest): TxnTree {
+  return {
+    compares: req.compare.map((c) => {
+      const compare = toCompare({ ...c, range_end: Buffer.alloc(0) });
+      if (c.range_end === undefined || c.range_end === null || c.range_end.length === 0) return { compare };
+      return { compare, range: toRange(selectorOf(c.key, c.range_end), false) };
+    }),
+    success: req.success.map(toTreeOp),
+    failure: req.failure.map(toTreeOp),
+  };
+}
+
+function toTreeOp(o: RequestOp): TreeOp {
+  if (o.request_put) {
+    const p = o.request_put;
+    const lease = leaseOf(p.lease);
+    if (lease === undefined) throw ETCD.leaseNotFound();
+    if (p.ignore_value && p.value.length > 0) throw ETCD.valueProvided();
+    if (p.ignore_lease && lease !== NO_LEASE) throw ETCD.leaseProvided();
+    return {
+      type: 'put',
+      key: decodeKey(p.key),
+      value: p.value,
+      lease,
+      prevKv: p.prev_kv,
+      ignoreValue: p.ignore_value,
+      ignoreLease: p.ignore_lease,
+    };
+  }
+  if (o.request_delete_range) {
+    const d = o.request_delete_range;
+    return { type: 'delete', range: toRange(selectorOf(d.key, d.range_end), false), prevKv: d.prev_kv };
+  }
+  if (o.request_range) {
+    const r = o.request_range;
+    const full = needsFullScan(r);
+    return {
+      type: 'range',
+      range: toRange(selectorOf(r.key, r.range_end), true),
+      revision: Math.max(0, Number(r.revision)),
+      limit: full ? 0 : Number(r.limit),
+      keysOnly: r.keys_only,
+    };
+  }
+  if (o.request_txn) return { type: 'txn', txn: toTree(o.request_txn) };
+  throw ETCD.invalid('a transaction operation is empty');
+}
+
+/** The responses of a tree transaction, with ranges sorted and filtered as their requests ask. */
+function treeResponses(
+  results: readonly TreeResult[],
+  req: TxnRequest,
+  succeeded: boolean,
+  h: ResponseHeader,
+): Record<string, unknown>[] {
+  const ops = succeeded ? req.success : req.failure;
+  return results.map((res, i) => {
+    const op = ops[i];
+    switch (res.type) {
+      case 'put':
+        return { response_put: { header: h, prev_kv: res.prev ? kvOut(res.prev) : null } };
+      case 'delete':
+        return {
+          response_delete_range: { header: h, deleted: res.deleted, prev_kvs: res.prev.map(kvOut) },
+        };
+      case 'range':
+        return toResponseOp(res, op?.request_range, h);
+      case 'txn':
+        return {
+          response_txn: {
+            header: h,
+            succeeded: res.succeeded,
+            responses: treeResponses(res.results, op?.request_txn as TxnRequest, res.succeeded, h),
+          },
+        };
+    }
+  });
+}
+
 function toCompare(c: CompareRequest): Compare {
-  if (c.range_end !== undefined && c.range_end.length > 0)
+  if (c.range_end !== undefined && c.range_end !== null && c.range_end.length > 0)
     throw ETCD.unsupported('a compare over a key range');
   const key = decodeKey(c.key);
   const op = RESULT_OPS[c.result];

@@ -35,6 +35,7 @@ import { KeyIndex } from './key-index.js';
 import { LeaseTable, leaseNotFound } from './leases.js';
 import { compactTo, type EngineParts, replayEntry, restoreSnapshot, takeSnapshot } from './recovery.js';
 import { applyOps, checkLimit, prepareOps } from './txn-ops.js';
+import { applyPath, checkTree, choosePath, pathOps, type TreeResult, type TxnTree } from './txn-tree.js';
 import { WatchHub } from './watch-hub.js';
 import { WriteSet } from './write-set.js';
 
@@ -157,6 +158,44 @@ export class MemoryStore implements Store {
       return { succeeded, revision: ws.revision, results };
     }
     return { succeeded, revision: await this.#readRevision({}), results };
+  }
+
+  /**
+   * etcd's full transaction (see txn-tree.ts): what the embedded server uses for requests that
+   * {@link txn} cannot express. Throws as {@link txn} does, plus `MUSTER_NOT_FOUND` when a put that
+   * keeps the value or lease names a missing key, and `MUSTER_COMPACTED` / `MUSTER_FUTURE_REVISION`
+   * for a read at a revision that is not held.
+   */
+  async txnTree(tree: TxnTree, options: { signal?: AbortSignal } = {}): Promise<TxnTreeResult> {
+    this.#usable(options.signal);
+    checkTree(tree);
+    const path = choosePath(tree, this.#index);
+    const head = this.#log.head;
+    for (const op of pathOps(path)) {
+      if (op.type === 'range') {
+        if (op.revision > 0) this.#log.readAt(op.revision, head);
+      } else if (op.type === 'put') {
+        const cur = op.ignoreValue || op.ignoreLease ? this.#index.live(op.key) : undefined;
+        if ((op.ignoreValue || op.ignoreLease) && cur === undefined) {
+          throw new MusterError(
+            'MUSTER_NOT_FOUND',
+            `key '${op.key}' does not exist; nothing to keep the value or lease of`,
+            {
+              details: { key: op.key },
+            },
+          );
+        }
+        this.#leases.checkForPut(op.ignoreLease && cur !== undefined ? cur.lease : op.lease, op.key);
+      }
+    }
+    const ws = this.#begin();
+    const results = applyPath(path, ws, this.#index, head);
+    if (ws.changes.length > 0) {
+      this.#log.seal(ws);
+      await this.#log.waitDurable(ws.revision);
+      return { succeeded: path.succeeded, revision: ws.revision, results };
+    }
+    return { succeeded: path.succeeded, revision: await this.#readRevision({}), results };
   }
 
   async compact(revision: number): Promise<void> {
@@ -316,6 +355,13 @@ export class MemoryStore implements Store {
     }
     if (next !== Infinity) this.#leases.arm(next);
   }
+}
+
+/** What {@link MemoryStore.txnTree} answers. */
+export interface TxnTreeResult {
+  readonly succeeded: boolean;
+  readonly revision: number;
+  readonly results: readonly TreeResult[];
 }
 
 /** Opens an in-process memory store. */
