@@ -11,6 +11,7 @@ import { join, resolve } from 'node:path';
 import type { Logger } from 'pino';
 import type { Clock } from '../clock.js';
 import { MusterError } from '../errors.js';
+import type { KeyLimits } from '../store/keys.js';
 import type { JournalEntry } from '../store/memory/journal.js';
 import { MemoryStore } from '../store/memory/memory-store.js';
 import { decodeEntry } from './codec.js';
@@ -45,6 +46,8 @@ export interface DurableStoreOptions {
   clock?: Clock;
   /** The engine's URL for logs. */
   url?: string;
+  /** Key and value limits of the engine. Default: the Store port's (the server lifts them). */
+  limits?: KeyLimits;
 }
 
 /** What recovery found, for the start-up log line and tests. */
@@ -111,6 +114,7 @@ export class DurableStore {
       const store = new MemoryStore({
         ...(options.clock ? { clock: options.clock } : {}),
         url: options.url ?? `muster-serve:${dataDir}`,
+        ...(options.limits ? { limits: options.limits } : {}),
         journal: {
           append: (entry: JournalEntry) => {
             late.wal?.append(entry);

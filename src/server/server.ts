@@ -142,13 +142,15 @@ export async function startServer(options: ServerOptions = {}): Promise<MusterSe
   const creds = credentials(options);
   const tls = options.cert !== undefined;
   const log = options.logger;
+  const maxRequest = options.maxRequestBytes ?? DEFAULT_MAX_REQUEST_BYTES;
   const durable = await DurableStore.open({
     dataDir: options.dataDir ?? DEFAULT_DATA_DIR,
+    // Keys are bytes of any length, as in etcd; the request limit bounds keys and values (kv.ts).
+    limits: { keyBytes: Infinity, valueBytes: Infinity },
     ...(log ? { logger: log } : {}),
     ...(options.snapshotRecords !== undefined ? { snapshotRecords: options.snapshotRecords } : {}),
     ...(options.clock ? { clock: options.clock } : {}),
   });
-  const maxRequest = options.maxRequestBytes ?? DEFAULT_MAX_REQUEST_BYTES;
   const server = new Server({
     // etcd adds 512 KiB of gRPC overhead to its request limit.
     'grpc.max_receive_message_length': maxRequest + 512 * 1024,
@@ -167,6 +169,7 @@ export async function startServer(options: ServerOptions = {}): Promise<MusterSe
     get clientUrl() {
       return clientUrl;
     },
+    maxRequestBytes: maxRequest,
     progressNotifyMs: toMillis(options.progressNotifyInterval ?? DEFAULT_PROGRESS_NOTIFY_INTERVAL),
     streams,
     log,

@@ -36,6 +36,8 @@ export interface ServiceContext {
   readonly clusterId: string;
   /** The URL clients reach this server at (for MemberList). */
   readonly clientUrl: string;
+  /** etcd's `--max-request-bytes`: the keys and values of one write together. */
+  readonly maxRequestBytes: number;
   /** How often watchers that asked for `progress_notify` get a progress response when idle. */
   readonly progressNotifyMs: number;
   /** Called for every open stream so that shutdown can end them. */

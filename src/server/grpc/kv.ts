@@ -104,6 +104,7 @@ export function kvService(ctx: ServiceContext): UntypedServiceImplementation {
 
   async function put(req: PutRequest): Promise<{ header: ResponseHeader; prev_kv: ProtoKeyValue | null }> {
     const key = decodeKey(req.key);
+    if (key.length + req.value.length > ctx.maxRequestBytes) throw ETCD.tooLarge();
     const lease = leaseOf(req.lease);
     if (lease === undefined) throw ETCD.leaseNotFound();
     if (req.ignore_value || req.ignore_lease) return putIgnoring(key, req, lease);
@@ -149,6 +150,7 @@ export function kvService(ctx: ServiceContext): UntypedServiceImplementation {
     succeeded: boolean;
     responses: Record<string, unknown>[];
   }> {
+    if (txnBytes(req) > ctx.maxRequestBytes) throw ETCD.tooLarge();
     if (needsTree(req)) return txnTree(req);
     const compares = req.compare.map(toCompare);
     const success = req.success.map(toOp);
@@ -194,6 +196,19 @@ export function kvService(ctx: ServiceContext): UntypedServiceImplementation {
     Txn: unary(ctx, txn),
     Compact: unary(ctx, compact),
   };
+}
+
+/** The bytes of keys and values a transaction carries (all branches, nested ones included). */
+function txnBytes(req: TxnRequest): number {
+  let n = 0;
+  for (const c of req.compare) n += c.key.length + (c.value?.length ?? 0);
+  for (const ops of [req.success, req.failure]) {
+    for (const o of ops) {
+      if (o.request_put) n += o.request_put.key.length + o.request_put.value.length;
+      else if (o.request_txn) n += txnBytes(o.request_txn);
+    }
+  }
+  return n;
 }
 
 /** True when a transaction needs more than the Store port's `txn` (see the file comment). */

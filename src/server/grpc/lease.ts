@@ -45,7 +45,7 @@ export function leaseService(ctx: ServiceContext): UntypedServiceImplementation 
       ID: info.id,
       TTL: info.ttlSeconds,
       grantedTTL: info.grantedTtlSeconds,
-      keys: req.keys ? info.keys.map((k) => Buffer.from(k, 'utf8')) : [],
+      keys: req.keys ? info.keys.map((k) => Buffer.from(k, 'latin1')) : [],
     };
   }
 

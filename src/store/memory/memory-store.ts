@@ -5,7 +5,17 @@
  */
 import { type Clock, systemClock } from '../../clock.js';
 import { MusterError, throwIfAborted } from '../../errors.js';
-import { checkKey, checkLeaseId, checkRevision, checkTtl, compareKeys, toBytes, toRange } from '../keys.js';
+import {
+  checkKey,
+  checkLeaseId,
+  checkRevision,
+  checkTtl,
+  compareKeys,
+  type KeyLimits,
+  PORT_LIMITS,
+  toBytes,
+  toRange,
+} from '../keys.js';
 import {
   type Compare,
   type DeleteOptions,
@@ -46,6 +56,11 @@ export interface MemoryStoreOptions {
   journal?: Journal;
   /** Name used in {@link Store.url}. Default: `memory:`. */
   url?: string;
+  /**
+   * Key and value size limits. Default: the Store port's ({@link PORT_LIMITS}). The embedded server
+   * raises them to etcd's request limit (its keys are bytes, see src/server/grpc/convert.ts).
+   */
+  limits?: KeyLimits;
 }
 
 /** The in-process engine. Create with {@link openMemoryStore} or `openStore('memory:')`. */
@@ -56,6 +71,7 @@ export class MemoryStore implements Store {
   readonly #hub = new WatchHub();
   readonly #log: CommitLog;
   readonly #parts: EngineParts;
+  readonly #limits: KeyLimits;
   #closed = false;
 
   constructor(options: MemoryStoreOptions = {}) {
@@ -63,6 +79,7 @@ export class MemoryStore implements Store {
     this.#log = new CommitLog(options.journal, this.#hub);
     this.#parts = { index: this.#index, leases: this.#leases, log: this.#log };
     this.url = options.url ?? 'memory:';
+    this.#limits = options.limits ?? PORT_LIMITS;
   }
 
   /** The current head revision (not waiting for durability). */
@@ -78,13 +95,13 @@ export class MemoryStore implements Store {
   // ---- reads -------------------------------------------------------------------------------------
 
   async get(key: string, options: ReadOptions = {}): Promise<KeyValue | undefined> {
-    checkKey(key);
+    checkKey(key, 'key', this.#limits);
     const rev = await this.#readRevision(options);
     return this.#index.valueAt(key, rev, this.#log.head);
   }
 
   async range(selector: string | KeySelector, options: RangeOptions = {}): Promise<RangeResult> {
-    const range = toRange(selector, true);
+    const range = toRange(selector, true, this.#limits);
     checkLimit(options.limit);
     const rev = await this.#readRevision(options);
     return this.#index.range(
@@ -105,8 +122,8 @@ export class MemoryStore implements Store {
 
   async put(key: string, value: ValueInput, options: PutOptions = {}): Promise<PutResult> {
     this.#usable(options.signal);
-    checkKey(key);
-    const bytes = toBytes(value, key);
+    checkKey(key, 'key', this.#limits);
+    const bytes = toBytes(value, key, this.#limits);
     const lease = options.lease ?? NO_LEASE;
     this.#leases.checkForPut(lease, key);
     const prev = this.#index.live(key);
@@ -119,7 +136,7 @@ export class MemoryStore implements Store {
 
   async delete(selector: string | KeySelector, options: DeleteOptions = {}): Promise<DeleteResult> {
     this.#usable(options.signal);
-    const range = toRange(selector, false);
+    const range = toRange(selector, false, this.#limits);
     const keys = this.#index.liveKeysIn(range);
     if (keys.length === 0) {
       const rev = await this.#readRevision({});
@@ -143,9 +160,9 @@ export class MemoryStore implements Store {
     options: { signal?: AbortSignal } = {},
   ): Promise<TxnResult> {
     this.#usable(options.signal);
-    validateCompares(compares);
-    const success = prepareOps(onSuccess, 'onSuccess');
-    const failure = prepareOps(onFailure, 'onFailure');
+    validateCompares(compares, this.#limits);
+    const success = prepareOps(onSuccess, 'onSuccess', this.#limits);
+    const failure = prepareOps(onFailure, 'onFailure', this.#limits);
     const succeeded = compares.every((c) => evaluateCompare(c, this.#index.live(c.key)));
     const ops = succeeded ? success : failure;
     for (const op of ops) if (op.type === 'put') this.#leases.checkForPut(op.lease, op.key);
@@ -212,7 +229,7 @@ export class MemoryStore implements Store {
   // ---- watches -----------------------------------------------------------------------------------
 
   watch(selector: string | KeySelector, options: WatchOptions = {}): Watch {
-    const range = toRange(selector, true);
+    const range = toRange(selector, true, this.#limits);
     // Everything up to the durable head is already queued for the watcher.
     const w = this.#hub.create(range, options, () => this.#log.durable);
     if (this.#closed || this.#log.failed) {
