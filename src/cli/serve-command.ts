@@ -34,6 +34,20 @@ export function registerServeCommand(program: Command): void {
         .argParser(positiveInt),
     )
     .addOption(
+      new Option(
+        '--restore <file>',
+        'start from a snapshot taken with the Snapshot RPC (etcdctl snapshot save); needs an empty --data-dir',
+      ),
+    )
+    .addOption(
+      new Option(
+        '--quota-backend-bytes <n>',
+        'raise the NOSPACE alarm and refuse writes when the data directory grows past this (0: no quota)',
+      )
+        .default('0')
+        .argParser(nonNegativeInt),
+    )
+    .addOption(
       new Option('--log-level <level>', 'log level of the JSON logs on stderr')
         .choices(['debug', 'info', 'warn', 'error', 'silent'])
         .default('info'),
@@ -51,7 +65,15 @@ interface ServeFlags {
   key?: string;
   progressNotifyInterval: string;
   snapshotRecords: string | number;
+  restore?: string;
+  quotaBackendBytes: string | number;
   logLevel: string;
+}
+
+function nonNegativeInt(value: string): number {
+  const n = Number(value);
+  if (!Number.isSafeInteger(n) || n < 0) throw new InvalidArgumentError('expected a non-negative integer');
+  return n;
 }
 
 function positiveInt(value: string): number {
@@ -72,6 +94,8 @@ async function serve(opts: ServeFlags): Promise<void> {
     ...(opts.key !== undefined ? { key: opts.key } : {}),
     progressNotifyInterval: opts.progressNotifyInterval,
     snapshotRecords: Number(opts.snapshotRecords),
+    ...(opts.restore !== undefined ? { restore: opts.restore } : {}),
+    quotaBackendBytes: Number(opts.quotaBackendBytes),
     logger,
   });
   process.stdout.write(`muster serve: listening on ${server.url} (data in ${server.dataDir})\n`);

@@ -14,9 +14,17 @@ import { MusterError } from '../errors.js';
 import type { KeyLimits } from '../store/keys.js';
 import type { JournalEntry } from '../store/memory/journal.js';
 import { MemoryStore } from '../store/memory/memory-store.js';
+import { ALARMS_FILE } from './alarms.js';
 import { decodeEntry } from './codec.js';
 import { checkCrashPointSetting, crashPoint } from './crash-point.js';
-import { readNewestSnapshot, removeOtherSnapshots, snapshotRevision, writeSnapshot } from './snapshot.js';
+import {
+  parseSnapshotFile,
+  readNewestSnapshot,
+  removeOtherSnapshots,
+  snapshotFileBytes,
+  snapshotRevision,
+  writeSnapshot,
+} from './snapshot.js';
 import {
   readSegment,
   segmentName,
@@ -46,6 +54,11 @@ export interface DurableStoreOptions {
   clock?: Clock;
   /** The engine's URL for logs. */
   url?: string;
+  /**
+   * A snapshot file (from etcd's `Snapshot` RPC, e.g. `etcdctl snapshot save`) to start from. The
+   * data directory must hold no data yet. Default: none.
+   */
+  restore?: string;
   /** Key and value limits of the engine. Default: the Store port's (the server lifts them). */
   limits?: KeyLimits;
 }
@@ -108,6 +121,7 @@ export class DurableStore {
     await lockDir(dataDir);
     try {
       await removeTemporaryFiles(dataDir, log);
+      if (options.restore !== undefined) await restoreInto(dataDir, options.restore, log);
       const memberId = await readMemberId(dataDir);
       // The journal is attached after recovery: replayed entries are not journaled again.
       const late: { wal?: Wal; self?: DurableStore } = {};
@@ -254,6 +268,18 @@ export class DurableStore {
     );
   }
 
+  /**
+   * The current state as a snapshot file (what etcd's `Snapshot` RPC streams): the same format as
+   * the snapshots in the data directory, restorable with `muster serve --restore FILE`.
+   */
+  async exportSnapshot(): Promise<Buffer> {
+    await this.store.headRevision();
+    const snap = this.store.snapshot();
+    return snapshotFileBytes({ ...snap, compactRevision: Math.max(snap.compactRevision, snap.revision) }, 1, {
+      etcdFraming: true,
+    });
+  }
+
   #maybeSnapshot(): void {
     if (this.#snapshotting !== undefined || this.#closed !== undefined) return;
     if (this.#wal.recordsInSegment < this.#snapshotRecords && this.#wal.bytesInSegment < this.#snapshotBytes)
@@ -351,7 +377,10 @@ async function removeTemporaryFiles(dir: string, log: Logger | undefined): Promi
     if (!n.endsWith(TEMP_SUFFIX)) return false;
     const base = n.slice(0, -TEMP_SUFFIX.length);
     return (
-      base === MEMBER_ID_FILE || segmentNumber(base) !== undefined || snapshotRevision(base) !== undefined
+      base === MEMBER_ID_FILE ||
+      base === ALARMS_FILE ||
+      segmentNumber(base) !== undefined ||
+      snapshotRevision(base) !== undefined
     );
   });
   for (const n of names) await rm(join(dir, n), { force: true });
@@ -394,4 +423,43 @@ const held = new Set<string>();
 async function unlockDir(dir: string): Promise<void> {
   if (!held.delete(dir)) return;
   await rm(join(dir, 'LOCK'), { force: true });
+}
+
+/**
+ * Puts the snapshot `file` into the empty data directory `dataDir` as its first snapshot (the log
+ * starts after it). Throws `MUSTER_INVALID_ARGUMENT` when the file cannot be read or the directory
+ * already holds data, and `MUSTER_CORRUPT_DATA` when the file is not an intact muster snapshot.
+ * The snapshot is written as every snapshot is (temporary file, fsync, rename, directory fsync): a
+ * crash leaves either no snapshot (restore again) or the restored one.
+ */
+async function restoreInto(dataDir: string, file: string, log: Logger | undefined): Promise<void> {
+  let buf: Buffer;
+  try {
+    buf = await readFile(file);
+  } catch (err) {
+    throw new MusterError(
+      'MUSTER_INVALID_ARGUMENT',
+      `cannot read the snapshot ${file}: ${(err as Error).message}`,
+      {
+        cause: err,
+        details: { file },
+      },
+    );
+  }
+  const { snapshot } = parseSnapshotFile(buf, file);
+  const held = (await readdir(dataDir)).filter(
+    (n) => segmentNumber(n) !== undefined || snapshotRevision(n) !== undefined,
+  );
+  if (held.length > 0) {
+    throw new MusterError(
+      'MUSTER_INVALID_ARGUMENT',
+      `--restore needs a new or empty data directory, and ${dataDir} already holds data (${held.slice(0, 3).join(', ')}); give another --data-dir or start without --restore`,
+      { details: { dataDir, file } },
+    );
+  }
+  await writeSnapshot(dataDir, snapshot, 1);
+  log?.info(
+    { file, revision: snapshot.revision, keys: snapshot.kvs.length },
+    `restored the snapshot ${file}`,
+  );
 }

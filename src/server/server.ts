@@ -12,6 +12,7 @@ import { invalidArgument, MusterError } from '../errors.js';
 import type { MemoryStore } from '../store/memory/memory-store.js';
 import { type Duration, toMillis } from '../util/duration.js';
 import { isLoopback, parseHostPort } from '../util/net.js';
+import { ALARM_NOSPACE, Alarms } from './alarms.js';
 import { DurableStore, type RecoveryReport } from './durable-store.js';
 import { authService, tokenGate } from './grpc/auth.js';
 import type { ServiceContext } from './grpc/context.js';
@@ -29,6 +30,8 @@ export const DEFAULT_DATA_DIR = 'muster-data';
 export const DEFAULT_MAX_REQUEST_BYTES = 1.5 * 1024 * 1024;
 /** etcd's default interval for `progress_notify` watchers (its `--experimental-watch-progress-notify-interval`). */
 export const DEFAULT_PROGRESS_NOTIFY_INTERVAL = '10m';
+/** How often the data size is compared with `quotaBackendBytes`. */
+export const QUOTA_CHECK_INTERVAL_MS = 1000;
 /** How long `close()` lets in-flight calls finish before cutting connections. */
 export const SHUTDOWN_GRACE_MS = 2000;
 
@@ -54,6 +57,13 @@ export interface ServerOptions {
   snapshotRecords?: number;
   /** Clock for lease expiry. Default: the system clock. */
   clock?: Clock;
+  /**
+   * etcd's `--quota-backend-bytes`: when the data directory grows past it, the `NOSPACE` alarm is
+   * raised and writes that add data are refused until it is disarmed. Default: 0, no quota.
+   */
+  quotaBackendBytes?: number;
+  /** A snapshot file (from the Snapshot RPC / `etcdctl snapshot save`) to restore into an empty data directory. */
+  restore?: string;
 }
 
 /** A running server. */
@@ -150,7 +160,15 @@ export async function startServer(options: ServerOptions = {}): Promise<MusterSe
     ...(log ? { logger: log } : {}),
     ...(options.snapshotRecords !== undefined ? { snapshotRecords: options.snapshotRecords } : {}),
     ...(options.clock ? { clock: options.clock } : {}),
+    ...(options.restore !== undefined ? { restore: options.restore } : {}),
   });
+  let alarms: Alarms;
+  try {
+    alarms = await Alarms.load(durable.dataDir);
+  } catch (err) {
+    await durable.close().catch(() => undefined);
+    throw err;
+  }
   const server = new Server({
     // etcd adds 512 KiB of gRPC overhead to its request limit.
     'grpc.max_receive_message_length': maxRequest + 512 * 1024,
@@ -174,7 +192,24 @@ export async function startServer(options: ServerOptions = {}): Promise<MusterSe
     streams,
     log,
     dbSize: () => dirSize(durable.dataDir),
+    alarms,
+    exportSnapshot: () => durable.exportSnapshot(),
   };
+  const quota = options.quotaBackendBytes ?? 0;
+  const quotaTimer =
+    quota > 0
+      ? setInterval(() => {
+          if (alarms.noSpace || dirSize(durable.dataDir) <= quota) return;
+          log?.warn(
+            { quotaBackendBytes: quota },
+            'the data passed --quota-backend-bytes; NOSPACE alarm raised',
+          );
+          alarms.activate(durable.memberId, ALARM_NOSPACE).catch((err: unknown) => {
+            log?.error({ err }, 'could not record the NOSPACE alarm');
+          });
+        }, QUOTA_CHECK_INTERVAL_MS)
+      : undefined;
+  quotaTimer?.unref();
   const services = etcdServices();
   server.addService(services.KV, kvService(ctx));
   server.addService(services.Watch, watchService(ctx));
@@ -224,6 +259,7 @@ export async function startServer(options: ServerOptions = {}): Promise<MusterSe
   let closing: Promise<void> | undefined;
   const close = (): Promise<void> => {
     closing ??= (async () => {
+      if (quotaTimer !== undefined) clearInterval(quotaTimer);
       for (const s of [...streams]) s.end();
       await new Promise<void>((resolve) => {
         const timer = setTimeout(() => {

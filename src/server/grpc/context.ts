@@ -11,6 +11,7 @@ import type {
 } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import type { MemoryStore } from '../../store/memory/memory-store.js';
+import type { Alarms } from '../alarms.js';
 import { toGrpcError } from './errors.js';
 
 /** etcd's `ResponseHeader` in loader object form. */
@@ -45,6 +46,10 @@ export interface ServiceContext {
   readonly log: Logger | undefined;
   /** Bytes used on disk (Status.dbSize). */
   dbSize(): number;
+  /** The raised alarms (durable). */
+  readonly alarms: Alarms;
+  /** The state as a snapshot file (the Snapshot RPC). */
+  exportSnapshot(): Promise<Buffer>;
 }
 
 /** The response header at `revision`. */

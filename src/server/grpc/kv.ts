@@ -105,6 +105,7 @@ export function kvService(ctx: ServiceContext): UntypedServiceImplementation {
   async function put(req: PutRequest): Promise<{ header: ResponseHeader; prev_kv: ProtoKeyValue | null }> {
     const key = decodeKey(req.key);
     if (key.length + req.value.length > ctx.maxRequestBytes) throw ETCD.tooLarge();
+    if (ctx.alarms.noSpace) throw ETCD.noSpace();
     const lease = leaseOf(req.lease);
     if (lease === undefined) throw ETCD.leaseNotFound();
     if (req.ignore_value || req.ignore_lease) return putIgnoring(key, req, lease);
@@ -151,6 +152,7 @@ export function kvService(ctx: ServiceContext): UntypedServiceImplementation {
     responses: Record<string, unknown>[];
   }> {
     if (txnBytes(req) > ctx.maxRequestBytes) throw ETCD.tooLarge();
+    if (ctx.alarms.noSpace && txnPuts(req)) throw ETCD.noSpace();
     if (needsTree(req)) return txnTree(req);
     const compares = req.compare.map(toCompare);
     const success = req.success.map(toOp);
@@ -209,6 +211,14 @@ function txnBytes(req: TxnRequest): number {
     }
   }
   return n;
+}
+
+/** True when a transaction may put a key (refused while NOSPACE is raised, as etcd does). */
+function txnPuts(req: TxnRequest): boolean {
+  for (const ops of [req.success, req.failure]) {
+    for (const o of ops) if (o.request_put || (o.request_txn && txnPuts(o.request_txn))) return true;
+  }
+  return false;
 }
 
 /** True when a transaction needs more than the Store port's `txn` (see the file comment). */

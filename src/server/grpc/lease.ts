@@ -23,6 +23,7 @@ export function leaseService(ctx: ServiceContext): UntypedServiceImplementation 
 
   async function grant(req: { TTL: string; ID: string }): Promise<Record<string, unknown>> {
     if (req.ID !== '0') throw ETCD.unsupported('choosing the lease ID');
+    if (ctx.alarms.noSpace) throw ETCD.noSpace();
     const requested = Number(req.TTL);
     if (requested > MAX_LEASE_TTL_SECONDS) throw ETCD.leaseTtlTooLarge();
     const g = await store.grantLease(Math.max(1, requested));

@@ -87,6 +87,11 @@ export class MemoryStore implements Store {
     return this.#log.head;
   }
 
+  /** History before this revision is gone (0: never compacted). */
+  get compactRevision(): number {
+    return this.#log.compacted;
+  }
+
   /** Number of live watchers. */
   get watcherCount(): number {
     return this.#hub.size;
