@@ -129,6 +129,7 @@ export class DurableStore {
         ...(options.clock ? { clock: options.clock } : {}),
         url: options.url ?? `muster-serve:${dataDir}`,
         ...(options.limits ? { limits: options.limits } : {}),
+        firstLeaseId: etcdLikeId(memberId),
         journal: {
           append: (entry: JournalEntry) => {
             late.wal?.append(entry);
@@ -462,4 +463,16 @@ async function restoreInto(dataDir: string, file: string, log: Logger | undefine
     { file, revision: snapshot.revision, keys: snapshot.kvs.length },
     `restored the snapshot ${file}`,
   );
+}
+
+/**
+ * A lease id as etcd makes them (its request-id generator): the member id's low 16 bits, then the
+ * start time in milliseconds (40 bits), then a count (8 bits), kept within int64. Ids then count up
+ * from it; they only have to be unique, which the log and snapshots keep them.
+ */
+export function etcdLikeId(memberId: string): bigint {
+  const member = BigInt(memberId) & 0xffffn;
+  const time = BigInt(Date.now()) & ((1n << 40n) - 1n);
+  const id = ((member << 48n) | (time << 8n)) & ((1n << 63n) - 1n);
+  return id === 0n ? 1n : id;
 }

@@ -122,6 +122,15 @@ function credentials(options: ServerOptions): ServerCredentials {
   }
 }
 
+/**
+ * The cluster id of a one-member cluster: derived from the member id (stable across restarts) but
+ * different from it, as etcd's are (clients and tools show both).
+ */
+export function clusterIdOf(memberId: string): string {
+  const id = BigInt.asUintN(64, BigInt(memberId) ^ 0x9e3779b97f4a7c15n);
+  return String(id === 0n ? 1n : id);
+}
+
 function dirSize(dir: string): number {
   let total = 0;
   for (const n of readdirSync(dir)) {
@@ -183,7 +192,7 @@ export async function startServer(options: ServerOptions = {}): Promise<MusterSe
     store: durable.store,
     auth: tokenGate(token),
     memberId: durable.memberId,
-    clusterId: durable.memberId,
+    clusterId: clusterIdOf(durable.memberId),
     get clientUrl() {
       return clientUrl;
     },

@@ -228,7 +228,7 @@ describe('muster serve over the etcd v3 API (etcd3 client)', () => {
       /duplicate key given in txn request/,
     );
     // Unimplemented RPCs answer at once.
-    await rejectsMatching(client.maintenance.defragment({}), /UNIMPLEMENTED|not implemented/i);
+    await rejectsMatching(client.maintenance.moveLeader({ targetID: '1' }), /UNIMPLEMENTED|not implemented/i);
     await rejectsMatching(client.user('someone').create('pw'), /UNIMPLEMENTED|not implemented/i);
     await rejectsMatching(
       client

@@ -61,6 +61,12 @@ export interface MemoryStoreOptions {
    * raises them to etcd's request limit (its keys are bytes, see src/server/grpc/convert.ts).
    */
   limits?: KeyLimits;
+  /**
+   * The first lease id a new engine grants (later ids count up from it; a restored engine continues
+   * from its snapshot and log). Default 1. The embedded server starts from a large, member-specific
+   * number, as etcd's ids look.
+   */
+  firstLeaseId?: bigint;
 }
 
 /** The in-process engine. Create with {@link openMemoryStore} or `openStore('memory:')`. */
@@ -80,6 +86,7 @@ export class MemoryStore implements Store {
     this.#parts = { index: this.#index, leases: this.#leases, log: this.#log };
     this.url = options.url ?? 'memory:';
     this.#limits = options.limits ?? PORT_LIMITS;
+    if (options.firstLeaseId !== undefined) this.#leases.nextId = options.firstLeaseId;
   }
 
   /** The current head revision (not waiting for durability). */
