@@ -46,6 +46,10 @@ export const CRASH_POINTS = [
   'alarms.tmp-synced',
   /** `alarms.json` renamed into place, before the directory fsync. */
   'alarms.renamed',
+  /** `auth.json.tmp` written and fsynced, before the rename (a user, role or permission change). */
+  'auth.tmp-synced',
+  /** `auth.json` renamed into place, before the directory fsync. */
+  'auth.renamed',
 ] as const;
 
 export type CrashPointName = (typeof CRASH_POINTS)[number];

@@ -15,6 +15,7 @@ import type { KeyLimits } from '../store/keys.js';
 import type { JournalEntry } from '../store/memory/journal.js';
 import { MemoryStore } from '../store/memory/memory-store.js';
 import { ALARMS_FILE } from './alarms.js';
+import { AUTH_FILE } from './auth-store.js';
 import { decodeEntry } from './codec.js';
 import { checkCrashPointSetting, crashPoint } from './crash-point.js';
 import {
@@ -380,6 +381,7 @@ async function removeTemporaryFiles(dir: string, log: Logger | undefined): Promi
     return (
       base === MEMBER_ID_FILE ||
       base === ALARMS_FILE ||
+      base === AUTH_FILE ||
       segmentNumber(base) !== undefined ||
       snapshotRevision(base) !== undefined
     );

@@ -13,8 +13,9 @@ import type { MemoryStore } from '../store/memory/memory-store.js';
 import { type Duration, toMillis } from '../util/duration.js';
 import { isLoopback, parseHostPort } from '../util/net.js';
 import { ALARM_NOSPACE, Alarms } from './alarms.js';
+import { AuthStore } from './auth-store.js';
 import { DurableStore, type RecoveryReport } from './durable-store.js';
-import { authService, tokenGate } from './grpc/auth.js';
+import { authGate, authService } from './grpc/auth.js';
 import type { ServiceContext } from './grpc/context.js';
 import { kvService } from './grpc/kv.js';
 import { leaseService } from './grpc/lease.js';
@@ -172,8 +173,10 @@ export async function startServer(options: ServerOptions = {}): Promise<MusterSe
     ...(options.restore !== undefined ? { restore: options.restore } : {}),
   });
   let alarms: Alarms;
+  let authStore: AuthStore;
   try {
     alarms = await Alarms.load(durable.dataDir);
+    authStore = await AuthStore.load(durable.dataDir);
   } catch (err) {
     await durable.close().catch(() => undefined);
     throw err;
@@ -190,7 +193,7 @@ export async function startServer(options: ServerOptions = {}): Promise<MusterSe
   let clientUrl = '';
   const ctx: ServiceContext = {
     store: durable.store,
-    auth: tokenGate(token),
+    auth: authGate(token, authStore),
     memberId: durable.memberId,
     clusterId: clusterIdOf(durable.memberId),
     get clientUrl() {
@@ -225,7 +228,7 @@ export async function startServer(options: ServerOptions = {}): Promise<MusterSe
   server.addService(services.Lease, leaseService(ctx));
   server.addService(services.Maintenance, maintenanceService(ctx));
   server.addService(services.Cluster, clusterService(ctx));
-  server.addService(services.Auth, authService(ctx));
+  server.addService(services.Auth, authService(ctx, authStore));
 
   let bound: number;
   try {

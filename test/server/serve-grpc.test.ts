@@ -229,7 +229,6 @@ describe('muster serve over the etcd v3 API (etcd3 client)', () => {
     );
     // Unimplemented RPCs answer at once.
     await rejectsMatching(client.maintenance.moveLeader({ targetID: '1' }), /UNIMPLEMENTED|not implemented/i);
-    await rejectsMatching(client.user('someone').create('pw'), /UNIMPLEMENTED|not implemented/i);
     await rejectsMatching(
       client
         .put('/huge')

@@ -24,6 +24,7 @@ import {
   type RangeLike,
   selectorOf,
 } from './convert.js';
+import { rangeOf } from './auth.js';
 import { ETCD } from './errors.js';
 
 interface RangeRequest extends RangeLike {
@@ -84,7 +85,15 @@ const RESULT_OPS: readonly CompareOp[] = ['=', '>', '<', '!='];
 export function kvService(ctx: ServiceContext): UntypedServiceImplementation {
   const store = ctx.store;
 
-  async function range(req: RangeRequest): Promise<RangeResponse> {
+  /** RBAC: `user` may read (write) the request's range (nothing to check without RBAC). */
+  const allow = (user: string | undefined, key: Buffer, end: Buffer | undefined, write: boolean): void => {
+    if (user === undefined) return;
+    const [k, e] = rangeOf(key, end);
+    ctx.auth.authorize(user, k, e, write);
+  };
+
+  async function range(req: RangeRequest, _call: unknown, user: string | undefined): Promise<RangeResponse> {
+    allow(user, req.key, req.range_end, false);
     const selector = selectorOf(req.key, req.range_end);
     const revision = Number(req.revision);
     const full = needsFullScan(req);
@@ -102,8 +111,14 @@ export function kvService(ctx: ServiceContext): UntypedServiceImplementation {
     return { header: header(ctx, head), kvs: kvs.map(kvOut), more, count: r.count };
   }
 
-  async function put(req: PutRequest): Promise<{ header: ResponseHeader; prev_kv: ProtoKeyValue | null }> {
+  async function put(
+    req: PutRequest,
+    _call: unknown,
+    user: string | undefined,
+  ): Promise<{ header: ResponseHeader; prev_kv: ProtoKeyValue | null }> {
     const key = decodeKey(req.key);
+    allow(user, req.key, undefined, true);
+    if (user !== undefined && req.prev_kv) allow(user, req.key, undefined, false);
     if (key.length + req.value.length > ctx.maxRequestBytes) throw ETCD.tooLarge();
     if (ctx.alarms.noSpace) throw ETCD.noSpace();
     const lease = leaseOf(req.lease);
@@ -141,16 +156,39 @@ export function kvService(ctx: ServiceContext): UntypedServiceImplementation {
 
   async function deleteRange(
     req: DeleteRangeRequest,
+    _call: unknown,
+    user: string | undefined,
   ): Promise<{ header: ResponseHeader; deleted: number; prev_kvs: ProtoKeyValue[] }> {
+    allow(user, req.key, req.range_end, true);
+    if (user !== undefined && req.prev_kv) allow(user, req.key, req.range_end, false);
     const r = await store.delete(selectorOf(req.key, req.range_end), { prevKv: req.prev_kv });
     return { header: header(ctx, r.revision), deleted: r.deleted, prev_kvs: r.prev.map(kvOut) };
   }
 
-  async function txn(req: TxnRequest): Promise<{
+  /** RBAC for a transaction, as etcd checks it: every compare and every operation of both branches. */
+  const allowTxn = (user: string, req: TxnRequest): void => {
+    for (const c of req.compare) allow(user, c.key, c.range_end, false);
+    for (const ops of [req.success, req.failure]) {
+      for (const o of ops) {
+        if (o.request_range) allow(user, o.request_range.key, o.request_range.range_end, false);
+        else if (o.request_put) allow(user, o.request_put.key, undefined, true);
+        else if (o.request_delete_range)
+          allow(user, o.request_delete_range.key, o.request_delete_range.range_end, true);
+        else if (o.request_txn) allowTxn(user, o.request_txn);
+      }
+    }
+  };
+
+  async function txn(
+    req: TxnRequest,
+    _call: unknown,
+    user: string | undefined,
+  ): Promise<{
     header: ResponseHeader;
     succeeded: boolean;
     responses: Record<string, unknown>[];
   }> {
+    if (user !== undefined) allowTxn(user, req);
     if (txnBytes(req) > ctx.maxRequestBytes) throw ETCD.tooLarge();
     if (ctx.alarms.noSpace && txnPuts(req)) throw ETCD.noSpace();
     if (needsTree(req)) return txnTree(req);
@@ -186,7 +224,12 @@ export function kvService(ctx: ServiceContext): UntypedServiceImplementation {
     return { header: h, succeeded: r.succeeded, responses: treeResponses(r.results, req, r.succeeded, h) };
   }
 
-  async function compact(req: { revision: string }): Promise<{ header: ResponseHeader }> {
+  async function compact(
+    req: { revision: string },
+    _call: unknown,
+    user: string | undefined,
+  ): Promise<{ header: ResponseHeader }> {
+    ctx.auth.requireRoot(user);
     await store.compact(Number(req.revision));
     return { header: header(ctx, await store.headRevision()) };
   }

@@ -42,11 +42,12 @@ export function maintenanceService(ctx: ServiceContext): UntypedServiceImplement
       isLearner: false,
     };
   }
-  async function alarm(req: {
-    action: number;
-    memberID: string;
-    alarm: number;
-  }): Promise<Record<string, unknown>> {
+  async function alarm(
+    req: { action: number; memberID: string; alarm: number },
+    _call: unknown,
+    user: string | undefined,
+  ): Promise<Record<string, unknown>> {
+    if (req.action !== ALARM_GET) ctx.auth.requireRoot(user);
     const member = req.memberID === '0' ? ctx.memberId : String(req.memberID);
     let alarms;
     switch (req.action) {
@@ -65,11 +66,21 @@ export function maintenanceService(ctx: ServiceContext): UntypedServiceImplement
     }
     return { header: header(ctx, ctx.store.revision), alarms };
   }
-  async function hash(): Promise<Record<string, unknown>> {
+  async function hash(
+    _req: unknown,
+    _call: unknown,
+    user: string | undefined,
+  ): Promise<Record<string, unknown>> {
+    ctx.auth.requireRoot(user);
     const rev = await ctx.store.headRevision();
     return { header: header(ctx, rev), hash: await kvHash(ctx, rev) };
   }
-  async function hashKv(req: { revision: string }): Promise<Record<string, unknown>> {
+  async function hashKv(
+    req: { revision: string },
+    _call: unknown,
+    user: string | undefined,
+  ): Promise<Record<string, unknown>> {
+    ctx.auth.requireRoot(user);
     const head = await ctx.store.headRevision();
     const rev = Number(req.revision) > 0 ? Number(req.revision) : head;
     return {
@@ -78,13 +89,18 @@ export function maintenanceService(ctx: ServiceContext): UntypedServiceImplement
       compact_revision: ctx.store.compactRevision,
     };
   }
-  async function defragment(): Promise<Record<string, unknown>> {
+  async function defragment(
+    _req: unknown,
+    _call: unknown,
+    user: string | undefined,
+  ): Promise<Record<string, unknown>> {
+    ctx.auth.requireRoot(user);
     ctx.log?.info('defragment requested: a no-op, the memory engine keeps no free pages to reclaim');
     return { header: header(ctx, ctx.store.revision) };
   }
   function snapshot(call: ServerWritableStream<unknown, unknown>): void {
     try {
-      ctx.auth.check(call.metadata);
+      ctx.auth.requireRoot(ctx.auth.check(call.metadata));
     } catch (err) {
       call.emit('error', toGrpcError(err));
       return;

@@ -13,6 +13,7 @@ import { isMusterError } from '../../errors.js';
 import type { MemoryWatch } from '../../store/memory/watch-hub.js';
 import type { Watch, WatchEvent } from '../../store/types.js';
 import { failStream, header, type ServiceContext } from './context.js';
+import { rangeOf } from './auth.js';
 import { kvOut, selectorOf } from './convert.js';
 import { ETCD, toGrpcError } from './errors.js';
 
@@ -64,13 +65,14 @@ interface Watcher {
 export function watchService(ctx: ServiceContext): UntypedServiceImplementation {
   return {
     Watch: (call: ServerDuplexStream<WatchRequest, unknown>) => {
+      let user: string | undefined;
       try {
-        ctx.auth.check(call.metadata);
+        user = ctx.auth.check(call.metadata);
       } catch (err) {
         failStream(call, err);
         return;
       }
-      new WatchStream(ctx, call).start();
+      new WatchStream(ctx, call, user).start();
     },
   };
 }
@@ -84,9 +86,17 @@ class WatchStream {
   #ended = false;
   readonly #handle = { end: (): void => this.#end(true) };
 
-  constructor(ctx: ServiceContext, call: ServerDuplexStream<WatchRequest, unknown>) {
+  /** The RBAC user whose read permissions each watcher needs (undefined: anything goes). */
+  readonly #user: string | undefined;
+
+  constructor(
+    ctx: ServiceContext,
+    call: ServerDuplexStream<WatchRequest, unknown>,
+    user: string | undefined,
+  ) {
     this.#ctx = ctx;
     this.#call = call;
+    this.#user = user;
   }
 
   start(): void {
@@ -117,6 +127,10 @@ class WatchStream {
 
   #create(req: CreateRequest): void {
     const selector = selectorOf(req.key, req.range_end);
+    if (this.#user !== undefined) {
+      const [k, e] = rangeOf(req.key, req.range_end);
+      this.#ctx.auth.authorize(this.#user, k, e, false);
+    }
     let id = Number(req.watch_id);
     if (id > 0) {
       if (this.#watchers.has(id)) throw ETCD.invalid(`watch id ${id} is already in use on this stream`);
