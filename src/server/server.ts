@@ -12,6 +12,13 @@ import { invalidArgument, MusterError } from '../errors.js';
 import type { MemoryStore } from '../store/memory/memory-store.js';
 import { type Duration, toMillis } from '../util/duration.js';
 import { isLoopback, parseHostPort } from '../util/net.js';
+import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { createServer as createNetServer, type Socket } from 'node:net';
+import { NO_LEASE } from '../store/types.js';
+import { gatewayHandler } from './gateway.js';
+import { header } from './grpc/context.js';
+import { leaseOf as leaseOfWire } from './grpc/convert.js';
+import { ETCD } from './grpc/errors.js';
 import { ALARM_NOSPACE, Alarms } from './alarms.js';
 import { AuthStore } from './auth-store.js';
 import { DurableStore, type RecoveryReport } from './durable-store.js';
@@ -132,6 +139,62 @@ export function clusterIdOf(memberId: string): string {
   return String(id === 0n ? 1n : id);
 }
 
+/** The client port shared by gRPC and the HTTP/JSON gateway. */
+interface FrontServer {
+  readonly port: number;
+  close(): void;
+}
+
+/** The HTTP/2 connection preface every gRPC client sends first. */
+const H2_PREFACE = Buffer.from('PRI * HTTP/2.0\r\n');
+
+/**
+ * Listens on `host:port` and hands each connection, by its first bytes, to gRPC (the HTTP/2
+ * preface; handed over through the injector, so gRPC traffic is not proxied) or to the gateway.
+ */
+function listenFront(
+  host: string,
+  port: number,
+  injector: { injectConnection(socket: Socket): void },
+  gateway: (req: IncomingMessage, res: ServerResponse) => void,
+): Promise<FrontServer> {
+  const http1 = createHttpServer(gateway);
+  const sockets = new Set<Socket>();
+  const tcp = createNetServer((socket) => {
+    sockets.add(socket);
+    socket.once('close', () => sockets.delete(socket));
+    const decide = (chunk: Buffer): void => {
+      socket.pause();
+      socket.unshift(chunk);
+      const n = Math.min(chunk.length, H2_PREFACE.length);
+      // HTTP/2 reads the bytes already buffered on the next tick (the socket stays paused: the
+      // session reads the native handle); the HTTP/1.1 parser reads them once the socket flows.
+      if (chunk.subarray(0, n).equals(H2_PREFACE.subarray(0, n))) injector.injectConnection(socket);
+      else {
+        http1.emit('connection', socket);
+        socket.resume();
+      }
+    };
+    socket.once('data', decide);
+    socket.on('error', () => undefined);
+  });
+  return new Promise((resolve, reject) => {
+    tcp.once('error', reject);
+    tcp.listen(port, host, () => {
+      tcp.off('error', reject);
+      const address = tcp.address();
+      resolve({
+        port: typeof address === 'object' && address !== null ? address.port : port,
+        close: () => {
+          tcp.close();
+          http1.close();
+          for (const s of sockets) if (!s.destroyed && s.listenerCount('data') === 0) s.destroy();
+        },
+      });
+    });
+  });
+}
+
 function dirSize(dir: string): number {
   let total = 0;
   for (const n of readdirSync(dir)) {
@@ -223,19 +286,41 @@ export async function startServer(options: ServerOptions = {}): Promise<MusterSe
       : undefined;
   quotaTimer?.unref();
   const services = etcdServices();
-  server.addService(services.KV, kvService(ctx));
-  server.addService(services.Watch, watchService(ctx));
-  server.addService(services.Lease, leaseService(ctx));
-  server.addService(services.Maintenance, maintenanceService(ctx));
-  server.addService(services.Cluster, clusterService(ctx));
-  server.addService(services.Auth, authService(ctx, authStore));
+  const impls = {
+    KV: kvService(ctx),
+    Watch: watchService(ctx),
+    Lease: leaseService(ctx),
+    Maintenance: maintenanceService(ctx),
+    Cluster: clusterService(ctx),
+    Auth: authService(ctx, authStore),
+  };
+  for (const name of Object.keys(impls) as (keyof typeof impls)[])
+    server.addService(services[name], impls[name]);
 
   let bound: number;
+  let front: FrontServer | undefined;
   try {
-    bound = await new Promise<number>((resolve, reject) => {
-      const target = host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
-      server.bindAsync(target, creds, (err, p) => (err ? reject(err) : resolve(p)));
-    });
+    if (tls) {
+      // TLS: gRPC only (the gateway would need ALPN on the TLS handshake to share the port).
+      bound = await new Promise<number>((resolve, reject) => {
+        const target = host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
+        server.bindAsync(target, creds, (err, p) => (err ? reject(err) : resolve(p)));
+      });
+    } else {
+      front = await listenFront(
+        host,
+        port,
+        server.createConnectionInjector(creds),
+        gatewayHandler(services, impls, async (id, md) => {
+          ctx.auth.check(md);
+          const lease = leaseOfWire(id);
+          if (lease === undefined || lease === NO_LEASE) throw ETCD.leaseNotFound();
+          const ttl = await durable.store.keepAlive(lease);
+          return { header: header(ctx, durable.store.revision), ID: lease, TTL: String(ttl) };
+        }),
+      );
+      bound = front.port;
+    }
   } catch (err) {
     await durable.close().catch(() => undefined);
     const message = (err as Error).message;
@@ -272,6 +357,7 @@ export async function startServer(options: ServerOptions = {}): Promise<MusterSe
   const close = (): Promise<void> => {
     closing ??= (async () => {
       if (quotaTimer !== undefined) clearInterval(quotaTimer);
+      front?.close();
       for (const s of [...streams]) s.end();
       await new Promise<void>((resolve) => {
         const timer = setTimeout(() => {
