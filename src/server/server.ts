@@ -160,7 +160,8 @@ function listenFront(
 ): Promise<FrontServer> {
   const http1 = createHttpServer(gateway);
   const sockets = new Set<Socket>();
-  const tcp = createNetServer((socket) => {
+  // TCP_NODELAY, as Go (etcd) sets it on every connection: a small gRPC response is not held back.
+  const tcp = createNetServer({ noDelay: true }, (socket) => {
     sockets.add(socket);
     socket.once('close', () => sockets.delete(socket));
     const decide = (chunk: Buffer): void => {
