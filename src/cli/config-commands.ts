@@ -16,10 +16,23 @@ import {
   Timeline,
   timelineOf,
 } from '../config/index.js';
+import { registerRelayMetrics } from '../config/internal.js';
+import { runDaemon } from '../daemon/index.js';
 import { invalidArgument, MusterError } from '../errors.js';
+import { openStore } from '../store/index.js';
 import type { Store } from '../store/types.js';
 import { formatDuration } from '../util/duration.js';
-import { jsonOption, printJson, printTable, storeOption, withStore } from './common.js';
+import {
+  addDaemonOptions,
+  type DaemonFlags,
+  daemonOptionsFrom,
+  jsonOption,
+  printJson,
+  printTable,
+  runUntilStopped,
+  storeOption,
+  withStore,
+} from './common.js';
 
 interface StoreOpts {
   store: string;
@@ -219,56 +232,55 @@ export function registerConfigCommands(program: Command): void {
           opts.json === true
             ? out(JSON.stringify({ time: iso(Date.now()), event, ...fields }))
             : out(`${iso(Date.now())}  ${text}`);
-        const stop = new AbortController();
-        const onSignal = (): void => stop.abort();
-        process.once('SIGINT', onSignal);
-        process.once('SIGTERM', onSignal);
-        const h = openConfig(store, name, { signal: stop.signal });
-        h.on('version', ({ version: v, cancelled }) =>
-          emit(
-            cancelled ? 'cancelled' : 'version',
-            { version: v.version, activateAt: v.activateAt },
-            `${cancelled ? 'cancelled' : 'received'} version ${v.version} (activates ${iso(v.activateAt)})`,
-          ),
-        );
-        h.on('switch', (s) =>
-          emit(
-            'switch',
-            { version: s.version.version, latenessMs: s.latenessMs },
-            `switched to version ${s.version.version} (${s.latenessMs.toFixed(1)} ms after its instant)`,
-          ),
-        );
-        h.on('invalid', (e) =>
-          emit(
-            'invalid',
-            { key: e.key, error: e.error.toJSON() },
-            `ignored ${e.key}: ${e.error.code}: ${e.error.message}`,
-          ),
-        );
-        await h.ready();
-        const cur = safeCurrent(() => h.current());
-        emit(
-          'ready',
-          { version: cur?.version ?? null },
-          `watching '${name}'; in force: ${cur === undefined ? 'none' : `version ${cur.version}`}`,
-        );
-        let lastState = h.state;
-        while (!stop.signal.aborted) {
-          await sleep(100, stop.signal);
-          if (h.state !== lastState && h.state !== 'closed') {
-            lastState = h.state;
-            emit(
-              'state',
-              { state: lastState },
-              lastState === 'stale'
-                ? 'STALE: cannot verify the configuration; tasks would be refused'
-                : 'fresh again',
+        await runUntilStopped('config-watch', async (signal) => {
+          const h = openConfig(store, name, { signal });
+          try {
+            h.on('version', ({ version: v, cancelled }) =>
+              emit(
+                cancelled ? 'cancelled' : 'version',
+                { version: v.version, activateAt: v.activateAt },
+                `${cancelled ? 'cancelled' : 'received'} version ${v.version} (activates ${iso(v.activateAt)})`,
+              ),
             );
+            h.on('switch', (s) =>
+              emit(
+                'switch',
+                { version: s.version.version, latenessMs: s.latenessMs },
+                `switched to version ${s.version.version} (${s.latenessMs.toFixed(1)} ms after its instant)`,
+              ),
+            );
+            h.on('invalid', (e) =>
+              emit(
+                'invalid',
+                { key: e.key, error: e.error.toJSON() },
+                `ignored ${e.key}: ${e.error.code}: ${e.error.message}`,
+              ),
+            );
+            await h.ready();
+            const cur = safeCurrent(() => h.current());
+            emit(
+              'ready',
+              { version: cur?.version ?? null },
+              `watching '${name}'; in force: ${cur === undefined ? 'none' : `version ${cur.version}`}`,
+            );
+            let lastState = h.state;
+            while (!signal.aborted) {
+              await sleep(100, signal);
+              if (h.state !== lastState && h.state !== 'closed') {
+                lastState = h.state;
+                emit(
+                  'state',
+                  { state: lastState },
+                  lastState === 'stale'
+                    ? 'STALE: cannot verify the configuration; tasks would be refused'
+                    : 'fresh again',
+                );
+              }
+            }
+          } finally {
+            await h.close();
           }
-        }
-        process.off('SIGINT', onSignal);
-        process.off('SIGTERM', onSignal);
-        await h.close();
+        });
       });
     });
 }
@@ -279,8 +291,8 @@ export function registerConfigCommands(program: Command): void {
  * until SIGINT or SIGTERM; then closes the socket and removes the tables.
  */
 function registerRelayCommand(config: Command): void {
-  config
-    .command('relay')
+  const relay = config.command('relay');
+  relay
     .description(
       "serve this host's processes over a local socket: one watch on the store for all of them, " +
         'and a shared table they read without waking (Ctrl-C to stop)',
@@ -290,14 +302,22 @@ function registerRelayCommand(config: Command): void {
     .option('--no-tables', 'no shared tables: processes get proofs pushed on the socket instead')
     .addOption(storeOption())
     .addOption(jsonOption())
-    .action(async (opts: StoreOpts & { listen: string; maxStaleness: string; tables: boolean }) => {
-      await withStore(opts.store, async (store) => {
-        const relay = await ConfigRelay.start({
-          store,
-          listen: opts.listen,
-          maxStaleness: opts.maxStaleness,
-          tables: opts.tables,
-        });
+    .action(async (opts: RelayFlags) => {
+      const daemon = await runDaemon(daemonOptionsFrom('relay', opts), async (ctx) => {
+        const store = await openStore(opts.store);
+        let relay: ConfigRelay;
+        try {
+          relay = await ConfigRelay.start({
+            store,
+            listen: opts.listen,
+            maxStaleness: opts.maxStaleness,
+            tables: opts.tables,
+          });
+        } catch (err) {
+          await store.close();
+          throw err;
+        }
+        registerRelayMetrics(ctx.metrics, relay);
         const tables = relay.tables;
         if (opts.json === true)
           out(
@@ -306,44 +326,56 @@ function registerRelayCommand(config: Command): void {
               event: 'listening',
               socket: relay.address,
               tables: tables ?? null,
+              admin: ctx.admin.url,
             }),
           );
-        else
+        else {
           out(
             `relay listening on ${relay.address}${tables === undefined ? ' (no shared tables)' : `, shared tables in ${tables}`}`,
           );
-        const stop = new AbortController();
-        const onSignal = (): void => stop.abort();
-        process.once('SIGINT', onSignal);
-        process.once('SIGTERM', onSignal);
-        await new Promise<void>((resolve) =>
-          stop.signal.addEventListener('abort', () => resolve(), { once: true }),
-        );
-        process.off('SIGINT', onSignal);
-        process.off('SIGTERM', onSignal);
-        await relay.close();
-        if (opts.json === true) out(JSON.stringify({ time: iso(Date.now()), event: 'closed' }));
-        else out('relay closed');
+          out(`relay admin on ${ctx.admin.url} (/metrics, /healthz, /v1/status)`);
+        }
+        return {
+          status: () => relay.stats(),
+          stop: async () => {
+            try {
+              await relay.close();
+            } finally {
+              await store.close();
+            }
+          },
+        };
       });
+      if ((await daemon.done) !== 0) return;
+      if (opts.json === true) out(JSON.stringify({ time: iso(Date.now()), event: 'closed' }));
+      else out('relay closed');
     });
+  addDaemonOptions(relay);
+}
+
+interface RelayFlags extends StoreOpts, DaemonFlags {
+  listen: string;
+  maxStaleness: string;
+  tables: boolean;
 }
 
 async function liveTimeline(store: Store, name: string): Promise<void> {
   await readConfig(store, name);
-  const stop = new AbortController();
-  const onSignal = (): void => stop.abort();
-  process.once('SIGINT', onSignal);
-  const h = openConfig(store, name, { signal: stop.signal });
-  await h.ready();
-  while (!stop.signal.aborted) {
-    const versions = (await readConfig(store, name)).versions;
-    process.stdout.write('\x1b[H\x1b[2J');
-    printTimeline(name, versions);
-    out(`\n${h.state === 'fresh' ? 'live' : h.state.toUpperCase()} — Ctrl-C to stop`);
-    await sleep(1000, stop.signal);
-  }
-  process.off('SIGINT', onSignal);
-  await h.close();
+  await runUntilStopped('config-timeline', async (signal) => {
+    const h = openConfig(store, name, { signal });
+    try {
+      await h.ready();
+      while (!signal.aborted) {
+        const versions = (await readConfig(store, name)).versions;
+        process.stdout.write('\x1b[H\x1b[2J');
+        printTimeline(name, versions);
+        out(`\n${h.state === 'fresh' ? 'live' : h.state.toUpperCase()} — Ctrl-C to stop`);
+        await sleep(1000, signal);
+      }
+    } finally {
+      await h.close();
+    }
+  });
 }
 
 function printTimeline(name: string, versions: readonly ConfigVersion[]): void {

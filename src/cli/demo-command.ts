@@ -1,8 +1,10 @@
 /** `muster demo`: the whole system on the embedded default, in one command. */
 import type { Command } from 'commander';
 import { runConfigDemo } from '../demo/config-demo.js';
-import { invalidArgument, MusterError } from '../errors.js';
+import { signalExitCode } from '../daemon/index.js';
+import { invalidArgument, isMusterError, MusterError } from '../errors.js';
 import { toMillis } from '../util/duration.js';
+import { runUntilStopped } from './common.js';
 
 export function registerDemoCommand(program: Command): void {
   program
@@ -24,13 +26,29 @@ export function registerDemoCommand(program: Command): void {
         if (opts.engine !== 'serve' && opts.engine !== 'etcd') {
           throw invalidArgument(`--engine must be serve or etcd, got '${opts.engine}'`);
         }
-        const result = await runConfigDemo({
-          workers: Number(opts.workers),
-          leadMs: toMillis(opts.lead, '--lead'),
-          ...(opts.pause === undefined ? {} : { pauseMs: toMillis(opts.pause, '--pause') }),
-          ...(opts.store === undefined ? {} : { store: opts.store }),
-          engine: opts.engine,
+        const engine = opts.engine;
+        let result: Awaited<ReturnType<typeof runConfigDemo>> | undefined;
+        // On the daemon runtime's signal rules: Ctrl-C stops the workers and the store, then exits
+        // 130; a second Ctrl-C forces the exit.
+        await runUntilStopped('demo', async (signal) => {
+          try {
+            result = await runConfigDemo({
+              workers: Number(opts.workers),
+              leadMs: toMillis(opts.lead, '--lead'),
+              ...(opts.pause === undefined ? {} : { pauseMs: toMillis(opts.pause, '--pause') }),
+              ...(opts.store === undefined ? {} : { store: opts.store }),
+              engine,
+              signal,
+            });
+          } catch (err) {
+            if (!(signal.aborted && isMusterError(err, 'MUSTER_ABORTED'))) throw err;
+          }
         });
+        if (result === undefined) {
+          process.stdout.write('muster demo: interrupted; workers stopped, store closed\n');
+          process.exitCode = signalExitCode('SIGINT');
+          return;
+        }
         if (result.wrongVersion > 0 || result.ranWhileUnverifiable > 0) {
           throw new MusterError(
             'MUSTER_INTERNAL',

@@ -1,9 +1,10 @@
 /** `muster serve`: the embedded default store (see docs/serve.md). */
 import { type Command, InvalidArgumentError, Option } from 'commander';
-import { pino } from 'pino';
+import { runDaemon } from '../daemon/index.js';
+import { addDaemonOptions, type DaemonFlags, daemonOptionsFrom } from './common.js';
 
 export function registerServeCommand(program: Command): void {
-  program
+  const command = program
     .command('serve')
     .description(
       'run the embedded store: durable, single-node, speaking the etcd v3 API (clients use etcd://HOST:PORT)',
@@ -47,17 +48,13 @@ export function registerServeCommand(program: Command): void {
         .default('0')
         .argParser(nonNegativeInt),
     )
-    .addOption(
-      new Option('--log-level <level>', 'log level of the JSON logs on stderr')
-        .choices(['debug', 'info', 'warn', 'error', 'silent'])
-        .default('info'),
-    )
     .action(async (opts: ServeFlags) => {
       await serve(opts);
     });
+  addDaemonOptions(command);
 }
 
-interface ServeFlags {
+interface ServeFlags extends DaemonFlags {
   dataDir: string;
   listen: string;
   tokenFile?: string;
@@ -67,7 +64,6 @@ interface ServeFlags {
   snapshotRecords: string | number;
   restore?: string;
   quotaBackendBytes: string | number;
-  logLevel: string;
 }
 
 function nonNegativeInt(value: string): number {
@@ -82,28 +78,40 @@ function positiveInt(value: string): number {
   return n;
 }
 
-/** Runs until SIGINT or SIGTERM, then flushes, snapshots and exits 0. */
+/**
+ * Runs on the daemon runtime (docs/daemon.md): until SIGINT or SIGTERM, then flushes, snapshots and
+ * exits 0; a second signal or the shutdown timeout forces the stop.
+ */
 async function serve(opts: ServeFlags): Promise<void> {
   const { startServer } = await import('../server/index.js');
-  const logger = pino({ level: opts.logLevel }, pino.destination(2));
-  const server = await startServer({
-    dataDir: opts.dataDir,
-    listen: opts.listen,
-    ...(opts.tokenFile !== undefined ? { tokenFile: opts.tokenFile } : {}),
-    ...(opts.cert !== undefined ? { cert: opts.cert } : {}),
-    ...(opts.key !== undefined ? { key: opts.key } : {}),
-    progressNotifyInterval: opts.progressNotifyInterval,
-    snapshotRecords: Number(opts.snapshotRecords),
-    ...(opts.restore !== undefined ? { restore: opts.restore } : {}),
-    quotaBackendBytes: Number(opts.quotaBackendBytes),
-    logger,
+  const daemon = await runDaemon(daemonOptionsFrom('serve', opts), async (ctx) => {
+    const server = await startServer({
+      dataDir: opts.dataDir,
+      listen: opts.listen,
+      ...(opts.tokenFile !== undefined ? { tokenFile: opts.tokenFile } : {}),
+      ...(opts.cert !== undefined ? { cert: opts.cert } : {}),
+      ...(opts.key !== undefined ? { key: opts.key } : {}),
+      progressNotifyInterval: opts.progressNotifyInterval,
+      snapshotRecords: Number(opts.snapshotRecords),
+      ...(opts.restore !== undefined ? { restore: opts.restore } : {}),
+      quotaBackendBytes: Number(opts.quotaBackendBytes),
+      logger: ctx.log,
+      metrics: ctx.metrics,
+    });
+    process.stdout.write(`muster serve: listening on ${server.url} (data in ${server.dataDir})\n`);
+    process.stdout.write(`muster serve: admin on ${ctx.admin.url} (/metrics, /healthz, /v1/status)\n`);
+    return {
+      status: () => ({
+        url: server.url,
+        dataDir: server.dataDir,
+        revision: server.store.revision,
+        recovery: server.recovery,
+      }),
+      // Ends streams, lets calls finish (2 s), flushes the log and writes a snapshot; a forced
+      // stop gets no more than that: the runtime exits after its force timeout.
+      stop: () => server.close(),
+    };
   });
-  process.stdout.write(`muster serve: listening on ${server.url} (data in ${server.dataDir})\n`);
-  const signal = await new Promise<NodeJS.Signals>((resolve) => {
-    process.once('SIGINT', () => resolve('SIGINT'));
-    process.once('SIGTERM', () => resolve('SIGTERM'));
-  });
-  logger.info({ signal }, 'stopping');
-  await server.close();
-  process.stdout.write('muster serve: stopped\n');
+  const code = await daemon.done;
+  if (code === 0) process.stdout.write('muster serve: stopped\n');
 }

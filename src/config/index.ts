@@ -47,5 +47,5 @@ export {
   type VersionViolation,
   type HistoryReport,
 } from './checker.js';
-export { ConfigRelay, type ConfigRelayOptions, RELAY_LOG_BATCHES } from './relay.js';
+export { ConfigRelay, type ConfigRelayOptions, type RelayStats, RELAY_LOG_BATCHES } from './relay.js';
 export { RelayClient, type RelayClientOptions, DEFAULT_HELLO_TIMEOUT_MS } from './relay-client.js';

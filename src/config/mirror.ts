@@ -22,7 +22,16 @@
  */
 import type { Clock, TimerHandle } from '../clock.js';
 import { isMusterError } from '../errors.js';
-import type { KeyValue, Store, WatchBatch, WatchEvent, WatchOptions } from '../store/types.js';
+import {
+  type KeyValue,
+  type Store,
+  type WatchBatch,
+  type WatchedChange,
+  type WatchedPrefix,
+  type WatchEvent,
+  type WatchOptions,
+  watchPrefix,
+} from '../store/index.js';
 import { hostMonotonicMs } from '../util/host-clock.js';
 import { Freshness } from './freshness.js';
 
@@ -75,8 +84,13 @@ export interface ConfigSource extends Pick<Store, 'range' | 'headRevision'> {
 /** Pushed proofs are asked for every maxStaleness/3 (see the mirror's push deadline). */
 export const PUSH_PERIOD_FRACTION = 1 / 3;
 
-/** Pause before listing again after the watch fails: 100 ms, short because staleness is ticking. */
+/**
+ * Pause before listing again after the watch fails: 100 ms, doubling to {@link MAX_RETRY_DELAY_MS}
+ * (with the watched view's jitter) — short because staleness is ticking.
+ */
 export const DEFAULT_RETRY_DELAY_MS = 100;
+/** 1 s: the cap of the re-list back-off; a mirror re-lists within about a second of the store's return. */
+export const MAX_RETRY_DELAY_MS = 1000;
 
 export interface MirrorHooks {
   /** The prefix was (re)listed: `kvs` replaces everything. */
@@ -109,7 +123,7 @@ export class PrefixMirror {
   readonly #s: MirrorSettings;
   readonly #closer = new AbortController();
   readonly #mods = new Map<string, number>();
-  #watch: MirrorWatch | undefined;
+  readonly #watched: WatchedPrefix<MirrorBatch, MirrorWatchOptions>;
   /** True once the current watch has delivered a pushed proof: periodic reads may then be skipped. */
   #pushed = false;
   #tick: TimerHandle | undefined;
@@ -124,7 +138,6 @@ export class PrefixMirror {
   #listed!: () => void;
   /** Resolves after the first successful list. */
   readonly listed: Promise<void>;
-  readonly #loop: Promise<void>;
 
   constructor(source: ConfigSource, prefix: string, hooks: MirrorHooks, settings: MirrorSettings) {
     this.prefix = prefix;
@@ -132,7 +145,22 @@ export class PrefixMirror {
     this.#hooks = hooks;
     this.#s = settings;
     this.listed = new Promise((resolve) => (this.#listed = resolve));
-    this.#loop = this.#run();
+    // The list-then-watch loop is the store's watched view; the mirror adds the freshness proofs.
+    // Nothing is fatal to a mirror (a relay's source may come back): it re-lists until closed, and
+    // staleness refuses work meanwhile.
+    this.#watched = watchPrefix<MirrorBatch, MirrorWatchOptions>(source, prefix, {
+      clock: settings.clock,
+      backoff: { initial: DEFAULT_RETRY_DELAY_MS, max: MAX_RETRY_DELAY_MS },
+      isFatal: () => false,
+      listTimeoutMs: () => this.#s.maxStalenessMs(),
+      watchOptions: () => ({ proofEveryMs: this.#s.maxStalenessMs() * PUSH_PERIOD_FRACTION }),
+      onChange: (change) => this.#change(change),
+      onRetry: (err) => {
+        this.#pushed = false;
+        this.fresh.streamLost();
+        if (err !== undefined && !isMusterError(err, 'MUSTER_ABORTED')) this.#hooks.onError(err);
+      },
+    });
     this.#armTick();
   }
 
@@ -162,9 +190,13 @@ export class PrefixMirror {
     this.#closer.abort();
     if (this.#tick !== undefined) this.#s.clock.clearTimeout(this.#tick);
     if (this.#roundTimer !== undefined) this.#s.clock.clearTimeout(this.#roundTimer);
-    this.#watch?.close();
     for (const w of this.#waiters.splice(0)) w.resolve();
-    await this.#loop;
+    await this.#watched[Symbol.asyncDispose]();
+  }
+
+  /** The live watch (while the watched view is watching). */
+  get #watch(): MirrorWatch | undefined {
+    return this.#watched.watch;
   }
 
   // ---- verification ------------------------------------------------------------------------------
@@ -220,7 +252,7 @@ export class PrefixMirror {
     );
     if (this.#watch !== undefined && now - waiting > s) {
       this.fresh.streamLost();
-      this.#watch.close(); // silently dead: the loop lists again
+      this.#watched.restart(); // silently dead: the watched view lists again
     }
     if (this.#watch !== undefined && this.#source.relayed !== true && this.fresh.requestProgress(now)) {
       this.#watch.requestProgress();
@@ -354,40 +386,18 @@ export class PrefixMirror {
     return events.sort((a, b) => a.kv.modRevision - b.kv.modRevision);
   }
 
-  async #run(): Promise<void> {
-    while (!this.closed) {
-      try {
-        const sent = this.#s.clock.monotonic();
-        const r = await this.#withTimeout(this.#s.maxStalenessMs(), (signal) =>
-          this.#source.range(this.prefix, { signal }),
-        );
-        if (this.closed) return;
-        this.#mods.clear();
-        for (const kv of r.kvs) this.#mods.set(kv.key, kv.modRevision);
-        this.#hooks.onReset(r.kvs, r.revision);
-        this.fresh.listed(r.revision, sent);
-        this.#listed();
-        this.#verified();
-        const watch = this.#source.watch(this.prefix, {
-          fromRevision: r.revision + 1,
-          proofEveryMs: this.#s.maxStalenessMs() * PUSH_PERIOD_FRACTION,
-        });
-        this.#watch = watch;
-        if (this.closed) watch.close();
-        for await (const batch of watch) {
-          this.#take(batch);
-          this.#verified();
-        }
-      } catch (err) {
-        if (this.closed) return;
-        if (!isMusterError(err, 'MUSTER_ABORTED')) this.#hooks.onError(err);
-      } finally {
-        this.#watch = undefined;
-        this.#pushed = false;
-        this.fresh.streamLost();
-      }
-      if (this.closed) return;
-      await this.#s.clock.sleep(DEFAULT_RETRY_DELAY_MS, this.#closer.signal).catch(() => undefined);
+  /** One change of the watched view: a listing replaces the mirror, batches go through {@link #take}. */
+  #change(change: WatchedChange<MirrorBatch>): void {
+    if (this.closed) return;
+    if (change.type === 'reset') {
+      this.#mods.clear();
+      for (const kv of change.kvs) this.#mods.set(kv.key, kv.modRevision);
+      this.#hooks.onReset(change.kvs, change.revision);
+      this.fresh.listed(change.revision, change.sentAt);
+      this.#listed();
+    } else {
+      this.#take(change);
     }
+    this.#verified();
   }
 }

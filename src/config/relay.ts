@@ -281,6 +281,28 @@ export class ConfigRelay {
     return this.#tableDir;
   }
 
+  /** What the relay holds now, for metrics and status (cheap: sizes and one pass over the keys). */
+  stats(): RelayStats {
+    const now = this.#clock.monotonic();
+    return {
+      clients: this.#conns.size,
+      prefixes: [...this.#prefixes.values()].map((p) => {
+        const versions = `${p.prefix}versions/`;
+        let n = 0;
+        for (const key of p.kvs.keys()) if (key.startsWith(versions)) n++;
+        const verified = p.mirror.fresh.verifiedMono;
+        return {
+          prefix: p.prefix,
+          keys: p.kvs.size,
+          versions: n,
+          revision: p.mirror.fresh.applied,
+          proofAgeMs: verified === -Infinity ? undefined : Math.max(0, now - verified),
+          watchers: p.watchers.size,
+        };
+      }),
+    };
+  }
+
   /** Listens on `options.listen` and serves until closed. */
   static async start(options: ConfigRelayOptions): Promise<ConfigRelay> {
     const settings = relaySettings(options); // bad input throws before anything is opened
@@ -434,6 +456,22 @@ export class ConfigRelay {
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
   }
+}
+
+/** {@link ConfigRelay.stats}: the relay's clients and, per relayed prefix, what it holds. */
+export interface RelayStats {
+  readonly clients: number;
+  readonly prefixes: readonly {
+    readonly prefix: string;
+    readonly keys: number;
+    /** Keys under `<prefix>versions/`: configuration versions, for a configuration's prefix. */
+    readonly versions: number;
+    /** Revision up to which the relay has applied every event. */
+    readonly revision: number;
+    /** Time since the relay last proved it holds everything; `undefined` before its first proof. */
+    readonly proofAgeMs: number | undefined;
+    readonly watchers: number;
+  }[];
 }
 
 interface RelaySettings {

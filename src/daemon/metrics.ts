@@ -14,12 +14,17 @@ export const DAEMON_STATES = ['starting', 'running', 'stopping', 'forcing', 'sto
 export type DaemonState = (typeof DAEMON_STATES)[number];
 
 /**
- * A new registry with prom-client's default process metrics (`process_cpu_seconds_total`,
- * `process_resident_memory_bytes`, `nodejs_eventloop_lag_seconds`…) and the runtime's metrics.
+ * A new registry with the runtime's metrics and, when `defaults` (the daemon serves `/metrics`),
+ * prom-client's default process metrics (`process_cpu_seconds_total`,
+ * `process_resident_memory_bytes`, `nodejs_eventloop_lag_seconds`…; the event-loop monitor samples
+ * every 10 ms, so a daemon nobody scrapes does not pay for it).
  */
-export function createDaemonRegistry(name: string): { registry: Registry; runtime: RuntimeMetrics } {
+export function createDaemonRegistry(
+  name: string,
+  defaults: boolean,
+): { registry: Registry; runtime: RuntimeMetrics } {
   const registry = new Registry();
-  collectDefaultMetrics({ register: registry });
+  if (defaults) collectDefaultMetrics({ register: registry });
   const info = new Gauge({
     name: 'muster_daemon_info',
     help: 'Always 1; its label names the daemon (serve, agent, proxy, relay, bus…).',

@@ -98,7 +98,7 @@ export async function runDaemon(
 ): Promise<Daemon> {
   const resolved = resolveOptions(options);
   const log = createDaemonLogger(resolved.name, resolved.logLevel, resolved.logger);
-  const { registry, runtime } = createDaemonRegistry(resolved.name);
+  const { registry, runtime } = createDaemonRegistry(resolved.name, resolved.admin !== false);
   return new Lifecycle(resolved, log, registry, runtime).run(start);
 }
 
@@ -163,14 +163,20 @@ class Lifecycle {
     }
     this.#log.info({ pid: process.pid, admin: this.#admin.url || undefined }, 'starting');
     let body: DaemonBody | 'gave-up';
+    const starting = start(this.#ctx);
     try {
-      body = await Promise.race([start(this.#ctx), this.#giveUp]);
+      body = await Promise.race([starting, this.#giveUp]);
     } catch (err) {
-      this.#log.error({ err }, 'start failed');
+      this.#log.error(logError(err), 'start failed');
       await this.#finish(DAEMON_EXIT.failed);
       throw err;
     }
     if (body === 'gave-up') {
+      // A start that finishes after all is stopped at once (forced), so nothing it opened lingers.
+      starting.then(
+        (late) => late.stop(this.#force.signal).catch(() => undefined),
+        () => undefined,
+      );
       const err = new MusterError(
         'MUSTER_ABORTED',
         'the daemon was forced to stop before it finished starting',
@@ -224,6 +230,10 @@ class Lifecycle {
         ...(health?.reason !== undefined ? { reason: health.reason } : {}),
       });
       return undefined;
+    });
+    this.#admin.route('POST', '/v1/reload', async () => {
+      await this.#reload();
+      return { reloaded: true };
     });
     this.#admin.route('GET', '/v1/status', () => ({
       daemon: this.#o.name,
@@ -281,7 +291,7 @@ class Lifecycle {
   #fail(err: unknown): void {
     if (this.#state === 'stopped') return;
     this.#failure ??= err;
-    this.#log.error({ err }, 'the daemon cannot go on; stopping');
+    this.#log.error(logError(err), 'the daemon cannot go on; stopping');
     this.#requestStop(undefined, `failed: ${isMusterError(err) ? err.code : 'error'}`);
   }
 
@@ -293,7 +303,7 @@ class Lifecycle {
       await Promise.race([body.stop(this.#force.signal), this.#giveUp]);
     } catch (err) {
       failed = true;
-      this.#log.error({ err }, 'stop failed');
+      this.#log.error(logError(err), 'stop failed');
     }
     if (this.#gaveUp) {
       this.#log.error(
@@ -328,7 +338,8 @@ class Lifecycle {
     setTimeout(() => {
       this.#log.warn({ lingerMs: EXIT_LINGER_MS }, 'still running after the stop (an open handle); exiting');
       this.#log.flush?.();
-      process.exit(code);
+      // process.exitCode, not `code`: the command may have set its own after the daemon stopped.
+      process.exit();
     }, EXIT_LINGER_MS).unref();
   }
 
@@ -358,11 +369,16 @@ class Lifecycle {
         this.#log.info('reloaded');
       } catch (err) {
         this.#runtime.reloads.inc({ result: 'error' });
-        this.#log.error({ err }, 'reload failed; still running with the previous configuration');
+        this.#log.error(logError(err), 'reload failed; still running with the previous configuration');
         throw err;
       }
     });
     this.#reloads = next.catch(() => undefined);
     return next;
   }
+}
+
+/** A coded error is logged as its code, message and details (its stack is noise); others whole. */
+function logError(err: unknown): Record<string, unknown> {
+  return isMusterError(err) ? { error: err.toJSON() } : { err };
 }

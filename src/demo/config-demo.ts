@@ -10,12 +10,13 @@
  *    number of tasks that used the wrong version according to the recorder and checker (must be 0).
  */
 import { checkVersionHistory, initConfig, publishConfig, readConfig } from '../config/index.js';
+import { systemClock } from '../clock.js';
+import { throwIfAborted } from '../errors.js';
 import { openStore } from '../store/index.js';
 import { formatDuration } from '../util/duration.js';
 import { startDemoBackend } from './backend.js';
 import type { PongSettings } from './config-worker.js';
 import { Fleet } from './fleet.js';
-import { setTimeout as sleep } from 'node:timers/promises';
 
 export interface ConfigDemoOptions {
   /** Worker processes. Default 10 (the seed's `--scale worker=10`). */
@@ -30,6 +31,8 @@ export interface ConfigDemoOptions {
   engine?: 'serve' | 'etcd';
   /** Where to print. Default: stdout. */
   write?: (line: string) => void;
+  /** Ends the demo early (Ctrl-C): workers are stopped and the store closed; rejects `MUSTER_ABORTED`. */
+  signal?: AbortSignal;
 }
 
 export interface ConfigDemoResult {
@@ -52,6 +55,11 @@ export async function runConfigDemo(options: ConfigDemoOptions = {}): Promise<Co
   const leadMs = options.leadMs ?? 5000;
   const t = (ms = Date.now()): string => new Date(ms).toISOString().slice(11, 23);
   const pad = (s: string): string => s.padEnd(10);
+  /** A wait condition that also ends the wait when the demo is aborted. */
+  const until = (done: boolean): boolean => {
+    throwIfAborted(options.signal);
+    return done;
+  };
 
   log('muster demo: scheduled configuration (seed 000)');
   const backend = await startDemoBackend(options.store, options.engine ?? 'serve');
@@ -82,7 +90,7 @@ export async function runConfigDemo(options: ConfigDemoOptions = {}): Promise<Co
     );
     fleet = await Fleet.start({ store: backend.workerUrl, config: name, workers, taskIntervalMs: 20 });
     log(`started ${workers} worker processes; each runs a ping/pong task every ~20 ms`);
-    await fleet.waitFor(() => Date.now() > v1.activateAt + 300, 30_000, 'version 1 to be in force');
+    await fleet.waitFor(() => until(Date.now() > v1.activateAt + 300), 30_000, 'version 1 to be in force');
     log(`[${t()}] version 1 ${JSON.stringify(v1.value)} is in force everywhere`);
 
     // ---- the scheduled switch -------------------------------------------------------------------
@@ -121,12 +129,12 @@ export async function runConfigDemo(options: ConfigDemoOptions = {}): Promise<Co
       `[${t()}] config scheduled to take effect at: ${new Date(v2.activateAt).toISOString()} (in ${formatDuration(leadMs)})`,
     );
     await f.waitFor(
-      () => firstOnV2.size === workers && seenSwitch.size === workers,
+      () => until(firstOnV2.size === workers && seenSwitch.size === workers),
       leadMs + 30_000,
       'every worker to switch',
     );
     unsubscribe();
-    await sleep(300);
+    await systemClock.sleep(300, options.signal);
 
     log('');
     log(`summary of the switch to version 2, scheduled for ${new Date(v2.activateAt).toISOString()}:`);
@@ -176,16 +184,16 @@ export async function runConfigDemo(options: ConfigDemoOptions = {}): Promise<Co
     });
     pausedAt = Date.now();
     backend.proxy.pause();
-    await sleep(pauseMs);
+    await systemClock.sleep(pauseMs, options.signal);
     resumedAt = Date.now();
     backend.proxy.pass();
     log(`[${t()}] store resumed`);
     await f.waitFor(
-      () => recovered.size === refusing.size && refusing.size > 0,
+      () => until(recovered.size === refusing.size && refusing.size > 0),
       30_000,
       'workers to recover',
     );
-    await sleep(300);
+    await systemClock.sleep(300, options.signal);
     unsub2();
     await f.stop();
 

@@ -103,8 +103,11 @@ export function checkState(state: unknown): asserts state is InstanceState {
 }
 
 /**
- * Reads an instance record from a key-value; `undefined` when the value is not a record muster
- * wrote (such keys are ignored by watchers rather than failing them).
+ * Reads an instance record from a key-value: the one parser of instance records, used by discovery,
+ * the partitions view and the CLI alike. `undefined` when the value is not a record muster wrote —
+ * not a JSON object, no string `id`, or an `id` other than the key's last segment; such keys are
+ * skipped by every reader (rather than failing them, or, worse, being read with defaults and
+ * receiving work that nobody does). Missing optional fields take their defaults.
  */
 export function parseInstance(service: string, kv: KeyValue): Instance | undefined {
   let raw: Partial<InstanceRecord>;
@@ -114,6 +117,7 @@ export function parseInstance(service: string, kv: KeyValue): Instance | undefin
     return undefined;
   }
   if (raw === null || typeof raw !== 'object' || typeof raw.id !== 'string') return undefined;
+  if (raw.id === '' || !kv.key.endsWith(`/instances/${raw.id}`)) return undefined;
   const state = INSTANCE_STATES.includes(raw.state as InstanceState)
     ? (raw.state as InstanceState)
     : 'active';

@@ -1,16 +1,24 @@
 /**
- * `watchInstances(store, service)`: a cached, watched view of a service's instances.
+ * `watchInstances(store, service)`: a cached, watched view of a service's instances — a decoder
+ * over the store's watched view (`watchPrefix`).
  *
- * The view lists the instances, then watches from the listed revision + 1. When the watch fails
- * (disconnect, compaction, store restart) it lists again and reports the difference against its
- * cache as ordinary joined/left/changed changes, flagged `resync`, so consumers never miss a change
- * of state even when they miss the events in between.
+ * The watched view lists the instances, then watches from the listed revision + 1. When the watch
+ * fails (disconnect, compaction, store restart) it lists again, and this view reports the difference
+ * against its cache as ordinary joined/left/changed changes, flagged `resync`, so consumers never
+ * miss a change of state even when they miss the events in between.
  */
 import { type Clock, systemClock } from '../clock.js';
-import { isMusterError, MusterError } from '../errors.js';
-import type { KeyValue, Store } from '../store/types.js';
+import { MusterError } from '../errors.js';
+import {
+  type KeyValue,
+  type Store,
+  type WatchedChange,
+  type WatchedPrefix,
+  watchPrefix,
+} from '../store/index.js';
 import { Emitter, type Listenable } from '../util/emitter.js';
 import { serviceKeys } from './keys.js';
+import { MalformedRecords, type WarnLogger } from './malformed.js';
 import { type Instance, parseInstance } from './types.js';
 
 /** One change of the view. */
@@ -37,6 +45,8 @@ export interface WatchInstancesOptions {
   signal?: AbortSignal;
   /** For the re-list back-off. Default: the system clock. */
   clock?: Clock;
+  /** Where malformed records are reported (once per key and write). Default: a JSON line on stderr. */
+  logger?: WarnLogger;
 }
 
 /** Events of an {@link InstanceView}. */
@@ -46,7 +56,10 @@ export interface InstanceViewEvents extends Record<string, unknown[]> {
   error: [error: unknown];
 }
 
-/** 50 ms, doubling to 2 s: re-list quickly after a blip without hammering a store that is down. */
+/**
+ * 50 ms, doubling to 2 s (with the watched view's jitter): re-list quickly after a blip without
+ * hammering a store that is down.
+ */
 export const RESYNC_BACKOFF_MS = { initial: 50, max: 2000 } as const;
 
 /**
@@ -75,9 +88,9 @@ export class InstanceView implements AsyncIterable<InstancesUpdate>, Listenable<
    * waits; it rejects with `MUSTER_CLOSED` if the view or the store is closed first.
    */
   readonly ready: Promise<void>;
-  readonly #store: Store;
-  readonly #clock: Clock;
-  readonly #controller = new AbortController();
+  readonly #watched: WatchedPrefix;
+  readonly #malformed: MalformedRecords;
+  #closed = false;
   readonly #events = new Emitter<InstanceViewEvents>();
   readonly #subscribers = new Set<Subscriber>();
   #cache = new Map<string, Instance>();
@@ -86,35 +99,43 @@ export class InstanceView implements AsyncIterable<InstancesUpdate>, Listenable<
   #listed = false;
   #failure: MusterError | undefined;
   #resyncs = 0;
-  readonly #done: Promise<void>;
 
   constructor(store: Store, service: string, options: WatchInstancesOptions) {
     const keys = serviceKeys(options.root, service);
     this.service = keys.service;
     this.prefix = keys.instances;
-    this.#store = store;
-    this.#clock = options.clock ?? systemClock;
-    let markReady!: () => void;
-    let failReady!: (err: unknown) => void;
-    this.ready = new Promise<void>((resolve, reject) => {
-      markReady = resolve;
-      failReady = reject;
+    this.#malformed = new MalformedRecords(options.logger);
+    this.#watched = watchPrefix(store, this.prefix, {
+      clock: options.clock ?? systemClock,
+      backoff: { initial: RESYNC_BACKOFF_MS.initial, max: RESYNC_BACKOFF_MS.max },
+      onChange: (change) => this.#take(change),
+      onRetry: (err) => {
+        if (err !== undefined) this.#events.emit('error', err);
+        this.#resyncs++;
+      },
     });
+    this.ready = this.#watched.ready();
     this.ready.catch(() => undefined);
+    void this.#watched.done.then(() => {
+      const err = this.#watched.failure;
+      if (err === undefined) return;
+      this.#failure =
+        err instanceof MusterError
+          ? err
+          : new MusterError(
+              'MUSTER_INTERNAL',
+              err instanceof Error ? err.message : 'the instance view failed',
+              {
+                cause: err,
+              },
+            );
+      this.#wakeAll();
+    });
     const signal = options.signal;
     if (signal !== undefined) {
       if (signal.aborted) this.close();
       else signal.addEventListener('abort', () => this.close(), { once: true });
     }
-    this.#done = this.#run(markReady).then(
-      () => failReady(new MusterError('MUSTER_CLOSED', 'the instance view was closed')),
-      (err: unknown) => {
-        this.#failure =
-          err instanceof MusterError ? err : new MusterError('MUSTER_INTERNAL', String(err), { cause: err });
-        failReady(this.#failure);
-        this.#wakeAll();
-      },
-    );
   }
 
   /** The store revision the view reflects. */
@@ -162,15 +183,16 @@ export class InstanceView implements AsyncIterable<InstancesUpdate>, Listenable<
 
   /** Stops watching; iterators finish. Idempotent. */
   close(): void {
-    if (this.#controller.signal.aborted) return;
-    this.#controller.abort();
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#watched.close();
     this.#wakeAll();
   }
 
   /** Closes and waits for the watch loop to end. */
   async [Symbol.asyncDispose](): Promise<void> {
     this.close();
-    await this.#done;
+    await this.#watched.done;
   }
 
   /**
@@ -192,7 +214,7 @@ export class InstanceView implements AsyncIterable<InstancesUpdate>, Listenable<
           continue;
         }
         if (this.#failure !== undefined) throw this.#failure;
-        if (this.#controller.signal.aborted) return;
+        if (this.#closed) return;
         await new Promise<void>((resolve) => (sub.wake = resolve));
         sub.wake = undefined;
       }
@@ -213,40 +235,27 @@ export class InstanceView implements AsyncIterable<InstancesUpdate>, Listenable<
     this.#events.emit('update', update);
   }
 
-  async #run(markReady: () => void): Promise<void> {
-    const signal = this.#controller.signal;
-    let backoff: number = RESYNC_BACKOFF_MS.initial;
-    while (!signal.aborted) {
-      try {
-        const listed = await this.#store.range(this.prefix, { signal });
-        this.#applyListing(listed.kvs, listed.revision);
-        if (!this.#listed) {
-          this.#listed = true;
-          markReady();
-        }
-        backoff = RESYNC_BACKOFF_MS.initial;
-        const watch = this.#store.watch(this.prefix, { fromRevision: listed.revision + 1, signal });
-        for await (const batch of watch) {
-          if (batch.type === 'events') this.#applyEvents(batch.events, batch.revision);
-          else this.#revision = Math.max(this.#revision, batch.revision);
-        }
-      } catch (err) {
-        if (signal.aborted) return;
-        if (isMusterError(err, 'MUSTER_CLOSED') || isMusterError(err, 'MUSTER_INVALID_ARGUMENT')) throw err;
-        this.#events.emit('error', err);
-        await this.#clock.sleep(backoff, signal).catch(() => undefined);
-        backoff = Math.min(backoff * 2, RESYNC_BACKOFF_MS.max);
-      }
-      if (!signal.aborted) this.#resyncs++;
-    }
+  #take(change: WatchedChange): void {
+    if (change.type === 'reset') this.#applyListing(change.kvs, change.revision);
+    else if (change.type === 'events') this.#applyEvents(change.events, change.revision);
+    else this.#revision = Math.max(this.#revision, change.revision);
+  }
+
+  /** The instance in `kv`, or `undefined` for a malformed record (logged once with its key). */
+  #parse(kv: KeyValue): Instance | undefined {
+    const inst = parseInstance(this.service, kv);
+    if (inst === undefined) this.#malformed.report(kv, 'instance record');
+    else this.#malformed.clear(kv.key);
+    return inst;
   }
 
   #applyListing(kvs: readonly KeyValue[], revision: number): void {
     const next = new Map<string, Instance>();
     for (const kv of kvs) {
-      const inst = parseInstance(this.service, kv);
+      const inst = this.#parse(kv);
       if (inst !== undefined && kv.key === this.prefix + inst.id) next.set(inst.id, inst);
     }
+    this.#listed = true;
     const changes: InstanceChange[] = [];
     for (const [id, old] of this.#cache) if (!next.has(id)) changes.push({ type: 'left', instance: old });
     for (const [id, inst] of next) {
@@ -267,15 +276,16 @@ export class InstanceView implements AsyncIterable<InstancesUpdate>, Listenable<
     for (const e of events) {
       const id = e.kv.key.slice(this.prefix.length);
       const old = this.#cache.get(id);
-      if (e.type === 'delete') {
+      if (e.type === 'delete') this.#malformed.clear(e.kv.key);
+      const inst = e.type === 'put' ? this.#parse(e.kv) : undefined;
+      if (inst === undefined || inst.id !== id) {
+        // Deleted, or overwritten with a record nobody can read: either way it is gone.
         if (old !== undefined) {
           this.#cache.delete(id);
           changes.push({ type: 'left', instance: old });
         }
         continue;
       }
-      const inst = parseInstance(this.service, e.kv);
-      if (inst === undefined || inst.id !== id) continue;
       this.#cache.set(id, inst);
       if (old === undefined) changes.push({ type: 'joined', instance: inst });
       else if (old.createRevision !== inst.createRevision) {

@@ -4,7 +4,23 @@
  */
 export { joinPartitioned, PartitionedHandle, stderrLogger } from './partitioned.js';
 export { readPartitionStatus, type PartitionStatus, type PartitionStatusRow } from './status.js';
-export { publishSpec, checkSpec, partitionIds, parseSpec } from './spec.js';
+export {
+  publishSpec,
+  checkSpec,
+  partitionIds,
+  parseSpec,
+  routeKey,
+  parseRouteKey,
+  putRoute,
+  deleteRoute,
+} from './spec.js';
+export {
+  openServiceView,
+  ServiceViewHandle,
+  type OpenServiceViewOptions,
+  type PartitionDestination,
+} from './open-view.js';
+export type { ViewAssignment, ViewInstance } from './view.js';
 export type {
   OwnershipMember,
   OwnershipSession,
@@ -16,7 +32,9 @@ export {
   type AssumedPartition,
   type JoinPartitionedOptions,
   type Owner,
+  type OwnerFields,
   type OwnerRecord,
+  type RouteRecord,
   type PartitionSettings,
   type PartitionedEvents,
   type PartitionedState,

@@ -8,6 +8,7 @@
 import { type Clock, systemClock, type TimerHandle } from '../clock.js';
 import { invalidArgument, isMusterError, MusterError } from '../errors.js';
 import { jsonBytes } from '../store/keys.js';
+import { checkAddress } from '../membership/index.js';
 import type { Compare, Store, TxnOp } from '../store/types.js';
 import { Emitter, type Listenable } from '../util/emitter.js';
 import { toMillis } from '../util/duration.js';
@@ -23,6 +24,7 @@ import {
   DEFAULT_RETRY_DELAY_MS,
   DEFAULT_STOP_TIMEOUT_MS,
   type JoinPartitionedOptions,
+  type OwnerFields,
   type PartitionedEvents,
   type PartitionedState,
   type PartitionsLogger,
@@ -40,6 +42,10 @@ interface Slot {
   work?: Promise<void>;
   /** Settles when the work has stopped (after abort). */
   stopped?: Promise<void>;
+  /** What the owner published with `publish()`, merged; kept in the owner record. */
+  published?: OwnerFields;
+  /** The last `publish()` write, so that writes apply in call order. */
+  publishing?: Promise<void>;
 }
 
 interface Resolved {
@@ -121,7 +127,7 @@ export async function joinPartitioned(
       ? undefined
       : { partitions: options.partitions, ...(options.settings ? { settings: options.settings } : {}) };
   const viewStore = options.viewStore ?? store;
-  const view = acquireView(viewStore, keys, resolved.clock);
+  const view = acquireView(viewStore, keys, resolved.clock, resolved.logger);
   try {
     await view.ready();
     if (spec !== undefined) await publishSpec(store, keys, spec, resolved.logger, resolved.id);
@@ -585,6 +591,7 @@ export class PartitionedHandle implements Listenable<PartitionedEvents> {
         }
       },
       deadline: () => session.deadline(),
+      publish: (fields) => this.#publish(slot, session.leaseId, valid, fields),
     };
     slot.phase = 'running';
     slot.controller = controller;
@@ -596,6 +603,47 @@ export class PartitionedHandle implements Listenable<PartitionedEvents> {
       this.#events.emit('error', err);
     });
     this.#events.emit('acquired', partition, token);
+  }
+
+  /**
+   * `AcquireContext.publish`: rewrites the owner record with `fields` merged over the published ones,
+   * fenced on the key's createRevision being the slot's token, under the same lease. Writes of one
+   * slot are chained so that they apply in call order.
+   */
+  #publish(slot: Slot, lease: string, valid: () => boolean, fields: OwnerFields): Promise<void> {
+    try {
+      checkOwnerFields(fields);
+    } catch (err) {
+      return Promise.reject(err instanceof Error ? err : new Error(String(err)));
+    }
+    const { partition, token } = slot;
+    const notOwner = (): MusterError =>
+      new MusterError('MUSTER_NOT_OWNER', `this instance no longer owns partition '${partition}'`, {
+        details: { partition, token },
+      });
+    const write = async (): Promise<void> => {
+      if (!valid()) throw notOwner();
+      const next: OwnerFields = {
+        ...slot.published,
+        ...(fields.address === undefined ? {} : { address: fields.address }),
+        ...(fields.moving === undefined ? {} : { moving: fields.moving }),
+      };
+      const key = this.#keys.owner(partition);
+      const stored = this.#view.owners.get(partition);
+      const since =
+        stored !== undefined && stored.token === token && stored.since !== ''
+          ? stored.since
+          : new Date(slot.since).toISOString();
+      const r = await this.#store.txn(
+        [{ key, target: 'createRevision', op: '=', value: token }],
+        [{ type: 'put', key, value: jsonBytes({ instance: this.id, since, ...next }), lease }],
+      );
+      if (!r.succeeded) throw notOwner();
+      slot.published = next;
+    };
+    const run = (slot.publishing ?? Promise.resolve()).then(write, write);
+    slot.publishing = run.catch(() => undefined);
+    return run;
   }
 
   /** Aborts the work and waits (up to the stop timeout, then on, loudly) until it has stopped. */
@@ -675,5 +723,16 @@ export class PartitionedHandle implements Listenable<PartitionedEvents> {
       [{ type: 'delete', selector: { key } }],
     );
     if (generation === this.#generation) this.#pending.set(partition, r.revision);
+  }
+}
+
+/** Validates what `publish()` takes; throws `MUSTER_INVALID_ARGUMENT` naming the problem. */
+function checkOwnerFields(fields: OwnerFields): void {
+  if (fields === null || typeof fields !== 'object') {
+    throw invalidArgument('publish() takes an object: { address?, moving? }');
+  }
+  if (fields.address !== undefined) checkAddress(fields.address);
+  if (fields.moving !== undefined && typeof fields.moving !== 'boolean') {
+    throw invalidArgument(`moving must be true or false, got ${JSON.stringify(fields.moving)}`);
   }
 }

@@ -6,7 +6,7 @@ import { invalidArgument, MusterError } from '../errors.js';
 import { jsonBytes, jsonOf } from '../store/keys.js';
 import type { KeyValue, Store } from '../store/types.js';
 import type { ServiceKeys as OwnershipKeys } from '../membership/index.js';
-import { checkSegment } from '../membership/index.js';
+import { checkSegment, serviceKeys as ownershipKeysOf } from '../membership/index.js';
 import type { PartitionSettings, PartitionsLogger, ServiceSpec } from './types.js';
 
 export type { ServiceKeys as OwnershipKeys } from '../membership/index.js';
@@ -124,4 +124,54 @@ export async function publishSpec(
       details: { key: keys.spec },
     },
   );
+}
+
+/**
+ * The key `<root>services/<service>/routes/<routingKey>` of a pinned routing key. The routing key
+ * follows the segment rule (1–128 characters, no `/` or whitespace); throws `MUSTER_INVALID_ARGUMENT`.
+ */
+export function routeKey(keys: OwnershipKeys, routingKey: string): string {
+  checkSegment(routingKey, 'routing key');
+  return keys.route(routingKey);
+}
+
+/** The routing key of a `routes/<key>` store key of `keys`' service; `undefined` for any other key. */
+export function parseRouteKey(keys: OwnershipKeys, key: string): string | undefined {
+  if (!key.startsWith(keys.routes)) return undefined;
+  const rest = key.slice(keys.routes.length);
+  return rest === '' || rest.includes('/') ? undefined : rest;
+}
+
+/**
+ * Pins `routingKey` of `service` to `instance` (the proxy sends that key's requests to the instance
+ * instead of to its partition's owner). Resolves to the write's revision. Throws
+ * `MUSTER_INVALID_ARGUMENT` for a bad service, key or instance id, and the store's errors.
+ */
+export async function putRoute(
+  store: Store,
+  service: string,
+  routingKey: string,
+  instance: string,
+  options: { root?: string; signal?: AbortSignal } = {},
+): Promise<number> {
+  const keys = ownershipKeysOf(options.root, service);
+  checkSegment(instance, 'instance id');
+  const r = await store.put(routeKey(keys, routingKey), jsonBytes({ instance }), {
+    ...(options.signal ? { signal: options.signal } : {}),
+  });
+  return r.revision;
+}
+
+/** Removes the pin of `routingKey`; resolves to true when there was one. Same errors as {@link putRoute}. */
+export async function deleteRoute(
+  store: Store,
+  service: string,
+  routingKey: string,
+  options: { root?: string; signal?: AbortSignal } = {},
+): Promise<boolean> {
+  const keys = ownershipKeysOf(options.root, service);
+  const r = await store.delete(routeKey(keys, routingKey), {
+    ...(options.signal ? { signal: options.signal } : {}),
+  });
+  return r.deleted > 0;
 }

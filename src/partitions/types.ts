@@ -46,10 +46,33 @@ export interface OwnerRecord {
   readonly instance: string;
   /** ISO-8601 time the owner acquired the partition. */
   readonly since: string;
+  /**
+   * Where the partition's own work listens (`host:port` or a URL), published by the owner with
+   * {@link AcquireContext.publish} once it is ready; the proxy routes the partition's keys there.
+   * Absent: use the owner instance's address.
+   */
+  readonly address?: string;
+  /** True while the owner is handing the partition over (the proxy holds its requests). */
+  readonly moving?: boolean;
+}
+
+/** The fields an owner may publish in its owner record (see {@link AcquireContext.publish}). */
+export interface OwnerFields {
+  /** `host:port` or a URL, validated as an instance address is. */
+  readonly address?: string;
+  readonly moving?: boolean;
 }
 
 /** The JSON value of `services/<service>/pins/<partition>`. */
 export interface PinRecord {
+  readonly instance: string;
+}
+
+/**
+ * The JSON value of `services/<service>/routes/<key>`: a routing key pinned to one instance (the
+ * proxy sends that key's requests there instead of to its partition's owner).
+ */
+export interface RouteRecord {
   readonly instance: string;
 }
 
@@ -77,6 +100,17 @@ export interface AcquireContext {
   assertOwner(): void;
   /** The session's validity deadline, in the handle clock's monotonic milliseconds. */
   deadline(): number;
+  /**
+   * Rewrites this partition's owner record with `fields` merged over what was published before
+   * (e.g. `{ address }` once the work listens, `{ moving: true }` before a hand-off), under the same
+   * lease, in a transaction fenced on the key's createRevision being this ownership's token: it can
+   * never write over a successor's record. Calls are applied in order.
+   *
+   * Throws `MUSTER_INVALID_ARGUMENT` for a bad address or a non-boolean `moving` (nothing written),
+   * `MUSTER_NOT_OWNER` when the ownership has ended or the owner key is no longer this one, and the
+   * store's errors (`MUSTER_UNAVAILABLE`, …).
+   */
+  publish(fields: OwnerFields): Promise<void>;
 }
 
 /**

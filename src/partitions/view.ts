@@ -7,22 +7,27 @@
  * one assignment computation per change), which is what lets a simulation run a thousand instances.
  */
 import { type Clock, systemClock, type TimerHandle } from '../clock.js';
-import { isMusterError } from '../errors.js';
-import { jsonOf } from '../store/keys.js';
-import type { KeyValue, Store, WatchEvent } from '../store/types.js';
+import {
+  jsonOf,
+  type KeyValue,
+  type Store,
+  type WatchedChange,
+  type WatchedPrefix,
+  type WatchEvent,
+  watchPrefix,
+} from '../store/index.js';
 import { assign } from '../placement/index.js';
 import type { PlacementInstance } from '../placement/index.js';
+import type { Instance } from '../membership/index.js';
+import { MalformedRecords, parseInstance, type WarnLogger } from '../membership/internal.js';
 import { type OwnershipKeys, parseSpec, partitionIds } from './spec.js';
-import type { Owner, OwnerRecord, PinRecord, ServiceSpec } from './types.js';
+import type { Owner, OwnerRecord, PinRecord, RouteRecord, ServiceSpec } from './types.js';
 
-/** An instance as ownership sees it. */
-export interface ViewInstance {
-  readonly id: string;
-  readonly state: string;
-  readonly health: string;
-  readonly weight: number;
-  readonly lease: string;
-}
+/**
+ * An instance as ownership sees it: membership's record (one parser for both), with its `address`,
+ * `state`, `health`, `weight` and `lease`.
+ */
+export type ViewInstance = Instance;
 
 /** The assignment computed from one snapshot. */
 export interface ViewAssignment {
@@ -50,13 +55,16 @@ export class ServiceView {
   readonly owners = new Map<string, Owner>();
   readonly ownersByLease = new Map<string, Set<string>>();
   readonly pins = new Map<string, string>();
+  /** Routing keys pinned to one instance (`routes/<key>`), for the proxy. */
+  readonly routes = new Map<string, RouteRecord>();
   /** The revision the snapshot reflects. */
   revision = 0;
   #assignment: ViewAssignment | undefined;
   #dirty = true;
   readonly #listeners = new Set<() => void>();
   #notifyQueued = false;
-  readonly #closer = new AbortController();
+  #closed = false;
+  #watched: WatchedPrefix | undefined;
   #ready: Promise<void> | undefined;
   refs = 0;
   readonly #clock: Clock;
@@ -64,24 +72,54 @@ export class ServiceView {
   #lastComputeAt = 0;
   #trailing: TimerHandle | undefined;
 
-  constructor(store: Store, keys: OwnershipKeys, clock: Clock = systemClock) {
+  readonly #malformed: MalformedRecords;
+
+  constructor(store: Store, keys: OwnershipKeys, clock: Clock = systemClock, logger?: WarnLogger) {
     this.#store = store;
     this.keys = keys;
     this.#clock = clock;
+    this.#malformed = new MalformedRecords(logger);
   }
 
-  /** Resolves after the first full read; the watch then keeps the snapshot current. */
+  /**
+   * Resolves after the first full read; the watched view (store's `watchPrefix`) then keeps the
+   * snapshot current, re-listing after a compaction or a broken watch. Rejects with the store's error
+   * when the first listing fails (a later call tries again), `MUSTER_CLOSED` after close.
+   */
   ready(): Promise<void> {
-    this.#ready ??= this.#load().then(
-      () => {
-        void this.#watchLoop();
+    if (this.#ready !== undefined) return this.#ready;
+    let settle!: { resolve: () => void; reject: (err: unknown) => void };
+    const ready = new Promise<void>((resolve, reject) => (settle = { resolve, reject }));
+    let listed = false;
+    const watched = watchPrefix(this.#store, this.keys.prefix, {
+      clock: this.#clock,
+      onChange: (change) => {
+        this.#take(change);
+        if (!listed) {
+          listed = true;
+          settle.resolve();
+        }
       },
-      (err: unknown) => {
+      onRetry: (err) => {
+        if (listed) return;
+        // The first listing failed: report it to the joiner, as a one-shot read would.
+        watched.close();
+        this.#watched = undefined;
         this.#ready = undefined;
-        throw err;
+        settle.reject(err);
       },
-    );
-    return this.#ready;
+    });
+    this.#watched = watched;
+    this.#ready = ready;
+    watched.ready().catch((err: unknown) => {
+      if (listed) return;
+      if (this.#watched === watched) {
+        this.#watched = undefined;
+        this.#ready = undefined;
+      }
+      settle.reject(err);
+    });
+    return ready;
   }
 
   /** Reads the state once, without watching (for one-shot readers such as the CLI). */
@@ -115,7 +153,7 @@ export class ServiceView {
       if (wait > 0) {
         this.#trailing ??= this.#clock.setTimeout(() => {
           this.#trailing = undefined;
-          if (this.#closer.signal.aborted) return;
+          if (this.#closed) return;
           this.assignment();
           this.#changed();
         }, wait);
@@ -162,58 +200,56 @@ export class ServiceView {
 
   /** Stops the watch. */
   close(): void {
+    this.#closed = true;
     if (this.#trailing !== undefined) this.#clock.clearTimeout(this.#trailing);
-    this.#closer.abort();
+    this.#watched?.close();
     this.#listeners.clear();
   }
 
   async #load(): Promise<void> {
-    const r = await this.#store.range(this.keys.prefix, { signal: this.#closer.signal });
+    const r = await this.#store.range(this.keys.prefix);
+    this.#reset(r.kvs, r.revision);
+  }
+
+  /** One change of the watched view: a reset replaces the snapshot, events update it. */
+  #take(change: WatchedChange): void {
+    if (change.type === 'reset') {
+      this.#reset(change.kvs, change.revision);
+      return;
+    }
+    if (change.type === 'events') for (const e of change.events) this.#apply(e);
+    if (change.revision > this.revision) this.revision = change.revision;
+    if (change.type === 'events') this.#changed();
+  }
+
+  #reset(kvs: readonly KeyValue[], revision: number): void {
     this.spec = undefined;
     this.instances.clear();
     this.owners.clear();
     this.ownersByLease.clear();
     this.pins.clear();
-    for (const kv of r.kvs) this.#apply({ type: 'put', kv });
-    this.revision = r.revision;
+    this.routes.clear();
+    for (const kv of kvs) this.#apply({ type: 'put', kv });
+    this.revision = revision;
+    this.#dirty = true;
     this.#changed();
   }
 
-  async #watchLoop(): Promise<void> {
-    let delay = 100;
-    while (!this.#closer.signal.aborted) {
-      try {
-        const watch = this.#store.watch(this.keys.prefix, {
-          fromRevision: this.revision + 1,
-          signal: this.#closer.signal,
-        });
-        for await (const batch of watch) {
-          delay = 100;
-          if (batch.type === 'events') for (const e of batch.events) this.#apply(e);
-          if (batch.revision > this.revision) this.revision = batch.revision;
-          if (batch.type === 'events') this.#changed();
-        }
-      } catch (err) {
-        if (this.#closer.signal.aborted) return;
-        if (isMusterError(err, 'MUSTER_CLOSED')) return;
-        await new Promise((resolve) => setTimeout(resolve, delay).unref());
-        delay = Math.min(delay * 2, 2000);
-        if (isMusterError(err, 'MUSTER_COMPACTED')) {
-          await this.#load().catch(() => undefined);
-        }
-      }
-    }
-  }
-
   #apply(e: WatchEvent): void {
-    const key = e.kv.key;
+    const kv = e.kv;
+    const key = kv.key;
     const rest = key.slice(this.keys.prefix.length);
+    const put = e.type === 'put';
+    if (!put) this.#malformed.clear(key);
     if (key === this.keys.spec) {
-      this.spec = e.type === 'put' ? parseSpec(e.kv) : undefined;
+      this.spec = put ? this.#decode(kv, parseSpec(kv), 'service spec') : undefined;
     } else if (rest.startsWith('instances/')) {
       const id = rest.slice('instances/'.length);
-      if (e.type === 'delete') this.instances.delete(id);
-      else this.instances.set(id, parseInstance(id, e.kv));
+      const instance = put
+        ? this.#decode(kv, parseInstance(this.keys.service, kv), 'instance record')
+        : undefined;
+      if (instance === undefined) this.instances.delete(id);
+      else this.instances.set(id, instance);
     } else if (rest.startsWith('owners/')) {
       const partition = rest.slice('owners/'.length);
       const old = this.owners.get(partition);
@@ -222,9 +258,9 @@ export class ServiceView {
         set?.delete(partition);
         if (set?.size === 0) this.ownersByLease.delete(old.lease);
       }
-      if (e.type === 'delete') this.owners.delete(partition);
+      if (!put) this.owners.delete(partition);
       else {
-        const owner = parseOwner(partition, e.kv);
+        const owner = this.#decodeOwner(partition, kv);
         this.owners.set(partition, owner);
         let set = this.ownersByLease.get(owner.lease);
         if (set === undefined) this.ownersByLease.set(owner.lease, (set = new Set()));
@@ -232,13 +268,45 @@ export class ServiceView {
       }
     } else if (rest.startsWith('pins/')) {
       const partition = rest.slice('pins/'.length);
-      const pin = e.type === 'put' ? safeJson<PinRecord>(e.kv) : undefined;
-      if (pin !== undefined && typeof pin.instance === 'string') this.pins.set(partition, pin.instance);
+      const pin = put ? this.#decode(kv, parseTarget<PinRecord>(kv), 'pin record') : undefined;
+      if (pin !== undefined) this.pins.set(partition, pin.instance);
       else this.pins.delete(partition);
+    } else if (rest.startsWith('routes/')) {
+      const routeKey = rest.slice('routes/'.length);
+      const route = put ? this.#decode(kv, parseTarget<RouteRecord>(kv), 'route record') : undefined;
+      if (route !== undefined) this.routes.set(routeKey, { instance: route.instance });
+      else this.routes.delete(routeKey);
+      // Routes do not change the assignment.
+      return;
     } else {
       return;
     }
     this.#dirty = true;
+  }
+
+  /** `value`, or (when the record could not be read) `undefined`, logged once with its key. */
+  #decode<T>(kv: KeyValue, value: T | undefined, what: string): T | undefined {
+    if (value === undefined) this.#malformed.report(kv, what);
+    else this.#malformed.clear(kv.key);
+    return value;
+  }
+
+  /**
+   * An owner key. A malformed record still marks the partition as taken — the key's existence is
+   * what fences, and nobody can acquire it until it is deleted or its lease ends — but it names no
+   * instance (`''`) and carries no address or moving flag, so nothing routes to it.
+   */
+  #decodeOwner(partition: string, kv: KeyValue): Owner {
+    const raw = this.#decode(kv, parseOwnerRecord(kv), 'owner record');
+    return {
+      partition,
+      instance: raw?.instance ?? '',
+      since: raw?.since ?? '',
+      ...(raw?.address === undefined ? {} : { address: raw.address }),
+      ...(raw?.moving === undefined ? {} : { moving: raw.moving }),
+      token: kv.createRevision,
+      lease: kv.lease,
+    };
   }
 
   #changed(): void {
@@ -251,44 +319,53 @@ export class ServiceView {
   }
 }
 
-function safeJson<T>(kv: KeyValue): T | undefined {
+function safeJson(kv: KeyValue): Record<string, unknown> | undefined {
   try {
-    return jsonOf<T>(kv.value, kv.key);
+    const raw = jsonOf<unknown>(kv.value, kv.key);
+    return raw !== null && typeof raw === 'object' && !Array.isArray(raw)
+      ? (raw as Record<string, unknown>)
+      : undefined;
   } catch {
     return undefined;
   }
 }
 
-function parseInstance(id: string, kv: KeyValue): ViewInstance {
-  const raw = safeJson<{ state?: unknown; health?: unknown; weight?: unknown }>(kv) ?? {};
-  return {
-    id,
-    state: typeof raw.state === 'string' ? raw.state : 'active',
-    health: typeof raw.health === 'string' ? raw.health : 'passing',
-    weight: typeof raw.weight === 'number' && raw.weight >= 0 ? raw.weight : 1,
-    lease: kv.lease,
-  };
+/** `{ instance }` records (pins, routes): `undefined` unless `instance` is a non-empty string. */
+function parseTarget<T extends { instance: string }>(kv: KeyValue): T | undefined {
+  const raw = safeJson(kv);
+  return typeof raw?.instance === 'string' && raw.instance !== '' ? (raw as T) : undefined;
 }
 
-function parseOwner(partition: string, kv: KeyValue): Owner {
-  const raw = safeJson<Partial<OwnerRecord>>(kv) ?? {};
+/**
+ * An owner record: `undefined` unless it has a string `instance`; `since` defaults to `''`, and an
+ * `address` that is not a string or a `moving` that is not a boolean makes the record malformed.
+ */
+export function parseOwnerRecord(kv: KeyValue): OwnerRecord | undefined {
+  const raw = safeJson(kv);
+  if (raw === undefined || typeof raw.instance !== 'string' || raw.instance === '') return undefined;
+  if (raw.address !== undefined && typeof raw.address !== 'string') return undefined;
+  if (raw.moving !== undefined && typeof raw.moving !== 'boolean') return undefined;
   return {
-    partition,
-    instance: typeof raw.instance === 'string' ? raw.instance : '',
+    instance: raw.instance,
     since: typeof raw.since === 'string' ? raw.since : '',
-    token: kv.createRevision,
-    lease: kv.lease,
+    ...(raw.address === undefined ? {} : { address: raw.address }),
+    ...(raw.moving === undefined ? {} : { moving: raw.moving }),
   };
 }
 
 const views = new WeakMap<Store, Map<string, ServiceView>>();
 
 /** The shared view of `keys.prefix` on `store` (created on first use); pair with {@link releaseView}. */
-export function acquireView(store: Store, keys: OwnershipKeys, clock?: Clock): ServiceView {
+export function acquireView(
+  store: Store,
+  keys: OwnershipKeys,
+  clock?: Clock,
+  logger?: WarnLogger,
+): ServiceView {
   let byPrefix = views.get(store);
   if (byPrefix === undefined) views.set(store, (byPrefix = new Map<string, ServiceView>()));
   let view = byPrefix.get(keys.prefix);
-  if (view === undefined) byPrefix.set(keys.prefix, (view = new ServiceView(store, keys, clock)));
+  if (view === undefined) byPrefix.set(keys.prefix, (view = new ServiceView(store, keys, clock, logger)));
   view.refs++;
   return view;
 }

@@ -1,11 +1,12 @@
 /**
- * Finding the program before spawning it. The child runs through a small wrapper (see spawn.ts), so
+ * Checking a spawn's input and finding the program before spawning it. The child runs through a small wrapper (see spawn.ts), so
  * an `exec` failure would show up as an exit status, not a spawn error; resolving the program here
  * first turns a missing or non-executable command into `MUSTER_SPAWN_FAILED` with its reason.
  */
 import { accessSync, constants, statSync } from 'node:fs';
 import { delimiter, resolve } from 'node:path';
-import { MusterError } from '../errors.js';
+import { constants as os } from 'node:os';
+import { invalidArgument, MusterError } from '../errors.js';
 
 /** `MUSTER_SPAWN_FAILED` naming the command and the reason. */
 export function spawnFailed(
@@ -71,4 +72,11 @@ export function checkCwd(command: readonly string[], cwd: string): void {
     ok = false;
   }
   if (!ok) throw spawnFailed(command, `the working directory ${cwd} does not exist`, 'ENOENT');
+}
+
+/** The signal name, or `MUSTER_INVALID_ARGUMENT`. */
+export function checkSignal(signal: NodeJS.Signals): NodeJS.Signals {
+  if (typeof signal !== 'string' || !(signal in os.signals))
+    throw invalidArgument(`stopSignal must be a signal name such as 'SIGTERM', got ${String(signal)}`);
+  return signal;
 }

@@ -12,6 +12,13 @@ export function readStartTime(pid: number): string | undefined {
   return readStat(pid)?.startTime;
 }
 
+let self: { readonly pid: number; readonly startTime: string } | undefined;
+/** This process's pid and start time (its identity in registry records and in the marker). */
+export function selfIdentity(): { readonly pid: number; readonly startTime: string } {
+  self ??= { pid: process.pid, startTime: readStartTime(process.pid) ?? '' };
+  return self;
+}
+
 /** The fields of `/proc/<pid>/stat` muster reads. */
 export interface ProcStat {
   readonly pid: number;
@@ -108,7 +115,11 @@ export function liveMembers(pgid: number): number[] {
  * members are read from `/proc` and zombies are ignored.
  */
 export function groupGone(pgid: number, scan: boolean): boolean {
-  if (!signalGroup(pgid, 0)) return true;
+  try {
+    if (!signalGroup(pgid, 0)) return true;
+  } catch {
+    // EPERM: the members left are another user's; only /proc can tell whether they are dead
+  }
   return scan && hasProc() && liveMembers(pgid).length === 0;
 }
 
@@ -142,4 +153,47 @@ export async function waitGroupGone(
     await new Promise((resolve) => setTimeout(resolve, Math.min(delay, Math.max(0, until - now))));
     delay = Math.min(delay * 2, GROUP_POLL_MAX_MS);
   }
+}
+
+/** The environment variable that marks every process the kernel starts (and, by inheritance, theirs). */
+export const MARKER_VARIABLE = 'MUSTER_PROCESS';
+
+/** `/proc/<pid>/environ` files read between two yields to the event loop (~15 µs each). */
+export const SCAN_BATCH = 128;
+
+/**
+ * Live processes whose initial environment holds `MUSTER_PROCESS=<value>` (exactly, or starting with
+ * `value` when `prefix`). This finds descendants that left their process group (setsid, setpgid) as
+ * long as they kept the variable; reading `/proc/<pid>/environ` needs the same user (or root). Reads
+ * in batches of {@link SCAN_BATCH} and yields between them, so a host with thousands of processes
+ * does not stall this process's event loop (a lease renewal, say) for the whole scan.
+ */
+export async function findMarked(value: string, prefix = false): Promise<number[]> {
+  let pids: string[];
+  try {
+    pids = readdirSync('/proc').filter((p) => p.charCodeAt(0) >= 48 && p.charCodeAt(0) <= 57);
+  } catch {
+    return [];
+  }
+  const needle = Buffer.from(`${MARKER_VARIABLE}=${value}${prefix ? '' : '\0'}`);
+  const out: number[] = [];
+  for (let i = 0; i < pids.length; i++) {
+    if (i > 0 && i % SCAN_BATCH === 0) await new Promise((resolve) => setImmediate(resolve));
+    const pid = Number(pids[i]);
+    if (pid !== process.pid && hasMarker(pid, needle)) out.push(pid);
+  }
+  return out;
+}
+
+function hasMarker(pid: number, needle: Buffer): boolean {
+  let env: Buffer;
+  try {
+    env = readFileSync(`/proc/${pid}/environ`);
+  } catch {
+    return false; // gone, a zombie, or another user's
+  }
+  for (let i = env.indexOf(needle); i >= 0; i = env.indexOf(needle, i + 1)) {
+    if (i === 0 || env[i - 1] === 0) return readStat(pid)?.state !== 'Z';
+  }
+  return false;
 }

@@ -6,13 +6,25 @@
  * 2. The guard: one small `sh` per parent process, reading lines on its stdin (a pipe whose only
  *    writer is this process). The parent writes `+<pgid>` after each spawn and `-<pgid>` once the
  *    group is gone. On EOF — the parent exited or was SIGKILLed, the kernel closed the pipe — the
- *    guard SIGKILLs every group still recorded (twice, so a fork that raced the first pass is caught)
- *    and exits. It covers grandchildren, which the death signal does not reach.
+ *    guard SIGKILLs every group still recorded, then every process whose environment carries this
+ *    parent's `MUSTER_PROCESS` marker (descendants that left their group with setsid), then the groups
+ *    again (a fork that raced the first pass), and exits. It covers grandchildren, which the death
+ *    signal does not reach.
  *
  * See docs/process.md for the races and caveats.
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import type { Writable } from 'node:stream';
+import { MARKER_VARIABLE, selfIdentity } from './group.js';
+
+/**
+ * `<pid>.<start time>` of this process: the prefix of the `MUSTER_PROCESS` marker of every child it
+ * starts (`<token>/<serial>`), unique on the host for ever.
+ */
+export function parentToken(): string {
+  const { pid, startTime } = selfIdentity();
+  return `${pid}.${startTime}`;
+}
 
 /** The guard's program (dash/POSIX sh; builtins only, so a group kill costs no fork). */
 export const GUARD_SCRIPT = `trap '' HUP INT TERM PIPE
@@ -24,6 +36,9 @@ while read -r op id; do
   esac
 done
 for id in $g; do kill -9 -$id 2>/dev/null; done
+for f in $(grep -lzs "$1" /proc/[0-9]*/environ); do
+  p=\${f#/proc/}; kill -9 \${p%/environ} 2>/dev/null
+done
 for id in $g; do kill -9 -$id 2>/dev/null; done
 exit 0`;
 
@@ -44,6 +59,17 @@ export function setprivCommand(): string | null {
     }
   }
   return setprivPath;
+}
+
+/**
+ * This process's environment without the `MUSTER_PROCESS` marker: when this process was itself started
+ * by a kernel, that kernel must not take the guard (a process outside our group carrying our marker)
+ * for an escaped descendant and kill it before it has done its work.
+ */
+function guardEnv(): NodeJS.ProcessEnv {
+  const env = { ...process.env };
+  delete env[MARKER_VARIABLE];
+  return env;
 }
 
 /**
@@ -84,9 +110,12 @@ class Guard {
   #ensure(): Writable | undefined {
     if (this.#child !== undefined && this.#child.exitCode === null && this.#child.signalCode === null)
       return this.#child.stdin ?? undefined;
-    const child = spawn('/bin/sh', ['-c', GUARD_SCRIPT, 'muster-guard'], {
+    // $1: a basic regular expression for "this parent's marker" at the start of an environ entry.
+    const pattern = `^${MARKER_VARIABLE}=${parentToken().replace('.', '[.]')}/`;
+    const child = spawn('/bin/sh', ['-c', GUARD_SCRIPT, 'muster-guard', pattern], {
       stdio: ['pipe', 'ignore', 'ignore'],
       detached: true, // its own session: a signal to our process group does not disarm it
+      env: guardEnv(),
     });
     this.starts++;
     child.unref();

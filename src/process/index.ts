@@ -12,7 +12,8 @@
  * Guarantees, races and caveats: docs/process.md.
  */
 export type { ExitInfo, OutputTarget, ProcessHandle, ProcessState, SpawnOptions } from './types.js';
-export { DEFAULT_GRACE_MS, DEFAULT_STOP_SIGNAL, TAIL_LINES, spawnProcess } from './spawn.js';
+export { DEFAULT_GRACE_MS, DEFAULT_STOP_SIGNAL, spawnProcess } from './spawn.js';
+export { TAIL_LINES } from './handle.js';
 export { ProcessRegistry, SWEEP_WAIT_MS, type ProcessRecord, type SweepReport } from './registry.js';
 export { MAX_LINE_BYTES } from './lines.js';
 export { isAlive, readStartTime } from './group.js';

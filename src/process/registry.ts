@@ -10,7 +10,7 @@
 import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { invalidArgument } from '../errors.js';
-import { readStat, readStartTime, signalGroup, waitGroupGone } from './group.js';
+import { findMarked, readStat, selfIdentity, signalGroup, waitGroupGone } from './group.js';
 
 /** One started process group. */
 export interface ProcessRecord {
@@ -34,18 +34,17 @@ export interface SweepReport {
   readonly stale: number;
   /** Records left alone: their owner is still alive (another live parent uses this directory). */
   readonly skipped: number;
+  /**
+   * Processes killed outside any recorded live group: they carry the `MUSTER_PROCESS` marker of a
+   * dead owner found in a record (group members whose leader died, descendants that left the group).
+   */
+  readonly strays: number;
   /** The records killed, for the log. */
   readonly killedRecords: readonly ProcessRecord[];
 }
 
 /** 5 s: the most a sweep waits for a SIGKILLed group to disappear before it reports it anyway. */
 export const SWEEP_WAIT_MS = 5000;
-
-let self: { pid: number; startTime: string } | undefined;
-function selfIdentity(): { pid: number; startTime: string } {
-  self ??= { pid: process.pid, startTime: readStartTime(process.pid) ?? '' };
-  return self;
-}
 
 export class ProcessRegistry {
   readonly dir: string;
@@ -97,7 +96,9 @@ export class ProcessRegistry {
    * Kills what a previous parent left: for each record whose owner is gone, SIGKILLs the group if its
    * leader is alive with the recorded start time (pid-reuse safe), waits for the group to go, and
    * removes the record; a record whose leader is gone or whose pid now names another process is only
-   * removed. Records of a live owner are left alone.
+   * removed. Records of a live owner are left alone. Last, every process still carrying the
+   * `MUSTER_PROCESS` marker of a dead owner (a member of a group whose leader is gone, a descendant that
+   * left its group) is SIGKILLed and counted in `strays`.
    */
   async sweep(): Promise<SweepReport> {
     let killed = 0;
@@ -105,6 +106,7 @@ export class ProcessRegistry {
     let skipped = 0;
     const killedRecords: ProcessRecord[] = [];
     const me = selfIdentity();
+    const deadOwners = new Set<string>();
     for (const r of this.list()) {
       const ownerAlive =
         r.owner !== undefined &&
@@ -115,6 +117,7 @@ export class ProcessRegistry {
         skipped++;
         continue;
       }
+      if (r.owner !== undefined) deadOwners.add(`${r.owner.pid}.${r.owner.startTime}`);
       if (r.startTime !== '' && isSameProcess(r.pid, r.startTime) && r.pgid > 1) {
         try {
           signalGroup(r.pgid, 'SIGKILL');
@@ -131,7 +134,19 @@ export class ProcessRegistry {
       }
       this.remove(r.pid);
     }
-    return { killed, stale, skipped, killedRecords };
+    // The marker names its parent by pid and start time, so it never matches another parent's child.
+    let strays = 0;
+    for (const owner of deadOwners) {
+      for (const pid of await findMarked(`${owner}/`, true)) {
+        try {
+          process.kill(pid, 'SIGKILL');
+          strays++;
+        } catch {
+          // gone meanwhile
+        }
+      }
+    }
+    return { killed, stale, skipped, strays, killedRecords };
   }
 
   #file(pid: number): string {

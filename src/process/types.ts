@@ -77,7 +77,8 @@ export interface ProcessHandle {
   /**
    * Signal (default: `stopSignal`, then SIGCONT so a stopped group can act on it) → wait up to the
    * grace for the whole group → SIGKILL the group. Resolves when the WHOLE GROUP is gone. Idempotent:
-   * a second call joins the first (a shorter grace or SIGKILL escalates it).
+   * a second call joins the first (a shorter grace or SIGKILL escalates it). Rejects only
+   * `MUSTER_INVALID_ARGUMENT` for a bad signal name or grace, with nothing sent.
    */
   stop(options?: { signal?: NodeJS.Signals; grace?: Duration }): Promise<ExitInfo>;
   /** SIGKILL the group now; resolves when it is gone. */
@@ -86,6 +87,13 @@ export interface ProcessHandle {
   signal(signal: NodeJS.Signals): boolean;
   /** Sends a message over the IPC channel (`ipc` option); rejects when the channel is closed. */
   send(message: unknown): Promise<void>;
+  /**
+   * Processes that had left the group (setsid) but kept the `MUSTER_PROCESS` marker in their
+   * environment, found and SIGKILLed once the group was gone. Normally 0.
+   */
+  readonly escaped: number;
   /** The last captured lines (stdout and stderr interleaved, newest last). */
   tail(): readonly string[];
+  /** `stop()`, for `await using child = await spawnProcess(…)`. */
+  [Symbol.asyncDispose](): Promise<void>;
 }

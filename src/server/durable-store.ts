@@ -62,6 +62,8 @@ export interface DurableStoreOptions {
   restore?: string;
   /** Key and value limits of the engine. Default: the Store port's (the server lifts them). */
   limits?: KeyLimits;
+  /** Told after each log sync with its duration and batch size (metrics); must not throw. */
+  onWalSync?: (sync: { seconds: number; records: number; bytes: number }) => void;
 }
 
 /** What recovery found, for the start-up log line and tests. */
@@ -206,6 +208,7 @@ export class DurableStore {
         }
       }
       const wal = await Wal.create(dataDir, next);
+      wal.onSync = options.onWalSync;
       late.wal = wal;
       const recovery: RecoveryReport = {
         snapshotRevision: snap?.snapshot.revision ?? 0,

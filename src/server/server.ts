@@ -5,8 +5,9 @@
  */
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { Server, ServerCredentials } from '@grpc/grpc-js';
+import { Server, ServerCredentials, type UntypedServiceImplementation } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
+import type { Registry } from 'prom-client';
 import type { Clock } from '../clock.js';
 import { invalidArgument, MusterError } from '../errors.js';
 import type { MemoryStore } from '../store/memory/memory-store.js';
@@ -23,6 +24,7 @@ import { ALARM_NOSPACE, Alarms } from './alarms.js';
 import { AuthStore } from './auth-store.js';
 import { DurableStore, type RecoveryReport } from './durable-store.js';
 import { authGate, authService } from './grpc/auth.js';
+import { createServeMetrics } from './metrics.js';
 import type { ServiceContext } from './grpc/context.js';
 import { kvService } from './grpc/kv.js';
 import { leaseService } from './grpc/lease.js';
@@ -72,6 +74,11 @@ export interface ServerOptions {
   quotaBackendBytes?: number;
   /** A snapshot file (from the Snapshot RPC / `etcdctl snapshot save`) to restore into an empty data directory. */
   restore?: string;
+  /**
+   * Register serve's metrics here (requests by method and code, WAL sync latency and batch size,
+   * watchers, leases, db size, keys: see docs/serve.md). Default: none, and no counting at all.
+   */
+  metrics?: Registry;
 }
 
 /** A running server. */
@@ -227,7 +234,9 @@ export async function startServer(options: ServerOptions = {}): Promise<MusterSe
   const tls = options.cert !== undefined;
   const log = options.logger;
   const maxRequest = options.maxRequestBytes ?? DEFAULT_MAX_REQUEST_BYTES;
+  const metrics = options.metrics === undefined ? undefined : createServeMetrics(options.metrics);
   const durable = await DurableStore.open({
+    ...(metrics ? { onWalSync: metrics.onWalSync } : {}),
     dataDir: options.dataDir ?? DEFAULT_DATA_DIR,
     // Keys are bytes of any length, as in etcd; the request limit bounds keys and values (kv.ts).
     limits: { keyBytes: Infinity, valueBytes: Infinity },
@@ -295,8 +304,12 @@ export async function startServer(options: ServerOptions = {}): Promise<MusterSe
     Cluster: clusterService(ctx),
     Auth: authService(ctx, authStore),
   };
-  for (const name of Object.keys(impls) as (keyof typeof impls)[])
-    server.addService(services[name], impls[name]);
+  for (const name of Object.keys(impls) as (keyof typeof impls)[]) {
+    const def = services[name];
+    const impl: UntypedServiceImplementation = impls[name];
+    server.addService(def, metrics ? metrics.instrument(`etcdserverpb.${name}`, def, impl) : impl);
+  }
+  metrics?.attach({ store: durable.store, streams, dbSize: () => ctx.dbSize() });
 
   let bound: number;
   let front: FrontServer | undefined;

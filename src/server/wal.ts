@@ -231,6 +231,8 @@ export class Wal implements Journal {
   readonly #scratch = new BinWriter(4096);
   /** Records and bytes appended since the last rotation (the snapshot policy reads them). */
   recordsInSegment = 0;
+  /** Told after each synchronous write, with its duration and batch (metrics); must not throw. */
+  onSync: ((sync: { seconds: number; records: number; bytes: number }) => void) | undefined;
   bytesInSegment = 0;
 
   private constructor(dir: string, segment: number, fh: FileHandle) {
@@ -324,11 +326,13 @@ export class Wal implements Journal {
       for (;;) {
         if (this.#pending.length > 0) {
           const lone = this.#pending.length === 1;
+          const records = this.#pending.length;
           const batch = lone ? (this.#pending[0] as Buffer) : Buffer.concat(this.#pending);
           this.#pending = [];
           const seq = this.#appended;
           if (this.#offset + batch.length > this.#allocated) await this.#extend(batch.length);
           const at = this.#offset;
+          const t0 = this.onSync === undefined ? 0 : performance.now();
           let off = 0;
           if (lone && DSYNC) {
             // A lone writer: one synchronous O_DSYNC write is cheaper than a trip through the
@@ -347,6 +351,7 @@ export class Wal implements Journal {
           }
           this.#offset = at + batch.length;
           this.#synced = seq;
+          this.onSync?.({ seconds: (performance.now() - t0) / 1000, records, bytes: batch.length });
           this.#release();
           continue;
         }

@@ -16,3 +16,16 @@ export {
   MAX_KEY_BYTES,
   MAX_TXN_OPS,
 } from './keys.js';
+export {
+  watchPrefix,
+  WatchedPrefix,
+  DEFAULT_WATCH_BACKOFF,
+  type BackoffOptions,
+  type ResetChange,
+  type SourceWatch,
+  type WatchedBatch,
+  type WatchedChange,
+  type WatchedState,
+  type WatchPrefixOptions,
+  type WatchSource,
+} from './watched.js';

@@ -111,7 +111,7 @@ describe('muster config CLI', () => {
   test('config relay: serves processes with shared tables, refuses a second relay, takes over a dead one, cleans up', async () => {
     const nowhere = await muster('config', 'relay', '--listen', join(dir, 'no', 'such', 'dir', 'r.sock'));
     assert.equal(nowhere.code, 1);
-    assert.match(nowhere.stderr, /^MUSTER_INVALID_ARGUMENT: cannot (listen on|create) .*directory exists/);
+    assert.match(nowhere.stderr, /^MUSTER_INVALID_ARGUMENT: cannot (listen on|create) .*directory exists/m);
     const badWait = await muster(
       'config',
       'relay',
@@ -120,7 +120,7 @@ describe('muster config CLI', () => {
       '--max-staleness',
       'soon',
     );
-    assert.match(badWait.stderr, /^MUSTER_INVALID_ARGUMENT: maxStaleness 'soon' is not a duration/);
+    assert.match(badWait.stderr, /^MUSTER_INVALID_ARGUMENT: maxStaleness 'soon' is not a duration/m);
     assert.equal(existsSync(join(dir, 'bad.sock')), false, 'a refused relay left a socket behind');
     const f = (name: string): string => join(dir, name);
     assert.equal((await muster('config', 'init', 'relayed')).code, 0);
@@ -159,7 +159,7 @@ describe('muster config CLI', () => {
 
     const second = await muster('config', 'relay', '--listen', socket);
     assert.equal(second.code, 1);
-    assert.match(second.stderr, /^MUSTER_ADDRESS_IN_USE: another relay is listening on /);
+    assert.match(second.stderr, /^MUSTER_ADDRESS_IN_USE: another relay is listening on /m);
 
     first.child.kill('SIGTERM');
     assert.equal(

@@ -12,6 +12,8 @@ export interface ChildRun {
     match: (line: string, json: T | undefined) => boolean,
     ms?: number,
   ): Promise<T | string>;
+  /** Resolves with the first stdout line for which `match` is true, now or later. */
+  waitForLine(match: (line: string) => boolean, ms?: number): Promise<string>;
   readonly exit: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   kill(): void;
 }
@@ -54,9 +56,17 @@ export function startChild(
       return undefined;
     }
   };
-  return {
+  const self: ChildRun = {
     child,
     lines,
+    waitForLine: async (match, ms) => {
+      let found = '';
+      await self.waitFor((line) => {
+        if (match(line)) found = line;
+        return match(line);
+      }, ms);
+      return found;
+    },
     stderr: () => err,
     exit,
     kill: () => {
@@ -99,6 +109,7 @@ export function startChild(
       });
     },
   };
+  return self;
 }
 
 /** Resolves `p`, or rejects after `ms` with `what` in the message. */

@@ -4,11 +4,11 @@
  * past their TTL (SIGSTOP/SIGCONT), black-holes their store connections, makes them leave or drain,
  * and kills the etcd leader mid-hand-off. Afterwards the checker judges the history.
  */
-import { type ChildProcess, fork } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { readPartitionStatus } from '../../src/partitions/index.js';
+import { type ProcessHandle, spawnProcess } from '../../src/process/index.js';
 import { openStore } from '../../src/store/index.js';
 import {
   checkConvergence,
@@ -48,10 +48,10 @@ export interface ChurnReport {
 
 interface Proc {
   readonly id: string;
-  readonly child: ChildProcess;
+  readonly child: ProcessHandle;
   readonly proxies: FaultProxy[];
   readonly exited: Promise<void>;
-  stderr: string;
+  readonly stderr: string;
 }
 
 function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
@@ -90,9 +90,12 @@ export async function runChurn(options: ChurnOptions): Promise<ChurnReport> {
   const start = async (): Promise<Proc> => {
     const id = `m${serial++}`;
     const proxies = await Promise.all(cluster!.endpoints.map((target) => startFaultProxy({ target })));
-    const child = fork(FIXTURE, [], {
+    let onReady: () => void = () => undefined;
+    let stderr = '';
+    const child = await spawnProcess({
+      command: [process.execPath, ...process.execArgv, FIXTURE],
+      label: id,
       env: {
-        ...process.env,
         MUSTER_STORE: `etcd://${proxies.map((p) => p.endpoint).join(',')}`,
         SERVICE: 'churn',
         ID: id,
@@ -102,22 +105,30 @@ export async function runChurn(options: ChurnOptions): Promise<ChurnReport> {
         WORK_MS: '250',
         IGNORE_DEADLINE: options.ignoreDeadline === true ? '1' : '0',
       },
-      stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
+      stdout: 'ignore',
+      ipc: 'json',
+      onMessage: (m) => {
+        if ((m as { ready?: boolean }).ready === true) onReady();
+      },
+      onLine: (_stream, line) => {
+        stderr = (stderr + line + '\n').slice(-4000);
+      },
     });
     const proc: Proc = {
       id,
       child,
       proxies,
-      stderr: '',
-      exited: new Promise((resolve) => child.once('exit', () => resolve())),
+      get stderr() {
+        return stderr;
+      },
+      exited: child.gone.then(() => undefined),
     };
-    child.stderr?.on('data', (d: Buffer) => {
-      proc.stderr = (proc.stderr + d.toString()).slice(-4000);
-    });
     await withTimeout(
       new Promise<void>((resolve, reject) => {
-        child.on('message', (m: { ready?: boolean }) => m.ready && resolve());
-        child.once('exit', (code) => reject(new Error(`${id} exited with ${code}: ${proc.stderr}`)));
+        onReady = resolve;
+        void child.exited.then((e) =>
+          reject(new Error(`${id} exited with ${e.code ?? e.signal}: ${stderr}`)),
+        );
       }),
       30_000,
       `${id} to join`,
@@ -162,8 +173,7 @@ export async function runChurn(options: ChurnOptions): Promise<ChurnReport> {
         case 0:
         case 1:
           await act('kill -9', async () => {
-            victim.child.kill('SIGKILL');
-            await victim.exited;
+            await victim.child.kill();
             history.record({ type: 'crash', t: historyNow(), instance: victim.id });
             await gone(victim);
             await start();
@@ -171,7 +181,7 @@ export async function runChurn(options: ChurnOptions): Promise<ChurnReport> {
           break;
         case 2:
           await act('leave', async () => {
-            victim.child.send({ cmd: 'leave' });
+            await victim.child.send({ cmd: 'leave' });
             await withTimeout(victim.exited, 20_000, `${victim.id} to leave`);
             await gone(victim);
             await start();
@@ -179,9 +189,9 @@ export async function runChurn(options: ChurnOptions): Promise<ChurnReport> {
           break;
         case 3:
           await act('drain+leave', async () => {
-            victim.child.send({ cmd: 'drain' });
+            await victim.child.send({ cmd: 'drain' });
             await sleep(300 + rand(700));
-            victim.child.send({ cmd: 'leave' });
+            await victim.child.send({ cmd: 'leave' });
             await withTimeout(victim.exited, 20_000, `${victim.id} to leave`);
             await gone(victim);
             await start();
@@ -189,9 +199,9 @@ export async function runChurn(options: ChurnOptions): Promise<ChurnReport> {
           break;
         case 4:
           await act('SIGSTOP past TTL', async () => {
-            victim.child.kill('SIGSTOP');
+            victim.child.signal('SIGSTOP');
             await sleep(ttl * 1000 + 1500);
-            victim.child.kill('SIGCONT');
+            victim.child.signal('SIGCONT');
           });
           break;
         case 5:
@@ -204,7 +214,7 @@ export async function runChurn(options: ChurnOptions): Promise<ChurnReport> {
           break;
         case 6:
           await act('kill etcd leader mid-hand-off', async () => {
-            victim.child.send({ cmd: 'leave' });
+            await victim.child.send({ cmd: 'leave' });
             await sleep(5);
             const leader = await cluster!.leader(5000);
             await leader.kill();
@@ -246,9 +256,7 @@ export async function runChurn(options: ChurnOptions): Promise<ChurnReport> {
     throw new Error(`${String(err)}\n${tails}`, { cause: err });
   } finally {
     for (const p of procs.values()) {
-      p.child.kill('SIGCONT');
-      p.child.kill('SIGKILL');
-      await p.exited;
+      await p.child.kill(); // SIGKILL ends a stopped (SIGSTOP) process too
       await Promise.all(p.proxies.map((x) => x.close()));
     }
     await cluster?.close();

@@ -1,11 +1,17 @@
 /** The process kernel on real processes: spawn, output, readiness, stop, group kill, errors. */
 import assert from 'node:assert/strict';
-import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { chmodSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { isMusterError } from '../../src/errors.js';
+import type { Writable } from 'node:stream';
+import { readStat } from '../../src/process/group.js';
+import { WRAPPER } from '../../src/process/spawn.js';
 import { isAlive, MAX_LINE_BYTES, type ProcessHandle, spawnProcess } from '../../src/process/index.js';
+import { waitFor } from '../../src/testing/index.js';
 
 const T = { timeout: 30_000 };
 
@@ -114,6 +120,10 @@ describe('process kernel', () => {
       await assert.rejects(spawnProcess({ command: ['true'], grace: 'soon' }), (err) =>
         isMusterError(err, 'MUSTER_INVALID_ARGUMENT'),
       );
+      await assert.rejects(
+        spawnProcess({ command: ['true'], stopSignal: 'SIGNOPE' as NodeJS.Signals }),
+        (err) => isMusterError(err, 'MUSTER_INVALID_ARGUMENT'),
+      );
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
@@ -153,6 +163,7 @@ describe('process kernel', () => {
     // idempotent
     assert.deepEqual(await h.stop(), exit);
     assert.deepEqual(await h.kill(), exit);
+    await h[Symbol.asyncDispose]();
   });
 
   test(
@@ -180,6 +191,15 @@ describe('process kernel', () => {
     assert.equal(isAlive(ggc), false);
   });
 
+  test('a descendant that left the group (setsid) is found by its marker and killed', T, async () => {
+    const { h, line } = await sh('setsid sleep 1000 & echo esc=$!; exec sleep 1000', { grace: 2000 });
+    const esc = Number((await line(/^esc=/)).slice(4));
+    await waitFor(() => readStat(esc)?.pgid === esc, { timeoutMs: 5000, what: 'setsid to run' });
+    await h.stop();
+    assert.equal(isAlive(esc), false, `the escapee is alive: ${JSON.stringify(readStat(esc))}`);
+    assert.equal(h.escaped, 1, `escaped ${h.escaped}`);
+  });
+
   test('kill() is immediate and escalates a stop in progress', T, async () => {
     const { h, line } = await sh("trap '' TERM; echo armed; while :; do sleep 0.01; done", { grace: 60_000 });
     await line(/armed/);
@@ -200,6 +220,58 @@ describe('process kernel', () => {
     await h.gone;
     assert.equal(isAlive(gc), false);
   });
+
+  test(
+    'a parent that exits normally (process.exit) takes its children and grandchildren along',
+    T,
+    async () => {
+      const kernel = new URL('../../src/process/index.js', import.meta.url).href;
+      const script = `import { spawnProcess } from '${kernel}';
+      const h = await spawnProcess({ command: ['/bin/sh', '-c', 'sleep 1000 & echo $!; exec sleep 1000'],
+        onLine: (_s, line) => { process.stdout.write(JSON.stringify([h.pid, Number(line)]) + '\\n'); process.exit(0); } });`;
+      let pids: number[] | undefined;
+      const parent = await spawnProcess({
+        command: [process.execPath, '--input-type=module', '-e', script],
+        onLine: (stream, line) => {
+          if (stream === 'stdout') pids = JSON.parse(line) as number[];
+        },
+      });
+      const exit = await parent.exited;
+      assert.equal(exit.code, 0, parent.tail().join('\n'));
+      assert.equal(pids?.length, 2);
+      await waitFor(() => pids!.every((pid) => !isAlive(pid)), {
+        timeoutMs: 5000,
+        what: 'the children to die',
+      });
+    },
+  );
+
+  test(
+    'the wrapper runs nothing when its go-ahead pipe closes without a line (the parent died)',
+    T,
+    async () => {
+      const dir = mkdtempSync(join(tmpdir(), 'muster-kernel-'));
+      try {
+        const flag = join(dir, 'ran');
+        const child = spawn('/bin/sh', ['-c', WRAPPER, 'muster-spawn', 'touch', flag], {
+          stdio: ['ignore', 'ignore', 'ignore', 'ignore', 'pipe'],
+        });
+        (child.stdio[4] as Writable).end(); // EOF, as when the parent dies before the go-ahead
+        const [code] = (await once(child, 'exit')) as [number | null];
+        assert.equal(code, 125);
+        assert.equal(existsSync(flag), false);
+        const ok = spawn('/bin/sh', ['-c', WRAPPER, 'muster-spawn', 'touch', flag], {
+          stdio: ['ignore', 'ignore', 'ignore', 'ignore', 'pipe'],
+        });
+        (ok.stdio[4] as Writable).end('\n');
+        const [okCode] = (await once(ok, 'exit')) as [number | null];
+        assert.equal(okCode, 0);
+        assert.equal(existsSync(flag), true);
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    },
+  );
 
   test('IPC channel: send and receive messages with a Node child', T, async () => {
     const got: unknown[] = [];

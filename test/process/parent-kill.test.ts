@@ -17,7 +17,7 @@ describe('death of the parent', () => {
       const ms: number[] = [];
       for (let i = 0; i < ROUNDS; i++) {
         const r = await parentKill();
-        assert.ok(r.pids.length >= 40, `the fixture reported ${r.pids.length} pids`);
+        assert.equal(r.pids.length, 45, `the fixture reported ${r.pids.length} pids`);
         assert.deepEqual(r.survivors, [], `round ${i}: survivors ${r.survivors.join(' ')}`);
         ms.push(r.ms);
       }
@@ -29,10 +29,29 @@ describe('death of the parent', () => {
 
   test('the guard alone (no setpriv) also kills every descendant', { timeout: 60_000 }, async () => {
     for (let i = 0; i < 5; i++) {
-      const r = await parentKill({ noSetpriv: true });
+      const r = await parentKill({ noSetpriv: true, unmarked: i % 2 === 0 });
       assert.deepEqual(r.survivors, [], `round ${i}: survivors ${r.survivors.join(' ')}`);
     }
   });
+
+  test('a killed guard is replaced, and the new one knows every group', { timeout: 60_000 }, async () => {
+    for (let i = 0; i < 3; i++) {
+      // no death signal, no marker: only the new guard's list of groups can kill them
+      const r = await parentKill({ killGuard: true, noSetpriv: true, unmarked: true });
+      assert.deepEqual(r.survivors, [], `round ${i}: survivors ${r.survivors.join(' ')}`);
+    }
+  });
+
+  test(
+    'descendants that left their group (setsid) are found by their marker',
+    { timeout: 60_000 },
+    async () => {
+      for (let i = 0; i < 5; i++) {
+        const r = await parentKill({ escapees: true });
+        assert.deepEqual(r.survivors, [], `round ${i}: survivors ${r.survivors.join(' ')}`);
+      }
+    },
+  );
 
   test(
     'negative control: the checker catches a process started outside the kernel',

@@ -22,6 +22,12 @@ export interface ParentKillOptions {
   readonly children?: number;
   /** Also start one process outside the kernel (the negative control). */
   readonly outside?: boolean;
+  /** Some grandchildren leave their group (setsid): only the marker scan finds them. */
+  readonly escapees?: boolean;
+  /** The parent SIGKILLs its guard (and waits for the kernel to replace it) before it reports. */
+  readonly killGuard?: boolean;
+  /** The children drop the `MUSTER_PROCESS` marker: only the guard's group list can find them. */
+  readonly unmarked?: boolean;
   /** Run the parent without setpriv (the guard alone). */
   readonly noSetpriv?: boolean;
   /** How long the checker waits for the descendants to die. Default 2 s. */
@@ -37,6 +43,9 @@ export async function parentKill(options: ParentKillOptions = {}): Promise<Paren
     env: {
       CHILDREN: String(options.children ?? 20),
       OUTSIDE: options.outside === true ? '1' : '0',
+      ESCAPEES: options.escapees === true ? '1' : '0',
+      KILL_GUARD: options.killGuard === true ? '1' : '0',
+      UNMARKED: options.unmarked === true ? '1' : '0',
       MUSTER_NO_SETPRIV: options.noSetpriv === true ? '1' : '0',
     },
     onLine: (stream, text) => {

@@ -1,0 +1,197 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { isMusterError } from '../../src/errors.js';
+import {
+  type AcquireContext,
+  joinPartitioned,
+  openServiceView,
+  putRoute,
+  deleteRoute,
+} from '../../src/partitions/index.js';
+import { MemoryStore } from '../../src/store/index.js';
+import { quietLogger } from './sim.js';
+
+async function until(what: string, check: () => boolean | Promise<boolean>, ms = 10_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+function recordingLogger(): { warnings: { key?: string }[]; warn(obj: object, msg: string): void } {
+  const warnings: { key?: string }[] = [];
+  return { warnings, warn: (obj) => warnings.push(obj) };
+}
+
+describe('the partitions view', () => {
+  test(
+    'issue-14: a malformed instance record receives no partitions (every partition gets owned)',
+    { timeout: 30_000 },
+    async () => {
+      const store = new MemoryStore();
+      // Written before anyone joins: a record without an id, and one that is not JSON.
+      await store.put('/muster/services/svc/instances/ghost', JSON.stringify({ state: 'active', weight: 5 }));
+      await store.put('/muster/services/svc/instances/junk', 'not json');
+      const a = await joinPartitioned(store, {
+        service: 'svc',
+        id: 'a',
+        partitions: 16,
+        logger: quietLogger,
+        onAcquire: () => undefined,
+      });
+      try {
+        await until('every partition owned by a', () => a.assumed.size === 16, 5000);
+        const owners = await store.range('/muster/services/svc/owners/');
+        assert.equal(owners.count, 16);
+      } finally {
+        await a.leave();
+        await store.close();
+      }
+    },
+  );
+
+  test(
+    'malformed instance, owner and route records are skipped and logged once each',
+    { timeout: 30_000 },
+    async () => {
+      const store = new MemoryStore();
+      const logger = recordingLogger();
+      const view = openServiceView(store, 'svc', { logger });
+      try {
+        await store.put('/muster/services/svc/instances/x', JSON.stringify({ id: 'y', state: 'active' }));
+        await store.put('/muster/services/svc/owners/3', JSON.stringify({ instance: 7 }));
+        await store.put('/muster/services/svc/routes/bad', JSON.stringify({ nope: true }));
+        await store.put('/muster/services/svc/routes/good', JSON.stringify({ instance: 'a' }));
+        await view.ready();
+        await until('the view caught up', () => view.routes.has('good'));
+        assert.equal(view.instances.size, 0, 'a record whose id is not its key is skipped');
+        assert.equal(view.routes.has('bad'), false);
+        const owner = view.owners.get('3');
+        assert.ok(owner, 'a malformed owner key still marks its partition as taken');
+        assert.equal(owner.instance, '');
+        assert.equal(owner.address, undefined);
+        assert.equal(view.destination('3'), undefined, 'nothing routes to an unreadable owner');
+        assert.deepEqual(logger.warnings.map((w) => w.key).sort(), [
+          '/muster/services/svc/instances/x',
+          '/muster/services/svc/owners/3',
+          '/muster/services/svc/routes/bad',
+        ]);
+      } finally {
+        view.close();
+        await store.close();
+      }
+    },
+  );
+
+  test(
+    'owner address and moving (publish) and routes are visible in the view',
+    { timeout: 30_000 },
+    async () => {
+      const store = new MemoryStore();
+      const contexts = new Map<string, AcquireContext>();
+      const a = await joinPartitioned(store, {
+        service: 'svc',
+        id: 'a',
+        partitions: 2,
+        address: '127.0.0.1:7000',
+        logger: quietLogger,
+        onAcquire: (p, ctx) => void contexts.set(p, ctx),
+      });
+      const view = openServiceView(store, 'svc');
+      try {
+        await view.ready();
+        await until('both partitions acquired', () => contexts.size === 2);
+        const ctx = contexts.get('0')!;
+        await ctx.publish({ address: '127.0.0.1:9000' });
+        await ctx.publish({ moving: true });
+        await until('the address in the view', () => view.owners.get('0')?.moving === true);
+        const owner = view.owners.get('0')!;
+        assert.equal(owner.address, '127.0.0.1:9000', 'a later publish keeps the earlier fields');
+        assert.equal(owner.instance, 'a');
+        assert.equal(owner.token, ctx.token, 'publishing keeps the fencing token');
+        assert.equal(view.instances.get('a')?.address, '127.0.0.1:7000');
+        assert.deepEqual(view.destination('0'), {
+          partition: '0',
+          instance: 'a',
+          token: ctx.token,
+          address: '127.0.0.1:9000',
+          moving: true,
+        });
+        assert.equal(view.destination('1')?.address, '127.0.0.1:7000', "else the owner instance's address");
+        assert.equal(view.destination('7'), undefined);
+        await assert.rejects(ctx.publish({ address: 'not an address' }), (e) =>
+          isMusterError(e, 'MUSTER_INVALID_ARGUMENT'),
+        );
+
+        const rev = await putRoute(store, 'svc', 'tenant-42', 'a');
+        await until('the route in the view', () => view.revision >= rev);
+        assert.deepEqual(view.routes.get('tenant-42'), { instance: 'a' });
+        assert.equal(await deleteRoute(store, 'svc', 'tenant-42'), true);
+        await until('the route gone', () => !view.routes.has('tenant-42'));
+      } finally {
+        view.close();
+        await a.leave();
+        await store.close();
+      }
+    },
+  );
+
+  test('publish is fenced: a stale token is refused with MUSTER_NOT_OWNER', { timeout: 30_000 }, async () => {
+    const store = new MemoryStore();
+    const contexts = new Map<string, AcquireContext>();
+    const a = await joinPartitioned(store, {
+      service: 'svc',
+      id: 'a',
+      partitions: 1,
+      logger: quietLogger,
+      onAcquire: (p, ctx) => void contexts.set(p, ctx),
+    });
+    try {
+      await until('acquired', () => contexts.size === 1);
+      const ctx = contexts.get('0')!;
+      const key = '/muster/services/svc/owners/0';
+      const before = (await store.get(key))!;
+      // Another incarnation of the key under the same lease (the memory engine applies writes when
+      // called), then publish in the same tick: the handle has not seen the change yet (it reacts on a
+      // later turn), so only the store's compare on the token can refuse the write.
+      const writes = Promise.all([
+        store.delete(key),
+        store.put(key, JSON.stringify({ instance: 'b', since: '' }), { lease: before.lease }),
+      ]);
+      assert.equal(ctx.valid(), true);
+      const published = ctx.publish({ address: '127.0.0.1:9000' });
+      await writes;
+      await assert.rejects(published, (e) => isMusterError(e, 'MUSTER_NOT_OWNER'));
+      const after = (await store.get(key))!;
+      assert.deepEqual(JSON.parse(Buffer.from(after.value).toString()), { instance: 'b', since: '' });
+      await until('the work stopped', () => ctx.signal.aborted);
+      await assert.rejects(ctx.publish({ moving: true }), (e) => isMusterError(e, 'MUSTER_NOT_OWNER'));
+    } finally {
+      await a.leave();
+      await store.close();
+    }
+  });
+
+  test('openServiceView shares one view and the last close stops it', { timeout: 30_000 }, async () => {
+    const store = new MemoryStore();
+    const controller = new AbortController();
+    const one = openServiceView(store, 'svc', { signal: controller.signal });
+    const two = openServiceView(store, 'svc');
+    try {
+      await Promise.all([one.ready(), two.ready()]);
+      let calls = 0;
+      one.subscribe(() => calls++);
+      controller.abort();
+      one.close();
+      await assert.rejects(one.ready(), (e) => isMusterError(e, 'MUSTER_CLOSED'));
+      await putRoute(store, 'svc', 'k', 'a');
+      await until('the second holder still watches', () => two.routes.has('k'));
+      assert.equal(calls, 0, 'a closed holder gets no more notifications');
+    } finally {
+      two.close();
+      two.close();
+      await store.close();
+    }
+  });
+});
