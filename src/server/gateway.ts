@@ -8,7 +8,8 @@
  * strings): `/v3/kv/{range,put,deleterange,txn,compaction}`, `/v3/watch` (a stream of
  * `{"result": WatchResponse}` lines), `/v3/lease/{grant,revoke,keepalive,timetolive,leases}` (and
  * `/v3/kv/lease/...`), `/v3/auth/authenticate` and the other auth RPCs, `/v3/maintenance/status`,
- * `/v3/cluster/member/list`; GET `/health` and `/version`. A token goes in the `Authorization`
+ * `/v3/cluster/member/list`; GET `/health`, `/version` and `/metrics` (the registry the server was
+ * given, as on the admin server; 404 without one). A token goes in the `Authorization`
  * header, as etcd's gateway takes it. Each request runs the same handler as its gRPC call, through
  * the RPC's own protobuf (de)serialisers, so both answer alike.
  */
@@ -208,6 +209,7 @@ export function gatewayHandler(
   services: EtcdServices,
   impls: Impls,
   keepAlive: (id: string, metadata: Metadata) => Promise<Record<string, unknown>>,
+  metrics?: { contentType: string; metrics(): Promise<string> },
 ): (req: IncomingMessage, res: ServerResponse) => void {
   const method = (service: keyof EtcdServices, name: string): MethodDefinition<unknown, unknown> =>
     services[service][name] as MethodDefinition<unknown, unknown>;
@@ -258,6 +260,12 @@ export function gatewayHandler(
         return sendJson(res, 200, { health: 'true', reason: '' });
       if (path === '/version' && req.method === 'GET') {
         return sendJson(res, 200, { etcdserver: REPORTED_ETCD_VERSION, etcdcluster: '3.4.0' });
+      }
+      if (path === '/metrics' && req.method === 'GET' && metrics !== undefined) {
+        const text = await metrics.metrics();
+        res.writeHead(200, { 'content-type': metrics.contentType });
+        res.end(text);
+        return;
       }
       if (req.method !== 'POST') return sendJson(res, 405, { error: 'use POST', code: status.UNIMPLEMENTED });
       if (path === '/v3/watch') return watch(req, res);

@@ -325,13 +325,18 @@ export async function startServer(options: ServerOptions = {}): Promise<MusterSe
         host,
         port,
         server.createConnectionInjector(creds),
-        gatewayHandler(services, impls, async (id, md) => {
-          ctx.auth.check(md);
-          const lease = leaseOfWire(id);
-          if (lease === undefined || lease === NO_LEASE) throw ETCD.leaseNotFound();
-          const ttl = await durable.store.keepAlive(lease);
-          return { header: header(ctx, durable.store.revision), ID: lease, TTL: String(ttl) };
-        }),
+        gatewayHandler(
+          services,
+          impls,
+          async (id, md) => {
+            ctx.auth.check(md);
+            const lease = leaseOfWire(id);
+            if (lease === undefined || lease === NO_LEASE) throw ETCD.leaseNotFound();
+            const ttl = await durable.store.keepAlive(lease);
+            return { header: header(ctx, durable.store.revision), ID: lease, TTL: String(ttl) };
+          },
+          options.metrics,
+        ),
       );
       bound = front.port;
     }

@@ -9,6 +9,7 @@ import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
+import { Registry } from 'prom-client';
 import { startServer } from '../../src/server/index.js';
 import { openStore } from '../../src/store/index.js';
 
@@ -63,7 +64,8 @@ describe('the HTTP/JSON gateway on the gRPC port', () => {
     { timeout: 60_000 },
     async () => {
       const dir = mkdtempSync(join(tmpdir(), 'muster-gw-'));
-      const server = await startServer({ dataDir: dir, listen: '127.0.0.1:0' });
+      const registry = new Registry();
+      const server = await startServer({ dataDir: dir, listen: '127.0.0.1:0', metrics: registry });
       const base = `http://${server.host}:${server.port}`;
       const store = await openStore(server.url);
       try {
@@ -120,6 +122,9 @@ describe('the HTTP/JSON gateway on the gRPC port', () => {
         assert.equal(bad.status, 400);
         assert.match(String(bad.json.error), /key is not provided/);
         assert.equal((await post(base, '/v3/nope', {})).status, 404);
+        const metrics = await fetch(`${base}/metrics`);
+        assert.equal(metrics.status, 200);
+        assert.match(await metrics.text(), /# TYPE /);
         const auth = await post(base, '/v3/auth/authenticate', { name: 'root', password: 'x' });
         assert.match(String(auth.json.error), /authentication is not enabled/);
       } finally {
