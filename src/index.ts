@@ -9,7 +9,7 @@ export { type Clock, type TimerHandle, SystemClock, ManualClock, systemClock } f
 export { type Duration, toMillis, formatDuration } from './util/duration.js';
 export * from './store/index.js';
 export * from './config/index.js';
-export { startServer, type ServerOptions, type MusterServer } from './server/start.js';
+export { startServer, type ServerOptions, type MusterServer } from './server/index.js';
 export * from './placement/index.js';
 export * from './membership/index.js';
 // Both placement and membership name an InstanceState; the record's (with 'leaving') is the public one.

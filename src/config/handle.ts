@@ -8,7 +8,7 @@
  */
 import { type Clock, SystemClock, systemClock, type TimerHandle } from '../clock.js';
 import { MusterError, throwIfAborted } from '../errors.js';
-import type { KeyValue, WatchEvent } from '../store/types.js';
+import type { KeyValue, WatchEvent } from '../store/index.js';
 import { type Duration, formatDuration, toMillis } from '../util/duration.js';
 import { type ConfigSource, PrefixMirror } from './mirror.js';
 import {

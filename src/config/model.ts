@@ -4,7 +4,7 @@
  */
 import { Ajv, type ValidateFunction } from 'ajv';
 import { invalidArgument, MusterError } from '../errors.js';
-import { bytesOf, jsonBytes, textOf } from '../store/keys.js';
+import { bytesOf, jsonBytes, textOf } from '../store/index.js';
 import { type Duration, formatDuration, toMillis } from '../util/duration.js';
 
 /** The root prefix every muster key lives under (brief §1). */

@@ -10,7 +10,7 @@
 import { hostname, userInfo } from 'node:os';
 import { type Clock, systemClock } from '../clock.js';
 import { invalidArgument, MusterError, throwIfAborted } from '../errors.js';
-import type { KeyValue, Store } from '../store/types.js';
+import type { KeyValue, Store } from '../store/index.js';
 import { type Duration, formatDuration, toMillis } from '../util/duration.js';
 import {
   type ConfigPolicy,

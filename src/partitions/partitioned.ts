@@ -7,9 +7,9 @@
  */
 import { type Clock, systemClock, type TimerHandle } from '../clock.js';
 import { invalidArgument, isMusterError, MusterError } from '../errors.js';
-import { jsonBytes } from '../store/keys.js';
+import { jsonBytes } from '../store/index.js';
 import { checkAddress } from '../membership/index.js';
-import type { Compare, Store, TxnOp } from '../store/types.js';
+import type { Compare, Store, TxnOp } from '../store/index.js';
 import { Emitter, type Listenable } from '../util/emitter.js';
 import { toMillis } from '../util/duration.js';
 import { defaultInstanceId, type OwnershipMember, registerInstance } from './registration.js';

@@ -3,7 +3,7 @@
  */
 import type { Clock } from '../clock.js';
 import type { CheckOptions } from '../membership/index.js';
-import type { LeaseId, Store } from '../store/types.js';
+import type { LeaseId, Store } from '../store/index.js';
 import type { Duration } from '../util/duration.js';
 
 /** 3 s: a crashed owner's partitions move in about 3 s (Kafka waits 45 s, Consul 15 s of lock-delay). */

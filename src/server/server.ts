@@ -10,7 +10,7 @@ import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import type { Clock } from '../clock.js';
 import { invalidArgument, MusterError } from '../errors.js';
-import type { MemoryStore } from '../store/memory/memory-store.js';
+import type { MemoryStore } from '../store/index.js';
 import { type Duration, toMillis } from '../util/duration.js';
 import { isLoopback, parseHostPort } from '../util/net.js';
 import { DurableStore, type RecoveryReport } from './durable-store.js';

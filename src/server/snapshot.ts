@@ -11,7 +11,7 @@ import { readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { closeSync, fsyncSync, openSync } from 'node:fs';
 import { join } from 'node:path';
 import { MusterError } from '../errors.js';
-import type { EngineSnapshot } from '../store/memory/journal.js';
+import type { EngineSnapshot } from '../store/index.js';
 import { crc32, decodeSnapshot, encodeSnapshot } from './codec.js';
 import { crashPoint } from './crash-point.js';
 import { syncDir } from './wal.js';

@@ -26,7 +26,7 @@ import type {
   Watch,
   WatchBatch,
   WatchOptions,
-} from '../store/types.js';
+} from '../store/index.js';
 
 /** A store seen through a connection that a test can black-hole, heal or crash. */
 export class FaultyStore implements Store {

@@ -5,8 +5,8 @@
  * Keys: the port's keys are text, so keys must be valid UTF-8; other keys are refused with
  * INVALID_ARGUMENT. Values are bytes and pass through unchanged.
  */
-import { compareKeys } from '../../store/keys.js';
-import { type KeySelector, type KeyValue, type LeaseId, NO_LEASE } from '../../store/types.js';
+import { compareKeys } from '../../store/index.js';
+import { type KeySelector, type KeyValue, type LeaseId, NO_LEASE } from '../../store/index.js';
 import { ETCD } from './errors.js';
 
 const strict = new TextDecoder('utf-8', { fatal: true });

@@ -7,8 +7,8 @@
  * inside a transaction is not returned.
  */
 import type { UntypedServiceImplementation } from '@grpc/grpc-js';
-import type { Compare, CompareOp, KeySelector, KeyValue, TxnOp, TxnOpResult } from '../../store/types.js';
-import { NO_LEASE } from '../../store/types.js';
+import type { Compare, CompareOp, KeySelector, KeyValue, TxnOp, TxnOpResult } from '../../store/index.js';
+import { NO_LEASE } from '../../store/index.js';
 import { header, type ResponseHeader, type ServiceContext, unary } from './context.js';
 import {
   decodeKey,

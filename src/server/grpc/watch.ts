@@ -10,7 +10,7 @@
  */
 import type { ServerDuplexStream, UntypedServiceImplementation } from '@grpc/grpc-js';
 import { isMusterError } from '../../errors.js';
-import type { Watch, WatchEvent } from '../../store/types.js';
+import type { Watch, WatchEvent } from '../../store/index.js';
 import { failStream, header, type ServiceContext } from './context.js';
 import { kvOut, selectorOf } from './convert.js';
 import { ETCD, toGrpcError } from './errors.js';
