@@ -16,7 +16,7 @@ import {
   ConfigKeys,
   type ConfigVersion,
   DEFAULT_POLICY,
-  DEFAULT_ROOT_PREFIX,
+  configRoot,
   decodePolicy,
   decodeVersion,
   validateValue,
@@ -36,7 +36,9 @@ export const DEFAULT_VERIFY_ROUNDS = 4;
 export interface OpenConfigOptions {
   /** Default: the system clock. */
   clock?: Clock;
-  /** Default {@link DEFAULT_ROOT_PREFIX}. */
+  /** The key root. Default `'/muster/'` (`DEFAULT_ROOT`), as for membership and partitions. */
+  root?: string;
+  /** @deprecated Use `root`; read when `root` is not given. */
   rootPrefix?: string;
   /** Interval between verification rounds. Default: `maxStaleness / 4`. */
   verifyInterval?: Duration;
@@ -121,7 +123,7 @@ export class ConfigHandle<T = unknown> {
   constructor(source: ConfigSource, name: string, options: OpenConfigOptions = {}) {
     this.name = name;
     this.#clock = options.clock ?? systemClock;
-    this.#keys = new ConfigKeys(name, options.rootPrefix ?? DEFAULT_ROOT_PREFIX);
+    this.#keys = new ConfigKeys(name, configRoot(options));
     this.#verifyIntervalOpt =
       options.verifyInterval === undefined ? undefined : toMillis(options.verifyInterval, 'verifyInterval');
     this.#switchWaitMs = toMillis(options.switchWait ?? 0, 'switchWait');
