@@ -9,7 +9,8 @@
  * 5. Summarise: the instant, each worker's first task on the new version and its lateness, and the
  *    number of tasks that used the wrong version according to the recorder and checker (must be 0).
  */
-import { checkVersionHistory, initConfig, publishConfig, readConfig } from '../config/index.js';
+import { initConfig, publishConfig, readConfig } from '../config/index.js';
+import { checkVersionHistory } from '../config/internal.js';
 import { systemClock } from '../clock.js';
 import { throwIfAborted } from '../errors.js';
 import { openStore } from '../store/index.js';

@@ -39,6 +39,12 @@ export {
   type ViolationKind,
 } from './ownership-checker.js';
 export { FaultyStore } from './faulty-store.js';
+export {
+  checkVersionHistory,
+  type TaskRecord,
+  type VersionViolation,
+  type HistoryReport,
+} from '../config/internal.js';
 export { recordingWorker, type RecordingWorkerOptions } from './ownership-worker.js';
 export { storeConformance, type ConformanceTarget, type ConformanceOptions } from './conformance.js';
 export { collectUntil, waitFor } from './watch-helpers.js';

@@ -2,14 +2,13 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import {
   cancelConfig,
-  checkVersionHistory,
   type ConfigSwitch,
   type ConfigVersion,
   openConfig,
   publishConfig,
   readConfig,
-  type TaskRecord,
 } from '../../src/config/index.js';
+import { checkVersionHistory, type TaskRecord } from '../../src/testing/index.js';
 import { isMusterError } from '../../src/errors.js';
 import { code, setup } from './setup.js';
 import { FaultyStore } from './faulty-store.js';
