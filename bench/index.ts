@@ -12,6 +12,7 @@ const BENCHMARKS: Record<string, () => Promise<{ run(args: string[]): Promise<vo
   serve: () => import('./serve.js'),
   config: () => import('./config.js'),
   'config-floor': () => import('./config-floor.js'),
+  proxy: () => import('./proxy.js'),
   process: () => import('./process.js'),
 };
 

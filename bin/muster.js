@@ -9,12 +9,23 @@ for (const stream of [process.stdout, process.stderr]) {
   });
 }
 
-main(process.argv.slice(2)).then(
-  (code) => {
-    process.exitCode = code;
-  },
-  (err) => {
-    console.error(err);
-    process.exitCode = 70;
-  },
-);
+/**
+ * Exits with `code` once stdout and stderr are flushed. A command that is done does not wait for
+ * handles it left open; and a natural exit was seen spinning in Node's exit-time handle clean-up
+ * (`Environment::CleanupHandles`) after `muster demo` stopped its worker processes, so the process
+ * exits explicitly (docs/daemon.md, exit codes).
+ */
+function exit(code) {
+  process.exitCode = code;
+  let pending = 2;
+  const flushed = () => {
+    if (--pending === 0) process.exit(code);
+  };
+  process.stdout.write('', flushed);
+  process.stderr.write('', flushed);
+}
+
+main(process.argv.slice(2)).then(exit, (err) => {
+  console.error(err);
+  exit(70);
+});

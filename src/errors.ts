@@ -160,6 +160,27 @@ export const ERROR_CODES = {
     http: 500,
     summary: 'a bug in muster: please report it with the message and logs',
   },
+  MUSTER_NO_ROUTING_KEY: {
+    retryable: false,
+    http: 400,
+    summary: 'the proxy found no valid routing key in the request and has no default key',
+  },
+  MUSTER_UPSTREAM_UNAVAILABLE: {
+    // not retryable by muster: the request (a POST, a DELETE…) may not be safe to send twice
+    retryable: false,
+    http: 502,
+    summary: "the proxy could not reach the key's destination and the request was not safe to hold",
+  },
+  MUSTER_HOLD_TIMEOUT: {
+    retryable: true,
+    http: 504,
+    summary: 'a request held by the proxy found no reachable destination within holdTimeout',
+  },
+  MUSTER_HOLD_FULL: {
+    retryable: true,
+    http: 503,
+    summary: 'the proxy holds as many requests as its caps allow; retry after Retry-After',
+  },
 } as const satisfies Record<string, { retryable: boolean; http: number; summary: string }>;
 
 /** A stable muster error code. Capabilities register theirs in {@link ERROR_CODES}. */

@@ -25,6 +25,6 @@ export {
 } from './admin.js';
 export { logFor, type LogBindings } from './logger.js';
 export { DAEMON_STATES, type DaemonState } from './metrics.js';
-export { signalExitCode } from './signals.js';
+export { cleanUpOnInterrupt, signalExitCode } from './signals.js';
 export type { Logger } from 'pino';
 export type { Registry } from 'prom-client';

@@ -163,14 +163,20 @@ class Lifecycle {
     }
     this.#log.info({ pid: process.pid, admin: this.#admin.url || undefined }, 'starting');
     let body: DaemonBody | 'gave-up';
+    const starting = start(this.#ctx);
     try {
-      body = await Promise.race([start(this.#ctx), this.#giveUp]);
+      body = await Promise.race([starting, this.#giveUp]);
     } catch (err) {
       this.#log.error(logError(err), 'start failed');
       await this.#finish(DAEMON_EXIT.failed);
       throw err;
     }
     if (body === 'gave-up') {
+      // A start that finishes after all is stopped at once (forced), so nothing it opened lingers.
+      starting.then(
+        (late) => late.stop(this.#force.signal).catch(() => undefined),
+        () => undefined,
+      );
       const err = new MusterError(
         'MUSTER_ABORTED',
         'the daemon was forced to stop before it finished starting',
@@ -224,6 +230,10 @@ class Lifecycle {
         ...(health?.reason !== undefined ? { reason: health.reason } : {}),
       });
       return undefined;
+    });
+    this.#admin.route('POST', '/v1/reload', async () => {
+      await this.#reload();
+      return { reloaded: true };
     });
     this.#admin.route('GET', '/v1/status', () => ({
       daemon: this.#o.name,

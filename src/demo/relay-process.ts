@@ -18,7 +18,7 @@ export interface TableWriteReport {
 }
 
 async function main(): Promise<void> {
-  await runDaemon(
+  const daemon = await runDaemon(
     // No admin server, warnings only: this relay is a demo's and a benchmark's helper process.
     { name: 'relay', admin: false, logLevel: process.env.MUSTER_LOG_LEVEL ?? 'warn', stopOnDisconnect: true },
     async () => {
@@ -47,6 +47,8 @@ async function main(): Promise<void> {
       };
     },
   );
+  // Explicitly: a natural exit may wait on handles the stop left (see bin/muster.js).
+  process.exit(await daemon.done);
 }
 
 main().catch((err: unknown) => {

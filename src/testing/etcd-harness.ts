@@ -29,6 +29,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MusterError } from '../errors.js';
+import { cleanUpOnInterrupt } from '../daemon/index.js';
 import { type ProcessHandle, spawnProcess } from '../process/index.js';
 import { findBinary } from './services.js';
 import { isProcessAlive } from '../util/process.js';
@@ -133,12 +134,8 @@ function installExitHooks(): void {
   if (hooksInstalled) return;
   hooksInstalled = true;
   process.on('exit', killAllNow);
-  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
-    process.once(signal, () => {
-      killAllNow();
-      process.kill(process.pid, signal);
-    });
-  }
+  // Interrupted outside a daemon (a test run): kill the servers, then end as the signal says.
+  cleanUpOnInterrupt(killAllNow);
 }
 
 // ---- orphans: clusters whose test process died without cleaning up (SIGKILL, OOM) ----------------

@@ -328,6 +328,9 @@ describe('daemon runtime: admin server', () => {
           d.reload(),
           (err: unknown) => err instanceof MusterError && err.code === 'MUSTER_INVALID_ARGUMENT',
         );
+        const viaApi = await get(`${d.ctx.admin.url}/v1/reload`, { method: 'POST' });
+        assert.equal(viaApi.status, 400);
+        assert.equal(viaApi.json().error.code, 'MUSTER_INVALID_ARGUMENT');
       } finally {
         await d.stop();
       }
@@ -372,4 +375,38 @@ describe('the Prometheus text checker', () => {
     assert.throws(() => parsePrometheusText('# TYPE a gauge\na 1x\n'), /not a number/);
     assert.equal(Number.isNaN(sampleValue(parsePrometheusText('# TYPE a gauge\na Nan\n'), 'a')), true);
   });
+});
+
+describe('daemon runtime: POST /v1/reload', () => {
+  test(
+    'calls the body reload; a failed reload is a coded error and the daemon keeps running',
+    { timeout: 20_000 },
+    async () => {
+      let reloads = 0;
+      let fail = false;
+      const d = await runDaemon({ name: 'reloads', logger: quiet, handleSignals: false }, async () => ({
+        reload: async () => {
+          if (fail) throw new MusterError('MUSTER_SCHEMA_VIOLATION', 'bad configuration file');
+          reloads++;
+        },
+        stop: async () => undefined,
+      }));
+      try {
+        const ok = await get(`${d.ctx.admin.url}/v1/reload`, { method: 'POST' });
+        assert.equal(ok.status, 200);
+        assert.deepEqual(ok.json(), { reloaded: true });
+        fail = true;
+        const bad = await get(`${d.ctx.admin.url}/v1/reload`, { method: 'POST' });
+        assert.equal(bad.status, 422);
+        assert.equal(bad.json().error.code, 'MUSTER_SCHEMA_VIOLATION');
+        assert.equal(d.state, 'running');
+        const samples = parsePrometheusText((await get(`${d.ctx.admin.url}/metrics`)).text);
+        assert.equal(sampleValue(samples, 'muster_daemon_reloads_total', { result: 'ok' }), 1);
+        assert.equal(sampleValue(samples, 'muster_daemon_reloads_total', { result: 'error' }), 1);
+        assert.equal(reloads, 1);
+      } finally {
+        await d.stop();
+      }
+    },
+  );
 });

@@ -146,3 +146,39 @@ describe('daemon runtime: signals (real processes)', () => {
     },
   );
 });
+
+describe('daemon runtime: clean-up hooks for processes without a daemon', () => {
+  const interrupt = new URL('./fixtures/interrupt-fixture.js', import.meta.url).pathname;
+
+  test(
+    'without a daemon: SIGTERM runs the hook, then ends the process by the signal',
+    { timeout: 30_000 },
+    async () => {
+      const run = startChild(process.execPath, [interrupt]);
+      try {
+        await run.waitForLine((l) => l === 'running');
+        run.child.kill('SIGTERM');
+        assert.deepEqual(await within(run.exit, 10_000, 'exit'), { code: null, signal: 'SIGTERM' });
+        assert.ok(run.lines.includes('hook'), run.lines.join('\n'));
+      } finally {
+        run.kill();
+      }
+    },
+  );
+
+  test(
+    'with a daemon: the daemon owns the signal and the hook stays out of the way',
+    { timeout: 30_000 },
+    async () => {
+      const run = startChild(process.execPath, [interrupt], { FIXTURE_DAEMON: '1' });
+      try {
+        await run.waitForLine((l) => l === 'running');
+        run.child.kill('SIGTERM');
+        assert.deepEqual(await within(run.exit, 10_000, 'exit'), { code: 0, signal: null });
+        assert.ok(!run.lines.includes('hook'), run.lines.join('\n'));
+      } finally {
+        run.kill();
+      }
+    },
+  );
+});
