@@ -33,6 +33,7 @@ const UNIT = [
   'config/relay-table',
   'foundation/clock-duration',
   'foundation/errors-doc',
+  'foundation/lifecycle',
   'foundation/public-surface',
   'membership/cli',
   'membership/membership',
@@ -50,7 +51,6 @@ const UNIT = [
   'store/memory-engine',
   'store/watch-queue',
   'store/watched',
-  'testing/faulty-store',
 ];
 
 const args = process.argv.slice(2);

@@ -11,6 +11,7 @@ import { MusterError, throwIfAborted } from '../errors.js';
 import type { KeyValue, WatchEvent } from '../store/index.js';
 import { type Duration, formatDuration, toMillis } from '../util/duration.js';
 import { type ConfigSource, PrefixMirror } from './mirror.js';
+import { abortable, onAbort } from '../util/abort.js';
 import {
   type ConfigPolicy,
   ConfigKeys,
@@ -148,7 +149,8 @@ export class ConfigHandle<T = unknown> {
       this.#mirror.listed.then(resolve, reject);
     });
     this.#ready.catch(() => undefined); // observed through ready()
-    options.signal?.addEventListener('abort', () => void this.close(), { once: true });
+    // Last, once every field is set: an already-aborted signal closes the handle at once.
+    onAbort(options.signal, () => void this.close());
   }
 
   /** The policy in force (the stored one once read; defaults before). */
@@ -168,11 +170,7 @@ export class ConfigHandle<T = unknown> {
     throwIfAborted(options.signal);
     if (options.signal === undefined) return this.#ready;
     const signal = options.signal;
-    return new Promise<void>((resolve, reject) => {
-      const onAbort = (): void => reject(new MusterError('MUSTER_ABORTED', 'ready() was aborted'));
-      signal.addEventListener('abort', onAbort, { once: true });
-      this.#ready.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
-    });
+    return abortable(this.#ready, signal);
   }
 
   /**

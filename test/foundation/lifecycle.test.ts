@@ -100,7 +100,7 @@ describe('PartitionedHandle close({ force })', { timeout: 30_000 }, () => {
       clock.advance(1_000); // past the stop timeout: still waiting for the work
       await new Promise((r) => setImmediate(r));
       assert.equal(closed, false, 'a graceful close waits for the work');
-      await (handle.close as (o?: { force?: boolean }) => Promise<void>).call(handle, { force: true });
+      await handle.close({ force: true });
       await graceful;
       assert.equal(handle.state, 'closed');
     } finally {
