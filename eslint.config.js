@@ -29,11 +29,21 @@ function deepImport(depth) {
       "Deep import into another capability: import it through its index.js (public) or internal.js (for siblings) — add what you need to that capability's internal.ts.",
   };
 }
+/** src/testing/ (harnesses, checkers) is for tests and the CLI only; no other capability imports it. */
+function testingImport(depth) {
+  const up = depth === 0 ? '\\./' : `(\\.\\./){${depth}}`;
+  return {
+    regex: `^${up}testing/`,
+    message:
+      'src/testing/ is muster/testing: only tests and the CLI import it (the CLI passes harnesses in, as it does for the demo).',
+  };
+}
 function boundaries(depth, allowed = []) {
   const drivers = Object.entries(DRIVERS)
     .filter(([name]) => !allowed.includes(name))
     .map(([, pattern]) => pattern);
-  return { 'no-restricted-imports': ['error', { patterns: [deepImport(depth), ...drivers] }] };
+  const testing = allowed.includes('testing') ? [] : [testingImport(depth)];
+  return { 'no-restricted-imports': ['error', { patterns: [deepImport(depth), ...drivers, ...testing] }] };
 }
 const filesAt = (dir, depth) => [`${dir}/${'*/'.repeat(depth)}*.ts`];
 export const boundaryBlocks = [];
@@ -41,6 +51,8 @@ for (let depth = 0; depth <= MAX_DEPTH; depth++) {
   boundaryBlocks.push({ files: filesAt('src', depth), rules: boundaries(depth) });
 }
 for (const zone of [
+  { dir: 'src/cli', depth: 1, allow: ['testing'] },
+  { dir: 'src/testing', depth: 1, allow: ['testing'] },
   { dir: 'src/server', depth: 1, allow: ['etcd'] },
   { dir: 'src/store/etcd', depth: 2, allow: ['etcd'] },
   { dir: 'src/store/postgres', depth: 2, allow: ['pg'] },

@@ -75,6 +75,13 @@ describe('lint: module boundaries', { timeout: 60_000 }, () => {
     );
   });
 
+  test('only the CLI (and tests) import src/testing', async () => {
+    const harness = "import { startEtcd } from '../testing/index.js';\n";
+    assert.equal((await lint('src/demo/fixture.ts', harness)).length, 1);
+    assert.equal((await lint('src/agent/fixture.ts', harness)).length, 1);
+    assert.deepEqual(await lint('src/cli/fixture.ts', harness), []);
+  });
+
   test('drivers stay behind the Store port: etcd3/@grpc only in store/etcd and server, pg only in store/postgres', async () => {
     const etcd = "import { Etcd3 } from 'etcd3';\n";
     const grpc = "import { credentials } from '@grpc/grpc-js';\n";
