@@ -38,7 +38,7 @@ export {
   type Violation,
   type ViolationKind,
 } from './ownership-checker.js';
-export { FaultyStore } from './faulty-store.js';
+export { FaultyStore, type FaultyStoreOptions } from './faulty-store.js';
 export {
   checkVersionHistory,
   type TaskRecord,
