@@ -12,6 +12,8 @@ import { registerConfigCommands } from './config-commands.js';
 import { registerDemoCommand } from './demo-command.js';
 import { registerStoreCommands } from './store-commands.js';
 import { registerProxyCommands } from './proxy-commands.js';
+import { registerAgentCommands } from './agent-commands.js';
+import { registerBusCommands } from './bus-commands.js';
 
 /** Exit statuses: 0 success, 1 a coded muster error, 2 bad usage, 70 an unexpected failure. */
 export const EXIT = { ok: 0, error: 1, usage: 2, internal: 70 } as const;
@@ -47,6 +49,8 @@ Errors print their code (e.g. MUSTER_STALE_CONFIG) and exit with status 1; see d
   registerConfigCommands(program);
   registerDemoCommand(program);
   registerProxyCommands(program);
+  registerAgentCommands(program);
+  registerBusCommands(program);
   return program;
 }
 
