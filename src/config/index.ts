@@ -49,3 +49,17 @@ export {
 } from './checker.js';
 export { ConfigRelay, type ConfigRelayOptions, type RelayStats, RELAY_LOG_BATCHES } from './relay.js';
 export { RelayClient, type RelayClientOptions, DEFAULT_HELLO_TIMEOUT_MS } from './relay-client.js';
+export {
+  recordHolding,
+  readHolders,
+  holdingOf,
+  waitForHolders,
+  holdersPrefix,
+  newestHeld,
+  parseHolder,
+  type HolderRecord,
+  type HolderRecorder,
+  type RecordHoldingOptions,
+  type VersionHolding,
+  DEFAULT_HOLDER_CHECK_MS,
+} from './holders.js';
