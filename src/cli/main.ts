@@ -11,6 +11,7 @@ import { registerPartitionsCommand } from './partitions-command.js';
 import { registerConfigCommands } from './config-commands.js';
 import { registerDemoCommand } from './demo-command.js';
 import { registerStoreCommands } from './store-commands.js';
+import { registerUiCommand } from './ui-command.js';
 
 /** Exit statuses: 0 success, 1 a coded muster error, 2 bad usage, 70 an unexpected failure. */
 export const EXIT = { ok: 0, error: 1, usage: 2, internal: 70 } as const;
@@ -45,6 +46,7 @@ Errors print their code (e.g. MUSTER_STALE_CONFIG) and exit with status 1; see d
   registerPartitionsCommand(program);
   registerConfigCommands(program);
   registerDemoCommand(program);
+  registerUiCommand(program);
   return program;
 }
 

@@ -12,7 +12,7 @@
 import { type Clock, systemClock, type TimerHandle } from '../clock.js';
 import { MusterError, throwIfAborted } from '../errors.js';
 import { watchPrefix } from '../store/index.js';
-import type { KeyValue, LeaseId, Store } from '../store/types.js';
+import type { KeyValue, LeaseId, Store } from '../store/index.js';
 import { type Duration, formatDuration, toMillis } from '../util/duration.js';
 import type { ConfigHandle, ConfigHandleState } from './handle.js';
 import { DEFAULT_ROOT_PREFIX } from './model.js';
