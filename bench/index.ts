@@ -12,7 +12,11 @@ const BENCHMARKS: Record<string, () => Promise<{ run(args: string[]): Promise<vo
   serve: () => import('./serve.js'),
   config: () => import('./config.js'),
   'config-floor': () => import('./config-floor.js'),
+  postgres: () => import('./postgres.js'),
+  proxy: () => import('./proxy.js'),
+  agent: () => import('./agent.js'),
   process: () => import('./process.js'),
+  bus: () => import('./bus.js'),
 };
 
 async function main(): Promise<void> {

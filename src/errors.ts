@@ -160,10 +160,82 @@ export const ERROR_CODES = {
     http: 405,
     summary: "the daemon's admin API has this path but not for this HTTP method",
   },
+  MUSTER_AGENT_CONFIG: {
+    retryable: false,
+    http: 400,
+    summary: 'the agent configuration file is malformed or invalid (file, line, field and reason given)',
+  },
+  MUSTER_RESTART_BUDGET: {
+    retryable: false,
+    http: 409,
+    summary:
+      "a partition's child failed more often than its restart budget allows; the partition was handed on",
+  },
+  MUSTER_UNSUPPORTED_SERVER: {
+    retryable: false,
+    http: 500,
+    summary: 'the store server is older than muster supports, or its muster schema is newer than this muster',
+  },
+  MUSTER_NO_INSTANCE: {
+    retryable: true,
+    http: 503,
+    summary: 'no live instance serves the service (or subscribes to the topic) right now',
+  },
+  MUSTER_REMOTE: {
+    retryable: false,
+    http: 502,
+    summary: 'a remote handler failed; details.remote carries its code, message and details',
+  },
+  MUSTER_OVERLOADED: {
+    retryable: true,
+    http: 503,
+    summary: "a bounded queue is full (the peer's send queue, held calls, or the server's in-flight limit)",
+  },
+  MUSTER_FRAME_TOO_LARGE: {
+    retryable: false,
+    http: 413,
+    summary: 'a bus message is larger than the frame size limit',
+  },
+  MUSTER_PROTOCOL: {
+    retryable: false,
+    http: 400,
+    summary: 'a peer sent bytes that are not the bus protocol; the connection was closed',
+  },
+  MUSTER_PEER_LOST: {
+    retryable: false,
+    http: 502,
+    summary: 'the connection to a bus peer closed or went silent while a call was in flight; it may have run',
+  },
+  MUSTER_UNKNOWN_METHOD: {
+    retryable: false,
+    http: 404,
+    summary: 'the service does not have the method that was called',
+  },
   MUSTER_INTERNAL: {
     retryable: false,
     http: 500,
     summary: 'a bug in muster: please report it with the message and logs',
+  },
+  MUSTER_NO_ROUTING_KEY: {
+    retryable: false,
+    http: 400,
+    summary: 'the proxy found no valid routing key in the request and has no default key',
+  },
+  MUSTER_UPSTREAM_UNAVAILABLE: {
+    // not retryable by muster: the request (a POST, a DELETE…) may not be safe to send twice
+    retryable: false,
+    http: 502,
+    summary: "the proxy could not reach the key's destination and the request was not safe to hold",
+  },
+  MUSTER_HOLD_TIMEOUT: {
+    retryable: true,
+    http: 504,
+    summary: 'a request held by the proxy found no reachable destination within holdTimeout',
+  },
+  MUSTER_HOLD_FULL: {
+    retryable: true,
+    http: 503,
+    summary: 'the proxy holds as many requests as its caps allow; retry after Retry-After',
   },
 } as const satisfies Record<string, { retryable: boolean; http: number; summary: string }>;
 

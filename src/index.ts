@@ -15,3 +15,4 @@ export * from './membership/index.js';
 // Both placement and membership name an InstanceState; the record's (with 'leaving') is the public one.
 export type { InstanceState } from './membership/index.js';
 export * from './partitions/index.js';
+export * from './bus/index.js';

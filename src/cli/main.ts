@@ -11,6 +11,9 @@ import { registerPartitionsCommand } from './partitions-command.js';
 import { registerConfigCommands } from './config-commands.js';
 import { registerDemoCommand } from './demo-command.js';
 import { registerStoreCommands } from './store-commands.js';
+import { registerProxyCommands } from './proxy-commands.js';
+import { registerAgentCommands } from './agent-commands.js';
+import { registerBusCommands } from './bus-commands.js';
 import { registerUiCommand } from './ui-command.js';
 
 /** Exit statuses: 0 success, 1 a coded muster error, 2 bad usage, 70 an unexpected failure. */
@@ -46,6 +49,9 @@ Errors print their code (e.g. MUSTER_STALE_CONFIG) and exit with status 1; see d
   registerPartitionsCommand(program);
   registerConfigCommands(program);
   registerDemoCommand(program);
+  registerProxyCommands(program);
+  registerAgentCommands(program);
+  registerBusCommands(program);
   registerUiCommand(program);
   return program;
 }

@@ -34,6 +34,20 @@ export function registerServeCommand(program: Command): void {
         .default('20000')
         .argParser(positiveInt),
     )
+    .addOption(
+      new Option(
+        '--restore <file>',
+        'start from a snapshot taken with the Snapshot RPC (etcdctl snapshot save); needs an empty --data-dir',
+      ),
+    )
+    .addOption(
+      new Option(
+        '--quota-backend-bytes <n>',
+        'raise the NOSPACE alarm and refuse writes when the data directory grows past this (0: no quota)',
+      )
+        .default('0')
+        .argParser(nonNegativeInt),
+    )
     .action(async (opts: ServeFlags) => {
       await serve(opts);
     });
@@ -48,6 +62,14 @@ interface ServeFlags extends DaemonFlags {
   key?: string;
   progressNotifyInterval: string;
   snapshotRecords: string | number;
+  restore?: string;
+  quotaBackendBytes: string | number;
+}
+
+function nonNegativeInt(value: string): number {
+  const n = Number(value);
+  if (!Number.isSafeInteger(n) || n < 0) throw new InvalidArgumentError('expected a non-negative integer');
+  return n;
 }
 
 function positiveInt(value: string): number {
@@ -71,6 +93,8 @@ async function serve(opts: ServeFlags): Promise<void> {
       ...(opts.key !== undefined ? { key: opts.key } : {}),
       progressNotifyInterval: opts.progressNotifyInterval,
       snapshotRecords: Number(opts.snapshotRecords),
+      ...(opts.restore !== undefined ? { restore: opts.restore } : {}),
+      quotaBackendBytes: Number(opts.quotaBackendBytes),
       logger: ctx.log,
       metrics: ctx.metrics,
     });

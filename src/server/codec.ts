@@ -1,7 +1,9 @@
 /**
  * Binary encoding of journal entries and snapshots, and the CRC32 that guards them on disk.
  *
- * Everything is little-endian. Strings are UTF-8 with a u32 length; byte strings likewise;
+ * Everything is little-endian. Strings are binary strings (one char per byte, written as latin1)
+ * with a u32 length: keys are the server's binary-string keys (see grpc/convert.ts), lease ids are
+ * ASCII. Files written when keys were UTF-8 text hold the same bytes, so they read back unchanged; byte strings likewise;
  * revisions are f64 (exact for every revision a store can reach). The format is private to
  * `muster serve` and versioned by the file headers in wal.ts and snapshot.ts.
  */
@@ -73,10 +75,10 @@ export class BinWriter {
   }
 
   str(v: string): void {
-    const max = Buffer.byteLength(v, 'utf8');
-    this.u32(max);
-    this.#room(max);
-    this.#pos += this.#buf.write(v, this.#pos, 'utf8');
+    const n = v.length;
+    this.u32(n);
+    this.#room(n);
+    this.#pos += this.#buf.write(v, this.#pos, 'latin1');
   }
 
   /** Forgets what was written, keeping the buffer for reuse. */
@@ -162,7 +164,7 @@ export class BinReader {
     }
     const n = this.u32();
     this.#need(n);
-    const v = this.#buf.toString('utf8', this.#pos, this.#pos + n);
+    const v = this.#buf.toString('latin1', this.#pos, this.#pos + n);
     this.#pos += n;
     return v;
   }

@@ -42,6 +42,14 @@ export const CRASH_POINTS = [
   'snapshot.old-removed',
   /** One segment the snapshot covers removed (`:<nth>` picks which removal). */
   'wal.segment.removed',
+  /** `alarms.json.tmp` written and fsynced, before the rename (an alarm raised or disarmed). */
+  'alarms.tmp-synced',
+  /** `alarms.json` renamed into place, before the directory fsync. */
+  'alarms.renamed',
+  /** `auth.json.tmp` written and fsynced, before the rename (a user, role or permission change). */
+  'auth.tmp-synced',
+  /** `auth.json` renamed into place, before the directory fsync. */
+  'auth.renamed',
 ] as const;
 
 export type CrashPointName = (typeof CRASH_POINTS)[number];

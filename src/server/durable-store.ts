@@ -11,11 +11,21 @@ import { join, resolve } from 'node:path';
 import type { Logger } from 'pino';
 import type { Clock } from '../clock.js';
 import { MusterError } from '../errors.js';
+import type { KeyLimits } from '../store/keys.js';
 import type { JournalEntry } from '../store/memory/journal.js';
 import { MemoryStore } from '../store/memory/memory-store.js';
+import { ALARMS_FILE } from './alarms.js';
+import { AUTH_FILE } from './auth-store.js';
 import { decodeEntry } from './codec.js';
 import { checkCrashPointSetting, crashPoint } from './crash-point.js';
-import { readNewestSnapshot, removeOtherSnapshots, snapshotRevision, writeSnapshot } from './snapshot.js';
+import {
+  parseSnapshotFile,
+  readNewestSnapshot,
+  removeOtherSnapshots,
+  snapshotFileBytes,
+  snapshotRevision,
+  writeSnapshot,
+} from './snapshot.js';
 import {
   readSegment,
   segmentName,
@@ -45,6 +55,13 @@ export interface DurableStoreOptions {
   clock?: Clock;
   /** The engine's URL for logs. */
   url?: string;
+  /**
+   * A snapshot file (from etcd's `Snapshot` RPC, e.g. `etcdctl snapshot save`) to start from. The
+   * data directory must hold no data yet. Default: none.
+   */
+  restore?: string;
+  /** Key and value limits of the engine. Default: the Store port's (the server lifts them). */
+  limits?: KeyLimits;
   /** Told after each log sync with its duration and batch size (metrics); must not throw. */
   onWalSync?: (sync: { seconds: number; records: number; bytes: number }) => void;
 }
@@ -107,12 +124,15 @@ export class DurableStore {
     await lockDir(dataDir);
     try {
       await removeTemporaryFiles(dataDir, log);
+      if (options.restore !== undefined) await restoreInto(dataDir, options.restore, log);
       const memberId = await readMemberId(dataDir);
       // The journal is attached after recovery: replayed entries are not journaled again.
       const late: { wal?: Wal; self?: DurableStore } = {};
       const store = new MemoryStore({
         ...(options.clock ? { clock: options.clock } : {}),
         url: options.url ?? `muster-serve:${dataDir}`,
+        ...(options.limits ? { limits: options.limits } : {}),
+        firstLeaseId: etcdLikeId(memberId),
         journal: {
           append: (entry: JournalEntry) => {
             late.wal?.append(entry);
@@ -253,6 +273,18 @@ export class DurableStore {
     );
   }
 
+  /**
+   * The current state as a snapshot file (what etcd's `Snapshot` RPC streams): the same format as
+   * the snapshots in the data directory, restorable with `muster serve --restore FILE`.
+   */
+  async exportSnapshot(): Promise<Buffer> {
+    await this.store.headRevision();
+    const snap = this.store.snapshot();
+    return snapshotFileBytes({ ...snap, compactRevision: Math.max(snap.compactRevision, snap.revision) }, 1, {
+      etcdFraming: true,
+    });
+  }
+
   #maybeSnapshot(): void {
     if (this.#snapshotting !== undefined || this.#closed !== undefined) return;
     if (this.#wal.recordsInSegment < this.#snapshotRecords && this.#wal.bytesInSegment < this.#snapshotBytes)
@@ -350,7 +382,11 @@ async function removeTemporaryFiles(dir: string, log: Logger | undefined): Promi
     if (!n.endsWith(TEMP_SUFFIX)) return false;
     const base = n.slice(0, -TEMP_SUFFIX.length);
     return (
-      base === MEMBER_ID_FILE || segmentNumber(base) !== undefined || snapshotRevision(base) !== undefined
+      base === MEMBER_ID_FILE ||
+      base === ALARMS_FILE ||
+      base === AUTH_FILE ||
+      segmentNumber(base) !== undefined ||
+      snapshotRevision(base) !== undefined
     );
   });
   for (const n of names) await rm(join(dir, n), { force: true });
@@ -393,4 +429,55 @@ const held = new Set<string>();
 async function unlockDir(dir: string): Promise<void> {
   if (!held.delete(dir)) return;
   await rm(join(dir, 'LOCK'), { force: true });
+}
+
+/**
+ * Puts the snapshot `file` into the empty data directory `dataDir` as its first snapshot (the log
+ * starts after it). Throws `MUSTER_INVALID_ARGUMENT` when the file cannot be read or the directory
+ * already holds data, and `MUSTER_CORRUPT_DATA` when the file is not an intact muster snapshot.
+ * The snapshot is written as every snapshot is (temporary file, fsync, rename, directory fsync): a
+ * crash leaves either no snapshot (restore again) or the restored one.
+ */
+async function restoreInto(dataDir: string, file: string, log: Logger | undefined): Promise<void> {
+  let buf: Buffer;
+  try {
+    buf = await readFile(file);
+  } catch (err) {
+    throw new MusterError(
+      'MUSTER_INVALID_ARGUMENT',
+      `cannot read the snapshot ${file}: ${(err as Error).message}`,
+      {
+        cause: err,
+        details: { file },
+      },
+    );
+  }
+  const { snapshot } = parseSnapshotFile(buf, file);
+  const held = (await readdir(dataDir)).filter(
+    (n) => segmentNumber(n) !== undefined || snapshotRevision(n) !== undefined,
+  );
+  if (held.length > 0) {
+    throw new MusterError(
+      'MUSTER_INVALID_ARGUMENT',
+      `--restore needs a new or empty data directory, and ${dataDir} already holds data (${held.slice(0, 3).join(', ')}); give another --data-dir or start without --restore`,
+      { details: { dataDir, file } },
+    );
+  }
+  await writeSnapshot(dataDir, snapshot, 1);
+  log?.info(
+    { file, revision: snapshot.revision, keys: snapshot.kvs.length },
+    `restored the snapshot ${file}`,
+  );
+}
+
+/**
+ * A lease id as etcd makes them (its request-id generator): the member id's low 16 bits, then the
+ * start time in milliseconds (40 bits), then a count (8 bits), kept within int64. Ids then count up
+ * from it; they only have to be unique, which the log and snapshots keep them.
+ */
+export function etcdLikeId(memberId: string): bigint {
+  const member = BigInt(memberId) & 0xffffn;
+  const time = BigInt(Date.now()) & ((1n << 40n) - 1n);
+  const id = ((member << 48n) | (time << 8n)) & ((1n << 63n) - 1n);
+  return id === 0n ? 1n : id;
 }

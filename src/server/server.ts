@@ -13,9 +13,18 @@ import { invalidArgument, MusterError } from '../errors.js';
 import type { MemoryStore } from '../store/memory/memory-store.js';
 import { type Duration, toMillis } from '../util/duration.js';
 import { isLoopback, parseHostPort } from '../util/net.js';
+import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { createServer as createNetServer, type Socket } from 'node:net';
+import { NO_LEASE } from '../store/types.js';
+import { gatewayHandler } from './gateway.js';
+import { header } from './grpc/context.js';
+import { leaseOf as leaseOfWire } from './grpc/convert.js';
+import { ETCD } from './grpc/errors.js';
+import { ALARM_NOSPACE, Alarms } from './alarms.js';
+import { AuthStore } from './auth-store.js';
 import { DurableStore, type RecoveryReport } from './durable-store.js';
+import { authGate, authService } from './grpc/auth.js';
 import { createServeMetrics } from './metrics.js';
-import { authService, tokenGate } from './grpc/auth.js';
 import type { ServiceContext } from './grpc/context.js';
 import { kvService } from './grpc/kv.js';
 import { leaseService } from './grpc/lease.js';
@@ -31,6 +40,8 @@ export const DEFAULT_DATA_DIR = 'muster-data';
 export const DEFAULT_MAX_REQUEST_BYTES = 1.5 * 1024 * 1024;
 /** etcd's default interval for `progress_notify` watchers (its `--experimental-watch-progress-notify-interval`). */
 export const DEFAULT_PROGRESS_NOTIFY_INTERVAL = '10m';
+/** How often the data size is compared with `quotaBackendBytes`. */
+export const QUOTA_CHECK_INTERVAL_MS = 1000;
 /** How long `close()` lets in-flight calls finish before cutting connections. */
 export const SHUTDOWN_GRACE_MS = 2000;
 
@@ -56,6 +67,13 @@ export interface ServerOptions {
   snapshotRecords?: number;
   /** Clock for lease expiry. Default: the system clock. */
   clock?: Clock;
+  /**
+   * etcd's `--quota-backend-bytes`: when the data directory grows past it, the `NOSPACE` alarm is
+   * raised and writes that add data are refused until it is disarmed. Default: 0, no quota.
+   */
+  quotaBackendBytes?: number;
+  /** A snapshot file (from the Snapshot RPC / `etcdctl snapshot save`) to restore into an empty data directory. */
+  restore?: string;
   /**
    * Register serve's metrics here (requests by method and code, WAL sync latency and batch size,
    * watchers, leases, db size, keys: see docs/serve.md). Default: none, and no counting at all.
@@ -119,6 +137,72 @@ function credentials(options: ServerOptions): ServerCredentials {
   }
 }
 
+/**
+ * The cluster id of a one-member cluster: derived from the member id (stable across restarts) but
+ * different from it, as etcd's are (clients and tools show both).
+ */
+export function clusterIdOf(memberId: string): string {
+  const id = BigInt.asUintN(64, BigInt(memberId) ^ 0x9e3779b97f4a7c15n);
+  return String(id === 0n ? 1n : id);
+}
+
+/** The client port shared by gRPC and the HTTP/JSON gateway. */
+interface FrontServer {
+  readonly port: number;
+  close(): void;
+}
+
+/** The HTTP/2 connection preface every gRPC client sends first. */
+const H2_PREFACE = Buffer.from('PRI * HTTP/2.0\r\n');
+
+/**
+ * Listens on `host:port` and hands each connection, by its first bytes, to gRPC (the HTTP/2
+ * preface; handed over through the injector, so gRPC traffic is not proxied) or to the gateway.
+ */
+function listenFront(
+  host: string,
+  port: number,
+  injector: { injectConnection(socket: Socket): void },
+  gateway: (req: IncomingMessage, res: ServerResponse) => void,
+): Promise<FrontServer> {
+  const http1 = createHttpServer(gateway);
+  const sockets = new Set<Socket>();
+  // TCP_NODELAY, as Go (etcd) sets it on every connection: a small gRPC response is not held back.
+  const tcp = createNetServer({ noDelay: true }, (socket) => {
+    sockets.add(socket);
+    socket.once('close', () => sockets.delete(socket));
+    const decide = (chunk: Buffer): void => {
+      socket.pause();
+      socket.unshift(chunk);
+      const n = Math.min(chunk.length, H2_PREFACE.length);
+      // HTTP/2 reads the bytes already buffered on the next tick (the socket stays paused: the
+      // session reads the native handle); the HTTP/1.1 parser reads them once the socket flows.
+      if (chunk.subarray(0, n).equals(H2_PREFACE.subarray(0, n))) injector.injectConnection(socket);
+      else {
+        http1.emit('connection', socket);
+        socket.resume();
+      }
+    };
+    socket.once('data', decide);
+    socket.on('error', () => undefined);
+  });
+  return new Promise((resolve, reject) => {
+    tcp.once('error', reject);
+    tcp.listen(port, host, () => {
+      tcp.off('error', reject);
+      const address = tcp.address();
+      resolve({
+        port: typeof address === 'object' && address !== null ? address.port : port,
+        close: () => {
+          tcp.close();
+          http1.close();
+          for (const s of sockets) if (!s.destroyed && s.listenerCount('data') === 0) s.destroy();
+        },
+      });
+    });
+  });
+}
+
 function dirSize(dir: string): number {
   let total = 0;
   for (const n of readdirSync(dir)) {
@@ -149,15 +233,27 @@ export async function startServer(options: ServerOptions = {}): Promise<MusterSe
   const creds = credentials(options);
   const tls = options.cert !== undefined;
   const log = options.logger;
+  const maxRequest = options.maxRequestBytes ?? DEFAULT_MAX_REQUEST_BYTES;
   const metrics = options.metrics === undefined ? undefined : createServeMetrics(options.metrics);
   const durable = await DurableStore.open({
     ...(metrics ? { onWalSync: metrics.onWalSync } : {}),
     dataDir: options.dataDir ?? DEFAULT_DATA_DIR,
+    // Keys are bytes of any length, as in etcd; the request limit bounds keys and values (kv.ts).
+    limits: { keyBytes: Infinity, valueBytes: Infinity },
     ...(log ? { logger: log } : {}),
     ...(options.snapshotRecords !== undefined ? { snapshotRecords: options.snapshotRecords } : {}),
     ...(options.clock ? { clock: options.clock } : {}),
+    ...(options.restore !== undefined ? { restore: options.restore } : {}),
   });
-  const maxRequest = options.maxRequestBytes ?? DEFAULT_MAX_REQUEST_BYTES;
+  let alarms: Alarms;
+  let authStore: AuthStore;
+  try {
+    alarms = await Alarms.load(durable.dataDir);
+    authStore = await AuthStore.load(durable.dataDir);
+  } catch (err) {
+    await durable.close().catch(() => undefined);
+    throw err;
+  }
   const server = new Server({
     // etcd adds 512 KiB of gRPC overhead to its request limit.
     'grpc.max_receive_message_length': maxRequest + 512 * 1024,
@@ -170,36 +266,80 @@ export async function startServer(options: ServerOptions = {}): Promise<MusterSe
   let clientUrl = '';
   const ctx: ServiceContext = {
     store: durable.store,
-    auth: tokenGate(token),
+    auth: authGate(token, authStore),
     memberId: durable.memberId,
-    clusterId: durable.memberId,
+    clusterId: clusterIdOf(durable.memberId),
     get clientUrl() {
       return clientUrl;
     },
+    maxRequestBytes: maxRequest,
     progressNotifyMs: toMillis(options.progressNotifyInterval ?? DEFAULT_PROGRESS_NOTIFY_INTERVAL),
     streams,
     log,
     dbSize: () => dirSize(durable.dataDir),
+    alarms,
+    exportSnapshot: () => durable.exportSnapshot(),
   };
+  const quota = options.quotaBackendBytes ?? 0;
+  const quotaTimer =
+    quota > 0
+      ? setInterval(() => {
+          if (alarms.noSpace || dirSize(durable.dataDir) <= quota) return;
+          log?.warn(
+            { quotaBackendBytes: quota },
+            'the data passed --quota-backend-bytes; NOSPACE alarm raised',
+          );
+          alarms.activate(durable.memberId, ALARM_NOSPACE).catch((err: unknown) => {
+            log?.error({ err }, 'could not record the NOSPACE alarm');
+          });
+        }, QUOTA_CHECK_INTERVAL_MS)
+      : undefined;
+  quotaTimer?.unref();
   const services = etcdServices();
-  const add = (name: keyof typeof services, impl: UntypedServiceImplementation): void => {
-    const def = services[name];
-    server.addService(def, metrics ? metrics.instrument(`etcdserverpb.${name}`, def, impl) : impl);
+  const impls = {
+    KV: kvService(ctx),
+    Watch: watchService(ctx),
+    Lease: leaseService(ctx),
+    Maintenance: maintenanceService(ctx),
+    Cluster: clusterService(ctx),
+    Auth: authService(ctx, authStore),
   };
-  add('KV', kvService(ctx));
-  add('Watch', watchService(ctx));
-  add('Lease', leaseService(ctx));
-  add('Maintenance', maintenanceService(ctx));
-  add('Cluster', clusterService(ctx));
-  add('Auth', authService(ctx));
+  for (const name of Object.keys(impls) as (keyof typeof impls)[]) {
+    const def = services[name];
+    const impl: UntypedServiceImplementation = impls[name];
+    server.addService(def, metrics ? metrics.instrument(`etcdserverpb.${name}`, def, impl) : impl);
+  }
   metrics?.attach({ store: durable.store, streams, dbSize: () => ctx.dbSize() });
 
   let bound: number;
+  let front: FrontServer | undefined;
   try {
-    bound = await new Promise<number>((resolve, reject) => {
-      const target = host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
-      server.bindAsync(target, creds, (err, p) => (err ? reject(err) : resolve(p)));
-    });
+    if (tls) {
+      // TLS: gRPC only (the gateway would need ALPN on the TLS handshake to share the port).
+      bound = await new Promise<number>((resolve, reject) => {
+        const target = host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
+        server.bindAsync(target, creds, (err, p) => (err ? reject(err) : resolve(p)));
+      });
+    } else {
+      front = await listenFront(
+        host,
+        port,
+        server.createConnectionInjector(creds),
+        gatewayHandler(
+          services,
+          impls,
+          async (id, md) => {
+            ctx.auth.check(md);
+            const lease = leaseOfWire(id);
+            if (lease === undefined || lease === NO_LEASE) throw ETCD.leaseNotFound();
+            const ttl = await durable.store.keepAlive(lease);
+            return { header: header(ctx, durable.store.revision), ID: lease, TTL: String(ttl) };
+          },
+          options.metrics,
+        ),
+      );
+      bound = front.port;
+    }
   } catch (err) {
     await durable.close().catch(() => undefined);
     const message = (err as Error).message;
@@ -235,6 +375,8 @@ export async function startServer(options: ServerOptions = {}): Promise<MusterSe
   let closing: Promise<void> | undefined;
   const close = (): Promise<void> => {
     closing ??= (async () => {
+      if (quotaTimer !== undefined) clearInterval(quotaTimer);
+      front?.close();
       for (const s of [...streams]) s.end();
       await new Promise<void>((resolve) => {
         const timer = setTimeout(() => {

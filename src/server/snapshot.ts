@@ -9,6 +9,7 @@
  */
 import { readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { closeSync, fsyncSync, openSync } from 'node:fs';
+import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { MusterError } from '../errors.js';
 import type { EngineSnapshot } from '../store/memory/journal.js';
@@ -36,13 +37,9 @@ export async function writeSnapshot(
   snapshot: EngineSnapshot,
   firstSegment: number,
 ): Promise<string> {
-  const body = encodeSnapshot(snapshot, firstSegment);
-  const head = Buffer.allocUnsafe(SNAPSHOT_MAGIC.length + 4);
-  SNAPSHOT_MAGIC.copy(head, 0);
-  head.writeUInt32LE(crc32(body), SNAPSHOT_MAGIC.length);
   const name = snapshotName(snapshot.revision);
   const tmp = join(dir, `${name}.tmp`);
-  await writeFile(tmp, Buffer.concat([head, body]));
+  await writeFile(tmp, snapshotFileBytes(snapshot, firstSegment));
   crashPoint('snapshot.tmp-written');
   const fd = openSync(tmp, 'r+');
   try {
@@ -63,6 +60,70 @@ export async function writeSnapshot(
  * Reads the newest snapshot in `dir`, if any. Throws `MUSTER_CORRUPT_DATA` when it fails its check
  * (snapshots are renamed into place only when complete, so a bad one is real corruption).
  */
+/** etcd's snapshot stream: bbolt pages (a multiple of 512 bytes) followed by their SHA-256. */
+const ETCD_PAGE = 512;
+const SHA256_BYTES = 32;
+
+/**
+ * A snapshot file's bytes: magic, CRC32 of the body, body. With `etcdFraming` (the Snapshot RPC),
+ * the body is zero-padded to a multiple of 512 bytes and the SHA-256 of everything is appended, as
+ * etcd frames its database: `etcdctl snapshot save` checks that trailer. The decoder ignores the
+ * padding; {@link parseSnapshotFile} checks and strips the trailer.
+ */
+export function snapshotFileBytes(
+  snapshot: EngineSnapshot,
+  firstSegment: number,
+  options: { etcdFraming?: boolean } = {},
+): Buffer {
+  let body = encodeSnapshot(snapshot, firstSegment);
+  const headLength = SNAPSHOT_MAGIC.length + 4;
+  if (options.etcdFraming === true) {
+    const pad = (ETCD_PAGE - ((headLength + body.length) % ETCD_PAGE)) % ETCD_PAGE;
+    body = Buffer.concat([body, Buffer.alloc(pad)]);
+  }
+  const head = Buffer.allocUnsafe(headLength);
+  SNAPSHOT_MAGIC.copy(head, 0);
+  head.writeUInt32LE(crc32(body), SNAPSHOT_MAGIC.length);
+  const file = Buffer.concat([head, body]);
+  if (options.etcdFraming !== true) return file;
+  return Buffer.concat([file, createHash('sha256').update(file).digest()]);
+}
+
+/**
+ * Checks and decodes a snapshot file's bytes. Throws `MUSTER_CORRUPT_DATA` naming `file` when its
+ * magic or checksum is wrong or it cannot be decoded.
+ */
+export function parseSnapshotFile(
+  input: Buffer,
+  file: string,
+): { snapshot: EngineSnapshot; firstSegment: number } {
+  let buf = input;
+  if (buf.length % ETCD_PAGE === SHA256_BYTES) {
+    const data = buf.subarray(0, buf.length - SHA256_BYTES);
+    if (createHash('sha256').update(data).digest().equals(buf.subarray(data.length))) buf = data;
+  }
+  const bodyAt = SNAPSHOT_MAGIC.length + 4;
+  if (
+    buf.length < bodyAt ||
+    !buf.subarray(0, SNAPSHOT_MAGIC.length).equals(SNAPSHOT_MAGIC) ||
+    crc32(buf.subarray(bodyAt)) !== buf.readUInt32LE(SNAPSHOT_MAGIC.length)
+  ) {
+    throw new MusterError(
+      'MUSTER_CORRUPT_DATA',
+      `the snapshot ${file} failed its integrity check (not a muster snapshot, or damaged)`,
+      { details: { file } },
+    );
+  }
+  try {
+    return decodeSnapshot(buf, bodyAt);
+  } catch (err) {
+    throw new MusterError('MUSTER_CORRUPT_DATA', `the snapshot ${file} could not be decoded`, {
+      cause: err,
+      details: { file },
+    });
+  }
+}
+
 export async function readNewestSnapshot(
   dir: string,
 ): Promise<{ snapshot: EngineSnapshot; firstSegment: number; file: string } | undefined> {

@@ -3,6 +3,7 @@
  */
 export * from './types.js';
 export type { EtcdStoreOptions } from './etcd/url.js';
+export type { PostgresStoreOptions } from './postgres/url.js';
 export { openStore, registerEngine, redactUrl, DEFAULT_STORE_URL, type OpenStoreOptions } from './open.js';
 export { MemoryStore, openMemoryStore, type MemoryStoreOptions } from './memory/memory-store.js';
 export type { Journal, JournalEntry, JournalChange, EngineSnapshot } from './memory/journal.js';

@@ -12,23 +12,38 @@ export const MAX_KEY_BYTES = 4096;
 /** Most operations in one transaction (etcd's default `--max-txn-ops`). */
 export const MAX_TXN_OPS = 128;
 
+/**
+ * Size limits an engine enforces on keys and values. The Store port's defaults are
+ * {@link PORT_LIMITS}; the embedded server, whose keys are bytes, lifts them to etcd's request limit.
+ */
+export interface KeyLimits {
+  /** Largest key in UTF-8 bytes. */
+  readonly keyBytes: number;
+  /** Largest value in bytes. */
+  readonly valueBytes: number;
+}
+
+/** The Store port's limits: {@link MAX_KEY_BYTES} and {@link MAX_VALUE_BYTES}. */
+export const PORT_LIMITS: KeyLimits = { keyBytes: MAX_KEY_BYTES, valueBytes: MAX_VALUE_BYTES };
+
 const encoder = new TextEncoder();
 const decoder = new TextDecoder('utf-8', { fatal: false });
 export const EMPTY_BYTES: Uint8Array = new Uint8Array(0);
 
-/** Validates a key: a non-empty string of at most {@link MAX_KEY_BYTES} UTF-8 bytes. */
-export function checkKey(key: unknown, what = 'key'): asserts key is string {
+/** Validates a key: a non-empty string of at most {@link MAX_KEY_BYTES} (or `limits.keyBytes`) UTF-8 bytes. */
+export function checkKey(key: unknown, what = 'key', limits: KeyLimits = PORT_LIMITS): asserts key is string {
   if (typeof key !== 'string') throw invalidArgument(`${what} must be a string, got ${typeof key}`);
   if (key.length === 0) throw invalidArgument(`${what} must not be empty`);
-  if (key.length > MAX_KEY_BYTES / 3 && encoder.encode(key).length > MAX_KEY_BYTES) {
-    throw new MusterError('MUSTER_VALUE_TOO_LARGE', `${what} is longer than ${MAX_KEY_BYTES} bytes`, {
+  const max = limits.keyBytes;
+  if (key.length > max / 3 && encoder.encode(key).length > max) {
+    throw new MusterError('MUSTER_VALUE_TOO_LARGE', `${what} is longer than ${max} bytes`, {
       details: { key: key.slice(0, 64) },
     });
   }
 }
 
-/** Converts a value to bytes (strings as UTF-8), enforcing {@link MAX_VALUE_BYTES}. */
-export function toBytes(value: unknown, key?: string): Uint8Array {
+/** Converts a value to bytes (strings as UTF-8), enforcing {@link MAX_VALUE_BYTES} (or `limits.valueBytes`). */
+export function toBytes(value: unknown, key?: string, limits: KeyLimits = PORT_LIMITS): Uint8Array {
   let bytes: Uint8Array;
   if (value instanceof Uint8Array) bytes = value;
   else if (typeof value === 'string') bytes = encoder.encode(value);
@@ -40,10 +55,10 @@ export function toBytes(value: unknown, key?: string): Uint8Array {
       },
     );
   }
-  if (bytes.length > MAX_VALUE_BYTES) {
+  if (bytes.length > limits.valueBytes) {
     throw new MusterError(
       'MUSTER_VALUE_TOO_LARGE',
-      `value${key ? ` for '${key}'` : ''} is ${bytes.length} bytes; the limit is ${MAX_VALUE_BYTES}`,
+      `value${key ? ` for '${key}'` : ''} is ${bytes.length} bytes; the limit is ${limits.valueBytes}`,
       { details: { ...(key === undefined ? {} : { key }), bytes: bytes.length } },
     );
   }
@@ -90,12 +105,12 @@ export type Range =
  * Normalizes `string | KeySelector`. A bare string means a prefix for range/watch
  * (`asPrefix = true`) and one key for delete (`asPrefix = false`).
  */
-export function toRange(selector: unknown, asPrefix: boolean): Range {
+export function toRange(selector: unknown, asPrefix: boolean, limits: KeyLimits = PORT_LIMITS): Range {
   if (typeof selector === 'string') {
     if (asPrefix) {
       return { kind: 'prefix', prefix: selector };
     }
-    checkKey(selector);
+    checkKey(selector, 'key', limits);
     return { kind: 'key', key: selector };
   }
   if (selector === null || typeof selector !== 'object') {
@@ -110,11 +125,11 @@ export function toRange(selector: unknown, asPrefix: boolean): Range {
     return { kind: 'prefix', prefix: s.prefix };
   }
   if ('key' in s) {
-    checkKey(s.key);
+    checkKey(s.key, 'key', limits);
     return { kind: 'key', key: s.key };
   }
   if ('start' in s) {
-    checkKey(s.start, 'range start');
+    checkKey(s.start, 'range start', limits);
     if (typeof s.end !== 'string')
       throw invalidArgument(`range end must be a string, got ${describeValue(s.end)}`);
     if (compareKeys(s.end, s.start) < 0) {

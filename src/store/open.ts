@@ -3,11 +3,13 @@
  *
  * - `memory:` — an in-process engine (tests, simulations, single-process use).
  * - `etcd://host:2379[,host2:2379…]`, `etcds://…` — a real etcd cluster or `muster serve`.
+ * - `postgres://user@host:5432/db?schema=muster` (`postgresql://` too) — tables in a PostgreSQL database.
  */
 import type { Clock } from '../clock.js';
 import { MusterError } from '../errors.js';
 import { MemoryStore } from './memory/memory-store.js';
 import type { EtcdStoreOptions } from './etcd/url.js';
+import type { PostgresStoreOptions } from './postgres/url.js';
 import type { Store } from './types.js';
 
 export interface OpenStoreOptions {
@@ -68,11 +70,19 @@ export async function openStore(url: string, options: OpenStoreOptions = {}): Pr
 let enginesLoaded: Promise<void> | undefined;
 /** Loads optional engines lazily, so `memory:` users never load gRPC. */
 function loadEngines(): Promise<void> {
-  enginesLoaded ??= import('./etcd/index.js').then(({ openEtcdStore }) => {
-    const etcd: EngineFactory = async (url, options) => openEtcdStore(url, options as EtcdStoreOptions);
-    registerEngine('etcd:', etcd);
-    registerEngine('etcds:', etcd);
-  });
+  enginesLoaded ??= Promise.all([
+    import('./etcd/index.js').then(({ openEtcdStore }) => {
+      const etcd: EngineFactory = async (url, options) => openEtcdStore(url, options as EtcdStoreOptions);
+      registerEngine('etcd:', etcd);
+      registerEngine('etcds:', etcd);
+    }),
+    import('./postgres/index.js').then(({ openPostgresStore }) => {
+      const postgres: EngineFactory = (url, options) =>
+        openPostgresStore(url, options as PostgresStoreOptions);
+      registerEngine('postgres:', postgres);
+      registerEngine('postgresql:', postgres);
+    }),
+  ]).then(() => undefined);
   return enginesLoaded;
 }
 

@@ -1,19 +1,19 @@
 /** Transaction compares, evaluated exactly as etcd does. */
 import { invalidArgument } from '../errors.js';
-import { checkKey, checkLeaseId, toBytes } from './keys.js';
+import { checkKey, checkLeaseId, type KeyLimits, PORT_LIMITS, toBytes } from './keys.js';
 import type { Compare, CompareOp, KeyValue } from './types.js';
 
 const OPS: ReadonlySet<string> = new Set(['=', '!=', '<', '>']);
 const TARGETS: ReadonlySet<string> = new Set(['value', 'version', 'createRevision', 'modRevision', 'lease']);
 
 /** Validates every compare up front, so a bad one leaves the store untouched. */
-export function validateCompares(compares: readonly Compare[]): void {
+export function validateCompares(compares: readonly Compare[], limits: KeyLimits = PORT_LIMITS): void {
   if (!Array.isArray(compares)) throw invalidArgument('compares must be an array');
   for (const c of compares as unknown[]) {
     if (c === null || typeof c !== 'object')
       throw invalidArgument('each compare must be an object { key, target, op, value }');
     const { key, target, op, value } = c as Record<string, unknown>;
-    checkKey(key, 'compare key');
+    checkKey(key, 'compare key', limits);
     if (typeof target !== 'string' || !TARGETS.has(target)) {
       throw invalidArgument(
         `compare target '${String(target)}' is unknown; use value, version, createRevision, modRevision or lease`,
@@ -23,7 +23,7 @@ export function validateCompares(compares: readonly Compare[]): void {
     if (typeof op !== 'string' || !OPS.has(op)) {
       throw invalidArgument(`compare operator '${String(op)}' is unknown; use =, !=, < or >`, { key });
     }
-    if (target === 'value') toBytes(value, key);
+    if (target === 'value') toBytes(value, key, limits);
     else if (target === 'lease') {
       if (value !== '0') checkLeaseId(value);
     } else if (typeof value !== 'number' || !Number.isSafeInteger(value)) {

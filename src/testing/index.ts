@@ -45,3 +45,13 @@ export { collectUntil, waitFor } from './watch-helpers.js';
 export { ManualClock } from '../clock.js';
 export { makeTestCertificates, type TestCertificates } from './tls.js';
 export { startTempServe, type TempServe } from './serve-harness.js';
+export {
+  startPostgres,
+  sweepPostgresOrphans,
+  needPostgres,
+  findPostgresBinDir,
+  POSTGRES_INSTALL_HINT,
+  TEST_PG_USER,
+  type PostgresServer,
+} from './postgres-harness.js';
+export { checkRevisions, type RevisionViolation } from './revision-checker.js';

@@ -17,6 +17,8 @@ export interface Backend {
   readonly url: string;
   /** host:port of the one member, for fault proxies. */
   readonly endpoint: string;
+  /** The store URL through a proxy listening on `endpoint`. Default: `etcd://<endpoint>`. */
+  readonly urlVia?: (endpoint: string) => string;
   close(): Promise<void>;
 }
 
@@ -83,7 +85,10 @@ export function configProcessSuite(name: string, skip: false | string, start: ()
       ];
       const fleet = await Fleet.start({
         store: backend.url,
-        storeFor: (i) => `etcd://${proxies[i]?.endpoint}`,
+        storeFor: (i) => {
+          const via = proxies[i]?.endpoint as string;
+          return backend.urlVia?.(via) ?? `etcd://${via}`;
+        },
         config: 'fc',
         workers: 2,
         taskIntervalMs: 5,

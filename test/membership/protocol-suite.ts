@@ -92,6 +92,8 @@ export interface Target {
   readonly url: string;
   /** `host:port` for the fault proxy. */
   readonly endpoint: string;
+  /** The store URL through a proxy listening on `endpoint`. Default: `etcd://<endpoint>`. */
+  readonly urlVia?: (endpoint: string) => string;
   close(): Promise<void>;
 }
 
@@ -195,7 +197,9 @@ export function membershipProtocolSuite(target: {
         ttls.map(async (ttl) => {
           const proxy = await startFaultProxy({ target: etcd.endpoint });
           try {
-            const store = await openStore(`etcd://${proxy.endpoint}`, { requestTimeout: '2s' });
+            const store = await openStore(etcd.urlVia?.(proxy.endpoint) ?? `etcd://${proxy.endpoint}`, {
+              requestTimeout: '2s',
+            });
             const session = await openSession(store, { ttl: `${ttl}s` });
             const key = `/bh/${ttl}`;
             await store.put(key, 'x', { lease: session.leaseId });

@@ -3,6 +3,9 @@
  * member.ts) record their work in one history file while this harness kills them (-9), freezes them
  * past their TTL (SIGSTOP/SIGCONT), black-holes their store connections, makes them leave or drain,
  * and kills the etcd leader mid-hand-off. Afterwards the checker judges the history.
+ *
+ * The store is a 3-member etcd by default; `backend` runs the same churn on another store (the
+ * PostgreSQL engine: its server fault is a kill -9 of the whole server mid-hand-off).
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -14,7 +17,6 @@ import {
   checkConvergence,
   checkOwnership,
   type CheckResult,
-  type EtcdCluster,
   type FaultProxy,
   FileHistory,
   historyNow,
@@ -37,6 +39,42 @@ export interface ChurnOptions {
   log?: (line: string) => void;
   /** Members misbehave (work past their deadline), to show that the checker catches it. */
   ignoreDeadline?: boolean;
+  /** The store under churn. Default: {@link etcdChurnBackend} (a 3-member etcd cluster). */
+  backend?: () => Promise<ChurnBackend>;
+}
+
+/** A store for the churn: where members connect (each through its own fault proxies) and its server fault. */
+export interface ChurnBackend {
+  /** `host:port` of each server; every member gets one fault proxy per endpoint. */
+  readonly endpoints: readonly string[];
+  /** The store URL, direct. */
+  readonly url: string;
+  /** The store URL through proxies listening on `endpoints` (in the order of {@link endpoints}). */
+  urlVia(endpoints: readonly string[]): string;
+  /** The name of the server fault in the report, e.g. `'kill etcd leader mid-hand-off'`. */
+  readonly faultName: string;
+  /** Injects the server fault while a member leaves; `victimGone` resolves when the member exited. */
+  fault(victimGone: () => Promise<void>): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** The default backend: a 3-member etcd; the fault kills the leader while a member hands off. */
+export async function etcdChurnBackend(): Promise<ChurnBackend> {
+  const cluster = await startEtcd({ members: 3 });
+  return {
+    endpoints: cluster.endpoints,
+    url: cluster.url,
+    urlVia: (endpoints) => `etcd://${endpoints.join(',')}`,
+    faultName: 'kill etcd leader mid-hand-off',
+    fault: async (victimGone) => {
+      const leader = await cluster.leader(5000);
+      await leader.kill();
+      await victimGone();
+      await sleep(1000);
+      await leader.restart();
+    },
+    close: () => cluster.close(),
+  };
 }
 
 export interface ChurnReport {
@@ -84,7 +122,7 @@ export async function runChurn(options: ChurnOptions): Promise<ChurnReport> {
   const history = new FileHistory(historyPath);
   const procs = new Map<string, Proc>();
   const actions: Record<string, number> = {};
-  let cluster: EtcdCluster | undefined;
+  let cluster: ChurnBackend | undefined;
   let serial = 0;
 
   const start = async (): Promise<Proc> => {
@@ -96,7 +134,7 @@ export async function runChurn(options: ChurnOptions): Promise<ChurnReport> {
       command: [process.execPath, ...process.execArgv, FIXTURE],
       label: id,
       env: {
-        MUSTER_STORE: `etcd://${proxies.map((p) => p.endpoint).join(',')}`,
+        MUSTER_STORE: cluster!.urlVia(proxies.map((p) => p.endpoint)),
         SERVICE: 'churn',
         ID: id,
         PARTITIONS: String(partitions),
@@ -154,7 +192,7 @@ export async function runChurn(options: ChurnOptions): Promise<ChurnReport> {
   };
 
   try {
-    cluster = await startEtcd({ members: 3 });
+    cluster = await (options.backend ?? etcdChurnBackend)();
     const n = options.instances ?? 5;
     for (let i = 0; i < n; i++) await start();
     const until = Date.now() + options.durationMs;
@@ -213,15 +251,13 @@ export async function runChurn(options: ChurnOptions): Promise<ChurnReport> {
           });
           break;
         case 6:
-          await act('kill etcd leader mid-hand-off', async () => {
+          await act(cluster.faultName, async () => {
             await victim.child.send({ cmd: 'leave' });
             await sleep(5);
-            const leader = await cluster!.leader(5000);
-            await leader.kill();
-            await withTimeout(victim.exited, 30_000, `${victim.id} to leave without a leader`);
+            await cluster!.fault(() =>
+              withTimeout(victim.exited, 30_000, `${victim.id} to leave during the server fault`),
+            );
             await gone(victim);
-            await sleep(1000);
-            await leader.restart();
             await start();
           });
           break;

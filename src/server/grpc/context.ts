@@ -11,6 +11,7 @@ import type {
 } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import type { MemoryStore } from '../../store/memory/memory-store.js';
+import type { Alarms } from '../alarms.js';
 import { toGrpcError } from './errors.js';
 
 /** etcd's `ResponseHeader` in loader object form. */
@@ -24,9 +25,17 @@ export interface ResponseHeader {
 /** Checks a call's credentials; throws an etcd status error when they are missing or wrong. */
 export interface AuthGate {
   readonly enabled: boolean;
-  check(metadata: Metadata): void;
+  /**
+   * Checks the call's token; returns the RBAC user whose permissions apply, or `undefined` when the
+   * call may do anything (no authentication, the server token, a root user).
+   */
+  check(metadata: Metadata): string | undefined;
+  /** Throws etcd's "permission denied" unless `user` may read (write) `[key, end)`. */
+  authorize(user: string | undefined, key: string, end: string, write: boolean): void;
+  /** Throws etcd's "permission denied" unless `user` has the root role. */
+  requireRoot(user: string | undefined): void;
   /** etcd's `Authenticate`: a session token for a correct password. */
-  authenticate(name: string, password: string): string;
+  authenticate(name: string, password: string): Promise<string>;
 }
 
 export interface ServiceContext {
@@ -36,6 +45,8 @@ export interface ServiceContext {
   readonly clusterId: string;
   /** The URL clients reach this server at (for MemberList). */
   readonly clientUrl: string;
+  /** etcd's `--max-request-bytes`: the keys and values of one write together. */
+  readonly maxRequestBytes: number;
   /** How often watchers that asked for `progress_notify` get a progress response when idle. */
   readonly progressNotifyMs: number;
   /** Called for every open stream so that shutdown can end them. */
@@ -43,6 +54,10 @@ export interface ServiceContext {
   readonly log: Logger | undefined;
   /** Bytes used on disk (Status.dbSize). */
   dbSize(): number;
+  /** The raised alarms (durable). */
+  readonly alarms: Alarms;
+  /** The state as a snapshot file (the Snapshot RPC). */
+  exportSnapshot(): Promise<Buffer>;
 }
 
 /** The response header at `revision`. */
@@ -53,18 +68,19 @@ export function header(ctx: ServiceContext, revision: number): ResponseHeader {
 /** Wraps an async unary handler: token check, then the handler, with errors translated once. */
 export function unary<Req, Res>(
   ctx: ServiceContext,
-  fn: (req: Req, call: ServerUnaryCall<Req, Res>) => Promise<Res>,
+  fn: (req: Req, call: ServerUnaryCall<Req, Res>, user: string | undefined) => Promise<Res>,
   options: { auth?: boolean } = {},
 ): handleUnaryCall<Req, Res> {
   const checkAuth = options.auth !== false;
   return (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>) => {
+    let user: string | undefined;
     try {
-      if (checkAuth) ctx.auth.check(call.metadata);
+      if (checkAuth) user = ctx.auth.check(call.metadata);
     } catch (err) {
       callback(toGrpcError(err));
       return;
     }
-    fn(call.request, call).then(
+    fn(call.request, call, user).then(
       (res) => callback(null, res),
       (err: unknown) => callback(toGrpcError(err)),
     );

@@ -2,20 +2,19 @@
  * Translation between etcd's wire forms (byte keys, `[key, range_end)` ranges, int64 strings) and
  * the Store port (string keys, selectors).
  *
- * Keys: the port's keys are text, so keys must be valid UTF-8; other keys are refused with
- * INVALID_ARGUMENT. Values are bytes and pass through unchanged.
+ * Keys are bytes in etcd. Inside the server they are *binary strings*: one char per byte (U+0000 to
+ * U+00FF, Node's 'latin1' encoding), so any byte string is a key, the engine's string keys stay
+ * strings (its maps, prefix matching and code-unit order work unchanged: code-unit order of binary
+ * strings is byte order, as etcd sorts), and converting is the cheapest decode Node has. An ASCII key
+ * is the same string either way; a UTF-8 key `é` is the two-char string '\u00c3\u00a9' inside the
+ * server. Values are bytes and pass through unchanged.
  */
 import { compareKeys } from '../../store/keys.js';
 import { type KeySelector, type KeyValue, type LeaseId, NO_LEASE } from '../../store/types.js';
 import { ETCD } from './errors.js';
 
-const strict = new TextDecoder('utf-8', { fatal: true });
-
-/**
- * A string above every valid key: keys are at most 4,096 UTF-8 bytes, so at most 1,024 code points
- * of U+10FFFF, and 1,025 of them sort after any of them. It stands for etcd's open range end "\0".
- */
-export const ABOVE_ALL_KEYS = '\u{10FFFF}'.repeat(1025);
+/** A string above every binary-string key (any char above U+00FF is): etcd's open range end "\0". */
+export const ABOVE_ALL_KEYS = '\u0100';
 
 /** The `ResponseHeader` fields that do not change. */
 export interface HeaderBase {
@@ -33,18 +32,22 @@ export interface ProtoKeyValue {
   lease: string;
 }
 
-/** Decodes a key; empty → etcd's "key is not provided", not UTF-8 → INVALID_ARGUMENT. */
+/** Decodes a key to its binary string; empty → etcd's "key is not provided". */
 export function decodeKey(bytes: Buffer | Uint8Array | undefined | null): string {
   if (bytes == null || bytes.length === 0) throw ETCD.emptyKey();
-  return decodeText(bytes, 'key');
+  return binary(bytes);
 }
 
-function decodeText(bytes: Uint8Array, what: string): string {
-  try {
-    return strict.decode(bytes);
-  } catch {
-    throw ETCD.invalid(`${what} is not valid UTF-8; muster serve stores keys as UTF-8 text`);
-  }
+/** Bytes as a binary string (one char per byte). */
+export function binary(bytes: Uint8Array): string {
+  return Buffer.isBuffer(bytes)
+    ? bytes.toString('latin1')
+    : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('latin1');
+}
+
+/** A binary string as bytes. */
+export function keyBytes(key: string): Buffer {
+  return Buffer.from(key, 'latin1');
 }
 
 /** etcd's "prefix end" of a key: the smallest key above every key that starts with it. */
@@ -78,7 +81,7 @@ export function selectorOf(key: Buffer | undefined | null, rangeEnd: Buffer | un
     return { start, end: ABOVE_ALL_KEYS };
   }
   if (prefixEnd(k).equals(rangeEnd)) return { prefix: start };
-  const end = decodeText(rangeEnd, 'range_end');
+  const end = binary(rangeEnd);
   if (compareKeys(end, start) <= 0) return nothing(start);
   return { start, end };
 }
@@ -93,7 +96,7 @@ export function leaseOf(id: string | number | undefined | null): LeaseId | undef
 /** A port KeyValue in wire form. */
 export function kvOut(kv: KeyValue): ProtoKeyValue {
   return {
-    key: Buffer.from(kv.key, 'utf8'),
+    key: Buffer.from(kv.key, 'latin1'),
     value: Buffer.from(kv.value.buffer, kv.value.byteOffset, kv.value.byteLength),
     create_revision: kv.createRevision,
     mod_revision: kv.modRevision,

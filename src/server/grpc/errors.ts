@@ -44,6 +44,7 @@ export const ETCD = {
       'etcdserver: authentication failed, invalid user ID or password',
     ),
   invalidToken: () => new EtcdStatusError(status.UNAUTHENTICATED, 'etcdserver: invalid auth token'),
+  noSpace: () => new EtcdStatusError(status.RESOURCE_EXHAUSTED, 'etcdserver: mvcc: database space exceeded'),
   stopped: () => new EtcdStatusError(status.UNAVAILABLE, 'etcdserver: server stopped'),
   /** A request etcd accepts but muster serve does not support; the message says what to do. */
   unsupported: (what: string) =>

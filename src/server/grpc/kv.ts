@@ -1,14 +1,18 @@
 /**
  * The etcd KV service (Range, Put, DeleteRange, Txn, Compact) on the memory engine.
  *
- * Differences from etcd, each refused with INVALID_ARGUMENT rather than answered wrongly: keys that
- * are not UTF-8, compares over a key range, nested transactions, reads at a past revision inside a
- * transaction, and `ignore_value`/`ignore_lease` inside a transaction. `prev_kv` on puts and deletes
- * inside a transaction is not returned.
+ * Transactions the Store port can express (compares on single keys, plain puts, deletes and reads)
+ * take the engine's `txn`; the rest of etcd's transaction — compares over a key range, nested
+ * transactions, `prev_kv` on puts and deletes, reads at a past revision, `ignore_value` /
+ * `ignore_lease` — takes the memory engine's `txnTree`, with etcd's semantics.
  */
 import type { UntypedServiceImplementation } from '@grpc/grpc-js';
 import type { Compare, CompareOp, KeySelector, KeyValue, TxnOp, TxnOpResult } from '../../store/types.js';
 import { NO_LEASE } from '../../store/types.js';
+import { toRange } from '../../store/keys.js';
+import type { TxnTreeResult } from '../../store/memory/memory-store.js';
+import type { TreeOp, TreeResult, TxnTree } from '../../store/memory/txn-tree.js';
+import { isMusterError } from '../../errors.js';
 import { header, type ResponseHeader, type ServiceContext, unary } from './context.js';
 import {
   decodeKey,
@@ -20,6 +24,7 @@ import {
   type RangeLike,
   selectorOf,
 } from './convert.js';
+import { rangeOf } from './auth.js';
 import { ETCD } from './errors.js';
 
 interface RangeRequest extends RangeLike {
@@ -66,6 +71,7 @@ interface RequestOp {
   request_range?: RangeRequest;
   request_put?: PutRequest;
   request_delete_range?: DeleteRangeRequest;
+  request_txn?: TxnRequest;
 }
 interface TxnRequest {
   compare: CompareRequest[];
@@ -79,7 +85,15 @@ const RESULT_OPS: readonly CompareOp[] = ['=', '>', '<', '!='];
 export function kvService(ctx: ServiceContext): UntypedServiceImplementation {
   const store = ctx.store;
 
-  async function range(req: RangeRequest): Promise<RangeResponse> {
+  /** RBAC: `user` may read (write) the request's range (nothing to check without RBAC). */
+  const allow = (user: string | undefined, key: Buffer, end: Buffer | undefined, write: boolean): void => {
+    if (user === undefined) return;
+    const [k, e] = rangeOf(key, end);
+    ctx.auth.authorize(user, k, e, write);
+  };
+
+  async function range(req: RangeRequest, _call: unknown, user: string | undefined): Promise<RangeResponse> {
+    allow(user, req.key, req.range_end, false);
     const selector = selectorOf(req.key, req.range_end);
     const revision = Number(req.revision);
     const full = needsFullScan(req);
@@ -97,8 +111,16 @@ export function kvService(ctx: ServiceContext): UntypedServiceImplementation {
     return { header: header(ctx, head), kvs: kvs.map(kvOut), more, count: r.count };
   }
 
-  async function put(req: PutRequest): Promise<{ header: ResponseHeader; prev_kv: ProtoKeyValue | null }> {
+  async function put(
+    req: PutRequest,
+    _call: unknown,
+    user: string | undefined,
+  ): Promise<{ header: ResponseHeader; prev_kv: ProtoKeyValue | null }> {
     const key = decodeKey(req.key);
+    allow(user, req.key, undefined, true);
+    if (user !== undefined && req.prev_kv) allow(user, req.key, undefined, false);
+    if (key.length + req.value.length > ctx.maxRequestBytes) throw ETCD.tooLarge();
+    if (ctx.alarms.noSpace) throw ETCD.noSpace();
     const lease = leaseOf(req.lease);
     if (lease === undefined) throw ETCD.leaseNotFound();
     if (req.ignore_value || req.ignore_lease) return putIgnoring(key, req, lease);
@@ -134,16 +156,42 @@ export function kvService(ctx: ServiceContext): UntypedServiceImplementation {
 
   async function deleteRange(
     req: DeleteRangeRequest,
+    _call: unknown,
+    user: string | undefined,
   ): Promise<{ header: ResponseHeader; deleted: number; prev_kvs: ProtoKeyValue[] }> {
+    allow(user, req.key, req.range_end, true);
+    if (user !== undefined && req.prev_kv) allow(user, req.key, req.range_end, false);
     const r = await store.delete(selectorOf(req.key, req.range_end), { prevKv: req.prev_kv });
     return { header: header(ctx, r.revision), deleted: r.deleted, prev_kvs: r.prev.map(kvOut) };
   }
 
-  async function txn(req: TxnRequest): Promise<{
+  /** RBAC for a transaction, as etcd checks it: every compare and every operation of both branches. */
+  const allowTxn = (user: string, req: TxnRequest): void => {
+    for (const c of req.compare) allow(user, c.key, c.range_end, false);
+    for (const ops of [req.success, req.failure]) {
+      for (const o of ops) {
+        if (o.request_range) allow(user, o.request_range.key, o.request_range.range_end, false);
+        else if (o.request_put) allow(user, o.request_put.key, undefined, true);
+        else if (o.request_delete_range)
+          allow(user, o.request_delete_range.key, o.request_delete_range.range_end, true);
+        else if (o.request_txn) allowTxn(user, o.request_txn);
+      }
+    }
+  };
+
+  async function txn(
+    req: TxnRequest,
+    _call: unknown,
+    user: string | undefined,
+  ): Promise<{
     header: ResponseHeader;
     succeeded: boolean;
     responses: Record<string, unknown>[];
   }> {
+    if (user !== undefined) allowTxn(user, req);
+    if (txnBytes(req) > ctx.maxRequestBytes) throw ETCD.tooLarge();
+    if (ctx.alarms.noSpace && txnPuts(req)) throw ETCD.noSpace();
+    if (needsTree(req)) return txnTree(req);
     const compares = req.compare.map(toCompare);
     const success = req.success.map(toOp);
     const failure = req.failure.map(toOp);
@@ -158,7 +206,30 @@ export function kvService(ctx: ServiceContext): UntypedServiceImplementation {
     return { header: h, succeeded: r.succeeded, responses };
   }
 
-  async function compact(req: { revision: string }): Promise<{ header: ResponseHeader }> {
+  /** The transactions only the memory engine's `txnTree` can answer. */
+  async function txnTree(req: TxnRequest): Promise<{
+    header: ResponseHeader;
+    succeeded: boolean;
+    responses: Record<string, unknown>[];
+  }> {
+    const tree = toTree(req);
+    let r: TxnTreeResult;
+    try {
+      r = await store.txnTree(tree);
+    } catch (err) {
+      if (isMusterError(err, 'MUSTER_NOT_FOUND')) throw ETCD.keyNotFound();
+      throw err;
+    }
+    const h = header(ctx, r.revision);
+    return { header: h, succeeded: r.succeeded, responses: treeResponses(r.results, req, r.succeeded, h) };
+  }
+
+  async function compact(
+    req: { revision: string },
+    _call: unknown,
+    user: string | undefined,
+  ): Promise<{ header: ResponseHeader }> {
+    ctx.auth.requireRoot(user);
     await store.compact(Number(req.revision));
     return { header: header(ctx, await store.headRevision()) };
   }
@@ -172,8 +243,124 @@ export function kvService(ctx: ServiceContext): UntypedServiceImplementation {
   };
 }
 
+/** The bytes of keys and values a transaction carries (all branches, nested ones included). */
+function txnBytes(req: TxnRequest): number {
+  let n = 0;
+  for (const c of req.compare) n += c.key.length + (c.value?.length ?? 0);
+  for (const ops of [req.success, req.failure]) {
+    for (const o of ops) {
+      if (o.request_put) n += o.request_put.key.length + o.request_put.value.length;
+      else if (o.request_txn) n += txnBytes(o.request_txn);
+    }
+  }
+  return n;
+}
+
+/** True when a transaction may put a key (refused while NOSPACE is raised, as etcd does). */
+function txnPuts(req: TxnRequest): boolean {
+  for (const ops of [req.success, req.failure]) {
+    for (const o of ops) if (o.request_put || (o.request_txn && txnPuts(o.request_txn))) return true;
+  }
+  return false;
+}
+
+/** True when a transaction needs more than the Store port's `txn` (see the file comment). */
+function needsTree(req: TxnRequest): boolean {
+  return (
+    req.compare.some((c) => c.range_end !== undefined && c.range_end !== null && c.range_end.length > 0) ||
+    req.success.some(opNeedsTree) ||
+    req.failure.some(opNeedsTree)
+  );
+}
+
+function opNeedsTree(o: RequestOp): boolean {
+  if (o.request_put) return o.request_put.prev_kv || o.request_put.ignore_value || o.request_put.ignore_lease;
+  if (o.request_delete_range) return o.request_delete_range.prev_kv;
+  if (o.request_range) return Number(o.request_range.revision) > 0;
+  return o.request === 'request_txn' || o.request_txn !== undefined;
+}
+
+function toTree(req: TxnRequest): TxnTree {
+  return {
+    compares: req.compare.map((c) => {
+      const compare = toCompare({ ...c, range_end: Buffer.alloc(0) });
+      if (c.range_end === undefined || c.range_end === null || c.range_end.length === 0) return { compare };
+      return { compare, range: toRange(selectorOf(c.key, c.range_end), false) };
+    }),
+    success: req.success.map(toTreeOp),
+    failure: req.failure.map(toTreeOp),
+  };
+}
+
+function toTreeOp(o: RequestOp): TreeOp {
+  if (o.request_put) {
+    const p = o.request_put;
+    const lease = leaseOf(p.lease);
+    if (lease === undefined) throw ETCD.leaseNotFound();
+    if (p.ignore_value && p.value.length > 0) throw ETCD.valueProvided();
+    if (p.ignore_lease && lease !== NO_LEASE) throw ETCD.leaseProvided();
+    return {
+      type: 'put',
+      key: decodeKey(p.key),
+      value: p.value,
+      lease,
+      prevKv: p.prev_kv,
+      ignoreValue: p.ignore_value,
+      ignoreLease: p.ignore_lease,
+    };
+  }
+  if (o.request_delete_range) {
+    const d = o.request_delete_range;
+    return { type: 'delete', range: toRange(selectorOf(d.key, d.range_end), false), prevKv: d.prev_kv };
+  }
+  if (o.request_range) {
+    const r = o.request_range;
+    const full = needsFullScan(r);
+    return {
+      type: 'range',
+      range: toRange(selectorOf(r.key, r.range_end), true),
+      revision: Math.max(0, Number(r.revision)),
+      limit: full ? 0 : Number(r.limit),
+      keysOnly: r.keys_only,
+    };
+  }
+  if (o.request_txn) return { type: 'txn', txn: toTree(o.request_txn) };
+  throw ETCD.invalid('a transaction operation is empty');
+}
+
+/** The responses of a tree transaction, with ranges sorted and filtered as their requests ask. */
+function treeResponses(
+  results: readonly TreeResult[],
+  req: TxnRequest,
+  succeeded: boolean,
+  h: ResponseHeader,
+): Record<string, unknown>[] {
+  const ops = succeeded ? req.success : req.failure;
+  return results.map((res, i) => {
+    const op = ops[i];
+    switch (res.type) {
+      case 'put':
+        return { response_put: { header: h, prev_kv: res.prev ? kvOut(res.prev) : null } };
+      case 'delete':
+        return {
+          response_delete_range: { header: h, deleted: res.deleted, prev_kvs: res.prev.map(kvOut) },
+        };
+      case 'range':
+        return toResponseOp(res, op?.request_range, h);
+      case 'txn':
+        return {
+          response_txn: {
+            header: h,
+            succeeded: res.succeeded,
+            responses: treeResponses(res.results, op?.request_txn as TxnRequest, res.succeeded, h),
+          },
+        };
+    }
+  });
+}
+
 function toCompare(c: CompareRequest): Compare {
-  if (c.range_end !== undefined && c.range_end.length > 0)
+  if (c.range_end !== undefined && c.range_end !== null && c.range_end.length > 0)
     throw ETCD.unsupported('a compare over a key range');
   const key = decodeKey(c.key);
   const op = RESULT_OPS[c.result];

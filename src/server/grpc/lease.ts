@@ -17,15 +17,22 @@ function leaseId(id: string): string | undefined {
 }
 
 /** The Lease service implementation. */
+/**
+ * etcd's smallest lease TTL with its default timing (1.5 election timeouts, rounded up): shorter
+ * requests are granted this TTL, and the answer says so.
+ */
+export const MIN_LEASE_TTL_SECONDS = 2;
+
 export function leaseService(ctx: ServiceContext): UntypedServiceImplementation {
   const store = ctx.store;
   const head = (): ResponseHeader => header(ctx, store.revision);
 
   async function grant(req: { TTL: string; ID: string }): Promise<Record<string, unknown>> {
     if (req.ID !== '0') throw ETCD.unsupported('choosing the lease ID');
+    if (ctx.alarms.noSpace) throw ETCD.noSpace();
     const requested = Number(req.TTL);
     if (requested > MAX_LEASE_TTL_SECONDS) throw ETCD.leaseTtlTooLarge();
-    const g = await store.grantLease(Math.max(1, requested));
+    const g = await store.grantLease(Math.max(MIN_LEASE_TTL_SECONDS, requested));
     return { header: header(ctx, await store.headRevision()), ID: g.id, TTL: g.ttlSeconds, error: '' };
   }
 
@@ -45,7 +52,7 @@ export function leaseService(ctx: ServiceContext): UntypedServiceImplementation 
       ID: info.id,
       TTL: info.ttlSeconds,
       grantedTTL: info.grantedTtlSeconds,
-      keys: req.keys ? info.keys.map((k) => Buffer.from(k, 'utf8')) : [],
+      keys: req.keys ? info.keys.map((k) => Buffer.from(k, 'latin1')) : [],
     };
   }
 

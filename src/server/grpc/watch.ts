@@ -10,8 +10,10 @@
  */
 import type { ServerDuplexStream, UntypedServiceImplementation } from '@grpc/grpc-js';
 import { isMusterError } from '../../errors.js';
+import type { MemoryWatch } from '../../store/memory/watch-hub.js';
 import type { Watch, WatchEvent } from '../../store/types.js';
 import { failStream, header, type ServiceContext } from './context.js';
+import { rangeOf } from './auth.js';
 import { kvOut, selectorOf } from './convert.js';
 import { ETCD, toGrpcError } from './errors.js';
 
@@ -34,6 +36,8 @@ interface WatchRequest {
 /** `WatchCreateRequest.FilterType`. */
 const NOPUT = 0;
 const NODELETE = 1;
+/** Most revisions in one response while a watcher catches up (etcd's `watchBatchMaxRevs`). */
+export const MAX_REVISIONS_PER_RESPONSE = 1000;
 /** The watch id of responses that belong to no watcher (stream-wide progress). */
 const NO_WATCH_ID = -1;
 
@@ -61,13 +65,14 @@ interface Watcher {
 export function watchService(ctx: ServiceContext): UntypedServiceImplementation {
   return {
     Watch: (call: ServerDuplexStream<WatchRequest, unknown>) => {
+      let user: string | undefined;
       try {
-        ctx.auth.check(call.metadata);
+        user = ctx.auth.check(call.metadata);
       } catch (err) {
         failStream(call, err);
         return;
       }
-      new WatchStream(ctx, call).start();
+      new WatchStream(ctx, call, user).start();
     },
   };
 }
@@ -81,9 +86,17 @@ class WatchStream {
   #ended = false;
   readonly #handle = { end: (): void => this.#end(true) };
 
-  constructor(ctx: ServiceContext, call: ServerDuplexStream<WatchRequest, unknown>) {
+  /** The RBAC user whose read permissions each watcher needs (undefined: anything goes). */
+  readonly #user: string | undefined;
+
+  constructor(
+    ctx: ServiceContext,
+    call: ServerDuplexStream<WatchRequest, unknown>,
+    user: string | undefined,
+  ) {
     this.#ctx = ctx;
     this.#call = call;
+    this.#user = user;
   }
 
   start(): void {
@@ -114,6 +127,10 @@ class WatchStream {
 
   #create(req: CreateRequest): void {
     const selector = selectorOf(req.key, req.range_end);
+    if (this.#user !== undefined) {
+      const [k, e] = rangeOf(req.key, req.range_end);
+      this.#ctx.auth.authorize(this.#user, k, e, false);
+    }
     let id = Number(req.watch_id);
     if (id > 0) {
       if (this.#watchers.has(id)) throw ETCD.invalid(`watch id ${id} is already in use on this stream`);
@@ -145,21 +162,43 @@ class WatchStream {
   }
 
   async #pump(w: Watcher): Promise<void> {
+    const it = w.watch[Symbol.asyncIterator]();
+    const queued = w.watch as Partial<Pick<MemoryWatch, 'pending'>>;
+    // Events of consecutive revisions that were already queued go out in one response (etcd sends
+    // up to 1,000 revisions a response when a watcher catches up); a live watcher, whose queue is
+    // empty, still gets each revision as soon as it is durable.
+    let out: ReturnType<typeof eventOut>[] = [];
+    let outRev = 0;
+    let outRevs = 0;
+    const flush = (): void => {
+      if (out.length === 0) return;
+      this.#send({ header: header(this.#ctx, outRev), watch_id: w.id, events: out });
+      out = [];
+      outRevs = 0;
+    };
     try {
-      for await (const batch of w.watch) {
+      for (;;) {
+        if (out.length > 0 && ((queued.pending ?? 0) === 0 || outRevs >= MAX_REVISIONS_PER_RESPONSE)) flush();
+        const next = await it.next();
+        if (next.done === true) break;
+        const batch = next.value;
         if (w.canceled || this.#ended) return;
         if (batch.type === 'events') {
           if (batch.revision < w.startRevision) continue; // a future start revision
-          const events = batch.events.filter((e) => (e.type === 'put' ? !w.noPut : !w.noDelete));
           w.active = true;
-          if (events.length === 0) continue;
-          this.#send({
-            header: header(this.#ctx, batch.revision),
-            watch_id: w.id,
-            events: events.map(eventOut),
-          });
+          let any = false;
+          for (const e of batch.events) {
+            if (e.type === 'put' ? w.noPut : w.noDelete) continue;
+            out.push(eventOut(e));
+            any = true;
+          }
+          if (any) {
+            outRev = batch.revision;
+            outRevs++;
+          }
           continue;
         }
+        flush();
         const reason = w.reasons.shift();
         if (reason === 'notify') {
           if (batch.revision + 1 < w.startRevision) continue; // not caught up with its start yet
@@ -170,8 +209,10 @@ class WatchStream {
           this.#settle(reason);
         }
       }
+      flush();
     } catch (err) {
       if (w.canceled || this.#ended) return;
+      flush();
       this.#drop(w);
       const compactRevision = isMusterError(err, 'MUSTER_COMPACTED')
         ? Number(err.details.compactRevision ?? 0)

@@ -22,6 +22,12 @@ export class CommitLog {
   #head = 1;
   #durable = 1;
   #compacted = 0;
+  /**
+   * The oldest revision a watch can start from: every event from it on is held. 1 on a fresh store
+   * (revision 1 has no events), the compaction revision after a compaction (its events are kept), and
+   * the snapshot revision + 1 after a restart (the snapshot keeps no events).
+   */
+  #watchFrom = 1;
   #flushing: Promise<void> | undefined;
   #failed: MusterError | undefined;
 
@@ -43,6 +49,11 @@ export class CommitLog {
   /** History before this revision is gone. */
   get compacted(): number {
     return this.#compacted;
+  }
+
+  /** The oldest revision a watch can start from (see `compact_revision` in etcd's watch). */
+  get watchFrom(): number {
+    return this.#watchFrom;
   }
 
   /** Why the engine stopped, once a journal flush failed. */
@@ -115,8 +126,8 @@ export class CommitLog {
    * rest in order. Throws `MUSTER_COMPACTED` when those events are gone.
    */
   catchUp(w: MemoryWatch, from: number): void {
-    if (from < this.#base && from <= this.#durable) throw compactedError(from, this.#compacted);
-    for (let r = from; r <= this.#durable; r++) {
+    if (from < this.#watchFrom) throw compactedError(from, this.#watchFrom);
+    for (let r = Math.max(from, this.#base); r <= this.#durable; r++) {
       const entry = this.#entries[r - this.#base];
       if (entry === undefined) continue;
       for (const e of entry.events) if (inRange(w.range, e.event.kv.key)) w.pushEvent(r, e);
@@ -126,6 +137,7 @@ export class CommitLog {
   /** Forgets the events of revisions before `revision`. */
   compact(revision: number): void {
     this.#compacted = revision;
+    this.#watchFrom = Math.max(this.#watchFrom, revision);
     const drop = Math.max(0, Math.min(this.#entries.length, revision - this.#base));
     if (drop > 0) {
       this.#entries = this.#entries.slice(drop);
@@ -143,6 +155,7 @@ export class CommitLog {
   restored(revision: number, compactRevision: number): void {
     this.#head = this.#durable = revision;
     this.#compacted = Math.max(compactRevision, 0);
+    this.#watchFrom = Math.max(this.#compacted, revision + 1);
     this.#base = revision + 1;
     this.#entries = [];
   }

@@ -22,7 +22,7 @@ export class LeaseTable {
   readonly #clock: Clock;
   readonly #onDue: () => void;
   readonly #leases = new Map<LeaseId, LeaseState>();
-  #nextId = 1;
+  #nextId = 1n;
   #timer: TimerHandle | undefined;
   #timerAt = Infinity;
   #stopped = false;
@@ -33,12 +33,12 @@ export class LeaseTable {
     this.#onDue = onDue;
   }
 
-  /** The number the next granted lease id takes. */
-  get nextId(): number {
+  /** The number the next granted lease id takes (a bigint: ids are int64, like etcd's). */
+  get nextId(): bigint {
     return this.#nextId;
   }
 
-  set nextId(n: number) {
+  set nextId(n: bigint) {
     this.#nextId = n;
   }
 

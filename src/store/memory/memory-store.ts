@@ -5,7 +5,17 @@
  */
 import { type Clock, systemClock } from '../../clock.js';
 import { MusterError, throwIfAborted } from '../../errors.js';
-import { checkKey, checkLeaseId, checkRevision, checkTtl, compareKeys, toBytes, toRange } from '../keys.js';
+import {
+  checkKey,
+  checkLeaseId,
+  checkRevision,
+  checkTtl,
+  compareKeys,
+  type KeyLimits,
+  PORT_LIMITS,
+  toBytes,
+  toRange,
+} from '../keys.js';
 import {
   type Compare,
   type DeleteOptions,
@@ -35,6 +45,7 @@ import { KeyIndex } from './key-index.js';
 import { LeaseTable, leaseNotFound } from './leases.js';
 import { compactTo, type EngineParts, replayEntry, restoreSnapshot, takeSnapshot } from './recovery.js';
 import { applyOps, checkLimit, prepareOps } from './txn-ops.js';
+import { applyPath, checkTree, choosePath, pathOps, type TreeResult, type TxnTree } from './txn-tree.js';
 import { WatchHub } from './watch-hub.js';
 import { WriteSet } from './write-set.js';
 
@@ -45,6 +56,17 @@ export interface MemoryStoreOptions {
   journal?: Journal;
   /** Name used in {@link Store.url}. Default: `memory:`. */
   url?: string;
+  /**
+   * Key and value size limits. Default: the Store port's ({@link PORT_LIMITS}). The embedded server
+   * raises them to etcd's request limit (its keys are bytes, see src/server/grpc/convert.ts).
+   */
+  limits?: KeyLimits;
+  /**
+   * The first lease id a new engine grants (later ids count up from it; a restored engine continues
+   * from its snapshot and log). Default 1. The embedded server starts from a large, member-specific
+   * number, as etcd's ids look.
+   */
+  firstLeaseId?: bigint;
 }
 
 /** The in-process engine. Create with {@link openMemoryStore} or `openStore('memory:')`. */
@@ -55,6 +77,7 @@ export class MemoryStore implements Store {
   readonly #hub = new WatchHub();
   readonly #log: CommitLog;
   readonly #parts: EngineParts;
+  readonly #limits: KeyLimits;
   #closed = false;
 
   constructor(options: MemoryStoreOptions = {}) {
@@ -62,11 +85,18 @@ export class MemoryStore implements Store {
     this.#log = new CommitLog(options.journal, this.#hub);
     this.#parts = { index: this.#index, leases: this.#leases, log: this.#log };
     this.url = options.url ?? 'memory:';
+    this.#limits = options.limits ?? PORT_LIMITS;
+    if (options.firstLeaseId !== undefined) this.#leases.nextId = options.firstLeaseId;
   }
 
   /** The current head revision (not waiting for durability). */
   get revision(): number {
     return this.#log.head;
+  }
+
+  /** History before this revision is gone (0: never compacted). */
+  get compactRevision(): number {
+    return this.#log.compacted;
   }
 
   /** Number of live watchers. */
@@ -77,13 +107,13 @@ export class MemoryStore implements Store {
   // ---- reads -------------------------------------------------------------------------------------
 
   async get(key: string, options: ReadOptions = {}): Promise<KeyValue | undefined> {
-    checkKey(key);
+    checkKey(key, 'key', this.#limits);
     const rev = await this.#readRevision(options);
     return this.#index.valueAt(key, rev, this.#log.head);
   }
 
   async range(selector: string | KeySelector, options: RangeOptions = {}): Promise<RangeResult> {
-    const range = toRange(selector, true);
+    const range = toRange(selector, true, this.#limits);
     checkLimit(options.limit);
     const rev = await this.#readRevision(options);
     return this.#index.range(
@@ -104,8 +134,8 @@ export class MemoryStore implements Store {
 
   async put(key: string, value: ValueInput, options: PutOptions = {}): Promise<PutResult> {
     this.#usable(options.signal);
-    checkKey(key);
-    const bytes = toBytes(value, key);
+    checkKey(key, 'key', this.#limits);
+    const bytes = toBytes(value, key, this.#limits);
     const lease = options.lease ?? NO_LEASE;
     this.#leases.checkForPut(lease, key);
     const prev = this.#index.live(key);
@@ -118,7 +148,7 @@ export class MemoryStore implements Store {
 
   async delete(selector: string | KeySelector, options: DeleteOptions = {}): Promise<DeleteResult> {
     this.#usable(options.signal);
-    const range = toRange(selector, false);
+    const range = toRange(selector, false, this.#limits);
     const keys = this.#index.liveKeysIn(range);
     if (keys.length === 0) {
       const rev = await this.#readRevision({});
@@ -142,9 +172,9 @@ export class MemoryStore implements Store {
     options: { signal?: AbortSignal } = {},
   ): Promise<TxnResult> {
     this.#usable(options.signal);
-    validateCompares(compares);
-    const success = prepareOps(onSuccess, 'onSuccess');
-    const failure = prepareOps(onFailure, 'onFailure');
+    validateCompares(compares, this.#limits);
+    const success = prepareOps(onSuccess, 'onSuccess', this.#limits);
+    const failure = prepareOps(onFailure, 'onFailure', this.#limits);
     const succeeded = compares.every((c) => evaluateCompare(c, this.#index.live(c.key)));
     const ops = succeeded ? success : failure;
     for (const op of ops) if (op.type === 'put') this.#leases.checkForPut(op.lease, op.key);
@@ -157,6 +187,44 @@ export class MemoryStore implements Store {
       return { succeeded, revision: ws.revision, results };
     }
     return { succeeded, revision: await this.#readRevision({}), results };
+  }
+
+  /**
+   * etcd's full transaction (see txn-tree.ts): what the embedded server uses for requests that
+   * {@link txn} cannot express. Throws as {@link txn} does, plus `MUSTER_NOT_FOUND` when a put that
+   * keeps the value or lease names a missing key, and `MUSTER_COMPACTED` / `MUSTER_FUTURE_REVISION`
+   * for a read at a revision that is not held.
+   */
+  async txnTree(tree: TxnTree, options: { signal?: AbortSignal } = {}): Promise<TxnTreeResult> {
+    this.#usable(options.signal);
+    checkTree(tree);
+    const path = choosePath(tree, this.#index);
+    const head = this.#log.head;
+    for (const op of pathOps(path)) {
+      if (op.type === 'range') {
+        if (op.revision > 0) this.#log.readAt(op.revision, head);
+      } else if (op.type === 'put') {
+        const cur = op.ignoreValue || op.ignoreLease ? this.#index.live(op.key) : undefined;
+        if ((op.ignoreValue || op.ignoreLease) && cur === undefined) {
+          throw new MusterError(
+            'MUSTER_NOT_FOUND',
+            `key '${op.key}' does not exist; nothing to keep the value or lease of`,
+            {
+              details: { key: op.key },
+            },
+          );
+        }
+        this.#leases.checkForPut(op.ignoreLease && cur !== undefined ? cur.lease : op.lease, op.key);
+      }
+    }
+    const ws = this.#begin();
+    const results = applyPath(path, ws, this.#index, head);
+    if (ws.changes.length > 0) {
+      this.#log.seal(ws);
+      await this.#log.waitDurable(ws.revision);
+      return { succeeded: path.succeeded, revision: ws.revision, results };
+    }
+    return { succeeded: path.succeeded, revision: await this.#readRevision({}), results };
   }
 
   async compact(revision: number): Promise<void> {
@@ -173,7 +241,7 @@ export class MemoryStore implements Store {
   // ---- watches -----------------------------------------------------------------------------------
 
   watch(selector: string | KeySelector, options: WatchOptions = {}): Watch {
-    const range = toRange(selector, true);
+    const range = toRange(selector, true, this.#limits);
     // Everything up to the durable head is already queued for the watcher.
     const w = this.#hub.create(range, options, () => this.#log.durable);
     if (this.#closed || this.#log.failed) {
@@ -316,6 +384,13 @@ export class MemoryStore implements Store {
     }
     if (next !== Infinity) this.#leases.arm(next);
   }
+}
+
+/** What {@link MemoryStore.txnTree} answers. */
+export interface TxnTreeResult {
+  readonly succeeded: boolean;
+  readonly revision: number;
+  readonly results: readonly TreeResult[];
 }
 
 /** Opens an in-process memory store. */

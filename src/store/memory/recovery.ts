@@ -44,7 +44,7 @@ export function replayEntry({ index, leases, log }: EngineParts, entry: JournalE
     }
     case 'lease-grant':
       leases.add(entry.id, entry.ttlSeconds);
-      leases.nextId = Math.max(leases.nextId, Number(entry.id) + 1);
+      if (BigInt(entry.id) + 1n > leases.nextId) leases.nextId = BigInt(entry.id) + 1n;
       return;
     case 'lease-end': {
       // The deletions of its keys were the write entry just before.
@@ -89,7 +89,7 @@ export function restoreSnapshot({ index, leases, log }: EngineParts, snapshot: E
   if (log.head !== 1 || index.size > 0) {
     throw new MusterError('MUSTER_INTERNAL', 'restore() needs an empty engine');
   }
-  leases.nextId = Number(snapshot.nextLeaseId);
+  leases.nextId = BigInt(snapshot.nextLeaseId);
   for (const l of snapshot.leases) leases.add(l.id, l.ttlSeconds);
   index.load(snapshot.kvs);
   for (const kv of snapshot.kvs) {

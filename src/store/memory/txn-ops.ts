@@ -8,7 +8,9 @@ import {
   checkLeaseId,
   describeValue,
   inRange,
+  type KeyLimits,
   MAX_TXN_OPS,
+  PORT_LIMITS,
   type Range,
   toBytes,
   toRange,
@@ -28,7 +30,11 @@ export type PreparedOp =
  * `MUSTER_TXN_TOO_LARGE` past {@link MAX_TXN_OPS}, and `MUSTER_INVALID_ARGUMENT` for a malformed
  * operation or a key written twice (as etcd refuses).
  */
-export function prepareOps(ops: readonly TxnOp[], branch: string): PreparedOp[] {
+export function prepareOps(
+  ops: readonly TxnOp[],
+  branch: string,
+  limits: KeyLimits = PORT_LIMITS,
+): PreparedOp[] {
   if (!Array.isArray(ops))
     throw new MusterError('MUSTER_INVALID_ARGUMENT', `${branch} must be an array of operations`);
   if (ops.length > MAX_TXN_OPS) {
@@ -40,18 +46,18 @@ export function prepareOps(ops: readonly TxnOp[], branch: string): PreparedOp[] 
   const prepared: PreparedOp[] = ops.map((op: TxnOp) => {
     switch (op?.type) {
       case 'put': {
-        checkKey(op.key);
+        checkKey(op.key, 'key', limits);
         const lease = op.lease ?? NO_LEASE;
         if (lease !== NO_LEASE) checkLeaseId(lease);
-        return { type: 'put', key: op.key, value: toBytes(op.value, op.key), lease };
+        return { type: 'put', key: op.key, value: toBytes(op.value, op.key, limits), lease };
       }
       case 'delete':
-        return { type: 'delete', range: toRange(op.selector, false) };
+        return { type: 'delete', range: toRange(op.selector, false, limits) };
       case 'range':
         checkLimit(op.limit);
         return {
           type: 'range',
-          range: toRange(op.selector, true),
+          range: toRange(op.selector, true, limits),
           limit: op.limit ?? 0,
           keysOnly: op.keysOnly === true,
         };

@@ -1,0 +1,402 @@
+/**
+ * `npm run bench -- agent [--agents 10] [--partitions 64] [--trials 20] [--children 100] [--ttl 3]`
+ *
+ * `muster agent` processes on a one-member etcd, children are `sleep` (started through `sh -c` that
+ * appends `<partition> <instance> <epoch ns>` to a file and then `exec`s sleep, so a start is seen
+ * with its own timestamp). Figures:
+ * - kill -9 of an agent → every descendant gone (p50/p99/max, survivors);
+ * - crash failover incl. the new child's start (from the kill to each partition's new start);
+ * - graceful hand-off incl. the new child's start (SIGTERM of an agent → each partition's new start);
+ * - crash → first restart (SIGKILL of one child → its replacement's start);
+ * - renewal failure (black-holed store link): children gone before the lease expires, by how much;
+ * - agent RSS and idle CPU with `--children` children;
+ * - side by side: supervisord with `--partitions` `sleep` programs — RSS, restart latency, and how
+ *   many children survive a SIGKILL of supervisord.
+ * Smoke-run with tiny sizes (`--agents 3 --partitions 8 --trials 2 --children 10`); figures come from
+ * a quiet machine.
+ */
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { openStore } from '../src/store/index.js';
+import type { Store } from '../src/store/types.js';
+import { startEtcd, startFaultProxy } from '../src/testing/index.js';
+import { fmt, latencySummary } from './stats.js';
+
+const BIN = new URL('../../bin/muster.js', import.meta.url).pathname;
+
+function num(args: string[], name: string, fallback: number): number {
+  const i = args.indexOf(`--${name}`);
+  const v = i >= 0 ? Number(args[i + 1]) : Number.NaN;
+  return Number.isFinite(v) ? v : fallback;
+}
+
+function alive(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z';
+  } catch {
+    return false;
+  }
+}
+
+/** Every descendant of `pid` (children of children…), from /proc. */
+function descendants(pid: number): number[] {
+  const parent = new Map<number, number>();
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const stat = readFileSync(`/proc/${d}/stat`, 'utf8');
+      parent.set(Number(d), Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]));
+    } catch {
+      // gone
+    }
+  }
+  const out: number[] = [];
+  const walk = (p: number): void => {
+    for (const [c, pp] of parent) {
+      if (pp === p) {
+        out.push(c);
+        walk(c);
+      }
+    }
+  };
+  walk(pid);
+  return out;
+}
+
+function rssKiB(pid: number): number {
+  const m = /VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return Number(m?.[1] ?? 0);
+}
+
+function cpuTicks(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return Number(f[11]) + Number(f[12]);
+}
+
+async function until(
+  what: string,
+  fn: () => boolean | Promise<boolean>,
+  timeoutMs = 30_000,
+  every = 1,
+): Promise<void> {
+  const end = performance.now() + timeoutMs;
+  while (!(await fn())) {
+    if (performance.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await sleep(every);
+  }
+}
+
+interface Starts {
+  /** partition → [instance, epoch ms] of every start, in order. */
+  read(): { partition: string; instance: string; t: number }[];
+}
+
+function startsFile(path: string): Starts {
+  return {
+    read() {
+      let text = '';
+      try {
+        text = readFileSync(path, 'utf8');
+      } catch {
+        return [];
+      }
+      return text
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => {
+          const [partition, instance, ns] = l.split(' ');
+          return { partition: partition ?? '', instance: instance ?? '', t: Number(ns) / 1e6 };
+        });
+    },
+  };
+}
+
+interface AgentProc {
+  readonly id: string;
+  readonly child: ChildProcess;
+  readonly dir: string;
+  readonly exited: Promise<void>;
+  api(): { url: string; token: string };
+}
+
+export async function run(args: string[]): Promise<void> {
+  const nAgents = num(args, 'agents', 10);
+  const partitions = num(args, 'partitions', 64);
+  const trials = num(args, 'trials', 20);
+  const nChildren = num(args, 'children', 100);
+  const ttl = num(args, 'ttl', 3);
+  const root = mkdtempSync(join(tmpdir(), 'bench-agent-'));
+  const cluster = await startEtcd({ members: 1 });
+  const store: Store = await openStore(cluster.url);
+  const startsPath = join(root, 'starts');
+  const starts = startsFile(startsPath);
+  const procs = new Map<string, AgentProc>();
+  let serial = 0;
+
+  const yaml = (
+    id: string,
+    storeUrl: string,
+    service: string,
+    count: number,
+    grace = '0ms',
+  ): string => `store: ${storeUrl}
+service: ${service}
+instance: { id: ${id} }
+session: { ttl: ${ttl}s }
+partitions: { count: ${count} }
+stateDir: ${root}/${id}
+relay: false
+log: { level: warn }
+run:
+  command: ["/bin/sh", "-c", "echo \\"$MUSTER_PARTITION $MUSTER_INSTANCE $(date +%s%N)\\" >> ${startsPath}; exec sleep 100000"]
+  stop: { grace: ${grace} }
+  restart: { backoff: { initial: 1ms, max: 1s } }
+`;
+  const startAgent = (service: string, count: number, storeUrl = cluster.url): AgentProc => {
+    const id = `a${serial++}`;
+    const dir = join(root, id);
+    const file = join(root, `${id}.yaml`);
+    writeFileSync(file, yaml(id, storeUrl, service, count));
+    const child = spawn(process.execPath, [BIN, 'agent', '--config', file], {
+      stdio: ['ignore', 'ignore', 'inherit'],
+    });
+    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+    const p: AgentProc = {
+      id,
+      child,
+      dir,
+      exited,
+      api() {
+        const run = JSON.parse(readFileSync(join(dir, `agent-${service}.json`), 'utf8')) as { api: string };
+        return { url: run.api, token: readFileSync(join(dir, `${service}.token`), 'utf8').trim() };
+      },
+    };
+    procs.set(id, p);
+    return p;
+  };
+  const rows = async (p: AgentProc): Promise<{ partition: string; pid: number | null; state: string }[]> => {
+    try {
+      const { url, token } = p.api();
+      const res = await fetch(`${url}/v1/partitions`, { headers: { authorization: `Bearer ${token}` } });
+      return (
+        (await res.json()) as { partitions: { partition: string; pid: number | null; state: string }[] }
+      ).partitions;
+    } catch {
+      return [];
+    }
+  };
+  const settled = async (service: string, expect: number): Promise<boolean> => {
+    let n = 0;
+    for (const p of procs.values()) {
+      if (p.child.exitCode !== null || p.child.signalCode !== null) continue;
+      n += (await rows(p)).filter((r) => r.state === 'ready' || r.state === 'starting').length;
+    }
+    void service;
+    return n === expect;
+  };
+  const latestStart = (partition: string, after: number): number | undefined =>
+    starts.read().find((s) => s.partition === partition && s.t > after)?.t;
+
+  const out: string[] = [];
+  const say = (line: string): void => {
+    out.push(line);
+    process.stdout.write(`${line}\n`);
+  };
+  say(`# agent benchmark: ${nAgents} agents, ${partitions} partitions, ttl ${ttl}s, ${trials} trials`);
+  try {
+    for (let i = 0; i < nAgents; i++) startAgent('bench', partitions);
+    await until('all partitions running', () => settled('bench', partitions), 120_000, 100);
+
+    // kill -9 → every descendant gone; crash failover incl. child start.
+    const goneMs: number[] = [];
+    const failoverMs: number[] = [];
+    let survivors = 0;
+    for (let t = 0; t < trials; t++) {
+      const victim = [...procs.values()].find(
+        (p) => p.child.exitCode === null && p.child.signalCode === null,
+      )!;
+      const mine = (await rows(victim)).map((r) => r.partition);
+      const desc = descendants(victim.child.pid!);
+      const t0 = performance.now();
+      const wall0 = Date.now();
+      victim.child.kill('SIGKILL');
+      await until('descendants gone', () => desc.every((d) => !alive(d)), 5000, 1).catch(() => undefined);
+      goneMs.push(performance.now() - t0);
+      survivors += desc.filter(alive).length;
+      procs.delete(victim.id);
+      startAgent('bench', partitions);
+      await until('failover', () => mine.every((p) => latestStart(p, wall0) !== undefined), 30_000, 5);
+      for (const p of mine) failoverMs.push((latestStart(p, wall0) as number) - wall0);
+      await until('settled', () => settled('bench', partitions), 60_000, 50);
+    }
+    say(`kill -9 → every descendant gone: ${latencySummary(goneMs)}; survivors ${survivors}`);
+    say(`crash failover incl. child start: ${latencySummary(failoverMs)} (goal ≤ ttl + 0.5 s)`);
+
+    // graceful hand-off incl. child start.
+    const handoffMs: number[] = [];
+    for (let t = 0; t < trials; t++) {
+      const victim = [...procs.values()].find(
+        (p) => p.child.exitCode === null && p.child.signalCode === null,
+      )!;
+      const mine = (await rows(victim)).map((r) => r.partition);
+      const wall0 = Date.now();
+      victim.child.kill('SIGTERM');
+      await until('hand-off', () => mine.every((p) => latestStart(p, wall0) !== undefined), 30_000, 2);
+      for (const p of mine) handoffMs.push((latestStart(p, wall0) as number) - wall0);
+      await victim.exited;
+      procs.delete(victim.id);
+      startAgent('bench', partitions);
+      await until('settled', () => settled('bench', partitions), 60_000, 50);
+    }
+    say(`graceful hand-off incl. child start: ${latencySummary(handoffMs)} (goal p99 ≤ 300 ms)`);
+
+    // crash → first restart.
+    const restartMs: number[] = [];
+    for (let t = 0; t < trials; t++) {
+      // The t-th running child over all agents (an agent may own nothing after the moves above).
+      const all = (await Promise.all([...procs.values()].map((p) => rows(p))))
+        .flat()
+        .filter((x) => x.pid !== null);
+      const r = all[t % Math.max(1, all.length)];
+      if (r === undefined) continue;
+      const wall0 = Date.now();
+      process.kill(r.pid as number, 'SIGKILL');
+      await until('restart', () => latestStart(r.partition, wall0) !== undefined, 10_000, 1);
+      restartMs.push((latestStart(r.partition, wall0) as number) - wall0);
+      await sleep(50);
+    }
+    say(`crash → first restart: ${latencySummary(restartMs)} (goal ≤ 100 ms)`);
+    for (const p of procs.values()) p.child.kill('SIGTERM');
+    await Promise.all([...procs.values()].map((p) => p.exited));
+    procs.clear();
+
+    // renewal failure: black-holed link; children gone before the lease can expire.
+    const margins: number[] = [];
+    for (let t = 0; t < Math.max(1, Math.min(trials, 5)); t++) {
+      const proxy = await startFaultProxy({ target: cluster.endpoints[0] as string });
+      const p = startAgent(`bh${t}`, 4, `etcd://${proxy.endpoint}`);
+      await until(
+        'bh running',
+        async () => (await rows(p)).filter((r) => r.state === 'ready').length === 4,
+        30_000,
+        20,
+      );
+      const pids = (await rows(p)).map((r) => r.pid as number);
+      const key = `/muster/services/bh${t}/instances/${p.id}`;
+      let expired = 0;
+      const watch = store.watch({ key });
+      const watching = (async () => {
+        for await (const b of watch) {
+          if (b.type === 'events' && b.events.some((e) => e.type === 'delete')) {
+            expired = performance.now();
+            return;
+          }
+        }
+      })();
+      proxy.blackhole();
+      await until('children gone', () => pids.every((x) => !alive(x)), 20_000, 1);
+      const gone = performance.now();
+      await until('lease expired', () => expired > 0, 20_000, 5);
+      watch.close();
+      await watching;
+      margins.push(expired - gone);
+      proxy.pass();
+      p.child.kill('SIGKILL');
+      await p.exited;
+      procs.delete(p.id);
+      await proxy.close();
+    }
+    say(
+      `renewal failure: children gone before the lease expired by ${latencySummary(margins)} (goal ≥ 500 ms; expiry as seen by a watcher)`,
+    );
+
+    // RSS and idle CPU with nChildren children.
+    const big = startAgent('rss', nChildren);
+    await until(
+      'rss children',
+      async () => (await rows(big)).filter((r) => r.state === 'ready').length === nChildren,
+      120_000,
+      100,
+    );
+    await sleep(2000);
+    const rss = rssKiB(big.child.pid!);
+    const c0 = cpuTicks(big.child.pid!);
+    const w0 = performance.now();
+    await sleep(5000);
+    const cpu = ((cpuTicks(big.child.pid!) - c0) / 100 / ((performance.now() - w0) / 1000)) * 100;
+    say(
+      `agent with ${nChildren} children: RSS ${fmt(rss / 1024)} MB (goal ≤ 60 MB); idle CPU ${fmt(cpu, 3)}% of a core, ${fmt(cpu / nChildren, 4)}% per partition (goal ≤ 0.1%)`,
+    );
+    big.child.kill('SIGTERM');
+    await big.exited;
+    procs.delete(big.id);
+  } finally {
+    for (const p of procs.values()) p.child.kill('SIGKILL');
+    await Promise.all([...procs.values()].map((p) => p.exited));
+    await store.close();
+    await cluster.close();
+  }
+  await supervisord(root, partitions, trials, say);
+}
+
+/** supervisord supervising `n` sleeps: RSS, restart latency, survivors of its SIGKILL. */
+async function supervisord(root: string, n: number, trials: number, say: (l: string) => void): Promise<void> {
+  if (spawnSync('sh', ['-c', 'command -v supervisord']).status !== 0) {
+    say('supervisord: not installed (Debian: supervisor); skipped');
+    return;
+  }
+  const dir = join(root, 'supervisord');
+  spawnSync('mkdir', ['-p', dir]);
+  const conf = join(dir, 'supervisord.conf');
+  writeFileSync(
+    conf,
+    `[supervisord]
+nodaemon=true
+logfile=${dir}/supervisord.log
+pidfile=${dir}/supervisord.pid
+childlogdir=${dir}
+
+[program:sleep]
+command=sleep 100000
+process_name=%(program_name)s_%(process_num)02d
+numprocs=${n}
+autorestart=true
+startsecs=0
+stdout_logfile=NONE
+stderr_logfile=NONE
+`,
+  );
+  const sv = spawn('supervisord', ['-c', conf], { stdio: 'ignore' });
+  const svExit = new Promise<void>((r) => sv.once('exit', () => r()));
+  try {
+    await until('supervisord children', () => descendants(sv.pid!).length === n, 60_000, 50);
+    await sleep(1000);
+    const rss = rssKiB(sv.pid!);
+    const restartMs: number[] = [];
+    for (let t = 0; t < trials; t++) {
+      const before = new Set(descendants(sv.pid!));
+      const victim = [...before][t % before.size] as number;
+      const t0 = performance.now();
+      process.kill(victim, 'SIGKILL');
+      await until('supervisord restart', () => descendants(sv.pid!).some((d) => !before.has(d)), 30_000, 1);
+      restartMs.push(performance.now() - t0);
+    }
+    const kids = descendants(sv.pid!);
+    sv.kill('SIGKILL');
+    await svExit;
+    await sleep(500);
+    const survivors = kids.filter(alive);
+    say(
+      `supervisord with ${n} sleeps: RSS ${fmt(rss / 1024)} MB; crash → restart ${latencySummary(restartMs)}; after SIGKILL of supervisord ${survivors.length}/${kids.length} children survive`,
+    );
+    for (const pid of survivors) process.kill(pid, 'SIGKILL');
+  } finally {
+    sv.kill('SIGKILL');
+    await svExit;
+  }
+}

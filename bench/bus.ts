@@ -1,0 +1,274 @@
+/**
+ * `npm run bench -- bus [--calls N] [--rate R] [--seconds S] [--inflight K] [--subscribers M]
+ * [--messages P] [--msg-rate Q] [--only bus,nats,grpc]`: the muster bus side by side with NATS (through
+ * Debian's `nats-server`, `nats` client) and `@grpc/grpc-js`, in one run, each peer in a process of
+ * its own and this process the client:
+ *
+ * 1. RPC latency, open loop at R calls/s (default 5,000) for N calls (default 20,000): p50 / p99.
+ * 2. Throughput with K calls in flight (default 32) for S seconds (default 5): calls/s.
+ * 3. Fan-out: this process publishes P messages (default 5,000) at Q/s (default 1,000) to M
+ *    subscriber processes (default 20), after 50 unmeasured warm-up messages; delay from send to
+ *    delivery on the host's monotonic clock (the same for every process),
+ *    p50 / p99 / max, and lost messages. Then (muster bus; skip with `--no-stall`) the same with one
+ *    more subscriber frozen by SIGSTOP for the whole run: the others' figures, to compare (the
+ *    issue's goal: a stalled subscriber changes the others' p99 by ≤ 10 %).
+ *
+ * Smoke run: `npm run bench -- bus --calls 200 --seconds 1 --subscribers 3 --messages 50`.
+ * Run it alone: a concurrent test suite changes the tails several-fold (docs/benchmarks.md).
+ */
+import * as grpc from '@grpc/grpc-js';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { connect as natsConnect, type NatsConnection } from 'nats';
+import { openBus, type Bus } from '../src/bus/index.js';
+import { openStore } from '../src/store/index.js';
+import { findBinary, freePort, startTempServe } from '../src/testing/index.js';
+import { hostMonotonicMs } from '../src/util/host-clock.js';
+import { ECHO_SERVICE } from './bus-grpc.js';
+import { arg, fmt, quantile } from './stats.js';
+
+const PEER = new URL('./bus-peer.js', import.meta.url).pathname;
+const quiet = { info: () => undefined, warn: () => undefined, error: () => undefined };
+const children = new Set<ChildProcess>();
+
+interface Peer {
+  readonly proc: ChildProcess;
+  readonly ready: Record<string, unknown>;
+  /** Resolves with the last JSON line printed before exit. */
+  readonly last: Promise<Record<string, unknown>>;
+}
+
+async function spawnPeer(args: string[]): Promise<Peer> {
+  const proc = spawn(process.execPath, [PEER, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+  children.add(proc);
+  const rl = createInterface({ input: proc.stdout as NodeJS.ReadableStream });
+  let lastLine: Record<string, unknown> = {};
+  const last = new Promise<Record<string, unknown>>((resolve) => proc.once('exit', () => resolve(lastLine)));
+  const ready = await new Promise<Record<string, unknown>>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`peer ${args[0]} not ready in 30 s`)), 30_000);
+    proc.once('exit', (code) => reject(new Error(`peer ${args[0]} exited with ${code}`)));
+    rl.on('line', (line) => {
+      const msg = JSON.parse(line) as Record<string, unknown>;
+      lastLine = msg;
+      if (msg.ready === true) {
+        clearTimeout(timer);
+        resolve(msg);
+      }
+    });
+  });
+  return { proc, ready, last };
+}
+
+type Call = (i: number) => Promise<unknown>;
+
+/** Open loop: starts call i at i/rate seconds, whether or not earlier ones finished. */
+async function openLoop(call: Call, n: number, ratePerSec: number): Promise<number[]> {
+  const lat: number[] = [];
+  const interval = 1000 / ratePerSec;
+  const t0 = performance.now();
+  const pending: Promise<void>[] = [];
+  let i = 0;
+  while (i < n) {
+    const now = performance.now();
+    while (i < n && t0 + i * interval <= now) {
+      const started = performance.now();
+      pending.push(
+        call(i).then(() => {
+          lat.push(performance.now() - started);
+        }),
+      );
+      i++;
+    }
+    await new Promise((r) => setImmediate(r));
+  }
+  await Promise.all(pending);
+  return lat;
+}
+
+/** Closed loop: K workers, each calling again as soon as its call returns, for `seconds`. */
+async function closedLoop(call: Call, inflight: number, seconds: number): Promise<number> {
+  let done = 0;
+  const end = performance.now() + seconds * 1000;
+  await Promise.all(
+    Array.from({ length: inflight }, async () => {
+      while (performance.now() < end) {
+        await call(done);
+        done++;
+      }
+    }),
+  );
+  return done / seconds;
+}
+
+function payload(i: number): { i: number; pad: string } {
+  return { i, pad: 'x'.repeat(100) };
+}
+
+async function rpcSide(name: string, call: Call, o: Options): Promise<void> {
+  // Warm up (JIT, connections), unmeasured.
+  await closedLoop(call, 8, Math.min(1, o.seconds));
+  const lat = await openLoop(call, o.calls, o.rate);
+  const tput = await closedLoop(call, o.inflight, o.seconds);
+  console.log(
+    `${name.padEnd(10)} rpc @${o.rate}/s: p50 ${fmt(quantile(lat, 0.5) * 1000, 0)} µs, p99 ${fmt(quantile(lat, 0.99) * 1000, 0)} µs, max ${fmt(Math.max(...lat), 2)} ms (n=${lat.length}) | ${o.inflight} in flight: ${Math.round(tput).toLocaleString('en-US')} calls/s`,
+  );
+}
+
+async function fanOut(
+  name: string,
+  subscribers: Peer[],
+  publish: (body: { t: number; i: number }) => Promise<unknown>,
+  o: Options,
+  stall = false,
+): Promise<void> {
+  // Warm-up (connections, JIT), not counted: subscribers ignore i < 0.
+  for (let i = 0; i < 50; i++) {
+    await publish({ t: hostMonotonicMs(), i: -1 });
+    await new Promise((r) => setTimeout(r, 2));
+  }
+  await new Promise((r) => setTimeout(r, 200));
+  // With `stall`, the first subscriber is frozen (SIGSTOP) for the whole run; the figures are the others'.
+  const frozen = stall ? subscribers[0] : undefined;
+  frozen?.proc.kill('SIGSTOP');
+  const interval = 1000 / o.msgRate;
+  const t0 = performance.now();
+  for (let i = 0; i < o.messages; i++) {
+    const wait = t0 + i * interval - performance.now();
+    if (wait > 1) await new Promise((r) => setTimeout(r, wait));
+    await publish({ t: hostMonotonicMs(), i });
+  }
+  await new Promise((r) => setTimeout(r, 500));
+  frozen?.proc.kill('SIGCONT');
+  for (const s of subscribers) s.proc.kill('SIGTERM');
+  const measured = subscribers.filter((s) => s !== frozen);
+  const results = await Promise.all(measured.map((s) => s.last));
+  const delays = results.flatMap((r) => (r.delays as number[] | undefined) ?? []);
+  const lost = o.messages * measured.length - delays.length;
+  const label = stall ? `fan-out to ${measured.length} + 1 stalled` : `fan-out to ${measured.length}`;
+  console.log(
+    `${name.padEnd(10)} ${label} @${o.msgRate}/s: p50 ${fmt(quantile(delays, 0.5))} ms, p99 ${fmt(quantile(delays, 0.99))} ms, max ${fmt(Math.max(...delays))} ms, lost ${lost} of ${o.messages * measured.length}`,
+  );
+}
+
+interface Options {
+  calls: number;
+  rate: number;
+  seconds: number;
+  inflight: number;
+  subscribers: number;
+  messages: number;
+  msgRate: number;
+  stall: boolean;
+  only: Set<string>;
+}
+
+export async function run(args: string[]): Promise<void> {
+  const o: Options = {
+    calls: Number(arg(args, '--calls') ?? 20_000),
+    rate: Number(arg(args, '--rate') ?? 5000),
+    seconds: Number(arg(args, '--seconds') ?? 5),
+    inflight: Number(arg(args, '--inflight') ?? 32),
+    subscribers: Number(arg(args, '--subscribers') ?? 20),
+    messages: Number(arg(args, '--messages') ?? 5000),
+    msgRate: Number(arg(args, '--msg-rate') ?? 1000),
+    stall: !args.includes('--no-stall'),
+    only: new Set((arg(args, '--only') ?? 'bus,nats,grpc').split(',')),
+  };
+  const serve = await startTempServe();
+  const store = await openStore(serve.url);
+  let bus: Bus | undefined;
+  let nats: ChildProcess | undefined;
+  let nc: NatsConnection | undefined;
+  try {
+    console.log(
+      `bus benchmark: ${o.calls} calls @${o.rate}/s, ${o.inflight} in flight for ${o.seconds} s, fan-out ${o.messages} msgs @${o.msgRate}/s to ${o.subscribers} subscribers`,
+    );
+    if (o.only.has('bus')) {
+      bus = await openBus(store, { logger: quiet });
+      await spawnPeer(['bus-server', '--store', serve.url]);
+      const b = bus;
+      await rpcSide('muster bus', (i) => b.call('bench', 'echo', payload(i)), o);
+      const subs = await Promise.all(
+        Array.from({ length: o.subscribers }, () => spawnPeer(['bus-sub', '--store', serve.url])),
+      );
+      const view = await b.instances('topic.fanout');
+      while (view.size < o.subscribers) await new Promise((r) => setTimeout(r, 20));
+      await fanOut('muster bus', subs, (body) => b.publish('fanout', body), o);
+      if (o.stall) {
+        const again = await Promise.all(
+          Array.from({ length: o.subscribers }, () =>
+            spawnPeer(['bus-sub', '--store', serve.url, '--topic', 'fanout2']),
+          ),
+        );
+        const v2 = await b.instances('topic.fanout2');
+        while (v2.size < o.subscribers) await new Promise((r) => setTimeout(r, 20));
+        await fanOut('muster bus', again, (body) => b.publish('fanout2', body), o, true);
+      }
+    }
+    if (o.only.has('nats')) {
+      const binary = findBinary('nats-server');
+      if (binary === undefined) console.log('nats: skipped (apt-get install nats-server)');
+      else {
+        const port = await freePort();
+        nats = spawn(binary, ['-a', '127.0.0.1', '-p', String(port)], { stdio: 'ignore' });
+        children.add(nats);
+        const url = `nats://127.0.0.1:${port}`;
+        for (let i = 0; ; i++) {
+          try {
+            nc = await natsConnect({ servers: url });
+            break;
+          } catch (err) {
+            if (i > 100) throw err;
+            await new Promise((r) => setTimeout(r, 50));
+          }
+        }
+        await spawnPeer(['nats-server', '--nats', url]);
+        const c = nc;
+        await rpcSide(
+          'nats',
+          (i) => c.request('bench.echo', Buffer.from(JSON.stringify(payload(i))), { timeout: 5000 }),
+          o,
+        );
+        const subs = await Promise.all(
+          Array.from({ length: o.subscribers }, () => spawnPeer(['nats-sub', '--nats', url])),
+        );
+        await fanOut(
+          'nats',
+          subs,
+          async (body) => {
+            c.publish('fanout', Buffer.from(JSON.stringify(body)));
+          },
+          o,
+        );
+      }
+    }
+    if (o.only.has('grpc')) {
+      const peer = await spawnPeer(['grpc-server']);
+      const Client = grpc.makeGenericClientConstructor(ECHO_SERVICE, 'Bench');
+      const client = new Client(
+        peer.ready.address as string,
+        grpc.credentials.createInsecure(),
+      ) as unknown as {
+        echo(req: Buffer, cb: (err: Error | null, res: Buffer) => void): void;
+        close(): void;
+      };
+      await rpcSide(
+        'grpc-js',
+        (i) =>
+          new Promise((resolve, reject) =>
+            client.echo(Buffer.from(JSON.stringify(payload(i))), (err, res) =>
+              err ? reject(err) : resolve(JSON.parse(res.toString('utf8'))),
+            ),
+          ),
+        o,
+      );
+      client.close();
+    }
+  } finally {
+    await nc?.close();
+    await bus?.close();
+    for (const c of children) c.kill('SIGKILL');
+    await store.close();
+    await serve.close();
+  }
+}

@@ -1,0 +1,102 @@
+/**
+ * `muster agent`: the agent inside the daemon runtime. Signals (SIGTERM/SIGINT graceful leave, a
+ * second one forces; SIGHUP reload) are the runtime's; the agent provides `stop`, `status`, `reload`.
+ */
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { dirname } from 'node:path';
+import type { Logger } from 'pino';
+import { readTokenFile } from '../util/token.js';
+import type { Store } from '../store/types.js';
+import type { Duration } from '../util/duration.js';
+import { Agent } from './agent.js';
+import { addAgentRoutes } from './api.js';
+import { loadAgentConfig, type AgentConfig } from './config.js';
+import { type Daemon, runDaemon } from './runtime.js';
+
+export interface RunAgentOptions {
+  /** A parsed configuration instead of reading `file`. */
+  config?: AgentConfig;
+  /** A store to use instead of opening `config.store` (tests); not closed by the agent. */
+  store?: Store;
+  logger?: Logger;
+  logLevel?: string;
+  /** Overrides `api.listen` (`muster agent --admin`). */
+  adminListen?: string;
+  /** Overrides `api.tokenFile` (`muster agent --admin-token-file`). */
+  adminTokenFile?: string;
+  /** Overrides the graceful-stop deadline (default: `run.stop.grace` + 10 s). */
+  shutdownTimeout?: Duration;
+  /** Default true; tests pass false and call `daemon.stop()`. */
+  handleSignals?: boolean;
+}
+
+/**
+ * The API token: the first line of `file`, created (0600, in a 0700 directory) with 32 random bytes
+ * when the file does not exist. Children get it as `MUSTER_API_TOKEN`.
+ */
+export function ensureTokenFile(file: string): string {
+  if (!existsSync(file)) {
+    mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
+    try {
+      writeFileSync(file, `${randomBytes(32).toString('hex')}\n`, { mode: 0o600, flag: 'wx' });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err; // another agent won the race
+    }
+  }
+  return readTokenFile(file, 'api.tokenFile');
+}
+
+/** A running agent and its daemon. */
+export interface RunningAgent {
+  readonly agent: Agent;
+  readonly daemon: Daemon;
+}
+
+/**
+ * Reads `file` (throws `MUSTER_AGENT_CONFIG` before anything starts), then runs the agent until a
+ * signal or `daemon.stop()`. Throws the store's errors and `MUSTER_DUPLICATE_INSTANCE` from start-up.
+ */
+export async function runAgent(file: string, options: RunAgentOptions = {}): Promise<RunningAgent> {
+  const loaded = options.config ?? loadAgentConfig(file);
+  const config: AgentConfig = {
+    ...loaded,
+    api: {
+      listen: options.adminListen ?? loaded.api.listen,
+      tokenFile: options.adminTokenFile ?? loaded.api.tokenFile,
+    },
+  };
+  const token = ensureTokenFile(config.api.tokenFile);
+  let agent: Agent | undefined;
+  const daemon = await runDaemon(
+    {
+      name: 'agent',
+      ...(options.logger ? { logger: options.logger } : {}),
+      ...((options.logLevel ?? config.logLevel) ? { logLevel: options.logLevel ?? config.logLevel } : {}),
+      admin: { listen: config.api.listen, tokenFile: config.api.tokenFile },
+      shutdownTimeout: options.shutdownTimeout ?? config.run.graceMs + 10_000,
+      handleSignals: options.handleSignals ?? true,
+    },
+    async (ctx) => {
+      const a = await Agent.start(ctx, config, { token, ...(options.store ? { store: options.store } : {}) });
+      agent = a;
+      addAgentRoutes(a);
+      ctx.log.info(
+        { service: config.service, instance: a.id, api: ctx.admin.url, relay: a.relayAddress },
+        'agent running',
+      );
+      return {
+        stop: async (force) => {
+          // Forced (second signal, shutdown deadline): SIGKILL every child group now; the leave goes on.
+          force.addEventListener('abort', () => void a.killChildren(), { once: true });
+          await a.close();
+        },
+        status: () => a.status(),
+        reload: async () => {
+          await a.reload();
+        },
+      };
+    },
+  );
+  return { agent: agent as Agent, daemon };
+}

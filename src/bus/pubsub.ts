@@ -1,0 +1,359 @@
+/**
+ * Publish/subscribe without a broker. A node that subscribes to topic T registers an instance of
+ * the service `topic.T` (under the bus session, with its address; tags say whether it has plain
+ * subscribers and which queue groups). A publisher watches that service and sends each message over
+ * its direct connection to every subscriber node — to one node per queue group, chosen by a hash of
+ * the message id, so redundant publishers of the same id pick the same node.
+ *
+ * Each subscriber node remembers the ids it delivered for a window and delivers an id once, so
+ * several publishers may publish the same message. A message with a TTL carries its expiry and is
+ * dropped, not delivered, once expired. A subscriber whose queue at a publisher is full loses that
+ * message — counted (`muster_bus_dropped_total`), reported by the bus `dropped` event and logged —
+ * while the publisher and the other subscribers are unaffected.
+ */
+import { invalidArgument, isMusterError } from '../errors.js';
+import { checkServiceName, type Member } from '../membership/index.js';
+import { toMillis } from '../util/duration.js';
+import type { Bus } from './bus.js';
+import type { Connection, PublishBody } from './connection.js';
+import {
+  DEFAULT_DEDUP_MAX_IDS,
+  DEFAULT_DEDUP_WINDOW_MS,
+  type DropEvent,
+  type BusPublishOptions,
+  type PublishResult,
+  type ResolvedBusOptions,
+  type SubscribeOptions,
+  type SubscriptionHandler,
+} from './types.js';
+
+/** The membership service whose instances are the subscriber nodes of `topic`. */
+export function topicService(topic: string): string {
+  if (typeof topic !== 'string' || topic.length === 0)
+    throw invalidArgument('topic must be a non-empty string');
+  const service = `topic.${topic}`;
+  try {
+    checkServiceName(service);
+  } catch {
+    throw invalidArgument(
+      `topic ${JSON.stringify(topic)} must be 1–57 letters, digits, '.', '_' or '-' (it names the membership service topic.<topic>)`,
+    );
+  }
+  return service;
+}
+
+/** 50 ms between attempts to deliver an acknowledged publication to a peer that is not reachable. */
+const RESEND_DELAY_MS = 50;
+
+const ALL_TAG = 'sub:all';
+const GROUP_TAG = 'group:';
+
+interface WireBody extends PublishBody {
+  /** Queue groups this node was chosen for. */
+  readonly g?: readonly string[];
+  /** Whether the node's plain subscribers get it. */
+  readonly all?: boolean;
+}
+
+/** Ids delivered recently, forgotten after the window or beyond the size bound (oldest first). */
+export class DedupWindow {
+  readonly #seen = new Map<string, number>();
+  readonly #windowMs: number;
+  readonly #max: number;
+
+  constructor(windowMs: number, max = DEFAULT_DEDUP_MAX_IDS) {
+    this.#windowMs = windowMs;
+    this.#max = max;
+  }
+
+  /** True the first time `id` is seen within the window. */
+  first(id: string, now: number): boolean {
+    for (const [old, at] of this.#seen) {
+      if (at + this.#windowMs > now && this.#seen.size < this.#max) break;
+      this.#seen.delete(old);
+    }
+    if (this.#seen.has(id)) return false;
+    this.#seen.set(id, now);
+    return true;
+  }
+}
+
+interface Subscription {
+  readonly handler: SubscriptionHandler;
+  readonly group: string | undefined;
+}
+
+interface LocalTopic {
+  readonly topic: string;
+  readonly subs: Set<Subscription>;
+  readonly dedup: DedupWindow;
+  member: Member | undefined;
+  joining: Promise<void> | undefined;
+}
+
+export class Topics {
+  readonly #bus: Bus;
+  readonly #o: ResolvedBusOptions;
+  readonly #onDrop: (e: DropEvent) => void;
+  readonly #topics = new Map<string, LocalTopic>();
+  #seq = 0;
+  readonly #lastLogged = new Map<string, number>();
+  readonly #prefix = `${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`;
+
+  constructor(bus: Bus, o: ResolvedBusOptions, onDrop: (e: DropEvent) => void) {
+    this.#bus = bus;
+    this.#o = o;
+    this.#onDrop = onDrop;
+  }
+
+  async subscribe(
+    topic: string,
+    handler: SubscriptionHandler,
+    options: SubscribeOptions,
+  ): Promise<() => Promise<void>> {
+    const service = topicService(topic);
+    if (typeof handler !== 'function') throw invalidArgument('handler must be a function');
+    if (
+      options.queueGroup !== undefined &&
+      (typeof options.queueGroup !== 'string' || options.queueGroup === '')
+    )
+      throw invalidArgument('queueGroup must be a non-empty string');
+    let local = this.#topics.get(topic);
+    if (local === undefined) {
+      const windowMs = toMillis(options.dedupWindow ?? DEFAULT_DEDUP_WINDOW_MS, 'dedupWindow');
+      local = {
+        topic,
+        subs: new Set(),
+        dedup: new DedupWindow(windowMs),
+        member: undefined,
+        joining: undefined,
+      };
+      this.#topics.set(topic, local);
+    }
+    const sub: Subscription = { handler, group: options.queueGroup };
+    local.subs.add(sub);
+    await this.#advertise(local, service);
+    return async () => {
+      local.subs.delete(sub);
+      await this.#advertise(local, service);
+    };
+  }
+
+  /** Brings the topic record in step with the local subscriptions (serialised per topic). */
+  #advertise(local: LocalTopic, service: string): Promise<void> {
+    const run = async (): Promise<void> => {
+      const tags = tagsOf(local);
+      if (local.subs.size === 0) {
+        const m = local.member;
+        local.member = undefined;
+        await m?.leave();
+        // A subscribe during the leave reused this entry (and queued its join behind the leave).
+        if (local.subs.size === 0 && this.#topics.get(local.topic) === local)
+          this.#topics.delete(local.topic);
+        return;
+      }
+      if (local.member === undefined) local.member = await this.#bus.joinService(service, tags);
+      else if (tags.join() !== local.member.record.tags.filter((t) => t !== 'muster-bus').join())
+        await local.member.update({ tags: ['muster-bus', ...tags] });
+    };
+    const next = (local.joining ?? Promise.resolve()).catch(() => undefined).then(run);
+    local.joining = next;
+    return next;
+  }
+
+  /** A publication arrived (from `conn`, or from this node itself when `conn` is undefined). */
+  receive(conn: Connection | undefined, ackId: number, body: WireBody): void {
+    const local = this.#topics.get(body.topic);
+    if (local === undefined) {
+      // Not subscribed (any more): no ack, so an at-least-once publisher learns it from membership.
+      return;
+    }
+    const from = conn?.peer?.node ?? this.#bus.id;
+    if (body.exp !== undefined && Date.now() >= body.exp) {
+      this.#drop(from, body.topic, body.id, 'expired');
+      conn?.ack(ackId);
+      return;
+    }
+    if (!local.dedup.first(body.id, this.#o.clock.monotonic())) {
+      this.#bus.metrics.duplicate(body.topic);
+      conn?.ack(ackId);
+      return;
+    }
+    const running: Promise<unknown>[] = [];
+    this.#bus.metrics.delivered(body.topic);
+    const delivery = { topic: body.topic, id: body.id, from };
+    const groupsDone = new Set<string>();
+    for (const sub of local.subs) {
+      if (sub.group === undefined ? body.all === false : !(body.g ?? []).includes(sub.group)) continue;
+      if (sub.group !== undefined) {
+        if (groupsDone.has(sub.group)) continue;
+        groupsDone.add(sub.group);
+      }
+      try {
+        const r = sub.handler(body.m, delivery);
+        if (r instanceof Promise) running.push(r.catch((err: unknown) => this.#handlerFailed(body, err)));
+      } catch (err) {
+        this.#handlerFailed(body, err);
+      }
+    }
+    if (conn === undefined || ackId === 0) return;
+    if (running.length === 0) conn.ack(ackId);
+    else void Promise.all(running).then(() => conn.ack(ackId));
+  }
+
+  #handlerFailed(body: WireBody, err: unknown): void {
+    this.#o.logger.error(
+      { topic: body.topic, id: body.id, err: String(err) },
+      'a subscription handler threw; the message counts as delivered',
+    );
+  }
+
+  async publish(topic: string, message: unknown, options: BusPublishOptions): Promise<PublishResult> {
+    const service = topicService(topic);
+    if (options.id !== undefined && (typeof options.id !== 'string' || options.id === ''))
+      throw invalidArgument('id must be a non-empty string');
+    const id = options.id ?? `${this.#bus.id}-${this.#prefix}-${++this.#seq}`;
+    const ttlMs = options.ttl === undefined ? undefined : toMillis(options.ttl, 'ttl');
+    const base: PublishBody = {
+      topic,
+      id,
+      ...(message === undefined ? {} : { m: message }),
+      ...(ttlMs === undefined ? {} : { exp: Date.now() + ttlMs }),
+    };
+    const view = await this.#bus.instances(service);
+    const nodes = view
+      .instances()
+      .filter((i) => i.address !== null && i.state !== 'leaving')
+      .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+    // Which nodes get it, and for which queue groups.
+    const targets = new Map<string, { address: string; node: string; all: boolean; g: string[] }>();
+    const target = (
+      i: (typeof nodes)[number],
+    ): { address: string; node: string; all: boolean; g: string[] } => {
+      let t = targets.get(i.id);
+      if (t === undefined)
+        targets.set(i.id, (t = { address: i.address as string, node: i.id, all: false, g: [] }));
+      return t;
+    };
+    const groups = new Map<string, typeof nodes>();
+    for (const n of nodes) {
+      if (n.tags.includes(ALL_TAG)) target(n).all = true;
+      for (const tag of n.tags) {
+        if (!tag.startsWith(GROUP_TAG)) continue;
+        const g = tag.slice(GROUP_TAG.length);
+        let members = groups.get(g);
+        if (members === undefined) groups.set(g, (members = []));
+        members.push(n);
+      }
+    }
+    for (const [g, members] of groups) {
+      const chosen = members[hashString(`${g}\u0000${id}`) % members.length];
+      if (chosen !== undefined) target(chosen).g.push(g);
+    }
+    const plain: { frame?: Buffer } = {};
+    let sent = 0;
+    let dropped = 0;
+    let acked = 0;
+    const ackDeadline =
+      options.ack === true
+        ? this.#o.clock.monotonic() +
+          (options.timeout === undefined ? this.#o.callTimeoutMs : toMillis(options.timeout, 'timeout'))
+        : 0;
+    await Promise.all(
+      [...targets.values()].map(async (t) => {
+        const body: WireBody = t.g.length === 0 ? base : { ...base, g: t.g, all: t.all };
+        if (t.address === this.#bus.address) {
+          this.receive(undefined, 0, body);
+          sent++;
+          if (options.ack === true) acked++;
+          return;
+        }
+        if (options.ack === true) {
+          if (await this.#sendAcked(t, body, ackDeadline, view)) {
+            sent++;
+            acked++;
+          } else {
+            dropped++;
+            this.#drop(t.node, topic, id, 'not-acknowledged');
+          }
+          return;
+        }
+        let conn: Connection;
+        try {
+          conn = await this.#bus.connection(t.address, this.#o.connectTimeoutMs);
+        } catch {
+          dropped++;
+          this.#drop(t.node, topic, id, 'not-connected');
+          return;
+        }
+        if (conn.publish(body, t.g.length === 0 ? plain : undefined)) sent++;
+        else {
+          dropped++;
+          this.#drop(t.node, topic, id, conn.state === 'open' ? 'queue-full' : 'not-connected');
+        }
+      }),
+    );
+    this.#bus.metrics.published(topic);
+    return { id, sent, dropped, acked };
+  }
+
+  /**
+   * Sends `body` to `t` until it acknowledges, the deadline passes, or `t` leaves the topic. A lost
+   * connection is re-opened and the message sent again (the subscriber de-duplicates by id).
+   */
+  async #sendAcked(
+    t: { address: string; node: string },
+    body: WireBody,
+    deadline: number,
+    view: Awaited<ReturnType<Bus['instances']>>,
+  ): Promise<boolean> {
+    for (;;) {
+      const left = deadline - this.#o.clock.monotonic();
+      if (left <= 0) return false;
+      if (view.get(t.node)?.address !== t.address) return false; // it left the topic
+      try {
+        const conn = await this.#bus.connection(t.address, Math.min(left, this.#o.connectTimeoutMs));
+        await conn.publishAcked(body, left);
+        return true;
+      } catch (err) {
+        if (isMusterError(err, 'MUSTER_FRAME_TOO_LARGE')) throw err;
+        await this.#o.clock.sleep(
+          Math.min(RESEND_DELAY_MS, Math.max(0, deadline - this.#o.clock.monotonic())),
+        );
+      }
+    }
+  }
+
+  #drop(peer: string, topic: string, id: string, reason: DropEvent['reason']): void {
+    this.#bus.metrics.dropped(peer, topic, reason);
+    this.#onDrop({ peer, topic, id, reason });
+    // Logged too, at most once per peer and second (the counter has the exact figure).
+    const now = this.#o.clock.monotonic();
+    if ((this.#lastLogged.get(peer) ?? -Infinity) + 1000 <= now) {
+      this.#lastLogged.set(peer, now);
+      this.#o.logger.warn({ peer, topic, id, reason }, `bus: dropped a message for ${peer} (${reason})`);
+    }
+  }
+
+  async close(): Promise<void> {
+    const members = [...this.#topics.values()].map((t) => t.member);
+    this.#topics.clear();
+    await Promise.allSettled(members.map((m) => m?.leave() ?? Promise.resolve()));
+  }
+}
+
+function tagsOf(local: LocalTopic): string[] {
+  const tags = new Set<string>();
+  for (const s of local.subs) tags.add(s.group === undefined ? ALL_TAG : `${GROUP_TAG}${s.group}`);
+  return [...tags].sort();
+}
+
+/** FNV-1a, 32 bits: a stable, cheap choice of queue-group member. */
+function hashString(text: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) {
+    h ^= text.charCodeAt(i);
+    h = Math.imul(h, 0x01000193);
+  }
+  return h >>> 0;
+}

@@ -1,0 +1,206 @@
+/**
+ * Held requests (the seed's "Restarts of Tornado without connection drops"): GET and HEAD requests
+ * whose destination is unavailable wait in a queue per destination for up to `hold.timeout`, and are
+ * released at a bounded rate per backend once the destination resolves to a backend that is not
+ * known to refuse connections. The queue never waits on the store: it re-reads the routing table
+ * when the table changes and when a refusing backend's probe interval has passed.
+ */
+import type { Clock, TimerHandle } from '../clock.js';
+import type { HoldSettings } from './config.js';
+import type { Resolution } from './table.js';
+
+/** One held request, as the queue sees it. */
+export interface Held {
+  key: string;
+  destination: string;
+  /** Monotonic ms when it was first held. */
+  heldAt: number;
+  /** The owner (partition + fencing token) that answered 421 "not the owner": wait for another. */
+  avoid?: { readonly partition: string; readonly token: number } | undefined;
+  /** Set by the queue. */
+  timer?: TimerHandle | undefined;
+  queued?: boolean;
+}
+
+export interface HoldQueueHooks<T extends Held> {
+  resolve(key: string): Resolution;
+  /** Try the request again (it left the queue). */
+  release(item: T): void;
+  /** The hold timed out (it left the queue). */
+  expire(item: T): void;
+}
+
+export type HoldOutcome = 'held' | 'full';
+
+/** Per-backend token bucket: `rate` per second, bursts of up to a tenth of a second's worth. */
+interface Bucket {
+  tokens: number;
+  at: number;
+}
+
+export class HoldQueues<T extends Held> {
+  readonly #settings: HoldSettings;
+  readonly #clock: Clock;
+  readonly #hooks: HoldQueueHooks<T>;
+  readonly #queues = new Map<string, T[]>();
+  readonly #buckets = new Map<string, Bucket>();
+  readonly #downUntil = new Map<string, number>();
+  #total = 0;
+  #timer: TimerHandle | undefined;
+  #timerAt = Infinity;
+
+  constructor(settings: HoldSettings, clock: Clock, hooks: HoldQueueHooks<T>) {
+    this.#settings = settings;
+    this.#clock = clock;
+    this.#hooks = hooks;
+  }
+
+  /** Requests held now. */
+  get size(): number {
+    return this.#total;
+  }
+
+  /** Held requests per destination. */
+  sizes(): Record<string, number> {
+    const out: Record<string, number> = {};
+    for (const [d, q] of this.#queues) if (q.length > 0) out[d] = q.length;
+    return out;
+  }
+
+  /** True when `origin` refused a connection less than a probe interval ago. */
+  isDown(origin: string): boolean {
+    const until = this.#downUntil.get(origin);
+    if (until === undefined) return false;
+    if (until > this.#clock.monotonic()) return true;
+    this.#downUntil.delete(origin);
+    return false;
+  }
+
+  /** Records that `origin` refused or dropped a connection: no release to it for a probe interval. */
+  markDown(origin: string): void {
+    const until = this.#clock.monotonic() + this.#settings.probeIntervalMs;
+    this.#downUntil.set(origin, until);
+    this.#wakeAt(until);
+  }
+
+  /** Holds `item` (new: the caps apply; `front`: a released request that failed again keeps its place and deadline). */
+  add(item: T, front = false): HoldOutcome {
+    if (!front) {
+      const q = this.#queues.get(item.destination);
+      if (this.#total >= this.#settings.maxTotal || (q?.length ?? 0) >= this.#settings.maxPerDestination) {
+        return 'full';
+      }
+      const left = item.heldAt + this.#settings.timeoutMs - this.#clock.monotonic();
+      item.timer = this.#clock.setTimeout(() => {
+        item.timer = undefined;
+        if (this.remove(item)) this.#hooks.expire(item);
+      }, left);
+    }
+    let q = this.#queues.get(item.destination);
+    if (q === undefined) this.#queues.set(item.destination, (q = []));
+    if (front) q.unshift(item);
+    else q.push(item);
+    item.queued = true;
+    this.#total++;
+    this.#wakeAt(this.#clock.monotonic());
+    return 'held';
+  }
+
+  /** Takes `item` out of its queue (client gone, timeout); false when it was not queued. */
+  remove(item: T): boolean {
+    if (item.queued !== true) return false;
+    const q = this.#queues.get(item.destination);
+    const i = q === undefined ? -1 : q.indexOf(item);
+    if (q === undefined || i < 0) return false;
+    q.splice(i, 1);
+    if (q.length === 0) this.#queues.delete(item.destination);
+    item.queued = false;
+    this.#total--;
+    return true;
+  }
+
+  /** Stops the timeout of a request that is done for good. */
+  finish(item: T): void {
+    if (item.timer !== undefined) this.#clock.clearTimeout(item.timer);
+    item.timer = undefined;
+  }
+
+  /** The routing table changed: look again now. */
+  poke(): void {
+    if (this.#total > 0) this.#wakeAt(this.#clock.monotonic());
+  }
+
+  /** Every held request, for draining or closing. */
+  *all(): IterableIterator<T> {
+    for (const q of this.#queues.values()) yield* q;
+  }
+
+  close(): void {
+    if (this.#timer !== undefined) this.#clock.clearTimeout(this.#timer);
+    this.#timer = undefined;
+  }
+
+  #wakeAt(at: number): void {
+    if (this.#timer !== undefined && this.#timerAt <= at) return;
+    if (this.#timer !== undefined) this.#clock.clearTimeout(this.#timer);
+    this.#timerAt = at;
+    this.#timer = this.#clock.setTimeout(() => {
+      this.#timer = undefined;
+      this.#timerAt = Infinity;
+      this.#pump();
+    }, at - this.#clock.monotonic());
+  }
+
+  #pump(): void {
+    const now = this.#clock.monotonic();
+    const rate = this.#settings.releaseRate;
+    const burst = Math.max(1, rate / 10);
+    let next = Infinity;
+    for (const [destination, q] of [...this.#queues]) {
+      const first = q[0];
+      if (first === undefined) continue;
+      const r = this.#hooks.resolve(first.key);
+      if (!r.ok) {
+        // a new destination (the key's route changed): move the queue; the table's change wakes us
+        if (r.destination !== destination) this.#move(q, r.destination);
+        continue;
+      }
+      // the owner that said it is not the owner any more: wait for the table to show the next one
+      if (first.avoid !== undefined && first.avoid.partition === r.partition && first.avoid.token === r.token)
+        continue;
+      const until = this.#downUntil.get(r.origin);
+      if (until !== undefined && until > now) {
+        next = Math.min(next, until);
+        continue;
+      }
+      let b = this.#buckets.get(r.origin);
+      if (b === undefined) this.#buckets.set(r.origin, (b = { tokens: burst, at: now }));
+      b.tokens = Math.min(burst, b.tokens + ((now - b.at) * rate) / 1000);
+      b.at = now;
+      const batch: T[] = [];
+      while (b.tokens >= 1 && q.length > 0) {
+        b.tokens -= 1;
+        const item = q.shift() as T;
+        item.queued = false;
+        this.#total--;
+        batch.push(item);
+      }
+      if (q.length === 0) this.#queues.delete(destination);
+      else next = Math.min(next, now + ((1 - b.tokens) * 1000) / rate);
+      for (const item of batch) this.#hooks.release(item);
+    }
+    if (next < Infinity) this.#wakeAt(next);
+  }
+
+  #move(q: T[], destination: string): void {
+    const from = q[0]?.destination;
+    if (from === undefined) return;
+    this.#queues.delete(from);
+    let to = this.#queues.get(destination);
+    if (to === undefined) this.#queues.set(destination, (to = []));
+    for (const item of q) {
+      item.destination = destination;
+      to.push(item);
+    }
+  }
+}

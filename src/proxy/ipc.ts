@@ -1,0 +1,21 @@
+/** Messages between the proxy master and its workers (over the fork IPC channel). */
+
+/** Master → worker. A `listen` message carries the listening handle as the send handle. */
+export type ToWorker =
+  | { readonly type: 'listen'; readonly index: number }
+  | {
+      readonly type: 'start';
+      readonly configFile: string;
+      readonly storeUrl: string | undefined;
+      readonly generation: number;
+    }
+  | { readonly type: 'drain'; readonly timeoutMs: number }
+  | { readonly type: 'call'; readonly id: number; readonly method: WorkerMethod; readonly arg?: string };
+
+/** Worker → master. */
+export type FromWorker =
+  | { readonly type: 'ready'; readonly addresses: readonly string[] }
+  | { readonly type: 'failed'; readonly error: { code?: string; message: string } }
+  | { readonly type: 'result'; readonly id: number; readonly value?: unknown; readonly error?: string };
+
+export type WorkerMethod = 'status' | 'held' | 'explain' | 'metrics';

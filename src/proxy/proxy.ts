@@ -1,0 +1,75 @@
+/**
+ * One proxy in this process: the watched routing state plus one {@link ProxyServer}. The master
+ * (master.ts) runs one of these in each worker process; tests and embedders call it directly.
+ */
+import type { Clock } from '../clock.js';
+import type { Store } from '../store/index.js';
+import type { ProxyConfig } from './config.js';
+import type { RoutingSource } from './routing-source.js';
+import { ProxyServer, type ListenTarget, type ProxyLogger } from './server.js';
+import { openRoutingSource } from './store-routing-source.js';
+
+export interface StartProxyOptions {
+  readonly config: ProxyConfig;
+  readonly store: Store;
+  /** Default: the configuration's `listen` addresses. */
+  readonly listen?: readonly ListenTarget[];
+  readonly clock?: Clock;
+  readonly log?: ProxyLogger;
+  readonly signal?: AbortSignal;
+}
+
+export interface Proxy {
+  readonly server: ProxyServer;
+  readonly source: RoutingSource;
+  /** `host:port` per listener. */
+  readonly addresses: readonly string[];
+  /** Stop accepting, answer what is in flight or held, close (see {@link ProxyServer.drain}). */
+  drain(timeoutMs?: number): Promise<void>;
+  /** Close now; idempotent. Does not close the store. */
+  close(): Promise<void>;
+  [Symbol.asyncDispose](): Promise<void>;
+}
+
+/**
+ * Reads the routing state (resolves once the first full read is in memory), then listens.
+ * @throws MusterError from the store (`MUSTER_UNAVAILABLE`…) or when an address is taken.
+ */
+export async function startProxy(options: StartProxyOptions): Promise<Proxy> {
+  const { config } = options;
+  const source = openRoutingSource(options.store, config.service, {
+    root: config.root,
+    ...(options.clock ? { clock: options.clock } : {}),
+  });
+  try {
+    await source.ready(options.signal ? { signal: options.signal } : {});
+    const server = new ProxyServer({
+      config,
+      source,
+      ...(options.clock ? { clock: options.clock } : {}),
+      ...(options.log ? { log: options.log } : {}),
+    });
+    const addresses = await server.listen(options.listen ?? config.listen).catch(async (err: unknown) => {
+      await server.close();
+      throw err;
+    });
+    const close = async (): Promise<void> => {
+      await server.close();
+      source.close();
+    };
+    return {
+      server,
+      source,
+      addresses,
+      drain: async (timeoutMs?: number) => {
+        await server.drain(timeoutMs);
+        source.close();
+      },
+      close,
+      [Symbol.asyncDispose]: close,
+    };
+  } catch (err) {
+    source.close();
+    throw err;
+  }
+}

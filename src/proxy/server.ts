@@ -1,0 +1,578 @@
+/**
+ * One proxy worker: an HTTP server whose requests are routed by key through the {@link RoutingTable}
+ * and forwarded through undici pools; unavailable destinations hold GET/HEAD (see hold.ts) and
+ * answer other methods 502 at once. `drain()` is the reload half of a worker: stop accepting, answer
+ * everything in flight or held, then close.
+ */
+import { randomUUID } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { connect as netConnect, Server as NetServer, type Socket } from 'node:net';
+import { Writable, type Duplex } from 'node:stream';
+import { systemClock, type Clock } from '../clock.js';
+import type { ErrorCode } from '../errors.js';
+import type { ProxyConfig } from './config.js';
+import { HoldQueues, type Held } from './hold.js';
+import { extractKey, isValidKey } from './key.js';
+import { createProxyMetrics, type ProxyMetrics } from './metrics.js';
+import type { RoutingSource } from './routing-source.js';
+import { RoutingTable, type Resolution } from './table.js';
+import { downstreamHeaders, isTimeout, isUnavailable, UpstreamPools, upstreamHeaders } from './upstream.js';
+
+/** A pino-compatible logger (only what the proxy uses). */
+export interface ProxyLogger {
+  info(obj: object, msg: string): void;
+  warn(obj: object, msg: string): void;
+  error(obj: object, msg: string): void;
+}
+
+const silent: ProxyLogger = { info() {}, warn() {}, error() {} };
+
+export interface ProxyServerOptions {
+  readonly config: ProxyConfig;
+  readonly source: RoutingSource;
+  readonly clock?: Clock;
+  readonly log?: ProxyLogger;
+}
+
+/** A listening target: `host:port`, or a listening handle passed by the master. */
+export type ListenTarget = string | { readonly handle: object };
+
+interface Ctx extends Held {
+  readonly req: IncomingMessage;
+  readonly res: ServerResponse;
+  readonly id: string;
+  readonly holdable: boolean;
+  headers: Record<string, string | string[]> | undefined;
+  responded: boolean;
+  done: boolean;
+  holds: number;
+  abort: UpstreamAbort | undefined;
+  misdirected: boolean;
+}
+
+/**
+ * Aborts one upstream request when its client goes away. undici accepts an EventEmitter with an
+ * `abort` event as a signal; an AbortController costs several times more per request (it was about
+ * a third of the proxy's own CPU per request in a profile).
+ */
+class UpstreamAbort extends EventEmitter {
+  aborted = false;
+  abort(): void {
+    if (this.aborted) return;
+    this.aborted = true;
+    this.emit('abort');
+  }
+}
+
+/** States: `starting` → `serving` → `draining` → `closed`. */
+export type ProxyServerState = 'starting' | 'serving' | 'draining' | 'closed';
+
+export class ProxyServer {
+  readonly metrics: ProxyMetrics;
+  readonly table: RoutingTable;
+  readonly #config: ProxyConfig;
+  readonly #clock: Clock;
+  readonly #log: ProxyLogger;
+  readonly #pools: UpstreamPools;
+  readonly #holds: HoldQueues<Ctx>;
+  readonly #servers: Server[] = [];
+  readonly #sockets = new Set<Socket>();
+  readonly #unsubscribe: () => void;
+  #state: ProxyServerState = 'starting';
+  #addresses: string[] = [];
+  #inFlight = 0;
+  #closing: Promise<void> | undefined;
+  #idleWaiters: (() => void)[] = [];
+  readonly #counters = new Map<string, { inc(): void }>();
+  readonly #histograms = new Map<string, { observe(v: number): void }>();
+
+  constructor(options: ProxyServerOptions) {
+    this.#config = options.config;
+    this.#clock = options.clock ?? systemClock;
+    this.#log = options.log ?? silent;
+    this.table = new RoutingTable(options.source, this.#config.partitions);
+    this.#pools = new UpstreamPools(this.#config.upstream);
+    this.#holds = new HoldQueues<Ctx>(this.#config.hold, this.#clock, {
+      resolve: (key) => this.table.resolve(key),
+      release: (ctx) => {
+        this.metrics.holdSeconds.observe(
+          { outcome: 'released' },
+          (this.#clock.monotonic() - ctx.heldAt) / 1000,
+        );
+        this.#attempt(ctx);
+      },
+      expire: (ctx) => this.#expire(ctx),
+    });
+    this.metrics = createProxyMetrics(
+      () => options.source,
+      () => this.#holds.size,
+    );
+    this.#unsubscribe = options.source.subscribe(() => this.#holds.poke());
+  }
+
+  get state(): ProxyServerState {
+    return this.#state;
+  }
+
+  /** `host:port` of each listener (after {@link listen}). */
+  get addresses(): readonly string[] {
+    return this.#addresses;
+  }
+
+  /** Starts listening on each target; resolves when all accept connections. */
+  async listen(targets: readonly ListenTarget[]): Promise<readonly string[]> {
+    const c = this.#config.client;
+    for (const target of targets) {
+      const server = createServer(
+        {
+          maxHeaderSize: c.maxHeaderSize,
+          headersTimeout: c.headersTimeoutMs,
+          requestTimeout: c.requestTimeoutMs,
+          keepAliveTimeout: c.keepAliveTimeoutMs,
+          connectionsCheckingInterval: Math.max(100, Math.min(30_000, c.headersTimeoutMs / 4)),
+          requireHostHeader: false,
+        },
+        (req, res) => this.#handle(req, res),
+      );
+      server.timeout = c.idleTimeoutMs;
+      server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) =>
+        this.#upgrade(req, socket, head),
+      );
+      server.on('connection', (socket: Socket) => {
+        this.#sockets.add(socket);
+        socket.once('close', () => {
+          this.#sockets.delete(socket);
+          this.#checkIdle();
+        });
+      });
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        const done = (): void => {
+          server.off('error', reject);
+          resolve();
+        };
+        const fd = typeof target === 'string' ? /^fd:(\d+)$/.exec(target) : null;
+        if (fd !== null) {
+          server.listen({ fd: Number(fd[1]) }, done);
+        } else if (typeof target === 'string') {
+          const { host, port } = splitHostPort(target);
+          server.listen({ host, port }, done);
+        } else {
+          server.listen(target.handle, done);
+        }
+      });
+      const a = server.address();
+      this.#addresses.push(
+        a !== null && typeof a === 'object'
+          ? `${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}`
+          : String(a),
+      );
+      this.#servers.push(server);
+    }
+    this.#state = 'serving';
+    return this.#addresses;
+  }
+
+  /** What the admin API shows. */
+  status(): Record<string, unknown> {
+    const source = this.table.source;
+    return {
+      pid: process.pid,
+      state: this.#state,
+      listen: this.#addresses,
+      connections: this.#sockets.size,
+      inFlight: this.#inFlight,
+      held: this.#holds.size,
+      routeRevision: source.revision,
+      routeAgeMs: source.updatedAt === 0 ? null : Math.round(performance.now() - source.updatedAt),
+      backends: this.#pools.origins,
+    };
+  }
+
+  /** Held requests per destination. */
+  held(): Record<string, number> {
+    return this.#holds.sizes();
+  }
+
+  /** Where `key` goes now and why. */
+  explain(key: string): Resolution & { key: string } {
+    return { key, ...this.table.resolve(key) };
+  }
+
+  /**
+   * Stops accepting, answers everything in flight and held (new responses carry `Connection: close`,
+   * idle keep-alive connections end at their keep-alive timeout, which clients know from the
+   * `Keep-Alive` header, so no client reuses a connection the proxy is closing), then closes. After
+   * `timeoutMs`, whatever is left is cut.
+   */
+  async drain(timeoutMs = this.#config.drainTimeoutMs): Promise<void> {
+    if (this.#state === 'closed') return;
+    if (this.#state !== 'draining') {
+      this.#state = 'draining';
+      // net.Server's close, not http.Server's: the latter also closes idle keep-alive connections at
+      // once, which races with a client sending its next request on one of them.
+      for (const s of this.#servers) NetServer.prototype.close.call(s);
+      this.#log.info({ connections: this.#sockets.size, held: this.#holds.size }, 'draining');
+    }
+    await new Promise<void>((resolve) => {
+      const timer = this.#clock.setTimeout(() => resolve(), timeoutMs);
+      this.#idleWaiters.push(() => {
+        this.#clock.clearTimeout(timer);
+        resolve();
+      });
+      this.#checkIdle();
+    });
+    await this.close();
+  }
+
+  /** Closes now: every connection and held request is cut. Idempotent. */
+  close(): Promise<void> {
+    this.#closing ??= (async () => {
+      this.#state = 'closed';
+      this.#unsubscribe();
+      this.#holds.close();
+      for (const ctx of [...this.#holds.all()]) {
+        this.#holds.remove(ctx);
+        this.#holds.finish(ctx);
+      }
+      for (const s of this.#servers) {
+        s.closeAllConnections();
+        s.close(() => undefined);
+      }
+      for (const socket of this.#sockets) socket.destroy();
+      await this.#pools.close(true);
+    })();
+    return this.#closing;
+  }
+
+  /** Labelled children are cached: prom-client hashes the labels on every `inc({…})`. */
+  #count(backend: string, status: number | string): void {
+    const k = `${backend} ${status}`;
+    let c = this.#counters.get(k);
+    if (c === undefined) {
+      if (this.#counters.size > 10_000) this.#counters.clear();
+      c = this.metrics.requests.labels({ backend, status: String(status) });
+      this.#counters.set(k, c);
+    }
+    c.inc();
+  }
+
+  #latency(backend: string): { observe(v: number): void } {
+    let h = this.#histograms.get(backend);
+    if (h === undefined) {
+      if (this.#histograms.size > 10_000) this.#histograms.clear();
+      h = this.metrics.upstreamSeconds.labels({ backend });
+      this.#histograms.set(backend, h);
+    }
+    return h;
+  }
+
+  #checkIdle(): void {
+    if (this.#state !== 'draining' || this.#sockets.size > 0 || this.#holds.size > 0) return;
+    const waiters = this.#idleWaiters;
+    this.#idleWaiters = [];
+    for (const w of waiters) w();
+  }
+
+  #handle(req: IncomingMessage, res: ServerResponse): void {
+    const given = req.headers['x-request-id'];
+    const id = typeof given === 'string' && given.length > 0 && given.length <= 200 ? given : randomUUID();
+    const method = req.method ?? 'GET';
+    const hasBody =
+      req.headers['transfer-encoding'] !== undefined ||
+      (req.headers['content-length'] !== undefined && req.headers['content-length'] !== '0');
+    const ctx: Ctx = {
+      req,
+      res,
+      id,
+      key: '',
+      destination: '',
+      heldAt: 0,
+      holdable: (method === 'GET' || method === 'HEAD') && !hasBody,
+      headers: undefined,
+      responded: false,
+      done: false,
+      holds: 0,
+      abort: undefined,
+      misdirected: false,
+    };
+    this.#inFlight++;
+    res.once('close', () => this.#closed(ctx));
+    let key = extractKey(this.#config.key, req.url ?? '/', req.headers);
+    if (key === undefined || !isValidKey(key)) {
+      if (this.#config.defaultKey !== undefined && key === undefined) key = this.#config.defaultKey;
+      else {
+        this.#reply(
+          ctx,
+          400,
+          'MUSTER_NO_ROUTING_KEY',
+          key === undefined
+            ? `the request has no routing key (the proxy reads it from ${this.#config.keySource}) and no defaultKey is configured`
+            : `the routing key from ${this.#config.keySource} must be 1–128 characters without '/', whitespace or control characters`,
+        );
+        return;
+      }
+    }
+    ctx.key = key;
+    this.#attempt(ctx);
+  }
+
+  /**
+   * An upgrade (WebSocket): routed by the same key, then bytes are piped both ways. Not held: an
+   * unavailable destination answers 502 at once (clients reconnect by themselves).
+   */
+  #upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    const refuse = (status: string, why: string): void => {
+      this.#count('-', status.slice(0, 3));
+      socket.end(
+        `HTTP/1.1 ${status}\r\nconnection: close\r\ncontent-type: text/plain\r\ncontent-length: ${Buffer.byteLength(why)}\r\n\r\n${why}`,
+      );
+    };
+    socket.on('error', () => socket.destroy());
+    if (this.#state !== 'serving')
+      return refuse('503 Service Unavailable', 'the proxy is draining; reconnect');
+    const raw = extractKey(this.#config.key, req.url ?? '/', req.headers);
+    const key = raw === undefined ? this.#config.defaultKey : isValidKey(raw) ? raw : undefined;
+    if (key === undefined)
+      return refuse('400 Bad Request', `no valid routing key (${this.#config.keySource})`);
+    const r = this.table.resolve(key);
+    if (!r.ok || this.#holds.isDown(r.origin))
+      return refuse('502 Bad Gateway', 'the destination is unavailable');
+    const url = new URL(r.origin);
+    const backend = url.host;
+    const upstream = netConnect(Number(url.port || 80), url.hostname);
+    let connected = false;
+    upstream.once('connect', () => {
+      connected = true;
+      const id = req.headers['x-request-id'];
+      const lines = [`${req.method ?? 'GET'} ${req.url ?? '/'} HTTP/1.1`];
+      for (let i = 0; i < req.rawHeaders.length; i += 2) {
+        const name = (req.rawHeaders[i] as string).toLowerCase();
+        if (name === 'x-forwarded-for' || name === 'x-request-id') continue;
+        lines.push(`${req.rawHeaders[i] as string}: ${req.rawHeaders[i + 1] as string}`);
+      }
+      const xff = req.headers['x-forwarded-for'];
+      const client = req.socket.remoteAddress ?? 'unknown';
+      lines.push(`x-forwarded-for: ${xff === undefined ? client : `${String(xff)}, ${client}`}`);
+      lines.push(`x-request-id: ${typeof id === 'string' && id !== '' ? id : randomUUID()}`);
+      upstream.write(`${lines.join('\r\n')}\r\n\r\n`);
+      if (head.length > 0) upstream.write(head);
+      this.#count(backend, '101');
+      upstream.pipe(socket);
+      socket.pipe(upstream);
+    });
+    upstream.on('error', () => {
+      if (connected) socket.destroy();
+      else {
+        this.#holds.markDown(r.origin);
+        refuse('502 Bad Gateway', `backend ${backend} is unavailable`);
+      }
+    });
+    upstream.on('close', () => socket.destroy());
+    socket.on('close', () => upstream.destroy());
+  }
+
+  #closed(ctx: Ctx): void {
+    this.#inFlight--;
+    if (ctx.done) return;
+    ctx.done = true;
+    if (ctx.res.writableFinished) return;
+    // the client went away before its response was complete
+    if (this.#holds.remove(ctx)) {
+      this.metrics.holdSeconds.observe({ outcome: 'gone' }, (this.#clock.monotonic() - ctx.heldAt) / 1000);
+      this.#checkIdle();
+    }
+    this.#holds.finish(ctx);
+    ctx.abort?.abort();
+  }
+
+  #attempt(ctx: Ctx): void {
+    if (ctx.done) return;
+    const r = this.table.resolve(ctx.key);
+    if (!r.ok) {
+      this.#unavailable(ctx, r.destination, reasonText(r));
+      return;
+    }
+    if (ctx.holdable && this.#holds.isDown(r.origin)) {
+      this.#unavailable(ctx, r.destination, `backend ${r.origin} refused a connection moments ago`);
+      return;
+    }
+    if (ctx.avoid !== undefined && ctx.avoid.partition === r.partition && ctx.avoid.token === r.token) {
+      this.#unavailable(ctx, r.destination, `instance ${r.instance} said it no longer owns the partition`);
+      return;
+    }
+    this.#forward(ctx, r);
+  }
+
+  #forward(ctx: Ctx, r: Resolution & { ok: true }): void {
+    const { req, res } = ctx;
+    ctx.headers ??= upstreamHeaders(req.headers, req.socket.remoteAddress, ctx.id, 'http');
+    const abort = (ctx.abort = new UpstreamAbort());
+    const started = performance.now();
+    const backend = r.origin.slice(r.origin.indexOf('//') + 2);
+    this.#pools.get(r.origin).stream(
+      {
+        path: req.url ?? '/',
+        method: req.method ?? 'GET',
+        headers: ctx.headers,
+        body: ctx.holdable ? null : req,
+        signal: abort,
+      },
+      ({ statusCode, headers }) => {
+        this.#latency(backend).observe((performance.now() - started) / 1000);
+        if (statusCode === 421 && ctx.holdable && r.partition !== undefined && r.token !== undefined) {
+          // 421 Misdirected Request (MUSTER_NOT_OWNER): the backend released the partition before
+          // the proxy's view showed it. Nothing was done; hold the GET until the table shows the
+          // partition's next owner (its token differs), then send it there.
+          ctx.avoid = { partition: r.partition, token: r.token };
+          ctx.misdirected = true;
+          return new Writable({ write: (_c, _e, cb) => cb() });
+        }
+        ctx.responded = true;
+        const out = downstreamHeaders(headers);
+        if (this.#state === 'draining') out['connection'] = 'close';
+        res.writeHead(statusCode, out);
+        this.#count(backend, statusCode);
+        return res;
+      },
+      (err) => {
+        if (ctx.misdirected) {
+          ctx.misdirected = false;
+          if (!ctx.done && !abort.aborted) {
+            this.#count(backend, '421-held');
+            this.#unavailable(
+              ctx,
+              r.destination,
+              `instance ${r.instance} said it no longer owns the partition`,
+            );
+          }
+          return;
+        }
+        if (err === null) {
+          ctx.done = true;
+          return;
+        }
+        if (ctx.done || abort.aborted) return;
+        if (ctx.responded) {
+          res.destroy(err);
+          return;
+        }
+        if (isUnavailable(err)) {
+          this.#holds.markDown(r.origin);
+          this.#log.warn({ backend, err: err.message, destination: r.destination }, 'backend unavailable');
+          this.#unavailable(
+            ctx,
+            r.destination,
+            `backend ${backend} is unavailable (${(err as { code?: string }).code ?? 'error'})`,
+          );
+        } else if (isTimeout(err)) {
+          this.#reply(ctx, 504, 'MUSTER_TIMEOUT', `backend ${backend} did not answer in time`, backend);
+        } else {
+          this.#reply(
+            ctx,
+            502,
+            'MUSTER_UPSTREAM_UNAVAILABLE',
+            `backend ${backend} failed: ${err.message}`,
+            backend,
+          );
+        }
+      },
+    );
+  }
+
+  #unavailable(ctx: Ctx, destination: string, why: string): void {
+    if (!ctx.holdable) {
+      this.#reply(
+        ctx,
+        502,
+        'MUSTER_UPSTREAM_UNAVAILABLE',
+        `${why}; ${ctx.req.method ?? ''} requests are not held or replayed`,
+      );
+      return;
+    }
+    const again = ctx.holds > 0;
+    if (!again) ctx.heldAt = this.#clock.monotonic();
+    ctx.destination = destination;
+    if (this.#holds.add(ctx, again) === 'full') {
+      this.#reply(ctx, 503, 'MUSTER_HOLD_FULL', `the proxy holds as many requests as it may (${why})`, '-', {
+        'retry-after': String(this.#config.hold.retryAfterSeconds),
+      });
+      return;
+    }
+    ctx.holds++;
+  }
+
+  #expire(ctx: Ctx): void {
+    this.metrics.holdSeconds.observe({ outcome: 'timeout' }, (this.#clock.monotonic() - ctx.heldAt) / 1000);
+    const h = this.#config.hold;
+    if (h.timeoutBody !== undefined) {
+      this.#send(ctx, h.timeoutStatus, h.timeoutBody, 'text/plain; charset=utf-8', '-');
+    } else {
+      this.#reply(
+        ctx,
+        h.timeoutStatus,
+        'MUSTER_HOLD_TIMEOUT',
+        `no reachable destination for this key within ${h.timeoutMs} ms`,
+      );
+    }
+    this.#checkIdle();
+  }
+
+  #reply(
+    ctx: Ctx,
+    status: number,
+    code: ErrorCode,
+    message: string,
+    backend = '-',
+    headers: Record<string, string> = {},
+  ): void {
+    const body = JSON.stringify({
+      error: { code, message, details: { key: ctx.key || undefined, requestId: ctx.id } },
+    });
+    this.#send(ctx, status, `${body}\n`, 'application/json', backend, headers);
+  }
+
+  #send(
+    ctx: Ctx,
+    status: number,
+    body: string,
+    type: string,
+    backend: string,
+    headers: Record<string, string> = {},
+  ): void {
+    if (ctx.done || ctx.res.headersSent) return;
+    ctx.done = true;
+    this.#holds.finish(ctx);
+    this.#count(backend, status);
+    const h: Record<string, string | number> = {
+      'content-type': type,
+      'content-length': Buffer.byteLength(body),
+      'x-request-id': ctx.id,
+      ...headers,
+    };
+    if (this.#state === 'draining') h['connection'] = 'close';
+    ctx.res.writeHead(status, h);
+    ctx.res.end(ctx.req.method === 'HEAD' ? undefined : body);
+  }
+}
+
+function reasonText(r: Resolution & { ok: false }): string {
+  switch (r.reason) {
+    case 'no-spec':
+      return 'the service has no partition spec yet';
+    case 'no-owner':
+      return `partition ${r.partition ?? '?'} has no owner (mid hand-off)`;
+    case 'moving':
+      return `partition ${r.partition ?? '?'} is moving to a new owner`;
+    case 'no-address':
+      return `instance ${r.instance ?? '?'} has published no address`;
+  }
+}
+
+/** Splits `host:port` (IPv6 in brackets). */
+export function splitHostPort(address: string): { host: string; port: number } {
+  const i = address.lastIndexOf(':');
+  const host = address.slice(0, i).replace(/^\[(.*)\]$/, '$1');
+  return { host: host === '' ? '0.0.0.0' : host, port: Number(address.slice(i + 1)) };
+}

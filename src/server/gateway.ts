@@ -1,0 +1,282 @@
+/**
+ * etcd's HTTP/JSON gateway on the client port, as etcd serves it next to gRPC (its `cmux`): the
+ * first bytes of each connection decide — the HTTP/2 preface goes to the gRPC server (handed over
+ * as it is, through grpc-js's connection injector: no proxying, no cost per request), anything else
+ * to this HTTP/1.1 server.
+ *
+ * Routes (POST, JSON bodies in etcd's gateway form: proto field names, bytes in base64, int64 as
+ * strings): `/v3/kv/{range,put,deleterange,txn,compaction}`, `/v3/watch` (a stream of
+ * `{"result": WatchResponse}` lines), `/v3/lease/{grant,revoke,keepalive,timetolive,leases}` (and
+ * `/v3/kv/lease/...`), `/v3/auth/authenticate` and the other auth RPCs, `/v3/maintenance/status`,
+ * `/v3/cluster/member/list`; GET `/health`, `/version` and `/metrics` (the registry the server was
+ * given, as on the admin server; 404 without one). A token goes in the `Authorization`
+ * header, as etcd's gateway takes it. Each request runs the same handler as its gRPC call, through
+ * the RPC's own protobuf (de)serialisers, so both answer alike.
+ */
+import { EventEmitter } from 'node:events';
+import { createRequire } from 'node:module';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { dirname, join } from 'node:path';
+import { Metadata, type MethodDefinition, status, type UntypedServiceImplementation } from '@grpc/grpc-js';
+import protobuf from 'protobufjs';
+import { REPORTED_ETCD_VERSION } from './grpc/maintenance.js';
+import type { EtcdServices } from './grpc/proto.js';
+import { toGrpcError } from './grpc/errors.js';
+
+/** Largest gateway request body (etcd's request limit plus JSON and base64 overhead). */
+export const MAX_GATEWAY_BODY_BYTES = 4 * 1024 * 1024;
+
+type Impls = Record<keyof EtcdServices, UntypedServiceImplementation>;
+
+/** `[service, method]` by gateway path (etcd 3.4's paths, with the `/v3/kv/lease/*` aliases). */
+const ROUTES: Record<string, [keyof EtcdServices, string]> = {
+  '/v3/kv/range': ['KV', 'Range'],
+  '/v3/kv/put': ['KV', 'Put'],
+  '/v3/kv/deleterange': ['KV', 'DeleteRange'],
+  '/v3/kv/txn': ['KV', 'Txn'],
+  '/v3/kv/compaction': ['KV', 'Compact'],
+  '/v3/lease/grant': ['Lease', 'LeaseGrant'],
+  '/v3/lease/revoke': ['Lease', 'LeaseRevoke'],
+  '/v3/kv/lease/revoke': ['Lease', 'LeaseRevoke'],
+  '/v3/lease/timetolive': ['Lease', 'LeaseTimeToLive'],
+  '/v3/kv/lease/timetolive': ['Lease', 'LeaseTimeToLive'],
+  '/v3/lease/leases': ['Lease', 'LeaseLeases'],
+  '/v3/kv/lease/leases': ['Lease', 'LeaseLeases'],
+  '/v3/maintenance/status': ['Maintenance', 'Status'],
+  '/v3/maintenance/alarm': ['Maintenance', 'Alarm'],
+  '/v3/cluster/member/list': ['Cluster', 'MemberList'],
+  '/v3/auth/authenticate': ['Auth', 'Authenticate'],
+  '/v3/auth/status': ['Auth', 'AuthStatus'],
+  '/v3/auth/enable': ['Auth', 'AuthEnable'],
+  '/v3/auth/disable': ['Auth', 'AuthDisable'],
+  '/v3/auth/user/add': ['Auth', 'UserAdd'],
+  '/v3/auth/user/get': ['Auth', 'UserGet'],
+  '/v3/auth/user/list': ['Auth', 'UserList'],
+  '/v3/auth/user/delete': ['Auth', 'UserDelete'],
+  '/v3/auth/user/changepw': ['Auth', 'UserChangePassword'],
+  '/v3/auth/user/grant': ['Auth', 'UserGrantRole'],
+  '/v3/auth/user/revoke': ['Auth', 'UserRevokeRole'],
+  '/v3/auth/role/add': ['Auth', 'RoleAdd'],
+  '/v3/auth/role/get': ['Auth', 'RoleGet'],
+  '/v3/auth/role/list': ['Auth', 'RoleList'],
+  '/v3/auth/role/delete': ['Auth', 'RoleDelete'],
+  '/v3/auth/role/grant': ['Auth', 'RoleGrantPermission'],
+  '/v3/auth/role/revoke': ['Auth', 'RoleRevokePermission'],
+};
+
+/** gRPC status → HTTP status, as grpc-gateway maps them. */
+function httpStatus(code: status): number {
+  switch (code) {
+    case status.INVALID_ARGUMENT:
+    case status.OUT_OF_RANGE:
+    case status.FAILED_PRECONDITION:
+      return 400;
+    case status.UNAUTHENTICATED:
+      return 401;
+    case status.PERMISSION_DENIED:
+      return 403;
+    case status.NOT_FOUND:
+      return 404;
+    case status.RESOURCE_EXHAUSTED:
+      return 429;
+    case status.UNIMPLEMENTED:
+      return 501;
+    case status.UNAVAILABLE:
+      return 503;
+    default:
+      return 500;
+  }
+}
+
+let root: protobuf.Root | undefined;
+function protoRoot(): protobuf.Root {
+  if (root !== undefined) return root;
+  const require = createRequire(import.meta.url);
+  const dir = join(dirname(require.resolve('etcd3/package.json')), 'proto');
+  root = new protobuf.Root();
+  root.resolvePath = (_origin, target) => (target.startsWith('/') ? target : join(dir, target));
+  root.loadSync(join(dir, 'rpc.proto'), { keepCase: true });
+  return root;
+}
+
+/** The protobuf type of a method's request or response. */
+function typeOf(method: MethodDefinition<unknown, unknown>, side: 'request' | 'response'): protobuf.Type {
+  const desc = (method as unknown as Record<string, { type?: { name?: string } }>)[`${side}Type`];
+  const name = desc?.type?.name;
+  if (name === undefined) throw new Error(`no ${side} type for ${method.path}`);
+  return protoRoot().lookupType(`etcdserverpb.${name}`);
+}
+
+/** `NOT_EQUAL` and `NotEqual` alike (etcd's JSON uses the first, the bundled .proto the second). */
+const squash = (name: string): string => name.replace(/_/g, '').toLowerCase();
+/** `NotEqual` → `NOT_EQUAL`, as etcd's gateway writes enum values. */
+const upperSnake = (name: string): string => name.replace(/([a-z0-9])([A-Z])/g, '$1_$2').toUpperCase();
+
+/**
+ * Walks `value` as a message of `type`, rewriting enum names with `rename` (to the .proto's names on
+ * the way in, to etcd's on the way out).
+ */
+function renameEnums(
+  type: protobuf.Type,
+  value: unknown,
+  rename: (e: protobuf.Enum, v: string) => string,
+): unknown {
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) return value;
+  const out: Record<string, unknown> = { ...(value as Record<string, unknown>) };
+  for (const field of type.fieldsArray) {
+    const v = out[field.name];
+    if (v === undefined) continue;
+    const resolved = field.resolve().resolvedType;
+    const one = (x: unknown): unknown =>
+      resolved instanceof protobuf.Enum && typeof x === 'string'
+        ? rename(resolved, x)
+        : resolved instanceof protobuf.Type
+          ? renameEnums(resolved, x, rename)
+          : x;
+    out[field.name] = Array.isArray(v) ? v.map(one) : one(v);
+  }
+  return out;
+}
+
+/** JSON (gateway form) → the request object the gRPC handler gets. */
+function decodeRequest(method: MethodDefinition<unknown, unknown>, json: unknown): unknown {
+  const type = typeOf(method, 'request');
+  const named = renameEnums(
+    type,
+    json ?? {},
+    (e, v) => Object.keys(e.values).find((k) => squash(k) === squash(v)) ?? v,
+  );
+  const bytes = type.encode(type.fromObject(named as Record<string, unknown>)).finish();
+  return method.requestDeserialize(Buffer.from(bytes));
+}
+
+/** The handler's response object → JSON (gateway form). */
+function encodeResponse(method: MethodDefinition<unknown, unknown>, response: unknown): unknown {
+  const type = typeOf(method, 'response');
+  const msg = type.decode(method.responseSerialize(response));
+  return renameEnums(type, type.toObject(msg, { longs: String, enums: String, bytes: String }), (_e, v) =>
+    upperSnake(v),
+  );
+}
+
+function metadataOf(req: IncomingMessage): Metadata {
+  const md = new Metadata();
+  const token = req.headers.authorization;
+  if (typeof token === 'string' && token !== '') md.set('token', token.replace(/^Bearer\s+/i, ''));
+  return md;
+}
+
+function sendJson(res: ServerResponse, code: number, body: unknown): void {
+  const text = JSON.stringify(body);
+  res.writeHead(code, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+  res.end(text);
+}
+
+function sendError(res: ServerResponse, err: unknown): void {
+  const e = toGrpcError(err);
+  sendJson(res, httpStatus(e.code), { error: e.details, message: e.details, code: e.code });
+}
+
+function readBody(req: IncomingMessage): Promise<unknown> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (c: Buffer) => {
+      size += c.length;
+      if (size > MAX_GATEWAY_BODY_BYTES) {
+        reject(
+          Object.assign(new Error('etcdserver: request is too large'), { code: status.INVALID_ARGUMENT }),
+        );
+        req.destroy();
+        return;
+      }
+      chunks.push(c);
+    });
+    req.on('end', () => {
+      const text = Buffer.concat(chunks).toString('utf8').trim();
+      try {
+        resolve(text === '' ? {} : JSON.parse(text));
+      } catch {
+        reject(new Error('the body is not JSON'));
+      }
+    });
+    req.on('error', reject);
+  });
+}
+
+/** The gateway's request handler for `node:http`. */
+export function gatewayHandler(
+  services: EtcdServices,
+  impls: Impls,
+  keepAlive: (id: string, metadata: Metadata) => Promise<Record<string, unknown>>,
+  metrics?: { contentType: string; metrics(): Promise<string> },
+): (req: IncomingMessage, res: ServerResponse) => void {
+  const method = (service: keyof EtcdServices, name: string): MethodDefinition<unknown, unknown> =>
+    services[service][name] as MethodDefinition<unknown, unknown>;
+
+  async function unaryCall(req: IncomingMessage, res: ServerResponse, route: [keyof EtcdServices, string]) {
+    const [service, name] = route;
+    const def = method(service, name);
+    const request = decodeRequest(def, await readBody(req));
+    const handler = impls[service][name] as (call: unknown, cb: (err: unknown, r?: unknown) => void) => void;
+    handler({ request, metadata: metadataOf(req) }, (err, response) => {
+      if (err) sendError(res, err);
+      else sendJson(res, 200, encodeResponse(def, response));
+    });
+  }
+
+  async function watch(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const def = method('Watch', 'Watch');
+    const request = decodeRequest(def, await readBody(req));
+    const call = Object.assign(new EventEmitter(), {
+      metadata: metadataOf(req),
+      write(response: unknown): boolean {
+        if (!res.headersSent) res.writeHead(200, { 'content-type': 'application/json' });
+        return res.write(`${JSON.stringify({ result: encodeResponse(def, response) })}\n`);
+      },
+      end(): void {
+        if (!res.headersSent) res.writeHead(200, { 'content-type': 'application/json' });
+        res.end();
+      },
+    });
+    call.on('error', (err: unknown) => {
+      if (!res.headersSent) sendError(res, err);
+      else res.end();
+    });
+    res.on('close', () => call.emit('cancelled'));
+    (impls.Watch.Watch as (c: unknown) => void)(call);
+    call.emit('data', request);
+  }
+
+  async function leaseKeepAlive(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const body = (await readBody(req)) as { ID?: string | number };
+    sendJson(res, 200, { result: await keepAlive(String(body.ID ?? '0'), metadataOf(req)) });
+  }
+
+  return (req, res) => {
+    const path = (req.url ?? '/').split('?')[0] as string;
+    const run = async (): Promise<void> => {
+      if (path === '/health' && req.method === 'GET')
+        return sendJson(res, 200, { health: 'true', reason: '' });
+      if (path === '/version' && req.method === 'GET') {
+        return sendJson(res, 200, { etcdserver: REPORTED_ETCD_VERSION, etcdcluster: '3.4.0' });
+      }
+      if (path === '/metrics' && req.method === 'GET' && metrics !== undefined) {
+        const text = await metrics.metrics();
+        res.writeHead(200, { 'content-type': metrics.contentType });
+        res.end(text);
+        return;
+      }
+      if (req.method !== 'POST') return sendJson(res, 405, { error: 'use POST', code: status.UNIMPLEMENTED });
+      if (path === '/v3/watch') return watch(req, res);
+      if (path === '/v3/lease/keepalive') return leaseKeepAlive(req, res);
+      const route = ROUTES[path];
+      if (route === undefined) return sendJson(res, 404, { error: 'Not Found', code: status.NOT_FOUND });
+      return unaryCall(req, res, route);
+    };
+    run().catch((err: unknown) => {
+      if (!res.headersSent) sendError(res, err);
+      else res.end();
+    });
+  };
+}

@@ -1,0 +1,239 @@
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { describe, test } from 'node:test';
+import { spawn } from 'node:child_process';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { readStartTime } from '../../src/process/index.js';
+import { jsonOf, openMemoryStore } from '../../src/store/index.js';
+import { waitFor } from '../../src/testing/index.js';
+import { api, groupAlive, lines, startAgent, tempDir } from './helpers.js';
+
+function yaml(dir: string, extra = ''): string {
+  return `service: sv
+session: { ttl: 3s }
+partitions: { count: 2 }
+stateDir: ${dir}/state
+relay: false
+run:
+  command: ["/bin/sh", "-c", "echo \\"$MUSTER_PARTITION $MUSTER_FENCING_TOKEN $MUSTER_SERVICE $$\\" >> ${dir}/starts; echo ready >&3; exec sleep 1000"]
+  ready: { fd: 3 }
+  stop: { grace: 2s }
+  restart: { backoff: { initial: 50ms, max: 200ms } }
+  logs: { dir: ${dir}/logs, maxSize: 1KiB, keep: 2 }
+${extra}`;
+}
+
+describe('agent supervising children (memory store)', () => {
+  test(
+    'a child per partition, with its identity in the environment; restart and leave',
+    { timeout: 60_000 },
+    async () => {
+      const dir = tempDir();
+      const store = openMemoryStore();
+      const running = await startAgent(dir, yaml(dir), store);
+      try {
+        await waitFor(() => running.agent.rows().filter((r) => r.state === 'ready').length === 2, {
+          timeoutMs: 10_000,
+          what: 'two ready children',
+        });
+        const starts = lines(join(dir, 'starts')).map((l) => l.split(' '));
+        assert.deepEqual(starts.map((s) => s[0]).sort(), ['0', '1']);
+        const rows = (await api(running, 'GET', '/v1/partitions')).json.partitions;
+        for (const s of starts) {
+          const row = rows.find((r) => r.partition === s[0])!;
+          assert.equal(String(row.token), s[1], 'MUSTER_FENCING_TOKEN is the token');
+          assert.equal(s[2], 'sv');
+          assert.equal(String(row.pid), s[3]);
+        }
+        const old = rows.find((r) => r.partition === '0')!;
+        const r = await api(running, 'POST', '/v1/partitions/0/restart');
+        assert.equal(r.status, 200);
+        await waitFor(
+          () => {
+            const row = running.agent.rows().find((x) => x.partition === '0');
+            return row !== undefined && row.state === 'ready' && row.pid !== old.pid;
+          },
+          { timeoutMs: 10_000, what: 'restarted child' },
+        );
+        assert.equal(groupAlive(old.pid!), false, 'the old group is gone');
+        assert.equal((await api(running, 'POST', '/v1/partitions/9/restart')).status, 404);
+        const unauth = await fetch(`${running.daemon.ctx.admin.url}/v1/partitions`);
+        assert.equal(unauth.status, 401);
+        const pids = running.agent.rows().map((x) => x.pid as number);
+        await running.daemon.stop();
+        for (const pid of pids) assert.equal(groupAlive(pid), false, `group ${pid} gone after leave`);
+        const owners = await store.range({ prefix: '/muster/services/sv/owners/' });
+        assert.equal(owners.kvs.length, 0, 'owner keys deleted after the children stopped');
+      } finally {
+        await running.daemon.stop();
+        await store.close();
+      }
+    },
+  );
+
+  test(
+    '{port}: a free port per child, HTTP readiness, and the address published in the owner record',
+    { timeout: 60_000 },
+    async () => {
+      const dir = tempDir();
+      const store = openMemoryStore();
+      const running = await startAgent(
+        dir,
+        `service: web
+partitions: { count: 1 }
+stateDir: ${dir}/state
+relay: false
+run:
+  command: [python3, -m, http.server, --bind, 127.0.0.1, "{port}"]
+  ready: { http: "http://127.0.0.1:{port}/", interval: 50ms, timeout: 20s }
+  stop: { grace: 2s }
+`,
+        store,
+      );
+      try {
+        await waitFor(() => running.agent.rows()[0]?.state === 'ready', {
+          timeoutMs: 20_000,
+          what: 'ready over HTTP',
+        });
+        const row = running.agent.rows()[0]!;
+        assert.ok(row.port !== null && row.port > 0);
+        await waitFor(
+          async () => {
+            const kv = await store.get('/muster/services/web/owners/0');
+            return (
+              kv !== undefined &&
+              jsonOf<{ address?: string }>(kv.value, kv.key).address === `127.0.0.1:${row.port}`
+            );
+          },
+          { timeoutMs: 5000, what: 'address in the owner record' },
+        );
+        const env = readFileSync(`/proc/${row.pid}/environ`, 'utf8').split('\0');
+        assert.ok(env.includes(`MUSTER_PORT=${row.port}`));
+        assert.equal((await fetch(`http://127.0.0.1:${row.port}/`)).status, 200);
+      } finally {
+        await running.daemon.stop();
+        await store.close();
+      }
+    },
+  );
+
+  test(
+    'a starting agent kills the child groups a dead predecessor left in its registry before it acquires',
+    { timeout: 30_000 },
+    async () => {
+      const dir = tempDir();
+      const store = openMemoryStore();
+      // A group left behind by an agent whose guard did not clean up (simulated: started outside the kernel).
+      const orphan = spawn('sleep', ['1000'], { detached: true, stdio: 'ignore' });
+      orphan.unref();
+      const registry = join(dir, 'state', 'children', 'sweep');
+      mkdirSync(registry, { recursive: true });
+      writeFileSync(
+        join(registry, `${orphan.pid}.json`),
+        JSON.stringify({
+          pid: orphan.pid,
+          pgid: orphan.pid,
+          startTime: readStartTime(orphan.pid!),
+          label: 'sweep/0',
+          command: ['sleep', '1000'],
+          startedAt: Date.now(),
+          owner: { pid: 999_999, startTime: '1' },
+        }),
+      );
+      assert.equal(groupAlive(orphan.pid!), true);
+      const running = await startAgent(
+        dir,
+        `service: sweep
+partitions: { count: 1 }
+stateDir: ${dir}/state
+relay: false
+run: { command: [sleep, "1000"] }
+`,
+        store,
+      );
+      try {
+        assert.equal(groupAlive(orphan.pid!), false, 'the orphan group is gone once the agent has started');
+        await waitFor(() => running.agent.rows()[0]?.state === 'ready', {
+          timeoutMs: 10_000,
+          what: 'new child',
+        });
+      } finally {
+        await running.daemon.stop();
+        await store.close();
+      }
+    },
+  );
+
+  test(
+    'a crash-looping child backs off and spends its budget; alone, it stays failed, loudly',
+    { timeout: 60_000 },
+    async () => {
+      const dir = tempDir();
+      const store = openMemoryStore();
+      const running = await startAgent(
+        dir,
+        `service: crash
+partitions: { count: 1 }
+stateDir: ${dir}/state
+relay: false
+run:
+  command: "echo start >> ${dir}/starts; exit 3"
+  restart: { backoff: { initial: 20ms, max: 100ms }, budget: 3 in 60s }
+`,
+        store,
+      );
+      try {
+        await waitFor(() => running.agent.rows()[0]?.state === 'failed', {
+          timeoutMs: 10_000,
+          what: 'failed',
+        });
+        const row = running.agent.rows()[0]!;
+        assert.equal(row.lastExit?.code, 3);
+        assert.equal(row.error?.code, 'MUSTER_RESTART_BUDGET');
+        assert.equal(lines(join(dir, 'starts')).length, 4, 'first start + 3 restarts');
+      } finally {
+        await running.daemon.stop();
+        await store.close();
+      }
+    },
+  );
+
+  test(
+    'a command that does not exist is reported per partition, not an agent crash',
+    { timeout: 60_000 },
+    async () => {
+      const dir = tempDir();
+      const store = openMemoryStore();
+      const running = await startAgent(
+        dir,
+        `service: missing
+partitions: { count: 2 }
+stateDir: ${dir}/state
+relay: false
+run:
+  command: ["/nonexistent/muster-no-such-command", "{partition}"]
+  restart: { backoff: { initial: 20ms, max: 50ms }, budget: 2 in 60s }
+`,
+        store,
+      );
+      try {
+        await waitFor(
+          () => running.agent.rows().length === 2 && running.agent.rows().every((r) => r.error !== null),
+          {
+            timeoutMs: 10_000,
+            what: 'errors on both partitions',
+          },
+        );
+        const status = await api(running, 'GET', '/v1/partitions');
+        for (const r of status.json.partitions) {
+          assert.match(r.error!.code, /MUSTER_SPAWN_FAILED|MUSTER_RESTART_BUDGET/);
+          assert.match(r.error!.message, /muster-no-such-command/);
+        }
+        assert.equal((await api(running, 'GET', '/v1/status')).status, 200, 'the agent still answers');
+      } finally {
+        await running.daemon.stop();
+        await store.close();
+      }
+    },
+  );
+});

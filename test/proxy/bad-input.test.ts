@@ -1,0 +1,146 @@
+import assert from 'node:assert/strict';
+import { connect } from 'node:net';
+import { after, before, describe, test } from 'node:test';
+import { Agent } from 'undici';
+import { startProxy, type Proxy } from '../../src/proxy/index.js';
+import { openMemoryStore, type MemoryStore } from '../../src/store/index.js';
+import { waitFor } from '../../src/testing/index.js';
+import { call, rawRequest, startBackend, testConfig, type Backend } from './helpers.js';
+
+const SVC = '/muster/services/bad/';
+
+describe('proxy: bad input and hostile clients', { timeout: 60_000 }, () => {
+  let store: MemoryStore;
+  let proxy: Proxy;
+  let backend: Backend;
+  let agent: Agent;
+  let address: string;
+
+  before(async () => {
+    store = openMemoryStore();
+    agent = new Agent();
+    backend = await startBackend('b', (req, res) => {
+      if (req.url !== '/big') return false;
+      // 64 MiB, written as fast as the proxy takes it
+      const chunk = Buffer.alloc(1024 * 1024, 120);
+      let left = 64;
+      res.writeHead(200, { 'content-type': 'application/octet-stream' });
+      const write = (): void => {
+        while (left > 0) {
+          left--;
+          if (!res.write(chunk)) return void res.once('drain', write);
+        }
+        res.end();
+      };
+      write();
+      return true;
+    });
+    await store.put(`${SVC}spec`, JSON.stringify({ partitions: 1 }));
+    await store.put(`${SVC}owners/0`, JSON.stringify({ instance: 'b', since: '', address: backend.address }));
+    proxy = await startProxy({
+      store,
+      config: testConfig('bad', { client: { headersTimeout: 500, idleTimeout: 1000, maxHeaderSize: 8192 } }),
+    });
+    address = proxy.addresses[0] as string;
+  });
+  after(async () => {
+    await agent.close();
+    await proxy.close();
+    await backend.close();
+    await store.close();
+  });
+
+  async function stillServes(): Promise<void> {
+    const r = await call(agent, address, '/ok', { key: 'k' });
+    assert.equal(r.status, 200);
+  }
+
+  const smuggling: [string, string][] = [
+    [
+      'Content-Length and Transfer-Encoding together',
+      'POST /echo HTTP/1.1\r\nHost: h\r\nx-key: k\r\nContent-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: h\r\nx-key: k\r\n\r\n',
+    ],
+    [
+      'two different Content-Lengths',
+      'POST /echo HTTP/1.1\r\nHost: h\r\nx-key: k\r\nContent-Length: 5\r\nContent-Length: 40\r\n\r\nhelloGET /smuggled HTTP/1.1\r\nHost: h\r\n\r\n',
+    ],
+    [
+      'an invalid Content-Length',
+      'POST /echo HTTP/1.1\r\nHost: h\r\nx-key: k\r\nContent-Length: 5x\r\n\r\nhello',
+    ],
+    ['a malformed request line', 'GARBAGE\r\n\r\n'],
+    [
+      'a bad chunk size',
+      'POST /echo HTTP/1.1\r\nHost: h\r\nx-key: k\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n',
+    ],
+  ];
+  for (const [what, bytes] of smuggling) {
+    test(`${what}: 400 and the connection is closed; nothing reaches the backend`, async () => {
+      const seen = backend.seen.length;
+      const answer = await rawRequest(address, bytes);
+      assert.match(answer, /^HTTP\/1\.1 400 /);
+      assert.equal(answer.match(/HTTP\/1\.1/g)?.length, 1, 'one answer: no smuggled second request');
+      assert.equal(backend.seen.length, seen);
+      assert.ok(!backend.seen.includes('/smuggled'));
+      await stillServes();
+    });
+  }
+
+  test('oversized headers: 431', async () => {
+    const answer = await rawRequest(
+      address,
+      `GET / HTTP/1.1\r\nHost: h\r\nx-key: k\r\nx-big: ${'a'.repeat(10_000)}\r\n\r\n`,
+    );
+    assert.match(answer, /^HTTP\/1\.1 431 /);
+    await stillServes();
+  });
+
+  test('slowloris (headers never finished): 408 and closed after the headers timeout', async () => {
+    const started = Date.now();
+    const answer = await new Promise<string>((resolve) => {
+      const chunks: Buffer[] = [];
+      const [host, port] = address.split(':') as [string, string];
+      let drip: NodeJS.Timeout | undefined;
+      const s = connect(Number(port), host, () => {
+        s.write('GET / HTTP/1.1\r\nHost: h\r\n');
+        drip = setInterval(() => s.write('x-a: b\r\n'), 100);
+      });
+      s.on('data', (c: Buffer) => chunks.push(c));
+      s.on('close', () => {
+        clearInterval(drip);
+        resolve(Buffer.concat(chunks).toString());
+      });
+      s.on('error', () => undefined);
+    });
+    const took = Date.now() - started;
+    assert.match(answer, /^HTTP\/1\.1 408 /);
+    assert.ok(took < 3000, `closed after ${took} ms`);
+    await stillServes();
+  });
+
+  test('a slow reader is cut after the idle timeout; other clients are served meanwhile', async () => {
+    const before = proxy.server.status()['connections'] as number;
+    const [host, port] = address.split(':') as [string, string];
+    const s = connect(Number(port), host, () => s.write('GET /big HTTP/1.1\r\nHost: h\r\nx-key: k\r\n\r\n'));
+    s.pause(); // never read
+    const closed = new Promise<void>((resolve) => s.on('close', () => resolve()));
+    s.on('error', () => undefined);
+    await waitFor(() => (proxy.server.status()['connections'] as number) > before, { what: 'connected' });
+    await stillServes();
+    await waitFor(() => (proxy.server.status()['connections'] as number) <= before, {
+      what: 'the slow reader is cut',
+      timeoutMs: 10_000,
+    });
+    s.destroy();
+    await closed;
+    await stillServes();
+  });
+
+  test('absurd keys: 400, not a store key', async () => {
+    for (const key of ['a/b', 'x'.repeat(129), 'a b']) {
+      const r = await call(agent, address, '/x', { key });
+      assert.equal(r.status, 400, key);
+      assert.equal(r.json().error?.code, 'MUSTER_NO_ROUTING_KEY');
+    }
+  });
+});

@@ -1,0 +1,199 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { Agent } from 'undici';
+import { joinPartitioned, type PartitionedHandle } from '../../src/partitions/index.js';
+import { startProxy, type Proxy } from '../../src/proxy/index.js';
+import { openMemoryStore, type MemoryStore } from '../../src/store/index.js';
+import { waitFor } from '../../src/testing/index.js';
+import { partitionForKey } from '../../src/placement/index.js';
+import { call, keyFor, rawRequest, startBackend, testConfig, type Backend } from './helpers.js';
+
+const COUNT = 4;
+
+/** A backend that owns partitions through joinPartitioned and answers with its own ownership record. */
+async function ownerBackend(
+  store: MemoryStore,
+  id: string,
+): Promise<{ backend: Backend; handle: PartitionedHandle; owned: Map<string, number> }> {
+  const owned = new Map<string, number>();
+  const backend = await startBackend(id, (req, res) => {
+    const key = String(req.headers['x-key']);
+    const p = String(partitionForKey(key, COUNT));
+    const token = owned.get(p);
+    res.writeHead(token === undefined ? 421 : 200, { 'content-type': 'application/json' });
+    res.end(JSON.stringify({ backend: id, partition: p, token: token ?? null }));
+    return true;
+  });
+  const handle = await joinPartitioned(store, {
+    service: 'chat',
+    partitions: COUNT,
+    id,
+    address: backend.address,
+    ttl: 2000,
+    onAcquire: (p, { token }) => {
+      owned.set(p, token);
+    },
+    onRelease: (p) => {
+      owned.delete(p);
+    },
+  });
+  return { backend, handle, owned };
+}
+
+describe('proxy routing', { timeout: 60_000 }, () => {
+  let store: MemoryStore;
+  let proxy: Proxy;
+  let agent: Agent;
+  const closers: (() => Promise<unknown>)[] = [];
+
+  before(async () => {
+    store = openMemoryStore();
+    agent = new Agent();
+  });
+  after(async () => {
+    await agent.close();
+    for (const c of closers.reverse()) await c();
+    await store.close();
+  });
+
+  test("routes each key to its partition owner, with the owner's fencing token, through a hand-off and a route pin", async () => {
+    const a = await ownerBackend(store, 'a');
+    closers.push(() => a.backend.close());
+    proxy = await startProxy({ store, config: testConfig('chat') });
+    closers.push(() => proxy.close());
+    const address = proxy.addresses[0] as string;
+    await waitFor(() => proxy.source.owners.size === COUNT, {
+      what: 'a owns every partition',
+      timeoutMs: 10_000,
+    });
+    const keys = Array.from({ length: COUNT }, (_, p) => keyFor(p, COUNT));
+    for (const key of keys) {
+      const r = await call(agent, address, '/x', { key });
+      assert.equal(r.status, 200, r.text);
+      const body = r.json();
+      const explained = proxy.server.explain(key);
+      assert.ok(explained.ok);
+      assert.equal(body.backend, 'a');
+      assert.equal(body.token, explained.token, 'the proxy names the token the backend itself holds');
+    }
+
+    // b joins: placement moves about half of the partitions to b (a hand-off per partition)
+    const b = await ownerBackend(store, 'b');
+    closers.push(() => b.backend.close());
+    closers.push(() => b.handle.close());
+    await waitFor(
+      () =>
+        b.owned.size > 0 &&
+        [...proxy.source.owners.values()].filter((o) => o.instance === 'b').length === b.owned.size &&
+        proxy.source.owners.size === COUNT,
+      { what: 'b owns its share and the proxy sees it', timeoutMs: 15_000 },
+    );
+    for (const key of keys) {
+      const r = await call(agent, address, '/x', { key });
+      assert.equal(r.status, 200, r.text);
+      const body = r.json();
+      const owner = proxy.source.owners.get(body.partition as string);
+      assert.equal(body.backend, owner?.instance, `key ${key} reached the owner`);
+      assert.equal(body.token, owner?.token);
+    }
+
+    // a leaves: every partition moves to b; held GETs (no owner mid hand-off) reach b
+    const loop = (async () => {
+      let errors = 0;
+      for (let i = 0; i < 200; i++) {
+        const r = await call(agent, address, '/x', { key: keys[i % COUNT] as string });
+        if (r.status !== 200) errors++;
+      }
+      return errors;
+    })();
+    await a.handle.leave();
+    await waitFor(
+      () => b.owned.size === COUNT && [...proxy.source.owners.values()].every((o) => o.instance === 'b'),
+      {
+        what: 'b owns everything',
+        timeoutMs: 15_000,
+      },
+    );
+    for (const key of keys) {
+      const body = (await call(agent, address, '/x', { key })).json();
+      assert.equal(body.backend, 'b');
+      assert.equal(body.token, b.owned.get(body.partition as string));
+    }
+    const errors = await loop;
+    // a released a partition before its key was deleted: a GET in that window reaches a, which
+    // answers 421 (not the owner); the proxy holds it until its view shows the next owner, so no
+    // client sees an error, and every 200 came from the owner with its own token (checked above)
+    assert.equal(errors, 0, `${errors} GETs failed during the hand-off`);
+    assert.equal(
+      (await proxy.server.metrics.registry.getMetricsAsJSON())
+        .find((m) => m.name === 'muster_proxy_requests_total')
+        ?.values.filter((v) => v.labels['status'] === 421).length ?? 0,
+      0,
+      'no 421 reached a client',
+    );
+
+    // a route pin wins over the partition owner; unpinning restores the hash
+    const c = await startBackend('c');
+    closers.push(() => c.close());
+    await store.put(
+      '/muster/services/chat/instances/c',
+      JSON.stringify({ id: 'c', address: c.address, state: 'draining' }),
+    );
+    await store.put('/muster/services/chat/routes/bigrealm', JSON.stringify({ instance: 'c' }));
+    await waitFor(() => proxy.source.routes.has('bigrealm') && proxy.source.instances.has('c'), {
+      what: 'pin seen',
+    });
+    const pinned = await call(agent, address, '/x', { key: 'bigrealm' });
+    assert.equal(pinned.json().backend, 'c');
+    assert.equal(proxy.server.explain('bigrealm').via, 'route');
+    await store.delete('/muster/services/chat/routes/bigrealm');
+    await waitFor(() => !proxy.source.routes.has('bigrealm'), { what: 'unpin seen' });
+    assert.equal((await call(agent, address, '/x', { key: 'bigrealm' })).json().backend, 'b');
+  });
+
+  test('a request without a key is 400 with a clear body; a default key routes it', async () => {
+    const address = proxy.addresses[0] as string;
+    const r = await call(agent, address, '/x');
+    assert.equal(r.status, 400);
+    assert.equal(r.json().error?.code, 'MUSTER_NO_ROUTING_KEY');
+    assert.match(r.json().error?.message ?? '', /header:x-key/);
+    const bad = await call(agent, address, '/x', { key: 'a'.repeat(200) });
+    assert.equal(bad.status, 400);
+    const d = await startProxy({
+      store,
+      config: testConfig('chat', { defaultKey: 'lobby', hold: { timeout: 2000 } }),
+    });
+    closers.push(() => d.close());
+    const ok = await call(agent, d.addresses[0] as string, '/x');
+    assert.equal(ok.status, 200, ok.text);
+  });
+
+  test('forwarding: X-Forwarded-*, X-Request-Id generated or kept, traceparent kept, hop-by-hop removed, bodies streamed', async () => {
+    const address = proxy.addresses[0] as string;
+    await store.put('/muster/services/chat/routes/echo', JSON.stringify({ instance: 'c' }));
+    await waitFor(() => proxy.source.routes.has('echo'), { what: 'pin seen' });
+    const r = await call(agent, address, '/echo?q=1', {
+      method: 'POST',
+      key: 'echo',
+      body: 'hello body',
+      headers: { traceparent: '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01' },
+    });
+    assert.equal(r.status, 200, r.text);
+    const body = r.json() as { body: string; headers: Record<string, string>; path: string };
+    assert.equal(body.body, 'hello body');
+    assert.equal(body.path, '/echo?q=1');
+    assert.equal(body.headers['traceparent'], '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01');
+    assert.equal(body.headers['x-forwarded-for'], '127.0.0.1');
+    assert.equal(body.headers['x-forwarded-proto'], 'http');
+    assert.match(body.headers['x-request-id'] ?? '', /^[0-9a-f-]{36}$/);
+    // a raw request naming a header in Connection: that header is hop-by-hop and not forwarded
+    const raw = await rawRequest(
+      address,
+      'GET /x HTTP/1.1\r\nHost: h\r\nx-key: echo\r\nx-drop: me\r\nConnection: close, x-drop\r\n\r\n',
+    );
+    assert.match(raw, /^HTTP\/1.1 200/);
+    assert.doesNotMatch(raw, /x-drop/);
+    const kept = await call(agent, address, '/x', { key: 'echo', headers: { 'x-request-id': 'req-42' } });
+    assert.equal((kept.json().headers as Record<string, string>)['x-request-id'], 'req-42');
+  });
+});

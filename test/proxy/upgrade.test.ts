@@ -1,0 +1,94 @@
+import assert from 'node:assert/strict';
+import { connect } from 'node:net';
+import { after, before, describe, test } from 'node:test';
+import { startProxy, type Proxy } from '../../src/proxy/index.js';
+import { openMemoryStore, type MemoryStore } from '../../src/store/index.js';
+import { waitFor } from '../../src/testing/index.js';
+import { keyFor, startBackend, testConfig, type Backend } from './helpers.js';
+
+const SVC = '/muster/services/ws/';
+
+/** Opens an upgrade through the proxy, sends `ping`, resolves to what came back after the 101. */
+function upgradeAndEcho(address: string, key: string | undefined): Promise<{ head: string; echoed: string }> {
+  const [host, port] = address.split(':') as [string, string];
+  return new Promise((resolve, reject) => {
+    let buf = '';
+    let head: string | undefined;
+    const s = connect(Number(port), host, () =>
+      s.write(
+        `GET /socket HTTP/1.1\r\nHost: h\r\n${key === undefined ? '' : `x-key: ${key}\r\n`}Connection: Upgrade\r\nUpgrade: echo\r\n\r\n`,
+      ),
+    );
+    s.setEncoding('utf8');
+    s.on('data', (d: string) => {
+      buf += d;
+      if (head === undefined) {
+        const end = buf.indexOf('\r\n\r\n');
+        if (end < 0) return;
+        head = buf.slice(0, end);
+        buf = buf.slice(end + 4);
+        if (!head.startsWith('HTTP/1.1 101')) {
+          s.destroy();
+          return resolve({ head, echoed: '' });
+        }
+        s.write('ping');
+      }
+      if (buf.includes('ping')) {
+        s.destroy();
+        resolve({ head, echoed: buf });
+      }
+    });
+    s.on('error', reject);
+  });
+}
+
+describe('proxy: upgrades (WebSocket) routed by key', { timeout: 30_000 }, () => {
+  let store: MemoryStore;
+  let proxy: Proxy;
+  let a: Backend;
+  let b: Backend;
+
+  before(async () => {
+    store = openMemoryStore();
+    const echo = (name: string) => async (): Promise<Backend> => {
+      const be = await startBackend(name);
+      be.server.on('upgrade', (_req, socket) => {
+        socket.write(
+          `HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\nx-backend: ${name}\r\n\r\n`,
+        );
+        socket.pipe(socket);
+      });
+      return be;
+    };
+    a = await echo('a')();
+    b = await echo('b')();
+    await store.put(`${SVC}spec`, JSON.stringify({ partitions: 2 }));
+    await store.put(`${SVC}owners/0`, JSON.stringify({ instance: 'a', since: '', address: a.address }));
+    await store.put(`${SVC}owners/1`, JSON.stringify({ instance: 'b', since: '', address: b.address }));
+    proxy = await startProxy({ store, config: testConfig('ws') });
+  });
+  after(async () => {
+    await proxy.close();
+    await a.close();
+    await b.close();
+    await store.close();
+  });
+
+  test('each key reaches its partition owner and bytes flow both ways', async () => {
+    const address = proxy.addresses[0] as string;
+    const toA = await upgradeAndEcho(address, keyFor(0, 2));
+    assert.match(toA.head, /^HTTP\/1\.1 101/);
+    assert.match(toA.head, /x-backend: a/);
+    assert.equal(toA.echoed, 'ping');
+    const toB = await upgradeAndEcho(address, keyFor(1, 2));
+    assert.match(toB.head, /x-backend: b/);
+  });
+
+  test('no key: 400; no owner: 502', async () => {
+    const address = proxy.addresses[0] as string;
+    assert.match((await upgradeAndEcho(address, undefined)).head, /^HTTP\/1\.1 400/);
+    await store.delete(`${SVC}owners/1`);
+    await waitFor(() => !proxy.source.owners.has('1'), { what: 'owner of 1 gone' });
+    assert.match((await upgradeAndEcho(address, keyFor(1, 2))).head, /^HTTP\/1\.1 502/);
+  });
+});
