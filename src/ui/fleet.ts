@@ -6,7 +6,7 @@
  * After a re-list (a compaction, a broken stream) the views replace their contents, so the next
  * snapshot is whole again: a page that receives only snapshots can never drift.
  */
-import { type Clock, systemClock } from '../clock.js';
+import { type Clock, systemClock, type TimerHandle } from '../clock.js';
 import { decodePolicy, decodeVersion, type ConfigPolicy, type ConfigVersion } from '../config/internal.js';
 import { parseHolder, type HolderRecord } from '../config/index.js';
 import { openServiceView, type ServiceViewHandle } from '../partitions/index.js';
@@ -65,7 +65,7 @@ export class FleetModel {
   readonly #names: Watched;
   readonly #config: Watched;
   readonly #holders: Watched;
-  #timer: ReturnType<typeof setTimeout> | undefined;
+  #timer: TimerHandle | undefined;
   #seq = 0;
   #closed = false;
 
@@ -140,7 +140,7 @@ export class FleetModel {
 
   #dirty(): void {
     if (this.#timer !== undefined || this.#closed) return;
-    this.#timer = setTimeout(() => {
+    this.#timer = this.#clock.setTimeout(() => {
       this.#timer = undefined;
       const snap = this.snapshot();
       for (const l of this.#listeners) {
@@ -238,7 +238,7 @@ export class FleetModel {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    if (this.#timer !== undefined) this.#clock.clearTimeout(this.#timer);
     for (const w of [this.#names, this.#config, this.#holders]) w.view.close();
     for (const s of this.#services.values()) {
       s.off();
