@@ -16,6 +16,7 @@ import {
   readConfig,
   readHolders,
   recordHolding,
+  relayHolding,
   type HolderRecord,
   Timeline,
   timelineOf,
@@ -364,20 +365,35 @@ function registerRelayCommand(config: Command): void {
     .requiredOption('--listen <path>', 'Unix socket to listen on, e.g. /run/muster/relay.sock')
     .option('--max-staleness <duration>', "bound for the relay's own proofs", '2s')
     .option('--no-tables', 'no shared tables: processes get proofs pushed on the socket instead')
+    .option('--instance <id>', "record what this host's processes hold under this id (default: <host>/relay)")
     .addOption(storeOption())
     .addOption(jsonOption())
     .action(async (opts: RelayFlags) => {
       const daemon = await runDaemon(daemonOptionsFrom('relay', opts), async (ctx) => {
         const store = await openStore(opts.store);
         let relay: ConfigRelay;
+        let session: Awaited<ReturnType<typeof openSession>> | undefined;
+        let holding: ReturnType<typeof relayHolding> | undefined;
         try {
+          // The holder record of this host's processes lives on the relay's session (docs/config.md).
+          session = await openSession(store, { signal: ctx.stopping });
+          holding = relayHolding({
+            store,
+            lease: session.leaseId,
+            instance: opts.instance ?? `${hostname()}/relay`,
+            maxStaleness: opts.maxStaleness,
+            onError: (err) => ctx.log.warn({ err }, 'could not record what this host holds'),
+          });
           relay = await ConfigRelay.start({
             store,
             listen: opts.listen,
             maxStaleness: opts.maxStaleness,
             tables: opts.tables,
+            onPrefixUpdate: holding.onPrefixUpdate,
           });
         } catch (err) {
+          await holding?.close();
+          await session?.close();
           await store.close();
           throw err;
         }
@@ -404,6 +420,8 @@ function registerRelayCommand(config: Command): void {
           stop: async () => {
             try {
               await relay.close();
+              await holding.close();
+              await session.close();
             } finally {
               await store.close();
             }
@@ -421,6 +439,7 @@ interface RelayFlags extends StoreOpts, DaemonFlags {
   listen: string;
   maxStaleness: string;
   tables: boolean;
+  instance?: string;
 }
 
 async function liveTimeline(store: Store, name: string): Promise<void> {

@@ -15,7 +15,7 @@ import { watchPrefix } from '../store/index.js';
 import type { KeyValue, LeaseId, Store } from '../store/index.js';
 import { type Duration, formatDuration, toMillis } from '../util/duration.js';
 import type { ConfigHandle, ConfigHandleState } from './handle.js';
-import { DEFAULT_ROOT_PREFIX } from './model.js';
+import { DEFAULT_ROOT_PREFIX, decodeVersion } from './model.js';
 
 /** How often the recorder looks at the handle's state: 250 ms, well inside any maxStaleness. */
 export const DEFAULT_HOLDER_CHECK_MS = 250;
@@ -241,4 +241,117 @@ export async function waitForHolders(
       },
     },
   );
+}
+
+/** A relay's recorder: pass `onPrefixUpdate` to `ConfigRelay.start`. */
+export interface RelayHolderRecorder {
+  readonly onPrefixUpdate: (
+    prefix: string,
+    kvs: ReadonlyMap<string, KeyValue>,
+    changed: boolean,
+    verifiedMono: number,
+  ) => void;
+  readonly writes: number;
+  /** Resolves once every pending write is done. */
+  flush(): Promise<void>;
+  close(): Promise<void>;
+}
+
+/**
+ * For the processes behind a per-host relay: the relay records, per configuration it relays, one
+ * holder key for its host (`instance`, e.g. `host/relay`) under its own session's lease. Its processes
+ * read the relay's shared table, so each of them holds a version the moment the relay has it; the
+ * relay's record stands for all of them (`clients` is not counted: one key per host keeps the cost
+ * at one write per version per host). Rewritten only when the newest version or `fresh`/`stale` changes.
+ */
+export function relayHolding(options: {
+  readonly store: Store;
+  readonly lease: LeaseId;
+  readonly instance: string;
+  readonly maxStaleness: Duration;
+  readonly clock?: Clock;
+  readonly rootPrefix?: string;
+  readonly checkInterval?: Duration;
+  readonly onError?: (err: unknown) => void;
+}): RelayHolderRecorder {
+  const clock = options.clock ?? systemClock;
+  const root = options.rootPrefix ?? DEFAULT_ROOT_PREFIX;
+  const configs = `${root}config/`;
+  const stalenessMs = toMillis(options.maxStaleness, 'maxStaleness');
+  const checkMs = toMillis(options.checkInterval ?? DEFAULT_HOLDER_CHECK_MS, 'checkInterval');
+  const known = new Map<string, { version: number; verifiedMono: number; written: string }>();
+  let writes = 0;
+  let closed = false;
+  let inflight: Promise<void> = Promise.resolve();
+
+  const record = (name: string): void => {
+    const k = known.get(name);
+    if (k === undefined || k.verifiedMono === -Infinity || closed) return;
+    const age = clock.monotonic() - k.verifiedMono;
+    const state: ConfigHandleState = age <= stalenessMs ? 'fresh' : 'stale';
+    const sig = `${k.version}/${state}`;
+    if (sig === k.written) return;
+    k.written = sig;
+    const body: HolderRecord = {
+      instance: options.instance,
+      version: k.version,
+      verifiedAt: clock.now() - age,
+      state,
+      at: clock.now(),
+    };
+    inflight = inflight.then(async () => {
+      try {
+        await options.store.put(`${holdersPrefix(name, root)}${options.instance}`, JSON.stringify(body), {
+          lease: options.lease,
+        });
+        writes++;
+      } catch (err) {
+        k.written = ''; // retried at the next check
+        options.onError?.(err);
+      }
+    });
+  };
+  const timer = setInterval(() => {
+    for (const name of known.keys()) record(name);
+  }, checkMs);
+  timer.unref();
+
+  return {
+    onPrefixUpdate: (prefix, kvs, changed, verifiedMono) => {
+      if (!prefix.startsWith(configs)) return;
+      const name = prefix.slice(configs.length).replace(/\/$/, '');
+      let k = known.get(name);
+      if (k === undefined) {
+        k = { version: 0, verifiedMono, written: '' };
+        known.set(name, k);
+        changed = true;
+      }
+      k.verifiedMono = verifiedMono;
+      if (changed) {
+        let max = 0;
+        const versions = `${prefix}versions/`;
+        for (const kv of kvs.values()) {
+          if (!kv.key.startsWith(versions)) continue;
+          try {
+            const v = decodeVersion(kv.value, kv.key);
+            if (v.cancelledAt === undefined && v.version > max) max = v.version;
+          } catch {
+            // a malformed version is not held
+          }
+        }
+        k.version = max;
+      }
+      record(name);
+    },
+    get writes() {
+      return writes;
+    },
+    flush: () => inflight,
+    close: async () => {
+      if (closed) return;
+      closed = true;
+      clearInterval(timer);
+      await inflight;
+    },
+  };
 }

@@ -56,6 +56,8 @@ export {
   waitForHolders,
   holdersPrefix,
   newestHeld,
+  relayHolding,
+  type RelayHolderRecorder,
   parseHolder,
   type HolderRecord,
   type HolderRecorder,

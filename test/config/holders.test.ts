@@ -1,7 +1,13 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import {
+  ConfigRelay,
   type ConfigHandle,
+  RelayClient,
+  relayHolding,
   holdingOf,
   initConfig,
   openConfig,
@@ -111,6 +117,51 @@ describe('config holders', () => {
       assert.ok(perVersion >= n, 'every instance wrote its new version');
       await stop(fleet);
       await store.close();
+    },
+  );
+
+  test(
+    'behind a relay: the relay records one key for its host, fresh, with the newest version',
+    { timeout: 60_000 },
+    async () => {
+      const store = new MemoryStore();
+      await initConfig(store, 'demo', { maxStaleness: '1s', maxClockSkew: '50ms', minLeadTime: '1200ms' });
+      const dir = mkdtempSync(join(tmpdir(), 'muster-relay-holders-'));
+      const path = join(dir, 'relay.sock');
+      const { id: lease } = await store.grantLease(60);
+      const rec = relayHolding({ store, lease, instance: 'host-a/relay', maxStaleness: '1s' });
+      const relay = await ConfigRelay.start({
+        store,
+        listen: path,
+        maxStaleness: '1s',
+        onPrefixUpdate: rec.onPrefixUpdate,
+      });
+      const clients = await Promise.all([1, 2, 3].map(() => RelayClient.connect(path)));
+      const handles = clients.map((c) => openConfig(c, 'demo'));
+      try {
+        await Promise.all(handles.map((h) => h.ready()));
+        const writesBefore = rec.writes;
+        const v1 = await publishConfig(store, 'demo', { n: 1 }, { in: '2s' });
+        assert.deepEqual((await waitForHolders(store, 'demo', v1.version, { timeout: '10s' })).holders, [
+          'host-a/relay',
+        ]);
+        const v2 = await publishConfig(store, 'demo', { n: 2 }, { in: '2s' });
+        await waitForHolders(store, 'demo', v2.version, { timeout: '10s' });
+        await rec.flush();
+        const [r] = await readHolders(store, 'demo');
+        assert.equal(r?.state, 'fresh');
+        assert.equal(r?.version, 2);
+        // The processes behind it hold what the relay holds.
+        for (const h of handles) assert.equal(Math.max(...h.timeline().versions.map((v) => v.version)), 2);
+        assert.ok(rec.writes - writesBefore <= 4, `${rec.writes - writesBefore} writes for 2 versions`);
+      } finally {
+        for (const h of handles) await h.close();
+        for (const c of clients) await c.close();
+        await relay.close();
+        await rec.close();
+        await store.close();
+        rmSync(dir, { recursive: true, force: true });
+      }
     },
   );
 });
