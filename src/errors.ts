@@ -145,6 +145,11 @@ export const ERROR_CODES = {
     summary: 'the named object (configuration, version…) does not exist',
   },
   MUSTER_ALREADY_EXISTS: { retryable: false, http: 409, summary: 'the named object already exists' },
+  MUSTER_NOT_PROPAGATED: {
+    retryable: true,
+    http: 504,
+    summary: 'some live instances did not hold a configuration version before the wait timed out',
+  },
   MUSTER_UNAUTHENTICATED: {
     retryable: false,
     http: 401,
