@@ -103,7 +103,7 @@ export interface BusOptions {
 
 /** TLS material of a bus node (PEM text or buffers; the CLI reads them from files). */
 export interface BusTlsOptions {
-  /** The certificate (chain) this node presents to peers that dial it, and with `mutual` when dialing. */
+  /** The certificate (chain) this node presents: to peers that dial it, and to a mutual-TLS peer it dials. */
   readonly cert: string | Buffer;
   /** Its private key. */
   readonly key: string | Buffer;

@@ -3,14 +3,15 @@
  * publications work over TLS (mutual too), and every mismatch is a coded `MUSTER_TLS_HANDSHAKE`.
  */
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { TLSSocket } from 'node:tls';
 import { after, before, describe, test } from 'node:test';
 import { type Bus, type BusOptions, type BusTlsOptions, openBus } from '../../src/bus/index.js';
 import { isMusterError, type MusterError } from '../../src/errors.js';
-import { MemoryStore } from '../../src/store/index.js';
-import { waitFor } from '../../src/testing/index.js';
-import { makeTestCertificates } from '../../src/testing/tls.js';
+import { MemoryStore, openStore } from '../../src/store/index.js';
+import { startTempServe, waitFor } from '../../src/testing/index.js';
+import { makeTestCertificates, type TestCertificates } from '../../src/testing/tls.js';
 
 const quiet = { info: () => undefined, warn: () => undefined, error: () => undefined };
 const open: Bus[] = [];
@@ -37,9 +38,11 @@ function rejectsWith(p: Promise<unknown>, code: string): Promise<MusterError> {
 /** TLS material from one CA (`a`) and from another, unrelated CA (`b`). */
 let a: BusTlsOptions;
 let b: BusTlsOptions;
+let aFiles: TestCertificates;
 before(() => {
   const load = (): BusTlsOptions => {
     const c = makeTestCertificates();
+    aFiles ??= c;
     return {
       cert: readFileSync(c.serverCertFile),
       key: readFileSync(c.serverKeyFile),
@@ -118,5 +121,62 @@ describe('bus TLS', () => {
       openBus(store, { logger: quiet, tls: { cert: a.cert, key: b.key } }),
       'MUSTER_INVALID_ARGUMENT',
     );
+  });
+
+  test('muster bus call takes the TLS options', { timeout: 60_000 }, async () => {
+    const serve = await startTempServe();
+    const store = await openStore(serve.url);
+    try {
+      const server = await openBus(store, { logger: quiet, tls: { ...a, mutual: true } });
+      try {
+        await server.serve('cli-tls', { echo: (m) => m });
+        const bin = new URL('../../../bin/muster.js', import.meta.url).pathname;
+        const run = (
+          args: readonly string[],
+          env: Record<string, string> = {},
+        ): Promise<{ status: number | null; stdout: string; stderr: string }> => {
+          const child = spawn(
+            process.execPath,
+            [bin, 'bus', 'call', 'cli-tls', 'echo', '{"x":1}', '--store', serve.url, ...args],
+            {
+              stdio: ['ignore', 'pipe', 'pipe'],
+              env: { ...process.env, ...env },
+            },
+          );
+          let stdout = '';
+          let stderr = '';
+          child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+          child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+          return new Promise((resolve) =>
+            child.once('close', (status) => resolve({ status, stdout, stderr })),
+          );
+        };
+        const flags = ['--tls-cert', aFiles.serverCertFile, '--tls-key', aFiles.serverKeyFile];
+        const ok = await run([...flags, '--tls-ca', aFiles.caFile]);
+        assert.equal(ok.status, 0, ok.stderr);
+        assert.deepEqual(JSON.parse(ok.stdout), { x: 1 });
+        // The same through the environment.
+        const viaEnv = await run([], {
+          MUSTER_BUS_TLS_CERT: aFiles.serverCertFile,
+          MUSTER_BUS_TLS_KEY: aFiles.serverKeyFile,
+          MUSTER_BUS_TLS_CA: aFiles.caFile,
+        });
+        assert.equal(viaEnv.status, 0, viaEnv.stderr);
+        const plain = await run([]);
+        assert.equal(plain.status, 1);
+        assert.match(plain.stderr, /^MUSTER_TLS_HANDSHAKE: /);
+        const noKey = await run(['--tls-cert', aFiles.serverCertFile]);
+        assert.equal(noKey.status, 1);
+        assert.match(noKey.stderr, /^MUSTER_INVALID_ARGUMENT: .*--tls-key/);
+        const missing = await run([...flags, '--tls-ca', `${aFiles.dir}/nope.pem`]);
+        assert.equal(missing.status, 1);
+        assert.match(missing.stderr, /^MUSTER_INVALID_ARGUMENT: cannot read --tls-ca/);
+      } finally {
+        await server.close();
+      }
+    } finally {
+      await store.close();
+      await serve.close();
+    }
   });
 });
