@@ -10,8 +10,12 @@ import { after, before, describe, test } from 'node:test';
 import { type Bus, type BusOptions, type BusTlsOptions, openBus } from '../../src/bus/index.js';
 import { isMusterError, type MusterError } from '../../src/errors.js';
 import { MemoryStore, openStore } from '../../src/store/index.js';
-import { startTempServe, waitFor } from '../../src/testing/index.js';
-import { makeTestCertificates, type TestCertificates } from '../../src/testing/tls.js';
+import {
+  makeTestCertificates,
+  startTempServe,
+  type TestCertificates,
+  waitFor,
+} from '../../src/testing/index.js';
 
 const quiet = { info: () => undefined, warn: () => undefined, error: () => undefined };
 const open: Bus[] = [];
