@@ -317,6 +317,8 @@ export class Bus implements Listenable<BusEvents> {
     socket.once('close', () => this.#o.clock.clearTimeout(timer));
     socket.once('data', (chunk: Buffer) => {
       socket.pause();
+      // From here the TLS server's handshakeTimeout, then the bus's hello timeout, take over.
+      this.#o.clock.clearTimeout(timer);
       if (chunk[0] !== TLS_HANDSHAKE_RECORD) {
         const err = new MusterError(
           'MUSTER_TLS_HANDSHAKE',

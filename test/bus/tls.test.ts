@@ -80,6 +80,19 @@ describe('bus TLS', () => {
     assert.deepEqual(got, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 'last']);
   });
 
+  test('a TLS connection outlives the connect timeout', { timeout: 30_000 }, async () => {
+    const store = new MemoryStore();
+    const server = await node(store, { tls: a, connectTimeout: 300 });
+    const client = await node(store, { tls: a, connectTimeout: 300 });
+    await server.serve('long', { who: () => 'server' });
+    assert.equal(await client.call('long', 'who'), 'server');
+    const conn = [...client.peers().values()][0];
+    await new Promise((r) => setTimeout(r, 900));
+    assert.equal(await client.call('long', 'who'), 'server');
+    assert.equal([...client.peers().values()][0], conn, 'the same connection');
+    assert.equal(conn?.state, 'open');
+  });
+
   test('a plain peer and a TLS peer refuse each other with a coded error', { timeout: 30_000 }, async () => {
     const store = new MemoryStore();
     const secure = await node(store, { tls: a });
