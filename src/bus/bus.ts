@@ -305,6 +305,8 @@ export class Bus implements Listenable<BusEvents> {
   readonly #host: ConnectionHost;
   /** Handshakes the TLS connections the listener accepts (it never listens itself). */
   #tlsServer: TlsServer | undefined;
+  /** A TLS node's accepted sockets, handshaking or not (close() destroys those still open). */
+  readonly #tlsSockets = new Set<Socket>();
 
   /**
    * A TLS node's accepted socket: a TLS ClientHello goes to the TLS server (which checks a mutual
@@ -313,8 +315,12 @@ export class Bus implements Listenable<BusEvents> {
    */
   #acceptTls(socket: Socket): void {
     const timer = this.#o.clock.setTimeout(() => socket.destroy(), this.#o.connectTimeoutMs);
+    this.#tlsSockets.add(socket);
     socket.on('error', () => undefined);
-    socket.once('close', () => this.#o.clock.clearTimeout(timer));
+    socket.once('close', () => {
+      this.#o.clock.clearTimeout(timer);
+      this.#tlsSockets.delete(socket);
+    });
     socket.once('data', (chunk: Buffer) => {
       socket.pause();
       // From here the TLS server's handshakeTimeout, then the bus's hello timeout, take over.
@@ -792,6 +798,7 @@ export class Bus implements Listenable<BusEvents> {
       this.#views.clear();
       const closed = new MusterError('MUSTER_CLOSED', 'the bus was closed');
       for (const c of [...this.#all]) c.close(closed);
+      for (const s of this.#tlsSockets) s.destroy();
       await new Promise<void>((ok) => this.#server.close(() => ok()));
       await this.session.close().catch(() => undefined);
       this.metrics.close();
