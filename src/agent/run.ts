@@ -7,7 +7,7 @@ import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { Logger } from 'pino';
 import { readTokenFile } from '../util/token.js';
-import type { Store } from '../store/types.js';
+import type { Store } from '../store/index.js';
 import type { Duration } from '../util/duration.js';
 import { Agent } from './agent.js';
 import { addAgentRoutes } from './api.js';
@@ -92,9 +92,7 @@ export async function runAgent(file: string, options: RunAgentOptions = {}): Pro
           await a.close();
         },
         status: () => a.status(),
-        reload: async () => {
-          await a.reload();
-        },
+        reload: () => a.reload(),
       };
     },
   );

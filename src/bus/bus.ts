@@ -40,6 +40,7 @@ import { bodyOfError, Connection, type ConnectionHost, type RequestBody } from '
 import { encodeFrame, Kind } from './frame.js';
 import { BusMetrics } from './metrics.js';
 import { Topics } from './pubsub.js';
+import { noInstance, timeoutError } from './bus-errors.js';
 import { KeyedRouter } from './routing.js';
 import { ServedService } from './served.js';
 import {
@@ -816,20 +817,6 @@ export function hostOf(address: string): string {
   return i < 0 ? address : address.slice(0, i);
 }
 
-export function noInstance(service: string, registered: number): MusterError {
-  return new MusterError(
-    'MUSTER_NO_INSTANCE',
-    `no live, healthy instance serves '${service}' (${registered} registered); start one or check \`muster bus ls\``,
-    { details: { service, registered } },
-  );
-}
-
-export function timeoutError(service: string, method: string, timeoutMs: number): MusterError {
-  return new MusterError('MUSTER_TIMEOUT', `${service}.${method} did not answer within ${timeoutMs} ms`, {
-    details: { service, method, timeoutMs },
-  });
-}
-
 /**
  * Whether a failed call may go to another instance: always when nothing ran (not connected, not
  * served there, refused by a full queue); after a lost connection only for idempotent calls.
@@ -840,3 +827,5 @@ export function safeToRetry(err: unknown, idempotent: boolean): boolean {
   if (err.details.sent === false || err.details.ran === false) return true;
   return idempotent && err.code === 'MUSTER_PEER_LOST';
 }
+
+export { noInstance, timeoutError };

@@ -20,7 +20,7 @@ import { registerRelayMetrics } from '../config/internal.js';
 import { runDaemon } from '../daemon/index.js';
 import { invalidArgument, MusterError } from '../errors.js';
 import { openStore } from '../store/index.js';
-import type { Store } from '../store/types.js';
+import type { Store } from '../store/index.js';
 import { formatDuration } from '../util/duration.js';
 import {
   addDaemonOptions,

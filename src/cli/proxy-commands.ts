@@ -13,7 +13,7 @@ import {
   ProxyMaster,
   unpinRoute,
 } from '../proxy/index.js';
-import { adminToken } from '../proxy/admin-token.js';
+import { adminToken } from '../proxy/internal.js';
 import { runDaemon } from '../daemon/index.js';
 import { jsonOption, printJson, storeOption, withStore } from './common.js';
 
@@ -120,7 +120,6 @@ export function registerProxyCommands(program: Command): void {
           ctx.admin.route('GET', '/v1/routes/:key', (_req, _res, params) =>
             master.explain(params['key'] ?? ''),
           );
-          ctx.admin.route('POST', '/v1/reload', () => master.reload());
           ctx.admin.route('GET', '/v1/metrics', async (_req, res) => {
             const m = await master.metrics();
             res.writeHead(200, { 'content-type': m.contentType });
@@ -132,9 +131,7 @@ export function registerProxyCommands(program: Command): void {
           return {
             stop: (force: AbortSignal) => master.stop(force),
             status: () => master.summary(),
-            reload: async () => {
-              await master.reload();
-            },
+            reload: () => master.reload(),
           };
         },
       );

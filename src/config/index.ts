@@ -41,11 +41,5 @@ export {
   type ConfigAccessOptions,
 } from './publish.js';
 export { diffValues, type ValueChange } from './diff.js';
-export {
-  checkVersionHistory,
-  type TaskRecord,
-  type VersionViolation,
-  type HistoryReport,
-} from './checker.js';
 export { ConfigRelay, type ConfigRelayOptions, type RelayStats, RELAY_LOG_BATCHES } from './relay.js';
 export { RelayClient, type RelayClientOptions, DEFAULT_HELLO_TIMEOUT_MS } from './relay-client.js';

@@ -1,2 +1,9 @@
 /** For sibling capabilities and the CLI (not the package root): the relay's metrics. */
 export { registerRelayMetrics } from './relay-metrics.js';
+/** The version-history checker: public as `muster/testing`; the demo checks its fleet with it. */
+export {
+  checkVersionHistory,
+  type TaskRecord,
+  type VersionViolation,
+  type HistoryReport,
+} from './checker.js';

@@ -29,7 +29,7 @@ import { rmSync, unlinkSync } from 'node:fs';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { MusterError } from '../errors.js';
 import { type Clock, systemClock } from '../clock.js';
-import type { KeyValue, Store, WatchEvent } from '../store/types.js';
+import type { KeyValue, Store, WatchEvent } from '../store/index.js';
 import { type Duration, toMillis } from '../util/duration.js';
 import { hostBootId, hostMonotonicMs } from '../util/host-clock.js';
 import { MIN_PROOF_PERIOD_MS, ProofDrip } from './relay-proofs.js';

@@ -57,7 +57,7 @@ export interface DaemonBody {
   /** `GET /healthz`: 503 when `ok` is false. Default: healthy while running. */
   health?(): { ok: boolean; reason?: string };
   /** SIGHUP (and `Daemon.reload()`): re-read configuration. Without it, SIGHUP stops the daemon. */
-  reload?(): Promise<void>;
+  reload?(): Promise<unknown>;
 }
 
 /** A running daemon. */
@@ -70,7 +70,7 @@ export interface Daemon {
   /** Graceful stop (as the first signal); `{ force: true }` forces at once. Resolves to the exit code. */
   stop(opts?: { force?: boolean }): Promise<number>;
   /** Calls the body's `reload()`; rejects `MUSTER_INVALID_ARGUMENT` when it has none. */
-  reload(): Promise<void>;
+  reload(): Promise<unknown>;
   [Symbol.asyncDispose](): Promise<void>;
 }
 
@@ -124,7 +124,7 @@ class Lifecycle {
   #resolveDone: (code: number) => void = () => undefined;
   #unlisten: () => void = () => undefined;
   #pendingHangup = false;
-  #reloads: Promise<void> = Promise.resolve();
+  #reloads: Promise<unknown> = Promise.resolve();
 
   constructor(o: ResolvedOptions, log: Logger, metrics: Registry, runtime: RuntimeMetrics) {
     this.#o = o;
@@ -231,10 +231,7 @@ class Lifecycle {
       });
       return undefined;
     });
-    this.#admin.route('POST', '/v1/reload', async () => {
-      await this.#reload();
-      return { reloaded: true };
-    });
+    this.#admin.route('POST', '/v1/reload', async () => (await this.#reload()) ?? { reloaded: true });
     this.#admin.route('GET', '/v1/status', () => ({
       daemon: this.#o.name,
       state: this.#state,
@@ -357,16 +354,18 @@ class Lifecycle {
     this.#reload().catch(() => undefined); // logged and counted in #reload
   }
 
-  #reload(): Promise<void> {
+  /** Runs the body's reload (one at a time); resolves to what it returned (the admin route answers it). */
+  #reload(): Promise<unknown> {
     const body = this.#body;
     if (body?.reload === undefined) {
       return Promise.reject(invalidArgument(`the ${this.#o.name} daemon cannot reload`));
     }
     const next = this.#reloads.then(async () => {
       try {
-        await body.reload?.();
+        const result = await body.reload?.();
         this.#runtime.reloads.inc({ result: 'ok' });
         this.#log.info('reloaded');
+        return result;
       } catch (err) {
         this.#runtime.reloads.inc({ result: 'error' });
         this.#log.error(logError(err), 'reload failed; still running with the previous configuration');
