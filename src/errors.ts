@@ -201,6 +201,12 @@ export const ERROR_CODES = {
     http: 400,
     summary: 'a peer sent bytes that are not the bus protocol; the connection was closed',
   },
+  MUSTER_TLS_HANDSHAKE: {
+    retryable: false,
+    http: 502,
+    summary:
+      'the TLS handshake between bus peers failed: one uses TLS and the other not, or a certificate is not trusted',
+  },
   MUSTER_PEER_LOST: {
     retryable: false,
     http: 502,
