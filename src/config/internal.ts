@@ -7,3 +7,5 @@ export {
   type VersionViolation,
   type HistoryReport,
 } from './checker.js';
+/** For the dashboard: decoding the stored records it watches. */
+export { decodePolicy, decodeVersion, type ConfigPolicy, type ConfigVersion } from './model.js';
