@@ -67,7 +67,7 @@ export function addAgentRoutes(agent: Agent): void {
     s.restart('requested through the API');
     return { partition: s.partition, restarting: true };
   });
-  admin.route('POST', '/v1/reload', async () => agent.reload());
+  // POST /v1/reload is the daemon runtime's: it calls the body's reload (run.ts), i.e. agent.reload().
   admin.route('GET', '/v1/config/:name', (req, _res, params) => {
     const name = params.name ?? '';
     const h = handleOf(agent, name);
