@@ -92,9 +92,7 @@ export async function runAgent(file: string, options: RunAgentOptions = {}): Pro
           await a.close();
         },
         status: () => a.status(),
-        reload: async () => {
-          await a.reload();
-        },
+        reload: () => a.reload(),
       };
     },
   );

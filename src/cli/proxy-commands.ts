@@ -120,7 +120,6 @@ export function registerProxyCommands(program: Command): void {
           ctx.admin.route('GET', '/v1/routes/:key', (_req, _res, params) =>
             master.explain(params['key'] ?? ''),
           );
-          ctx.admin.route('POST', '/v1/reload', () => master.reload());
           ctx.admin.route('GET', '/v1/metrics', async (_req, res) => {
             const m = await master.metrics();
             res.writeHead(200, { 'content-type': m.contentType });
@@ -132,9 +131,7 @@ export function registerProxyCommands(program: Command): void {
           return {
             stop: (force: AbortSignal) => master.stop(force),
             status: () => master.summary(),
-            reload: async () => {
-              await master.reload();
-            },
+            reload: () => master.reload(),
           };
         },
       );

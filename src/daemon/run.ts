@@ -56,8 +56,11 @@ export interface DaemonBody {
   status?(): unknown;
   /** `GET /healthz`: 503 when `ok` is false. Default: healthy while running. */
   health?(): { ok: boolean; reason?: string };
-  /** SIGHUP (and `Daemon.reload()`): re-read configuration. Without it, SIGHUP stops the daemon. */
-  reload?(): Promise<void>;
+  /**
+   * SIGHUP (and `Daemon.reload()`, `POST /v1/reload`): re-read configuration. An object it resolves
+   * with is merged into the `POST /v1/reload` answer. Without it, SIGHUP stops the daemon.
+   */
+  reload?(): Promise<unknown>;
 }
 
 /** A running daemon. */
@@ -209,7 +212,9 @@ class Lifecycle {
         return state();
       },
       stop,
-      reload: () => this.#reload(),
+      reload: async () => {
+        await this.#reload();
+      },
       [Symbol.asyncDispose]: async () => {
         await stop();
       },
@@ -232,8 +237,8 @@ class Lifecycle {
       return undefined;
     });
     this.#admin.route('POST', '/v1/reload', async () => {
-      await this.#reload();
-      return { reloaded: true };
+      const r = await this.#reload();
+      return { reloaded: true, ...(typeof r === 'object' && r !== null ? r : {}) };
     });
     this.#admin.route('GET', '/v1/status', () => ({
       daemon: this.#o.name,
@@ -357,23 +362,27 @@ class Lifecycle {
     this.#reload().catch(() => undefined); // logged and counted in #reload
   }
 
-  #reload(): Promise<void> {
+  #reload(): Promise<unknown> {
     const body = this.#body;
     if (body?.reload === undefined) {
       return Promise.reject(invalidArgument(`the ${this.#o.name} daemon cannot reload`));
     }
     const next = this.#reloads.then(async () => {
       try {
-        await body.reload?.();
+        const r = await body.reload?.();
         this.#runtime.reloads.inc({ result: 'ok' });
         this.#log.info('reloaded');
+        return r;
       } catch (err) {
         this.#runtime.reloads.inc({ result: 'error' });
         this.#log.error(logError(err), 'reload failed; still running with the previous configuration');
         throw err;
       }
     });
-    this.#reloads = next.catch(() => undefined);
+    this.#reloads = next.then(
+      () => undefined,
+      () => undefined,
+    );
     return next;
   }
 }
