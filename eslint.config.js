@@ -2,6 +2,69 @@
 import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
+// ── Module boundaries (README "Layout"; docs/boundaries.md) ─────────────────────────────────────────
+// A capability is a folder src/<cap>/. Another capability is imported only through its index.ts (public)
+// or internal.ts (for siblings) — never a file inside it. Shared leaf modules anyone may import:
+// src/errors.ts, src/clock.ts, src/util/*. Drivers stay behind the Store port: etcd3/@grpc/* only under
+// src/store/etcd/ and src/server/, pg only under src/store/postgres/. Tests and benchmarks are free.
+// Import cycles are checked by scripts/check-cycles.mjs (part of `npm run lint`).
+const MAX_DEPTH = 4;
+const DRIVERS = {
+  etcd: {
+    group: ['etcd3', 'etcd3/*', '@grpc/*'],
+    message:
+      'etcd3 and @grpc/* belong under src/store/etcd/ and src/server/: go through the Store port (src/store/index.js).',
+  },
+  pg: {
+    group: ['pg', 'pg/*'],
+    message: 'pg belongs under src/store/postgres/: go through the Store port (src/store/index.js).',
+  },
+};
+/** The deep-import pattern for a file `depth` folders below src/ (0: src/index.ts). */
+function deepImport(depth) {
+  const up = depth === 0 ? '\\./' : `(\\.\\./){${depth}}`;
+  return {
+    regex: `^${up}(?!util/|\\.\\.?/)[^/]+/(?!(index|internal)\\.js$)`,
+    message:
+      "Deep import into another capability: import it through its index.js (public) or internal.js (for siblings) — add what you need to that capability's internal.ts.",
+  };
+}
+/** src/testing/ (harnesses, checkers) is for tests and the CLI only; no other capability imports it. */
+function testingImport(depth) {
+  const up = depth === 0 ? '\\./' : `(\\.\\./){${depth}}`;
+  return {
+    regex: `^${up}testing/`,
+    message:
+      'src/testing/ is muster/testing: only tests and the CLI import it (the CLI passes harnesses in, as it does for the demo).',
+  };
+}
+function boundaries(depth, allowed = []) {
+  const drivers = Object.entries(DRIVERS)
+    .filter(([name]) => !allowed.includes(name))
+    .map(([, pattern]) => pattern);
+  const testing = allowed.includes('testing') ? [] : [testingImport(depth)];
+  return { 'no-restricted-imports': ['error', { patterns: [deepImport(depth), ...drivers, ...testing] }] };
+}
+const filesAt = (dir, depth) => [`${dir}/${'*/'.repeat(depth)}*.ts`];
+export const boundaryBlocks = [];
+for (let depth = 0; depth <= MAX_DEPTH; depth++) {
+  boundaryBlocks.push({ files: filesAt('src', depth), rules: boundaries(depth) });
+}
+for (const zone of [
+  { dir: 'src/cli', depth: 1, allow: ['testing'] },
+  { dir: 'src/testing', depth: 1, allow: ['testing'] },
+  { dir: 'src/server', depth: 1, allow: ['etcd'] },
+  { dir: 'src/store/etcd', depth: 2, allow: ['etcd'] },
+  { dir: 'src/store/postgres', depth: 2, allow: ['pg'] },
+]) {
+  for (let depth = zone.depth; depth <= MAX_DEPTH; depth++) {
+    boundaryBlocks.push({
+      files: filesAt(zone.dir, depth - zone.depth),
+      rules: boundaries(depth, zone.allow),
+    });
+  }
+}
+
 export default tseslint.config(
   { ignores: ['dist/**', 'node_modules/**', 'coverage/**', 'eslint.config.js', 'scripts/**', 'bin/**'] },
   js.configs.recommended,
@@ -30,6 +93,7 @@ export default tseslint.config(
       'no-constant-condition': ['error', { checkLoops: false }],
     },
   },
+  ...boundaryBlocks,
   {
     files: ['test/**', 'bench/**'],
     rules: {

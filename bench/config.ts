@@ -24,7 +24,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadavg } from 'node:os';
 import {
-  checkVersionHistory,
   ConfigKeys,
   type ConfigSource,
   initConfig,
@@ -36,7 +35,7 @@ import {
 import { PreciseClock } from '../src/demo/precise-clock.js';
 import { Fleet } from '../src/demo/fleet.js';
 import { openStore } from '../src/store/index.js';
-import { startEtcd, startTempServe } from '../src/testing/index.js';
+import { checkVersionHistory, startEtcd, startTempServe } from '../src/testing/index.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { TABLE_POLL_GAP_MS } from '../src/config/relay-client.js';
 import type { TableWriteReport } from '../src/demo/relay-process.js';

@@ -3,6 +3,7 @@
  * {@link ManualClock} instead of sleeping, and simulations run thousands of instances in one process.
  */
 import { abortedError } from './errors.js';
+import { onAbort } from './util/abort.js';
 
 /** An opaque handle returned by {@link Clock.setTimeout}. */
 export interface TimerHandle {
@@ -28,15 +29,14 @@ function sleepWith(clock: Clock, ms: number, signal?: AbortSignal): Promise<void
       reject(abortedError(signal));
       return;
     }
-    const onAbort = (): void => {
-      clock.clearTimeout(handle);
-      reject(abortedError(signal as AbortSignal));
-    };
     const handle = clock.setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort);
+      off();
       resolve();
     }, ms);
-    signal?.addEventListener('abort', onAbort, { once: true });
+    const off = onAbort(signal, () => {
+      clock.clearTimeout(handle);
+      reject(abortedError(signal as AbortSignal));
+    });
   });
 }
 

@@ -145,6 +145,11 @@ export const ERROR_CODES = {
     summary: 'the named object (configuration, version…) does not exist',
   },
   MUSTER_ALREADY_EXISTS: { retryable: false, http: 409, summary: 'the named object already exists' },
+  MUSTER_NOT_PROPAGATED: {
+    retryable: true,
+    http: 504,
+    summary: 'some live instances did not hold a configuration version before the wait timed out',
+  },
   MUSTER_UNAUTHENTICATED: {
     retryable: false,
     http: 401,
@@ -195,6 +200,12 @@ export const ERROR_CODES = {
     retryable: false,
     http: 400,
     summary: 'a peer sent bytes that are not the bus protocol; the connection was closed',
+  },
+  MUSTER_TLS_HANDSHAKE: {
+    retryable: false,
+    http: 502,
+    summary:
+      'the TLS handshake between bus peers failed: one uses TLS and the other not, or a certificate is not trusted',
   },
   MUSTER_PEER_LOST: {
     retryable: false,

@@ -1,18 +1,261 @@
 /**
  * muster — a control plane for fleets of long-running processes.
  *
- * This is the public surface. Each capability lives in its own folder under `src/` and exports what
- * users need through its `index.ts`; this file re-exports those.
+ * This is the public surface: what an application calls. Each name is listed on purpose (no
+ * `export *`), and test/foundation/public-surface.test.ts holds the list, so adding or removing one is
+ * a deliberate change. Test tools (checkers, harnesses, the fault proxy, `FaultyStore`, `ManualClock`)
+ * are in `muster/testing`; the embedded server is also `muster/server`. Machinery that capabilities
+ * share with each other (the watched view, engine registration, abort helpers…) stays in their
+ * `index.ts`/`internal.ts` and is not part of the package's promise.
  */
-export * from './errors.js';
-export { type Clock, type TimerHandle, SystemClock, ManualClock, systemClock } from './clock.js';
-export { type Duration, toMillis, formatDuration } from './util/duration.js';
-export * from './store/index.js';
-export * from './config/index.js';
-export { startServer, type ServerOptions, type MusterServer } from './server/start.js';
-export * from './placement/index.js';
-export * from './membership/index.js';
-// Both placement and membership name an InstanceState; the record's (with 'leaving') is the public one.
-export type { InstanceState } from './membership/index.js';
-export * from './partitions/index.js';
-export * from './bus/index.js';
+
+// Errors and time
+export {
+  MusterError,
+  isMusterError,
+  isRetryable,
+  httpStatusOf,
+  ERROR_CODES,
+  type ErrorCode,
+  type ErrorDetails,
+  type MusterErrorOptions,
+} from './errors.js';
+export { type Clock, type TimerHandle, SystemClock, systemClock } from './clock.js';
+export { type Duration, toMillis } from './util/duration.js';
+
+// The store port
+export {
+  openStore,
+  openMemoryStore,
+  DEFAULT_STORE_URL,
+  NO_LEASE,
+  MAX_LEASE_TTL_SECONDS,
+  MAX_KEY_BYTES,
+  MAX_VALUE_BYTES,
+  MAX_TXN_OPS,
+  textOf,
+  bytesOf,
+  jsonOf,
+  jsonBytes,
+  type OpenStoreOptions,
+  type EtcdStoreOptions,
+  type MemoryStore,
+  type MemoryStoreOptions,
+  type Store,
+  type KeyValue,
+  type ValueInput,
+  type KeySelector,
+  type LeaseId,
+  type LeaseGrant,
+  type LeaseInfo,
+  type Compare,
+  type CompareOp,
+  type CompareTarget,
+  type TxnOp,
+  type TxnOpResult,
+  type TxnResult,
+  type PutOptions,
+  type PutResult,
+  type DeleteOptions,
+  type DeleteResult,
+  type RangeOptions,
+  type RangeResult,
+  type ReadOptions,
+  type Watch,
+  type WatchBatch,
+  type WatchEvent,
+  type WatchOptions,
+} from './store/index.js';
+
+// The embedded server (also `muster/server`)
+export { startServer, type ServerOptions, type MusterServer } from './server/index.js';
+
+// Scheduled configuration
+export {
+  openConfig,
+  ConfigHandle,
+  initConfig,
+  readConfig,
+  publishConfig,
+  cancelConfig,
+  timelineOf,
+  diffValues,
+  resolvePolicy,
+  validateValue,
+  Timeline,
+  ConfigSnapshot,
+  ConfigRelay,
+  RelayClient,
+  DEFAULT_ROOT_PREFIX,
+  DEFAULT_MAX_STALENESS_MS,
+  DEFAULT_MAX_CLOCK_SKEW_MS,
+  DEFAULT_LEAD_SLACK_MS,
+  DEFAULT_KEEP_VERSIONS,
+  DEFAULT_POLICY,
+  DEFAULT_VERIFY_ROUNDS,
+  DEFAULT_HELLO_TIMEOUT_MS,
+  type OpenConfigOptions,
+  type ConfigHandleState,
+  type ConfigHandleEvents,
+  type ConfigSwitch,
+  type ConfigFreshness,
+  type ConfigVersion,
+  type ConfigPolicy,
+  type ConfigPolicyOptions,
+  type ConfigState,
+  type PublishOptions,
+  type ConfigAccessOptions,
+  type ValueChange,
+  type ConfigSource,
+  type ConfigRelayOptions,
+  type RelayStats,
+  type RelayClientOptions,
+} from './config/index.js';
+
+// Membership, discovery and health
+export {
+  openSession,
+  Session,
+  join,
+  Member,
+  watchInstances,
+  InstanceView,
+  Balancer,
+  listenAndJoin,
+  HealthChecks,
+  Check,
+  isHealthy,
+  serviceKeys,
+  DEFAULT_ROOT,
+  DEFAULT_SESSION_TTL_MS,
+  MIN_SESSION_TTL_MS,
+  DEFAULT_CLOCK_RATE_ERROR_PPM,
+  DEFAULT_MIN_SAFETY_MARGIN_MS,
+  DEFAULT_CHECK_INTERVAL_MS,
+  DEFAULT_CHECK_TIMEOUT_MS,
+  DEFAULT_INITIAL_STATUS,
+  type SessionOptions,
+  type SessionState,
+  type SessionEvents,
+  type ServiceKeys,
+  type Instance,
+  type InstanceRecord,
+  type InstanceState,
+  type HealthStatus,
+  type JoinOptions,
+  type MemberState,
+  type MemberEvents,
+  type InstanceChange,
+  type InstancesUpdate,
+  type WatchInstancesOptions,
+  type InstanceViewEvents,
+  type BalanceStrategy,
+  type BalancerOptions,
+  type ListenAndJoinOptions,
+  type CheckOptions,
+  type ScriptCheckOptions,
+  type HttpCheckOptions,
+  type TtlCheckOptions,
+  type CheckOptionsBase,
+  type CheckTransition,
+  type CheckHandler,
+  type CheckAction,
+  type HealthChecksOptions,
+  type HealthChecksEvents,
+} from './membership/index.js';
+
+// Placement
+export {
+  assign,
+  diffAssignments,
+  partitionForKey,
+  MAX_KEY_PARTITIONS,
+  MAX_PARTITIONS,
+  DEFAULT_EPSILON,
+  DEFAULT_SEED,
+  DEFAULT_WEIGHT,
+  type AssignmentDiff,
+  type IgnoredPin,
+  type IgnoredPinReason,
+  type PartitionMap,
+  type PlacementInput,
+  type PlacementInstance,
+  type PlacementResult,
+  type PlacementSettings,
+  type PlacementStats,
+} from './placement/index.js';
+
+// Partition ownership
+export {
+  joinPartitioned,
+  PartitionedHandle,
+  openServiceView,
+  ServiceViewHandle,
+  publishSpec,
+  readPartitionStatus,
+  putRoute,
+  deleteRoute,
+  partitionIds,
+  DEFAULT_MAX_CONCURRENT_ACQUIRES,
+  DEFAULT_MAX_CONCURRENT_MOVES,
+  DEFAULT_PARTITION_TTL_MS,
+  DEFAULT_RETRY_DELAY_MS,
+  DEFAULT_STOP_TIMEOUT_MS,
+  type JoinPartitionedOptions,
+  type PartitionSettings,
+  type PartitionedEvents,
+  type PartitionedState,
+  type PartitionsLogger,
+  type AcquireContext,
+  type AcquireHandler,
+  type ReleaseHandler,
+  type AssumedPartition,
+  type StopCause,
+  type UnhealthyPolicy,
+  type ServiceSpec,
+  type Owner,
+  type OwnerFields,
+  type OwnerRecord,
+  type PinRecord,
+  type RouteRecord,
+  type OpenServiceViewOptions,
+  type PartitionDestination,
+  type PartitionStatus,
+  type PartitionStatusRow,
+  type ViewAssignment,
+  type ViewInstance,
+} from './partitions/index.js';
+
+// The bus
+export {
+  openBus,
+  Bus,
+  DEFAULT_SERVE_GRACE_MS,
+  DEFAULT_CALL_TIMEOUT_MS,
+  DEFAULT_CONNECT_TIMEOUT_MS,
+  DEFAULT_DEDUP_MAX_IDS,
+  DEFAULT_DEDUP_WINDOW_MS,
+  DEFAULT_DOWN_BACKOFF_MS,
+  DEFAULT_HEARTBEAT_INTERVAL_MS,
+  DEFAULT_HEARTBEAT_TIMEOUT_MS,
+  DEFAULT_MAX_FRAME_BYTES,
+  DEFAULT_MAX_HELD_CALLS,
+  DEFAULT_MAX_IN_FLIGHT,
+  DEFAULT_MAX_QUEUE_BYTES,
+  type BusEvents,
+  type ServeOptions,
+  type Serving,
+  type BusOptions,
+  type BusLogger,
+  type CallOptions,
+  type Caller,
+  type Delivery,
+  type DropEvent,
+  type Handler,
+  type HandlerContext,
+  type BusPublishOptions,
+  type PublishResult,
+  type StatsdOptions,
+  type SubscribeOptions,
+  type SubscriptionHandler,
+} from './bus/index.js';

@@ -21,9 +21,9 @@ import {
   publishSpec,
   readPartitionStatus,
 } from '../partitions/index.js';
-import { jsonBytes, jsonOf } from '../store/keys.js';
+import { jsonBytes, jsonOf } from '../store/index.js';
 import { openStore } from '../store/index.js';
-import type { Store } from '../store/types.js';
+import type { Store } from '../store/index.js';
 import { loadAgentConfig, type AgentConfig, type RunConfig } from './config.js';
 import { ProcessRegistry } from './kernel.js';
 import { AgentMetrics } from './metrics.js';

@@ -9,7 +9,7 @@
  * | `GET /v1/config/:name[?at=ISO]` | the version in force, or 503 `MUSTER_STALE_CONFIG` |
  * | `GET /v1/config/:name/events` | server-sent events: `current`, `version`, `switch` |
  * | `PUT /v1/checks/:name/(pass\|warn\|fail)?partition=P` | a TTL check report (body: a note) |
- * | `POST /v1/reload` | `muster agent reload`: re-read the file |
+ * | `POST /v1/reload` | `muster agent reload`: re-read the file (the daemon runtime's route, answered by the body's `reload`) |
  * | `GET /metrics` | Prometheus (served by the runtime) |
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
@@ -67,7 +67,6 @@ export function addAgentRoutes(agent: Agent): void {
     s.restart('requested through the API');
     return { partition: s.partition, restarting: true };
   });
-  // POST /v1/reload is the daemon runtime's: it calls the body's reload (run.ts), i.e. agent.reload().
   admin.route('GET', '/v1/config/:name', (req, _res, params) => {
     const name = params.name ?? '';
     const h = handleOf(agent, name);

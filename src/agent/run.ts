@@ -7,7 +7,7 @@ import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { Logger } from 'pino';
 import { readTokenFile } from '../util/token.js';
-import type { Store } from '../store/types.js';
+import type { Store } from '../store/index.js';
 import type { Duration } from '../util/duration.js';
 import { Agent } from './agent.js';
 import { addAgentRoutes } from './api.js';

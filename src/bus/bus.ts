@@ -2,7 +2,21 @@
  * A bus node: one listener, one connection per peer, the services this node serves, the topics it
  * subscribes to, and the calls and publications it makes (brief §9, docs/bus.md).
  */
-import { createServer, connect as netConnect, type AddressInfo, type Server } from 'node:net';
+import {
+  createServer,
+  connect as netConnect,
+  isIP,
+  type AddressInfo,
+  type Server,
+  type Socket,
+} from 'node:net';
+import {
+  connect as tlsConnect,
+  createSecureContext,
+  createServer as createTlsServer,
+  type Server as TlsServer,
+  type TLSSocket,
+} from 'node:tls';
 import { type Clock, systemClock } from '../clock.js';
 import { abortedError, invalidArgument, isMusterError, MusterError, throwIfAborted } from '../errors.js';
 import {
@@ -22,13 +36,16 @@ import { joinPartitioned, stderrLogger, type JoinPartitionedOptions } from '../p
 import type { Store } from '../store/index.js';
 import { toMillis } from '../util/duration.js';
 import { Emitter, type Listenable } from '../util/emitter.js';
-import { Connection, type ConnectionHost, type RequestBody } from './connection.js';
+import { bodyOfError, Connection, type ConnectionHost, type RequestBody } from './connection.js';
+import { encodeFrame, Kind } from './frame.js';
 import { BusMetrics } from './metrics.js';
 import { Topics } from './pubsub.js';
+import { noInstance, timeoutError } from './bus-errors.js';
 import { KeyedRouter } from './routing.js';
 import { ServedService } from './served.js';
 import {
   type BusOptions,
+  type BusTlsOptions,
   type CallOptions,
   DEFAULT_CALL_TIMEOUT_MS,
   DEFAULT_CONNECT_TIMEOUT_MS,
@@ -144,9 +161,51 @@ function resolve(options: BusOptions): ResolvedBusOptions {
     connectTimeoutMs: toMillis(options.connectTimeout ?? DEFAULT_CONNECT_TIMEOUT_MS, 'connectTimeout'),
     maxHeldCalls: positive(options.maxHeldCalls, DEFAULT_MAX_HELD_CALLS, 'maxHeldCalls'),
     token: options.token,
+    tls: checkTls(options.tls),
     clock: options.clock ?? systemClock,
     logger: options.logger ?? stderrLogger,
   };
+}
+
+function checkTls(tls: BusTlsOptions | undefined): BusTlsOptions | undefined {
+  if (tls === undefined) return undefined;
+  const pem = (v: unknown): boolean => (typeof v === 'string' && v.length > 0) || Buffer.isBuffer(v);
+  if (typeof tls !== 'object' || tls === null || !pem(tls.cert) || !pem(tls.key))
+    throw invalidArgument('tls needs a PEM cert and key (strings or buffers)');
+  try {
+    createSecureContext(secureContextOptions(tls));
+  } catch (err) {
+    throw invalidArgument(`tls material is not usable: ${(err as Error).message}`);
+  }
+  return tls;
+}
+
+function secureContextOptions(tls: BusTlsOptions): import('node:tls').SecureContextOptions {
+  return {
+    cert: tls.cert,
+    key: tls.key,
+    ...(tls.ca === undefined ? {} : { ca: tls.ca as string | Buffer | (string | Buffer)[] }),
+  };
+}
+
+/** The first byte of a TLS handshake record (a ClientHello): how a TLS node tells a plain dialer. */
+const TLS_HANDSHAKE_RECORD = 0x16;
+
+/** A TLS failure of the connection to (or from) `peer` as a coded error. */
+function tlsError(peer: string, err: Error): MusterError {
+  return new MusterError('MUSTER_TLS_HANDSHAKE', `TLS with bus peer ${peer} failed: ${err.message}`, {
+    cause: err,
+    details: { peer, sent: false },
+  });
+}
+
+/** A peer refused (or was refused): logged, since no call may be there to report it. */
+function isRefusal(err: MusterError): boolean {
+  return (
+    isMusterError(err, 'MUSTER_PROTOCOL') ||
+    isMusterError(err, 'MUSTER_PERMISSION_DENIED') ||
+    isMusterError(err, 'MUSTER_TLS_HANDSHAKE')
+  );
 }
 
 /** A bus node. Create with {@link openBus}. */
@@ -205,17 +264,86 @@ export class Bus implements Listenable<BusEvents> {
       publish: (conn, ackId, body) => this.#topics.receive(conn, ackId, body),
       closed: (conn, err) => this.#closed(conn, err),
     };
-    server.on('connection', (socket) => {
+    const accept = (socket: Socket): void => {
       const conn = new Connection(host, socket);
       this.#all.add(conn);
       this.metrics.connection('in', 'open');
-    });
+    };
+    if (o.tls === undefined) server.on('connection', accept);
+    else {
+      const mutual = o.tls.mutual === true;
+      this.#tlsServer = createTlsServer({
+        ...secureContextOptions(o.tls),
+        requestCert: mutual,
+        // Checked below instead, so that a refused dialer gets a coded reason (with TLS 1.3 it has
+        // finished its side of the handshake before the server judges its certificate).
+        rejectUnauthorized: false,
+        handshakeTimeout: o.connectTimeoutMs,
+      });
+      this.#tlsServer.on('secureConnection', (secure: TLSSocket) => {
+        if (this.#closing !== undefined) secure.destroy();
+        else if (mutual && !secure.authorized) {
+          const err = new MusterError(
+            'MUSTER_TLS_HANDSHAKE',
+            `bus peer ${address} does not trust the dialing node's certificate: ${String(secure.authorizationError)}`,
+            { details: { peer: address, sent: false } },
+          );
+          this.#refused(`${secure.remoteAddress}:${secure.remotePort}`, err);
+          secure.on('error', () => undefined);
+          secure.end(encodeFrame(Kind.Error, 0, bodyOfError(err, 'bus')));
+        } else accept(secure);
+      });
+      this.#tlsServer.on('tlsClientError', (err: Error, secure: TLSSocket) => {
+        this.#refused(`${secure.remoteAddress}:${secure.remotePort}`, tlsError('a dialing node', err));
+      });
+      server.on('connection', (socket) => this.#acceptTls(socket));
+    }
     this.#host = host;
     this.#router = new KeyedRouter(this, o);
     this.#topics = new Topics(this, o, (e) => this.#events.emit('dropped', e));
   }
 
   readonly #host: ConnectionHost;
+  /** Handshakes the TLS connections the listener accepts (it never listens itself). */
+  #tlsServer: TlsServer | undefined;
+  /** A TLS node's accepted sockets, handshaking or not (close() destroys those still open). */
+  readonly #tlsSockets = new Set<Socket>();
+
+  /**
+   * A TLS node's accepted socket: a TLS ClientHello goes to the TLS server (which checks a mutual
+   * peer's certificate) and reaches the bus once handshaken; a plain dialer gets a plain
+   * `MUSTER_TLS_HANDSHAKE` error frame it can read, and is closed.
+   */
+  #acceptTls(socket: Socket): void {
+    const timer = this.#o.clock.setTimeout(() => socket.destroy(), this.#o.connectTimeoutMs);
+    this.#tlsSockets.add(socket);
+    socket.on('error', () => undefined);
+    socket.once('close', () => {
+      this.#o.clock.clearTimeout(timer);
+      this.#tlsSockets.delete(socket);
+    });
+    socket.once('data', (chunk: Buffer) => {
+      socket.pause();
+      // From here the TLS server's handshakeTimeout, then the bus's hello timeout, take over.
+      this.#o.clock.clearTimeout(timer);
+      if (chunk[0] !== TLS_HANDSHAKE_RECORD) {
+        const err = new MusterError(
+          'MUSTER_TLS_HANDSHAKE',
+          `bus peer ${this.address} uses TLS; the dialing node has no tls options`,
+          { details: { peer: this.address, sent: false } },
+        );
+        this.#refused(`${socket.remoteAddress}:${socket.remotePort}`, err);
+        socket.end(encodeFrame(Kind.Error, 0, bodyOfError(err, 'bus')));
+        return;
+      }
+      socket.unshift(chunk);
+      (this.#tlsServer as TlsServer).emit('connection', socket);
+    });
+  }
+
+  #refused(remote: string, err: MusterError): void {
+    this.#o.logger.warn({ code: err.code, remote }, `bus connection refused: ${err.message}`);
+  }
 
   /** The `host:port` the listener is bound to (differs from {@link address} with `advertise`). */
   get boundAddress(): string {
@@ -479,7 +607,10 @@ export class Bus implements Listenable<BusEvents> {
     const i = address.lastIndexOf(':');
     const host = address.slice(0, i).replace(/^\[(.*)\]$/, '$1');
     const port = Number(address.slice(i + 1));
-    const socket = netConnect({ host, port });
+    const socket =
+      this.#o.tls === undefined
+        ? netConnect({ host, port })
+        : await this.#dialTls(address, host, port, timeoutMs);
     const conn = new Connection(this.#host, socket, address);
     this.#all.add(conn);
     const timer = this.#o.clock.setTimeout(() => {
@@ -493,7 +624,12 @@ export class Bus implements Listenable<BusEvents> {
       await conn.ready;
     } catch (err) {
       this.#markDown(address);
-      if (isMusterError(err, 'MUSTER_PERMISSION_DENIED') || isMusterError(err, 'MUSTER_PROTOCOL')) throw err;
+      if (
+        isMusterError(err, 'MUSTER_PERMISSION_DENIED') ||
+        isMusterError(err, 'MUSTER_PROTOCOL') ||
+        isMusterError(err, 'MUSTER_TLS_HANDSHAKE')
+      )
+        throw err;
       const cause = err as Error;
       throw new MusterError('MUSTER_UNAVAILABLE', `cannot connect to bus peer ${address}: ${cause.message}`, {
         cause,
@@ -505,6 +641,49 @@ export class Bus implements Listenable<BusEvents> {
     this.metrics.connection('out', 'open', this.#everConnected.has(address) ? address : undefined);
     this.#everConnected.add(address);
     return conn;
+  }
+
+  /**
+   * Dials `address` with TLS and resolves once the handshake is done (the peer's certificate checked
+   * against `ca` and the dialed host). A failure after the TCP connect is `MUSTER_TLS_HANDSHAKE`.
+   */
+  #dialTls(address: string, host: string, port: number, timeoutMs: number): Promise<Socket> {
+    const tls = this.#o.tls as BusTlsOptions;
+    return new Promise<Socket>((resolve, reject) => {
+      let tcp = false;
+      const socket = tlsConnect({
+        host,
+        port,
+        ...secureContextOptions(tls),
+        ...(isIP(host) ? {} : { servername: host }),
+      });
+      const timer = this.#o.clock.setTimeout(() => {
+        fail(new Error(`connecting took over ${timeoutMs} ms`));
+      }, timeoutMs);
+      const fail = (err: Error): void => {
+        this.#o.clock.clearTimeout(timer);
+        socket.destroy();
+        this.#markDown(address);
+        reject(
+          tcp
+            ? tlsError(address, err)
+            : new MusterError('MUSTER_UNAVAILABLE', `cannot connect to bus peer ${address}: ${err.message}`, {
+                cause: err,
+                details: { peer: address, sent: false },
+              }),
+        );
+      };
+      const closed = (): void => fail(new Error('the peer closed the connection during the TLS handshake'));
+      socket.once('connect', () => (tcp = true));
+      socket.once('error', fail);
+      socket.once('close', closed);
+      socket.once('secureConnect', () => {
+        this.#o.clock.clearTimeout(timer);
+        socket.off('error', fail);
+        socket.off('close', closed);
+        resolve(socket);
+      });
+    });
   }
 
   #markDown(address: string): void {
@@ -524,7 +703,7 @@ export class Bus implements Listenable<BusEvents> {
     const address = conn.peer === undefined ? undefined : conn.address;
     this.metrics.connection(conn.outbound ? 'out' : 'in', 'close');
     if (address === undefined) {
-      if (isMusterError(err, 'MUSTER_PROTOCOL') || isMusterError(err, 'MUSTER_PERMISSION_DENIED')) {
+      if (isRefusal(err)) {
         this.#o.logger.warn(
           { code: err.code, remote: `${conn.socket.remoteAddress}:${conn.socket.remotePort}` },
           `bus connection refused: ${err.message}`,
@@ -539,7 +718,7 @@ export class Bus implements Listenable<BusEvents> {
     }
     if (this.#closing === undefined) {
       if (!isMusterError(err, 'MUSTER_CLOSED')) this.#markDown(address);
-      if (isMusterError(err, 'MUSTER_PROTOCOL') || isMusterError(err, 'MUSTER_PERMISSION_DENIED'))
+      if (isRefusal(err))
         this.#o.logger.warn({ code: err.code, peer: address }, `bus connection closed: ${err.message}`);
       this.#events.emit('disconnected', address, err);
     }
@@ -620,6 +799,7 @@ export class Bus implements Listenable<BusEvents> {
       this.#views.clear();
       const closed = new MusterError('MUSTER_CLOSED', 'the bus was closed');
       for (const c of [...this.#all]) c.close(closed);
+      for (const s of this.#tlsSockets) s.destroy();
       await new Promise<void>((ok) => this.#server.close(() => ok()));
       await this.session.close().catch(() => undefined);
       this.metrics.close();
@@ -637,20 +817,6 @@ export function hostOf(address: string): string {
   return i < 0 ? address : address.slice(0, i);
 }
 
-export function noInstance(service: string, registered: number): MusterError {
-  return new MusterError(
-    'MUSTER_NO_INSTANCE',
-    `no live, healthy instance serves '${service}' (${registered} registered); start one or check \`muster bus ls\``,
-    { details: { service, registered } },
-  );
-}
-
-export function timeoutError(service: string, method: string, timeoutMs: number): MusterError {
-  return new MusterError('MUSTER_TIMEOUT', `${service}.${method} did not answer within ${timeoutMs} ms`, {
-    details: { service, method, timeoutMs },
-  });
-}
-
 /**
  * Whether a failed call may go to another instance: always when nothing ran (not connected, not
  * served there, refused by a full queue); after a lost connection only for idempotent calls.
@@ -661,3 +827,5 @@ export function safeToRetry(err: unknown, idempotent: boolean): boolean {
   if (err.details.sent === false || err.details.ran === false) return true;
   return idempotent && err.code === 'MUSTER_PEER_LOST';
 }
+
+export { noInstance, timeoutError };

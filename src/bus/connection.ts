@@ -121,12 +121,19 @@ export class Connection {
       this.#lastReceived = this.#o.clock.monotonic();
       this.#decoder.push(chunk);
     });
-    socket.on('error', (err) => {
+    socket.on('error', (err: NodeJS.ErrnoException) => {
+      // A TLS alert after the handshake (TLS 1.3: the dialer learns only now that a mutual-TLS
+      // peer refused its certificate).
+      const tls = typeof err.code === 'string' && err.code.startsWith('ERR_SSL');
       this.close(
-        new MusterError('MUSTER_PEER_LOST', `connection to ${this.#describe()} failed: ${err.message}`, {
-          cause: err,
-          details: { peer: this.#describe() },
-        }),
+        new MusterError(
+          tls ? 'MUSTER_TLS_HANDSHAKE' : 'MUSTER_PEER_LOST',
+          `connection to ${this.#describe()} failed: ${err.message}`,
+          {
+            cause: err,
+            details: { peer: this.#describe() },
+          },
+        ),
       );
     });
     socket.on('close', () => {
@@ -493,7 +500,12 @@ export class Connection {
 
   #onOversized(kind: number, id: number, length: number): void {
     if (this.#state !== 'open') {
-      this.close(new MusterError('MUSTER_PROTOCOL', `a ${length}-byte first frame: not a bus peer`));
+      // A TLS ClientHello (0x16 0x03 …) read as a header: a TLS peer dialed this plain node.
+      this.close(
+        length >>> 24 === 0x16
+          ? new MusterError('MUSTER_TLS_HANDSHAKE', 'a TLS peer dialed this node, which has no tls options')
+          : new MusterError('MUSTER_PROTOCOL', `a ${length}-byte first frame: not a bus peer`),
+      );
       return;
     }
     const err = new MusterError(

@@ -16,6 +16,7 @@ export { encodeFrame, FrameDecoder, Kind as FrameKind, HEADER_BYTES, PROTOCOL_VE
 export {
   type BusOptions,
   type BusLogger,
+  type BusTlsOptions,
   type CallOptions,
   type Caller,
   type Delivery,

@@ -11,7 +11,7 @@ import { abortedError, isMusterError, MusterError } from '../errors.js';
 import { openServiceView, partitionIds, type ServiceViewHandle } from '../partitions/index.js';
 import { partitionForKey } from '../placement/index.js';
 import type { Bus } from './bus.js';
-import { noInstance } from './bus.js';
+import { noInstance } from './bus-errors.js';
 import type { CallOptions, ResolvedBusOptions } from './types.js';
 
 /** 50 ms: re-check a held call at least this often (a down peer may come back, a view may lag). */

@@ -70,6 +70,11 @@ export interface BusOptions {
   advertise?: string;
   /** Shared secret every peer must present in its hello. Default: none (anyone may connect). */
   token?: string;
+  /**
+   * TLS between peers (docs/bus.md, *TLS*). A bus-wide setting: every peer of a bus must use it or
+   * none — a plain peer and a TLS peer refuse each other with `MUSTER_TLS_HANDSHAKE`. Default: none.
+   */
+  tls?: BusTlsOptions;
   /** Key root. Default: `/muster/`. */
   root?: string;
   /** Session TTL of the bus's records. Default: the membership default (3 s). */
@@ -96,6 +101,18 @@ export interface BusOptions {
   logger?: BusLogger;
 }
 
+/** TLS material of a bus node (PEM text or buffers; the CLI reads them from files). */
+export interface BusTlsOptions {
+  /** The certificate (chain) this node presents: to peers that dial it, and to a mutual-TLS peer it dials. */
+  readonly cert: string | Buffer;
+  /** Its private key. */
+  readonly key: string | Buffer;
+  /** The CA(s) peers' certificates must chain to. Default: Node's bundled public CAs. */
+  readonly ca?: string | Buffer | readonly (string | Buffer)[];
+  /** Mutual TLS: a node also requires and verifies the certificate of a peer that dials it. Default: false. */
+  readonly mutual?: boolean;
+}
+
 /** Resolved options. */
 export interface ResolvedBusOptions {
   readonly maxFrameBytes: number;
@@ -106,6 +123,7 @@ export interface ResolvedBusOptions {
   readonly connectTimeoutMs: number;
   readonly maxHeldCalls: number;
   readonly token: string | undefined;
+  readonly tls: BusTlsOptions | undefined;
   readonly clock: Clock;
   readonly logger: BusLogger;
 }

@@ -12,10 +12,10 @@ import {
   runAgent,
 } from '../agent/index.js';
 import { MusterError } from '../errors.js';
-import { DEFAULT_ROOT, serviceKeys } from '../membership/keys.js';
+import { DEFAULT_ROOT, serviceKeys } from '../membership/index.js';
 import { readPartitionStatus } from '../partitions/index.js';
 import { jsonOf, openStore } from '../store/index.js';
-import type { Store } from '../store/types.js';
+import type { Store } from '../store/index.js';
 import { formatDuration } from '../util/duration.js';
 import {
   addDaemonOptions,

@@ -3,7 +3,8 @@
  * instances, methods, request counts, errors, latency; topics and their subscribers), `call`, `tail`.
  */
 import { type Command, Option } from 'commander';
-import { type Bus, BUS_TAG, openBus } from '../bus/index.js';
+import { readFileSync } from 'node:fs';
+import { type Bus, BUS_TAG, type BusTlsOptions, openBus } from '../bus/index.js';
 import { invalidArgument, isMusterError } from '../errors.js';
 import { DEFAULT_ROOT, type Instance } from '../membership/index.js';
 import type { Store } from '../store/index.js';
@@ -12,19 +13,69 @@ import { jsonOption, printJson, printTable, storeOption, withStore } from './com
 
 const quiet = { info: () => undefined, warn: () => undefined, error: () => undefined };
 
-function tokenOption(): Option {
-  return new Option('--token <secret>', 'the bus token shared by all peers').env('MUSTER_BUS_TOKEN');
+/** What every `muster bus` command takes to join the bus as a peer: the token and the TLS material. */
+interface PeerOpts {
+  root: string;
+  token?: string;
+  tlsCert?: string;
+  tlsKey?: string;
+  tlsCa?: string;
+  tlsMutual?: boolean;
 }
 
-async function withBus<T>(
-  store: Store,
-  opts: { root: string; token?: string },
-  fn: (bus: Bus) => Promise<T>,
-): Promise<T> {
+/** Adds `--token` and the `--tls-*` options (each with a `MUSTER_BUS_*` variable) to `cmd`. */
+function addPeerOptions(cmd: Command): Command {
+  return cmd
+    .addOption(new Option('--token <secret>', 'the bus token shared by all peers').env('MUSTER_BUS_TOKEN'))
+    .addOption(
+      new Option('--tls-cert <file>', 'PEM certificate: use TLS between peers (docs/bus.md)').env(
+        'MUSTER_BUS_TLS_CERT',
+      ),
+    )
+    .addOption(new Option('--tls-key <file>', 'PEM private key of --tls-cert').env('MUSTER_BUS_TLS_KEY'))
+    .addOption(
+      new Option('--tls-ca <file>', "PEM CA the peers' certificates chain to (default: public CAs)").env(
+        'MUSTER_BUS_TLS_CA',
+      ),
+    )
+    .addOption(
+      new Option(
+        '--tls-mutual',
+        'mutual TLS: require a trusted certificate of every peer that dials this node',
+      ).env('MUSTER_BUS_TLS_MUTUAL'),
+    );
+}
+
+function readPem(file: string, flag: string): Buffer {
+  try {
+    return readFileSync(file);
+  } catch (err) {
+    throw invalidArgument(`cannot read ${flag} ${file}: ${(err as Error).message}`);
+  }
+}
+
+/** The bus's `tls` option from the flags; `undefined` without any `--tls-*` flag. */
+export function tlsFromFlags(opts: PeerOpts): BusTlsOptions | undefined {
+  const given =
+    [opts.tlsCert, opts.tlsKey, opts.tlsCa].some((v) => v !== undefined) || opts.tlsMutual === true;
+  if (!given) return undefined;
+  if (opts.tlsCert === undefined || opts.tlsKey === undefined)
+    throw invalidArgument('TLS needs both --tls-cert and --tls-key (this node also accepts connections)');
+  return {
+    cert: readPem(opts.tlsCert, '--tls-cert'),
+    key: readPem(opts.tlsKey, '--tls-key'),
+    ...(opts.tlsCa === undefined ? {} : { ca: readPem(opts.tlsCa, '--tls-ca') }),
+    ...(opts.tlsMutual === true ? { mutual: true } : {}),
+  };
+}
+
+async function withBus<T>(store: Store, opts: PeerOpts, fn: (bus: Bus) => Promise<T>): Promise<T> {
+  const tls = tlsFromFlags(opts);
   const bus = await openBus(store, {
     root: opts.root,
     logger: quiet,
     ...(opts.token === undefined ? {} : { token: opts.token }),
+    ...(tls === undefined ? {} : { tls }),
   });
   try {
     return await fn(bus);
@@ -101,72 +152,67 @@ export async function listBus(
 export function registerBusCommands(program: Command): void {
   const bus = program.command('bus').description('RPC and publish/subscribe between services (docs/bus.md)');
 
-  bus
-    .command('ls')
+  addPeerOptions(bus.command('ls'))
     .description('services, instances, methods, request counts, errors and latency; topics and subscribers')
     .option('--service <name>', 'only this service')
     .option('--root <prefix>', 'key root', DEFAULT_ROOT)
-    .addOption(tokenOption())
     .addOption(storeOption())
     .addOption(jsonOption())
-    .action(
-      async (opts: { store: string; service?: string; root: string; token?: string; json?: boolean }) => {
-        await withStore(opts.store, (store) =>
-          withBus(store, opts, async (b) => {
-            const r = await listBus(store, b, opts.root, opts.service);
-            if (opts.json === true) {
-              printJson(r);
-              return;
+    .action(async (opts: PeerOpts & { store: string; service?: string; json?: boolean }) => {
+      await withStore(opts.store, (store) =>
+        withBus(store, opts, async (b) => {
+          const r = await listBus(store, b, opts.root, opts.service);
+          if (opts.json === true) {
+            printJson(r);
+            return;
+          }
+          const rows: string[][] = [];
+          for (const i of r.services) {
+            const methods = Object.entries(i.methods ?? {});
+            if (methods.length === 0) {
+              rows.push([i.service, i.id, i.address ?? '-', i.state, '-', '-', '-', '-', i.error ?? '']);
+              continue;
             }
-            const rows: string[][] = [];
-            for (const i of r.services) {
-              const methods = Object.entries(i.methods ?? {});
-              if (methods.length === 0) {
-                rows.push([i.service, i.id, i.address ?? '-', i.state, '-', '-', '-', '-', i.error ?? '']);
-                continue;
-              }
-              for (const [m, s] of methods) {
-                rows.push([
-                  i.service,
-                  i.id,
-                  i.address ?? '-',
-                  i.state,
-                  m,
-                  String(s.requests),
-                  String(s.errors),
-                  `${s.meanMs.toFixed(3)}/${s.maxMs.toFixed(3)}`,
-                  '',
-                ]);
-              }
+            for (const [m, s] of methods) {
+              rows.push([
+                i.service,
+                i.id,
+                i.address ?? '-',
+                i.state,
+                m,
+                String(s.requests),
+                String(s.errors),
+                `${s.meanMs.toFixed(3)}/${s.maxMs.toFixed(3)}`,
+                '',
+              ]);
             }
+          }
+          printTable(
+            [
+              'SERVICE',
+              'INSTANCE',
+              'ADDRESS',
+              'STATE',
+              'METHOD',
+              'REQUESTS',
+              'ERRORS',
+              'MEAN/MAX MS',
+              'NOTE',
+            ],
+            rows,
+          );
+          if (r.topics.length > 0) {
+            process.stdout.write('\n');
             printTable(
-              [
-                'SERVICE',
-                'INSTANCE',
-                'ADDRESS',
-                'STATE',
-                'METHOD',
-                'REQUESTS',
-                'ERRORS',
-                'MEAN/MAX MS',
-                'NOTE',
-              ],
-              rows,
+              ['TOPIC', 'SUBSCRIBER NODES'],
+              r.topics.map((t) => [t.topic, t.subscribers.join(', ')]),
             );
-            if (r.topics.length > 0) {
-              process.stdout.write('\n');
-              printTable(
-                ['TOPIC', 'SUBSCRIBER NODES'],
-                r.topics.map((t) => [t.topic, t.subscribers.join(', ')]),
-              );
-            }
-          }),
-        );
-      },
-    );
+          }
+        }),
+      );
+    });
 
-  bus
-    .command('call')
+  addPeerOptions(bus.command('call'))
     .description('call SERVICE METHOD with a JSON argument and print the result')
     .argument('<service>')
     .argument('<method>')
@@ -174,7 +220,6 @@ export function registerBusCommands(program: Command): void {
     .option('--key <key>', 'route to the owner of this key’s partition (fenced)')
     .option('--timeout <duration>', 'call timeout', '5s')
     .option('--root <prefix>', 'key root', DEFAULT_ROOT)
-    .addOption(tokenOption())
     .addOption(storeOption())
     .addOption(jsonOption())
     .action(
@@ -182,7 +227,7 @@ export function registerBusCommands(program: Command): void {
         service: string,
         method: string,
         json: string,
-        opts: { store: string; root: string; token?: string; key?: string; timeout: string; json?: boolean },
+        opts: PeerOpts & { store: string; key?: string; timeout: string; json?: boolean },
       ) => {
         let args: unknown;
         try {
@@ -204,15 +249,13 @@ export function registerBusCommands(program: Command): void {
       },
     );
 
-  bus
-    .command('tail')
+  addPeerOptions(bus.command('tail'))
     .description('subscribe to TOPIC and print every message as a JSON line until interrupted')
     .argument('<topic>')
     .option('--count <n>', 'exit after this many messages')
     .option('--root <prefix>', 'key root', DEFAULT_ROOT)
-    .addOption(tokenOption())
     .addOption(storeOption())
-    .action(async (topic: string, opts: { store: string; root: string; token?: string; count?: string }) => {
+    .action(async (topic: string, opts: PeerOpts & { store: string; count?: string }) => {
       const count = opts.count === undefined ? Infinity : Number(opts.count);
       if (!(count > 0)) throw invalidArgument(`--count must be a positive number, got ${String(opts.count)}`);
       await withStore(opts.store, (store) =>

@@ -9,7 +9,7 @@ import {
   runDaemon,
 } from '../daemon/index.js';
 import { DEFAULT_STORE_URL, openStore } from '../store/index.js';
-import type { Store } from '../store/types.js';
+import type { Store } from '../store/index.js';
 
 /** `--store URL`, defaulting to `$MUSTER_STORE` or the local default. */
 export function storeOption(): Option {

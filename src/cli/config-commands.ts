@@ -9,18 +9,26 @@ import {
   ConfigRelay,
   type ConfigVersion,
   diffValues,
+  holdingOf,
   initConfig,
   openConfig,
   publishConfig,
   readConfig,
+  readHolders,
+  recordHolding,
+  relayHolding,
+  type HolderRecord,
   Timeline,
   timelineOf,
+  waitForHolders,
 } from '../config/index.js';
+import { openSession } from '../membership/index.js';
+import { hostname } from 'node:os';
 import { registerRelayMetrics } from '../config/internal.js';
 import { runDaemon } from '../daemon/index.js';
 import { invalidArgument, MusterError } from '../errors.js';
 import { openStore } from '../store/index.js';
-import type { Store } from '../store/types.js';
+import type { Store } from '../store/index.js';
 import { formatDuration } from '../util/duration.js';
 import {
   addDaemonOptions,
@@ -86,10 +94,26 @@ export function registerConfigCommands(program: Command): void {
     .option('--in <duration>', 'activate this long from now, e.g. 5m')
     .option('--at <time>', 'activate at this instant (ISO-8601, e.g. 2026-01-01T10:00:00Z)')
     .option('--note <text>', 'why this change')
+    .option('--wait', 'return only when every live instance holds the new version')
+    .option(
+      '--timeout <duration>',
+      'with --wait: give up (MUSTER_NOT_PROPAGATED, naming stragglers) after this long',
+      '30s',
+    )
     .addOption(storeOption())
     .addOption(jsonOption())
     .action(
-      async (name: string, opts: StoreOpts & { file: string; in?: string; at?: string; note?: string }) => {
+      async (
+        name: string,
+        opts: StoreOpts & {
+          file: string;
+          in?: string;
+          at?: string;
+          note?: string;
+          wait?: boolean;
+          timeout: string;
+        },
+      ) => {
         const value = readJsonFile(opts.file, 'value');
         await withStore(opts.store, async (store) => {
           const v = await publishConfig(store, name, value, {
@@ -97,10 +121,20 @@ export function registerConfigCommands(program: Command): void {
             ...(opts.at === undefined ? {} : { at: parseInstant(opts.at) }),
             ...(opts.note === undefined ? {} : { note: opts.note }),
           });
-          if (opts.json === true) printJson(v);
-          else
+          if (opts.json !== true)
             out(
               `scheduled '${name}' version ${v.version} at ${iso(v.activateAt)} (in ${formatDuration(v.activateAt - Date.now())})`,
+            );
+          if (opts.wait !== true) {
+            if (opts.json === true) printJson(v);
+            return;
+          }
+          const started = Date.now();
+          const { holders } = await waitForHolders(store, name, v.version, { timeout: opts.timeout });
+          if (opts.json === true) printJson({ ...v, holders, propagatedMs: Date.now() - started });
+          else
+            out(
+              `every live instance (${holders.length}) holds version ${v.version} after ${formatDuration(Date.now() - started)}`,
             );
         });
       },
@@ -151,12 +185,26 @@ export function registerConfigCommands(program: Command): void {
       await withStore(opts.store, async (store) => {
         if (opts.json === true) {
           const state = await readConfig(store, name);
+          const holders = await readHolders(store, name);
           const cur = timelineOf(state).at(Date.now());
-          printJson({ ...state, current: cur?.version ?? null });
+          const holding = holdingOf(
+            state.versions.map((v) => v.version),
+            holders,
+          );
+          printJson({
+            ...state,
+            versions: state.versions.map((v, i) => ({
+              ...v,
+              holders: holding[i]?.holders,
+              missing: holding[i]?.missing,
+            })),
+            current: cur?.version ?? null,
+            instances: holders,
+          });
           return;
         }
         if (opts.once === true || process.stdout.isTTY !== true) {
-          printTimeline(name, (await readConfig(store, name)).versions);
+          printTimeline(name, (await readConfig(store, name)).versions, await readHolders(store, name));
           return;
         }
         await liveTimeline(store, name);
@@ -223,17 +271,31 @@ export function registerConfigCommands(program: Command): void {
     .command('watch')
     .description('follow a configuration: versions received, switches, staleness (Ctrl-C to stop)')
     .argument('<name>', 'configuration name')
+    .option('--instance <id>', 'record what this watcher holds under this id (default: host-pid)')
+    .option(
+      '--session-ttl <duration>',
+      "the record's lease TTL: it disappears this long after the watcher dies",
+      '3s',
+    )
     .addOption(storeOption())
     .addOption(jsonOption())
-    .action(async (name: string, opts: StoreOpts) => {
+    .action(async (name: string, opts: StoreOpts & { instance?: string; sessionTtl: string }) => {
       await withStore(opts.store, async (store) => {
         await readConfig(store, name); // MUSTER_NOT_FOUND early
+        const instance = opts.instance ?? `${hostname()}-${process.pid}`;
         const emit = (event: string, fields: Record<string, unknown>, text: string): void =>
           opts.json === true
             ? out(JSON.stringify({ time: iso(Date.now()), event, ...fields }))
             : out(`${iso(Date.now())}  ${text}`);
         await runUntilStopped('config-watch', async (signal) => {
           const h = openConfig(store, name, { signal });
+          const session = await openSession(store, { signal, ttl: opts.sessionTtl });
+          const recorder = recordHolding(h, {
+            store,
+            instance,
+            lease: session.leaseId,
+            signal: session.lost,
+          });
           try {
             h.on('version', ({ version: v, cancelled }) =>
               emit(
@@ -257,6 +319,7 @@ export function registerConfigCommands(program: Command): void {
               ),
             );
             await h.ready();
+            await recorder.flush(); // 'ready' means: this instance's holding is in the store
             const cur = safeCurrent(() => h.current());
             emit(
               'ready',
@@ -278,7 +341,9 @@ export function registerConfigCommands(program: Command): void {
               }
             }
           } finally {
+            await recorder.close();
             await h.close();
+            await session.close();
           }
         });
       });
@@ -300,20 +365,35 @@ function registerRelayCommand(config: Command): void {
     .requiredOption('--listen <path>', 'Unix socket to listen on, e.g. /run/muster/relay.sock')
     .option('--max-staleness <duration>', "bound for the relay's own proofs", '2s')
     .option('--no-tables', 'no shared tables: processes get proofs pushed on the socket instead')
+    .option('--instance <id>', "record what this host's processes hold under this id (default: <host>/relay)")
     .addOption(storeOption())
     .addOption(jsonOption())
     .action(async (opts: RelayFlags) => {
       const daemon = await runDaemon(daemonOptionsFrom('relay', opts), async (ctx) => {
         const store = await openStore(opts.store);
         let relay: ConfigRelay;
+        let session: Awaited<ReturnType<typeof openSession>> | undefined;
+        let holding: ReturnType<typeof relayHolding> | undefined;
         try {
+          // The holder record of this host's processes lives on the relay's session (docs/config.md).
+          session = await openSession(store, { signal: ctx.stopping });
+          holding = relayHolding({
+            store,
+            lease: session.leaseId,
+            instance: opts.instance ?? `${hostname()}/relay`,
+            maxStaleness: opts.maxStaleness,
+            onError: (err) => ctx.log.warn({ err }, 'could not record what this host holds'),
+          });
           relay = await ConfigRelay.start({
             store,
             listen: opts.listen,
             maxStaleness: opts.maxStaleness,
             tables: opts.tables,
+            onPrefixUpdate: holding.onPrefixUpdate,
           });
         } catch (err) {
+          await holding?.close();
+          await session?.close();
           await store.close();
           throw err;
         }
@@ -340,6 +420,8 @@ function registerRelayCommand(config: Command): void {
           stop: async () => {
             try {
               await relay.close();
+              await holding.close();
+              await session.close();
             } finally {
               await store.close();
             }
@@ -357,6 +439,7 @@ interface RelayFlags extends StoreOpts, DaemonFlags {
   listen: string;
   maxStaleness: string;
   tables: boolean;
+  instance?: string;
 }
 
 async function liveTimeline(store: Store, name: string): Promise<void> {
@@ -378,10 +461,29 @@ async function liveTimeline(store: Store, name: string): Promise<void> {
   });
 }
 
-function printTimeline(name: string, versions: readonly ConfigVersion[]): void {
+function printTimeline(
+  name: string,
+  versions: readonly ConfigVersion[],
+  holders?: readonly HolderRecord[],
+): void {
   const now = Date.now();
+  const holding =
+    holders === undefined
+      ? undefined
+      : holdingOf(
+          versions.map((v) => v.version),
+          holders,
+        );
   const cur = new Timeline(versions.filter((v) => v.cancelledAt === undefined)).at(now);
-  const rows = versions.map((v) => {
+  const rows = versions.map((v, i) => {
+    const h = holding?.[i];
+    const held =
+      h === undefined
+        ? []
+        : [
+            `${h.holders.length}/${h.holders.length + h.missing.length}`,
+            h.missing.length === 0 ? '' : shortList(h.missing),
+          ];
     const state =
       v.cancelledAt !== undefined
         ? 'cancelled'
@@ -397,10 +499,27 @@ function printTimeline(name: string, versions: readonly ConfigVersion[]): void {
       v.author ?? '',
       v.note ?? '',
       JSON.stringify(v.value).slice(0, 40),
+      ...held,
     ];
   });
-  printTable(['VERSION', 'ACTIVATES', 'STATE', 'AUTHOR', 'NOTE', 'VALUE'], rows);
+  printTable(
+    [
+      'VERSION',
+      'ACTIVATES',
+      'STATE',
+      'AUTHOR',
+      'NOTE',
+      'VALUE',
+      ...(holding === undefined ? [] : ['HELD', 'NOT YET']),
+    ],
+    rows,
+  );
   if (versions.length === 0) out(`(configuration '${name}' has no versions yet)`);
+}
+
+function shortList(names: readonly string[]): string {
+  const sorted = [...names].sort();
+  return sorted.length <= 5 ? sorted.join(',') : `${sorted.slice(0, 5).join(',')},… (+${sorted.length - 5})`;
 }
 
 function safeCurrent(fn: () => ConfigVersion): ConfigVersion | undefined {

@@ -1,6 +1,7 @@
 /** `muster demo`: the whole system on the embedded default, in one command. */
 import type { Command } from 'commander';
-import { runConfigDemo } from '../demo/config-demo.js';
+import { runConfigDemo } from '../demo/index.js';
+import { startEtcd, startFaultProxy, startTempServe } from '../testing/index.js';
 import { signalExitCode } from '../daemon/index.js';
 import { invalidArgument, isMusterError, MusterError } from '../errors.js';
 import { toMillis } from '../util/duration.js';
@@ -33,6 +34,11 @@ export function registerDemoCommand(program: Command): void {
         await runUntilStopped('demo', async (signal) => {
           try {
             result = await runConfigDemo({
+              launchers: {
+                startEtcd: () => startEtcd(),
+                startFaultProxy,
+                startTempServe: () => startTempServe(),
+              },
               workers: Number(opts.workers),
               leadMs: toMillis(opts.lead, '--lead'),
               ...(opts.pause === undefined ? {} : { pauseMs: toMillis(opts.pause, '--pause') }),

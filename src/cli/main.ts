@@ -14,6 +14,7 @@ import { registerStoreCommands } from './store-commands.js';
 import { registerProxyCommands } from './proxy-commands.js';
 import { registerAgentCommands } from './agent-commands.js';
 import { registerBusCommands } from './bus-commands.js';
+import { registerUiCommand } from './ui-command.js';
 
 /** Exit statuses: 0 success, 1 a coded muster error, 2 bad usage, 70 an unexpected failure. */
 export const EXIT = { ok: 0, error: 1, usage: 2, internal: 70 } as const;
@@ -51,6 +52,7 @@ Errors print their code (e.g. MUSTER_STALE_CONFIG) and exit with status 1; see d
   registerProxyCommands(program);
   registerAgentCommands(program);
   registerBusCommands(program);
+  registerUiCommand(program);
   return program;
 }
 

@@ -1,9 +1,9 @@
 /** `muster members`: who is registered in which service, with state, health and age. */
 import type { Command } from 'commander';
 import { formatDuration } from '../util/duration.js';
-import { parseInstanceKey, serviceKeys, servicesPrefix, DEFAULT_ROOT } from '../membership/keys.js';
-import { type Instance, parseInstance } from '../membership/types.js';
-import type { Store } from '../store/types.js';
+import { parseInstanceKey, serviceKeys, servicesPrefix, DEFAULT_ROOT } from '../membership/index.js';
+import { type Instance, parseInstance } from '../membership/index.js';
+import type { Store } from '../store/index.js';
 import { jsonOption, printJson, printTable, storeOption, withStore } from './common.js';
 
 /** Reads the instances of one service, or of every service when `service` is undefined. */

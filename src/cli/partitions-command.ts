@@ -1,8 +1,8 @@
 /** `muster partitions`: per partition, the assigned instance, the owner, its fencing token and since when. */
 import type { Command } from 'commander';
-import { DEFAULT_ROOT } from '../membership/keys.js';
+import { DEFAULT_ROOT } from '../membership/index.js';
 import { openStore } from '../store/index.js';
-import { type PartitionStatus, readPartitionStatus } from '../partitions/status.js';
+import { type PartitionStatus, readPartitionStatus } from '../partitions/index.js';
 import { formatDuration } from '../util/duration.js';
 import { jsonOption, printJson, printTable, storeOption } from './common.js';
 

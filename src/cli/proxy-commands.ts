@@ -13,7 +13,7 @@ import {
   ProxyMaster,
   unpinRoute,
 } from '../proxy/index.js';
-import { adminToken } from '../proxy/admin-token.js';
+import { adminToken } from '../proxy/internal.js';
 import { runDaemon } from '../daemon/index.js';
 import { jsonOption, printJson, storeOption, withStore } from './common.js';
 

@@ -48,6 +48,7 @@ export function registerServeCommand(program: Command): void {
         .default('0')
         .argParser(nonNegativeInt),
     )
+    .addOption(new Option('--ui', 'serve the read-only dashboard (docs/ui.md) on the admin address, at /'))
     .action(async (opts: ServeFlags) => {
       await serve(opts);
     });
@@ -64,6 +65,7 @@ interface ServeFlags extends DaemonFlags {
   snapshotRecords: string | number;
   restore?: string;
   quotaBackendBytes: string | number;
+  ui?: boolean;
 }
 
 function nonNegativeInt(value: string): number {
@@ -100,6 +102,14 @@ async function serve(opts: ServeFlags): Promise<void> {
     });
     process.stdout.write(`muster serve: listening on ${server.url} (data in ${server.dataDir})\n`);
     process.stdout.write(`muster serve: admin on ${ctx.admin.url} (/metrics, /healthz, /v1/status)\n`);
+    const ui =
+      opts.ui === true
+        ? (await import('../ui/index.js')).mountUi(ctx.admin, { store: server.store })
+        : undefined;
+    if (ui !== undefined) {
+      await ui.model.ready();
+      process.stdout.write(`muster serve: dashboard on ${ctx.admin.url}/ (read-only)\n`);
+    }
     return {
       status: () => ({
         url: server.url,
@@ -109,7 +119,10 @@ async function serve(opts: ServeFlags): Promise<void> {
       }),
       // Ends streams, lets calls finish (2 s), flushes the log and writes a snapshot; a forced
       // stop gets no more than that: the runtime exits after its force timeout.
-      stop: () => server.close(),
+      stop: () => {
+        ui?.close();
+        return server.close();
+      },
     };
   });
   const code = await daemon.done;

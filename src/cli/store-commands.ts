@@ -1,6 +1,6 @@
 /** `muster store …`: low-level access to the store, for operators and scripts. */
 import type { Command } from 'commander';
-import { textOf } from '../store/keys.js';
+import { textOf } from '../store/index.js';
 import { jsonOption, printJson, printTable, storeOption, withStore } from './common.js';
 
 export function registerStoreCommands(program: Command): void {

@@ -8,15 +8,16 @@
  */
 import { type Clock, SystemClock, systemClock, type TimerHandle } from '../clock.js';
 import { MusterError, throwIfAborted } from '../errors.js';
-import type { KeyValue, WatchEvent } from '../store/types.js';
+import type { KeyValue, WatchEvent } from '../store/index.js';
 import { type Duration, formatDuration, toMillis } from '../util/duration.js';
 import { type ConfigSource, PrefixMirror } from './mirror.js';
+import { abortable, onAbort } from '../util/abort.js';
 import {
   type ConfigPolicy,
   ConfigKeys,
   type ConfigVersion,
   DEFAULT_POLICY,
-  DEFAULT_ROOT_PREFIX,
+  configRoot,
   decodePolicy,
   decodeVersion,
   validateValue,
@@ -36,7 +37,9 @@ export const DEFAULT_VERIFY_ROUNDS = 4;
 export interface OpenConfigOptions {
   /** Default: the system clock. */
   clock?: Clock;
-  /** Default {@link DEFAULT_ROOT_PREFIX}. */
+  /** The key root. Default `'/muster/'` (`DEFAULT_ROOT`), as for membership and partitions. */
+  root?: string;
+  /** @deprecated Use `root`; read when `root` is not given. */
   rootPrefix?: string;
   /** Interval between verification rounds. Default: `maxStaleness / 4`. */
   verifyInterval?: Duration;
@@ -121,7 +124,7 @@ export class ConfigHandle<T = unknown> {
   constructor(source: ConfigSource, name: string, options: OpenConfigOptions = {}) {
     this.name = name;
     this.#clock = options.clock ?? systemClock;
-    this.#keys = new ConfigKeys(name, options.rootPrefix ?? DEFAULT_ROOT_PREFIX);
+    this.#keys = new ConfigKeys(name, configRoot(options));
     this.#verifyIntervalOpt =
       options.verifyInterval === undefined ? undefined : toMillis(options.verifyInterval, 'verifyInterval');
     this.#switchWaitMs = toMillis(options.switchWait ?? 0, 'switchWait');
@@ -146,7 +149,8 @@ export class ConfigHandle<T = unknown> {
       this.#mirror.listed.then(resolve, reject);
     });
     this.#ready.catch(() => undefined); // observed through ready()
-    options.signal?.addEventListener('abort', () => void this.close(), { once: true });
+    // Last, once every field is set: an already-aborted signal closes the handle at once.
+    onAbort(options.signal, () => void this.close());
   }
 
   /** The policy in force (the stored one once read; defaults before). */
@@ -166,11 +170,7 @@ export class ConfigHandle<T = unknown> {
     throwIfAborted(options.signal);
     if (options.signal === undefined) return this.#ready;
     const signal = options.signal;
-    return new Promise<void>((resolve, reject) => {
-      const onAbort = (): void => reject(new MusterError('MUSTER_ABORTED', 'ready() was aborted'));
-      signal.addEventListener('abort', onAbort, { once: true });
-      this.#ready.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
-    });
+    return abortable(this.#ready, signal);
   }
 
   /**

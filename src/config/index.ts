@@ -41,11 +41,21 @@ export {
   type ConfigAccessOptions,
 } from './publish.js';
 export { diffValues, type ValueChange } from './diff.js';
-export {
-  checkVersionHistory,
-  type TaskRecord,
-  type VersionViolation,
-  type HistoryReport,
-} from './checker.js';
 export { ConfigRelay, type ConfigRelayOptions, type RelayStats, RELAY_LOG_BATCHES } from './relay.js';
 export { RelayClient, type RelayClientOptions, DEFAULT_HELLO_TIMEOUT_MS } from './relay-client.js';
+export {
+  recordHolding,
+  readHolders,
+  holdingOf,
+  waitForHolders,
+  holdersPrefix,
+  newestHeld,
+  relayHolding,
+  type RelayHolderRecorder,
+  parseHolder,
+  type HolderRecord,
+  type HolderRecorder,
+  type RecordHoldingOptions,
+  type VersionHolding,
+  DEFAULT_HOLDER_CHECK_MS,
+} from './holders.js';

@@ -4,11 +4,21 @@
  */
 import { Ajv, type ValidateFunction } from 'ajv';
 import { invalidArgument, MusterError } from '../errors.js';
-import { bytesOf, jsonBytes, textOf } from '../store/keys.js';
+import { bytesOf, jsonBytes, textOf } from '../store/index.js';
 import { type Duration, formatDuration, toMillis } from '../util/duration.js';
 
-/** The root prefix every muster key lives under (brief §1). */
-export const DEFAULT_ROOT_PREFIX = '/muster/';
+/** The root every muster key lives under (brief §1); the same value as membership's `DEFAULT_ROOT`. */
+export const DEFAULT_CONFIG_ROOT = '/muster/';
+/** @deprecated Use `DEFAULT_ROOT` (the option is `root` everywhere). Kept for callers of 0.1. */
+export const DEFAULT_ROOT_PREFIX = DEFAULT_CONFIG_ROOT;
+
+/**
+ * The key root from options that may still use the deprecated `rootPrefix` spelling: `root` wins,
+ * then `rootPrefix`, then {@link DEFAULT_CONFIG_ROOT}.
+ */
+export function configRoot(options: { readonly root?: string; readonly rootPrefix?: string }): string {
+  return options.root ?? options.rootPrefix ?? DEFAULT_CONFIG_ROOT;
+}
 /** How old a proof of freshness may be before tasks are refused: 2 s, the brief's default. */
 export const DEFAULT_MAX_STALENESS_MS = 2000;
 /** The clock error assumed between any two machines: 250 ms, generous for NTP on a LAN. */
@@ -107,7 +117,7 @@ export class ConfigKeys {
   readonly prefix: string;
   readonly policy: string;
   readonly versions: string;
-  constructor(name: string, root = DEFAULT_ROOT_PREFIX) {
+  constructor(name: string, root = DEFAULT_CONFIG_ROOT) {
     checkConfigName(name);
     this.prefix = `${root}config/${name}/`;
     this.policy = `${this.prefix}policy`;

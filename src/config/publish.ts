@@ -10,14 +10,14 @@
 import { hostname, userInfo } from 'node:os';
 import { type Clock, systemClock } from '../clock.js';
 import { invalidArgument, MusterError, throwIfAborted } from '../errors.js';
-import type { KeyValue, Store } from '../store/types.js';
+import type { KeyValue, Store } from '../store/index.js';
 import { type Duration, formatDuration, toMillis } from '../util/duration.js';
 import {
   type ConfigPolicy,
   ConfigKeys,
   type ConfigPolicyOptions,
   type ConfigVersion,
-  DEFAULT_ROOT_PREFIX,
+  configRoot,
   decodePolicy,
   decodeVersion,
   encodePolicy,
@@ -33,7 +33,9 @@ export const PUBLISH_ATTEMPTS = 5;
 export interface ConfigAccessOptions {
   /** Default: the system clock. */
   clock?: Clock;
-  /** Default {@link DEFAULT_ROOT_PREFIX}. */
+  /** The key root. Default `'/muster/'` (`DEFAULT_ROOT`), as for membership and partitions. */
+  root?: string;
+  /** @deprecated Use `root`; read when `root` is not given. */
   rootPrefix?: string;
   signal?: AbortSignal;
 }
@@ -68,7 +70,7 @@ export async function initConfig(
   policy: ConfigPolicyOptions = {},
   options: ConfigAccessOptions = {},
 ): Promise<ConfigPolicy> {
-  const keys = new ConfigKeys(name, options.rootPrefix ?? DEFAULT_ROOT_PREFIX);
+  const keys = new ConfigKeys(name, configRoot(options));
   const resolved = resolvePolicy(policy, (options.clock ?? systemClock).now());
   throwIfAborted(options.signal);
   const r = await store.txn(
@@ -91,7 +93,7 @@ export async function readConfig(
   name: string,
   options: ConfigAccessOptions = {},
 ): Promise<ConfigState> {
-  const keys = new ConfigKeys(name, options.rootPrefix ?? DEFAULT_ROOT_PREFIX);
+  const keys = new ConfigKeys(name, configRoot(options));
   const r = await store.range(keys.prefix, withSignal(options.signal));
   const policyKv = r.kvs.find((kv) => kv.key === keys.policy);
   if (policyKv === undefined) throw notFound(name);
@@ -121,7 +123,7 @@ export async function publishConfig<T>(
   options: PublishOptions,
 ): Promise<ConfigVersion<T>> {
   const clock = options.clock ?? systemClock;
-  const keys = new ConfigKeys(name, options.rootPrefix ?? DEFAULT_ROOT_PREFIX);
+  const keys = new ConfigKeys(name, configRoot(options));
   const json = toJsonValue(value);
   for (let attempt = 1; ; attempt++) {
     throwIfAborted(options.signal);
@@ -181,7 +183,7 @@ export async function cancelConfig(
   options: ConfigAccessOptions = {},
 ): Promise<ConfigVersion> {
   const clock = options.clock ?? systemClock;
-  const keys = new ConfigKeys(name, options.rootPrefix ?? DEFAULT_ROOT_PREFIX);
+  const keys = new ConfigKeys(name, configRoot(options));
   if (!Number.isSafeInteger(version) || version < 1) {
     throw invalidArgument(`version must be a positive integer, got ${String(version)}`);
   }

@@ -15,8 +15,8 @@
  */
 import { connect, type Socket } from 'node:net';
 import { MusterError } from '../errors.js';
-import type { KeySelector, RangeOptions, RangeResult } from '../store/types.js';
-import { WatchQueue } from '../store/watch-queue.js';
+import type { KeySelector, RangeOptions, RangeResult } from '../store/index.js';
+import { WatchQueue } from '../store/internal.js';
 import { type Duration, toMillis } from '../util/duration.js';
 import { hostBootId, hostMonotonicMs } from '../util/host-clock.js';
 import type { ConfigSource, MirrorBatch, MirrorWatch, MirrorWatchOptions } from './mirror.js';

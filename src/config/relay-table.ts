@@ -26,7 +26,7 @@ import { closeSync, lstatSync, mkdirSync, openSync, readSync, rmSync, writeSync 
 import { MusterError } from '../errors.js';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
-import type { KeyValue } from '../store/types.js';
+import type { KeyValue } from '../store/index.js';
 import { decodeKv, encodeKv, type WireKv } from './relay-wire.js';
 
 export const TABLE_HEADER_BYTES = 64;

@@ -1,5 +1,5 @@
 /** The relay's wire format: newline-delimited JSON, values in base64. */
-import type { KeyValue, WatchEvent } from '../store/types.js';
+import type { KeyValue, WatchEvent } from '../store/index.js';
 
 export interface WireKv {
   readonly k: string;

@@ -29,7 +29,7 @@ import { rmSync, unlinkSync } from 'node:fs';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { MusterError } from '../errors.js';
 import { type Clock, systemClock } from '../clock.js';
-import type { KeyValue, Store, WatchEvent } from '../store/types.js';
+import type { KeyValue, Store, WatchEvent } from '../store/index.js';
 import { type Duration, toMillis } from '../util/duration.js';
 import { hostBootId, hostMonotonicMs } from '../util/host-clock.js';
 import { MIN_PROOF_PERIOD_MS, ProofDrip } from './relay-proofs.js';
@@ -67,6 +67,16 @@ export interface ConfigRelayOptions {
   tables?: boolean;
   /** Called after each table body write (for benchmarks and logs): prefix, revision, host-monotonic ms. */
   onTableWrite?: (prefix: string, revision: number, hostMono: number) => void;
+  /**
+   * Called after each change and each proof of a prefix: its key-values (`changed`: they changed) and
+   * the monotonic instant of its latest proof. The relay's holder record uses it ({@link relayHolding}).
+   */
+  onPrefixUpdate?: (
+    prefix: string,
+    kvs: ReadonlyMap<string, KeyValue>,
+    changed: boolean,
+    verifiedMono: number,
+  ) => void;
 }
 
 interface Batch {
@@ -93,6 +103,7 @@ class RelayedPrefix {
     intervalMs: number,
     tableDir: string | undefined,
     readonly onTableWrite: ConfigRelayOptions['onTableWrite'],
+    readonly onUpdate: ConfigRelayOptions['onPrefixUpdate'] = undefined,
   ) {
     this.drip = new ProofDrip(clock, {
       verifiedMono: () => this.mirror.fresh.verifiedMono,
@@ -118,6 +129,7 @@ class RelayedPrefix {
           for (const w of this.watchers) w.fail('MUSTER_COMPACTED', 'the relay re-listed; list again');
           this.watchers.clear();
           this.drip.clear();
+          this.onUpdate?.(prefix, this.kvs, true, this.mirror.fresh.verifiedMono);
         },
         onEvents: (events, revision) => {
           for (const e of events) {
@@ -133,11 +145,13 @@ class RelayedPrefix {
             const tail = `,"revision":${revision},"events":${JSON.stringify(events.map(encodeEvent))}}\n`;
             for (const w of this.watchers) w.conn.writeRaw(`{"wid":${w.wid}${tail}`);
           }
+          this.onUpdate?.(prefix, this.kvs, true, this.mirror.fresh.verifiedMono);
         },
         onError: () => undefined, // the mirror lists again; clients see it through their watches
         onVerified: () => {
           this.#writeProof();
           this.drip.notify();
+          this.onUpdate?.(prefix, this.kvs, false, this.mirror.fresh.verifiedMono);
         },
       },
       {
@@ -361,6 +375,7 @@ export class ConfigRelay {
         this.#intervalMs,
         this.#tableDir,
         this.#options.onTableWrite,
+        this.#options.onPrefixUpdate,
       );
       this.#prefixes.set(prefix, p);
     }

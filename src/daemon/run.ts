@@ -56,10 +56,7 @@ export interface DaemonBody {
   status?(): unknown;
   /** `GET /healthz`: 503 when `ok` is false. Default: healthy while running. */
   health?(): { ok: boolean; reason?: string };
-  /**
-   * SIGHUP (and `Daemon.reload()`, `POST /v1/reload`): re-read configuration. An object it resolves
-   * with is merged into the `POST /v1/reload` answer. Without it, SIGHUP stops the daemon.
-   */
+  /** SIGHUP (and `Daemon.reload()`): re-read configuration. Without it, SIGHUP stops the daemon. */
   reload?(): Promise<unknown>;
 }
 
@@ -73,7 +70,7 @@ export interface Daemon {
   /** Graceful stop (as the first signal); `{ force: true }` forces at once. Resolves to the exit code. */
   stop(opts?: { force?: boolean }): Promise<number>;
   /** Calls the body's `reload()`; rejects `MUSTER_INVALID_ARGUMENT` when it has none. */
-  reload(): Promise<void>;
+  reload(): Promise<unknown>;
   [Symbol.asyncDispose](): Promise<void>;
 }
 
@@ -127,7 +124,7 @@ class Lifecycle {
   #resolveDone: (code: number) => void = () => undefined;
   #unlisten: () => void = () => undefined;
   #pendingHangup = false;
-  #reloads: Promise<void> = Promise.resolve();
+  #reloads: Promise<unknown> = Promise.resolve();
 
   constructor(o: ResolvedOptions, log: Logger, metrics: Registry, runtime: RuntimeMetrics) {
     this.#o = o;
@@ -212,9 +209,7 @@ class Lifecycle {
         return state();
       },
       stop,
-      reload: async () => {
-        await this.#reload();
-      },
+      reload: () => this.#reload(),
       [Symbol.asyncDispose]: async () => {
         await stop();
       },
@@ -236,10 +231,7 @@ class Lifecycle {
       });
       return undefined;
     });
-    this.#admin.route('POST', '/v1/reload', async () => {
-      const r = await this.#reload();
-      return { reloaded: true, ...(typeof r === 'object' && r !== null ? r : {}) };
-    });
+    this.#admin.route('POST', '/v1/reload', async () => (await this.#reload()) ?? { reloaded: true });
     this.#admin.route('GET', '/v1/status', () => ({
       daemon: this.#o.name,
       state: this.#state,
@@ -362,6 +354,7 @@ class Lifecycle {
     this.#reload().catch(() => undefined); // logged and counted in #reload
   }
 
+  /** Runs the body's reload (one at a time); resolves to what it returned (the admin route answers it). */
   #reload(): Promise<unknown> {
     const body = this.#body;
     if (body?.reload === undefined) {
@@ -369,20 +362,17 @@ class Lifecycle {
     }
     const next = this.#reloads.then(async () => {
       try {
-        const r = await body.reload?.();
+        const result = await body.reload?.();
         this.#runtime.reloads.inc({ result: 'ok' });
         this.#log.info('reloaded');
-        return r;
+        return result;
       } catch (err) {
         this.#runtime.reloads.inc({ result: 'error' });
         this.#log.error(logError(err), 'reload failed; still running with the previous configuration');
         throw err;
       }
     });
-    this.#reloads = next.then(
-      () => undefined,
-      () => undefined,
-    );
+    this.#reloads = next.catch(() => undefined);
     return next;
   }
 }

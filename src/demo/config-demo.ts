@@ -9,16 +9,19 @@
  * 5. Summarise: the instant, each worker's first task on the new version and its lateness, and the
  *    number of tasks that used the wrong version according to the recorder and checker (must be 0).
  */
-import { checkVersionHistory, initConfig, publishConfig, readConfig } from '../config/index.js';
+import { initConfig, publishConfig, readConfig } from '../config/index.js';
+import { checkVersionHistory } from '../config/internal.js';
 import { systemClock } from '../clock.js';
 import { throwIfAborted } from '../errors.js';
 import { openStore } from '../store/index.js';
 import { formatDuration } from '../util/duration.js';
-import { startDemoBackend } from './backend.js';
+import { type DemoLaunchers, startDemoBackend } from './backend.js';
 import type { PongSettings } from './config-worker.js';
 import { Fleet } from './fleet.js';
 
 export interface ConfigDemoOptions {
+  /** How to start the store and the fault proxy: `muster/testing`'s harnesses (see {@link DemoLaunchers}). */
+  launchers: DemoLaunchers;
   /** Worker processes. Default 10 (the seed's `--scale worker=10`). */
   workers?: number;
   /** How far ahead the new version is scheduled, ms. Default 5000 (the seed's 5 s). */
@@ -49,7 +52,7 @@ export interface ConfigDemoResult {
 
 const NAME = 'pingpong';
 
-export async function runConfigDemo(options: ConfigDemoOptions = {}): Promise<ConfigDemoResult> {
+export async function runConfigDemo(options: ConfigDemoOptions): Promise<ConfigDemoResult> {
   const log = options.write ?? ((line: string) => process.stdout.write(`${line}\n`));
   const workers = options.workers ?? 10;
   const leadMs = options.leadMs ?? 5000;
@@ -62,7 +65,7 @@ export async function runConfigDemo(options: ConfigDemoOptions = {}): Promise<Co
   };
 
   log('muster demo: scheduled configuration (seed 000)');
-  const backend = await startDemoBackend(options.store, options.engine ?? 'serve');
+  const backend = await startDemoBackend(options.launchers, options.store, options.engine ?? 'serve');
   log(`store: ${backend.description}`);
   const store = await openStore(backend.url);
   let fleet: Fleet | undefined;

@@ -3,7 +3,7 @@
  * report (tasks, versions received, switches) and stops them. Used by `muster demo`, the
  * multi-process tests and `npm run bench -- config`.
  */
-import type { TaskRecord } from '../config/index.js';
+import type { TaskRecord } from '../config/internal.js';
 import { MusterError } from '../errors.js';
 import { type ProcessHandle, spawnProcess } from '../process/index.js';
 import type { WorkerMessage } from './config-worker.js';

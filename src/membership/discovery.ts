@@ -5,7 +5,7 @@
 import type { AddressInfo, Server } from 'node:net';
 import { type Clock, systemClock } from '../clock.js';
 import { invalidArgument, MusterError } from '../errors.js';
-import type { Store } from '../store/types.js';
+import type { Store } from '../store/index.js';
 import { join, type JoinOptions, type Member } from './member.js';
 import { type Instance, isHealthy } from './types.js';
 import type { InstanceView } from './watch.js';

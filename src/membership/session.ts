@@ -11,7 +11,7 @@
  */
 import { type Clock, type TimerHandle, systemClock } from '../clock.js';
 import { abortedError, invalidArgument, isMusterError, MusterError, throwIfAborted } from '../errors.js';
-import { type LeaseId, MAX_LEASE_TTL_SECONDS, type Store } from '../store/types.js';
+import { type LeaseId, MAX_LEASE_TTL_SECONDS, type Store } from '../store/index.js';
 import { type Duration, formatDuration, toMillis } from '../util/duration.js';
 import { Emitter, type Listenable } from '../util/emitter.js';
 

@@ -1,7 +1,7 @@
 /** The instance record and the types shared by membership, discovery and health checks. */
 import { invalidArgument } from '../errors.js';
-import type { KeyValue, LeaseId } from '../store/types.js';
-import { jsonOf } from '../store/keys.js';
+import type { KeyValue, LeaseId } from '../store/index.js';
+import { jsonOf } from '../store/index.js';
 
 /**
  * An instance's lifecycle as others see it: `active` takes work; `draining` keeps serving what it has

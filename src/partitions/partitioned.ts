@@ -6,10 +6,11 @@
  * protocol, the invariants and the argument for them are in docs/partitions.md.
  */
 import { type Clock, systemClock, type TimerHandle } from '../clock.js';
-import { invalidArgument, isMusterError, MusterError } from '../errors.js';
-import { jsonBytes } from '../store/keys.js';
+import { abortedError, invalidArgument, isMusterError, MusterError, throwIfAborted } from '../errors.js';
+import { abortable, onAbort } from '../util/abort.js';
+import { jsonBytes } from '../store/index.js';
 import { checkAddress } from '../membership/index.js';
-import type { Compare, Store, TxnOp } from '../store/types.js';
+import type { Compare, Store, TxnOp } from '../store/index.js';
 import { Emitter, type Listenable } from '../util/emitter.js';
 import { toMillis } from '../util/duration.js';
 import { defaultInstanceId, type OwnershipMember, registerInstance } from './registration.js';
@@ -129,11 +130,14 @@ export async function joinPartitioned(
     options.partitions === undefined
       ? undefined
       : { partitions: options.partitions, ...(options.settings ? { settings: options.settings } : {}) };
+  const signal = options.signal;
+  throwIfAborted(signal);
   const viewStore = options.viewStore ?? store;
   const view = acquireView(viewStore, keys, resolved.clock, resolved.logger);
   try {
-    await view.ready();
+    await abortable(view.ready(), signal);
     if (spec !== undefined) await publishSpec(store, keys, spec, resolved.logger, resolved.id);
+    throwIfAborted(signal);
     const member = await registerInstance(store, {
       service: keys.service,
       root: options.root,
@@ -144,8 +148,12 @@ export async function joinPartitioned(
       address: options.address,
       checks: options.checks,
     });
-    const handle = new PartitionedHandle(store, keys, view, member, resolved, options);
-    return handle;
+    if (signal?.aborted) {
+      // Aborted while registering: leave at once rather than hand back a handle nobody asked for.
+      await member.leave().catch(() => undefined);
+      throw abortedError(signal);
+    }
+    return new PartitionedHandle(store, keys, view, member, resolved, options);
   } catch (err) {
     releaseView(viewStore, view);
     throw err;
@@ -176,6 +184,8 @@ export class PartitionedHandle implements Listenable<PartitionedEvents> {
   #retryTimer: TimerHandle | undefined;
   #unsubscribe: () => void;
   #closing: Promise<void> | undefined;
+  /** Aborted by `close({ force: true })`: stop waiting for work that ignores its signal. */
+  readonly #force = new AbortController();
   #drainWaiters: (() => void)[] = [];
 
   /** @internal Use {@link joinPartitioned}. */
@@ -199,10 +209,11 @@ export class PartitionedHandle implements Listenable<PartitionedEvents> {
     );
     this.#unsubscribe = view.subscribe(() => this.#schedule());
     this.#attach(member);
-    options.signal?.addEventListener('abort', () => void this.close(), { once: true });
+    // Last, once every field is set: an already-aborted signal starts the (graceful) leave at once.
+    onAbort(options.signal, () => void this.close());
   }
 
-  /** `joining`, `active`, `draining`, `leaving`, `lost` (rejoining after a lost session) or `closed`. */
+  /** `active`, `draining`, `leaving`, `lost` (rejoining after a lost session) or `closed`. */
   get state(): PartitionedState {
     return this.#state;
   }
@@ -266,9 +277,20 @@ export class PartitionedHandle implements Listenable<PartitionedEvents> {
     return this.#closing;
   }
 
-  /** Same as {@link leave}. */
-  close(): Promise<void> {
+  /**
+   * Same as {@link leave}; with `force: true` (also while a graceful close is under way) it stops waiting
+   * for work that ignores its signal past `stopTimeout`: the owner keys are deleted and the session
+   * ended anyway, each abandoned partition is reported as a `MUSTER_STOP_TIMEOUT` `error` event, and
+   * ending that work (killing its process) is the caller's job — at-most-one-owner no longer covers it.
+   */
+  close(options: { force?: boolean } = {}): Promise<void> {
+    if (options.force === true) this.#force.abort();
     return this.leave();
+  }
+
+  /** `close({ force: true })`. */
+  destroy(): Promise<void> {
+    return this.close({ force: true });
   }
 
   [Symbol.asyncDispose](): Promise<void> {
@@ -364,7 +386,8 @@ export class PartitionedHandle implements Listenable<PartitionedEvents> {
     for (const slot of running) slot.phase = 'stopping';
     await Promise.all(running.map((slot) => this.#markMoving(slot, member)));
     await Promise.all(running.map((slot) => this.#stopWork(slot)));
-    await Promise.allSettled([...this.#inflight]);
+    // close({ force }) stops waiting for in-flight acquires whose work never settles.
+    await abortable(Promise.allSettled([...this.#inflight]), this.#force.signal).catch(() => undefined);
     for (const slot of this.#slots.values()) if (slot.stopped) await slot.stopped;
     const generation = this.#generation;
     if (member !== undefined && member.session.isValid()) {
@@ -692,7 +715,21 @@ export class PartitionedHandle implements Listenable<PartitionedEvents> {
         );
         this.#o.logger.error({ service: this.service, partition: slot.partition }, err.message);
         this.#events.emit('error', err);
-        await done;
+        let off = (): void => undefined;
+        const forced = await Promise.race([
+          done.then(() => false),
+          new Promise<boolean>((resolve) => (off = onAbort(this.#force.signal, () => resolve(true)))),
+        ]);
+        off();
+        if (forced) {
+          const abandoned = new MusterError(
+            'MUSTER_STOP_TIMEOUT',
+            `close({ force }): abandoned the work on partition '${slot.partition}', which ignored its signal; releasing the partition anyway`,
+            { details: { partition: slot.partition, token: slot.token } },
+          );
+          this.#o.logger.error({ service: this.service, partition: slot.partition }, abandoned.message);
+          this.#events.emit('error', abandoned);
+        }
       }
     })();
     return slot.stopped;

@@ -5,7 +5,7 @@
  */
 import type { Clock } from '../clock.js';
 import { type CheckOptions, join } from '../membership/index.js';
-import type { LeaseId, Store } from '../store/types.js';
+import type { LeaseId, Store } from '../store/index.js';
 
 /** The session of an owner: its lease, a signal that fires when it is lost, and its validity deadline. */
 export interface OwnershipSession {

@@ -3,8 +3,8 @@
  * shares, and the key layout of a service's ownership records.
  */
 import { invalidArgument, MusterError } from '../errors.js';
-import { jsonBytes, jsonOf } from '../store/keys.js';
-import type { KeyValue, Store } from '../store/types.js';
+import { jsonBytes, jsonOf } from '../store/index.js';
+import type { KeyValue, Store } from '../store/index.js';
 import type { ServiceKeys as OwnershipKeys } from '../membership/index.js';
 import { checkSegment, serviceKeys as ownershipKeysOf } from '../membership/index.js';
 import type { PartitionSettings, PartitionsLogger, ServiceSpec } from './types.js';

@@ -2,7 +2,7 @@
  * A one-shot reading of a service's partitions: per partition, who placement assigns it to, who owns
  * it, with which fencing token and since when (`muster partitions`).
  */
-import type { Store } from '../store/types.js';
+import type { Store } from '../store/index.js';
 import { ownershipKeys } from './spec.js';
 import { ServiceView } from './view.js';
 

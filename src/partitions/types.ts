@@ -3,8 +3,7 @@
  */
 import type { Clock } from '../clock.js';
 import type { CheckOptions } from '../membership/index.js';
-import { MAX_VALUE_BYTES } from '../store/index.js';
-import type { LeaseId, Store } from '../store/types.js';
+import { MAX_VALUE_BYTES, type LeaseId, type Store } from '../store/index.js';
 import type { Duration } from '../util/duration.js';
 
 /** 3 s: a crashed owner's partitions move in about 3 s (Kafka waits 45 s, Consul 15 s of lock-delay). */
@@ -145,10 +144,10 @@ export type AcquireHandler = (partition: string, context: AcquireContext) => unk
 export type ReleaseHandler = (partition: string) => unknown;
 
 /** The life of a {@link PartitionedHandle}. */
-export type PartitionedState = 'joining' | 'active' | 'draining' | 'leaving' | 'lost' | 'closed';
+export type PartitionedState = 'active' | 'draining' | 'leaving' | 'lost' | 'closed';
 
-/** Why an ownership ended. */
-export type StopCause = 'released' | 'session-lost' | 'key-lost' | 'closed';
+/** Why an ownership ended without a release (the `lost` event): the session or the owner key is gone. */
+export type StopCause = 'session-lost' | 'key-lost';
 
 /** A pino-compatible logger (only what partitions uses). */
 export interface PartitionsLogger {

@@ -7,7 +7,7 @@
  * {old first, old second} ∪ {joined instances}; otherwise it is rescanned. That is P × (2 + joined)
  * pair scores plus ≈ 2 × left × P for the rescans.
  */
-import { bestInstance, type Preferences } from './first-choice.js';
+import { bestInstance, type Preferences } from './best-instance.js';
 import { pairScore } from './hash.js';
 import type { InstanceTable, PartitionTable } from './tables.js';
 

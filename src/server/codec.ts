@@ -9,7 +9,7 @@
  */
 import * as zlib from 'node:zlib';
 import { MusterError } from '../errors.js';
-import type { EngineSnapshot, JournalChange, JournalEntry } from '../store/memory/journal.js';
+import type { EngineSnapshot, JournalChange, JournalEntry } from '../store/index.js';
 
 const CRC_TABLE = (() => {
   const t = new Uint32Array(256);

@@ -12,7 +12,7 @@ import type {
   UntypedServiceImplementation,
 } from '@grpc/grpc-js';
 import { Counter, exponentialBuckets, Gauge, Histogram, type Registry } from 'prom-client';
-import type { MemoryStore } from '../store/memory/memory-store.js';
+import type { MemoryStore } from '../store/index.js';
 
 /** What the write-ahead log reports after each synchronous write (see wal.ts). */
 export interface WalSync {

@@ -12,7 +12,7 @@ import { closeSync, fsyncSync, openSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { MusterError } from '../errors.js';
-import type { EngineSnapshot } from '../store/memory/journal.js';
+import type { EngineSnapshot } from '../store/index.js';
 import { crc32, decodeSnapshot, encodeSnapshot } from './codec.js';
 import { crashPoint } from './crash-point.js';
 import { syncDir } from './wal.js';

@@ -24,7 +24,7 @@ import { closeSync, constants, fsyncSync, openSync, writeSync } from 'node:fs';
 import { access, type FileHandle, open, readFile, rename, rm, truncate } from 'node:fs/promises';
 import { join } from 'node:path';
 import { MusterError } from '../errors.js';
-import type { Journal, JournalEntry } from '../store/memory/journal.js';
+import type { Journal, JournalEntry } from '../store/index.js';
 import { BinWriter, crc32, encodeEntry } from './codec.js';
 import { crashPoint } from './crash-point.js';
 

@@ -7,8 +7,8 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import { isMusterError, type ErrorCode } from '../errors.js';
-import { bytesOf, textOf } from '../store/keys.js';
-import type { KeyValue, Store, WatchEvent } from '../store/types.js';
+import { bytesOf, textOf } from '../store/index.js';
+import type { KeyValue, Store, WatchEvent } from '../store/index.js';
 import { collectUntil } from './watch-helpers.js';
 
 /** What the suite needs from an engine under test. */

@@ -1,10 +1,20 @@
 /**
- * A Store wrapper that can cut one client off from the store, for single-process simulations of
- * network faults: while black-holed, new calls neither complete nor fail (until their signal aborts)
- * and watches deliver nothing; on heal, held calls proceed and watches resume in order, as a TCP
- * connection behind a dead router would. `crash()` makes every call fail for good.
+ * The one fault-injecting Store wrapper for single-process tests (memory engine, ManualClock). Faults
+ * compose; each is the Store-port image of a real one that the etcd suites inject for real (fault
+ * proxy, kill -9):
+ * - `blackhole()` / `heal()`: calls neither complete nor fail (until their signal aborts), replies are
+ *   held too, watches deliver nothing and progress requests are lost; on heal everything held proceeds
+ *   in order — a TCP connection behind a dead router (also `pause()` / `resume()`).
+ * - `muteWatches()`: watch batches and progress replies are silently dropped while calls still work
+ *   (until `heal()`): a watch stream that died without an error.
+ * - `breakWatches(err)`: every open watch throws `err` (a dropped connection, a compaction).
+ * - `blackholeKeepAlives`, `keepAliveDelayMs`: keep-alives hang, or arrive late (on the clock).
+ * - `crash()`: every call fails `MUSTER_CLOSED` for good (a process that died).
+ * Counters: `keepAliveCalls`, `lastAckedSentAt` (clock time the last acknowledged keep-alive was sent).
  */
+import { type Clock, systemClock } from '../clock.js';
 import { abortedError, MusterError } from '../errors.js';
+import { onAbort } from '../util/abort.js';
 import type {
   Compare,
   DeleteOptions,
@@ -26,20 +36,66 @@ import type {
   Watch,
   WatchBatch,
   WatchOptions,
-} from '../store/types.js';
+} from '../store/index.js';
 
-/** A store seen through a connection that a test can black-hole, heal or crash. */
+export interface FaultyStoreOptions {
+  /** For `keepAliveDelayMs` and `lastAckedSentAt`. Default: the system clock. */
+  readonly clock?: Clock;
+}
+
+/** A store seen through a connection that a test can black-hole, mute, break, slow down or crash. */
 export class FaultyStore implements Store {
   readonly url: string;
+  /** Keep-alives never reach the store (they hang until aborted). */
+  blackholeKeepAlives = false;
+  /** Keep-alives reach the store only after this long (ms of the clock). */
+  keepAliveDelayMs = 0;
+  keepAliveCalls = 0;
+  /** Clock time (monotonic) at which the last acknowledged keep-alive was sent. */
+  lastAckedSentAt: number | undefined;
   readonly #inner: Store;
+  readonly #clock: Clock;
+  readonly #breakers = new Set<(err: Error) => void>();
   #holes = 0;
+  #muted = false;
   #crashed = false;
   #heal: (() => void) | undefined;
   #healed: Promise<void> = Promise.resolve();
 
-  constructor(inner: Store) {
+  constructor(inner: Store, options: FaultyStoreOptions = {}) {
     this.#inner = inner;
+    this.#clock = options.clock ?? systemClock;
     this.url = inner.url;
+  }
+
+  /** The wrapped store. */
+  get inner(): Store {
+    return this.#inner;
+  }
+
+  /** True while watches are muted. */
+  get muted(): boolean {
+    return this.#muted;
+  }
+
+  /** Drops watch batches and progress replies (calls still work) until {@link heal}. */
+  muteWatches(): void {
+    this.#muted = true;
+  }
+
+  /** Makes every open watch throw `err` (as a dropped connection or a compaction would). */
+  breakWatches(err: Error = new MusterError('MUSTER_UNAVAILABLE', 'connection lost')): void {
+    for (const b of [...this.#breakers]) b(err);
+  }
+
+  /** {@link blackhole}. */
+  pause(): void {
+    this.blackhole();
+  }
+
+  /** {@link heal}. */
+  resume(): void {
+    this.heal();
   }
 
   /** True while black-holed. */
@@ -53,8 +109,9 @@ export class FaultyStore implements Store {
     this.#healed = new Promise((resolve) => (this.#heal = resolve));
   }
 
-  /** Lets held calls and deliveries through. */
+  /** Lets held calls and deliveries through; unmutes watches. */
   heal(): void {
+    this.#muted = false;
     if (this.#holes === 0) return;
     this.#holes = 0;
     this.#heal?.();
@@ -70,10 +127,9 @@ export class FaultyStore implements Store {
     if (this.#crashed) throw new MusterError('MUSTER_CLOSED', 'the client crashed');
     if (this.#holes === 0) return;
     await new Promise<void>((resolve, reject) => {
-      const onAbort = (): void => reject(abortedError(signal as AbortSignal));
-      signal?.addEventListener('abort', onAbort, { once: true });
+      const off = onAbort(signal, () => reject(abortedError(signal as AbortSignal)));
       void this.#healed.then(() => {
-        signal?.removeEventListener('abort', onAbort);
+        off();
         resolve();
       });
     });
@@ -117,8 +173,19 @@ export class FaultyStore implements Store {
   grantLease(ttlSeconds: number, options: { signal?: AbortSignal } = {}): Promise<LeaseGrant> {
     return this.#call(options.signal, () => this.#inner.grantLease(ttlSeconds, options));
   }
-  keepAlive(id: LeaseId, options: { signal?: AbortSignal } = {}): Promise<number> {
-    return this.#call(options.signal, () => this.#inner.keepAlive(id, options));
+  async keepAlive(id: LeaseId, options: { signal?: AbortSignal } = {}): Promise<number> {
+    this.keepAliveCalls++;
+    const sentAt = this.#clock.monotonic();
+    if (this.blackholeKeepAlives) {
+      const signal = options.signal;
+      return new Promise<number>((_, reject) => {
+        onAbort(signal, () => reject(abortedError(signal as AbortSignal)));
+      });
+    }
+    if (this.keepAliveDelayMs > 0) await this.#clock.sleep(this.keepAliveDelayMs, options.signal);
+    const ttl = await this.#call(options.signal, () => this.#inner.keepAlive(id, options));
+    this.lastAckedSentAt = sentAt;
+    return ttl;
   }
   revokeLease(id: LeaseId, options: { signal?: AbortSignal } = {}): Promise<void> {
     return this.#call(options.signal, () => this.#inner.revokeLease(id, options));
@@ -130,13 +197,38 @@ export class FaultyStore implements Store {
   watch(selector: string | KeySelector, options: WatchOptions = {}): Watch {
     const inner = this.#inner.watch(selector, options);
     const gate = (): Promise<void> => this.#gate(options.signal);
+    const lost = (): boolean => this.#muted || this.#holes > 0;
+    const muted = (): boolean => this.#muted;
+    const breakers = this.#breakers;
+    let breakWith: ((err: Error) => void) | undefined;
+    const broken = new Promise<never>((_, reject) => (breakWith = reject));
+    broken.catch(() => undefined);
+    const breaker = (err: Error): void => {
+      breakWith?.(err);
+      inner.close();
+    };
+    breakers.add(breaker);
     return {
-      requestProgress: () => inner.requestProgress(),
-      close: () => inner.close(),
+      // Lost while black-holed or muted, as over a dead connection.
+      requestProgress: () => {
+        if (!lost()) inner.requestProgress();
+      },
+      close: () => {
+        breakers.delete(breaker);
+        inner.close();
+      },
       async *[Symbol.asyncIterator](): AsyncIterator<WatchBatch> {
-        for await (const batch of inner) {
-          await gate();
-          yield batch;
+        const it = inner[Symbol.asyncIterator]();
+        try {
+          for (;;) {
+            const r = await Promise.race([it.next(), broken]);
+            if (r.done === true) return;
+            if (muted()) continue;
+            await gate();
+            yield r.value;
+          }
+        } finally {
+          breakers.delete(breaker);
         }
       },
     };

@@ -38,7 +38,13 @@ export {
   type Violation,
   type ViolationKind,
 } from './ownership-checker.js';
-export { FaultyStore } from './faulty-store.js';
+export { FaultyStore, type FaultyStoreOptions } from './faulty-store.js';
+export {
+  checkVersionHistory,
+  type TaskRecord,
+  type VersionViolation,
+  type HistoryReport,
+} from '../config/internal.js';
 export { recordingWorker, type RecordingWorkerOptions } from './ownership-worker.js';
 export { storeConformance, type ConformanceTarget, type ConformanceOptions } from './conformance.js';
 export { collectUntil, waitFor } from './watch-helpers.js';

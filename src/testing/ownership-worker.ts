@@ -5,7 +5,7 @@
  * separate-process churn tests; the checker then judges the history.
  */
 import type { Clock } from '../clock.js';
-import type { AcquireContext } from '../partitions/types.js';
+import type { AcquireContext } from '../partitions/index.js';
 import type { HistorySink } from './ownership-history.js';
 
 export interface RecordingWorkerOptions {

@@ -1,5 +1,5 @@
 /** Helpers for tests that consume watches: bounded waits, never fixed sleeps. */
-import type { Watch, WatchBatch, WatchEvent } from '../store/types.js';
+import type { Watch, WatchBatch, WatchEvent } from '../store/index.js';
 
 /**
  * Reads batches from `watch` until `done(events, batch)` returns true; rejects after `timeoutMs`

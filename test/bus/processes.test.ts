@@ -168,6 +168,70 @@ describe('bus across processes', () => {
   });
 
   test(
+    'a kill -9d publisher, restarted, resumes: the subscribers get its new messages',
+    { timeout: 90_000 },
+    async () => {
+      const subs = await Promise.all([
+        spawnNode(serve.url, ['--role', 'subscriber', '--topic', 'restart']),
+        spawnNode(serve.url, ['--role', 'subscriber', '--topic', 'restart']),
+      ]);
+      const publisher = (prefix: string, count: number): Promise<Child> =>
+        spawnNode(serve.url, [
+          '--role',
+          'publisher',
+          '--id',
+          'pub-restart',
+          '--topic',
+          'restart',
+          '--prefix',
+          prefix,
+          '--count',
+          String(count),
+          '--interval',
+          '10',
+        ]);
+      const gotOf = (s: Child): string[] =>
+        s.lines.filter((l) => l.got !== undefined).map((l) => l.got as string);
+      const first = await publisher('before', 100_000);
+      await waitFor(() => subs.every((s) => gotOf(s).filter((g) => g.startsWith('before-')).length >= 20), {
+        timeoutMs: 20_000,
+        what: 'both subscribers receiving the first incarnation',
+      });
+      first.child.kill('SIGKILL');
+      await first.exited;
+      // The same publisher (same id) starts again, on a new port, with new message ids.
+      const count = 50;
+      const second = await publisher('after', count);
+      await waitFor(() => second.lines.some((l) => l.done === true), {
+        timeoutMs: 30_000,
+        what: 'the restarted publisher done',
+      });
+      const sent = second.lines.filter((l) => l.sent !== undefined);
+      assert.equal(sent.length, count);
+      // It reached both subscribers with every message (none dropped on its side).
+      assert.ok(
+        sent.every((l) => l.to === 2 && l.dropped === 0),
+        JSON.stringify(sent.find((l) => l.to !== 2 || l.dropped !== 0)),
+      );
+      for (const s of subs) {
+        await waitFor(() => gotOf(s).filter((g) => g.startsWith('after-')).length >= count, {
+          timeoutMs: 10_000,
+          what: 'subscriber has every message of the restarted publisher',
+        });
+        const after = gotOf(s).filter((g) => g.startsWith('after-'));
+        assert.deepEqual(
+          [...after].sort(),
+          Array.from({ length: count }, (_, i) => `after-${i}`).sort(),
+          'each new message exactly once',
+        );
+        assert.ok(s.child.exitCode === null && s.child.signalCode === null, 'the subscriber stayed up');
+      }
+      for (const c of [...subs, second]) c.child.kill('SIGKILL');
+      await Promise.all([...subs, second].map((c) => c.exited));
+    },
+  );
+
+  test(
     'kill -9 of a publisher while two others publish the same ids, and of a subscriber: the other subscribers get every id once',
     { timeout: 90_000 },
     async () => {

@@ -2,17 +2,16 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import {
   cancelConfig,
-  checkVersionHistory,
   type ConfigSwitch,
   type ConfigVersion,
   openConfig,
   publishConfig,
   readConfig,
-  type TaskRecord,
 } from '../../src/config/index.js';
+import { checkVersionHistory, type TaskRecord } from '../../src/testing/index.js';
 import { isMusterError } from '../../src/errors.js';
 import { code, setup } from './setup.js';
-import { FaultyStore } from './faulty-store.js';
+import { FaultyStore } from '../../src/testing/index.js';
 
 describe('config handle', () => {
   test('serves the version in force, switches at the instant, and reports upcoming versions', async () => {
@@ -70,7 +69,7 @@ describe('config handle', () => {
     const { clock, store } = await setup({ maxStaleness: '2s' });
     await publishConfig(store, 'demo', 1, { in: '3s', clock });
     const faulty = new FaultyStore(store);
-    const h = openConfig<number>(faulty.store, 'demo', { clock });
+    const h = openConfig<number>(faulty, 'demo', { clock });
     await h.ready();
     await clock.tick(3000, 50);
     assert.equal(h.current().value, 1);
@@ -103,7 +102,7 @@ describe('config handle', () => {
     const { clock, store } = await setup();
     await publishConfig(store, 'demo', 'a', { in: '3s', clock });
     const faulty = new FaultyStore(store);
-    const h = openConfig<string>(faulty.store, 'demo', { clock });
+    const h = openConfig<string>(faulty, 'demo', { clock });
     await h.ready();
     await clock.tick(3000, 50);
     faulty.muteWatches();

@@ -5,7 +5,8 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { checkVersionHistory, initConfig, publishConfig, readConfig } from '../../src/config/index.js';
+import { initConfig, publishConfig, readConfig } from '../../src/config/index.js';
+import { checkVersionHistory } from '../../src/testing/index.js';
 import { Fleet } from '../../src/demo/fleet.js';
 import { openStore, type Store } from '../../src/store/index.js';
 import { startFaultProxy } from '../../src/testing/index.js';

@@ -20,7 +20,7 @@ import { PreciseClock } from '../../src/demo/precise-clock.js';
 import { type KeyValue, MemoryStore } from '../../src/store/index.js';
 import { hostBootId, hostMonotonicMs } from '../../src/util/host-clock.js';
 import { waitFor } from '../../src/testing/index.js';
-import { FaultyStore } from './faulty-store.js';
+import { FaultyStore } from '../../src/testing/index.js';
 
 const POLICY = { maxStaleness: '300ms', maxClockSkew: '10ms', minLeadTime: '400ms' };
 
@@ -32,7 +32,7 @@ describe('per-host relay', () => {
     const faulty = new FaultyStore(store);
     const dir = mkdtempSync(join(tmpdir(), 'muster-relay-'));
     const path = join(dir, 'relay.sock');
-    const relay = await ConfigRelay.start({ store: faulty.store, listen: path, maxStaleness: '300ms' });
+    const relay = await ConfigRelay.start({ store: faulty, listen: path, maxStaleness: '300ms' });
     const clients = await Promise.all([1, 2, 3].map(() => RelayClient.connect(path)));
     const handles = clients.map((c) => openConfig<string>(c, 'r'));
     try {

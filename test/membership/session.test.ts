@@ -9,12 +9,12 @@ import {
   safetyMargin,
 } from '../../src/membership/index.js';
 import { MemoryStore } from '../../src/store/index.js';
-import { FaultyStore } from './faulty-store.js';
+import { FaultyStore } from '../../src/testing/index.js';
 
 function setup(): { clock: ManualClock; mem: MemoryStore; store: FaultyStore } {
   const clock = new ManualClock();
   const mem = new MemoryStore({ clock });
-  return { clock, mem, store: new FaultyStore(mem, clock) };
+  return { clock, mem, store: new FaultyStore(mem, { clock }) };
 }
 
 describe('session (memory engine, manual clock)', () => {

@@ -39,6 +39,11 @@ export interface ChurnOptions {
   log?: (line: string) => void;
   /** Members misbehave (work past their deadline), to show that the checker catches it. */
   ignoreDeadline?: boolean;
+  /**
+   * Only these faults, in this order, cycled (default: all seven kinds in a seeded order). The negative
+   * control uses `['SIGSTOP past TTL']` so that one brief run is sure to freeze an owner past its TTL.
+   */
+  faults?: readonly ChurnFault[];
   /** The store under churn. Default: {@link etcdChurnBackend} (a 3-member etcd cluster). */
   backend?: () => Promise<ChurnBackend>;
 }
@@ -76,6 +81,10 @@ export async function etcdChurnBackend(): Promise<ChurnBackend> {
     close: () => cluster.close(),
   };
 }
+
+/** The kinds of fault, by the action names the report counts. */
+export type ChurnFault = 'SIGSTOP past TTL' | 'black hole past TTL';
+const FAULT_CASE: Record<ChurnFault, number> = { 'SIGSTOP past TTL': 4, 'black hole past TTL': 5 };
 
 export interface ChurnReport {
   readonly result: CheckResult;
@@ -195,12 +204,33 @@ export async function runChurn(options: ChurnOptions): Promise<ChurnReport> {
     cluster = await (options.backend ?? etcdChurnBackend)();
     const n = options.instances ?? 5;
     for (let i = 0; i < n; i++) await start();
+    if (options.faults !== undefined) {
+      // A targeted run (the negative control) faults a member that owns something: first wait until
+      // every partition has a settled, live owner.
+      const store = await openStore(cluster.url);
+      try {
+        const deadline = Date.now() + 20_000;
+        for (;;) {
+          const status = await readPartitionStatus(store, 'churn');
+          const live = [...procs.keys()];
+          const owned = status.partitions.filter(
+            (p) => p.settled && p.owner !== null && live.includes(p.owner),
+          );
+          if (owned.length === partitions || Date.now() > deadline) break;
+          await sleep(200);
+        }
+      } finally {
+        await store.close();
+      }
+    }
     const until = Date.now() + options.durationMs;
     // Every kind of fault in each cycle of seven, in a seeded order (kill -9 twice).
     let cycle: number[] = [];
     while (Date.now() < until) {
       const victim = pick();
-      if (cycle.length === 0) {
+      if (cycle.length === 0 && options.faults !== undefined) {
+        cycle = options.faults.map((f) => FAULT_CASE[f]).reverse();
+      } else if (cycle.length === 0) {
         cycle = [0, 1, 2, 3, 4, 5, 6];
         for (let i = cycle.length - 1; i > 0; i--) {
           const j = rand(i + 1);
@@ -282,6 +312,8 @@ export async function runChurn(options: ChurnOptions): Promise<ChurnReport> {
         const ids = Array.from({ length: partitions }, (_, i) => String(i));
         violations = [...result.violations, ...checkConvergence(result, { partitions: ids, live })];
         if ((settled && violations.length === 0) || Date.now() - quietStart > 30_000) break;
+        // The negative control only needs the checker to catch the misbehaviour, not convergence.
+        if (options.ignoreDeadline === true && result.violations.length > 0) break;
       }
     } finally {
       await store.close();

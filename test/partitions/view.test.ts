@@ -9,15 +9,12 @@ import {
   deleteRoute,
 } from '../../src/partitions/index.js';
 import { MemoryStore } from '../../src/store/index.js';
+import { waitFor } from '../../src/testing/index.js';
 import { quietLogger } from './sim.js';
 
-async function until(what: string, check: () => boolean | Promise<boolean>, ms = 10_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
+/** muster/testing's waitFor: re-checks the condition (every 5 ms) rather than sleeping a fixed time. */
+const until = (what: string, check: () => boolean | Promise<boolean>, ms = 10_000): Promise<void> =>
+  waitFor(check, { what, timeoutMs: ms, intervalMs: 5 });
 
 function recordingLogger(): { warnings: { key?: string }[]; warn(obj: object, msg: string): void } {
   const warnings: { key?: string }[] = [];

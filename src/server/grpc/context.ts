@@ -10,7 +10,7 @@ import type {
   ServerUnaryCall,
 } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
-import type { MemoryStore } from '../../store/memory/memory-store.js';
+import type { MemoryStore } from '../../store/internal.js';
 import type { Alarms } from '../alarms.js';
 import { toGrpcError } from './errors.js';
 

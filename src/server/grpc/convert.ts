@@ -9,8 +9,8 @@
  * is the same string either way; a UTF-8 key `é` is the two-char string '\u00c3\u00a9' inside the
  * server. Values are bytes and pass through unchanged.
  */
-import { compareKeys } from '../../store/keys.js';
-import { type KeySelector, type KeyValue, type LeaseId, NO_LEASE } from '../../store/types.js';
+import { compareKeys } from '../../store/index.js';
+import { type KeySelector, type KeyValue, type LeaseId, NO_LEASE } from '../../store/index.js';
 import { ETCD } from './errors.js';
 
 /** A string above every binary-string key (any char above U+00FF is): etcd's open range end "\0". */

@@ -7,11 +7,11 @@
  * `ignore_lease` — takes the memory engine's `txnTree`, with etcd's semantics.
  */
 import type { UntypedServiceImplementation } from '@grpc/grpc-js';
-import type { Compare, CompareOp, KeySelector, KeyValue, TxnOp, TxnOpResult } from '../../store/types.js';
-import { NO_LEASE } from '../../store/types.js';
-import { toRange } from '../../store/keys.js';
-import type { TxnTreeResult } from '../../store/memory/memory-store.js';
-import type { TreeOp, TreeResult, TxnTree } from '../../store/memory/txn-tree.js';
+import type { Compare, CompareOp, KeySelector, KeyValue, TxnOp, TxnOpResult } from '../../store/internal.js';
+import { NO_LEASE } from '../../store/internal.js';
+import { toRange } from '../../store/internal.js';
+import type { TxnTreeResult } from '../../store/internal.js';
+import type { TreeOp, TreeResult, TxnTree } from '../../store/internal.js';
 import { isMusterError } from '../../errors.js';
 import { header, type ResponseHeader, type ServiceContext, unary } from './context.js';
 import {

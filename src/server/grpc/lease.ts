@@ -5,7 +5,7 @@
  */
 import type { ServerDuplexStream, UntypedServiceImplementation } from '@grpc/grpc-js';
 import { isMusterError } from '../../errors.js';
-import { MAX_LEASE_TTL_SECONDS } from '../../store/types.js';
+import { MAX_LEASE_TTL_SECONDS } from '../../store/index.js';
 import { failStream, header, type ResponseHeader, type ServiceContext, unary } from './context.js';
 import { leaseOf } from './convert.js';
 import { ETCD } from './errors.js';

@@ -10,8 +10,8 @@
  */
 import type { ServerDuplexStream, UntypedServiceImplementation } from '@grpc/grpc-js';
 import { isMusterError } from '../../errors.js';
-import type { MemoryWatch } from '../../store/memory/watch-hub.js';
-import type { Watch, WatchEvent } from '../../store/types.js';
+import type { MemoryWatch } from '../../store/internal.js';
+import type { Watch, WatchEvent } from '../../store/internal.js';
 import { failStream, header, type ServiceContext } from './context.js';
 import { rangeOf } from './auth.js';
 import { kvOut, selectorOf } from './convert.js';
