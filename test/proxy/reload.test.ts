@@ -72,7 +72,7 @@ async function admin(r: Running, method: string, path: string): Promise<Record<s
 
 /**
  * Reloads in the steady-load test: 10 in `npm test`; the issue's soak is 50
- * (`MUSTER_PROXY_RELOADS=50 node scripts/test.mjs dist/test/proxy/reload`, about a minute).
+ * (`MUSTER_PROXY_RELOADS=50 node scripts/test.mjs dist/test/proxy/reload`, about 2 minutes).
  */
 const RELOADS = Number(process.env['MUSTER_PROXY_RELOADS'] ?? '10');
 
