@@ -6,8 +6,10 @@
 //   substrings: only files whose path contains one of them;
 //   --unit: only the fast unit suites listed in UNIT (memory engine, manual clock, no server, no child
 //   process, no socket; seconds in all) — `npm run test:unit`.
-// Every test gets a timeout (MUSTER_TEST_TIMEOUT ms, default 120 s) unless it sets its own, so a hang
-// fails fast instead of eating CI time.
+// Every test gets a timeout (MUSTER_TEST_TIMEOUT ms, default 300 s) unless it sets its own, so a hang
+// fails instead of eating CI time. Node applies it to each test FILE as well (a file is one test of the
+// runner), so it must exceed the longest file: server/crash-points takes about 70 s alone on a quiet
+// machine and was cut at 120 s on a loaded one.
 import { readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
@@ -72,7 +74,7 @@ if (files.length === 0) {
   process.exit(1);
 }
 const concurrency = process.env.MUSTER_TEST_CONCURRENCY ?? '2';
-const timeout = process.env.MUSTER_TEST_TIMEOUT ?? '120000';
+const timeout = process.env.MUSTER_TEST_TIMEOUT ?? '300000';
 const r = spawnSync(
   process.execPath,
   ['--test', '--test-force-exit', `--test-concurrency=${concurrency}`, `--test-timeout=${timeout}`, ...files],

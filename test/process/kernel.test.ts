@@ -197,7 +197,9 @@ describe('process kernel', () => {
     await waitFor(() => readStat(esc)?.pgid === esc, { timeoutMs: 5000, what: 'setsid to run' });
     await h.stop();
     assert.equal(isAlive(esc), false, `the escapee is alive: ${JSON.stringify(readStat(esc))}`);
-    assert.equal(h.escaped, 1, `escaped ${h.escaped}`);
+    // At least the escapee; setsid(1) forks when it finds itself a group leader, so a scan that runs
+    // while it is mid-fork can count its short-lived parent as well.
+    assert.ok(h.escaped >= 1, `escaped ${h.escaped}`);
   });
 
   test('kill() is immediate and escalates a stop in progress', T, async () => {
