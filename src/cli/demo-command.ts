@@ -89,7 +89,8 @@ export function registerDemoCommand(program: Command): void {
 async function systemDemo(opts: { json?: boolean; agents: string; partitions: string }): Promise<void> {
   const agents = Number(opts.agents);
   const partitions = Number(opts.partitions);
-  if (!Number.isSafeInteger(agents) || agents < 2) throw invalidArgument(`--agents must be 2 or more, got '${opts.agents}'`);
+  if (!Number.isSafeInteger(agents) || agents < 2)
+    throw invalidArgument(`--agents must be 2 or more, got '${opts.agents}'`);
   if (!Number.isSafeInteger(partitions) || partitions < 1) {
     throw invalidArgument(`--partitions must be a positive integer, got '${opts.partitions}'`);
   }

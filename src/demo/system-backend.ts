@@ -77,7 +77,15 @@ const server = createServer((req, res) => {
     }
     res.writeHead(200, { 'content-type': 'application/json' });
     res.end(
-      JSON.stringify({ partition, token, pid: process.pid, path: req.url, configStatus: status, config, lastSwitch }),
+      JSON.stringify({
+        partition,
+        token,
+        pid: process.pid,
+        path: req.url,
+        configStatus: status,
+        config,
+        lastSwitch,
+      }),
     );
   });
 });

@@ -77,7 +77,8 @@ async function waitUntil(
   for (;;) {
     throwIfAborted(signal);
     if (await check()) return;
-    if (Date.now() > deadline) throw new MusterError('MUSTER_TIMEOUT', `the demo waited ${timeoutMs} ms for ${what}`);
+    if (Date.now() > deadline)
+      throw new MusterError('MUSTER_TIMEOUT', `the demo waited ${timeoutMs} ms for ${what}`);
     await sleep(100, signal);
   }
 }
@@ -91,7 +92,10 @@ interface Answer {
   lastSwitch?: { version: number; at: number };
 }
 
-async function fetchJson(url: string, init: RequestInit & { timeoutMs?: number } = {}): Promise<{ status: number; body: unknown }> {
+async function fetchJson(
+  url: string,
+  init: RequestInit & { timeoutMs?: number } = {},
+): Promise<{ status: number; body: unknown }> {
   const res = await fetch(url, { ...init, signal: AbortSignal.timeout(init.timeoutMs ?? 15_000) });
   const text = await res.text();
   let body: unknown = text;
@@ -182,7 +186,9 @@ export async function runSystemDemo(options: SystemDemoOptions): Promise<SystemD
     const policy = await initConfig(store, CONFIG, {});
     const lead = Math.max(policy.minLeadTimeMs, 1000);
     const v1 = await publishConfig(store, CONFIG, { greeting: 'hello' }, { in: lead, note: 'initial' });
-    say(`[${t()}] configuration '${CONFIG}' v1 ${JSON.stringify(v1.value)}; maxStaleness ${policy.maxStalenessMs} ms`);
+    say(
+      `[${t()}] configuration '${CONFIG}' v1 ${JSON.stringify(v1.value)}; maxStaleness ${policy.maxStalenessMs} ms`,
+    );
 
     // ---- agents -----------------------------------------------------------------------------------
     const agents: { id: string; handle: ProcessHandle; stateDir: string }[] = [];
@@ -212,7 +218,11 @@ export async function runSystemDemo(options: SystemDemoOptions): Promise<SystemD
           log: { level: 'warn' },
         }),
       );
-      agents.push({ id, stateDir, handle: await spawn(id, [process.execPath, BIN, 'agent', '--config', file]) });
+      agents.push({
+        id,
+        stateDir,
+        handle: await spawn(id, [process.execPath, BIN, 'agent', '--config', file]),
+      });
     }
     say(`[${t()}] started ${agentCount} agents (session TTL ${DEMO_TTL}) for ${partitionCount} partitions`);
 
@@ -253,14 +263,17 @@ export async function runSystemDemo(options: SystemDemoOptions): Promise<SystemD
       const token = readFileSync(join(a.stateDir, `${SERVICE}.token`), 'utf8').trim();
       return { url, token };
     };
-    const partitionsOf = async (a: { stateDir: string }): Promise<Record<string, { pid?: number; token?: unknown; state?: string }>> => {
+    const partitionsOf = async (a: {
+      stateDir: string;
+    }): Promise<Record<string, { pid?: number; token?: unknown; state?: string }>> => {
       const { url, token } = agentApi(a);
       const r = await fetchJson(`${url}/v1/partitions`, { headers: { authorization: `Bearer ${token}` } });
       const body = r.body as { partitions?: unknown };
       const list = body.partitions ?? body;
       const out: Record<string, { pid?: number; token?: unknown; state?: string }> = {};
       if (Array.isArray(list)) {
-        for (const p of list as { partition: string; pid?: number; token?: unknown; state?: string }[]) out[p.partition] = p;
+        for (const p of list as { partition: string; pid?: number; token?: unknown; state?: string }[])
+          out[p.partition] = p;
       } else if (typeof list === 'object' && list !== null) {
         Object.assign(out, list);
       }
@@ -279,7 +292,9 @@ export async function runSystemDemo(options: SystemDemoOptions): Promise<SystemD
     const seenPartitions = new Set<string>();
     for (const key of keys.slice(0, 8)) {
       const a = byKey.get(key)!;
-      say(`  x-key: ${key.padEnd(8)} -> partition ${a.partition.padStart(2)}  token ${a.token}  pid ${a.pid}`);
+      say(
+        `  x-key: ${key.padEnd(8)} -> partition ${a.partition.padStart(2)}  token ${a.token}  pid ${a.pid}`,
+      );
     }
     for (const a of byKey.values()) seenPartitions.add(a.partition);
     const again = await Promise.all(keys.map(ask));
@@ -298,7 +313,9 @@ export async function runSystemDemo(options: SystemDemoOptions): Promise<SystemD
     // ---- step 2: scheduled configuration ----------------------------------------------------------
     say(`\nstep 2: a scheduled configuration version switches every child at one instant`);
     const v2 = await publishConfig(store, CONFIG, { greeting: 'bonjour' }, { in: 3000, note: 'demo switch' });
-    say(`[${t()}] v2 ${JSON.stringify(v2.value)} scheduled for ${new Date(v2.activateAt).toISOString()} (in 3 s)`);
+    say(
+      `[${t()}] v2 ${JSON.stringify(v2.value)} scheduled for ${new Date(v2.activateAt).toISOString()} (in 3 s)`,
+    );
     say(`  notice: before the instant every child answers v1; after it, every child reports the switch`);
     const before = await Promise.all(repKeys.map(ask));
     const beforeV1 = before.every((a) => a?.config.version === v1.version);
@@ -312,14 +329,21 @@ export async function runSystemDemo(options: SystemDemoOptions): Promise<SystemD
         switchTimes.length = 0;
         for (const a of after) {
           switchTimes.push(a!.lastSwitch!.at);
-          say(`  partition ${a!.partition.padStart(2)} switched to v${a!.lastSwitch!.version} at +${a!.lastSwitch!.at - v2.activateAt} ms after the instant`);
+          say(
+            `  partition ${a!.partition.padStart(2)} switched to v${a!.lastSwitch!.version} at +${a!.lastSwitch!.at - v2.activateAt} ms after the instant`,
+          );
         }
       }
       return afterV2;
     });
     const spread = Math.max(...switchTimes) - Math.min(...switchTimes);
     say(`  spread of the switch across ${switchTimes.length} children: ${spread} ms`);
-    record('scheduled-config', beforeV1 && afterV2, { beforeV1, afterV2, spreadMs: spread, version: v2.version });
+    record('scheduled-config', beforeV1 && afterV2, {
+      beforeV1,
+      afterV2,
+      spreadMs: spread,
+      version: v2.version,
+    });
 
     // A client loop through the proxy; counts failed GETs.
     const loop = (stop: AbortSignal): Promise<{ ok: number; failed: number }> => {
@@ -336,7 +360,10 @@ export async function runSystemDemo(options: SystemDemoOptions): Promise<SystemD
               }
             }),
           );
-          for (const ok of answers) ok ? counts.ok++ : counts.failed++;
+          for (const ok of answers) {
+            if (ok) counts.ok++;
+            else counts.failed++;
+          }
           await new Promise((r) => setTimeout(r, 50));
         }
         return counts;
@@ -350,8 +377,12 @@ export async function runSystemDemo(options: SystemDemoOptions): Promise<SystemD
     const childPids = Object.values(victimParts)
       .map((p) => p.pid)
       .filter((p): p is number => typeof p === 'number');
-    say(`  ${victim.id} (pid ${victim.handle.pid}) owns partitions ${Object.keys(victimParts).join(', ') || '(none)'}; children ${childPids.join(', ')}`);
-    say(`  notice: its children die with it; its partitions move after the ${DEMO_TTL} TTL; no GET fails (held)`);
+    say(
+      `  ${victim.id} (pid ${victim.handle.pid}) owns partitions ${Object.keys(victimParts).join(', ') || '(none)'}; children ${childPids.join(', ')}`,
+    );
+    say(
+      `  notice: its children die with it; its partitions move after the ${DEMO_TTL} TTL; no GET fails (held)`,
+    );
     const stop3 = new AbortController();
     const loop3 = loop(stop3.signal);
     await sleep(300, signal);
@@ -377,7 +408,9 @@ export async function runSystemDemo(options: SystemDemoOptions): Promise<SystemD
     stop3.abort();
     const c3 = await loop3;
     failedGets += c3.failed;
-    say(`[${t()}] partitions ${movedParts.join(', ') || '(none)'} answered by new owners ${failoverMs} ms after the kill`);
+    say(
+      `[${t()}] partitions ${movedParts.join(', ') || '(none)'} answered by new owners ${failoverMs} ms after the kill`,
+    );
     say(`  client loop: ${c3.ok} GETs answered, ${c3.failed} failed`);
     record('kill-agent', c3.failed === 0 && failoverMs >= 0, {
       childrenGoneMs,
@@ -413,7 +446,9 @@ export async function runSystemDemo(options: SystemDemoOptions): Promise<SystemD
     stop4.abort();
     const c4 = await loop4;
     failedGets += c4.failed;
-    say(`[${t()}] restart answered ${r.status}; partition ${p} now pid ${newPid}; client loop: ${c4.ok} answered, ${c4.failed} failed`);
+    say(
+      `[${t()}] restart answered ${r.status}; partition ${p} now pid ${newPid}; client loop: ${c4.ok} answered, ${c4.failed} failed`,
+    );
     record('restart-backend', r.status === 200 && c4.failed === 0, {
       partition: p,
       oldPid,
@@ -424,7 +459,9 @@ export async function runSystemDemo(options: SystemDemoOptions): Promise<SystemD
 
     // ---- step 5: the store paused -----------------------------------------------------------------
     say(`\nstep 5: the store paused (SIGSTOP of muster serve): configuration reads fail closed`);
-    say(`  notice: after maxStaleness the agent answers 503 MUSTER_STALE_CONFIG; nobody runs on a stale version`);
+    say(
+      `  notice: after maxStaleness the agent answers 503 MUSTER_STALE_CONFIG; nobody runs on a stale version`,
+    );
     const probe = async (): Promise<{ status: number; code?: string }> => {
       try {
         const res = await fetchJson(`${url}/v1/config/${CONFIG}`, {
@@ -446,7 +483,9 @@ export async function runSystemDemo(options: SystemDemoOptions): Promise<SystemD
       return stale.code === 'MUSTER_STALE_CONFIG';
     });
     const failClosedMs = Date.now() - pausedAt;
-    say(`[${t()}] ${failClosedMs} ms after the pause: GET /v1/config/${CONFIG} -> ${stale.status} ${stale.code ?? ''}`);
+    say(
+      `[${t()}] ${failClosedMs} ms after the pause: GET /v1/config/${CONFIG} -> ${stale.status} ${stale.code ?? ''}`,
+    );
     process.kill(serve.pid, 'SIGCONT');
     serveStopped = false;
     const resumedAt = Date.now();
@@ -455,7 +494,9 @@ export async function runSystemDemo(options: SystemDemoOptions): Promise<SystemD
       fresh = await probe();
       return fresh.status === 200;
     });
-    say(`[${t()}] store resumed; config reads answer ${fresh.status} again ${Date.now() - resumedAt} ms later`);
+    say(
+      `[${t()}] store resumed; config reads answer ${fresh.status} again ${Date.now() - resumedAt} ms later`,
+    );
     await waitUntil('every key to be answered again', 30_000, signal, async () =>
       (await Promise.all(repKeys.map(ask))).every((a) => a !== undefined),
     );
@@ -467,7 +508,9 @@ export async function runSystemDemo(options: SystemDemoOptions): Promise<SystemD
     });
 
     const ok = steps.every((s) => s.ok) && failedGets === 0;
-    say(`\nmuster demo: ${ok ? 'every step OK' : 'some steps NOT OK'}; ${failedGets} failed GETs; cleaning up`);
+    say(
+      `\nmuster demo: ${ok ? 'every step OK' : 'some steps NOT OK'}; ${failedGets} failed GETs; cleaning up`,
+    );
     return { ok, dashboard, steps, failedGets, pids };
   } finally {
     if (serve !== undefined && serveStopped) {

@@ -31,7 +31,11 @@ async function waitNoneLeft(marker: string, timeoutMs: number): Promise<number[]
   }
 }
 
-function runDemo(args: string[], marker: string, onStart?: (pid: number) => void): Promise<{ code: number | null; stdout: string; stderr: string }> {
+function runDemo(
+  args: string[],
+  marker: string,
+  onStart?: (pid: number) => void,
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
     const child = spawn(process.execPath, [BIN, 'demo', ...args], {
       env: { ...process.env, DEMO_TEST_MARKER: marker },
