@@ -7,7 +7,8 @@
  * deleted only after the child's group is gone. A watchdog stops every child before the session's
  * validity deadline when renewals stop.
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { ConfigRelay, openConfig, type ConfigHandle } from '../config/index.js';
@@ -197,8 +198,9 @@ export class Agent {
     this.#recordDirty = true;
   }
 
-  async #onAcquire(partition: string, context: AcquireContext): Promise<void> {
+  async #onAcquire(partition: string, context: AcquireContext): Promise<Uint8Array | undefined> {
     this.#deadline = () => context.deadline();
+    const handoff = this.#handoffFiles(partition, context);
     const sup = new Supervisor(partition, context, {
       config: () => this.#config,
       instance: this.#handle?.id ?? '',
@@ -215,6 +217,7 @@ export class Agent {
       },
       stopMarginMs: this.#config.stopMarginMs,
       monotonic: () => performance.now(),
+      handoff,
     });
     this.#sups.set(partition, sup);
     this.#handedOff.delete(partition);
@@ -225,11 +228,31 @@ export class Agent {
     });
     try {
       await sup.run();
+      // The child has exited on the stop signal: what it wrote is the state for the next owner (the
+      // library hands it over only on a graceful release).
+      const out = await readFile(handoff.out).catch(() => undefined);
+      return out === undefined ? undefined : new Uint8Array(out);
     } finally {
+      await rm(handoff.out, { force: true }).catch(() => undefined);
+      if (handoff.in !== undefined) await rm(handoff.in, { force: true }).catch(() => undefined);
       this.metrics.releaseDone(partition, performance.now() - started);
       if (this.#sups.get(partition) === sup) this.#sups.delete(partition);
       this.#recordDirty = true;
     }
+  }
+
+  /**
+   * `<stateDir>/handoff/<service>-<partition>-<token>.{in,out}`: the previous owner's state (written
+   * now, when there is one) and where the children write theirs before exiting on the stop signal.
+   */
+  #handoffFiles(partition: string, context: AcquireContext): { in?: string; out: string } {
+    const dir = join(this.#config.stateDir, 'handoff');
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    const base = join(dir, `${this.#config.service}-${partition}-${context.token}`);
+    rmSync(`${base}.out`, { force: true });
+    if (context.state === undefined) return { out: `${base}.out` };
+    writeFileSync(`${base}.in`, context.state, { mode: 0o600 });
+    return { in: `${base}.in`, out: `${base}.out` };
   }
 
   // ---- kill before the deadline ------------------------------------------------------------------

@@ -61,6 +61,8 @@ export interface SupervisorDeps {
   /** The session's stop margin in ms: no child is started closer than this to the deadline. */
   readonly stopMarginMs: number;
   readonly monotonic: () => number;
+  /** `MUSTER_HANDOFF_IN` / `MUSTER_HANDOFF_OUT` for the children (see docs/agent.md). */
+  readonly handoff?: { readonly in?: string; readonly out: string };
 }
 
 /** One partition as `GET /v1/partitions` shows it. */
@@ -404,6 +406,8 @@ export class Supervisor {
       MUSTER_API_TOKEN: deps.apiToken,
       ...(deps.relay !== undefined ? { MUSTER_RELAY: deps.relay } : {}),
       ...(this.#port !== undefined ? { MUSTER_PORT: String(this.#port) } : {}),
+      ...(deps.handoff !== undefined ? { MUSTER_HANDOFF_OUT: deps.handoff.out } : {}),
+      ...(deps.handoff?.in !== undefined ? { MUSTER_HANDOFF_IN: deps.handoff.in } : {}),
     };
     const command = run.command.map((a) => substitute(a, vars));
     const fingerprint = JSON.stringify([command, env, run.cwd, run.ready, run.stopSignal, run.graceMs]);

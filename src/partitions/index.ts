@@ -30,6 +30,8 @@ export {
   type AcquireContext,
   type AcquireHandler,
   type AssumedPartition,
+  type HandoffState,
+  MAX_HANDOFF_BYTES,
   type JoinPartitionedOptions,
   type Owner,
   type OwnerFields,

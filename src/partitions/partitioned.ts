@@ -19,6 +19,7 @@ import {
   type AcquireContext,
   type AcquireHandler,
   type AssumedPartition,
+  MAX_HANDOFF_BYTES,
   DEFAULT_MAX_CONCURRENT_ACQUIRES,
   DEFAULT_MAX_CONCURRENT_MOVES,
   DEFAULT_PARTITION_TTL_MS,
@@ -39,14 +40,16 @@ interface Slot {
   token: number;
   since: number;
   controller?: AbortController;
-  /** Settles when `onAcquire`'s promise settles. */
-  work?: Promise<void>;
+  /** Settles when `onAcquire`'s promise settles, with what it resolved with after the abort. */
+  work?: Promise<unknown>;
   /** Settles when the work has stopped (after abort). */
   stopped?: Promise<void>;
   /** What the owner published with `publish()`, merged; kept in the owner record. */
   published?: OwnerFields;
   /** The last `publish()` write, so that writes apply in call order. */
   publishing?: Promise<void>;
+  /** What the work or `onRelease` returned to hand over (a graceful release writes it). */
+  handoff?: Uint8Array;
 }
 
 interface Resolved {
@@ -381,6 +384,7 @@ export class PartitionedHandle implements Listenable<PartitionedEvents> {
         : Promise.resolve();
     const running = [...this.#slots.values()].filter((slot) => slot.phase === 'running');
     for (const slot of running) slot.phase = 'stopping';
+    await Promise.all(running.map((slot) => this.#markMoving(slot, member)));
     await Promise.all(running.map((slot) => this.#stopWork(slot)));
     // close({ force }) stops waiting for in-flight acquires whose work never settles.
     await abortable(Promise.allSettled([...this.#inflight]), this.#force.signal).catch(() => undefined);
@@ -407,12 +411,14 @@ export class PartitionedHandle implements Listenable<PartitionedEvents> {
   /**
    * Deletes the instance record and the owner keys of `slots`, each key guarded by its token and the
    * record by this session's lease, in transactions of up to 64 keys (the record goes with the
-   * first). Resolves to true when every key was deleted or was already gone.
+   * first), each with the hand-off state of its slot. Resolves to true when every key was deleted or
+   * was already gone.
    */
   async #deleteKeys(slots: readonly Slot[], member: OwnershipMember): Promise<boolean> {
     const record = this.#keys.instance(this.id);
     const chunks: Slot[][] = [];
-    for (let i = 0; i < slots.length; i += 64) chunks.push(slots.slice(i, i + 64));
+    // 32 keys: with their hand-off puts and the record, within etcd's 128 operations per transaction.
+    for (let i = 0; i < slots.length; i += 32) chunks.push(slots.slice(i, i + 32));
     if (chunks.length === 0) chunks.push([]);
     const results = await Promise.all(
       chunks.map(async (chunk, i) => {
@@ -422,10 +428,7 @@ export class PartitionedHandle implements Listenable<PartitionedEvents> {
           op: '=',
           value: s.token,
         }));
-        const ops: TxnOp[] = chunk.map((s) => ({
-          type: 'delete',
-          selector: { key: this.#keys.owner(s.partition) },
-        }));
+        const ops: TxnOp[] = chunk.flatMap((s) => this.#releaseOps(s.partition, s.handoff));
         if (i === 0) {
           compares.push({ key: record, target: 'lease', op: '=', value: member.session.leaseId });
           ops.push({ type: 'delete', selector: { key: record } });
@@ -433,7 +436,9 @@ export class PartitionedHandle implements Listenable<PartitionedEvents> {
         const r = await this.#store.txn(compares, ops);
         if (r.succeeded) return true;
         // A key changed hands (an operator deleted it) or the record is gone: one guarded delete per key.
-        await Promise.all(chunk.map((s) => this.#deleteKey(s.partition, s.token, this.#generation)));
+        await Promise.all(
+          chunk.map((s) => this.#deleteKey(s.partition, s.token, this.#generation, s.handoff)),
+        );
         return true;
       }),
     );
@@ -554,8 +559,13 @@ export class PartitionedHandle implements Listenable<PartitionedEvents> {
             value: jsonBytes({ instance: this.id, since: new Date(since).toISOString() }),
             lease: member.session.leaseId,
           },
+          // The previous owner's hand-off, taken in the same transaction (see #releaseOps).
+          { type: 'range', selector: { key: this.#handoffKey(partition) } },
+          { type: 'delete', selector: { key: this.#handoffKey(partition) } },
         ],
       );
+      const taken = r.succeeded ? r.results[1] : undefined;
+      const state = taken?.type === 'range' ? taken.kvs[0]?.value : undefined;
       if (generation !== this.#generation) return;
       this.#pending.set(partition, r.revision);
       if (!r.succeeded) {
@@ -566,14 +576,14 @@ export class PartitionedHandle implements Listenable<PartitionedEvents> {
       slot.since = since;
       if (this.#state !== 'active' && this.#state !== 'draining') {
         this.#slots.delete(partition);
-        await this.#deleteKey(partition, r.revision, generation);
+        await this.#deleteKey(partition, r.revision, generation, state);
         return;
       }
       if (!member.session.isValid()) {
         this.#slots.delete(partition);
         return;
       }
-      this.#startWork(slot, member);
+      this.#startWork(slot, member, state);
     } catch (err) {
       if (generation === this.#generation) {
         this.#slots.delete(partition);
@@ -597,7 +607,7 @@ export class PartitionedHandle implements Listenable<PartitionedEvents> {
     this.#startWork(slot, member);
   }
 
-  #startWork(slot: Slot, member: OwnershipMember): void {
+  #startWork(slot: Slot, member: OwnershipMember, state?: Uint8Array): void {
     const controller = new AbortController();
     const session = member.session;
     const { partition, token } = slot;
@@ -615,13 +625,17 @@ export class PartitionedHandle implements Listenable<PartitionedEvents> {
       },
       deadline: () => session.deadline(),
       publish: (fields) => this.#publish(slot, session.leaseId, valid, fields),
+      state,
     };
     slot.phase = 'running';
     slot.controller = controller;
     slot.work = (async () => {
-      await this.#o.onAcquire(partition, context);
+      const result = await this.#o.onAcquire(partition, context);
+      // Only what the work resolves with after the abort is a hand-off (a handler that returns at once
+      // returns before it).
+      return controller.signal.aborted ? result : undefined;
     })().catch((err: unknown) => {
-      if (controller.signal.aborted) return;
+      if (controller.signal.aborted) return undefined;
       this.#o.logger.error({ service: this.service, partition, err: String(err) }, 'onAcquire failed');
       this.#events.emit('error', err);
     });
@@ -678,13 +692,11 @@ export class PartitionedHandle implements Listenable<PartitionedEvents> {
     const onRelease = this.#o.onRelease;
     const done = Promise.allSettled([
       slot.work ?? Promise.resolve(),
-      onRelease === undefined
-        ? Promise.resolve()
-        : (async () => {
-            await onRelease(slot.partition);
-          })(),
+      onRelease === undefined ? Promise.resolve() : (async () => await onRelease(slot.partition))(),
     ]).then((results) => {
       for (const r of results) if (r.status === 'rejected') this.#events.emit('error', r.reason);
+      const [work, released] = results.map((r) => (r.status === 'fulfilled' ? r.value : undefined));
+      this.#keepHandoff(slot, released ?? work);
     });
     slot.stopped = (async () => {
       let timer: TimerHandle | undefined;
@@ -729,12 +741,13 @@ export class PartitionedHandle implements Listenable<PartitionedEvents> {
     if (!leaving) this.#moves++;
     slot.phase = 'stopping';
     try {
+      await this.#markMoving(slot, this.#member);
       await this.#stopWork(slot);
       if (generation !== this.#generation) return;
       slot.phase = 'releasing';
       for (;;) {
         try {
-          await this.#deleteKey(slot.partition, slot.token, generation);
+          await this.#deleteKey(slot.partition, slot.token, generation, slot.handoff);
           break;
         } catch (err) {
           const member = this.#member;
@@ -753,13 +766,66 @@ export class PartitionedHandle implements Listenable<PartitionedEvents> {
     }
   }
 
-  async #deleteKey(partition: string, token: number, generation: number): Promise<void> {
+  async #deleteKey(
+    partition: string,
+    token: number,
+    generation: number,
+    handoff?: Uint8Array,
+  ): Promise<void> {
     const key = this.#keys.owner(partition);
     const r = await this.#store.txn(
       [{ key, target: 'createRevision', op: '=', value: token }],
-      [{ type: 'delete', selector: { key } }],
+      this.#releaseOps(partition, handoff),
     );
     if (generation === this.#generation) this.#pending.set(partition, r.revision);
+  }
+
+  /** `services/<s>/handoff/<partition>`: the state between a release and the next acquisition. */
+  #handoffKey(partition: string): string {
+    return `${this.#keys.prefix}handoff/${partition}`;
+  }
+
+  /**
+   * The operations that release `partition`: delete the owner key and, with state, write the hand-off
+   * key in the same transaction, which the caller guards on the owner key's createRevision being its
+   * token. So only the current owner can write a hand-off (a stale one's compare fails), the key
+   * appears exactly when the owner key goes, and the next owner, whose acquisition needs the owner
+   * key gone, takes it (reads and deletes it) in its acquiring transaction.
+   */
+  #releaseOps(partition: string, handoff: Uint8Array | undefined): TxnOp[] {
+    const ops: TxnOp[] = [{ type: 'delete', selector: { key: this.#keys.owner(partition) } }];
+    if (handoff !== undefined) ops.push({ type: 'put', key: this.#handoffKey(partition), value: handoff });
+    return ops;
+  }
+
+  /** Keeps what the work or `onRelease` returned as the slot's hand-off (bytes or a string, within the limit). */
+  #keepHandoff(slot: Slot, value: unknown): void {
+    if (typeof value !== 'string' && !(value instanceof Uint8Array)) return;
+    const bytes = typeof value === 'string' ? new TextEncoder().encode(value) : value;
+    if (bytes.length > MAX_HANDOFF_BYTES) {
+      const err = new MusterError(
+        'MUSTER_VALUE_TOO_LARGE',
+        `the state handed over for partition '${slot.partition}' is ${bytes.length} bytes, more than the ${MAX_HANDOFF_BYTES}-byte limit; the next owner starts without it`,
+        { details: { partition: slot.partition, token: slot.token, bytes: bytes.length } },
+      );
+      this.#o.logger.error({ service: this.service, partition: slot.partition }, err.message);
+      this.#events.emit('error', err);
+      return;
+    }
+    slot.handoff = bytes;
+  }
+
+  /**
+   * Publishes `moving: true` before a graceful release stops the work, so that the proxy holds the
+   * partition's requests from then on; best effort (a failure only means the proxy learns of the move
+   * when the owner key goes).
+   */
+  async #markMoving(slot: Slot, member: OwnershipMember | undefined): Promise<void> {
+    if (member === undefined || !member.session.isValid() || slot.controller === undefined) return;
+    const session = member.session;
+    await this.#publish(slot, session.leaseId, () => session.isValid(), { moving: true }).catch(
+      () => undefined,
+    );
   }
 }
 

@@ -3,7 +3,7 @@
  */
 import type { Clock } from '../clock.js';
 import type { CheckOptions } from '../membership/index.js';
-import type { LeaseId, Store } from '../store/index.js';
+import { MAX_VALUE_BYTES, type LeaseId, type Store } from '../store/index.js';
 import type { Duration } from '../util/duration.js';
 
 /** 3 s: a crashed owner's partitions move in about 3 s (Kafka waits 45 s, Consul 15 s of lock-delay). */
@@ -111,15 +111,36 @@ export interface AcquireContext {
    * store's errors (`MUSTER_UNAVAILABLE`, …).
    */
   publish(fields: OwnerFields): Promise<void>;
+  /**
+   * The state the previous owner handed over when it released the partition (what its `onRelease`
+   * or its work returned), or `undefined` when there was none: a first acquisition, a crashed or
+   * expired previous owner, or one that returned nothing. Fenced by the tokens: see
+   * docs/partitions.md, "Hand-off of state".
+   */
+  readonly state: Uint8Array | undefined;
 }
+
+/**
+ * What a releasing owner may hand to the next owner: bytes or a string (UTF-8), at most the store's
+ * value limit ({@link MAX_HANDOFF_BYTES}). Anything else (e.g. `undefined`) hands over nothing.
+ */
+export type HandoffState = Uint8Array | string;
+
+/** The largest state a release hands over: the store's value limit (1 MiB). Larger states are dropped, with an error event. */
+export const MAX_HANDOFF_BYTES = MAX_VALUE_BYTES;
 
 /**
  * The work for one partition. Either return a promise that settles when the work has stopped after
  * `signal` aborted, or start the work and return, and stop it in `onRelease`. A promise that rejects
- * is reported on the `error` event; the partition stays owned.
+ * is reported on the `error` event; the partition stays owned. A promise that resolves (after the
+ * abort of a graceful release) with a {@link HandoffState} hands that state to the next owner.
  */
 export type AcquireHandler = (partition: string, context: AcquireContext) => unknown;
-/** Called after `signal` aborted; the partition is released when it (and the acquire promise) settle. */
+/**
+ * Called after `signal` aborted; the partition is released when it (and the acquire promise) settle.
+ * On a graceful release (a move, a drain, `close()`), a {@link HandoffState} it returns (or resolves
+ * with) is handed to the next owner's `onAcquire` as `context.state`; it wins over the work's.
+ */
 export type ReleaseHandler = (partition: string) => unknown;
 
 /** The life of a {@link PartitionedHandle}. */

@@ -69,6 +69,16 @@ export const PROXY_CONFIG_SCHEMA = {
         maxHeaderSize: { type: 'integer', minimum: 1024, maximum: 1048576 },
       },
     },
+    lines: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['listen', 'key'],
+      properties: {
+        listen: { anyOf: [address, { type: 'array', items: address, minItems: 1, maxItems: 16 }] },
+        key: { type: 'string', pattern: '^[^.]+(\\.[^.]+)*$', maxLength: 200 },
+        sticky: { type: 'boolean' },
+      },
+    },
     admin: {
       anyOf: [
         { const: false },

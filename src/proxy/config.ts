@@ -48,6 +48,15 @@ export const DEFAULT_CLIENT_IDLE_TIMEOUT_MS = 660_000;
 /** 16 KiB of request headers (Node's default); past it, 431. */
 export const DEFAULT_MAX_HEADER_SIZE = 16_384;
 
+/** Line-protocol mode (newline-delimited JSON over TCP; see lines.ts). */
+export interface LinesSettings {
+  readonly listen: readonly string[];
+  /** The JSON field path of the routing key, split on '.' (`params.0` is the first of `params`). */
+  readonly keyPath: readonly string[];
+  /** The first message's key routes the whole connection. */
+  readonly sticky: boolean;
+}
+
 export interface HoldSettings {
   readonly timeoutMs: number;
   readonly releaseRate: number;
@@ -93,6 +102,7 @@ export interface ProxyConfig {
   readonly upstream: UpstreamSettings;
   readonly client: ClientSettings;
   readonly admin: { readonly listen: string; readonly tokenFile: string | undefined } | false;
+  readonly lines: LinesSettings | undefined;
 }
 
 /** The file's shape (after schema validation). */
@@ -110,6 +120,7 @@ type Raw = {
   upstream?: Partial<Record<string, number | string>>;
   client?: Partial<Record<string, number | string>>;
   admin?: false | { listen?: string; tokenFile?: string };
+  lines?: { listen: string | string[]; key: string; sticky?: boolean };
 };
 
 const ajv = new Ajv({ allErrors: true, strict: false });
@@ -231,6 +242,14 @@ export function parseProxyConfig(text: string, file = '<inline>'): ProxyConfig {
         : {
             listen: r.admin?.listen ?? '127.0.0.1:0',
             tokenFile: r.admin?.tokenFile === undefined ? undefined : resolvePath(base, r.admin.tokenFile),
+          },
+    lines:
+      r.lines === undefined
+        ? undefined
+        : {
+            listen: typeof r.lines.listen === 'string' ? [r.lines.listen] : r.lines.listen,
+            keyPath: r.lines.key.split('.'),
+            sticky: r.lines.sticky ?? false,
           },
   };
 }

@@ -19,6 +19,7 @@ export {
   type HoldSettings,
   type UpstreamSettings,
   type ClientSettings,
+  type LinesSettings,
   DEFAULT_HOLD_TIMEOUT_MS,
   DEFAULT_RELEASE_RATE,
   DEFAULT_MAX_HELD_PER_DESTINATION,
@@ -28,6 +29,7 @@ export {
   DEFAULT_DRAIN_TIMEOUT_MS,
 } from './config.js';
 export { PROXY_CONFIG_SCHEMA } from './config-schema.js';
+export { LineProxy, keyOfMessage, MAX_LINE_BYTES, MAX_QUEUED_LINES } from './lines.js';
 export { parseKeySpec, extractKey, isValidKey, type KeySpec } from './key.js';
 export { RoutingTable, type Resolution } from './table.js';
 export type { RoutingSource, RouteOwner, RouteInstance } from './routing-source.js';

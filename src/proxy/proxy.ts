@@ -2,10 +2,11 @@
  * One proxy in this process: the watched routing state plus one {@link ProxyServer}. The master
  * (master.ts) runs one of these in each worker process; tests and embedders call it directly.
  */
-import type { Clock } from '../clock.js';
+import { systemClock, type Clock } from '../clock.js';
 import type { Store } from '../store/index.js';
 import type { ProxyConfig } from './config.js';
 import type { RoutingSource } from './routing-source.js';
+import { LineProxy } from './lines.js';
 import { ProxyServer, type ListenTarget, type ProxyLogger } from './server.js';
 import { openRoutingSource } from './store-routing-source.js';
 
@@ -24,6 +25,8 @@ export interface Proxy {
   readonly source: RoutingSource;
   /** `host:port` per listener. */
   readonly addresses: readonly string[];
+  /** `host:port` per line-protocol listener (`lines.listen`); empty without `lines`. */
+  readonly lineAddresses: readonly string[];
   /** Stop accepting, answer what is in flight or held, close (see {@link ProxyServer.drain}). */
   drain(timeoutMs?: number): Promise<void>;
   /** Close now; idempotent. Does not close the store. */
@@ -53,7 +56,20 @@ export async function startProxy(options: StartProxyOptions): Promise<Proxy> {
       await server.close();
       throw err;
     });
+    const lines =
+      config.lines === undefined
+        ? undefined
+        : new LineProxy(config, server.table, source, options.clock ?? systemClock);
+    const lineAddresses =
+      lines === undefined
+        ? []
+        : await lines.listen().catch(async (err: unknown) => {
+            await lines.close();
+            await server.close();
+            throw err;
+          });
     const close = async (): Promise<void> => {
+      await lines?.close();
       await server.close();
       source.close();
     };
@@ -61,7 +77,9 @@ export async function startProxy(options: StartProxyOptions): Promise<Proxy> {
       server,
       source,
       addresses,
+      lineAddresses,
       drain: async (timeoutMs?: number) => {
+        await lines?.close();
         await server.drain(timeoutMs);
         source.close();
       },

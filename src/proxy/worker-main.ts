@@ -33,7 +33,9 @@ async function body(ctx: DaemonContext): Promise<{ stop(force: AbortSignal): Pro
       drainMs = config.drainTimeoutMs;
       store = await openStore(storeUrl ?? config.store ?? process.env['MUSTER_STORE'] ?? DEFAULT_STORE_URL);
       proxy = await startProxy({
-        config,
+        // Line-protocol mode needs listening handles from the master (not passed yet): workers do
+        // not serve it; run it through startProxy (docs/proxy.md, "Line-protocol mode").
+        config: { ...config, lines: undefined },
         store,
         listen: handles.map((handle) => ({ handle })),
         log: ctx.log,

@@ -6,8 +6,11 @@
  * - `delay`: bytes flow after a fixed delay, in order;
  * - `pause`: bytes are held and flow, in order, when the direction is set back to pass or delay;
  * - `blackhole`: bytes are dropped silently (the connections stay open, as behind a dead router).
- *   Dropped bytes are gone for good, so a connection that was black-holed does not recover when the
- *   direction passes again (as after TCP gave up); use `pause` for an outage that heals.
+ *   Dropped bytes are gone for good. TCP never delivers a stream with a gap in it: the sender's TCP
+ *   retransmits until it gives up and then resets the connection. So when a direction leaves
+ *   `blackhole`, every connection that lost bytes to it is reset at once (the earliest moment real
+ *   TCP could, and the only outcome it allows), while a connection that carried nothing while the
+ *   link was dark carries on. Use `pause` for an outage whose bytes are retransmitted when it heals.
  * `cutAll()` destroys every open connection at once (both sides see a reset).
  */
 import { createServer, type Server, type Socket, connect } from 'node:net';
@@ -52,6 +55,8 @@ export interface FaultProxy {
 /** One direction of one connection: applies the current mode to each chunk. */
 class Pipe {
   #held: Buffer[] = [];
+  /** Bytes were dropped: this connection can never carry on (see the module comment). */
+  lost = false;
   #chain: Promise<void> = Promise.resolve();
   constructor(
     readonly to: Socket,
@@ -62,6 +67,7 @@ class Pipe {
     const mode = this.modeOf();
     switch (mode.kind) {
       case 'blackhole':
+        this.lost = true;
         return;
       case 'pause':
         this.#held.push(chunk);
@@ -90,16 +96,25 @@ class Pipe {
     if (this.#held.length === 0 || this.modeOf().kind === 'pause') return;
     const held = this.#held;
     this.#held = [];
-    if (this.modeOf().kind === 'blackhole') return;
+    if (this.modeOf().kind === 'blackhole') {
+      this.lost = true;
+      return;
+    }
     for (const chunk of held) if (!this.to.destroyed) this.to.write(chunk);
   }
+}
+
+interface Conn {
+  readonly client: Socket;
+  readonly server: Socket;
+  readonly pipes: readonly Pipe[];
 }
 
 /** Starts a proxy in front of `target`; every direction starts in `pass`. */
 export async function startFaultProxy(options: FaultProxyOptions): Promise<FaultProxy> {
   const [targetHost, targetPortText] = splitHostPort(options.target);
   const modes: Record<Direction, FaultMode> = { toServer: { kind: 'pass' }, toClient: { kind: 'pass' } };
-  const open = new Set<{ client: Socket; server: Socket; pipes: Pipe[] }>();
+  const open = new Set<Conn>();
   let accepted = 0;
 
   const server: Server = createServer({ noDelay: true }, (client) => {
@@ -132,14 +147,19 @@ export async function startFaultProxy(options: FaultProxyOptions): Promise<Fault
   const set = (mode: FaultMode, direction?: Direction): void => {
     for (const d of direction === undefined ? (['toServer', 'toClient'] as const) : [direction])
       modes[d] = mode;
-    for (const conn of open) for (const pipe of conn.pipes) pipe.flush();
+    for (const conn of [...open]) {
+      // A gap in the stream: reset, as TCP does when it gives up (never deliver what follows a gap).
+      if (conn.pipes.some((p) => p.lost && p.modeOf().kind !== 'blackhole')) reset(conn);
+      else for (const pipe of conn.pipes) pipe.flush();
+    }
+  };
+  const reset = (conn: Conn): void => {
+    conn.client.resetAndDestroy();
+    conn.server.resetAndDestroy();
+    open.delete(conn);
   };
   const cutAll = (): void => {
-    for (const conn of [...open]) {
-      conn.client.resetAndDestroy();
-      conn.server.resetAndDestroy();
-      open.delete(conn);
-    }
+    for (const conn of [...open]) reset(conn);
   };
   let closed: Promise<void> | undefined;
   const close = (): Promise<void> => {

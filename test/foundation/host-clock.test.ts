@@ -22,8 +22,14 @@ test('hostWallMs: every process of the host agrees with Date.now() and with each
         }),
     ),
   );
-  const worst = Math.max(...reports.map((r) => r.worst));
-  assert.ok(worst <= 0.05, `a reading fell ${worst.toFixed(3)} ms outside Date.now()'s millisecond`);
+  // Each process stays within its own calibration's error bound (about 10 µs when it found a tight
+  // bracket; 0.5 ms when a loaded machine gave it none within the budget) plus the loop's jitter.
+  for (const r of reports) {
+    assert.ok(
+      r.worst <= r.errorMs + 0.05,
+      `a reading fell ${r.worst.toFixed(3)} ms outside Date.now()'s millisecond (error bound ${r.errorMs.toFixed(3)} ms)`,
+    );
+  }
   // Processes whose calibration found a tight bracket agree to its bound (about 10 µs each).
   const tight = reports.filter((r) => r.errorMs <= 0.01);
   assert.ok(tight.length > 0, 'no process found a tight bracket');

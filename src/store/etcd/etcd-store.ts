@@ -46,8 +46,26 @@ import { KeepAliveChannel, type KeepAliveStream } from './keep-alive.js';
 import { type EtcdStoreOptions, resolveEtcdOptions, type ResolvedEtcdOptions } from './url.js';
 import { EtcdWatch, type ProgressMode, type WatchStream } from './watch.js';
 
-/** gRPC keep-alive ping interval: etcd refuses pings more often than every 5 s (`--grpc-keepalive-min-time`). */
+/**
+ * gRPC keep-alive ping interval on a connection with calls or streams open: etcd answers pings more
+ * often than every 5 s (`--grpc-keepalive-min-time`, default 5 s) with GOAWAY `too_many_pings`, after
+ * which grpc-js doubles its interval for good, so 6 s is as fast as a default etcd allows.
+ */
 export const GRPC_KEEPALIVE_MS = 6000;
+/**
+ * How long a ping may go unanswered before grpc-js closes the connection (failing its calls and
+ * streams with `UNAVAILABLE`, which they retry on a new one). An answer on a live link takes well
+ * under a millisecond; 2 s tolerates a stalled event loop on either side. A connection that went
+ * dark with calls open is therefore dropped at most {@link GRPC_KEEPALIVE_MS} + 2 s = 8 s later.
+ */
+export const GRPC_KEEPALIVE_TIMEOUT_MS = 2000;
+/**
+ * No pings on a connection without calls: etcd's enforcement (`PermitWithoutStream: false`) counts
+ * them as strikes and answers with GOAWAY `too_many_pings`, which makes grpc-js double the interval
+ * above. An idle connection needs no check: a call started on it has its deadline, and its pings
+ * start with it.
+ */
+export const GRPC_KEEPALIVE_WITHOUT_CALLS = 0;
 /**
  * With several members, one that failed 3 times in a row is skipped for this long (etcd3's default,
  * 5 s), so requests and streams go to the live members meanwhile. With a single endpoint there is
@@ -129,7 +147,8 @@ export class EtcdStore implements Store {
       hosts: opts.endpoints.map((h) => scheme + h),
       grpcOptions: {
         'grpc.keepalive_time_ms': GRPC_KEEPALIVE_MS,
-        'grpc.keepalive_timeout_ms': 2000,
+        'grpc.keepalive_timeout_ms': GRPC_KEEPALIVE_TIMEOUT_MS,
+        'grpc.keepalive_permit_without_calls': GRPC_KEEPALIVE_WITHOUT_CALLS,
         'grpc.initial_reconnect_backoff_ms': 100,
         'grpc.max_reconnect_backoff_ms': 1000,
       },
