@@ -1,6 +1,6 @@
 /** `muster demo`: the whole system on the embedded default, in one command. */
 import type { Command } from 'commander';
-import { runConfigDemo } from '../demo/index.js';
+import { runConfigDemo, runSystemDemo, type SystemDemoResult } from '../demo/index.js';
 import { startEtcd, startFaultProxy, startTempServe } from '../testing/index.js';
 import { signalExitCode } from '../daemon/index.js';
 import { invalidArgument, isMusterError, MusterError } from '../errors.js';
@@ -11,8 +11,12 @@ export function registerDemoCommand(program: Command): void {
   program
     .command('demo')
     .description(
-      'run the scheduled-configuration demo: worker processes switch versions at one instant and refuse work while the store is paused',
+      'run the whole system on the embedded store (serve + dashboard, agents, proxy; docs/demo.md); --only config: the scheduled-configuration demo',
     )
+    .option('--only <scenario>', 'run one scenario only: config')
+    .option('--json', 'print the step results as JSON (whole-system demo)')
+    .option('--agents <n>', 'agents in the whole-system demo', '3')
+    .option('--partitions <n>', 'partitions in the whole-system demo', '8')
     .option('--workers <n>', 'worker processes', '10')
     .option('--lead <duration>', 'how far ahead the new version is scheduled', '5s')
     .option('--pause <duration>', 'how long the store is paused (default maxStaleness + 1.5s)')
@@ -23,7 +27,24 @@ export function registerDemoCommand(program: Command): void {
       'serve',
     )
     .action(
-      async (opts: { workers: string; lead: string; pause?: string; store?: string; engine: string }) => {
+      async (opts: {
+        workers: string;
+        lead: string;
+        pause?: string;
+        store?: string;
+        engine: string;
+        only?: string;
+        json?: boolean;
+        agents: string;
+        partitions: string;
+      }) => {
+        if (opts.only !== undefined && opts.only !== 'config') {
+          throw invalidArgument(`--only must be config, got '${opts.only}'`);
+        }
+        if (opts.only === undefined) {
+          await systemDemo(opts);
+          return;
+        }
         if (opts.engine !== 'serve' && opts.engine !== 'etcd') {
           throw invalidArgument(`--engine must be serve or etcd, got '${opts.engine}'`);
         }
@@ -63,4 +84,46 @@ export function registerDemoCommand(program: Command): void {
         }
       },
     );
+}
+
+async function systemDemo(opts: { json?: boolean; agents: string; partitions: string }): Promise<void> {
+  const agents = Number(opts.agents);
+  const partitions = Number(opts.partitions);
+  if (!Number.isSafeInteger(agents) || agents < 2)
+    throw invalidArgument(`--agents must be 2 or more, got '${opts.agents}'`);
+  if (!Number.isSafeInteger(partitions) || partitions < 1) {
+    throw invalidArgument(`--partitions must be a positive integer, got '${opts.partitions}'`);
+  }
+  let result: SystemDemoResult | undefined;
+  const json = opts.json === true;
+  // Ctrl-C: the demo's finally stops every process it started, then exits 130.
+  await runUntilStopped('demo', async (signal) => {
+    try {
+      result = await runSystemDemo({
+        agents,
+        partitions,
+        signal,
+        log: (line) => {
+          (json ? process.stderr : process.stdout).write(`${line}\n`);
+        },
+      });
+    } catch (err) {
+      if (!(signal.aborted && isMusterError(err, 'MUSTER_ABORTED'))) throw err;
+    }
+  });
+  if (result === undefined) {
+    process.stdout.write('muster demo: interrupted; every process stopped\n');
+    process.exitCode = signalExitCode('SIGINT');
+    return;
+  }
+  if (json) process.stdout.write(`${JSON.stringify(result)}\n`);
+  if (!result.ok) {
+    throw new MusterError(
+      'MUSTER_INTERNAL',
+      `the demo's steps did not all pass (${result.failedGets} failed GETs): ${result.steps
+        .filter((s) => !s.ok)
+        .map((s) => s.step)
+        .join(', ')}`,
+    );
+  }
 }

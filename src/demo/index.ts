@@ -6,3 +6,9 @@ export { runConfigDemo, type ConfigDemoOptions, type ConfigDemoResult } from './
 export type { DemoLaunchers, DemoProxy, DemoBackend } from './backend.js';
 export { Fleet } from './fleet.js';
 export { PreciseClock } from './precise-clock.js';
+export {
+  runSystemDemo,
+  type SystemDemoOptions,
+  type SystemDemoResult,
+  type SystemDemoStep,
+} from './system-demo.js';

@@ -6,9 +6,13 @@ const bin = new URL('../../../bin/muster.js', import.meta.url).pathname;
 
 describe('muster demo on the daemon runtime', () => {
   test('Ctrl-C mid-demo stops the workers and the store, then exits 130', { timeout: 90_000 }, async () => {
-    const run = startChild(process.execPath, [bin, 'demo', '--workers', '2', '--lead', '20s'], {
-      MUSTER_LOG_LEVEL: 'info',
-    });
+    const run = startChild(
+      process.execPath,
+      [bin, 'demo', '--only', 'config', '--workers', '2', '--lead', '20s'],
+      {
+        MUSTER_LOG_LEVEL: 'info',
+      },
+    );
     try {
       await run.waitForLine((l) => l.includes('config scheduled to take effect at'), 60_000);
       run.child.kill('SIGINT');
