@@ -261,11 +261,15 @@ run:
       // The t-th running child over all agents (an agent may own nothing after the moves above).
       const all = (await Promise.all([...procs.values()].map((p) => rows(p))))
         .flat()
-        .filter((x) => x.pid !== null);
+        .filter((x) => x.pid !== null && x.state === 'ready');
       const r = all[t % Math.max(1, all.length)];
       if (r === undefined) continue;
       const wall0 = Date.now();
-      process.kill(r.pid as number, 'SIGKILL');
+      try {
+        process.kill(r.pid as number, 'SIGKILL');
+      } catch {
+        continue; // the child exited between the listing and the kill (a restart already under way)
+      }
       await until('restart', () => latestStart(r.partition, wall0) !== undefined, 10_000, 1);
       restartMs.push((latestStart(r.partition, wall0) as number) - wall0);
       await sleep(50);
