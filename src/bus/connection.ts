@@ -249,6 +249,16 @@ export class Connection {
     if (this.#state !== 'open') return false;
     const frame = frameCache?.frame ?? this.#checkedFrame(Kind.Publish, 0, body, false);
     if (frameCache) frameCache.frame = frame;
+    return this.publishFrame(frame);
+  }
+
+  /**
+   * Queues an already-encoded publication frame (the same buffer for every peer: encoded once, never
+   * copied per peer). O(1) in the backlog: the socket's write queue is an array push, and
+   * `writableLength` a counter. Returns `false` (nothing queued) when not open or at the bound.
+   */
+  publishFrame(frame: Buffer): boolean {
+    if (this.#state !== 'open') return false;
     if (this.socket.writableLength + frame.length > this.#o.maxQueueBytes) return false;
     this.#send(frame);
     return true;
@@ -338,23 +348,7 @@ export class Connection {
   }
 
   #checkedFrame(kind: Kind, id: number, body: unknown, checkQueue: boolean): Buffer {
-    let frame: Buffer;
-    try {
-      frame = encodeFrame(kind, id, body);
-    } catch (err) {
-      throw new MusterError(
-        'MUSTER_INVALID_ARGUMENT',
-        `a bus message must be JSON-serialisable: ${(err as Error).message}`,
-        { cause: err, details: { sent: false } },
-      );
-    }
-    if (frame.length - HEADER_BYTES > this.#o.maxFrameBytes) {
-      throw new MusterError(
-        'MUSTER_FRAME_TOO_LARGE',
-        `the message encodes to ${frame.length - HEADER_BYTES} bytes, over the ${this.#o.maxFrameBytes}-byte frame limit`,
-        { details: { bytes: frame.length - HEADER_BYTES, limit: this.#o.maxFrameBytes, sent: false } },
-      );
-    }
+    const frame = checkedFrame(kind, id, body, this.#o.maxFrameBytes);
     if (checkQueue && this.socket.writableLength + frame.length > this.#o.maxQueueBytes) {
       throw new MusterError(
         'MUSTER_OVERLOADED',
@@ -570,6 +564,31 @@ export class Connection {
   ack(ackId: number): void {
     if (ackId !== 0 && this.#state === 'open') this.#send(encodeFrame(Kind.Ack, ackId));
   }
+}
+
+/**
+ * Encodes a frame, or throws `MUSTER_INVALID_ARGUMENT` (not JSON) / `MUSTER_FRAME_TOO_LARGE` (over
+ * `maxFrameBytes`), both with `details.sent: false`.
+ */
+export function checkedFrame(kind: Kind, id: number, body: unknown, maxFrameBytes: number): Buffer {
+  let frame: Buffer;
+  try {
+    frame = encodeFrame(kind, id, body);
+  } catch (err) {
+    throw new MusterError(
+      'MUSTER_INVALID_ARGUMENT',
+      `a bus message must be JSON-serialisable: ${(err as Error).message}`,
+      { cause: err, details: { sent: false } },
+    );
+  }
+  if (frame.length - HEADER_BYTES > maxFrameBytes) {
+    throw new MusterError(
+      'MUSTER_FRAME_TOO_LARGE',
+      `the message encodes to ${frame.length - HEADER_BYTES} bytes, over the ${maxFrameBytes}-byte frame limit`,
+      { details: { bytes: frame.length - HEADER_BYTES, limit: maxFrameBytes, sent: false } },
+    );
+  }
+  return frame;
 }
 
 function sameToken(mine: string | undefined, theirs: string | undefined): boolean {

@@ -15,7 +15,8 @@ import { invalidArgument, isMusterError } from '../errors.js';
 import { checkServiceName, type Member } from '../membership/index.js';
 import { toMillis } from '../util/duration.js';
 import type { Bus } from './bus.js';
-import type { Connection, PublishBody } from './connection.js';
+import { checkedFrame, type Connection, type PublishBody } from './connection.js';
+import { Kind } from './frame.js';
 import {
   DEFAULT_DEDUP_MAX_IDS,
   DEFAULT_DEDUP_WINDOW_MS,
@@ -98,6 +99,12 @@ export class Topics {
   readonly #topics = new Map<string, LocalTopic>();
   #seq = 0;
   readonly #lastLogged = new Map<string, number>();
+  /**
+   * Publications for peers being connected to, by address: the publisher does not wait for a
+   * connect (a frozen peer's takes `connectTimeout`); they are written once it opens, or dropped as
+   * `not-connected` if it fails. Bounded by `maxQueueBytes` per peer, like an open connection.
+   */
+  readonly #waiting = new Map<string, Waiting>();
   readonly #prefix = `${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`;
 
   constructor(bus: Bus, o: ResolvedBusOptions, onDrop: (e: DropEvent) => void) {
@@ -278,18 +285,31 @@ export class Topics {
           }
           return;
         }
-        let conn: Connection;
-        try {
-          conn = await this.#bus.connection(t.address, this.#o.connectTimeoutMs);
-        } catch {
+        // Never await a peer here: one that is stalled or being connected to must not hold up the
+        // publisher (nor, through it, the other subscribers).
+        const waiting = this.#waiting.get(t.address);
+        const conn = this.#bus.peers().get(t.address);
+        if (waiting === undefined && conn !== undefined && conn.state === 'open') {
+          if (conn.publish(body, t.g.length === 0 ? plain : undefined)) sent++;
+          else {
+            dropped++;
+            this.#drop(t.node, topic, id, 'queue-full');
+          }
+          return;
+        }
+        if (waiting === undefined && this.#bus.isDown(t.address)) {
           dropped++;
           this.#drop(t.node, topic, id, 'not-connected');
           return;
         }
-        if (conn.publish(body, t.g.length === 0 ? plain : undefined)) sent++;
+        const frame =
+          t.g.length === 0
+            ? (plain.frame ??= checkedFrame(Kind.Publish, 0, body, this.#o.maxFrameBytes))
+            : checkedFrame(Kind.Publish, 0, body, this.#o.maxFrameBytes);
+        if (this.#queueWhileConnecting(t, topic, id, frame)) sent++;
         else {
           dropped++;
-          this.#drop(t.node, topic, id, conn.state === 'open' ? 'queue-full' : 'not-connected');
+          this.#drop(t.node, topic, id, 'queue-full');
         }
       }),
     );
@@ -324,6 +344,38 @@ export class Topics {
     }
   }
 
+  /** Queues `frame` behind the connect to `t` (starting it); false at the bound. */
+  #queueWhileConnecting(
+    t: { address: string; node: string },
+    topic: string,
+    id: string,
+    frame: Buffer,
+  ): boolean {
+    let w = this.#waiting.get(t.address);
+    if (w === undefined) {
+      const entry: Waiting = { frames: [], bytes: 0 };
+      w = entry;
+      this.#waiting.set(t.address, entry);
+      this.#bus.connection(t.address, this.#o.connectTimeoutMs).then(
+        (conn) => {
+          this.#waiting.delete(t.address);
+          for (const f of entry.frames) {
+            if (!conn.publishFrame(f.frame))
+              this.#drop(f.node, f.topic, f.id, conn.state === 'open' ? 'queue-full' : 'not-connected');
+          }
+        },
+        () => {
+          this.#waiting.delete(t.address);
+          for (const f of entry.frames) this.#drop(f.node, f.topic, f.id, 'not-connected');
+        },
+      );
+    }
+    if (w.bytes + frame.length > this.#o.maxQueueBytes) return false;
+    w.frames.push({ frame, node: t.node, topic, id });
+    w.bytes += frame.length;
+    return true;
+  }
+
   #drop(peer: string, topic: string, id: string, reason: DropEvent['reason']): void {
     this.#bus.metrics.dropped(peer, topic, reason);
     this.#onDrop({ peer, topic, id, reason });
@@ -340,6 +392,11 @@ export class Topics {
     this.#topics.clear();
     await Promise.allSettled(members.map((m) => m?.leave() ?? Promise.resolve()));
   }
+}
+
+interface Waiting {
+  readonly frames: { frame: Buffer; node: string; topic: string; id: string }[];
+  bytes: number;
 }
 
 function tagsOf(local: LocalTopic): string[] {
