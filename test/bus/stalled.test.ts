@@ -68,10 +68,11 @@ describe('bus: a stalled subscriber is isolated', () => {
       pub.on('dropped', (e) => drops.push(e));
       const payload = 'x'.repeat(4096);
       // The first publish opens the topic's view (a store read); from then on nothing may wait.
-      await pub.publish('jobs', { i: -1, payload });
+      const first = pub.publish('jobs', { i: -1, payload });
       await waitFor(() => frozen.sockets.length > 0 && pub.peers().get(healthy.address)?.state === 'open', {
         what: 'the publisher dialed the frozen peer and reached the healthy one',
       });
+      assert.notEqual(await beforeNextTurn(first), 'blocked', 'the first publish waited for the frozen peer');
       const n = 40;
       for (let i = 0; i < n; i++) {
         const r = await beforeNextTurn(pub.publish('jobs', { i, payload }));
