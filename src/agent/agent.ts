@@ -106,6 +106,11 @@ export class Agent {
   get config(): AgentConfig {
     return this.#config;
   }
+  /** The store the agent works on (the dashboard watches it). */
+  get store(): Store {
+    return this.#store;
+  }
+
   get id(): string {
     return this.#handle.id;
   }
@@ -396,7 +401,17 @@ export class Agent {
    */
   async reload(file = this.#config.file): Promise<{ restarted: string[] }> {
     const next = loadAgentConfig(file);
-    const fixed = ['store', 'root', 'service', 'instance', 'ttlMs', 'api', 'relay', 'stateDir'] as const;
+    const fixed = [
+      'store',
+      'root',
+      'service',
+      'instance',
+      'ttlMs',
+      'api',
+      'relay',
+      'stateDir',
+      'ui',
+    ] as const;
     const ignored = fixed.filter((k) => JSON.stringify(next[k]) !== JSON.stringify(this.#config[k]));
     if (ignored.length > 0) {
       this.log.warn({ fields: ignored }, 'reload: these fields need an agent restart; ignored');

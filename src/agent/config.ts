@@ -105,6 +105,8 @@ export interface AgentConfig {
   readonly relay: { readonly listen: string; readonly maxStalenessMs: number | undefined } | false;
   readonly stateDir: string;
   readonly logLevel: string | undefined;
+  /** Serve the read-only dashboard (docs/ui.md) on the API address, at `/`. Default false. */
+  readonly ui: boolean;
 }
 
 /** One problem in a file. */
@@ -272,6 +274,7 @@ interface RawConfig {
   relay?: false | { listen?: string; maxStaleness?: number | string };
   stateDir?: string;
   log?: { level?: string };
+  ui?: boolean;
 }
 
 function action(a: RawCheck['onFailing']): CheckActionConfig {
@@ -448,6 +451,7 @@ function resolveConfig(file: string, raw: RawConfig, doc: Document, lines: LineC
     relay,
     stateDir,
     logLevel: raw.log?.level,
+    ui: raw.ui ?? false,
   };
 }
 

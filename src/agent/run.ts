@@ -8,6 +8,8 @@ import { dirname } from 'node:path';
 import type { Logger } from 'pino';
 import { readTokenFile } from '../util/token.js';
 import type { Store } from '../store/index.js';
+import { mountUi } from '../ui/index.js';
+import { isLoopback, parseHostPort } from '../util/net.js';
 import type { Duration } from '../util/duration.js';
 import { Agent } from './agent.js';
 import { addAgentRoutes } from './api.js';
@@ -27,6 +29,8 @@ export interface RunAgentOptions {
   adminTokenFile?: string;
   /** Overrides the graceful-stop deadline (default: `run.stop.grace` + 10 s). */
   shutdownTimeout?: Duration;
+  /** Overrides the file's `ui` (`muster agent --ui`): serve the read-only dashboard on the API address. */
+  ui?: boolean;
   /** Default true; tests pass false and call `daemon.stop()`. */
   handleSignals?: boolean;
 }
@@ -65,6 +69,7 @@ export async function runAgent(file: string, options: RunAgentOptions = {}): Pro
       listen: options.adminListen ?? loaded.api.listen,
       tokenFile: options.adminTokenFile ?? loaded.api.tokenFile,
     },
+    ui: options.ui ?? loaded.ui,
   };
   const token = ensureTokenFile(config.api.tokenFile);
   let agent: Agent | undefined;
@@ -81,6 +86,17 @@ export async function runAgent(file: string, options: RunAgentOptions = {}): Pro
       const a = await Agent.start(ctx, config, { token, ...(options.store ? { store: options.store } : {}) });
       agent = a;
       addAgentRoutes(a);
+      // The dashboard, mounted as `muster serve --ui` mounts it. The agent's API always has a token, which
+      // a browser cannot send: on loopback the read side is served without it; writes keep the token and
+      // stay refused (no write token). Off loopback every route, the dashboard's too, needs the token.
+      const ui = config.ui
+        ? mountUi(ctx.admin, {
+            store: a.store,
+            ...(config.root !== undefined ? { root: config.root } : {}),
+            openReads: isLoopback(parseHostPort(config.api.listen, 'api.listen').host),
+          })
+        : undefined;
+      if (ui !== undefined) await ui.model.ready();
       ctx.log.info(
         { service: config.service, instance: a.id, api: ctx.admin.url, relay: a.relayAddress },
         'agent running',
@@ -89,6 +105,7 @@ export async function runAgent(file: string, options: RunAgentOptions = {}): Pro
         stop: async (force) => {
           // Forced (second signal, shutdown deadline): SIGKILL every child group now; the leave goes on.
           force.addEventListener('abort', () => void a.killChildren(), { once: true });
+          ui?.close();
           await a.close();
         },
         status: () => a.status(),

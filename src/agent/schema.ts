@@ -197,6 +197,7 @@ export const AGENT_CONFIG_SCHEMA = {
       ],
     },
     stateDir: { type: 'string', minLength: 1 },
+    ui: { type: 'boolean' },
     log: {
       type: 'object',
       additionalProperties: false,

@@ -31,21 +31,28 @@ export function registerAgentCommands(program: Command): void {
     program
       .command('agent')
       .description('run the agent: join a service, own partitions, run one child process per partition')
-      .option('--config <file>', 'the agent file (YAML or JSON)', 'agent.yaml'),
-  ).action(async (opts: DaemonFlags & { config: string }, cmd: Command) => {
+      .option('--config <file>', 'the agent file (YAML or JSON)', 'agent.yaml')
+      .option(
+        '--ui',
+        "serve the read-only dashboard (docs/ui.md) on the API address, at / (the file's `ui: true`)",
+      ),
+  ).action(async (opts: DaemonFlags & { config: string; ui?: boolean }, cmd: Command) => {
     // The file's log.level and api.* hold unless a flag (or MUSTER_LOG_LEVEL) says otherwise.
     const given = (name: string): boolean => {
       const source = cmd.getOptionValueSource(name);
       return source === 'cli' || source === 'env';
     };
-    const { daemon } = await runAgent(opts.config, {
+    const { agent: running, daemon } = await runAgent(opts.config, {
       ...(given('logLevel') ? { logLevel: opts.logLevel } : {}),
       ...(given('admin') ? { adminListen: opts.admin } : {}),
       ...(given('adminTokenFile') && opts.adminTokenFile !== undefined
         ? { adminTokenFile: opts.adminTokenFile }
         : {}),
       ...(given('shutdownTimeout') ? { shutdownTimeout: opts.shutdownTimeout } : {}),
+      ...(opts.ui === true ? { ui: true } : {}),
     });
+    if (running.config.ui)
+      process.stdout.write(`muster agent: dashboard on ${daemon.ctx.admin.url}/ (read-only)\n`);
     process.exitCode = await daemon.done;
   });
   agent

@@ -29,6 +29,8 @@ export interface AdminServer {
   readonly url: string;
   /** Adds a route; `path` may hold `:param` segments. Throws `MUSTER_INVALID_ARGUMENT` for a bad or duplicate one. */
   route(method: string, path: string, handler: AdminHandler): void;
+  /** Adds a route served without the admin token (a probe, or a read-only page on loopback). */
+  openRoute(method: string, path: string, handler: AdminHandler): void;
 }
 
 /** Largest JSON request body {@link readJsonBody} accepts by default: 1 MiB. */

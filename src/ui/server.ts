@@ -23,6 +23,12 @@ export interface UiOptions {
   readonly root?: string;
   /** Bearer token for write actions. Default: none — the dashboard is read-only and refuses every write. */
   readonly writeToken?: string;
+  /**
+   * Serve the read side (page, script, snapshot, events) without the admin server's token. A daemon
+   * whose admin API always has a token (`muster agent`) sets it when it listens on loopback, so a
+   * browser can open the page; writes keep the admin token and still need `writeToken`. Default false.
+   */
+  readonly openReads?: boolean;
 }
 
 export interface Ui {
@@ -38,22 +44,22 @@ export function mountUi(admin: AdminServer, options: UiOptions): Ui {
   const app = script(); // read once at start: the page never depends on the file system afterwards
   const streams = new Set<ServerResponse>();
   const root = options.root ?? '/muster/';
+  const read = (path: string, handler: Parameters<AdminServer['route']>[2]): void =>
+    options.openReads === true ? admin.openRoute('GET', path, handler) : admin.route('GET', path, handler);
 
   const send = (res: ServerResponse, type: string, body: string): void => {
     res.writeHead(200, { 'content-type': type, 'cache-control': 'no-store' });
     res.end(body);
   };
-  admin.route('GET', '/', (_req: IncomingMessage, res: ServerResponse) =>
-    send(res, 'text/html; charset=utf-8', PAGE),
-  );
-  admin.route('GET', '/ui/app.js', (_req: IncomingMessage, res: ServerResponse) =>
+  read('/', (_req: IncomingMessage, res: ServerResponse) => send(res, 'text/html; charset=utf-8', PAGE));
+  read('/ui/app.js', (_req: IncomingMessage, res: ServerResponse) =>
     send(res, 'text/javascript; charset=utf-8', app),
   );
-  admin.route('GET', '/v1/ui/state', () => ({
+  read('/v1/ui/state', () => ({
     ...model.snapshot(),
     writable: options.writeToken !== undefined,
   }));
-  admin.route('GET', '/v1/ui/events', (req: IncomingMessage, res: ServerResponse) => {
+  read('/v1/ui/events', (req: IncomingMessage, res: ServerResponse) => {
     const emit = startSse(res);
     streams.add(res);
     // Every (re)connection starts with a whole snapshot: that is the resync.

@@ -79,8 +79,7 @@ describe('PartitionedHandle close({ force })', { timeout: 30_000 }, () => {
   test('force returns although the work ignores its signal; a graceful close keeps waiting', async () => {
     const clock = new ManualClock();
     const store = new MemoryStore({ clock });
-    let started!: () => void;
-    const running = new Promise<void>((r) => (started = r));
+    let started = false;
     const handle = await joinPartitioned(store, {
       service: 'svc',
       id: 'a',
@@ -88,13 +87,19 @@ describe('PartitionedHandle close({ force })', { timeout: 30_000 }, () => {
       clock,
       stopTimeout: 100,
       onAcquire: () => {
-        started();
+        started = true;
         return new Promise<void>(() => undefined); // ignores its signal: never stops
       },
     });
     try {
       handle.on('error', () => undefined);
-      await running;
+      // The acquisition may wait on the manual clock (a first placement computation slower than
+      // THROTTLE_ABOVE_MS, as on a cold CI machine, schedules the next one on it): let it run.
+      for (let i = 0; !started && i < 500; i++) {
+        clock.advance(10);
+        await new Promise((r) => setImmediate(r));
+      }
+      assert.ok(started, 'the partition was acquired');
       let closed = false;
       const graceful = handle.close().then(() => (closed = true));
       clock.advance(1_000); // past the stop timeout: still waiting for the work
