@@ -92,7 +92,10 @@ describe('PartitionedHandle close({ force })', { timeout: 30_000 }, () => {
       },
     });
     try {
-      handle.on('error', () => undefined);
+      let stopTimedOut = false;
+      handle.on('error', (err) => {
+        if ((err as { code?: string }).code === 'MUSTER_STOP_TIMEOUT') stopTimedOut = true;
+      });
       // The acquisition may wait on the manual clock (a first placement computation slower than
       // THROTTLE_ABOVE_MS, as on a cold CI machine, schedules the next one on it): let it run.
       for (let i = 0; !started && i < 500; i++) {
@@ -102,8 +105,12 @@ describe('PartitionedHandle close({ force })', { timeout: 30_000 }, () => {
       assert.ok(started, 'the partition was acquired');
       let closed = false;
       const graceful = handle.close().then(() => (closed = true));
-      clock.advance(1_000); // past the stop timeout: still waiting for the work
-      await new Promise((r) => setImmediate(r));
+      // Past the stop timeout (armed once the partition is marked moving): still waiting for the work.
+      for (let i = 0; !stopTimedOut && i < 500; i++) {
+        clock.advance(10);
+        await new Promise((r) => setImmediate(r));
+      }
+      assert.ok(stopTimedOut, 'the stop timed out');
       assert.equal(closed, false, 'a graceful close waits for the work');
       await handle.close({ force: true });
       await graceful;
