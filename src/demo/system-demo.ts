@@ -317,8 +317,22 @@ export async function runSystemDemo(options: SystemDemoOptions): Promise<SystemD
       `[${t()}] v2 ${JSON.stringify(v2.value)} scheduled for ${new Date(v2.activateAt).toISOString()} (in 3 s)`,
     );
     say(`  notice: before the instant every child answers v1; after it, every child reports the switch`);
+    // Before the instant no child may answer another version. A request that got no answer, or a
+    // child whose config read was refused (a 503 while its proof is renewed on a loaded machine), is
+    // asked again: it proves nothing either way.
     const before = await Promise.all(repKeys.map(ask));
-    const beforeV1 = before.every((a) => a?.config.version === v1.version);
+    for (let i = 0; i < before.length; i++) {
+      for (
+        let tries = 0;
+        tries < 5 && before[i]?.configStatus !== 200 && Date.now() < v2.activateAt - 500;
+        tries++
+      ) {
+        await sleep(100, signal);
+        before[i] = await ask(repKeys[i]!);
+      }
+    }
+    const answered = before.filter((a) => a?.configStatus === 200);
+    const beforeV1 = answered.length > 0 && answered.every((a) => a!.config.version === v1.version);
     await sleep(Math.max(0, v2.activateAt - Date.now()) + 300, signal);
     const switchTimes: number[] = [];
     let afterV2 = false;
@@ -340,6 +354,7 @@ export async function runSystemDemo(options: SystemDemoOptions): Promise<SystemD
     say(`  spread of the switch across ${switchTimes.length} children: ${spread} ms`);
     record('scheduled-config', beforeV1 && afterV2, {
       beforeV1,
+      answeredBefore: answered.length,
       afterV2,
       spreadMs: spread,
       version: v2.version,
