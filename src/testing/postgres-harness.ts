@@ -98,6 +98,8 @@ export interface PostgresServer {
   /** `postgres://muster@127.0.0.1:<port>/postgres` (the maintenance database). */
   readonly adminUrl: string;
   readonly running: boolean;
+  /** The postmaster's process id while running (its backends are its children), else `undefined`. */
+  readonly pid: number | undefined;
   /** Creates a fresh database and returns its URL (`?schema=` may be appended by the caller). */
   createDatabase(name?: string): Promise<string>;
   /** SIGINT (fast shutdown: open transactions roll back) and wait; SIGKILL after 5 s. */
@@ -137,12 +139,14 @@ class Server implements PostgresServer {
   readonly #root: string;
   readonly #bin: string;
   readonly #logFile: string;
+  readonly #durable: boolean;
   #child: ProcessHandle | undefined;
   #closed: Promise<void> | undefined;
 
-  constructor(root: string, bin: string, port: number) {
+  constructor(root: string, bin: string, port: number, durable: boolean) {
     this.#root = root;
     this.#bin = bin;
+    this.#durable = durable;
     this.port = port;
     this.dataDir = join(root, 'data');
     this.#logFile = join(root, 'postgres.log');
@@ -151,6 +155,10 @@ class Server implements PostgresServer {
 
   get running(): boolean {
     return this.#child !== undefined;
+  }
+
+  get pid(): number | undefined {
+    return this.#child?.pid;
   }
 
   async initdb(): Promise<void> {
@@ -201,9 +209,10 @@ class Server implements PostgresServer {
           'listen_addresses=127.0.0.1',
           '-c',
           'max_connections=200',
-          // No fsync: a killed server loses nothing (the OS keeps its writes); only a machine crash would.
+          // No fsync by default: a killed server loses nothing (the OS keeps its writes); only a machine
+          // crash would. Benchmarks ask for `durable`, as etcd and muster serve fsync every commit.
           '-c',
-          'fsync=off',
+          `fsync=${this.#durable ? 'on' : 'off'}`,
           '-c',
           'log_min_messages=warning',
         ],
@@ -306,11 +315,22 @@ export function sweepPostgresOrphans(): void {
   }
 }
 
+/** Options of {@link startPostgres}. */
+export interface StartPostgresOptions {
+  /** How long to wait for the server to accept connections. Default 30 s. */
+  readyTimeoutMs?: number;
+  /**
+   * `fsync=on`, as a production server runs (for benchmarks beside etcd and muster serve, which
+   * fsync every commit). Default false: tests run faster, and a killed server still loses nothing.
+   */
+  durable?: boolean;
+}
+
 /**
  * Initialises and starts a PostgreSQL server on a free loopback port. Throws `MUSTER_MISSING_BINARY`
  * when PostgreSQL is not installed; a server that does not become ready is killed before the error.
  */
-export async function startPostgres(options: { readyTimeoutMs?: number } = {}): Promise<PostgresServer> {
+export async function startPostgres(options: StartPostgresOptions = {}): Promise<PostgresServer> {
   const bin = findPostgresBinDir();
   if (bin === undefined) {
     throw new MusterError('MUSTER_MISSING_BINARY', `PostgreSQL was not found; ${POSTGRES_INSTALL_HINT}`, {
@@ -326,7 +346,7 @@ export async function startPostgres(options: { readyTimeoutMs?: number } = {}): 
     chownSync(root, NOBODY, NOBODY);
     chownSync(join(root, 'data'), NOBODY, NOBODY);
   }
-  const server = new Server(root, bin, await freePort());
+  const server = new Server(root, bin, await freePort(), options.durable === true);
   try {
     await server.initdb();
     await server.start(options.readyTimeoutMs);
