@@ -15,8 +15,10 @@
  * {@link needPostgres}: skipped where PostgreSQL is missing, a failure under `MUSTER_REQUIRE_SERVICES=1`.
  */
 import {
+  chmodSync,
   chownSync,
   closeSync,
+  copyFileSync,
   mkdirSync,
   mkdtempSync,
   openSync,
@@ -109,6 +111,12 @@ export interface PostgresServer {
   /** Starts it again on the same port and data (after stop or kill); waits until ready. */
   restart(): Promise<void>;
   logTail(lines?: number): string;
+  /**
+   * Turns TLS on (`ssl=on` with this certificate and key, copied next to the data directory) and puts
+   * `hba` lines (`pg_hba.conf` syntax) before the harness's `trust` rules, then reloads the
+   * configuration and waits until new connections see it.
+   */
+  configureTls(options: { certFile: string; keyFile: string; hba?: readonly string[] }): Promise<void>;
   /** Kills the server and removes its directory; idempotent. */
   close(): Promise<void>;
   [Symbol.asyncDispose](): Promise<void>;
@@ -265,6 +273,38 @@ class Server implements PostgresServer {
   async restart(): Promise<void> {
     await this.kill();
     await this.start();
+  }
+
+  async configureTls(options: { certFile: string; keyFile: string; hba?: readonly string[] }): Promise<void> {
+    const cert = join(this.#root, 'server.crt');
+    const key = join(this.#root, 'server.key');
+    copyFileSync(options.certFile, cert);
+    copyFileSync(options.keyFile, key);
+    // PostgreSQL refuses a key that others can read, or that is not its own user's.
+    chmodSync(key, 0o600);
+    if (process.getuid?.() === 0) {
+      chownSync(cert, NOBODY, NOBODY);
+      chownSync(key, NOBODY, NOBODY);
+    }
+    if (options.hba !== undefined) {
+      const file = join(this.dataDir, 'pg_hba.conf');
+      writeFileSync(file, `${options.hba.join('\n')}\n${readFileSync(file, 'utf8')}`);
+    }
+    // ALTER SYSTEM refuses to run in a (even implicit) transaction block: one statement per call.
+    for (const sql of [
+      `ALTER SYSTEM SET ssl_cert_file = '${cert}'`,
+      `ALTER SYSTEM SET ssl_key_file = '${key}'`,
+      'ALTER SYSTEM SET ssl = on',
+      'SELECT pg_reload_conf()',
+    ])
+      await adminQuery(this.adminUrl, sql);
+    // The postmaster reloads on SIGHUP, a moment later; a new connection that sees ssl = on was forked
+    // after the reload, so it (and every later one) sees the new pg_hba.conf too.
+    const deadline = Date.now() + 10_000;
+    while ((await adminQuery<{ ssl: string }>(this.adminUrl, 'SHOW ssl'))[0]?.ssl !== 'on') {
+      if (Date.now() > deadline) throw new Error(`postgres did not turn TLS on\n${this.logTail()}`);
+      await sleep(20);
+    }
   }
 
   logTail(lines = 30): string {

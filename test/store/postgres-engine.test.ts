@@ -78,6 +78,12 @@ describe('postgres engine: pure parts', () => {
       'MUSTER_UNAVAILABLE',
     );
     assert.equal(fromPgError(new Error('Connection terminated unexpectedly')).code, 'MUSTER_UNAVAILABLE');
+    assert.equal(fromPgError(pgError('SELF_SIGNED_CERT_IN_CHAIN')).code, 'MUSTER_PERMISSION_DENIED');
+    assert.equal(fromPgError(pgError('ERR_TLS_CERT_ALTNAME_INVALID')).code, 'MUSTER_PERMISSION_DENIED');
+    assert.equal(
+      fromPgError(new Error('The server does not support SSL connections')).code,
+      'MUSTER_PERMISSION_DENIED',
+    );
     assert.equal(fromPgError(pgError('40P01'), { key: 'k' }).details.key, 'k');
   });
 
