@@ -59,8 +59,10 @@ function withChildren(pid: number | undefined): number[] {
   return out;
 }
 
+/** µs of CPU all of `e`'s server processes used so far; NaN when they are not known (`--url`). */
 function serverCpu(e: Engine): number {
-  return e.pids().reduce((sum, pid) => sum + cpuMicros(pid), 0);
+  const pids = e.pids();
+  return pids.length === 0 ? Number.NaN : pids.reduce((sum, pid) => sum + cpuMicros(pid), 0);
 }
 
 async function startEngine(kind: string, args: string[], poolMax: number, dir: string): Promise<Engine> {
@@ -150,8 +152,10 @@ async function interleaved(
 }
 
 function cpuLine(engines: readonly Engine[], cpu: readonly number[]): void {
-  if (!cpu.every(Number.isFinite)) return;
-  const cells = engines.map((e, k) => `${e.name} ${Math.round(cpu[k] as number)} µs`);
+  if (!cpu.some(Number.isFinite)) return;
+  const cells = engines.map((e, k) =>
+    Number.isFinite(cpu[k]) ? `${e.name} ${Math.round(cpu[k] as number)} µs` : `${e.name} n/a`,
+  );
   console.log(`  server CPU per request: ${cells.join(', ')}`);
 }
 

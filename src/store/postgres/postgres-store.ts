@@ -229,7 +229,7 @@ export class PostgresStore implements Store {
     if (lease !== NO_LEASE) checkLeaseId(lease);
     // One round trip: the schema's put() function (migration 2) does what #write does for one put.
     this.#usable(options.signal);
-    if (this.#starting.size > 0) await this.#watchesStarted();
+    if (this.#starting.size > 0) await abortable(this.#watchesStarted(), options.signal);
     const row = await this.#run(options.signal, { key, lease }, async (db) => {
       const res = await db.query<PutRow>(
         prepared(`SELECT * FROM ${this.#s}.put($1, $2, $3, $4)`, [
@@ -577,7 +577,7 @@ export class PostgresStore implements Store {
     body: (w: WriteTxn) => Promise<T>,
   ): Promise<{ result: T; revision: number }> {
     this.#usable(signal);
-    if (this.#starting.size > 0) await this.#watchesStarted();
+    if (this.#starting.size > 0) await abortable(this.#watchesStarted(), signal);
     const channel = `muster_${this.#opts.schema}`;
     return this.#run(signal, details, (db) =>
       this.#transaction(
