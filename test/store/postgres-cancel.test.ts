@@ -112,6 +112,46 @@ describe('postgres engine: aborted calls are cancelled on the server', { skip: n
     );
   }
 
+  test(
+    'a call aborted while it waits for a pooled connection never sends its statement',
+    { timeout: 60_000 },
+    async () => {
+      const url = await server.createDatabase();
+      const store = await openPostgresStore(url, { poolMax: 2 });
+      stores.push(store);
+      const { revision: head0 } = await store.put('/cancel/pool', 'before');
+      const holding = adminQuery(url, HOLD_SQL).catch(() => undefined);
+      await waitFor(async () => (await activity(url)).some((a) => a.wait_event === 'PgSleep'), {
+        what: 'the lock holder to sleep',
+      });
+      // Both of the pool's connections wait for the lock; the next call waits for a connection.
+      const first = [store.put('/cancel/pool', 'first'), store.put('/cancel/pool', 'first')];
+      await waitFor(
+        async () => (await activity(url)).filter((a) => a.wait_event_type === 'Lock').length === 2,
+        { what: 'the first writes to wait for the revision lock' },
+      );
+      const ac = new AbortController();
+      const queued = store.put('/cancel/pool', 'queued', { signal: ac.signal });
+      ac.abort();
+      await assert.rejects(queued, (err) => isMusterError(err, 'MUSTER_ABORTED'));
+      await adminQuery(
+        url,
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE wait_event = 'PgSleep' AND datname = current_database()",
+      );
+      await holding;
+      await Promise.all(first);
+      // The connection the aborted call was waiting for went back to the pool unused.
+      await store.put('/cancel/pool', 'after');
+      assert.equal(
+        await store.headRevision(),
+        head0 + 3,
+        'the first two and the last write; never the aborted one',
+      );
+      const history = await store.get('/cancel/pool', { revision: head0 + 2 });
+      assert.equal(textOf(history?.value ?? new Uint8Array()), 'first');
+    },
+  );
+
   test('a call whose signal already fired sends nothing', { timeout: 30_000 }, async () => {
     const url = await server.createDatabase();
     const store = await openPostgresStore(url);
