@@ -22,6 +22,7 @@ import {
   readPartitionStatus,
 } from '../partitions/index.js';
 import { jsonBytes, jsonOf } from '../store/index.js';
+import { onAbort } from '../util/abort.js';
 import { openStore } from '../store/index.js';
 import type { Store } from '../store/index.js';
 import { loadAgentConfig, type AgentConfig, type RunConfig } from './config.js';
@@ -227,10 +228,9 @@ export class Agent {
     this.#sups.set(partition, sup);
     this.#handedOff.delete(partition);
     const started = performance.now();
-    context.signal.addEventListener('abort', () => {
-      const t0 = performance.now();
-      this.metrics.releaseStarted(partition, t0);
-    });
+    const offRelease = onAbort(context.signal, () =>
+      this.metrics.releaseStarted(partition, performance.now()),
+    );
     try {
       await sup.run();
       // The child has exited on the stop signal: what it wrote is the state for the next owner (the
@@ -238,6 +238,7 @@ export class Agent {
       const out = await readFile(handoff.out).catch(() => undefined);
       return out === undefined ? undefined : new Uint8Array(out);
     } finally {
+      offRelease();
       await rm(handoff.out, { force: true }).catch(() => undefined);
       if (handoff.in !== undefined) await rm(handoff.in, { force: true }).catch(() => undefined);
       this.metrics.releaseDone(partition, performance.now() - started);

@@ -16,6 +16,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { ConfigHandle, ConfigSwitch, ConfigVersion } from '../config/index.js';
 import { invalidArgument, MusterError } from '../errors.js';
 import type { HealthStatus } from '../membership/index.js';
+import { onAbort } from '../util/abort.js';
 import { type Agent, supervisorOf } from './agent.js';
 import { startSse } from './runtime.js';
 
@@ -128,13 +129,16 @@ function sse(agent: Agent, req: IncomingMessage, res: ServerResponse, name: stri
   h.on('version', onVersion);
   h.on('switch', onSwitch);
   const keepalive = setInterval(() => res.write(': keep-alive\n\n'), SSE_KEEPALIVE_MS);
+  let offStopping = (): void => undefined;
   const done = (): void => {
     clearInterval(keepalive);
     h.off('version', onVersion);
     h.off('switch', onSwitch);
+    offStopping();
   };
   req.on('close', done);
-  agent.ctx.stopping.addEventListener('abort', () => {
+  // One listener per open stream, removed when it closes (not one per stream for the agent's life).
+  offStopping = onAbort(agent.ctx.stopping, () => {
     done();
     res.end();
   });

@@ -6,6 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { Logger } from 'pino';
+import { onAbort } from '../util/abort.js';
 import { readTokenFile } from '../util/token.js';
 import type { Store } from '../store/index.js';
 import { mountUi } from '../ui/index.js';
@@ -104,7 +105,7 @@ export async function runAgent(file: string, options: RunAgentOptions = {}): Pro
       return {
         stop: async (force) => {
           // Forced (second signal, shutdown deadline): SIGKILL every child group now; the leave goes on.
-          force.addEventListener('abort', () => void a.killChildren(), { once: true });
+          onAbort(force, () => void a.killChildren());
           ui?.close();
           await a.close();
         },

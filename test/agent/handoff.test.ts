@@ -7,18 +7,17 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import type { AgentPin } from '../../src/agent/index.js';
-import { jsonBytes, jsonOf, openMemoryStore } from '../../src/store/index.js';
+import { jsonBytes, jsonOf } from '../../src/store/index.js';
 import { waitFor } from '../../src/testing/index.js';
-import { api, lines, startAgent, tempDir } from './helpers.js';
+import { api, lines, withAgents } from './helpers.js';
 
 describe('agent: failures that move or restart', () => {
   test(
     'a crash-looping child exhausts its budget and its partition moves to another agent',
     { timeout: 60_000 },
     async () => {
-      const dir = tempDir();
-      const store = openMemoryStore();
-      const yaml = (id: string): string => `service: loop
+      await withAgents(async ({ dir, store, start }) => {
+        const yaml = (id: string): string => `service: loop
 instance: { id: ${id} }
 partitions: { count: 1 }
 stateDir: ${dir}/state-${id}
@@ -28,11 +27,10 @@ run:
   ready: { fd: 3 }
   restart: { backoff: { initial: 20ms, max: 100ms }, budget: 2 in 60s }
 `;
-      // Partition 0 starts on a (where it crashes).
-      await store.put('/muster/services/loop/pins/0', jsonBytes({ instance: 'a' }));
-      const a = await startAgent(dir, yaml('a'), store, 'a.yaml');
-      const b = await startAgent(dir, yaml('b'), store, 'b.yaml');
-      try {
+        // Partition 0 starts on a (where it crashes).
+        await store.put('/muster/services/loop/pins/0', jsonBytes({ instance: 'a' }));
+        const a = await start(yaml('a'), 'a.yaml');
+        const b = await start(yaml('b'), 'b.yaml');
         await waitFor(() => b.agent.rows().some((r) => r.partition === '0' && r.state === 'ready'), {
           timeoutMs: 20_000,
           what: 'partition 0 ready on b',
@@ -59,11 +57,7 @@ run:
           },
           { timeoutMs: 5000, what: "a's status record names the hand-off" },
         );
-      } finally {
-        await a.daemon.stop();
-        await b.daemon.stop();
-        await store.close();
-      }
+      });
     },
   );
 
@@ -71,11 +65,8 @@ run:
     'a TTL check the child stops reporting fails and restarts it; one that keeps reporting does not',
     { timeout: 60_000 },
     async () => {
-      const dir = tempDir();
-      const store = openMemoryStore();
-      const running = await startAgent(
-        dir,
-        `service: ttl
+      await withAgents(async ({ dir, start }) => {
+        const running = await start(`service: ttl
 partitions: { count: 2 }
 stateDir: ${dir}/state
 relay: false
@@ -95,10 +86,7 @@ checks:
   - { name: progress, ttl: 500ms, onFailing: restart }
 overrides:
   "1": { env: { KEEP: "1" } }
-`,
-        store,
-      );
-      try {
+`);
         await waitFor(() => (running.agent.rows().find((r) => r.partition === '0')?.restarts ?? 0) >= 2, {
           timeoutMs: 20_000,
           what: 'partition 0 restarted twice by its TTL check',
@@ -110,10 +98,7 @@ overrides:
         assert.equal(bad.status, 400);
         const unknown = await api(running, 'PUT', '/v1/checks/nope/pass?partition=1');
         assert.equal(unknown.status, 404);
-      } finally {
-        await running.daemon.stop();
-        await store.close();
-      }
+      });
     },
   );
 
@@ -121,11 +106,8 @@ overrides:
     'a script check runs with {pid}; its exec handlers get {check} and {partition}',
     { timeout: 30_000 },
     async () => {
-      const dir = tempDir();
-      const store = openMemoryStore();
-      const running = await startAgent(
-        dir,
-        `service: sc
+      await withAgents(async ({ dir, start }) => {
+        const running = await start(`service: sc
 partitions: { count: 1 }
 stateDir: ${dir}/state
 relay: false
@@ -137,10 +119,7 @@ checks:
     timeout: 2s
     onFailing: { exec: "echo failing {check} {partition} >> ${dir}/paged" }
     onPassing: { exec: "echo passing {check} {partition} >> ${dir}/paged" }
-`,
-        store,
-      );
-      try {
+`);
         await waitFor(() => lines(join(dir, 'paged')).includes('failing marker 0'), {
           timeoutMs: 10_000,
           what: 'the failing handler ran',
@@ -152,10 +131,7 @@ checks:
           what: 'the passing handler ran',
         });
         assert.equal(running.agent.rows()[0]?.restarts, 0, 'exec handlers do not restart the child');
-      } finally {
-        await running.daemon.stop();
-        await store.close();
-      }
+      });
     },
   );
 });
