@@ -133,13 +133,23 @@ export const ZOMBIE_SCAN_EVERY_MS = 200;
 /**
  * Resolves `true` once group `pgid` is gone (see {@link groupGone}), or `false` once `deadline()` (a
  * `performance.now()` instant, read at every poll so a caller can move it) passes first. Polls with growing delays on ref'd timers, so a process
- * waiting for its children stays alive until they are gone.
+ * waiting for its children stays alive until they are gone; `wake` settling polls at once.
  */
 export async function waitGroupGone(
   pgid: number,
   deadline: () => number = () => Infinity,
   extra: () => boolean = () => true,
+  wake?: Promise<unknown>,
 ): Promise<boolean> {
+  // `wake` (the leader's exit, say) cuts the current poll delay short: the usual stop — the leader
+  // exits on the signal and is the group's last member — is seen at its exit event, not at the next
+  // doubling poll (up to twice the time the child took to die).
+  let woken = false;
+  let wakeUp: (() => void) | undefined;
+  void wake?.then(() => {
+    woken = true;
+    wakeUp?.();
+  });
   const started = performance.now();
   let lastScan = -Infinity;
   let delay = 1;
@@ -150,8 +160,21 @@ export async function waitGroupGone(
     if (groupGone(pgid, scan) && extra()) return true;
     const until = deadline();
     if (now >= until) return false;
-    await new Promise((resolve) => setTimeout(resolve, Math.min(delay, Math.max(0, until - now))));
-    delay = Math.min(delay * 2, GROUP_POLL_MAX_MS);
+    await new Promise<void>((resolve) => {
+      const t = setTimeout(done, Math.min(delay, Math.max(0, until - now)));
+      function done(): void {
+        clearTimeout(t);
+        wakeUp = undefined;
+        resolve();
+      }
+      if (!woken) wakeUp = done;
+    });
+    if (woken && delay > 1) {
+      woken = false;
+      delay = 1; // after the wake-up, poll from 1 ms again for members the leader left behind
+    } else {
+      delay = Math.min(delay * 2, GROUP_POLL_MAX_MS);
+    }
   }
 }
 

@@ -165,22 +165,32 @@ export class ChildHandle implements ProcessHandle {
       this.#deadline = Math.min(this.#deadline, performance.now() + graceMs);
       this.signal(signal);
       if (signal !== 'SIGCONT') this.signal('SIGCONT');
-      for (const pid of await this.#escapees()) {
-        this.#escaped.add(pid);
-        signalPid(pid, signal);
-      }
     }
+    // The escapees get the stop signal too; their scan of /proc runs while the group dies, not
+    // before the wait starts (it used to delay seeing the group gone by a whole scan).
+    const escapees =
+      signal === 'SIGKILL'
+        ? Promise.resolve()
+        : this.#escapees().then((pids) => {
+            for (const pid of pids) {
+              this.#escaped.add(pid);
+              signalPid(pid, signal);
+            }
+          });
     const done = await waitGroupGone(
       this.pgid,
       () => this.#deadline,
       () => this.#exit !== undefined,
+      this.exited,
     );
+    await escapees;
     if (!done) {
       this.#sigkill();
       await waitGroupGone(
         this.pgid,
         () => Infinity,
         () => this.#exit !== undefined,
+        this.exited,
       );
     }
     await this.#finish();
