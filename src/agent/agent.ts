@@ -335,9 +335,13 @@ export class Agent {
       return false;
     }
     const pin: AgentPin = { instance: target.id, by: me, reason, at: new Date().toISOString(), tried };
+    // Under this agent's session lease: the pin lasts while the agent that wrote it lives (its leave
+    // revokes the lease, a crash lets it expire), so no pin outlives the reason it was written for.
+    const lease = this.#handle.leaseId;
+    if (lease === undefined) return false; // between sessions: the next failure tries again
     const r = await this.#store.txn(
       [{ key: keys.pin(partition), target: 'modRevision', op: '=', value: pinKv?.modRevision ?? 0 }],
-      [{ type: 'put', key: keys.pin(partition), value: jsonBytes(pin) }],
+      [{ type: 'put', key: keys.pin(partition), value: jsonBytes(pin), lease }],
     );
     if (!r.succeeded) return false;
     this.#handedOff.set(partition, { reason, to: target.id, at: pin.at });

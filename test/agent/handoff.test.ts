@@ -46,6 +46,7 @@ run:
         };
         assert.equal(status.handedOff['0']?.to, 'b');
         assert.equal(a.agent.rows().length, 0, 'a no longer runs partition 0');
+        assert.equal(pinKv!.lease, a.agent.handle.leaseId, "the pin lives under a's session lease");
         // The status record in the store says why.
         await waitFor(
           async () => {
@@ -57,6 +58,14 @@ run:
           },
           { timeoutMs: 5000, what: "a's status record names the hand-off" },
         );
+        // a leaves: its session ends, and the pin it wrote goes with it; b keeps the partition.
+        await a.daemon.stop();
+        assert.equal(
+          await store.get('/muster/services/loop/pins/0'),
+          undefined,
+          'no pin outlives its writer',
+        );
+        assert.ok(b.agent.rows().some((r) => r.partition === '0' && r.state === 'ready'));
       });
     },
   );
