@@ -34,6 +34,9 @@ import { type PartitionRow, Supervisor } from './supervisor.js';
 /** 250 ms between writes of the agent's status record: a crash loop cannot flood the store. */
 export const STATUS_RECORD_INTERVAL_MS = 250;
 
+/** 4,000 characters: a hand-off note within membership's 4,096-character limit for a note. */
+export const NOTE_MAX_CHARS = 4000;
+
 /** What `services/<s>/agents/<id>` holds (leased with the instance's session). */
 export interface AgentRecord {
   readonly instance: string;
@@ -172,6 +175,7 @@ export class Agent {
       ...(c.instance.id !== undefined ? { id: c.instance.id } : {}),
       ...(c.root !== undefined ? { root: c.root } : {}),
       weight: c.instance.weight,
+      ...(c.instance.tags.length > 0 ? { tags: c.instance.tags } : {}),
       ttl: c.ttlMs,
       // The library waits this long for a child to stop before it complains (and keeps waiting).
       stopTimeout: c.run.graceMs + 5000,
@@ -226,7 +230,7 @@ export class Agent {
       handoff,
     });
     this.#sups.set(partition, sup);
-    this.#handedOff.delete(partition);
+    if (this.#handedOff.delete(partition)) this.#publishNotes();
     const started = performance.now();
     const offRelease = onAbort(context.signal, () =>
       this.metrics.releaseStarted(partition, performance.now()),
@@ -332,6 +336,7 @@ export class Agent {
       );
       this.#handedOff.set(partition, { reason, to: '', at: new Date().toISOString() });
       this.#recordDirty = true;
+      this.#publishNotes();
       return false;
     }
     const pin: AgentPin = { instance: target.id, by: me, reason, at: new Date().toISOString(), tried };
@@ -346,8 +351,28 @@ export class Agent {
     if (!r.succeeded) return false;
     this.#handedOff.set(partition, { reason, to: target.id, at: pin.at });
     this.#recordDirty = true;
+    this.#publishNotes();
     this.log.warn({ partition, to: target.id, reason }, 'partition handed to another instance (pinned)');
     return true;
+  }
+
+  /**
+   * The instance record's notes, where operators look (`muster members`, the dashboard):
+   * `handoff/<partition>` → to whom this agent handed the partition on, when, and why.
+   */
+  #publishNotes(): void {
+    const notes = Object.fromEntries(
+      [...this.#handedOff].map(([p, h]) => [
+        `handoff/${p}`,
+        `${h.to === '' ? 'kept: no other instance left to try' : `to ${h.to}`} at ${h.at}: ${h.reason}`.slice(
+          0,
+          NOTE_MAX_CHARS,
+        ),
+      ]),
+    );
+    this.#handle.setNotes(notes).catch((err: unknown) => {
+      this.log.warn({ err: String(err) }, 'hand-off notes not published in the instance record');
+    });
   }
 
   // ---- status record ------------------------------------------------------------------------------

@@ -142,14 +142,20 @@ async function waitAnyOr(
 /** 200 ms: a held supervisor re-checks the deadline this often (the watchdog un-holds too; a renewal may beat it). */
 export const HELD_RECHECK_MS = 200;
 
-/** Capped exponential back-off with jitter in [½, 1]: `initial·2^n`, at most `max`. */
+/**
+ * The delay before restart number `attempt + 1` since the last stable run: none for the first (a
+ * child that ran stably and crashed once is restarted at once, as supervisord and systemd do), then
+ * capped exponential back-off with jitter in [½, 1]: `initial·2^(attempt−1)`, at most `max`. A crash
+ * loop is throttled from its second failure on.
+ */
 export function backoffDelay(
   attempt: number,
   initialMs: number,
   maxMs: number,
   random = Math.random,
 ): number {
-  const raw = Math.min(maxMs, initialMs * 2 ** Math.min(attempt, 30));
+  if (attempt <= 0) return 0;
+  const raw = Math.min(maxMs, initialMs * 2 ** Math.min(attempt - 1, 30));
   return Math.round(raw * (0.5 + random() / 2));
 }
 
@@ -319,7 +325,7 @@ export class Supervisor {
           this.#run().backoff.maxMs,
         );
         this.#set('backing-off', { delayMs: this.#backoffMs });
-        await waitAnyOr([signal, this.#restartSignal()], this.#backoffMs);
+        if (this.#backoffMs > 0) await waitAnyOr([signal, this.#restartSignal()], this.#backoffMs);
         this.#restartRequested = undefined;
         this.#backoffMs = 0;
         this.#restarts++;

@@ -18,7 +18,7 @@ describe('agent: failures that move or restart', () => {
     async () => {
       await withAgents(async ({ dir, store, start }) => {
         const yaml = (id: string): string => `service: loop
-instance: { id: ${id} }
+instance: { id: ${id}, tags: [consumer] }
 partitions: { count: 1 }
 stateDir: ${dir}/state-${id}
 relay: false
@@ -58,6 +58,19 @@ run:
           },
           { timeoutMs: 5000, what: "a's status record names the hand-off" },
         );
+        // ...and so does a's instance record, where operators look; with its tags.
+        await waitFor(
+          async () => {
+            const kv = await store.get('/muster/services/loop/instances/a');
+            const rec = kv && jsonOf<{ notes?: Record<string, string>; tags: string[] }>(kv.value, kv.key);
+            return rec?.notes?.['handoff/0']?.startsWith('to b at ') === true;
+          },
+          { timeoutMs: 5000, what: "a's instance record notes the hand-off" },
+        );
+        const recA = await store.get('/muster/services/loop/instances/a');
+        const noteA = jsonOf<{ notes: Record<string, string>; tags: string[] }>(recA!.value, recA!.key);
+        assert.match(noteA.notes['handoff/0']!, /exited with code 5/);
+        assert.deepEqual(noteA.tags, ['consumer']);
         // a leaves: its session ends, and the pin it wrote goes with it; b keeps the partition.
         await a.daemon.stop();
         assert.equal(
