@@ -13,13 +13,7 @@ export {
   runFor,
   agentRunFile,
 } from './agent.js';
-export {
-  runAgent,
-  applyAgentHeapDefaults,
-  AGENT_SEMI_SPACE_GROWTH_FACTOR,
-  type RunAgentOptions,
-  type RunningAgent,
-} from './run.js';
+export { runAgent, type RunAgentOptions, type RunningAgent } from './run.js';
 export { type ChildState, type PartitionRow, backoffDelay } from './supervisor.js';
 export { SSE_KEEPALIVE_MS } from './api.js';
 export { RotatingLog, MAX_BUFFERED_BYTES } from './child-log.js';

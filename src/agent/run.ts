@@ -5,7 +5,6 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { setFlagsFromString } from 'node:v8';
 import type { Logger } from 'pino';
 import { onAbort } from '../util/abort.js';
 import { readTokenFile } from '../util/token.js';
@@ -50,27 +49,6 @@ export function ensureTokenFile(file: string): string {
     }
   }
   return readTokenFile(file, 'api.tokenFile');
-}
-
-/**
- * 1: in the agent process, V8's young generation stays at its initial 1 MiB semi-spaces. By default
- * it doubles up to 16 MiB semi-spaces after a burst of allocation (a hundred children starting at
- * once) and keeps them: about 30 MB of RSS that an agent, whose allocations are small and
- * short-lived, never needs — a scavenge of 1 MiB copies only the few survivors. The factor is read
- * at each growth decision, so setting it at start-up works (a semi-space size flag would have to be
- * on the command line). See docs/agent.md, "Memory".
- */
-export const AGENT_SEMI_SPACE_GROWTH_FACTOR = 1;
-
-/**
- * Applies {@link AGENT_SEMI_SPACE_GROWTH_FACTOR} unless the operator chose a young-generation size
- * (`--max-semi-space-size`, `--semi-space-growth-factor`… on the command line or in `NODE_OPTIONS`).
- * Called by `muster agent` before the agent starts; a library user's process is left alone.
- */
-export function applyAgentHeapDefaults(): void {
-  const flags = [...process.execArgv, ...(process.env.NODE_OPTIONS ?? '').split(/\s+/)];
-  if (flags.some((f) => /semi[-_]space/.test(f))) return;
-  setFlagsFromString(`--semi-space-growth-factor=${AGENT_SEMI_SPACE_GROWTH_FACTOR}`);
 }
 
 /** A running agent and its daemon. */
