@@ -71,6 +71,10 @@ run:
         const noteA = jsonOf<{ notes: Record<string, string>; tags: string[] }>(recA!.value, recA!.key);
         assert.match(noteA.notes['handoff/0']!, /exited with code 5/);
         assert.deepEqual(noteA.tags, ['consumer']);
+        await assert.rejects(a.agent.handle.setNotes({ '': 'x' }), { code: 'MUSTER_INVALID_ARGUMENT' });
+        await assert.rejects(a.agent.handle.setNotes({ n: 'x'.repeat(5000) }), {
+          code: 'MUSTER_INVALID_ARGUMENT',
+        });
         // a leaves: its session ends, and the pin it wrote goes with it; b keeps the partition.
         await a.daemon.stop();
         assert.equal(

@@ -5,6 +5,7 @@ import { spawn } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { readStartTime } from '../../src/process/index.js';
 import { jsonOf } from '../../src/store/index.js';
+import { backoffDelay } from '../../src/agent/index.js';
 import { waitFor } from '../../src/testing/index.js';
 import { api, groupAlive, lines, withAgents } from './helpers.js';
 
@@ -22,6 +23,33 @@ run:
   logs: { dir: ${dir}/logs, maxSize: 1KiB, keep: 2 }
 ${extra}`;
 }
+
+describe('restart back-off', () => {
+  test('the first restart after a stable run is immediate; crash loops back off from the second', () => {
+    assert.equal(
+      backoffDelay(0, 100, 30_000, () => 1),
+      0,
+    );
+    assert.equal(
+      backoffDelay(1, 100, 30_000, () => 1),
+      100,
+    );
+    assert.equal(
+      backoffDelay(1, 100, 30_000, () => 0),
+      50,
+      'jitter in [½, 1]',
+    );
+    assert.equal(
+      backoffDelay(3, 100, 30_000, () => 1),
+      400,
+    );
+    assert.equal(
+      backoffDelay(40, 100, 30_000, () => 1),
+      30_000,
+      'capped',
+    );
+  });
+});
 
 describe('agent supervising children (memory store)', () => {
   test(
