@@ -6,6 +6,7 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { readStartTime } from '../../src/process/index.js';
 import { jsonOf } from '../../src/store/index.js';
 import { backoffDelay } from '../../src/agent/index.js';
+import { initConfig, publishConfig } from '../../src/config/index.js';
 import { waitFor } from '../../src/testing/index.js';
 import { api, groupAlive, lines, withAgents } from './helpers.js';
 
@@ -228,6 +229,49 @@ run:
         warnings.filter((w) => w.includes('MaxListenersExceeded')),
         [],
         'one ownership, many children: listeners are removed when each wait ends',
+      );
+    },
+  );
+
+  test(
+    'more than ten event streams: one stopping listener for all, every stream ended when the agent stops',
+    { timeout: 60_000 },
+    async () => {
+      const warnings: string[] = [];
+      const onWarning = (w: Error): void => void warnings.push(`${w.name}: ${w.message}`);
+      process.on('warning', onWarning);
+      try {
+        await withAgents(async ({ dir, store, start }) => {
+          await initConfig(store, 'pong');
+          await publishConfig(store, 'pong', { n: 1 }, { in: '3.1s' });
+          const running = await start(`service: sse
+partitions: { count: 1 }
+stateDir: ${dir}/state
+relay: false
+config: [pong]
+run: { command: [sleep, "1000"] }
+`);
+          const token = readFileSync(running.agent.config.api.tokenFile, 'utf8').trim();
+          const streams = await Promise.all(
+            Array.from({ length: 12 }, async () => {
+              const res = await fetch(`${running.daemon.ctx.admin.url}/v1/config/pong/events`, {
+                headers: { authorization: `Bearer ${token}` },
+              });
+              assert.equal(res.status, 200);
+              return { body: res.text() }; // settles when the agent ends the stream
+            }),
+          );
+          const ended = Promise.all(streams.map((s) => s.body));
+          await running.daemon.stop();
+          const bodies = await ended;
+          assert.equal(bodies.length, 12, 'every stream ended when the agent stopped');
+        });
+      } finally {
+        process.off('warning', onWarning);
+      }
+      assert.deepEqual(
+        warnings.filter((w) => w.includes('MaxListenersExceeded')),
+        [],
       );
     },
   );
