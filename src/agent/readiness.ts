@@ -3,7 +3,7 @@
  * from an HTTP probe, within a timeout. Settles never when the child exits first (the caller races
  * the exit).
  */
-import { onAbort } from '../util/abort.js';
+import { onAbort, pause } from '../util/abort.js';
 import type { ReadyConfig } from './config.js';
 import type { ProcessHandle } from './kernel.js';
 import { substitute, type TemplateVars } from './template.js';
@@ -42,16 +42,7 @@ export async function waitReady(child: ProcessHandle, r: ReadyConfig, vars: Temp
       } catch {
         // not listening yet
       }
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(() => {
-          off();
-          resolve();
-        }, r.intervalMs);
-        const off = onAbort(timeout.signal, () => {
-          clearTimeout(t);
-          resolve();
-        });
-      });
+      await pause(r.intervalMs, timeout.signal);
     }
     await new Promise(() => undefined); // the exit wins the race
   } finally {
