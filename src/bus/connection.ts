@@ -10,6 +10,8 @@
 import { timingSafeEqual } from 'node:crypto';
 import type { Socket } from 'node:net';
 import { abortedError, ERROR_CODES, isMusterError, MusterError } from '../errors.js';
+import { onAbort } from '../util/abort.js';
+import { CallSignal } from './call-signal.js';
 import { encodeFrame, FrameDecoder, HEADER_BYTES, Kind, PROTOCOL_VERSION } from './frame.js';
 import type { ResolvedBusOptions } from './types.js';
 
@@ -55,7 +57,7 @@ export interface ConnectionHost {
   readonly address: string;
   readonly options: ResolvedBusOptions;
   opened(conn: Connection): void;
-  request(conn: Connection, id: number, body: RequestBody, signal: AbortSignal): void;
+  request(conn: Connection, id: number, body: RequestBody, call: CallSignal): void;
   publish(conn: Connection, ackId: number, body: PublishBody): void;
   closed(conn: Connection, error: MusterError): void;
 }
@@ -63,7 +65,9 @@ export interface ConnectionHost {
 interface Pending {
   resolve(value: unknown): void;
   reject(err: unknown): void;
-  timer: ReturnType<ResolvedBusOptions['clock']['setTimeout']>;
+  /** Monotonic time at which {@link expire} runs (unless settled first). */
+  readonly deadline: number;
+  expire(): void;
   cleanup(): void;
 }
 
@@ -82,7 +86,7 @@ export class Connection {
   readonly #o: ResolvedBusOptions;
   readonly #decoder: FrameDecoder;
   readonly #pending = new Map<number, Pending>();
-  readonly #served = new Map<number, AbortController>();
+  readonly #served = new Map<number, CallSignal>();
   readonly #acks = new Map<number, Pending>();
   #state: ConnectionState = 'handshake';
   #nextId = 1;
@@ -90,6 +94,12 @@ export class Connection {
   #lastTick: number;
   #heartbeat: ReturnType<ResolvedBusOptions['clock']['setTimeout']> | undefined;
   #corked = false;
+  /**
+   * One timer for every call and acknowledgement deadline of this connection, armed for the earliest
+   * one (a timer per call put a timer list and a heap operation on every call's path).
+   */
+  #deadlineTimer: ReturnType<ResolvedBusOptions['clock']['setTimeout']> | undefined;
+  #deadlineAt = Infinity;
   #markReady!: () => void;
   #failReady!: (err: unknown) => void;
   /** Why it closed. */
@@ -190,15 +200,11 @@ export class Connection {
       return Promise.reject(err);
     }
     return new Promise<unknown>((resolve, reject) => {
-      const onAbort = (): void => {
-        pending.cleanup();
-        this.#send(encodeFrame(Kind.Cancel, id));
-        reject(abortedError(signal as AbortSignal));
-      };
       const pending: Pending = {
         resolve,
         reject,
-        timer: this.#o.clock.setTimeout(() => {
+        deadline: this.#o.clock.monotonic() + timeoutMs,
+        expire: () => {
           pending.cleanup();
           this.#send(encodeFrame(Kind.Cancel, id));
           reject(
@@ -208,15 +214,19 @@ export class Connection {
               { details: { service: body.s, method: body.m, peer: this.#describe(), timeoutMs } },
             ),
           );
-        }, timeoutMs),
+        },
         cleanup: () => {
-          this.#o.clock.clearTimeout(pending.timer);
-          signal?.removeEventListener('abort', onAbort);
+          off();
           this.#pending.delete(id);
         },
       };
+      const off = onAbort(signal, () => {
+        pending.cleanup();
+        this.#send(encodeFrame(Kind.Cancel, id));
+        reject(abortedError(signal as AbortSignal));
+      });
       this.#pending.set(id, pending);
-      signal?.addEventListener('abort', onAbort, { once: true });
+      this.#armDeadline(pending.deadline);
       this.#send(frame);
     });
   }
@@ -289,7 +299,8 @@ export class Connection {
       const pending: Pending = {
         resolve: () => resolve(),
         reject,
-        timer: this.#o.clock.setTimeout(() => {
+        deadline: this.#o.clock.monotonic() + timeoutMs,
+        expire: () => {
           pending.cleanup();
           reject(
             new MusterError(
@@ -300,13 +311,13 @@ export class Connection {
               },
             ),
           );
-        }, timeoutMs),
+        },
         cleanup: () => {
-          this.#o.clock.clearTimeout(pending.timer);
           this.#acks.delete(id);
         },
       };
       this.#acks.set(id, pending);
+      this.#armDeadline(pending.deadline);
       this.#send(frame);
     });
   }
@@ -323,6 +334,8 @@ export class Connection {
       });
     this.closeError = err;
     if (this.#heartbeat !== undefined) this.#o.clock.clearTimeout(this.#heartbeat);
+    if (this.#deadlineTimer !== undefined) this.#o.clock.clearTimeout(this.#deadlineTimer);
+    this.#deadlineTimer = undefined;
     if (isMusterError(err, 'MUSTER_PROTOCOL') || isMusterError(err, 'MUSTER_PERMISSION_DENIED')) {
       // Tell the peer why, then close once it is written.
       this.socket.end(encodeFrame(Kind.Error, 0, bodyOfError(err, 'bus')));
@@ -339,6 +352,35 @@ export class Connection {
     this.#served.clear();
     if (wasHandshake) this.#failReady(err);
     this.#host.closed(this, err);
+  }
+
+  /** Makes sure the deadline timer fires by `deadline`. */
+  #armDeadline(deadline: number): void {
+    if (deadline >= this.#deadlineAt) return;
+    if (this.#deadlineTimer !== undefined) this.#o.clock.clearTimeout(this.#deadlineTimer);
+    this.#deadlineAt = deadline;
+    this.#deadlineTimer = this.#o.clock.setTimeout(
+      () => this.#expireDeadlines(),
+      deadline - this.#o.clock.monotonic(),
+    );
+  }
+
+  /** Expires every call and acknowledgement past its deadline; re-arms for the earliest left. */
+  #expireDeadlines(): void {
+    this.#deadlineTimer = undefined;
+    this.#deadlineAt = Infinity;
+    if (this.#state === 'closed') return;
+    const now = this.#o.clock.monotonic();
+    const expired: Pending[] = [];
+    let next = Infinity;
+    for (const map of [this.#pending, this.#acks]) {
+      for (const p of map.values()) {
+        if (p.deadline <= now) expired.push(p);
+        else if (p.deadline < next) next = p.deadline;
+      }
+    }
+    for (const p of expired) p.expire();
+    if (next !== Infinity) this.#armDeadline(next);
   }
 
   #allocateId(): number {
@@ -403,9 +445,9 @@ export class Connection {
           this.close(new MusterError('MUSTER_PROTOCOL', 'a request without service and method'));
           return;
         }
-        const controller = new AbortController();
-        this.#served.set(id, controller);
-        this.#host.request(this, id, b, controller.signal);
+        const call = new CallSignal();
+        this.#served.set(id, call);
+        this.#host.request(this, id, b, call);
         return;
       }
       case Kind.Response: {
