@@ -274,6 +274,7 @@ export class Bus implements Listenable<BusEvents> {
       opened: (conn) => this.#opened(conn),
       request: (conn, id, body, call) => this.#dispatch(conn, id, body, call),
       publish: (conn, ackId, body) => this.#topics.receive(conn, ackId, body),
+      unconfirmed: (conn, lost) => this.#topics.unconfirmed(conn, lost),
       closed: (conn, err) => this.#closed(conn, err),
     };
     const accept = (socket: Socket): void => {
@@ -551,6 +552,11 @@ export class Bus implements Listenable<BusEvents> {
     await abortable(view.ready, signal);
     if (this.#views.get(service) === view) this.#readyViews.set(service, view);
     return view;
+  }
+
+  /** @internal The view of `service` if it has listed already (no wait), else undefined. */
+  readyView(service: string): InstanceView | undefined {
+    return this.#readyViews.get(service);
   }
 
   /** True when calls should avoid `address` for now (its connection failed recently). */

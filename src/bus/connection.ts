@@ -23,6 +23,11 @@ export interface Hello {
   readonly node: string;
   readonly address: string;
   readonly token?: string;
+  /**
+   * 1: this node confirms the publications it receives (a count in its pings). Nodes without it
+   * (older versions) never confirm, so their publications are not tracked.
+   */
+  readonly c?: number;
 }
 
 export interface RequestBody {
@@ -59,6 +64,8 @@ export interface ConnectionHost {
   opened(conn: Connection): void;
   request(conn: Connection, id: number, body: RequestBody, call: CallSignal): void;
   publish(conn: Connection, ackId: number, body: PublishBody): void;
+  /** Publications written on `conn` that the peer had not confirmed when it closed. */
+  unconfirmed(conn: Connection, lost: readonly { topic: string; id: string }[]): void;
   closed(conn: Connection, error: MusterError): void;
 }
 
@@ -100,6 +107,15 @@ export class Connection {
    */
   #deadlineTimer: ReturnType<ResolvedBusOptions['clock']['setTimeout']> | undefined;
   #deadlineAt = Infinity;
+  /** Publications this side wrote (numbered from 1) and received on this connection. */
+  #published = 0;
+  #received = 0;
+  /**
+   * Written publications the peer has not confirmed yet, flat: `seq, topic, id, seq, topic, id…`
+   * from `#unconfirmedHead` on (a flat array: no object per publication on the hot path).
+   */
+  readonly #unconfirmed: (number | string)[] = [];
+  #unconfirmedHead = 0;
   #markReady!: () => void;
   #failReady!: (err: unknown) => void;
   /** Why it closed. */
@@ -169,6 +185,11 @@ export class Connection {
   /** Calls in flight from this side. */
   get inFlight(): number {
     return this.#pending.size;
+  }
+
+  /** Publications written here that the peer has not confirmed receiving yet. */
+  get unconfirmed(): number {
+    return (this.#unconfirmed.length - this.#unconfirmedHead) / 3;
   }
 
   /** Unsent bytes. */
@@ -255,22 +276,21 @@ export class Connection {
    * Queues a publication. Returns `false` (nothing sent) when the connection is not open or the
    * queue is at its bound. With `ack`, resolves `acked` when the subscriber has taken it.
    */
-  publish(body: PublishBody, frameCache?: { frame?: Buffer }): boolean {
-    if (this.#state !== 'open') return false;
-    const frame = frameCache?.frame ?? this.#checkedFrame(Kind.Publish, 0, body, false);
-    if (frameCache) frameCache.frame = frame;
-    return this.publishFrame(frame);
-  }
-
   /**
    * Queues an already-encoded publication frame (the same buffer for every peer: encoded once, never
    * copied per peer). O(1) in the backlog: the socket's write queue is an array push, and
    * `writableLength` a counter. Returns `false` (nothing queued) when not open or at the bound.
+   *
+   * The publication stays *unconfirmed* until the peer's count of publications received (carried
+   * by its heartbeats) covers it; if the connection closes first, `host.unconfirmed` gets it — it
+   * may or may not have been delivered, and is never counted as simply sent.
    */
-  publishFrame(frame: Buffer): boolean {
+  publishFrame(frame: Buffer, topic: string, id: string): boolean {
     if (this.#state !== 'open') return false;
     if (this.socket.writableLength + frame.length > this.#o.maxQueueBytes) return false;
     this.#send(frame);
+    ++this.#published;
+    if (this.peer?.c === 1) this.#unconfirmed.push(this.#published, topic, id);
     return true;
   }
 
@@ -319,6 +339,7 @@ export class Connection {
       this.#acks.set(id, pending);
       this.#armDeadline(pending.deadline);
       this.#send(frame);
+      ++this.#published; // numbered like every publication (the peer counts them all)
     });
   }
 
@@ -327,6 +348,7 @@ export class Connection {
     if (this.#state === 'closed') return;
     const wasHandshake = this.#state === 'handshake';
     this.#state = 'closed';
+    this.#reportUnconfirmed();
     const err =
       error ??
       new MusterError('MUSTER_PEER_LOST', `connection to ${this.#describe()} closed`, {
@@ -340,6 +362,10 @@ export class Connection {
       // Tell the peer why, then close once it is written.
       this.socket.end(encodeFrame(Kind.Error, 0, bodyOfError(err, 'bus')));
       this.socket.destroySoon();
+      setTimeout(() => this.socket.destroy(), 1000).unref();
+    } else if (isMusterError(err, 'MUSTER_CLOSED') && this.#received > 0 && !this.socket.destroyed) {
+      // Our own graceful close: confirm what arrived, so the peer does not count it as unconfirmed.
+      this.socket.end(encodeFrame(Kind.Ping, 0, { r: this.#received }));
       setTimeout(() => this.socket.destroy(), 1000).unref();
     } else {
       this.socket.destroy();
@@ -383,6 +409,31 @@ export class Connection {
     if (next !== Infinity) this.#armDeadline(next);
   }
 
+  /** The peer has received publications up to number `count` (on this connection). */
+  #confirm(count: number): void {
+    const u = this.#unconfirmed;
+    let i = this.#unconfirmedHead;
+    while (i < u.length && (u[i] as number) <= count) i += 3;
+    if (i >= u.length) {
+      u.length = 0;
+      this.#unconfirmedHead = 0;
+    } else if (i > 3 * 1024 && i * 2 > u.length) {
+      u.splice(0, i);
+      this.#unconfirmedHead = 0;
+    } else this.#unconfirmedHead = i;
+  }
+
+  #reportUnconfirmed(): void {
+    const u = this.#unconfirmed;
+    if (u.length === this.#unconfirmedHead) return;
+    const lost: { topic: string; id: string }[] = [];
+    for (let i = this.#unconfirmedHead; i < u.length; i += 3)
+      lost.push({ topic: u[i + 1] as string, id: u[i + 2] as string });
+    u.length = 0;
+    this.#unconfirmedHead = 0;
+    this.#host.unconfirmed(this, lost);
+  }
+
   #allocateId(): number {
     const id = this.#nextId;
     this.#nextId = this.#nextId >= 0xffffffff ? 1 : this.#nextId + 1;
@@ -420,6 +471,7 @@ export class Connection {
       node: this.#host.node,
       address: this.#host.address,
       ...(this.#o.token === undefined ? {} : { token: this.#o.token }),
+      c: 1,
     };
     this.#send(encodeFrame(Kind.Hello, 0, hello));
   }
@@ -475,6 +527,7 @@ export class Connection {
         return;
       }
       case Kind.Publish: {
+        this.#received++;
         const b = body as PublishBody | undefined;
         if (b === undefined || typeof b.topic !== 'string' || typeof b.id !== 'string') {
           this.close(new MusterError('MUSTER_PROTOCOL', 'a publication without topic and id'));
@@ -489,8 +542,11 @@ export class Connection {
         p?.resolve(undefined);
         return;
       }
-      case Kind.Ping:
+      case Kind.Ping: {
+        const r = (body as { r?: unknown } | undefined)?.r;
+        if (typeof r === 'number') this.#confirm(r);
         return;
+      }
       case Kind.Hello:
         this.close(new MusterError('MUSTER_PROTOCOL', 'a second hello'));
         return;
@@ -525,7 +581,7 @@ export class Connection {
       );
       return;
     }
-    this.peer = { v: h.v, node: h.node, address: h.address };
+    this.peer = { v: h.v, node: h.node, address: h.address, ...(h.c === 1 ? { c: 1 } : {}) };
     if (!this.outbound) this.#sendHello();
     this.#state = 'open';
     this.#decoder.setLimit(this.#o.maxFrameBytes);
@@ -551,6 +607,8 @@ export class Connection {
     );
     if (kind === Kind.Request) {
       this.#send(encodeFrame(Kind.Error, id, bodyOfError(err, 'bus')));
+    } else if (kind === Kind.Publish) {
+      this.#received++;
     } else if (kind === Kind.Response || kind === Kind.Error) {
       const p = this.#pending.get(id);
       p?.cleanup();
@@ -592,7 +650,8 @@ export class Connection {
         );
         return;
       }
-      this.#send(encodeFrame(Kind.Ping, 0));
+      // The ping carries how many publications arrived here, so the peer knows which are delivered.
+      this.#send(encodeFrame(Kind.Ping, 0, this.#received === 0 ? undefined : { r: this.#received }));
       this.#scheduleHeartbeat(this.#o.heartbeatIntervalMs, false);
     }, ms);
   }

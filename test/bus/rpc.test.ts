@@ -5,42 +5,15 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { connect, createServer, type Socket } from 'node:net';
-import { after, describe, test } from 'node:test';
-import {
-  type Bus,
-  encodeFrame,
-  FrameKind,
-  openBus,
-  type BusOptions,
-  PROTOCOL_VERSION,
-} from '../../src/bus/index.js';
+import { describe, test } from 'node:test';
+import { encodeFrame, FrameKind, PROTOCOL_VERSION } from '../../src/bus/index.js';
 import { isMusterError, MusterError } from '../../src/errors.js';
 import { join } from '../../src/membership/index.js';
 import { MemoryStore } from '../../src/store/index.js';
 import { freePort, startFaultProxy, waitFor } from '../../src/testing/index.js';
+import { busNodes, quiet, rejectsWith } from './fixtures/nodes.js';
 
-const quiet = { info: () => undefined, warn: () => undefined, error: () => undefined };
-
-const open: Bus[] = [];
-async function node(store: MemoryStore, options: BusOptions = {}): Promise<Bus> {
-  const bus = await openBus(store, { logger: quiet, ...options });
-  open.push(bus);
-  return bus;
-}
-after(async () => {
-  await Promise.all(open.map((b) => b.close()));
-});
-
-function rejectsWith(p: Promise<unknown>, code: string): Promise<MusterError> {
-  return p.then(
-    () => assert.fail(`expected ${code}, got a result`),
-    (err: unknown) => {
-      assert.ok(isMusterError(err), `expected a MusterError, got ${String(err)}`);
-      assert.equal(err.code, code, err.message);
-      return err;
-    },
-  );
-}
+const { node } = busNodes();
 
 describe('bus rpc', () => {
   test('round trip, caller identity, $info', { timeout: 20_000 }, async () => {

@@ -6,9 +6,8 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { TLSSocket } from 'node:tls';
-import { after, before, describe, test } from 'node:test';
-import { type Bus, type BusOptions, type BusTlsOptions, openBus } from '../../src/bus/index.js';
-import { isMusterError, type MusterError } from '../../src/errors.js';
+import { before, describe, test } from 'node:test';
+import { type BusTlsOptions, openBus } from '../../src/bus/index.js';
 import { MemoryStore, openStore } from '../../src/store/index.js';
 import {
   makeTestCertificates,
@@ -16,28 +15,9 @@ import {
   type TestCertificates,
   waitFor,
 } from '../../src/testing/index.js';
+import { busNodes, quiet, rejectsWith } from './fixtures/nodes.js';
 
-const quiet = { info: () => undefined, warn: () => undefined, error: () => undefined };
-const open: Bus[] = [];
-async function node(store: MemoryStore, options: BusOptions = {}): Promise<Bus> {
-  const bus = await openBus(store, { logger: quiet, connectTimeout: 3000, ...options });
-  open.push(bus);
-  return bus;
-}
-after(async () => {
-  await Promise.all(open.map((b) => b.close()));
-});
-
-function rejectsWith(p: Promise<unknown>, code: string): Promise<MusterError> {
-  return p.then(
-    () => assert.fail(`expected ${code}, got a result`),
-    (err: unknown) => {
-      assert.ok(isMusterError(err), `expected a MusterError, got ${String(err)}`);
-      assert.equal(err.code, code, err.message);
-      return err;
-    },
-  );
-}
+const { node } = busNodes({ connectTimeout: 3000 });
 
 /** TLS material from one CA (`a`) and from another, unrelated CA (`b`). */
 let a: BusTlsOptions;
