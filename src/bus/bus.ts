@@ -2,6 +2,7 @@
  * A bus node: one listener, one connection per peer, the services this node serves, the topics it
  * subscribes to, and the calls and publications it makes (brief §9, docs/bus.md).
  */
+import { X509Certificate } from 'node:crypto';
 import {
   createServer,
   connect as netConnect,
@@ -282,6 +283,7 @@ export class Bus implements Listenable<BusEvents> {
       this.#all.add(conn);
       this.metrics.connection('in', 'open');
     };
+    this.#tls = o.tls;
     if (o.tls === undefined) server.on('connection', accept);
     else {
       const mutual = o.tls.mutual === true;
@@ -317,6 +319,8 @@ export class Bus implements Listenable<BusEvents> {
   }
 
   readonly #host: ConnectionHost;
+  /** The TLS material new connections use (replaced by {@link reloadTls}). */
+  #tls: BusTlsOptions | undefined;
   /** Handshakes the TLS connections the listener accepts (it never listens itself). */
   #tlsServer: TlsServer | undefined;
   /** A TLS node's accepted sockets, handshaking or not (close() destroys those still open). */
@@ -352,6 +356,37 @@ export class Bus implements Listenable<BusEvents> {
       socket.unshift(chunk);
       (this.#tlsServer as TlsServer).emit('connection', socket);
     });
+  }
+
+  /**
+   * Replaces this node's TLS material (certificate, key, CA) for every connection made from now on,
+   * dialed or accepted; open connections keep the session they have. For a daemon's reload (SIGHUP,
+   * `POST /v1/reload`): `reload: async () => bus.reloadTls(await readBusTlsFiles(files))`.
+   *
+   * Throws `MUSTER_INVALID_ARGUMENT`, with nothing changed, when the node runs without TLS (TLS is
+   * bus-wide: turning it on or off needs a restart), when `mutual` differs from the running
+   * setting, or when the material is unusable (no key for the certificate, bad PEM). Returns what
+   * certificate is now in use.
+   */
+  reloadTls(tls: BusTlsOptions): { subject: string; validTo: string; fingerprint256: string } {
+    if (this.#tls === undefined || this.#tlsServer === undefined)
+      throw invalidArgument(
+        'this bus node runs without TLS; turning TLS on needs a restart (bus-wide setting)',
+      );
+    const checked = checkTls(tls) as BusTlsOptions;
+    if ((checked.mutual === true) !== (this.#tls.mutual === true))
+      throw invalidArgument(
+        `reloaded TLS material must keep mutual: ${String(this.#tls.mutual === true)} (changing it needs a restart)`,
+      );
+    this.#tlsServer.setSecureContext(secureContextOptions(checked));
+    this.#tls = checked;
+    const cert = new X509Certificate(checked.cert);
+    const summary = { subject: cert.subject, validTo: cert.validTo, fingerprint256: cert.fingerprint256 };
+    this.#o.logger.info(
+      { peer: this.address, ...summary },
+      'bus TLS material reloaded; new connections use it',
+    );
+    return summary;
   }
 
   #refused(remote: string, err: MusterError): void {
@@ -642,7 +677,7 @@ export class Bus implements Listenable<BusEvents> {
     const host = address.slice(0, i).replace(/^\[(.*)\]$/, '$1');
     const port = Number(address.slice(i + 1));
     const socket =
-      this.#o.tls === undefined
+      this.#tls === undefined
         ? netConnect({ host, port })
         : await this.#dialTls(address, host, port, timeoutMs);
     const conn = new Connection(this.#host, socket, address);
@@ -682,7 +717,7 @@ export class Bus implements Listenable<BusEvents> {
    * against `ca` and the dialed host). A failure after the TCP connect is `MUSTER_TLS_HANDSHAKE`.
    */
   #dialTls(address: string, host: string, port: number, timeoutMs: number): Promise<Socket> {
-    const tls = this.#o.tls as BusTlsOptions;
+    const tls = this.#tls as BusTlsOptions;
     return new Promise<Socket>((resolve, reject) => {
       let tcp = false;
       const socket = tlsConnect({
