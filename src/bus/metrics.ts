@@ -47,7 +47,7 @@ export class BusMetrics {
     });
     this.#dropped = new Counter({
       name: 'muster_bus_dropped_total',
-      help: 'Publications dropped, by peer, topic and reason (queue-full, expired, not-connected)',
+      help: 'Publications dropped, by peer, topic and reason (queue-full, expired, not-connected, not-acknowledged; unconfirmed: written to a connection that closed before the subscriber confirmed it, maybe delivered)',
       labelNames: ['peer', 'topic', 'reason'],
       registers,
     });
@@ -125,9 +125,9 @@ export class BusMetrics {
     this.#statsd?.timing(`handled.${service}.${method}`, seconds * 1000, { outcome });
   }
 
-  dropped(peer: string, topic: string, reason: string): void {
-    this.#dropped.inc({ peer, topic, reason });
-    this.#statsd?.increment('dropped', { topic, reason });
+  dropped(peer: string, topic: string, reason: string, count = 1): void {
+    this.#dropped.inc({ peer, topic, reason }, count);
+    this.#statsd?.increment('dropped', count, { topic, reason });
   }
 
   connection(direction: 'in' | 'out', event: 'open' | 'close', reconnectOf?: string): void {

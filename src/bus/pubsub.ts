@@ -414,7 +414,20 @@ export class Topics {
    */
   unconfirmed(conn: Connection, lost: readonly { topic: string; id: string }[]): void {
     const peer = conn.peer?.node ?? conn.address ?? '?';
-    for (const l of lost) this.#drop(peer, l.topic, l.id, 'unconfirmed');
+    // One counter increment per topic, not per message: a stalled subscriber's connection can
+    // close with thousands unconfirmed, and the others must not pay for it.
+    const perTopic = new Map<string, number>();
+    for (const l of lost) {
+      perTopic.set(l.topic, (perTopic.get(l.topic) ?? 0) + 1);
+      this.#onDrop({ peer, topic: l.topic, id: l.id, reason: 'unconfirmed' });
+    }
+    for (const [topic, n] of perTopic) {
+      this.#bus.metrics.dropped(peer, topic, 'unconfirmed', n);
+      this.#o.logger.warn(
+        { peer, topic, count: n, reason: 'unconfirmed' },
+        `bus: ${n} message(s) for ${peer} were written to a connection that closed before ${peer} confirmed them (maybe delivered)`,
+      );
+    }
   }
 
   #drop(peer: string, topic: string, id: string, reason: DropEvent['reason']): void {
