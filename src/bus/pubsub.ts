@@ -391,14 +391,12 @@ export class Topics {
       this.#bus.connection(t.address, this.#o.connectTimeoutMs).then(
         (conn) => {
           this.#waiting.delete(t.address);
-          for (const f of entry.frames) {
-            if (!conn.publishFrame(f.frame, f.topic, f.id))
-              this.#drop(f.node, f.topic, f.id, conn.state === 'open' ? 'queue-full' : 'not-connected');
-          }
+          const refused = entry.frames.filter((f) => !conn.publishFrame(f.frame, f.topic, f.id));
+          this.#dropMany(t.node, refused, conn.state === 'open' ? 'queue-full' : 'not-connected');
         },
         () => {
           this.#waiting.delete(t.address);
-          for (const f of entry.frames) this.#drop(f.node, f.topic, f.id, 'not-connected');
+          this.#dropMany(t.node, entry.frames, 'not-connected');
         },
       );
     }
@@ -413,19 +411,33 @@ export class Topics {
    * delivered, maybe lost — reported as `unconfirmed`, never left counted as sent.
    */
   unconfirmed(conn: Connection, lost: readonly { topic: string; id: string }[]): void {
-    const peer = conn.peer?.node ?? conn.address ?? '?';
-    // One counter increment per topic, not per message: a stalled subscriber's connection can
-    // close with thousands unconfirmed, and the others must not pay for it.
+    this.#dropMany(conn.peer?.node ?? conn.address ?? '?', lost, 'unconfirmed');
+  }
+
+  /**
+   * Many drops for one peer at once (a connection closing with publications unconfirmed, a connect
+   * failing with publications queued behind it): an event per message, but one counter increment
+   * and one log line per topic — thousands of them must not stall the publisher, and through it the
+   * other subscribers.
+   */
+  #dropMany(
+    peer: string,
+    items: readonly { topic: string; id: string }[],
+    reason: DropEvent['reason'],
+  ): void {
+    if (items.length === 0) return;
     const perTopic = new Map<string, number>();
-    for (const l of lost) {
+    for (const l of items) {
       perTopic.set(l.topic, (perTopic.get(l.topic) ?? 0) + 1);
-      this.#onDrop({ peer, topic: l.topic, id: l.id, reason: 'unconfirmed' });
+      this.#onDrop({ peer, topic: l.topic, id: l.id, reason });
     }
     for (const [topic, n] of perTopic) {
-      this.#bus.metrics.dropped(peer, topic, 'unconfirmed', n);
+      this.#bus.metrics.dropped(peer, topic, reason, n);
       this.#o.logger.warn(
-        { peer, topic, count: n, reason: 'unconfirmed' },
-        `bus: ${n} message(s) for ${peer} were written to a connection that closed before ${peer} confirmed them (maybe delivered)`,
+        { peer, topic, count: n, reason },
+        reason === 'unconfirmed'
+          ? `bus: ${n} message(s) for ${peer} were written to a connection that closed before ${peer} confirmed them (maybe delivered)`
+          : `bus: dropped ${n} message(s) for ${peer} (${reason})`,
       );
     }
   }

@@ -10,6 +10,7 @@ import { encodeFrame, FrameKind, PROTOCOL_VERSION } from '../../src/bus/index.js
 import { isMusterError, MusterError } from '../../src/errors.js';
 import { join } from '../../src/membership/index.js';
 import { MemoryStore } from '../../src/store/index.js';
+import { onAbort } from '../../src/util/abort.js';
 import { freePort, startFaultProxy, waitFor } from '../../src/testing/index.js';
 import { busNodes, quiet, rejectsWith } from './fixtures/nodes.js';
 
@@ -88,7 +89,7 @@ describe('bus rpc', () => {
       },
       slow: (_m, ctx) =>
         new Promise((resolve) => {
-          ctx.signal.addEventListener('abort', () => {
+          onAbort(ctx.signal, () => {
             sawAbort = true;
             resolve('late');
           });
@@ -189,7 +190,7 @@ describe('bus rpc', () => {
           op: () => ++runs[n],
           hang: (_m, ctx) => {
             runs[n]++;
-            return new Promise((resolve) => ctx.signal.addEventListener('abort', () => resolve(null)));
+            return new Promise((resolve) => onAbort(ctx.signal, () => resolve(null)));
           },
         });
       }
