@@ -256,7 +256,7 @@ export class Topics {
         members.push(t);
       }
     }
-    plan = { source, all, groups: [...groups] };
+    plan = { source, all, allSet: new Set(all), groups: [...groups] };
     this.#plans.set(view, plan);
     return plan;
   }
@@ -265,7 +265,9 @@ export class Topics {
    * Sends to every target. Without `ack` this is synchronous and each subscriber's path is its own:
    * an open connection gets the frame written (bounded by its queue), a peer marked down is dropped
    * at once, a peer being connected to gets the frame queued behind the connect (bounded) — nothing
-   * here waits on any peer, so a stalled subscriber cannot delay the others.
+   * here waits on any peer, so a stalled subscriber cannot delay the others. Nothing is allocated
+   * per subscriber in the usual case (no queue groups): the frame is encoded once and written to
+   * each connection.
    */
   #publishTo(
     view: InstanceView,
@@ -275,58 +277,69 @@ export class Topics {
     options: BusPublishOptions,
   ): PublishResult | Promise<PublishResult> {
     const plan = this.#plan(view);
-    // Which nodes get it, and for which queue groups (a member chosen by a hash of the id).
-    const targets = new Map<string, { address: string; node: string; all: boolean; g: string[] }>();
-    for (const t of plan.all) targets.set(t.node, { ...t, all: true, g: [] });
+    this.#bus.metrics.published(topic);
+    // Queue groups: one member each, chosen by a hash of the id (the same on every publisher).
+    let groupsOf: Map<PlanTarget, string[]> | undefined;
     for (const [g, members] of plan.groups) {
       const chosen = members[hashString(`${g}\u0000${id}`) % members.length];
       if (chosen === undefined) continue;
-      let t = targets.get(chosen.node);
-      if (t === undefined) targets.set(chosen.node, (t = { ...chosen, all: false, g: [] }));
-      t.g.push(g);
+      groupsOf ??= new Map();
+      const gs = groupsOf.get(chosen);
+      if (gs === undefined) groupsOf.set(chosen, [g]);
+      else gs.push(g);
     }
-    this.#bus.metrics.published(topic);
-    if (options.ack === true) return this.#publishAcked(view, topic, id, base, options, targets);
+    const bodyFor = (t: PlanTarget, all: boolean): WireBody => {
+      const g = groupsOf?.get(t);
+      return g === undefined ? base : { ...base, g, all };
+    };
+    if (options.ack === true) {
+      const targets: [PlanTarget, WireBody][] = plan.all.map((t) => [t, bodyFor(t, true)]);
+      for (const t of groupsOf?.keys() ?? []) if (!plan.allSet.has(t)) targets.push([t, bodyFor(t, false)]);
+      return this.#publishAcked(view, topic, id, targets, options);
+    }
+    const shared: { frame?: Buffer } = {};
     let sent = 0;
-    let dropped = 0;
-    let plainFrame: Buffer | undefined;
-    for (const t of targets.values()) {
-      const body: WireBody = t.g.length === 0 ? base : { ...base, g: t.g, all: t.all };
-      if (t.address === this.#bus.address) {
-        this.receive(undefined, 0, body);
-        sent++;
-        continue;
-      }
-      const frame =
-        t.g.length === 0
-          ? (plainFrame ??= checkedFrame(Kind.Publish, 0, body, this.#o.maxFrameBytes))
-          : checkedFrame(Kind.Publish, 0, body, this.#o.maxFrameBytes);
-      const waiting = this.#waiting.get(t.address);
-      const conn = this.#bus.peers().get(t.address);
-      let reason: DropEvent['reason'] | undefined;
-      if (waiting === undefined && conn !== undefined && conn.state === 'open') {
-        if (!conn.publishFrame(frame, topic, id)) reason = 'queue-full';
-      } else if (waiting === undefined && this.#bus.isDown(t.address)) {
-        reason = 'not-connected';
-      } else if (!this.#queueWhileConnecting(t, topic, id, frame)) {
-        reason = 'queue-full';
-      }
-      if (reason === undefined) sent++;
-      else {
-        dropped++;
-        this.#drop(t.node, topic, id, reason);
-      }
+    let targets = plan.all.length;
+    for (const t of plan.all) sent += this.#sendOne(t, bodyFor(t, true), topic, id, shared);
+    for (const t of groupsOf?.keys() ?? []) {
+      if (plan.allSet.has(t)) continue;
+      targets++;
+      sent += this.#sendOne(t, bodyFor(t, false), topic, id, shared);
     }
-    return { id, sent, dropped, acked: 0 };
+    return { id, sent, dropped: targets - sent, acked: 0 };
+  }
+
+  /** Sends one publication to one subscriber node without waiting on it: 1 if sent, 0 if dropped. */
+  #sendOne(t: PlanTarget, body: WireBody, topic: string, id: string, shared: { frame?: Buffer }): number {
+    if (t.address === this.#bus.address) {
+      this.receive(undefined, 0, body);
+      return 1;
+    }
+    const frame =
+      body.g === undefined
+        ? (shared.frame ??= checkedFrame(Kind.Publish, 0, body, this.#o.maxFrameBytes))
+        : checkedFrame(Kind.Publish, 0, body, this.#o.maxFrameBytes);
+    const waiting = this.#waiting.get(t.address);
+    const conn = this.#bus.peers().get(t.address);
+    let reason: DropEvent['reason'] | undefined;
+    if (waiting === undefined && conn !== undefined && conn.state === 'open') {
+      if (!conn.publishFrame(frame, topic, id)) reason = 'queue-full';
+    } else if (waiting === undefined && this.#bus.isDown(t.address)) {
+      reason = 'not-connected';
+    } else if (!this.#queueWhileConnecting(t, topic, id, frame)) {
+      reason = 'queue-full';
+    }
+    if (reason === undefined) return 1;
+    this.#drop(t.node, topic, id, reason);
+    return 0;
   }
 
   async #publishAcked(
     view: InstanceView,
     topic: string,
     id: string,
-    base: PublishBody,
+    targets: readonly (readonly [PlanTarget, WireBody])[],
     options: BusPublishOptions,
-    targets: Map<string, { address: string; node: string; all: boolean; g: string[] }>,
   ): Promise<PublishResult> {
     let acked = 0;
     let dropped = 0;
@@ -334,8 +347,7 @@ export class Topics {
       this.#o.clock.monotonic() +
       (options.timeout === undefined ? this.#o.callTimeoutMs : toMillis(options.timeout, 'timeout'));
     await Promise.all(
-      [...targets.values()].map(async (t) => {
-        const body: WireBody = t.g.length === 0 ? base : { ...base, g: t.g, all: t.all };
+      targets.map(async ([t, body]) => {
         if (t.address === this.#bus.address) {
           this.receive(undefined, 0, body);
           acked++;
@@ -469,6 +481,7 @@ interface Plan {
   readonly source: readonly unknown[];
   /** Nodes with plain subscribers. */
   readonly all: readonly PlanTarget[];
+  readonly allSet: ReadonlySet<PlanTarget>;
   /** Queue groups and their member nodes (in id order). */
   readonly groups: readonly (readonly [string, readonly PlanTarget[]])[];
 }
