@@ -35,6 +35,35 @@ describe('bus rpc', () => {
     assert.equal(client.peers().size, 1);
   });
 
+  test(
+    'one deadline timer per connection: a shorter timeout after a longer one fires first, and the longer one still fires',
+    { timeout: 20_000 },
+    async () => {
+      const store = new MemoryStore();
+      const server = await node(store);
+      const client = await node(store);
+      await server.serve('d', {
+        hang: (_m, ctx) => new Promise((resolve) => onAbort(ctx.signal, () => resolve(null))),
+        ok: () => 'ok',
+      });
+      assert.equal(await client.call('d', 'ok'), 'ok'); // the connection is open
+      const order: string[] = [];
+      const timedOut = (name: string, p: Promise<unknown>): Promise<void> =>
+        rejectsWith(p, 'MUSTER_TIMEOUT').then(() => void order.push(name));
+      const long = timedOut('long', client.call('d', 'hang', null, { timeout: 1500 }));
+      // Armed for 1,500 ms; a 100 ms call must re-arm it earlier…
+      await timedOut('short', client.call('d', 'hang', null, { timeout: 100 }));
+      // …and after it fired, the timer must be armed again for the calls still pending.
+      await timedOut('second short', client.call('d', 'hang', null, { timeout: 100 }));
+      // A call answered in time is not touched by the timer firing for others.
+      assert.equal(await client.call('d', 'ok', null, { timeout: 1000 }), 'ok');
+      await long;
+      assert.deepEqual(order, ['short', 'second short', 'long']);
+      const conn = [...client.peers().values()][0];
+      assert.equal(conn?.inFlight, 0, 'nothing left pending');
+    },
+  );
+
   test('balanced by weight, this host first', { timeout: 20_000 }, async () => {
     const store = new MemoryStore();
     const client = await node(store);
