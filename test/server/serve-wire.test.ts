@@ -11,7 +11,12 @@ import { describe, test } from 'node:test';
 import { loadPackageDefinition, type MethodDefinition, type ServiceDefinition } from '@grpc/grpc-js';
 import { loadSync } from '@grpc/proto-loader';
 import protobuf from 'protobufjs';
-import { decodeRequest, encodeResponse } from '../../src/server/grpc/wire.js';
+import {
+  decodeRequest,
+  encodeEvent,
+  encodeResponse,
+  encodeWatchResponse,
+} from '../../src/server/grpc/wire.js';
 
 const require = createRequire(import.meta.url);
 const protoDir = join(dirname(require.resolve('etcd3/package.json')), 'proto');
@@ -21,11 +26,13 @@ const definition = loadSync(join(protoDir, 'rpc.proto'), {
   defaults: true,
   oneofs: true,
 });
-const kv = (
+const services = (
   loadPackageDefinition(definition) as unknown as {
-    etcdserverpb: { KV: { service: ServiceDefinition } };
+    etcdserverpb: { KV: { service: ServiceDefinition }; Watch: { service: ServiceDefinition } };
   }
-).etcdserverpb.KV.service;
+).etcdserverpb;
+const kv = services.KV.service;
+const watchMethod = services.Watch.service.Watch as MethodDefinition<unknown, unknown>;
 const method = (name: string): MethodDefinition<unknown, unknown> =>
   kv[name] as MethodDefinition<unknown, unknown>;
 
@@ -215,6 +222,39 @@ describe('hand-written KV codecs (wire.ts)', () => {
       }
     }
   });
+
+  test(
+    'watch responses, with events as objects or encoded once, read back as the loader’s',
+    { timeout: 30_000 },
+    () => {
+      for (let i = 0; i < 400; i++) {
+        const events = list(
+          () => ({ type: pick([0, 1]), kv: keyValue(), prev_kv: rnd() < 0.3 ? keyValue() : null }),
+          4,
+        );
+        const obj: Record<string, unknown> = {
+          header: header(),
+          watch_id: pick([0, 1, 7, -1, '-1', '300']),
+          created: bool(),
+          canceled: bool(),
+          compact_revision: pick([0, 5, '12345']),
+          cancel_reason: pick(['', 'etcdserver: mvcc: required revision has been compacted', 'ünïcode']),
+          fragment: bool(),
+          events,
+        };
+        const expected = watchMethod.responseDeserialize(watchMethod.responseSerialize(obj));
+        const asObjects = watchMethod.responseDeserialize(encodeWatchResponse(obj));
+        const preEncoded = watchMethod.responseDeserialize(
+          encodeWatchResponse({
+            ...obj,
+            events: events.map((e) => encodeEvent(e as unknown as Parameters<typeof encodeEvent>[0])),
+          }),
+        );
+        assert.deepStrictEqual(asObjects, expected, `#${i}`);
+        assert.deepStrictEqual(preEncoded, expected, `#${i} (events encoded once)`);
+      }
+    },
+  );
 
   test('a truncated request is refused, not read past its end', { timeout: 10_000 }, () => {
     const t = type('PutRequest');

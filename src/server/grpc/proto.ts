@@ -6,7 +6,7 @@ import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { loadPackageDefinition, type ServiceDefinition } from '@grpc/grpc-js';
 import { loadSync } from '@grpc/proto-loader';
-import { decodeRequest, encodeResponse } from './wire.js';
+import { decodeRequest, encodeResponse, encodeWatchResponse } from './wire.js';
 
 /** The etcd services muster serves (every RPC of each; those not implemented answer UNIMPLEMENTED). */
 export interface EtcdServices {
@@ -40,7 +40,10 @@ export function etcdServices(): EtcdServices {
   const s = pkg.etcdserverpb;
   loaded = {
     KV: withWireCodecs(s.KV.service),
-    Watch: s.Watch.service,
+    Watch: {
+      ...s.Watch.service,
+      Watch: { ...(s.Watch.service.Watch as object), responseSerialize: encodeWatchResponse },
+    } as unknown as ServiceDefinition,
     Lease: s.Lease.service,
     Cluster: s.Cluster.service,
     Maintenance: s.Maintenance.service,

@@ -75,6 +75,24 @@ class Out {
     this.pos += v.length;
   }
 
+  string(field: number, v: string | null | undefined): void {
+    if (v == null || v === '') return;
+    const len = Buffer.byteLength(v);
+    this.varint((field << 3) | 2);
+    this.varint(len);
+    this.room(len);
+    this.pos += this.buf.write(v, this.pos, 'utf8');
+  }
+
+  /** Copies an already encoded embedded message (its body) as field `field`. */
+  raw(field: number, body: Uint8Array): void {
+    this.varint((field << 3) | 2);
+    this.varint(body.length);
+    this.room(body.length);
+    this.buf.set(body, this.pos);
+    this.pos += body.length;
+  }
+
   /** Starts an embedded message: its tag and one byte reserved for its length. */
   begin(field: number): number {
     this.varint((field << 3) | 2);
@@ -130,11 +148,28 @@ interface WireKv {
   lease: number | string;
 }
 
+/**
+ * The encoded `cluster_id` and `member_id` of the last header written: they never change on a
+ * server, and as uint64s above 2^53 each would cost a BigInt conversion per response.
+ */
+let idsFor: { cluster: string; member: string; bytes: Buffer } | undefined;
+
 function header(field: number, h: WireHeader | null | undefined): void {
   if (h == null) return;
   const at = out.begin(field);
-  out.int(1, h.cluster_id);
-  out.int(2, h.member_id);
+  if (idsFor === undefined || idsFor.cluster !== h.cluster_id || idsFor.member !== h.member_id) {
+    out.int(1, h.cluster_id);
+    out.int(2, h.member_id);
+    idsFor = {
+      cluster: h.cluster_id,
+      member: h.member_id,
+      bytes: Buffer.from(out.buf.subarray(at + 1, out.pos)),
+    };
+  } else {
+    out.room(idsFor.bytes.length);
+    idsFor.bytes.copy(out.buf, out.pos);
+    out.pos += idsFor.bytes.length;
+  }
   out.int(3, h.revision);
   out.int(4, h.raft_term);
   out.end(at);
@@ -211,6 +246,55 @@ function nested<T>(field: number, value: T, body: (v: T) => void): void {
   body(value);
   out.end(at);
 }
+
+interface WireEvent {
+  type: number;
+  kv: WireKv | null;
+  prev_kv?: WireKv | null;
+}
+interface WireWatchResponse {
+  header: WireHeader;
+  watch_id?: number | string;
+  created?: boolean;
+  canceled?: boolean;
+  compact_revision?: number | string;
+  cancel_reason?: string;
+  fragment?: boolean;
+  /** Events as objects, or as the bytes of {@link encodeEvent} (shared by every watcher). */
+  events?: readonly (WireEvent | Buffer)[];
+}
+
+function eventBody(e: WireEvent): void {
+  out.int(1, e.type);
+  kv(2, e.kv);
+  kv(3, e.prev_kv);
+}
+
+function watchBody(r: WireWatchResponse): void {
+  header(1, r.header);
+  out.int(2, r.watch_id ?? 0);
+  out.bool(3, r.created === true);
+  out.bool(4, r.canceled === true);
+  out.int(5, r.compact_revision ?? 0);
+  out.string(6, r.cancel_reason);
+  out.bool(7, r.fragment === true);
+  for (const e of r.events ?? []) {
+    if (Buffer.isBuffer(e)) out.raw(11, e);
+    else nested(11, e, eventBody);
+  }
+}
+
+/**
+ * One watch event encoded once (an `mvccpb.Event` message), to be shared by every watcher it goes
+ * to: a WatchResponse whose `events` holds these Buffers copies them instead of encoding again.
+ */
+export function encodeEvent(e: WireEvent): Buffer {
+  eventBody(e);
+  return out.take();
+}
+
+/** The encoder of WatchResponse (events as objects or as {@link encodeEvent} bytes). */
+export const encodeWatchResponse = (r: unknown): Buffer => (watchBody(r as WireWatchResponse), out.take());
 
 /** Encoders of the response objects the KV handlers return (loader form). */
 export const encodeResponse = {
