@@ -180,6 +180,14 @@ describe('the HTTP/JSON gateway on the gRPC port', () => {
           compare: [{ key: b64('/s/a'), result: 'EQUAL', target: 'VALUE', value: b64('nope') }],
           success: [{ request_put: { key: b64('/s/a'), value: b64('x') } }],
         });
+        await call('/v3/kv/txn', {
+          compare: [{ key: b64('/s/a'), result: 'GREATER', target: 'VERSION', version: '0' }],
+          success: [
+            { request_range: { key: b64('/s/a') } },
+            { request_put: { key: b64('/s/a'), value: b64('3') } },
+            { request_delete_range: { key: b64('/s/none') } },
+          ],
+        });
         const grant = await call('/v3/lease/grant', { TTL: 30 });
         await call('/v3/kv/put', { key: b64('/s/leased'), value: b64('v'), lease: grant.ID });
         await call('/v3/kv/lease/timetolive', { ID: grant.ID });
