@@ -308,7 +308,7 @@ export class PartitionedHandle implements Listenable<PartitionedEvents> {
   #attach(member: OwnershipMember): void {
     this.#member = member;
     const generation = ++this.#generation;
-    member.session.lost.addEventListener('abort', () => this.#onSessionLost(generation), { once: true });
+    onAbort(member.session.lost, () => this.#onSessionLost(generation));
     this.#schedule();
   }
 
