@@ -2,7 +2,7 @@
  * The memory engine made durable: recovery from the newest snapshot plus the log segments after
  * it, a write-ahead log as the engine's journal, and periodic snapshots that bound the log.
  *
- * Data directory layout: `LOCK` (the pid of the server using it), `member-id`, `snap-<rev>.snap`
+ * Data directory layout: `LOCK` (pid and start time of the server using it), `member-id`, `snap-<rev>.snap`
  * (the newest snapshot), `wal-<n>.log` (the segments from the snapshot's first segment on).
  */
 import { randomBytes } from 'node:crypto';
@@ -35,7 +35,7 @@ import {
   truncateSegment,
   Wal,
 } from './wal.js';
-import { isProcessAlive } from '../util/process.js';
+import { isAlive, readStartTime } from '../process/index.js';
 
 /** Snapshot after this many log records: start-up replays at most about this many. */
 export const DEFAULT_SNAPSHOT_RECORDS = 20_000;
@@ -396,17 +396,24 @@ async function removeTemporaryFiles(dir: string, log: Logger | undefined): Promi
   }
 }
 
+/**
+ * Takes the data directory's `LOCK`: `<pid> <start time>` (field 22 of `/proc/<pid>/stat`, clock
+ * ticks since boot). A pid alone would name another process after a reboot or pid reuse and refuse
+ * to start; with the start time a lock is held only by the very process that wrote it. A lock whose
+ * pid is dead, or alive with another start time, is stale and taken over. A lock written by an older
+ * version holds only the pid and is judged by the pid alone.
+ */
 async function lockDir(dir: string): Promise<void> {
   const file = join(dir, 'LOCK');
+  let text: string | undefined;
   try {
-    const pid = Number((await readFile(file, 'utf8')).trim());
-    if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && isProcessAlive(pid)) {
-      throw new MusterError(
-        'MUSTER_DATA_DIR_LOCKED',
-        `the data directory ${dir} is in use by process ${pid}; stop it or choose another --data-dir`,
-        { details: { dataDir: dir, pid } },
-      );
-    }
+    text = await readFile(file, 'utf8');
+  } catch {
+    // no lock file: free
+  }
+  if (text !== undefined) {
+    const [pidText, startTime] = text.trim().split(/\s+/);
+    const pid = Number(pidText);
     if (pid === process.pid && held.has(dir)) {
       throw new MusterError(
         'MUSTER_DATA_DIR_LOCKED',
@@ -414,12 +421,17 @@ async function lockDir(dir: string): Promise<void> {
         { details: { dataDir: dir, pid } },
       );
     }
-  } catch (err) {
-    if (err instanceof MusterError) throw err;
-    // no lock file: free
+    if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && isAlive(pid, startTime)) {
+      throw new MusterError(
+        'MUSTER_DATA_DIR_LOCKED',
+        `the data directory ${dir} is in use by process ${pid}; stop it or choose another --data-dir`,
+        { details: { dataDir: dir, pid } },
+      );
+    }
   }
-  // Written in place: a crash can leave it empty or stale, and both read as free (no live pid).
-  await writeFile(file, `${process.pid}\n`);
+  // Written in place: a crash can leave it empty or stale, and both read as free (no live process).
+  const startTime = readStartTime(process.pid);
+  await writeFile(file, startTime === undefined ? `${process.pid}\n` : `${process.pid} ${startTime}\n`);
   held.add(dir);
   crashPoint('lock.written');
 }

@@ -64,13 +64,21 @@ const ROUTES: Record<string, [keyof EtcdServices, string]> = {
   '/v3/auth/role/revoke': ['Auth', 'RoleRevokePermission'],
 };
 
-/** gRPC status → HTTP status, as grpc-gateway maps them. */
+/** gRPC status → HTTP status, as the grpc-gateway of etcd 3.4 (v1) maps them. */
 function httpStatus(code: status): number {
   switch (code) {
     case status.INVALID_ARGUMENT:
     case status.OUT_OF_RANGE:
-    case status.FAILED_PRECONDITION:
       return 400;
+    case status.FAILED_PRECONDITION:
+      return 412;
+    case status.CANCELLED:
+      return 408;
+    case status.ALREADY_EXISTS:
+    case status.ABORTED:
+      return 409;
+    case status.DEADLINE_EXCEEDED:
+      return 504;
     case status.UNAUTHENTICATED:
       return 401;
     case status.PERMISSION_DENIED:
@@ -150,10 +158,47 @@ function decodeRequest(method: MethodDefinition<unknown, unknown>, json: unknown
   return method.requestDeserialize(Buffer.from(bytes));
 }
 
+/**
+ * Removes the fields of a decoded message that hold their default value (zero, false, empty string
+ * or bytes, empty list), recursively: etcd's grpc-gateway (jsonpb without `EmitDefaults`) leaves
+ * them out of its JSON — `{"header":{…}}` for a range that found nothing, no `"type":"PUT"` in watch
+ * events — while protobufjs's encoder writes every field it was given. A field of a oneof is kept
+ * (jsonpb writes the one that is set).
+ */
+function dropDefaults(type: protobuf.Type, msg: protobuf.Message): void {
+  const m = msg as unknown as Record<string, unknown>;
+  for (const field of type.fieldsArray) {
+    if (!Object.prototype.hasOwnProperty.call(m, field.name)) continue;
+    const v = m[field.name];
+    const resolved = field.resolve().resolvedType;
+    if (field.repeated) {
+      if (!Array.isArray(v) || v.length === 0) delete m[field.name];
+      else if (resolved instanceof protobuf.Type)
+        for (const x of v as protobuf.Message[]) dropDefaults(resolved, x);
+      continue;
+    }
+    if (resolved instanceof protobuf.Type) {
+      if (v === null) delete m[field.name];
+      else dropDefaults(resolved, v as protobuf.Message);
+      continue;
+    }
+    if (field.partOf !== null) continue;
+    const empty =
+      v === null ||
+      v === false ||
+      v === '' ||
+      (v instanceof Uint8Array && v.length === 0) ||
+      v === 0 ||
+      (typeof v === 'object' && (v as { low?: number }).low === 0 && (v as { high?: number }).high === 0);
+    if (empty) delete m[field.name];
+  }
+}
+
 /** The handler's response object → JSON (gateway form). */
 function encodeResponse(method: MethodDefinition<unknown, unknown>, response: unknown): unknown {
   const type = typeOf(method, 'response');
   const msg = type.decode(method.responseSerialize(response));
+  dropDefaults(type, msg);
   return renameEnums(type, type.toObject(msg, { longs: String, enums: String, bytes: String }), (_e, v) =>
     upperSnake(v),
   );

@@ -16,6 +16,7 @@ import { isLoopback, parseHostPort } from '../util/net.js';
 import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { createServer as createNetServer, type Socket } from 'node:net';
 import { NO_LEASE } from '../store/internal.js';
+import { authorityFilter, isGoClient } from './authority-filter.js';
 import { gatewayHandler } from './gateway.js';
 import { header } from './grpc/context.js';
 import { leaseOf as leaseOfWire } from './grpc/convert.js';
@@ -171,19 +172,31 @@ function listenFront(
   const tcp = createNetServer({ noDelay: true }, (socket) => {
     sockets.add(socket);
     socket.once('close', () => sockets.delete(socket));
+    let head: Buffer = Buffer.alloc(0);
     const decide = (chunk: Buffer): void => {
+      head = head.length === 0 ? chunk : Buffer.concat([head, chunk]);
+      const n = Math.min(head.length, H2_PREFACE.length);
+      const h2 = head.subarray(0, n).equals(H2_PREFACE.subarray(0, n));
+      // An HTTP/2 client sends its first SETTINGS frame right after the preface: wait for it.
+      const go = h2 ? isGoClient(head) : false;
+      if (go === undefined) return;
+      socket.off('data', decide);
       socket.pause();
-      socket.unshift(chunk);
-      const n = Math.min(chunk.length, H2_PREFACE.length);
+      if (go) {
+        // grpc-go (etcdctl) may send an `:authority` nghttp2 refuses: see authority-filter.ts.
+        injector.injectConnection(authorityFilter(socket, head) as unknown as Socket);
+        return;
+      }
+      socket.unshift(head);
       // HTTP/2 reads the bytes already buffered on the next tick (the socket stays paused: the
       // session reads the native handle); the HTTP/1.1 parser reads them once the socket flows.
-      if (chunk.subarray(0, n).equals(H2_PREFACE.subarray(0, n))) injector.injectConnection(socket);
+      if (h2) injector.injectConnection(socket);
       else {
         http1.emit('connection', socket);
         socket.resume();
       }
     };
-    socket.once('data', decide);
+    socket.on('data', decide);
     socket.on('error', () => undefined);
   });
   return new Promise((resolve, reject) => {

@@ -323,8 +323,17 @@ export class Wal implements Journal {
 
   async #loop(): Promise<void> {
     try {
+      let wrote = false;
       for (;;) {
+        if (this.#pending.length > 0 && wrote) {
+          // Records that arrived during the last write: first let the requests that write just
+          // released reply (their continuations are queued; a lone write below would block the
+          // event loop for a whole sync before they run), and let requests already read from
+          // sockets append, so they join this batch instead of the next.
+          await new Promise<void>((resolve) => setImmediate(resolve));
+        }
         if (this.#pending.length > 0) {
+          wrote = true;
           const lone = this.#pending.length === 1;
           const records = this.#pending.length;
           const batch = lone ? (this.#pending[0] as Buffer) : Buffer.concat(this.#pending);

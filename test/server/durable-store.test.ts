@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { isMusterError } from '../../src/errors.js';
+import { readStartTime } from '../../src/process/index.js';
 import { DurableStore } from '../../src/server/durable-store.js';
 import { SEGMENT_PREALLOCATE_BYTES } from '../../src/server/wal.js';
 import { textOf } from '../../src/store/keys.js';
@@ -256,6 +257,41 @@ describe('durable store: log, snapshots, recovery', () => {
     await a.close();
     const b = await DurableStore.open({ dataDir: dir });
     await b.close();
+  });
+
+  test('LOCK holds the pid and its start time; a live pid with another start time is stale (pid reuse)', async () => {
+    const dir = tempDir();
+    const a = await DurableStore.open({ dataDir: dir });
+    const [pid, start] = readFileSync(join(dir, 'LOCK'), 'utf8').trim().split(' ');
+    assert.equal(Number(pid), process.pid);
+    assert.equal(start, readStartTime(process.pid));
+    await a.close();
+    // A live process (the test runner that started this file) that never opened the directory:
+    // the pid as a lock written before a reboot would find it.
+    const other = process.ppid;
+    const otherStart = readStartTime(other);
+    assert.ok(otherStart !== undefined, 'the parent process has a start time');
+    writeFileSync(join(dir, 'LOCK'), `${other} ${Number(otherStart) + 1}\n`);
+    const b = await DurableStore.open({ dataDir: dir });
+    assert.equal(
+      readFileSync(join(dir, 'LOCK'), 'utf8').trim(),
+      `${process.pid} ${readStartTime(process.pid)}`,
+    );
+    await b.close();
+    // The same pid with its own start time is that process: refused.
+    writeFileSync(join(dir, 'LOCK'), `${other} ${otherStart}\n`);
+    await assert.rejects(DurableStore.open({ dataDir: dir }), (e) =>
+      isMusterError(e, 'MUSTER_DATA_DIR_LOCKED'),
+    );
+    // A lock from an older version (the pid alone) is judged by the pid.
+    writeFileSync(join(dir, 'LOCK'), `${other}\n`);
+    await assert.rejects(DurableStore.open({ dataDir: dir }), (e) =>
+      isMusterError(e, 'MUSTER_DATA_DIR_LOCKED'),
+    );
+    // …and a dead pid, with or without a start time, is free.
+    writeFileSync(join(dir, 'LOCK'), `${2 ** 22 + 1} 12345\n`);
+    const c = await DurableStore.open({ dataDir: dir });
+    await c.close();
   });
 });
 

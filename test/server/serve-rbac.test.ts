@@ -14,7 +14,7 @@ import { type ClientDuplexStream, credentials, makeGenericClientConstructor, Met
 import { Etcd3 } from 'etcd3';
 import { etcdServices } from '../../src/server/grpc/proto.js';
 import { startServer } from '../../src/server/index.js';
-import { ETCD_INSTALL_HINT, needBinary } from '../../src/testing/index.js';
+import { ETCD_INSTALL_HINT, needBinary, startEtcd } from '../../src/testing/index.js';
 
 const bin = new URL('../../../bin/muster.js', import.meta.url).pathname;
 const cleanups: (() => unknown)[] = [];
@@ -184,6 +184,68 @@ describe('RBAC with etcdctl', { skip: needBinary('etcdctl', ETCD_INSTALL_HINT) }
         assert.equal(/bob/.test(list), kept, `${point}: ${list}`);
         next.child.kill('SIGTERM');
         await new Promise((r) => next.child.once('exit', r));
+      }
+    },
+  );
+
+  /**
+   * etcd's `checkLeasePuts`: revoking a lease deletes its keys, so LeaseRevoke needs write
+   * permission on every key attached to it, and a Put may not attach a key to such a lease.
+   * The same etcdctl steps against muster serve and a real etcd must answer alike.
+   */
+  test(
+    'lease revoke (and put --lease) need write permission on every key of the lease, as in etcd',
+    { timeout: 120_000, skip: needBinary('etcd', ETCD_INSTALL_HINT) },
+    async () => {
+      const scenario = async (ep: string): Promise<string[]> => {
+        const outcome = (r: { ok: boolean; out: string }): string =>
+          r.ok ? 'ok' : /permission denied/.test(r.out) ? 'permission denied' : `failed: ${r.out.trim()}`;
+        const root = ['--user', 'root:rootpw'];
+        const bob = ['--user', 'bob:bobpw'];
+        await must(ep, 'user', 'add', 'root:rootpw');
+        await must(ep, 'user', 'grant-role', 'root', 'root');
+        await must(ep, 'role', 'add', 'mine');
+        await must(ep, 'role', 'grant-permission', 'mine', 'readwrite', '/l/', '--prefix=true');
+        await must(ep, 'user', 'add', 'bob:bobpw');
+        await must(ep, 'user', 'grant-role', 'bob', 'mine');
+        await must(ep, 'auth', 'enable');
+        const grant = async (): Promise<string> => {
+          const m = /lease ([0-9a-f]+) granted/.exec(await must(ep, ...root, 'lease', 'grant', '60'));
+          assert.ok(m, 'a lease id');
+          return m[1] as string;
+        };
+        const foreign = await grant(); // carries a key bob may not write
+        await must(ep, ...root, 'put', '--lease', foreign, '/x/theirs', 'v');
+        const own = await grant(); // carries only bob's keys
+        const steps = [
+          outcome(await etcdctl(ep, ...bob, 'put', '--lease', own, '/l/a', 'v')),
+          outcome(await etcdctl(ep, ...bob, 'lease', 'revoke', foreign)),
+          outcome(await etcdctl(ep, ...bob, 'put', '--lease', foreign, '/l/b', 'v')),
+          outcome(await etcdctl(ep, ...bob, 'lease', 'revoke', own)),
+          outcome(await etcdctl(ep, ...root, 'get', '/l/a', '--print-value-only')),
+          outcome(await etcdctl(ep, ...root, 'get', '/x/theirs', '--print-value-only')),
+          outcome(await etcdctl(ep, ...root, 'lease', 'revoke', foreign)),
+        ];
+        steps.push((await must(ep, ...root, 'get', '/', '--prefix', '--keys-only')).trim());
+        return steps;
+      };
+      const dir = tempDir();
+      const [server, cluster] = await Promise.all([
+        startServer({ dataDir: dir, listen: '127.0.0.1:0' }),
+        startEtcd(),
+      ]);
+      try {
+        const etcd = await scenario(cluster.endpoints[0] as string);
+        const mine = await scenario(`${server.host}:${server.port}`);
+        assert.deepEqual(
+          etcd,
+          ['ok', 'permission denied', 'permission denied', 'ok', 'ok', 'ok', 'ok', ''],
+          'etcd',
+        );
+        assert.deepEqual(mine, etcd);
+      } finally {
+        await server.close();
+        await cluster.close();
       }
     },
   );

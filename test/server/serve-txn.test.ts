@@ -79,6 +79,29 @@ async function scenario(kv: Kv): Promise<unknown[]> {
   ]) {
     out.push(await outcome(kv.Put({ key: b(k as string), value: b(v as string) })));
   }
+  // The header revision of each operation: before the first change the head before the
+  // transaction, after it the new revision (a delete that deletes nothing changes nothing).
+  out.push(
+    await outcome(
+      kv.Txn({
+        success: [
+          { request_range: { key: b('a') } },
+          { request_delete_range: { key: b('nothing') } },
+          { request_put: { key: b('p'), value: b('1') } },
+          { request_delete_range: { key: b('nothing') } },
+          { request_range: { key: b('a') } },
+        ],
+      }),
+    ),
+  );
+  out.push(
+    await outcome(
+      kv.Txn({
+        success: [{ request_range: { key: b('a') } }, { request_delete_range: { key: b('nothing') } }],
+      }),
+    ),
+  );
+  out.push(await outcome(kv.Txn({ success: [{ request_delete_range: { key: b('p'), prev_kv: true } }] })));
   // Compare over [a, d); prev_kv on put and delete; a read at a past revision; a nested txn.
   out.push(
     await outcome(

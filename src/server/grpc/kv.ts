@@ -25,6 +25,7 @@ import {
   selectorOf,
 } from './convert.js';
 import { rangeOf } from './auth.js';
+import { authorizeLeaseKeys } from './lease.js';
 import { ETCD } from './errors.js';
 
 interface RangeRequest extends RangeLike {
@@ -123,6 +124,8 @@ export function kvService(ctx: ServiceContext): UntypedServiceImplementation {
     if (ctx.alarms.noSpace) throw ETCD.noSpace();
     const lease = leaseOf(req.lease);
     if (lease === undefined) throw ETCD.leaseNotFound();
+    // etcd refuses to attach a key to a lease whose keys the user could not delete by revoking it.
+    if (user !== undefined && lease !== NO_LEASE) await authorizeLeaseKeys(ctx, user, lease);
     if (req.ignore_value || req.ignore_lease) return putIgnoring(key, req, lease);
     const r = await store.put(key, req.value, { lease, prevKv: req.prev_kv });
     return { header: header(ctx, r.revision), prev_kv: r.prev ? kvOut(r.prev) : null };
@@ -201,9 +204,9 @@ export function kvService(ctx: ServiceContext): UntypedServiceImplementation {
       failure.map((o) => o.op),
     );
     const ops = r.succeeded ? success : failure;
-    const h = header(ctx, r.revision);
-    const responses = r.results.map((res, i) => toResponseOp(res, ops[i]?.range, h));
-    return { header: h, succeeded: r.succeeded, responses };
+    const revs = new OpRevisions(r.revision, r.results.some(changes));
+    const responses = r.results.map((res, i) => toResponseOp(res, ops[i]?.range, revs.next(res)));
+    return { header: header(ctx, r.revision), succeeded: r.succeeded, responses };
   }
 
   /** The transactions only the memory engine's `txnTree` can answer. */
@@ -220,8 +223,12 @@ export function kvService(ctx: ServiceContext): UntypedServiceImplementation {
       if (isMusterError(err, 'MUSTER_NOT_FOUND')) throw ETCD.keyNotFound();
       throw err;
     }
-    const h = header(ctx, r.revision);
-    return { header: h, succeeded: r.succeeded, responses: treeResponses(r.results, req, r.succeeded, h) };
+    const revs = new OpRevisions(r.revision, treeChanges(r.results));
+    return {
+      header: header(ctx, r.revision),
+      succeeded: r.succeeded,
+      responses: treeResponses(r.results, req, r.succeeded, revs),
+    };
   }
 
   async function compact(
@@ -328,33 +335,72 @@ function toTreeOp(o: RequestOp): TreeOp {
   throw ETCD.invalid('a transaction operation is empty');
 }
 
+/**
+ * The header revision of each operation's response inside a transaction, as etcd 3.4 gives it
+ * (its write transaction's view): `beginRev` (the head before the transaction) until the first
+ * change, `beginRev + 1` from then on; a put always `beginRev + 1`. The headers hold only the
+ * revision, as etcd's nested headers do (no ids, no raft term).
+ */
+class OpRevisions {
+  readonly #begin: number;
+  #changed = false;
+
+  /** `revision`: the transaction's answer; `wrote`: whether it changed anything. */
+  constructor(revision: number, wrote: boolean) {
+    this.#begin = wrote ? revision - 1 : revision;
+  }
+
+  /** The header of the next operation's response (operations in order, nested ones included). */
+  next(res: { type: string; deleted?: number }): ResponseHeader {
+    if (changes(res)) this.#changed = true;
+    return nestedHeader(this.#changed ? this.#begin + 1 : this.#begin);
+  }
+
+  /** The header of a nested transaction's response: unset unless its level put a key (etcd 3.4). */
+  nested(results: readonly TreeResult[]): ResponseHeader {
+    return nestedHeader(results.some((r) => r.type === 'put') ? this.#begin + 1 : 0);
+  }
+}
+
+function nestedHeader(revision: number): ResponseHeader {
+  return { cluster_id: '0', member_id: '0', revision, raft_term: 0 };
+}
+
+function changes(res: { type: string; deleted?: number }): boolean {
+  return res.type === 'put' || (res.type === 'delete' && (res.deleted ?? 0) > 0);
+}
+
+function treeChanges(results: readonly TreeResult[]): boolean {
+  return results.some((r) => (r.type === 'txn' ? treeChanges(r.results) : changes(r)));
+}
+
 /** The responses of a tree transaction, with ranges sorted and filtered as their requests ask. */
 function treeResponses(
   results: readonly TreeResult[],
   req: TxnRequest,
   succeeded: boolean,
-  h: ResponseHeader,
+  revs: OpRevisions,
 ): Record<string, unknown>[] {
   const ops = succeeded ? req.success : req.failure;
   return results.map((res, i) => {
     const op = ops[i];
     switch (res.type) {
       case 'put':
-        return { response_put: { header: h, prev_kv: res.prev ? kvOut(res.prev) : null } };
+        return { response_put: { header: revs.next(res), prev_kv: res.prev ? kvOut(res.prev) : null } };
       case 'delete':
         return {
-          response_delete_range: { header: h, deleted: res.deleted, prev_kvs: res.prev.map(kvOut) },
-        };
-      case 'range':
-        return toResponseOp(res, op?.request_range, h);
-      case 'txn':
-        return {
-          response_txn: {
-            header: h,
-            succeeded: res.succeeded,
-            responses: treeResponses(res.results, op?.request_txn as TxnRequest, res.succeeded, h),
+          response_delete_range: {
+            header: revs.next(res),
+            deleted: res.deleted,
+            prev_kvs: res.prev.map(kvOut),
           },
         };
+      case 'range':
+        return toResponseOp(res, op?.request_range, revs.next(res));
+      case 'txn': {
+        const responses = treeResponses(res.results, op?.request_txn as TxnRequest, res.succeeded, revs);
+        return { response_txn: { header: revs.nested(res.results), succeeded: res.succeeded, responses } };
+      }
     }
   });
 }

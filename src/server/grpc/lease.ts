@@ -16,13 +16,24 @@ function leaseId(id: string): string | undefined {
   return lease === '0' ? undefined : lease;
 }
 
-/** The Lease service implementation. */
+/**
+ * Throws etcd's "permission denied" unless `user` may write every key attached to lease `id` (etcd's
+ * `checkLeasePuts`: for LeaseRevoke, which deletes them, and for a Put that attaches another key to
+ * the lease). An unknown lease passes: the call then fails as it would without RBAC. The keys are
+ * those attached when the request is checked.
+ */
+export async function authorizeLeaseKeys(ctx: ServiceContext, user: string, id: string): Promise<void> {
+  const info = await ctx.store.leaseTimeToLive(id);
+  for (const key of info?.keys ?? []) ctx.auth.authorize(user, key, '', true);
+}
+
 /**
  * etcd's smallest lease TTL with its default timing (1.5 election timeouts, rounded up): shorter
  * requests are granted this TTL, and the answer says so.
  */
 export const MIN_LEASE_TTL_SECONDS = 2;
 
+/** The Lease service implementation. */
 export function leaseService(ctx: ServiceContext): UntypedServiceImplementation {
   const store = ctx.store;
   const head = (): ResponseHeader => header(ctx, store.revision);
@@ -36,9 +47,15 @@ export function leaseService(ctx: ServiceContext): UntypedServiceImplementation 
     return { header: header(ctx, await store.headRevision()), ID: g.id, TTL: g.ttlSeconds, error: '' };
   }
 
-  async function revoke(req: { ID: string }): Promise<{ header: ResponseHeader }> {
+  async function revoke(
+    req: { ID: string },
+    _call: unknown,
+    user: string | undefined,
+  ): Promise<{ header: ResponseHeader }> {
     const id = leaseId(req.ID);
     if (id === undefined) throw ETCD.leaseNotFound();
+    // RBAC, as etcd: revoking deletes the lease's keys, so the user must be allowed to write every one.
+    if (user !== undefined) await authorizeLeaseKeys(ctx, user, id);
     await store.revokeLease(id);
     return { header: header(ctx, await store.headRevision()) };
   }

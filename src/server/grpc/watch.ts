@@ -16,6 +16,7 @@ import { failStream, header, type ServiceContext } from './context.js';
 import { rangeOf } from './auth.js';
 import { kvOut, selectorOf } from './convert.js';
 import { ETCD, toGrpcError } from './errors.js';
+import { encodeEvent } from './wire.js';
 
 interface CreateRequest {
   key: Buffer;
@@ -167,7 +168,7 @@ class WatchStream {
     // Events of consecutive revisions that were already queued go out in one response (etcd sends
     // up to 1,000 revisions a response when a watcher catches up); a live watcher, whose queue is
     // empty, still gets each revision as soon as it is durable.
-    let out: ReturnType<typeof eventOut>[] = [];
+    let out: Buffer[] = [];
     let outRev = 0;
     let outRevs = 0;
     const flush = (): void => {
@@ -189,7 +190,7 @@ class WatchStream {
           let any = false;
           for (const e of batch.events) {
             if (e.type === 'put' ? w.noPut : w.noDelete) continue;
-            out.push(eventOut(e));
+            out.push(eventBytes(e));
             any = true;
           }
           if (any) {
@@ -314,6 +315,21 @@ class WatchStream {
     this.#watchers.clear();
     if (endCall) this.#call.end();
   }
+}
+
+/**
+ * Each event's bytes, encoded once and shared by every watcher it goes to (the engine hands the
+ * same event object to all of them; a watcher with `prev_kv` gets another object, with `prev`).
+ */
+const encoded = new WeakMap<WatchEvent, Buffer>();
+
+function eventBytes(e: WatchEvent): Buffer {
+  let bytes = encoded.get(e);
+  if (bytes === undefined) {
+    bytes = encodeEvent(eventOut(e));
+    encoded.set(e, bytes);
+  }
+  return bytes;
 }
 
 function eventOut(e: WatchEvent): {
