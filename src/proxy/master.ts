@@ -19,7 +19,11 @@ import { loadProxyConfig, type ProxyConfig } from './config.js';
 import type { FromWorker, ToWorker, WorkerMethod } from './ipc.js';
 import type { ProxyLogger } from './server.js';
 import { splitHostPort } from './server.js';
-import { spawnWorker } from './spawn-worker.js';
+import { spawnProcess, type ProcessHandle } from '../process/index.js';
+import { fileURLToPath } from 'node:url';
+
+/** The compiled worker entry next to this module. */
+const WORKER_MAIN = fileURLToPath(new URL('./worker-main.js', import.meta.url));
 
 /** 30 s for a new worker to read the routing state and accept; past it the reload is refused. */
 export const DEFAULT_WORKER_READY_TIMEOUT_MS = 30_000;
@@ -47,7 +51,7 @@ interface Worker {
   readonly generation: number;
   readonly startedAt: number;
   state: WorkerState;
-  readonly child: import('node:child_process').ChildProcess;
+  readonly child: ProcessHandle;
   readonly exited: Promise<void>;
   readonly calls: Map<number, (m: FromWorker & { type: 'result' }) => void>;
   ready: Promise<readonly string[]>;
@@ -180,7 +184,7 @@ export class ProxyMaster {
         force?.addEventListener('abort', done, { once: true });
         void Promise.all(all.map((w) => w.exited)).then(done);
       });
-      for (const w of this.#all) w.child.kill('SIGKILL');
+      for (const w of this.#all) void w.child.kill();
       await Promise.all([...this.#all].map((w) => w.exited));
       for (const l of this.#listeners) l.handle.close();
       this.#log.info({}, 'proxy master stopped');
@@ -298,21 +302,44 @@ export class ProxyMaster {
   async #startGeneration(config: ProxyConfig, listeners = this.#listeners): Promise<Worker[]> {
     const generation = ++this.#generation;
     const n = this.#options.workers ?? config.workers;
-    const workers = Array.from({ length: n }, () => this.#spawn(generation, listeners));
+    const spawned = await Promise.allSettled(
+      Array.from({ length: n }, () => this.#spawn(generation, listeners)),
+    );
+    const workers = spawned.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
     try {
+      for (const r of spawned) if (r.status === 'rejected') throw r.reason;
       await Promise.all(workers.map((w) => w.ready));
       return workers;
     } catch (err) {
-      for (const w of workers) w.child.kill('SIGKILL');
+      await Promise.all(workers.map((w) => w.child.kill()));
       await Promise.all(workers.map((w) => w.exited));
       throw err;
     }
   }
 
-  #spawn(generation: number, listeners: readonly Listener[]): Worker {
-    const { child, pid } = spawnWorker();
-    let exitedResolve!: () => void;
-    const exited = new Promise<void>((r) => (exitedResolve = r));
+  /** Starts one worker through the process kernel, hands it the sockets and its configuration. */
+  async #spawn(generation: number, listeners: readonly Listener[]): Promise<Worker> {
+    let onMessage: (m: FromWorker) => void = () => undefined;
+    const child = await spawnProcess({
+      // as child_process.fork does: the same Node, with this process's flags (e.g. --cpu-prof)
+      command: [process.execPath, ...process.execArgv, WORKER_MAIN],
+      label: `proxy-worker/g${generation}`,
+      ipc: 'advanced',
+      onMessage: (m) => onMessage(m as FromWorker),
+      stdout: 'inherit',
+      stderr: 'inherit',
+      // the master drains a worker by message and waits for it (drainTimeout); a signal only on stop
+      grace: this.#config.drainTimeoutMs + 5000,
+    });
+    const pid = child.pid;
+    const exited = child.exited.then(({ code, signal }) => {
+      const unasked = worker.state !== 'draining';
+      worker.state = 'exited';
+      this.#all.delete(worker);
+      for (const done of worker.calls.values()) done({ type: 'result', id: -1, error: 'worker exited' });
+      if (unasked && this.#stopping === undefined && this.#workers.includes(worker))
+        this.#replace(worker, code, signal);
+    });
     const worker: Worker = {
       pid,
       generation,
@@ -328,7 +355,7 @@ export class ProxyMaster {
       const timer = setTimeout(() => {
         reject(new MusterError('MUSTER_UNAVAILABLE', `worker ${pid} did not become ready in time`));
       }, this.#options.readyTimeoutMs ?? DEFAULT_WORKER_READY_TIMEOUT_MS);
-      child.on('message', (m: FromWorker) => {
+      onMessage = (m) => {
         if (m.type === 'ready') {
           clearTimeout(timer);
           if (worker.state === 'starting') worker.state = 'ready';
@@ -339,23 +366,13 @@ export class ProxyMaster {
         } else if (m.type === 'result') {
           worker.calls.get(m.id)?.(m);
         }
-      });
-      child.once('exit', () => {
+      };
+      void exited.then(() => {
         clearTimeout(timer);
         reject(new MusterError('MUSTER_UNAVAILABLE', `worker ${pid} exited before it was ready`));
       });
     });
     worker.ready.catch(() => undefined);
-    child.once('exit', (code, signal) => {
-      const unasked = worker.state !== 'draining';
-      worker.state = 'exited';
-      this.#all.delete(worker);
-      for (const done of worker.calls.values()) done({ type: 'result', id: -1, error: 'worker exited' });
-      exitedResolve();
-      if (unasked && this.#stopping === undefined && this.#workers.includes(worker))
-        this.#replace(worker, code, signal);
-    });
-    child.on('error', (err) => this.#log.error({ err, pid }, 'worker process error'));
     listeners.forEach((l, index) => this.#send(worker, { type: 'listen', index }, l.handle));
     this.#send(worker, {
       type: 'start',
@@ -377,9 +394,13 @@ export class ProxyMaster {
     );
     setTimeout(() => {
       if (this.#stopping !== undefined || !this.#workers.includes(dead)) return;
-      const w = this.#spawn(dead.generation, this.#listeners);
-      this.#workers = this.#workers.map((x) => (x === dead ? w : x));
-      w.ready.catch((err: unknown) => this.#log.error({ err }, 'replacement worker failed'));
+      this.#spawn(dead.generation, this.#listeners).then(
+        (w) => {
+          this.#workers = this.#workers.map((x) => (x === dead ? w : x));
+          w.ready.catch((err: unknown) => this.#log.error({ err }, 'replacement worker failed'));
+        },
+        (err: unknown) => this.#log.error({ err }, 'replacement worker failed to start'),
+      );
     }, delay).unref();
   }
 
@@ -390,9 +411,9 @@ export class ProxyMaster {
   }
 
   #send(w: Worker, message: ToWorker, handle?: object): void {
-    if (!w.child.connected) return;
-    w.child.send(message, handle as net.Server | undefined, (err) => {
-      if (err) this.#log.warn({ err, pid: w.pid, message: message.type }, 'could not message a worker');
+    if (w.state === 'exited') return;
+    w.child.send(message, handle).catch((err: unknown) => {
+      this.#log.warn({ err, pid: w.pid, message: message.type }, 'could not message a worker');
     });
   }
 
