@@ -16,7 +16,8 @@ import * as net from 'node:net';
 import { AggregatorRegistry, Counter, Gauge, Registry } from 'prom-client';
 import { MusterError } from '../errors.js';
 import { loadProxyConfig, type ProxyConfig } from './config.js';
-import type { FromWorker, ToWorker, WorkerMethod } from './ipc.js';
+import type { FromWorker, ListenerKind, ToWorker, WorkerMethod } from './ipc.js';
+import { onAbort } from '../util/abort.js';
 import type { ProxyLogger } from './server.js';
 import { splitHostPort } from './server.js';
 import { spawnProcess, type ProcessHandle } from '../process/index.js';
@@ -58,6 +59,7 @@ interface Worker {
 }
 
 interface Listener {
+  readonly kind: ListenerKind;
   readonly address: string;
   readonly handle: { close(): void; getsockname(out: Record<string, unknown>): number };
   readonly bound: string;
@@ -106,7 +108,7 @@ export class ProxyMaster {
     const config = loadProxyConfig(options.configFile);
     const master = new ProxyMaster(options, config);
     try {
-      master.#listeners = await master.#bind(options.listen ?? config.listen, []);
+      master.#listeners = await master.#bindAll(config, []);
       const workers = await master.#startGeneration(config);
       master.#workers = workers;
       master.#log.info(
@@ -122,7 +124,12 @@ export class ProxyMaster {
 
   /** `host:port` per listening socket. */
   get addresses(): string[] {
-    return this.#listeners.map((l) => l.bound);
+    return this.#listeners.filter((l) => l.kind === 'http').map((l) => l.bound);
+  }
+
+  /** `host:port` per line-protocol listening socket (`lines.listen`). */
+  get lineAddresses(): string[] {
+    return this.#listeners.filter((l) => l.kind === 'lines').map((l) => l.bound);
   }
 
   get workerPids(): number[] {
@@ -139,7 +146,7 @@ export class ProxyMaster {
     const run = this.#reloading.then(async () => {
       if (this.#stopping) throw new MusterError('MUSTER_CLOSED', 'the proxy is stopping');
       const config = loadProxyConfig(this.#options.configFile);
-      const listeners = await this.#bind(this.#options.listen ?? config.listen, this.#listeners);
+      const listeners = await this.#bindAll(config, this.#listeners);
       const old = this.#workers;
       const fresh = await this.#startGeneration(config, listeners).catch((err: unknown) => {
         for (const l of listeners) if (!this.#listeners.includes(l)) l.handle.close();
@@ -181,8 +188,11 @@ export class ProxyMaster {
           clearTimeout(timer);
           resolve();
         };
-        force?.addEventListener('abort', done, { once: true });
-        void Promise.all(all.map((w) => w.exited)).then(done);
+        const off = onAbort(force, done);
+        void Promise.all(all.map((w) => w.exited)).then(() => {
+          off();
+          done();
+        });
       });
       for (const w of this.#all) void w.child.kill();
       await Promise.all([...this.#all].map((w) => w.exited));
@@ -204,6 +214,7 @@ export class ProxyMaster {
       service: this.#config.service,
       generation: this.#generation,
       listen: this.addresses,
+      lines: this.lineAddresses,
       workers: [...this.#all].map((w) => ({ pid: w.pid, generation: w.generation, state: w.state })),
     };
   }
@@ -254,10 +265,25 @@ export class ProxyMaster {
     return w;
   }
 
-  async #bind(addresses: readonly string[], existing: readonly Listener[]): Promise<Listener[]> {
+  /** The HTTP sockets (`listen`, or `--listen-fd`) and the line-protocol ones (`lines.listen`). */
+  async #bindAll(config: ProxyConfig, existing: readonly Listener[]): Promise<Listener[]> {
+    const http = await this.#bind(this.#options.listen ?? config.listen, existing, 'http');
+    try {
+      return [...http, ...(await this.#bind(config.lines?.listen ?? [], existing, 'lines'))];
+    } catch (err) {
+      for (const l of http) if (!existing.includes(l)) l.handle.close();
+      throw err;
+    }
+  }
+
+  async #bind(
+    addresses: readonly string[],
+    existing: readonly Listener[],
+    kind: ListenerKind,
+  ): Promise<Listener[]> {
     const out: Listener[] = [];
     for (const address of addresses) {
-      const kept = existing.find((l) => l.address === address);
+      const kept = existing.find((l) => l.address === address && l.kind === kind);
       if (kept !== undefined) {
         out.push(kept);
         continue;
@@ -278,7 +304,12 @@ export class ProxyMaster {
         const name: Record<string, unknown> = {};
         h.getsockname(name);
         const a = String(name['address']);
-        out.push({ address, handle: h, bound: `${a.includes(':') ? `[${a}]` : a}:${String(name['port'])}` });
+        out.push({
+          kind,
+          address,
+          handle: h,
+          bound: `${a.includes(':') ? `[${a}]` : a}:${String(name['port'])}`,
+        });
         continue;
       }
       const { host, port } = splitHostPort(address);
@@ -294,7 +325,7 @@ export class ProxyMaster {
       const name: Record<string, unknown> = {};
       h.getsockname(name);
       const bound = `${isIP(ip) === 6 ? `[${ip}]` : ip}:${String(name['port'])}`;
-      out.push({ address, handle: h, bound });
+      out.push({ kind, address, handle: h, bound });
     }
     return out;
   }
@@ -373,7 +404,10 @@ export class ProxyMaster {
       });
     });
     worker.ready.catch(() => undefined);
-    listeners.forEach((l, index) => this.#send(worker, { type: 'listen', index }, l.handle));
+    for (const kind of ['http', 'lines'] as const)
+      listeners
+        .filter((l) => l.kind === kind)
+        .forEach((l, index) => this.#send(worker, { type: 'listen', index, kind }, l.handle));
     this.#send(worker, {
       type: 'start',
       configFile: this.#options.configFile,

@@ -15,6 +15,8 @@ export interface StartProxyOptions {
   readonly store: Store;
   /** Default: the configuration's `listen` addresses. */
   readonly listen?: readonly ListenTarget[];
+  /** Line-protocol listeners. Default: the configuration's `lines.listen` (when `lines` is set). */
+  readonly lineListen?: readonly ListenTarget[];
   readonly clock?: Clock;
   readonly log?: ProxyLogger;
   readonly signal?: AbortSignal;
@@ -63,7 +65,7 @@ export async function startProxy(options: StartProxyOptions): Promise<Proxy> {
     const lineAddresses =
       lines === undefined
         ? []
-        : await lines.listen().catch(async (err: unknown) => {
+        : await lines.listen(options.lineListen).catch(async (err: unknown) => {
             await lines.close();
             await server.close();
             throw err;
@@ -78,9 +80,8 @@ export async function startProxy(options: StartProxyOptions): Promise<Proxy> {
       source,
       addresses,
       lineAddresses,
-      drain: async (timeoutMs?: number) => {
-        await lines?.close();
-        await server.drain(timeoutMs);
+      drain: async (timeoutMs = config.drainTimeoutMs) => {
+        await Promise.all([lines?.drain(timeoutMs), server.drain(timeoutMs)]);
         source.close();
       },
       close,

@@ -84,6 +84,8 @@ export class ProxyServer {
   #inFlight = 0;
   #closing: Promise<void> | undefined;
   #idleWaiters: (() => void)[] = [];
+  #heldWaiters: (() => void)[] = [];
+  #afterHeld = false;
   readonly #counters = new Map<string, { inc(): void }>();
   readonly #histograms = new Map<string, { observe(v: number): void }>();
 
@@ -101,6 +103,7 @@ export class ProxyServer {
           (this.#clock.monotonic() - ctx.heldAt) / 1000,
         );
         this.#attempt(ctx);
+        this.#checkIdle();
       },
       expire: (ctx) => this.#expire(ctx),
     });
@@ -223,6 +226,21 @@ export class ProxyServer {
       });
       this.#checkIdle();
     });
+    // Held requests are never cut by the drain: each ends by its own deadline (hold.timeout, with
+    // the configured answer) if its destination does not come back first.
+    if (this.#holds.size > 0) {
+      await new Promise<void>((resolve) => this.#heldWaiters.push(resolve));
+      this.#afterHeld = true;
+      // the released ones are forwarded now: give them (and nothing new) another drain window
+      await new Promise<void>((resolve) => {
+        const timer = this.#clock.setTimeout(() => resolve(), timeoutMs);
+        this.#idleWaiters.push(() => {
+          this.#clock.clearTimeout(timer);
+          resolve();
+        });
+        this.#checkIdle();
+      });
+    }
     await this.close();
   }
 
@@ -269,7 +287,11 @@ export class ProxyServer {
   }
 
   #checkIdle(): void {
-    if (this.#state !== 'draining' || this.#sockets.size > 0 || this.#holds.size > 0) return;
+    if (this.#state !== 'draining' || this.#holds.size > 0) return;
+    for (const w of this.#heldWaiters.splice(0)) w();
+    // after the held requests were waited for, only requests in flight are (their responses carry
+    // `Connection: close`; the idle connections left are cut by close())
+    if (this.#sockets.size > 0 && !(this.#afterHeld && this.#inFlight === 0)) return;
     const waiters = this.#idleWaiters;
     this.#idleWaiters = [];
     for (const w of waiters) w();
@@ -375,6 +397,7 @@ export class ProxyServer {
 
   #closed(ctx: Ctx): void {
     this.#inFlight--;
+    if (this.#afterHeld) this.#checkIdle();
     if (ctx.done) return;
     ctx.done = true;
     if (ctx.res.writableFinished) return;
