@@ -17,6 +17,7 @@ import { extractKey, isValidKey } from './key.js';
 import { createProxyMetrics, type ProxyMetrics } from './metrics.js';
 import type { RoutingSource } from './routing-source.js';
 import { RoutingTable, type Resolution } from './table.js';
+import { tunnelWebSocket, WS_SERVICE_RESTART, type WsTunnel } from './ws-close.js';
 import { downstreamHeaders, isTimeout, isUnavailable, UpstreamPools, upstreamHeaders } from './upstream.js';
 
 /** A pino-compatible logger (only what the proxy uses). */
@@ -78,6 +79,8 @@ export class ProxyServer {
   readonly #holds: HoldQueues<Ctx>;
   readonly #servers: Server[] = [];
   readonly #sockets = new Set<Socket>();
+  /** WebSockets by key and backend: closed with 1012 on drain, or when their key's owner changes. */
+  readonly #websockets = new Set<{ key: string; origin: string; tunnel: WsTunnel }>();
   readonly #unsubscribe: () => void;
   #state: ProxyServerState = 'starting';
   #addresses: string[] = [];
@@ -111,7 +114,10 @@ export class ProxyServer {
       () => options.source,
       () => this.#holds.size,
     );
-    this.#unsubscribe = options.source.subscribe(() => this.#holds.poke());
+    this.#unsubscribe = options.source.subscribe(() => {
+      this.#holds.poke();
+      if (this.#websockets.size > 0) this.#moveWebSockets();
+    });
   }
 
   get state(): ProxyServerState {
@@ -216,6 +222,7 @@ export class ProxyServer {
       // net.Server's close, not http.Server's: the latter also closes idle keep-alive connections at
       // once, which races with a client sending its next request on one of them.
       for (const s of this.#servers) NetServer.prototype.close.call(s);
+      for (const ws of this.#websockets) ws.tunnel.close(WS_SERVICE_RESTART);
       this.#log.info({ connections: this.#sockets.size, held: this.#holds.size }, 'draining');
     }
     await new Promise<void>((resolve) => {
@@ -379,10 +386,17 @@ export class ProxyServer {
       lines.push(`x-forwarded-for: ${xff === undefined ? client : `${String(xff)}, ${client}`}`);
       lines.push(`x-request-id: ${typeof id === 'string' && id !== '' ? id : randomUUID()}`);
       upstream.write(`${lines.join('\r\n')}\r\n\r\n`);
-      if (head.length > 0) upstream.write(head);
       this.#count(backend, '101');
-      upstream.pipe(socket);
-      socket.pipe(upstream);
+      if (!/^websocket$/i.test(String(req.headers.upgrade))) {
+        // another protocol: bytes only (a drain cuts it at its timeout)
+        if (head.length > 0) upstream.write(head);
+        upstream.pipe(socket);
+        socket.pipe(upstream);
+        return;
+      }
+      const ws = { key, origin: r.origin, tunnel: tunnelWebSocket(socket, upstream, head, this.#clock) };
+      this.#websockets.add(ws);
+      socket.once('close', () => this.#websockets.delete(ws));
     });
     upstream.on('error', () => {
       if (connected) socket.destroy();
@@ -393,6 +407,14 @@ export class ProxyServer {
     });
     upstream.on('close', () => socket.destroy());
     socket.on('close', () => upstream.destroy());
+  }
+
+  /** A route change: WebSockets whose key now goes elsewhere (or nowhere) get 1012 and reconnect. */
+  #moveWebSockets(): void {
+    for (const ws of this.#websockets) {
+      const r = this.table.resolve(ws.key);
+      if (!r.ok || r.origin !== ws.origin) ws.tunnel.close(WS_SERVICE_RESTART);
+    }
   }
 
   #closed(ctx: Ctx): void {
