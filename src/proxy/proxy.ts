@@ -6,6 +6,7 @@ import { systemClock, type Clock } from '../clock.js';
 import type { Store } from '../store/index.js';
 import type { ProxyConfig } from './config.js';
 import type { RoutingSource } from './routing-source.js';
+import { HeldPublisher } from './held-publisher.js';
 import { LineProxy } from './lines.js';
 import { ProxyServer, type ListenTarget, type ProxyLogger } from './server.js';
 import { openRoutingSource } from './store-routing-source.js';
@@ -20,6 +21,11 @@ export interface StartProxyOptions {
   readonly clock?: Clock;
   readonly log?: ProxyLogger;
   readonly signal?: AbortSignal;
+  /**
+   * Publish the held queue sizes at `services/<service>/proxies/<id>` under a session lease, for the
+   * dashboard (held-publisher.ts). `true`: id `<hostname>-<pid>`. Default: off.
+   */
+  readonly publishHeld?: boolean | { readonly id: string };
 }
 
 export interface Proxy {
@@ -70,10 +76,23 @@ export async function startProxy(options: StartProxyOptions): Promise<Proxy> {
             await server.close();
             throw err;
           });
+    const publisher =
+      options.publishHeld === undefined || options.publishHeld === false
+        ? undefined
+        : new HeldPublisher({
+            store: options.store,
+            root: config.root ?? '/muster/',
+            service: config.service,
+            ...(options.publishHeld === true ? {} : { id: options.publishHeld.id }),
+            sizes: () => server.held(),
+            ...(options.clock ? { clock: options.clock } : {}),
+            onError: (err) => options.log?.warn({ err }, 'could not publish the held queues'),
+          });
     const close = async (): Promise<void> => {
       await lines?.close();
       await server.close();
       source.close();
+      await publisher?.close();
     };
     return {
       server,
@@ -83,6 +102,7 @@ export async function startProxy(options: StartProxyOptions): Promise<Proxy> {
       drain: async (timeoutMs = config.drainTimeoutMs) => {
         await Promise.all([lines?.drain(timeoutMs), server.drain(timeoutMs)]);
         source.close();
+        await publisher?.close();
       },
       close,
       [Symbol.asyncDispose]: close,

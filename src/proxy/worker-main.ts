@@ -40,6 +40,7 @@ async function body(ctx: DaemonContext): Promise<{ stop(force: AbortSignal): Pro
         store,
         listen: handles.map((handle) => ({ handle })),
         lineListen: lineHandles.map((handle) => ({ handle })),
+        publishHeld: true,
         log: ctx.log,
       });
       ctx.log.info(
