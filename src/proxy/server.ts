@@ -89,8 +89,6 @@ export class ProxyServer {
   #idleWaiters: (() => void)[] = [];
   #heldWaiters: (() => void)[] = [];
   #afterHeld = false;
-  readonly #counters = new Map<string, { inc(): void }>();
-  readonly #histograms = new Map<string, { observe(v: number): void }>();
 
   constructor(options: ProxyServerOptions) {
     this.#config = options.config;
@@ -271,26 +269,8 @@ export class ProxyServer {
     return this.#closing;
   }
 
-  /** Labelled children are cached: prom-client hashes the labels on every `inc({…})`. */
   #count(backend: string, status: number | string): void {
-    const k = `${backend} ${status}`;
-    let c = this.#counters.get(k);
-    if (c === undefined) {
-      if (this.#counters.size > 10_000) this.#counters.clear();
-      c = this.metrics.requests.labels({ backend, status: String(status) });
-      this.#counters.set(k, c);
-    }
-    c.inc();
-  }
-
-  #latency(backend: string): { observe(v: number): void } {
-    let h = this.#histograms.get(backend);
-    if (h === undefined) {
-      if (this.#histograms.size > 10_000) this.#histograms.clear();
-      h = this.metrics.upstreamSeconds.labels({ backend });
-      this.#histograms.set(backend, h);
-    }
-    return h;
+    this.metrics.countRequest(backend, status);
   }
 
   #checkIdle(): void {
@@ -465,7 +445,7 @@ export class ProxyServer {
         signal: abort,
       },
       ({ statusCode, headers }) => {
-        this.#latency(backend).observe((performance.now() - started) / 1000);
+        this.metrics.upstreamSeconds.observe(backend, (performance.now() - started) / 1000);
         if (statusCode === 421 && ctx.holdable && r.partition !== undefined && r.token !== undefined) {
           // 421 Misdirected Request (MUSTER_NOT_OWNER): the backend released the partition before
           // the proxy's view showed it. Nothing was done; hold the GET until the table shows the
