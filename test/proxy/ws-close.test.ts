@@ -36,6 +36,7 @@ async function wsBackend(name: string): Promise<WsBackend> {
     be.received.push(got);
     socket.on('data', (b: Buffer) => got.push(b));
     socket.on('error', () => undefined);
+    socket.on('end', () => socket.end()); // the HTTP server's sockets allow half-open ones
     socket.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n');
     // the first half of a 1,000-byte frame: the proxy may not close before its second half
     socket.write(Buffer.concat([textHeader(1000), Buffer.alloc(500, 0x61)]));
@@ -91,6 +92,7 @@ describe('proxy: WebSocket close code 1012 on a move and on drain', { timeout: 3
     await store.put(`${SVC}spec`, JSON.stringify({ partitions: 1 }));
   });
   after(async () => {
+    for (const s of [...a.upgraded, ...b.upgraded]) s.destroy();
     await a.close();
     await b.close();
     await store.close();
