@@ -1,6 +1,6 @@
 /**
  * `npm run bench -- config [--workers 150] [--switches 8] [--via relay (default)|direct|both]
- *  [--store etcd|serve|both] [--task-interval 100] [--switch-wait 25]`
+ *  [--store etcd|serve|postgres|both] [--task-interval 100] [--switch-wait 25]`
  *
  * 150 worker processes (the seed's figure) hold a configuration; the publisher schedules versions
  * `minLeadTime` ahead, one after another. Reports, per store and per delivery path:
@@ -35,7 +35,7 @@ import {
 import { PreciseClock } from '../src/demo/precise-clock.js';
 import { Fleet } from '../src/demo/fleet.js';
 import { openStore } from '../src/store/index.js';
-import { checkVersionHistory, startEtcd, startTempServe } from '../src/testing/index.js';
+import { checkVersionHistory, startEtcd, startPostgres, startTempServe } from '../src/testing/index.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { TABLE_POLL_GAP_MS } from '../src/config/relay-client.js';
 import type { TableWriteReport } from '../src/demo/relay-process.js';
@@ -68,16 +68,22 @@ function cpuMs(pids: readonly number[]): number {
 const precise = new PreciseClock();
 const preciseNow = (): number => precise.now();
 
-interface Backend {
+/** A store server the benchmark runs against. */
+export interface Backend {
   readonly name: string;
   readonly url: string;
   close(): Promise<void>;
 }
 
-async function startBackend(kind: string): Promise<Backend> {
+/** Starts a throw-away store server: `etcd` (one member), `serve` (in this process) or `postgres`. */
+export async function startBackend(kind: string): Promise<Backend> {
   if (kind === 'etcd') {
     const etcd = await startEtcd();
     return { name: 'etcd 3.4 (1 member)', url: etcd.url, close: () => etcd.close() };
+  }
+  if (kind === 'postgres') {
+    const pg = await startPostgres({ durable: true });
+    return { name: 'postgres', url: await pg.createDatabase(), close: () => pg.close() };
   }
   const serve = await startTempServe();
   return { name: 'muster serve', url: serve.url, close: () => serve.close() };
@@ -102,8 +108,12 @@ async function startRelay(
   return child;
 }
 
-async function runOne(
-  backend: Backend,
+/**
+ * One run of the fleet against `backend`: `workers` processes, delivered `via` a relay or directly;
+ * prints its figures (see the module comment).
+ */
+export async function runOne(
+  backend: Pick<Backend, 'url'>,
   via: string,
   workers: number,
   switches: number,

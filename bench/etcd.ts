@@ -10,7 +10,7 @@
 import { Etcd3 } from 'etcd3';
 import { openEtcdStore } from '../src/store/etcd/index.js';
 import type { EtcdStore } from '../src/store/etcd/index.js';
-import type { Watch } from '../src/store/types.js';
+import type { Store, Watch } from '../src/store/types.js';
 import { startEtcd, type EtcdCluster } from '../src/testing/index.js';
 import { arg, latencySummary, quantile, timed } from './stats.js';
 
@@ -38,7 +38,7 @@ function report(what: string, r: { engine: number[]; raw: number[] }): void {
 }
 
 /** Put → watcher delay: `n` puts, one at a time, each timed until `watch` yields it. */
-async function watchDelay(writer: EtcdStore, watch: Watch, prefix: string, n: number): Promise<number[]> {
+export async function watchDelay(writer: Store, watch: Watch, prefix: string, n: number): Promise<number[]> {
   const it = watch[Symbol.asyncIterator]();
   const out: number[] = [];
   for (let i = 0; i < n; i++) {

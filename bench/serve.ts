@@ -34,7 +34,7 @@ interface Target {
 }
 
 /** CPU time (user + system, all threads) a process has used, in µs; NaN where /proc is missing. */
-function cpuMicros(pid: number | undefined): number {
+export function cpuMicros(pid: number | undefined): number {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
@@ -185,7 +185,9 @@ async function startupInProcess(dataDir: string): Promise<number> {
 }
 
 /** Runs `muster serve` as its own process (as etcd runs in its own); resolves once it listens. */
-async function spawnServe(dataDir: string): Promise<{ child: ChildProcess; address: string; ms: number }> {
+export async function spawnServe(
+  dataDir: string,
+): Promise<{ child: ChildProcess; address: string; ms: number }> {
   const bin = new URL('../../bin/muster.js', import.meta.url).pathname;
   const t0 = performance.now();
   const child = spawn(process.execPath, [
@@ -210,7 +212,8 @@ async function spawnServe(dataDir: string): Promise<{ child: ChildProcess; addre
   return { child, address, ms: performance.now() - t0 };
 }
 
-async function stop(child: ChildProcess): Promise<void> {
+/** SIGTERM, then waits for the exit. */
+export async function stop(child: ChildProcess): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return;
   const exited = new Promise((r) => child.once('exit', r));
   child.kill('SIGTERM');

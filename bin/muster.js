@@ -1,5 +1,8 @@
 #!/usr/bin/env node
-import { main } from '../dist/src/cli/main.js';
+// `muster agent …` takes its own entry, which loads the agent's modules only (docs/agent.md, "Memory").
+const { main } = await import(
+  process.argv[2] === 'agent' ? '../dist/src/cli/agent-main.js' : '../dist/src/cli/main.js'
+);
 
 // A reader that goes away (`muster … | head`) ends the output, not the program with a stack trace.
 for (const stream of [process.stdout, process.stderr]) {

@@ -258,4 +258,7 @@ export {
   type StatsdOptions,
   type SubscribeOptions,
   type SubscriptionHandler,
+  type BusTlsOptions,
+  readBusTlsFiles,
+  type BusTlsFiles,
 } from './bus/index.js';

@@ -22,6 +22,7 @@ import {
   readPartitionStatus,
 } from '../partitions/index.js';
 import { jsonBytes, jsonOf } from '../store/index.js';
+import { onAbort } from '../util/abort.js';
 import { openStore } from '../store/index.js';
 import type { Store } from '../store/index.js';
 import { loadAgentConfig, type AgentConfig, type RunConfig } from './config.js';
@@ -32,6 +33,9 @@ import { type PartitionRow, Supervisor } from './supervisor.js';
 
 /** 250 ms between writes of the agent's status record: a crash loop cannot flood the store. */
 export const STATUS_RECORD_INTERVAL_MS = 250;
+
+/** 4,000 characters: a hand-off note within membership's 4,096-character limit for a note. */
+export const NOTE_MAX_CHARS = 4000;
 
 /** What `services/<s>/agents/<id>` holds (leased with the instance's session). */
 export interface AgentRecord {
@@ -171,6 +175,7 @@ export class Agent {
       ...(c.instance.id !== undefined ? { id: c.instance.id } : {}),
       ...(c.root !== undefined ? { root: c.root } : {}),
       weight: c.instance.weight,
+      ...(c.instance.tags.length > 0 ? { tags: c.instance.tags } : {}),
       ttl: c.ttlMs,
       // The library waits this long for a child to stop before it complains (and keeps waiting).
       stopTimeout: c.run.graceMs + 5000,
@@ -225,12 +230,11 @@ export class Agent {
       handoff,
     });
     this.#sups.set(partition, sup);
-    this.#handedOff.delete(partition);
+    if (this.#handedOff.delete(partition)) this.#publishNotes();
     const started = performance.now();
-    context.signal.addEventListener('abort', () => {
-      const t0 = performance.now();
-      this.metrics.releaseStarted(partition, t0);
-    });
+    const offRelease = onAbort(context.signal, () =>
+      this.metrics.releaseStarted(partition, performance.now()),
+    );
     try {
       await sup.run();
       // The child has exited on the stop signal: what it wrote is the state for the next owner (the
@@ -238,6 +242,7 @@ export class Agent {
       const out = await readFile(handoff.out).catch(() => undefined);
       return out === undefined ? undefined : new Uint8Array(out);
     } finally {
+      offRelease();
       await rm(handoff.out, { force: true }).catch(() => undefined);
       if (handoff.in !== undefined) await rm(handoff.in, { force: true }).catch(() => undefined);
       this.metrics.releaseDone(partition, performance.now() - started);
@@ -331,18 +336,43 @@ export class Agent {
       );
       this.#handedOff.set(partition, { reason, to: '', at: new Date().toISOString() });
       this.#recordDirty = true;
+      this.#publishNotes();
       return false;
     }
     const pin: AgentPin = { instance: target.id, by: me, reason, at: new Date().toISOString(), tried };
+    // Under this agent's session lease: the pin lasts while the agent that wrote it lives (its leave
+    // revokes the lease, a crash lets it expire), so no pin outlives the reason it was written for.
+    const lease = this.#handle.leaseId;
+    if (lease === undefined) return false; // between sessions: the next failure tries again
     const r = await this.#store.txn(
       [{ key: keys.pin(partition), target: 'modRevision', op: '=', value: pinKv?.modRevision ?? 0 }],
-      [{ type: 'put', key: keys.pin(partition), value: jsonBytes(pin) }],
+      [{ type: 'put', key: keys.pin(partition), value: jsonBytes(pin), lease }],
     );
     if (!r.succeeded) return false;
     this.#handedOff.set(partition, { reason, to: target.id, at: pin.at });
     this.#recordDirty = true;
+    this.#publishNotes();
     this.log.warn({ partition, to: target.id, reason }, 'partition handed to another instance (pinned)');
     return true;
+  }
+
+  /**
+   * The instance record's notes, where operators look (`muster members`, the dashboard):
+   * `handoff/<partition>` → to whom this agent handed the partition on, when, and why.
+   */
+  #publishNotes(): void {
+    const notes = Object.fromEntries(
+      [...this.#handedOff].map(([p, h]) => [
+        `handoff/${p}`,
+        `${h.to === '' ? 'kept: no other instance left to try' : `to ${h.to}`} at ${h.at}: ${h.reason}`.slice(
+          0,
+          NOTE_MAX_CHARS,
+        ),
+      ]),
+    );
+    this.#handle.setNotes(notes).catch((err: unknown) => {
+      this.log.warn({ err: String(err) }, 'hand-off notes not published in the instance record');
+    });
   }
 
   // ---- status record ------------------------------------------------------------------------------

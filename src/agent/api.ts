@@ -16,6 +16,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { ConfigHandle, ConfigSwitch, ConfigVersion } from '../config/index.js';
 import { invalidArgument, MusterError } from '../errors.js';
 import type { HealthStatus } from '../membership/index.js';
+import { onAbort } from '../util/abort.js';
 import { type Agent, supervisorOf } from './agent.js';
 import { startSse } from './runtime.js';
 
@@ -61,6 +62,12 @@ const STATUS: Record<string, HealthStatus> = { pass: 'passing', warn: 'warning',
 /** Adds the agent's routes to the admin server. */
 export function addAgentRoutes(agent: Agent): void {
   const admin = agent.ctx.admin;
+  // Open event streams, ended together when the daemon stops: one listener on `stopping` for all of
+  // them (a listener per stream warned MaxListenersExceeded with more than ten children listening).
+  const streams = new Set<() => void>();
+  onAbort(agent.ctx.stopping, () => {
+    for (const end of [...streams]) end();
+  });
   admin.route('GET', '/v1/partitions', () => ({ partitions: agent.rows() }));
   admin.route('POST', '/v1/partitions/:p/restart', (_req, _res, params) => {
     const s = supervisorOf(agent, params.p ?? '');
@@ -79,7 +86,7 @@ export function addAgentRoutes(agent: Agent): void {
     return { ...(versionJson(name, h.at(t)) as object), at: new Date(t).toISOString() };
   });
   admin.route('GET', '/v1/config/:name/events', (req, res, params) =>
-    sse(agent, req, res, params.name ?? ''),
+    sse(agent, streams, req, res, params.name ?? ''),
   );
   admin.route('PUT', '/v1/checks/:name/:status', async (req, _res, params) => {
     const status = STATUS[params.status ?? ''];
@@ -109,7 +116,13 @@ export function addAgentRoutes(agent: Agent): void {
  * then every `version` received and every `switch` at its instant. For children not written in
  * TypeScript; they still ask `GET /v1/config/:name?at=` for each task (the fail-closed rule).
  */
-function sse(agent: Agent, req: IncomingMessage, res: ServerResponse, name: string): void {
+function sse(
+  agent: Agent,
+  streams: Set<() => void>,
+  req: IncomingMessage,
+  res: ServerResponse,
+  name: string,
+): void {
   const h = handleOf(agent, name);
   const send = startSse(res);
   const sendCurrent = (): void => {
@@ -132,10 +145,13 @@ function sse(agent: Agent, req: IncomingMessage, res: ServerResponse, name: stri
     clearInterval(keepalive);
     h.off('version', onVersion);
     h.off('switch', onSwitch);
+    streams.delete(end);
   };
-  req.on('close', done);
-  agent.ctx.stopping.addEventListener('abort', () => {
+  const end = (): void => {
     done();
     res.end();
-  });
+  };
+  req.on('close', done);
+  if (agent.ctx.stopping.aborted) end();
+  else streams.add(end);
 }

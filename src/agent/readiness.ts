@@ -3,29 +3,10 @@
  * from an HTTP probe, within a timeout. Settles never when the child exits first (the caller races
  * the exit).
  */
+import { onAbort, pause } from '../util/abort.js';
 import type { ReadyConfig } from './config.js';
 import type { ProcessHandle } from './kernel.js';
 import { substitute, type TemplateVars } from './template.js';
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal.aborted) return resolve();
-    const t = setTimeout(done, ms);
-    function done(): void {
-      clearTimeout(t);
-      signal.removeEventListener('abort', done);
-      resolve();
-    }
-    signal.addEventListener('abort', done, { once: true });
-  });
-}
-
-function aborted(signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal.aborted) resolve();
-    else signal.addEventListener('abort', () => resolve(), { once: true });
-  });
-}
 
 /** Resolves when `child` is ready; rejects with the reason when the timeout passes first. */
 export async function waitReady(child: ProcessHandle, r: ReadyConfig, vars: TemplateVars): Promise<void> {
@@ -34,12 +15,19 @@ export async function waitReady(child: ProcessHandle, r: ReadyConfig, vars: Temp
   const timer = setTimeout(() => timeout.abort(), r.timeoutMs);
   try {
     if (r.kind === 'fd') {
-      await Promise.race([
-        child.ready,
-        aborted(timeout.signal).then(() => {
-          throw new Error(`no newline on fd 3 within ${r.timeoutMs}ms`);
-        }),
-      ]);
+      let off = (): void => undefined;
+      try {
+        await Promise.race([
+          child.ready,
+          new Promise<never>((_, reject) => {
+            off = onAbort(timeout.signal, () =>
+              reject(new Error(`no newline on fd 3 within ${r.timeoutMs}ms`)),
+            );
+          }),
+        ]);
+      } finally {
+        off();
+      }
       return;
     }
     const url = substitute(r.url, { ...vars, pid: child.pid });
@@ -54,7 +42,7 @@ export async function waitReady(child: ProcessHandle, r: ReadyConfig, vars: Temp
       } catch {
         // not listening yet
       }
-      await sleep(r.intervalMs, timeout.signal);
+      await pause(r.intervalMs, timeout.signal);
     }
     await new Promise(() => undefined); // the exit wins the race
   } finally {

@@ -6,9 +6,9 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { Logger } from 'pino';
+import { onAbort } from '../util/abort.js';
 import { readTokenFile } from '../util/token.js';
 import type { Store } from '../store/index.js';
-import { mountUi } from '../ui/index.js';
 import { isLoopback, parseHostPort } from '../util/net.js';
 import type { Duration } from '../util/duration.js';
 import { Agent } from './agent.js';
@@ -89,8 +89,9 @@ export async function runAgent(file: string, options: RunAgentOptions = {}): Pro
       // The dashboard, mounted as `muster serve --ui` mounts it. The agent's API always has a token, which
       // a browser cannot send: on loopback the read side is served without it; writes keep the token and
       // stay refused (no write token). Off loopback every route, the dashboard's too, needs the token.
+      // Loaded only when asked for: the dashboard's modules cost an agent that does not serve it RSS.
       const ui = config.ui
-        ? mountUi(ctx.admin, {
+        ? (await import('../ui/index.js')).mountUi(ctx.admin, {
             store: a.store,
             ...(config.root !== undefined ? { root: config.root } : {}),
             openReads: isLoopback(parseHostPort(config.api.listen, 'api.listen').host),
@@ -104,7 +105,7 @@ export async function runAgent(file: string, options: RunAgentOptions = {}): Pro
       return {
         stop: async (force) => {
           // Forced (second signal, shutdown deadline): SIGKILL every child group now; the leave goes on.
-          force.addEventListener('abort', () => void a.killChildren(), { once: true });
+          onAbort(force, () => void a.killChildren());
           ui?.close();
           await a.close();
         },

@@ -15,6 +15,7 @@
  */
 import type { Logger } from 'pino';
 import { MusterError, isMusterError } from '../errors.js';
+import { onAbort } from '../util/abort.js';
 import type { AcquireContext } from '../partitions/index.js';
 import type { HealthChecks, HealthStatus } from '../membership/index.js';
 import type { AgentConfig, RunConfig } from './config.js';
@@ -91,35 +92,70 @@ interface ChildPlan {
   readonly fingerprint: string;
 }
 
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal.aborted) return resolve();
-    const t = setTimeout(done, ms);
-    function done(): void {
-      clearTimeout(t);
-      signal.removeEventListener('abort', done);
-      resolve();
-    }
-    signal.addEventListener('abort', done, { once: true });
-  });
+/** A wait that ends when any of its signals aborts or its time is up; {@link Wait.cancel} ends it early. */
+interface Wait {
+  readonly done: Promise<void>;
+  /** Removes the listeners and the timer (the promise then settles). Idempotent. */
+  readonly cancel: () => void;
 }
 
-/** Settles when `signal` aborts. */
-function aborted(signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal.aborted) resolve();
-    else signal.addEventListener('abort', () => resolve(), { once: true });
-  });
+/**
+ * Waits until one of `signals` aborts or `ms` passed (never, for `Infinity`), leaving no listener
+ * behind once it is over: the partition's signal lives as long as the ownership, and a listener left
+ * per child start or back-off would pile up (MaxListenersExceededWarning after ten restarts).
+ */
+export function waitAny(signals: readonly AbortSignal[], ms = Infinity): Wait {
+  let finish!: () => void;
+  const done = new Promise<void>((resolve) => (finish = resolve));
+  const offs: (() => void)[] = [];
+  let timer: NodeJS.Timeout | undefined;
+  let over = false;
+  const cancel = (): void => {
+    if (over) return;
+    over = true;
+    for (const off of offs) off();
+    if (timer !== undefined) clearTimeout(timer);
+    finish();
+  };
+  for (const s of signals) {
+    if (over) break;
+    offs.push(onAbort(s, cancel));
+  }
+  if (!over && ms !== Infinity) timer = setTimeout(cancel, ms);
+  return { done, cancel };
 }
 
-/** Capped exponential back-off with jitter in [½, 1]: `initial·2^n`, at most `max`. */
+/** {@link waitAny} raced with `promises`; the listeners are removed when the first settles. */
+async function waitAnyOr(
+  signals: readonly AbortSignal[],
+  ms: number,
+  ...promises: Promise<unknown>[]
+): Promise<void> {
+  const w = waitAny(signals, ms);
+  try {
+    await Promise.race([w.done, ...promises]);
+  } finally {
+    w.cancel();
+  }
+}
+
+/** 200 ms: a held supervisor re-checks the deadline this often (the watchdog un-holds too; a renewal may beat it). */
+export const HELD_RECHECK_MS = 200;
+
+/**
+ * The delay before restart number `attempt + 1` since the last stable run: none for the first (a
+ * child that ran stably and crashed once is restarted at once, as supervisord and systemd do), then
+ * capped exponential back-off with jitter in [½, 1]: `initial·2^(attempt−1)`, at most `max`. A crash
+ * loop is throttled from its second failure on.
+ */
 export function backoffDelay(
   attempt: number,
   initialMs: number,
   maxMs: number,
   random = Math.random,
 ): number {
-  const raw = Math.min(maxMs, initialMs * 2 ** Math.min(attempt, 30));
+  if (attempt <= 0) return 0;
+  const raw = Math.min(maxMs, initialMs * 2 ** Math.min(attempt - 1, 30));
   return Math.round(raw * (0.5 + random() / 2));
 }
 
@@ -270,7 +306,7 @@ export class Supervisor {
           // could not spawn: a failure like a crash
         } else if (!this.#shouldRestart(exit)) {
           this.#set('exited', { code: exit.code, signal: exit.signal, final: true });
-          await Promise.race([aborted(signal), this.#waitRestartRequest()]);
+          await waitAnyOr([signal, this.#restartSignal()], Infinity);
           if (this.#restartRequested !== undefined) {
             this.#restarts++;
             this.#restartRequested = undefined;
@@ -289,7 +325,7 @@ export class Supervisor {
           this.#run().backoff.maxMs,
         );
         this.#set('backing-off', { delayMs: this.#backoffMs });
-        await Promise.race([sleep(this.#backoffMs, signal), this.#waitRestartRequest()]);
+        if (this.#backoffMs > 0) await waitAnyOr([signal, this.#restartSignal()], this.#backoffMs);
         this.#restartRequested = undefined;
         this.#backoffMs = 0;
         this.#restarts++;
@@ -312,20 +348,18 @@ export class Supervisor {
     return this.#ctx.deadline() - this.#deps.monotonic() < this.#deps.stopMarginMs;
   }
 
-  #waitUnheld(): Promise<void> {
-    return Promise.race([
-      aborted(this.#ctx.signal),
-      new Promise<void>((resolve) => {
-        this.#heldWake = resolve;
-        // re-check the deadline now and then: the watchdog un-holds, but a renewal may beat it
-        setTimeout(resolve, 200).unref();
-      }),
-    ]);
+  async #waitUnheld(): Promise<void> {
+    // re-check the deadline now and then: the watchdog un-holds, but a renewal may beat it
+    const w = waitAny([this.#ctx.signal], HELD_RECHECK_MS);
+    this.#heldWake = w.cancel;
+    await w.done;
+    if (this.#heldWake === w.cancel) this.#heldWake = undefined;
   }
 
-  #waitRestartRequest(): Promise<void> {
+  /** The signal a restart request aborts (a fresh one once the last was used). */
+  #restartSignal(): AbortSignal {
     if (this.#interrupt.signal.aborted) this.#interrupt = new AbortController();
-    return aborted(this.#interrupt.signal);
+    return this.#interrupt.signal;
   }
 
   #shouldRestart(exit: ExitInfo): boolean {
@@ -365,7 +399,7 @@ export class Supervisor {
     // Handed off: the release comes through the partition's signal. Nobody to take it: retry after
     // the longest back-off with a fresh budget (loudly: the state stays `failed` meanwhile).
     const wait = moved ? this.#run().backoff.maxMs * 4 : this.#run().backoff.maxMs;
-    await Promise.race([sleep(wait, this.#ctx.signal), this.#waitRestartRequest()]);
+    await waitAnyOr([this.#ctx.signal, this.#restartSignal()], wait);
     this.#restartRequested = undefined;
     this.#failures = [];
     this.#attempt = 0;
@@ -474,14 +508,37 @@ export class Supervisor {
     this.#readyAt = undefined;
     this.#set('starting', { command });
     // Stopped by the release, a restart request or the deadline watchdog.
-    const interrupted = Promise.race([aborted(this.#ctx.signal), aborted(this.#interrupt.signal)]).then(
-      () => 'interrupted' as const,
-    );
+    const interruption = waitAny([this.#ctx.signal, this.#restartSignal()]);
+    const interrupted = interruption.done.then(() => 'interrupted' as const);
     const exited = child.exited.then(() => 'exited' as const);
     const ready = waitReady(child, run.ready, vars).then(
       () => 'ready' as const,
       (err: unknown) => ({ err }),
     );
+    try {
+      await this.#watch(child, run, vars, interrupted, exited, ready);
+    } finally {
+      interruption.cancel();
+    }
+    const exit = await child.exited;
+    if (this.#child === child) {
+      // exited by itself: the leader is gone; make sure the rest of its group is too
+      await child.kill();
+      this.#afterExit(exit);
+    }
+    return exit;
+  }
+
+  /** From the spawn until the child exits or is stopped (interrupted, or not ready in time). */
+  async #watch(
+    child: ProcessHandle,
+    run: RunConfig,
+    vars: TemplateVars,
+    interrupted: Promise<'interrupted'>,
+    exited: Promise<'exited'>,
+    ready: Promise<'ready' | { err: unknown }>,
+  ): Promise<void> {
+    const deps = this.#deps;
     const first = await Promise.race([interrupted, exited, ready]);
     if (typeof first === 'object') {
       deps.log.warn(
@@ -489,7 +546,7 @@ export class Supervisor {
         'child not ready in time: restarting',
       );
       await this.#stopChild(run.graceMs);
-      return this.#lastExit;
+      return;
     }
     if (first === 'ready') {
       this.#readyAt = Date.now();
@@ -501,13 +558,6 @@ export class Supervisor {
     } else if (first === 'interrupted') {
       await this.#stopChild(run.graceMs);
     }
-    const exit = await child.exited;
-    if (this.#child === child) {
-      // exited by itself: the leader is gone; make sure the rest of its group is too
-      await child.kill();
-      this.#afterExit(exit);
-    }
-    return exit;
   }
 
   #afterExit(exit: ExitInfo): void {

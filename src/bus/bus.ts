@@ -2,6 +2,7 @@
  * A bus node: one listener, one connection per peer, the services this node serves, the topics it
  * subscribes to, and the calls and publications it makes (brief §9, docs/bus.md).
  */
+import { X509Certificate } from 'node:crypto';
 import {
   createServer,
   connect as netConnect,
@@ -18,7 +19,7 @@ import {
   type TLSSocket,
 } from 'node:tls';
 import { type Clock, systemClock } from '../clock.js';
-import { abortedError, invalidArgument, isMusterError, MusterError, throwIfAborted } from '../errors.js';
+import { invalidArgument, isMusterError, MusterError, throwIfAborted } from '../errors.js';
 import {
   Balancer,
   checkAddress,
@@ -34,7 +35,9 @@ import {
 } from '../membership/index.js';
 import { joinPartitioned, stderrLogger, type JoinPartitionedOptions } from '../partitions/index.js';
 import type { Store } from '../store/index.js';
+import { abortable, onAbort } from '../util/abort.js';
 import { toMillis } from '../util/duration.js';
+import type { CallSignal } from './call-signal.js';
 import { Emitter, type Listenable } from '../util/emitter.js';
 import { bodyOfError, Connection, type ConnectionHost, type RequestBody } from './connection.js';
 import { encodeFrame, Kind } from './frame.js';
@@ -66,6 +69,13 @@ import {
 } from './types.js';
 
 const EMPTY_POOL: ReadonlySet<string> = new Set();
+
+/** A service's callable instances, for one version of its view. */
+interface Candidates {
+  readonly source: readonly Instance[];
+  readonly healthy: readonly Instance[];
+  readonly local: ReadonlySet<Instance>;
+}
 
 /** The tag every instance record written by a bus carries (`muster bus ls` looks for it). */
 export const BUS_TAG = 'muster-bus';
@@ -231,6 +241,9 @@ export class Bus implements Listenable<BusEvents> {
   readonly #served = new Map<string, ServedService>();
   readonly #views = new Map<string, InstanceView>();
   readonly #balancers = new Map<string, Balancer>();
+  /** Views that have listed (so a call need not wait on `ready`). */
+  readonly #readyViews = new Map<string, InstanceView>();
+  readonly #candidates = new Map<string, Candidates>();
   #pool: ReadonlySet<string> = EMPTY_POOL;
   readonly #router: KeyedRouter;
   readonly #topics: Topics;
@@ -260,8 +273,9 @@ export class Bus implements Listenable<BusEvents> {
       address,
       options: o,
       opened: (conn) => this.#opened(conn),
-      request: (conn, id, body, signal) => this.#dispatch(conn, id, body, signal),
+      request: (conn, id, body, call) => this.#dispatch(conn, id, body, call),
       publish: (conn, ackId, body) => this.#topics.receive(conn, ackId, body),
+      unconfirmed: (conn, lost) => this.#topics.unconfirmed(conn, lost),
       closed: (conn, err) => this.#closed(conn, err),
     };
     const accept = (socket: Socket): void => {
@@ -269,6 +283,7 @@ export class Bus implements Listenable<BusEvents> {
       this.#all.add(conn);
       this.metrics.connection('in', 'open');
     };
+    this.#tls = o.tls;
     if (o.tls === undefined) server.on('connection', accept);
     else {
       const mutual = o.tls.mutual === true;
@@ -304,6 +319,8 @@ export class Bus implements Listenable<BusEvents> {
   }
 
   readonly #host: ConnectionHost;
+  /** The TLS material new connections use (replaced by {@link reloadTls}). */
+  #tls: BusTlsOptions | undefined;
   /** Handshakes the TLS connections the listener accepts (it never listens itself). */
   #tlsServer: TlsServer | undefined;
   /** A TLS node's accepted sockets, handshaking or not (close() destroys those still open). */
@@ -339,6 +356,37 @@ export class Bus implements Listenable<BusEvents> {
       socket.unshift(chunk);
       (this.#tlsServer as TlsServer).emit('connection', socket);
     });
+  }
+
+  /**
+   * Replaces this node's TLS material (certificate, key, CA) for every connection made from now on,
+   * dialed or accepted; open connections keep the session they have. For a daemon's reload (SIGHUP,
+   * `POST /v1/reload`): `reload: async () => bus.reloadTls(await readBusTlsFiles(files))`.
+   *
+   * Throws `MUSTER_INVALID_ARGUMENT`, with nothing changed, when the node runs without TLS (TLS is
+   * bus-wide: turning it on or off needs a restart), when `mutual` differs from the running
+   * setting, or when the material is unusable (no key for the certificate, bad PEM). Returns what
+   * certificate is now in use.
+   */
+  reloadTls(tls: BusTlsOptions): { subject: string; validTo: string; fingerprint256: string } {
+    if (this.#tls === undefined || this.#tlsServer === undefined)
+      throw invalidArgument(
+        'this bus node runs without TLS; turning TLS on needs a restart (bus-wide setting)',
+      );
+    const checked = checkTls(tls) as BusTlsOptions;
+    if ((checked.mutual === true) !== (this.#tls.mutual === true))
+      throw invalidArgument(
+        `reloaded TLS material must keep mutual: ${String(this.#tls.mutual === true)} (changing it needs a restart)`,
+      );
+    this.#tlsServer.setSecureContext(secureContextOptions(checked));
+    this.#tls = checked;
+    const cert = new X509Certificate(checked.cert);
+    const summary = { subject: cert.subject, validTo: cert.validTo, fingerprint256: cert.fingerprint256 };
+    this.#o.logger.info(
+      { peer: this.address, ...summary },
+      'bus TLS material reloaded; new connections use it',
+    );
+    return summary;
   }
 
   #refused(remote: string, err: MusterError): void {
@@ -414,7 +462,7 @@ export class Bus implements Listenable<BusEvents> {
           logger: p.logger ?? this.#o.logger,
           onAcquire: (partition, ctx) => {
             served.owned.set(partition, ctx);
-            ctx.signal.addEventListener('abort', () => {
+            onAbort(ctx.signal, () => {
               if (served.owned.get(partition) === ctx) served.owned.delete(partition);
             });
             return userAcquire?.(partition, ctx);
@@ -466,8 +514,9 @@ export class Bus implements Listenable<BusEvents> {
       if (typeof options.key !== 'string') throw invalidArgument('key must be a string');
       return this.#router.call(service, method, args, options.key, deadline, options);
     }
-    const view = await this.instances(service, options.signal);
-    const tried = new Set<string>();
+    // The watched view, without a wait once it has listed (the usual case).
+    const view = this.#readyViews.get(service) ?? (await this.instances(service, options.signal));
+    let tried: Set<string> | undefined;
     let lastError: Error | undefined;
     for (;;) {
       const target = this.#pick(service, view, tried);
@@ -475,7 +524,7 @@ export class Bus implements Listenable<BusEvents> {
         if (lastError !== undefined) throw lastError;
         throw noInstance(service, view.size);
       }
-      tried.add(target.address as string);
+      (tried ??= new Set()).add(target.address as string);
       const left = deadline - this.#o.clock.monotonic();
       if (left <= 0) throw timeoutError(service, method, timeoutMs);
       try {
@@ -497,24 +546,35 @@ export class Bus implements Listenable<BusEvents> {
    * Sends one request to the node at `address` (connecting if needed) and records its latency.
    * Connection failures before sending are `MUSTER_UNAVAILABLE` with `details.sent: false`.
    */
-  async request(
+  request(address: string, body: RequestBody, timeoutMs: number, signal?: AbortSignal): Promise<unknown> {
+    const open = this.#peers.get(address);
+    if (open !== undefined && open.state === 'open')
+      return this.#requestOn(open, address, body, timeoutMs, signal);
+    return this.connection(address, Math.min(timeoutMs, this.#o.connectTimeoutMs), signal).then((conn) =>
+      this.#requestOn(conn, address, body, timeoutMs, signal),
+    );
+  }
+
+  #requestOn(
+    conn: Connection,
     address: string,
     body: RequestBody,
     timeoutMs: number,
-    signal?: AbortSignal,
+    signal: AbortSignal | undefined,
   ): Promise<unknown> {
-    const conn = await this.connection(address, Math.min(timeoutMs, this.#o.connectTimeoutMs), signal);
     const started = performance.now();
     const peer = conn.peer?.node ?? address;
-    try {
-      const r = await conn.request(body, timeoutMs, signal);
-      this.metrics.call(body.s, body.m, peer, 'ok', (performance.now() - started) / 1000);
-      return r;
-    } catch (err) {
-      const code = isMusterError(err) ? err.code : 'error';
-      this.metrics.call(body.s, body.m, peer, code, (performance.now() - started) / 1000);
-      throw err;
-    }
+    return conn.request(body, timeoutMs, signal).then(
+      (r) => {
+        this.metrics.call(body.s, body.m, peer, 'ok', (performance.now() - started) / 1000);
+        return r;
+      },
+      (err: unknown) => {
+        const code = isMusterError(err) ? err.code : 'error';
+        this.metrics.call(body.s, body.m, peer, code, (performance.now() - started) / 1000);
+        throw err;
+      },
+    );
   }
 
   /** The watched instance view of `service` (opened on first use, kept until close). */
@@ -524,16 +584,14 @@ export class Bus implements Listenable<BusEvents> {
       view = watchInstances(this.store, service, this.root === undefined ? {} : { root: this.root });
       this.#views.set(service, view);
     }
-    if (signal === undefined) await view.ready;
-    else
-      await Promise.race([
-        view.ready,
-        new Promise<never>((_, reject) => {
-          if (signal.aborted) reject(abortedError(signal));
-          signal.addEventListener('abort', () => reject(abortedError(signal)), { once: true });
-        }),
-      ]);
+    await abortable(view.ready, signal);
+    if (this.#views.get(service) === view) this.#readyViews.set(service, view);
     return view;
+  }
+
+  /** @internal The view of `service` if it has listed already (no wait), else undefined. */
+  readyView(service: string): InstanceView | undefined {
+    return this.#readyViews.get(service);
   }
 
   /** True when calls should avoid `address` for now (its connection failed recently). */
@@ -551,13 +609,31 @@ export class Bus implements Listenable<BusEvents> {
    * Healthy instances with an address, not yet tried by this call; those whose connection has not
    * just failed first; this host's first; then weighted round-robin.
    */
-  #pick(service: string, view: InstanceView, tried: ReadonlySet<string>): Instance | undefined {
-    const all = view.instances().filter((i) => i.address !== null && isHealthy(i) && !tried.has(i.address));
+  #pick(service: string, view: InstanceView, tried: ReadonlySet<string> | undefined): Instance | undefined {
+    // Healthy instances with an address and whether they are on this host, computed once per change
+    // of the view (its `instances()` array is replaced on every change).
+    const source = view.instances();
+    let candidates = this.#candidates.get(service);
+    if (candidates === undefined || candidates.source !== source) {
+      const myHost = hostOf(this.address);
+      const healthy = source.filter((i) => i.address !== null && isHealthy(i));
+      candidates = {
+        source,
+        healthy,
+        local: new Set(healthy.filter((i) => hostOf(i.address as string) === myHost)),
+      };
+      this.#candidates.set(service, candidates);
+    }
+    const only = candidates.healthy.length === 1 ? candidates.healthy[0] : undefined;
+    if (only !== undefined && tried === undefined) return only; // the common case: nothing to choose
+    const all =
+      tried === undefined
+        ? candidates.healthy
+        : candidates.healthy.filter((i) => !tried.has(i.address as string));
     if (all.length === 0) return undefined;
     const up = all.filter((i) => !this.isDown(i.address as string));
     const pool0 = up.length > 0 ? up : all;
-    const myHost = hostOf(this.address);
-    const local = pool0.filter((i) => hostOf(i.address as string) === myHost);
+    const local = pool0.filter((i) => candidates.local.has(i));
     const pool = local.length > 0 ? local : pool0;
     if (pool.length === 1) return pool[0];
     // Membership's balancer (smooth weighted round-robin, passing before warning) over the pool.
@@ -587,14 +663,7 @@ export class Bus implements Listenable<BusEvents> {
       };
       pending.then(clear, clear);
     }
-    if (signal === undefined) return pending;
-    throwIfAborted(signal);
-    return Promise.race([
-      pending,
-      new Promise<never>((_, reject) =>
-        signal.addEventListener('abort', () => reject(abortedError(signal)), { once: true }),
-      ),
-    ]);
+    return abortable(pending, signal);
   }
 
   /** Open connections to (or from) peers, by peer address. */
@@ -608,7 +677,7 @@ export class Bus implements Listenable<BusEvents> {
     const host = address.slice(0, i).replace(/^\[(.*)\]$/, '$1');
     const port = Number(address.slice(i + 1));
     const socket =
-      this.#o.tls === undefined
+      this.#tls === undefined
         ? netConnect({ host, port })
         : await this.#dialTls(address, host, port, timeoutMs);
     const conn = new Connection(this.#host, socket, address);
@@ -648,7 +717,7 @@ export class Bus implements Listenable<BusEvents> {
    * against `ca` and the dialed host). A failure after the TCP connect is `MUSTER_TLS_HANDSHAKE`.
    */
   #dialTls(address: string, host: string, port: number, timeoutMs: number): Promise<Socket> {
-    const tls = this.#o.tls as BusTlsOptions;
+    const tls = this.#tls as BusTlsOptions;
     return new Promise<Socket>((resolve, reject) => {
       let tcp = false;
       const socket = tlsConnect({
@@ -724,7 +793,7 @@ export class Bus implements Listenable<BusEvents> {
     }
   }
 
-  #dispatch(conn: Connection, id: number, body: RequestBody, signal: AbortSignal): void {
+  #dispatch(conn: Connection, id: number, body: RequestBody, call: CallSignal): void {
     const served = this.#served.get(body.s);
     if (served === undefined) {
       conn.fail(
@@ -736,7 +805,7 @@ export class Bus implements Listenable<BusEvents> {
       );
       return;
     }
-    served.dispatch(conn, id, body, signal);
+    served.dispatch(conn, id, body, call);
   }
 
   /**
@@ -797,6 +866,7 @@ export class Bus implements Listenable<BusEvents> {
       this.#router.close();
       for (const v of this.#views.values()) v.close();
       this.#views.clear();
+      this.#readyViews.clear();
       const closed = new MusterError('MUSTER_CLOSED', 'the bus was closed');
       for (const c of [...this.#all]) c.close(closed);
       for (const s of this.#tlsSockets) s.destroy();

@@ -10,6 +10,8 @@
 import { timingSafeEqual } from 'node:crypto';
 import type { Socket } from 'node:net';
 import { abortedError, ERROR_CODES, isMusterError, MusterError } from '../errors.js';
+import { onAbort } from '../util/abort.js';
+import { CallSignal } from './call-signal.js';
 import { encodeFrame, FrameDecoder, HEADER_BYTES, Kind, PROTOCOL_VERSION } from './frame.js';
 import type { ResolvedBusOptions } from './types.js';
 
@@ -21,6 +23,11 @@ export interface Hello {
   readonly node: string;
   readonly address: string;
   readonly token?: string;
+  /**
+   * 1: this node confirms the publications it receives (a count in its pings). Nodes without it
+   * (older versions) never confirm, so their publications are not tracked.
+   */
+  readonly c?: number;
 }
 
 export interface RequestBody {
@@ -55,15 +62,19 @@ export interface ConnectionHost {
   readonly address: string;
   readonly options: ResolvedBusOptions;
   opened(conn: Connection): void;
-  request(conn: Connection, id: number, body: RequestBody, signal: AbortSignal): void;
+  request(conn: Connection, id: number, body: RequestBody, call: CallSignal): void;
   publish(conn: Connection, ackId: number, body: PublishBody): void;
+  /** Publications written on `conn` that the peer had not confirmed when it closed. */
+  unconfirmed(conn: Connection, lost: readonly { topic: string; id: string }[]): void;
   closed(conn: Connection, error: MusterError): void;
 }
 
 interface Pending {
   resolve(value: unknown): void;
   reject(err: unknown): void;
-  timer: ReturnType<ResolvedBusOptions['clock']['setTimeout']>;
+  /** Monotonic time at which {@link expire} runs (unless settled first). */
+  readonly deadline: number;
+  expire(): void;
   cleanup(): void;
 }
 
@@ -82,7 +93,7 @@ export class Connection {
   readonly #o: ResolvedBusOptions;
   readonly #decoder: FrameDecoder;
   readonly #pending = new Map<number, Pending>();
-  readonly #served = new Map<number, AbortController>();
+  readonly #served = new Map<number, CallSignal>();
   readonly #acks = new Map<number, Pending>();
   #state: ConnectionState = 'handshake';
   #nextId = 1;
@@ -90,6 +101,21 @@ export class Connection {
   #lastTick: number;
   #heartbeat: ReturnType<ResolvedBusOptions['clock']['setTimeout']> | undefined;
   #corked = false;
+  /**
+   * One timer for every call and acknowledgement deadline of this connection, armed for the earliest
+   * one (a timer per call put a timer list and a heap operation on every call's path).
+   */
+  #deadlineTimer: ReturnType<ResolvedBusOptions['clock']['setTimeout']> | undefined;
+  #deadlineAt = Infinity;
+  /** Publications this side wrote (numbered from 1) and received on this connection. */
+  #published = 0;
+  #received = 0;
+  /**
+   * Written publications the peer has not confirmed yet, flat: `seq, topic, id, seq, topic, id…`
+   * from `#unconfirmedHead` on (a flat array: no object per publication on the hot path).
+   */
+  readonly #unconfirmed: (number | string)[] = [];
+  #unconfirmedHead = 0;
   #markReady!: () => void;
   #failReady!: (err: unknown) => void;
   /** Why it closed. */
@@ -161,6 +187,11 @@ export class Connection {
     return this.#pending.size;
   }
 
+  /** Publications written here that the peer has not confirmed receiving yet. */
+  get unconfirmed(): number {
+    return (this.#unconfirmed.length - this.#unconfirmedHead) / 3;
+  }
+
   /** Unsent bytes. */
   get queuedBytes(): number {
     return this.socket.writableLength;
@@ -190,15 +221,11 @@ export class Connection {
       return Promise.reject(err);
     }
     return new Promise<unknown>((resolve, reject) => {
-      const onAbort = (): void => {
-        pending.cleanup();
-        this.#send(encodeFrame(Kind.Cancel, id));
-        reject(abortedError(signal as AbortSignal));
-      };
       const pending: Pending = {
         resolve,
         reject,
-        timer: this.#o.clock.setTimeout(() => {
+        deadline: this.#o.clock.monotonic() + timeoutMs,
+        expire: () => {
           pending.cleanup();
           this.#send(encodeFrame(Kind.Cancel, id));
           reject(
@@ -208,15 +235,19 @@ export class Connection {
               { details: { service: body.s, method: body.m, peer: this.#describe(), timeoutMs } },
             ),
           );
-        }, timeoutMs),
+        },
         cleanup: () => {
-          this.#o.clock.clearTimeout(pending.timer);
-          signal?.removeEventListener('abort', onAbort);
+          off();
           this.#pending.delete(id);
         },
       };
+      const off = onAbort(signal, () => {
+        pending.cleanup();
+        this.#send(encodeFrame(Kind.Cancel, id));
+        reject(abortedError(signal as AbortSignal));
+      });
       this.#pending.set(id, pending);
-      signal?.addEventListener('abort', onAbort, { once: true });
+      this.#armDeadline(pending.deadline);
       this.#send(frame);
     });
   }
@@ -245,22 +276,21 @@ export class Connection {
    * Queues a publication. Returns `false` (nothing sent) when the connection is not open or the
    * queue is at its bound. With `ack`, resolves `acked` when the subscriber has taken it.
    */
-  publish(body: PublishBody, frameCache?: { frame?: Buffer }): boolean {
-    if (this.#state !== 'open') return false;
-    const frame = frameCache?.frame ?? this.#checkedFrame(Kind.Publish, 0, body, false);
-    if (frameCache) frameCache.frame = frame;
-    return this.publishFrame(frame);
-  }
-
   /**
    * Queues an already-encoded publication frame (the same buffer for every peer: encoded once, never
    * copied per peer). O(1) in the backlog: the socket's write queue is an array push, and
    * `writableLength` a counter. Returns `false` (nothing queued) when not open or at the bound.
+   *
+   * The publication stays *unconfirmed* until the peer's count of publications received (carried
+   * by its heartbeats) covers it; if the connection closes first, `host.unconfirmed` gets it — it
+   * may or may not have been delivered, and is never counted as simply sent.
    */
-  publishFrame(frame: Buffer): boolean {
+  publishFrame(frame: Buffer, topic: string, id: string): boolean {
     if (this.#state !== 'open') return false;
     if (this.socket.writableLength + frame.length > this.#o.maxQueueBytes) return false;
     this.#send(frame);
+    ++this.#published;
+    if (this.peer?.c === 1) this.#unconfirmed.push(this.#published, topic, id);
     return true;
   }
 
@@ -289,7 +319,8 @@ export class Connection {
       const pending: Pending = {
         resolve: () => resolve(),
         reject,
-        timer: this.#o.clock.setTimeout(() => {
+        deadline: this.#o.clock.monotonic() + timeoutMs,
+        expire: () => {
           pending.cleanup();
           reject(
             new MusterError(
@@ -300,14 +331,15 @@ export class Connection {
               },
             ),
           );
-        }, timeoutMs),
+        },
         cleanup: () => {
-          this.#o.clock.clearTimeout(pending.timer);
           this.#acks.delete(id);
         },
       };
       this.#acks.set(id, pending);
+      this.#armDeadline(pending.deadline);
       this.#send(frame);
+      ++this.#published; // numbered like every publication (the peer counts them all)
     });
   }
 
@@ -316,6 +348,7 @@ export class Connection {
     if (this.#state === 'closed') return;
     const wasHandshake = this.#state === 'handshake';
     this.#state = 'closed';
+    this.#reportUnconfirmed();
     const err =
       error ??
       new MusterError('MUSTER_PEER_LOST', `connection to ${this.#describe()} closed`, {
@@ -323,10 +356,16 @@ export class Connection {
       });
     this.closeError = err;
     if (this.#heartbeat !== undefined) this.#o.clock.clearTimeout(this.#heartbeat);
+    if (this.#deadlineTimer !== undefined) this.#o.clock.clearTimeout(this.#deadlineTimer);
+    this.#deadlineTimer = undefined;
     if (isMusterError(err, 'MUSTER_PROTOCOL') || isMusterError(err, 'MUSTER_PERMISSION_DENIED')) {
       // Tell the peer why, then close once it is written.
       this.socket.end(encodeFrame(Kind.Error, 0, bodyOfError(err, 'bus')));
       this.socket.destroySoon();
+      setTimeout(() => this.socket.destroy(), 1000).unref();
+    } else if (isMusterError(err, 'MUSTER_CLOSED') && this.#received > 0 && !this.socket.destroyed) {
+      // Our own graceful close: confirm what arrived, so the peer does not count it as unconfirmed.
+      this.socket.end(encodeFrame(Kind.Ping, 0, { r: this.#received }));
       setTimeout(() => this.socket.destroy(), 1000).unref();
     } else {
       this.socket.destroy();
@@ -339,6 +378,60 @@ export class Connection {
     this.#served.clear();
     if (wasHandshake) this.#failReady(err);
     this.#host.closed(this, err);
+  }
+
+  /** Makes sure the deadline timer fires by `deadline`. */
+  #armDeadline(deadline: number): void {
+    if (deadline >= this.#deadlineAt) return;
+    if (this.#deadlineTimer !== undefined) this.#o.clock.clearTimeout(this.#deadlineTimer);
+    this.#deadlineAt = deadline;
+    this.#deadlineTimer = this.#o.clock.setTimeout(
+      () => this.#expireDeadlines(),
+      deadline - this.#o.clock.monotonic(),
+    );
+  }
+
+  /** Expires every call and acknowledgement past its deadline; re-arms for the earliest left. */
+  #expireDeadlines(): void {
+    this.#deadlineTimer = undefined;
+    this.#deadlineAt = Infinity;
+    if (this.#state === 'closed') return;
+    const now = this.#o.clock.monotonic();
+    const expired: Pending[] = [];
+    let next = Infinity;
+    for (const map of [this.#pending, this.#acks]) {
+      for (const p of map.values()) {
+        if (p.deadline <= now) expired.push(p);
+        else if (p.deadline < next) next = p.deadline;
+      }
+    }
+    for (const p of expired) p.expire();
+    if (next !== Infinity) this.#armDeadline(next);
+  }
+
+  /** The peer has received publications up to number `count` (on this connection). */
+  #confirm(count: number): void {
+    const u = this.#unconfirmed;
+    let i = this.#unconfirmedHead;
+    while (i < u.length && (u[i] as number) <= count) i += 3;
+    if (i >= u.length) {
+      u.length = 0;
+      this.#unconfirmedHead = 0;
+    } else if (i > 3 * 1024 && i * 2 > u.length) {
+      u.splice(0, i);
+      this.#unconfirmedHead = 0;
+    } else this.#unconfirmedHead = i;
+  }
+
+  #reportUnconfirmed(): void {
+    const u = this.#unconfirmed;
+    if (u.length === this.#unconfirmedHead) return;
+    const lost: { topic: string; id: string }[] = [];
+    for (let i = this.#unconfirmedHead; i < u.length; i += 3)
+      lost.push({ topic: u[i + 1] as string, id: u[i + 2] as string });
+    u.length = 0;
+    this.#unconfirmedHead = 0;
+    this.#host.unconfirmed(this, lost);
   }
 
   #allocateId(): number {
@@ -378,6 +471,7 @@ export class Connection {
       node: this.#host.node,
       address: this.#host.address,
       ...(this.#o.token === undefined ? {} : { token: this.#o.token }),
+      c: 1,
     };
     this.#send(encodeFrame(Kind.Hello, 0, hello));
   }
@@ -403,9 +497,9 @@ export class Connection {
           this.close(new MusterError('MUSTER_PROTOCOL', 'a request without service and method'));
           return;
         }
-        const controller = new AbortController();
-        this.#served.set(id, controller);
-        this.#host.request(this, id, b, controller.signal);
+        const call = new CallSignal();
+        this.#served.set(id, call);
+        this.#host.request(this, id, b, call);
         return;
       }
       case Kind.Response: {
@@ -433,6 +527,7 @@ export class Connection {
         return;
       }
       case Kind.Publish: {
+        this.#received++;
         const b = body as PublishBody | undefined;
         if (b === undefined || typeof b.topic !== 'string' || typeof b.id !== 'string') {
           this.close(new MusterError('MUSTER_PROTOCOL', 'a publication without topic and id'));
@@ -447,8 +542,11 @@ export class Connection {
         p?.resolve(undefined);
         return;
       }
-      case Kind.Ping:
+      case Kind.Ping: {
+        const r = (body as { r?: unknown } | undefined)?.r;
+        if (typeof r === 'number') this.#confirm(r);
         return;
+      }
       case Kind.Hello:
         this.close(new MusterError('MUSTER_PROTOCOL', 'a second hello'));
         return;
@@ -483,7 +581,7 @@ export class Connection {
       );
       return;
     }
-    this.peer = { v: h.v, node: h.node, address: h.address };
+    this.peer = { v: h.v, node: h.node, address: h.address, ...(h.c === 1 ? { c: 1 } : {}) };
     if (!this.outbound) this.#sendHello();
     this.#state = 'open';
     this.#decoder.setLimit(this.#o.maxFrameBytes);
@@ -509,6 +607,8 @@ export class Connection {
     );
     if (kind === Kind.Request) {
       this.#send(encodeFrame(Kind.Error, id, bodyOfError(err, 'bus')));
+    } else if (kind === Kind.Publish) {
+      this.#received++;
     } else if (kind === Kind.Response || kind === Kind.Error) {
       const p = this.#pending.get(id);
       p?.cleanup();
@@ -550,7 +650,8 @@ export class Connection {
         );
         return;
       }
-      this.#send(encodeFrame(Kind.Ping, 0));
+      // The ping carries how many publications arrived here, so the peer knows which are delivered.
+      this.#send(encodeFrame(Kind.Ping, 0, this.#received === 0 ? undefined : { r: this.#received }));
       this.#scheduleHeartbeat(this.#o.heartbeatIntervalMs, false);
     }, ms);
   }

@@ -12,6 +12,7 @@ export {
   type Serving,
 } from './bus.js';
 export { topicService, DedupWindow } from './pubsub.js';
+export { readBusTlsFiles, type BusTlsFiles } from './tls-files.js';
 export { encodeFrame, FrameDecoder, Kind as FrameKind, HEADER_BYTES, PROTOCOL_VERSION } from './frame.js';
 export {
   type BusOptions,

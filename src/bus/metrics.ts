@@ -2,7 +2,8 @@
  * Bus metrics: Prometheus (prom-client) per peer and method, and statsd (hot-shots) when configured.
  */
 import { StatsD } from 'hot-shots';
-import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { Counter, Gauge, Registry } from 'prom-client';
+import { FastHistogram } from './histogram.js';
 import type { StatsdOptions } from './types.js';
 
 /** Latency buckets in seconds: 50 µs … 5 s (loopback calls are tens of microseconds). */
@@ -17,8 +18,8 @@ export interface QueueSource {
 
 export class BusMetrics {
   readonly registry: Registry;
-  readonly #calls: Histogram<'service' | 'method' | 'peer' | 'outcome'>;
-  readonly #handled: Histogram<'service' | 'method' | 'outcome'>;
+  readonly #calls: FastHistogram;
+  readonly #handled: FastHistogram;
   readonly #dropped: Counter<'peer' | 'topic' | 'reason'>;
   readonly #reconnects: Counter<'peer'>;
   readonly #connections: Counter<'direction' | 'event'>;
@@ -30,14 +31,14 @@ export class BusMetrics {
   constructor(registry: Registry | undefined, statsd: StatsdOptions | undefined, source: QueueSource) {
     this.registry = registry ?? new Registry();
     const registers = [this.registry];
-    this.#calls = new Histogram({
+    this.#calls = new FastHistogram({
       name: 'muster_bus_call_duration_seconds',
       help: 'Calls made by this node, by service, method, peer node and outcome (ok or the error code)',
       labelNames: ['service', 'method', 'peer', 'outcome'],
       buckets: LATENCY_BUCKETS,
       registers,
     });
-    this.#handled = new Histogram({
+    this.#handled = new FastHistogram({
       name: 'muster_bus_handled_duration_seconds',
       help: 'Calls handled by this node, by service, method and outcome',
       labelNames: ['service', 'method', 'outcome'],
@@ -46,7 +47,7 @@ export class BusMetrics {
     });
     this.#dropped = new Counter({
       name: 'muster_bus_dropped_total',
-      help: 'Publications dropped, by peer, topic and reason (queue-full, expired, not-connected)',
+      help: 'Publications dropped, by peer, topic and reason (queue-full, expired, not-connected, not-acknowledged; unconfirmed: written to a connection that closed before the subscriber confirmed it, maybe delivered)',
       labelNames: ['peer', 'topic', 'reason'],
       registers,
     });
@@ -115,18 +116,18 @@ export class BusMetrics {
   }
 
   call(service: string, method: string, peer: string, outcome: string, seconds: number): void {
-    this.#calls.observe({ service, method, peer, outcome }, seconds);
+    this.#calls.observe([service, method, peer, outcome], seconds);
     this.#statsd?.timing(`call.${service}.${method}`, seconds * 1000, { outcome });
   }
 
   handled(service: string, method: string, outcome: string, seconds: number): void {
-    this.#handled.observe({ service, method, outcome }, seconds);
+    this.#handled.observe([service, method, outcome], seconds);
     this.#statsd?.timing(`handled.${service}.${method}`, seconds * 1000, { outcome });
   }
 
-  dropped(peer: string, topic: string, reason: string): void {
-    this.#dropped.inc({ peer, topic, reason });
-    this.#statsd?.increment('dropped', { topic, reason });
+  dropped(peer: string, topic: string, reason: string, count = 1): void {
+    this.#dropped.inc({ peer, topic, reason }, count);
+    this.#statsd?.increment('dropped', count, { topic, reason });
   }
 
   connection(direction: 'in' | 'out', event: 'open' | 'close', reconnectOf?: string): void {

@@ -12,7 +12,7 @@
  * while the publisher and the other subscribers are unaffected.
  */
 import { invalidArgument, isMusterError } from '../errors.js';
-import { checkServiceName, type Member } from '../membership/index.js';
+import { checkServiceName, type InstanceView, type Member } from '../membership/index.js';
 import { toMillis } from '../util/duration.js';
 import type { Bus } from './bus.js';
 import { checkedFrame, type Connection, type PublishBody } from './connection.js';
@@ -105,6 +105,8 @@ export class Topics {
    * `not-connected` if it fails. Bounded by `maxQueueBytes` per peer, like an open connection.
    */
   readonly #waiting = new Map<string, Waiting>();
+  /** Per topic view, its targets for the view's current instances. */
+  readonly #plans = new WeakMap<InstanceView, Plan>();
   readonly #prefix = `${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`;
 
   constructor(bus: Bus, o: ResolvedBusOptions, onDrop: (e: DropEvent) => void) {
@@ -215,7 +217,7 @@ export class Topics {
     );
   }
 
-  async publish(topic: string, message: unknown, options: BusPublishOptions): Promise<PublishResult> {
+  publish(topic: string, message: unknown, options: BusPublishOptions): Promise<PublishResult> {
     const service = topicService(topic);
     if (options.id !== undefined && (typeof options.id !== 'string' || options.id === ''))
       throw invalidArgument('id must be a non-empty string');
@@ -227,94 +229,136 @@ export class Topics {
       ...(message === undefined ? {} : { m: message }),
       ...(ttlMs === undefined ? {} : { exp: Date.now() + ttlMs }),
     };
-    const view = await this.#bus.instances(service);
-    const nodes = view
-      .instances()
-      .filter((i) => i.address !== null && i.state !== 'leaving')
-      .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
-    // Which nodes get it, and for which queue groups.
-    const targets = new Map<string, { address: string; node: string; all: boolean; g: string[] }>();
-    const target = (
-      i: (typeof nodes)[number],
-    ): { address: string; node: string; all: boolean; g: string[] } => {
-      let t = targets.get(i.id);
-      if (t === undefined)
-        targets.set(i.id, (t = { address: i.address as string, node: i.id, all: false, g: [] }));
-      return t;
-    };
-    const groups = new Map<string, typeof nodes>();
+    const view = this.#bus.readyView(service);
+    if (options.ack === true || view === undefined) {
+      return this.#bus.instances(service).then((v) => this.#publishTo(v, topic, id, base, options));
+    }
+    // The usual case is synchronous: no await shared between subscribers (see #publishTo).
+    return Promise.resolve(this.#publishTo(view, topic, id, base, options));
+  }
+
+  /** Which nodes get a message: computed once per change of the topic's view. */
+  #plan(view: InstanceView): Plan {
+    const source = view.instances();
+    let plan = this.#plans.get(view);
+    if (plan !== undefined && plan.source === source) return plan;
+    const nodes = source.filter((i) => i.address !== null && i.state !== 'leaving');
+    const all: PlanTarget[] = [];
+    const groups = new Map<string, PlanTarget[]>();
     for (const n of nodes) {
-      if (n.tags.includes(ALL_TAG)) target(n).all = true;
+      const t: PlanTarget = { address: n.address as string, node: n.id };
+      if (n.tags.includes(ALL_TAG)) all.push(t);
       for (const tag of n.tags) {
         if (!tag.startsWith(GROUP_TAG)) continue;
         const g = tag.slice(GROUP_TAG.length);
         let members = groups.get(g);
         if (members === undefined) groups.set(g, (members = []));
-        members.push(n);
+        members.push(t);
       }
     }
-    for (const [g, members] of groups) {
+    plan = { source, all, allSet: new Set(all), groups: [...groups] };
+    this.#plans.set(view, plan);
+    return plan;
+  }
+
+  /**
+   * Sends to every target. Without `ack` this is synchronous and each subscriber's path is its own:
+   * an open connection gets the frame written (bounded by its queue), a peer marked down is dropped
+   * at once, a peer being connected to gets the frame queued behind the connect (bounded) — nothing
+   * here waits on any peer, so a stalled subscriber cannot delay the others. Nothing is allocated
+   * per subscriber in the usual case (no queue groups): the frame is encoded once and written to
+   * each connection.
+   */
+  #publishTo(
+    view: InstanceView,
+    topic: string,
+    id: string,
+    base: PublishBody,
+    options: BusPublishOptions,
+  ): PublishResult | Promise<PublishResult> {
+    const plan = this.#plan(view);
+    this.#bus.metrics.published(topic);
+    // Queue groups: one member each, chosen by a hash of the id (the same on every publisher).
+    let groupsOf: Map<PlanTarget, string[]> | undefined;
+    for (const [g, members] of plan.groups) {
       const chosen = members[hashString(`${g}\u0000${id}`) % members.length];
-      if (chosen !== undefined) target(chosen).g.push(g);
+      if (chosen === undefined) continue;
+      groupsOf ??= new Map();
+      const gs = groupsOf.get(chosen);
+      if (gs === undefined) groupsOf.set(chosen, [g]);
+      else gs.push(g);
     }
-    const plain: { frame?: Buffer } = {};
+    const bodyFor = (t: PlanTarget, all: boolean): WireBody => {
+      const g = groupsOf?.get(t);
+      return g === undefined ? base : { ...base, g, all };
+    };
+    if (options.ack === true) {
+      const targets: [PlanTarget, WireBody][] = plan.all.map((t) => [t, bodyFor(t, true)]);
+      for (const t of groupsOf?.keys() ?? []) if (!plan.allSet.has(t)) targets.push([t, bodyFor(t, false)]);
+      return this.#publishAcked(view, topic, id, targets, options);
+    }
+    const shared: { frame?: Buffer } = {};
     let sent = 0;
-    let dropped = 0;
+    let targets = plan.all.length;
+    for (const t of plan.all) sent += this.#sendOne(t, bodyFor(t, true), topic, id, shared);
+    for (const t of groupsOf?.keys() ?? []) {
+      if (plan.allSet.has(t)) continue;
+      targets++;
+      sent += this.#sendOne(t, bodyFor(t, false), topic, id, shared);
+    }
+    return { id, sent, dropped: targets - sent, acked: 0 };
+  }
+
+  /** Sends one publication to one subscriber node without waiting on it: 1 if sent, 0 if dropped. */
+  #sendOne(t: PlanTarget, body: WireBody, topic: string, id: string, shared: { frame?: Buffer }): number {
+    if (t.address === this.#bus.address) {
+      this.receive(undefined, 0, body);
+      return 1;
+    }
+    const frame =
+      body.g === undefined
+        ? (shared.frame ??= checkedFrame(Kind.Publish, 0, body, this.#o.maxFrameBytes))
+        : checkedFrame(Kind.Publish, 0, body, this.#o.maxFrameBytes);
+    const waiting = this.#waiting.get(t.address);
+    const conn = this.#bus.peers().get(t.address);
+    let reason: DropEvent['reason'] | undefined;
+    if (waiting === undefined && conn !== undefined && conn.state === 'open') {
+      if (!conn.publishFrame(frame, topic, id)) reason = 'queue-full';
+    } else if (waiting === undefined && this.#bus.isDown(t.address)) {
+      reason = 'not-connected';
+    } else if (!this.#queueWhileConnecting(t, topic, id, frame)) {
+      reason = 'queue-full';
+    }
+    if (reason === undefined) return 1;
+    this.#drop(t.node, topic, id, reason);
+    return 0;
+  }
+
+  async #publishAcked(
+    view: InstanceView,
+    topic: string,
+    id: string,
+    targets: readonly (readonly [PlanTarget, WireBody])[],
+    options: BusPublishOptions,
+  ): Promise<PublishResult> {
     let acked = 0;
-    const ackDeadline =
-      options.ack === true
-        ? this.#o.clock.monotonic() +
-          (options.timeout === undefined ? this.#o.callTimeoutMs : toMillis(options.timeout, 'timeout'))
-        : 0;
+    let dropped = 0;
+    const deadline =
+      this.#o.clock.monotonic() +
+      (options.timeout === undefined ? this.#o.callTimeoutMs : toMillis(options.timeout, 'timeout'));
     await Promise.all(
-      [...targets.values()].map(async (t) => {
-        const body: WireBody = t.g.length === 0 ? base : { ...base, g: t.g, all: t.all };
+      targets.map(async ([t, body]) => {
         if (t.address === this.#bus.address) {
           this.receive(undefined, 0, body);
-          sent++;
-          if (options.ack === true) acked++;
-          return;
-        }
-        if (options.ack === true) {
-          if (await this.#sendAcked(t, body, ackDeadline, view)) {
-            sent++;
-            acked++;
-          } else {
-            dropped++;
-            this.#drop(t.node, topic, id, 'not-acknowledged');
-          }
-          return;
-        }
-        // Never await a peer here: one that is stalled or being connected to must not hold up the
-        // publisher (nor, through it, the other subscribers).
-        const waiting = this.#waiting.get(t.address);
-        const conn = this.#bus.peers().get(t.address);
-        if (waiting === undefined && conn !== undefined && conn.state === 'open') {
-          if (conn.publish(body, t.g.length === 0 ? plain : undefined)) sent++;
-          else {
-            dropped++;
-            this.#drop(t.node, topic, id, 'queue-full');
-          }
-          return;
-        }
-        if (waiting === undefined && this.#bus.isDown(t.address)) {
-          dropped++;
-          this.#drop(t.node, topic, id, 'not-connected');
-          return;
-        }
-        const frame =
-          t.g.length === 0
-            ? (plain.frame ??= checkedFrame(Kind.Publish, 0, body, this.#o.maxFrameBytes))
-            : checkedFrame(Kind.Publish, 0, body, this.#o.maxFrameBytes);
-        if (this.#queueWhileConnecting(t, topic, id, frame)) sent++;
+          acked++;
+        } else if (await this.#sendAcked(t, body, deadline, view)) acked++;
         else {
           dropped++;
-          this.#drop(t.node, topic, id, 'queue-full');
+          this.#drop(t.node, topic, id, 'not-acknowledged');
         }
       }),
     );
-    this.#bus.metrics.published(topic);
-    return { id, sent, dropped, acked };
+    return { id, sent: acked, dropped, acked };
   }
 
   /**
@@ -325,7 +369,7 @@ export class Topics {
     t: { address: string; node: string },
     body: WireBody,
     deadline: number,
-    view: Awaited<ReturnType<Bus['instances']>>,
+    view: InstanceView,
   ): Promise<boolean> {
     for (;;) {
       const left = deadline - this.#o.clock.monotonic();
@@ -359,14 +403,12 @@ export class Topics {
       this.#bus.connection(t.address, this.#o.connectTimeoutMs).then(
         (conn) => {
           this.#waiting.delete(t.address);
-          for (const f of entry.frames) {
-            if (!conn.publishFrame(f.frame))
-              this.#drop(f.node, f.topic, f.id, conn.state === 'open' ? 'queue-full' : 'not-connected');
-          }
+          const refused = entry.frames.filter((f) => !conn.publishFrame(f.frame, f.topic, f.id));
+          this.#dropMany(t.node, refused, conn.state === 'open' ? 'queue-full' : 'not-connected');
         },
         () => {
           this.#waiting.delete(t.address);
-          for (const f of entry.frames) this.#drop(f.node, f.topic, f.id, 'not-connected');
+          this.#dropMany(t.node, entry.frames, 'not-connected');
         },
       );
     }
@@ -374,6 +416,42 @@ export class Topics {
     w.frames.push({ frame, node: t.node, topic, id });
     w.bytes += frame.length;
     return true;
+  }
+
+  /**
+   * Publications written to a connection that closed before the subscriber confirmed them: maybe
+   * delivered, maybe lost — reported as `unconfirmed`, never left counted as sent.
+   */
+  unconfirmed(conn: Connection, lost: readonly { topic: string; id: string }[]): void {
+    this.#dropMany(conn.peer?.node ?? conn.address ?? '?', lost, 'unconfirmed');
+  }
+
+  /**
+   * Many drops for one peer at once (a connection closing with publications unconfirmed, a connect
+   * failing with publications queued behind it): an event per message, but one counter increment
+   * and one log line per topic — thousands of them must not stall the publisher, and through it the
+   * other subscribers.
+   */
+  #dropMany(
+    peer: string,
+    items: readonly { topic: string; id: string }[],
+    reason: DropEvent['reason'],
+  ): void {
+    if (items.length === 0) return;
+    const perTopic = new Map<string, number>();
+    for (const l of items) {
+      perTopic.set(l.topic, (perTopic.get(l.topic) ?? 0) + 1);
+      this.#onDrop({ peer, topic: l.topic, id: l.id, reason });
+    }
+    for (const [topic, n] of perTopic) {
+      this.#bus.metrics.dropped(peer, topic, reason, n);
+      this.#o.logger.warn(
+        { peer, topic, count: n, reason },
+        reason === 'unconfirmed'
+          ? `bus: ${n} message(s) for ${peer} were written to a connection that closed before ${peer} confirmed them (maybe delivered)`
+          : `bus: dropped ${n} message(s) for ${peer} (${reason})`,
+      );
+    }
   }
 
   #drop(peer: string, topic: string, id: string, reason: DropEvent['reason']): void {
@@ -392,6 +470,20 @@ export class Topics {
     this.#topics.clear();
     await Promise.allSettled(members.map((m) => m?.leave() ?? Promise.resolve()));
   }
+}
+
+interface PlanTarget {
+  readonly address: string;
+  readonly node: string;
+}
+
+interface Plan {
+  readonly source: readonly unknown[];
+  /** Nodes with plain subscribers. */
+  readonly all: readonly PlanTarget[];
+  readonly allSet: ReadonlySet<PlanTarget>;
+  /** Queue groups and their member nodes (in id order). */
+  readonly groups: readonly (readonly [string, readonly PlanTarget[]])[];
 }
 
 interface Waiting {

@@ -8,6 +8,7 @@
  * their deadline and by `maxHeldCalls`.
  */
 import { abortedError, isMusterError, MusterError } from '../errors.js';
+import { onAbort } from '../util/abort.js';
 import { openServiceView, partitionIds, type ServiceViewHandle } from '../partitions/index.js';
 import { partitionForKey } from '../placement/index.js';
 import type { Bus } from './bus.js';
@@ -127,14 +128,11 @@ export class KeyedRouter {
     this.#held++;
     try {
       await new Promise<void>((resolve, reject) => {
+        let off = (): void => undefined;
         const done = (): void => {
           this.#o.clock.clearTimeout(timer);
           unsubscribe();
-          signal?.removeEventListener('abort', onAbort);
-        };
-        const onAbort = (): void => {
-          done();
-          reject(abortedError(signal as AbortSignal));
+          off();
         };
         const timer = this.#o.clock.setTimeout(
           () => {
@@ -147,7 +145,10 @@ export class KeyedRouter {
           done();
           resolve();
         });
-        signal?.addEventListener('abort', onAbort, { once: true });
+        off = onAbort(signal, () => {
+          done();
+          reject(abortedError(signal as AbortSignal));
+        });
       });
     } finally {
       this.#held--;

@@ -6,6 +6,8 @@
 import { MusterError } from '../errors.js';
 import type { Member } from '../membership/index.js';
 import type { AcquireContext, PartitionedHandle } from '../partitions/index.js';
+import { onAbort } from '../util/abort.js';
+import type { CallSignal } from './call-signal.js';
 import type { Connection, RequestBody } from './connection.js';
 import type { BusMetrics } from './metrics.js';
 import type { Handler, HandlerContext } from './types.js';
@@ -34,6 +36,8 @@ export class ServedService {
   #inFlight = 0;
   readonly #metrics: BusMetrics;
   readonly #idle = new Set<() => void>();
+  /** Calls running now: aborted together when the service stops being served. */
+  readonly #running = new Set<CallSignal>();
 
   constructor(service: string, handlers: Record<string, Handler>, maxInFlight: number, metrics: BusMetrics) {
     this.service = service;
@@ -52,7 +56,7 @@ export class ServedService {
   }
 
   /** Runs one call; the answer goes back on `conn`. */
-  dispatch(conn: Connection, id: number, body: RequestBody, callSignal: AbortSignal): void {
+  dispatch(conn: Connection, id: number, body: RequestBody, call: CallSignal): void {
     if (body.m === '$info') {
       conn.respond(id, this.info());
       return;
@@ -84,8 +88,8 @@ export class ServedService {
       );
       return;
     }
-    const signals = [callSignal, this.#leaving.signal];
     let partitionContext: { partition: string; token: number } | undefined;
+    let offOwnership: (() => void) | undefined;
     if (body.p !== undefined) {
       // The fencing check: run only for the owner whose token the call carries, and only while that
       // ownership may still act (checked synchronously right before the handler starts).
@@ -109,14 +113,18 @@ export class ServedService {
         );
         return;
       }
-      signals.push(ctx.signal);
+      offOwnership = onAbort(ctx.signal, (reason) => call.abort(reason));
       partitionContext = { partition: body.p, token: ctx.token };
     }
     const context: HandlerContext = {
-      signal: AbortSignal.any(signals),
+      // Made only if the handler reads it (see call-signal.ts).
+      get signal(): AbortSignal {
+        return call.signal;
+      },
       caller: { node: conn.peer?.node ?? '?', address: conn.peer?.address ?? '?' },
       ...partitionContext,
     };
+    this.#running.add(call);
     const stats = this.stats.get(body.m) as MethodStats;
     stats.requests++;
     this.#inFlight++;
@@ -126,6 +134,8 @@ export class ServedService {
       stats.totalMs += ms;
       if (ms > stats.maxMs) stats.maxMs = ms;
       this.#metrics.handled(this.service, body.m, outcome, ms / 1000);
+      this.#running.delete(call);
+      offOwnership?.();
       if (--this.#inFlight === 0) for (const f of [...this.#idle]) f();
     };
     let result: unknown;
@@ -178,7 +188,9 @@ export class ServedService {
   /** Stops taking calls, aborts running handlers' signals, waits (bounded) for them, and leaves. */
   async close(graceMs: number): Promise<void> {
     if (this.#leaving.signal.aborted) return;
-    this.#leaving.abort(notServed(this.service));
+    const reason = notServed(this.service);
+    this.#leaving.abort(reason);
+    for (const call of this.#running) call.abort(reason);
     if (this.#inFlight > 0) {
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, graceMs);

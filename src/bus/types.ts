@@ -177,7 +177,11 @@ export interface BusPublishOptions {
 /** What a publication reached. */
 export interface PublishResult {
   readonly id: string;
-  /** Subscriber nodes the message was queued to. */
+  /**
+   * Subscriber nodes the message was written or queued to. Without `ack` this is not a delivery:
+   * a message whose connection closes before the subscriber confirmed it is reported afterwards as
+   * dropped with reason `unconfirmed` (the `dropped` event and `muster_bus_dropped_total`).
+   */
   readonly sent: number;
   /** Subscriber nodes it was dropped for (queue full, not connected; with `ack`: not acknowledged in time). */
   readonly dropped: number;
@@ -206,7 +210,12 @@ export interface DropEvent {
   readonly peer: string;
   readonly topic: string;
   readonly id: string;
-  readonly reason: 'queue-full' | 'expired' | 'not-connected' | 'not-acknowledged';
+  /**
+   * `unconfirmed`: written to the subscriber's connection, which then closed (heartbeat timeout,
+   * crash, partition) before the subscriber confirmed receiving it — it may or may not have been
+   * delivered. The others: not delivered.
+   */
+  readonly reason: 'queue-full' | 'expired' | 'not-connected' | 'not-acknowledged' | 'unconfirmed';
 }
 
 export type { Store };

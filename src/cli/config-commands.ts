@@ -41,6 +41,7 @@ import {
   storeOption,
   withStore,
 } from './common.js';
+import { pause } from '../util/abort.js';
 
 interface StoreOpts {
   store: string;
@@ -328,7 +329,7 @@ export function registerConfigCommands(program: Command): void {
             );
             let lastState = h.state;
             while (!signal.aborted) {
-              await sleep(100, signal);
+              await pause(100, signal);
               if (h.state !== lastState && h.state !== 'closed') {
                 lastState = h.state;
                 emit(
@@ -453,7 +454,7 @@ async function liveTimeline(store: Store, name: string): Promise<void> {
         process.stdout.write('\x1b[H\x1b[2J');
         printTimeline(name, versions);
         out(`\n${h.state === 'fresh' ? 'live' : h.state.toUpperCase()} — Ctrl-C to stop`);
-        await sleep(1000, signal);
+        await pause(1000, signal);
       }
     } finally {
       await h.close();
@@ -528,18 +529,6 @@ function safeCurrent(fn: () => ConfigVersion): ConfigVersion | undefined {
   } catch {
     return undefined;
   }
-}
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const done = (): void => {
-      clearTimeout(t);
-      signal.removeEventListener('abort', done);
-      resolve();
-    };
-    const t = setTimeout(done, ms);
-    signal.addEventListener('abort', done, { once: true });
-  });
 }
 
 function readJsonFile(file: string, what: string): unknown {

@@ -2,9 +2,8 @@
  * The `muster` command line. Each capability contributes its subcommands from its own file in
  * `src/cli/`; this file assembles them and is the one place where errors become exit statuses.
  */
-import { readFileSync } from 'node:fs';
-import { Command, CommanderError } from 'commander';
-import { isMusterError } from '../errors.js';
+import { Command } from 'commander';
+import { EXIT, packageVersion, reportError } from './report.js';
 import { registerMembershipCommands } from './membership-commands.js';
 import { registerServeCommand } from './serve-command.js';
 import { registerPartitionsCommand } from './partitions-command.js';
@@ -16,15 +15,7 @@ import { registerAgentCommands } from './agent-commands.js';
 import { registerBusCommands } from './bus-commands.js';
 import { registerUiCommand } from './ui-command.js';
 
-/** Exit statuses: 0 success, 1 a coded muster error, 2 bad usage, 70 an unexpected failure. */
-export const EXIT = { ok: 0, error: 1, usage: 2, internal: 70 } as const;
-
-export function packageVersion(): string {
-  const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as {
-    version: string;
-  };
-  return pkg.version;
-}
+export { EXIT, packageVersion, reportError } from './report.js';
 
 /** Builds the program; exported so tests can inspect help and parse without a process. */
 export function buildProgram(): Command {
@@ -66,21 +57,4 @@ export async function main(argv: string[]): Promise<number> {
   } catch (err) {
     return reportError(err, argv.includes('--json'));
   }
-}
-
-/** Prints an error as `CODE: message` (or JSON) and returns the exit status for it. */
-export function reportError(err: unknown, json = false): number {
-  if (err instanceof CommanderError) {
-    // commander already printed the message (or help/version, which exit 0)
-    return err.exitCode === 0 ? EXIT.ok : EXIT.usage;
-  }
-  if (isMusterError(err)) {
-    if (json) process.stderr.write(`${JSON.stringify({ error: err.toJSON() })}\n`);
-    else process.stderr.write(`${err.code}: ${err.message}\n`);
-    return EXIT.error;
-  }
-  process.stderr.write(
-    `muster: unexpected failure: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`,
-  );
-  return EXIT.internal;
 }

@@ -14,6 +14,7 @@ import { MusterError, throwIfAborted } from '../errors.js';
 import { watchPrefix } from '../store/index.js';
 import type { KeyValue, LeaseId, Store } from '../store/index.js';
 import { type Duration, formatDuration, toMillis } from '../util/duration.js';
+import { onAbort } from '../util/abort.js';
 import type { ConfigHandle, ConfigHandleState } from './handle.js';
 import { DEFAULT_ROOT_PREFIX, decodeVersion } from './model.js';
 
@@ -130,7 +131,7 @@ export function recordHolding(handle: ConfigHandle, options: RecordHoldingOption
       await inflight;
     },
   };
-  options.signal?.addEventListener('abort', () => void recorder.close(), { once: true });
+  onAbort(options.signal, () => void recorder.close());
   return recorder;
 }
 
@@ -188,8 +189,7 @@ export async function waitForHolders(
   const clock = options.clock ?? systemClock;
   const timeoutMs = toMillis(options.timeout ?? '30s', 'timeout');
   const closer = new AbortController();
-  const onAbort = (): void => closer.abort();
-  options.signal?.addEventListener('abort', onAbort, { once: true });
+  const offAbort = onAbort(options.signal, () => closer.abort());
   const view = watchPrefix(store, holdersPrefix(name, options.rootPrefix), { clock, signal: closer.signal });
   const held = new Map<string, HolderRecord>();
   let timedOut = false;
@@ -221,7 +221,7 @@ export async function waitForHolders(
     if (!timedOut) throw err;
   } finally {
     clock.clearTimeout(timer);
-    options.signal?.removeEventListener('abort', onAbort);
+    offAbort();
     closer.abort();
     view.close();
   }

@@ -32,6 +32,7 @@ import {
   type WatchOptions,
   watchPrefix,
 } from '../store/index.js';
+import { onAbort } from '../util/abort.js';
 import { hostMonotonicMs } from '../util/host-clock.js';
 import { Freshness } from './freshness.js';
 
@@ -290,13 +291,12 @@ export class PrefixMirror {
   async #withTimeout<R>(ms: number, fn: (signal: AbortSignal) => Promise<R>): Promise<R> {
     const ac = new AbortController();
     const timer = this.#s.clock.setTimeout(() => ac.abort(), ms);
-    const onClose = (): void => ac.abort();
-    this.#closer.signal.addEventListener('abort', onClose, { once: true });
+    const offClose = onAbort(this.#closer.signal, () => ac.abort());
     try {
       return await fn(ac.signal);
     } finally {
       this.#s.clock.clearTimeout(timer);
-      this.#closer.signal.removeEventListener('abort', onClose);
+      offClose();
     }
   }
 

@@ -14,9 +14,10 @@
  * the socket. The socket still carries every event; the mirror drops those the table delivered first.
  */
 import { connect, type Socket } from 'node:net';
-import { MusterError } from '../errors.js';
+import { abortedError, MusterError } from '../errors.js';
 import type { KeySelector, RangeOptions, RangeResult } from '../store/index.js';
 import { WatchQueue } from '../store/internal.js';
+import { abortable, onAbort } from '../util/abort.js';
 import { type Duration, toMillis } from '../util/duration.js';
 import { hostBootId, hostMonotonicMs } from '../util/host-clock.js';
 import type { ConfigSource, MirrorBatch, MirrorWatch, MirrorWatchOptions } from './mirror.js';
@@ -284,12 +285,13 @@ export class RelayClient implements ConfigSource {
     await abortable(this.#ensure(), signal);
     const id = this.#nextId++;
     return new Promise<RelayMessage>((resolve, reject) => {
-      const onAbort = (): void => {
+      let settled = false;
+      const done = onAbort(signal, () => {
+        settled = true;
         this.#pending.delete(id);
-        reject(new MusterError('MUSTER_ABORTED', 'the relay call was aborted'));
-      };
-      signal?.addEventListener('abort', onAbort, { once: true });
-      const done = (): void => signal?.removeEventListener('abort', onAbort);
+        reject(abortedError(signal as AbortSignal));
+      });
+      if (settled) return;
       this.#pending.set(id, {
         resolve: (m) => (done(), resolve(m)),
         reject: (e) => (done(), reject(e)),
@@ -337,7 +339,7 @@ export class RelayClient implements ConfigSource {
       },
     );
     this.#watches.set(wid, w);
-    options.signal?.addEventListener('abort', () => w.close(), { once: true });
+    onAbort(options.signal, () => w.close());
     this.#ensure().then(
       () => {
         if (w.ended) return; // closed while connecting
@@ -370,15 +372,4 @@ export class RelayClient implements ConfigSource {
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
   }
-}
-
-/** `promise`, or `MUSTER_ABORTED` as soon as `signal` fires. */
-function abortable<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
-  if (signal === undefined) return promise;
-  if (signal.aborted) return Promise.reject(new MusterError('MUSTER_ABORTED', 'the relay call was aborted'));
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = (): void => reject(new MusterError('MUSTER_ABORTED', 'the relay call was aborted'));
-    signal.addEventListener('abort', onAbort, { once: true });
-    promise.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
-  });
 }

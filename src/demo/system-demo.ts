@@ -12,6 +12,7 @@ import { initConfig, publishConfig } from '../config/index.js';
 import { MusterError, throwIfAborted } from '../errors.js';
 import { type ProcessHandle, spawnProcess } from '../process/index.js';
 import { openStore } from '../store/index.js';
+import { pause } from '../util/abort.js';
 
 export interface SystemDemoStep {
   readonly step: string;
@@ -52,19 +53,10 @@ async function freePort(): Promise<number> {
   });
 }
 
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal.aborted) return reject(new MusterError('MUSTER_ABORTED', 'the demo was interrupted'));
-    const t = setTimeout(() => {
-      signal.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    const onAbort = (): void => {
-      clearTimeout(t);
-      reject(new MusterError('MUSTER_ABORTED', 'the demo was interrupted'));
-    };
-    signal.addEventListener('abort', onAbort, { once: true });
-  });
+/** Waits `ms`; rejects with `MUSTER_ABORTED` when the demo is interrupted first. */
+async function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  await pause(ms, signal);
+  if (signal.aborted) throw new MusterError('MUSTER_ABORTED', 'the demo was interrupted');
 }
 
 async function waitUntil(

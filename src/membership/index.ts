@@ -34,6 +34,7 @@ export {
   parseInstance,
   severity,
   checkAddress,
+  checkNotes,
 } from './types.js';
 export {
   join,

@@ -15,6 +15,7 @@ import { checkSegment, serviceKeys } from './keys.js';
 import { openSession, type Session } from './session.js';
 import {
   checkAddress,
+  checkNotes,
   checkState,
   checkTags,
   checkWeight,
@@ -34,6 +35,8 @@ export interface JoinOptions {
   weight?: number;
   /** Default: none. */
   tags?: readonly string[];
+  /** Notes for operators ({@link InstanceRecord.notes}). Default: none. */
+  notes?: Readonly<Record<string, string>>;
   /** Initial state. Default: `active`. */
   state?: InstanceState;
   /** Session whose lease holds the record. Default: a new session the member owns and closes on leave. */
@@ -83,6 +86,7 @@ export async function join(store: Store, options: JoinOptions): Promise<Member> 
   if (options.address !== undefined) checkAddress(options.address);
   if (options.weight !== undefined) checkWeight(options.weight);
   if (options.tags !== undefined) checkTags(options.tags);
+  if (options.notes !== undefined) checkNotes(options.notes);
   if (options.state !== undefined) checkState(options.state);
   const checks = new HealthChecks({
     ...(options.clock ? { clock: options.clock } : {}),
@@ -110,6 +114,9 @@ export async function join(store: Store, options: JoinOptions): Promise<Member> 
       tags: [...(options.tags ?? [])],
       startedAt: new Date((options.clock ?? { now: Date.now }).now()).toISOString(),
       ...(options.checks?.length ? { checks: checks.statuses() } : {}),
+      ...(options.notes !== undefined && Object.keys(options.notes).length > 0
+        ? { notes: { ...options.notes } }
+        : {}),
     };
     const key = keys.instance(id);
     const r = await store.txn(
@@ -235,18 +242,26 @@ export class Member implements Listenable<MemberEvents> {
     weight?: number;
     tags?: readonly string[];
     address?: string | null;
+    /** Replaces the notes; `{}` removes them. */
+    notes?: Readonly<Record<string, string>>;
   }): Promise<InstanceRecord> {
     if (changes.state !== undefined) checkState(changes.state);
     if (changes.weight !== undefined) checkWeight(changes.weight);
     if (changes.tags !== undefined) checkTags(changes.tags);
     if (changes.address !== undefined && changes.address !== null) checkAddress(changes.address);
-    return this.#write((r) => ({
-      ...r,
-      ...(changes.state === undefined ? {} : { state: changes.state }),
-      ...(changes.weight === undefined ? {} : { weight: changes.weight }),
-      ...(changes.tags === undefined ? {} : { tags: [...changes.tags] }),
-      ...(changes.address === undefined ? {} : { address: changes.address }),
-    }));
+    if (changes.notes !== undefined) checkNotes(changes.notes);
+    return this.#write((r) => {
+      const { notes: _old, ...rest } = r;
+      const notes = changes.notes === undefined ? r.notes : changes.notes;
+      return {
+        ...rest,
+        ...(changes.state === undefined ? {} : { state: changes.state }),
+        ...(changes.weight === undefined ? {} : { weight: changes.weight }),
+        ...(changes.tags === undefined ? {} : { tags: [...changes.tags] }),
+        ...(changes.address === undefined ? {} : { address: changes.address }),
+        ...(notes !== undefined && Object.keys(notes).length > 0 ? { notes: { ...notes } } : {}),
+      };
+    });
   }
 
   /**

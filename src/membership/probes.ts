@@ -7,6 +7,7 @@
 import { isMusterError } from '../errors.js';
 import { type ProcessHandle, spawnProcess } from '../process/index.js';
 import type { HealthStatus } from './types.js';
+import { onAbort } from '../util/abort.js';
 
 /** The outcome of one probe run. */
 export interface ProbeResult {
@@ -58,10 +59,9 @@ export async function runScriptProbe(
     killedForTimeout = true;
     void child.kill();
   };
-  if (signal.aborted) kill();
-  else signal.addEventListener('abort', kill, { once: true });
+  const offAbort = onAbort(signal, kill);
   const { code, signal: sig } = await child.gone;
-  signal.removeEventListener('abort', kill);
+  offAbort();
   if (killedForTimeout) return { status: 'failing', output: `timed out and was killed\n${output}` };
   if (code === 0) return { status: 'passing', output };
   if (code === 1) return { status: 'warning', output };

@@ -14,6 +14,7 @@ import { abortedError, invalidArgument, isMusterError, MusterError, throwIfAbort
 import { type LeaseId, MAX_LEASE_TTL_SECONDS, type Store } from '../store/index.js';
 import { type Duration, formatDuration, toMillis } from '../util/duration.js';
 import { Emitter, type Listenable } from '../util/emitter.js';
+import { onAbort } from '../util/abort.js';
 
 /** 3 s: a crash is noticed in about 3 s, while a 1 s keep-alive period survives an etcd leader election. */
 export const DEFAULT_SESSION_TTL_MS = 3000;
@@ -185,12 +186,7 @@ export class Session implements Listenable<SessionEvents> {
     this.#deadline = sent + this.ttlMs - this.safetyMarginMs;
     this.#armDeadline();
     this.#scheduleRenew(Math.max(0, sent + this.keepAliveIntervalMs - this.#clock.monotonic()));
-    const signal = options.signal;
-    if (signal !== undefined) {
-      const onAbort = (): void => void this.close();
-      signal.addEventListener('abort', onAbort, { once: true });
-      this.#detachSignal = () => signal.removeEventListener('abort', onAbort);
-    }
+    this.#detachSignal = onAbort(options.signal, () => void this.close());
   }
 
   /** `active`, `lost` or `closed`. */

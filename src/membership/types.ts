@@ -34,6 +34,11 @@ export interface InstanceRecord {
   readonly startedAt: string;
   /** Status of each named check, including informational ones. */
   readonly checks?: Readonly<Record<string, HealthStatus>>;
+  /**
+   * What the instance tells operators about itself, by name (e.g. the agent's
+   * `handoff/<partition>`: why it handed a partition on, and to whom). Absent when there is none.
+   */
+  readonly notes?: Readonly<Record<string, string>>;
 }
 
 /** A record as read from the store, with its service and key metadata. */
@@ -95,6 +100,21 @@ export function checkTags(tags: unknown): asserts tags is readonly string[] {
   }
 }
 
+/** Validates notes: at most 256 entries, names of 1–256 characters, values of at most 4,096. */
+export function checkNotes(notes: unknown): asserts notes is Readonly<Record<string, string>> {
+  const entries = notes !== null && typeof notes === 'object' ? Object.entries(notes) : undefined;
+  if (
+    entries === undefined ||
+    Array.isArray(notes) ||
+    entries.length > 256 ||
+    !entries.every(([k, v]) => k.length > 0 && k.length <= 256 && typeof v === 'string' && v.length <= 4096)
+  ) {
+    throw invalidArgument(
+      'notes must be an object of at most 256 names (1–256 characters) to strings of at most 4,096 characters',
+    );
+  }
+}
+
 /** Validates a state name. */
 export function checkState(state: unknown): asserts state is InstanceState {
   if (!INSTANCE_STATES.includes(state as InstanceState)) {
@@ -133,6 +153,13 @@ export function parseInstance(service: string, kv: KeyValue): Instance | undefin
     tags: Array.isArray(raw.tags) ? raw.tags.filter((t): t is string => typeof t === 'string') : [],
     startedAt: typeof raw.startedAt === 'string' ? raw.startedAt : '',
     ...(raw.checks && typeof raw.checks === 'object' ? { checks: raw.checks } : {}),
+    ...(raw.notes && typeof raw.notes === 'object' && !Array.isArray(raw.notes)
+      ? {
+          notes: Object.fromEntries(
+            Object.entries(raw.notes).filter((e): e is [string, string] => typeof e[1] === 'string'),
+          ),
+        }
+      : {}),
     service,
     key: kv.key,
     lease: kv.lease,

@@ -20,6 +20,7 @@ import { Emitter, type Listenable } from '../util/emitter.js';
 import { serviceKeys } from './keys.js';
 import { MalformedRecords, type WarnLogger } from './malformed.js';
 import { type Instance, parseInstance } from './types.js';
+import { onAbort } from '../util/abort.js';
 
 /** One change of the view. */
 export type InstanceChange =
@@ -131,11 +132,7 @@ export class InstanceView implements AsyncIterable<InstancesUpdate>, Listenable<
             );
       this.#wakeAll();
     });
-    const signal = options.signal;
-    if (signal !== undefined) {
-      if (signal.aborted) this.close();
-      else signal.addEventListener('abort', () => this.close(), { once: true });
-    }
+    onAbort(options.signal, () => this.close());
   }
 
   /** The store revision the view reflects. */

@@ -16,6 +16,7 @@ import {
   type ViewAssignment,
   type ViewInstance,
 } from './view.js';
+import { abortable, onAbort } from '../util/abort.js';
 
 export interface OpenServiceViewOptions {
   /** Key root. Default: `/muster/`. */
@@ -49,8 +50,7 @@ export class ServiceViewHandle {
   readonly #view: ServiceView;
   readonly #unsubscribes = new Set<() => void>();
   #closed = false;
-  #onAbort: (() => void) | undefined;
-  #signal: AbortSignal | undefined;
+  readonly #offAbort: () => void;
 
   /** @internal Use {@link openServiceView}. */
   constructor(store: Store, view: ServiceView, signal: AbortSignal | undefined) {
@@ -58,11 +58,7 @@ export class ServiceViewHandle {
     this.#store = store;
     this.#view = view;
     view.ready().catch(() => undefined);
-    if (signal !== undefined) {
-      this.#signal = signal;
-      this.#onAbort = () => this.close();
-      signal.addEventListener('abort', this.#onAbort, { once: true });
-    }
+    this.#offAbort = onAbort(signal, () => this.close());
   }
 
   /**
@@ -77,18 +73,7 @@ export class ServiceViewHandle {
     // The view caches its first listing; after a failed one it tries again.
     const ready = this.#view.ready();
     if (signal === undefined) return ready;
-    let onAbort: (() => void) | undefined;
-    try {
-      await Promise.race([
-        ready,
-        new Promise<never>((_, reject) => {
-          onAbort = () => reject(abortedError(signal));
-          signal.addEventListener('abort', onAbort, { once: true });
-        }),
-      ]);
-    } finally {
-      if (onAbort !== undefined) signal.removeEventListener('abort', onAbort);
-    }
+    await abortable(ready, signal);
   }
 
   /** The store revision the view reflects (0 before the first listing). */
@@ -163,7 +148,7 @@ export class ServiceViewHandle {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    if (this.#onAbort !== undefined) this.#signal?.removeEventListener('abort', this.#onAbort);
+    this.#offAbort();
     for (const off of [...this.#unsubscribes]) off();
     releaseView(this.#store, this.#view);
   }

@@ -9,7 +9,7 @@ import { type Clock, systemClock, type TimerHandle } from '../clock.js';
 import { abortedError, invalidArgument, isMusterError, MusterError, throwIfAborted } from '../errors.js';
 import { abortable, onAbort } from '../util/abort.js';
 import { jsonBytes } from '../store/index.js';
-import { checkAddress } from '../membership/index.js';
+import { checkAddress, checkNotes } from '../membership/index.js';
 import type { Compare, Store, TxnOp } from '../store/index.js';
 import { Emitter, type Listenable } from '../util/emitter.js';
 import { toMillis } from '../util/duration.js';
@@ -147,6 +147,7 @@ export async function joinPartitioned(
       weight: options.weight ?? 1,
       address: options.address,
       checks: options.checks,
+      tags: options.tags,
     });
     if (signal?.aborted) {
       // Aborted while registering: leave at once rather than hand back a handle nobody asked for.
@@ -187,6 +188,8 @@ export class PartitionedHandle implements Listenable<PartitionedEvents> {
   /** Aborted by `close({ force: true })`: stop waiting for work that ignores its signal. */
   readonly #force = new AbortController();
   #drainWaiters: (() => void)[] = [];
+  /** The notes published in the instance record (kept across a rejoin). */
+  #notes: Readonly<Record<string, string>> = {};
 
   /** @internal Use {@link joinPartitioned}. */
   constructor(
@@ -254,6 +257,24 @@ export class PartitionedHandle implements Listenable<PartitionedEvents> {
   }
 
   /**
+   * Replaces the notes of this instance's record (membership's `InstanceRecord.notes`: what the instance
+   * tells operators, e.g. why it handed a partition on); `{}` removes them. They are kept and
+   * published again after a rejoin. Throws `MUSTER_INVALID_ARGUMENT` for bad notes (nothing
+   * written), `MUSTER_CLOSED` after leave, `MUSTER_SESSION_LOST` between sessions (the next session
+   * publishes them), and the store's errors.
+   */
+  async setNotes(notes: Readonly<Record<string, string>>): Promise<void> {
+    checkNotes(notes);
+    if (this.#closing !== undefined) throw new MusterError('MUSTER_CLOSED', `instance '${this.id}' has left`);
+    this.#notes = { ...notes };
+    const member = this.#member;
+    if (member === undefined) {
+      throw new MusterError('MUSTER_SESSION_LOST', `instance '${this.id}' is between sessions`);
+    }
+    await member.update({ notes: this.#notes });
+  }
+
+  /**
    * Marks the instance `draining`: it receives no partitions and hands its own over at the throttle's
    * pace (`maxConcurrentMoves`). Resolves when it owns nothing. Throws `MUSTER_CLOSED` after close, and
    * `MUSTER_SESSION_LOST` when the record cannot be updated.
@@ -308,7 +329,7 @@ export class PartitionedHandle implements Listenable<PartitionedEvents> {
   #attach(member: OwnershipMember): void {
     this.#member = member;
     const generation = ++this.#generation;
-    member.session.lost.addEventListener('abort', () => this.#onSessionLost(generation), { once: true });
+    onAbort(member.session.lost, () => this.#onSessionLost(generation));
     this.#schedule();
   }
 
@@ -349,6 +370,8 @@ export class PartitionedHandle implements Listenable<PartitionedEvents> {
           weight: this.#options.weight ?? 1,
           address: this.#options.address,
           checks: this.#options.checks,
+          tags: this.#options.tags,
+          notes: this.#notes,
         });
         if (this.#closing !== undefined) {
           await member.leave();

@@ -27,6 +27,8 @@ export interface OwnershipMember {
   readonly session: OwnershipSession;
   /** Publishes a new state in the instance record. */
   setState(state: MemberState): Promise<unknown>;
+  /** Replaces the notes of the instance record (`{}` removes them). */
+  update(changes: { notes?: Readonly<Record<string, string>> }): Promise<unknown>;
   /** Deletes the record and closes the session it opened; never rejects. */
   leave(): Promise<void>;
 }
@@ -48,6 +50,8 @@ export function registerInstance(
     weight: number;
     address: string | undefined;
     checks?: readonly CheckOptions[] | undefined;
+    tags?: readonly string[] | undefined;
+    notes?: Readonly<Record<string, string>> | undefined;
   },
 ): Promise<OwnershipMember> {
   return join(store, {
@@ -59,5 +63,7 @@ export function registerInstance(
     ...(options.root === undefined ? {} : { root: options.root }),
     ...(options.address === undefined ? {} : { address: options.address }),
     ...(options.checks === undefined ? {} : { checks: options.checks }),
+    ...(options.tags === undefined ? {} : { tags: options.tags }),
+    ...(options.notes === undefined ? {} : { notes: options.notes }),
   });
 }

@@ -177,6 +177,8 @@ export interface JoinPartitionedOptions {
   weight?: number;
   /** Where the instance listens, published in its record. Default: none. */
   address?: string;
+  /** Published in the instance record (membership's `tags`). Default: none. */
+  tags?: readonly string[];
   /**
    * Health checks (membership's); their aggregate is published as the record's `health`, and with
    * `settings.unhealthy: 'drain'` a `failing` instance gets no partitions. Default: none.

@@ -133,13 +133,23 @@ export const ZOMBIE_SCAN_EVERY_MS = 200;
 /**
  * Resolves `true` once group `pgid` is gone (see {@link groupGone}), or `false` once `deadline()` (a
  * `performance.now()` instant, read at every poll so a caller can move it) passes first. Polls with growing delays on ref'd timers, so a process
- * waiting for its children stays alive until they are gone.
+ * waiting for its children stays alive until they are gone; `wake` settling polls at once.
  */
 export async function waitGroupGone(
   pgid: number,
   deadline: () => number = () => Infinity,
   extra: () => boolean = () => true,
+  wake?: Promise<unknown>,
 ): Promise<boolean> {
+  // `wake` (the leader's exit, say) cuts the current poll delay short: the usual stop — the leader
+  // exits on the signal and is the group's last member — is seen at its exit event, not at the next
+  // doubling poll (up to twice the time the child took to die).
+  let woken = false;
+  let wakeUp: (() => void) | undefined;
+  void wake?.then(() => {
+    woken = true;
+    wakeUp?.();
+  });
   const started = performance.now();
   let lastScan = -Infinity;
   let delay = 1;
@@ -150,8 +160,21 @@ export async function waitGroupGone(
     if (groupGone(pgid, scan) && extra()) return true;
     const until = deadline();
     if (now >= until) return false;
-    await new Promise((resolve) => setTimeout(resolve, Math.min(delay, Math.max(0, until - now))));
-    delay = Math.min(delay * 2, GROUP_POLL_MAX_MS);
+    await new Promise<void>((resolve) => {
+      const t = setTimeout(done, Math.min(delay, Math.max(0, until - now)));
+      function done(): void {
+        clearTimeout(t);
+        wakeUp = undefined;
+        resolve();
+      }
+      if (!woken) wakeUp = done;
+    });
+    if (woken && delay > 1) {
+      woken = false;
+      delay = 1; // after the wake-up, poll from 1 ms again for members the leader left behind
+    } else {
+      delay = Math.min(delay * 2, GROUP_POLL_MAX_MS);
+    }
   }
 }
 
@@ -183,6 +206,73 @@ export async function findMarked(value: string, prefix = false): Promise<number[
     if (pid !== process.pid && hasMarker(pid, needle)) out.push(pid);
   }
   return out;
+}
+
+/**
+ * Live processes whose `MUSTER_PROCESS` starts with `prefix`, grouped by the variable's whole value:
+ * one pass over `/proc` answers for every child of a parent (whose markers share its token as prefix).
+ */
+export async function findMarkers(prefix: string): Promise<Map<string, number[]>> {
+  let pids: string[];
+  const out = new Map<string, number[]>();
+  try {
+    pids = readdirSync('/proc').filter((p) => p.charCodeAt(0) >= 48 && p.charCodeAt(0) <= 57);
+  } catch {
+    return out;
+  }
+  const needle = Buffer.from(`${MARKER_VARIABLE}=${prefix}`);
+  const head = MARKER_VARIABLE.length + 1;
+  for (let i = 0; i < pids.length; i++) {
+    if (i > 0 && i % SCAN_BATCH === 0) await new Promise((resolve) => setImmediate(resolve));
+    const pid = Number(pids[i]);
+    if (pid === process.pid) continue;
+    const value = markerOf(pid, needle, head);
+    if (value === undefined) continue;
+    const list = out.get(value);
+    if (list === undefined) out.set(value, [pid]);
+    else list.push(pid);
+  }
+  return out;
+}
+
+function markerOf(pid: number, needle: Buffer, head: number): string | undefined {
+  let env: Buffer;
+  try {
+    env = readFileSync(`/proc/${pid}/environ`);
+  } catch {
+    return undefined;
+  }
+  for (let i = env.indexOf(needle); i >= 0; i = env.indexOf(needle, i + 1)) {
+    if (i === 0 || env[i - 1] === 0) {
+      if (readStat(pid)?.state === 'Z') return undefined;
+      const end = env.indexOf(0, i);
+      return env.toString('latin1', i + head, end < 0 ? env.length : end);
+    }
+  }
+  return undefined;
+}
+
+let queuedScan: Promise<Map<string, number[]>> | undefined;
+let queuedPrefix = '';
+let runningScan: Promise<unknown> = Promise.resolve();
+
+/**
+ * {@link findMarkers} shared by every caller of this process: a call is answered by a scan that
+ * starts after it (so it sees every process that existed when it was made), and every call made
+ * while that scan waits for the running one shares it. When an agent stops all its children at once,
+ * one or two passes over `/proc` serve them all, instead of two per child.
+ */
+export function findMarkersShared(prefix: string): Promise<Map<string, number[]>> {
+  if (queuedScan !== undefined && queuedPrefix === prefix) return queuedScan;
+  const scan = runningScan.then(() => {
+    if (queuedScan === scan) queuedScan = undefined;
+    const running = findMarkers(prefix);
+    runningScan = running.catch(() => undefined);
+    return running;
+  });
+  queuedScan = scan;
+  queuedPrefix = prefix;
+  return scan;
 }
 
 function hasMarker(pid: number, needle: Buffer): boolean {

@@ -7,7 +7,7 @@ import type { Readable } from 'node:stream';
 import { MusterError } from '../errors.js';
 import { type Duration, toMillis } from '../util/duration.js';
 import { checkSignal, spawnFailed } from './command.js';
-import { findMarked, isAlive, readStat, signalGroup, waitGroupGone } from './group.js';
+import { findMarkersShared, isAlive, readStat, signalGroup, waitGroupGone } from './group.js';
 import { guard } from './guard.js';
 import { readLines } from './lines.js';
 import type { ExitInfo, IpcHandle, ProcessHandle, ProcessState, SpawnOptions } from './types.js';
@@ -167,22 +167,32 @@ export class ChildHandle implements ProcessHandle {
       this.#deadline = Math.min(this.#deadline, performance.now() + graceMs);
       this.signal(signal);
       if (signal !== 'SIGCONT') this.signal('SIGCONT');
-      for (const pid of await this.#escapees()) {
-        this.#escaped.add(pid);
-        signalPid(pid, signal);
-      }
     }
+    // The escapees get the stop signal too; their scan of /proc runs while the group dies, not
+    // before the wait starts (it used to delay seeing the group gone by a whole scan).
+    const escapees =
+      signal === 'SIGKILL'
+        ? Promise.resolve()
+        : this.#escapees().then((pids) => {
+            for (const pid of pids) {
+              this.#escaped.add(pid);
+              signalPid(pid, signal);
+            }
+          });
     const done = await waitGroupGone(
       this.pgid,
       () => this.#deadline,
       () => this.#exit !== undefined,
+      this.exited,
     );
+    await escapees;
     if (!done) {
       this.#sigkill();
       await waitGroupGone(
         this.pgid,
         () => Infinity,
         () => this.#exit !== undefined,
+        this.exited,
       );
     }
     await this.#finish();
@@ -212,7 +222,10 @@ export class ChildHandle implements ProcessHandle {
 
   /** Marked processes outside the group: descendants that left it (setsid). */
   async #escapees(): Promise<number[]> {
-    return (await findMarked(this.#init.marker)).filter((pid) => readStat(pid)?.pgid !== this.pgid);
+    // One scan of /proc for every child of this process stopping now (their markers share a prefix).
+    const marker = this.#init.marker;
+    const all = await findMarkersShared(marker.slice(0, marker.lastIndexOf('/') + 1));
+    return (all.get(marker) ?? []).filter((pid) => readStat(pid)?.pgid !== this.pgid);
   }
 
   /** SIGKILLs the escapees and waits (at most {@link ESCAPEE_WAIT_MS}) until they are dead. */

@@ -55,36 +55,51 @@ export async function openStore(url: string, options: OpenStoreOptions = {}): Pr
       `'${redactUrl(url)}' is not a URL; use memory: or etcd://host:2379`,
     );
   }
-  await loadEngines();
+  await LAZY_ENGINES[scheme]?.();
   const factory = ENGINES.get(scheme);
   if (factory === undefined) {
+    const known = [...new Set([...ENGINES.keys(), ...Object.keys(LAZY_ENGINES)])];
     throw new MusterError(
       'MUSTER_UNSUPPORTED_URL',
-      `no store engine for '${scheme}'; known: ${[...ENGINES.keys()].join(', ')}`,
+      `no store engine for '${scheme}'; known: ${known.join(', ')}`,
       { details: { url: redactUrl(url) } },
     );
   }
   return factory(url, options);
 }
 
-let enginesLoaded: Promise<void> | undefined;
-/** Loads optional engines lazily, so `memory:` users never load gRPC. */
-function loadEngines(): Promise<void> {
-  enginesLoaded ??= Promise.all([
-    import('./etcd/index.js').then(({ openEtcdStore }) => {
-      const etcd: EngineFactory = async (url, options) => openEtcdStore(url, options as EtcdStoreOptions);
-      registerEngine('etcd:', etcd);
-      registerEngine('etcds:', etcd);
-    }),
-    import('./postgres/index.js').then(({ openPostgresStore }) => {
-      const postgres: EngineFactory = (url, options) =>
-        openPostgresStore(url, options as PostgresStoreOptions);
-      registerEngine('postgres:', postgres);
-      registerEngine('postgresql:', postgres);
-    }),
-  ]).then(() => undefined);
-  return enginesLoaded;
+/** Loads `load` once; later calls share the first promise. */
+function once(load: () => Promise<void>): () => Promise<void> {
+  let loaded: Promise<void> | undefined;
+  return () => (loaded ??= load());
 }
+
+const loadEtcd = once(() =>
+  import('./etcd/index.js').then(({ openEtcdStore }) => {
+    const etcd: EngineFactory = async (url, options) => openEtcdStore(url, options as EtcdStoreOptions);
+    registerEngine('etcd:', etcd);
+    registerEngine('etcds:', etcd);
+  }),
+);
+
+const loadPostgres = once(() =>
+  import('./postgres/index.js').then(({ openPostgresStore }) => {
+    const postgres: EngineFactory = (url, options) => openPostgresStore(url, options as PostgresStoreOptions);
+    registerEngine('postgres:', postgres);
+    registerEngine('postgresql:', postgres);
+  }),
+);
+
+/**
+ * The optional engines, loaded on first use of their scheme only: `memory:` users never load gRPC,
+ * and an etcd user (every agent) never loads `pg` (about 3 MB of heap).
+ */
+const LAZY_ENGINES: Readonly<Record<string, () => Promise<void>>> = {
+  'etcd:': loadEtcd,
+  'etcds:': loadEtcd,
+  'postgres:': loadPostgres,
+  'postgresql:': loadPostgres,
+};
 
 /** A URL with any password removed, for logs and errors. */
 export function redactUrl(url: string): string {

@@ -20,6 +20,7 @@
  */
 import { type Clock, systemClock, type TimerHandle } from '../clock.js';
 import { abortedError, isMusterError, MusterError } from '../errors.js';
+import { abortable, onAbort } from '../util/abort.js';
 import { type Duration, toMillis } from '../util/duration.js';
 import type { KeyValue, WatchBatch, WatchOptions } from './types.js';
 import { WatchQueue } from './watch-queue.js';
@@ -192,7 +193,8 @@ export class WatchedPrefix<
   #lists = 0;
   #watch: SourceWatch<B> | undefined;
   #failure: unknown;
-  #onAbort: (() => void) | undefined;
+  /** Stops listening to `options.signal`. */
+  readonly #offAbort: () => void;
   readonly #done: Promise<void>;
 
   constructor(source: WatchSource<B, O>, prefix: string, options: WatchPrefixOptions<B, O>) {
@@ -208,11 +210,7 @@ export class WatchedPrefix<
       this.#failReady = reject;
     });
     this.#ready.catch(() => undefined);
-    const signal = options.signal;
-    if (signal !== undefined) {
-      this.#onAbort = () => this.close();
-      signal.addEventListener('abort', this.#onAbort, { once: true });
-    }
+    this.#offAbort = onAbort(options.signal, () => this.close());
     this.#done = this.#run().then(
       () => this.#failReady(new MusterError('MUSTER_CLOSED', `the watched view of ${prefix} was closed`)),
       (err: unknown) => {
@@ -259,21 +257,7 @@ export class WatchedPrefix<
    * While the source is unreachable it keeps waiting (the loop keeps retrying).
    */
   async ready(options: { signal?: AbortSignal } = {}): Promise<void> {
-    const signal = options.signal;
-    if (signal === undefined) return this.#ready;
-    if (signal.aborted) throw abortedError(signal);
-    let onAbort: (() => void) | undefined;
-    try {
-      await Promise.race([
-        this.#ready,
-        new Promise<never>((_, reject) => {
-          onAbort = () => reject(abortedError(signal));
-          signal.addEventListener('abort', onAbort, { once: true });
-        }),
-      ]);
-    } finally {
-      if (onAbort !== undefined) signal.removeEventListener('abort', onAbort);
-    }
+    return abortable(this.#ready, options.signal);
   }
 
   /** Asks the live watch for a progress notification (nothing while listing or backing off). */
@@ -290,7 +274,7 @@ export class WatchedPrefix<
   close(): void {
     if (this.#closer.signal.aborted) return;
     this.#closer.abort();
-    if (this.#onAbort !== undefined) this.#options.signal?.removeEventListener('abort', this.#onAbort);
+    this.#offAbort();
     this.#watch?.close();
     if (this.#state !== 'failed') this.#state = 'closed';
     this.#queue?.close();
@@ -327,13 +311,12 @@ export class WatchedPrefix<
     if (timeoutMs === undefined) return this.#source.range(this.prefix, { signal });
     const ac = new AbortController();
     const timer: TimerHandle = this.#clock.setTimeout(() => ac.abort(), timeoutMs);
-    const onClose = (): void => ac.abort();
-    signal.addEventListener('abort', onClose, { once: true });
+    const offClose = onAbort(signal, () => ac.abort());
     try {
       return await this.#source.range(this.prefix, { signal: ac.signal });
     } finally {
       this.#clock.clearTimeout(timer);
-      signal.removeEventListener('abort', onClose);
+      offClose();
     }
   }
 

@@ -59,5 +59,6 @@ export {
   POSTGRES_INSTALL_HINT,
   TEST_PG_USER,
   type PostgresServer,
+  type StartPostgresOptions,
 } from './postgres-harness.js';
 export { checkRevisions, type RevisionViolation } from './revision-checker.js';

@@ -7,6 +7,7 @@
 import type { Clock } from '../clock.js';
 import type { AcquireContext } from '../partitions/index.js';
 import type { HistorySink } from './ownership-history.js';
+import { onAbort } from '../util/abort.js';
 
 export interface RecordingWorkerOptions {
   readonly sink: HistorySink;
@@ -44,12 +45,10 @@ export function recordingWorker(
           timer = clock.setTimeout(tick, options.workIntervalMs);
       };
       if (options.workIntervalMs !== undefined) timer = clock.setTimeout(tick, options.workIntervalMs);
-      const onAbort = (): void => {
+      onAbort(signal, () => {
         if (timer !== undefined) clock.clearTimeout(timer);
         resolve();
-      };
-      if (signal.aborted) onAbort();
-      else signal.addEventListener('abort', onAbort, { once: true });
+      });
     });
     sink.record({
       type: 'stop',

@@ -15,8 +15,10 @@
  * {@link needPostgres}: skipped where PostgreSQL is missing, a failure under `MUSTER_REQUIRE_SERVICES=1`.
  */
 import {
+  chmodSync,
   chownSync,
   closeSync,
+  copyFileSync,
   mkdirSync,
   mkdtempSync,
   openSync,
@@ -98,6 +100,8 @@ export interface PostgresServer {
   /** `postgres://muster@127.0.0.1:<port>/postgres` (the maintenance database). */
   readonly adminUrl: string;
   readonly running: boolean;
+  /** The postmaster's process id while running (its backends are its children), else `undefined`. */
+  readonly pid: number | undefined;
   /** Creates a fresh database and returns its URL (`?schema=` may be appended by the caller). */
   createDatabase(name?: string): Promise<string>;
   /** SIGINT (fast shutdown: open transactions roll back) and wait; SIGKILL after 5 s. */
@@ -107,6 +111,12 @@ export interface PostgresServer {
   /** Starts it again on the same port and data (after stop or kill); waits until ready. */
   restart(): Promise<void>;
   logTail(lines?: number): string;
+  /**
+   * Turns TLS on (`ssl=on` with this certificate and key, copied next to the data directory) and puts
+   * `hba` lines (`pg_hba.conf` syntax) before the harness's `trust` rules, then reloads the
+   * configuration and waits until new connections see it.
+   */
+  configureTls(options: { certFile: string; keyFile: string; hba?: readonly string[] }): Promise<void>;
   /** Kills the server and removes its directory; idempotent. */
   close(): Promise<void>;
   [Symbol.asyncDispose](): Promise<void>;
@@ -137,12 +147,14 @@ class Server implements PostgresServer {
   readonly #root: string;
   readonly #bin: string;
   readonly #logFile: string;
+  readonly #durable: boolean;
   #child: ProcessHandle | undefined;
   #closed: Promise<void> | undefined;
 
-  constructor(root: string, bin: string, port: number) {
+  constructor(root: string, bin: string, port: number, durable: boolean) {
     this.#root = root;
     this.#bin = bin;
+    this.#durable = durable;
     this.port = port;
     this.dataDir = join(root, 'data');
     this.#logFile = join(root, 'postgres.log');
@@ -151,6 +163,10 @@ class Server implements PostgresServer {
 
   get running(): boolean {
     return this.#child !== undefined;
+  }
+
+  get pid(): number | undefined {
+    return this.#child?.pid;
   }
 
   async initdb(): Promise<void> {
@@ -201,9 +217,10 @@ class Server implements PostgresServer {
           'listen_addresses=127.0.0.1',
           '-c',
           'max_connections=200',
-          // No fsync: a killed server loses nothing (the OS keeps its writes); only a machine crash would.
+          // No fsync by default: a killed server loses nothing (the OS keeps its writes); only a machine
+          // crash would. Benchmarks ask for `durable`, as etcd and muster serve fsync every commit.
           '-c',
-          'fsync=off',
+          `fsync=${this.#durable ? 'on' : 'off'}`,
           '-c',
           'log_min_messages=warning',
         ],
@@ -258,6 +275,38 @@ class Server implements PostgresServer {
     await this.start();
   }
 
+  async configureTls(options: { certFile: string; keyFile: string; hba?: readonly string[] }): Promise<void> {
+    const cert = join(this.#root, 'server.crt');
+    const key = join(this.#root, 'server.key');
+    copyFileSync(options.certFile, cert);
+    copyFileSync(options.keyFile, key);
+    // PostgreSQL refuses a key that others can read, or that is not its own user's.
+    chmodSync(key, 0o600);
+    if (process.getuid?.() === 0) {
+      chownSync(cert, NOBODY, NOBODY);
+      chownSync(key, NOBODY, NOBODY);
+    }
+    if (options.hba !== undefined) {
+      const file = join(this.dataDir, 'pg_hba.conf');
+      writeFileSync(file, `${options.hba.join('\n')}\n${readFileSync(file, 'utf8')}`);
+    }
+    // ALTER SYSTEM refuses to run in a (even implicit) transaction block: one statement per call.
+    for (const sql of [
+      `ALTER SYSTEM SET ssl_cert_file = '${cert}'`,
+      `ALTER SYSTEM SET ssl_key_file = '${key}'`,
+      'ALTER SYSTEM SET ssl = on',
+      'SELECT pg_reload_conf()',
+    ])
+      await adminQuery(this.adminUrl, sql);
+    // The postmaster reloads on SIGHUP, a moment later; a new connection that sees ssl = on was forked
+    // after the reload, so it (and every later one) sees the new pg_hba.conf too.
+    const deadline = Date.now() + 10_000;
+    while ((await adminQuery<{ ssl: string }>(this.adminUrl, 'SHOW ssl'))[0]?.ssl !== 'on') {
+      if (Date.now() > deadline) throw new Error(`postgres did not turn TLS on\n${this.logTail()}`);
+      await sleep(20);
+    }
+  }
+
   logTail(lines = 30): string {
     try {
       return readFileSync(this.#logFile, 'utf8').trimEnd().split('\n').slice(-lines).join('\n');
@@ -306,11 +355,22 @@ export function sweepPostgresOrphans(): void {
   }
 }
 
+/** Options of {@link startPostgres}. */
+export interface StartPostgresOptions {
+  /** How long to wait for the server to accept connections. Default 30 s. */
+  readyTimeoutMs?: number;
+  /**
+   * `fsync=on`, as a production server runs (for benchmarks beside etcd and muster serve, which
+   * fsync every commit). Default false: tests run faster, and a killed server still loses nothing.
+   */
+  durable?: boolean;
+}
+
 /**
  * Initialises and starts a PostgreSQL server on a free loopback port. Throws `MUSTER_MISSING_BINARY`
  * when PostgreSQL is not installed; a server that does not become ready is killed before the error.
  */
-export async function startPostgres(options: { readyTimeoutMs?: number } = {}): Promise<PostgresServer> {
+export async function startPostgres(options: StartPostgresOptions = {}): Promise<PostgresServer> {
   const bin = findPostgresBinDir();
   if (bin === undefined) {
     throw new MusterError('MUSTER_MISSING_BINARY', `PostgreSQL was not found; ${POSTGRES_INSTALL_HINT}`, {
@@ -326,7 +386,7 @@ export async function startPostgres(options: { readyTimeoutMs?: number } = {}): 
     chownSync(root, NOBODY, NOBODY);
     chownSync(join(root, 'data'), NOBODY, NOBODY);
   }
-  const server = new Server(root, bin, await freePort());
+  const server = new Server(root, bin, await freePort(), options.durable === true);
   try {
     await server.initdb();
     await server.start(options.readyTimeoutMs);

@@ -43,3 +43,21 @@ export function abortable<T>(promise: Promise<T>, signal: AbortSignal | undefine
     );
   });
 }
+
+/**
+ * Resolves after `ms`, or at once when `signal` aborts; never rejects. For loops that test
+ * `signal.aborted` themselves. The timer is ref'd, so a pause keeps the process alive (a CLI waiting
+ * between redraws); use the injected `Clock.sleep` in library code, where time must be controllable.
+ */
+export function pause(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => {
+      off();
+      resolve();
+    }, ms);
+    const off = onAbort(signal, () => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
+}

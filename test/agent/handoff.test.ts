@@ -7,19 +7,18 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import type { AgentPin } from '../../src/agent/index.js';
-import { jsonBytes, jsonOf, openMemoryStore } from '../../src/store/index.js';
+import { jsonBytes, jsonOf } from '../../src/store/index.js';
 import { waitFor } from '../../src/testing/index.js';
-import { api, lines, startAgent, tempDir } from './helpers.js';
+import { api, lines, withAgents } from './helpers.js';
 
 describe('agent: failures that move or restart', () => {
   test(
     'a crash-looping child exhausts its budget and its partition moves to another agent',
     { timeout: 60_000 },
     async () => {
-      const dir = tempDir();
-      const store = openMemoryStore();
-      const yaml = (id: string): string => `service: loop
-instance: { id: ${id} }
+      await withAgents(async ({ dir, store, start }) => {
+        const yaml = (id: string): string => `service: loop
+instance: { id: ${id}, tags: [consumer] }
 partitions: { count: 1 }
 stateDir: ${dir}/state-${id}
 relay: false
@@ -28,11 +27,10 @@ run:
   ready: { fd: 3 }
   restart: { backoff: { initial: 20ms, max: 100ms }, budget: 2 in 60s }
 `;
-      // Partition 0 starts on a (where it crashes).
-      await store.put('/muster/services/loop/pins/0', jsonBytes({ instance: 'a' }));
-      const a = await startAgent(dir, yaml('a'), store, 'a.yaml');
-      const b = await startAgent(dir, yaml('b'), store, 'b.yaml');
-      try {
+        // Partition 0 starts on a (where it crashes).
+        await store.put('/muster/services/loop/pins/0', jsonBytes({ instance: 'a' }));
+        const a = await start(yaml('a'), 'a.yaml');
+        const b = await start(yaml('b'), 'b.yaml');
         await waitFor(() => b.agent.rows().some((r) => r.partition === '0' && r.state === 'ready'), {
           timeoutMs: 20_000,
           what: 'partition 0 ready on b',
@@ -48,6 +46,7 @@ run:
         };
         assert.equal(status.handedOff['0']?.to, 'b');
         assert.equal(a.agent.rows().length, 0, 'a no longer runs partition 0');
+        assert.equal(pinKv!.lease, a.agent.handle.leaseId, "the pin lives under a's session lease");
         // The status record in the store says why.
         await waitFor(
           async () => {
@@ -59,11 +58,32 @@ run:
           },
           { timeoutMs: 5000, what: "a's status record names the hand-off" },
         );
-      } finally {
+        // ...and so does a's instance record, where operators look; with its tags.
+        await waitFor(
+          async () => {
+            const kv = await store.get('/muster/services/loop/instances/a');
+            const rec = kv && jsonOf<{ notes?: Record<string, string>; tags: string[] }>(kv.value, kv.key);
+            return rec?.notes?.['handoff/0']?.startsWith('to b at ') === true;
+          },
+          { timeoutMs: 5000, what: "a's instance record notes the hand-off" },
+        );
+        const recA = await store.get('/muster/services/loop/instances/a');
+        const noteA = jsonOf<{ notes: Record<string, string>; tags: string[] }>(recA!.value, recA!.key);
+        assert.match(noteA.notes['handoff/0']!, /exited with code 5/);
+        assert.deepEqual(noteA.tags, ['consumer']);
+        await assert.rejects(a.agent.handle.setNotes({ '': 'x' }), { code: 'MUSTER_INVALID_ARGUMENT' });
+        await assert.rejects(a.agent.handle.setNotes({ n: 'x'.repeat(5000) }), {
+          code: 'MUSTER_INVALID_ARGUMENT',
+        });
+        // a leaves: its session ends, and the pin it wrote goes with it; b keeps the partition.
         await a.daemon.stop();
-        await b.daemon.stop();
-        await store.close();
-      }
+        assert.equal(
+          await store.get('/muster/services/loop/pins/0'),
+          undefined,
+          'no pin outlives its writer',
+        );
+        assert.ok(b.agent.rows().some((r) => r.partition === '0' && r.state === 'ready'));
+      });
     },
   );
 
@@ -71,11 +91,8 @@ run:
     'a TTL check the child stops reporting fails and restarts it; one that keeps reporting does not',
     { timeout: 60_000 },
     async () => {
-      const dir = tempDir();
-      const store = openMemoryStore();
-      const running = await startAgent(
-        dir,
-        `service: ttl
+      await withAgents(async ({ dir, start }) => {
+        const running = await start(`service: ttl
 partitions: { count: 2 }
 stateDir: ${dir}/state
 relay: false
@@ -95,10 +112,7 @@ checks:
   - { name: progress, ttl: 500ms, onFailing: restart }
 overrides:
   "1": { env: { KEEP: "1" } }
-`,
-        store,
-      );
-      try {
+`);
         await waitFor(() => (running.agent.rows().find((r) => r.partition === '0')?.restarts ?? 0) >= 2, {
           timeoutMs: 20_000,
           what: 'partition 0 restarted twice by its TTL check',
@@ -110,10 +124,7 @@ overrides:
         assert.equal(bad.status, 400);
         const unknown = await api(running, 'PUT', '/v1/checks/nope/pass?partition=1');
         assert.equal(unknown.status, 404);
-      } finally {
-        await running.daemon.stop();
-        await store.close();
-      }
+      });
     },
   );
 
@@ -121,11 +132,8 @@ overrides:
     'a script check runs with {pid}; its exec handlers get {check} and {partition}',
     { timeout: 30_000 },
     async () => {
-      const dir = tempDir();
-      const store = openMemoryStore();
-      const running = await startAgent(
-        dir,
-        `service: sc
+      await withAgents(async ({ dir, start }) => {
+        const running = await start(`service: sc
 partitions: { count: 1 }
 stateDir: ${dir}/state
 relay: false
@@ -137,10 +145,7 @@ checks:
     timeout: 2s
     onFailing: { exec: "echo failing {check} {partition} >> ${dir}/paged" }
     onPassing: { exec: "echo passing {check} {partition} >> ${dir}/paged" }
-`,
-        store,
-      );
-      try {
+`);
         await waitFor(() => lines(join(dir, 'paged')).includes('failing marker 0'), {
           timeoutMs: 10_000,
           what: 'the failing handler ran',
@@ -152,10 +157,7 @@ checks:
           what: 'the passing handler ran',
         });
         assert.equal(running.agent.rows()[0]?.restarts, 0, 'exec handlers do not restart the child');
-      } finally {
-        await running.daemon.stop();
-        await store.close();
-      }
+      });
     },
   );
 });

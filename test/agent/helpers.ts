@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { parseAgentConfig, type PartitionRow, runAgent, type RunningAgent } from '../../src/agent/index.js';
+import { openMemoryStore } from '../../src/store/index.js';
 import type { Store } from '../../src/store/types.js';
 
 /** What the agent's API answers, loosely typed for tests. */
@@ -42,6 +43,38 @@ export async function startAgent(
     logger: testLogger(),
     handleSignals: false,
   });
+}
+
+/**
+ * The ground of one in-process agent test: a temp dir, a memory store, and the agents started on
+ * that store. {@link withAgents} closes it: every agent stopped (graceful leave), then the store.
+ */
+export interface AgentFixture {
+  readonly dir: string;
+  readonly store: Store;
+  /** Writes `yaml` to `<dir>/<file>` and starts an agent on the fixture's store. */
+  readonly start: (yaml: string, file?: string) => Promise<RunningAgent>;
+}
+
+/** Runs `body` with a fresh {@link AgentFixture}; stops its agents and closes its store whatever happens. */
+export async function withAgents(body: (f: AgentFixture) => Promise<void>): Promise<void> {
+  const dir = tempDir();
+  const store = openMemoryStore();
+  const agents: RunningAgent[] = [];
+  try {
+    await body({
+      dir,
+      store,
+      async start(yaml, file = 'agent.yaml') {
+        const running = await startAgent(dir, yaml, store, file);
+        agents.push(running);
+        return running;
+      },
+    });
+  } finally {
+    for (const a of agents) await a.daemon.stop();
+    await store.close();
+  }
 }
 
 /** Calls the agent's API with its token. */

@@ -3,9 +3,8 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { RotatingLog } from '../../src/agent/index.js';
-import { openMemoryStore } from '../../src/store/index.js';
 import { waitFor } from '../../src/testing/index.js';
-import { api, startAgent, tempDir } from './helpers.js';
+import { api, tempDir, withAgents } from './helpers.js';
 
 describe('agent: child logs and metrics', () => {
   test('a rotating log keeps at most keep files of about maxSize', { timeout: 10_000 }, async () => {
@@ -23,11 +22,8 @@ describe('agent: child logs and metrics', () => {
     "each child's output goes to its own file; /metrics shows the agent's state",
     { timeout: 30_000 },
     async () => {
-      const dir = tempDir();
-      const store = openMemoryStore();
-      const running = await startAgent(
-        dir,
-        `service: lm
+      await withAgents(async ({ dir, start }) => {
+        const running = await start(`service: lm
 partitions: { count: 2 }
 stateDir: ${dir}/state
 relay: false
@@ -35,10 +31,7 @@ run:
   command: ["/bin/sh", "-c", "echo out-$MUSTER_PARTITION; echo err-$MUSTER_PARTITION >&2; echo >&3; exec sleep 1000"]
   ready: { fd: 3 }
   logs: { dir: ${dir}/logs, maxSize: 1MiB, keep: 1 }
-`,
-        store,
-      );
-      try {
+`);
         await waitFor(() => running.agent.rows().filter((r) => r.state === 'ready').length === 2, {
           timeoutMs: 10_000,
           what: 'two ready',
@@ -63,10 +56,7 @@ run:
         assert.match(metrics, /muster_agent_child_rss_bytes\{partition="1"\} [1-9]/);
         assert.match(metrics, /muster_agent_session_deadline_margin_seconds [0-9.]+/);
         assert.match(metrics, /muster_agent_handoffs_total\{kind="acquired"\} 2/);
-      } finally {
-        await running.daemon.stop();
-        await store.close();
-      }
+      });
     },
   );
 });

@@ -77,6 +77,11 @@ run:
             timeoutMs: 30_000,
             what: `three children reporting\n${agent.log.slice(-20).join('\n')}`,
           });
+          // A child writes its line before its readiness newline: wait for the agent to see all three ready.
+          await waitFor(async () => (await agent.partitions()).every((r) => r.state === 'ready'), {
+            timeoutMs: 20_000,
+            what: 'three ready children',
+          });
           const rows = await agent.partitions();
           for (const l of lines(out)) {
             const [lang, partition, token, value] = l.split(' ');
@@ -84,7 +89,6 @@ run:
             assert.equal(token, String(rows.find((r) => r.partition === partition)?.token));
             assert.equal(value, '{"n":1}');
           }
-          await waitFor(() => rows.every((r) => r.state === 'ready'), { timeoutMs: 1 });
           // A switch pushed over server-sent events reaches every language at its instant.
           await publishConfig(store, 'pong', { n: 2 }, { in: '3.1s' });
           await waitFor(() => lines(out).filter((l) => l.includes('switch {"n":2}')).length === 3, {

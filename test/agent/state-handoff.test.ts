@@ -4,27 +4,26 @@
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { jsonBytes, openMemoryStore } from '../../src/store/index.js';
+import { jsonBytes } from '../../src/store/index.js';
 import { waitFor } from '../../src/testing/index.js';
-import { lines, startAgent, tempDir } from './helpers.js';
+import { lines, withAgents } from './helpers.js';
 
 describe('agent: state hand-off files', () => {
   test('a moved partition starts its new child with the old child’s state', { timeout: 60_000 }, async () => {
-    const dir = tempDir();
-    const store = openMemoryStore();
-    const log = `${dir}/starts.log`;
-    // Each child counts the starts of its partition across owners: it loads the count handed over,
-    // adds one, and writes it back on SIGTERM.
-    const script = [
-      'n=0',
-      '[ -n "$MUSTER_HANDOFF_IN" ] && n=$(cat "$MUSTER_HANDOFF_IN")',
-      'n=$((n+1))',
-      `echo "$MUSTER_INSTANCE $n" >> ${log}`,
-      'trap \'echo $n > "$MUSTER_HANDOFF_OUT"; exit 0\' TERM',
-      'echo >&3',
-      'while :; do sleep 0.05; done',
-    ].join('\n');
-    const yaml = (id: string): string => `service: moves
+    await withAgents(async ({ dir, store, start }) => {
+      const log = `${dir}/starts.log`;
+      // Each child counts the starts of its partition across owners: it loads the count handed over,
+      // adds one, and writes it back on SIGTERM.
+      const script = [
+        'n=0',
+        '[ -n "$MUSTER_HANDOFF_IN" ] && n=$(cat "$MUSTER_HANDOFF_IN")',
+        'n=$((n+1))',
+        `echo "$MUSTER_INSTANCE $n" >> ${log}`,
+        'trap \'echo $n > "$MUSTER_HANDOFF_OUT"; exit 0\' TERM',
+        'echo >&3',
+        'while :; do sleep 0.05; done',
+      ].join('\n');
+      const yaml = (id: string): string => `service: moves
 instance: { id: ${id} }
 partitions: { count: 1 }
 stateDir: ${dir}/state-${id}
@@ -33,10 +32,9 @@ run:
   command: ["/bin/sh", "-c", ${JSON.stringify(script)}]
   ready: { fd: 3 }
 `;
-    await store.put('/muster/services/moves/pins/0', jsonBytes({ instance: 'a' }));
-    const a = await startAgent(dir, yaml('a'), store, 'a.yaml');
-    const b = await startAgent(dir, yaml('b'), store, 'b.yaml');
-    try {
+      await store.put('/muster/services/moves/pins/0', jsonBytes({ instance: 'a' }));
+      await start(yaml('a'), 'a.yaml');
+      await start(yaml('b'), 'b.yaml');
       const started = (n: number): Promise<void> =>
         waitFor(() => lines(log).length >= n, { timeoutMs: 20_000, what: `${n} child starts` });
       await started(1);
@@ -45,10 +43,6 @@ run:
         await started(i + 2);
       }
       assert.deepEqual(lines(log), ['a 1', 'b 2', 'a 3', 'b 4']);
-    } finally {
-      await a.daemon.stop();
-      await b.daemon.stop();
-      await store.close();
-    }
+    });
   });
 });

@@ -4,9 +4,11 @@ import { describe, test } from 'node:test';
 import { spawn } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { readStartTime } from '../../src/process/index.js';
-import { jsonOf, openMemoryStore } from '../../src/store/index.js';
+import { jsonOf } from '../../src/store/index.js';
+import { backoffDelay } from '../../src/agent/index.js';
+import { initConfig, publishConfig } from '../../src/config/index.js';
 import { waitFor } from '../../src/testing/index.js';
-import { api, groupAlive, lines, startAgent, tempDir } from './helpers.js';
+import { api, groupAlive, lines, pidAlive, withAgents } from './helpers.js';
 
 function yaml(dir: string, extra = ''): string {
   return `service: sv
@@ -23,15 +25,40 @@ run:
 ${extra}`;
 }
 
+describe('restart back-off', () => {
+  test('the first restart after a stable run is immediate; crash loops back off from the second', () => {
+    assert.equal(
+      backoffDelay(0, 100, 30_000, () => 1),
+      0,
+    );
+    assert.equal(
+      backoffDelay(1, 100, 30_000, () => 1),
+      100,
+    );
+    assert.equal(
+      backoffDelay(1, 100, 30_000, () => 0),
+      50,
+      'jitter in [½, 1]',
+    );
+    assert.equal(
+      backoffDelay(3, 100, 30_000, () => 1),
+      400,
+    );
+    assert.equal(
+      backoffDelay(40, 100, 30_000, () => 1),
+      30_000,
+      'capped',
+    );
+  });
+});
+
 describe('agent supervising children (memory store)', () => {
   test(
     'a child per partition, with its identity in the environment; restart and leave',
     { timeout: 60_000 },
     async () => {
-      const dir = tempDir();
-      const store = openMemoryStore();
-      const running = await startAgent(dir, yaml(dir), store);
-      try {
+      await withAgents(async ({ dir, store, start }) => {
+        const running = await start(yaml(dir));
         await waitFor(() => running.agent.rows().filter((r) => r.state === 'ready').length === 2, {
           timeoutMs: 10_000,
           what: 'two ready children',
@@ -64,10 +91,7 @@ describe('agent supervising children (memory store)', () => {
         for (const pid of pids) assert.equal(groupAlive(pid), false, `group ${pid} gone after leave`);
         const owners = await store.range({ prefix: '/muster/services/sv/owners/' });
         assert.equal(owners.kvs.length, 0, 'owner keys deleted after the children stopped');
-      } finally {
-        await running.daemon.stop();
-        await store.close();
-      }
+      });
     },
   );
 
@@ -75,11 +99,8 @@ describe('agent supervising children (memory store)', () => {
     '{port}: a free port per child, HTTP readiness, and the address published in the owner record',
     { timeout: 60_000 },
     async () => {
-      const dir = tempDir();
-      const store = openMemoryStore();
-      const running = await startAgent(
-        dir,
-        `service: web
+      await withAgents(async ({ dir, store, start }) => {
+        const running = await start(`service: web
 partitions: { count: 1 }
 stateDir: ${dir}/state
 relay: false
@@ -87,10 +108,7 @@ run:
   command: [python3, -m, http.server, --bind, 127.0.0.1, "{port}"]
   ready: { http: "http://127.0.0.1:{port}/", interval: 50ms, timeout: 20s }
   stop: { grace: 2s }
-`,
-        store,
-      );
-      try {
+`);
         await waitFor(() => running.agent.rows()[0]?.state === 'ready', {
           timeoutMs: 20_000,
           what: 'ready over HTTP',
@@ -110,10 +128,7 @@ run:
         const env = readFileSync(`/proc/${row.pid}/environ`, 'utf8').split('\0');
         assert.ok(env.includes(`MUSTER_PORT=${row.port}`));
         assert.equal((await fetch(`http://127.0.0.1:${row.port}/`)).status, 200);
-      } finally {
-        await running.daemon.stop();
-        await store.close();
-      }
+      });
     },
   );
 
@@ -121,46 +136,38 @@ run:
     'a starting agent kills the child groups a dead predecessor left in its registry before it acquires',
     { timeout: 30_000 },
     async () => {
-      const dir = tempDir();
-      const store = openMemoryStore();
-      // A group left behind by an agent whose guard did not clean up (simulated: started outside the kernel).
-      const orphan = spawn('sleep', ['1000'], { detached: true, stdio: 'ignore' });
-      orphan.unref();
-      const registry = join(dir, 'state', 'children', 'sweep');
-      mkdirSync(registry, { recursive: true });
-      writeFileSync(
-        join(registry, `${orphan.pid}.json`),
-        JSON.stringify({
-          pid: orphan.pid,
-          pgid: orphan.pid,
-          startTime: readStartTime(orphan.pid!),
-          label: 'sweep/0',
-          command: ['sleep', '1000'],
-          startedAt: Date.now(),
-          owner: { pid: 999_999, startTime: '1' },
-        }),
-      );
-      assert.equal(groupAlive(orphan.pid!), true);
-      const running = await startAgent(
-        dir,
-        `service: sweep
+      await withAgents(async ({ dir, start }) => {
+        // A group left behind by an agent whose guard did not clean up (simulated: started outside the kernel).
+        const orphan = spawn('sleep', ['1000'], { detached: true, stdio: 'ignore' });
+        orphan.unref();
+        const registry = join(dir, 'state', 'children', 'sweep');
+        mkdirSync(registry, { recursive: true });
+        writeFileSync(
+          join(registry, `${orphan.pid}.json`),
+          JSON.stringify({
+            pid: orphan.pid,
+            pgid: orphan.pid,
+            startTime: readStartTime(orphan.pid!),
+            label: 'sweep/0',
+            command: ['sleep', '1000'],
+            startedAt: Date.now(),
+            owner: { pid: 999_999, startTime: '1' },
+          }),
+        );
+        assert.equal(groupAlive(orphan.pid!), true);
+        const running = await start(`service: sweep
 partitions: { count: 1 }
 stateDir: ${dir}/state
 relay: false
 run: { command: [sleep, "1000"] }
-`,
-        store,
-      );
-      try {
-        assert.equal(groupAlive(orphan.pid!), false, 'the orphan group is gone once the agent has started');
+`);
+        // Dead, if not yet reaped by this test process (a zombie still answers kill(-pgid, 0)).
+        assert.equal(pidAlive(orphan.pid!), false, 'the orphan is dead once the agent has started');
         await waitFor(() => running.agent.rows()[0]?.state === 'ready', {
           timeoutMs: 10_000,
           what: 'new child',
         });
-      } finally {
-        await running.daemon.stop();
-        await store.close();
-      }
+      });
     },
   );
 
@@ -168,21 +175,15 @@ run: { command: [sleep, "1000"] }
     'a crash-looping child backs off and spends its budget; alone, it stays failed, loudly',
     { timeout: 60_000 },
     async () => {
-      const dir = tempDir();
-      const store = openMemoryStore();
-      const running = await startAgent(
-        dir,
-        `service: crash
+      await withAgents(async ({ dir, start }) => {
+        const running = await start(`service: crash
 partitions: { count: 1 }
 stateDir: ${dir}/state
 relay: false
 run:
   command: "echo start >> ${dir}/starts; exit 3"
   restart: { backoff: { initial: 20ms, max: 100ms }, budget: 3 in 60s }
-`,
-        store,
-      );
-      try {
+`);
         await waitFor(() => running.agent.rows()[0]?.state === 'failed', {
           timeoutMs: 10_000,
           what: 'failed',
@@ -191,10 +192,88 @@ run:
         assert.equal(row.lastExit?.code, 3);
         assert.equal(row.error?.code, 'MUSTER_RESTART_BUDGET');
         assert.equal(lines(join(dir, 'starts')).length, 4, 'first start + 3 restarts');
+      });
+    },
+  );
+
+  test(
+    'many restarts in one ownership leave no abort listener behind (no MaxListenersExceededWarning)',
+    { timeout: 60_000 },
+    async () => {
+      const warnings: string[] = [];
+      const onWarning = (w: Error): void => void warnings.push(`${w.name}: ${w.message}`);
+      process.on('warning', onWarning);
+      try {
+        await withAgents(async ({ dir, start }) => {
+          const running = await start(
+            `service: churn
+partitions: { count: 1 }
+stateDir: ${dir}/state
+relay: false
+run:
+  command: "echo start >> ${dir}/starts; exit 1"
+  restart: { backoff: { initial: 1ms, max: 2ms }, budget: 40 in 60s }
+`,
+          );
+          await waitFor(() => lines(join(dir, 'starts')).length >= 25, {
+            timeoutMs: 30_000,
+            what: '25 starts of one partition',
+          });
+          assert.equal(running.agent.rows()[0]?.token !== undefined, true);
+          // Warnings are emitted on a later tick.
+          await new Promise((resolve) => setImmediate(resolve));
+        });
       } finally {
-        await running.daemon.stop();
-        await store.close();
+        process.off('warning', onWarning);
       }
+      assert.deepEqual(
+        warnings.filter((w) => w.includes('MaxListenersExceeded')),
+        [],
+        'one ownership, many children: listeners are removed when each wait ends',
+      );
+    },
+  );
+
+  test(
+    'more than ten event streams: one stopping listener for all, every stream ended when the agent stops',
+    { timeout: 60_000 },
+    async () => {
+      const warnings: string[] = [];
+      const onWarning = (w: Error): void => void warnings.push(`${w.name}: ${w.message}`);
+      process.on('warning', onWarning);
+      try {
+        await withAgents(async ({ dir, store, start }) => {
+          await initConfig(store, 'pong');
+          await publishConfig(store, 'pong', { n: 1 }, { in: '3.1s' });
+          const running = await start(`service: sse
+partitions: { count: 1 }
+stateDir: ${dir}/state
+relay: false
+config: [pong]
+run: { command: [sleep, "1000"] }
+`);
+          const token = readFileSync(running.agent.config.api.tokenFile, 'utf8').trim();
+          const streams = await Promise.all(
+            Array.from({ length: 12 }, async () => {
+              const res = await fetch(`${running.daemon.ctx.admin.url}/v1/config/pong/events`, {
+                headers: { authorization: `Bearer ${token}` },
+              });
+              assert.equal(res.status, 200);
+              return { body: res.text() }; // settles when the agent ends the stream
+            }),
+          );
+          const ended = Promise.all(streams.map((s) => s.body));
+          await running.daemon.stop();
+          const bodies = await ended;
+          assert.equal(bodies.length, 12, 'every stream ended when the agent stopped');
+        });
+      } finally {
+        process.off('warning', onWarning);
+      }
+      assert.deepEqual(
+        warnings.filter((w) => w.includes('MaxListenersExceeded')),
+        [],
+      );
     },
   );
 
@@ -202,21 +281,15 @@ run:
     'a command that does not exist is reported per partition, not an agent crash',
     { timeout: 60_000 },
     async () => {
-      const dir = tempDir();
-      const store = openMemoryStore();
-      const running = await startAgent(
-        dir,
-        `service: missing
+      await withAgents(async ({ dir, start }) => {
+        const running = await start(`service: missing
 partitions: { count: 2 }
 stateDir: ${dir}/state
 relay: false
 run:
   command: ["/nonexistent/muster-no-such-command", "{partition}"]
   restart: { backoff: { initial: 20ms, max: 50ms }, budget: 2 in 60s }
-`,
-        store,
-      );
-      try {
+`);
         await waitFor(
           () => running.agent.rows().length === 2 && running.agent.rows().every((r) => r.error !== null),
           {
@@ -230,10 +303,7 @@ run:
           assert.match(r.error!.message, /muster-no-such-command/);
         }
         assert.equal((await api(running, 'GET', '/v1/status')).status, 200, 'the agent still answers');
-      } finally {
-        await running.daemon.stop();
-        await store.close();
-      }
+      });
     },
   );
 });

@@ -3,23 +3,14 @@
  * token check, holding calls while the owner is moving.
  */
 import assert from 'node:assert/strict';
-import { after, describe, test } from 'node:test';
-import { type Bus, type BusOptions, openBus } from '../../src/bus/index.js';
+import { describe, test } from 'node:test';
 import { isMusterError } from '../../src/errors.js';
 import type { AcquireContext } from '../../src/partitions/index.js';
 import { MemoryStore } from '../../src/store/index.js';
 import { waitFor } from '../../src/testing/index.js';
+import { busNodes } from './fixtures/nodes.js';
 
-const quiet = { info: () => undefined, warn: () => undefined, error: () => undefined };
-const open: Bus[] = [];
-async function node(store: MemoryStore, options: BusOptions = {}): Promise<Bus> {
-  const bus = await openBus(store, { logger: quiet, ...options });
-  open.push(bus);
-  return bus;
-}
-after(async () => {
-  await Promise.all(open.map((b) => b.close()));
-});
+const { node } = busNodes();
 
 describe('bus keyed calls', () => {
   test(

@@ -3,21 +3,12 @@
  */
 import assert from 'node:assert/strict';
 import { createSocket } from 'node:dgram';
-import { after, test } from 'node:test';
-import { type Bus, type BusOptions, openBus } from '../../src/bus/index.js';
+import { test } from 'node:test';
 import { MemoryStore } from '../../src/store/index.js';
 import { waitFor } from '../../src/testing/index.js';
+import { busNodes } from './fixtures/nodes.js';
 
-const quiet = { info: () => undefined, warn: () => undefined, error: () => undefined };
-const open: Bus[] = [];
-async function node(store: MemoryStore, options: BusOptions = {}): Promise<Bus> {
-  const bus = await openBus(store, { logger: quiet, ...options });
-  open.push(bus);
-  return bus;
-}
-after(async () => {
-  await Promise.all(open.map((b) => b.close()));
-});
+const { node } = busNodes();
 
 test(
   'Prometheus: latency per peer and method, handled calls, in-flight, queue, reconnects; statsd datagrams',

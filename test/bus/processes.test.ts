@@ -142,7 +142,9 @@ describe('bus across processes', () => {
     assert.equal(listed.services[0]?.methods.echo?.requests, 1);
     const tail = runCli(['bus', 'tail', 'cli-topic', '--count', '1', '--store', serve.url]);
     const view = await client.instances('topic.cli-topic');
-    await waitFor(() => view.size === 1, { what: 'tail subscribed' });
+    // A CLI process starting on a loaded machine (load 13 on 2 cores took over 5 s once): wait for
+    // its subscription as long as the test allows.
+    await waitFor(() => view.size === 1, { what: 'tail subscribed', timeoutMs: 40_000 });
     await client.publish('cli-topic', { hello: 1 });
     const tailed = await tail;
     assert.equal(tailed.status, 0, tailed.stderr);

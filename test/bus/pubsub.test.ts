@@ -3,31 +3,20 @@
  */
 import assert from 'node:assert/strict';
 import { createServer, type Socket } from 'node:net';
-import { after, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import {
-  type Bus,
-  type BusOptions,
   DedupWindow,
   type DropEvent,
   encodeFrame,
   FrameKind,
-  openBus,
   PROTOCOL_VERSION,
 } from '../../src/bus/index.js';
 import { join } from '../../src/membership/index.js';
 import { MemoryStore } from '../../src/store/index.js';
-import { waitFor } from '../../src/testing/index.js';
+import { freePort, startFaultProxy, waitFor } from '../../src/testing/index.js';
+import { busNodes } from './fixtures/nodes.js';
 
-const quiet = { info: () => undefined, warn: () => undefined, error: () => undefined };
-const open: Bus[] = [];
-async function node(store: MemoryStore, options: BusOptions = {}): Promise<Bus> {
-  const bus = await openBus(store, { logger: quiet, ...options });
-  open.push(bus);
-  return bus;
-}
-after(async () => {
-  await Promise.all(open.map((b) => b.close()));
-});
+const { node } = busNodes();
 
 describe('bus publish/subscribe', () => {
   test(
@@ -210,6 +199,59 @@ describe('bus publish/subscribe', () => {
       await waitFor(() => view.size === 0, { what: 'record gone after the last unsubscribe' });
       const r = await pub.publish('again', 'nobody');
       assert.equal(r.sent, 0);
+    },
+  );
+
+  test(
+    'issue 17: publications written to a connection that then breaks are reported unconfirmed, never counted as delivered',
+    { timeout: 30_000 },
+    async () => {
+      const store = new MemoryStore();
+      const fast = { heartbeatInterval: 100, heartbeatTimeout: 400 };
+      const pub = await node(store, { id: 'pub', ...fast });
+      const drops: DropEvent[] = [];
+      pub.on('dropped', (e) => drops.push(e));
+      // The subscriber is reachable only through a fault proxy; a second one directly.
+      const port = await freePort();
+      const cut = await node(store, { id: 'cut', advertise: `127.0.0.1:${port}`, ...fast });
+      const proxy = await startFaultProxy({ target: cut.boundAddress, port });
+      const closing = await node(store, { id: 'closing', ...fast });
+      const got = { cut: new Set<string>(), closing: new Set<string>() };
+      await cut.subscribe('acct', (_m, d) => void got.cut.add(d.id));
+      await closing.subscribe('acct', (_m, d) => void got.closing.add(d.id));
+      const view = await pub.instances('topic.acct');
+      await waitFor(() => view.size === 2, { what: 'both subscribers listed' });
+      for (let i = 0; i < 20; i++) await pub.publish('acct', i, { id: `a-${i}` });
+      await waitFor(() => got.cut.size === 20 && got.closing.size === 20, { what: 'a-* delivered' });
+      const toCut = pub.peers().get(`127.0.0.1:${port}`);
+      const toClosing = pub.peers().get(closing.address);
+      await waitFor(() => toCut?.unconfirmed === 0 && toClosing?.unconfirmed === 0, {
+        what: 'a-* confirmed by both subscribers (their heartbeats carry the count)',
+      });
+      // The network to `cut` goes dark: b-* are written to its connection and never arrive.
+      proxy.blackhole();
+      const results = [];
+      for (let i = 0; i < 10; i++) results.push(await pub.publish('acct', i, { id: `b-${i}` }));
+      assert.ok(
+        results.every((r) => r.sent === 2 && r.dropped === 0),
+        'written to both connections',
+      );
+      await waitFor(() => toCut?.state === 'closed', { what: 'the heartbeat closes the dark connection' });
+      const unconfirmed = drops.filter((d) => d.reason === 'unconfirmed');
+      assert.deepEqual(
+        unconfirmed.map((d) => `${d.peer}:${d.id}`),
+        Array.from({ length: 10 }, (_, i) => `cut:b-${i}`),
+        'exactly the unconfirmed ones, reported with the peer',
+      );
+      assert.equal(got.cut.size, 20, 'none of b-* reached cut');
+      const metric = await pub.metrics.registry.getSingleMetricAsString('muster_bus_dropped_total');
+      assert.match(metric, /muster_bus_dropped_total\{peer="cut",topic="acct",reason="unconfirmed"\} 10/);
+      // A subscriber that closes gracefully confirms what it received first: nothing is reported.
+      await waitFor(() => got.closing.size === 30, { what: 'b-* delivered to closing' });
+      await closing.close();
+      await waitFor(() => toClosing?.state === 'closed', { what: 'the graceful close seen' });
+      assert.equal(drops.filter((d) => d.peer === 'closing').length, 0, JSON.stringify(drops));
+      await proxy.close();
     },
   );
 

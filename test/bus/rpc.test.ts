@@ -5,42 +5,16 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { connect, createServer, type Socket } from 'node:net';
-import { after, describe, test } from 'node:test';
-import {
-  type Bus,
-  encodeFrame,
-  FrameKind,
-  openBus,
-  type BusOptions,
-  PROTOCOL_VERSION,
-} from '../../src/bus/index.js';
+import { describe, test } from 'node:test';
+import { encodeFrame, FrameKind, PROTOCOL_VERSION } from '../../src/bus/index.js';
 import { isMusterError, MusterError } from '../../src/errors.js';
 import { join } from '../../src/membership/index.js';
 import { MemoryStore } from '../../src/store/index.js';
+import { onAbort } from '../../src/util/abort.js';
 import { freePort, startFaultProxy, waitFor } from '../../src/testing/index.js';
+import { busNodes, quiet, rejectsWith } from './fixtures/nodes.js';
 
-const quiet = { info: () => undefined, warn: () => undefined, error: () => undefined };
-
-const open: Bus[] = [];
-async function node(store: MemoryStore, options: BusOptions = {}): Promise<Bus> {
-  const bus = await openBus(store, { logger: quiet, ...options });
-  open.push(bus);
-  return bus;
-}
-after(async () => {
-  await Promise.all(open.map((b) => b.close()));
-});
-
-function rejectsWith(p: Promise<unknown>, code: string): Promise<MusterError> {
-  return p.then(
-    () => assert.fail(`expected ${code}, got a result`),
-    (err: unknown) => {
-      assert.ok(isMusterError(err), `expected a MusterError, got ${String(err)}`);
-      assert.equal(err.code, code, err.message);
-      return err;
-    },
-  );
-}
+const { node } = busNodes();
 
 describe('bus rpc', () => {
   test('round trip, caller identity, $info', { timeout: 20_000 }, async () => {
@@ -60,6 +34,35 @@ describe('bus rpc', () => {
     for (let i = 0; i < 50; i++) await client.call('echo', 'echo', i);
     assert.equal(client.peers().size, 1);
   });
+
+  test(
+    'one deadline timer per connection: a shorter timeout after a longer one fires first, and the longer one still fires',
+    { timeout: 20_000 },
+    async () => {
+      const store = new MemoryStore();
+      const server = await node(store);
+      const client = await node(store);
+      await server.serve('d', {
+        hang: (_m, ctx) => new Promise((resolve) => onAbort(ctx.signal, () => resolve(null))),
+        ok: () => 'ok',
+      });
+      assert.equal(await client.call('d', 'ok'), 'ok'); // the connection is open
+      const order: string[] = [];
+      const timedOut = (name: string, p: Promise<unknown>): Promise<void> =>
+        rejectsWith(p, 'MUSTER_TIMEOUT').then(() => void order.push(name));
+      const long = timedOut('long', client.call('d', 'hang', null, { timeout: 1500 }));
+      // Armed for 1,500 ms; a 100 ms call must re-arm it earlier…
+      await timedOut('short', client.call('d', 'hang', null, { timeout: 100 }));
+      // …and after it fired, the timer must be armed again for the calls still pending.
+      await timedOut('second short', client.call('d', 'hang', null, { timeout: 100 }));
+      // A call answered in time is not touched by the timer firing for others.
+      assert.equal(await client.call('d', 'ok', null, { timeout: 1000 }), 'ok');
+      await long;
+      assert.deepEqual(order, ['short', 'second short', 'long']);
+      const conn = [...client.peers().values()][0];
+      assert.equal(conn?.inFlight, 0, 'nothing left pending');
+    },
+  );
 
   test('balanced by weight, this host first', { timeout: 20_000 }, async () => {
     const store = new MemoryStore();
@@ -115,7 +118,7 @@ describe('bus rpc', () => {
       },
       slow: (_m, ctx) =>
         new Promise((resolve) => {
-          ctx.signal.addEventListener('abort', () => {
+          onAbort(ctx.signal, () => {
             sawAbort = true;
             resolve('late');
           });
@@ -216,7 +219,7 @@ describe('bus rpc', () => {
           op: () => ++runs[n],
           hang: (_m, ctx) => {
             runs[n]++;
-            return new Promise((resolve) => ctx.signal.addEventListener('abort', () => resolve(null)));
+            return new Promise((resolve) => onAbort(ctx.signal, () => resolve(null)));
           },
         });
       }

@@ -5,22 +5,14 @@
  */
 import assert from 'node:assert/strict';
 import { createServer, type Socket } from 'node:net';
-import { after, describe, test } from 'node:test';
-import { type Bus, type BusOptions, type DropEvent, openBus } from '../../src/bus/index.js';
+import { describe, test } from 'node:test';
+import { type DropEvent } from '../../src/bus/index.js';
 import { join } from '../../src/membership/index.js';
 import { MemoryStore } from '../../src/store/index.js';
 import { waitFor } from '../../src/testing/index.js';
+import { busNodes } from './fixtures/nodes.js';
 
-const quiet = { info: () => undefined, warn: () => undefined, error: () => undefined };
-const open: Bus[] = [];
-async function node(store: MemoryStore, options: BusOptions = {}): Promise<Bus> {
-  const bus = await openBus(store, { logger: quiet, ...options });
-  open.push(bus);
-  return bus;
-}
-after(async () => {
-  await Promise.all(open.map((b) => b.close()));
-});
+const { node } = busNodes();
 
 /** Resolves with the promise's value, or 'blocked' if it is still pending at the next macrotask. */
 function beforeNextTurn<T>(p: Promise<T>): Promise<T | 'blocked'> {

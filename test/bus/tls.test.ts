@@ -4,11 +4,14 @@
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pino } from 'pino';
 import { TLSSocket } from 'node:tls';
-import { after, before, describe, test } from 'node:test';
-import { type Bus, type BusOptions, type BusTlsOptions, openBus } from '../../src/bus/index.js';
-import { isMusterError, type MusterError } from '../../src/errors.js';
+import { before, describe, test } from 'node:test';
+import { type BusTlsOptions, openBus, readBusTlsFiles, type Bus } from '../../src/bus/index.js';
+import { runDaemon } from '../../src/daemon/index.js';
 import { MemoryStore, openStore } from '../../src/store/index.js';
 import {
   makeTestCertificates,
@@ -16,37 +19,20 @@ import {
   type TestCertificates,
   waitFor,
 } from '../../src/testing/index.js';
+import { busNodes, quiet, rejectsWith } from './fixtures/nodes.js';
 
-const quiet = { info: () => undefined, warn: () => undefined, error: () => undefined };
-const open: Bus[] = [];
-async function node(store: MemoryStore, options: BusOptions = {}): Promise<Bus> {
-  const bus = await openBus(store, { logger: quiet, connectTimeout: 3000, ...options });
-  open.push(bus);
-  return bus;
-}
-after(async () => {
-  await Promise.all(open.map((b) => b.close()));
-});
-
-function rejectsWith(p: Promise<unknown>, code: string): Promise<MusterError> {
-  return p.then(
-    () => assert.fail(`expected ${code}, got a result`),
-    (err: unknown) => {
-      assert.ok(isMusterError(err), `expected a MusterError, got ${String(err)}`);
-      assert.equal(err.code, code, err.message);
-      return err;
-    },
-  );
-}
+const { node } = busNodes({ connectTimeout: 3000 });
 
 /** TLS material from one CA (`a`) and from another, unrelated CA (`b`). */
 let a: BusTlsOptions;
 let b: BusTlsOptions;
 let aFiles: TestCertificates;
+let bFiles: TestCertificates;
 before(() => {
   const load = (): BusTlsOptions => {
     const c = makeTestCertificates();
-    aFiles ??= c;
+    if (aFiles === undefined) aFiles = c;
+    else bFiles = c;
     return {
       cert: readFileSync(c.serverCertFile),
       key: readFileSync(c.serverKeyFile),
@@ -139,6 +125,75 @@ describe('bus TLS', () => {
       'MUSTER_INVALID_ARGUMENT',
     );
   });
+
+  test(
+    "certificates are reloaded on the daemon's reload (POST /v1/reload) and used for new connections",
+    { timeout: 30_000 },
+    async () => {
+      const store = new MemoryStore();
+      // The server's certificate files: first from CA a, then renewed from CA b.
+      const dir = mkdtempSync(join(tmpdir(), 'muster-bus-reload-'));
+      const files = { cert: join(dir, 'cert.pem'), key: join(dir, 'key.pem') };
+      copyFileSync(aFiles.serverCertFile, files.cert);
+      copyFileSync(aFiles.serverKeyFile, files.key);
+      let server: Bus | undefined;
+      const daemon = await runDaemon(
+        {
+          name: 'bus',
+          handleSignals: false,
+          logger: pino({ level: 'silent' }),
+          admin: { listen: '127.0.0.1:0' },
+        },
+        async () => {
+          const bus = await openBus(store, { logger: quiet, tls: await readBusTlsFiles(files) });
+          server = bus;
+          await bus.serve('who', { who: () => 'server' });
+          return {
+            stop: () => bus.close(),
+            reload: async () => ({ tls: bus.reloadTls(await readBusTlsFiles(files)) }),
+          };
+        },
+      );
+      try {
+        const reload = (): Promise<Response> =>
+          fetch(`${daemon.ctx.admin.url}/v1/reload`, { method: 'POST' });
+        // Clients that trust only CA a, or only CA b.
+        const trustsA = await node(store, { tls: a });
+        const trustsB = await node(store, { tls: b });
+        assert.equal(await trustsA.call('who', 'who'), 'server');
+        await rejectsWith(trustsB.call('who', 'who'), 'MUSTER_TLS_HANDSHAKE');
+        const before = trustsA.peers().get(server?.address as string);
+
+        copyFileSync(bFiles.serverCertFile, files.cert);
+        copyFileSync(bFiles.serverKeyFile, files.key);
+        const res = await reload();
+        assert.equal(res.status, 200);
+        const body = (await res.json()) as { tls?: { subject: string; fingerprint256: string } };
+        assert.match(body.tls?.fingerprint256 ?? '', /^[0-9A-F:]+$/);
+
+        // New connections present the renewed certificate…
+        assert.equal(await trustsB.call('who', 'who'), 'server');
+        const lateA = await node(store, { tls: a });
+        await rejectsWith(lateA.call('who', 'who'), 'MUSTER_TLS_HANDSHAKE');
+        // …while an open connection keeps its session.
+        assert.equal(await trustsA.call('who', 'who'), 'server');
+        assert.equal(trustsA.peers().get(server?.address as string), before, 'the same connection');
+
+        // Bad material is refused with a coded error and changes nothing.
+        writeFileSync(files.key, 'not a key');
+        const bad = await reload();
+        assert.equal(bad.status, 400, await bad.text());
+        const lateB = await node(store, { tls: b });
+        assert.equal(await lateB.call('who', 'who'), 'server', 'still the renewed certificate');
+        // TLS cannot be switched on by a reload, nor `mutual` changed.
+        const plain = await node(store);
+        assert.throws(() => plain.reloadTls(b), /without TLS/);
+        assert.throws(() => server?.reloadTls({ ...b, mutual: true }), /mutual/);
+      } finally {
+        await daemon.stop();
+      }
+    },
+  );
 
   test('muster bus call takes the TLS options', { timeout: 60_000 }, async () => {
     const serve = await startTempServe();

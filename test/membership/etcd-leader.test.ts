@@ -19,26 +19,52 @@ describe('sessions across an etcd leader restart (three members)', { skip }, () 
     await etcd?.close();
   });
 
-  test('sessions with TTL ≥ 3 s survive a restart of the leader without being lost', async () => {
-    const store = await openStore(etcd.url);
-    const sessions: Session[] = [];
-    for (const ttl of ['3s', '5s']) sessions.push(await openSession(store, { ttl }));
-    const failures: unknown[] = [];
-    for (const s of sessions) s.on('keepAliveFailed', (e) => failures.push(e));
-    const leader = await etcd.leader();
-    await leader.kill();
-    await etcd.waitReady(15_000);
-    await leader.restart();
-    await etcd.waitReady(15_000);
-    // Keep going for two TTLs after the restart.
-    const before = sessions.map((s) => s.renewals);
-    await new Promise((r) => setTimeout(r, 6000));
-    for (const [i, s] of sessions.entries()) {
-      assert.equal(s.state, 'active', `session ${s.ttlMs} ms: ${String(s.lost.reason)}`);
-      assert.ok(s.renewals > (before[i] as number), 'keep-alives continue after the restart');
-      assert.ok(await store.leaseTimeToLive(s.leaseId), 'etcd still has the lease');
-    }
-    await Promise.all(sessions.map((s) => s.close()));
-    await store.close();
-  });
+  test(
+    'sessions with TTL ≥ 3 s survive a restart of the leader without being lost',
+    { timeout: 90_000 },
+    async () => {
+      const store = await openStore(etcd.url);
+      const sessions: Session[] = [];
+      for (const ttl of ['3s', '5s']) sessions.push(await openSession(store, { ttl }));
+      const failures: unknown[] = [];
+      for (const s of sessions) s.on('keepAliveFailed', (e) => failures.push(e));
+      const leader = await etcd.leader();
+      await leader.kill();
+      await etcd.waitReady(15_000);
+      await leader.restart();
+      await etcd.waitReady(15_000);
+      // Keep going until each session has renewed for more than its TTL after the restart (three
+      // renewals at TTL/3 apart), or is lost — whichever event comes first.
+      let timer: NodeJS.Timeout | undefined;
+      const stuck = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => {
+          const seen = sessions.map((s) => `${s.ttlMs} ms: ${s.state}, ${s.renewals} renewals`).join('; ');
+          reject(new Error(`sessions neither renewed four times nor were lost within 40 s (${seen})`));
+        }, 40_000);
+      });
+      const renewedOrLost = Promise.all(
+        sessions.map(
+          (s) =>
+            new Promise<void>((resolve) => {
+              let left = 4;
+              const off = s.on('renewed', () => {
+                if (--left === 0) done();
+              });
+              const done = (): void => {
+                off();
+                resolve();
+              };
+              s.lost.addEventListener('abort', done, { once: true });
+            }),
+        ),
+      );
+      await Promise.race([renewedOrLost, stuck]).finally(() => clearTimeout(timer));
+      for (const s of sessions) {
+        assert.equal(s.state, 'active', `session ${s.ttlMs} ms: ${String(s.lost.reason)}`);
+        assert.ok(await store.leaseTimeToLive(s.leaseId), 'etcd still has the lease');
+      }
+      await Promise.all(sessions.map((s) => s.close()));
+      await store.close();
+    },
+  );
 });

@@ -4,6 +4,7 @@
  * version check, and the error boundary.
  */
 import assert from 'node:assert/strict';
+import { type ChildProcess, fork } from 'node:child_process';
 import { after, before, describe, test } from 'node:test';
 import { isMusterError } from '../../src/errors.js';
 import { textOf } from '../../src/store/keys.js';
@@ -78,6 +79,12 @@ describe('postgres engine: pure parts', () => {
       'MUSTER_UNAVAILABLE',
     );
     assert.equal(fromPgError(new Error('Connection terminated unexpectedly')).code, 'MUSTER_UNAVAILABLE');
+    assert.equal(fromPgError(pgError('SELF_SIGNED_CERT_IN_CHAIN')).code, 'MUSTER_PERMISSION_DENIED');
+    assert.equal(fromPgError(pgError('ERR_TLS_CERT_ALTNAME_INVALID')).code, 'MUSTER_PERMISSION_DENIED');
+    assert.equal(
+      fromPgError(new Error('The server does not support SSL connections')).code,
+      'MUSTER_PERMISSION_DENIED',
+    );
     assert.equal(fromPgError(pgError('40P01'), { key: 'k' }).details.key, 'k');
   });
 
@@ -216,6 +223,34 @@ describe('postgres engine: on a real server', { skip: needPostgres() }, () => {
     },
   );
 
+  /**
+   * 20 leases (TTL 1 s), each with a key written by `a` and one by `b`; resolves after checking that
+   * every key was deleted once, each lease's keys at one revision, one revision per lease (none
+   * wasted by a losing reaper).
+   */
+  const reapedOnce = async (a: PostgresStore, b: PostgresStore): Promise<void> => {
+    const leases = await Promise.all(Array.from({ length: 20 }, () => a.grantLease(1)));
+    for (const [i, l] of leases.entries()) {
+      await a.put(`/r/${i}/x`, 'x', { lease: l.id });
+      await b.put(`/r/${i}/y`, 'y', { lease: l.id });
+    }
+    const from = await a.headRevision();
+    const watch = b.watch('/r/', { fromRevision: from + 1 });
+    const { events } = await collectUntil(watch, (evs) => evs.length >= 40, 15_000);
+    watch.close();
+    assert.ok(events.every((e) => e.type === 'delete'));
+    const keys = events.map((e) => e.kv.key);
+    assert.equal(new Set(keys).size, 40, 'every key deleted exactly once');
+    for (let i = 0; i < 20; i++) {
+      const revs = events.filter((e) => e.kv.key.startsWith(`/r/${i}/`)).map((e) => e.kv.modRevision);
+      assert.equal(revs.length, 2);
+      assert.equal(revs[0], revs[1], `lease ${i}: its keys went at one revision`);
+    }
+    await waitFor(async () => (await a.headRevision()) >= from + 20, { timeoutMs: 5000 });
+    assert.equal(await a.headRevision(), from + 20, 'one revision per lease, none wasted by the loser');
+    assert.equal((await a.range('/r/')).count, 0);
+  };
+
   test(
     'two clients reaping the same expired leases delete each lease once, at one revision',
     { timeout: 60_000 },
@@ -224,27 +259,56 @@ describe('postgres engine: on a real server', { skip: needPostgres() }, () => {
       // Fast reapers, so both clients race for every lease.
       const a = await open(url, { reapInterval: 20 });
       const b = await open(url, { reapInterval: 20 });
-      const leases = await Promise.all(Array.from({ length: 20 }, () => a.grantLease(1)));
-      for (const [i, l] of leases.entries()) {
-        await a.put(`/r/${i}/x`, 'x', { lease: l.id });
-        await b.put(`/r/${i}/y`, 'y', { lease: l.id });
-      }
-      const before = await a.headRevision();
-      const watch = b.watch('/r/', { fromRevision: before + 1 });
-      const { events } = await collectUntil(watch, (evs) => evs.length >= 40, 15_000);
-      watch.close();
-      assert.ok(events.every((e) => e.type === 'delete'));
-      const keys = events.map((e) => e.kv.key);
-      assert.equal(new Set(keys).size, 40, 'every key deleted exactly once');
-      for (let i = 0; i < 20; i++) {
-        const revs = events.filter((e) => e.kv.key.startsWith(`/r/${i}/`)).map((e) => e.kv.modRevision);
-        assert.equal(revs.length, 2);
-        assert.equal(revs[0], revs[1], `lease ${i}: its keys went at one revision`);
-      }
-      await waitFor(async () => (await a.headRevision()) >= before + 20, { timeoutMs: 5000 });
-      assert.equal(await a.headRevision(), before + 20, 'one revision per lease, none wasted by the loser');
+      await reapedOnce(a, b);
       assert.equal(a.leasesReaped + b.leasesReaped, 20, 'each lease reaped by exactly one client');
-      assert.equal((await a.range('/r/')).count, 0);
+    },
+  );
+
+  test(
+    'two muster processes reaping the same expired leases delete each lease once, at one revision',
+    { timeout: 60_000 },
+    async () => {
+      const url = await server.createDatabase();
+      // This process writes and watches but does not reap (its first look is an hour away).
+      const a = await open(url, { reapInterval: '1h' });
+      const b = await open(url, { reapInterval: '1h' });
+      const workers = [0, 1].map(() =>
+        fork(new URL('./fixtures/pg-reaper.js', import.meta.url), [], {
+          env: { ...process.env, MUSTER_STORE: url },
+          stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+        }),
+      );
+      const message = (w: ChildProcess, t: string): Promise<{ t: string; reaped?: number }> =>
+        new Promise((resolve, reject) => {
+          const onMessage = (m: { t: string }): void => {
+            if (m.t !== t) return;
+            w.off('message', onMessage);
+            resolve(m);
+          };
+          w.on('message', onMessage);
+          w.once('exit', (code) => reject(new Error(`reaper process exited with ${code} before '${t}'`)));
+        });
+      try {
+        // Both reapers run before the leases exist, so both race for each one.
+        await Promise.all(workers.map((w) => message(w, 'ready')));
+        await reapedOnce(a, b);
+        const reports = await Promise.all(
+          workers.map((w) => {
+            const reported = message(w, 'reaped');
+            w.send({ t: 'stop' });
+            return reported;
+          }),
+        );
+        const counts = reports.map((r) => r.reaped ?? 0);
+        assert.equal(
+          counts.reduce((x, y) => x + y, 0),
+          20,
+          `each lease reaped by exactly one process (${counts.join(' + ')})`,
+        );
+        assert.equal(a.leasesReaped + b.leasesReaped, 0);
+      } finally {
+        for (const w of workers) if (w.exitCode === null) w.kill('SIGKILL');
+      }
     },
   );
 

@@ -42,6 +42,7 @@ import {
 import { validateCompares } from '../txn-rules.js';
 import { KeyCodec, toBuffer } from './codec.js';
 import { fromEtcdError } from './errors.js';
+import { abortable } from '../../util/abort.js';
 import { KeepAliveChannel, type KeepAliveStream } from './keep-alive.js';
 import { type EtcdStoreOptions, resolveEtcdOptions, type ResolvedEtcdOptions } from './url.js';
 import { EtcdWatch, type ProgressMode, type WatchStream } from './watch.js';
@@ -451,18 +452,8 @@ export class EtcdStore implements Store {
         throw fromEtcdError(err, details);
       },
     );
-    if (signal === undefined) return pending;
-    let onAbort: (() => void) | undefined;
-    const aborted = new Promise<never>((_, reject) => {
-      onAbort = () => reject(abortedError(signal));
-      signal.addEventListener('abort', onAbort, { once: true });
-    });
-    pending.catch(() => undefined); // the call may still fail after an abort won the race
-    try {
-      return await Promise.race([pending, aborted]);
-    } finally {
-      signal.removeEventListener('abort', onAbort as () => void);
-    }
+    // The call may still fail after an abort won: abortable() handles that rejection too.
+    return abortable(pending, signal);
   }
 
   /** Opens a bidirectional stream on one endpoint, with etcd's "require a leader" metadata. */

@@ -12,6 +12,7 @@
 import type { ClientDuplexStream } from '@grpc/grpc-js';
 import type { ILeaseKeepAliveRequest, ILeaseKeepAliveResponse } from 'etcd3';
 import { abortedError, MusterError } from '../../errors.js';
+import { onAbort } from '../../util/abort.js';
 import { fromEtcdError } from './errors.js';
 
 export type KeepAliveStream = ClientDuplexStream<ILeaseKeepAliveRequest, ILeaseKeepAliveResponse>;
@@ -44,7 +45,7 @@ export class KeepAliveChannel {
       const done = (): void => {
         settled = true;
         clearTimeout(timer);
-        signal?.removeEventListener('abort', onAbort);
+        offAbort();
         const list = this.#pending.get(id);
         const i = list?.indexOf(entry) ?? -1;
         if (list !== undefined && i >= 0) {
@@ -65,7 +66,6 @@ export class KeepAliveChannel {
           reject(err);
         },
       };
-      const onAbort = (): void => entry.reject(abortedError(signal as AbortSignal));
       const timer = setTimeout(() => {
         entry.reject(
           new MusterError(
@@ -78,7 +78,7 @@ export class KeepAliveChannel {
         );
         this.#reset(); // the connection may be black-holed: the next renewal opens a new one
       }, timeoutMs);
-      signal?.addEventListener('abort', onAbort, { once: true });
+      const offAbort = onAbort(signal, () => entry.reject(abortedError(signal as AbortSignal)));
       const list = this.#pending.get(id);
       if (list === undefined) this.#pending.set(id, [entry]);
       else list.push(entry);

@@ -18,6 +18,7 @@
 import type { ClientDuplexStream } from '@grpc/grpc-js';
 import type { IEvent, IWatchRequest, IWatchResponse } from 'etcd3';
 import { MusterError } from '../../errors.js';
+import { onAbort } from '../../util/abort.js';
 import type { Watch, WatchBatch, WatchEvent } from '../types.js';
 import { WatchQueue } from '../watch-queue.js';
 import type { KeyCodec, WireRange } from './codec.js';
@@ -51,7 +52,8 @@ export class EtcdWatch implements Watch {
   readonly #range: WireRange;
   readonly #prevKv: boolean;
   readonly #signal: AbortSignal | undefined;
-  readonly #abort = (): void => this.close();
+  /** Stops listening to the signal (a no-op until the watch listens). */
+  #offAbort: () => void = () => undefined;
   /** Next revision to deliver; `undefined` until the first stream is created (watch from head + 1). */
   #next: number | undefined;
   readonly #notBefore: number;
@@ -95,7 +97,7 @@ export class EtcdWatch implements Watch {
       this.#queue.close();
       return;
     }
-    this.#signal?.addEventListener('abort', this.#abort, { once: true });
+    this.#offAbort = onAbort(this.#signal, () => this.close());
     this.#connect();
   }
 
@@ -294,7 +296,7 @@ export class EtcdWatch implements Watch {
     this.#markStarted();
     clearTimeout(this.#retryTimer);
     clearTimeout(this.#progressTimer);
-    this.#signal?.removeEventListener('abort', this.#abort);
+    this.#offAbort();
     const stream = this.#stream;
     this.#stream = undefined;
     stream?.cancel();

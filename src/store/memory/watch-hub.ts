@@ -5,6 +5,7 @@
  * prefix lengths that some watcher uses are probed), single-key watchers by key; only explicit
  * `[start, end)` range watchers are scanned, and those are rare.
  */
+import { onAbort } from '../../util/abort.js';
 import { inRange, type Range } from '../keys.js';
 import type { Watch, WatchBatch, WatchEvent } from '../types.js';
 import { WatchQueue } from '../watch-queue.js';
@@ -25,8 +26,8 @@ export class MemoryWatch implements Watch {
   #lastRev = 0;
   readonly #onClose: (w: MemoryWatch) => void;
   readonly #onProgress: (w: MemoryWatch) => void;
-  readonly #signal: AbortSignal | undefined;
-  readonly #abort = (): void => this.close();
+  /** Stops listening to the watch's signal; unset until the constructor has run. */
+  #offAbort: (() => void) | undefined;
 
   constructor(
     range: Range,
@@ -38,8 +39,7 @@ export class MemoryWatch implements Watch {
     this.prevKv = prevKv;
     this.#onClose = hooks.onClose;
     this.#onProgress = hooks.onProgress;
-    this.#signal = signal;
-    signal?.addEventListener('abort', this.#abort, { once: true });
+    this.#offAbort = onAbort(signal, () => this.close());
   }
 
   get ended(): boolean {
@@ -77,7 +77,7 @@ export class MemoryWatch implements Watch {
   }
 
   #onEnd(): void {
-    this.#signal?.removeEventListener('abort', this.#abort);
+    this.#offAbort?.();
     this.#onClose(this);
   }
 

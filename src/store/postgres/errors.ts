@@ -26,13 +26,17 @@ const UNAVAILABLE_STATES = new Set([
 const CONNECTION_ERROR =
   /ECONNREFUSED|ECONNRESET|EPIPE|ETIMEDOUT|EHOSTUNREACH|ENOTFOUND|EAI_AGAIN|Connection terminated|connection timeout|timeout exceeded when trying to connect|Client has encountered a connection error|socket hang up|the database system is (starting up|shutting down|in recovery mode)/i;
 
+/** Node's TLS verification codes (`SELF_SIGNED_CERT_IN_CHAIN`, `UNABLE_TO_VERIFY_LEAF_SIGNATURE`, `ERR_TLS_CERT_ALTNAME_INVALID`…). */
+const TLS_CODE = /CERT|^UNABLE_TO_|^ERR_TLS_|^ERR_SSL_/;
+
 /**
  * Translates anything thrown by node-postgres into a {@link MusterError}. MusterErrors pass through
  * unchanged. `context` fills `details` (key, revision, lease).
  *
  * Codes: `MUSTER_UNAVAILABLE` (retryable: connection lost or refused, server shutting down or
  * recovering, a conflict PostgreSQL rolled back, a read-only standby), `MUSTER_TIMEOUT` (retryable:
- * `statement_timeout`), `MUSTER_PERMISSION_DENIED` (password, `pg_hba.conf`, privileges),
+ * `statement_timeout`), `MUSTER_PERMISSION_DENIED` (password, `pg_hba.conf`, privileges, a server
+ * certificate the URL's `sslrootcert` does not trust, TLS asked of a server without it),
  * `MUSTER_INVALID_ARGUMENT` (no such database, bad data), `MUSTER_VALUE_TOO_LARGE`, and
  * `MUSTER_INTERNAL` for anything unrecognised.
  *
@@ -78,6 +82,12 @@ export function fromPgError(err: unknown, context: ErrorDetails = {}): MusterErr
     }
     if (cls === '22') return make('MUSTER_INVALID_ARGUMENT', `PostgreSQL rejected a value: ${message}`);
     return make('MUSTER_INTERNAL', `unexpected PostgreSQL error ${state}: ${message}`);
+  }
+  if ((typeof code === 'string' && TLS_CODE.test(code)) || /does not support SSL/i.test(message)) {
+    return make(
+      'MUSTER_PERMISSION_DENIED',
+      `TLS with PostgreSQL failed (${message}); check sslmode and sslrootcert in the store URL (or PGSSLMODE) against the server's certificate and its ssl setting`,
+    );
   }
   if (CONNECTION_ERROR.test(message) || (typeof code === 'string' && CONNECTION_ERROR.test(code))) {
     return make('MUSTER_UNAVAILABLE', `PostgreSQL is unreachable: ${message}`);

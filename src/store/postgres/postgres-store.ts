@@ -15,6 +15,7 @@
  */
 import pg from 'pg';
 import { abortedError, type ErrorDetails, invalidArgument, MusterError } from '../../errors.js';
+import { abortable } from '../../util/abort.js';
 import { checkKey, checkLeaseId, checkRevision, checkTtl, type Range, toBytes, toRange } from '../keys.js';
 import { checkLimit, prepareOps } from '../memory/txn-ops.js';
 import { evaluateCompare, validateCompares } from '../txn-rules.js';
@@ -40,6 +41,7 @@ import {
   type Watch,
   type WatchOptions,
 } from '../types.js';
+import { CancelScope, type Db, poolDb, terminateBackend } from './cancel.js';
 import { keyBytes, kvOf, prepared, valueBuffer } from './codec.js';
 import { fromPgError } from './errors.js';
 import {
@@ -86,6 +88,12 @@ export class PostgresStore implements Store {
   readonly url: string;
   readonly #opts: ResolvedPostgresOptions;
   readonly #pool: pg.Pool;
+  /** The pool as a {@link Db}: where calls without a signal run. */
+  readonly #db: Db;
+  /** Connection settings, for the extra connection that ends an aborted call's backend. */
+  readonly #config: pg.ClientConfig;
+  /** `pg_terminate_backend` calls of aborted calls still under way; `close()` waits for them. */
+  readonly #terminating = new Set<Promise<void>>();
   readonly #s: string;
   readonly #notifier: Notifier;
   readonly #watches = new Set<PostgresWatch>();
@@ -118,6 +126,8 @@ export class PostgresStore implements Store {
     // An idle connection that breaks (server restart) is dropped by the pool; without a listener the
     // 'error' event would crash the process.
     this.#pool.on('error', () => undefined);
+    this.#db = poolDb(this.#pool);
+    this.#config = config;
     this.#notifier = new Notifier(config, `muster_${opts.schema}`, opts.watchPollIntervalMs, () =>
       this.headRevision(),
     );
@@ -193,17 +203,17 @@ export class PostgresStore implements Store {
     const revision = options.revision;
     if (revision !== undefined) checkRevision(revision);
     const details = { revision, ...(range.kind === 'key' ? { key: range.key } : {}) };
-    return this.#run(options.signal, details, async () => {
-      if (revision === undefined) return rangeAtHead(this.#pool, this.#s, range, limit, keysOnly, countOnly);
-      const r = await rangeAtRevision(this.#pool, this.#s, range, revision, limit, keysOnly, countOnly);
+    return this.#run(options.signal, details, async (db) => {
+      if (revision === undefined) return rangeAtHead(db, this.#s, range, limit, keysOnly, countOnly);
+      const r = await rangeAtRevision(db, this.#s, range, revision, limit, keysOnly, countOnly);
       checkReadable(revision, r.head, r.compact);
       return r;
     });
   }
 
   async headRevision(options: { signal?: AbortSignal } = {}): Promise<number> {
-    return this.#run(options.signal, {}, async () => {
-      const res = await this.#pool.query<{ revision: string }>(
+    return this.#run(options.signal, {}, async (db) => {
+      const res = await db.query<{ revision: string }>(
         prepared(`SELECT revision FROM ${this.#s}.meta WHERE id = 1`, []),
       );
       return Number(res.rows[0]?.revision);
@@ -219,9 +229,9 @@ export class PostgresStore implements Store {
     if (lease !== NO_LEASE) checkLeaseId(lease);
     // One round trip: the schema's put() function (migration 2) does what #write does for one put.
     this.#usable(options.signal);
-    if (this.#starting.size > 0) await this.#watchesStarted();
-    const row = await this.#run(options.signal, { key, lease }, async () => {
-      const res = await this.#pool.query<PutRow>(
+    if (this.#starting.size > 0) await abortable(this.#watchesStarted(), options.signal);
+    const row = await this.#run(options.signal, { key, lease }, async (db) => {
+      const res = await db.query<PutRow>(
         prepared(`SELECT * FROM ${this.#s}.put($1, $2, $3, $4)`, [
           keyBytes(key),
           valueBuffer(bytes),
@@ -273,8 +283,8 @@ export class PostgresStore implements Store {
     const mayWrite = [...success, ...failure].some((op) => op.type !== 'range');
     if (!mayWrite) {
       // Read-only: one REPEATABLE READ snapshot for the compares, the ranges and the revision.
-      return this.#run(options.signal, {}, () =>
-        this.#transaction('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY', async (client) => {
+      return this.#run(options.signal, {}, (db) =>
+        this.#transaction(db, 'BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY', async (client) => {
           const head = await client.query<{ revision: string }>(
             `SELECT revision FROM ${this.#s}.meta WHERE id = 1`,
           );
@@ -300,8 +310,8 @@ export class PostgresStore implements Store {
 
   async compact(revision: number): Promise<void> {
     checkRevision(revision);
-    await this.#run(undefined, { revision }, () =>
-      this.#transaction('BEGIN', async (client) => {
+    await this.#run(undefined, { revision }, (db) =>
+      this.#transaction(db, 'BEGIN', async (client) => {
         const meta = await client.query<{ revision: string; compact_revision: string }>(
           `SELECT revision, compact_revision FROM ${this.#s}.meta WHERE id = 1 FOR UPDATE`,
         );
@@ -365,10 +375,10 @@ export class PostgresStore implements Store {
 
   async grantLease(ttlSeconds: number, options: { signal?: AbortSignal } = {}): Promise<LeaseGrant> {
     checkTtl(ttlSeconds);
-    return this.#run(options.signal, {}, async () => {
+    return this.#run(options.signal, {}, async (db) => {
       for (;;) {
         const id = newLeaseId();
-        const res = await this.#pool.query(
+        const res = await db.query(
           `INSERT INTO ${this.#s}.leases (id, ttl_seconds, expires_at)
            VALUES ($1, $2::int, now() + $2::int * interval '1 second') ON CONFLICT (id) DO NOTHING`,
           [id, ttlSeconds],
@@ -380,8 +390,8 @@ export class PostgresStore implements Store {
 
   async keepAlive(id: LeaseId, options: { signal?: AbortSignal } = {}): Promise<number> {
     checkLeaseId(id);
-    return this.#run(options.signal, { lease: id }, async () => {
-      const res = await this.#pool.query<{ ttl_seconds: number }>(
+    return this.#run(options.signal, { lease: id }, async (db) => {
+      const res = await db.query<{ ttl_seconds: number }>(
         prepared(
           `UPDATE ${this.#s}.leases SET expires_at = now() + ttl_seconds * interval '1 second'
          WHERE id = $1 AND expires_at > now() RETURNING ttl_seconds`,
@@ -405,8 +415,8 @@ export class PostgresStore implements Store {
 
   async leaseTimeToLive(id: LeaseId, options: { signal?: AbortSignal } = {}): Promise<LeaseInfo | undefined> {
     checkLeaseId(id);
-    return this.#run(options.signal, { lease: id }, async () => {
-      const res = await this.#pool.query<{ ttl_seconds: number; left: string; keys: Buffer[] }>(
+    return this.#run(options.signal, { lease: id }, async (db) => {
+      const res = await db.query<{ ttl_seconds: number; left: string; keys: Buffer[] }>(
         `SELECT l.ttl_seconds,
                 GREATEST(0, ceil(extract(epoch FROM l.expires_at - now())))::bigint AS left,
                 ARRAY(SELECT key FROM ${this.#s}.kv WHERE lease = l.id ORDER BY key) AS keys
@@ -450,6 +460,7 @@ export class PostgresStore implements Store {
       for (const w of [...this.#watches]) w.fail(closed);
       this.#notifier.close();
       await this.#reaper.idle();
+      await Promise.all([...this.#terminating]);
       await this.#pool.end().catch(() => undefined);
     })();
     return this.#closing;
@@ -468,28 +479,35 @@ export class PostgresStore implements Store {
   }
 
   /**
-   * Runs `fn`, translating errors. An abort rejects at once; the statement itself runs to its end
-   * (node-postgres cannot cancel one statement of a pooled connection), bounded by statement_timeout.
+   * Runs `fn` on the pool, or — for a call with a signal — in a {@link CancelScope}, translating
+   * errors. An abort rejects at once with `MUSTER_ABORTED`; the scope ends the call's backends on the
+   * server (see `cancel.ts`), so its statements stop and an uncommitted write rolls back.
    */
-  async #run<T>(signal: AbortSignal | undefined, details: ErrorDetails, fn: () => Promise<T>): Promise<T> {
+  async #run<T>(
+    signal: AbortSignal | undefined,
+    details: ErrorDetails,
+    fn: (db: Db) => Promise<T>,
+  ): Promise<T> {
     this.#usable(signal);
-    const pending = fn().catch((err: unknown) => {
+    const scope =
+      signal === undefined ? undefined : new CancelScope(this.#pool, signal, (pid) => this.#terminate(pid));
+    const pending = fn(scope ?? this.#db).catch((err: unknown) => {
       throw this.#closing !== undefined && !(err instanceof MusterError)
         ? new MusterError('MUSTER_CLOSED', 'the postgres store was closed; open a new one', { cause: err })
         : fromPgError(err, details);
     });
-    if (signal === undefined) return pending;
-    let onAbort: (() => void) | undefined;
-    const aborted = new Promise<never>((_, reject) => {
-      onAbort = () => reject(abortedError(signal));
-      signal.addEventListener('abort', onAbort, { once: true });
-    });
-    pending.catch(() => undefined);
-    try {
-      return await Promise.race([pending, aborted]);
-    } finally {
-      signal.removeEventListener('abort', onAbort as () => void);
-    }
+    if (scope === undefined) return pending;
+    const end = (): void => scope.end();
+    pending.then(end, end);
+    return abortable(pending, signal);
+  }
+
+  /** Ends backend `pid` of an aborted call from a connection of its own; `close()` waits for it. */
+  #terminate(pid: number): void {
+    const done: Promise<void> = terminateBackend(this.#config, pid).finally(() =>
+      this.#terminating.delete(done),
+    );
+    this.#terminating.add(done);
   }
 
   /**
@@ -498,11 +516,12 @@ export class PostgresStore implements Store {
    * statements `finish(result)` returns) on one pooled connection; `ROLLBACK` when anything throws.
    */
   async #transaction<T>(
+    db: Db,
     begin: string,
     fn: (client: pg.PoolClient, began: pg.QueryResult[]) => Promise<T>,
     finish?: (result: T) => string,
   ): Promise<T> {
-    const client = await this.#pool.connect();
+    const client = await db.connect();
     let broken: Error | undefined;
     // A connection that breaks between two statements emits 'error' on the checked-out client (the
     // pool listens only while it is idle); the next statement then fails and is translated.
@@ -526,7 +545,7 @@ export class PostgresStore implements Store {
       throw err;
     } finally {
       client.off('error', onError);
-      client.release(broken);
+      db.release(client, broken);
     }
   }
 
@@ -558,10 +577,11 @@ export class PostgresStore implements Store {
     body: (w: WriteTxn) => Promise<T>,
   ): Promise<{ result: T; revision: number }> {
     this.#usable(signal);
-    if (this.#starting.size > 0) await this.#watchesStarted();
+    if (this.#starting.size > 0) await abortable(this.#watchesStarted(), signal);
     const channel = `muster_${this.#opts.schema}`;
-    return this.#run(signal, details, () =>
+    return this.#run(signal, details, (db) =>
       this.#transaction(
+        db,
         // One round trip: begin, take the revision lock, read what the compares and leases need.
         beginSql(this.#s, prefetch?.keys ?? [], prefetch?.leases ?? []),
         async (client, began) => {

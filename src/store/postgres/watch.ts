@@ -16,6 +16,7 @@
  */
 import pg from 'pg';
 import { MusterError } from '../../errors.js';
+import { onAbort } from '../../util/abort.js';
 import type { Range } from '../keys.js';
 import type { KeyValue, Watch, WatchBatch, WatchEvent } from '../types.js';
 import { WatchQueue } from '../watch-queue.js';
@@ -65,8 +66,8 @@ export class PostgresWatch implements Watch {
   #progressWanted = false;
   #retry: NodeJS.Timeout | undefined;
   readonly #retryMs: number;
-  readonly #onAbort: (() => void) | undefined;
-  readonly #signal: AbortSignal | undefined;
+  /** Stops listening to the signal (a no-op until the watch listens). */
+  #offAbort: () => void = () => undefined;
   /** Resolves once the start revision is known (writes wait for it: see the store). */
   readonly started: Promise<void>;
 
@@ -104,7 +105,6 @@ export class PostgresWatch implements Watch {
       ) e ON true
       WHERE m.id = 1`;
     this.#params = cond.params;
-    this.#signal = options.signal;
     if (failWith !== undefined) {
       this.#queue.fail(failWith);
       this.started = Promise.resolve();
@@ -115,10 +115,7 @@ export class PostgresWatch implements Watch {
       this.started = Promise.resolve();
       return;
     }
-    if (options.signal !== undefined) {
-      this.#onAbort = () => this.close();
-      options.signal.addEventListener('abort', this.#onAbort, { once: true });
-    }
+    this.#offAbort = onAbort(options.signal, () => this.close());
     this.started =
       options.fromRevision !== undefined
         ? Promise.resolve().then(() => {
@@ -184,7 +181,7 @@ export class PostgresWatch implements Watch {
 
   #ended(): void {
     clearTimeout(this.#retry);
-    if (this.#onAbort !== undefined) this.#signal?.removeEventListener('abort', this.#onAbort);
+    this.#offAbort();
     this.#host.onEnd(this);
   }
 

@@ -1,0 +1,96 @@
+/**
+ * A Prometheus histogram for the call path, registered in a prom-client `Registry` as a custom
+ * metric (an object with `name`, `help`, `type` and `get()`, which is all the registry reads).
+ *
+ * prom-client's `Histogram.observe(labels, v)` builds and hashes a label object on every call and
+ * finds the bucket through a float-keyed object: ~0.9 µs and ~1 KB of garbage per observation,
+ * measured — on both sides of every bus call. Here a series is found by one string key and an
+ * observation is an array increment; the cumulative buckets are computed only when scraped. The
+ * exposition is the same as prom-client's (`_bucket{…,le}`, `_sum`, `_count`).
+ */
+import type { Registry } from 'prom-client';
+
+interface Series {
+  readonly labels: Record<string, string>;
+  /** Per bucket (not cumulative); the last one is +Inf. */
+  readonly counts: Float64Array;
+  sum: number;
+  count: number;
+}
+
+/** One label set's observer, to keep when the labels are known in advance. */
+export interface Observer {
+  observe(value: number): void;
+}
+
+export class FastHistogram {
+  readonly name: string;
+  readonly help: string;
+  readonly type = 'histogram';
+  readonly aggregator = 'sum';
+  readonly #labelNames: readonly string[];
+  readonly #bounds: readonly number[];
+  readonly #series = new Map<string, Series>();
+
+  constructor(options: {
+    name: string;
+    help: string;
+    labelNames: readonly string[];
+    buckets: readonly number[];
+    registers: readonly Registry[];
+  }) {
+    this.name = options.name;
+    this.help = options.help;
+    this.#labelNames = options.labelNames;
+    this.#bounds = options.buckets;
+    for (const r of options.registers) r.registerMetric(this as never);
+  }
+
+  /** Records `value` for the label values (in `labelNames` order). */
+  observe(values: readonly string[], value: number): void {
+    const key = values.join('\u0000');
+    let s = this.#series.get(key);
+    if (s === undefined) {
+      const labels: Record<string, string> = {};
+      this.#labelNames.forEach((n, i) => (labels[n] = values[i] ?? ''));
+      s = { labels, counts: new Float64Array(this.#bounds.length + 1), sum: 0, count: 0 };
+      this.#series.set(key, s);
+    }
+    const bounds = this.#bounds;
+    let i = 0;
+    while (i < bounds.length && value > (bounds[i] as number)) i++;
+    s.counts[i] = (s.counts[i] as number) + 1;
+    s.sum += value;
+    s.count++;
+  }
+
+  reset(): void {
+    this.#series.clear();
+  }
+
+  /** What prom-client's registry formats (the same shape as its own histograms). */
+  get(): {
+    name: string;
+    help: string;
+    type: string;
+    aggregator: string;
+    values: { labels: Record<string, string | number>; value: number; metricName: string }[];
+  } {
+    const values: { labels: Record<string, string | number>; value: number; metricName: string }[] = [];
+    for (const s of this.#series.values()) {
+      let acc = 0;
+      this.#bounds.forEach((le, i) => {
+        acc += s.counts[i] as number;
+        values.push({ labels: { ...s.labels, le }, value: acc, metricName: `${this.name}_bucket` });
+      });
+      values.push({
+        labels: { ...s.labels, le: '+Inf' },
+        value: s.count,
+        metricName: `${this.name}_bucket`,
+      });
+      values.push({ labels: s.labels, value: s.sum, metricName: `${this.name}_sum` });
+      values.push({ labels: s.labels, value: s.count, metricName: `${this.name}_count` });
+    }
+    return { name: this.name, help: this.help, type: this.type, aggregator: this.aggregator, values };
+  }
+}
