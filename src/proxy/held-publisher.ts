@@ -12,6 +12,8 @@ import type { Store } from '../store/index.js';
 
 /** 250 ms: a queue's growth shows on the dashboard within a quarter second; ≤ 4 writes/s per proxy. */
 export const HELD_PUBLISH_INTERVAL_MS = 250;
+/** 5 s: after a failed write or session (store unreachable), wait this long; one warning per try. */
+export const HELD_PUBLISH_RETRY_MS = 5_000;
 
 /** What a proxy publishes about itself. */
 export interface ProxyRecord {
@@ -85,6 +87,7 @@ export class HeldPublisher {
   async #tick(): Promise<void> {
     if (this.#busy || this.#closed) return;
     this.#busy = true;
+    let next = HELD_PUBLISH_INTERVAL_MS;
     try {
       const held = this.#o.sizes();
       const text = JSON.stringify(held);
@@ -107,10 +110,11 @@ export class HeldPublisher {
         }
       }
     } catch (err) {
+      next = HELD_PUBLISH_RETRY_MS;
       this.#o.onError?.(err);
     } finally {
       this.#busy = false;
-      this.#schedule(HELD_PUBLISH_INTERVAL_MS);
+      this.#schedule(next);
     }
   }
 
