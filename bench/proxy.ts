@@ -1,9 +1,12 @@
 /**
- * `npm run bench -- proxy [--duration 8s] [--connections 50] [--changes 20]`: `muster proxy` side by
+ * `npm run bench -- proxy [--duration 8s] [--connections 50] [--changes 20] [--rate 5000] [--workers 1]`: `muster proxy` side by
  * side with nginx (`hash $http_x_key consistent`, upstream keep-alive) and node `http-proxy` (keep-alive
  * agent), one worker each, in front of the same nginx `return 200` backend, under the same load
  * (`wrk -t1 -cC -dD --latency`, one routing key in an `X-Key` header). Prints requests/s and latency
- * p50/p99 per path, with the direct path to the backend as the ceiling.
+ * p50/p99 per path, with the direct path to the backend as the ceiling. Then each path at a fixed
+ * rate (`--rate`, 5,000 req/s; bench/proxy-rate.ts, wrk2's constant arrival rate): p50/p99/p99.9 and
+ * the p99 added over the direct path. `--workers N` runs muster with N workers (nginx and http-proxy
+ * stay at one).
  *
  * Then the route change → first request routed by it: a client sends requests back to back through
  * `muster proxy` while the benchmark pins the key to the other of two backends (`route pin`, one store
@@ -24,6 +27,28 @@ import { arg, fmt, latencySummary } from './stats.js';
 
 const BIN = fileURLToPath(new URL('../../bin/muster.js', import.meta.url));
 const PEER = fileURLToPath(new URL('./proxy-peer.js', import.meta.url));
+const RATE = fileURLToPath(new URL('./proxy-rate.js', import.meta.url));
+
+interface RateResult {
+  readonly ok: number;
+  readonly errors: number;
+  readonly p50: number;
+  readonly p99: number;
+  readonly p999: number;
+}
+
+/** `RATE` requests/s for `seconds` from the constant-arrival-rate generator (its own process). */
+function fixedRate(url: string, rate: number, seconds: number, connections: number): RateResult {
+  const r = spawnSync(process.execPath, [RATE, url, String(rate), String(seconds), String(connections)], {
+    encoding: 'utf8',
+  });
+  const line = (r.stdout ?? '').trim().split('\n').at(-1) ?? '';
+  try {
+    return JSON.parse(line) as RateResult;
+  } catch {
+    return { ok: 0, errors: Number.NaN, p50: Number.NaN, p99: Number.NaN, p999: Number.NaN };
+  }
+}
 
 interface WrkResult {
   readonly rps: number;
@@ -73,6 +98,8 @@ export async function run(args: string[]): Promise<void> {
   const seconds = Math.max(1, Math.round(toMillis(arg(args, '--duration') ?? '8s') / 1000));
   const connections = Number(arg(args, '--connections') ?? 50);
   const changes = Number(arg(args, '--changes') ?? 20);
+  const fixed = Number(arg(args, '--rate') ?? 5000);
+  const workers = Number(arg(args, '--workers') ?? 1);
   const dir = mkdtempSync(join(tmpdir(), 'muster-bench-proxy-'));
   const children: ChildProcess[] = [];
   const serve = await startTempServe();
@@ -116,7 +143,7 @@ export async function run(args: string[]): Promise<void> {
         service: 'bench',
         listen: '127.0.0.1:0',
         key: 'header:x-key',
-        workers: 1,
+        workers,
         admin: false,
       }),
     );
@@ -128,7 +155,7 @@ export async function run(args: string[]): Promise<void> {
     const muster = (JSON.parse(await firstLine(m)) as { listen: string[] }).listen[0] as string;
 
     console.log(
-      `proxy benchmark: wrk -t1 -c${connections} -d${seconds}s, one worker each, nginx return 200 backend`,
+      `proxy benchmark: wrk -t1 -c${connections} -d${seconds}s, muster with ${workers} worker(s), nginx and http-proxy one, nginx return 200 backend`,
     );
     const paths: [string, string][] = [
       ['direct (backend)', `http://127.0.0.1:${b1}/`],
@@ -149,6 +176,23 @@ export async function run(args: string[]): Promise<void> {
     const ours = results.get('muster proxy')?.rps ?? Number.NaN;
     console.log(
       `  muster / nginx ×${fmt(ours / (results.get('nginx hash consistent')?.rps ?? Number.NaN))}, muster / http-proxy ×${fmt(ours / (results.get('node http-proxy')?.rps ?? Number.NaN))}`,
+    );
+
+    // fixed rate: added latency at a load well under saturation (the issue's "≤ 1 ms p99 at 5k/s")
+    console.log(
+      `fixed rate: ${fixed} req/s for ${seconds}s, 50 connections, latency from each request's due time (wrk2's model)`,
+    );
+    const rates = new Map<string, RateResult>();
+    for (const [name, url] of paths) {
+      const r = fixedRate(url, fixed, seconds, 50);
+      rates.set(name, r);
+      console.log(
+        `  ${name.padEnd(24)} p50 ${fmt(r.p50, 3).padStart(7)} ms  p99 ${fmt(r.p99, 3).padStart(7)} ms  p99.9 ${fmt(r.p999, 3).padStart(7)} ms  ok ${r.ok}  errors ${r.errors}`,
+      );
+    }
+    const base = rates.get('direct (backend)')?.p99 ?? Number.NaN;
+    console.log(
+      `  added p99 over direct: muster ${fmt((rates.get('muster proxy')?.p99 ?? Number.NaN) - base, 3)} ms, nginx ${fmt((rates.get('nginx hash consistent')?.p99 ?? Number.NaN) - base, 3)} ms, http-proxy ${fmt((rates.get('node http-proxy')?.p99 ?? Number.NaN) - base, 3)} ms`,
     );
 
     // route change → first request routed by it

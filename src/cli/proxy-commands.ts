@@ -126,7 +126,7 @@ export function registerProxyCommands(program: Command): void {
             res.end(m.text);
           });
           process.stdout.write(
-            `${JSON.stringify({ pid: process.pid, listen: master.addresses, admin: ctx.admin.url || null, workers: master.workerPids })}\n`,
+            `${JSON.stringify({ pid: process.pid, listen: master.addresses, ...(master.lineAddresses.length > 0 ? { lines: master.lineAddresses } : {}), admin: ctx.admin.url || null, workers: master.workerPids })}\n`,
           );
           return {
             stop: (force: AbortSignal) => master.stop(force),

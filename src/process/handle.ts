@@ -10,7 +10,7 @@ import { checkSignal, spawnFailed } from './command.js';
 import { findMarkersShared, isAlive, readStat, signalGroup, waitGroupGone } from './group.js';
 import { guard } from './guard.js';
 import { readLines } from './lines.js';
-import type { ExitInfo, ProcessHandle, ProcessState, SpawnOptions } from './types.js';
+import type { ExitInfo, IpcHandle, ProcessHandle, ProcessState, SpawnOptions } from './types.js';
 
 /** 20 lines: enough to say why a child died in an error message or a log line. */
 export const TAIL_LINES = 20;
@@ -83,7 +83,7 @@ export class ChildHandle implements ProcessHandle {
     child.on('error', () => undefined); // reported through exit; a failed kill() is not an event we need
     if (init.options.onMessage !== undefined) {
       const onMessage = init.options.onMessage;
-      child.on('message', (m) => onMessage(m));
+      child.on('message', (m, handle) => onMessage(m, handle ?? undefined));
     }
     this.ready = init.options.readyFd === true ? this.#watchReady(child.stdio[3] as Readable) : undefined;
   }
@@ -112,17 +112,19 @@ export class ChildHandle implements ProcessHandle {
     return sent;
   }
 
-  send(message: unknown): Promise<void> {
+  send(message: unknown, handle?: IpcHandle, options?: { readonly keepOpen?: boolean }): Promise<void> {
     return new Promise((resolve, reject) => {
       if (this.#child.send === undefined || !this.#child.connected) {
         reject(new MusterError('MUSTER_CLOSED', `${this.label}: no open IPC channel to the child`));
         return;
       }
-      this.#child.send(message as never, (err: Error | null) =>
+      const done = (err: Error | null): void =>
         err === null
           ? resolve()
-          : reject(new MusterError('MUSTER_CLOSED', `${this.label}: ${err.message}`, { cause: err })),
-      );
+          : reject(new MusterError('MUSTER_CLOSED', `${this.label}: ${err.message}`, { cause: err }));
+      if (handle === undefined) this.#child.send(message as never, done);
+      else
+        this.#child.send(message as never, handle as never, { keepOpen: options?.keepOpen === true }, done);
     });
   }
 

@@ -11,7 +11,14 @@
  *
  * Guarantees, races and caveats: docs/process.md.
  */
-export type { ExitInfo, OutputTarget, ProcessHandle, ProcessState, SpawnOptions } from './types.js';
+export type {
+  ExitInfo,
+  IpcHandle,
+  OutputTarget,
+  ProcessHandle,
+  ProcessState,
+  SpawnOptions,
+} from './types.js';
 export { DEFAULT_GRACE_MS, DEFAULT_STOP_SIGNAL, spawnProcess } from './spawn.js';
 export { TAIL_LINES } from './handle.js';
 export { ProcessRegistry, SWEEP_WAIT_MS, type ProcessRecord, type SweepReport } from './registry.js';

@@ -9,6 +9,12 @@ import type { ProcessRegistry } from './registry.js';
  */
 export type OutputTarget = 'lines' | 'inherit' | 'ignore' | number;
 
+/**
+ * What can travel with an IPC message: a `net.Server`, a `net.Socket`, or a raw handle such as the
+ * bound-but-not-accepting socket a server creates (Node's `send(message, sendHandle)`).
+ */
+export type IpcHandle = object;
+
 export interface SpawnOptions {
   /** argv; no shell. `command[0]` is looked up on the child's `PATH` unless it holds a `/`. */
   readonly command: readonly string[];
@@ -39,8 +45,11 @@ export interface SpawnOptions {
   readonly stderr?: OutputTarget;
   /** Open a Node IPC channel (the child must be Node): `send()` and `onMessage`. Default: none. */
   readonly ipc?: 'json' | 'advanced';
-  /** Messages from the child over the IPC channel. */
-  readonly onMessage?: (message: unknown) => void;
+  /**
+   * Messages from the child over the IPC channel; `handle` is the socket or server the child passed
+   * with it (`process.send(message, handle)`), if any.
+   */
+  readonly onMessage?: (message: unknown, handle: IpcHandle | undefined) => void;
 }
 
 export interface ExitInfo {
@@ -85,8 +94,14 @@ export interface ProcessHandle {
   kill(): Promise<ExitInfo>;
   /** Sends `signal` to the whole group (e.g. SIGSTOP/SIGCONT, SIGHUP). False when it is gone. */
   signal(signal: NodeJS.Signals): boolean;
-  /** Sends a message over the IPC channel (`ipc` option); rejects when the channel is closed. */
-  send(message: unknown): Promise<void>;
+  /**
+   * Sends a message over the IPC channel (`ipc` option); rejects `MUSTER_CLOSED` when the channel is
+   * closed. With `handle` (a listening `net.Server`, a `net.Socket`, or a raw TCP/pipe handle), the
+   * descriptor goes along (SCM_RIGHTS), as `child_process`' `send(message, handle)` does: the child
+   * receives it as the second argument of its `'message'` listener. `options.keepOpen` keeps a passed
+   * socket open here (default: Node closes it once sent).
+   */
+  send(message: unknown, handle?: IpcHandle, options?: { readonly keepOpen?: boolean }): Promise<void>;
   /**
    * Processes that had left the group (setsid) but kept the `MUSTER_PROCESS` marker in their
    * environment, found and SIGKILLed once the group was gone. Normally 0.

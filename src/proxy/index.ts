@@ -36,3 +36,10 @@ export type { RoutingSource, RouteOwner, RouteInstance } from './routing-source.
 export { openRoutingSource } from './store-routing-source.js';
 export { pinRoute, unpinRoute, explainRoute, drainInstance, type RouteOptions } from './routes.js';
 export { ProxyMaster, type ProxyMasterOptions, DEFAULT_WORKER_READY_TIMEOUT_MS } from './master.js';
+export {
+  HeldPublisher,
+  HELD_PUBLISH_INTERVAL_MS,
+  parseProxyRecord,
+  proxyRecordKey,
+  type ProxyRecord,
+} from './held-publisher.js';

@@ -11,7 +11,8 @@ import type { Clock } from '../clock.js';
 import type { ErrorCode } from '../errors.js';
 import type { LinesSettings, ProxyConfig } from './config.js';
 import type { RoutingSource } from './routing-source.js';
-import { splitHostPort } from './server.js';
+import { splitHostPort, type ListenTarget } from './server.js';
+import { onAbort } from '../util/abort.js';
 import type { RoutingTable } from './table.js';
 
 /** 1 MiB: a longer line is a broken or hostile client; the connection is closed. */
@@ -55,6 +56,8 @@ export class LineProxy {
   readonly #servers: Server[] = [];
   readonly #clients = new Set<LineClient>();
   #closed = false;
+  #draining = false;
+  #idle: (() => void)[] = [];
 
   constructor(config: ProxyConfig, table: RoutingTable, source: RoutingSource, clock: Clock) {
     if (config.lines === undefined) throw new Error('LineProxy needs config.lines');
@@ -65,26 +68,31 @@ export class LineProxy {
     this.#clock = clock;
   }
 
-  /** Listens on `lines.listen`; resolves with `host:port` per listener. */
-  async listen(): Promise<string[]> {
+  /**
+   * Listens on `targets` (default `lines.listen`: addresses, or listening handles passed by the proxy
+   * master); resolves with `host:port` per listener.
+   */
+  async listen(targets: readonly ListenTarget[] = this.#settings.listen): Promise<string[]> {
     const out: string[] = [];
-    for (const target of this.#settings.listen) {
+    for (const target of targets) {
       const server = new Server((socket) => {
-        if (this.#closed) return socket.destroy();
+        if (this.#closed || this.#draining) return socket.destroy();
         const client = new LineClient(socket, this);
         this.#clients.add(client);
         socket.once('close', () => {
           this.#clients.delete(client);
           client.close();
+          if (this.#clients.size === 0) for (const w of this.#idle.splice(0)) w();
         });
       });
-      const { host, port } = splitHostPort(target);
       await new Promise<void>((resolve, reject) => {
         server.once('error', reject);
-        server.listen({ host, port }, () => {
+        const done = (): void => {
           server.off('error', reject);
           resolve();
-        });
+        };
+        if (typeof target === 'string') server.listen(splitHostPort(target), done);
+        else server.listen(target.handle, done);
       });
       const a = server.address();
       out.push(a !== null && typeof a === 'object' ? `${a.address}:${a.port}` : String(a));
@@ -93,12 +101,36 @@ export class LineProxy {
     return out;
   }
 
+  /**
+   * Stops accepting (the listening socket stays with the other workers) and keeps serving the
+   * connected clients until they leave or `timeoutMs` passes; then closes what is left.
+   */
+  async drain(timeoutMs: number): Promise<void> {
+    if (this.#closed) return;
+    this.#draining = true;
+    for (const s of this.#servers) s.close();
+    if (this.#clients.size > 0) {
+      await new Promise<void>((resolve) => {
+        const timer = this.#clock.setTimeout(resolve, timeoutMs);
+        this.#idle.push(() => {
+          this.#clock.clearTimeout(timer);
+          resolve();
+        });
+      });
+    }
+    await this.close();
+  }
+
   /** Closes the listeners and every client connection. Idempotent. */
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
     for (const c of this.#clients) c.socket.destroy();
-    await Promise.all(this.#servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
+    await Promise.all(
+      this.#servers.map(
+        (s) => new Promise<void>((resolve) => (s.listening ? s.close(() => resolve()) : resolve())),
+      ),
+    );
   }
 
   get settings(): LinesSettings {
@@ -120,15 +152,16 @@ export class LineProxy {
   /** Resolves on the next routing change, after `ms`, or when `signal` aborts. */
   changed(ms: number, signal: AbortSignal): Promise<void> {
     return new Promise((resolve) => {
+      if (signal.aborted) return resolve();
       const done = (): void => {
         unsubscribe();
         this.#clock.clearTimeout(timer);
-        signal.removeEventListener('abort', done);
+        off();
         resolve();
       };
       const unsubscribe = this.#source.subscribe(done);
       const timer = this.#clock.setTimeout(done, ms);
-      signal.addEventListener('abort', done, { once: true });
+      const off = onAbort(signal, done);
     });
   }
 }

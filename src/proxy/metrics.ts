@@ -1,11 +1,16 @@
 /** The proxy's Prometheus metrics (one registry per worker; the master aggregates them). */
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { CounterCache, FastHistogram } from './fast-metrics.js';
 import type { RoutingSource } from './routing-source.js';
 
 export interface ProxyMetrics {
   readonly registry: Registry;
+  /** `muster_proxy_requests_total{backend,status}`: count through {@link ProxyMetrics.countRequest}. */
   readonly requests: Counter<'backend' | 'status'>;
-  readonly upstreamSeconds: Histogram<'backend'>;
+  /** `muster_proxy_upstream_seconds{backend}` (seconds to response headers). */
+  readonly upstreamSeconds: FastHistogram;
+  /** One request answered (cheap: see fast-metrics.ts). */
+  countRequest(backend: string, status: number | string): void;
   readonly held: Gauge;
   readonly holdSeconds: Histogram<'outcome'>;
   readonly reloads: Counter;
@@ -16,19 +21,25 @@ export function createProxyMetrics(
   held: () => number,
 ): ProxyMetrics {
   const registry = new Registry();
+  const pending = new CounterCache<'backend' | 'status'>();
   const requests = new Counter({
     name: 'muster_proxy_requests_total',
     help: 'Requests answered, by backend (host:port, or "-" when none was reached) and status',
     labelNames: ['backend', 'status'] as const,
     registers: [registry],
+    collect() {
+      pending.flush(this);
+    },
   });
-  const upstreamSeconds = new Histogram({
+  const upstreamSeconds = new FastHistogram({
     name: 'muster_proxy_upstream_seconds',
     help: 'Time from sending a request upstream to its response headers',
-    labelNames: ['backend'] as const,
+    label: 'backend',
     buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10, 60],
-    registers: [registry],
+    registry,
   });
+  const countRequest = (backend: string, status: number | string): void =>
+    pending.inc(`${backend} ${status}`, () => ({ backend, status: String(status) }));
   const heldGauge = new Gauge({
     name: 'muster_proxy_held_requests',
     help: 'Requests held now, waiting for their destination',
@@ -66,5 +77,5 @@ export function createProxyMetrics(
       this.set(s === undefined || s.updatedAt === 0 ? 0 : (performance.now() - s.updatedAt) / 1000);
     },
   });
-  return { registry, requests, upstreamSeconds, held: heldGauge, holdSeconds, reloads };
+  return { registry, requests, upstreamSeconds, countRequest, held: heldGauge, holdSeconds, reloads };
 }

@@ -6,6 +6,7 @@ import { systemClock, type Clock } from '../clock.js';
 import type { Store } from '../store/index.js';
 import type { ProxyConfig } from './config.js';
 import type { RoutingSource } from './routing-source.js';
+import { HeldPublisher } from './held-publisher.js';
 import { LineProxy } from './lines.js';
 import { ProxyServer, type ListenTarget, type ProxyLogger } from './server.js';
 import { openRoutingSource } from './store-routing-source.js';
@@ -15,9 +16,16 @@ export interface StartProxyOptions {
   readonly store: Store;
   /** Default: the configuration's `listen` addresses. */
   readonly listen?: readonly ListenTarget[];
+  /** Line-protocol listeners. Default: the configuration's `lines.listen` (when `lines` is set). */
+  readonly lineListen?: readonly ListenTarget[];
   readonly clock?: Clock;
   readonly log?: ProxyLogger;
   readonly signal?: AbortSignal;
+  /**
+   * Publish the held queue sizes at `services/<service>/proxies/<id>` under a session lease, for the
+   * dashboard (held-publisher.ts). `true`: id `<hostname>-<pid>`. Default: off.
+   */
+  readonly publishHeld?: boolean | { readonly id: string };
 }
 
 export interface Proxy {
@@ -63,25 +71,38 @@ export async function startProxy(options: StartProxyOptions): Promise<Proxy> {
     const lineAddresses =
       lines === undefined
         ? []
-        : await lines.listen().catch(async (err: unknown) => {
+        : await lines.listen(options.lineListen).catch(async (err: unknown) => {
             await lines.close();
             await server.close();
             throw err;
+          });
+    const publisher =
+      options.publishHeld === undefined || options.publishHeld === false
+        ? undefined
+        : new HeldPublisher({
+            store: options.store,
+            root: config.root ?? '/muster/',
+            service: config.service,
+            ...(options.publishHeld === true ? {} : { id: options.publishHeld.id }),
+            sizes: () => server.held(),
+            ...(options.clock ? { clock: options.clock } : {}),
+            onError: (err) => options.log?.warn({ err }, 'could not publish the held queues'),
           });
     const close = async (): Promise<void> => {
       await lines?.close();
       await server.close();
       source.close();
+      await publisher?.close();
     };
     return {
       server,
       source,
       addresses,
       lineAddresses,
-      drain: async (timeoutMs?: number) => {
-        await lines?.close();
-        await server.drain(timeoutMs);
+      drain: async (timeoutMs = config.drainTimeoutMs) => {
+        await Promise.all([lines?.drain(timeoutMs), server.drain(timeoutMs)]);
         source.close();
+        await publisher?.close();
       },
       close,
       [Symbol.asyncDispose]: close,

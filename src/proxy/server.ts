@@ -17,6 +17,7 @@ import { extractKey, isValidKey } from './key.js';
 import { createProxyMetrics, type ProxyMetrics } from './metrics.js';
 import type { RoutingSource } from './routing-source.js';
 import { RoutingTable, type Resolution } from './table.js';
+import { tunnelWebSocket, WS_SERVICE_RESTART, type WsTunnel } from './ws-close.js';
 import { downstreamHeaders, isTimeout, isUnavailable, UpstreamPools, upstreamHeaders } from './upstream.js';
 
 /** A pino-compatible logger (only what the proxy uses). */
@@ -78,14 +79,16 @@ export class ProxyServer {
   readonly #holds: HoldQueues<Ctx>;
   readonly #servers: Server[] = [];
   readonly #sockets = new Set<Socket>();
+  /** WebSockets by key and backend: closed with 1012 on drain, or when their key's owner changes. */
+  readonly #websockets = new Set<{ key: string; origin: string; tunnel: WsTunnel }>();
   readonly #unsubscribe: () => void;
   #state: ProxyServerState = 'starting';
   #addresses: string[] = [];
   #inFlight = 0;
   #closing: Promise<void> | undefined;
   #idleWaiters: (() => void)[] = [];
-  readonly #counters = new Map<string, { inc(): void }>();
-  readonly #histograms = new Map<string, { observe(v: number): void }>();
+  #heldWaiters: (() => void)[] = [];
+  #afterHeld = false;
 
   constructor(options: ProxyServerOptions) {
     this.#config = options.config;
@@ -101,6 +104,7 @@ export class ProxyServer {
           (this.#clock.monotonic() - ctx.heldAt) / 1000,
         );
         this.#attempt(ctx);
+        this.#checkIdle();
       },
       expire: (ctx) => this.#expire(ctx),
     });
@@ -108,7 +112,10 @@ export class ProxyServer {
       () => options.source,
       () => this.#holds.size,
     );
-    this.#unsubscribe = options.source.subscribe(() => this.#holds.poke());
+    this.#unsubscribe = options.source.subscribe(() => {
+      this.#holds.poke();
+      if (this.#websockets.size > 0) this.#moveWebSockets();
+    });
   }
 
   get state(): ProxyServerState {
@@ -213,6 +220,7 @@ export class ProxyServer {
       // net.Server's close, not http.Server's: the latter also closes idle keep-alive connections at
       // once, which races with a client sending its next request on one of them.
       for (const s of this.#servers) NetServer.prototype.close.call(s);
+      for (const ws of this.#websockets) ws.tunnel.close(WS_SERVICE_RESTART);
       this.#log.info({ connections: this.#sockets.size, held: this.#holds.size }, 'draining');
     }
     await new Promise<void>((resolve) => {
@@ -223,6 +231,21 @@ export class ProxyServer {
       });
       this.#checkIdle();
     });
+    // Held requests are never cut by the drain: each ends by its own deadline (hold.timeout, with
+    // the configured answer) if its destination does not come back first.
+    if (this.#holds.size > 0) {
+      await new Promise<void>((resolve) => this.#heldWaiters.push(resolve));
+      this.#afterHeld = true;
+      // the released ones are forwarded now: give them (and nothing new) another drain window
+      await new Promise<void>((resolve) => {
+        const timer = this.#clock.setTimeout(() => resolve(), timeoutMs);
+        this.#idleWaiters.push(() => {
+          this.#clock.clearTimeout(timer);
+          resolve();
+        });
+        this.#checkIdle();
+      });
+    }
     await this.close();
   }
 
@@ -246,30 +269,16 @@ export class ProxyServer {
     return this.#closing;
   }
 
-  /** Labelled children are cached: prom-client hashes the labels on every `inc({…})`. */
   #count(backend: string, status: number | string): void {
-    const k = `${backend} ${status}`;
-    let c = this.#counters.get(k);
-    if (c === undefined) {
-      if (this.#counters.size > 10_000) this.#counters.clear();
-      c = this.metrics.requests.labels({ backend, status: String(status) });
-      this.#counters.set(k, c);
-    }
-    c.inc();
-  }
-
-  #latency(backend: string): { observe(v: number): void } {
-    let h = this.#histograms.get(backend);
-    if (h === undefined) {
-      if (this.#histograms.size > 10_000) this.#histograms.clear();
-      h = this.metrics.upstreamSeconds.labels({ backend });
-      this.#histograms.set(backend, h);
-    }
-    return h;
+    this.metrics.countRequest(backend, status);
   }
 
   #checkIdle(): void {
-    if (this.#state !== 'draining' || this.#sockets.size > 0 || this.#holds.size > 0) return;
+    if (this.#state !== 'draining' || this.#holds.size > 0) return;
+    for (const w of this.#heldWaiters.splice(0)) w();
+    // after the held requests were waited for, only requests in flight are (their responses carry
+    // `Connection: close`; the idle connections left are cut by close())
+    if (this.#sockets.size > 0 && !(this.#afterHeld && this.#inFlight === 0)) return;
     const waiters = this.#idleWaiters;
     this.#idleWaiters = [];
     for (const w of waiters) w();
@@ -357,10 +366,17 @@ export class ProxyServer {
       lines.push(`x-forwarded-for: ${xff === undefined ? client : `${String(xff)}, ${client}`}`);
       lines.push(`x-request-id: ${typeof id === 'string' && id !== '' ? id : randomUUID()}`);
       upstream.write(`${lines.join('\r\n')}\r\n\r\n`);
-      if (head.length > 0) upstream.write(head);
       this.#count(backend, '101');
-      upstream.pipe(socket);
-      socket.pipe(upstream);
+      if (!/^websocket$/i.test(String(req.headers.upgrade))) {
+        // another protocol: bytes only (a drain cuts it at its timeout)
+        if (head.length > 0) upstream.write(head);
+        upstream.pipe(socket);
+        socket.pipe(upstream);
+        return;
+      }
+      const ws = { key, origin: r.origin, tunnel: tunnelWebSocket(socket, upstream, head, this.#clock) };
+      this.#websockets.add(ws);
+      socket.once('close', () => this.#websockets.delete(ws));
     });
     upstream.on('error', () => {
       if (connected) socket.destroy();
@@ -373,8 +389,17 @@ export class ProxyServer {
     socket.on('close', () => upstream.destroy());
   }
 
+  /** A route change: WebSockets whose key now goes elsewhere (or nowhere) get 1012 and reconnect. */
+  #moveWebSockets(): void {
+    for (const ws of this.#websockets) {
+      const r = this.table.resolve(ws.key);
+      if (!r.ok || r.origin !== ws.origin) ws.tunnel.close(WS_SERVICE_RESTART);
+    }
+  }
+
   #closed(ctx: Ctx): void {
     this.#inFlight--;
+    if (this.#afterHeld) this.#checkIdle();
     if (ctx.done) return;
     ctx.done = true;
     if (ctx.res.writableFinished) return;
@@ -420,7 +445,7 @@ export class ProxyServer {
         signal: abort,
       },
       ({ statusCode, headers }) => {
-        this.#latency(backend).observe((performance.now() - started) / 1000);
+        this.metrics.upstreamSeconds.observe(backend, (performance.now() - started) / 1000);
         if (statusCode === 421 && ctx.holdable && r.partition !== undefined && r.token !== undefined) {
           // 421 Misdirected Request (MUSTER_NOT_OWNER): the backend released the partition before
           // the proxy's view showed it. Nothing was done; hold the GET until the table shows the

@@ -5,6 +5,7 @@
  */
 import { runDaemon, type Daemon, type DaemonContext } from '../daemon/index.js';
 import { isMusterError } from '../errors.js';
+import { onAbort } from '../util/abort.js';
 import { DEFAULT_STORE_URL, openStore, type Store } from '../store/index.js';
 import { loadProxyConfig } from './config.js';
 import type { FromWorker, ToWorker } from './ipc.js';
@@ -19,6 +20,7 @@ function send(message: FromWorker): void {
 
 async function body(ctx: DaemonContext): Promise<{ stop(force: AbortSignal): Promise<void> }> {
   const handles: object[] = [];
+  const lineHandles: object[] = [];
   let proxy: Proxy | undefined;
   let store: Store | undefined;
   let drainMs = ORPHAN_DRAIN_MS;
@@ -33,15 +35,19 @@ async function body(ctx: DaemonContext): Promise<{ stop(force: AbortSignal): Pro
       drainMs = config.drainTimeoutMs;
       store = await openStore(storeUrl ?? config.store ?? process.env['MUSTER_STORE'] ?? DEFAULT_STORE_URL);
       proxy = await startProxy({
-        // Line-protocol mode needs listening handles from the master (not passed yet): workers do
-        // not serve it; run it through startProxy (docs/proxy.md, "Line-protocol mode").
-        config: { ...config, lines: undefined },
+        // the master binds `lines.listen` as it binds `listen` (a reload that drops `lines` binds none)
+        config: lineHandles.length === 0 ? { ...config, lines: undefined } : config,
         store,
         listen: handles.map((handle) => ({ handle })),
+        lineListen: lineHandles.map((handle) => ({ handle })),
+        publishHeld: true,
         log: ctx.log,
       });
-      ctx.log.info({ generation, addresses: proxy.addresses }, 'worker accepting');
-      send({ type: 'ready', addresses: proxy.addresses });
+      ctx.log.info(
+        { generation, addresses: proxy.addresses, lineAddresses: proxy.lineAddresses },
+        'worker accepting',
+      );
+      send({ type: 'ready', addresses: proxy.addresses, lineAddresses: proxy.lineAddresses });
     } catch (err) {
       send({
         type: 'failed',
@@ -72,7 +78,7 @@ async function body(ctx: DaemonContext): Promise<{ stop(force: AbortSignal): Pro
   process.on('message', (m: ToWorker, handle: unknown) => {
     switch (m.type) {
       case 'listen':
-        handles[m.index] = handle as object;
+        (m.kind === 'lines' ? lineHandles : handles)[m.index] = handle as object;
         break;
       case 'start':
         void start(m.configFile, m.storeUrl, m.generation);
@@ -88,17 +94,16 @@ async function body(ctx: DaemonContext): Promise<{ stop(force: AbortSignal): Pro
     }
   });
   // the master tells us to drain by message; the runtime stops us (stopOnDisconnect) when it vanishes
-  ctx.stopping.addEventListener('abort', () => {
+  onAbort(ctx.stopping, () => {
     if (!process.connected) drainMs = Math.min(drainMs, ORPHAN_DRAIN_MS);
   });
 
   return {
     async stop(force) {
-      const cut = (): void => void proxy?.close();
-      force.addEventListener('abort', cut, { once: true });
+      const off = onAbort(force, () => void proxy?.close());
       await proxy?.drain(drainMs);
       await store?.close();
-      force.removeEventListener('abort', cut);
+      off();
       ctx.log.info({}, 'worker drained');
       // the IPC channel is the last handle keeping the process alive
       if (process.connected) process.disconnect();

@@ -10,6 +10,7 @@ import { type Clock, systemClock, type TimerHandle } from '../clock.js';
 import { decodePolicy, decodeVersion, type ConfigPolicy, type ConfigVersion } from '../config/internal.js';
 import { parseHolder, type HolderRecord } from '../config/index.js';
 import { openServiceView, type ServiceViewHandle } from '../partitions/index.js';
+import { parseProxyRecord, type ProxyRecord } from '../proxy/index.js';
 import { watchPrefix, type WatchedPrefix } from '../store/index.js';
 import type { KeyValue, Store } from '../store/index.js';
 
@@ -34,6 +35,10 @@ export interface ServiceSnapshot {
   }[];
   readonly pins: Record<string, string>;
   readonly routes: Record<string, string>;
+  /** The proxies in front of the service and what each holds (`services/<s>/proxies/<id>`). */
+  readonly proxies: readonly ProxyRecord[];
+  /** Held requests per destination, summed over the proxies. */
+  readonly held: Record<string, number>;
 }
 
 export interface ConfigSnapshotView {
@@ -183,9 +188,25 @@ export class FleetModel {
           .sort((a, b) => a.id.localeCompare(b.id)),
         pins: Object.fromEntries(handle.pins),
         routes: Object.fromEntries([...handle.routes].map(([k, r]) => [k, r.instance])),
+        ...this.#proxies(name),
       });
     }
     return { now: this.#clock.now(), seq: ++this.#seq, services, configs: this.#configs() };
+  }
+
+  /** The proxy records are under `services/`, which is watched already for the service names. */
+  #proxies(service: string): { proxies: ProxyRecord[]; held: Record<string, number> } {
+    const prefix = `${this.#root}services/${service}/proxies/`;
+    const proxies: ProxyRecord[] = [];
+    const held: Record<string, number> = {};
+    for (const [key, kv] of this.#names.kvs) {
+      if (!key.startsWith(prefix)) continue;
+      const r = parseProxyRecord(kv.value);
+      if (r === undefined) continue;
+      proxies.push(r);
+      for (const [d, n] of Object.entries(r.held)) held[d] = (held[d] ?? 0) + n;
+    }
+    return { proxies: proxies.sort((a, b) => a.id.localeCompare(b.id)), held };
   }
 
   #configs(): ConfigSnapshotView[] {

@@ -2,6 +2,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
+import { connect, createServer } from 'node:net';
 import { chmodSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -292,4 +293,38 @@ describe('process kernel', () => {
     await h.stop();
     await assert.rejects(h.send('late'), (err) => isMusterError(err, 'MUSTER_CLOSED'));
   });
+
+  test(
+    'IPC handle passing: a listening socket sent with a message is accepted on by the child',
+    T,
+    async () => {
+      const server = createServer();
+      await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+      const port = (server.address() as { port: number }).port;
+      let onGot: (m: unknown) => void = () => undefined;
+      const got = new Promise<unknown>((resolve) => (onGot = resolve));
+      const h = await spawnProcess({
+        command: [
+          process.execPath,
+          '-e',
+          "process.on('message', (m, s) => { s.on('connection', (c) => c.end('child ' + m.n + '\\n')); process.send({ listening: true }); })",
+        ],
+        ipc: 'advanced',
+        onMessage: (m) => onGot(m),
+      });
+      try {
+        await h.send({ n: 7 }, server);
+        assert.deepEqual(await got, { listening: true });
+        server.close(); // our copy stops accepting; the child's goes on
+        const c = connect(port, '127.0.0.1');
+        const chunks: Buffer[] = [];
+        c.on('data', (b: Buffer) => chunks.push(b));
+        await once(c, 'close');
+        assert.equal(Buffer.concat(chunks).toString(), 'child 7\n');
+      } finally {
+        server.close();
+        await h.stop();
+      }
+    },
+  );
 });

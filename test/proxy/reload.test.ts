@@ -19,6 +19,7 @@ const COUNT = 4;
 interface Running {
   child: ChildProcess;
   listen: string;
+  lines: string | undefined;
   admin: string;
   token: string;
   exited: Promise<number | null>;
@@ -29,8 +30,8 @@ async function startMaster(
   storeUrl: string,
   extra: Record<string, unknown> = {},
 ): Promise<Running> {
-  const tokenFile = join(dir, 'token');
-  const configFile = join(dir, 'proxy.json');
+  const tokenFile = join(dir, `token-${(extra['service'] as string | undefined) ?? 'rl'}`);
+  const configFile = join(dir, `proxy-${(extra['service'] as string | undefined) ?? 'rl'}.json`);
   writeFileSync(
     configFile,
     JSON.stringify({
@@ -53,11 +54,12 @@ async function startMaster(
     rl.once('line', resolve);
     child.once('exit', (code) => reject(new Error(`proxy exited with ${code} before it was ready`)));
   });
-  const info = JSON.parse(line) as { listen: string[]; admin: string };
+  const info = JSON.parse(line) as { listen: string[]; lines?: string[]; admin: string };
   const { readFileSync } = await import('node:fs');
   return {
     child,
     listen: info.listen[0] as string,
+    lines: info.lines?.[0],
     admin: info.admin,
     token: readFileSync(tokenFile, 'utf8').trim(),
     exited,
@@ -179,9 +181,11 @@ describe('proxy master: zero-downtime reload', { timeout: Math.max(180_000, RELO
     await agent.close();
   });
 
-  test('1,000 held long-polls survive a reload and are answered once the owner is back', async () => {
+  test('1,000 held long-polls survive a reload (held past the drain timeout) and are answered once the owner is back', async () => {
     const r = await startMaster(join(dir), serve.url, {
       hold: { releaseRate: 2000, maxPerDestination: 5000 },
+      // shorter than the hold: the drain must not cut held requests (they end by their own deadline)
+      drainTimeout: '1s',
     });
     running.push(r);
     const key = keyFor(0, COUNT);
@@ -200,6 +204,14 @@ describe('proxy master: zero-downtime reload', { timeout: Math.max(180_000, RELO
       { what: `${n} held`, timeoutMs: 30_000, intervalMs: 100 },
     );
     await admin(r, 'POST', '/v1/reload');
+    const reloadedAt = Date.now();
+    // past the old worker's drain timeout, its 1,000 held requests are still held (not cut)
+    await waitFor(
+      async () =>
+        Date.now() - reloadedAt > 1500 &&
+        ((await admin(r, 'GET', '/v1/held')) as { total: Record<string, number> }).total['partition:0'] === n,
+      { what: `${n} still held after the drain timeout`, timeoutMs: 30_000, intervalMs: 100 },
+    );
     await store.put(`${SVC}owners/0`, JSON.stringify({ instance: 'b', since: '', address: backend.address }));
     const statuses = await Promise.all(polls);
     assert.deepEqual(
@@ -210,6 +222,65 @@ describe('proxy master: zero-downtime reload', { timeout: Math.max(180_000, RELO
     // SIGTERM: the workers drain, the master exits 0
     r.child.kill('SIGTERM');
     assert.equal(await r.exited, 0);
+  });
+
+  test('line mode under the master: served by the workers; a client of a draining worker keeps its connection through a reload', async () => {
+    const LN = '/muster/services/ln/';
+    const echo = net.createServer((socket) => {
+      socket.on('error', () => socket.destroy());
+      createInterface({ input: socket }).on('line', (line) => {
+        const { seq } = JSON.parse(line) as { seq: number };
+        socket.write(`${JSON.stringify({ seq, pid: 'echo' })}\n`);
+      });
+    });
+    await new Promise<void>((resolve) => echo.listen(0, '127.0.0.1', resolve));
+    const echoAddress = `127.0.0.1:${(echo.address() as net.AddressInfo).port}`;
+    await store.put(`${LN}spec`, JSON.stringify({ partitions: 1 }));
+    await store.put(`${LN}owners/0`, JSON.stringify({ instance: 'e', since: '', address: echoAddress }));
+    const r = await startMaster(dir, serve.url, {
+      service: 'ln',
+      lines: { listen: '127.0.0.1:0', key: 'k' },
+    });
+    running.push(r);
+    assert.ok(r.lines !== undefined, 'the master prints its line listeners');
+    const client = (): { socket: net.Socket; ask: (seq: number) => Promise<number> } => {
+      const [host, port] = (r.lines as string).split(':') as [string, string];
+      const socket = net.connect(Number(port), host);
+      const waiting: ((seq: number) => void)[] = [];
+      createInterface({ input: socket }).on('line', (line) =>
+        waiting.shift()?.((JSON.parse(line) as { seq: number }).seq),
+      );
+      return {
+        socket,
+        ask: (seq) =>
+          new Promise<number>((resolve) => {
+            waiting.push(resolve);
+            socket.write(`${JSON.stringify({ k: 'a', seq })}\n`);
+          }),
+      };
+    };
+    const a = client();
+    assert.equal(await a.ask(1), 1);
+    let closed = false;
+    a.socket.once('close', () => (closed = true));
+    await admin(r, 'POST', '/v1/reload');
+    // the old worker drains: it no longer accepts, but its client keeps its connection and is served
+    assert.equal(await a.ask(2), 2);
+    const b = client();
+    assert.equal(await b.ask(3), 3);
+    const workers = (await admin(r, 'GET', '/v1/workers')) as { workers: { state: string }[] };
+    assert.deepEqual(workers.workers.map((w) => w.state).sort(), ['draining', 'ready']);
+    assert.equal(closed, false);
+    // the last client of the old worker leaves: it exits
+    a.socket.end();
+    await waitFor(
+      async () => ((await admin(r, 'GET', '/v1/workers')) as { workers: unknown[] }).workers.length === 1,
+      { what: 'the old worker exited', timeoutMs: 20_000, intervalMs: 100 },
+    );
+    b.socket.destroy();
+    r.child.kill('SIGTERM');
+    assert.equal(await r.exited, 0);
+    echo.close();
   });
 
   test('--listen-fd: a socket inherited as fd 3 (systemd socket activation) is served', async () => {
@@ -237,7 +308,7 @@ describe('proxy master: zero-downtime reload', { timeout: Math.max(180_000, RELO
       },
     );
     const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
-    running.push({ child, listen: '', admin: '', token: '', exited });
+    running.push({ child, listen: '', lines: undefined, admin: '', token: '', exited });
     const line = await new Promise<string>((resolve, reject) => {
       createInterface({ input: child.stdout as NodeJS.ReadableStream }).once('line', resolve);
       child.once('exit', (code) => reject(new Error(`proxy exited with ${code} before it was ready`)));

@@ -127,10 +127,15 @@ describe('proxy routing', { timeout: 60_000 }, () => {
     assert.equal(
       (await proxy.server.metrics.registry.getMetricsAsJSON())
         .find((m) => m.name === 'muster_proxy_requests_total')
-        ?.values.filter((v) => v.labels['status'] === 421).length ?? 0,
+        ?.values.filter((v) => String(v.labels['status']) === '421').length ?? 0,
       0,
       'no 421 reached a client',
     );
+    // the per-request metrics (kept outside prom-client on the hot path) show in the exposition
+    const text = await proxy.server.metrics.registry.metrics();
+    assert.match(text, /muster_proxy_requests_total\{backend="127\.0\.0\.1:\d+",status="200"\} [1-9]/);
+    assert.match(text, /muster_proxy_upstream_seconds_bucket\{backend="127\.0\.0\.1:\d+",le="\+Inf"\} [1-9]/);
+    assert.match(text, /muster_proxy_upstream_seconds_count\{backend="127\.0\.0\.1:\d+"\} [1-9]/);
 
     // a route pin wins over the partition owner; unpinning restores the hash
     const c = await startBackend('c');

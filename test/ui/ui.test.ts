@@ -142,6 +142,18 @@ describe('muster ui in headless Chromium', { skip: have ? false : `${CHROMIUM} i
         [...Array(24).keys()].map((i) => owners().get(String(i))),
       );
 
+      // A proxy publishes its held queues (as each proxy worker does, under its lease): the page shows them.
+      await store.put(
+        '/muster/services/orders/proxies/px-1',
+        JSON.stringify({ id: 'px-1', pid: 1, held: { 'partition:3': 7 }, total: 7, at: Date.now() }),
+        { lease },
+      );
+      await page.waitForSelector('[data-service-section="orders"] [data-held="partition:3"]');
+      assert.match(
+        await page.$eval('[data-held="partition:3"]', (e) => (e as HTMLElement).innerText),
+        /partition:3\s+7/,
+      );
+
       // Hand-off: api-3 leaves; each of its partitions must show its new owner within a second of the store event.
       const before3 = [...owners()].filter(([, i]) => i === 'api-3').map(([p]) => p);
       assert.ok(before3.length > 0);

@@ -28,6 +28,8 @@ interface Service {
   }[];
   pins: Record<string, string>;
   routes: Record<string, string>;
+  proxies: { id: string; total: number; held: Record<string, number> }[];
+  held: Record<string, number>;
 }
 interface Version {
   version: number;
@@ -146,7 +148,20 @@ function renderService(s: Service): string {
   return `<section data-service-section="${esc(s.name)}"><h2>${esc(s.name)} <small>${owned}/${s.partitions.length} partitions owned · ${s.instances.length} instances</small></h2>
 <div class="cols"><div><h3>Partition map</h3><div class="grid">${cells || '<div class="empty">no partitions</div>'}</div><div class="legend">${legend}</div></div>
 <div><h3>Instances</h3>${s.instances.length === 0 ? '<div class="empty">none</div>' : `<table><tr><th>instance</th><th>address</th><th>state</th><th>health</th><th>weight</th><th>restarts</th></tr>${rows}</table>`}
-<h3>Pins</h3>${kv(pins, 'no pinned partitions', 'partition')}<h3>Proxy routes</h3>${kv(routes, 'no pinned routing keys', 'key')}</div></div></section>`;
+<h3>Pins</h3>${kv(pins, 'no pinned partitions', 'partition')}<h3>Proxy routes</h3>${kv(routes, 'no pinned routing keys', 'key')}
+<h3>Held requests</h3>${renderHeld(s)}</div></div></section>`;
+}
+
+/** Held queues per destination (summed over the proxies), and each proxy's total. */
+function renderHeld(s: Service): string {
+  const proxies = s.proxies ?? [];
+  if (proxies.length === 0) return '<div class="empty">no proxy publishes for this service</div>';
+  const queues = Object.entries(s.held ?? {}).sort(([a], [b]) => a.localeCompare(b));
+  const list =
+    queues.length === 0
+      ? '<div class="empty" data-held-total="0">nothing held</div>'
+      : `<table data-held-total="${queues.reduce((a, [, n]) => a + n, 0)}"><tr><th>destination</th><th>held</th></tr>${queues.map(([d, n]) => `<tr data-held="${esc(d)}"><td class="mono">${esc(d)}</td><td>${esc(n)}</td></tr>`).join('')}</table>`;
+  return `${list}<div class="legend">${proxies.map((p) => `<span class="mono">${esc(p.id)} · ${esc(p.total)}</span>`).join('')}</div>`;
 }
 
 function renderConfig(c: Config, now: number): string {

@@ -1,0 +1,128 @@
+/**
+ * Publishes a proxy's held queue sizes where the watched view (and so the dashboard) can see them:
+ * `services/<service>/proxies/<id>` → {@link ProxyRecord}, under the proxy's own session lease, so
+ * the record goes away with the proxy. Cheap by construction: the sizes are read from memory every
+ * {@link HELD_PUBLISH_INTERVAL_MS} and written only when they changed, so an idle proxy writes once
+ * (at start) and a busy one at most four times a second, however many requests it holds.
+ */
+import { hostname } from 'node:os';
+import { type Clock, systemClock, type TimerHandle } from '../clock.js';
+import { openSession, type Session } from '../membership/index.js';
+import type { Store } from '../store/index.js';
+
+/** 250 ms: a queue's growth shows on the dashboard within a quarter second; ≤ 4 writes/s per proxy. */
+export const HELD_PUBLISH_INTERVAL_MS = 250;
+/** 5 s: after a failed write or session (store unreachable), wait this long; one warning per try. */
+export const HELD_PUBLISH_RETRY_MS = 5_000;
+
+/** What a proxy publishes about itself. */
+export interface ProxyRecord {
+  readonly id: string;
+  readonly pid: number;
+  /** Held requests per destination (`partition:<p>`, `instance:<id>`); only non-empty queues. */
+  readonly held: Record<string, number>;
+  readonly total: number;
+  /** Wall-clock ms of the change this record shows. */
+  readonly at: number;
+}
+
+export interface HeldPublisherOptions {
+  readonly store: Store;
+  readonly root: string;
+  readonly service: string;
+  /** Default `<hostname>-<pid>`. */
+  readonly id?: string;
+  readonly sizes: () => Record<string, number>;
+  readonly clock?: Clock;
+  readonly onError?: (err: unknown) => void;
+}
+
+/** The key of a proxy's record. */
+export function proxyRecordKey(root: string, service: string, id: string): string {
+  return `${root}services/${service}/proxies/${id}`;
+}
+
+/** Decodes a proxy record; undefined when malformed. */
+export function parseProxyRecord(value: Uint8Array | string): ProxyRecord | undefined {
+  try {
+    const text = typeof value === 'string' ? value : Buffer.from(value).toString('utf8');
+    const r = JSON.parse(text) as Partial<ProxyRecord>;
+    if (typeof r.id !== 'string' || typeof r.held !== 'object' || r.held === null) return undefined;
+    return {
+      id: r.id,
+      pid: Number(r.pid),
+      held: r.held,
+      total: Number(r.total) || 0,
+      at: Number(r.at) || 0,
+    };
+  } catch {
+    return undefined;
+  }
+}
+
+export class HeldPublisher {
+  readonly #o: HeldPublisherOptions;
+  readonly #clock: Clock;
+  readonly #key: string;
+  readonly #id: string;
+  #session: Session | undefined;
+  #last: string | undefined;
+  #timer: TimerHandle | undefined;
+  #busy = false;
+  #closed = false;
+
+  constructor(options: HeldPublisherOptions) {
+    this.#o = options;
+    this.#clock = options.clock ?? systemClock;
+    this.#id = options.id ?? `${hostname()}-${process.pid}`;
+    this.#key = proxyRecordKey(options.root, options.service, this.#id);
+    this.#schedule(0);
+  }
+
+  #schedule(ms: number): void {
+    if (this.#closed) return;
+    this.#timer = this.#clock.setTimeout(() => void this.#tick(), ms);
+  }
+
+  async #tick(): Promise<void> {
+    if (this.#busy || this.#closed) return;
+    this.#busy = true;
+    let next = HELD_PUBLISH_INTERVAL_MS;
+    try {
+      const held = this.#o.sizes();
+      const text = JSON.stringify(held);
+      if (text !== this.#last || this.#session === undefined || this.#session.lost.aborted) {
+        if (this.#session === undefined || this.#session.lost.aborted) {
+          const session = await openSession(this.#o.store, { clock: this.#clock });
+          if (this.#closed) {
+            await session.close();
+            return;
+          }
+          this.#session = session;
+          this.#last = undefined; // a new lease: write again
+        }
+        if (text !== this.#last) {
+          let total = 0;
+          for (const n of Object.values(held)) total += n;
+          const record: ProxyRecord = { id: this.#id, pid: process.pid, held, total, at: this.#clock.now() };
+          await this.#o.store.put(this.#key, JSON.stringify(record), { lease: this.#session.leaseId });
+          this.#last = text;
+        }
+      }
+    } catch (err) {
+      next = HELD_PUBLISH_RETRY_MS;
+      this.#o.onError?.(err);
+    } finally {
+      this.#busy = false;
+      this.#schedule(next);
+    }
+  }
+
+  /** Stops publishing and ends the lease (the record is deleted). Idempotent. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    if (this.#timer !== undefined) this.#clock.clearTimeout(this.#timer);
+    await this.#session?.close().catch(() => undefined);
+  }
+}

@@ -1,0 +1,205 @@
+/**
+ * Closing a proxied WebSocket cleanly: the proxy pipes frames it does not otherwise parse, so to send
+ * a close frame of its own it must cut each direction at a frame boundary, never inside a frame.
+ * {@link FrameBoundary} follows the frame headers of one direction (RFC 6455 §5.2: 2 bytes, a 16- or
+ * 64-bit length, a 4-byte mask key) to know where frames end; {@link closeFrame} builds the close
+ * frame (§5.5.1) with a status code.
+ */
+import { randomFillSync } from 'node:crypto';
+import type { Duplex } from 'node:stream';
+import type { Clock } from '../clock.js';
+
+/** 1012 "Service Restart" (IANA registry): the proxy is reloading or the key's owner moved; reconnect. */
+export const WS_SERVICE_RESTART = 1012;
+/** 1001 "Going Away": what the proxy tells the backend when it closes a client's WebSocket. */
+export const WS_GOING_AWAY = 1001;
+
+/** Follows the frame boundaries of one direction of a WebSocket connection. */
+export class FrameBoundary {
+  /** Bytes of the current frame still to come (header read). */
+  #left = 0;
+  /** A frame header cut by a chunk end. */
+  #partial: Buffer | undefined;
+
+  /** True between two frames. */
+  get atBoundary(): boolean {
+    return this.#left === 0 && this.#partial === undefined;
+  }
+
+  /**
+   * Consumes `chunk` (bytes as they are forwarded). With `stopAtBoundary`, returns the offset of the
+   * first frame boundary within the chunk (0 when at one already; the bytes after it are not
+   * consumed), or -1 when the chunk ends inside a frame. Without, returns -1 after consuming it all.
+   */
+  feed(chunk: Buffer, stopAtBoundary = false): number {
+    let data = chunk;
+    let base = 0;
+    if (this.#partial !== undefined) {
+      base = -this.#partial.length;
+      data = Buffer.concat([this.#partial, chunk]);
+      this.#partial = undefined;
+    }
+    let i = 0;
+    while (i < data.length) {
+      if (this.#left > 0) {
+        const take = Math.min(this.#left, data.length - i);
+        this.#left -= take;
+        i += take;
+        continue;
+      }
+      if (stopAtBoundary && i + base >= 0) return i + base;
+      const header = headerLength(data, i);
+      if (header === undefined) {
+        this.#partial = Buffer.from(data.subarray(i));
+        return -1;
+      }
+      this.#left = header.length + header.payload;
+    }
+    return stopAtBoundary && this.atBoundary ? data.length + base : -1;
+  }
+}
+
+/** The header length and payload length of the frame at `i`, or undefined if the header is cut. */
+function headerLength(data: Buffer, i: number): { length: number; payload: number } | undefined {
+  if (data.length - i < 2) return undefined;
+  const b1 = data[i + 1] as number;
+  const masked = (b1 & 0x80) !== 0 ? 4 : 0;
+  const len7 = b1 & 0x7f;
+  const ext = len7 === 126 ? 2 : len7 === 127 ? 8 : 0;
+  if (data.length - i < 2 + ext) return undefined;
+  const payload =
+    len7 === 126 ? data.readUInt16BE(i + 2) : len7 === 127 ? Number(data.readBigUInt64BE(i + 2)) : len7;
+  return { length: 2 + ext + masked, payload };
+}
+
+/** A close frame with `code`; `masked` for frames a client sends (to the backend). */
+export function closeFrame(code: number, masked: boolean): Buffer {
+  const payload = Buffer.alloc(2);
+  payload.writeUInt16BE(code);
+  if (!masked) return Buffer.concat([Buffer.from([0x88, payload.length]), payload]);
+  const key = randomFillSync(Buffer.alloc(4));
+  for (let i = 0; i < payload.length; i++) payload[i] = (payload[i] as number) ^ (key[i % 4] as number);
+  return Buffer.concat([Buffer.from([0x88, 0x80 | payload.length]), key, payload]);
+}
+
+/** 5 s: how long a closing WebSocket may take to reach a frame boundary before it is cut. */
+export const WS_CLOSE_GRACE_MS = 5_000;
+
+/** A proxied WebSocket that can be closed with a code of the proxy's own. */
+export interface WsTunnel {
+  /**
+   * Sends the client a close frame with `code` and the backend one with 1001, each at the next frame
+   * boundary of its direction, then ends both; cuts them after {@link WS_CLOSE_GRACE_MS}. Idempotent.
+   */
+  close(code: number): void;
+}
+
+/**
+ * Pipes `client` ⇄ `upstream` (the upgrade request, with `head`, already written upstream by the
+ * caller for bytes before; `head` is the client's first frame bytes) with back-pressure, following
+ * frame boundaries both ways. The backend's response head (until the blank line) is passed through
+ * first; only a `101` starts frame tracking (anything else is closed by cutting).
+ */
+export function tunnelWebSocket(
+  client: Duplex,
+  upstream: Duplex,
+  head: Buffer,
+  clock: Pick<Clock, 'setTimeout' | 'clearTimeout'>,
+): WsTunnel {
+  const down = new FrameBoundary();
+  const up = new FrameBoundary();
+  let responseHead: 'reading' | 'ws' | 'other' = 'reading';
+  let seen = '';
+  let closing: number | undefined;
+  let downClosed = false;
+  let upClosed = false;
+
+  const forward = (from: Duplex, to: Duplex, chunk: Buffer): void => {
+    if (!to.write(chunk)) {
+      from.pause();
+      to.once('drain', () => from.resume());
+    }
+  };
+  const closeDown = (): void => {
+    if (downClosed) return;
+    downClosed = true;
+    upstream.off('data', onUpstream);
+    client.end(closeFrame(closing ?? WS_SERVICE_RESTART, false));
+  };
+  const closeUp = (): void => {
+    if (upClosed) return;
+    upClosed = true;
+    client.off('data', onClient);
+    upstream.end(closeFrame(WS_GOING_AWAY, true));
+  };
+  const onUpstream = (chunk: Buffer): void => {
+    let body = chunk;
+    if (responseHead === 'reading') {
+      const text = seen + chunk.toString('latin1');
+      const end = text.indexOf('\r\n\r\n');
+      if (end < 0) {
+        seen = text.slice(-3);
+        forward(upstream, client, chunk);
+        return;
+      }
+      responseHead = /^HTTP\/1\.[01] 101/.test(text) ? 'ws' : 'other';
+      const at = end + 4 - seen.length;
+      forward(upstream, client, chunk.subarray(0, at));
+      body = chunk.subarray(at);
+      if (closing !== undefined) {
+        if (responseHead === 'ws') closeDown();
+        else cut();
+        return;
+      }
+    }
+    if (responseHead !== 'ws' || closing === undefined) {
+      if (responseHead === 'ws') down.feed(body);
+      if (body.length > 0) forward(upstream, client, body);
+      return;
+    }
+    const k = down.feed(body, true);
+    if (k < 0) {
+      forward(upstream, client, body);
+      return;
+    }
+    if (k > 0) client.write(body.subarray(0, k));
+    closeDown();
+  };
+  const onClient = (chunk: Buffer): void => {
+    if (closing === undefined) {
+      up.feed(chunk);
+      forward(client, upstream, chunk);
+      return;
+    }
+    const k = up.feed(chunk, true);
+    if (k < 0) {
+      forward(client, upstream, chunk);
+      return;
+    }
+    if (k > 0) upstream.write(chunk.subarray(0, k));
+    closeUp();
+  };
+  const cut = (): void => {
+    client.destroy();
+    upstream.destroy();
+  };
+
+  up.feed(head);
+  if (head.length > 0) upstream.write(head);
+  upstream.on('data', onUpstream);
+  client.on('data', onClient);
+  upstream.on('end', () => client.end());
+  client.on('end', () => upstream.end());
+
+  return {
+    close(code) {
+      if (closing !== undefined) return;
+      closing = code;
+      if (responseHead === 'other') return cut();
+      if (responseHead === 'ws' && down.atBoundary) closeDown();
+      if (up.atBoundary) closeUp();
+      const timer = clock.setTimeout(cut, WS_CLOSE_GRACE_MS);
+      client.once('close', () => clock.clearTimeout(timer));
+    },
+  };
+}

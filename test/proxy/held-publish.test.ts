@@ -1,0 +1,79 @@
+/**
+ * The proxy publishes its held queue sizes under its session lease (`services/<s>/proxies/<id>`),
+ * coalesced (a burst of held requests costs a few writes, not one per request), and the dashboard's
+ * fleet model shows them per destination; the record goes when the proxy does.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { Agent } from 'undici';
+import { HELD_PUBLISH_INTERVAL_MS, parseProxyRecord, startProxy } from '../../src/proxy/index.js';
+import { openMemoryStore, type MemoryStore } from '../../src/store/index.js';
+import { waitFor } from '../../src/testing/index.js';
+import { FleetModel } from '../../src/ui/index.js';
+import { call, keyFor, startBackend, testConfig } from './helpers.js';
+
+const SVC = '/muster/services/hp/';
+const KEY = `${SVC}proxies/p1`;
+
+describe('proxy: held queues published for the dashboard', { timeout: 30_000 }, () => {
+  let store: MemoryStore;
+  let agent: Agent;
+
+  before(async () => {
+    store = openMemoryStore();
+    agent = new Agent({ connections: 100 });
+    await store.put(`${SVC}spec`, JSON.stringify({ partitions: 2 }));
+  });
+  after(async () => {
+    await agent.close();
+    await store.close();
+  });
+
+  test('50 held requests: the record shows them within a few writes; released: 0; closed: gone', async () => {
+    const proxy = await startProxy({ store, config: testConfig('hp'), publishHeld: { id: 'p1' } });
+    const fleet = new FleetModel(store);
+    const b = await startBackend('b');
+    try {
+      await waitFor(async () => (await store.get(KEY)) !== undefined, { what: 'the first record' });
+      const first = parseProxyRecord((await store.get(KEY))?.value ?? '');
+      assert.equal(first?.total, 0);
+      assert.notEqual((await store.get(KEY))?.lease, '0', 'under a lease');
+      const key0 = keyFor(0, 2);
+      const polls = Array.from({ length: 50 }, () =>
+        call(agent, proxy.addresses[0] as string, '/x', { key: key0 }),
+      );
+      await waitFor(() => proxy.server.held()['partition:0'] === 50, { what: '50 held' });
+      await waitFor(
+        async () => parseProxyRecord((await store.get(KEY))?.value ?? '')?.held['partition:0'] === 50,
+        { what: 'the record shows 50', timeoutMs: 5 * HELD_PUBLISH_INTERVAL_MS + 2000 },
+      );
+      const writes = (await store.get(KEY))?.version ?? 0;
+      assert.ok(writes <= 5, `coalesced: ${writes} versions of the record for 50 held requests`);
+      await fleet.ready();
+      await waitFor(
+        () => fleet.snapshot().services.find((s) => s.name === 'hp')?.held['partition:0'] === 50,
+        {
+          what: 'the dashboard model shows the queue',
+        },
+      );
+      const svc = fleet.snapshot().services.find((s) => s.name === 'hp');
+      assert.deepEqual(
+        svc?.proxies.map((p) => [p.id, p.total]),
+        [['p1', 50]],
+      );
+      await store.put(`${SVC}owners/0`, JSON.stringify({ instance: 'b', since: '', address: b.address }));
+      assert.deepEqual(
+        (await Promise.all(polls)).map((r) => r.status).filter((s) => s !== 200),
+        [],
+      );
+      await waitFor(async () => parseProxyRecord((await store.get(KEY))?.value ?? '')?.total === 0, {
+        what: 'the record shows 0',
+      });
+    } finally {
+      await proxy.close();
+      fleet.close();
+      await b.close();
+    }
+    assert.equal(await store.get(KEY), undefined, 'the lease ended with the proxy');
+  });
+});
