@@ -95,6 +95,21 @@ export default tseslint.config(
   },
   ...boundaryBlocks,
   {
+    // One AbortSignal helper (src/util/abort.ts): it checks `aborted` first and removes its listener.
+    files: ['src/**/*.ts'],
+    ignores: ['src/util/abort.ts'],
+    rules: {
+      'no-restricted-syntax': [
+        'error',
+        {
+          selector: "CallExpression[callee.property.name='addEventListener'][arguments.0.value='abort']",
+          message:
+            'Listen to an AbortSignal through onAbort()/abortable() from src/util/abort.ts (it handles an already-aborted signal and removes the listener).',
+        },
+      ],
+    },
+  },
+  {
     files: ['test/**', 'bench/**'],
     rules: {
       '@typescript-eslint/no-non-null-assertion': 'off',

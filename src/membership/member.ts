@@ -23,6 +23,7 @@ import {
   type InstanceRecord,
   type InstanceState,
 } from './types.js';
+import { onAbort } from '../util/abort.js';
 
 export interface JoinOptions {
   /** The service to join (1–63 letters, digits, `.`, `_`, `-`). Required. */
@@ -188,14 +189,10 @@ export class Member implements Listenable<MemberEvents> {
     ) {
       this.#publishHealth(checks.health(), statuses);
     }
-    session.lost.addEventListener(
-      'abort',
-      () => {
-        if (this.#state === 'joined') this.#state = 'lost';
-        checks.close();
-      },
-      { once: true },
-    );
+    onAbort(session.lost, () => {
+      if (this.#state === 'joined') this.#state = 'lost';
+      checks.close();
+    });
   }
 
   get state(): MemberState {
