@@ -2,7 +2,8 @@
  * The benchmark's constant-arrival-rate load generator (wrk2's model), run as its own process:
  * `node dist/bench/proxy-rate.js URL RATE SECONDS CONNECTIONS`. Request i is due at start + i/RATE;
  * its latency is measured from that due time, not from when it was sent, so a stall of the server
- * shows in the tail instead of silently lowering the rate (coordinated omission). Prints one JSON line:
+ * shows in the tail instead of silently lowering the rate (coordinated omission). The first second
+ * (connections being opened, code being compiled) is sent at the same rate but not counted. Prints one JSON line:
  * `{ sent, ok, errors, p50, p99, p999, max }` (milliseconds).
  */
 import { Pool } from 'undici';
@@ -12,7 +13,9 @@ const rate = Number(rateArg);
 const seconds = Number(secondsArg);
 const u = new URL(url);
 const pool = new Pool(u.origin, { connections: Number(connectionsArg), pipelining: 1 });
-const total = Math.round(rate * seconds);
+/** Requests sent during the first second (warm-up) are not measured. */
+const warm = Math.round(rate);
+const total = warm + Math.round(rate * seconds);
 const latencies = new Float64Array(total);
 let sent = 0;
 let ok = 0;
@@ -27,13 +30,15 @@ await new Promise<void>((resolve) => {
       async (r) => {
         await r.body.dump();
         latencies[i] = performance.now() - due;
-        if (r.statusCode === 200) ok++;
-        else errors++;
+        if (i >= warm) {
+          if (r.statusCode === 200) ok++;
+          else errors++;
+        }
         if (++done === total) resolve();
       },
       () => {
         latencies[i] = performance.now() - due;
-        errors++;
+        if (i >= warm) errors++;
         if (++done === total) resolve();
       },
     );
@@ -47,8 +52,8 @@ await new Promise<void>((resolve) => {
   setTimeout(tick, 50);
 });
 await pool.close();
-const sorted = Array.from(latencies).sort((a, b) => a - b);
+const sorted = Array.from(latencies.subarray(warm)).sort((a, b) => a - b);
 const q = (p: number): number => sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))] ?? NaN;
 process.stdout.write(
-  `${JSON.stringify({ sent, ok, errors, p50: q(0.5), p99: q(0.99), p999: q(0.999), max: sorted.at(-1) })}\n`,
+  `${JSON.stringify({ sent: sent - warm, ok, errors, p50: q(0.5), p99: q(0.99), p999: q(0.999), max: sorted.at(-1) })}\n`,
 );

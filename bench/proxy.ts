@@ -180,7 +180,7 @@ export async function run(args: string[]): Promise<void> {
 
     // fixed rate: added latency at a load well under saturation (the issue's "≤ 1 ms p99 at 5k/s")
     console.log(
-      `fixed rate: ${fixed} req/s for ${seconds}s, 50 connections, latency from each request's due time (wrk2's model)`,
+      `fixed rate: ${fixed} req/s for ${seconds}s after a 1 s warm-up, 50 connections, latency from each request's due time (wrk2's model)`,
     );
     const rates = new Map<string, RateResult>();
     for (const [name, url] of paths) {
