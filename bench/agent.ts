@@ -20,6 +20,7 @@ import { mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { openServiceView } from '../src/partitions/index.js';
 import { openStore } from '../src/store/index.js';
 import type { Store } from '../src/store/types.js';
 import { startEtcd, startFaultProxy } from '../src/testing/index.js';
@@ -199,6 +200,26 @@ run:
     void service;
     return n === expect;
   };
+  // Placement has reached its target: every live agent is registered, every partition is owned by
+  // the instance the assignment names and none is moving, and every child is running. A trial
+  // starts only then, so one hand-off is not queued behind the rebalancing onto the previous
+  // trial's replacement agent (the throttle moves a few partitions at a time).
+  const view = openServiceView(store, 'bench');
+  const balanced = async (): Promise<boolean> => {
+    const live = [...procs.values()].filter((p) => p.child.exitCode === null && p.child.signalCode === null);
+    if (view.instances.size !== live.length) return false;
+    const target = view.assignment();
+    for (const partition of target.partitions) {
+      const owner = view.owners.get(partition);
+      if (
+        owner === undefined ||
+        owner.moving === true ||
+        owner.instance !== target.byPartition.get(partition)
+      )
+        return false;
+    }
+    return settled('bench', partitions);
+  };
   const latestStart = (partition: string, after: number): number | undefined =>
     starts.read().find((s) => s.partition === partition && s.t > after)?.t;
 
@@ -237,7 +258,8 @@ run:
     say(`kill -9 → every descendant gone: ${latencySummary(goneMs)}; survivors ${survivors}`);
     say(`crash failover incl. child start: ${latencySummary(failoverMs)} (goal ≤ ttl + 0.5 s)`);
 
-    // graceful hand-off incl. child start.
+    // graceful hand-off incl. child start, each from a balanced fleet.
+    await until('balanced', balanced, 60_000, 50);
     const handoffMs: number[] = [];
     for (let t = 0; t < trials; t++) {
       const victim = [...procs.values()].find(
@@ -251,7 +273,7 @@ run:
       await victim.exited;
       procs.delete(victim.id);
       startAgent('bench', partitions);
-      await until('settled', () => settled('bench', partitions), 60_000, 50);
+      await until('balanced', balanced, 60_000, 50);
     }
     say(`graceful hand-off incl. child start: ${latencySummary(handoffMs)} (goal p99 ≤ 300 ms)`);
 
@@ -342,6 +364,7 @@ run:
   } finally {
     for (const p of procs.values()) p.child.kill('SIGKILL');
     await Promise.all([...procs.values()].map((p) => p.exited));
+    view.close();
     await store.close();
     await cluster.close();
   }
