@@ -86,6 +86,7 @@ describe('Patroni with its DCS on muster serve', { skip, timeout: 420_000 }, () 
     const p = await spawnProcess({
       command: [...asNobody, 'patroni', config],
       label: 'patroni',
+      cwd: dir, // nobody must be able to enter it: a CI clone under a 0700 mktemp dir is not
       grace: '20s',
       onLine: (_stream, line) => void log.push(line),
     });
