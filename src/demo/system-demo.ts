@@ -5,7 +5,6 @@
  * process kernel, so nothing outlives the demo, even on its SIGKILL.
  */
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { initConfig, publishConfig } from '../config/index.js';
@@ -13,6 +12,7 @@ import { MusterError, throwIfAborted } from '../errors.js';
 import { type ProcessHandle, spawnProcess } from '../process/index.js';
 import { openStore } from '../store/index.js';
 import { pause } from '../util/abort.js';
+import { freePort } from '../util/net.js';
 
 export interface SystemDemoStep {
   readonly step: string;
@@ -40,18 +40,6 @@ const SERVICE = 'demo';
 const CONFIG = 'demo';
 const BIN = new URL('../../../bin/muster.js', import.meta.url).pathname;
 const BACKEND = new URL('./system-backend.js', import.meta.url).pathname;
-
-async function freePort(): Promise<number> {
-  return await new Promise((resolve, reject) => {
-    const s = createServer();
-    s.on('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const a = s.address();
-      const port = typeof a === 'object' && a !== null ? a.port : 0;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 /** Waits `ms`; rejects with `MUSTER_ABORTED` when the demo is interrupted first. */
 async function sleep(ms: number, signal: AbortSignal): Promise<void> {

@@ -25,10 +25,10 @@ import {
 } from 'node:fs';
 import { request } from 'node:http';
 import { request as httpsRequest } from 'node:https';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MusterError } from '../errors.js';
+import { freePort } from '../util/net.js';
 import { cleanUpOnInterrupt } from '../daemon/index.js';
 import { type ProcessHandle, spawnProcess } from '../process/index.js';
 import { findBinary } from './services.js';
@@ -188,19 +188,7 @@ export function sweepOrphans(): void {
 
 // ---- ports ---------------------------------------------------------------------------------------
 
-/** A port that was free on `host` a moment ago (the OS picks it). */
-export function freePort(host = '127.0.0.1'): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.unref();
-    server.once('error', reject);
-    server.listen(0, host, () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address !== null ? address.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
-}
+export { freePort };
 
 // ---- HTTP probes ---------------------------------------------------------------------------------
 

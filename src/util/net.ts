@@ -1,4 +1,5 @@
 /** Host-and-port addresses, parsed once for every listener (`muster serve`, the admin servers). */
+import { createServer } from 'node:net';
 import { invalidArgument } from '../errors.js';
 
 /**
@@ -22,4 +23,22 @@ export function isLoopback(host: string): boolean {
 /** `host:port` for URLs: IPv6 hosts in brackets. */
 export function formatHostPort(host: string, port: number): string {
   return `${host.includes(':') ? `[${host}]` : host}:${port}`;
+}
+
+/**
+ * A port that was free on `host` a moment ago (the OS picked it for a listener that was then
+ * closed). For tests, benches and the demo, which must name ports up front; a daemon listens on
+ * port 0 instead and reports what it got.
+ */
+export function freePort(host = '127.0.0.1'): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.unref();
+    server.once('error', reject);
+    server.listen(0, host, () => {
+      const address = server.address();
+      const port = typeof address === 'object' && address !== null ? address.port : 0;
+      server.close(() => resolve(port));
+    });
+  });
 }
