@@ -3,7 +3,7 @@
  */
 import { StatsD } from 'hot-shots';
 import { Counter, Gauge, Registry } from 'prom-client';
-import { FastHistogram } from './histogram.js';
+import { FastHistogram } from '../daemon/internal.js';
 import type { StatsdOptions } from './types.js';
 
 /** Latency buckets in seconds: 50 µs … 5 s (loopback calls are tens of microseconds). */

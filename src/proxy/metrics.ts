@@ -1,6 +1,7 @@
 /** The proxy's Prometheus metrics (one registry per worker; the master aggregates them). */
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
-import { CounterCache, FastHistogram } from './fast-metrics.js';
+import { FastHistogram } from '../daemon/internal.js';
+import { CounterCache } from './fast-metrics.js';
 import type { RoutingSource } from './routing-source.js';
 
 export interface ProxyMetrics {
@@ -34,9 +35,10 @@ export function createProxyMetrics(
   const upstreamSeconds = new FastHistogram({
     name: 'muster_proxy_upstream_seconds',
     help: 'Time from sending a request upstream to its response headers',
-    label: 'backend',
+    labelNames: ['backend'],
     buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10, 60],
-    registry,
+    registers: [registry],
+    maxSeries: 10_000,
   });
   const countRequest = (backend: string, status: number | string): void =>
     pending.inc(`${backend} ${status}`, () => ({ backend, status: String(status) }));

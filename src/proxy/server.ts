@@ -445,7 +445,7 @@ export class ProxyServer {
         signal: abort,
       },
       ({ statusCode, headers }) => {
-        this.metrics.upstreamSeconds.observe(backend, (performance.now() - started) / 1000);
+        this.metrics.upstreamSeconds.observe([backend], (performance.now() - started) / 1000);
         if (statusCode === 421 && ctx.holdable && r.partition !== undefined && r.token !== undefined) {
           // 421 Misdirected Request (MUSTER_NOT_OWNER): the backend released the partition before
           // the proxy's view showed it. Nothing was done; hold the GET until the table shows the

@@ -1,12 +1,13 @@
 /**
- * A Prometheus histogram for the call path, registered in a prom-client `Registry` as a custom
- * metric (an object with `name`, `help`, `type` and `get()`, which is all the registry reads).
+ * A Prometheus histogram for hot paths (every bus call, every proxied request), registered in a
+ * prom-client `Registry` as a custom metric (an object with `name`, `help`, `type` and `get()`,
+ * which is all the registry reads — and what the proxy master's `AggregatorRegistry` merges).
  *
  * prom-client's `Histogram.observe(labels, v)` builds and hashes a label object on every call and
  * finds the bucket through a float-keyed object: ~0.9 µs and ~1 KB of garbage per observation,
- * measured — on both sides of every bus call. Here a series is found by one string key and an
- * observation is an array increment; the cumulative buckets are computed only when scraped. The
- * exposition is the same as prom-client's (`_bucket{…,le}`, `_sum`, `_count`).
+ * measured on the bus (and ~2.9 µs per request with the proxy's counter). Here a series is found by
+ * one string key and an observation is an array increment; the cumulative buckets are computed only
+ * when scraped. The exposition is the same as prom-client's (`_bucket{…,le}`, `_sum`, `_count`).
  */
 import type { Registry } from 'prom-client';
 
@@ -31,18 +32,22 @@ export class FastHistogram {
   readonly #labelNames: readonly string[];
   readonly #bounds: readonly number[];
   readonly #series = new Map<string, Series>();
+  readonly #maxSeries: number;
 
+  /** `maxSeries`: a bound on label cardinality — past it the series start again (default: none). */
   constructor(options: {
     name: string;
     help: string;
     labelNames: readonly string[];
     buckets: readonly number[];
     registers: readonly Registry[];
+    maxSeries?: number;
   }) {
     this.name = options.name;
     this.help = options.help;
     this.#labelNames = options.labelNames;
     this.#bounds = options.buckets;
+    this.#maxSeries = options.maxSeries ?? Number.POSITIVE_INFINITY;
     for (const r of options.registers) r.registerMetric(this as never);
   }
 
@@ -51,6 +56,7 @@ export class FastHistogram {
     const key = values.join('\u0000');
     let s = this.#series.get(key);
     if (s === undefined) {
+      if (this.#series.size >= this.#maxSeries) this.#series.clear();
       const labels: Record<string, string> = {};
       this.#labelNames.forEach((n, i) => (labels[n] = values[i] ?? ''));
       s = { labels, counts: new Float64Array(this.#bounds.length + 1), sum: 0, count: 0 };

@@ -1,0 +1,5 @@
+/**
+ * What sibling capabilities share of the daemon runtime's machinery (not part of the public API):
+ * the hot-path histogram the bus and the proxy record into their daemon's registry.
+ */
+export { FastHistogram } from './fast-histogram.js';
