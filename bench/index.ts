@@ -15,6 +15,7 @@ const BENCHMARKS: Record<string, () => Promise<{ run(args: string[]): Promise<vo
   postgres: () => import('./postgres.js'),
   proxy: () => import('./proxy.js'),
   agent: () => import('./agent.js'),
+  'agent-memory': () => import('./agent-memory.js'),
   process: () => import('./process.js'),
   bus: () => import('./bus.js'),
 };
