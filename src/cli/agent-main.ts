@@ -20,8 +20,9 @@ export const AGENT_SEMI_SPACE_GROWTH_FACTOR = 1;
  * V8 flags the agent sets for itself, each with its reason: an agent is a daemon that runs little
  * JavaScript once it has started (timers, a keep-alive a second, a watch event now and then), so
  * machine code buys it nothing and costs resident memory. Measured with 100 children (docs/agent.md,
- * "Memory"): together about 14 MB of RSS; start-up CPU unchanged (about 1 s either way); idle CPU
- * 0.014 % of a core per partition instead of 0.005–0.008 % (goal ≤ 0.1 %). Each is read by V8 at
+ * "Memory"): together about 14 MB of RSS 2 s after start-up; start-up CPU unchanged (about 1 s
+ * either way); idle CPU at most 0.016 % of a core per partition instead of 0.003–0.008 % (goal
+ * ≤ 0.1 %). Each is read by V8 at
  * every use, so setting it before the modules load works; `--jitless` and `--lite-mode` would save
  * more but must be on the command line (and disable WebAssembly).
  */
