@@ -30,7 +30,12 @@ const MB = 1024 * 1024;
 /** The agent's flags turned back to V8's defaults (the agent skips a flag the operator gave). */
 const V8_DEFAULTS = ['--opt', '--sparkplug', '--no-optimize-for-size'];
 /** The agent's own flags, for the import-cost process (src/cli/agent-main.ts `AGENT_V8_FLAGS`). */
-const AGENT_FLAGS = ['--semi-space-growth-factor=1', '--no-opt', '--no-sparkplug', '--optimize-for-size'];
+const AGENT_FLAGS = [
+  '--semi-space-growth-factor=1',
+  '--no-turbofan',
+  '--no-sparkplug',
+  '--optimize-for-size',
+];
 
 function num(args: string[], name: string, fallback: number): number {
   const i = args.indexOf(`--${name}`);

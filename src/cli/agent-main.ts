@@ -32,8 +32,8 @@ export const AGENT_V8_FLAGS: readonly { readonly flag: string; readonly why: str
     why: 'young generation stays at 1 MiB semi-spaces (see AGENT_SEMI_SPACE_GROWTH_FACTOR)',
   },
   {
-    flag: '--no-opt',
-    why: 'no optimizing compiler (TurboFan): no optimized code, no compiler zones, fewer pages of the node binary touched',
+    flag: '--no-turbofan',
+    why: 'no optimizing compiler (TurboFan; `--no-opt` is its alias): no optimized code, no compiler zones, fewer pages of the node binary touched',
   },
   {
     flag: '--no-sparkplug',
@@ -45,26 +45,32 @@ export const AGENT_V8_FLAGS: readonly { readonly flag: string; readonly why: str
   },
 ];
 
-/** The V8 flag's name without `--`, `no-` and a value, with `_` as `-`: `--no-opt` → `opt`. */
+/** V8's aliases of the flags above (`--opt` is `--turbofan`). */
+const V8_FLAG_ALIASES: Readonly<Record<string, string>> = { opt: 'turbofan' };
+
+/** A V8 flag's name without `--`, `no-` and a value, with `_` as `-`: `--no-opt` → `turbofan`. */
 function flagName(flag: string): string {
-  return flag.replace(/^--/, '').replace(/=.*$/, '').replace(/_/g, '-').replace(/^no-/, '');
+  const name = flag.replace(/^--/, '').replace(/=.*$/, '').replace(/_/g, '-').replace(/^no-/, '');
+  return V8_FLAG_ALIASES[name] ?? name;
 }
 
 /**
- * Applies {@link AGENT_V8_FLAGS}, except those the operator set (either way) on the command line or
- * in `NODE_OPTIONS` — e.g. `--opt` or `--max-semi-space-size` (any semi-space flag counts) wins.
+ * The {@link AGENT_V8_FLAGS} to set given the node options the operator gave (`process.execArgv` and
+ * `NODE_OPTIONS`, split): all but those the operator set either way — e.g. `--turbofan` (or `--opt`)
+ * or `--max-semi-space-size` (any semi-space flag counts) wins.
  */
-export function applyAgentHeapDefaults(): void {
-  const given = [...process.execArgv, ...(process.env.NODE_OPTIONS ?? '').split(/\s+/)]
-    .filter((f) => f.startsWith('--'))
-    .map(flagName);
-  for (const { flag } of AGENT_V8_FLAGS) {
+export function agentV8Flags(given: readonly string[]): string[] {
+  const names = given.filter((f) => f.startsWith('--')).map(flagName);
+  return AGENT_V8_FLAGS.map(({ flag }) => flag).filter((flag) => {
     const name = flagName(flag);
-    const taken = name.includes('semi-space')
-      ? given.some((g) => g.includes('semi-space'))
-      : given.includes(name);
-    if (!taken) setFlagsFromString(flag);
-  }
+    return name.includes('semi-space') ? !names.some((g) => g.includes('semi-space')) : !names.includes(name);
+  });
+}
+
+/** Sets {@link agentV8Flags} for this process's node options, before any module loads. */
+export function applyAgentHeapDefaults(): void {
+  const given = [...process.execArgv, ...(process.env.NODE_OPTIONS ?? '').split(/\s+/)];
+  for (const flag of agentV8Flags(given)) setFlagsFromString(flag);
 }
 
 /** Runs `muster agent …` with `argv` (without node and script); resolves to the exit status. */
