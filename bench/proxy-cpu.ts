@@ -4,7 +4,8 @@
  * this process, in front of one nginx `return 200` backend, under the same `wrk -t1 -cC` load with one
  * routing key: (a) muster's worker data path (`startProxy`: node:http server → routing table → undici
  * pool), (b) a bare node:http server + undici Pool (the baselines' floor), (c) the raw `net` prototype
- * (bench/proxy-raw.ts). Rounds alternate a, b, c; the figure per path is the median over rounds of
+ * (bench/proxy-raw.ts), (d) the prototype's server side with undici's `dispatch` upstream (which half of
+ * the gain is whose). Rounds alternate a, b, c, d; the figure per path is the median over rounds of
  * this process's CPU time (user + system, `process.cpuUsage()`) divided by the requests wrk completed,
  * with the young-generation collections per 10k requests (`PerformanceObserver` 'gc'). The ratio is
  * what matters: the absolute µs move with the machine's load.
@@ -89,10 +90,12 @@ export async function run(args: string[]): Promise<void> {
     const source = openRoutingSource(store, 'bench');
     await source.ready();
     const raw = new RawProxy(new RoutingTable(source), parseKeySpec('header:x-key'));
+    const half = new RawProxy(new RoutingTable(source), parseKeySpec('header:x-key'), 'undici');
     const paths: [string, string][] = [
       ['muster (node:http + undici)', `http://${muster.addresses[0] as string}/`],
       ['bare node:http + undici', `http://${await listen(bare)}/`],
       ['raw net prototype', `http://${await listen(raw.server)}/`],
+      ['raw server + undici dispatch', `http://${await listen(half.server)}/`],
     ];
     const results = new Map<string, { us: number[]; scav: number[]; gc: number[]; rps: number[] }>();
     for (const [name, url] of paths) {
@@ -131,6 +134,7 @@ export async function run(args: string[]): Promise<void> {
     source.close();
     bare.close();
     raw.server.close();
+    half.server.close();
     await pool.close();
   } finally {
     gc.disconnect();

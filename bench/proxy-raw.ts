@@ -10,6 +10,7 @@
 import { randomUUID } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';
 import { connect, createServer, type Server, type Socket } from 'node:net';
+import { Pool as UndiciPool } from 'undici';
 import { extractKey, type KeySpec, type RoutingTable } from '../src/proxy/index.js';
 
 const HEAD_END = Buffer.from('\r\n\r\n');
@@ -301,9 +302,12 @@ class Client {
 export class RawProxy {
   readonly server: Server;
   readonly #pools = new Map<string, Pool>();
+  readonly #undici = new Map<string, UndiciPool>();
+  /** `undici`: the same raw server side, but undici's `dispatch` upstream (to split the gain). */
   constructor(
     readonly table: RoutingTable,
     readonly key: KeySpec,
+    readonly upstream: 'raw' | 'undici' = 'raw',
   ) {
     this.server = createServer((s) => new Client(s, this));
   }
@@ -316,6 +320,7 @@ export class RawProxy {
       client.finish(false);
       return;
     }
+    if (this.upstream === 'undici') return this.#viaUndici(client, head, body, r.origin);
     let pool = this.#pools.get(r.origin);
     if (pool === undefined) {
       const url = new URL(r.origin);
@@ -340,5 +345,62 @@ export class RawProxy {
     out += `x-request-id: ${id ?? randomUUID()}\r\n`;
     if (head.length > 0) out += `content-length: ${head.length}\r\n`;
     pool.take().send(client, `${out}\r\n`, body);
+  }
+
+  #viaUndici(client: Client, head: Head, body: Buffer | undefined, origin: string): void {
+    let pool = this.#undici.get(origin);
+    if (pool === undefined) this.#undici.set(origin, (pool = new UndiciPool(origin, { connections: 256 })));
+    const headers: Record<string, string> = {};
+    for (let i = 0; i < head.names.length; i++) {
+      const name = head.names[i] as string;
+      if (HOP.has(name) || name === 'content-length') continue;
+      headers[name] = head.values[i] as string;
+    }
+    const ip = client.socket.remoteAddress ?? 'unknown';
+    headers['x-forwarded-for'] = ip;
+    headers['x-forwarded-proto'] = 'http';
+    if (head.headers.host !== undefined) headers['x-forwarded-host'] = head.headers.host;
+    headers['x-request-id'] ??= randomUUID();
+    const socket = client.socket;
+    let chunked = false;
+    pool.dispatch(
+      { origin, path: head.url, method: head.method as 'GET', headers, body: body ?? null },
+      {
+        onConnect() {},
+        onHeaders(statusCode: number, raw: Buffer[], _resume: () => void, statusText: string) {
+          let out = `HTTP/1.1 ${statusCode} ${statusText}\r\n`;
+          let length = false;
+          for (let i = 0; i < raw.length; i += 2) {
+            const name = (raw[i] as Buffer).toString('latin1');
+            const lower = name.toLowerCase();
+            if (HOP.has(lower)) continue;
+            if (lower === 'content-length') length = true;
+            out += `${name}: ${(raw[i + 1] as Buffer).toString('latin1')}\r\n`;
+          }
+          chunked =
+            !length &&
+            head.method !== 'HEAD' &&
+            statusCode >= 200 &&
+            statusCode !== 204 &&
+            statusCode !== 304;
+          if (chunked) out += 'transfer-encoding: chunked\r\n';
+          socket.write(`${out}\r\n`, 'latin1');
+          return true;
+        },
+        onData(chunk: Buffer) {
+          if (chunked) socket.write(`${chunk.length.toString(16)}\r\n`);
+          socket.write(chunk);
+          if (chunked) socket.write('\r\n');
+          return true;
+        },
+        onComplete() {
+          if (chunked) socket.write('0\r\n\r\n');
+          client.finish(false);
+        },
+        onError() {
+          client.fail();
+        },
+      },
+    );
   }
 }
