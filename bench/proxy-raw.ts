@@ -364,7 +364,7 @@ export class RawProxy {
     const socket = client.socket;
     let chunked = false;
     pool.dispatch(
-      { origin, path: head.url, method: head.method as 'GET', headers, body: body ?? null },
+      { origin, path: head.url, method: head.method, headers, body: body ?? null },
       {
         onConnect() {},
         onHeaders(statusCode: number, raw: Buffer[], _resume: () => void, statusText: string) {
