@@ -12,8 +12,9 @@ import type { Socket } from 'node:net';
 import { abortedError, ERROR_CODES, isMusterError, MusterError } from '../errors.js';
 import { onAbort } from '../util/abort.js';
 import { CallSignal } from './call-signal.js';
+import { IdTable } from './id-table.js';
 import { encodeFrame, FrameDecoder, HEADER_BYTES, Kind, PROTOCOL_VERSION } from './frame.js';
-import type { ResolvedBusOptions } from './types.js';
+import type { Caller, ResolvedBusOptions } from './types.js';
 
 /** 64 KiB: the largest hello a stranger may make us buffer. */
 const HELLO_LIMIT = 64 * 1024;
@@ -92,9 +93,10 @@ export class Connection {
   readonly #host: ConnectionHost;
   readonly #o: ResolvedBusOptions;
   readonly #decoder: FrameDecoder;
-  readonly #pending = new Map<number, Pending>();
-  readonly #served = new Map<number, CallSignal>();
-  readonly #acks = new Map<number, Pending>();
+  /** Calls in flight, by id: tables that allocate nothing per call (see id-table.ts). */
+  readonly #pending = new IdTable<Pending>();
+  readonly #served = new IdTable<CallSignal>();
+  readonly #acks = new IdTable<Pending>();
   #state: ConnectionState = 'handshake';
   #nextId = 1;
   #lastReceived: number;
@@ -120,6 +122,7 @@ export class Connection {
   #failReady!: (err: unknown) => void;
   /** Why it closed. */
   closeError: MusterError | undefined;
+  #caller: Caller | undefined;
 
   constructor(host: ConnectionHost, socket: Socket, dialed?: string) {
     const outbound = dialed !== undefined;
@@ -171,6 +174,11 @@ export class Connection {
     });
     this.#scheduleHeartbeat(this.#o.connectTimeoutMs, true);
     if (outbound) this.#sendHello();
+  }
+
+  /** The peer as a handler sees it (one object per connection, not per call). */
+  get caller(): Caller {
+    return (this.#caller ??= { node: this.peer?.node ?? '?', address: this.peer?.address ?? '?' });
   }
 
   /** The peer's address as this node knows it: the one it dialed, else the one the hello advertised. */
