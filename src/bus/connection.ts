@@ -460,17 +460,35 @@ export class Connection {
     return frame;
   }
 
+  /**
+   * Writes issued in one tick are corked and go out together: one `writev` per connection. One
+   * `process.nextTick` uncorks every connection written to in the tick (a publication to 20
+   * subscribers queued 20 ticks, each with its closure, before).
+   */
   #send(frame: Buffer): void {
     if (this.socket.destroyed) return;
     if (!this.#corked) {
       this.#corked = true;
       this.socket.cork();
-      process.nextTick(() => {
-        this.#corked = false;
-        this.socket.uncork();
-      });
+      Connection.#toUncork[Connection.#uncorkCount++] = this;
+      if (Connection.#uncorkCount === 1) process.nextTick(Connection.#uncorkAll);
     }
     this.socket.write(frame);
+  }
+
+  static readonly #toUncork: (Connection | undefined)[] = [];
+  static #uncorkCount = 0;
+
+  static #uncorkAll(this: void): void {
+    const list = Connection.#toUncork;
+    // Read the count on every turn: an uncork that writes elsewhere at once lands in this loop.
+    for (let i = 0; i < Connection.#uncorkCount; i++) {
+      const conn = list[i] as Connection;
+      list[i] = undefined;
+      conn.#corked = false;
+      conn.socket.uncork();
+    }
+    Connection.#uncorkCount = 0;
   }
 
   #sendHello(): void {
