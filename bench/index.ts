@@ -14,6 +14,7 @@ const BENCHMARKS: Record<string, () => Promise<{ run(args: string[]): Promise<vo
   'config-floor': () => import('./config-floor.js'),
   postgres: () => import('./postgres.js'),
   proxy: () => import('./proxy.js'),
+  'proxy-cpu': () => import('./proxy-cpu.js'),
   agent: () => import('./agent.js'),
   process: () => import('./process.js'),
   bus: () => import('./bus.js'),
