@@ -178,7 +178,11 @@ export class Connection {
 
   /** The peer as a handler sees it (one object per connection, not per call). */
   get caller(): Caller {
-    return (this.#caller ??= { node: this.peer?.node ?? '?', address: this.peer?.address ?? '?' });
+    // Frozen: every call on this connection shares it.
+    return (this.#caller ??= Object.freeze({
+      node: this.peer?.node ?? '?',
+      address: this.peer?.address ?? '?',
+    }));
   }
 
   /** The peer's address as this node knows it: the one it dialed, else the one the hello advertised. */
