@@ -18,6 +18,7 @@ const BENCHMARKS: Record<string, () => Promise<{ run(args: string[]): Promise<vo
   agent: () => import('./agent.js'),
   process: () => import('./process.js'),
   bus: () => import('./bus.js'),
+  'bus-cost': () => import('./bus-cost.js'),
 };
 
 async function main(): Promise<void> {
