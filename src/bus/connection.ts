@@ -527,6 +527,10 @@ export class Connection {
           this.close(new MusterError('MUSTER_PROTOCOL', 'a request without service and method'));
           return;
         }
+        if (id === 0) {
+          this.close(new MusterError('MUSTER_PROTOCOL', 'a request with call id 0'));
+          return;
+        }
         const call = new CallSignal();
         this.#served.set(id, call);
         this.#host.request(this, id, b, call);
