@@ -19,6 +19,7 @@ const BENCHMARKS: Record<string, () => Promise<{ run(args: string[]): Promise<vo
   'agent-memory': () => import('./agent-memory.js'),
   process: () => import('./process.js'),
   bus: () => import('./bus.js'),
+  'bus-cost': () => import('./bus-cost.js'),
 };
 
 async function main(): Promise<void> {
