@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { openSession, type Session } from '../../src/membership/index.js';
 import { openStore } from '../../src/store/index.js';
+import { onAbort } from '../../src/util/abort.js';
 import { ETCD_INSTALL_HINT, type EtcdCluster, needBinary, startEtcd } from '../../src/testing/index.js';
 
 const skip = needBinary('etcd', ETCD_INSTALL_HINT);
@@ -70,7 +71,7 @@ describe('sessions across an etcd leader restart (three members)', { skip }, () 
                 off();
                 resolve();
               };
-              s.lost.addEventListener('abort', done, { once: true });
+              onAbort(s.lost, done); // also when it was lost before we got here
             }),
         ),
       );

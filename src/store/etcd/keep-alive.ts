@@ -43,10 +43,13 @@ export type OpenKeepAliveStream = (prefer: string | undefined) => Promise<Opened
  */
 export const KEEPALIVE_HEDGE_MS = 250;
 
-/** What renewals waiting on a shared stream get when another member answered first. */
+/**
+ * What renewals waiting on the shared stream get when the engine itself tears it down (another member
+ * answered first, or a renewal timed out on it): they ask another member at once.
+ */
 const STREAM_REPLACED = new MusterError(
   'MUSTER_UNAVAILABLE',
-  'the etcd keep-alive stream was replaced after another member answered first',
+  'the etcd keep-alive stream was replaced (another member answered first, or a renewal timed out on it)',
 );
 
 type Outcome = { readonly ttl: number } | { readonly error: unknown };
@@ -145,6 +148,8 @@ export class KeepAliveChannel {
   /** Rotates the members that hedged attempts go to. */
   #next = 0;
   readonly #oneShots = new Set<Promise<OpenedKeepAliveStream>>();
+  /** Ends each renewal in progress with `MUSTER_CLOSED` (on close). */
+  readonly #inflight = new Set<() => void>();
   #closed = false;
 
   constructor(open: OpenKeepAliveStream, endpoints: readonly string[], hedgeMs = KEEPALIVE_HEDGE_MS) {
@@ -159,7 +164,7 @@ export class KeepAliveChannel {
    * attempt failed), `MUSTER_CLOSED`, or `MUSTER_ABORTED`.
    */
   renew(id: string, timeoutMs: number, signal?: AbortSignal): Promise<number> {
-    if (this.#closed) return Promise.reject(new MusterError('MUSTER_CLOSED', 'the etcd store was closed'));
+    if (this.#closed) return Promise.reject(closedError());
     if (signal?.aborted) return Promise.reject(abortedError(signal));
     return new Promise<number>((resolve, reject) => {
       const members = this.#endpoints.length;
@@ -180,6 +185,7 @@ export class KeepAliveChannel {
         clearTimeout(hedgeTimer);
         clearTimeout(deadline);
         offAbort();
+        this.#inflight.delete(onClose);
         for (const stop of stops) stop();
         if ('ttl' in outcome) resolve(outcome.ttl);
         // eslint-disable-next-line @typescript-eslint/prefer-promise-reject-errors
@@ -192,9 +198,11 @@ export class KeepAliveChannel {
         if ('ttl' in outcome) {
           if (outcome.ttl <= 0) return finish({ error: notFound(id) });
           if (member !== undefined) this.#preferred = member;
+          const beaten = viaShared ? undefined : shared;
+          finish(outcome);
           // A fresh stream elsewhere beat the shared one: replace it, so renewals stop queueing there.
-          if (!viaShared && shared !== undefined) this.#dropShared(shared);
-          return finish(outcome);
+          if (beaten !== undefined) this.#dropShared(beaten);
+          return;
         }
         const err = fromEtcdError(outcome.error, { lease: id });
         if (isMusterError(err, 'MUSTER_LEASE_NOT_FOUND') || isMusterError(err, 'MUSTER_CLOSED'))
@@ -249,8 +257,7 @@ export class KeepAliveChannel {
         busy.set(member, (busy.get(member) ?? 0) + 1);
       };
       const deadline = setTimeout(() => {
-        // A shared stream that never answered may sit on a black-holed connection: replace it.
-        if (shared !== undefined) this.#dropShared(shared);
+        const stalled = shared;
         finish({
           error: new MusterError(
             'MUSTER_TIMEOUT',
@@ -258,7 +265,11 @@ export class KeepAliveChannel {
             { details: { lease: id }, ...(lastError === undefined ? {} : { cause: lastError }) },
           ),
         });
+        // A shared stream that never answered may sit on a black-holed connection: replace it.
+        if (stalled !== undefined) this.#dropShared(stalled);
       }, timeoutMs);
+      const onClose = (): void => finish({ error: closedError() });
+      this.#inflight.add(onClose);
       const offAbort = onAbort(signal, () => finish({ error: abortedError(signal as AbortSignal) }));
       launch();
     });
@@ -340,9 +351,10 @@ export class KeepAliveChannel {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    for (const end of [...this.#inflight]) end();
     const shared = this.#shared;
     this.#shared = undefined;
-    shared?.fail(new MusterError('MUSTER_CLOSED', 'the etcd store was closed'));
+    shared?.fail(closedError());
     shared?.cancel();
     for (const opening of this.#oneShots) {
       opening.then(
@@ -352,6 +364,10 @@ export class KeepAliveChannel {
     }
     this.#oneShots.clear();
   }
+}
+
+function closedError(): MusterError {
+  return new MusterError('MUSTER_CLOSED', 'the etcd store was closed');
 }
 
 function notFound(id: string): MusterError {
