@@ -167,17 +167,14 @@ export class KeepAliveChannel {
     if (this.#closed) return Promise.reject(closedError());
     if (signal?.aborted) return Promise.reject(abortedError(signal));
     return new Promise<number>((resolve, reject) => {
-      const members = this.#endpoints.length;
-      /** Members this renewal has sent to, and how many of its attempts each holds unanswered. */
-      const tried = new Set<string>();
-      const busy = new Map<string, number>();
-      const stops = new Set<() => void>();
-      let shared: SharedStream | undefined; // the shared stream, while its attempt is unanswered
-      let outstanding = 0;
+      /** This renewal's one-request streams, one per member at most: cancelling one drops it. */
+      const oneShots = new Map<string, () => void>();
+      /** When each member last failed an attempt of this renewal (it is skipped for a hedge period). */
+      const failedAt = new Map<string, number>();
+      let shared: { readonly stream: SharedStream; readonly stop: () => void; member?: string } | undefined;
       let lastError: unknown;
       let settled = false;
       let hedgeTimer: NodeJS.Timeout | undefined;
-      let first = true;
 
       const finish = (outcome: Outcome): void => {
         if (settled) return;
@@ -186,21 +183,23 @@ export class KeepAliveChannel {
         clearTimeout(deadline);
         offAbort();
         this.#inflight.delete(onClose);
-        for (const stop of stops) stop();
+        shared?.stop();
+        for (const stop of oneShots.values()) stop();
+        oneShots.clear();
         if ('ttl' in outcome) resolve(outcome.ttl);
         // eslint-disable-next-line @typescript-eslint/prefer-promise-reject-errors
         else reject(outcome.error);
       };
+      const usable = (member: string): boolean =>
+        performance.now() - (failedAt.get(member) ?? -Infinity) >= this.#hedgeMs;
       const onOutcome = (member: string | undefined, viaShared: boolean, outcome: Outcome): void => {
-        outstanding--;
-        if (member !== undefined) busy.set(member, (busy.get(member) ?? 1) - 1);
         if (settled) return;
         if ('ttl' in outcome) {
           if (outcome.ttl <= 0) return finish({ error: notFound(id) });
           if (member !== undefined) this.#preferred = member;
-          const beaten = viaShared ? undefined : shared;
+          const beaten = viaShared ? undefined : shared?.stream;
           finish(outcome);
-          // A fresh stream elsewhere beat the shared one: replace it, so renewals stop queueing there.
+          // A fresh stream beat the shared one: replace it, so renewals stop queueing there.
           if (beaten !== undefined) this.#dropShared(beaten);
           return;
         }
@@ -209,55 +208,52 @@ export class KeepAliveChannel {
           return finish({ error: err });
         lastError = err;
         if (viaShared) shared = undefined;
-        // A member not asked yet, or a shared stream we replaced ourselves: ask again at once.
-        if (tried.size < members || outcome.error === STREAM_REPLACED) launch();
-        else if (outstanding === 0) finish({ error: err }); // every member failed: the caller decides
+        if (member !== undefined && outcome.error !== STREAM_REPLACED)
+          failedAt.set(member, performance.now());
+        if (this.#endpoints.some(usable))
+          launch(); // another member may answer: ask it at once
+        else if (shared === undefined && oneShots.size === 0) finish({ error: err }); // the caller decides
       };
-      /** Sends the renewal again, to a member that holds none of its attempts; re-arms the hedge. */
+      /**
+       * The first call sends on the shared stream; later ones send a fresh request to the next
+       * member in rotation that has not just failed, replacing this renewal's older request there
+       * (a member that lost its leader answers a request it holds only after polling for a new one,
+       * but forwards a fresh request at once). Re-arms the hedge.
+       */
       const launch = (): void => {
         if (settled || this.#closed) return;
         clearTimeout(hedgeTimer);
         hedgeTimer = setTimeout(launch, this.#hedgeMs);
-        if (first) {
-          first = false;
+        if (!launched) {
+          launched = true;
           const stream = this.#sharedStream();
-          let member: string | undefined;
-          const claim = (m: string): void => {
-            if (shared !== stream || member !== undefined) return;
-            member = m;
-            occupy(m);
+          const attempt: NonNullable<typeof shared> = {
+            stream,
+            stop: stream.send(id, (o) => onOutcome(attempt.member, true, o)),
           };
-          outstanding++;
-          shared = stream;
-          if (stream.endpoint !== undefined) claim(stream.endpoint);
+          if (stream.endpoint !== undefined) attempt.member = stream.endpoint;
           else
             void stream.opened.then(
-              (o) => claim(o.endpoint),
+              (o) => (attempt.member = o.endpoint),
               () => undefined,
             );
-          const stop = stream.send(id, (o) => {
-            stops.delete(stop);
-            onOutcome(member, true, o);
-          });
-          stops.add(stop);
+          shared = attempt;
           return;
         }
-        const member = this.#pick(tried, busy);
-        if (member === undefined) return; // every member holds an unanswered attempt: wait
-        occupy(member);
-        outstanding++;
+        const holds = (m: string): boolean => oneShots.has(m) || shared?.member === m;
+        // A member without a request of this renewal first; else refresh the oldest-asked one.
+        const member = this.#rotate((m) => usable(m) && !holds(m)) ?? this.#rotate(usable);
+        if (member === undefined) return;
+        oneShots.get(member)?.();
         const stop = this.#oneShot(id, member, (o) => {
-          stops.delete(stop);
+          if (oneShots.get(member) === stop) oneShots.delete(member);
           onOutcome(member, false, o);
         });
-        stops.add(stop);
+        oneShots.set(member, stop);
       };
-      const occupy = (member: string): void => {
-        tried.add(member);
-        busy.set(member, (busy.get(member) ?? 0) + 1);
-      };
+      let launched = false;
       const deadline = setTimeout(() => {
-        const stalled = shared;
+        const stalled = shared?.stream;
         finish({
           error: new MusterError(
             'MUSTER_TIMEOUT',
@@ -275,28 +271,18 @@ export class KeepAliveChannel {
     });
   }
 
-  /**
-   * The next member in rotation that holds no unanswered attempt of this renewal, preferring ones it
-   * has not tried, then the member that answered last; with a single member, a second stream to it.
-   */
-  #pick(tried: ReadonlySet<string>, busy: ReadonlyMap<string, number>): string | undefined {
+  /** The next member in rotation that `ok` accepts (hedges spread over the members). */
+  #rotate(ok: (member: string) => boolean): string | undefined {
     const n = this.#endpoints.length;
-    const limit = n === 1 ? 2 : 1;
-    let fallback: string | undefined;
     for (let i = 0; i < n; i++) {
       const j = (this.#next + i) % n;
-      const e = this.#endpoints[j] as string;
-      if ((busy.get(e) ?? 0) >= limit) continue;
-      if (!tried.has(e)) {
+      const member = this.#endpoints[j] as string;
+      if (ok(member)) {
         this.#next = (j + 1) % n;
-        return e;
+        return member;
       }
-      fallback ??= e;
     }
-    const preferred = this.#preferred;
-    if (preferred !== undefined && (busy.get(preferred) ?? 0) < limit) fallback = preferred;
-    if (fallback !== undefined) this.#next = (this.#endpoints.indexOf(fallback) + 1) % n;
-    return fallback;
+    return undefined;
   }
 
   #sharedStream(): SharedStream {
