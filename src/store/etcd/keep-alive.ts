@@ -56,6 +56,7 @@ type Outcome = { readonly ttl: number } | { readonly error: unknown };
 
 interface Queued {
   readonly id: string;
+  readonly sentAt: number;
   /** Cleared when the renewal no longer waits for this answer; the answer is then dropped. */
   deliver: ((outcome: Outcome) => void) | undefined;
 }
@@ -93,7 +94,7 @@ class SharedStream {
 
   /** Sends a renewal of `id`; returns a function that abandons it (its answer is then dropped). */
   send(id: string, deliver: (outcome: Outcome) => void): () => void {
-    const entry: Queued = { id, deliver };
+    const entry: Queued = { id, sentAt: performance.now(), deliver };
     if (this.#ended) {
       queueMicrotask(() =>
         deliver({ error: new MusterError('MUSTER_UNAVAILABLE', 'keep-alive stream closed') }),
@@ -110,6 +111,12 @@ class SharedStream {
     return () => {
       entry.deliver = undefined;
     };
+  }
+
+  /** How long its oldest request has waited for an answer (0 when none waits). */
+  stalledMs(): number {
+    const oldest = this.#queue[0];
+    return oldest === undefined ? 0 : performance.now() - oldest.sentAt;
   }
 
   #onData(res: ILeaseKeepAliveResponse): void {
@@ -160,8 +167,9 @@ export class KeepAliveChannel {
 
   /**
    * Renews lease `id` once; resolves to the TTL etcd renewed it for. Rejects with
-   * `MUSTER_LEASE_NOT_FOUND`, `MUSTER_TIMEOUT` after `timeoutMs`, `MUSTER_UNAVAILABLE` (every
-   * attempt failed), `MUSTER_CLOSED`, or `MUSTER_ABORTED`.
+   * `MUSTER_LEASE_NOT_FOUND`, `MUSTER_TIMEOUT` after `timeoutMs` (with several members, failed
+   * attempts are retried until then), `MUSTER_UNAVAILABLE` (a single member failed), `MUSTER_CLOSED`,
+   * or `MUSTER_ABORTED`.
    */
   renew(id: string, timeoutMs: number, signal?: AbortSignal): Promise<number> {
     if (this.#closed) return Promise.reject(closedError());
@@ -210,9 +218,12 @@ export class KeepAliveChannel {
         if (viaShared) shared = undefined;
         if (member !== undefined && outcome.error !== STREAM_REPLACED)
           failedAt.set(member, performance.now());
-        if (this.#endpoints.some(usable))
-          launch(); // another member may answer: ask it at once
-        else if (shared === undefined && oneShots.size === 0) finish({ error: err }); // the caller decides
+        // Another member may answer: ask it at once. A single member that failed: nowhere else to
+        // ask, the caller decides. With several, the hedge asks again (a leader may be elected any
+        // moment; the caller's deadline or ours ends the renewal).
+        if (this.#endpoints.some(usable)) launch();
+        else if (this.#endpoints.length === 1 && shared === undefined && oneShots.size === 0)
+          finish({ error: err });
       };
       /**
        * The first call sends on the shared stream; later ones send a fresh request to the next
@@ -238,7 +249,8 @@ export class KeepAliveChannel {
               () => undefined,
             );
           shared = attempt;
-          return;
+          // Requests already wait on the shared stream: do not wait a hedge period behind them.
+          if (stream.stalledMs() < this.#hedgeMs) return;
         }
         const holds = (m: string): boolean => oneShots.has(m) || shared?.member === m;
         // A member without a request of this renewal first; else refresh the oldest-asked one.
