@@ -75,7 +75,8 @@ export function unary<Req, Res>(
   return (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>) => {
     let user: string | undefined;
     try {
-      if (checkAuth) user = ctx.auth.check(call.metadata);
+      // `enabled` first: the transport builds a call's metadata only when it is read.
+      if (checkAuth && ctx.auth.enabled) user = ctx.auth.check(call.metadata);
     } catch (err) {
       callback(toGrpcError(err));
       return;
