@@ -147,7 +147,8 @@ function detailsOf(err: StatusLike): string {
  */
 class Deframer {
   readonly #max: number;
-  readonly #head = Buffer.alloc(GRPC_PREFIX);
+  /** A prefix split over chunks (rare: allocated when first needed). */
+  #head: Buffer | undefined;
   #headFill = 0;
   #body: Buffer | undefined;
   #bodyFill = 0;
@@ -187,13 +188,14 @@ class Deframer {
         length = chunk.readUInt32BE(at + 1);
         at += GRPC_PREFIX;
       } else {
-        const n = chunk.copy(this.#head, this.#headFill, at, at + GRPC_PREFIX - this.#headFill);
+        const head = (this.#head ??= Buffer.alloc(GRPC_PREFIX));
+        const n = chunk.copy(head, this.#headFill, at, at + GRPC_PREFIX - this.#headFill);
         this.#headFill += n;
         at += n;
         if (this.#headFill < GRPC_PREFIX) return undefined;
         this.#headFill = 0;
-        flag = this.#head[0] as number;
-        length = this.#head.readUInt32BE(1);
+        flag = head[0] as number;
+        length = head.readUInt32BE(1);
       }
       const bad = this.#check(flag, length, encoding);
       if (bad !== undefined) return bad;

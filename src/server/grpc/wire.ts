@@ -444,7 +444,9 @@ class In {
   }
 }
 
-const EMPTY = (): Buffer => Buffer.alloc(0);
+/** One empty Buffer for every unset bytes field (a zero-length Buffer cannot be changed). */
+const EMPTY_BYTES = Buffer.alloc(0);
+const EMPTY = (): Buffer => EMPTY_BYTES;
 
 function rangeRequest(r: In): Record<string, unknown> {
   const m: Record<string, unknown> = {
