@@ -1,6 +1,7 @@
 /**
  * What every service handler shares: the engine, the response header, the token check, and the
- * wrappers that turn async handlers into grpc-js handlers with one error translation.
+ * wrappers that turn async handlers into gRPC handlers (grpc-js's handler shapes, which the
+ * transport in transport.ts calls) with one error translation.
  */
 import type {
   handleUnaryCall,
