@@ -1,8 +1,7 @@
 /**
  * etcd's HTTP/JSON gateway on the client port, as etcd serves it next to gRPC (its `cmux`): the
- * first bytes of each connection decide — the HTTP/2 preface goes to the gRPC server (handed over
- * as it is, through grpc-js's connection injector: no proxying, no cost per request), anything else
- * to this HTTP/1.1 server.
+ * first bytes of each connection decide — the HTTP/2 preface goes to the gRPC transport (the socket
+ * itself is handed over: no proxying, no cost per request), anything else to this HTTP/1.1 server.
  *
  * Routes (POST, JSON bodies in etcd's gateway form: proto field names, bytes in base64, int64 as
  * strings): `/v3/kv/{range,put,deleterange,txn,compaction}`, `/v3/watch` (a stream of

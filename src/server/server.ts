@@ -5,7 +5,7 @@
  */
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { Server, ServerCredentials, type UntypedServiceImplementation } from '@grpc/grpc-js';
+import type { UntypedServiceImplementation } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import type { Clock } from '../clock.js';
@@ -15,6 +15,7 @@ import { type Duration, toMillis } from '../util/duration.js';
 import { isLoopback, parseHostPort } from '../util/net.js';
 import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { createServer as createNetServer, type Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { NO_LEASE } from '../store/internal.js';
 import { authorityFilter, isGoClient } from './authority-filter.js';
 import { gatewayHandler } from './gateway.js';
@@ -31,6 +32,7 @@ import { kvService } from './grpc/kv.js';
 import { leaseService } from './grpc/lease.js';
 import { clusterService, maintenanceService } from './grpc/maintenance.js';
 import { etcdServices } from './grpc/proto.js';
+import { GrpcTransport, rpcMethods } from './grpc/transport.js';
 import { watchService } from './grpc/watch.js';
 
 /** Loopback on etcd's client port: reachable by local clients only, where etcd would be. */
@@ -124,15 +126,13 @@ function readToken(options: ServerOptions): string | undefined {
   return token;
 }
 
-function credentials(options: ServerOptions): ServerCredentials {
-  if (options.cert === undefined && options.key === undefined) return ServerCredentials.createInsecure();
+function credentials(options: ServerOptions): { cert: Buffer; key: Buffer } | undefined {
+  if (options.cert === undefined && options.key === undefined) return undefined;
   if (options.cert === undefined || options.key === undefined) {
     throw invalidArgument('TLS needs both --cert and --key');
   }
   try {
-    return ServerCredentials.createSsl(null, [
-      { cert_chain: readFileSync(options.cert), private_key: readFileSync(options.key) },
-    ]);
+    return { cert: readFileSync(options.cert), key: readFileSync(options.key) };
   } catch (err) {
     throw invalidArgument(`cannot load the TLS certificate or key: ${(err as Error).message}`);
   }
@@ -158,12 +158,13 @@ const H2_PREFACE = Buffer.from('PRI * HTTP/2.0\r\n');
 
 /**
  * Listens on `host:port` and hands each connection, by its first bytes, to gRPC (the HTTP/2
- * preface; handed over through the injector, so gRPC traffic is not proxied) or to the gateway.
+ * preface; the socket itself goes to the HTTP/2 server, so gRPC traffic is not proxied) or to the
+ * gateway.
  */
 function listenFront(
   host: string,
   port: number,
-  injector: { injectConnection(socket: Socket): void },
+  injector: { injectConnection(socket: Duplex): void },
   gateway: (req: IncomingMessage, res: ServerResponse) => void,
 ): Promise<FrontServer> {
   const http1 = createHttpServer(gateway);
@@ -184,7 +185,7 @@ function listenFront(
       socket.pause();
       if (go) {
         // grpc-go (etcdctl) may send an `:authority` nghttp2 refuses: see authority-filter.ts.
-        injector.injectConnection(authorityFilter(socket, head) as unknown as Socket);
+        injector.injectConnection(authorityFilter(socket, head));
         return;
       }
       socket.unshift(head);
@@ -244,7 +245,7 @@ export async function startServer(options: ServerOptions = {}): Promise<MusterSe
     );
   }
   const creds = credentials(options);
-  const tls = options.cert !== undefined;
+  const tls = creds !== undefined;
   const log = options.logger;
   const maxRequest = options.maxRequestBytes ?? DEFAULT_MAX_REQUEST_BYTES;
   const metrics = options.metrics === undefined ? undefined : createServeMetrics(options.metrics);
@@ -267,14 +268,6 @@ export async function startServer(options: ServerOptions = {}): Promise<MusterSe
     await durable.close().catch(() => undefined);
     throw err;
   }
-  const server = new Server({
-    // etcd adds 512 KiB of gRPC overhead to its request limit.
-    'grpc.max_receive_message_length': maxRequest + 512 * 1024,
-    'grpc.max_send_message_length': -1,
-    // Channelz (gRPC's introspection service, not served here) costs timestamps and counters on
-    // every call.
-    'grpc.enable_channelz': 0,
-  });
   const streams = new Set<{ end(): void }>();
   let clientUrl = '';
   const ctx: ServiceContext = {
@@ -317,27 +310,36 @@ export async function startServer(options: ServerOptions = {}): Promise<MusterSe
     Cluster: clusterService(ctx),
     Auth: authService(ctx, authStore),
   };
+  const served: Record<string, UntypedServiceImplementation> = {};
   for (const name of Object.keys(impls) as (keyof typeof impls)[]) {
     const def = services[name];
     const impl: UntypedServiceImplementation = impls[name];
-    server.addService(def, metrics ? metrics.instrument(`etcdserverpb.${name}`, def, impl) : impl);
+    served[name] = metrics ? metrics.instrument(`etcdserverpb.${name}`, def, impl) : impl;
   }
   metrics?.attach({ store: durable.store, streams, dbSize: () => ctx.dbSize() });
+  let grpc: GrpcTransport;
+  try {
+    grpc = new GrpcTransport(rpcMethods({ ...services }, served), {
+      // etcd adds 512 KiB of gRPC overhead to its request limit.
+      maxReceiveMessageBytes: maxRequest + 512 * 1024,
+      ...(creds ? { tls: creds } : {}),
+    });
+  } catch (err) {
+    await durable.close().catch(() => undefined);
+    throw invalidArgument(`cannot load the TLS certificate or key: ${(err as Error).message}`);
+  }
 
   let bound: number;
   let front: FrontServer | undefined;
   try {
     if (tls) {
       // TLS: gRPC only (the gateway would need ALPN on the TLS handshake to share the port).
-      bound = await new Promise<number>((resolve, reject) => {
-        const target = host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
-        server.bindAsync(target, creds, (err, p) => (err ? reject(err) : resolve(p)));
-      });
+      bound = await grpc.listen(host, port);
     } else {
       front = await listenFront(
         host,
         port,
-        server.createConnectionInjector(creds),
+        grpc,
         gatewayHandler(
           services,
           impls,
@@ -391,16 +393,7 @@ export async function startServer(options: ServerOptions = {}): Promise<MusterSe
       if (quotaTimer !== undefined) clearInterval(quotaTimer);
       front?.close();
       for (const s of [...streams]) s.end();
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(() => {
-          server.forceShutdown();
-          resolve();
-        }, SHUTDOWN_GRACE_MS);
-        server.tryShutdown(() => {
-          clearTimeout(timer);
-          resolve();
-        });
-      });
+      await grpc.close(SHUTDOWN_GRACE_MS);
       await durable.close();
       log?.info({ dataDir: durable.dataDir }, 'muster serve stopped; log flushed and snapshot written');
     })();

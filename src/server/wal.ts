@@ -295,10 +295,10 @@ export class Wal implements Journal {
   }
 
   /**
-   * Starts the writer after the current event-loop turn, not now: gRPC hands each request to its
-   * handler in a turn of its own (a `nextTick`), so a writer started by the first request's flush
-   * would write that record alone and the other requests read in the same turn would wait for the
-   * next sync. `setImmediate` runs once every request read in this turn has appended (measured with
+   * Starts the writer after the current event-loop turn, not now: requests that arrive together
+   * reach their handlers one after another (one socket read may hold many; several connections are
+   * read in turns of their own), so a writer started by the first request's flush would write that
+   * record alone and the others would wait for the next sync. `setImmediate` runs once every request read in this turn has appended (measured with
    * 64 puts in flight: one write per put before, one write per 64 puts after).
    */
   #kick(): void {

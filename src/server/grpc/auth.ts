@@ -31,7 +31,7 @@ function same(a: string, b: string): boolean {
 
 /**
  * The tokens a call carries, the first one first. Some clients send the `token` metadata twice
- * (python-etcd3: as metadata and as call credentials); grpc-js joins repeated values with ", ", and
+ * (python-etcd3: as metadata and as call credentials); Node's HTTP/2 joins repeated values with ", ", and
  * etcd, which reads the first value, accepts such a call — so the whole value is tried, then each
  * comma-separated part.
  */

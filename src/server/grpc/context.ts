@@ -1,6 +1,7 @@
 /**
  * What every service handler shares: the engine, the response header, the token check, and the
- * wrappers that turn async handlers into grpc-js handlers with one error translation.
+ * wrappers that turn async handlers into gRPC handlers (grpc-js's handler shapes, which the
+ * transport in transport.ts calls) with one error translation.
  */
 import type {
   handleUnaryCall,
@@ -75,7 +76,8 @@ export function unary<Req, Res>(
   return (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>) => {
     let user: string | undefined;
     try {
-      if (checkAuth) user = ctx.auth.check(call.metadata);
+      // `enabled` first: the transport builds a call's metadata only when it is read.
+      if (checkAuth && ctx.auth.enabled) user = ctx.auth.check(call.metadata);
     } catch (err) {
       callback(toGrpcError(err));
       return;

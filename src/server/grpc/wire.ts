@@ -11,6 +11,9 @@
  * Every other message keeps the loader's codec.
  */
 
+/** A gRPC message's prefix: the compressed flag and the length. */
+const GRPC_PREFIX = 5;
+
 /** Bytes of a message being written: grows by doubling; reused across calls (one event loop). */
 class Out {
   buf = Buffer.allocUnsafe(4096);
@@ -125,6 +128,16 @@ class Out {
   take(): Buffer {
     const out = Buffer.allocUnsafe(this.pos);
     this.buf.copy(out, 0, 0, this.pos);
+    this.pos = 0;
+    return out;
+  }
+
+  /** The message as a gRPC message (`0`, u32 length, bytes) in a Buffer of its own; resets. */
+  takeFramed(): Buffer {
+    const out = Buffer.allocUnsafe(GRPC_PREFIX + this.pos);
+    out[0] = 0;
+    out.writeUInt32BE(this.pos, 1);
+    this.buf.copy(out, GRPC_PREFIX, 0, this.pos);
     this.pos = 0;
     return out;
   }
@@ -304,6 +317,33 @@ export const encodeResponse = {
   Txn: (r: unknown): Buffer => (txnBody(r as WireTxnResponse), out.take()),
 };
 
+/** The same encoders writing gRPC messages (prefix included), so the transport copies nothing. */
+const framed = new Map<(r: unknown) => Buffer, (r: unknown) => Buffer>([
+  [encodeResponse.Range, (r) => (rangeBody(r as WireRangeResponse), out.takeFramed())],
+  [encodeResponse.Put, (r) => (putBody(r as WirePutResponse), out.takeFramed())],
+  [encodeResponse.DeleteRange, (r) => (deleteBody(r as WireDeleteResponse), out.takeFramed())],
+  [encodeResponse.Txn, (r) => (txnBody(r as WireTxnResponse), out.takeFramed())],
+  [encodeWatchResponse, (r) => (watchBody(r as WireWatchResponse), out.takeFramed())],
+]);
+
+/**
+ * `serialize` as an encoder of gRPC messages: the hand-written ones write the prefix themselves;
+ * any other (the loader's) is wrapped with a copy.
+ */
+export function framedEncoderOf(serialize: (r: unknown) => Buffer): (r: unknown) => Buffer {
+  return (
+    framed.get(serialize) ??
+    ((r: unknown): Buffer => {
+      const body = serialize(r);
+      const message = Buffer.allocUnsafe(GRPC_PREFIX + body.length);
+      message[0] = 0;
+      message.writeUInt32BE(body.length, 1);
+      body.copy(message, GRPC_PREFIX);
+      return message;
+    })
+  );
+}
+
 /** A protobuf reader over one message. */
 class In {
   readonly buf: Buffer;
@@ -404,7 +444,9 @@ class In {
   }
 }
 
-const EMPTY = (): Buffer => Buffer.alloc(0);
+/** One empty Buffer for every unset bytes field (a zero-length Buffer cannot be changed). */
+const EMPTY_BYTES = Buffer.alloc(0);
+const EMPTY = (): Buffer => EMPTY_BYTES;
 
 function rangeRequest(r: In): Record<string, unknown> {
   const m: Record<string, unknown> = {
