@@ -59,7 +59,6 @@ export function upstreamHead(
       xff = xff === undefined ? raw[i + 1] : `${xff}, ${raw[i + 1] as string}`;
       continue;
     }
-    if (lower === 'content-length' && !withBody) continue;
     out += `${name}: ${raw[i + 1] as string}\r\n`;
   }
   const client = req.socket.remoteAddress ?? 'unknown';

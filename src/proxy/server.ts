@@ -45,6 +45,7 @@ interface Ctx extends Held {
   readonly res: ServerResponse;
   readonly id: string;
   readonly holdable: boolean;
+  readonly hasBody: boolean;
   head: UpstreamHead | undefined;
   responded: boolean;
   done: boolean;
@@ -285,6 +286,7 @@ export class ProxyServer {
       destination: '',
       heldAt: 0,
       holdable: (method === 'GET' || method === 'HEAD') && !hasBody,
+      hasBody,
       head: undefined,
       responded: false,
       done: false,
@@ -418,13 +420,13 @@ export class ProxyServer {
   #forward(ctx: Ctx, r: Resolution & { ok: true }): void {
     const { req, res } = ctx;
     const backend = r.origin.slice(r.origin.indexOf('//') + 2);
-    ctx.head ??= upstreamHead(req, ctx.id, 'http', backend, !ctx.holdable);
+    ctx.head ??= upstreamHead(req, ctx.id, 'http', backend, ctx.hasBody);
     const started = performance.now();
     let misdirected = false;
     const exchange: Exchange = this.#pools.get(r.origin).request(
       {
         head: ctx.head.head,
-        body: ctx.holdable ? null : req,
+        body: ctx.hasBody ? req : null,
         chunked: ctx.head.chunked,
         noResponseBody: req.method === 'HEAD',
       },

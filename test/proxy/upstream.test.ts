@@ -10,6 +10,7 @@ import { after, before, describe, test } from 'node:test';
 import { Agent, request } from 'undici';
 import { startProxy, type Proxy } from '../../src/proxy/index.js';
 import { openMemoryStore, type MemoryStore } from '../../src/store/index.js';
+import { waitFor } from '../../src/testing/index.js';
 import { call, testConfig } from './helpers.js';
 
 const SVC = '/muster/services/up/';
@@ -52,14 +53,25 @@ describe('proxy: the raw upstream pool and response framer', { timeout: 30_000 }
           const head = buf.slice(0, end);
           const path = head.split(' ')[1] ?? '/';
           let used = end + 4;
+          const length = /content-length: (\d+)/i.exec(head);
+          if (length !== null) {
+            if (buf.length < used + Number(length[1])) return;
+            used += Number(length[1]);
+          }
           if (/transfer-encoding: chunked/i.test(head)) {
             const last = buf.indexOf('0\r\n\r\n', used);
             if (last < 0) return;
             used = last + 5;
           }
-          received.push(buf.slice(0, used));
+          const request = buf.slice(0, used);
+          received.push(request);
           buf = buf.slice(used);
           if (path === '/silent') continue;
+          if (path === '/echo') {
+            const body = request.slice(end + 4);
+            socket.write(`HTTP/1.1 200 OK\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
+            continue;
+          }
           if (path === '/chunked-in') {
             socket.write('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nin');
             continue;
@@ -130,6 +142,32 @@ describe('proxy: the raw upstream pool and response framer', { timeout: 30_000 }
     assert.match(seen, /x-request-id: \S+\r\n/);
     const body = seen.slice(seen.indexOf('\r\n\r\n') + 4).replace(/\r\n/g, '|');
     assert.match(body, /^(2\|ab\|3\|cde\||5\|abcde\|)0\|\|$/);
+  });
+
+  test('Expect: 100-continue — the client gets 100 Continue, the body goes upstream without the Expect field', async () => {
+    const { connect } = await import('node:net');
+    const [host, port] = [
+      address.slice(0, address.lastIndexOf(':')),
+      Number(address.slice(address.lastIndexOf(':') + 1)),
+    ];
+    const s = connect(port, host);
+    let got = '';
+    s.on('data', (d: Buffer) => (got += d.toString('latin1')));
+    s.write(
+      'POST /echo HTTP/1.1\r\nHost: h\r\nx-key: k\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n',
+    );
+    await waitFor(() => got.includes('100 Continue'), { what: '100 Continue' });
+    assert.equal(
+      received.filter((r) => r.startsWith('POST /echo')).length,
+      0,
+      'nothing upstream before the body',
+    );
+    s.write('hello');
+    await waitFor(() => got.endsWith('hello'), { what: 'the echoed body' });
+    s.destroy();
+    const seen = received.find((r) => r.startsWith('POST /echo')) ?? '';
+    assert.doesNotMatch(seen, /expect:/i);
+    assert.match(seen, /\r\n\r\nhello$/);
   });
 
   test('a malformed response: 502, never passed on; the proxy keeps serving', async () => {
