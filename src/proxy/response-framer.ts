@@ -6,17 +6,15 @@
  * Anything malformed throws an {@link UpstreamError} `UPSTREAM_BAD_RESPONSE`: the connection is not
  * reused.
  */
+import { ChunkedDecoder } from './chunked.js';
 import { UpstreamError } from './upstream-error.js';
 
 /** 64 KiB of response head: more than any backend sends (Node's own default limit is 16 KiB). */
 export const MAX_RESPONSE_HEAD_BYTES = 64 * 1024;
-/** 4 KiB for one chunk-size line with its extensions, or one trailer field. */
-const MAX_CHUNK_LINE_BYTES = 4096;
 
 const CRLFCRLF = Buffer.from('\r\n\r\n');
 const STATUS_LINE = /^HTTP\/1\.([01]) (\d{3})(?: (.*))?$/;
 const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
-const HEX = /^[0-9A-Fa-f]{1,13}$/;
 
 /** A response's status line and header fields (names lower-cased; repeated fields as arrays). */
 export interface ResponseHead {
@@ -41,11 +39,8 @@ const State = {
   Idle: 0,
   Head: 1,
   Length: 2,
-  ChunkSize: 3,
-  ChunkData: 4,
-  ChunkDataEnd: 5,
-  Trailers: 6,
-  UntilClose: 7,
+  Chunked: 3,
+  UntilClose: 4,
 } as const;
 type State = (typeof State)[keyof typeof State];
 
@@ -55,7 +50,7 @@ export class ResponseFramer {
   #noBody = false;
   #buf: Buffer | undefined;
   #left = 0;
-  #line = '';
+  readonly #chunked = new ChunkedDecoder(bad);
   #keepAlive = true;
 
   /** True while a response is being read. */
@@ -135,45 +130,16 @@ export class ResponseFramer {
         case State.UntilClose:
           this.#sink?.data(i === 0 ? d : d.subarray(i));
           return undefined;
-        case State.ChunkData: {
-          const take = Math.min(this.#left, d.length - i);
-          this.#left -= take;
-          const chunk = d.subarray(i, i + take);
-          i += take;
-          if (this.#left === 0) this.#state = State.ChunkDataEnd;
-          this.#sink?.data(chunk);
-          break;
+        default: {
+          const sink = this.#sink;
+          const end = this.#chunked.decode(d, i, (chunk) => sink?.data(chunk));
+          if (end < 0) return undefined;
+          i = end;
+          this.#finish();
         }
-        default:
-          i = this.#lines(d, i);
       }
     }
     return undefined;
-  }
-
-  /** Chunk-size lines, the CRLF after chunk data, and the trailer section. */
-  #lines(d: Buffer, i: number): number {
-    const nl = d.indexOf(10, i);
-    const end = nl < 0 ? d.length : nl;
-    this.#line += d.toString('latin1', i, end);
-    if (this.#line.length > MAX_CHUNK_LINE_BYTES) throw bad('a chunk line is too long');
-    if (nl < 0) return d.length;
-    if (!this.#line.endsWith('\r')) throw bad('a chunk line does not end in CRLF');
-    const line = this.#line.slice(0, -1);
-    this.#line = '';
-    if (this.#state === State.ChunkDataEnd) {
-      if (line !== '') throw bad('chunk data is longer than its size');
-      this.#state = State.ChunkSize;
-    } else if (this.#state === State.ChunkSize) {
-      const semi = line.indexOf(';');
-      const size = (semi < 0 ? line : line.slice(0, semi)).trimEnd();
-      if (!HEX.test(size)) throw bad(`an invalid chunk size ${JSON.stringify(size.slice(0, 20))}`);
-      this.#left = parseInt(size, 16);
-      this.#state = this.#left === 0 ? State.Trailers : State.ChunkData;
-    } else if (line === '') {
-      this.#finish(); // the end of the trailer section (trailers are not passed on)
-    }
-    return nl + 1;
   }
 
   #head(text: string): void {
@@ -227,7 +193,10 @@ export class ResponseFramer {
       if (!chunked) {
         this.#state = State.UntilClose; // a transfer coding other than chunked: §6.3 item 4
         this.#keepAlive = false;
-      } else this.#state = State.ChunkSize;
+      } else {
+        this.#state = State.Chunked;
+        this.#chunked.reset();
+      }
       delete headers['content-length']; // §6.3 item 3: Transfer-Encoding overrides
     } else if (length >= 0) {
       this.#state = State.Length;
@@ -254,5 +223,5 @@ export class ResponseFramer {
 }
 
 function bad(why: string): UpstreamError {
-  return new UpstreamError('UPSTREAM_BAD_RESPONSE', `the backend sent ${why}`);
+  return new UpstreamError('UPSTREAM_BAD_RESPONSE', `the backend's response is malformed: ${why}`);
 }
