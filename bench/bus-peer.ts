@@ -6,14 +6,23 @@
  * - `grpc-server`: a grpc-js unary echo (JSON bytes in, the same bytes out).
  * - `bus-sub` / `nats-sub`: subscribes to the topic and records, per message, the delay from the
  *   publisher's send time (`hostWallMs`, comparable across processes) to delivery.
+ * - `bare-server`: a bare length-prefixed echo on `net` (`| length: u32 BE | id: u32 BE | bytes |`,
+ *   replied as `| length | id | handler time: f64 BE | scheduler wait: f64 BE | bytes |`), the floor
+ *   `bus-tail` compares with.
+ * With `--stamp` (`bus-server`), the handler adds `h`, the host's monotonic time when it ran, and
+ * `w`, its thread's scheduler wait so far (ms), to the echoed message; `bus-server --stamp` and `bare-server` also record their GC pauses (start on the
+ * host's monotonic clock, duration, kind) and print them with the delays on SIGTERM.
  * Prints `{"ready":true,…}` once serving; subscribers print `{"delays":[…]}` on SIGTERM, then exit.
  */
 import * as grpc from '@grpc/grpc-js';
+import { createServer, type Socket } from 'node:net';
+import { PerformanceObserver } from 'node:perf_hooks';
 import { connect as natsConnect } from 'nats';
 import { openBus } from '../src/bus/index.js';
 import { openStore } from '../src/store/index.js';
 import { hostMonotonicMs } from '../src/util/host-clock.js';
 import { ECHO_SERVICE } from './bus-grpc.js';
+import { runDelayReader } from './bus-sched.js';
 
 const [role, ...rest] = process.argv.slice(2);
 const opt = (name: string): string | undefined => {
@@ -26,16 +35,71 @@ const out = (o: unknown): void => {
 const quiet = { info: () => undefined, warn: () => undefined, error: () => undefined };
 const topic = opt('--topic') ?? 'fanout';
 const delays: number[] = [];
+/** GC pauses as `[start (host monotonic ms), duration ms, kind]`, with `--stamp` / `bare-server`. */
+const gc: number[][] = [];
 const report = (): void => {
-  process.stdout.write(`${JSON.stringify({ delays })}\n`, () => process.exit(0));
+  process.stdout.write(`${JSON.stringify({ delays, gc })}\n`, () => process.exit(0));
 };
+
+/** Records every GC pause of this process on the host's monotonic clock. */
+function recordGc(): void {
+  const offset = hostMonotonicMs() - performance.now();
+  new PerformanceObserver((list) => {
+    for (const e of list.getEntries())
+      gc.push([e.startTime + offset, e.duration, (e as { detail?: { kind?: number } }).detail?.kind ?? 0]);
+  }).observe({ entryTypes: ['gc'] });
+}
+
+/** The bare echo: frames parsed in place, an incomplete one kept until the rest arrives. */
+function bareEcho(socket: Socket): void {
+  socket.setNoDelay(true);
+  const runDelay = runDelayReader();
+  let pending: Buffer | undefined;
+  socket.on('data', (chunk: Buffer) => {
+    const buf = pending === undefined ? chunk : Buffer.concat([pending, chunk]);
+    pending = undefined;
+    let off = 0;
+    while (buf.length - off >= 4) {
+      const len = buf.readUInt32BE(off);
+      if (buf.length - off < 4 + len) break;
+      const h = hostMonotonicMs();
+      const reply = Buffer.allocUnsafe(4 + len + 16);
+      reply.writeUInt32BE(len + 16, 0);
+      buf.copy(reply, 4, off + 4, off + 8);
+      reply.writeDoubleBE(h, 8);
+      reply.writeDoubleBE(runDelay(), 16);
+      buf.copy(reply, 24, off + 8, off + 4 + len);
+      socket.write(reply);
+      off += 4 + len;
+    }
+    if (off < buf.length) pending = buf.subarray(off);
+  });
+}
 process.on('SIGTERM', report);
 
 switch (role) {
   case 'bus-server': {
     const bus = await openBus(await openStore(opt('--store') as string), { logger: quiet });
-    await bus.serve('bench', { echo: (m) => m });
-    out({ ready: true, address: bus.address });
+    if (rest.includes('--stamp')) {
+      recordGc();
+      const runDelay = runDelayReader();
+      await bus.serve('bench', {
+        echo: (m) => {
+          (m as { h?: number }).h = hostMonotonicMs();
+          (m as { w?: number }).w = runDelay();
+          return m;
+        },
+      });
+    } else await bus.serve('bench', { echo: (m) => m });
+    out({ ready: true, address: bus.address, pid: process.pid });
+    break;
+  }
+  case 'bare-server': {
+    recordGc();
+    const server = createServer(bareEcho);
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const a = server.address() as { port: number };
+    out({ ready: true, address: `127.0.0.1:${a.port}`, pid: process.pid });
     break;
   }
   case 'bus-sub': {

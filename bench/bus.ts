@@ -29,20 +29,22 @@ import { join } from 'node:path';
 import { findBinary, freePort } from '../src/testing/index.js';
 import { hostMonotonicMs } from '../src/util/host-clock.js';
 import { ECHO_SERVICE } from './bus-grpc.js';
+import { paced } from './bus-pacer.js';
 import { arg, fmt, quantile } from './stats.js';
 
 const PEER = new URL('./bus-peer.js', import.meta.url).pathname;
 const quiet = { info: () => undefined, warn: () => undefined, error: () => undefined };
-const children = new Set<ChildProcess>();
+/** Every child process a bus bench started (killed at its end). */
+export const children = new Set<ChildProcess>();
 
-interface Peer {
+export interface Peer {
   readonly proc: ChildProcess;
   readonly ready: Record<string, unknown>;
   /** Resolves with the last JSON line printed before exit. */
   readonly last: Promise<Record<string, unknown>>;
 }
 
-async function spawnPeer(args: string[]): Promise<Peer> {
+export async function spawnPeer(args: string[]): Promise<Peer> {
   const proc = spawn(process.execPath, [PEER, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
   children.add(proc);
   const rl = createInterface({ input: proc.stdout as NodeJS.ReadableStream });
@@ -66,7 +68,7 @@ async function spawnPeer(args: string[]): Promise<Peer> {
 const BIN = new URL('../../bin/muster.js', import.meta.url).pathname;
 
 /** `muster serve` in a child process on a free port, with a temporary data directory. */
-async function startServeProcess(): Promise<{ url: string; close(): Promise<void> }> {
+export async function startServeProcess(): Promise<{ url: string; close(): Promise<void> }> {
   const dir = await mkdtemp(join(tmpdir(), 'muster-bench-bus-'));
   const port = await freePort();
   const proc = spawn(
@@ -105,22 +107,22 @@ async function startServeProcess(): Promise<{ url: string; close(): Promise<void
 type Call = (i: number) => Promise<unknown>;
 
 /**
- * Open loop, constant arrival: call i is due at i/rate seconds, whether or not earlier ones finished.
- * The loop sleeps on a timer while the next call is more than 2 ms away and polls with
- * `setImmediate` (I/O is read between polls) when it is closer. Latency is measured from the actual
- * send; `late` is how far behind its schedule each call was sent — if its p99 is not small next to
- * the latency p99, the generator (this process), not the bus, is the bottleneck.
+ * Open loop, constant arrival: call i is due at i/rate, whether or not earlier ones finished. A
+ * worker thread keeps the schedule (bus-pacer.ts) and this thread's loop sleeps between calls, as a
+ * service's would: until session 7 the loop polled with `setImmediate` whenever the next call was due
+ * within 2 ms — always, at 5,000 calls/s — so this process held a core the whole time and, on two
+ * cores, the server it measured waited for a CPU (docs/bus.md, "The RPC tail: where it came from").
+ * Latency is measured from the actual send; `late` is how far behind its schedule each call was sent
+ * — if its p99 is not small next to the latency p99, the generator (this process), not the peer, is
+ * the bottleneck.
  *
- * The generator allocates nothing per poll and keeps nothing per call but two numbers (no promise
- * per poll, no array of the calls' promises): its own garbage would otherwise be collected in this
- * process's scavenges, whose pauses land in the latencies it measures.
+ * The generator allocates nothing per call but two numbers (no array of the calls' promises): its
+ * own garbage would otherwise be collected in this process's scavenges, whose pauses land in the
+ * latencies it measures.
  */
 function openLoop(call: Call, n: number, ratePerSec: number): Promise<{ lat: number[]; late: number[] }> {
   const lat = new Float64Array(n);
   const late = new Float64Array(n);
-  const interval = 1000 / ratePerSec;
-  const t0 = performance.now();
-  let i = 0;
   let done = 0;
   let failed: Error | undefined;
   return new Promise((resolve, reject) => {
@@ -129,12 +131,12 @@ function openLoop(call: Call, n: number, ratePerSec: number): Promise<{ lat: num
       if (failed !== undefined) reject(failed);
       else resolve({ lat: Array.from(lat), late: Array.from(late) });
     };
-    const send = (k: number): void => {
-      const started = performance.now();
-      late[k] = started - (t0 + k * interval);
+    paced(n, ratePerSec, (k, at) => {
+      const started = hostMonotonicMs();
+      late[k] = started - at;
       call(k).then(
         () => {
-          lat[k] = performance.now() - started;
+          lat[k] = hostMonotonicMs() - started;
           finish();
         },
         (err: unknown) => {
@@ -142,16 +144,7 @@ function openLoop(call: Call, n: number, ratePerSec: number): Promise<{ lat: num
           finish();
         },
       );
-    };
-    const tick = (): void => {
-      const now = performance.now();
-      while (i < n && t0 + i * interval <= now) send(i++);
-      if (i >= n) return;
-      const wait = t0 + i * interval - performance.now();
-      if (wait > 2) setTimeout(tick, wait - 1);
-      else setImmediate(tick);
-    };
-    tick();
+    }).catch(reject);
   });
 }
 

@@ -20,6 +20,7 @@ const BENCHMARKS: Record<string, () => Promise<{ run(args: string[]): Promise<vo
   process: () => import('./process.js'),
   bus: () => import('./bus.js'),
   'bus-cost': () => import('./bus-cost.js'),
+  'bus-tail': () => import('./bus-tail.js'),
 };
 
 async function main(): Promise<void> {

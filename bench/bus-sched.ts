@@ -1,0 +1,53 @@
+/** Scheduler figures from /proc for the bus benchmarks (bench/bus-tail.ts, bench/bus-peer.ts). */
+import { openSync, readdirSync, readFileSync, readSync } from 'node:fs';
+
+/**
+ * This thread's scheduler wait so far (ms runnable but not on a CPU: `/proc/thread-self/schedstat`,
+ * second field), one `pread` per call. Call it first from the thread it is about.
+ */
+export function runDelayReader(): () => number {
+  let fd: number | undefined;
+  try {
+    fd = openSync('/proc/thread-self/schedstat', 'r');
+  } catch {
+    return () => 0;
+  }
+  const buf = Buffer.alloc(128);
+  return () => {
+    const n = readSync(fd, buf, 0, 128, 0);
+    const line = buf.toString('latin1', 0, n);
+    const a = line.indexOf(' ');
+    return Number(line.slice(a + 1, line.indexOf(' ', a + 1))) / 1e6;
+  };
+}
+
+/** Per thread: [comm, ns on a CPU, ns runnable and waiting]. */
+export type Sched = Map<string, [string, number, number]>;
+
+export function readSched(pid: number): Sched {
+  const out: Sched = new Map();
+  let tids: string[] = [];
+  try {
+    tids = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return out;
+  }
+  for (const tid of tids) {
+    try {
+      const [run, wait] = readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ');
+      const comm = readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim();
+      out.set(tid, [comm, Number(run), Number(wait)]);
+    } catch {
+      // the thread exited
+    }
+  }
+  return out;
+}
+
+/** Busy and total jiffies of the whole machine (`/proc/stat`). */
+export function readCpu(): [number, number] {
+  const f = (readFileSync('/proc/stat', 'utf8').split('\n')[0] as string).split(/\s+/).slice(1).map(Number);
+  const total = f.reduce((a, b) => a + b, 0);
+  const idle = (f[3] ?? 0) + (f[4] ?? 0);
+  return [total - idle, total];
+}
