@@ -21,8 +21,8 @@ export function runDelayReader(): () => number {
   };
 }
 
-/** Per thread: [comm, ns on a CPU, ns runnable and waiting]. */
-export type Sched = Map<string, [string, number, number]>;
+/** Per thread: [comm, ns on a CPU, ns runnable and waiting, times it ran (≈ wake-ups)]. */
+export type Sched = Map<string, [string, number, number, number]>;
 
 export function readSched(pid: number): Sched {
   const out: Sched = new Map();
@@ -34,14 +34,30 @@ export function readSched(pid: number): Sched {
   }
   for (const tid of tids) {
     try {
-      const [run, wait] = readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ');
+      const [run, wait, slices] = readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ');
       const comm = readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim();
-      out.set(tid, [comm, Number(run), Number(wait)]);
+      out.set(tid, [comm, Number(run), Number(wait), Number(slices)]);
     } catch {
       // the thread exited
     }
   }
   return out;
+}
+
+/**
+ * What process `pid`'s threads did between two readings: `[main thread ns on a CPU, ns waiting, times
+ * run, other threads ns on a CPU, ns waiting, times run]`.
+ */
+export function schedDelta(pid: number, before: Sched, after: Sched): number[] {
+  const d = [0, 0, 0, 0, 0, 0];
+  for (const [tid, [comm, run1, wait1, n1]] of after) {
+    const [, run0, wait0, n0] = before.get(tid) ?? [comm, 0, 0, 0];
+    const at = tid === String(pid) ? 0 : 3;
+    d[at] = (d[at] as number) + run1 - run0;
+    d[at + 1] = (d[at + 1] as number) + wait1 - wait0;
+    d[at + 2] = (d[at + 2] as number) + n1 - n0;
+  }
+  return d;
 }
 
 /** Busy and total jiffies of the whole machine (`/proc/stat`). */

@@ -1,6 +1,6 @@
 /**
  * `npm run bench -- bus-tail [--calls N] [--rounds R] [--rate Q] [--peers bus,bare] [--modes spin,timer]
- * [--slow MS]`: where the RPC tail of `npm run bench -- bus` comes from — attributed call by call, so
+ * [--slow MS] [--cpu-prof DIR]`: where the RPC tail of `npm run bench -- bus` comes from — attributed call by call, so
  * that it works on a noisy machine too (docs/bus.md, "The RPC tail: where it comes from").
  *
  * Processes as in `bench -- bus`: the store (`muster serve`), a bus server (`bus-peer bus-server
@@ -22,6 +22,8 @@
  * (`/proc/PID/task/TID/schedstat`: time on a CPU, time runnable but waiting for one), main thread and
  * the other threads (V8's GC and compiler helpers, libuv) apart, and the machine's busy CPU share.
  *
+ * `--cpu-prof DIR`: the two servers write CPU profiles (100 µs sampling) into DIR.
+ *
  * Direction only on a shared machine: compare rows of one run, not runs.
  */
 import { connect, type Socket } from 'node:net';
@@ -31,7 +33,7 @@ import { openStore } from '../src/store/index.js';
 import { hostMonotonicMs } from '../src/util/host-clock.js';
 import { children, spawnPeer, startServeProcess } from './bus.js';
 import { paced } from './bus-pacer.js';
-import { readCpu, readSched, runDelayReader } from './bus-sched.js';
+import { readCpu, readSched, runDelayReader, schedDelta, type Sched } from './bus-sched.js';
 import { arg, fmt, quantile } from './stats.js';
 
 const quiet = { info: () => undefined, warn: () => undefined, error: () => undefined };
@@ -148,13 +150,20 @@ interface Acc {
   causes: Map<string, number>;
   /** ms of the slow calls' latency above the threshold, by cause. */
   excess: Map<string, number>;
-  /** per process: [main run, main wait, others run, others wait] in ns, summed over blocks. */
+  /** per process: `schedDelta`'s six figures, summed over the blocks. */
   sched: Map<string, number[]>;
   seconds: number;
   busy: number;
   total: number;
   /** per process: [pauses, total ms, longest ms]. */
   gc: Map<string, [number, number, number]>;
+}
+
+/** `schedDelta`'s figures per second of `seconds`. */
+function describeSched(d: number[], seconds: number): string {
+  const ms = (i: number): string => `${fmt((d[i] as number) / 1e6 / seconds, 1)} ms/s`;
+  const per = (i: number): string => fmt((d[i] as number) / seconds, 0);
+  return `main thread: on CPU ${ms(0)}, waiting ${ms(1)}, ran ${per(2)}×/s; other threads: on CPU ${ms(3)}, waiting ${ms(4)}, ran ${per(5)}×/s`;
 }
 
 function overlaps(gc: number[][], from: number, to: number): boolean {
@@ -183,8 +192,11 @@ export async function run(args: string[]): Promise<void> {
   obs.observe({ entryTypes: ['gc'] });
   try {
     bus = await openBus(store, { logger: quiet });
-    const busPeer = await spawnPeer(['bus-server', '--store', serve.url, '--stamp']);
-    const barePeer = await spawnPeer(['bare-server']);
+    const prof = arg(args, '--cpu-prof');
+    const nodeArgs =
+      prof === undefined ? [] : ['--cpu-prof', '--cpu-prof-interval', '100', '--cpu-prof-dir', prof];
+    const busPeer = await spawnPeer(['bus-server', '--store', serve.url, '--stamp'], nodeArgs);
+    const barePeer = await spawnPeer(['bare-server'], nodeArgs);
     bare = await bareClient(barePeer.ready.address as string);
     const b = bus;
     const calls: Record<string, Call> = {
@@ -202,6 +214,14 @@ export async function run(args: string[]): Promise<void> {
     );
     // Warm-up (JIT, connections), unmeasured.
     for (const p of peers) for (const m of modes) await openLoop(calls[p] as Call, 5000, rate, m);
+    // Idle: who wakes up, and how often, when no call is made (timers, keep-alives, watches).
+    const idle0 = Object.fromEntries(Object.entries(pids).map(([k, pid]) => [k, readSched(pid)]));
+    const idleMs = 3000;
+    await new Promise((r) => setTimeout(r, idleMs));
+    for (const [k, pid] of Object.entries(pids))
+      console.log(
+        `idle ${k.padEnd(11)} ${describeSched(schedDelta(pid, idle0[k] ?? (new Map() as Sched), readSched(pid)), idleMs / 1000)}`,
+      );
     const blocks: {
       peer: string;
       mode: Mode;
@@ -220,21 +240,8 @@ export async function run(args: string[]): Promise<void> {
           const secs = (hostMonotonicMs() - t0) / 1000;
           const cpu1 = readCpu();
           const sched = new Map<string, number[]>();
-          for (const [k, pid] of Object.entries(pids)) {
-            const a = readSched(pid);
-            const acc: [number, number, number, number] = [0, 0, 0, 0];
-            for (const [tid, [comm, run1, wait1]] of a) {
-              const [, run0, wait0] = before[k]?.get(tid) ?? [comm, 0, 0];
-              if (tid === String(pid)) {
-                acc[0] += run1 - run0;
-                acc[1] += wait1 - wait0;
-              } else {
-                acc[2] += run1 - run0;
-                acc[3] += wait1 - wait0;
-              }
-            }
-            sched.set(k, acc);
-          }
+          for (const [k, pid] of Object.entries(pids))
+            sched.set(k, schedDelta(pid, before[k] ?? (new Map() as Sched), readSched(pid)));
           blocks.push({ peer: p, mode: m, b: blk, sched, cpu: [cpu1[0] - cpu0[0], cpu1[1] - cpu0[1]], secs });
         }
       }
@@ -267,8 +274,8 @@ export async function run(args: string[]): Promise<void> {
       a.busy += cpu[0];
       a.total += cpu[1];
       for (const [k, v] of sched) {
-        const s = a.sched.get(k) ?? [0, 0, 0, 0];
-        for (let j = 0; j < 4; j++) s[j] = (s[j] as number) + (v[j] as number);
+        const s = a.sched.get(k) ?? [0, 0, 0, 0, 0, 0];
+        for (let j = 0; j < 6; j++) s[j] = (s[j] as number) + (v[j] as number);
         a.sched.set(k, s);
       }
       const serverGc = gcOf[peer] ?? [];
@@ -289,6 +296,7 @@ export async function run(args: string[]): Promise<void> {
       }
       let js = 0;
       let jc = 0;
+      let jr = 0;
       for (let k = 0; k < n; k++) {
         const send = blk.send[k] as number;
         const h = blk.handler[k] as number;
@@ -303,13 +311,18 @@ export async function run(args: string[]): Promise<void> {
         // before the handler ran (calls are handled and received in order, one connection).
         while (js + 1 < k && (blk.handler[js + 1] as number) <= send) js++;
         while (jc + 1 < k && (blk.recv[jc + 1] as number) <= h) jc++;
+        while (jr + 1 < k && (blk.recv[jr + 1] as number) <= send) jr++;
         const sw = k > 0 ? (blk.srvWait[k] as number) - (blk.srvWait[js] as number) : 0;
         const cw = k > 0 ? (blk.cliWait[k] as number) - (blk.cliWait[jc] as number) : 0;
+        // The client's, from before this call was sent (it may have waited before its write).
+        const cwAll = k > 0 ? (blk.cliWait[k] as number) - (blk.cliWait[jr] as number) : 0;
         let cause: string;
         if (late > lat / 2) cause = 'sent late (generator)';
         else if (h - send >= recv - h) {
           if (sw >= (h - send) / 2) cause = 'request leg, server waited for a CPU';
           else if (overlaps(serverGc, send, h)) cause = 'request leg, server GC';
+          else if (cwAll - cw >= (h - send) / 2) cause = 'request leg, client waited for a CPU';
+          else if (overlaps(clientGc, send, h)) cause = 'request leg, client GC';
           else cause = 'request leg, other';
         } else if (cw >= (recv - h) / 2) cause = 'response leg, client waited for a CPU';
         else if (overlaps(clientGc, h, recv)) cause = 'response leg, client GC';
@@ -333,12 +346,7 @@ export async function run(args: string[]): Promise<void> {
       console.log(
         `           GC pauses during the blocks: ${[...a.gc].map(([k, [c, s, m]]) => `${k} ${c} (${fmt(s, 1)} ms, longest ${fmt(m, 2)} ms)`).join(', ')}`,
       );
-      for (const [k, [mr, mw, or, ow]] of a.sched) {
-        const per = (ns: number): string => `${fmt(ns / 1e6 / a.seconds, 1)} ms/s`;
-        console.log(
-          `           ${k.padEnd(11)} main thread: on CPU ${per(mr as number)}, waiting ${per(mw as number)}; other threads: on CPU ${per(or as number)}, waiting ${per(ow as number)}`,
-        );
-      }
+      for (const [k, d] of a.sched) console.log(`           ${k.padEnd(11)} ${describeSched(d, a.seconds)}`);
     }
   } finally {
     obs.disconnect();

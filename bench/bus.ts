@@ -4,7 +4,8 @@
  * Debian's `nats-server`, `nats` client) and `@grpc/grpc-js`, in one run, each peer in a process of
  * its own and this process the client:
  *
- * 1. RPC latency, open loop at R calls/s (default 5,000) for N calls (default 20,000): p50 / p99.
+ * 1. RPC latency, open loop at R calls/s (default 5,000) for N calls (default 20,000): p50 / p99; the
+ *    schedule is kept by a worker thread, this process sleeps between calls (bus-pacer.ts).
  * 2. Throughput with K calls in flight (default 32) for S seconds (default 5): calls/s.
  * 3. Fan-out: this process publishes P messages (default 5,000) at Q/s (default 1,000) to M
  *    subscriber processes (default 20), after two unmeasured seconds of warm-up messages at the same
@@ -44,8 +45,10 @@ export interface Peer {
   readonly last: Promise<Record<string, unknown>>;
 }
 
-export async function spawnPeer(args: string[]): Promise<Peer> {
-  const proc = spawn(process.execPath, [PEER, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+export async function spawnPeer(args: string[], nodeArgs: string[] = []): Promise<Peer> {
+  const proc = spawn(process.execPath, [...nodeArgs, PEER, ...args], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
   children.add(proc);
   const rl = createInterface({ input: proc.stdout as NodeJS.ReadableStream });
   let lastLine: Record<string, unknown> = {};
