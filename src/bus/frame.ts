@@ -39,16 +39,20 @@ const MAX_KIND = 8;
 /** Protocol version carried in the hello. */
 export const PROTOCOL_VERSION = 1;
 
-const EMPTY = Buffer.alloc(0);
-
-/** Encodes one frame. `body` undefined → empty body. */
+/**
+ * Encodes one frame. `body` undefined → empty body. The JSON text is encoded once, straight into the
+ * frame (encoding it into a buffer of its own and copying that after the header cost a second
+ * buffer and a copy per message). Throws a `TypeError` for a body JSON cannot represent.
+ */
 export function encodeFrame(kind: Kind, id: number, body?: unknown): Buffer {
-  const json = body === undefined ? EMPTY : Buffer.from(JSON.stringify(body), 'utf8');
-  const frame = Buffer.allocUnsafe(HEADER_BYTES + json.length);
-  frame.writeUInt32BE(json.length, 0);
+  const json = body === undefined ? '' : (JSON.stringify(body) as string | undefined);
+  if (json === undefined) throw new TypeError(`a ${typeof body} has no JSON form`);
+  const length = json.length === 0 ? 0 : Buffer.byteLength(json, 'utf8');
+  const frame = Buffer.allocUnsafe(HEADER_BYTES + length);
+  frame.writeUInt32BE(length, 0);
   frame[4] = kind;
   frame.writeUInt32BE(id >>> 0, 5);
-  json.copy(frame, HEADER_BYTES);
+  if (length > 0) frame.write(json, HEADER_BYTES, length, 'utf8');
   return frame;
 }
 

@@ -88,3 +88,37 @@ test('the checker catches a stream with one byte changed (negative test)', { tim
   changed[9 + 1] = (changed[9 + 1] as number) ^ 0x01;
   assert.notDeepEqual(decode(changed, 11, 300), expected);
 });
+
+test(
+  'a frame is its header and the UTF-8 of the body JSON, written once (any string)',
+  { timeout: 10_000 },
+  () => {
+    const bodies: unknown[] = [
+      undefined,
+      null,
+      0,
+      '',
+      { a: 'ascii' },
+      { a: 'é€' },
+      { a: '😀 astral' },
+      { a: 'lone \ud800 surrogate' },
+      ['x'.repeat(5000)],
+    ];
+    for (const body of bodies) {
+      const json = body === undefined ? Buffer.alloc(0) : Buffer.from(JSON.stringify(body), 'utf8');
+      const header = Buffer.alloc(9);
+      header.writeUInt32BE(json.length, 0);
+      header[4] = FrameKind.Response;
+      header.writeUInt32BE(0xfffffffe, 5);
+      assert.deepEqual(
+        encodeFrame(FrameKind.Response, 0xfffffffe, body),
+        Buffer.concat([header, json]),
+        String(body),
+      );
+    }
+    // What JSON cannot represent is a TypeError (the connection turns it into MUSTER_INVALID_ARGUMENT).
+    assert.throws(() => encodeFrame(FrameKind.Request, 1, () => 1), TypeError);
+    assert.throws(() => encodeFrame(FrameKind.Request, 1, Symbol('s')), TypeError);
+    assert.throws(() => encodeFrame(FrameKind.Request, 1, { n: 1n }), TypeError);
+  },
+);
