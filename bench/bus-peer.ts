@@ -7,10 +7,10 @@
  * - `bus-sub` / `nats-sub`: subscribes to the topic and records, per message, the delay from the
  *   publisher's send time (`hostWallMs`, comparable across processes) to delivery.
  * - `bare-server`: a bare length-prefixed echo on `net` (`| length: u32 BE | id: u32 BE | bytes |`,
- *   replied as `| length | id | handler time: f64 BE | scheduler wait: f64 BE | bytes |`), the floor
- *   `bus-tail` compares with.
- * With `--stamp` (`bus-server`), the handler adds `h`, the host's monotonic time when it ran, and
- * `w`, its thread's scheduler wait so far (ms), to the echoed message; `bus-server --stamp` and `bare-server` also record their GC pauses (start on the
+ *   replied as `| length | id | handler time | scheduler wait | time on a CPU (f64 BE each) | bytes |`),
+ *   the floor `bus-tail` compares with.
+ * With `--stamp` (`bus-server`), the handler adds `h`, the host's monotonic time when it ran, `w`,
+ * its thread's scheduler wait so far, and `u`, its time on a CPU so far (ms), to the echoed message; `bus-server --stamp` and `bare-server` also record their GC pauses (start on the
  * host's monotonic clock, duration, kind) and print them with the delays on SIGTERM.
  * Prints `{"ready":true,…}` once serving; subscribers print `{"delays":[…]}` on SIGTERM, then exit.
  */
@@ -22,7 +22,7 @@ import { openBus } from '../src/bus/index.js';
 import { openStore } from '../src/store/index.js';
 import { hostMonotonicMs } from '../src/util/host-clock.js';
 import { ECHO_SERVICE } from './bus-grpc.js';
-import { runDelayReader } from './bus-sched.js';
+import { schedReader } from './bus-sched.js';
 
 const [role, ...rest] = process.argv.slice(2);
 const opt = (name: string): string | undefined => {
@@ -53,7 +53,7 @@ function recordGc(): void {
 /** The bare echo: frames parsed in place, an incomplete one kept until the rest arrives. */
 function bareEcho(socket: Socket): void {
   socket.setNoDelay(true);
-  const runDelay = runDelayReader();
+  const sched = schedReader();
   let pending: Buffer | undefined;
   socket.on('data', (chunk: Buffer) => {
     const buf = pending === undefined ? chunk : Buffer.concat([pending, chunk]);
@@ -63,12 +63,14 @@ function bareEcho(socket: Socket): void {
       const len = buf.readUInt32BE(off);
       if (buf.length - off < 4 + len) break;
       const h = hostMonotonicMs();
-      const reply = Buffer.allocUnsafe(4 + len + 16);
-      reply.writeUInt32BE(len + 16, 0);
+      const s = sched.read();
+      const reply = Buffer.allocUnsafe(4 + len + 24);
+      reply.writeUInt32BE(len + 24, 0);
       buf.copy(reply, 4, off + 4, off + 8);
       reply.writeDoubleBE(h, 8);
-      reply.writeDoubleBE(runDelay(), 16);
-      buf.copy(reply, 24, off + 8, off + 4 + len);
+      reply.writeDoubleBE(s[1] as number, 16);
+      reply.writeDoubleBE(s[0] as number, 24);
+      buf.copy(reply, 32, off + 8, off + 4 + len);
       socket.write(reply);
       off += 4 + len;
     }
@@ -82,11 +84,14 @@ switch (role) {
     const bus = await openBus(await openStore(opt('--store') as string), { logger: quiet });
     if (rest.includes('--stamp')) {
       recordGc();
-      const runDelay = runDelayReader();
+      const sched = schedReader();
       await bus.serve('bench', {
         echo: (m) => {
-          (m as { h?: number }).h = hostMonotonicMs();
-          (m as { w?: number }).w = runDelay();
+          const s = sched.read();
+          const r = m as { h?: number; w?: number; u?: number };
+          r.h = hostMonotonicMs();
+          r.w = s[1];
+          r.u = s[0];
           return m;
         },
       });

@@ -2,22 +2,29 @@
 import { openSync, readdirSync, readFileSync, readSync } from 'node:fs';
 
 /**
- * This thread's scheduler wait so far (ms runnable but not on a CPU: `/proc/thread-self/schedstat`,
- * second field), one `pread` per call. Call it first from the thread it is about.
+ * This thread's scheduler figures so far, in ms: `[0]` on a CPU, `[1]` runnable but waiting for one
+ * (`/proc/thread-self/schedstat`, first two fields), one `pread` per `read()`. Make it on the thread it
+ * is about; `read()` refreshes the same array (nothing allocated but the text it parses).
  */
-export function runDelayReader(): () => number {
+export function schedReader(): { readonly now: Float64Array; read(): Float64Array } {
+  const now = new Float64Array(2);
   let fd: number | undefined;
   try {
     fd = openSync('/proc/thread-self/schedstat', 'r');
   } catch {
-    return () => 0;
+    return { now, read: () => now };
   }
   const buf = Buffer.alloc(128);
-  return () => {
-    const n = readSync(fd, buf, 0, 128, 0);
-    const line = buf.toString('latin1', 0, n);
-    const a = line.indexOf(' ');
-    return Number(line.slice(a + 1, line.indexOf(' ', a + 1))) / 1e6;
+  return {
+    now,
+    read: () => {
+      const n = readSync(fd, buf, 0, 128, 0);
+      const line = buf.toString('latin1', 0, n);
+      const a = line.indexOf(' ');
+      now[0] = Number(line.slice(0, a)) / 1e6;
+      now[1] = Number(line.slice(a + 1, line.indexOf(' ', a + 1))) / 1e6;
+      return now;
+    },
   };
 }
 

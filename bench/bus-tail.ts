@@ -1,6 +1,6 @@
 /**
  * `npm run bench -- bus-tail [--calls N] [--rounds R] [--rate Q] [--peers bus,bare] [--modes spin,timer]
- * [--slow MS] [--cpu-prof DIR]`: where the RPC tail of `npm run bench -- bus` comes from — attributed call by call, so
+ * [--slow MS] [--cpu-prof DIR] [--server-node-args A,B]`: where the RPC tail of `npm run bench -- bus` comes from — attributed call by call, so
  * that it works on a noisy machine too (docs/bus.md, "The RPC tail: where it comes from").
  *
  * Processes as in `bench -- bus`: the store (`muster serve`), a bus server (`bus-peer bus-server
@@ -15,14 +15,19 @@
  * Per call: sent (client), handler ran (server; the handler stamps the host's monotonic time into
  * the reply), reply received (client) — `process.hrtime` is CLOCK_MONOTONIC, one clock for every
  * process on the host. GC pauses of the client and both servers are recorded on the same clock.
- * A call slower than `--slow` (default 1 ms) is attributed to: the generator sending it late, the
- * request leg (send → handler) or the response leg (handler → received), each split by whether a GC
- * pause of the process that had to act overlapped it. Per peer and generator it prints p50/p99, the
+ * The server's handler also reports its thread's time on a CPU and waiting for one so far
+ * (`/proc/thread-self/schedstat`), and the client reads its own at each reply. A call slower than
+ * `--slow` (default 1 ms) is attributed to: the generator sending it late, else its slower leg —
+ * request (send → handler) or response (handler → received) — and in that leg, first that applies:
+ * the process that had to act waited for a CPU for half of the leg or more, a GC pause of it
+ * overlapped the leg, it was on a CPU for half of the leg or more (busy: earlier calls, other work),
+ * or none of these ("other": e.g. the kernel's loopback delivery). Per peer and generator it prints p50/p99, the
  * slow calls by cause, and for each process the scheduler's run and wait time per second
  * (`/proc/PID/task/TID/schedstat`: time on a CPU, time runnable but waiting for one), main thread and
  * the other threads (V8's GC and compiler helpers, libuv) apart, and the machine's busy CPU share.
  *
- * `--cpu-prof DIR`: the two servers write CPU profiles (100 µs sampling) into DIR.
+ * `--cpu-prof DIR`: the two servers write CPU profiles (100 µs sampling) into DIR;
+ * `--server-node-args A,B`: more Node options for the two servers (e.g. `--log-deopt,--logfile=F`).
  *
  * Direction only on a shared machine: compare rows of one run, not runs.
  */
@@ -33,13 +38,18 @@ import { openStore } from '../src/store/index.js';
 import { hostMonotonicMs } from '../src/util/host-clock.js';
 import { children, spawnPeer, startServeProcess } from './bus.js';
 import { paced } from './bus-pacer.js';
-import { readCpu, readSched, runDelayReader, schedDelta, type Sched } from './bus-sched.js';
+import { readCpu, readSched, schedDelta, schedReader, type Sched } from './bus-sched.js';
 import { arg, fmt, quantile } from './stats.js';
 
 const quiet = { info: () => undefined, warn: () => undefined, error: () => undefined };
 
-/** A call returns the handler's stamp and its thread's scheduler wait so far (host monotonic ms; ms). */
-type Call = (i: number) => Promise<{ h: number; w: number }>;
+/** What a call returns: the handler's time (host monotonic ms), its thread's wait for and time on a CPU so far (ms). */
+interface Stamp {
+  h: number;
+  w: number;
+  u: number;
+}
+type Call = (i: number) => Promise<Stamp>;
 type Mode = 'spin' | 'timer' | 'paced';
 
 interface Block {
@@ -50,9 +60,12 @@ interface Block {
   /** The server's scheduler wait so far, when the handler ran; the client's, when the reply came. */
   readonly srvWait: Float64Array;
   readonly cliWait: Float64Array;
+  /** The same for time on a CPU. */
+  readonly srvRun: Float64Array;
+  readonly cliRun: Float64Array;
 }
 
-const clientRunDelay = runDelayReader();
+const clientSched = schedReader();
 
 /** Open loop at `rate`: call i is due at i/rate; latency from the actual send. */
 function openLoop(call: Call, n: number, rate: number, mode: Mode): Promise<Block> {
@@ -63,6 +76,8 @@ function openLoop(call: Call, n: number, rate: number, mode: Mode): Promise<Bloc
     late: new Float64Array(n),
     srvWait: new Float64Array(n),
     cliWait: new Float64Array(n),
+    srvRun: new Float64Array(n),
+    cliRun: new Float64Array(n),
   };
   const interval = 1000 / rate;
   const t0 = hostMonotonicMs();
@@ -75,9 +90,12 @@ function openLoop(call: Call, n: number, rate: number, mode: Mode): Promise<Bloc
       b.late[k] = now - at;
       call(k).then((r) => {
         b.recv[k] = hostMonotonicMs();
-        b.cliWait[k] = clientRunDelay();
+        const c = clientSched.read();
+        b.cliWait[k] = c[1] as number;
+        b.cliRun[k] = c[0] as number;
         b.handler[k] = r.h;
         b.srvWait[k] = r.w;
+        b.srvRun[k] = r.u;
         if (++done === n) resolve(b);
       }, reject);
     };
@@ -101,7 +119,7 @@ function bareClient(address: string): Promise<{ call: Call; close(): void }> {
   return new Promise((resolve, reject) => {
     const socket: Socket = connect(Number(port), host, () => {
       socket.setNoDelay(true);
-      const waiting: ((r: { h: number; w: number }) => void)[] = new Array<never>(65536);
+      const waiting: ((r: Stamp) => void)[] = new Array<never>(65536);
       let nextId = 0;
       let pending: Buffer | undefined;
       socket.on('data', (chunk: Buffer) => {
@@ -114,15 +132,16 @@ function bareClient(address: string): Promise<{ call: Call; close(): void }> {
           const id = buf.readUInt32BE(off + 4);
           const h = buf.readDoubleBE(off + 8);
           const w = buf.readDoubleBE(off + 16);
-          JSON.parse(buf.toString('utf8', off + 24, off + 4 + len));
-          waiting[id]?.({ h, w });
+          const u = buf.readDoubleBE(off + 24);
+          JSON.parse(buf.toString('utf8', off + 32, off + 4 + len));
+          waiting[id]?.({ h, w, u });
           off += 4 + len;
         }
         if (off < buf.length) pending = buf.subarray(off);
       });
       resolve({
         call: (i) =>
-          new Promise<{ h: number; w: number }>((res) => {
+          new Promise<Stamp>((res) => {
             const id = nextId;
             nextId = (nextId + 1) & 0xffff;
             waiting[id] = res;
@@ -193,14 +212,17 @@ export async function run(args: string[]): Promise<void> {
   try {
     bus = await openBus(store, { logger: quiet });
     const prof = arg(args, '--cpu-prof');
-    const nodeArgs =
-      prof === undefined ? [] : ['--cpu-prof', '--cpu-prof-interval', '100', '--cpu-prof-dir', prof];
+    const nodeArgs = [
+      ...(prof === undefined ? [] : ['--cpu-prof', '--cpu-prof-interval', '100', '--cpu-prof-dir', prof]),
+      ...(arg(args, '--server-node-args')?.split(',') ?? []),
+    ];
+
     const busPeer = await spawnPeer(['bus-server', '--store', serve.url, '--stamp'], nodeArgs);
     const barePeer = await spawnPeer(['bare-server'], nodeArgs);
     bare = await bareClient(barePeer.ready.address as string);
     const b = bus;
     const calls: Record<string, Call> = {
-      bus: (i) => b.call('bench', 'echo', payload(i)) as Promise<{ h: number; w: number }>,
+      bus: (i) => b.call('bench', 'echo', payload(i)) as Promise<Stamp>,
       bare: bare.call,
     };
     const pids: Record<string, number> = {
@@ -316,6 +338,10 @@ export async function run(args: string[]): Promise<void> {
         const cw = k > 0 ? (blk.cliWait[k] as number) - (blk.cliWait[jc] as number) : 0;
         // The client's, from before this call was sent (it may have waited before its write).
         const cwAll = k > 0 ? (blk.cliWait[k] as number) - (blk.cliWait[jr] as number) : 0;
+        // Time on a CPU over the same spans: busy with other calls or other work.
+        const sr = k > 0 ? (blk.srvRun[k] as number) - (blk.srvRun[js] as number) : 0;
+        const cr = k > 0 ? (blk.cliRun[k] as number) - (blk.cliRun[jc] as number) : 0;
+        const crAll = k > 0 ? (blk.cliRun[k] as number) - (blk.cliRun[jr] as number) : 0;
         let cause: string;
         if (late > lat / 2) cause = 'sent late (generator)';
         else if (h - send >= recv - h) {
@@ -323,10 +349,13 @@ export async function run(args: string[]): Promise<void> {
           else if (overlaps(serverGc, send, h)) cause = 'request leg, server GC';
           else if (cwAll - cw >= (h - send) / 2) cause = 'request leg, client waited for a CPU';
           else if (overlaps(clientGc, send, h)) cause = 'request leg, client GC';
+          else if (sr >= (h - send) / 2) cause = 'request leg, server busy';
+          else if (crAll - cr >= (h - send) / 2) cause = 'request leg, client busy';
           else cause = 'request leg, other';
         } else if (cw >= (recv - h) / 2) cause = 'response leg, client waited for a CPU';
         else if (overlaps(clientGc, h, recv)) cause = 'response leg, client GC';
         else if (overlaps(serverGc, h, recv)) cause = 'response leg, server GC';
+        else if (cr >= (recv - h) / 2) cause = 'response leg, client busy';
         else cause = 'response leg, other';
         a.causes.set(cause, (a.causes.get(cause) ?? 0) + 1);
         a.excess.set(cause, (a.excess.get(cause) ?? 0) + lat - slow);
