@@ -1,0 +1,247 @@
+/**
+ * HPACK (RFC 7541) decoding for the gRPC transport's HTTP/2 (h2.ts): Huffman-coded strings,
+ * prefixed integers, string literals, and the decoder of a client's header blocks with its dynamic
+ * table. Answers are encoded without a dynamic table (see h2.ts), so there is no encoder here.
+ */
+
+// HPACK's Huffman code (RFC 7541, Appendix B): code and length in bits of symbols 0–255 and EOS.
+const CODES = [
+  8184, 8388568, 268435426, 268435427, 268435428, 268435429, 268435430, 268435431, 268435432, 16777194,
+  1073741820, 268435433, 268435434, 1073741821, 268435435, 268435436, 268435437, 268435438, 268435439,
+  268435440, 268435441, 268435442, 1073741822, 268435443, 268435444, 268435445, 268435446, 268435447,
+  268435448, 268435449, 268435450, 268435451, 20, 1016, 1017, 4090, 8185, 21, 248, 2042, 1018, 1019, 249,
+  2043, 250, 22, 23, 24, 0, 1, 2, 25, 26, 27, 28, 29, 30, 31, 92, 251, 32764, 32, 4091, 1020, 8186, 33, 93,
+  94, 95, 96, 97, 98, 99, 100, 101, 102, 103, 104, 105, 106, 107, 108, 109, 110, 111, 112, 113, 114, 252, 115,
+  253, 8187, 524272, 8188, 16380, 34, 32765, 3, 35, 4, 36, 5, 37, 38, 39, 6, 116, 117, 40, 41, 42, 7, 43, 118,
+  44, 8, 9, 45, 119, 120, 121, 122, 123, 32766, 2044, 16381, 8189, 268435452, 1048550, 4194258, 1048551,
+  1048552, 4194259, 4194260, 4194261, 8388569, 4194262, 8388570, 8388571, 8388572, 8388573, 8388574, 16777195,
+  8388575, 16777196, 16777197, 4194263, 8388576, 16777198, 8388577, 8388578, 8388579, 8388580, 2097116,
+  4194264, 8388581, 4194265, 8388582, 8388583, 16777199, 4194266, 2097117, 1048553, 4194267, 4194268, 8388584,
+  8388585, 2097118, 8388586, 4194269, 4194270, 16777200, 2097119, 4194271, 8388587, 8388588, 2097120, 2097121,
+  4194272, 2097122, 8388589, 4194273, 8388590, 8388591, 1048554, 4194274, 4194275, 4194276, 8388592, 4194277,
+  4194278, 8388593, 67108832, 67108833, 1048555, 524273, 4194279, 8388594, 4194280, 33554412, 67108834,
+  67108835, 67108836, 134217694, 134217695, 67108837, 16777201, 33554413, 524274, 2097123, 67108838,
+  134217696, 134217697, 67108839, 134217698, 16777202, 2097124, 2097125, 67108840, 67108841, 268435453,
+  134217699, 134217700, 134217701, 1048556, 16777203, 1048557, 2097126, 4194281, 2097127, 2097128, 8388595,
+  4194282, 4194283, 33554414, 33554415, 16777204, 16777205, 67108842, 8388596, 67108843, 134217702, 67108844,
+  67108845, 134217703, 134217704, 134217705, 134217706, 134217707, 268435454, 134217708, 134217709, 134217710,
+  134217711, 134217712, 67108846, 1073741823,
+];
+const LENGTHS = [
+  13, 23, 28, 28, 28, 28, 28, 28, 28, 24, 30, 28, 28, 30, 28, 28, 28, 28, 28, 28, 28, 28, 30, 28, 28, 28, 28,
+  28, 28, 28, 28, 28, 6, 10, 10, 12, 13, 6, 8, 11, 10, 10, 8, 11, 8, 6, 6, 6, 5, 5, 5, 6, 6, 6, 6, 6, 6, 6, 7,
+  8, 15, 6, 12, 10, 13, 6, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 8, 7, 8, 13, 19,
+  13, 14, 6, 15, 5, 6, 5, 6, 5, 6, 6, 6, 5, 7, 7, 6, 6, 6, 5, 6, 7, 6, 5, 5, 6, 7, 7, 7, 7, 7, 15, 11, 14, 13,
+  28, 20, 22, 20, 20, 22, 22, 22, 23, 22, 23, 23, 23, 23, 23, 24, 23, 24, 24, 22, 23, 24, 23, 23, 23, 23, 21,
+  22, 23, 22, 23, 23, 24, 22, 21, 20, 22, 22, 23, 23, 21, 23, 22, 22, 24, 21, 22, 23, 23, 21, 21, 22, 21, 23,
+  22, 23, 23, 20, 22, 22, 22, 23, 22, 22, 23, 26, 26, 20, 19, 22, 23, 22, 25, 26, 26, 26, 27, 27, 26, 24, 25,
+  19, 21, 26, 27, 27, 26, 27, 24, 21, 21, 26, 26, 28, 27, 27, 27, 20, 24, 20, 21, 22, 21, 21, 23, 22, 22, 25,
+  25, 24, 24, 26, 23, 26, 27, 26, 26, 27, 27, 27, 27, 27, 28, 27, 27, 27, 27, 27, 26, 30,
+];
+
+/** Symbol by code, per code length. */
+const DECODE: Map<number, number>[] = (() => {
+  const out: Map<number, number>[] = [];
+  for (let s = 0; s < 256; s++) {
+    const len = LENGTHS[s] as number;
+    (out[len] ??= new Map()).set(CODES[s] as number, s);
+  }
+  return out;
+})();
+
+/** Decodes a Huffman-coded HPACK string; `undefined` when it is not valid. */
+export function huffmanDecode(bytes: Uint8Array): Buffer | undefined {
+  const out: number[] = [];
+  let code = 0;
+  let len = 0;
+  for (const byte of bytes) {
+    for (let bit = 7; bit >= 0; bit--) {
+      code = code * 2 + ((byte >> bit) & 1);
+      len++;
+      const sym = DECODE[len]?.get(code);
+      if (sym !== undefined) {
+        out.push(sym);
+        code = 0;
+        len = 0;
+      } else if (len > 30) return undefined;
+    }
+  }
+  // What is left must be padding: fewer than 8 bits, all ones.
+  if (len >= 8 || code !== 2 ** len - 1) return undefined;
+  return Buffer.from(out);
+}
+
+/** An HPACK integer with an `n`-bit prefix at `pos`: its value and the position after it. */
+export function readInt(buf: Buffer, pos: number, n: number): [number, number] {
+  const max = 2 ** n - 1;
+  let v = (buf[pos] as number) & max;
+  pos++;
+  if (v < max) return [v, pos];
+  let m = 1;
+  for (;;) {
+    const b = buf[pos++];
+    if (b === undefined) throw new RangeError('truncated HPACK integer');
+    v += (b & 0x7f) * m;
+    m *= 128;
+    if (b < 0x80) return [v, pos];
+  }
+}
+
+/** An HPACK string at `pos`: its decoded bytes and the position after it. */
+export function readString(buf: Buffer, pos: number): [Buffer | undefined, number] {
+  const huffman = ((buf[pos] as number) & 0x80) !== 0;
+  const [len, start] = readInt(buf, pos, 7);
+  const end = start + len;
+  if (end > buf.length) throw new RangeError('truncated HPACK string');
+  const raw = buf.subarray(start, end);
+  return [huffman ? huffmanDecode(raw) : raw, end];
+}
+
+/** The decoder's table size: HTTP/2's default (the transport does not advertise another). */
+export const HEADER_TABLE_SIZE = 4096;
+const COMPRESSION_ERROR = 9;
+
+// RFC 7541 Appendix A.
+const STATIC: readonly (readonly [string, string])[] = [
+  ['', ''],
+  [':authority', ''],
+  [':method', 'GET'],
+  [':method', 'POST'],
+  [':path', '/'],
+  [':path', '/index.html'],
+  [':scheme', 'http'],
+  [':scheme', 'https'],
+  [':status', '200'],
+  [':status', '204'],
+  [':status', '206'],
+  [':status', '304'],
+  [':status', '400'],
+  [':status', '404'],
+  [':status', '500'],
+  ...[
+    'accept-charset',
+    'accept-encoding',
+    'accept-language',
+    'accept-ranges',
+    'accept',
+    'access-control-allow-origin',
+    'age',
+    'allow',
+    'authorization',
+    'cache-control',
+    'content-disposition',
+    'content-encoding',
+    'content-language',
+    'content-length',
+    'content-location',
+    'content-range',
+    'content-type',
+    'cookie',
+    'date',
+    'etag',
+    'expect',
+    'expires',
+    'from',
+    'host',
+    'if-match',
+    'if-modified-since',
+    'if-none-match',
+    'if-range',
+    'if-unmodified-since',
+    'last-modified',
+    'link',
+    'location',
+    'max-forwards',
+    'proxy-authenticate',
+    'proxy-authorization',
+    'range',
+    'referer',
+    'refresh',
+    'retry-after',
+    'server',
+    'set-cookie',
+    'strict-transport-security',
+    'transfer-encoding',
+    'user-agent',
+    'vary',
+    'via',
+    'www-authenticate',
+  ].map((n): [string, string] => [n, n === 'accept-encoding' ? 'gzip, deflate' : '']),
+];
+
+/** A connection error with its HTTP/2 error code. */
+export class H2Error extends Error {
+  readonly code: number;
+  constructor(code: number, message: string) {
+    super(message);
+    this.code = code;
+  }
+}
+
+/** The decoder side of HPACK: the client's dynamic table. */
+export class HpackDecoder {
+  #table: [string, string][] = [];
+  #size = 0;
+  #max = HEADER_TABLE_SIZE;
+
+  /** A header block as an object (lower-case names; a repeated name's values joined with `, `, as Node does). */
+  decode(block: Buffer): Record<string, string> {
+    const out: Record<string, string> = {};
+    let p = 0;
+    while (p < block.length) {
+      const b = block[p] as number;
+      let name: string;
+      let value: string;
+      if (b & 0x80) {
+        let i: number;
+        [i, p] = readInt(block, p, 7);
+        [name, value] = this.#entry(i);
+      } else if ((b & 0xe0) === 0x20) {
+        let size: number;
+        [size, p] = readInt(block, p, 5);
+        if (size > HEADER_TABLE_SIZE)
+          throw new H2Error(COMPRESSION_ERROR, 'HPACK table size above the limit');
+        this.#max = size;
+        this.#evict();
+        continue;
+      } else {
+        const indexing = (b & 0xc0) === 0x40;
+        let i: number;
+        [i, p] = readInt(block, p, indexing ? 6 : 4);
+        if (i > 0) name = this.#entry(i)[0];
+        else [name, p] = this.#string(block, p);
+        [value, p] = this.#string(block, p);
+        if (indexing) this.#add(name, value);
+      }
+      const prev = out[name];
+      out[name] = prev === undefined ? value : `${prev}, ${value}`;
+    }
+    return out;
+  }
+
+  #string(block: Buffer, p: number): [string, number] {
+    const [bytes, next] = readString(block, p);
+    if (bytes === undefined) throw new H2Error(COMPRESSION_ERROR, 'bad Huffman string');
+    return [bytes.toString('latin1'), next];
+  }
+
+  #entry(i: number): readonly [string, string] {
+    const e = i < STATIC.length ? (i === 0 ? undefined : STATIC[i]) : this.#table[i - STATIC.length];
+    if (e === undefined) throw new H2Error(COMPRESSION_ERROR, `HPACK index ${i} out of range`);
+    return e;
+  }
+
+  #add(name: string, value: string): void {
+    this.#table.unshift([name, value]);
+    this.#size += 32 + name.length + value.length;
+    this.#evict();
+  }
+
+  #evict(): void {
+    while (this.#size > this.#max) {
+      const e = this.#table.pop();
+      if (e === undefined) break;
+      this.#size -= 32 + e[0].length + e[1].length;
+    }
+  }
+}
