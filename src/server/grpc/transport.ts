@@ -1,11 +1,11 @@
 /**
- * gRPC over Node's own HTTP/2 (`node:http2`): the transport of `muster serve`, in place of
- * `@grpc/grpc-js`'s server.
+ * gRPC for `muster serve` on its own HTTP/2 (h2.ts), in place of `@grpc/grpc-js`'s server and of
+ * `node:http2`.
  *
  * Why: profiled under the bench's load, grpc-js's server code (call objects, interceptor chain,
- * metadata, deadline and framing machinery per call) cost about as much CPU as the handlers and the
- * engine together, on top of Node's HTTP/2, which any server in Node pays. This transport does per
- * call only what the protocol needs, on the core `node:http2` stream API:
+ * metadata, deadline and framing machinery per call) and then Node's HTTP/2 (a stream object per
+ * call, trailers a turn after the data) were most of a request's CPU; docs/serve.md ("How a request
+ * is served") has the measurements. This layer does per call only what the gRPC protocol needs:
  * - a request is the stream's `:path` (`/etcdserverpb.KV/Range`), `content-type: application/grpc…`
  *   (else HTTP 415) and messages framed as `u8 compressed | u32 length | bytes`; only uncompressed
  *   messages are accepted (etcd's clients compress nothing; a compressed one gets grpc-go's status);
