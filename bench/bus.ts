@@ -7,7 +7,8 @@
  * 1. RPC latency, open loop at R calls/s (default 5,000) for N calls (default 20,000): p50 / p99.
  * 2. Throughput with K calls in flight (default 32) for S seconds (default 5): calls/s.
  * 3. Fan-out: this process publishes P messages (default 5,000) at Q/s (default 1,000) to M
- *    subscriber processes (default 20), after 50 unmeasured warm-up messages; delay from send to
+ *    subscriber processes (default 20), after two unmeasured seconds of warm-up messages at the same
+ *    rate; delay from send to
  *    delivery on the host's monotonic clock (the same for every process),
  *    p50 / p99 / max, and lost messages. Then (muster bus; skip with `--no-stall`) the same with one
  *    more subscriber frozen by SIGSTOP for the whole run: the others' figures, to compare (the
@@ -109,36 +110,49 @@ type Call = (i: number) => Promise<unknown>;
  * `setImmediate` (I/O is read between polls) when it is closer. Latency is measured from the actual
  * send; `late` is how far behind its schedule each call was sent — if its p99 is not small next to
  * the latency p99, the generator (this process), not the bus, is the bottleneck.
+ *
+ * The generator allocates nothing per poll and keeps nothing per call but two numbers (no promise
+ * per poll, no array of the calls' promises): its own garbage would otherwise be collected in this
+ * process's scavenges, whose pauses land in the latencies it measures.
  */
-async function openLoop(
-  call: Call,
-  n: number,
-  ratePerSec: number,
-): Promise<{ lat: number[]; late: number[] }> {
-  const lat: number[] = [];
-  const late: number[] = [];
+function openLoop(call: Call, n: number, ratePerSec: number): Promise<{ lat: number[]; late: number[] }> {
+  const lat = new Float64Array(n);
+  const late = new Float64Array(n);
   const interval = 1000 / ratePerSec;
   const t0 = performance.now();
-  const pending: Promise<void>[] = [];
   let i = 0;
-  while (i < n) {
-    const now = performance.now();
-    while (i < n && t0 + i * interval <= now) {
+  let done = 0;
+  let failed: Error | undefined;
+  return new Promise((resolve, reject) => {
+    const finish = (): void => {
+      if (++done < n) return;
+      if (failed !== undefined) reject(failed);
+      else resolve({ lat: Array.from(lat), late: Array.from(late) });
+    };
+    const send = (k: number): void => {
       const started = performance.now();
-      late.push(started - (t0 + i * interval));
-      pending.push(
-        call(i).then(() => {
-          lat.push(performance.now() - started);
-        }),
+      late[k] = started - (t0 + k * interval);
+      call(k).then(
+        () => {
+          lat[k] = performance.now() - started;
+          finish();
+        },
+        (err: unknown) => {
+          failed ??= err instanceof Error ? err : new Error(String(err));
+          finish();
+        },
       );
-      i++;
-    }
-    const wait = t0 + i * interval - performance.now();
-    if (wait > 2) await new Promise((r) => setTimeout(r, wait - 1));
-    else await new Promise((r) => setImmediate(r));
-  }
-  await Promise.all(pending);
-  return { lat, late };
+    };
+    const tick = (): void => {
+      const now = performance.now();
+      while (i < n && t0 + i * interval <= now) send(i++);
+      if (i >= n) return;
+      const wait = t0 + i * interval - performance.now();
+      if (wait > 2) setTimeout(tick, wait - 1);
+      else setImmediate(tick);
+    };
+    tick();
+  });
 }
 
 /** Closed loop: K workers, each calling again as soon as its call returns, for `seconds`. */
@@ -177,22 +191,27 @@ async function fanOut(
   o: Options,
   stall = false,
 ): Promise<void> {
-  // Warm-up (connections, JIT), not counted: subscribers ignore i < 0.
-  for (let i = 0; i < 50; i++) {
-    await publish({ t: hostMonotonicMs(), i: -1 });
-    await new Promise((r) => setTimeout(r, 2));
-  }
+  // Sends `count` messages at the measured rate (each stamped with the host's monotonic clock just
+  // before its publish), numbered from 0, or all -1 for the warm-up.
+  const paced = async (count: number, warmUp: boolean): Promise<void> => {
+    const interval = 1000 / o.msgRate;
+    const t0 = performance.now();
+    for (let i = 0; i < count; i++) {
+      const wait = t0 + i * interval - performance.now();
+      if (wait > 1) await new Promise((r) => setTimeout(r, wait));
+      await publish({ t: hostMonotonicMs(), i: warmUp ? -1 : i });
+    }
+  };
+  // Warm-up, not counted (subscribers ignore i < 0): two seconds at the measured rate, so that the
+  // connections are open and every process's receive path is optimized. With 50 warm-up messages
+  // (before), the first ~1,000 measured ones ran unoptimized: `node --trace-opt` shows a
+  // subscriber's `receive` optimized by TurboFan between its 800th and 1,600th message at 1/ms.
+  await paced(Math.round(2 * o.msgRate), true);
   await new Promise((r) => setTimeout(r, 200));
   // With `stall`, the first subscriber is frozen (SIGSTOP) for the whole run; the figures are the others'.
   const frozen = stall ? subscribers[0] : undefined;
   frozen?.proc.kill('SIGSTOP');
-  const interval = 1000 / o.msgRate;
-  const t0 = performance.now();
-  for (let i = 0; i < o.messages; i++) {
-    const wait = t0 + i * interval - performance.now();
-    if (wait > 1) await new Promise((r) => setTimeout(r, wait));
-    await publish({ t: hostMonotonicMs(), i });
-  }
+  await paced(o.messages, false);
   await new Promise((r) => setTimeout(r, 500));
   frozen?.proc.kill('SIGCONT');
   for (const s of subscribers) s.proc.kill('SIGTERM');

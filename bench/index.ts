@@ -14,9 +14,12 @@ const BENCHMARKS: Record<string, () => Promise<{ run(args: string[]): Promise<vo
   'config-floor': () => import('./config-floor.js'),
   postgres: () => import('./postgres.js'),
   proxy: () => import('./proxy.js'),
+  'proxy-cpu': () => import('./proxy-cpu.js'),
   agent: () => import('./agent.js'),
+  'agent-memory': () => import('./agent-memory.js'),
   process: () => import('./process.js'),
   bus: () => import('./bus.js'),
+  'bus-cost': () => import('./bus-cost.js'),
 };
 
 async function main(): Promise<void> {

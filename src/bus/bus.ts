@@ -501,30 +501,71 @@ export class Bus implements Listenable<BusEvents> {
    * `MUSTER_UNKNOWN_METHOD`, `MUSTER_OVERLOADED`, `MUSTER_FRAME_TOO_LARGE`, `MUSTER_PEER_LOST` (the
    * connection broke with the call in flight; only `idempotent` calls are retried elsewhere).
    */
-  async call(service: string, method: string, args?: unknown, options: CallOptions = {}): Promise<unknown> {
-    this.#throwIfClosed();
-    throwIfAborted(options.signal);
-    checkServiceName(service);
-    if (typeof method !== 'string' || method.length === 0)
-      throw invalidArgument('method must be a non-empty string');
-    const timeoutMs =
-      options.timeout === undefined ? this.#o.callTimeoutMs : toMillis(options.timeout, 'timeout');
-    const deadline = this.#o.clock.monotonic() + timeoutMs;
-    if (options.key !== undefined) {
-      if (typeof options.key !== 'string') throw invalidArgument('key must be a string');
-      return this.#router.call(service, method, args, options.key, deadline, options);
+  call(service: string, method: string, args?: unknown, options: CallOptions = {}): Promise<unknown> {
+    let timeoutMs: number;
+    try {
+      this.#throwIfClosed();
+      throwIfAborted(options.signal);
+      checkServiceName(service);
+      if (typeof method !== 'string' || method.length === 0)
+        throw invalidArgument('method must be a non-empty string');
+      timeoutMs =
+        options.timeout === undefined ? this.#o.callTimeoutMs : toMillis(options.timeout, 'timeout');
+      if (options.key !== undefined && typeof options.key !== 'string')
+        throw invalidArgument('key must be a string');
+    } catch (err) {
+      return Promise.reject(err instanceof Error ? err : new Error(String(err)));
     }
-    // The watched view, without a wait once it has listed (the usual case).
+    const deadline = this.#o.clock.monotonic() + timeoutMs;
+    if (options.key !== undefined)
+      return this.#router.call(service, method, args, options.key, deadline, options);
+    const view = this.#readyViews.get(service);
+    if (view === undefined) return this.#callAny(service, method, args, options, deadline, timeoutMs);
+    // The usual case, without an async function's frame or a set of tried addresses per call (0.3–
+    // 0.4 KB of the ~5–7.5 KB a call allocated, measured): a listed view, one pick, one request. A
+    // failure that may go to another instance takes the general path, #callAny.
+    try {
+      const target = this.#pick(service, view, undefined);
+      if (target === undefined) return Promise.reject(noInstance(service, view.size));
+      const left = deadline - this.#o.clock.monotonic();
+      if (left <= 0) return Promise.reject(timeoutError(service, method, timeoutMs));
+      const address = target.address as string;
+      return this.request(address, { s: service, m: method, a: args }, left, options.signal).catch(
+        (err: unknown) => {
+          if (!safeToRetry(err, options.idempotent === true)) throw err;
+          return this.#callAny(service, method, args, options, deadline, timeoutMs, address, err as Error);
+        },
+      );
+    } catch (err) {
+      return Promise.reject(err instanceof Error ? err : new Error(String(err)));
+    }
+  }
+
+  /**
+   * A call on any healthy instance: waits for the view to list, then tries instances until one
+   * answers, one fails in a way that must not be retried, or none is left (`triedFirst`: the
+   * address the fast path of {@link call} tried, and how it failed).
+   */
+  async #callAny(
+    service: string,
+    method: string,
+    args: unknown,
+    options: CallOptions,
+    deadline: number,
+    timeoutMs: number,
+    triedFirst?: string,
+    firstError?: Error,
+  ): Promise<unknown> {
     const view = this.#readyViews.get(service) ?? (await this.instances(service, options.signal));
-    let tried: Set<string> | undefined;
-    let lastError: Error | undefined;
+    const tried = new Set<string>(triedFirst === undefined ? [] : [triedFirst]);
+    let lastError = firstError;
     for (;;) {
-      const target = this.#pick(service, view, tried);
+      const target = this.#pick(service, view, tried.size === 0 ? undefined : tried);
       if (target === undefined) {
         if (lastError !== undefined) throw lastError;
         throw noInstance(service, view.size);
       }
-      (tried ??= new Set()).add(target.address as string);
+      tried.add(target.address as string);
       const left = deadline - this.#o.clock.monotonic();
       if (left <= 0) throw timeoutError(service, method, timeoutMs);
       try {

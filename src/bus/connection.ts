@@ -12,8 +12,9 @@ import type { Socket } from 'node:net';
 import { abortedError, ERROR_CODES, isMusterError, MusterError } from '../errors.js';
 import { onAbort } from '../util/abort.js';
 import { CallSignal } from './call-signal.js';
+import { IdTable } from './id-table.js';
 import { encodeFrame, FrameDecoder, HEADER_BYTES, Kind, PROTOCOL_VERSION } from './frame.js';
-import type { ResolvedBusOptions } from './types.js';
+import type { Caller, ResolvedBusOptions } from './types.js';
 
 /** 64 KiB: the largest hello a stranger may make us buffer. */
 const HELLO_LIMIT = 64 * 1024;
@@ -92,9 +93,10 @@ export class Connection {
   readonly #host: ConnectionHost;
   readonly #o: ResolvedBusOptions;
   readonly #decoder: FrameDecoder;
-  readonly #pending = new Map<number, Pending>();
-  readonly #served = new Map<number, CallSignal>();
-  readonly #acks = new Map<number, Pending>();
+  /** Calls in flight, by id: tables that allocate nothing per call (see id-table.ts). */
+  readonly #pending = new IdTable<Pending>();
+  readonly #served = new IdTable<CallSignal>();
+  readonly #acks = new IdTable<Pending>();
   #state: ConnectionState = 'handshake';
   #nextId = 1;
   #lastReceived: number;
@@ -120,6 +122,7 @@ export class Connection {
   #failReady!: (err: unknown) => void;
   /** Why it closed. */
   closeError: MusterError | undefined;
+  #caller: Caller | undefined;
 
   constructor(host: ConnectionHost, socket: Socket, dialed?: string) {
     const outbound = dialed !== undefined;
@@ -171,6 +174,15 @@ export class Connection {
     });
     this.#scheduleHeartbeat(this.#o.connectTimeoutMs, true);
     if (outbound) this.#sendHello();
+  }
+
+  /** The peer as a handler sees it (one object per connection, not per call). */
+  get caller(): Caller {
+    // Frozen: every call on this connection shares it.
+    return (this.#caller ??= Object.freeze({
+      node: this.peer?.node ?? '?',
+      address: this.peer?.address ?? '?',
+    }));
   }
 
   /** The peer's address as this node knows it: the one it dialed, else the one the hello advertised. */
@@ -452,17 +464,35 @@ export class Connection {
     return frame;
   }
 
+  /**
+   * Writes issued in one tick are corked and go out together: one `writev` per connection. One
+   * `process.nextTick` uncorks every connection written to in the tick (a publication to 20
+   * subscribers queued 20 ticks, each with its closure, before).
+   */
   #send(frame: Buffer): void {
     if (this.socket.destroyed) return;
     if (!this.#corked) {
       this.#corked = true;
       this.socket.cork();
-      process.nextTick(() => {
-        this.#corked = false;
-        this.socket.uncork();
-      });
+      Connection.#toUncork[Connection.#uncorkCount++] = this;
+      if (Connection.#uncorkCount === 1) process.nextTick(Connection.#uncorkAll);
     }
     this.socket.write(frame);
+  }
+
+  static readonly #toUncork: (Connection | undefined)[] = [];
+  static #uncorkCount = 0;
+
+  static #uncorkAll(this: void): void {
+    const list = Connection.#toUncork;
+    // Read the count on every turn: an uncork that writes elsewhere at once lands in this loop.
+    for (let i = 0; i < Connection.#uncorkCount; i++) {
+      const conn = list[i] as Connection;
+      list[i] = undefined;
+      conn.#corked = false;
+      conn.socket.uncork();
+    }
+    Connection.#uncorkCount = 0;
   }
 
   #sendHello(): void {
@@ -495,6 +525,10 @@ export class Connection {
         const b = body as RequestBody | undefined;
         if (b === undefined || typeof b.s !== 'string' || typeof b.m !== 'string') {
           this.close(new MusterError('MUSTER_PROTOCOL', 'a request without service and method'));
+          return;
+        }
+        if (id === 0) {
+          this.close(new MusterError('MUSTER_PROTOCOL', 'a request with call id 0'));
           return;
         }
         const call = new CallSignal();

@@ -64,12 +64,19 @@ export interface FrameSink {
 /**
  * Incremental decoder. `limit` bounds a body; `firstLimit` bounds the first frame (the hello), so a
  * stranger's bytes cannot make it buffer megabytes before the hello is checked.
+ *
+ * Frames are parsed where they lie in the chunk the socket delivered (a chunk usually holds whole
+ * frames): nothing is copied or queued for them. Only the tail of an incomplete frame is kept, as a
+ * list of pieces joined once the whole frame has arrived (one copy, never one per piece).
  */
 export class FrameDecoder {
   readonly #sink: FrameSink;
   #limit: number;
-  readonly #chunks: Buffer[] = [];
-  #total = 0;
+  /** The pieces of an incomplete frame, and how many bytes they hold. */
+  #parts: Buffer[] = [];
+  #partBytes = 0;
+  /** Bytes needed before the pieces are worth joining: the header, then the whole frame. */
+  #need = 0;
   #skip = 0;
   #broken = false;
 
@@ -90,31 +97,46 @@ export class FrameDecoder {
       if (n === chunk.length) return;
       chunk = chunk.subarray(n);
     }
-    this.#chunks.push(chunk);
-    this.#total += chunk.length;
-    while (!this.#broken && this.#total >= HEADER_BYTES) {
-      const head = this.#peek(HEADER_BYTES);
-      const length = head.readUInt32BE(0);
-      const kind = head[4] as number;
-      const id = head.readUInt32BE(5);
+    if (this.#partBytes > 0) {
+      this.#parts.push(chunk);
+      this.#partBytes += chunk.length;
+      if (this.#partBytes < this.#need) return;
+      chunk = this.#parts.length === 1 ? chunk : Buffer.concat(this.#parts, this.#partBytes);
+      this.#parts = [];
+      this.#partBytes = 0;
+    }
+    const end = chunk.length;
+    let off = 0;
+    while (!this.#broken) {
+      const left = end - off;
+      if (left < HEADER_BYTES) {
+        this.#keep(chunk, off, HEADER_BYTES);
+        return;
+      }
+      const length = chunk.readUInt32BE(off);
+      const kind = chunk[off + 4] as number;
+      const id = chunk.readUInt32BE(off + 5);
       if (kind < 1 || kind > MAX_KIND) {
         this.#fail(`unknown frame kind ${kind}`);
         return;
       }
       if (length > this.#limit) {
-        this.#consume(HEADER_BYTES);
-        const n = Math.min(length, this.#total);
-        this.#consume(n);
+        const n = Math.min(length, left - HEADER_BYTES);
+        off += HEADER_BYTES + n;
         this.#skip = length - n;
         this.#sink.oversized(kind, id, length);
         continue;
       }
-      if (this.#total < HEADER_BYTES + length) return;
-      const frame = this.#take(HEADER_BYTES + length);
+      if (left - HEADER_BYTES < length) {
+        this.#keep(chunk, off, HEADER_BYTES + length);
+        return;
+      }
+      const start = off + HEADER_BYTES;
+      off = start + length;
       let body: unknown;
       if (length > 0) {
         try {
-          body = JSON.parse(frame.toString('utf8', HEADER_BYTES));
+          body = JSON.parse(chunk.toString('utf8', start, off));
         } catch {
           this.#fail(`a ${length}-byte frame body of kind ${kind} is not JSON`);
           return;
@@ -124,42 +146,19 @@ export class FrameDecoder {
     }
   }
 
+  /** Keeps `chunk[off..]` (an incomplete frame) until `need` bytes of it have arrived. */
+  #keep(chunk: Buffer, off: number, need: number): void {
+    if (off >= chunk.length) return;
+    const rest = off === 0 ? chunk : chunk.subarray(off);
+    this.#parts.push(rest);
+    this.#partBytes = rest.length;
+    this.#need = need;
+  }
+
   #fail(message: string): void {
     this.#broken = true;
-    this.#chunks.length = 0;
-    this.#total = 0;
+    this.#parts = [];
+    this.#partBytes = 0;
     this.#sink.garbage(new MusterError('MUSTER_PROTOCOL', message));
-  }
-
-  /** The first `n` bytes, merging chunks if needed (does not consume). */
-  #peek(n: number): Buffer {
-    const first = this.#chunks[0] as Buffer;
-    if (first.length >= n) return first;
-    const merged = Buffer.concat(this.#chunks);
-    this.#chunks.length = 0;
-    this.#chunks.push(merged);
-    return merged;
-  }
-
-  /** Removes and returns the first `n` bytes. */
-  #take(n: number): Buffer {
-    const first = this.#peek(n);
-    const out = first.subarray(0, n);
-    this.#consume(n);
-    return out;
-  }
-
-  #consume(n: number): void {
-    this.#total -= n;
-    while (n > 0) {
-      const first = this.#chunks[0] as Buffer;
-      if (first.length <= n) {
-        this.#chunks.shift();
-        n -= first.length;
-      } else {
-        this.#chunks[0] = first.subarray(n);
-        n = 0;
-      }
-    }
   }
 }

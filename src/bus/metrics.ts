@@ -3,7 +3,7 @@
  */
 import { StatsD } from 'hot-shots';
 import { Counter, Gauge, Registry } from 'prom-client';
-import { FastHistogram } from '../daemon/internal.js';
+import { CounterCache, FastHistogram } from '../daemon/internal.js';
 import type { StatsdOptions } from './types.js';
 
 /** Latency buckets in seconds: 50 µs … 5 s (loopback calls are tens of microseconds). */
@@ -23,9 +23,10 @@ export class BusMetrics {
   readonly #dropped: Counter<'peer' | 'topic' | 'reason'>;
   readonly #reconnects: Counter<'peer'>;
   readonly #connections: Counter<'direction' | 'event'>;
-  readonly #published: Counter<'topic'>;
-  readonly #delivered: Counter<'topic'>;
-  readonly #duplicates: Counter<'topic'>;
+  /** Per-message counters, flushed into prom-client when scraped (see counter-cache.ts). */
+  readonly #published = new CounterCache<'topic'>();
+  readonly #delivered = new CounterCache<'topic'>();
+  readonly #duplicates = new CounterCache<'topic'>();
   readonly #statsd: StatsD | undefined;
 
   constructor(registry: Registry | undefined, statsd: StatsdOptions | undefined, source: QueueSource) {
@@ -63,23 +64,35 @@ export class BusMetrics {
       labelNames: ['direction', 'event'],
       registers,
     });
-    this.#published = new Counter({
+    const published = this.#published;
+    new Counter({
       name: 'muster_bus_published_total',
       help: 'Messages published by this node',
       labelNames: ['topic'],
       registers,
+      collect() {
+        published.flush(this);
+      },
     });
-    this.#delivered = new Counter({
+    const delivered = this.#delivered;
+    new Counter({
       name: 'muster_bus_delivered_total',
       help: 'Messages delivered to this node\u2019s subscribers',
       labelNames: ['topic'],
       registers,
+      collect() {
+        delivered.flush(this);
+      },
     });
-    this.#duplicates = new Counter({
+    const duplicates = this.#duplicates;
+    new Counter({
       name: 'muster_bus_duplicates_total',
       help: 'Messages this node received again within the de-duplication window and did not deliver',
       labelNames: ['topic'],
       registers,
+      collect() {
+        duplicates.flush(this);
+      },
     });
     new Gauge({
       name: 'muster_bus_queue_bytes',
@@ -139,17 +152,17 @@ export class BusMetrics {
   }
 
   published(topic: string): void {
-    this.#published.inc({ topic });
+    this.#published.inc(topic, () => ({ topic }));
     this.#statsd?.increment('published', { topic });
   }
 
   delivered(topic: string): void {
-    this.#delivered.inc({ topic });
+    this.#delivered.inc(topic, () => ({ topic }));
     this.#statsd?.increment('delivered', { topic });
   }
 
   duplicate(topic: string): void {
-    this.#duplicates.inc({ topic });
+    this.#duplicates.inc(topic, () => ({ topic }));
   }
 
   close(): void {

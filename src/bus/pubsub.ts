@@ -56,11 +56,19 @@ interface WireBody extends PublishBody {
   readonly all?: boolean;
 }
 
-/** Ids delivered recently, forgotten after the window or beyond the size bound (oldest first). */
+/**
+ * Ids delivered recently, forgotten after the window or beyond the size bound (oldest first). The
+ * ids are also kept in arrival order in flat arrays, so forgetting the oldest is an index increment —
+ * not an iterator over the set per message (that was ~6 % of a subscriber's CPU per delivery).
+ */
 export class DedupWindow {
-  readonly #seen = new Map<string, number>();
+  readonly #seen = new Set<string>();
   readonly #windowMs: number;
   readonly #max: number;
+  /** Arrival order from `#head` on: ids and when each arrived (one entry per id in `#seen`). */
+  #ids: string[] = [];
+  #times: number[] = [];
+  #head = 0;
 
   constructor(windowMs: number, max = DEFAULT_DEDUP_MAX_IDS) {
     this.#windowMs = windowMs;
@@ -69,12 +77,23 @@ export class DedupWindow {
 
   /** True the first time `id` is seen within the window. */
   first(id: string, now: number): boolean {
-    for (const [old, at] of this.#seen) {
-      if (at + this.#windowMs > now && this.#seen.size < this.#max) break;
-      this.#seen.delete(old);
+    const ids = this.#ids;
+    while (
+      this.#head < ids.length &&
+      ((this.#times[this.#head] as number) + this.#windowMs <= now || this.#seen.size >= this.#max)
+    ) {
+      this.#seen.delete(ids[this.#head] as string);
+      ids[this.#head++] = '';
+    }
+    if (this.#head > 1024 && this.#head * 2 > ids.length) {
+      this.#ids = ids.slice(this.#head);
+      this.#times = this.#times.slice(this.#head);
+      this.#head = 0;
     }
     if (this.#seen.has(id)) return false;
-    this.#seen.set(id, now);
+    this.#seen.add(id);
+    this.#ids.push(id);
+    this.#times.push(now);
     return true;
   }
 }
@@ -188,25 +207,26 @@ export class Topics {
       conn?.ack(ackId);
       return;
     }
-    const running: Promise<unknown>[] = [];
+    let running: Promise<unknown>[] | undefined;
     this.#bus.metrics.delivered(body.topic);
     const delivery = { topic: body.topic, id: body.id, from };
-    const groupsDone = new Set<string>();
+    let groupsDone: Set<string> | undefined; // made only when the node has queue groups
     for (const sub of local.subs) {
       if (sub.group === undefined ? body.all === false : !(body.g ?? []).includes(sub.group)) continue;
       if (sub.group !== undefined) {
-        if (groupsDone.has(sub.group)) continue;
-        groupsDone.add(sub.group);
+        if (groupsDone?.has(sub.group) === true) continue;
+        (groupsDone ??= new Set()).add(sub.group);
       }
       try {
         const r = sub.handler(body.m, delivery);
-        if (r instanceof Promise) running.push(r.catch((err: unknown) => this.#handlerFailed(body, err)));
+        if (r instanceof Promise)
+          (running ??= []).push(r.catch((err: unknown) => this.#handlerFailed(body, err)));
       } catch (err) {
         this.#handlerFailed(body, err);
       }
     }
     if (conn === undefined || ackId === 0) return;
-    if (running.length === 0) conn.ack(ackId);
+    if (running === undefined) conn.ack(ackId);
     else void Promise.all(running).then(() => conn.ack(ackId));
   }
 

@@ -7,10 +7,10 @@ import { MusterError } from '../errors.js';
 import type { Member } from '../membership/index.js';
 import type { AcquireContext, PartitionedHandle } from '../partitions/index.js';
 import { onAbort } from '../util/abort.js';
-import type { CallSignal } from './call-signal.js';
+import { CallContext, CallList, type CallSignal } from './call-signal.js';
 import type { Connection, RequestBody } from './connection.js';
 import type { BusMetrics } from './metrics.js';
-import type { Handler, HandlerContext } from './types.js';
+import type { Handler } from './types.js';
 
 /** Per-method counters for `$info` and `muster bus ls`. */
 export interface MethodStats {
@@ -37,7 +37,7 @@ export class ServedService {
   readonly #metrics: BusMetrics;
   readonly #idle = new Set<() => void>();
   /** Calls running now: aborted together when the service stops being served. */
-  readonly #running = new Set<CallSignal>();
+  readonly #running = new CallList();
 
   constructor(service: string, handlers: Record<string, Handler>, maxInFlight: number, metrics: BusMetrics) {
     this.service = service;
@@ -88,7 +88,8 @@ export class ServedService {
       );
       return;
     }
-    let partitionContext: { partition: string; token: number } | undefined;
+    let partition: string | undefined;
+    let token: number | undefined;
     let offOwnership: (() => void) | undefined;
     if (body.p !== undefined) {
       // The fencing check: run only for the owner whose token the call carries, and only while that
@@ -114,16 +115,11 @@ export class ServedService {
         return;
       }
       offOwnership = onAbort(ctx.signal, (reason) => call.abort(reason));
-      partitionContext = { partition: body.p, token: ctx.token };
+      partition = body.p;
+      token = ctx.token;
     }
-    const context: HandlerContext = {
-      // Made only if the handler reads it (see call-signal.ts).
-      get signal(): AbortSignal {
-        return call.signal;
-      },
-      caller: { node: conn.peer?.node ?? '?', address: conn.peer?.address ?? '?' },
-      ...partitionContext,
-    };
+    // The signal is made only if the handler reads it (see call-signal.ts).
+    const context = new CallContext(call, conn.caller, partition, token);
     this.#running.add(call);
     const stats = this.stats.get(body.m) as MethodStats;
     stats.requests++;
@@ -190,7 +186,7 @@ export class ServedService {
     if (this.#leaving.signal.aborted) return;
     const reason = notServed(this.service);
     this.#leaving.abort(reason);
-    for (const call of this.#running) call.abort(reason);
+    this.#running.abortAll(reason);
     if (this.#inFlight > 0) {
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, graceMs);

@@ -7,6 +7,7 @@ import { MusterError } from '../errors.js';
 import { DEFAULT_ROOT } from '../membership/index.js';
 import {
   drainInstance,
+  undrainInstance,
   explainRoute,
   loadProxyConfig,
   pinRoute,
@@ -211,11 +212,21 @@ export function registerProxyCommands(program: Command): void {
   common(
     program
       .command('drain <instance>')
-      .description("mark INSTANCE draining: its partitions move away at the throttle's pace"),
-  ).action(async (instance: string, opts: { service: string; root: string; store: string }) => {
-    await withStore(opts.store, async (store) => {
-      const revision = await drainInstance(store, opts.service, instance, { root: opts.root });
-      process.stdout.write(`instance ${instance} is draining (revision ${revision})\n`);
-    });
-  });
+      .description(
+        "mark INSTANCE draining (services/<s>/drain/<instance>, for as long as it stays registered): its partitions move away at the throttle's pace; --undo ends the drain",
+      )
+      .option('--undo', 'end the drain: the instance may receive partitions again'),
+  ).action(
+    async (instance: string, opts: { service: string; root: string; store: string; undo?: boolean }) => {
+      await withStore(opts.store, async (store) => {
+        if (opts.undo === true) {
+          const revision = await undrainInstance(store, opts.service, instance, { root: opts.root });
+          process.stdout.write(`instance ${instance} is no longer drained (revision ${revision})\n`);
+          return;
+        }
+        const revision = await drainInstance(store, opts.service, instance, { root: opts.root });
+        process.stdout.write(`instance ${instance} is draining (revision ${revision})\n`);
+      });
+    },
+  );
 }

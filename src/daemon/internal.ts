@@ -1,5 +1,6 @@
 /**
  * What sibling capabilities share of the daemon runtime's machinery (not part of the public API):
- * the hot-path histogram the bus and the proxy record into their daemon's registry.
+ * the hot-path histogram and counter the bus and the proxy record into their daemon's registry.
  */
+export { CounterCache } from './counter-cache.js';
 export { FastHistogram } from './fast-histogram.js';

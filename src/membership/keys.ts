@@ -7,6 +7,7 @@
  * <root>services/<service>/owners/<partition> (leased)
  * <root>services/<service>/pins/<partition>
  * <root>services/<service>/routes/<key>
+ * <root>services/<service>/drain/<id>       (under the instance's lease: `muster drain`)
  * ```
  */
 import { invalidArgument } from '../errors.js';
@@ -61,10 +62,13 @@ export interface ServiceKeys {
   readonly pins: string;
   /** `<root>services/<service>/routes/` */
   readonly routes: string;
+  /** `<root>services/<service>/drain/`: operator drains (`muster drain`), one key per instance. */
+  readonly drains: string;
   instance(id: string): string;
   owner(partition: string): string;
   pin(partition: string): string;
   route(key: string): string;
+  drain(id: string): string;
 }
 
 /** The key layout of `service` under `root` (default {@link DEFAULT_ROOT}). Validates both. */
@@ -76,6 +80,7 @@ export function serviceKeys(root: string | undefined, service: string): ServiceK
   const owners = `${prefix}owners/`;
   const pins = `${prefix}pins/`;
   const routes = `${prefix}routes/`;
+  const drains = `${prefix}drain/`;
   return {
     root: r,
     service,
@@ -85,10 +90,12 @@ export function serviceKeys(root: string | undefined, service: string): ServiceK
     owners,
     pins,
     routes,
+    drains,
     instance: (id) => `${instances}${id}`,
     owner: (partition) => `${owners}${partition}`,
     pin: (partition) => `${pins}${partition}`,
     route: (key) => `${routes}${key}`,
+    drain: (id) => `${drains}${id}`,
   };
 }
 

@@ -57,6 +57,14 @@ export class ServiceView {
   readonly pins = new Map<string, string>();
   /** Routing keys pinned to one instance (`routes/<key>`), for the proxy. */
   readonly routes = new Map<string, RouteRecord>();
+  /**
+   * Instances an operator drained (`drain/<id>`, `muster drain`). The key is separate from the
+   * instance's record, so the instance rewriting its record cannot clear it; `instances` shows such
+   * an instance as `draining`.
+   */
+  readonly drains = new Set<string>();
+  /** The instance records as written, before a drain key overrides their state. */
+  readonly #records = new Map<string, ViewInstance>();
   /** The revision the snapshot reflects. */
   revision = 0;
   #assignment: ViewAssignment | undefined;
@@ -225,6 +233,8 @@ export class ServiceView {
   #reset(kvs: readonly KeyValue[], revision: number): void {
     this.spec = undefined;
     this.instances.clear();
+    this.#records.clear();
+    this.drains.clear();
     this.owners.clear();
     this.ownersByLease.clear();
     this.pins.clear();
@@ -248,8 +258,20 @@ export class ServiceView {
       const instance = put
         ? this.#decode(kv, parseInstance(this.keys.service, kv), 'instance record')
         : undefined;
-      if (instance === undefined) this.instances.delete(id);
-      else this.instances.set(id, instance);
+      if (instance === undefined) {
+        this.#records.delete(id);
+        this.instances.delete(id);
+      } else {
+        this.#records.set(id, instance);
+        this.instances.set(id, this.#withDrain(id, instance));
+      }
+    } else if (rest.startsWith('drain/')) {
+      const id = rest.slice('drain/'.length);
+      if (put) this.drains.add(id);
+      else this.drains.delete(id);
+      const record = this.#records.get(id);
+      if (record === undefined) return;
+      this.instances.set(id, this.#withDrain(id, record));
     } else if (rest.startsWith('owners/')) {
       const partition = rest.slice('owners/'.length);
       const old = this.owners.get(partition);
@@ -282,6 +304,11 @@ export class ServiceView {
       return;
     }
     this.#dirty = true;
+  }
+
+  /** The instance as the fleet sees it: an active one with a drain key is `draining`. */
+  #withDrain(id: string, record: ViewInstance): ViewInstance {
+    return record.state === 'active' && this.drains.has(id) ? { ...record, state: 'draining' } : record;
   }
 
   /** `value`, or (when the record could not be read) `undefined`, logged once with its key. */

@@ -34,7 +34,14 @@ export { parseKeySpec, extractKey, isValidKey, type KeySpec } from './key.js';
 export { RoutingTable, type Resolution } from './table.js';
 export type { RoutingSource, RouteOwner, RouteInstance } from './routing-source.js';
 export { openRoutingSource } from './store-routing-source.js';
-export { pinRoute, unpinRoute, explainRoute, drainInstance, type RouteOptions } from './routes.js';
+export {
+  pinRoute,
+  unpinRoute,
+  explainRoute,
+  drainInstance,
+  undrainInstance,
+  type RouteOptions,
+} from './routes.js';
 export { ProxyMaster, type ProxyMasterOptions, DEFAULT_WORKER_READY_TIMEOUT_MS } from './master.js';
 export {
   HeldPublisher,

@@ -1,7 +1,6 @@
 /** The proxy's Prometheus metrics (one registry per worker; the master aggregates them). */
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
-import { FastHistogram } from '../daemon/internal.js';
-import { CounterCache } from './fast-metrics.js';
+import { CounterCache, FastHistogram } from '../daemon/internal.js';
 import type { RoutingSource } from './routing-source.js';
 
 export interface ProxyMetrics {
@@ -10,7 +9,7 @@ export interface ProxyMetrics {
   readonly requests: Counter<'backend' | 'status'>;
   /** `muster_proxy_upstream_seconds{backend}` (seconds to response headers). */
   readonly upstreamSeconds: FastHistogram;
-  /** One request answered (cheap: see fast-metrics.ts). */
+  /** One request answered (cheap: the daemon runtime's CounterCache). */
   countRequest(backend: string, status: number | string): void;
   readonly held: Gauge;
   readonly holdSeconds: Histogram<'outcome'>;

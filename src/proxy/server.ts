@@ -1,14 +1,13 @@
 /**
  * One proxy worker: an HTTP server whose requests are routed by key through the {@link RoutingTable}
- * and forwarded through undici pools; unavailable destinations hold GET/HEAD (see hold.ts) and
+ * and forwarded through raw keep-alive pools (upstream-pool.ts); unavailable destinations hold GET/HEAD (see hold.ts) and
  * answer other methods 502 at once. `drain()` is the reload half of a worker: stop accepting, answer
  * everything in flight or held, then close.
  */
 import { randomUUID } from 'node:crypto';
-import { EventEmitter } from 'node:events';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { connect as netConnect, Server as NetServer, type Socket } from 'node:net';
-import { Writable, type Duplex } from 'node:stream';
+import type { Duplex } from 'node:stream';
 import { systemClock, type Clock } from '../clock.js';
 import type { ErrorCode } from '../errors.js';
 import type { ProxyConfig } from './config.js';
@@ -18,7 +17,9 @@ import { createProxyMetrics, type ProxyMetrics } from './metrics.js';
 import type { RoutingSource } from './routing-source.js';
 import { RoutingTable, type Resolution } from './table.js';
 import { tunnelWebSocket, WS_SERVICE_RESTART, type WsTunnel } from './ws-close.js';
-import { downstreamHeaders, isTimeout, isUnavailable, UpstreamPools, upstreamHeaders } from './upstream.js';
+import { downstreamHeaders, upstreamHead, type UpstreamHead } from './headers.js';
+import { isTimeout, isUnavailable } from './upstream-error.js';
+import { UpstreamPools, type Exchange } from './upstream-pool.js';
 
 /** A pino-compatible logger (only what the proxy uses). */
 export interface ProxyLogger {
@@ -44,26 +45,12 @@ interface Ctx extends Held {
   readonly res: ServerResponse;
   readonly id: string;
   readonly holdable: boolean;
-  headers: Record<string, string | string[]> | undefined;
+  readonly hasBody: boolean;
+  head: UpstreamHead | undefined;
   responded: boolean;
   done: boolean;
   holds: number;
-  abort: UpstreamAbort | undefined;
-  misdirected: boolean;
-}
-
-/**
- * Aborts one upstream request when its client goes away. undici accepts an EventEmitter with an
- * `abort` event as a signal; an AbortController costs several times more per request (it was about
- * a third of the proxy's own CPU per request in a profile).
- */
-class UpstreamAbort extends EventEmitter {
-  aborted = false;
-  abort(): void {
-    if (this.aborted) return;
-    this.aborted = true;
-    this.emit('abort');
-  }
+  exchange: Exchange | undefined;
 }
 
 /** States: `starting` → `serving` → `draining` → `closed`. */
@@ -264,7 +251,7 @@ export class ProxyServer {
         s.close(() => undefined);
       }
       for (const socket of this.#sockets) socket.destroy();
-      await this.#pools.close(true);
+      this.#pools.close();
     })();
     return this.#closing;
   }
@@ -299,12 +286,12 @@ export class ProxyServer {
       destination: '',
       heldAt: 0,
       holdable: (method === 'GET' || method === 'HEAD') && !hasBody,
-      headers: undefined,
+      hasBody,
+      head: undefined,
       responded: false,
       done: false,
       holds: 0,
-      abort: undefined,
-      misdirected: false,
+      exchange: undefined,
     };
     this.#inFlight++;
     res.once('close', () => this.#closed(ctx));
@@ -409,7 +396,7 @@ export class ProxyServer {
       this.#checkIdle();
     }
     this.#holds.finish(ctx);
-    ctx.abort?.abort();
+    ctx.exchange?.abort();
   }
 
   #attempt(ctx: Ctx): void {
@@ -432,78 +419,83 @@ export class ProxyServer {
 
   #forward(ctx: Ctx, r: Resolution & { ok: true }): void {
     const { req, res } = ctx;
-    ctx.headers ??= upstreamHeaders(req.headers, req.socket.remoteAddress, ctx.id, 'http');
-    const abort = (ctx.abort = new UpstreamAbort());
-    const started = performance.now();
     const backend = r.origin.slice(r.origin.indexOf('//') + 2);
-    this.#pools.get(r.origin).stream(
+    ctx.head ??= upstreamHead(req, ctx.id, 'http', backend, ctx.hasBody);
+    const started = performance.now();
+    let misdirected = false;
+    const exchange: Exchange = this.#pools.get(r.origin).request(
       {
-        path: req.url ?? '/',
-        method: req.method ?? 'GET',
-        headers: ctx.headers,
-        body: ctx.holdable ? null : req,
-        signal: abort,
+        head: ctx.head.head,
+        body: ctx.hasBody ? req : null,
+        chunked: ctx.head.chunked,
+        noResponseBody: req.method === 'HEAD',
       },
-      ({ statusCode, headers }) => {
-        this.metrics.upstreamSeconds.observe([backend], (performance.now() - started) / 1000);
-        if (statusCode === 421 && ctx.holdable && r.partition !== undefined && r.token !== undefined) {
-          // 421 Misdirected Request (MUSTER_NOT_OWNER): the backend released the partition before
-          // the proxy's view showed it. Nothing was done; hold the GET until the table shows the
-          // partition's next owner (its token differs), then send it there.
-          ctx.avoid = { partition: r.partition, token: r.token };
-          ctx.misdirected = true;
-          return new Writable({ write: (_c, _e, cb) => cb() });
-        }
-        ctx.responded = true;
-        const out = downstreamHeaders(headers);
-        if (this.#state === 'draining') out['connection'] = 'close';
-        res.writeHead(statusCode, out);
-        this.#count(backend, statusCode);
-        return res;
-      },
-      (err) => {
-        if (ctx.misdirected) {
-          ctx.misdirected = false;
-          if (!ctx.done && !abort.aborted) {
+      {
+        onHead: ({ status, headers }) => {
+          this.metrics.upstreamSeconds.observe([backend], (performance.now() - started) / 1000);
+          if (status === 421 && ctx.holdable && r.partition !== undefined && r.token !== undefined) {
+            // 421 Misdirected Request (MUSTER_NOT_OWNER): the backend released the partition before
+            // the proxy's view showed it. Nothing was done; hold the GET until the table shows the
+            // partition's next owner (its token differs), then send it there.
+            ctx.avoid = { partition: r.partition, token: r.token };
+            misdirected = true;
+            return;
+          }
+          const out = downstreamHeaders(headers);
+          if (this.#state === 'draining') out['connection'] = 'close';
+          res.writeHead(status, out);
+          ctx.responded = true;
+          this.#count(backend, status);
+        },
+        onData: (chunk) => {
+          if (misdirected) return true;
+          if (res.write(chunk)) return true;
+          res.once('drain', () => exchange.resume());
+          return false;
+        },
+        onEnd: () => {
+          if (ctx.done) return;
+          if (misdirected) {
             this.#count(backend, '421-held');
             this.#unavailable(
               ctx,
               r.destination,
               `instance ${r.instance} said it no longer owns the partition`,
             );
+            return;
           }
-          return;
-        }
-        if (err === null) {
           ctx.done = true;
-          return;
-        }
-        if (ctx.done || abort.aborted) return;
-        if (ctx.responded) {
-          res.destroy(err);
-          return;
-        }
-        if (isUnavailable(err)) {
-          this.#holds.markDown(r.origin);
-          this.#log.warn({ backend, err: err.message, destination: r.destination }, 'backend unavailable');
-          this.#unavailable(
-            ctx,
-            r.destination,
-            `backend ${backend} is unavailable (${(err as { code?: string }).code ?? 'error'})`,
-          );
-        } else if (isTimeout(err)) {
-          this.#reply(ctx, 504, 'MUSTER_TIMEOUT', `backend ${backend} did not answer in time`, backend);
-        } else {
-          this.#reply(
-            ctx,
-            502,
-            'MUSTER_UPSTREAM_UNAVAILABLE',
-            `backend ${backend} failed: ${err.message}`,
-            backend,
-          );
-        }
+          res.end();
+        },
+        onError: (err) => {
+          if (ctx.done) return;
+          if (ctx.responded) {
+            res.destroy(err);
+            return;
+          }
+          if (isUnavailable(err)) {
+            this.#holds.markDown(r.origin);
+            this.#log.warn({ backend, err: err.message, destination: r.destination }, 'backend unavailable');
+            this.#unavailable(
+              ctx,
+              r.destination,
+              `backend ${backend} is unavailable (${(err as { code?: string }).code ?? 'error'})`,
+            );
+          } else if (isTimeout(err)) {
+            this.#reply(ctx, 504, 'MUSTER_TIMEOUT', `backend ${backend} did not answer in time`, backend);
+          } else {
+            this.#reply(
+              ctx,
+              502,
+              'MUSTER_UPSTREAM_UNAVAILABLE',
+              `backend ${backend} failed: ${err.message}`,
+              backend,
+            );
+          }
+        },
       },
     );
+    ctx.exchange = exchange;
   }
 
   #unavailable(ctx: Ctx, destination: string, why: string): void {

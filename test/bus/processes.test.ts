@@ -100,7 +100,7 @@ describe('bus across processes', () => {
   test(
     'kill -9 of a server: its in-flight calls fail fast, the next call lands on a live instance',
     { timeout: 60_000 },
-    async () => {
+    async (t) => {
       const a = await spawnNode(serve.url, ['--role', 'server', '--service', 'k9', '--id', 'k9-a']);
       const b = await spawnNode(serve.url, ['--role', 'server', '--service', 'k9', '--id', 'k9-b']);
       const view = await client.instances('k9');
@@ -115,6 +115,9 @@ describe('bus across processes', () => {
       const failed = await Promise.race(inflight);
       const failedAfter = performance.now() - killedAt;
       assert.ok(isMusterError(failed, 'MUSTER_PEER_LOST'), String(failed));
+      // The goal (issue 17) is ≤ 50 ms after the close; the bound here leaves room for a loaded CI
+      // machine, and the figure is reported (calls fail in the socket's 'close' handler itself).
+      t.diagnostic(`in-flight call failed ${failedAfter.toFixed(1)} ms after the kill -9`);
       assert.ok(failedAfter < 1000, `in-flight call failed ${failedAfter.toFixed(0)} ms after the kill`);
       // The dead instance's record is still there (lease not yet expired), yet calls land on b.
       assert.equal(view.size, 2);
@@ -153,7 +156,7 @@ describe('bus across processes', () => {
     await a.exited;
   });
 
-  test('SIGSTOP of a peer is detected by the heartbeat within 2 s', { timeout: 60_000 }, async () => {
+  test('SIGSTOP of a peer is detected by the heartbeat within 2 s', { timeout: 60_000 }, async (t) => {
     const a = await spawnNode(serve.url, ['--role', 'server', '--service', 'stop', '--id', 'stop-a']);
     assert.equal(await client.call('stop', 'whoami'), 'stop-a');
     const call = rejection(client.call('stop', 'hang', null, { timeout: 30_000 }));
@@ -163,6 +166,7 @@ describe('bus across processes', () => {
     const err = await call;
     const detectedAfter = performance.now() - stoppedAt;
     assert.equal(err.code, 'MUSTER_PEER_LOST', err.message);
+    t.diagnostic(`SIGSTOP detected after ${detectedAfter.toFixed(0)} ms`);
     assert.ok(detectedAfter <= 2000, `detected after ${detectedAfter.toFixed(0)} ms`);
     a.child.kill('SIGCONT');
     a.child.kill('SIGKILL');

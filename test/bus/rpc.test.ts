@@ -292,8 +292,15 @@ describe('bus rpc', () => {
       raw2.write(encodeFrame(FrameKind.Hello, 0, { v: PROTOCOL_VERSION, node: 'x', address: '127.0.0.1:1' }));
       raw2.write(Buffer.from([0, 0, 0, 2, 99, 0, 0, 0, 1, 1, 2]));
       await once(raw2, 'close');
-      await waitFor(() => logged.filter((l) => l.code === 'MUSTER_PROTOCOL').length >= 2, {
-        what: 'two MUSTER_PROTOCOL log lines',
+      // A request with call id 0 (the connection's own id, never a call's).
+      const raw3 = connect({ host, port });
+      raw3.resume();
+      await once(raw3, 'connect');
+      raw3.write(encodeFrame(FrameKind.Hello, 0, { v: PROTOCOL_VERSION, node: 'y', address: '127.0.0.1:1' }));
+      raw3.write(encodeFrame(FrameKind.Request, 0, { s: 'svc', m: 'echo', a: 1 }));
+      await once(raw3, 'close');
+      await waitFor(() => logged.filter((l) => l.code === 'MUSTER_PROTOCOL').length >= 3, {
+        what: 'three MUSTER_PROTOCOL log lines',
       });
       assert.equal(await client.call('svc', 'echo', 1), 1);
     },

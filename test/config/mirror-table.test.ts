@@ -18,20 +18,21 @@ import { type KeyValue, MemoryStore, type RangeResult } from '../../src/store/in
 
 /** A relay-like source on a memory store: reads go to the store; batches and table content are scripted. */
 function scripted(store: MemoryStore) {
-  let feed: ((b: MirrorBatch) => void) | undefined;
+  let feed: ((b: MirrorBatch) => Promise<void>) | undefined;
   let table: MirrorBatch[] = [];
   const source: ConfigSource = {
     relayed: true,
     range: (p, o) => store.range(p, o),
     headRevision: (o) => store.headRevision(o),
     watch(): MirrorWatch {
-      const queue: MirrorBatch[] = [];
+      const queue: { batch: MirrorBatch; taken: () => void }[] = [];
       let wake: (() => void) | undefined;
       let closed = false;
-      feed = (b) => {
-        queue.push(b);
-        wake?.();
-      };
+      feed = (batch) =>
+        new Promise<void>((taken) => {
+          queue.push({ batch, taken });
+          wake?.();
+        });
       return {
         requestProgress: () => undefined,
         close: () => {
@@ -45,7 +46,10 @@ function scripted(store: MemoryStore) {
         },
         async *[Symbol.asyncIterator]() {
           while (!closed) {
-            while (queue.length > 0) yield queue.shift() as MirrorBatch;
+            for (let next = queue.shift(); next !== undefined; next = queue.shift()) {
+              yield next.batch;
+              next.taken(); // the consumer asks for more: it has applied the batch
+            }
             await new Promise<void>((resolve) => (wake = resolve));
           }
         },
@@ -54,8 +58,11 @@ function scripted(store: MemoryStore) {
   };
   return {
     source,
-    /** Puts a batch on the "socket". */
-    push: (b: MirrorBatch) => feed?.(b),
+    /**
+     * Puts a batch on the "socket"; resolves once the mirror has applied it (its watch loop asked for
+     * the next batch), so a test can assert what the batch did — or did not — change.
+     */
+    push: (b: MirrorBatch): Promise<void> => feed?.(b) ?? Promise.reject(new Error('no watch is open')),
     /** What the next poll of the "table" returns: the prefix's content as the store has it now. */
     tableNow: async (prefix: string) => {
       const r: RangeResult = await store.range(prefix);
@@ -65,7 +72,6 @@ function scripted(store: MemoryStore) {
 }
 
 const key = (kvs: readonly KeyValue[], k: string): KeyValue => kvs.find((kv) => kv.key === k) as KeyValue;
-const settle = (): Promise<void> => new Promise((resolve) => setTimeout(resolve, 30));
 
 describe('mirror and shared table', () => {
   test('a listener that asks the handle while a socket batch is applied cannot interleave the table into it', async () => {
@@ -83,7 +89,7 @@ describe('mirror and shared table', () => {
       await cancelConfig(store, 't', v3.version);
       await s.tableNow(keys.prefix); // the table already has v3 cancelled
       h.on('version', () => void h.timeline()); // re-enters the handle from inside the batch
-      s.push({
+      await s.push({
         type: 'events',
         revision: mid.revision,
         events: [
@@ -91,7 +97,6 @@ describe('mirror and shared table', () => {
           { type: 'put', kv: key(mid.kvs, keys.version(v3.version)) },
         ],
       });
-      await settle();
       h.timeline(); // the table's turn
       const held = h
         .timeline()
@@ -125,14 +130,16 @@ describe('mirror and shared table', () => {
       const after = await store.range(keys.prefix);
       await s.tableNow(keys.prefix);
       h.timeline(); // takes the table
-      await settle();
+      // Events raised while polling are delivered in microtasks queued during that call; a microtask
+      // queued now runs after all of them.
+      await new Promise<void>((resolve) => queueMicrotask(resolve));
       assert.deepEqual(
         h.timeline().versions.map((v) => v.version),
         [v2.version],
       );
       assert.deepEqual(seen.sort(), ['1x', `${v2.version}`].sort());
       // The socket now delivers the same two changes, in one batch spanning both revisions.
-      s.push({
+      await s.push({
         type: 'events',
         revision: after.revision,
         events: [
@@ -143,7 +150,6 @@ describe('mirror and shared table', () => {
           },
         ],
       });
-      await settle();
       assert.deepEqual(
         h.timeline().versions.map((v) => v.version),
         [v2.version],

@@ -12,6 +12,13 @@ import { openStore, type Store } from '../../src/store/index.js';
 import { startFaultProxy } from '../../src/testing/index.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 
+/** True once every worker of `fleet` has reported a task started after `t` (wall ms) that `ok` accepts. */
+function everyWorkerStarted(fleet: Fleet, t: number, ok: (version: number | null) => boolean = () => true) {
+  return (): boolean =>
+    fleet.names.every((w) => fleet.tasks.some((x) => x.worker === w && x.startedAt > t && ok(x.version)));
+}
+const serving = (version: number | null): boolean => version !== null;
+
 const POLICY = { maxStaleness: '1s', maxClockSkew: '20ms', minLeadTime: '1400ms' }; // 360 ms of commit slack
 
 export interface Backend {
@@ -42,7 +49,8 @@ export function configProcessSuite(name: string, skip: false | string, start: ()
       await publishConfig(store, 'inv', { include_mood: false, delay_ms: 0 }, { in: '1400ms' });
       const fleet = await Fleet.start({ store: backend.url, config: 'inv', workers: 4, taskIntervalMs: 4 });
       try {
-        await sleep(1500);
+        // The first version is in force on every worker before the switches start.
+        await fleet.waitFor(everyWorkerStarted(fleet, 0, serving), 15_000, 'every worker to run a task');
         let last = 0;
         for (let i = 0; i < 12; i++) {
           const lead = 1400 + Math.floor(Math.random() * 200); // as close to minLeadTime as allowed
@@ -53,9 +61,10 @@ export function configProcessSuite(name: string, skip: false | string, start: ()
             { in: lead },
           );
           last = v.activateAt;
-          await sleep(150 + Math.random() * 300); // several versions are scheduled at once
+          await sleep(150 + Math.random() * 300); // pacing: several versions are scheduled at once
         }
-        await sleep(last - Date.now() + 400);
+        // Every worker has started tasks well past the last switch: the history covers all of them.
+        await fleet.waitFor(everyWorkerStarted(fleet, last + 400), 15_000, 'tasks after the last switch');
       } finally {
         await fleet.stop();
       }
@@ -97,10 +106,12 @@ export function configProcessSuite(name: string, skip: false | string, start: ()
       let cutAt = 0;
       let healedAt = 0;
       try {
-        await sleep(1600);
+        await fleet.waitFor(everyWorkerStarted(fleet, 0, serving), 15_000, 'every worker to run a task');
         cutAt = Date.now();
         proxies[0]?.blackhole();
-        await sleep(1000 + 1500);
+        // Both workers have tried tasks through the whole cut (maxStaleness + 1.5 s): the assertions
+        // below then judge a window that was observed, not one the workers slept through.
+        await fleet.waitFor(everyWorkerStarted(fleet, cutAt + 1000 + 1500), 15_000, 'tasks after the cut');
         proxies[0]?.pass();
         proxies[0]?.cutAll(); // the black-holed connection is beyond repair: reconnect
         healedAt = Date.now();

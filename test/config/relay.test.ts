@@ -121,11 +121,12 @@ describe('switch event', () => {
       const at = Date.now() + 600;
       const a = await publishConfig(store, 'c', 'a', { at });
       const b = await publishConfig(store, 'c', 'b', { at: at + 8 }); // < SWITCH_SETTLE_MS later
-      await waitFor(() => seen.length >= 2, { timeoutMs: 3000, intervalMs: 5 });
-      await new Promise((resolve) => setTimeout(resolve, 100));
+      // A probe: switches fire in order, so once c's has fired, any repeat of a's or b's would have.
+      const c = await publishConfig(store, 'c', 'c', { at: at + 300 });
+      await waitFor(() => seen.some((s) => s.version === c.version), { timeoutMs: 3000, intervalMs: 5 });
       assert.deepEqual(
         seen.map((s) => s.version),
-        [a.version, b.version],
+        [a.version, b.version, c.version],
         JSON.stringify(seen),
       );
       assert.ok(
@@ -198,9 +199,20 @@ describe('pushed proofs', () => {
         await h.ready();
         assert.equal(client.sharesClock, shared);
         // Reads go unanswered; only pushed proofs can keep the handle fresh past maxStaleness (300 ms).
-        await new Promise((resolve) => setTimeout(resolve, 900));
-        assert.equal(h.state, shared ? 'fresh' : 'stale');
-        if (shared) assert.ok(h.freshness().ageMs < 300, `proof age ${h.freshness().ageMs} ms`);
+        const readyAt = Date.now();
+        if (shared) {
+          // A proof taken three maxStaleness periods after ready: the handle stayed proven meanwhile.
+          await waitFor(() => (h.freshness().verifiedAt ?? 0) > readyAt + 900, {
+            timeoutMs: 5000,
+            intervalMs: 10,
+            what: 'a pushed proof 900 ms after ready',
+          });
+          assert.equal(h.state, 'fresh');
+          assert.ok(h.freshness().ageMs < 300, `proof age ${h.freshness().ageMs} ms`);
+        } else {
+          // Ignored proofs: the handle goes stale once maxStaleness passes without a read answered.
+          await waitFor(() => h.state === 'stale', { timeoutMs: 5000, intervalMs: 10, what: 'stale' });
+        }
       } finally {
         await h.close();
         await client.close();
@@ -227,7 +239,13 @@ describe('pushed proofs', () => {
     try {
       await h.ready();
       const after = reads; // the list
-      await new Promise((resolve) => setTimeout(resolve, 1000));
+      const readyAt = Date.now();
+      // Proven again more than three maxStaleness periods later, through the table alone.
+      await waitFor(() => (h.freshness().verifiedAt ?? 0) > readyAt + 1000, {
+        timeoutMs: 5000,
+        intervalMs: 10,
+        what: 'a proof 1 s after ready',
+      });
       assert.equal(h.state, 'fresh');
       assert.equal(reads, after, 'a client reading the shared table sent verification reads');
     } finally {
@@ -261,10 +279,11 @@ describe('shared table', () => {
       try {
         const ready = await next();
         assert.deepEqual(ready, { t: 'ready', tables });
-        const spun = next();
         const version = (await readConfig(store, 't')).versions.length + 1;
+        const spinning = next();
         child.send({ t: 'spin', version, ms: 1500 });
-        await new Promise((resolve) => setTimeout(resolve, 200)); // it is spinning now
+        assert.deepEqual(await spinning, { t: 'spinning' }); // its event loop is blocked from now on
+        const spun = next();
         const v = await publishConfig(store, 't', 'b', { in: '400ms' });
         assert.equal(v.version, version);
         const r = await spun;

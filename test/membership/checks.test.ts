@@ -175,13 +175,16 @@ describe('script checks (real processes)', () => {
 
   test('exit 0 passing, 1 warning, 2 failing; handlers once per transition', async () => {
     const file = joinPath(dir, 'code');
+    const runsFile = joinPath(dir, 'runs');
     writeFileSync(file, '0');
+    writeFileSync(runsFile, '');
+    const runs = (): number => readFileSync(runsFile, 'utf8').length; // one byte per run started
     const checks = new HealthChecks();
     const { log, handlers } = recorder();
     const c = checks.add({
       kind: 'script',
       name: 's',
-      command: `echo checking; exit $(cat ${file})`,
+      command: `printf x >> ${runsFile}; echo checking; exit $(cat ${file})`,
       interval: '30ms',
       timeout: '5s',
       initialStatus: 'passing',
@@ -198,7 +201,10 @@ describe('script checks (real processes)', () => {
       await expectNext('1', 1);
       await expectNext('2', 2);
       await expectNext('0', 3);
-      await new Promise((r) => setTimeout(r, 150)); // several more runs: no repeated handler calls
+      // Three more runs recorded (runs are sequential: the fourth to start proves the third ended),
+      // and no repeated handler calls.
+      const seen = runs();
+      await waitFor(() => runs() >= seen + 4, { timeoutMs: 5000, what: 'three more runs' });
       assert.deepEqual(log, CYCLE);
       assert.match(c.output, /checking/);
     } finally {
@@ -257,8 +263,10 @@ describe('script checks (real processes)', () => {
 
 describe('HTTP checks (real server)', () => {
   let status = 200;
+  let probes = 0;
   const server: Server = createServer((req, res) => {
     if (req.url === '/hang') return; // never answers
+    probes++;
     res.writeHead(status, { 'content-type': 'text/plain' });
     res.end(`status ${status}`);
   });
@@ -290,7 +298,10 @@ describe('HTTP checks (real server)', () => {
         status = code;
         await waitFor(() => log.length === n, { timeoutMs: 5000, what: `HTTP ${code}` });
       }
-      await new Promise((r) => setTimeout(r, 150));
+      // Three more probes recorded (the fourth request proves the third was answered and recorded),
+      // and no repeated handler calls.
+      const seen = probes;
+      await waitFor(() => probes >= seen + 4, { timeoutMs: 5000, what: 'three more probes' });
       assert.deepEqual(log, CYCLE);
     } finally {
       checks.close();

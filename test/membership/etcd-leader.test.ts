@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { openSession, type Session } from '../../src/membership/index.js';
 import { openStore } from '../../src/store/index.js';
+import { onAbort } from '../../src/util/abort.js';
 import { ETCD_INSTALL_HINT, type EtcdCluster, needBinary, startEtcd } from '../../src/testing/index.js';
 
 const skip = needBinary('etcd', ETCD_INSTALL_HINT);
@@ -26,13 +27,29 @@ describe('sessions across an etcd leader restart (three members)', { skip }, () 
       const store = await openStore(etcd.url);
       const sessions: Session[] = [];
       for (const ttl of ['3s', '5s']) sessions.push(await openSession(store, { ttl }));
-      const failures: unknown[] = [];
-      for (const s of sessions) s.on('keepAliveFailed', (e) => failures.push(e));
+      // The timeline, for the failure message: what happened when, in ms after the leader's kill.
+      const timeline: string[] = [];
+      let killedAt = 0;
+      const note = (what: string): void => {
+        timeline.push(`${(performance.now() - killedAt).toFixed(0)} ms: ${what}`);
+      };
+      for (const s of sessions) {
+        const name = `session ${s.ttlMs} ms`;
+        s.on('renewed', () => note(`${name} renewed, ${s.remaining().toFixed(0)} ms left`));
+        s.on('keepAliveFailed', (e) => note(`${name} keep-alive failed: ${String(e)}`));
+        s.on('lost', (e) => note(`${name} lost: ${e.message}`));
+      }
       const leader = await etcd.leader();
+      killedAt = performance.now();
+      note(
+        `killing the leader; deadlines ${sessions.map((s) => s.remaining().toFixed(0)).join(', ')} ms ahead`,
+      );
       await leader.kill();
       await etcd.waitReady(15_000);
+      note('a new leader answers');
       await leader.restart();
       await etcd.waitReady(15_000);
+      note('the old leader is back');
       // Keep going until each session has renewed for more than its TTL after the restart (three
       // renewals at TTL/3 apart), or is lost — whichever event comes first.
       let timer: NodeJS.Timeout | undefined;
@@ -54,13 +71,17 @@ describe('sessions across an etcd leader restart (three members)', { skip }, () 
                 off();
                 resolve();
               };
-              s.lost.addEventListener('abort', done, { once: true });
+              onAbort(s.lost, done); // also when it was lost before we got here
             }),
         ),
       );
       await Promise.race([renewedOrLost, stuck]).finally(() => clearTimeout(timer));
       for (const s of sessions) {
-        assert.equal(s.state, 'active', `session ${s.ttlMs} ms: ${String(s.lost.reason)}`);
+        assert.equal(
+          s.state,
+          'active',
+          `session ${s.ttlMs} ms: ${String(s.lost.reason)}\n${timeline.join('\n')}`,
+        );
         assert.ok(await store.leaseTimeToLive(s.leaseId), 'etcd still has the lease');
       }
       await Promise.all(sessions.map((s) => s.close()));

@@ -207,8 +207,12 @@ export function membershipProtocolSuite(target: {
               session.ttlMs >= ttl * 1000,
               'the deadline uses the granted TTL (etcd raises short ones)',
             );
-            // Let a few keep-alives go through, then cut the network silently.
-            await new Promise((r) => setTimeout(r, session.keepAliveIntervalMs + 300));
+            // Let a keep-alive go through (or the session be lost: the assertion below reports it),
+            // then cut the network silently.
+            await new Promise<void>((resolve) => {
+              const off = session.once('renewed', () => resolve());
+              session.once('lost', () => (off(), resolve()));
+            });
             const renewedBefore = session.renewals;
             proxy.blackhole();
             const cutAt = performance.now();

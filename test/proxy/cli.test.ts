@@ -64,14 +64,16 @@ describe('muster route / drain / proxy (CLI)', { timeout: 60_000 }, () => {
     assert.match(bad.stderr, /MUSTER_INVALID_ARGUMENT/);
   });
 
-  test('drain marks the instance draining; an unknown one is MUSTER_NOT_FOUND', async () => {
+  test('drain writes the drain key, --undo deletes it; an unknown one is MUSTER_NOT_FOUND', async () => {
     const s = ['--service', 'chat', '--store', serve.url];
     assert.equal((await muster(['drain', 'i1', ...s])).code, 0);
-    const kv = await store.get('/muster/services/chat/instances/i1');
+    const kv = await store.get('/muster/services/chat/drain/i1');
     assert.equal(
-      (JSON.parse(Buffer.from(kv?.value ?? []).toString()) as { state: string }).state,
-      'draining',
+      (JSON.parse(Buffer.from(kv?.value ?? []).toString()) as { instance: string }).instance,
+      'i1',
     );
+    assert.equal((await muster(['drain', 'i1', '--undo', ...s])).code, 0);
+    assert.equal(await store.get('/muster/services/chat/drain/i1'), undefined);
     const none = await muster(['drain', 'nobody', ...s]);
     assert.equal(none.code, 1);
     assert.match(none.stderr, /MUSTER_NOT_FOUND/);

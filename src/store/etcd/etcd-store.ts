@@ -80,17 +80,25 @@ const GRPC_CANCELLED = 1;
 /** Attempts of an idempotent read across endpoints before its error is returned. */
 export const READ_ATTEMPTS = 3;
 
+/** One member in etcd3's connection pool: `host` is its `host:port`. */
+interface PoolHost {
+  readonly host: string;
+}
+
 /** The part of etcd3's connection pool used for streams (it is not exported as a type). */
 interface Pool {
+  readonly hosts: readonly PoolHost[];
+  /** Tries members in the order `order` yields them (default: a fresh shuffle), skipping broken ones. */
   withConnection<T>(
     service: string,
     fn: (conn: {
-      resource: unknown;
+      resource: PoolHost;
       client: Record<string, (md: Metadata, opts: CallOptions) => T>;
       metadata: Metadata;
     }) => T,
+    order?: Generator<PoolHost, never>,
   ): Promise<T>;
-  markFailed(resource: unknown, error: unknown): void;
+  markFailed(resource: PoolHost, error: unknown): void;
   readonly authenticator?: { invalidateMetadata(): void };
 }
 
@@ -174,8 +182,9 @@ export class EtcdStore implements Store {
     if (opts.auth !== undefined) clientOptions.auth = { ...opts.auth };
     this.#client = new Etcd3(clientOptions);
     this.#pool = (this.#client as unknown as { pool: Pool }).pool;
-    this.#keepAlive = new KeepAliveChannel(() =>
-      this.#openStream<KeepAliveStream>('Lease', 'leaseKeepAlive'),
+    this.#keepAlive = new KeepAliveChannel(
+      (prefer) => this.#openStream<KeepAliveStream>('Lease', 'leaseKeepAlive', prefer),
+      this.#pool.hosts.map((h) => h.host),
     );
   }
 
@@ -307,7 +316,7 @@ export class EtcdStore implements Store {
     const w = new EtcdWatch(
       {
         codec: this.#codec,
-        openStream: () => this.#openStream<WatchStream>('Watch', 'watch'),
+        openStream: async () => (await this.#openStream<WatchStream>('Watch', 'watch')).stream,
         headRevision: () => this.headRevision(),
         progressMode: () => this.#detectProgressMode(),
         onEnd: (x) => this.#watches.delete(x),
@@ -456,31 +465,46 @@ export class EtcdStore implements Store {
     return abortable(pending, signal);
   }
 
-  /** Opens a bidirectional stream on one endpoint, with etcd's "require a leader" metadata. */
-  #openStream<S>(service: 'Watch' | 'Lease', method: string): Promise<S> {
+  /**
+   * Opens a bidirectional stream on one endpoint (`prefer` first when given), with etcd's "require a
+   * leader" metadata; resolves with the stream and the endpoint it went to.
+   */
+  #openStream<S>(
+    service: 'Watch' | 'Lease',
+    method: string,
+    prefer?: string,
+  ): Promise<{ stream: S; endpoint: string }> {
     if (this.#closing !== undefined)
       return Promise.reject(new MusterError('MUSTER_CLOSED', 'the etcd store was closed'));
-    return this.#pool.withConnection<S>(service, ({ resource, client, metadata }) => {
-      const md = metadata.clone();
-      md.set('hasleader', 'true');
-      const open = client[method];
-      if (open === undefined)
-        throw new MusterError('MUSTER_INTERNAL', `etcd client has no ${service}.${method}`);
-      const stream = open.call(client, md, {}) as unknown as S & {
-        writable: boolean;
-        on(e: 'error', f: (err: unknown) => void): void;
-      };
-      stream.on('error', (err) => {
-        // A failed stream counts against its member (and resets that member's connection), but not
-        // one we cancelled ourselves: that would cut every other stream to the member too.
-        const cancelled = (err as { code?: unknown } | null)?.code === GRPC_CANCELLED;
-        if (stream.writable && !cancelled) this.#pool.markFailed(resource, err);
-        // An expired token: the next stream authenticates again (unary calls do this in etcd3).
-        if (err instanceof Error && err.message.includes('invalid auth token'))
-          this.#pool.authenticator?.invalidateMetadata();
-      });
-      return stream;
-    });
+    const order = prefer === undefined ? undefined : preferring(this.#pool.hosts, prefer);
+    return this.#pool.withConnection(
+      service,
+      ({ resource, client, metadata }) => {
+        const md = metadata.clone();
+        md.set('hasleader', 'true');
+        const open = client[method];
+        if (open === undefined)
+          throw new MusterError('MUSTER_INTERNAL', `etcd client has no ${service}.${method}`);
+        const stream = open.call(client, md, {}) as unknown as S & {
+          writable: boolean;
+          on(e: 'error', f: (err: unknown) => void): void;
+        };
+        stream.on('error', (err) => {
+          // A failed stream counts against its member (and resets that member's connection), but not
+          // one we cancelled ourselves: that would cut every other stream to the member too. Nor does
+          // "no leader" on a renewal: the member is alive and mid-election, and a renewal asks another
+          // member next (tripping its breaker would take it away for 5 s, longer than a session lasts).
+          const cancelled = (err as { code?: unknown } | null)?.code === GRPC_CANCELLED;
+          const electing = service === 'Lease' && err instanceof Error && err.message.includes('no leader');
+          if (stream.writable && !cancelled && !electing) this.#pool.markFailed(resource, err);
+          // An expired token: the next stream authenticates again (unary calls do this in etcd3).
+          if (err instanceof Error && err.message.includes('invalid auth token'))
+            this.#pool.authenticator?.invalidateMetadata();
+        });
+        return { stream, endpoint: resource.host };
+      },
+      order,
+    );
   }
 
   /**
@@ -499,7 +523,7 @@ export class EtcdStore implements Store {
   }
 
   async #probeCompactRevision(): Promise<number | undefined> {
-    const stream = await this.#openStream<WatchStream>('Watch', 'watch');
+    const { stream } = await this.#openStream<WatchStream>('Watch', 'watch');
     return new Promise<number | undefined>((resolve) => {
       const done = (rev: number | undefined): void => {
         clearTimeout(timer);
@@ -536,6 +560,18 @@ export function progressModeFor(version: string): ProgressMode {
   if (major === 3 && minor === 5) return patch >= 8 ? 'request' : 'periodic';
   if (major === 3 && minor === 4) return patch >= 25 ? 'request' : 'periodic';
   return 'periodic';
+}
+
+/** Yields `first` (when it is one of `hosts`), then the others in a shuffled order, endlessly. */
+function* preferring(hosts: readonly PoolHost[], first: string): Generator<PoolHost, never> {
+  const head = hosts.filter((h) => h.host === first);
+  const rest = hosts.filter((h) => h.host !== first);
+  for (let i = rest.length - 1; i > 0; i--) {
+    const j = Math.floor(Math.random() * (i + 1));
+    [rest[i], rest[j]] = [rest[j] as PoolHost, rest[i] as PoolHost];
+  }
+  const order = [...head, ...rest];
+  for (;;) yield* order;
 }
 
 function revisionOf(header: IResponseHeader | undefined): number {

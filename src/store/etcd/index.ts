@@ -4,4 +4,5 @@
  */
 export { EtcdStore, openEtcdStore, progressModeFor } from './etcd-store.js';
 export { fromEtcdError } from './errors.js';
+export { KEEPALIVE_HEDGE_MS } from './keep-alive.js';
 export { type EtcdStoreOptions, DEFAULT_REQUEST_TIMEOUT, resolveEtcdOptions } from './url.js';

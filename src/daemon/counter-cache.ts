@@ -1,11 +1,12 @@
 /**
- * Per-request metrics without prom-client on the hot path. prom-client hashes the label set on every
- * `inc()`/`observe()`, even through a cached `labels()` child: measured A/B in one process, a
- * counter increment plus a histogram observation cost ~2.9 µs per request against ~0.03 µs for a
- * plain array increment — about 6 % of a worker's CPU at 20k requests/s. Here each label set is
- * looked up once (a Map of the joined label values) and updated with array arithmetic; prom-client
- * reads the totals only when scraped (a counter's `collect()` flushes). The latency histogram is the
- * daemon runtime's `FastHistogram`.
+ * A counter for hot paths: per-event increments as plain numbers, added to a prom-client counter only
+ * when it is scraped. prom-client hashes the label set on every `inc()`/`observe()`, even through a
+ * cached `labels()` child: measured A/B in one process, a counter increment plus a histogram
+ * observation cost ~2.9 µs per proxied request against ~0.03 µs for a plain array increment — about
+ * 6 % of a proxy worker's CPU at 20k requests/s; on the bus, a labelled `inc()` per published and per
+ * delivered message was ~5 % of a fan-out's CPU. Each label set is looked up once (a Map of the
+ * joined label values); prom-client reads the totals when the counter's `collect()` flushes. Used by
+ * the proxy and the bus (next to the daemon runtime's `FastHistogram`).
  */
 import type { Counter } from 'prom-client';
 

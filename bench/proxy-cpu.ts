@@ -1,0 +1,158 @@
+/**
+ * `npm run bench -- proxy-cpu [--duration 3s] [--rounds 3] [--connections 50]`: CPU per request of
+ * proxy data paths, A/B in one process (the issue-16 question "does a leaner data path pay?"). In
+ * this process, in front of one nginx `return 200` backend, under the same `wrk -t1 -cC` load with one
+ * routing key: (a) muster's worker data path (`startProxy`: node:http server → routing table → raw
+ * keep-alive upstream pool, since session 6; undici before), (b) a bare node:http server + undici Pool (the baselines' floor), (c) the raw `net` prototype
+ * (bench/proxy-raw.ts), (d) the prototype's server side with undici's `dispatch` upstream (which half of
+ * the gain is whose). Rounds alternate a, b, c, d; the figure per path is the median over rounds of
+ * this process's CPU time (user + system, `process.cpuUsage()`) divided by the requests wrk completed,
+ * with the young-generation collections per 10k requests (`PerformanceObserver` 'gc'). The ratio is
+ * what matters: the absolute µs move with the machine's load.
+ */
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo, Server as NetServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { PerformanceObserver } from 'node:perf_hooks';
+import { Pool } from 'undici';
+import {
+  openRoutingSource,
+  parseKeySpec,
+  proxyConfigFrom,
+  RoutingTable,
+  startProxy,
+} from '../src/proxy/index.js';
+import { openStore } from '../src/store/index.js';
+import { freePort } from '../src/testing/index.js';
+import { toMillis } from '../src/util/duration.js';
+import { startNginx } from './proxy.js';
+import { RawProxy } from './proxy-raw.js';
+import { arg, fmt, median } from './stats.js';
+
+function listen(server: Server | NetServer): Promise<string> {
+  return new Promise((resolve) =>
+    server.listen(0, '127.0.0.1', () => resolve(`127.0.0.1:${(server.address() as AddressInfo).port}`)),
+  );
+}
+
+export async function run(args: string[]): Promise<void> {
+  const seconds = Math.max(1, Math.round(toMillis(arg(args, '--duration') ?? '3s') / 1000));
+  const rounds = Number(arg(args, '--rounds') ?? 3);
+  const connections = Number(arg(args, '--connections') ?? 50);
+  const dir = mkdtempSync(join(tmpdir(), 'muster-bench-proxy-cpu-'));
+  const port = await freePort();
+  const nginx = await startNginx(
+    dir,
+    'backend',
+    `  server { listen 127.0.0.1:${port}; location / { return 200 "a"; } }`,
+  );
+  const store = await openStore('memory:');
+  let scavenges = 0;
+  let gcMs = 0;
+  const gc = new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) {
+      gcMs += e.duration;
+      if ((e as unknown as { detail?: { kind?: number } }).detail?.kind === 1) scavenges++;
+    }
+  });
+  gc.observe({ entryTypes: ['gc'] });
+  try {
+    await store.put('/muster/services/bench/spec', JSON.stringify({ partitions: 1 }));
+    await store.put(
+      '/muster/services/bench/instances/a',
+      JSON.stringify({ id: 'a', address: `127.0.0.1:${port}` }),
+    );
+    await store.put('/muster/services/bench/owners/0', JSON.stringify({ instance: 'a', since: '' }));
+    const config = proxyConfigFrom({
+      service: 'bench',
+      listen: '127.0.0.1:0',
+      key: 'header:x-key',
+      admin: false,
+      workers: 1,
+    });
+    const muster = await startProxy({ config, store });
+    const pool = new Pool(`http://127.0.0.1:${port}`, { connections: 256, pipelining: 1 });
+    const bare = createServer((req, res) => {
+      pool.stream(
+        { path: req.url ?? '/', method: req.method ?? 'GET', headers: req.headers as Record<string, string> },
+        ({ statusCode, headers }) => {
+          res.writeHead(statusCode, headers as Record<string, string>);
+          return res;
+        },
+        (err) => {
+          if (err !== null) res.destroy();
+        },
+      );
+    });
+    const source = openRoutingSource(store, 'bench');
+    await source.ready();
+    const raw = new RawProxy(new RoutingTable(source), parseKeySpec('header:x-key'));
+    const half = new RawProxy(new RoutingTable(source), parseKeySpec('header:x-key'), 'undici');
+    const paths: [string, string][] = [
+      ['muster (node:http + raw pool)', `http://${muster.addresses[0] as string}/`],
+      ['bare node:http + undici', `http://${await listen(bare)}/`],
+      ['raw net prototype', `http://${await listen(raw.server)}/`],
+      ['raw server + undici dispatch', `http://${await listen(half.server)}/`],
+    ];
+    const results = new Map<string, { us: number[]; scav: number[]; gc: number[]; rps: number[] }>();
+    for (const [name, url] of paths) {
+      await wrkAsync(url, connections, 1); // warm-up: optimised code
+      results.set(name, { us: [], scav: [], gc: [], rps: [] });
+    }
+    console.log(
+      `proxy CPU per request, one process: wrk -t1 -c${connections} -d${seconds}s, ${rounds} rounds, nginx return 200 backend`,
+    );
+    for (let round = 0; round < rounds; round++) {
+      for (const [name, url] of paths) {
+        const s0 = scavenges;
+        const g0 = gcMs;
+        const cpu = process.cpuUsage();
+        // wrk runs in a child; this process serves it meanwhile
+        const n = await wrkAsync(url, connections, seconds);
+        const used = process.cpuUsage(cpu);
+        const r = results.get(name)!;
+        r.us.push((used.user + used.system) / n);
+        r.scav.push(((scavenges - s0) / n) * 10_000);
+        r.gc.push(((gcMs - g0) * 1000) / n);
+        r.rps.push(n / seconds);
+      }
+    }
+    const base = median(results.get(paths[0]![0])!.us);
+    for (const [name] of paths) {
+      const r = results.get(name)!;
+      console.log(
+        `  ${name.padEnd(28)} ${fmt(median(r.us)).padStart(6)} µs CPU/request (×${fmt(base / median(r.us))} less than muster)  ${fmt(median(r.rps), 0).padStart(7)} req/s  scavenges/10k ${fmt(median(r.scav))}  GC ${fmt(median(r.gc))} µs/request`,
+      );
+    }
+    console.log(
+      `  this process after the rounds: RSS ${fmt(process.memoryUsage().rss / 2 ** 20, 0)} MiB (flags: ${process.execArgv.join(' ') || 'none'})`,
+    );
+    await muster.close();
+    source.close();
+    bare.close();
+    raw.server.close();
+    half.server.close();
+    await pool.close();
+  } finally {
+    gc.disconnect();
+    nginx.kill('SIGTERM');
+    await store.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** wrk in a child process without blocking this event loop; resolves to the requests completed. */
+async function wrkAsync(url: string, connections: number, seconds: number): Promise<number> {
+  return new Promise((resolve) => {
+    const child = spawn('wrk', ['-t1', `-c${connections}`, `-d${seconds}s`, '-H', 'X-Key: realm1', url]);
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.on('exit', () => {
+      if (/Non-2xx|Socket errors/.test(out)) console.log(`  wrk reported errors for ${url}:\n${out}`);
+      resolve(Number(/(\d+) requests in/.exec(out)?.[1] ?? 'NaN'));
+    });
+  });
+}

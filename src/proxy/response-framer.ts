@@ -1,0 +1,227 @@
+/**
+ * The response framer: reads an upstream HTTP/1.1 response off a byte stream (RFC 9112) — the status
+ * line and header fields, then the body framed by its length (§6.3: no body for HEAD, 1xx, 204 and 304;
+ * `Transfer-Encoding: chunked`, decoded; `Content-Length`; else until the connection closes) — and hands
+ * the head and the decoded body bytes to a sink. Interim 1xx responses (other than 101) are skipped.
+ * Anything malformed throws an {@link UpstreamError} `UPSTREAM_BAD_RESPONSE`: the connection is not
+ * reused.
+ */
+import { ChunkedDecoder } from './chunked.js';
+import { UpstreamError } from './upstream-error.js';
+
+/** 64 KiB of response head: more than any backend sends (Node's own default limit is 16 KiB). */
+export const MAX_RESPONSE_HEAD_BYTES = 64 * 1024;
+
+const CRLFCRLF = Buffer.from('\r\n\r\n');
+const STATUS_LINE = /^HTTP\/1\.([01]) (\d{3})(?: (.*))?$/;
+const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+
+/** A response's status line and header fields (names lower-cased; repeated fields as arrays). */
+export interface ResponseHead {
+  readonly status: number;
+  readonly statusText: string;
+  readonly headers: Record<string, string | string[]>;
+  /** False when the connection cannot carry another request after this response. */
+  readonly keepAlive: boolean;
+  /** The backend's `Keep-Alive: timeout=N` in ms, if it sent one. */
+  readonly keepAliveMs: number | undefined;
+}
+
+export interface ResponseSink {
+  head(head: ResponseHead): void;
+  data(chunk: Buffer): void;
+  /** The response is complete; `clean`: no bytes followed it (else the connection's framing is lost). */
+  end(clean: boolean): void;
+}
+
+/** The framer's states (numbers: compared on every byte run). */
+const State = {
+  Idle: 0,
+  Head: 1,
+  Length: 2,
+  Chunked: 3,
+  UntilClose: 4,
+} as const;
+type State = (typeof State)[keyof typeof State];
+
+export class ResponseFramer {
+  #state: State = State.Idle;
+  #sink: ResponseSink | undefined;
+  #noBody = false;
+  #buf: Buffer | undefined;
+  #left = 0;
+  readonly #chunked = new ChunkedDecoder(bad);
+  #keepAlive = true;
+
+  /** True while a response is being read. */
+  get busy(): boolean {
+    return this.#state !== State.Idle;
+  }
+
+  /** True when the body runs until the connection closes (an end of stream is its end). */
+  get untilClose(): boolean {
+    return this.#state === State.UntilClose;
+  }
+
+  /** True when nothing of the response has arrived yet. */
+  get waitingForHead(): boolean {
+    return this.#state === State.Head;
+  }
+
+  /** Expects the next response; `noBody` for a response to HEAD. */
+  start(sink: ResponseSink, noBody: boolean): void {
+    this.#sink = sink;
+    this.#noBody = noBody;
+    this.#state = State.Head;
+    this.#keepAlive = true;
+  }
+
+  /** The end of the stream: completes a close-delimited body; false if the response was cut short. */
+  closed(): boolean {
+    if (this.#state !== State.UntilClose) return this.#state === State.Idle;
+    const sink = this.#sink;
+    this.#state = State.Idle;
+    this.#sink = undefined;
+    sink?.end(false);
+    return true;
+  }
+
+  /** Feeds bytes (the sink's `end` comes after all of them were read). Throws `UPSTREAM_BAD_RESPONSE`. */
+  feed(d: Buffer): void {
+    const rest = this.#run(d);
+    const sink = this.#ended;
+    if (sink === undefined) return;
+    this.#ended = undefined;
+    sink.end(rest === undefined || rest.length === 0);
+  }
+
+  #ended: ResponseSink | undefined;
+
+  #run(d: Buffer): Buffer | undefined {
+    let i = 0;
+    while (i < d.length) {
+      switch (this.#state) {
+        case State.Idle:
+          return d.subarray(i);
+        case State.Head: {
+          const buf = this.#buf === undefined ? d.subarray(i) : Buffer.concat([this.#buf, d.subarray(i)]);
+          const end = buf.indexOf(CRLFCRLF);
+          if (end < 0) {
+            if (buf.length > MAX_RESPONSE_HEAD_BYTES) throw bad('the response head is too large');
+            this.#buf = buf;
+            return undefined;
+          }
+          this.#buf = undefined;
+          this.#head(buf.toString('latin1', 0, end));
+          d = buf;
+          i = end + 4;
+          if (this.#left === 0 && (this.#state as State) === State.Length) this.#finish();
+          break;
+        }
+        case State.Length: {
+          const take = Math.min(this.#left, d.length - i);
+          this.#left -= take;
+          const chunk = take === d.length && i === 0 ? d : d.subarray(i, i + take);
+          i += take;
+          this.#sink?.data(chunk);
+          if (this.#left === 0) this.#finish();
+          break;
+        }
+        case State.UntilClose:
+          this.#sink?.data(i === 0 ? d : d.subarray(i));
+          return undefined;
+        default: {
+          const sink = this.#sink;
+          const end = this.#chunked.decode(d, i, (chunk) => sink?.data(chunk));
+          if (end < 0) return undefined;
+          i = end;
+          this.#finish();
+        }
+      }
+    }
+    return undefined;
+  }
+
+  #head(text: string): void {
+    const lines = text.split('\r\n');
+    const m = STATUS_LINE.exec(lines[0] as string);
+    if (m === null) throw bad(`an invalid status line ${JSON.stringify((lines[0] as string).slice(0, 40))}`);
+    const status = Number(m[2]);
+    const headers: Record<string, string | string[]> = {};
+    let length = -1;
+    let chunked = false;
+    let te = false;
+    let connection = '';
+    let keepAliveMs: number | undefined;
+    for (let k = 1; k < lines.length; k++) {
+      const line = lines[k] as string;
+      const colon = line.indexOf(':');
+      if (colon <= 0) throw bad('a header line without a name');
+      const name = line.slice(0, colon).toLowerCase();
+      if (!TOKEN.test(name)) throw bad('an invalid header name');
+      const value = line.slice(colon + 1).trim();
+      if (name === 'content-length') {
+        if (!/^\d{1,15}$/.test(value) || (length !== -1 && length !== Number(value)))
+          throw bad('an invalid Content-Length');
+        length = Number(value);
+      } else if (name === 'transfer-encoding') {
+        te = true;
+        chunked = /(?:^|,)\s*chunked\s*$/i.test(value);
+      } else if (name === 'connection') connection += `${value.toLowerCase()},`;
+      else if (name === 'keep-alive') {
+        const t = /timeout=(\d+)/i.exec(value);
+        if (t !== null) keepAliveMs = Number(t[1]) * 1000;
+      }
+      const had = headers[name];
+      if (had === undefined) headers[name] = value;
+      else if (Array.isArray(had)) had.push(value);
+      else headers[name] = [had, value];
+    }
+    if (status < 200 && status !== 101) {
+      this.#state = State.Head; // an interim response (103 Early Hints…): the real one follows
+      return;
+    }
+    if (status === 101) throw bad('101 Switching Protocols to a request that asked for no upgrade');
+    const http10 = m[1] === '0';
+    this.#keepAlive = http10
+      ? /(?:^|[\s,])keep-alive(?:,|$)/.test(connection)
+      : !/(?:^|[\s,])close,/.test(connection);
+    if (this.#noBody || status === 204 || status === 304) {
+      this.#state = State.Length;
+      this.#left = 0;
+    } else if (te) {
+      if (!chunked) {
+        this.#state = State.UntilClose; // a transfer coding other than chunked: §6.3 item 4
+        this.#keepAlive = false;
+      } else {
+        this.#state = State.Chunked;
+        this.#chunked.reset();
+      }
+      delete headers['content-length']; // §6.3 item 3: Transfer-Encoding overrides
+    } else if (length >= 0) {
+      this.#state = State.Length;
+      this.#left = length;
+    } else {
+      this.#state = State.UntilClose;
+      this.#keepAlive = false;
+    }
+    this.#sink?.head({
+      status,
+      statusText: m[3] ?? '',
+      headers,
+      keepAlive: this.#keepAlive,
+      keepAliveMs,
+    });
+  }
+
+  /** The response is read: its sink is told when the bytes fed with it have been looked at. */
+  #finish(): void {
+    this.#ended = this.#sink;
+    this.#state = State.Idle;
+    this.#sink = undefined;
+  }
+}
+
+function bad(why: string): UpstreamError {
+  return new UpstreamError('UPSTREAM_BAD_RESPONSE', `the backend's response is malformed: ${why}`);
+}

@@ -1,0 +1,372 @@
+/**
+ * The upstream pool: keep-alive HTTP/1.1 connections to one backend origin on raw `net` sockets, one
+ * exchange at a time per connection (no pipelining), at most `connections` of them (further exchanges
+ * queue). An exchange writes a prepared request head, streams the request body with back-pressure
+ * (re-framed as chunked when asked), and hands the response — read by the {@link ResponseFramer} — to
+ * its handler, pausing the socket while the handler's reader is slow. It replaced undici on the proxy's
+ * data path (docs/proxy.md, "A leaner data path"): the same job without a general-purpose client's
+ * per-request objects.
+ *
+ * Failures reach the handler once, as an {@link UpstreamError} or the socket's own error (`ECONNREFUSED`…);
+ * a connection whose exchange failed, was aborted or ended unusually is destroyed, never reused.
+ */
+import { connect, type Socket } from 'node:net';
+import type { Readable } from 'node:stream';
+import type { UpstreamSettings } from './config.js';
+import { ResponseFramer, type ResponseHead, type ResponseSink } from './response-framer.js';
+import { UpstreamError } from './upstream-error.js';
+
+/** 1 s off a backend's advertised `Keep-Alive: timeout`, so the proxy never sends on a closing socket. */
+const KEEPALIVE_MARGIN_MS = 1000;
+
+export interface UpstreamRequest {
+  /** The request line and header fields, ending in the blank line (latin1). */
+  readonly head: string;
+  /** The request body, streamed; null for none. */
+  readonly body: Readable | null;
+  /** Frame the body as `Transfer-Encoding: chunked` (the head says so). */
+  readonly chunked: boolean;
+  /** A HEAD request: the response has no body whatever its header fields say. */
+  readonly noResponseBody: boolean;
+}
+
+export interface UpstreamHandler {
+  onHead(head: ResponseHead): void;
+  /** A piece of the decoded body; false asks for a pause until {@link Exchange.resume}. */
+  onData(chunk: Buffer): boolean;
+  onEnd(): void;
+  onError(err: Error): void;
+}
+
+/** One request/response on a pooled connection. */
+export class Exchange implements ResponseSink {
+  readonly request: UpstreamRequest;
+  readonly #handler: UpstreamHandler;
+  readonly #pool: UpstreamPool;
+  conn: Connection | undefined;
+  bodySent: boolean;
+  #over = false;
+  #detachBody: (() => void) | undefined;
+
+  constructor(pool: UpstreamPool, request: UpstreamRequest, handler: UpstreamHandler) {
+    this.#pool = pool;
+    this.request = request;
+    this.#handler = handler;
+    this.bodySent = request.body === null;
+  }
+
+  /** Resumes reading the response after `onData` returned false. */
+  resume(): void {
+    this.conn?.socket.resume();
+  }
+
+  /** The client went away: the connection is cut (it is mid-exchange), nothing more is reported. */
+  abort(): void {
+    if (this.#over) return;
+    this.#over = true;
+    this.stopBody();
+    if (this.conn === undefined) this.#pool.dequeue(this);
+    else this.conn.destroy();
+  }
+
+  /**
+   * Writes the head and streams the body onto `socket`. With a body, the head waits for its first
+   * bytes (or its end): a body the client's side refuses as malformed never opens a request upstream,
+   * and head and first bytes leave in one write.
+   */
+  send(socket: Socket): void {
+    const { head, body, chunked } = this.request;
+    if (body === null) {
+      socket.write(head, 'latin1');
+      return;
+    }
+    let headSent = false;
+    let waiting = false;
+    const drained = (): void => {
+      waiting = false;
+      body.resume();
+    };
+    const onData = (c: Buffer): void => {
+      if (c.length === 0) return;
+      socket.cork();
+      if (!headSent) {
+        headSent = true;
+        socket.write(head, 'latin1');
+      }
+      if (chunked) socket.write(`${c.length.toString(16)}\r\n`, 'latin1');
+      let ok = socket.write(c);
+      if (chunked) ok = socket.write('\r\n', 'latin1');
+      socket.uncork();
+      if (!ok && !waiting) {
+        waiting = true;
+        body.pause();
+        socket.once('drain', drained);
+      }
+    };
+    const onEnd = (): void => {
+      if (!headSent) socket.write(head, 'latin1');
+      if (chunked) socket.write('0\r\n\r\n', 'latin1');
+      this.bodySent = true;
+      this.stopBody();
+    };
+    const ignore = (): void => undefined; // the client's side reports its own end (server.ts)
+    body.on('data', onData);
+    body.once('end', onEnd);
+    body.on('error', ignore);
+    this.#detachBody = () => {
+      body.off('data', onData);
+      body.off('end', onEnd);
+      socket.off('drain', drained);
+      if (waiting) body.resume();
+    };
+  }
+
+  /** Stops streaming the body (it ended, or the exchange is over). */
+  stopBody(): void {
+    const detach = this.#detachBody;
+    this.#detachBody = undefined;
+    detach?.();
+  }
+
+  head(head: ResponseHead): void {
+    this.conn?.noteHead(head);
+    if (!this.#over) this.#handler.onHead(head);
+  }
+
+  data(chunk: Buffer): void {
+    if (!this.#over && !this.#handler.onData(chunk)) this.conn?.socket.pause();
+  }
+
+  end(clean: boolean): void {
+    if (this.#over) return;
+    this.#over = true;
+    this.conn?.complete(this, clean);
+    this.#handler.onEnd();
+  }
+
+  fail(err: Error): void {
+    if (this.#over) return;
+    this.#over = true;
+    this.stopBody();
+    this.#handler.onError(err);
+  }
+}
+
+/** One keep-alive socket to the backend and its response framer. */
+class Connection {
+  readonly socket: Socket;
+  readonly #pool: UpstreamPool;
+  readonly #framer = new ResponseFramer();
+  #exchange: Exchange | undefined;
+  #connected = false;
+  #error: Error | undefined;
+  #gone = false;
+
+  constructor(pool: UpstreamPool) {
+    this.#pool = pool;
+    const s = pool.settings;
+    this.socket = connect({ port: pool.port, host: pool.host, noDelay: true });
+    this.socket.setTimeout(s.connectTimeoutMs);
+    this.socket.once('connect', () => {
+      this.#connected = true;
+      this.socket.setTimeout(this.#exchange === undefined ? s.keepAliveTimeoutMs : s.headersTimeoutMs);
+    });
+    this.socket.on('data', (d: Buffer) => this.#data(d));
+    this.socket.on('timeout', () => this.#timeout());
+    this.socket.on('error', (err) => (this.#error ??= err));
+    this.socket.once('close', () => this.#closed());
+  }
+
+  assign(ex: Exchange): void {
+    this.#exchange = ex;
+    ex.conn = this;
+    this.#reusable = true;
+    this.#keepAliveMs = undefined;
+    this.#framer.start(ex, ex.request.noResponseBody);
+    if (this.#connected) this.socket.setTimeout(this.#pool.settings.headersTimeoutMs);
+    ex.send(this.socket);
+  }
+
+  /** The exchange's response is complete: back to the pool if the connection can carry another. */
+  complete(ex: Exchange, clean: boolean): void {
+    if (this.#exchange !== ex) return;
+    this.#exchange = undefined;
+    ex.conn = undefined;
+    if (!ex.bodySent) {
+      ex.stopBody(); // the backend answered before the whole body was sent: this socket is done
+      this.destroy();
+      return;
+    }
+    if (!this.#reusable || !clean) {
+      this.destroy();
+      return;
+    }
+    this.socket.resume();
+    this.#pool.release(this, this.#keepAliveMs);
+  }
+
+  #reusable = true;
+  #keepAliveMs: number | undefined;
+
+  destroy(): void {
+    this.#exchange = undefined;
+    this.socket.destroy();
+  }
+
+  #data(d: Buffer): void {
+    const ex = this.#exchange;
+    if (ex === undefined) {
+      this.destroy(); // bytes nobody asked for: the connection's framing is lost
+      return;
+    }
+    try {
+      if (this.#framer.waitingForHead) this.socket.setTimeout(this.#pool.settings.bodyTimeoutMs);
+      this.#framer.feed(d);
+    } catch (err) {
+      this.#exchange = undefined;
+      ex.conn = undefined;
+      this.socket.destroy();
+      ex.fail(err as Error);
+    }
+  }
+
+  /** The framer hands the head to the exchange through this hook (keep-alive facts). */
+  noteHead(head: ResponseHead): void {
+    this.#reusable = head.keepAlive;
+    this.#keepAliveMs =
+      head.keepAliveMs === undefined ? undefined : Math.max(0, head.keepAliveMs - KEEPALIVE_MARGIN_MS);
+  }
+
+  #timeout(): void {
+    const ex = this.#exchange;
+    const s = this.#pool.settings;
+    if (ex === undefined) {
+      this.destroy(); // idle past the keep-alive timeout
+      return;
+    }
+    const err = !this.#connected
+      ? new UpstreamError('UPSTREAM_CONNECT_TIMEOUT', `no connection within ${s.connectTimeoutMs} ms`)
+      : this.#framer.waitingForHead
+        ? new UpstreamError('UPSTREAM_HEADERS_TIMEOUT', `no response head within ${s.headersTimeoutMs} ms`)
+        : new UpstreamError('UPSTREAM_BODY_TIMEOUT', `the response body stalled for ${s.bodyTimeoutMs} ms`);
+    this.#exchange = undefined;
+    ex.conn = undefined;
+    this.socket.destroy();
+    ex.fail(err);
+  }
+
+  #closed(): void {
+    if (this.#gone) return;
+    this.#gone = true;
+    this.#pool.forget(this);
+    const ex = this.#exchange;
+    this.#exchange = undefined;
+    if (ex === undefined) return;
+    if (this.#framer.untilClose && this.#error === undefined) {
+      this.#framer.closed(); // the close-delimited body's end (ends the exchange)
+      return;
+    }
+    ex.conn = undefined;
+    ex.fail(this.#error ?? new UpstreamError('UPSTREAM_CLOSED', 'the backend closed the connection'));
+  }
+}
+
+/** The keep-alive pool of one backend origin. */
+export class UpstreamPool {
+  readonly settings: UpstreamSettings;
+  readonly host: string;
+  readonly port: number;
+  readonly #idle: Connection[] = [];
+  readonly #queue: Exchange[] = [];
+  #open = 0;
+  #closed = false;
+
+  constructor(origin: string, settings: UpstreamSettings) {
+    const url = new URL(origin);
+    this.host = url.hostname.replace(/^\[(.*)\]$/, '$1');
+    this.port = Number(url.port || 80);
+    this.settings = settings;
+  }
+
+  /** Starts an exchange on an idle connection, a new one, or (at the cap) after one frees. */
+  request(request: UpstreamRequest, handler: UpstreamHandler): Exchange {
+    const ex = new Exchange(this, request, handler);
+    if (this.#closed) {
+      ex.fail(new UpstreamError('UPSTREAM_POOL_CLOSED', 'the proxy is closing'));
+      return ex;
+    }
+    const idle = this.#idle.pop();
+    if (idle !== undefined) idle.assign(ex);
+    else if (this.#open < this.settings.connections) this.#connect().assign(ex);
+    else this.#queue.push(ex);
+    return ex;
+  }
+
+  #connect(): Connection {
+    this.#open++;
+    return new Connection(this);
+  }
+
+  release(conn: Connection, keepAliveMs: number | undefined): void {
+    const next = this.#queue.shift();
+    if (next !== undefined) {
+      conn.assign(next);
+      return;
+    }
+    const ms = Math.min(this.settings.keepAliveTimeoutMs, keepAliveMs ?? Infinity);
+    if (ms <= 0) {
+      conn.destroy();
+      return;
+    }
+    conn.socket.setTimeout(ms);
+    this.#idle.push(conn);
+  }
+
+  forget(conn: Connection): void {
+    this.#open--;
+    const i = this.#idle.indexOf(conn);
+    if (i >= 0) this.#idle.splice(i, 1);
+    const next = this.#closed ? undefined : this.#queue.shift();
+    if (next !== undefined) this.#connect().assign(next);
+  }
+
+  dequeue(ex: Exchange): void {
+    const i = this.#queue.indexOf(ex);
+    if (i >= 0) this.#queue.splice(i, 1);
+  }
+
+  /** Cuts every connection; queued exchanges fail with `UPSTREAM_POOL_CLOSED`. Idempotent. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const ex of this.#queue.splice(0))
+      ex.fail(new UpstreamError('UPSTREAM_POOL_CLOSED', 'the proxy is closing'));
+    for (const c of this.#idle.splice(0)) c.destroy();
+  }
+}
+
+/** One {@link UpstreamPool} per backend origin. */
+export class UpstreamPools {
+  readonly #pools = new Map<string, UpstreamPool>();
+  readonly #settings: UpstreamSettings;
+
+  constructor(settings: UpstreamSettings) {
+    this.#settings = settings;
+  }
+
+  get(origin: string): UpstreamPool {
+    let pool = this.#pools.get(origin);
+    if (pool === undefined) this.#pools.set(origin, (pool = new UpstreamPool(origin, this.#settings)));
+    return pool;
+  }
+
+  get origins(): string[] {
+    return [...this.#pools.keys()];
+  }
+
+  /** Cuts every pool's connections (exchanges in flight are aborted by their clients' ends). Idempotent. */
+  close(): void {
+    for (const p of this.#pools.values()) p.close();
+    this.#pools.clear();
+  }
+}
