@@ -4,6 +4,20 @@
  * table. Answers are encoded without a dynamic table (see h2.ts), so there is no encoder here.
  */
 
+const COMPRESSION_ERROR = 9;
+const MAX_HPACK_INT = 2 ** 32 - 1;
+/** RFC 9113 §6.5.2: a header field's size is its name and value lengths plus 32. */
+const FIELD_OVERHEAD = 32;
+
+/** A connection error with its HTTP/2 error code. */
+export class H2Error extends Error {
+  readonly code: number;
+  constructor(code: number, message: string) {
+    super(message);
+    this.code = code;
+  }
+}
+
 // HPACK's Huffman code (RFC 7541, Appendix B): code and length in bits of symbols 0–255 and EOS.
 const CODES = [
   8184, 8388568, 268435426, 268435427, 268435428, 268435429, 268435430, 268435431, 268435432, 16777194,
@@ -74,32 +88,41 @@ export function huffmanDecode(bytes: Uint8Array): Buffer | undefined {
 /** An HPACK integer with an `n`-bit prefix at `pos`: its value and the position after it. */
 export function readInt(buf: Buffer, pos: number, n: number): [number, number] {
   const max = 2 ** n - 1;
-  let v = (buf[pos] as number) & max;
+  const first = buf[pos];
+  if (first === undefined) throw new H2Error(COMPRESSION_ERROR, 'truncated HPACK integer');
+  let v = first & max;
   pos++;
   if (v < max) return [v, pos];
   let m = 1;
   for (;;) {
     const b = buf[pos++];
-    if (b === undefined) throw new RangeError('truncated HPACK integer');
+    if (b === undefined) throw new H2Error(COMPRESSION_ERROR, 'truncated HPACK integer');
     v += (b & 0x7f) * m;
     m *= 128;
+    // Nothing in a header block needs more than 32 bits (RFC 7541 §5.1: decoders must refuse
+    // integers too large for them), and the loop must not run on over a run of continuation bytes.
+    if (v > MAX_HPACK_INT) throw new H2Error(COMPRESSION_ERROR, 'HPACK integer too large');
     if (b < 0x80) return [v, pos];
+    if (m > 2 ** 35) throw new H2Error(COMPRESSION_ERROR, 'HPACK integer too long');
   }
 }
 
-/** An HPACK string at `pos`: its decoded bytes and the position after it. */
-export function readString(buf: Buffer, pos: number): [Buffer | undefined, number] {
-  const huffman = ((buf[pos] as number) & 0x80) !== 0;
+/**
+ * An HPACK string at `pos`: its decoded bytes (`undefined` when its Huffman code is invalid, or
+ * when `skip` is set: the caller only needs the position after it) and the position after it.
+ */
+export function readString(buf: Buffer, pos: number, skip = false): [Buffer | undefined, number] {
+  const huffman = ((buf[pos] ?? 0) & 0x80) !== 0;
   const [len, start] = readInt(buf, pos, 7);
   const end = start + len;
-  if (end > buf.length) throw new RangeError('truncated HPACK string');
+  if (end > buf.length) throw new H2Error(COMPRESSION_ERROR, 'truncated HPACK string');
+  if (skip) return [undefined, end];
   const raw = buf.subarray(start, end);
   return [huffman ? huffmanDecode(raw) : raw, end];
 }
 
 /** The decoder's table size: HTTP/2's default (the transport does not advertise another). */
 export const HEADER_TABLE_SIZE = 4096;
-const COMPRESSION_ERROR = 9;
 
 // RFC 7541 Appendix A.
 const STATIC: readonly (readonly [string, string])[] = [
@@ -169,25 +192,25 @@ const STATIC: readonly (readonly [string, string])[] = [
   ].map((n): [string, string] => [n, n === 'accept-encoding' ? 'gzip, deflate' : '']),
 ];
 
-/** A connection error with its HTTP/2 error code. */
-export class H2Error extends Error {
-  readonly code: number;
-  constructor(code: number, message: string) {
-    super(message);
-    this.code = code;
-  }
-}
-
 /** The decoder side of HPACK: the client's dynamic table. */
 export class HpackDecoder {
   #table: [string, string][] = [];
   #size = 0;
   #max = HEADER_TABLE_SIZE;
 
-  /** A header block as an object (lower-case names; a repeated name's values joined with `, `, as Node does). */
-  decode(block: Buffer): Record<string, string> {
+  /**
+   * A header block as an object (lower-case names; a repeated name's values joined with `, `, as
+   * Node does). With `maxListBytes`: `undefined` when the list's size (RFC 9113 §6.5.2) is above it
+   * — the block is still walked to its end and the dynamic table updated, so the connection stays
+   * usable, but nothing more is built than that limit (an indexed entry of 4 KiB repeated in a small
+   * block would otherwise decode into megabytes).
+   */
+  decode(block: Buffer, maxListBytes = Infinity): Record<string, string> | undefined {
     const out: Record<string, string> = {};
+    let size = 0;
+    let over = false;
     let p = 0;
+    let fields = 0;
     while (p < block.length) {
       const b = block[p] as number;
       let name: string;
@@ -197,30 +220,41 @@ export class HpackDecoder {
         [i, p] = readInt(block, p, 7);
         [name, value] = this.#entry(i);
       } else if ((b & 0xe0) === 0x20) {
-        let size: number;
-        [size, p] = readInt(block, p, 5);
-        if (size > HEADER_TABLE_SIZE)
-          throw new H2Error(COMPRESSION_ERROR, 'HPACK table size above the limit');
-        this.#max = size;
+        // RFC 7541 §4.2: a size update comes first in a block.
+        if (fields > 0) throw new H2Error(COMPRESSION_ERROR, 'HPACK table size update after a field');
+        let max: number;
+        [max, p] = readInt(block, p, 5);
+        if (max > HEADER_TABLE_SIZE) throw new H2Error(COMPRESSION_ERROR, 'HPACK table size above the limit');
+        this.#max = max;
         this.#evict();
         continue;
       } else {
         const indexing = (b & 0xc0) === 0x40;
         let i: number;
         [i, p] = readInt(block, p, indexing ? 6 : 4);
+        // A field over the limit is only walked past, unless the table needs it.
+        const skip = over && !indexing;
         if (i > 0) name = this.#entry(i)[0];
-        else [name, p] = this.#string(block, p);
-        [value, p] = this.#string(block, p);
+        else [name, p] = this.#string(block, p, skip);
+        [value, p] = this.#string(block, p, skip);
         if (indexing) this.#add(name, value);
+      }
+      fields++;
+      if (over) continue;
+      size += name.length + value.length + FIELD_OVERHEAD;
+      if (size > maxListBytes) {
+        over = true;
+        continue;
       }
       const prev = out[name];
       out[name] = prev === undefined ? value : `${prev}, ${value}`;
     }
-    return out;
+    return over ? undefined : out;
   }
 
-  #string(block: Buffer, p: number): [string, number] {
-    const [bytes, next] = readString(block, p);
+  #string(block: Buffer, p: number, skip = false): [string, number] {
+    const [bytes, next] = readString(block, p, skip);
+    if (skip) return ['', next];
     if (bytes === undefined) throw new H2Error(COMPRESSION_ERROR, 'bad Huffman string');
     return [bytes.toString('latin1'), next];
   }
