@@ -18,7 +18,7 @@ import { Duplex } from 'node:stream';
 import { promisify } from 'node:util';
 import { after, before, describe, test } from 'node:test';
 import { H2Connection, type H2Stream } from '../../src/server/grpc/h2.js';
-import { H2Error, HpackDecoder } from '../../src/server/grpc/hpack.js';
+import { CODES, H2Error, HpackDecoder, huffmanDecode, LENGTHS } from '../../src/server/grpc/hpack.js';
 import { etcdServices } from '../../src/server/grpc/proto.js';
 import { type MusterServer, startServer } from '../../src/server/index.js';
 import { ETCD_INSTALL_HINT, needBinary } from '../../src/testing/index.js';
@@ -246,6 +246,52 @@ describe(
     after(async () => {
       await server?.close();
       rmSync(dir, { recursive: true, force: true });
+    });
+
+    test('Huffman decoder: the same answers as a bit-by-bit reference, on encoded and random strings; 60 KB in milliseconds', () => {
+      // The reference: RFC 7541 Appendix B read one bit at a time.
+      const bySize = new Map<string, number>(CODES.map((c, sym) => [`${LENGTHS[sym]}:${c}`, sym]));
+      const reference = (bytes: Buffer): Buffer | undefined => {
+        const out: number[] = [];
+        let code = 0;
+        let len = 0;
+        for (const byte of bytes) {
+          for (let bit = 7; bit >= 0; bit--) {
+            code = code * 2 + ((byte >> bit) & 1);
+            len++;
+            const sym = bySize.get(`${len}:${code}`);
+            if (sym === 256) return undefined;
+            if (sym !== undefined) {
+              out.push(sym);
+              code = 0;
+              len = 0;
+            }
+          }
+        }
+        return len < 8 && code === 2 ** len - 1 ? Buffer.from(out) : undefined;
+      };
+      const encode = (text: Buffer): Buffer => {
+        let bits = '';
+        for (const b of text) bits += (CODES[b] as number).toString(2).padStart(LENGTHS[b] as number, '0');
+        bits += '1'.repeat((8 - (bits.length % 8)) % 8);
+        return Buffer.from(bits.match(/.{8}/g)?.map((x) => parseInt(x, 2)) ?? []);
+      };
+      const f = new Fuzzer(SEED + 3);
+      for (let i = 0; i < 20_000; i++) {
+        const text = f.bytes(f.int(40));
+        const encoded = encode(text);
+        assert.deepEqual(huffmanDecode(encoded), text, `seed ${SEED + 3}: ${encoded.toString('hex')}`);
+        const random = i % 2 === 0 ? f.bytes(f.int(12)) : f.mutate(encoded, [encoded]);
+        assert.deepEqual(
+          huffmanDecode(random),
+          reference(random),
+          `seed ${SEED + 3}: ${random.toString('hex')}`,
+        );
+      }
+      const big = encode(Buffer.alloc(60_000, 'a'));
+      const t0 = performance.now();
+      assert.equal(huffmanDecode(big)?.length, 60_000);
+      assert.ok(performance.now() - t0 < 50, 'a bit-by-bit decoder took about 40 ms for this');
     });
 
     test('HPACK decoder: random blocks and mutated captured blocks decode or throw H2Error, quickly', () => {

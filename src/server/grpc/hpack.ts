@@ -19,7 +19,7 @@ export class H2Error extends Error {
 }
 
 // HPACK's Huffman code (RFC 7541, Appendix B): code and length in bits of symbols 0–255 and EOS.
-const CODES = [
+export const CODES: readonly number[] = [
   8184, 8388568, 268435426, 268435427, 268435428, 268435429, 268435430, 268435431, 268435432, 16777194,
   1073741820, 268435433, 268435434, 1073741821, 268435435, 268435436, 268435437, 268435438, 268435439,
   268435440, 268435441, 268435442, 1073741822, 268435443, 268435444, 268435445, 268435446, 268435447,
@@ -41,7 +41,7 @@ const CODES = [
   67108845, 134217703, 134217704, 134217705, 134217706, 134217707, 268435454, 134217708, 134217709, 134217710,
   134217711, 134217712, 67108846, 1073741823,
 ];
-const LENGTHS = [
+export const LENGTHS: readonly number[] = [
   13, 23, 28, 28, 28, 28, 28, 28, 28, 24, 30, 28, 28, 30, 28, 28, 28, 28, 28, 28, 28, 28, 30, 28, 28, 28, 28,
   28, 28, 28, 28, 28, 6, 10, 10, 12, 13, 6, 8, 11, 10, 10, 8, 11, 8, 6, 6, 6, 5, 5, 5, 6, 6, 6, 6, 6, 6, 6, 7,
   8, 15, 6, 12, 10, 13, 6, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 8, 7, 8, 13, 19,
@@ -53,36 +53,85 @@ const LENGTHS = [
   25, 24, 24, 26, 23, 26, 27, 26, 26, 27, 27, 27, 27, 27, 28, 27, 27, 27, 27, 27, 26, 30,
 ];
 
-/** Symbol by code, per code length. */
-const DECODE: Map<number, number>[] = (() => {
-  const out: Map<number, number>[] = [];
-  for (let s = 0; s < 256; s++) {
-    const len = LENGTHS[s] as number;
-    (out[len] ??= new Map()).set(CODES[s] as number, s);
+/**
+ * The Huffman decoder as a state machine over 4-bit steps (as nghttp2 decodes): a state is an inner
+ * node of the code tree (256 of them, the root is 0), and `STEP[state * 16 + nibble]` holds the state
+ * after those 4 bits, the symbol completed on the way (at most one: no code is shorter than 5 bits),
+ * and whether the bits ran into EOS. A byte costs two table reads (a bit-by-bit decoder took about
+ * 40 ms for a 60 KB string — too much work for what a peer may send in one header block).
+ */
+const NO_SYMBOL = 256;
+const FAIL = 1 << 20;
+const { STEP, PADDING } = (() => {
+  // The tree: inner nodes [zero child, one child]; a child is an inner node id, or -1 - symbol.
+  const kids: [number, number][] = [[0, 0]];
+  const depth = [0];
+  const ones = [true];
+  for (let sym = 0; sym <= 256; sym++) {
+    const code = CODES[sym] as number;
+    const len = LENGTHS[sym] as number;
+    let node = 0;
+    for (let i = len - 1; i >= 0; i--) {
+      const bit = Math.floor(code / 2 ** i) % 2;
+      const k = kids[node] as [number, number];
+      if (i === 0) {
+        k[bit] = -1 - sym;
+        break;
+      }
+      if (k[bit] === 0) {
+        kids.push([0, 0]);
+        depth.push((depth[node] as number) + 1);
+        ones.push((ones[node] as boolean) && bit === 1);
+        k[bit] = kids.length - 1;
+      }
+      node = k[bit] as number;
+    }
   }
-  return out;
+  const step = new Int32Array(kids.length * 16);
+  for (let state = 0; state < kids.length; state++) {
+    for (let nibble = 0; nibble < 16; nibble++) {
+      let node = state;
+      let emitted = NO_SYMBOL;
+      let fail = 0;
+      for (let b = 3; b >= 0; b--) {
+        const next = (kids[node] as [number, number])[(nibble >> b) & 1] as number;
+        if (next >= 0) {
+          node = next;
+          continue;
+        }
+        const sym = -1 - next;
+        if (sym === 256) fail = FAIL;
+        emitted = sym;
+        node = 0;
+      }
+      step[state * 16 + nibble] = fail | (emitted << 9) | node;
+    }
+  }
+  // Where a string may end: at the root, or inside a code on a path of fewer than 8 one bits.
+  const padding = kids.map((_, i) => i === 0 || ((ones[i] as boolean) && (depth[i] as number) < 8));
+  return { STEP: step, PADDING: padding };
 })();
 
 /** Decodes a Huffman-coded HPACK string; `undefined` when it is not valid. */
 export function huffmanDecode(bytes: Uint8Array): Buffer | undefined {
-  const out: number[] = [];
-  let code = 0;
-  let len = 0;
-  for (const byte of bytes) {
-    for (let bit = 7; bit >= 0; bit--) {
-      code = code * 2 + ((byte >> bit) & 1);
-      len++;
-      const sym = DECODE[len]?.get(code);
-      if (sym !== undefined) {
-        out.push(sym);
-        code = 0;
-        len = 0;
-      } else if (len > 30) return undefined;
-    }
+  // No symbol is shorter than 5 bits: at most 8 symbols per 5 bytes.
+  const out = Buffer.allocUnsafe(Math.ceil((bytes.length * 8) / 5));
+  let n = 0;
+  let state = 0;
+  for (let i = 0; i < bytes.length; i++) {
+    const byte = bytes[i] as number;
+    let e = STEP[state * 16 + (byte >> 4)] as number;
+    if (e & FAIL) return undefined;
+    let sym = (e >> 9) & 0x1ff;
+    if (sym !== NO_SYMBOL) out[n++] = sym;
+    e = STEP[(e & 0x1ff) * 16 + (byte & 15)] as number;
+    if (e & FAIL) return undefined;
+    sym = (e >> 9) & 0x1ff;
+    if (sym !== NO_SYMBOL) out[n++] = sym;
+    state = e & 0x1ff;
   }
-  // What is left must be padding: fewer than 8 bits, all ones.
-  if (len >= 8 || code !== 2 ** len - 1) return undefined;
-  return Buffer.from(out);
+  if (!PADDING[state]) return undefined;
+  return out.subarray(0, n);
 }
 
 /** An HPACK integer with an `n`-bit prefix at `pos`: its value and the position after it. */
