@@ -50,7 +50,6 @@ const SETTINGS_TIMEOUT = 4;
 const FRAME_SIZE_ERROR = 6;
 const REFUSED_STREAM = 7;
 const ENHANCE_YOUR_CALM = 11;
-const SETTINGS_HEADER_TABLE_SIZE = 1;
 const SETTINGS_ENABLE_PUSH = 2;
 const SETTINGS_MAX_CONCURRENT_STREAMS = 3;
 const SETTINGS_INITIAL_WINDOW_SIZE = 4;
@@ -645,8 +644,7 @@ export class H2Connection {
       } else if (key === SETTINGS_ENABLE_PUSH) {
         if (value > 1) throw new H2Error(PROTOCOL_ERROR, 'bad ENABLE_PUSH');
       }
-      // SETTINGS_HEADER_TABLE_SIZE: we encode without a dynamic table, whatever its size.
-      void SETTINGS_HEADER_TABLE_SIZE;
+      // HEADER_TABLE_SIZE (1) needs nothing: answers are encoded without a dynamic table.
     }
     this.frame(SETTINGS, ACK, 0, Buffer.alloc(0));
     for (const s of [...this.#streams.values()]) this.pump(s);
