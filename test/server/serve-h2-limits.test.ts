@@ -23,6 +23,8 @@ import {
   MAX_CONCURRENT_STREAMS,
   MAX_CONTINUATIONS,
   MAX_HEADER_LIST,
+  STREAM_QUEUE_LIMIT,
+  CONNECTION_QUEUE_LIMIT,
   OUT_HIGH_WATER,
   PREFACE_TIMEOUT_MS,
   RESET_BURST,
@@ -97,6 +99,12 @@ class Bare {
           s.onReset = () => {
             this.resets++;
           };
+          // '/flood': 40 × 1 MiB written at once, back-pressure ignored; '/big': one 20 MiB message.
+          const path = s.headers[':path'];
+          if (path === '/flood') for (let i = 0; i < 40 && !s.closed; i++) s.write(Buffer.alloc(1024 * 1024));
+          if (path === '/big') s.write(Buffer.alloc(20 * 1024 * 1024));
+          if (path === '/half')
+            for (let i = 0; i < 2 && !s.closed; i++) s.write(Buffer.alloc(4.5 * 1024 * 1024));
         },
         () => undefined,
         this.clock,
@@ -427,6 +435,32 @@ describe('serve own HTTP/2: limits on a real socket', { timeout: 120_000 }, () =
     for (let i = 0; i < n; i++) assert.equal(c.stream(1 + 2 * i).data.length, bare.answer.length);
     assert.equal(conn.stats.paused, false);
     bare.answer = Buffer.from('ok');
+    c.close();
+  });
+
+  test('a stream whose handler writes past back-pressure is reset (ENHANCE_YOUR_CALM) at STREAM_QUEUE_LIMIT queued, or CONNECTION_QUEUE_LIMIT on the connection; one large message is taken', async () => {
+    // The client opens no window: everything the handlers write stays queued.
+    const c = await RawH2.open(bare.port, { settings: { 4: 0 } });
+    await c.ping();
+    const conn = bare.last();
+    const before = bare.resets;
+    c.send(frame(T.HEADERS, F.END_HEADERS, 1, headerBlock([[':path', '/flood']])));
+    const reset = await c.next((f) => f.type === T.RST_STREAM && f.id === 1);
+    assert.equal(reset?.payload.readUInt32BE(0), E.ENHANCE_YOUR_CALM);
+    assert.equal(bare.resets - before, 1, 'the handler saw the reset');
+    c.send(frame(T.HEADERS, F.END_HEADERS, 3, headerBlock([[':path', '/big']])));
+    await c.ping();
+    assert.equal(c.stream(3).reset, undefined, 'one 20 MiB message is taken');
+    assert.ok(conn.backlog() > STREAM_QUEUE_LIMIT);
+    // 4.5 MiB twice on each of 12 streams: each stays under 16 MiB, the connection passes 64 MiB.
+    const frames: Buffer[] = [];
+    for (let i = 0; i < 12; i++)
+      frames.push(frame(T.HEADERS, F.END_HEADERS, 5 + 2 * i, headerBlock([[':path', '/half']])));
+    c.send(...frames);
+    await c.ping();
+    const cut = c.frames.filter((f) => f.type === T.RST_STREAM && f.id >= 5);
+    assert.ok(cut.length > 0 && cut.length < 12, `${cut.length} streams cut`);
+    assert.ok(conn.backlog() <= CONNECTION_QUEUE_LIMIT + 20 * 1024 * 1024);
     c.close();
   });
 

@@ -92,6 +92,15 @@ export const MAX_CONTINUATIONS = 16;
 /** Queued answer bytes of one stream above which `write` reports back-pressure. */
 const STREAM_HIGH_WATER = 1024 * 1024;
 /**
+ * Answer bytes queued for a peer that does not open its window (or does not read): a stream whose
+ * handler writes on past back-pressure (a watch on a busy prefix) is reset with ENHANCE_YOUR_CALM
+ * once a write finds 16 MiB already queued on it, or 64 MiB on the whole connection. One message
+ * into an empty queue is always taken (a large range is one message). etcd's clients then watch
+ * again from the last revision they saw.
+ */
+export const STREAM_QUEUE_LIMIT = 16 * 1024 * 1024;
+export const CONNECTION_QUEUE_LIMIT = 64 * 1024 * 1024;
+/**
  * Bytes queued on the socket (the peer is not reading) above which we stop reading the peer: it gets
  * no more answers, PING or SETTINGS acknowledgements queued until it reads, and streams see
  * back-pressure. 4 MiB: several maximal answers (a 1.5 MiB value, a snapshot chunk) in flight.
@@ -205,6 +214,14 @@ export class H2Stream {
   /** Queues one gRPC message; false when the caller should wait for `onDrain`. */
   write(message: Buffer): boolean {
     if (this.closed || this.finished) return false;
+    if (
+      this.queuedBytes > 0 &&
+      (this.queuedBytes + message.length > STREAM_QUEUE_LIMIT ||
+        this.#conn.backlog() > CONNECTION_QUEUE_LIMIT)
+    ) {
+      this.#conn.overflow(this);
+      return false;
+    }
     this.respond();
     this.queue.push(message);
     this.queuedBytes += message.length;
@@ -384,6 +401,18 @@ export class H2Connection {
       this.#flushing = true;
       process.nextTick(() => this.#flush());
     }
+  }
+
+  /** Answer bytes queued on all streams, waiting for the peer's windows (a slow path: backlogged writes only). */
+  backlog(): number {
+    let n = 0;
+    for (const s of this.#streams.values()) n += s.queuedBytes;
+    return n;
+  }
+
+  /** A stream over its queue limit: reset with ENHANCE_YOUR_CALM; its handler cleans up. */
+  overflow(s: H2Stream): void {
+    this.#streamError(s, ENHANCE_YOUR_CALM);
   }
 
   /** False while the socket's queue is above its mark (a stream then gets `onDrain` when it falls). */
