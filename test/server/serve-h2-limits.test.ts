@@ -99,9 +99,9 @@ class Bare {
           s.onReset = () => {
             this.resets++;
           };
-          // '/flood': 40 × 1 MiB written at once, back-pressure ignored; '/big': one 20 MiB message.
+          // '/flood': 80 × 1 MiB written at once, back-pressure ignored; '/big': one 20 MiB message.
           const path = s.headers[':path'];
-          if (path === '/flood') for (let i = 0; i < 40 && !s.closed; i++) s.write(Buffer.alloc(1024 * 1024));
+          if (path === '/flood') for (let i = 0; i < 80 && !s.closed; i++) s.write(Buffer.alloc(1024 * 1024));
           if (path === '/big') s.write(Buffer.alloc(20 * 1024 * 1024));
           if (path === '/half')
             for (let i = 0; i < 2 && !s.closed; i++) s.write(Buffer.alloc(4.5 * 1024 * 1024));
@@ -461,6 +461,21 @@ describe('serve own HTTP/2: limits on a real socket', { timeout: 120_000 }, () =
     const cut = c.frames.filter((f) => f.type === T.RST_STREAM && f.id >= 5);
     assert.ok(cut.length > 0 && cut.length < 12, `${cut.length} streams cut`);
     assert.ok(conn.backlog() <= CONNECTION_QUEUE_LIMIT + 20 * 1024 * 1024);
+    c.close();
+  });
+
+  test('a peer with open windows that does not read: a stream writing past back-pressure is reset once the socket holds CONNECTION_QUEUE_LIMIT', async () => {
+    const c = await RawH2.open(bare.port, { settings: { 4: 2 ** 31 - 1 } });
+    c.send(frame(T.WINDOW_UPDATE, 0, 0, u32(2 ** 31 - 1 - 65_535)));
+    await c.ping();
+    const conn = bare.last();
+    c.socket.pause();
+    c.send(frame(T.HEADERS, F.END_HEADERS, 1, headerBlock([[':path', '/flood']])));
+    await until(() => conn.stats.streams === 0, 'the flooding stream to be reset');
+    assert.ok(conn.backlog() <= CONNECTION_QUEUE_LIMIT + 1024 * 1024, `backlog ${conn.backlog()}`);
+    c.socket.resume();
+    const reset = await c.next((f) => f.type === T.RST_STREAM && f.id === 1, 0, 30_000);
+    assert.equal(reset?.payload.readUInt32BE(0), E.ENHANCE_YOUR_CALM);
     c.close();
   });
 

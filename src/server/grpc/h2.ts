@@ -94,9 +94,10 @@ const STREAM_HIGH_WATER = 1024 * 1024;
 /**
  * Answer bytes queued for a peer that does not open its window (or does not read): a stream whose
  * handler writes on past back-pressure (a watch on a busy prefix) is reset with ENHANCE_YOUR_CALM
- * once a write finds 16 MiB already queued on it, or 64 MiB on the whole connection. One message
- * into an empty queue is always taken (a large range is one message). etcd's clients then watch
- * again from the last revision they saw.
+ * once a write finds 16 MiB already queued on the stream, or — after `write` returned false — 64 MiB
+ * on the whole connection (its streams' queues, this turn's frames and the socket's). A first write
+ * is always taken: a unary answer, however large, is one message into an empty queue. etcd's
+ * clients then watch again from the last revision they saw.
  */
 export const STREAM_QUEUE_LIMIT = 16 * 1024 * 1024;
 export const CONNECTION_QUEUE_LIMIT = 64 * 1024 * 1024;
@@ -214,10 +215,11 @@ export class H2Stream {
   /** Queues one gRPC message; false when the caller should wait for `onDrain`. */
   write(message: Buffer): boolean {
     if (this.closed || this.finished) return false;
+    // A handler writing on after `write` said false (`wantsDrain`), or into its own full queue; only
+    // such a write pays for the count.
     if (
-      this.queuedBytes > 0 &&
-      (this.queuedBytes + message.length > STREAM_QUEUE_LIMIT ||
-        this.#conn.backlog() > CONNECTION_QUEUE_LIMIT)
+      (this.queuedBytes > 0 && this.queuedBytes + message.length > STREAM_QUEUE_LIMIT) ||
+      (this.wantsDrain && this.#conn.backlog() > CONNECTION_QUEUE_LIMIT)
     ) {
       this.#conn.overflow(this);
       return false;
@@ -308,6 +310,8 @@ export class H2Connection {
   #need = PREFACE.length;
   #state: 'preface' | 'settings' | 'open' = 'preface';
   #out: Buffer[] = [];
+  /** Bytes in `#out`: frames of this turn, written at its end. */
+  #outBytes = 0;
   #flushing = false;
   #lastId = 0;
   /** Our send window of the connection. */
@@ -397,15 +401,16 @@ export class H2Connection {
   frame(type: number, flags: number, id: number, payload: Buffer): void {
     if (this.#closed || this.#ended) return;
     this.#out.push(frameHeader(payload.length, type, flags, id), payload);
+    this.#outBytes += FRAME_HEADER + payload.length;
     if (!this.#flushing) {
       this.#flushing = true;
       process.nextTick(() => this.#flush());
     }
   }
 
-  /** Answer bytes queued on all streams, waiting for the peer's windows (a slow path: backlogged writes only). */
+  /** Answer bytes waiting for the peer: on the socket, and on every stream for its windows. */
   backlog(): number {
-    let n = 0;
+    let n = this.#socket.writableLength + this.#outBytes;
     for (const s of this.#streams.values()) n += s.queuedBytes;
     return n;
   }
@@ -417,13 +422,14 @@ export class H2Connection {
 
   /** False while the socket's queue is above its mark (a stream then gets `onDrain` when it falls). */
   get writable(): boolean {
-    return !this.#paused && this.#socket.writableLength < OUT_HIGH_WATER;
+    return !this.#paused && this.#socket.writableLength + this.#outBytes < OUT_HIGH_WATER;
   }
 
   #flush(): void {
     this.#flushing = false;
     const out = this.#out;
     this.#out = [];
+    this.#outBytes = 0;
     if (this.#closed || out.length === 0) return;
     this.#socket.write(out.length === 1 ? (out[0] as Buffer) : Buffer.concat(out));
     if (!this.#paused && this.#socket.writableLength >= OUT_HIGH_WATER) {
