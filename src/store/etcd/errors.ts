@@ -51,7 +51,7 @@ type ServerErrorKind =
   | 'token'
   | 'unavailable';
 
-/** gRPC status codes (`@grpc/grpc-js` `Status`) that mean "try again, maybe elsewhere". */
+/** gRPC status codes that mean "try again, maybe elsewhere". */
 const RETRYABLE_GRPC = new Set([1, 4, 8, 10, 13, 14]);
 
 /**
@@ -209,7 +209,7 @@ function fromServerKind(
   }
 }
 
-/** The gRPC status code: from `code` when present, else from grpc-js's "14 UNAVAILABLE: …" message. */
+/** The gRPC status code: from `code` when present, else from a "14 UNAVAILABLE: …" message. */
 function grpcCodeOf(err: unknown, message: string): number | undefined {
   const code = (err as { code?: unknown } | null)?.code;
   if (typeof code === 'number') return code;
