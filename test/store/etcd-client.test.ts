@@ -243,6 +243,79 @@ describe('gRPC client on node:http2', () => {
     },
   );
 
+  test(
+    "a stream: messages in order, then the server's status as error (still writable) or end",
+    { timeout: 10_000 },
+    async () => {
+      // Echo each WatchRequest as a WatchResponse whose watch_id is the number of requests so far,
+      // then end: with status 0 after 2 requests on /ok, else with 9 and a message.
+      h2.handle((stream, headers) => {
+        let n = 0;
+        stream.respond({ ':status': 200, 'content-type': 'application/grpc' }, { waitForTrailers: true });
+        const ok = headers[':path'] === '/etcdserverpb.Watch/ok';
+        stream.on('wantTrailers', () =>
+          stream.sendTrailers(
+            ok ? { 'grpc-status': '0' } : { 'grpc-status': '9', 'grpc-message': 'no%20way' },
+          ),
+        );
+        let bytes = 0;
+        stream.on('data', (chunk: Buffer) => {
+          // Each request is a 7-byte gRPC message ({ progress_request: {} }); chunks may hold several.
+          bytes += chunk.length;
+          while (n < Math.floor(bytes / 7)) {
+            n++;
+            const body = Buffer.from([0x10, n]); // watch_id = n
+            const msg = Buffer.alloc(5 + body.length);
+            msg.writeUInt32BE(body.length, 1);
+            body.copy(msg, 5);
+            stream.write(msg);
+            if (n === 2) stream.end();
+          }
+        });
+      });
+      const ch = channel(h2.endpoint);
+      try {
+        for (const path of ['/etcdserverpb.Watch/ok', '/etcdserverpb.Watch/fail']) {
+          const stream = ch.stream(path, encode.watch, decode.watch);
+          const ids: string[] = [];
+          stream.on('data', (res) => ids.push(res.watch_id));
+          const ended = new Promise<GrpcError | 'end'>((resolve) => {
+            stream.on('end', () => resolve('end'));
+            stream.on('error', (err) => {
+              assert.equal(
+                stream.writable,
+                true,
+                'a failure from the server leaves writable set during error',
+              );
+              resolve(err);
+            });
+          });
+          stream.write({ progress_request: {} });
+          stream.write({ progress_request: {} });
+          const outcome = await ended;
+          assert.deepEqual(ids, ['1', '2']);
+          if (path.endsWith('ok')) assert.equal(outcome, 'end');
+          else {
+            assert.ok(outcome instanceof GrpcError);
+            assert.equal(outcome.code, 9);
+            assert.equal(outcome.details, 'no way');
+          }
+          assert.equal(stream.writable, false);
+        }
+        // cancel(): an error with CANCELLED follows, and writable is false at once.
+        h2.handle((stream) => stream.resume());
+        const stream = ch.stream('/etcdserverpb.Watch/Watch', encode.watch, decode.watch);
+        const failed = new Promise<GrpcError>((resolve) => stream.on('error', resolve));
+        stream.write({ progress_request: {} });
+        stream.cancel();
+        assert.equal(stream.writable, false);
+        assert.equal((await failed).code, 1);
+      } finally {
+        ch.close();
+      }
+    },
+  );
+
   test('keep-alive pings find a link that went dark under an open stream', { timeout: 15_000 }, async () => {
     h2.handle((stream) => stream.resume()); // a stream the server keeps open and silent
     const proxy = await startFaultProxy({ target: h2.endpoint });

@@ -476,6 +476,7 @@ export class GrpcStream<Req, Res> extends EventEmitter<StreamEvents<Res>> {
   readonly #encode: (request: Req) => Buffer;
   #cancelled = false;
   #failure: GrpcError | undefined;
+  #finished = false;
 
   constructor(
     ex: Exchange,
@@ -513,25 +514,37 @@ export class GrpcStream<Req, Res> extends EventEmitter<StreamEvents<Res>> {
       status = statusOf(trailers) ?? status;
     });
     req.on('error', (err: unknown) => (transportError = err));
+    // The server ended its side (with its status): end ours, or the stream never closes.
+    req.on('end', () => {
+      if (!req.writableEnded) req.end();
+    });
     req.on('close', () => {
       let err: GrpcError | undefined;
       if (this.#cancelled) err = new GrpcError(Status.CANCELLED, 'Cancelled on client');
       else if (this.#failure !== undefined) err = this.#failure;
       else if (status instanceof GrpcError) err = status;
       else if (status === undefined) err = lost(transportError);
-      if (err === undefined) this.emit('end');
-      else if (this.listenerCount('error') > 0) this.emit('error', err);
+      try {
+        if (err === undefined) this.emit('end');
+        else if (this.listenerCount('error') > 0) this.emit('error', err);
+      } finally {
+        this.#finished = true;
+      }
     });
   }
 
-  /** False once the stream was cancelled or ended. */
+  /**
+   * False once this side cancelled or failed the stream, or after its end was reported; still true
+   * while its `error` listeners run for a failure that came from the server or the connection (as
+   * grpc-js's duplex stream, which the engine tells "cancelled by us" from "failed" with).
+   */
   get writable(): boolean {
-    return !this.#cancelled && !this.#req.closed && this.#failure === undefined;
+    return !this.#cancelled && this.#failure === undefined && !this.#finished;
   }
 
   /** Sends one message (dropped when the stream is no longer writable). */
   write(request: Req): void {
-    if (!this.writable) return;
+    if (!this.writable || this.#req.closed) return;
     this.#req.write(this.#encode(request));
   }
 
