@@ -17,7 +17,7 @@ import {
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { openEtcdStore } from '../../src/store/etcd/index.js';
-import { GrpcChannel, GrpcError } from '../../src/store/etcd/grpc.js';
+import { GrpcChannel, GrpcError, grpcTimeout } from '../../src/store/etcd/grpc.js';
 import { decode, encode } from '../../src/store/etcd/rpc-codec.js';
 import { ETCD_INSTALL_HINT, needBinary, startEtcd, startFaultProxy } from '../../src/testing/index.js';
 import { readUntil, text, uniquePrefix } from './etcd-helpers.js';
@@ -89,6 +89,13 @@ describe('gRPC client on node:http2', () => {
   });
   after(async () => {
     await h2.close();
+  });
+
+  test('grpc-timeout has at most 8 digits', () => {
+    assert.equal(grpcTimeout(5000), '5000m');
+    assert.equal(grpcTimeout(99_999_999), '99999999m');
+    assert.equal(grpcTimeout(100_000_000), '100000S');
+    assert.equal(grpcTimeout(1e15), '99999999S');
   });
 
   test('a unary call answers with the decoded message', { timeout: 10_000 }, async () => {

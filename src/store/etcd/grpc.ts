@@ -190,6 +190,11 @@ function statusOfHttp(status: number): number {
   }
 }
 
+/** `grpc-timeout`: at most 8 digits, in milliseconds while they fit, else in seconds. */
+export function grpcTimeout(ms: number): string {
+  return ms <= 99_999_999 ? `${ms}m` : `${Math.min(99_999_999, Math.ceil(ms / 1000))}S`;
+}
+
 /** The percent-decoded `grpc-message` (the server's text may hold any UTF-8). */
 function grpcMessage(headers: IncomingHttpHeaders): string {
   const raw = headers['grpc-message'];
@@ -323,7 +328,7 @@ export class GrpcChannel {
       }
       let ex: Exchange;
       try {
-        ex = this.#open(path, { 'grpc-timeout': `${timeoutMs}m`, ...options.metadata });
+        ex = this.#open(path, { 'grpc-timeout': grpcTimeout(timeoutMs), ...options.metadata });
       } catch (err) {
         // eslint-disable-next-line @typescript-eslint/prefer-promise-reject-errors
         reject(err);
