@@ -13,10 +13,8 @@ const IMPORTS = [
   'yaml',
   'ajv',
   '../src/cli/agent-commands.js',
-  '@grpc/grpc-js',
-  'protobufjs',
-  '@grpc/proto-loader',
-  'etcd3',
+  // The etcd engine with muster's own client (node:http2, hand-written codecs): no etcd3, grpc-js,
+  // protobufjs or proto-loader any more (issue 15).
   '../src/store/etcd/index.js',
 ];
 

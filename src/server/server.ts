@@ -17,7 +17,6 @@ import { createServer as createHttpServer, type IncomingMessage, type ServerResp
 import { createServer as createNetServer, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { NO_LEASE } from '../store/internal.js';
-import { authorityFilter, isGoClient } from './authority-filter.js';
 import { gatewayHandler } from './gateway.js';
 import { header } from './grpc/context.js';
 import { leaseOf as leaseOfWire } from './grpc/convert.js';
@@ -178,19 +177,12 @@ function listenFront(
       head = head.length === 0 ? chunk : Buffer.concat([head, chunk]);
       const n = Math.min(head.length, H2_PREFACE.length);
       const h2 = head.subarray(0, n).equals(H2_PREFACE.subarray(0, n));
-      // An HTTP/2 client sends its first SETTINGS frame right after the preface: wait for it.
-      const go = h2 ? isGoClient(head) : false;
-      if (go === undefined) return;
+      if (h2 && n < H2_PREFACE.length) return;
       socket.off('data', decide);
       socket.pause();
-      if (go) {
-        // grpc-go (etcdctl) may send an `:authority` nghttp2 refuses: see authority-filter.ts.
-        injector.injectConnection(authorityFilter(socket, head));
-        return;
-      }
       socket.unshift(head);
-      // HTTP/2 reads the bytes already buffered on the next tick (the socket stays paused: the
-      // session reads the native handle); the HTTP/1.1 parser reads them once the socket flows.
+      // The transport reads the socket itself (resuming it); the HTTP/1.1 parser reads the bytes
+      // put back once the socket flows.
       if (h2) injector.injectConnection(socket);
       else {
         http1.emit('connection', socket);

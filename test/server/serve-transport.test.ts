@@ -1,5 +1,5 @@
 /**
- * The gRPC transport of `muster serve` (src/server/grpc/transport.ts: gRPC on `node:http2`), seen
+ * The gRPC transport of `muster serve` (transport.ts on its own HTTP/2, h2.ts), seen
  * from a raw HTTP/2 client, so each protocol rule is checked on the wire: the response's headers,
  * framing and trailers, trailers-only errors, `grpc-timeout`, the compressed flag, the message size
  * limit, unknown methods, a wrong content type, a message split over DATA frames, two messages in
@@ -77,7 +77,7 @@ function call(
   });
 }
 
-describe('muster serve: gRPC transport on node:http2', { timeout: 60_000 }, () => {
+describe('muster serve: gRPC transport (own HTTP/2)', { timeout: 60_000 }, () => {
   let dir: string;
   let server: MusterServer;
   let session: ClientHttp2Session;

@@ -1,11 +1,11 @@
 /**
- * gRPC over Node's own HTTP/2 (`node:http2`): the transport of `muster serve`, in place of
- * `@grpc/grpc-js`'s server.
+ * gRPC for `muster serve` on its own HTTP/2 (h2.ts), in place of `@grpc/grpc-js`'s server and of
+ * `node:http2`.
  *
  * Why: profiled under the bench's load, grpc-js's server code (call objects, interceptor chain,
- * metadata, deadline and framing machinery per call) cost about as much CPU as the handlers and the
- * engine together, on top of Node's HTTP/2, which any server in Node pays. This transport does per
- * call only what the protocol needs, on the core `node:http2` stream API:
+ * metadata, deadline and framing machinery per call) and then Node's HTTP/2 (a stream object per
+ * call, trailers a turn after the data) were most of a request's CPU; docs/serve.md ("How a request
+ * is served") has the measurements. This layer does per call only what the gRPC protocol needs:
  * - a request is the stream's `:path` (`/etcdserverpb.KV/Range`), `content-type: application/grpc…`
  *   (else HTTP 415) and messages framed as `u8 compressed | u32 length | bytes`; only uncompressed
  *   messages are accepted (etcd's clients compress nothing; a compressed one gets grpc-go's status);
@@ -24,17 +24,10 @@
  * were.
  */
 import { EventEmitter } from 'node:events';
-import {
-  createSecureServer,
-  createServer,
-  type Http2SecureServer,
-  type Http2Server,
-  type IncomingHttpHeaders,
-  type ServerHttp2Session,
-  type ServerHttp2Stream,
-} from 'node:http2';
 import type { Duplex } from 'node:stream';
+import { createServer as createTlsServer, type Server as TlsServer } from 'node:tls';
 import { Metadata, status, type ServiceDefinition, type UntypedServiceImplementation } from '@grpc/grpc-js';
+import { H2Connection, type H2Stream } from './h2.js';
 import { framedEncoderOf } from './wire.js';
 
 /** A status to end a call with (what handlers pass to callbacks and `emit('error')`). */
@@ -67,21 +60,7 @@ export interface GrpcTransportOptions {
   readonly tls?: { readonly cert: Buffer; readonly key: Buffer };
 }
 
-/**
- * Node's per-session memory cap (MB) trips ENHANCE_YOUR_CALM when many large requests are in flight;
- * grpc-js disables it the same way, since the request limit already bounds a message.
- */
-const MAX_SESSION_MEMORY_MB = Number.MAX_SAFE_INTEGER;
 const GRPC_PREFIX = 5;
-const OK_HEADERS = { ':status': 200, 'content-type': 'application/grpc' } as const;
-const OK_TRAILERS = { 'grpc-status': '0' } as const;
-/** `respond` options: trailers follow; no `date` header (gRPC has no use for it). */
-const WITH_TRAILERS = { waitForTrailers: true, sendDate: false } as const;
-const HEADERS_ONLY = { endStream: true, sendDate: false } as const;
-
-function sendOkTrailers(this: ServerHttp2Stream): void {
-  this.sendTrailers(OK_TRAILERS);
-}
 
 /** `grpc-message` is percent-encoded: bytes outside printable ASCII, and `%` itself. */
 export function encodeGrpcMessage(text: string): string {
@@ -116,20 +95,6 @@ export function parseGrpcTimeout(value: string | string[] | undefined): number |
     default:
       return n / 1_000_000;
   }
-}
-
-/** Ends `stream` with a status in one HEADERS frame (gRPC's trailers-only response). */
-function trailersOnly(stream: ServerHttp2Stream, code: number, details: string): void {
-  if (stream.destroyed || stream.closed || stream.headersSent) return;
-  stream.respond(
-    {
-      ':status': 200,
-      'content-type': 'application/grpc',
-      'grpc-status': String(code),
-      'grpc-message': encodeGrpcMessage(details),
-    },
-    HEADERS_ONLY,
-  );
 }
 
 function codeOf(err: StatusLike): number {
@@ -230,10 +195,10 @@ class Deframer {
 /** What a unary or server-streaming handler gets (the fields of grpc-js's call that handlers read). */
 class UnaryCall {
   readonly request: unknown;
-  readonly #headers: IncomingHttpHeaders;
+  readonly #headers: Record<string, string>;
   #metadata: Metadata | undefined;
 
-  constructor(request: unknown, headers: IncomingHttpHeaders) {
+  constructor(request: unknown, headers: Record<string, string>) {
     this.request = request;
     this.#headers = headers;
   }
@@ -252,27 +217,22 @@ class UnaryCall {
 class StreamCall extends EventEmitter {
   request: unknown;
   cancelled = false;
-  readonly #stream: ServerHttp2Stream;
-  readonly #headers: IncomingHttpHeaders;
+  readonly #stream: H2Stream;
   readonly #encode: (value: unknown) => Buffer;
   #metadata: Metadata | undefined;
   /** The server sent the call's status. */
   #finished = false;
-  #trailers: Record<string, string> = OK_TRAILERS;
 
-  constructor(stream: ServerHttp2Stream, headers: IncomingHttpHeaders, encode: (value: unknown) => Buffer) {
+  constructor(stream: H2Stream, encode: (value: unknown) => Buffer) {
     super();
     this.#stream = stream;
-    this.#headers = headers;
     this.#encode = encode;
     this.on('error', (err: StatusLike) => this.finish(codeOf(err), detailsOf(err)));
-    stream.on('drain', () => this.emit('drain'));
-    stream.on('trailers', () => undefined);
-    stream.on('wantTrailers', () => stream.sendTrailers(this.#trailers));
+    stream.onDrain = () => this.emit('drain');
   }
 
   get metadata(): Metadata {
-    this.#metadata ??= Metadata.fromHttp2Headers(this.#headers);
+    this.#metadata ??= Metadata.fromHttp2Headers(this.#stream.headers);
     return this.#metadata;
   }
 
@@ -282,32 +242,19 @@ class StreamCall extends EventEmitter {
   }
 
   write(value: unknown): boolean {
-    const stream = this.#stream;
-    if (this.done || stream.destroyed || stream.closed) return false;
-    const frame = this.#encode(value);
-    if (!stream.headersSent) stream.respond(OK_HEADERS, WITH_TRAILERS);
-    return stream.write(frame);
+    if (this.done) return false;
+    return this.#stream.write(this.#encode(value));
   }
 
   end(): void {
-    this.finish(status.OK, '');
+    this.finish(0, '');
   }
 
   /** Ends the call with a status (once). */
   finish(code: number, details: string): void {
     if (this.done) return;
     this.#finished = true;
-    const stream = this.#stream;
-    if (stream.destroyed || stream.closed) return;
-    if (!stream.headersSent) {
-      trailersOnly(stream, code, details);
-      return;
-    }
-    // 0: OK.
-    if (code !== 0) {
-      this.#trailers = { 'grpc-status': String(code), 'grpc-message': encodeGrpcMessage(details) };
-    }
-    stream.end();
+    this.#stream.finish(code, encodeGrpcMessage(details));
   }
 
   /**
@@ -345,45 +292,54 @@ export function rpcMethods(
   return out;
 }
 
-/** The HTTP/2 server that serves gRPC calls; connections are handed to it or (TLS) it listens. */
+/** Serves gRPC calls on the connections handed to it or (TLS) accepted on its own port. */
 export class GrpcTransport {
   readonly #methods: ReadonlyMap<string, RpcMethod>;
   readonly #max: number;
-  readonly #server: Http2Server | Http2SecureServer;
-  readonly #sessions = new Set<ServerHttp2Session>();
+  readonly #tls: TlsServer | undefined;
+  readonly #connections = new Set<H2Connection>();
   #closing: Promise<void> | undefined;
+  /** While closing: called whenever a connection ends. */
+  #closed: () => void = () => undefined;
 
   /** Throws when the TLS certificate or key cannot be used. */
   constructor(methods: ReadonlyMap<string, RpcMethod>, options: GrpcTransportOptions) {
     this.#methods = methods;
     this.#max = options.maxReceiveMessageBytes;
-    const common = { maxSessionMemory: MAX_SESSION_MEMORY_MB };
-    this.#server =
-      options.tls === undefined
-        ? createServer(common)
-        : createSecureServer({
-            ...common,
-            cert: options.tls.cert,
-            key: options.tls.key,
-            ALPNProtocols: ['h2'],
-          });
-    this.#server.setTimeout(0);
-    this.#server.on('session', (session: ServerHttp2Session) => {
-      this.#sessions.add(session);
-      session.on('close', () => this.#sessions.delete(session));
-    });
-    this.#server.on('sessionError', () => undefined);
-    this.#server.on('stream', (stream, headers) => this.#onStream(stream, headers));
+    if (options.tls !== undefined) {
+      this.#tls = createTlsServer(
+        { cert: options.tls.cert, key: options.tls.key, ALPNProtocols: ['h2'] },
+        (socket) => {
+          socket.setNoDelay(true);
+          this.injectConnection(socket);
+        },
+      );
+      this.#tls.on('tlsClientError', () => undefined);
+    }
   }
 
   /** Serves the HTTP/2 connection on `socket` (its bytes not yet read, or put back with `unshift`). */
   injectConnection(socket: Duplex): void {
-    this.#server.emit('connection', socket);
+    if (this.#closing !== undefined) {
+      socket.destroy();
+      return;
+    }
+    const connection: H2Connection = new H2Connection(
+      socket,
+      (stream) => this.#onStream(stream),
+      () => {
+        this.#connections.delete(connection);
+        this.#closed();
+      },
+    );
+    this.#connections.add(connection);
   }
 
   /** TLS: listens on `host:port`; resolves to the bound port. */
   listen(host: string, port: number): Promise<number> {
-    const server = this.#server;
+    const server = this.#tls;
+    if (server === undefined)
+      return Promise.reject(new Error('listen is for TLS; hand plain connections in'));
     return new Promise((resolve, reject) => {
       server.once('error', reject);
       server.listen(port, host, () => {
@@ -400,61 +356,48 @@ export class GrpcTransport {
    */
   close(graceMs: number): Promise<void> {
     this.#closing ??= new Promise<void>((resolve) => {
-      if (this.#server.listening) this.#server.close();
-      const sessions = [...this.#sessions];
-      if (sessions.length === 0) {
-        resolve();
-        return;
-      }
-      let left = sessions.length;
+      if (this.#tls?.listening === true) this.#tls.close();
       const timer = setTimeout(() => {
-        for (const s of sessions) s.destroy();
+        for (const c of [...this.#connections]) c.destroy();
       }, graceMs);
-      timer.unref();
-      for (const s of sessions) {
-        const done = (): void => {
-          if (--left > 0) return;
-          clearTimeout(timer);
-          resolve();
-        };
-        if (s.closed || s.destroyed) done();
-        else {
-          s.once('close', done);
-          s.close();
-        }
-      }
+      this.#closed = () => {
+        if (this.#connections.size > 0) return;
+        clearTimeout(timer);
+        resolve();
+      };
+      for (const c of [...this.#connections]) c.close();
+      this.#closed();
     });
     return this.#closing;
   }
 
-  #onStream(stream: ServerHttp2Stream, headers: IncomingHttpHeaders): void {
-    stream.on('error', () => undefined);
+  #onStream(stream: H2Stream): void {
+    const headers = stream.headers;
     const type = headers['content-type'];
-    if (typeof type !== 'string' || !type.startsWith('application/grpc')) {
-      stream.respond({ ':status': 415 }, HEADERS_ONLY);
+    if (type === undefined || !type.startsWith('application/grpc')) {
+      stream.rejectMediaType();
       return;
     }
     const path = headers[':path'] ?? '';
     const method = this.#methods.get(path);
     if (method === undefined) {
       const slash = path.lastIndexOf('/');
-      trailersOnly(
-        stream,
+      stream.finish(
         status.UNIMPLEMENTED,
-        `unknown method ${path.slice(slash + 1)} for service ${path.slice(1, Math.max(1, slash))}`,
+        encodeGrpcMessage(
+          `unknown method ${path.slice(slash + 1)} for service ${path.slice(1, Math.max(1, slash))}`,
+        ),
       );
       return;
     }
-    const encoding = headers['grpc-encoding'] as string | undefined;
+    const encoding = headers['grpc-encoding'];
     const timeout = parseGrpcTimeout(headers['grpc-timeout']);
-    if (method.requestStream || method.responseStream)
-      this.#stream(stream, headers, method, encoding, timeout);
-    else this.#unary(stream, headers, method, encoding, timeout);
+    if (method.requestStream || method.responseStream) this.#stream(stream, method, encoding, timeout);
+    else this.#unary(stream, method, encoding, timeout);
   }
 
   #unary(
-    stream: ServerHttp2Stream,
-    headers: IncomingHttpHeaders,
+    stream: H2Stream,
     method: RpcMethod,
     encoding: string | undefined,
     timeout: number | undefined,
@@ -465,7 +408,7 @@ export class GrpcTransport {
       if (state === 'done') return;
       state = 'done';
       if (timer !== undefined) clearTimeout(timer);
-      trailersOnly(stream, code, details);
+      stream.finish(code, encodeGrpcMessage(details));
     };
     const callback = (err: StatusLike | null | undefined, value?: unknown): void => {
       if (state === 'done') return;
@@ -482,10 +425,8 @@ export class GrpcTransport {
       }
       state = 'done';
       if (timer !== undefined) clearTimeout(timer);
-      if (stream.destroyed || stream.closed) return;
-      stream.respond(OK_HEADERS, WITH_TRAILERS);
-      stream.once('wantTrailers', sendOkTrailers);
-      stream.end(frame);
+      stream.write(frame);
+      stream.finish(0, '');
     };
     const run = (message: Buffer): void => {
       if (state !== 'reading') return;
@@ -498,7 +439,7 @@ export class GrpcTransport {
         return;
       }
       try {
-        (method.handler as UnaryHandler)(new UnaryCall(request, headers), callback);
+        (method.handler as UnaryHandler)(new UnaryCall(request, stream.headers), callback);
       } catch (e) {
         finish(status.INTERNAL, `muster serve: internal error: ${(e as Error).message}`);
       }
@@ -508,29 +449,41 @@ export class GrpcTransport {
       timer.unref();
     }
     const deframer = new Deframer(this.#max);
-    stream.on('data', (chunk: Buffer) => {
+    stream.onData = (chunk) => {
       if (state !== 'reading') return;
       const bad = deframer.push(chunk, encoding, run);
       if (bad !== undefined) finish(bad[0], bad[1]);
-    });
-    stream.on('end', () => {
+    };
+    stream.onEnd = () => {
       if (state === 'reading') finish(status.INTERNAL, 'grpc: the request ended without a message');
-    });
+    };
+    stream.onReset = () => {
+      state = 'done';
+      if (timer !== undefined) clearTimeout(timer);
+    };
   }
 
   #stream(
-    stream: ServerHttp2Stream,
-    headers: IncomingHttpHeaders,
+    stream: H2Stream,
     method: RpcMethod,
     encoding: string | undefined,
     timeout: number | undefined,
   ): void {
-    const call = new StreamCall(stream, headers, method.encode);
+    const call = new StreamCall(stream, method.encode);
     const handler = method.handler as StreamHandler;
     let started = false;
+    let timer: NodeJS.Timeout | undefined;
     const fail = (code: number, details: string): void => {
+      if (call.done) return;
       call.finish(code, details);
       call.cancel(true);
+    };
+    const start = (): void => {
+      try {
+        handler(call);
+      } catch (e) {
+        fail(status.INTERNAL, `muster serve: internal error: ${(e as Error).message}`);
+      }
     };
     const onMessage = (message: Buffer): void => {
       if (call.done) return;
@@ -550,33 +503,28 @@ export class GrpcTransport {
       call.request = request;
       start();
     };
-    const start = (): void => {
-      try {
-        handler(call);
-      } catch (e) {
-        fail(status.INTERNAL, `muster serve: internal error: ${(e as Error).message}`);
-      }
+    stream.onReset = () => {
+      if (timer !== undefined) clearTimeout(timer);
+      call.cancel();
     };
-    stream.on('close', () => call.cancel());
     if (timeout !== undefined) {
-      const timer = setTimeout(() => fail(status.DEADLINE_EXCEEDED, 'context deadline exceeded'), timeout);
+      timer = setTimeout(() => fail(status.DEADLINE_EXCEEDED, 'context deadline exceeded'), timeout);
       timer.unref();
-      stream.on('close', () => clearTimeout(timer));
     }
     if (method.requestStream) {
       started = true;
       start();
     }
     const deframer = new Deframer(this.#max);
-    stream.on('data', (chunk: Buffer) => {
+    stream.onData = (chunk) => {
       if (call.done) return;
       const bad = deframer.push(chunk, encoding, onMessage);
       if (bad !== undefined) fail(bad[0], bad[1]);
-    });
-    stream.on('end', () => {
+    };
+    stream.onEnd = () => {
       if (call.done) return;
       if (!started) fail(status.INTERNAL, 'grpc: the request ended without a message');
       else if (method.requestStream) call.emit('end');
-    });
+    };
   }
 }

@@ -1,10 +1,16 @@
 /**
  * Conversions between the port's types and etcd's wire messages: key ranges under the key prefix,
  * key-values, compares and transaction operations. etcd's int64 fields arrive as decimal strings
- * (the client is set up with `longs: String`); revisions fit in a safe integer, lease ids do not and
- * stay strings.
+ * (rpc-codec.ts); revisions fit in a safe integer, lease ids do not and stay strings.
  */
-import type { ICompare, IKeyValue, IRequestOp, IResponseOp } from 'etcd3';
+import {
+  type Compare as WireCompare,
+  CompareResult,
+  CompareTarget,
+  type KeyValue as WireKeyValue,
+  type RequestOp,
+  type ResponseOp,
+} from './rpc-codec.js';
 import { toRange, valueToBytes, type Range } from '../keys.js';
 import {
   type Compare,
@@ -73,36 +79,36 @@ export class KeyCodec {
   }
 
   /** A port KeyValue from etcd's. */
-  kv(kv: IKeyValue, keysOnly = false): KeyValue {
+  kv(kv: WireKeyValue, keysOnly = false): KeyValue {
     return {
       key: this.decode(kv.key),
-      value: keysOnly || kv.value === undefined || kv.value.length === 0 ? EMPTY : new Uint8Array(kv.value),
+      value: keysOnly || kv.value.length === 0 ? EMPTY : new Uint8Array(kv.value),
       createRevision: Number(kv.create_revision),
       modRevision: Number(kv.mod_revision),
       version: Number(kv.version),
-      lease: kv.lease === undefined || kv.lease === '' ? NO_LEASE : String(kv.lease),
+      lease: kv.lease === '' ? NO_LEASE : kv.lease,
     };
   }
 
   /** One compare of a transaction. */
-  compare(c: Compare): ICompare {
+  compare(c: Compare): WireCompare {
     const base = { key: this.encode(c.key), result: COMPARE_OPS[c.op] } as const;
     switch (c.target) {
       case 'value':
-        return { ...base, target: 'Value', value: toBuffer(valueToBytes(c.value)) };
+        return { ...base, target: CompareTarget.VALUE, value: toBuffer(valueToBytes(c.value)) };
       case 'version':
-        return { ...base, target: 'Version', version: c.value };
+        return { ...base, target: CompareTarget.VERSION, version: c.value };
       case 'createRevision':
-        return { ...base, target: 'Create', create_revision: c.value };
+        return { ...base, target: CompareTarget.CREATE, create_revision: c.value };
       case 'modRevision':
-        return { ...base, target: 'Mod', mod_revision: c.value };
+        return { ...base, target: CompareTarget.MOD, mod_revision: c.value };
       case 'lease':
-        return { ...base, target: 'Lease', lease: c.value };
+        return { ...base, target: CompareTarget.LEASE, lease: c.value };
     }
   }
 
   /** One operation of a transaction. */
-  op(op: TxnOp): IRequestOp {
+  op(op: TxnOp): RequestOp {
     switch (op.type) {
       case 'put':
         return {
@@ -126,7 +132,7 @@ export class KeyCodec {
   }
 
   /** The port result of one transaction operation. */
-  opResult(op: TxnOp, res: IResponseOp, revision: number): TxnOpResult {
+  opResult(op: TxnOp, res: ResponseOp, revision: number): TxnOpResult {
     switch (op.type) {
       case 'put':
         return { type: 'put', revision };
@@ -141,7 +147,12 @@ export class KeyCodec {
   }
 }
 
-const COMPARE_OPS = { '=': 'Equal', '!=': 'NotEqual', '<': 'Less', '>': 'Greater' } as const;
+const COMPARE_OPS = {
+  '=': CompareResult.EQUAL,
+  '!=': CompareResult.NOT_EQUAL,
+  '<': CompareResult.LESS,
+  '>': CompareResult.GREATER,
+} as const;
 
 /** The smallest key greater than every key that starts with `prefix` ("\0" when there is none). */
 export function prefixEnd(prefix: Buffer): Buffer {

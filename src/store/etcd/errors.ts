@@ -1,13 +1,14 @@
 /**
  * The one boundary where gRPC and etcd errors become muster errors.
  *
- * `etcd3` turns gRPC failures into its own error classes but keeps the server's message
- * (`etcdserver: …`) and the gRPC status line (`14 UNAVAILABLE: …`) in `message`; this module reads
+ * The client's `GrpcError` (grpc.ts) carries the gRPC status `code` and the server's message
+ * (`etcdserver: …`) in `message` after the status line (`14 UNAVAILABLE: …`); this module reads
  * both, so the same condition gets the same code whichever path produced it. Retry logic reads only
  * {@link MusterError.retryable}.
  */
-import { ClientClosedError } from 'etcd3';
 import { type ErrorDetails, MusterError } from '../../errors.js';
+import { NoEndpointError } from './client.js';
+import { ClosedError } from './grpc.js';
 
 /** etcd server messages (from `rpctypes`) and the muster code each becomes. */
 const SERVER_MESSAGES: readonly [string, ServerErrorKind][] = [
@@ -50,7 +51,7 @@ type ServerErrorKind =
   | 'token'
   | 'unavailable';
 
-/** gRPC status codes (`@grpc/grpc-js` `Status`) that mean "try again, maybe elsewhere". */
+/** gRPC status codes that mean "try again, maybe elsewhere". */
 const RETRYABLE_GRPC = new Set([1, 4, 8, 10, 13, 14]);
 
 /**
@@ -67,13 +68,13 @@ export function fromEtcdError(err: unknown, context: ErrorDetails = {}): MusterE
   const message = err instanceof Error ? err.message : String(err);
   const details: ErrorDetails = { ...context };
 
-  if (err instanceof ClientClosedError) {
+  if (err instanceof ClosedError) {
     return new MusterError('MUSTER_CLOSED', 'the etcd store was closed; open a new one', {
       cause: err,
       details,
     });
   }
-  if (err instanceof Error && err.constructor.name === 'BrokenCircuitError') {
+  if (err instanceof NoEndpointError) {
     return new MusterError(
       'MUSTER_UNAVAILABLE',
       'no etcd endpoint is reachable right now (every endpoint failed recently)',
@@ -208,7 +209,7 @@ function fromServerKind(
   }
 }
 
-/** The gRPC status code: from `code` when present, else from grpc-js's "14 UNAVAILABLE: …" message. */
+/** The gRPC status code: from `code` when present, else from a "14 UNAVAILABLE: …" message. */
 function grpcCodeOf(err: unknown, message: string): number | undefined {
   const code = (err as { code?: unknown } | null)?.code;
   if (typeof code === 'number') return code;

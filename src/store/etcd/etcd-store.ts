@@ -1,14 +1,12 @@
 /**
- * The etcd engine of the Store port, on the `etcd3` client's generated gRPC clients.
+ * The etcd engine of the Store port, on muster's own etcd v3 client (client.ts, grpc.ts on
+ * `node:http2`, rpc-codec.ts).
  *
- * Only etcd3's raw RPC clients and connection pool are used (no builders, no `Lease` object with its
- * automatic re-grant, no `Watcher`): every request maps to one etcd RPC, errors go through
- * {@link fromEtcdError}, and nothing is retried when it might already have been applied. Reads are
- * retried on other endpoints within their deadline; writes only when the connection was never made.
+ * Every request maps to one etcd RPC (no lease object with an automatic re-grant, no generic
+ * watcher), errors go through {@link fromEtcdError}, and nothing is retried when it might already
+ * have been applied. Reads are retried on other endpoints within their deadline; writes only when the
+ * request certainly never left this process (no connection, or every member's breaker open).
  */
-import type { CallOptions, Metadata } from '@grpc/grpc-js';
-import { circuitBreaker, ConsecutiveBreaker, handleWhen } from 'cockatiel';
-import { Etcd3, type IOptions, type IRangeRequest, type IResponseHeader, isRecoverableError } from 'etcd3';
 import {
   abortedError,
   type ErrorDetails,
@@ -40,8 +38,11 @@ import {
   type WatchOptions,
 } from '../types.js';
 import { validateCompares } from '../txn-rules.js';
+import { EtcdClient, isRecoverable } from './client.js';
 import { KeyCodec, toBuffer } from './codec.js';
 import { fromEtcdError } from './errors.js';
+import { GrpcError } from './grpc.js';
+import { decode, encode, type RangeRequest, type ResponseHeader } from './rpc-codec.js';
 import { abortable } from '../../util/abort.js';
 import { KeepAliveChannel, type KeepAliveStream } from './keep-alive.js';
 import { type EtcdStoreOptions, resolveEtcdOptions, type ResolvedEtcdOptions } from './url.js';
@@ -49,69 +50,42 @@ import { EtcdWatch, type ProgressMode, type WatchStream } from './watch.js';
 
 /**
  * gRPC keep-alive ping interval on a connection with calls or streams open: etcd answers pings more
- * often than every 5 s (`--grpc-keepalive-min-time`, default 5 s) with GOAWAY `too_many_pings`, after
- * which grpc-js doubles its interval for good, so 6 s is as fast as a default etcd allows.
+ * often than every 5 s (`--grpc-keepalive-min-time`, default 5 s) with GOAWAY `too_many_pings`, so
+ * 6 s is as fast as a default etcd allows.
  */
 export const GRPC_KEEPALIVE_MS = 6000;
 /**
- * How long a ping may go unanswered before grpc-js closes the connection (failing its calls and
- * streams with `UNAVAILABLE`, which they retry on a new one). An answer on a live link takes well
+ * How long a ping may go unanswered before the client destroys the connection (failing its calls
+ * and streams with `UNAVAILABLE`, which they retry on a new one). An answer on a live link takes well
  * under a millisecond; 2 s tolerates a stalled event loop on either side. A connection that went
  * dark with calls open is therefore dropped at most {@link GRPC_KEEPALIVE_MS} + 2 s = 8 s later.
  */
 export const GRPC_KEEPALIVE_TIMEOUT_MS = 2000;
 /**
- * No pings on a connection without calls: etcd's enforcement (`PermitWithoutStream: false`) counts
- * them as strikes and answers with GOAWAY `too_many_pings`, which makes grpc-js double the interval
- * above. An idle connection needs no check: a call started on it has its deadline, and its pings
- * start with it.
+ * (No pings on a connection without calls: etcd's enforcement (`PermitWithoutStream: false`) counts
+ * them as strikes and answers with GOAWAY `too_many_pings`. An idle connection needs no check: a call
+ * started on it has its deadline, and its pings start with it.) With several members, one that failed
+ * 3 times in a row is skipped for {@link ENDPOINT_COOLDOWN_MS}; a single endpoint has no breaker.
  */
-export const GRPC_KEEPALIVE_WITHOUT_CALLS = 0;
-/**
- * With several members, one that failed 3 times in a row is skipped for this long (etcd3's default,
- * 5 s), so requests and streams go to the live members meanwhile. With a single endpoint there is
- * nowhere else to go: the breaker would only hold the client back after the store returns (it kept
- * configuration handles refusing work for 3.5 s after a pause), so a single endpoint has none, and
- * grpc's reconnect back-off (100 ms → 1 s) alone paces attempts on it.
- */
-export const ENDPOINT_COOLDOWN_MS = 5000;
+export { ENDPOINT_COOLDOWN_MS } from './client.js';
 /** gRPC status CANCELLED: what a stream reports after `cancel()`. */
 const GRPC_CANCELLED = 1;
 /** Attempts of an idempotent read across endpoints before its error is returned. */
 export const READ_ATTEMPTS = 3;
+/** etcd's "require a leader" metadata on streams: a member without a leader fails them at once. */
+const HAS_LEADER = { hasleader: 'true' } as const;
+const KV_RANGE = '/etcdserverpb.KV/Range';
 
-/** One member in etcd3's connection pool: `host` is its `host:port`. */
-interface PoolHost {
-  readonly host: string;
+/** A call's deadline (epoch ms) and signal. */
+interface CallOptions {
+  readonly deadline: number;
+  readonly signal?: AbortSignal | undefined;
 }
 
-/** The part of etcd3's connection pool used for streams (it is not exported as a type). */
-interface Pool {
-  readonly hosts: readonly PoolHost[];
-  /** Tries members in the order `order` yields them (default: a fresh shuffle), skipping broken ones. */
-  withConnection<T>(
-    service: string,
-    fn: (conn: {
-      resource: PoolHost;
-      client: Record<string, (md: Metadata, opts: CallOptions) => T>;
-      metadata: Metadata;
-    }) => T,
-    order?: Generator<PoolHost, never>,
-  ): Promise<T>;
-  markFailed(resource: PoolHost, error: unknown): void;
-  readonly authenticator?: { invalidateMetadata(): void };
+/** A bidirectional stream as the watch and keep-alive code use it. */
+interface AnyStream {
+  on(event: 'error', listener: (err: unknown) => void): unknown;
 }
-
-/** A pass-through fault policy: etcd3's default retries writes that may have been applied. */
-const NO_RETRY = {
-  execute: <T>(fn: (ctx: { signal: AbortSignal; attempt: number }) => T): T =>
-    fn({ signal: new AbortController().signal, attempt: 0 }),
-};
-/** A host policy that lets every call through (etcd3 calls `execute(...).catch()`, so it is async). */
-const NO_BREAKER = {
-  execute: async <T>(fn: (ctx: { signal: AbortSignal; attempt: number }) => T | Promise<T>): Promise<T> =>
-    fn({ signal: new AbortController().signal, attempt: 0 }),
-};
 
 /**
  * Opens the etcd engine for `url` (`etcd://h1:2379,h2:2379`, `etcds://…`). Connections are made
@@ -132,8 +106,7 @@ export function openEtcdStore(url: string, options: EtcdStoreOptions = {}): Etcd
 export class EtcdStore implements Store {
   readonly url: string;
   readonly #opts: ResolvedEtcdOptions;
-  readonly #client: Etcd3;
-  readonly #pool: Pool;
+  readonly #client: EtcdClient;
   readonly #codec: KeyCodec;
   readonly #watches = new Set<EtcdWatch>();
   readonly #keepAlive: KeepAliveChannel;
@@ -151,40 +124,29 @@ export class EtcdStore implements Store {
     this.#opts = opts;
     this.url = opts.redactedUrl;
     this.#codec = new KeyCodec(opts.keyPrefix);
-    const scheme = opts.tls ? 'https://' : 'http://';
-    const clientOptions: IOptions = {
-      hosts: opts.endpoints.map((h) => scheme + h),
-      grpcOptions: {
-        'grpc.keepalive_time_ms': GRPC_KEEPALIVE_MS,
-        'grpc.keepalive_timeout_ms': GRPC_KEEPALIVE_TIMEOUT_MS,
-        'grpc.keepalive_permit_without_calls': GRPC_KEEPALIVE_WITHOUT_CALLS,
-        'grpc.initial_reconnect_backoff_ms': 100,
-        'grpc.max_reconnect_backoff_ms': 1000,
-      },
-      faultHandling: {
-        global: NO_RETRY as unknown as NonNullable<IOptions['faultHandling']>['global'],
-        host: () =>
-          (opts.endpoints.length === 1
-            ? NO_BREAKER
-            : circuitBreaker(handleWhen(isRecoverableError), {
-                halfOpenAfter: ENDPOINT_COOLDOWN_MS,
-                breaker: new ConsecutiveBreaker(3),
-              })) as ReturnType<NonNullable<NonNullable<IOptions['faultHandling']>['host']>>,
-      },
-    };
-    if (opts.ca !== undefined || opts.cert !== undefined) {
-      clientOptions.credentials = {
-        rootCertificate: opts.ca as Buffer,
-        ...(opts.key === undefined ? {} : { privateKey: opts.key }),
-        ...(opts.cert === undefined ? {} : { certChain: opts.cert }),
-      };
-    }
-    if (opts.auth !== undefined) clientOptions.auth = { ...opts.auth };
-    this.#client = new Etcd3(clientOptions);
-    this.#pool = (this.#client as unknown as { pool: Pool }).pool;
+    this.#client = new EtcdClient({
+      endpoints: opts.endpoints,
+      tls: opts.tls
+        ? {
+            ...(opts.ca === undefined ? {} : { ca: opts.ca }),
+            ...(opts.cert === undefined ? {} : { cert: opts.cert }),
+            ...(opts.key === undefined ? {} : { key: opts.key }),
+          }
+        : undefined,
+      auth: opts.auth,
+      keepAliveMs: GRPC_KEEPALIVE_MS,
+      keepAliveTimeoutMs: GRPC_KEEPALIVE_TIMEOUT_MS,
+      requestTimeoutMs: opts.requestTimeoutMs,
+    });
     this.#keepAlive = new KeepAliveChannel(
-      (prefer) => this.#openStream<KeepAliveStream>('Lease', 'leaseKeepAlive', prefer),
-      this.#pool.hosts.map((h) => h.host),
+      (prefer) =>
+        this.#openStream<KeepAliveStream>(
+          '/etcdserverpb.Lease/LeaseKeepAlive',
+          encode.leaseId,
+          decode.leaseKeepAlive,
+          prefer,
+        ),
+      opts.endpoints,
     );
   }
 
@@ -198,8 +160,9 @@ export class EtcdStore implements Store {
   async get(key: string, options: ReadOptions = {}): Promise<KeyValue | undefined> {
     checkKey(key);
     if (options.revision !== undefined) checkRevision(options.revision);
+    const req = encode.range({ key: this.#codec.encode(key), revision: options.revision ?? 0 });
     const res = await this.#read(options.signal, { key, revision: options.revision }, (o) =>
-      this.#client.kv.range({ key: this.#codec.encode(key), revision: options.revision ?? 0 }, o),
+      this.#client.unary(KV_RANGE, req, decode.range, o),
     ).catch((err: unknown) => this.#explainCompacted(err));
     const kv = res.kvs[0];
     return kv === undefined ? undefined : this.#codec.kv(kv);
@@ -211,15 +174,16 @@ export class EtcdStore implements Store {
     if (!Number.isSafeInteger(limit) || limit < 0)
       throw invalidArgument(`limit must be a non-negative integer, got ${String(limit)}`);
     if (options.revision !== undefined) checkRevision(options.revision);
-    const req: IRangeRequest = {
+    const req: RangeRequest = {
       ...wire,
       revision: options.revision ?? 0,
       limit,
       keys_only: options.keysOnly === true,
       count_only: options.countOnly === true,
     };
+    const message = encode.range(req);
     const res = await this.#read(options.signal, { revision: options.revision }, (o) =>
-      this.#client.kv.range(req, o),
+      this.#client.unary(KV_RANGE, message, decode.range, o),
     ).catch((err: unknown) => this.#explainCompacted(err));
     const keysOnly = options.keysOnly === true;
     return {
@@ -231,8 +195,9 @@ export class EtcdStore implements Store {
   }
 
   async headRevision(options: { signal?: AbortSignal } = {}): Promise<number> {
+    const req = encode.range({ key: this.#codec.encode('\0'), count_only: true });
     const res = await this.#read(options.signal, {}, (o) =>
-      this.#client.kv.range({ key: this.#codec.encode('\0'), count_only: true }, o),
+      this.#client.unary(KV_RANGE, req, decode.range, o),
     );
     return revisionOf(res.header);
   }
@@ -244,11 +209,14 @@ export class EtcdStore implements Store {
     const bytes = toBytes(value, key);
     const lease = options.lease ?? NO_LEASE;
     if (lease !== NO_LEASE) checkLeaseId(lease);
+    const req = encode.put({
+      key: this.#codec.encode(key),
+      value: toBuffer(bytes),
+      lease,
+      prev_kv: options.prevKv === true,
+    });
     const res = await this.#write(options.signal, { key, lease }, (o) =>
-      this.#client.kv.put(
-        { key: this.#codec.encode(key), value: toBuffer(bytes), lease, prev_kv: options.prevKv === true },
-        o,
-      ),
+      this.#client.unary('/etcdserverpb.KV/Put', req, decode.put, o),
     );
     const revision = revisionOf(res.header);
     if (options.prevKv !== true) return { revision };
@@ -260,7 +228,13 @@ export class EtcdStore implements Store {
     const res = await this.#write(
       options.signal,
       typeof selector === 'string' ? { key: selector } : {},
-      (o) => this.#client.kv.deleteRange({ ...wire, prev_kv: options.prevKv === true }, o),
+      (o) =>
+        this.#client.unary(
+          '/etcdserverpb.KV/DeleteRange',
+          encode.deleteRange({ ...wire, prev_kv: options.prevKv === true }),
+          decode.deleteRange,
+          o,
+        ),
     );
     return {
       revision: revisionOf(res.header),
@@ -276,29 +250,32 @@ export class EtcdStore implements Store {
     options: { signal?: AbortSignal } = {},
   ): Promise<TxnResult> {
     checkTxn(compares, onSuccess, onFailure);
+    const req = encode.txn({
+      compare: compares.map((c) => this.#codec.compare(c)),
+      success: onSuccess.map((op) => this.#codec.op(op)),
+      failure: onFailure.map((op) => this.#codec.op(op)),
+    });
     const res = await this.#write(options.signal, {}, (o) =>
-      this.#client.kv.txn(
-        {
-          compare: compares.map((c) => this.#codec.compare(c)),
-          success: onSuccess.map((op) => this.#codec.op(op)),
-          failure: onFailure.map((op) => this.#codec.op(op)),
-        },
-        o,
-      ),
+      this.#client.unary('/etcdserverpb.KV/Txn', req, decode.txn, o),
     );
     const revision = revisionOf(res.header);
     const ops = res.succeeded ? onSuccess : onFailure;
     return {
       succeeded: res.succeeded,
       revision,
-      results: ops.map((op, i) => this.#codec.opResult(op, res.responses[i] ?? ({} as never), revision)),
+      results: ops.map((op, i) => this.#codec.opResult(op, res.responses[i] ?? {}, revision)),
     };
   }
 
   async compact(revision: number): Promise<void> {
     checkRevision(revision);
     await this.#write(undefined, { revision }, (o) =>
-      this.#client.kv.compact({ revision, physical: false }, o),
+      this.#client.unary(
+        '/etcdserverpb.KV/Compact',
+        encode.compact({ revision, physical: false }),
+        decode.headerOnly,
+        o,
+      ),
     ).catch((err: unknown) => this.#explainCompacted(err));
   }
 
@@ -316,7 +293,7 @@ export class EtcdStore implements Store {
     const w = new EtcdWatch(
       {
         codec: this.#codec,
-        openStream: async () => (await this.#openStream<WatchStream>('Watch', 'watch')).stream,
+        openStream: async () => (await this.#openWatchStream()).stream,
         headRevision: () => this.headRevision(),
         progressMode: () => this.#detectProgressMode(),
         onEnd: (x) => this.#watches.delete(x),
@@ -340,7 +317,12 @@ export class EtcdStore implements Store {
   async grantLease(ttlSeconds: number, options: { signal?: AbortSignal } = {}): Promise<LeaseGrant> {
     checkTtl(ttlSeconds);
     const res = await this.#write(options.signal, {}, (o) =>
-      this.#client.leaseClient.leaseGrant({ TTL: ttlSeconds, ID: 0 }, o),
+      this.#client.unary(
+        '/etcdserverpb.Lease/LeaseGrant',
+        encode.leaseGrant({ TTL: ttlSeconds, ID: 0 }),
+        decode.leaseGrant,
+        o,
+      ),
     );
     if (res.error) throw fromEtcdError(new Error(res.error), {});
     return { id: String(res.ID), ttlSeconds: Number(res.TTL) };
@@ -355,14 +337,19 @@ export class EtcdStore implements Store {
   async revokeLease(id: LeaseId, options: { signal?: AbortSignal } = {}): Promise<void> {
     checkLeaseId(id);
     await this.#write(options.signal, { lease: id }, (o) =>
-      this.#client.leaseClient.leaseRevoke({ ID: id }, o),
+      this.#client.unary('/etcdserverpb.Lease/LeaseRevoke', encode.leaseId({ ID: id }), decode.headerOnly, o),
     );
   }
 
   async leaseTimeToLive(id: LeaseId, options: { signal?: AbortSignal } = {}): Promise<LeaseInfo | undefined> {
     checkLeaseId(id);
     const res = await this.#read(options.signal, { lease: id }, (o) =>
-      this.#client.leaseClient.leaseTimeToLive({ ID: id, keys: true }, o),
+      this.#client.unary(
+        '/etcdserverpb.Lease/LeaseTimeToLive',
+        encode.leaseTimeToLive({ ID: id, keys: true }),
+        decode.leaseTimeToLive,
+        o,
+      ),
     );
     const ttl = Number(res.TTL);
     if (ttl < 0) return undefined;
@@ -370,7 +357,7 @@ export class EtcdStore implements Store {
       id,
       ttlSeconds: ttl,
       grantedTtlSeconds: Number(res.grantedTTL),
-      keys: (res.keys ?? []).map((k) => this.#codec.decode(k)),
+      keys: res.keys.map((k) => this.#codec.decode(k)),
     };
   }
 
@@ -451,9 +438,9 @@ export class EtcdStore implements Store {
     call: (o: CallOptions) => Promise<T>,
   ): Promise<T> {
     this.#usable(signal);
-    const pending = call({ deadline }).then(
+    const pending = call({ deadline, signal }).then(
       (res) => {
-        const rev = revisionOf((res as { header?: IResponseHeader } | undefined)?.header);
+        const rev = revisionOf((res as { header?: ResponseHeader | null } | undefined)?.header);
         if (rev > this.#seenRevision) this.#seenRevision = rev;
         return res;
       },
@@ -469,42 +456,37 @@ export class EtcdStore implements Store {
    * Opens a bidirectional stream on one endpoint (`prefer` first when given), with etcd's "require a
    * leader" metadata; resolves with the stream and the endpoint it went to.
    */
-  #openStream<S>(
-    service: 'Watch' | 'Lease',
-    method: string,
+  async #openStream<S extends AnyStream>(
+    path: string,
+    encodeRequest: (r: never) => Buffer,
+    decodeResponse: (b: Buffer) => unknown,
     prefer?: string,
   ): Promise<{ stream: S; endpoint: string }> {
-    if (this.#closing !== undefined)
-      return Promise.reject(new MusterError('MUSTER_CLOSED', 'the etcd store was closed'));
-    const order = prefer === undefined ? undefined : preferring(this.#pool.hosts, prefer);
-    return this.#pool.withConnection(
-      service,
-      ({ resource, client, metadata }) => {
-        const md = metadata.clone();
-        md.set('hasleader', 'true');
-        const open = client[method];
-        if (open === undefined)
-          throw new MusterError('MUSTER_INTERNAL', `etcd client has no ${service}.${method}`);
-        const stream = open.call(client, md, {}) as unknown as S & {
-          writable: boolean;
-          on(e: 'error', f: (err: unknown) => void): void;
-        };
-        stream.on('error', (err) => {
-          // A failed stream counts against its member (and resets that member's connection), but not
-          // one we cancelled ourselves: that would cut every other stream to the member too. Nor does
-          // "no leader" on a renewal: the member is alive and mid-election, and a renewal asks another
-          // member next (tripping its breaker would take it away for 5 s, longer than a session lasts).
-          const cancelled = (err as { code?: unknown } | null)?.code === GRPC_CANCELLED;
-          const electing = service === 'Lease' && err instanceof Error && err.message.includes('no leader');
-          if (stream.writable && !cancelled && !electing) this.#pool.markFailed(resource, err);
-          // An expired token: the next stream authenticates again (unary calls do this in etcd3).
-          if (err instanceof Error && err.message.includes('invalid auth token'))
-            this.#pool.authenticator?.invalidateMetadata();
-        });
-        return { stream, endpoint: resource.host };
-      },
-      order,
+    if (this.#closing !== undefined) throw new MusterError('MUSTER_CLOSED', 'the etcd store was closed');
+    const { stream, member } = await this.#client.stream(
+      path,
+      encodeRequest,
+      decodeResponse,
+      HAS_LEADER,
+      prefer,
     );
+    const lease = path.startsWith('/etcdserverpb.Lease/');
+    stream.on('error', (err) => {
+      // A failed stream counts against its member (and makes its connection be replaced), but not
+      // one we cancelled ourselves: that would cut every other stream to the member too. Nor does
+      // "no leader" on a renewal: the member is alive and mid-election, and a renewal asks another
+      // member next (tripping its breaker would take it away for 5 s, longer than a session lasts).
+      const cancelled = err.code === GRPC_CANCELLED;
+      const electing = lease && err.message.includes('no leader');
+      if (stream.writable && !cancelled && !electing && isRecoverable(err)) this.#client.markFailed(member);
+      // An expired token: the next stream authenticates again (unary calls do this themselves).
+      if (err.message.includes('invalid auth token')) this.#client.invalidateToken();
+    });
+    return { stream: stream as unknown as S, endpoint: member.endpoint };
+  }
+
+  #openWatchStream(): Promise<{ stream: WatchStream; endpoint: string }> {
+    return this.#openStream<WatchStream>('/etcdserverpb.Watch/Watch', encode.watch, decode.watch);
   }
 
   /**
@@ -523,7 +505,7 @@ export class EtcdStore implements Store {
   }
 
   async #probeCompactRevision(): Promise<number | undefined> {
-    const { stream } = await this.#openStream<WatchStream>('Watch', 'watch');
+    const { stream } = await this.#openWatchStream();
     return new Promise<number | undefined>((resolve) => {
       const done = (rev: number | undefined): void => {
         clearTimeout(timer);
@@ -531,8 +513,8 @@ export class EtcdStore implements Store {
         resolve(rev);
       };
       const timer = setTimeout(() => done(undefined), 1000);
-      stream.on('data', (res: { compact_revision?: string }) => {
-        const rev = Number(res.compact_revision ?? 0);
+      stream.on('data', (res) => {
+        const rev = Number(res.compact_revision);
         if (rev > 0) done(rev);
       });
       stream.on('error', () => done(undefined));
@@ -542,7 +524,9 @@ export class EtcdStore implements Store {
 
   /** Asks one member its version: servers with the fix for etcd#15220 answer progress requests safely. */
   #detectProgressMode(): Promise<ProgressMode> {
-    this.#progressMode ??= this.#read(undefined, {}, (o) => this.#client.maintenance.status(o)).then(
+    this.#progressMode ??= this.#read(undefined, {}, (o) =>
+      this.#client.unary('/etcdserverpb.Maintenance/Status', encode.empty(), decode.status, o),
+    ).then(
       (status) => progressModeFor(status.version),
       (err: unknown) => {
         this.#progressMode = undefined;
@@ -562,19 +546,7 @@ export function progressModeFor(version: string): ProgressMode {
   return 'periodic';
 }
 
-/** Yields `first` (when it is one of `hosts`), then the others in a shuffled order, endlessly. */
-function* preferring(hosts: readonly PoolHost[], first: string): Generator<PoolHost, never> {
-  const head = hosts.filter((h) => h.host === first);
-  const rest = hosts.filter((h) => h.host !== first);
-  for (let i = rest.length - 1; i > 0; i--) {
-    const j = Math.floor(Math.random() * (i + 1));
-    [rest[i], rest[j]] = [rest[j] as PoolHost, rest[i] as PoolHost];
-  }
-  const order = [...head, ...rest];
-  for (;;) yield* order;
-}
-
-function revisionOf(header: IResponseHeader | undefined): number {
+function revisionOf(header: ResponseHeader | null | undefined): number {
   return Number(header?.revision ?? 0);
 }
 
@@ -585,10 +557,7 @@ function isMusterRetryable(err: unknown): boolean {
 /** True when the request certainly never reached a server (so repeating a write is safe). */
 function neverSent(err: unknown): boolean {
   if (!(err instanceof MusterError) || err.code !== 'MUSTER_UNAVAILABLE') return false;
-  const cause = err.cause instanceof Error ? `${err.cause.constructor.name} ${err.cause.message}` : '';
-  return /BrokenCircuitError|No connection established|ECONNREFUSED|failed to connect|Connection refused/i.test(
-    cause,
-  );
+  return err.cause instanceof GrpcError && err.cause.neverSent;
 }
 
 function checkTxn(

@@ -1,6 +1,6 @@
 /**
- * The etcd engine: `etcd://` and `etcds://` stores. Only `src/store/` imports this folder's
- * dependencies (`etcd3`, `@grpc/grpc-js`).
+ * The etcd engine: `etcd://` and `etcds://` stores, on muster's own etcd v3 client (gRPC on
+ * `node:http2`, hand-written protobuf codecs; no npm dependency).
  */
 export { EtcdStore, openEtcdStore, progressModeFor } from './etcd-store.js';
 export { fromEtcdError } from './errors.js';

@@ -18,13 +18,13 @@
  * consumed and dropped, never credited to a later renewal of the same lease: it renewed the lease at
  * an earlier time than the later request was sent.
  */
-import type { ClientDuplexStream } from '@grpc/grpc-js';
-import type { ILeaseKeepAliveRequest, ILeaseKeepAliveResponse } from 'etcd3';
+import type { GrpcStream } from './grpc.js';
+import type { LeaseIdRequest, LeaseKeepAliveResponse } from './rpc-codec.js';
 import { abortedError, isMusterError, MusterError } from '../../errors.js';
 import { onAbort } from '../../util/abort.js';
 import { fromEtcdError } from './errors.js';
 
-export type KeepAliveStream = ClientDuplexStream<ILeaseKeepAliveRequest, ILeaseKeepAliveResponse>;
+export type KeepAliveStream = GrpcStream<LeaseIdRequest, LeaseKeepAliveResponse>;
 
 /** A LeaseKeepAlive stream and the member (`host:port`) it was opened on. */
 export interface OpenedKeepAliveStream {
@@ -72,7 +72,7 @@ class SharedStream {
     this.opened = open.then(
       (o) => {
         this.endpoint = o.endpoint;
-        o.stream.on('data', (res: ILeaseKeepAliveResponse) => this.#onData(res));
+        o.stream.on('data', (res) => this.#onData(res));
         o.stream.on('error', (err: unknown) => {
           onEnd(this);
           this.fail(err);
@@ -119,7 +119,7 @@ class SharedStream {
     return oldest === undefined ? 0 : performance.now() - oldest.sentAt;
   }
 
-  #onData(res: ILeaseKeepAliveResponse): void {
+  #onData(res: LeaseKeepAliveResponse): void {
     const entry = this.#queue.shift();
     if (entry === undefined || entry.id !== String(res.ID)) {
       // Not the answer to the oldest request: the pairing can no longer be trusted.
@@ -334,7 +334,7 @@ export class KeepAliveChannel {
     opening.then(
       (o) => {
         if (done) return;
-        o.stream.on('data', (res: ILeaseKeepAliveResponse) => settle({ ttl: Number(res.TTL) }));
+        o.stream.on('data', (res) => settle({ ttl: Number(res.TTL) }));
         o.stream.on('error', (err: unknown) => settle({ error: err }));
         o.stream.on('end', () =>
           settle({ error: new MusterError('MUSTER_UNAVAILABLE', 'the etcd keep-alive stream ended') }),

@@ -15,8 +15,8 @@
  * `progress_request`. Older servers answer those requests out of band and may overtake pending
  * events, so they are not used there; see docs/store.md.
  */
-import type { ClientDuplexStream } from '@grpc/grpc-js';
-import type { IEvent, IWatchRequest, IWatchResponse } from 'etcd3';
+import type { GrpcStream } from './grpc.js';
+import { type Event, EventType, type WatchRequest, type WatchResponse } from './rpc-codec.js';
 import { MusterError } from '../../errors.js';
 import { onAbort } from '../../util/abort.js';
 import type { Watch, WatchBatch, WatchEvent } from '../types.js';
@@ -24,7 +24,7 @@ import { WatchQueue } from '../watch-queue.js';
 import type { KeyCodec, WireRange } from './codec.js';
 import { fromEtcdError } from './errors.js';
 
-export type WatchStream = ClientDuplexStream<IWatchRequest, IWatchResponse>;
+export type WatchStream = GrpcStream<WatchRequest, WatchResponse>;
 
 /** How progress requests are answered by the connected etcd (see the module comment). */
 export type ProgressMode = 'request' | 'periodic';
@@ -149,8 +149,8 @@ export class EtcdWatch implements Watch {
         }
         this.#stream = stream;
         this.#watchId = undefined;
-        stream.on('data', (res: IWatchResponse) => this.#onResponse(stream, res));
-        stream.on('error', (err: unknown) => this.#onStreamEnd(stream, err));
+        stream.on('data', (res) => this.#onResponse(stream, res));
+        stream.on('error', (err) => this.#onStreamEnd(stream, err));
         stream.on('end', () =>
           this.#onStreamEnd(stream, new MusterError('MUSTER_UNAVAILABLE', 'the etcd watch stream ended')),
         );
@@ -186,7 +186,7 @@ export class EtcdWatch implements Watch {
     this.#retryTimer = setTimeout(() => this.#connect(), delay);
   }
 
-  #onResponse(stream: WatchStream, res: IWatchResponse): void {
+  #onResponse(stream: WatchStream, res: WatchResponse): void {
     if (stream !== this.#stream || this.#queue.ended) return;
     if (res.created) {
       if (res.canceled) {
@@ -196,7 +196,7 @@ export class EtcdWatch implements Watch {
       this.#watchId = res.watch_id;
       this.#retryDelay = FIRST_RECONNECT_DELAY_MS;
       // From "head + 1": the member's head, or past what this client has seen if the member lags.
-      this.#next ??= Math.max(Number(res.header.revision) + 1, this.#notBefore);
+      this.#next ??= Math.max(Number(res.header?.revision ?? 0) + 1, this.#notBefore);
       this.#markStarted();
       if (this.#progressTarget !== undefined && this.#progressTarget !== null && !this.#tryAnswerProgress()) {
         this.#sendProgressRequest();
@@ -216,16 +216,16 @@ export class EtcdWatch implements Watch {
     const safe =
       res.watch_id === this.#watchId || (res.watch_id === '-1' && this.#progressMode === 'request');
     if (!safe || this.#next === undefined) return;
-    const revision = Number(res.header.revision);
+    const revision = Number(res.header?.revision ?? 0);
     if (revision + 1 > this.#next) this.#next = revision + 1;
     this.#tryAnswerProgress();
   }
 
-  #onCancel(stream: WatchStream, res: IWatchResponse): void {
+  #onCancel(stream: WatchStream, res: WatchResponse): void {
     this.#stream = undefined;
     this.#watchId = undefined;
     stream.cancel();
-    const compactRevision = Number(res.compact_revision ?? 0);
+    const compactRevision = Number(res.compact_revision);
     if (compactRevision > 0) {
       this.fail(
         new MusterError(
@@ -241,11 +241,12 @@ export class EtcdWatch implements Watch {
     );
   }
 
-  #onEvents(events: readonly IEvent[]): void {
+  #onEvents(events: readonly Event[]): void {
     const codec = this.#ctx.codec;
     let batch: WatchEvent[] | undefined;
     let batchRev = 0;
     for (const e of events) {
+      if (e.kv === null) continue; // etcd always sends it
       const rev = Number(e.kv.mod_revision);
       if (this.#next !== undefined && rev < this.#next) continue; // already delivered before a reconnect
       if (batch !== undefined && rev !== batchRev)
@@ -255,7 +256,7 @@ export class EtcdWatch implements Watch {
         batchRev = rev;
       }
       const kv = codec.kv(e.kv);
-      const type = String(e.type).toUpperCase() === 'DELETE' ? 'delete' : 'put';
+      const type = e.type === EventType.DELETE ? 'delete' : 'put';
       batch.push(this.#prevKv && e.prev_kv ? { type, kv, prev: codec.kv(e.prev_kv) } : { type, kv });
     }
     if (batch === undefined) return;
