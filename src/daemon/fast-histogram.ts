@@ -6,8 +6,10 @@
  * prom-client's `Histogram.observe(labels, v)` builds and hashes a label object on every call and
  * finds the bucket through a float-keyed object: ~0.9 µs and ~1 KB of garbage per observation,
  * measured on the bus (and ~2.9 µs per request with the proxy's counter). Here a series is found by
- * one string key and an observation is an array increment; the cumulative buckets are computed only
- * when scraped. The exposition is the same as prom-client's (`_bucket{…,le}`, `_sum`, `_count`).
+ * walking one map per label (no key string is built: joining the bus's four labels per call was ~3 %
+ * of a bus server's CPU) and an observation is an array increment; the cumulative buckets are
+ * computed only when scraped. The exposition is the same as prom-client's (`_bucket{le,…}`, `_sum`,
+ * `_count`).
  */
 import type { Registry } from 'prom-client';
 
@@ -19,10 +21,8 @@ interface Series {
   count: number;
 }
 
-/** One label set's observer, to keep when the labels are known in advance. */
-export interface Observer {
-  observe(value: number): void;
-}
+/** Label value → the next label's map, or (for the last label) the series. */
+type Level = Map<string, Level | Series>;
 
 export class FastHistogram {
   readonly name: string;
@@ -31,7 +31,9 @@ export class FastHistogram {
   readonly aggregator = 'sum';
   readonly #labelNames: readonly string[];
   readonly #bounds: readonly number[];
-  readonly #series = new Map<string, Series>();
+  readonly #root: Level = new Map();
+  /** Every series, in creation order, for the scrape. */
+  readonly #series: Series[] = [];
   readonly #maxSeries: number;
 
   /** `maxSeries`: a bound on label cardinality — past it the series start again (default: none). */
@@ -53,15 +55,7 @@ export class FastHistogram {
 
   /** Records `value` for the label values (in `labelNames` order). */
   observe(values: readonly string[], value: number): void {
-    const key = values.join('\u0000');
-    let s = this.#series.get(key);
-    if (s === undefined) {
-      if (this.#series.size >= this.#maxSeries) this.#series.clear();
-      const labels: Record<string, string> = {};
-      this.#labelNames.forEach((n, i) => (labels[n] = values[i] ?? ''));
-      s = { labels, counts: new Float64Array(this.#bounds.length + 1), sum: 0, count: 0 };
-      this.#series.set(key, s);
-    }
+    const s = this.#find(values) ?? this.#add(values);
     const bounds = this.#bounds;
     let i = 0;
     while (i < bounds.length && value > (bounds[i] as number)) i++;
@@ -71,7 +65,36 @@ export class FastHistogram {
   }
 
   reset(): void {
-    this.#series.clear();
+    this.#root.clear();
+    this.#series.length = 0;
+  }
+
+  #find(values: readonly string[]): Series | undefined {
+    let node: Level | Series | undefined = this.#root;
+    for (let i = 0; i < this.#labelNames.length; i++) {
+      node = (node as Level).get(values[i] ?? '');
+      if (node === undefined) return undefined;
+    }
+    // With no labels the root itself stands for the one series: kept under the empty value.
+    return this.#labelNames.length === 0 ? (this.#root.get('') as Series | undefined) : (node as Series);
+  }
+
+  #add(values: readonly string[]): Series {
+    if (this.#series.length >= this.#maxSeries) this.reset();
+    const labels: Record<string, string> = {};
+    this.#labelNames.forEach((n, i) => (labels[n] = values[i] ?? ''));
+    const s: Series = { labels, counts: new Float64Array(this.#bounds.length + 1), sum: 0, count: 0 };
+    const path = this.#labelNames.length === 0 ? [''] : this.#labelNames.map((_, i) => values[i] ?? '');
+    let node = this.#root;
+    for (let i = 0; i < path.length - 1; i++) {
+      const v = path[i] as string;
+      let next = node.get(v) as Level | undefined;
+      if (next === undefined) node.set(v, (next = new Map()));
+      node = next;
+    }
+    node.set(path[path.length - 1] as string, s);
+    this.#series.push(s);
+    return s;
   }
 
   /** What prom-client's registry formats (the same shape as its own histograms). */
@@ -83,14 +106,14 @@ export class FastHistogram {
     values: { labels: Record<string, string | number>; value: number; metricName: string }[];
   } {
     const values: { labels: Record<string, string | number>; value: number; metricName: string }[] = [];
-    for (const s of this.#series.values()) {
+    for (const s of this.#series) {
       let acc = 0;
       this.#bounds.forEach((le, i) => {
         acc += s.counts[i] as number;
-        values.push({ labels: { ...s.labels, le }, value: acc, metricName: `${this.name}_bucket` });
+        values.push({ labels: { le, ...s.labels }, value: acc, metricName: `${this.name}_bucket` });
       });
       values.push({
-        labels: { ...s.labels, le: '+Inf' },
+        labels: { le: '+Inf', ...s.labels },
         value: s.count,
         metricName: `${this.name}_bucket`,
       });

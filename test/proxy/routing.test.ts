@@ -134,7 +134,7 @@ describe('proxy routing', { timeout: 60_000 }, () => {
     // the per-request metrics (kept outside prom-client on the hot path) show in the exposition
     const text = await proxy.server.metrics.registry.metrics();
     assert.match(text, /muster_proxy_requests_total\{backend="127\.0\.0\.1:\d+",status="200"\} [1-9]/);
-    assert.match(text, /muster_proxy_upstream_seconds_bucket\{backend="127\.0\.0\.1:\d+",le="\+Inf"\} [1-9]/);
+    assert.match(text, /muster_proxy_upstream_seconds_bucket\{le="\+Inf",backend="127\.0\.0\.1:\d+"\} [1-9]/);
     assert.match(text, /muster_proxy_upstream_seconds_count\{backend="127\.0\.0\.1:\d+"\} [1-9]/);
 
     // a route pin wins over the partition owner; unpinning restores the hash
