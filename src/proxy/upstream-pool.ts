@@ -11,7 +11,6 @@
  * a connection whose exchange failed, was aborted or ended unusually is destroyed, never reused.
  */
 import { connect, type Socket } from 'node:net';
-import type { Readable } from 'node:stream';
 import type { UpstreamSettings } from './config.js';
 import { ResponseFramer, type ResponseHead, type ResponseSink } from './response-framer.js';
 import { UpstreamError } from './upstream-error.js';
@@ -19,11 +18,27 @@ import { UpstreamError } from './upstream-error.js';
 /** 1 s off a backend's advertised `Keep-Alive: timeout`, so the proxy never sends on a closing socket. */
 const KEEPALIVE_MARGIN_MS = 1000;
 
+/** Where a request body's bytes go (the upstream exchange). */
+export interface BodySink {
+  bodyData(chunk: Buffer): void;
+  bodyEnd(): void;
+}
+
+/** A request body: delivers its bytes to one sink, pausable (the client's side, client-conn.ts). */
+export interface BodySource {
+  /** Starts delivering (bytes already read first; `bodyEnd` at the end). */
+  pipe(sink: BodySink): void;
+  pause(): void;
+  resume(): void;
+  /** Stops delivering. */
+  unpipe(): void;
+}
+
 export interface UpstreamRequest {
   /** The request line and header fields, ending in the blank line (latin1). */
   readonly head: string;
   /** The request body, streamed; null for none. */
-  readonly body: Readable | null;
+  readonly body: BodySource | null;
   /** Frame the body as `Transfer-Encoding: chunked` (the head says so). */
   readonly chunked: boolean;
   /** A HEAD request: the response has no body whatever its header fields say. */
@@ -39,14 +54,19 @@ export interface UpstreamHandler {
 }
 
 /** One request/response on a pooled connection. */
-export class Exchange implements ResponseSink {
+export class Exchange implements ResponseSink, BodySink {
   readonly request: UpstreamRequest;
   readonly #handler: UpstreamHandler;
   readonly #pool: UpstreamPool;
   conn: Connection | undefined;
   bodySent: boolean;
   #over = false;
-  #detachBody: (() => void) | undefined;
+  /** While the body streams: the upstream socket it goes to. */
+  #socket: Socket | undefined;
+  #headSent = false;
+  #waiting = false;
+  /** Made at the first back-pressure only (no closure per exchange). */
+  #drained: (() => void) | undefined;
 
   constructor(pool: UpstreamPool, request: UpstreamRequest, handler: UpstreamHandler) {
     this.#pool = pool;
@@ -75,57 +95,63 @@ export class Exchange implements ResponseSink {
    * and head and first bytes leave in one write.
    */
   send(socket: Socket): void {
-    const { head, body, chunked } = this.request;
+    const { head, body } = this.request;
     if (body === null) {
       socket.write(head, 'latin1');
       return;
     }
-    let headSent = false;
-    let waiting = false;
-    const drained = (): void => {
-      waiting = false;
-      body.resume();
-    };
-    const onData = (c: Buffer): void => {
-      if (c.length === 0) return;
-      socket.cork();
-      if (!headSent) {
-        headSent = true;
-        socket.write(head, 'latin1');
-      }
-      if (chunked) socket.write(`${c.length.toString(16)}\r\n`, 'latin1');
-      let ok = socket.write(c);
-      if (chunked) ok = socket.write('\r\n', 'latin1');
-      socket.uncork();
-      if (!ok && !waiting) {
-        waiting = true;
-        body.pause();
-        socket.once('drain', drained);
-      }
-    };
-    const onEnd = (): void => {
-      if (!headSent) socket.write(head, 'latin1');
-      if (chunked) socket.write('0\r\n\r\n', 'latin1');
-      this.bodySent = true;
-      this.stopBody();
-    };
-    const ignore = (): void => undefined; // the client's side reports its own end (server.ts)
-    body.on('data', onData);
-    body.once('end', onEnd);
-    body.on('error', ignore);
-    this.#detachBody = () => {
-      body.off('data', onData);
-      body.off('end', onEnd);
-      socket.off('drain', drained);
-      if (waiting) body.resume();
-    };
+    this.#socket = socket;
+    this.#headSent = false;
+    body.pipe(this);
+  }
+
+  bodyData(c: Buffer): void {
+    const socket = this.#socket;
+    if (socket === undefined || c.length === 0) return;
+    const chunked = this.request.chunked;
+    socket.cork();
+    if (!this.#headSent) {
+      this.#headSent = true;
+      socket.write(this.request.head, 'latin1');
+    }
+    if (chunked) socket.write(`${c.length.toString(16)}\r\n`, 'latin1');
+    let ok = socket.write(c);
+    if (chunked) ok = socket.write('\r\n', 'latin1');
+    socket.uncork();
+    if (!ok && !this.#waiting) {
+      this.#waiting = true;
+      this.request.body?.pause();
+      this.#drained ??= () => {
+        this.#waiting = false;
+        if (this.#socket !== undefined) this.request.body?.resume();
+      };
+      socket.once('drain', this.#drained);
+    }
+  }
+
+  bodyEnd(): void {
+    const socket = this.#socket;
+    if (socket === undefined) return;
+    if (!this.#headSent) {
+      this.#headSent = true;
+      socket.write(this.request.head, 'latin1');
+    }
+    if (this.request.chunked) socket.write('0\r\n\r\n', 'latin1');
+    this.bodySent = true;
+    this.stopBody();
   }
 
   /** Stops streaming the body (it ended, or the exchange is over). */
   stopBody(): void {
-    const detach = this.#detachBody;
-    this.#detachBody = undefined;
-    detach?.();
+    const socket = this.#socket;
+    if (socket === undefined) return;
+    this.#socket = undefined;
+    if (this.#drained !== undefined) socket.off('drain', this.#drained);
+    this.request.body?.unpipe();
+    if (this.#waiting) {
+      this.#waiting = false;
+      this.request.body?.resume();
+    }
   }
 
   head(head: ResponseHead): void {
