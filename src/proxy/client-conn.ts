@@ -51,6 +51,9 @@ const MAX_BUFFERED_BODY = 64 * 1024;
 
 const CONTINUE = 'HTTP/1.1 100 Continue\r\n\r\n';
 
+/** A response head and a first body chunk up to 16 KiB leave as one string in one write. */
+const ONE_WRITE_BYTES = 16 * 1024;
+
 /** One request and its response on a client connection. */
 export class ClientExchange<T = unknown> implements BodySource {
   readonly req: ClientRequest;
@@ -154,17 +157,53 @@ export class ClientExchange<T = unknown> implements BodySource {
       : req.minor === 0
         ? `connection: keep-alive\r\n${this.conn.keepAliveField}\r\n`
         : `${this.conn.keepAliveField}\r\n`;
-    this.conn.writeCorked(head);
+    this.#head = head;
+    process.nextTick(flushHead, this); // a head whose body comes later leaves on its own
+  }
+
+  /** The head, written with the first body bytes (or the end, or on the next tick). */
+  #head: string | undefined;
+
+  /** Writes the head if it has not gone yet (the next tick after {@link writeHead}). */
+  flushHead(): void {
+    const head = this.#head;
+    if (head === undefined) return;
+    this.#head = undefined;
+    if (!this.conn.socket.destroyed) this.conn.socket.write(head, 'latin1');
   }
 
   /** A piece of the response body; false when the client's socket is full (wait for `drain`). */
   write(chunk: Buffer): boolean {
     if (!this.responded || this.finished || chunk.length === 0) return true;
     const s = this.conn.socket;
+    const head = this.#head;
+    if (head !== undefined) {
+      this.#head = undefined;
+      if (chunk.length <= ONE_WRITE_BYTES) {
+        // head and body in one string, one write (latin1 maps bytes 1:1)
+        const body = chunk.toString('latin1');
+        return s.write(
+          this.#chunked ? `${head}${chunk.length.toString(16)}\r\n${body}\r\n` : head + body,
+          'latin1',
+        );
+      }
+      s.cork();
+      s.write(head, 'latin1');
+      const ok = this.#writeBody(s, chunk);
+      s.uncork();
+      return ok;
+    }
+    return this.#writeBody(s, chunk);
+  }
+
+  #writeBody(s: Socket, chunk: Buffer): boolean {
     if (!this.#chunked) return s.write(chunk);
+    s.cork();
     s.write(`${chunk.length.toString(16)}\r\n`, 'latin1');
     s.write(chunk);
-    return s.write('\r\n', 'latin1');
+    const ok = s.write('\r\n', 'latin1');
+    s.uncork();
+    return ok;
   }
 
   /** The response is complete. */
@@ -172,16 +211,26 @@ export class ClientExchange<T = unknown> implements BodySource {
     if (!this.responded || this.finished) return;
     this.finished = true;
     const s = this.conn.socket;
-    if (this.#chunked) s.write('0\r\n\r\n', 'latin1');
-    s.uncork(); // head, body and end in one write when they came together
+    const head = this.#head ?? '';
+    this.#head = undefined;
+    if (this.#chunked) s.write(`${head}0\r\n\r\n`, 'latin1');
+    else if (head !== '') s.write(head, 'latin1');
     this.conn.finish(this, this.#close);
   }
 
   /** A whole response in one write (the proxy's own answers). */
   send(status: number, fields: string, body: string): void {
     this.writeHead(status, '', fields, Buffer.byteLength(body));
-    if (this.req.method !== 'HEAD' && this.responded && !this.finished) this.conn.socket.write(body, 'utf8');
-    this.end();
+    const head = this.#head;
+    if (head === undefined) return;
+    this.#head = undefined;
+    this.finished = true;
+    const socket = this.conn.socket;
+    socket.cork();
+    socket.write(head, 'latin1');
+    if (this.req.method !== 'HEAD') socket.write(body, 'utf8');
+    socket.uncork();
+    this.conn.finish(this, this.#close);
   }
 
   /** Cuts the connection (a response that cannot be completed). */
@@ -195,8 +244,8 @@ export class ClientExchange<T = unknown> implements BodySource {
   }
 }
 
-function uncork(socket: Socket): void {
-  socket.uncork();
+function flushHead(ex: ClientExchange): void {
+  ex.flushHead();
 }
 
 /** One accepted client socket and its request loop. */
@@ -333,13 +382,6 @@ export class ClientConnection<T = unknown> implements RequestParserHandler {
     }
     this.#idleSince = this.#set.now;
     this.#next();
-  }
-
-  writeCorked(head: string): void {
-    const s = this.socket;
-    s.cork();
-    s.write(head, 'latin1');
-    process.nextTick(uncork, s);
   }
 
   pause(reason: number): void {

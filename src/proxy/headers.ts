@@ -6,7 +6,7 @@
 import type { ClientRequest } from './request-parser.js';
 
 /** RFC 9110 §7.6.1 hop-by-hop headers, plus `expect` (the proxy answers `100 Continue` itself). */
-const HOP_BY_HOP = new Set([
+export const HOP_BY_HOP: ReadonlySet<string> = new Set([
   'connection',
   'keep-alive',
   'proxy-connection',
@@ -19,13 +19,9 @@ const HOP_BY_HOP = new Set([
   'expect',
 ]);
 
-function listed(value: string | string[] | undefined): Set<string> | undefined {
-  if (value === undefined) return undefined;
-  return new Set(
-    String(value)
-      .toLowerCase()
-      .split(/\s*,\s*/),
-  );
+/** The field names a `Connection` field lists (lower-cased). */
+export function listed(value: string): Set<string> {
+  return new Set(value.toLowerCase().split(/\s*,\s*/));
 }
 
 /** The request head sent upstream, and whether its body goes chunked. */
@@ -71,30 +67,4 @@ export function upstreamHead(
   const chunked = req.hasBody && req.chunked;
   if (chunked) out += 'transfer-encoding: chunked\r\n';
   return { head: `${out}\r\n`, chunked };
-}
-
-/**
- * The backend's header fields for the client, as header lines (each ending in CRLF): hop-by-hop ones
- * and `Content-Length` removed (the response writer frames the body); the length, if the backend
- * sent one.
- */
-export function downstreamFields(headers: Record<string, string | string[]>): {
-  fields: string;
-  length: number | undefined;
-} {
-  let out = '';
-  const connection = headers['connection'];
-  const extra = connection === undefined ? undefined : listed(connection);
-  let length: number | undefined;
-  for (const name in headers) {
-    const v = headers[name] as string | string[];
-    if (name === 'content-length') {
-      length = Number(Array.isArray(v) ? v[0] : v);
-      continue;
-    }
-    if (HOP_BY_HOP.has(name) || extra?.has(name) === true) continue;
-    if (Array.isArray(v)) for (const one of v) out += `${name}: ${one}\r\n`;
-    else out += `${name}: ${v}\r\n`;
-  }
-  return { fields: out, length };
 }

@@ -17,9 +17,10 @@ import { createProxyMetrics, type ProxyMetrics } from './metrics.js';
 import type { RoutingSource } from './routing-source.js';
 import { RoutingTable, type Resolution } from './table.js';
 import { tunnelWebSocket, WS_SERVICE_RESTART, type WsTunnel } from './ws-close.js';
-import { downstreamFields, upstreamHead, type UpstreamHead } from './headers.js';
+import { upstreamHead, type UpstreamHead } from './headers.js';
 import { isTimeout, isUnavailable } from './upstream-error.js';
-import { UpstreamPools, type Exchange } from './upstream-pool.js';
+import { UpstreamPools, type Exchange, type UpstreamHandler } from './upstream-pool.js';
+import type { ResponseHead } from './response-framer.js';
 import { ClientConnections, type ClientExchange, type ConnectionHooks } from './client-conn.js';
 import type { ClientRequest } from './request-parser.js';
 
@@ -42,17 +43,66 @@ export interface ProxyServerOptions {
 /** A listening target: `host:port`, or a listening handle passed by the master. */
 export type ListenTarget = string | { readonly handle: object };
 
-interface Ctx extends Held {
+/** What a request's upstream exchange reports to its server (one object per server, not per request). */
+interface ForwardHooks {
+  head(ctx: Ctx, head: ResponseHead): void;
+  end(ctx: Ctx): void;
+  error(ctx: Ctx, err: Error): void;
+}
+
+/** One client request through the proxy: held, forwarded (perhaps again), answered. */
+class Ctx implements Held, UpstreamHandler {
+  readonly hooks: ForwardHooks;
   readonly req: ClientRequest;
   readonly res: ClientExchange<Ctx>;
   readonly id: string;
   readonly holdable: boolean;
   readonly hasBody: boolean;
-  head: UpstreamHead | undefined;
-  responded: boolean;
-  done: boolean;
-  holds: number;
-  exchange: Exchange | undefined;
+  key = '';
+  destination = '';
+  heldAt = 0;
+  avoid: { readonly partition: string; readonly token: number } | undefined = undefined;
+  timer: TimerHandle | undefined = undefined;
+  queued: boolean | undefined = undefined;
+  head: UpstreamHead | undefined = undefined;
+  responded = false;
+  done = false;
+  holds = 0;
+  exchange: Exchange | undefined = undefined;
+  /** The attempt under way: where it went, when, and whether the backend answered 421. */
+  route: (Resolution & { ok: true }) | undefined = undefined;
+  backend = '';
+  started = 0;
+  misdirected = false;
+
+  constructor(hooks: ForwardHooks, res: ClientExchange<Ctx>, id: string) {
+    this.hooks = hooks;
+    this.res = res;
+    this.req = res.req;
+    this.id = id;
+    this.hasBody = res.req.hasBody;
+    const method = res.req.method;
+    this.holdable = (method === 'GET' || method === 'HEAD') && !this.hasBody;
+  }
+
+  onHead(head: ResponseHead): void {
+    this.hooks.head(this, head);
+  }
+
+  onData(chunk: Buffer): boolean {
+    if (this.misdirected) return true;
+    if (this.res.write(chunk)) return true;
+    this.res.onDrain(() => this.exchange?.resume());
+    return false;
+  }
+
+  onEnd(): void {
+    this.hooks.end(this);
+  }
+
+  onError(err: Error): void {
+    this.hooks.error(this, err);
+  }
 }
 
 /** States: `starting` → `serving` → `draining` → `closed`. */
@@ -71,6 +121,11 @@ export class ProxyServer {
   readonly #connections: ClientConnections<Ctx>;
   #sweepTimer: TimerHandle | undefined;
   readonly #hooks: ConnectionHooks<Ctx>;
+  readonly #forwardHooks: ForwardHooks = {
+    head: (ctx, head) => this.#upstreamHead(ctx, head),
+    end: (ctx) => this.#upstreamEnd(ctx),
+    error: (ctx, err) => this.#upstreamError(ctx, err),
+  };
   /** WebSockets by key and backend: closed with 1012 on drain, or when their key's owner changes. */
   readonly #websockets = new Set<{ key: string; origin: string; tunnel: WsTunnel }>();
   readonly #unsubscribe: () => void;
@@ -284,22 +339,7 @@ export class ProxyServer {
     const req = res.req;
     const given = req.headers['x-request-id'];
     const id = given !== undefined && given.length > 0 && given.length <= 200 ? given : randomUUID();
-    const method = req.method;
-    const ctx: Ctx = {
-      req,
-      res,
-      id,
-      key: '',
-      destination: '',
-      heldAt: 0,
-      holdable: (method === 'GET' || method === 'HEAD') && !req.hasBody,
-      hasBody: req.hasBody,
-      head: undefined,
-      responded: false,
-      done: false,
-      holds: 0,
-      exchange: undefined,
-    };
+    const ctx = new Ctx(this.#forwardHooks, res, id);
     this.#inFlight++;
     let key = extractKey(this.#config.key, req.url, req.headers);
     if (key === undefined || !isValidKey(key)) {
@@ -431,83 +471,84 @@ export class ProxyServer {
   }
 
   #forward(ctx: Ctx, r: Resolution & { ok: true }): void {
-    const { req, res } = ctx;
     const backend = r.origin.slice(r.origin.indexOf('//') + 2);
-    ctx.head ??= upstreamHead(req, ctx.id, 'http', backend, res.conn.socket.remoteAddress ?? 'unknown');
-    const started = performance.now();
-    let misdirected = false;
-    const exchange: Exchange = this.#pools.get(r.origin).request(
+    ctx.head ??= upstreamHead(
+      ctx.req,
+      ctx.id,
+      'http',
+      backend,
+      ctx.res.conn.socket.remoteAddress ?? 'unknown',
+    );
+    ctx.route = r;
+    ctx.backend = backend;
+    ctx.misdirected = false;
+    ctx.started = performance.now();
+    ctx.exchange = this.#pools.get(r.origin).request(
       {
         head: ctx.head.head,
-        body: ctx.hasBody ? res : null,
+        body: ctx.hasBody ? ctx.res : null,
         chunked: ctx.head.chunked,
-        noResponseBody: req.method === 'HEAD',
+        noResponseBody: ctx.req.method === 'HEAD',
       },
-      {
-        onHead: ({ status, statusText, headers }) => {
-          this.metrics.upstreamSeconds.observe([backend], (performance.now() - started) / 1000);
-          if (status === 421 && ctx.holdable && r.partition !== undefined && r.token !== undefined) {
-            // 421 Misdirected Request (MUSTER_NOT_OWNER): the backend released the partition before
-            // the proxy's view showed it. Nothing was done; hold the GET until the table shows the
-            // partition's next owner (its token differs), then send it there.
-            ctx.avoid = { partition: r.partition, token: r.token };
-            misdirected = true;
-            return;
-          }
-          const { fields, length } = downstreamFields(headers);
-          res.writeHead(status, statusText, fields, length);
-          ctx.responded = true;
-          this.#count(backend, status);
-        },
-        onData: (chunk) => {
-          if (misdirected) return true;
-          if (res.write(chunk)) return true;
-          res.onDrain(() => exchange.resume());
-          return false;
-        },
-        onEnd: () => {
-          if (ctx.done) return;
-          if (misdirected) {
-            this.#count(backend, '421-held');
-            this.#unavailable(
-              ctx,
-              r.destination,
-              `instance ${r.instance} said it no longer owns the partition`,
-            );
-            return;
-          }
-          ctx.done = true;
-          res.end();
-        },
-        onError: (err) => {
-          if (ctx.done) return;
-          if (ctx.responded) {
-            res.destroy();
-            return;
-          }
-          if (isUnavailable(err)) {
-            this.#holds.markDown(r.origin);
-            this.#log.warn({ backend, err: err.message, destination: r.destination }, 'backend unavailable');
-            this.#unavailable(
-              ctx,
-              r.destination,
-              `backend ${backend} is unavailable (${(err as { code?: string }).code ?? 'error'})`,
-            );
-          } else if (isTimeout(err)) {
-            this.#reply(ctx, 504, 'MUSTER_TIMEOUT', `backend ${backend} did not answer in time`, backend);
-          } else {
-            this.#reply(
-              ctx,
-              502,
-              'MUSTER_UPSTREAM_UNAVAILABLE',
-              `backend ${backend} failed: ${err.message}`,
-              backend,
-            );
-          }
-        },
-      },
+      ctx,
     );
-    ctx.exchange = exchange;
+  }
+
+  #upstreamHead(ctx: Ctx, { status, statusText, fields, length }: ResponseHead): void {
+    const r = ctx.route as Resolution & { ok: true };
+    this.metrics.upstreamSeconds.observe([ctx.backend], (performance.now() - ctx.started) / 1000);
+    if (status === 421 && ctx.holdable && r.partition !== undefined && r.token !== undefined) {
+      // 421 Misdirected Request (MUSTER_NOT_OWNER): the backend released the partition before
+      // the proxy's view showed it. Nothing was done; hold the GET until the table shows the
+      // partition's next owner (its token differs), then send it there.
+      ctx.avoid = { partition: r.partition, token: r.token };
+      ctx.misdirected = true;
+      return;
+    }
+    ctx.res.writeHead(status, statusText, fields, length);
+    ctx.responded = true;
+    this.#count(ctx.backend, status);
+  }
+
+  #upstreamEnd(ctx: Ctx): void {
+    if (ctx.done) return;
+    if (ctx.misdirected) {
+      const r = ctx.route as Resolution & { ok: true };
+      this.#count(ctx.backend, '421-held');
+      this.#unavailable(ctx, r.destination, `instance ${r.instance} said it no longer owns the partition`);
+      return;
+    }
+    ctx.done = true;
+    ctx.res.end();
+  }
+
+  #upstreamError(ctx: Ctx, err: Error): void {
+    if (ctx.done) return;
+    if (ctx.responded) {
+      ctx.res.destroy();
+      return;
+    }
+    const r = ctx.route as Resolution & { ok: true };
+    const backend = ctx.backend;
+    if (isUnavailable(err)) {
+      this.#holds.markDown(r.origin);
+      this.#log.warn({ backend, err: err.message, destination: r.destination }, 'backend unavailable');
+      this.#unavailable(
+        ctx,
+        r.destination,
+        `backend ${backend} is unavailable (${(err as { code?: string }).code ?? 'error'})`,
+      );
+    } else if (isTimeout(err)) {
+      this.#reply(ctx, 504, 'MUSTER_TIMEOUT', `backend ${backend} did not answer in time`, backend);
+    } else {
+      this.#reply(
+        ctx,
+        502,
+        'MUSTER_UPSTREAM_UNAVAILABLE',
+        `backend ${backend} failed: ${err.message}`,
+        backend,
+      );
+    }
   }
 
   #unavailable(ctx: Ctx, destination: string, why: string): void {
