@@ -28,7 +28,7 @@ import {
   type Refusal,
   type RequestParserHandler,
 } from './request-parser.js';
-import type { BodySink, BodySource } from './upstream-pool.js';
+import type { BodySink, BodySource, SweepClock } from './upstream-pool.js';
 
 /** What a connection asks of its server. */
 export interface ConnectionHooks<T> {
@@ -175,6 +175,7 @@ export class ClientExchange<T = unknown> implements BodySource {
   /** A piece of the response body; false when the client's socket is full (wait for `drain`). */
   write(chunk: Buffer): boolean {
     if (!this.responded || this.finished || chunk.length === 0) return true;
+    this.conn.touch();
     const s = this.conn.socket;
     const head = this.#head;
     if (head !== undefined) {
@@ -253,6 +254,8 @@ export class ClientConnection<T = unknown> implements RequestParserHandler {
   readonly socket: Socket;
   readonly hooks: ConnectionHooks<T>;
   readonly keepAliveField: string;
+  /** Coarse ms of the last read or write (the idle timeout counts from it). */
+  active: number;
   readonly #set: ClientConnections<T>;
   readonly #parser: RequestParser;
   /** The exchange being answered. */
@@ -277,14 +280,18 @@ export class ClientConnection<T = unknown> implements RequestParserHandler {
     this.hooks = hooks;
     this.keepAliveField = set.keepAliveField;
     this.#headSince = 0;
-    this.#idleSince = set.now;
+    this.#idleSince = set.clock.now;
+    this.active = set.clock.now;
     this.#parser = new RequestParser(set.settings.maxHeaderSize, this);
     socket.setNoDelay(true);
-    socket.setTimeout(set.settings.idleTimeoutMs);
     socket.on('data', (d: Buffer) => this.#data(d));
-    socket.on('timeout', () => socket.destroy());
     socket.on('error', () => undefined); // 'close' follows
     socket.once('close', () => this.#onClose());
+  }
+
+  /** Activity: the idle timeout counts from now. */
+  touch(): void {
+    this.active = this.#set.clock.now;
   }
 
   /** True when `ex` is the exchange being answered. */
@@ -300,7 +307,7 @@ export class ClientConnection<T = unknown> implements RequestParserHandler {
 
   request(req: ClientRequest): void {
     this.#headSince = 0;
-    const ex = new ClientExchange<T>(this, req, this.#set.now);
+    const ex = new ClientExchange<T>(this, req, this.#set.clock.now);
     this.#parsing = ex;
     this.#queue.push(ex);
   }
@@ -318,13 +325,14 @@ export class ClientConnection<T = unknown> implements RequestParserHandler {
   // ── the loop ──────────────────────────────────────────────────────────────────────────────────
 
   #data(d: Buffer): void {
+    this.active = this.#set.clock.now;
     if (this.#upgrade !== undefined) {
       // bytes after an upgrade head that waits for its turn: the tunnel's
       const u = this.#upgrade;
       u.rest = u.rest === undefined ? d : Buffer.concat([u.rest, d]);
       return;
     }
-    if (this.#headSince === 0 && this.#parsing === undefined) this.#headSince = this.#set.now || 1;
+    if (this.#headSince === 0 && this.#parsing === undefined) this.#headSince = this.#set.clock.now || 1;
     const r = this.#parser.feed(d);
     if (r !== undefined) {
       if ('upgrade' in r) {
@@ -380,7 +388,7 @@ export class ClientConnection<T = unknown> implements RequestParserHandler {
       this.socket.end();
       return;
     }
-    this.#idleSince = this.#set.now;
+    this.#idleSince = this.#set.clock.now;
     this.#next();
   }
 
@@ -432,6 +440,11 @@ export class ClientConnection<T = unknown> implements RequestParserHandler {
   sweep(now: number): void {
     if (this.#closed) return;
     const s = this.#set.settings;
+    if (now - this.active > s.idleTimeoutMs) {
+      this.#closed = true;
+      this.socket.destroy(); // no activity either way (a slow reader, a silent client): the exchange is aborted
+      return;
+    }
     const cur = this.#current;
     if (cur !== undefined) {
       if (!cur.complete && now - cur.startedAt > s.requestTimeoutMs)
@@ -444,7 +457,9 @@ export class ClientConnection<T = unknown> implements RequestParserHandler {
         this.#timedOut(`the request head was not received within ${s.headersTimeoutMs} ms`);
       return;
     }
-    const limit = this.#served === 0 ? s.headersTimeoutMs : s.keepAliveTimeoutMs;
+    // a kept-alive connection is closed only after the advertised `Keep-Alive: timeout` (never early
+    // by the coarse clock: a client that honours it has stopped reusing the connection by then)
+    const limit = this.#served === 0 ? s.headersTimeoutMs : s.keepAliveTimeoutMs + this.#set.clock.intervalMs;
     if (now - this.#idleSince > limit) {
       this.#closed = true;
       this.socket.destroy(); // idle: nothing was asked, nothing to answer
@@ -455,8 +470,6 @@ export class ClientConnection<T = unknown> implements RequestParserHandler {
   #detach(): void {
     this.#closed = true;
     this.socket.removeAllListeners('data');
-    this.socket.removeAllListeners('timeout');
-    this.socket.setTimeout(0);
     this.#parser.close();
     this.#set.delete(this);
   }
@@ -477,19 +490,14 @@ export class ClientConnection<T = unknown> implements RequestParserHandler {
 export class ClientConnections<T = unknown> {
   readonly settings: ClientSettings;
   readonly keepAliveField: string;
+  /** The coarse clock, advanced by the server's sweep timer (timestamps of timeouts need no better). */
+  readonly clock: SweepClock;
   readonly #all = new Set<ClientConnection<T>>();
-  /** Coarse monotonic ms, set by the sweep (request timestamps need no better). */
-  now = 0;
 
-  constructor(settings: ClientSettings) {
+  constructor(settings: ClientSettings, clock: SweepClock) {
     this.settings = settings;
+    this.clock = clock;
     this.keepAliveField = `keep-alive: timeout=${Math.max(1, Math.floor(settings.keepAliveTimeoutMs / 1000))}\r\n`;
-  }
-
-  /** How often the timeouts are checked: a quarter of the shortest, between 100 ms and 30 s. */
-  get sweepIntervalMs(): number {
-    const s = this.settings;
-    return Math.max(100, Math.min(30_000, Math.min(s.headersTimeoutMs, s.keepAliveTimeoutMs) / 4));
   }
 
   get size(): number {
@@ -507,7 +515,6 @@ export class ClientConnections<T = unknown> {
   }
 
   sweep(now: number): void {
-    this.now = now;
     for (const c of this.#all) c.sweep(now);
   }
 

@@ -16,8 +16,8 @@ export const MAX_RESPONSE_HEAD_BYTES = 64 * 1024;
 const CRLFCRLF = Buffer.from('\r\n\r\n');
 const STATUS_LINE = /^HTTP\/1\.([01]) (\d{3})(?: (.*))?$/;
 const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
-/** A control character other than HTAB, or a CR or LF that is not part of a CRLF. */
-const BAD_HEAD_CHAR = /[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|\r(?!\n)|(?<!\r)\n/;
+/** A control character other than HTAB, CR and LF (bare CRs and LFs are found line by line). */
+const BAD_HEAD_CHAR = /[^\t\r\n\x20-\x7e\x80-\xff]/;
 
 /**
  * A response's status line and header fields, read for the client: `fields` are the backend's field
@@ -152,8 +152,9 @@ export class ResponseFramer {
   }
 
   #head(text: string): void {
-    if (BAD_HEAD_CHAR.test(text)) throw bad('a control character or a bare CR/LF in the head');
+    if (BAD_HEAD_CHAR.test(text)) throw bad('a control character in the head');
     const eol = text.indexOf('\r\n');
+    if (!crlfOnly(text, 0, eol)) throw bad('a bare CR or LF in the head');
     const statusLine = eol < 0 ? text : text.slice(0, eol);
     const m = STATUS_LINE.exec(statusLine);
     if (m === null) throw bad(`an invalid status line ${JSON.stringify(statusLine.slice(0, 40))}`);
@@ -167,6 +168,7 @@ export class ResponseFramer {
     let pos = eol < 0 ? text.length : eol + 2;
     while (pos < text.length) {
       let next = text.indexOf('\r\n', pos);
+      if (!crlfOnly(text, pos, next)) throw bad('a bare CR or LF in the head');
       if (next < 0) next = text.length;
       const colon = text.indexOf(':', pos);
       if (colon <= pos || colon > next) throw bad('a header line without a name');
@@ -251,4 +253,11 @@ function withoutListed(fields: string, names: Set<string>): string {
     if (!names.has(line.slice(0, line.indexOf(':')).toLowerCase())) out += `${line}\r\n`;
   }
   return out;
+}
+
+/** True when the line from `pos` has no CR or LF before its end at `crlf` (-1: the last line). */
+function crlfOnly(text: string, pos: number, crlf: number): boolean {
+  const cr = text.indexOf('\r', pos);
+  const lf = text.indexOf('\n', pos);
+  return crlf < 0 ? cr < 0 && lf < 0 : cr === crlf && lf === crlf + 1;
 }

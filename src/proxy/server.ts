@@ -19,7 +19,7 @@ import { RoutingTable, type Resolution } from './table.js';
 import { tunnelWebSocket, WS_SERVICE_RESTART, type WsTunnel } from './ws-close.js';
 import { upstreamHead, type UpstreamHead } from './headers.js';
 import { isTimeout, isUnavailable } from './upstream-error.js';
-import { UpstreamPools, type Exchange, type UpstreamHandler } from './upstream-pool.js';
+import { UpstreamPools, type Exchange, type SweepClock, type UpstreamHandler } from './upstream-pool.js';
 import type { ResponseHead } from './response-framer.js';
 import { ClientConnections, type ClientExchange, type ConnectionHooks } from './client-conn.js';
 import type { ClientRequest } from './request-parser.js';
@@ -120,6 +120,7 @@ export class ProxyServer {
   readonly #sockets = new Set<Socket>();
   readonly #connections: ClientConnections<Ctx>;
   #sweepTimer: TimerHandle | undefined;
+  readonly #sweepClock: SweepClock;
   readonly #hooks: ConnectionHooks<Ctx>;
   readonly #forwardHooks: ForwardHooks = {
     head: (ctx, head) => this.#upstreamHead(ctx, head),
@@ -142,9 +143,25 @@ export class ProxyServer {
     this.#clock = options.clock ?? systemClock;
     this.#log = options.log ?? silent;
     this.table = new RoutingTable(options.source, this.#config.partitions);
-    this.#pools = new UpstreamPools(this.#config.upstream);
-    this.#connections = new ClientConnections<Ctx>(this.#config.client);
-    this.#connections.now = this.#clock.monotonic();
+    const c = this.#config.client;
+    const u = this.#config.upstream;
+    this.#sweepClock = {
+      now: this.#clock.monotonic(),
+      intervalMs: sweepInterval(
+        Math.min(
+          c.headersTimeoutMs,
+          c.requestTimeoutMs,
+          c.keepAliveTimeoutMs,
+          c.idleTimeoutMs,
+          u.connectTimeoutMs,
+          u.headersTimeoutMs,
+          u.bodyTimeoutMs,
+          u.keepAliveTimeoutMs,
+        ),
+      ),
+    };
+    this.#pools = new UpstreamPools(u, this.#sweepClock);
+    this.#connections = new ClientConnections<Ctx>(c, this.#sweepClock);
     this.#hooks = {
       request: (ex) => this.#handle(ex),
       done: (ctx, finished) => this.#closed(ctx, finished),
@@ -184,7 +201,7 @@ export class ProxyServer {
 
   /** Starts listening on each target; resolves when all accept connections. */
   async listen(targets: readonly ListenTarget[]): Promise<readonly string[]> {
-    this.#sweep();
+    if (this.#sweepTimer === undefined) this.#sweep();
     for (const target of targets) {
       const server = createServer({ noDelay: true }, (socket: Socket) => {
         if (this.#state === 'closed') {
@@ -331,8 +348,11 @@ export class ProxyServer {
   /** Re-arms itself: the connections' timeouts and coarse clock. */
   #sweep(): void {
     if (this.#state === 'closed') return;
-    this.#connections.sweep(this.#clock.monotonic());
-    this.#sweepTimer = this.#clock.setTimeout(() => this.#sweep(), this.#connections.sweepIntervalMs);
+    const now = this.#clock.monotonic();
+    this.#sweepClock.now = now;
+    this.#connections.sweep(now);
+    this.#pools.sweep(now);
+    this.#sweepTimer = this.#clock.setTimeout(() => this.#sweep(), this.#sweepClock.intervalMs);
   }
 
   #handle(res: ClientExchange<Ctx>): Ctx {
@@ -632,6 +652,14 @@ function reasonText(r: Resolution & { ok: false }): string {
     case 'no-address':
       return `instance ${r.instance ?? '?'} has published no address`;
   }
+}
+
+/**
+ * How often the timeouts are checked: a quarter of the shortest, between 50 ms and 30 s (node:http
+ * checks its headers and request timeouts the same way, `connectionsCheckingInterval`).
+ */
+function sweepInterval(shortestMs: number): number {
+  return Math.max(50, Math.min(30_000, Math.floor(shortestMs / 4)));
 }
 
 /** Splits `host:port` (IPv6 in brackets). */
