@@ -172,7 +172,10 @@ export class ClientExchange<T = unknown> implements BodySource {
     if (!this.conn.socket.destroyed) this.conn.socket.write(head, 'latin1');
   }
 
-  /** A piece of the response body; false when the client's socket is full (wait for `drain`). */
+  /**
+   * A piece of the response body (valid during the call only: it is copied, or turned into a string);
+   * false when the client's socket is full (wait for `drain`).
+   */
   write(chunk: Buffer): boolean {
     if (!this.responded || this.finished || chunk.length === 0) return true;
     this.conn.touch();
@@ -190,18 +193,24 @@ export class ClientExchange<T = unknown> implements BodySource {
       }
       s.cork();
       s.write(head, 'latin1');
-      const ok = this.#writeBody(s, chunk);
+      const ok = this.#writeBody(s, chunk); // (copies)
       s.uncork();
       return ok;
     }
     return this.#writeBody(s, chunk);
   }
 
+  /** Writes a body piece; `chunk` is valid during the call only (the upstream's read buffer): copied. */
   #writeBody(s: Socket, chunk: Buffer): boolean {
-    if (!this.#chunked) return s.write(chunk);
+    if (chunk.length <= ONE_WRITE_BYTES) {
+      const body = chunk.toString('latin1');
+      return s.write(this.#chunked ? `${chunk.length.toString(16)}\r\n${body}\r\n` : body, 'latin1');
+    }
+    const copy = Buffer.from(chunk);
+    if (!this.#chunked) return s.write(copy);
     s.cork();
     s.write(`${chunk.length.toString(16)}\r\n`, 'latin1');
-    s.write(chunk);
+    s.write(copy);
     const ok = s.write('\r\n', 'latin1');
     s.uncork();
     return ok;

@@ -38,6 +38,7 @@ export interface ResponseHead {
 
 export interface ResponseSink {
   head(head: ResponseHead): void;
+  /** A piece of the body: valid during the call only (a view of the connection's read buffer). */
   data(chunk: Buffer): void;
   /** The response is complete; `clean`: no bytes followed it (else the connection's framing is lost). */
   end(clean: boolean): void;
@@ -117,7 +118,7 @@ export class ResponseFramer {
           const end = buf.indexOf(CRLFCRLF);
           if (end < 0) {
             if (buf.length > MAX_RESPONSE_HEAD_BYTES) throw bad('the response head is too large');
-            this.#buf = buf;
+            this.#buf = this.#buf === undefined ? Buffer.from(buf) : buf; // `d` may be a shared read buffer
             return undefined;
           }
           this.#buf = undefined;

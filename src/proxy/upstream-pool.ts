@@ -25,6 +25,12 @@ export interface SweepClock {
   readonly intervalMs: number;
 }
 
+/**
+ * The upstream sockets' read buffer, one per process: a read is handled whole before the next one
+ * (the framer copies what it keeps; handlers are told a chunk is valid during the call only).
+ */
+const READ_BUFFER = Buffer.allocUnsafe(64 * 1024);
+
 /** 1 s off a backend's advertised `Keep-Alive: timeout`, so the proxy never sends on a closing socket. */
 const KEEPALIVE_MARGIN_MS = 1000;
 
@@ -57,7 +63,10 @@ export interface UpstreamRequest {
 
 export interface UpstreamHandler {
   onHead(head: ResponseHead): void;
-  /** A piece of the decoded body; false asks for a pause until {@link Exchange.resume}. */
+  /**
+   * A piece of the decoded body, valid during the call only (a view of a read buffer the pool shares
+   * between its sockets: copy what is kept); false asks for a pause until {@link Exchange.resume}.
+   */
   onData(chunk: Buffer): boolean;
   onEnd(): void;
   onError(err: Error): void;
@@ -207,12 +216,17 @@ class Connection {
   constructor(pool: UpstreamPool) {
     this.#pool = pool;
     this.#since = pool.clock.now;
-    this.socket = connect({ port: pool.port, host: pool.host, noDelay: true });
+    this.socket = connect({
+      port: pool.port,
+      host: pool.host,
+      noDelay: true,
+      // reads land in one shared buffer and come straight here: no stream machinery, no buffer per read
+      onread: { buffer: READ_BUFFER, callback: (n: number) => this.#read(n) },
+    });
     this.socket.once('connect', () => {
       this.#connected = true;
       this.#since = this.#pool.clock.now;
     });
-    this.socket.on('data', (d: Buffer) => this.#data(d));
     this.socket.on('error', (err) => (this.#error ??= err));
     this.socket.once('close', () => this.#closed());
   }
@@ -284,6 +298,11 @@ class Connection {
   destroy(): void {
     this.#exchange = undefined;
     this.socket.destroy();
+  }
+
+  #read(n: number): boolean {
+    this.#data(READ_BUFFER.subarray(0, n));
+    return true; // a pause is the exchange's `socket.pause()`
   }
 
   #data(d: Buffer): void {

@@ -4,6 +4,7 @@
  * that never answers (504).
  */
 import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { Readable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
@@ -26,7 +27,35 @@ const SCRIPT: Record<string, string> = {
   '/length': 'HTTP/1.1 200 OK\r\nContent-Length: 3\r\nX-Set: a\r\nX-Set: b\r\n\r\nabc',
   '/bad': 'HTTP/1.1 2x0 Nope\r\n\r\n',
   '/badchunk': 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n',
+  '/splitting': 'HTTP/1.1 200 OK\r\nX-A: a\nInjected: yes\r\nContent-Length: 2\r\n\r\nok',
 };
+
+/**
+ * 16 MiB of random bytes (more than the loopback's socket buffers hold): sent by the backend in pieces,
+ * compared by hash after the proxy.
+ */
+const RANDOM = randomBytes(16 * 1024 * 1024);
+const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
+
+/** Writes RANDOM with a Content-Length, or chunked in chunks of varied sizes. */
+function writeRandom(socket: Socket, chunked: boolean): void {
+  if (!chunked) {
+    socket.write(`HTTP/1.1 200 OK\r\nContent-Length: ${RANDOM.length}\r\n\r\n`);
+    for (let i = 0; i < RANDOM.length; i += 100_000) socket.write(RANDOM.subarray(i, i + 100_000));
+    return;
+  }
+  socket.write('HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n');
+  let size = 1;
+  for (let i = 0; i < RANDOM.length;) {
+    const piece = RANDOM.subarray(i, i + size);
+    socket.write(`${piece.length.toString(16)}\r\n`);
+    socket.write(piece);
+    socket.write('\r\n');
+    i += piece.length;
+    size = (size * 7 + 13) % 90_001;
+  }
+  socket.write('0\r\n\r\n');
+}
 
 describe('proxy: the raw upstream pool and response framer', { timeout: 30_000 }, () => {
   let store: MemoryStore;
@@ -72,6 +101,10 @@ describe('proxy: the raw upstream pool and response framer', { timeout: 30_000 }
             socket.write(`HTTP/1.1 200 OK\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
             continue;
           }
+          if (path === '/random' || path === '/random-chunked') {
+            writeRandom(socket, path === '/random-chunked');
+            continue;
+          }
           if (path === '/chunked-in') {
             socket.write('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nin');
             continue;
@@ -105,6 +138,31 @@ describe('proxy: the raw upstream pool and response framer', { timeout: 30_000 }
     const r = await call(agent, address, '/chunked', { key: 'k' });
     assert.equal(r.status, 200);
     assert.equal(r.text, 'hello world');
+  });
+
+  test('large bodies of random bytes arrive intact to a slow reader (Content-Length and chunked)', async () => {
+    // the pool reads into one shared buffer: a body piece the client's socket cannot take at once
+    // must have been copied, or the next read overwrites it
+    for (const path of ['/random', '/random-chunked']) {
+      const r = await request(`http://${address}${path}`, { dispatcher: agent, headers: { 'x-key': 'k' } });
+      assert.equal(r.statusCode, 200);
+      const chunks: Buffer[] = [];
+      let n = 0;
+      for await (const c of r.body) {
+        chunks.push(c as Buffer);
+        // a stall at the start fills every socket buffer on the way; then slow reads
+        if (n++ % 16 === 0) await new Promise((resolve) => setTimeout(resolve, n === 1 ? 300 : 2));
+      }
+      const got = Buffer.concat(chunks);
+      assert.equal(got.length, RANDOM.length, path);
+      assert.equal(sha(got), sha(RANDOM), `${path}: the body arrived changed`);
+    }
+  });
+
+  test('a response head with a bare LF (response splitting) is 502, nothing of it passed on', async () => {
+    const r = await call(agent, address, '/splitting', { key: 'k' });
+    assert.equal(r.status, 502);
+    assert.equal(r.headers['injected'], undefined);
   });
 
   test('a close-delimited response ends with the connection; the next request gets a new one', async () => {
