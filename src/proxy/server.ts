@@ -121,6 +121,8 @@ export class ProxyServer {
   readonly #connections: ClientConnections<Ctx>;
   #sweepTimer: TimerHandle | undefined;
   readonly #sweepClock: SweepClock;
+  /** `host:port` of each origin (the table's origin strings are kept, so this is one lookup). */
+  readonly #backends = new Map<string, string>();
   readonly #hooks: ConnectionHooks<Ctx>;
   readonly #forwardHooks: ForwardHooks = {
     head: (ctx, head) => this.#upstreamHead(ctx, head),
@@ -491,7 +493,11 @@ export class ProxyServer {
   }
 
   #forward(ctx: Ctx, r: Resolution & { ok: true }): void {
-    const backend = r.origin.slice(r.origin.indexOf('//') + 2);
+    let backend = this.#backends.get(r.origin);
+    if (backend === undefined) {
+      if (this.#backends.size >= 10_000) this.#backends.clear();
+      this.#backends.set(r.origin, (backend = r.origin.slice(r.origin.indexOf('//') + 2)));
+    }
     ctx.head ??= upstreamHead(
       ctx.req,
       ctx.id,
