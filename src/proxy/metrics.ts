@@ -42,12 +42,13 @@ export function createProxyMetrics(
     maxSeries: 10_000,
   });
   // the key string and label maker of each (backend, status), made once: no string or closure per request
-  const slots = new Map<string, Map<number | string, { key: string; labels: () => Labels }>>();
+  type Slot = { key: string; labels: () => Labels };
+  const slots = new Map<string, Map<number | string, Slot>>();
   const countRequest = (backend: string, status: number | string): void => {
     let byStatus = slots.get(backend);
     if (byStatus === undefined) {
       if (slots.size >= 10_000) slots.clear(); // the same bound on label cardinality as the cache's
-      slots.set(backend, (byStatus = new Map()));
+      slots.set(backend, (byStatus = new Map<number | string, Slot>()));
     }
     let slot = byStatus.get(status);
     if (slot === undefined) {
