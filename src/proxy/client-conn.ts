@@ -46,6 +46,9 @@ export interface ConnectionHooks<T> {
 const PAUSE_BODY = 1; // the upstream socket is full
 const PAUSE_QUEUE = 2; // requests wait, parsed, or a body waits unread
 
+/** 2 s for a client to read the last answer and close, after the proxy ended the connection. */
+const LINGER_MS = 2000;
+
 /** 64 KiB of request body buffered before the upstream exchange asks for it; then the socket pauses. */
 const MAX_BUFFERED_BODY = 64 * 1024;
 
@@ -334,6 +337,7 @@ export class ClientConnection<T = unknown> implements RequestParserHandler {
   // ── the loop ──────────────────────────────────────────────────────────────────────────────────
 
   #data(d: Buffer): void {
+    if (this.#closed) return; // lingering: what the client still sends is read and dropped
     this.active = this.#set.clock.now;
     if (this.#upgrade !== undefined) {
       // bytes after an upgrade head that waits for its turn: the tunnel's
@@ -393,8 +397,7 @@ export class ClientConnection<T = unknown> implements RequestParserHandler {
     this.#served++;
     if (ex.ctx !== undefined) this.hooks.done(ex.ctx, true);
     if (close) {
-      this.#closed = true;
-      this.socket.end();
+      this.#end();
       return;
     }
     this.#idleSince = this.#set.clock.now;
@@ -416,14 +419,14 @@ export class ClientConnection<T = unknown> implements RequestParserHandler {
   #refuse(r: Refusal): void {
     if (this.#refused) return;
     this.#refused = true;
-    this.#closed = true;
     const cur = this.#current;
     if (cur?.responded === true) {
+      this.#closed = true;
       this.socket.destroy();
       return;
     }
     const body = `${r.reason}\n`;
-    this.socket.end(
+    this.#end(
       `HTTP/1.1 ${r.status} ${STATUS_CODES[r.status] ?? ''}\r\nconnection: close\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
     );
     if (cur !== undefined) cur.finished = true; // nothing more is written for it
@@ -432,14 +435,14 @@ export class ClientConnection<T = unknown> implements RequestParserHandler {
   /** Answers 408 and closes (a head or body too slow), or cuts a response under way. */
   #timedOut(what: string): void {
     this.#refused = true;
-    this.#closed = true;
     const cur = this.#current;
     if (cur?.responded === true) {
+      this.#closed = true;
       this.socket.destroy();
       return;
     }
     const body = `${what}\n`;
-    this.socket.end(
+    this.#end(
       `HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
     );
     if (cur !== undefined) cur.finished = true;
@@ -447,7 +450,11 @@ export class ClientConnection<T = unknown> implements RequestParserHandler {
 
   /** Checks the timeouts (called by the server's timer with the coarse clock). */
   sweep(now: number): void {
-    if (this.#closed) return;
+    if (this.#closed) {
+      // lingering after its last answer: cut once the client had time to read it
+      if (this.#lingerSince !== 0 && now - this.#lingerSince > LINGER_MS) this.socket.destroy();
+      return;
+    }
     const s = this.#set.settings;
     if (now - this.active > s.idleTimeoutMs) {
       this.#closed = true;
@@ -474,6 +481,23 @@ export class ClientConnection<T = unknown> implements RequestParserHandler {
       this.socket.destroy(); // idle: nothing was asked, nothing to answer
     }
   }
+
+  /**
+   * The last answer is written: ends the socket, then keeps reading (and dropping) what the client
+   * still sends until it closes too, for up to `LINGER_MS` — closing with unread bytes would reset the
+   * connection and could destroy the answer before the client read it (nginx's lingering close). A
+   * paused socket would never see the client's end: reading resumes.
+   */
+  #end(last?: string): void {
+    this.#closed = true;
+    this.#lingerSince = this.#set.clock.now || 1;
+    if (last === undefined) this.socket.end();
+    else this.socket.end(last, 'latin1');
+    this.#pauses = 0;
+    this.socket.resume();
+  }
+
+  #lingerSince = 0;
 
   /** Leaves the loop (an upgrade): the socket is the tunnel's. */
   #detach(): void {
