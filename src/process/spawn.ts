@@ -27,6 +27,20 @@ export const DEFAULT_STOP_SIGNAL: NodeJS.Signals = 'SIGTERM';
 
 let serial = 0;
 
+/**
+ * One spawn per event-loop turn. `child_process.spawn` returns only once the child has `exec`d —
+ * about 3 ms of this thread per child on this machine, more for a large parent — so an agent that
+ * acquired 100 partitions at once and spawned in one turn held its event loop for 0.3–0.7 s, long
+ * enough to delay its session's keep-alive. Each spawn waits for the previous one and one
+ * `setImmediate`, so timers and I/O run between any two forks; the total time is unchanged.
+ */
+let spawnTurn: Promise<void> = Promise.resolve();
+function nextSpawnTurn(): Promise<void> {
+  const turn = spawnTurn.then(() => new Promise<void>((resolve) => setImmediate(resolve)));
+  spawnTurn = turn;
+  return turn;
+}
+
 /** Waits for one line on fd 4 (the go-ahead), closes it, becomes the command. */
 export const WRAPPER = 'read -r _ <&4 || exit 125; exec 4<&-; exec "$@"';
 
@@ -62,6 +76,7 @@ export async function spawnProcess(options: SpawnOptions): Promise<ProcessHandle
     'pipe',
     ...(options.ipc === undefined ? [] : ['ipc' as const]),
   ];
+  await nextSpawnTurn();
   let child: ChildProcess;
   try {
     child = spawn(argv[0] as string, argv.slice(1), {

@@ -1,6 +1,8 @@
 /**
  * Sessions across a restart of the etcd leader (three members): keep-alives fail over to the
- * surviving members, etcd extends leases on election, and no session with TTL ≥ 3 s is lost.
+ * surviving members and etcd extends leases on election, so every session whose deadline falls
+ * after the election survives. A session whose deadline passes while there is no leader is lost —
+ * nobody can renew it — so the test holds each session to what the election it saw allowed.
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
@@ -21,12 +23,12 @@ describe('sessions across an etcd leader restart (three members)', { skip }, () 
   });
 
   test(
-    'sessions with TTL ≥ 3 s survive a restart of the leader without being lost',
+    'sessions whose deadline falls after the election survive a restart of the leader',
     { timeout: 90_000 },
     async () => {
       const store = await openStore(etcd.url);
       const sessions: Session[] = [];
-      for (const ttl of ['3s', '5s']) sessions.push(await openSession(store, { ttl }));
+      for (const ttl of ['3s', '5s', '10s']) sessions.push(await openSession(store, { ttl }));
       // The timeline, for the failure message: what happened when, in ms after the leader's kill.
       const timeline: string[] = [];
       let killedAt = 0;
@@ -41,11 +43,12 @@ describe('sessions across an etcd leader restart (three members)', { skip }, () 
       }
       const leader = await etcd.leader();
       killedAt = performance.now();
-      note(
-        `killing the leader; deadlines ${sessions.map((s) => s.remaining().toFixed(0)).join(', ')} ms ahead`,
-      );
+      const deadlineAtKill = sessions.map((s) => s.remaining());
+      note(`killing the leader; deadlines ${deadlineAtKill.map((d) => d.toFixed(0)).join(', ')} ms ahead`);
       await leader.kill();
       await etcd.waitReady(15_000);
+      // Late by up to waitReady's poll, which only excuses a loss a little more than it should.
+      const electedAfter = performance.now() - killedAt;
       note('a new leader answers');
       await leader.restart();
       await etcd.waitReady(15_000);
@@ -76,11 +79,18 @@ describe('sessions across an etcd leader restart (three members)', { skip }, () 
         ),
       );
       await Promise.race([renewedOrLost, stuck]).finally(() => clearTimeout(timer));
-      for (const s of sessions) {
+      // A renewal reaches the new leader within one hedge period (250 ms) of the election; allow as
+      // much again for a loaded machine. A session with more time than that left must have survived.
+      const survivable = sessions.filter((_, i) => (deadlineAtKill[i] as number) > electedAfter + 500);
+      assert.ok(
+        survivable.length > 0,
+        `the election took ${electedAfter.toFixed(0)} ms, past every session's deadline — nothing was tested\n${timeline.join('\n')}`,
+      );
+      for (const s of survivable) {
         assert.equal(
           s.state,
           'active',
-          `session ${s.ttlMs} ms: ${String(s.lost.reason)}\n${timeline.join('\n')}`,
+          `session ${s.ttlMs} ms (deadline after the election) lost: ${String(s.lost.reason)}\n${timeline.join('\n')}`,
         );
         assert.ok(await store.leaseTimeToLive(s.leaseId), 'etcd still has the lease');
       }

@@ -53,6 +53,37 @@ describe('process kernel', () => {
     assert.deepEqual([...h.tail()].sort(), ['no newline', 'one', 'two']);
   });
 
+  test('spawns take one event-loop turn each: a timer due meanwhile runs between them', T, async () => {
+    // Every `child_process.spawn` blocks this thread until the child execs; twenty in one turn
+    // would starve every timer (a session keep-alive among them) until the last had started.
+    let resolved = 0;
+    let resolvedWhenTimerRan = -1;
+    const timer = new Promise<void>((resolve) =>
+      setTimeout(() => {
+        resolvedWhenTimerRan = resolved;
+        resolve();
+      }, 0),
+    );
+    const handles = await Promise.all(
+      Array.from({ length: 20 }, () =>
+        spawnProcess({ command: ['sleep', '30'], grace: 0 }).then((h) => {
+          resolved++;
+          return h;
+        }),
+      ),
+    );
+    await timer;
+    try {
+      assert.ok(
+        resolvedWhenTimerRan >= 0 && resolvedWhenTimerRan < handles.length,
+        `the timer ran after ${resolvedWhenTimerRan} of ${handles.length} spawns`,
+      );
+    } finally {
+      await Promise.all(handles.map((h) => h.kill()));
+      await Promise.all(handles.map((h) => h.gone));
+    }
+  });
+
   test('argv is passed without a shell; env is merged; cwd is honoured', T, async () => {
     const dir = mkdtempSync(join(tmpdir(), 'muster-kernel-'));
     try {
