@@ -104,17 +104,18 @@ export class ClientExchange<T = unknown> implements BodySource {
     if (this.complete) sink.bodyEnd();
   }
 
+  // (an exchange that is over must not pause or resume the connection's next one)
   pause(): void {
-    this.conn.pause(PAUSE_BODY);
+    if (this.conn.current(this)) this.conn.pause(PAUSE_BODY);
   }
 
   resume(): void {
-    this.conn.unpause(PAUSE_BODY);
+    if (this.conn.current(this)) this.conn.unpause(PAUSE_BODY);
   }
 
   unpipe(): void {
     this.#sink = undefined;
-    this.conn.unpause(PAUSE_BODY);
+    if (this.conn.current(this)) this.conn.unpause(PAUSE_BODY);
   }
 
   /** A piece of the body, from the parser. */

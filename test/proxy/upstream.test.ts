@@ -12,7 +12,7 @@ import { Agent, request } from 'undici';
 import { startProxy, type Proxy } from '../../src/proxy/index.js';
 import { openMemoryStore, type MemoryStore } from '../../src/store/index.js';
 import { waitFor } from '../../src/testing/index.js';
-import { call, testConfig } from './helpers.js';
+import { call, rawRequest, testConfig } from './helpers.js';
 
 const SVC = '/muster/services/up/';
 
@@ -226,6 +226,35 @@ describe('proxy: the raw upstream pool and response framer', { timeout: 30_000 }
     const seen = received.find((r) => r.startsWith('POST /echo')) ?? '';
     assert.doesNotMatch(seen, /expect:/i);
     assert.match(seen, /\r\n\r\nhello$/);
+  });
+
+  test('pipelined requests are answered in order on one connection; framing to HTTP/1.1 and 1.0 clients', async () => {
+    const get = (path: string, extra = ''): string =>
+      `GET ${path} HTTP/1.1\r\nHost: h\r\nx-key: k\r\n${extra}\r\n`;
+    // four requests in one write: Content-Length, chunked (re-chunked), 204, then one asking to close
+    const answer = await rawRequest(
+      address,
+      get('/length') + get('/chunked') + get('/nocontent') + get('/length', 'Connection: close\r\n'),
+    );
+    const statuses = [...answer.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((m) => m[1]);
+    assert.deepEqual(statuses, ['200', '200', '204', '200'], answer);
+    const parts = answer.split(/(?=HTTP\/1\.1 \d{3} )/);
+    assert.match(parts[0] ?? '', /content-length: 3\r\n[\s\S]*\r\n\r\nabc$/i);
+    assert.match(parts[0] ?? '', /keep-alive: timeout=\d+/i);
+    assert.match(
+      parts[1] ?? '',
+      /transfer-encoding: chunked\r\n[\s\S]*\r\n\r\nb\r\nhello world\r\n0\r\n\r\n$|transfer-encoding: chunked\r\n[\s\S]*\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n$/i,
+    );
+    assert.doesNotMatch(parts[2] ?? '', /content-length|transfer-encoding/i);
+    assert.match(parts[3] ?? '', /connection: close\r\n[\s\S]*abc$/i);
+    // HTTP/1.0: no chunked coding; a body of unknown length ends with the connection
+    const old = await rawRequest(address, 'GET /chunked HTTP/1.0\r\nHost: h\r\nx-key: k\r\n\r\n');
+    assert.match(old, /^HTTP\/1\.1 200 /);
+    assert.doesNotMatch(old, /transfer-encoding/i);
+    assert.match(old, /connection: close\r\n[\s\S]*\r\nhello world$/i);
+    // the backend's X-Set fields arrive as it sent them, one line each
+    const twice = await rawRequest(address, get('/length', 'Connection: close\r\n'));
+    assert.match(twice, /X-Set: a\r\nX-Set: b\r\n/);
   });
 
   test('a malformed response: 502, never passed on; the proxy keeps serving', async () => {
