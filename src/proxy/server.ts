@@ -661,11 +661,13 @@ function reasonText(r: Resolution & { ok: false }): string {
 }
 
 /**
- * How often the timeouts are checked: a quarter of the shortest, between 50 ms and 30 s (node:http
- * checks its headers and request timeouts the same way, `connectionsCheckingInterval`).
+ * How often the timeouts are checked: a quarter of the shortest, between 50 and 250 ms (node:http
+ * checks its headers and request timeouts the same way, `connectionsCheckingInterval`). The interval is
+ * also the coarse clock's grain: an idle upstream socket is reused only up to its idle time minus one
+ * interval, so a backend's short `Keep-Alive: timeout=1` still leaves 750 ms of reuse.
  */
 function sweepInterval(shortestMs: number): number {
-  return Math.max(50, Math.min(30_000, Math.floor(shortestMs / 4)));
+  return Math.max(50, Math.min(250, Math.floor(shortestMs / 4)));
 }
 
 /** Splits `host:port` (IPv6 in brackets). */
