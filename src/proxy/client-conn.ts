@@ -162,13 +162,14 @@ export class ClientExchange<T = unknown> implements BodySource {
         ? `connection: keep-alive\r\n${this.conn.keepAliveField}\r\n`
         : `${this.conn.keepAliveField}\r\n`;
     this.#head = head;
-    process.nextTick(flushHead, this); // a head whose body comes later leaves on its own
+    // it waits for the first body bytes or the end; if neither came with it, the upstream read's end
+    // flushes it (UpstreamHandler.onReadEnd)
   }
 
-  /** The head, written with the first body bytes (or the end, or on the next tick). */
+  /** The head, written with the first body bytes, the end, or when the upstream read ends. */
   #head: string | undefined;
 
-  /** Writes the head if it has not gone yet (the next tick after {@link writeHead}). */
+  /** Writes the head if it has not gone yet. */
   flushHead(): void {
     const head = this.#head;
     if (head === undefined) return;
@@ -256,10 +257,6 @@ export class ClientExchange<T = unknown> implements BodySource {
   onDrain(fn: () => void): void {
     this.conn.socket.once('drain', fn);
   }
-}
-
-function flushHead(ex: ClientExchange): void {
-  ex.flushHead();
 }
 
 /** One accepted client socket and its request loop. */

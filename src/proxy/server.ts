@@ -103,6 +103,10 @@ class Ctx implements Held, UpstreamHandler {
   onError(err: Error): void {
     this.hooks.error(this, err);
   }
+
+  onReadEnd(): void {
+    if (this.responded) this.res.flushHead();
+  }
 }
 
 /** States: `starting` → `serving` → `draining` → `closed`. */

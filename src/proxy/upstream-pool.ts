@@ -70,6 +70,11 @@ export interface UpstreamHandler {
   onData(chunk: Buffer): boolean;
   onEnd(): void;
   onError(err: Error): void;
+  /**
+   * One read's bytes were all handed over (a response head that came without body bytes can go now:
+   * the handler may hold it back to send it with the first ones).
+   */
+  onReadEnd(): void;
 }
 
 /** One request/response on a pooled connection. */
@@ -190,6 +195,10 @@ export class Exchange implements ResponseSink, BodySink {
     this.#handler.onEnd();
   }
 
+  readEnd(): void {
+    if (!this.#over) this.#handler.onReadEnd();
+  }
+
   fail(err: Error): void {
     if (this.#over) return;
     this.#over = true;
@@ -302,6 +311,7 @@ class Connection {
 
   #read(n: number): boolean {
     this.#data(READ_BUFFER.subarray(0, n));
+    this.#exchange?.readEnd();
     return true; // a pause is the exchange's `socket.pause()`
   }
 

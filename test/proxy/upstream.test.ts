@@ -101,6 +101,12 @@ describe('proxy: the raw upstream pool and response framer', { timeout: 30_000 }
             socket.write(`HTTP/1.1 200 OK\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
             continue;
           }
+          if (path === '/head-first') {
+            // the head now, the body 300 ms later (a stream, an event source)
+            socket.write('HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n');
+            setTimeout(() => socket.write('5\r\nlater\r\n0\r\n\r\n'), 300);
+            continue;
+          }
           if (path === '/random' || path === '/random-chunked') {
             writeRandom(socket, path === '/random-chunked');
             continue;
@@ -157,6 +163,16 @@ describe('proxy: the raw upstream pool and response framer', { timeout: 30_000 }
       assert.equal(got.length, RANDOM.length, path);
       assert.equal(sha(got), sha(RANDOM), `${path}: the body arrived changed`);
     }
+  });
+
+  test('a response head that comes without body bytes is passed on at once, not with the body', async () => {
+    const started = Date.now();
+    const r = await request(`http://${address}/head-first`, { dispatcher: agent, headers: { 'x-key': 'k' } });
+    const headAfter = Date.now() - started;
+    assert.equal(r.statusCode, 200);
+    assert.ok(headAfter < 250, `the head came after ${headAfter} ms`);
+    assert.equal(await r.body.text(), 'later');
+    assert.ok(Date.now() - started >= 280);
   });
 
   test('a response head with a bare LF (response splitting) is 502, nothing of it passed on', async () => {
