@@ -293,7 +293,6 @@ export class ClientConnection<T = unknown> implements RequestParserHandler {
     this.#idleSince = set.clock.now;
     this.active = set.clock.now;
     this.#parser = new RequestParser(set.settings.maxHeaderSize, this);
-    socket.setNoDelay(true);
     socket.on('data', (d: Buffer) => this.#data(d));
     socket.on('error', () => undefined); // 'close' follows
     socket.once('close', () => this.#onClose());
