@@ -2,8 +2,8 @@
  * `npm run bench -- proxy-cpu [--duration 3s] [--rounds 3] [--connections 50]`: CPU per request of
  * proxy data paths, A/B in one process (the issue-16 question "does a leaner data path pay?"). In
  * this process, in front of one nginx `return 200` backend, under the same `wrk -t1 -cC` load with one
- * routing key: (a) muster's worker data path (`startProxy`: node:http server → routing table → raw
- * keep-alive upstream pool, since session 6; undici before), (b) a bare node:http server + undici Pool (the baselines' floor), (c) the raw `net` prototype
+ * routing key: (a) muster's worker data path (`startProxy`: raw `net` server with llhttp → routing
+ * table → raw keep-alive upstream pool, since session 7; node:http server in session 6, undici before), (b) a bare node:http server + undici Pool (the baselines' floor), (c) the raw `net` prototype
  * (bench/proxy-raw.ts), (d) the prototype's server side with undici's `dispatch` upstream (which half of
  * the gain is whose). Rounds alternate a, b, c, d; the figure per path is the median over rounds of
  * this process's CPU time (user + system, `process.cpuUsage()`) divided by the requests wrk completed,
@@ -92,7 +92,7 @@ export async function run(args: string[]): Promise<void> {
     const raw = new RawProxy(new RoutingTable(source), parseKeySpec('header:x-key'));
     const half = new RawProxy(new RoutingTable(source), parseKeySpec('header:x-key'), 'undici');
     const paths: [string, string][] = [
-      ['muster (node:http + raw pool)', `http://${muster.addresses[0] as string}/`],
+      ['muster (raw server + pool)', `http://${muster.addresses[0] as string}/`],
       ['bare node:http + undici', `http://${await listen(bare)}/`],
       ['raw net prototype', `http://${await listen(raw.server)}/`],
       ['raw server + undici dispatch', `http://${await listen(half.server)}/`],

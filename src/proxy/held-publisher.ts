@@ -12,8 +12,14 @@ import type { Store } from '../store/index.js';
 
 /** 250 ms: a queue's growth shows on the dashboard within a quarter second; ≤ 4 writes/s per proxy. */
 export const HELD_PUBLISH_INTERVAL_MS = 250;
-/** 5 s: after a failed write or session (store unreachable), wait this long; one warning per try. */
+/**
+ * 5 s: after a failed write or session (store unreachable, or this worker too busy to keep its lease —
+ * `grantLease` past its deadline under saturation), wait this long, doubling on each failure in a row
+ * up to {@link HELD_PUBLISH_MAX_RETRY_MS}: a saturated worker is not asked for more store calls.
+ */
 export const HELD_PUBLISH_RETRY_MS = 5_000;
+/** 60 s: the longest wait between tries; a failure streak is logged once, then at most once a minute. */
+export const HELD_PUBLISH_MAX_RETRY_MS = 60_000;
 
 /** What a proxy publishes about itself. */
 export interface ProxyRecord {
@@ -70,6 +76,9 @@ export class HeldPublisher {
   #timer: TimerHandle | undefined;
   #busy = false;
   #closed = false;
+  /** Failures in a row, and when the streak was last reported (monotonic ms). */
+  #failures = 0;
+  #reportedAt = -Infinity;
 
   constructor(options: HeldPublisherOptions) {
     this.#o = options;
@@ -93,6 +102,9 @@ export class HeldPublisher {
       const text = JSON.stringify(held);
       if (text !== this.#last || this.#session === undefined || this.#session.lost.aborted) {
         if (this.#session === undefined || this.#session.lost.aborted) {
+          // the lost one's keep-alive loop and lease go (best effort: the store may be unreachable)
+          void this.#session?.close().catch(() => undefined);
+          this.#session = undefined;
           const session = await openSession(this.#o.store, { clock: this.#clock });
           if (this.#closed) {
             await session.close();
@@ -109,9 +121,15 @@ export class HeldPublisher {
           this.#last = text;
         }
       }
+      this.#failures = 0;
     } catch (err) {
-      next = HELD_PUBLISH_RETRY_MS;
-      this.#o.onError?.(err);
+      this.#failures++;
+      next = Math.min(HELD_PUBLISH_MAX_RETRY_MS, HELD_PUBLISH_RETRY_MS * 2 ** (this.#failures - 1));
+      const now = this.#clock.monotonic();
+      if (this.#failures === 1 || now - this.#reportedAt >= HELD_PUBLISH_MAX_RETRY_MS) {
+        this.#reportedAt = now;
+        this.#o.onError?.(err);
+      }
     } finally {
       this.#busy = false;
       this.#schedule(next);

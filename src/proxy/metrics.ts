@@ -16,6 +16,8 @@ export interface ProxyMetrics {
   readonly reloads: Counter;
 }
 
+type Labels = Record<'backend' | 'status', string>;
+
 export function createProxyMetrics(
   source: () => RoutingSource | undefined,
   held: () => number,
@@ -39,8 +41,22 @@ export function createProxyMetrics(
     registers: [registry],
     maxSeries: 10_000,
   });
-  const countRequest = (backend: string, status: number | string): void =>
-    pending.inc(`${backend} ${status}`, () => ({ backend, status: String(status) }));
+  // the key string and label maker of each (backend, status), made once: no string or closure per request
+  type Slot = { key: string; labels: () => Labels };
+  const slots = new Map<string, Map<number | string, Slot>>();
+  const countRequest = (backend: string, status: number | string): void => {
+    let byStatus = slots.get(backend);
+    if (byStatus === undefined) {
+      if (slots.size >= 10_000) slots.clear(); // the same bound on label cardinality as the cache's
+      slots.set(backend, (byStatus = new Map<number | string, Slot>()));
+    }
+    let slot = byStatus.get(status);
+    if (slot === undefined) {
+      const labels: Labels = { backend, status: String(status) };
+      byStatus.set(status, (slot = { key: `${backend} ${status}`, labels: () => labels }));
+    }
+    pending.inc(slot.key, slot.labels);
+  };
   const heldGauge = new Gauge({
     name: 'muster_proxy_held_requests',
     help: 'Requests held now, waiting for their destination',

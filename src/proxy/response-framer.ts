@@ -7,6 +7,7 @@
  * reused.
  */
 import { ChunkedDecoder } from './chunked.js';
+import { HOP_BY_HOP, listed } from './headers.js';
 import { UpstreamError } from './upstream-error.js';
 
 /** 64 KiB of response head: more than any backend sends (Node's own default limit is 16 KiB). */
@@ -15,12 +16,20 @@ export const MAX_RESPONSE_HEAD_BYTES = 64 * 1024;
 const CRLFCRLF = Buffer.from('\r\n\r\n');
 const STATUS_LINE = /^HTTP\/1\.([01]) (\d{3})(?: (.*))?$/;
 const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+/** A control character other than HTAB, CR and LF (bare CRs and LFs are found line by line). */
+const BAD_HEAD_CHAR = /[^\t\r\n\x20-\x7e\x80-\xff]/;
 
-/** A response's status line and header fields (names lower-cased; repeated fields as arrays). */
+/**
+ * A response's status line and header fields, read for the client: `fields` are the backend's field
+ * lines as sent (each ending in CRLF) without the hop-by-hop ones (RFC 9110 §7.6.1, and those its
+ * `Connection` field lists) and without `Content-Length`, which is in `length`.
+ */
 export interface ResponseHead {
   readonly status: number;
   readonly statusText: string;
-  readonly headers: Record<string, string | string[]>;
+  readonly fields: string;
+  /** The body's `Content-Length` (not with `Transfer-Encoding`, which overrides it). */
+  readonly length: number | undefined;
   /** False when the connection cannot carry another request after this response. */
   readonly keepAlive: boolean;
   /** The backend's `Keep-Alive: timeout=N` in ms, if it sent one. */
@@ -29,6 +38,7 @@ export interface ResponseHead {
 
 export interface ResponseSink {
   head(head: ResponseHead): void;
+  /** A piece of the body: valid during the call only (a view of the connection's read buffer). */
   data(chunk: Buffer): void;
   /** The response is complete; `clean`: no bytes followed it (else the connection's framing is lost). */
   end(clean: boolean): void;
@@ -108,7 +118,7 @@ export class ResponseFramer {
           const end = buf.indexOf(CRLFCRLF);
           if (end < 0) {
             if (buf.length > MAX_RESPONSE_HEAD_BYTES) throw bad('the response head is too large');
-            this.#buf = buf;
+            this.#buf = this.#buf === undefined ? Buffer.from(buf) : buf; // `d` may be a shared read buffer
             return undefined;
           }
           this.#buf = undefined;
@@ -143,45 +153,54 @@ export class ResponseFramer {
   }
 
   #head(text: string): void {
-    const lines = text.split('\r\n');
-    const m = STATUS_LINE.exec(lines[0] as string);
-    if (m === null) throw bad(`an invalid status line ${JSON.stringify((lines[0] as string).slice(0, 40))}`);
+    if (BAD_HEAD_CHAR.test(text)) throw bad('a control character in the head');
+    const eol = text.indexOf('\r\n');
+    if (!crlfOnly(text, 0, eol)) throw bad('a bare CR or LF in the head');
+    const statusLine = eol < 0 ? text : text.slice(0, eol);
+    const m = STATUS_LINE.exec(statusLine);
+    if (m === null) throw bad(`an invalid status line ${JSON.stringify(statusLine.slice(0, 40))}`);
     const status = Number(m[2]);
-    const headers: Record<string, string | string[]> = {};
+    let fields = '';
     let length = -1;
     let chunked = false;
     let te = false;
     let connection = '';
     let keepAliveMs: number | undefined;
-    for (let k = 1; k < lines.length; k++) {
-      const line = lines[k] as string;
-      const colon = line.indexOf(':');
-      if (colon <= 0) throw bad('a header line without a name');
-      const name = line.slice(0, colon).toLowerCase();
+    let pos = eol < 0 ? text.length : eol + 2;
+    while (pos < text.length) {
+      let next = text.indexOf('\r\n', pos);
+      if (!crlfOnly(text, pos, next)) throw bad('a bare CR or LF in the head');
+      if (next < 0) next = text.length;
+      const colon = text.indexOf(':', pos);
+      if (colon <= pos || colon > next) throw bad('a header line without a name');
+      const name = text.slice(pos, colon);
       if (!TOKEN.test(name)) throw bad('an invalid header name');
-      const value = line.slice(colon + 1).trim();
-      if (name === 'content-length') {
+      const lower = name.toLowerCase();
+      if (lower === 'content-length') {
+        const value = text.slice(colon + 1, next).trim();
         if (!/^\d{1,15}$/.test(value) || (length !== -1 && length !== Number(value)))
           throw bad('an invalid Content-Length');
         length = Number(value);
-      } else if (name === 'transfer-encoding') {
-        te = true;
-        chunked = /(?:^|,)\s*chunked\s*$/i.test(value);
-      } else if (name === 'connection') connection += `${value.toLowerCase()},`;
-      else if (name === 'keep-alive') {
-        const t = /timeout=(\d+)/i.exec(value);
-        if (t !== null) keepAliveMs = Number(t[1]) * 1000;
-      }
-      const had = headers[name];
-      if (had === undefined) headers[name] = value;
-      else if (Array.isArray(had)) had.push(value);
-      else headers[name] = [had, value];
+      } else if (HOP_BY_HOP.has(lower)) {
+        const value = text.slice(colon + 1, next).trim();
+        if (lower === 'transfer-encoding') {
+          te = true;
+          chunked = /(?:^|,)\s*chunked\s*$/i.test(value);
+        } else if (lower === 'connection') connection += `${value.toLowerCase()},`;
+        else if (lower === 'keep-alive') {
+          const t = /timeout=(\d+)/i.exec(value);
+          if (t !== null) keepAliveMs = Number(t[1]) * 1000;
+        }
+      } else fields += `${text.slice(pos, next)}\r\n`;
+      pos = next + 2;
     }
     if (status < 200 && status !== 101) {
       this.#state = State.Head; // an interim response (103 Early Hints…): the real one follows
       return;
     }
     if (status === 101) throw bad('101 Switching Protocols to a request that asked for no upgrade');
+    if (connection !== '' && !/^(?:\s*(?:keep-alive|close)\s*,)+$/.test(connection))
+      fields = withoutListed(fields, listed(connection));
     const http10 = m[1] === '0';
     this.#keepAlive = http10
       ? /(?:^|[\s,])keep-alive(?:,|$)/.test(connection)
@@ -197,7 +216,7 @@ export class ResponseFramer {
         this.#state = State.Chunked;
         this.#chunked.reset();
       }
-      delete headers['content-length']; // §6.3 item 3: Transfer-Encoding overrides
+      length = -1; // §6.3 item 3: Transfer-Encoding overrides
     } else if (length >= 0) {
       this.#state = State.Length;
       this.#left = length;
@@ -208,7 +227,8 @@ export class ResponseFramer {
     this.#sink?.head({
       status,
       statusText: m[3] ?? '',
-      headers,
+      fields,
+      length: length < 0 ? undefined : length,
       keepAlive: this.#keepAlive,
       keepAliveMs,
     });
@@ -224,4 +244,21 @@ export class ResponseFramer {
 
 function bad(why: string): UpstreamError {
   return new UpstreamError('UPSTREAM_BAD_RESPONSE', `the backend's response is malformed: ${why}`);
+}
+
+/** `fields` without the lines whose (lower-cased) name is in `names` (a `Connection` field's list). */
+function withoutListed(fields: string, names: Set<string>): string {
+  let out = '';
+  for (const line of fields.split('\r\n')) {
+    if (line === '') continue;
+    if (!names.has(line.slice(0, line.indexOf(':')).toLowerCase())) out += `${line}\r\n`;
+  }
+  return out;
+}
+
+/** True when the line from `pos` has no CR or LF before its end at `crlf` (-1: the last line). */
+function crlfOnly(text: string, pos: number, crlf: number): boolean {
+  const cr = text.indexOf('\r', pos);
+  const lf = text.indexOf('\n', pos);
+  return crlf < 0 ? cr < 0 && lf < 0 : cr === crlf && lf === crlf + 1;
 }

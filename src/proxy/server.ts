@@ -1,13 +1,13 @@
 /**
- * One proxy worker: an HTTP server whose requests are routed by key through the {@link RoutingTable}
+ * One proxy worker: an HTTP/1.1 server on raw `net` sockets (client-conn.ts: the connection loop,
+ * request-parser.ts: llhttp) whose requests are routed by key through the {@link RoutingTable}
  * and forwarded through raw keep-alive pools (upstream-pool.ts); unavailable destinations hold GET/HEAD (see hold.ts) and
  * answer other methods 502 at once. `drain()` is the reload half of a worker: stop accepting, answer
  * everything in flight or held, then close.
  */
 import { randomUUID } from 'node:crypto';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { connect as netConnect, Server as NetServer, type Socket } from 'node:net';
-import type { Duplex } from 'node:stream';
+import { connect as netConnect, createServer, type Server, type Socket } from 'node:net';
+import type { TimerHandle } from '../clock.js';
 import { systemClock, type Clock } from '../clock.js';
 import type { ErrorCode } from '../errors.js';
 import type { ProxyConfig } from './config.js';
@@ -17,9 +17,12 @@ import { createProxyMetrics, type ProxyMetrics } from './metrics.js';
 import type { RoutingSource } from './routing-source.js';
 import { RoutingTable, type Resolution } from './table.js';
 import { tunnelWebSocket, WS_SERVICE_RESTART, type WsTunnel } from './ws-close.js';
-import { downstreamHeaders, upstreamHead, type UpstreamHead } from './headers.js';
+import { upstreamHead, type UpstreamHead } from './headers.js';
 import { isTimeout, isUnavailable } from './upstream-error.js';
-import { UpstreamPools, type Exchange } from './upstream-pool.js';
+import { UpstreamPools, type Exchange, type SweepClock, type UpstreamHandler } from './upstream-pool.js';
+import type { ResponseHead } from './response-framer.js';
+import { ClientConnections, type ClientExchange, type ConnectionHooks } from './client-conn.js';
+import type { ClientRequest } from './request-parser.js';
 
 /** A pino-compatible logger (only what the proxy uses). */
 export interface ProxyLogger {
@@ -40,17 +43,70 @@ export interface ProxyServerOptions {
 /** A listening target: `host:port`, or a listening handle passed by the master. */
 export type ListenTarget = string | { readonly handle: object };
 
-interface Ctx extends Held {
-  readonly req: IncomingMessage;
-  readonly res: ServerResponse;
+/** What a request's upstream exchange reports to its server (one object per server, not per request). */
+interface ForwardHooks {
+  head(ctx: Ctx, head: ResponseHead): void;
+  end(ctx: Ctx): void;
+  error(ctx: Ctx, err: Error): void;
+}
+
+/** One client request through the proxy: held, forwarded (perhaps again), answered. */
+class Ctx implements Held, UpstreamHandler {
+  readonly hooks: ForwardHooks;
+  readonly req: ClientRequest;
+  readonly res: ClientExchange<Ctx>;
   readonly id: string;
   readonly holdable: boolean;
   readonly hasBody: boolean;
-  head: UpstreamHead | undefined;
-  responded: boolean;
-  done: boolean;
-  holds: number;
-  exchange: Exchange | undefined;
+  key = '';
+  destination = '';
+  heldAt = 0;
+  avoid: { readonly partition: string; readonly token: number } | undefined = undefined;
+  timer: TimerHandle | undefined = undefined;
+  queued: boolean | undefined = undefined;
+  head: UpstreamHead | undefined = undefined;
+  responded = false;
+  done = false;
+  holds = 0;
+  exchange: Exchange | undefined = undefined;
+  /** The attempt under way: where it went, when, and whether the backend answered 421. */
+  route: (Resolution & { ok: true }) | undefined = undefined;
+  backend = '';
+  started = 0;
+  misdirected = false;
+
+  constructor(hooks: ForwardHooks, res: ClientExchange<Ctx>, id: string) {
+    this.hooks = hooks;
+    this.res = res;
+    this.req = res.req;
+    this.id = id;
+    this.hasBody = res.req.hasBody;
+    const method = res.req.method;
+    this.holdable = (method === 'GET' || method === 'HEAD') && !this.hasBody;
+  }
+
+  onHead(head: ResponseHead): void {
+    this.hooks.head(this, head);
+  }
+
+  onData(chunk: Buffer): boolean {
+    if (this.misdirected) return true;
+    if (this.res.write(chunk)) return true;
+    this.res.onDrain(() => this.exchange?.resume());
+    return false;
+  }
+
+  onEnd(): void {
+    this.hooks.end(this);
+  }
+
+  onError(err: Error): void {
+    this.hooks.error(this, err);
+  }
+
+  onReadEnd(): void {
+    if (this.responded) this.res.flushHead();
+  }
 }
 
 /** States: `starting` → `serving` → `draining` → `closed`. */
@@ -66,6 +122,17 @@ export class ProxyServer {
   readonly #holds: HoldQueues<Ctx>;
   readonly #servers: Server[] = [];
   readonly #sockets = new Set<Socket>();
+  readonly #connections: ClientConnections<Ctx>;
+  #sweepTimer: TimerHandle | undefined;
+  readonly #sweepClock: SweepClock;
+  /** `host:port` of each origin (the table's origin strings are kept, so this is one lookup). */
+  readonly #backends = new Map<string, string>();
+  readonly #hooks: ConnectionHooks<Ctx>;
+  readonly #forwardHooks: ForwardHooks = {
+    head: (ctx, head) => this.#upstreamHead(ctx, head),
+    end: (ctx) => this.#upstreamEnd(ctx),
+    error: (ctx, err) => this.#upstreamError(ctx, err),
+  };
   /** WebSockets by key and backend: closed with 1012 on drain, or when their key's owner changes. */
   readonly #websockets = new Set<{ key: string; origin: string; tunnel: WsTunnel }>();
   readonly #unsubscribe: () => void;
@@ -82,7 +149,31 @@ export class ProxyServer {
     this.#clock = options.clock ?? systemClock;
     this.#log = options.log ?? silent;
     this.table = new RoutingTable(options.source, this.#config.partitions);
-    this.#pools = new UpstreamPools(this.#config.upstream);
+    const c = this.#config.client;
+    const u = this.#config.upstream;
+    this.#sweepClock = {
+      now: this.#clock.monotonic(),
+      intervalMs: sweepInterval(
+        Math.min(
+          c.headersTimeoutMs,
+          c.requestTimeoutMs,
+          c.keepAliveTimeoutMs,
+          c.idleTimeoutMs,
+          u.connectTimeoutMs,
+          u.headersTimeoutMs,
+          u.bodyTimeoutMs,
+          u.keepAliveTimeoutMs,
+        ),
+      ),
+    };
+    this.#pools = new UpstreamPools(u, this.#sweepClock);
+    this.#connections = new ClientConnections<Ctx>(c, this.#sweepClock);
+    this.#hooks = {
+      request: (ex) => this.#handle(ex),
+      done: (ctx, finished) => this.#closed(ctx, finished),
+      upgrade: (req, socket, rest) => this.#upgrade(req, socket, rest),
+      draining: () => this.#state === 'draining',
+    };
     this.#holds = new HoldQueues<Ctx>(this.#config.hold, this.#clock, {
       resolve: (key) => this.table.resolve(key),
       release: (ctx) => {
@@ -116,29 +207,19 @@ export class ProxyServer {
 
   /** Starts listening on each target; resolves when all accept connections. */
   async listen(targets: readonly ListenTarget[]): Promise<readonly string[]> {
-    const c = this.#config.client;
+    if (this.#sweepTimer === undefined) this.#sweep();
     for (const target of targets) {
-      const server = createServer(
-        {
-          maxHeaderSize: c.maxHeaderSize,
-          headersTimeout: c.headersTimeoutMs,
-          requestTimeout: c.requestTimeoutMs,
-          keepAliveTimeout: c.keepAliveTimeoutMs,
-          connectionsCheckingInterval: Math.max(100, Math.min(30_000, c.headersTimeoutMs / 4)),
-          requireHostHeader: false,
-        },
-        (req, res) => this.#handle(req, res),
-      );
-      server.timeout = c.idleTimeoutMs;
-      server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) =>
-        this.#upgrade(req, socket, head),
-      );
-      server.on('connection', (socket: Socket) => {
+      const server = createServer({ noDelay: true }, (socket: Socket) => {
+        if (this.#state === 'closed') {
+          socket.destroy();
+          return;
+        }
         this.#sockets.add(socket);
         socket.once('close', () => {
           this.#sockets.delete(socket);
           this.#checkIdle();
         });
+        this.#connections.add(socket, this.#hooks);
       });
       await new Promise<void>((resolve, reject) => {
         server.once('error', reject);
@@ -204,9 +285,9 @@ export class ProxyServer {
     if (this.#state === 'closed') return;
     if (this.#state !== 'draining') {
       this.#state = 'draining';
-      // net.Server's close, not http.Server's: the latter also closes idle keep-alive connections at
-      // once, which races with a client sending its next request on one of them.
-      for (const s of this.#servers) NetServer.prototype.close.call(s);
+      // stop accepting only: idle keep-alive connections are closed by their keep-alive timeout (closing
+      // them at once, as http.Server#close does, races with a client sending its next request)
+      for (const s of this.#servers) s.close();
       for (const ws of this.#websockets) ws.tunnel.close(WS_SERVICE_RESTART);
       this.#log.info({ connections: this.#sockets.size, held: this.#holds.size }, 'draining');
     }
@@ -246,10 +327,9 @@ export class ProxyServer {
         this.#holds.remove(ctx);
         this.#holds.finish(ctx);
       }
-      for (const s of this.#servers) {
-        s.closeAllConnections();
-        s.close(() => undefined);
-      }
+      if (this.#sweepTimer !== undefined) this.#clock.clearTimeout(this.#sweepTimer);
+      for (const s of this.#servers) s.close(() => undefined);
+      this.#connections.destroyAll();
       for (const socket of this.#sockets) socket.destroy();
       this.#pools.close();
     })();
@@ -271,31 +351,23 @@ export class ProxyServer {
     for (const w of waiters) w();
   }
 
-  #handle(req: IncomingMessage, res: ServerResponse): void {
+  /** Re-arms itself: the connections' timeouts and coarse clock. */
+  #sweep(): void {
+    if (this.#state === 'closed') return;
+    const now = this.#clock.monotonic();
+    this.#sweepClock.now = now;
+    this.#connections.sweep(now);
+    this.#pools.sweep(now);
+    this.#sweepTimer = this.#clock.setTimeout(() => this.#sweep(), this.#sweepClock.intervalMs);
+  }
+
+  #handle(res: ClientExchange<Ctx>): Ctx {
+    const req = res.req;
     const given = req.headers['x-request-id'];
-    const id = typeof given === 'string' && given.length > 0 && given.length <= 200 ? given : randomUUID();
-    const method = req.method ?? 'GET';
-    const hasBody =
-      req.headers['transfer-encoding'] !== undefined ||
-      (req.headers['content-length'] !== undefined && req.headers['content-length'] !== '0');
-    const ctx: Ctx = {
-      req,
-      res,
-      id,
-      key: '',
-      destination: '',
-      heldAt: 0,
-      holdable: (method === 'GET' || method === 'HEAD') && !hasBody,
-      hasBody,
-      head: undefined,
-      responded: false,
-      done: false,
-      holds: 0,
-      exchange: undefined,
-    };
+    const id = given !== undefined && given.length > 0 && given.length <= 200 ? given : randomUUID();
+    const ctx = new Ctx(this.#forwardHooks, res, id);
     this.#inFlight++;
-    res.once('close', () => this.#closed(ctx));
-    let key = extractKey(this.#config.key, req.url ?? '/', req.headers);
+    let key = extractKey(this.#config.key, req.url, req.headers);
     if (key === undefined || !isValidKey(key)) {
       if (this.#config.defaultKey !== undefined && key === undefined) key = this.#config.defaultKey;
       else {
@@ -307,28 +379,33 @@ export class ProxyServer {
             ? `the request has no routing key (the proxy reads it from ${this.#config.keySource}) and no defaultKey is configured`
             : `the routing key from ${this.#config.keySource} must be 1–128 characters without '/', whitespace or control characters`,
         );
-        return;
+        return ctx;
       }
     }
     ctx.key = key;
     this.#attempt(ctx);
+    return ctx;
   }
 
   /**
    * An upgrade (WebSocket): routed by the same key, then bytes are piped both ways. Not held: an
-   * unavailable destination answers 502 at once (clients reconnect by themselves).
+   * unavailable destination answers 502 at once (clients reconnect by themselves). The socket comes
+   * paused; it is resumed once the tunnel reads it.
    */
-  #upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+  #upgrade(req: ClientRequest, socket: Socket, head: Buffer): void {
     const refuse = (status: string, why: string): void => {
       this.#count('-', status.slice(0, 3));
       socket.end(
         `HTTP/1.1 ${status}\r\nconnection: close\r\ncontent-type: text/plain\r\ncontent-length: ${Buffer.byteLength(why)}\r\n\r\n${why}`,
       );
+      socket.resume();
     };
     socket.on('error', () => socket.destroy());
     if (this.#state !== 'serving')
       return refuse('503 Service Unavailable', 'the proxy is draining; reconnect');
-    const raw = extractKey(this.#config.key, req.url ?? '/', req.headers);
+    if (req.method === 'CONNECT')
+      return refuse('405 Method Not Allowed', 'the proxy does not tunnel CONNECT');
+    const raw = extractKey(this.#config.key, req.url, req.headers);
     const key = raw === undefined ? this.#config.defaultKey : isValidKey(raw) ? raw : undefined;
     if (key === undefined)
       return refuse('400 Bad Request', `no valid routing key (${this.#config.keySource})`);
@@ -342,19 +419,19 @@ export class ProxyServer {
     upstream.once('connect', () => {
       connected = true;
       const id = req.headers['x-request-id'];
-      const lines = [`${req.method ?? 'GET'} ${req.url ?? '/'} HTTP/1.1`];
+      const lines = [`${req.method} ${req.url} HTTP/1.1`];
       for (let i = 0; i < req.rawHeaders.length; i += 2) {
         const name = (req.rawHeaders[i] as string).toLowerCase();
         if (name === 'x-forwarded-for' || name === 'x-request-id') continue;
         lines.push(`${req.rawHeaders[i] as string}: ${req.rawHeaders[i + 1] as string}`);
       }
       const xff = req.headers['x-forwarded-for'];
-      const client = req.socket.remoteAddress ?? 'unknown';
-      lines.push(`x-forwarded-for: ${xff === undefined ? client : `${String(xff)}, ${client}`}`);
-      lines.push(`x-request-id: ${typeof id === 'string' && id !== '' ? id : randomUUID()}`);
+      const client = socket.remoteAddress ?? 'unknown';
+      lines.push(`x-forwarded-for: ${xff === undefined ? client : `${xff}, ${client}`}`);
+      lines.push(`x-request-id: ${id !== undefined && id !== '' ? id : randomUUID()}`);
       upstream.write(`${lines.join('\r\n')}\r\n\r\n`);
       this.#count(backend, '101');
-      if (!/^websocket$/i.test(String(req.headers.upgrade))) {
+      if (!/^websocket$/i.test(String(req.headers['upgrade']))) {
         // another protocol: bytes only (a drain cuts it at its timeout)
         if (head.length > 0) upstream.write(head);
         upstream.pipe(socket);
@@ -364,6 +441,7 @@ export class ProxyServer {
       const ws = { key, origin: r.origin, tunnel: tunnelWebSocket(socket, upstream, head, this.#clock) };
       this.#websockets.add(ws);
       socket.once('close', () => this.#websockets.delete(ws));
+      socket.resume();
     });
     upstream.on('error', () => {
       if (connected) socket.destroy();
@@ -384,12 +462,13 @@ export class ProxyServer {
     }
   }
 
-  #closed(ctx: Ctx): void {
+  /** The request's exchange is over: its response was written whole (`finished`), or the client left. */
+  #closed(ctx: Ctx, finished: boolean): void {
     this.#inFlight--;
     if (this.#afterHeld) this.#checkIdle();
-    if (ctx.done) return;
+    if (ctx.done && finished) return;
     ctx.done = true;
-    if (ctx.res.writableFinished) return;
+    if (finished) return;
     // the client went away before its response was complete
     if (this.#holds.remove(ctx)) {
       this.metrics.holdSeconds.observe({ outcome: 'gone' }, (this.#clock.monotonic() - ctx.heldAt) / 1000);
@@ -418,84 +497,88 @@ export class ProxyServer {
   }
 
   #forward(ctx: Ctx, r: Resolution & { ok: true }): void {
-    const { req, res } = ctx;
-    const backend = r.origin.slice(r.origin.indexOf('//') + 2);
-    ctx.head ??= upstreamHead(req, ctx.id, 'http', backend, ctx.hasBody);
-    const started = performance.now();
-    let misdirected = false;
-    const exchange: Exchange = this.#pools.get(r.origin).request(
+    let backend = this.#backends.get(r.origin);
+    if (backend === undefined) {
+      if (this.#backends.size >= 10_000) this.#backends.clear();
+      this.#backends.set(r.origin, (backend = r.origin.slice(r.origin.indexOf('//') + 2)));
+    }
+    ctx.head ??= upstreamHead(
+      ctx.req,
+      ctx.id,
+      'http',
+      backend,
+      ctx.res.conn.socket.remoteAddress ?? 'unknown',
+    );
+    ctx.route = r;
+    ctx.backend = backend;
+    ctx.misdirected = false;
+    ctx.started = performance.now();
+    ctx.exchange = this.#pools.get(r.origin).request(
       {
         head: ctx.head.head,
-        body: ctx.hasBody ? req : null,
+        body: ctx.hasBody ? ctx.res : null,
         chunked: ctx.head.chunked,
-        noResponseBody: req.method === 'HEAD',
+        noResponseBody: ctx.req.method === 'HEAD',
       },
-      {
-        onHead: ({ status, headers }) => {
-          this.metrics.upstreamSeconds.observe([backend], (performance.now() - started) / 1000);
-          if (status === 421 && ctx.holdable && r.partition !== undefined && r.token !== undefined) {
-            // 421 Misdirected Request (MUSTER_NOT_OWNER): the backend released the partition before
-            // the proxy's view showed it. Nothing was done; hold the GET until the table shows the
-            // partition's next owner (its token differs), then send it there.
-            ctx.avoid = { partition: r.partition, token: r.token };
-            misdirected = true;
-            return;
-          }
-          const out = downstreamHeaders(headers);
-          if (this.#state === 'draining') out['connection'] = 'close';
-          res.writeHead(status, out);
-          ctx.responded = true;
-          this.#count(backend, status);
-        },
-        onData: (chunk) => {
-          if (misdirected) return true;
-          if (res.write(chunk)) return true;
-          res.once('drain', () => exchange.resume());
-          return false;
-        },
-        onEnd: () => {
-          if (ctx.done) return;
-          if (misdirected) {
-            this.#count(backend, '421-held');
-            this.#unavailable(
-              ctx,
-              r.destination,
-              `instance ${r.instance} said it no longer owns the partition`,
-            );
-            return;
-          }
-          ctx.done = true;
-          res.end();
-        },
-        onError: (err) => {
-          if (ctx.done) return;
-          if (ctx.responded) {
-            res.destroy(err);
-            return;
-          }
-          if (isUnavailable(err)) {
-            this.#holds.markDown(r.origin);
-            this.#log.warn({ backend, err: err.message, destination: r.destination }, 'backend unavailable');
-            this.#unavailable(
-              ctx,
-              r.destination,
-              `backend ${backend} is unavailable (${(err as { code?: string }).code ?? 'error'})`,
-            );
-          } else if (isTimeout(err)) {
-            this.#reply(ctx, 504, 'MUSTER_TIMEOUT', `backend ${backend} did not answer in time`, backend);
-          } else {
-            this.#reply(
-              ctx,
-              502,
-              'MUSTER_UPSTREAM_UNAVAILABLE',
-              `backend ${backend} failed: ${err.message}`,
-              backend,
-            );
-          }
-        },
-      },
+      ctx,
     );
-    ctx.exchange = exchange;
+  }
+
+  #upstreamHead(ctx: Ctx, { status, statusText, fields, length }: ResponseHead): void {
+    const r = ctx.route as Resolution & { ok: true };
+    this.metrics.upstreamSeconds.observe([ctx.backend], (performance.now() - ctx.started) / 1000);
+    if (status === 421 && ctx.holdable && r.partition !== undefined && r.token !== undefined) {
+      // 421 Misdirected Request (MUSTER_NOT_OWNER): the backend released the partition before
+      // the proxy's view showed it. Nothing was done; hold the GET until the table shows the
+      // partition's next owner (its token differs), then send it there.
+      ctx.avoid = { partition: r.partition, token: r.token };
+      ctx.misdirected = true;
+      return;
+    }
+    ctx.res.writeHead(status, statusText, fields, length);
+    ctx.responded = true;
+    this.#count(ctx.backend, status);
+  }
+
+  #upstreamEnd(ctx: Ctx): void {
+    if (ctx.done) return;
+    if (ctx.misdirected) {
+      const r = ctx.route as Resolution & { ok: true };
+      this.#count(ctx.backend, '421-held');
+      this.#unavailable(ctx, r.destination, `instance ${r.instance} said it no longer owns the partition`);
+      return;
+    }
+    ctx.done = true;
+    ctx.res.end();
+  }
+
+  #upstreamError(ctx: Ctx, err: Error): void {
+    if (ctx.done) return;
+    if (ctx.responded) {
+      ctx.res.destroy();
+      return;
+    }
+    const r = ctx.route as Resolution & { ok: true };
+    const backend = ctx.backend;
+    if (isUnavailable(err)) {
+      this.#holds.markDown(r.origin);
+      this.#log.warn({ backend, err: err.message, destination: r.destination }, 'backend unavailable');
+      this.#unavailable(
+        ctx,
+        r.destination,
+        `backend ${backend} is unavailable (${(err as { code?: string }).code ?? 'error'})`,
+      );
+    } else if (isTimeout(err)) {
+      this.#reply(ctx, 504, 'MUSTER_TIMEOUT', `backend ${backend} did not answer in time`, backend);
+    } else {
+      this.#reply(
+        ctx,
+        502,
+        'MUSTER_UPSTREAM_UNAVAILABLE',
+        `backend ${backend} failed: ${err.message}`,
+        backend,
+      );
+    }
   }
 
   #unavailable(ctx: Ctx, destination: string, why: string): void {
@@ -504,7 +587,7 @@ export class ProxyServer {
         ctx,
         502,
         'MUSTER_UPSTREAM_UNAVAILABLE',
-        `${why}; ${ctx.req.method ?? ''} requests are not held or replayed`,
+        `${why}; ${ctx.req.method} requests are not held or replayed`,
       );
       return;
     }
@@ -558,19 +641,13 @@ export class ProxyServer {
     backend: string,
     headers: Record<string, string> = {},
   ): void {
-    if (ctx.done || ctx.res.headersSent) return;
+    if (ctx.done || ctx.res.responded) return;
     ctx.done = true;
     this.#holds.finish(ctx);
     this.#count(backend, status);
-    const h: Record<string, string | number> = {
-      'content-type': type,
-      'content-length': Buffer.byteLength(body),
-      'x-request-id': ctx.id,
-      ...headers,
-    };
-    if (this.#state === 'draining') h['connection'] = 'close';
-    ctx.res.writeHead(status, h);
-    ctx.res.end(ctx.req.method === 'HEAD' ? undefined : body);
+    let fields = `content-type: ${type}\r\nx-request-id: ${ctx.id}\r\n`;
+    for (const name in headers) fields += `${name}: ${headers[name] as string}\r\n`;
+    ctx.res.send(status, fields, body);
   }
 }
 
@@ -585,6 +662,16 @@ function reasonText(r: Resolution & { ok: false }): string {
     case 'no-address':
       return `instance ${r.instance ?? '?'} has published no address`;
   }
+}
+
+/**
+ * How often the timeouts are checked: a quarter of the shortest, between 50 and 250 ms (node:http
+ * checks its headers and request timeouts the same way, `connectionsCheckingInterval`). The interval is
+ * also the coarse clock's grain: an idle upstream socket is reused only up to its idle time minus one
+ * interval, so a backend's short `Keep-Alive: timeout=1` still leaves 750 ms of reuse.
+ */
+function sweepInterval(shortestMs: number): number {
+  return Math.max(50, Math.min(250, Math.floor(shortestMs / 4)));
 }
 
 /** Splits `host:port` (IPv6 in brackets). */

@@ -39,7 +39,9 @@ describe('proxy: bad input and hostile clients', { timeout: 60_000 }, () => {
     await store.put(`${SVC}owners/0`, JSON.stringify({ instance: 'b', since: '', address: backend.address }));
     proxy = await startProxy({
       store,
-      config: testConfig('bad', { client: { headersTimeout: 500, idleTimeout: 1000, maxHeaderSize: 8192 } }),
+      config: testConfig('bad', {
+        client: { headersTimeout: 500, requestTimeout: 1500, idleTimeout: 1000, maxHeaderSize: 8192 },
+      }),
     });
     address = proxy.addresses[0] as string;
   });
@@ -115,6 +117,30 @@ describe('proxy: bad input and hostile clients', { timeout: 60_000 }, () => {
     const took = Date.now() - started;
     assert.match(answer, /^HTTP\/1\.1 408 /);
     assert.ok(took < 3000, `closed after ${took} ms`);
+    await stillServes();
+  });
+
+  test('a request body not finished within the request timeout (a slow upload): 408 and closed', async () => {
+    const started = Date.now();
+    const answer = await new Promise<string>((resolve) => {
+      const chunks: Buffer[] = [];
+      const [host, port] = address.split(':') as [string, string];
+      let drip: NodeJS.Timeout | undefined;
+      const s = connect(Number(port), host, () => {
+        s.write('POST /echo HTTP/1.1\r\nHost: h\r\nx-key: k\r\nContent-Length: 1000\r\n\r\n');
+        // a byte every 100 ms: never idle, never done
+        drip = setInterval(() => s.write('x'), 100);
+      });
+      s.on('data', (c: Buffer) => chunks.push(c));
+      s.on('close', () => {
+        clearInterval(drip);
+        resolve(Buffer.concat(chunks).toString());
+      });
+      s.on('error', () => undefined);
+    });
+    const took = Date.now() - started;
+    assert.match(answer, /^HTTP\/1\.1 408 /);
+    assert.ok(took >= 1300 && took < 4000, `closed after ${took} ms`);
     await stillServes();
   });
 

@@ -55,8 +55,9 @@ describe('muster drain (a key of its own)', { timeout: 30_000 }, () => {
     await until(view, () => assignedTo('a') > 0 && assignedTo('b') > 0, 'both instances assigned');
     await drainInstance(store, SERVICE, 'a');
     await until(view, () => view.instances.get('a')?.state === 'draining', 'a draining');
-    assert.equal(assignedTo('a'), 0);
-    assert.equal(assignedTo('b'), 8);
+    // the view throttles its assignment when a computation was slow (a loaded machine): it may show
+    // the drain a moment after the state, and notifies when it does
+    await until(view, () => assignedTo('a') === 0 && assignedTo('b') === 8, "a's partitions on b");
     // The agent rewrites its record (here: new notes) — the drain must stay.
     const before = view.revision;
     await a.update({ notes: { reason: 'health changed' } });
@@ -77,7 +78,7 @@ describe('muster drain (a key of its own)', { timeout: 30_000 }, () => {
 
     await undrainInstance(store, SERVICE, 'a');
     await until(view, () => view.instances.get('a')?.state === 'active', 'a active again');
-    assert.ok(assignedTo('a') > 0);
+    await until(view, () => assignedTo('a') > 0, 'partitions for a again (the assignment may lag: above)');
     await assert.rejects(undrainInstance(store, SERVICE, 'a'), { code: 'MUSTER_NOT_FOUND' });
   });
 

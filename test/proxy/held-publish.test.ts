@@ -8,7 +8,12 @@ import { after, before, describe, test } from 'node:test';
 import { Agent } from 'undici';
 import { HELD_PUBLISH_INTERVAL_MS, parseProxyRecord, startProxy } from '../../src/proxy/index.js';
 import { openMemoryStore, type MemoryStore } from '../../src/store/index.js';
-import { waitFor } from '../../src/testing/index.js';
+import {
+  HELD_PUBLISH_MAX_RETRY_MS,
+  HELD_PUBLISH_RETRY_MS,
+  HeldPublisher,
+} from '../../src/proxy/held-publisher.js';
+import { FaultyStore, ManualClock, waitFor } from '../../src/testing/index.js';
 import { FleetModel } from '../../src/ui/index.js';
 import { call, keyFor, startBackend, testConfig } from './helpers.js';
 
@@ -75,5 +80,54 @@ describe('proxy: held queues published for the dashboard', { timeout: 30_000 }, 
       await b.close();
     }
     assert.equal(await store.get(KEY), undefined, 'the lease ended with the proxy');
+  });
+});
+
+describe('proxy: the held-queue publisher under a failing store', { timeout: 30_000 }, () => {
+  test('it backs off (5 s, 10 s, 20 s… up to 60 s), reports a failure streak once, and recovers', async () => {
+    const clock = new ManualClock();
+    const inner = openMemoryStore();
+    const store = new FaultyStore(inner, { clock });
+    let failing = true;
+    let grants = 0;
+    const grant = store.grantLease.bind(store);
+    store.grantLease = (ttl, options) => {
+      grants++;
+      // a saturated worker: its lease grant misses the deadline
+      return failing ? Promise.reject(new Error('DEADLINE_EXCEEDED')) : grant(ttl, options);
+    };
+    const errors: unknown[] = [];
+    const publisher = new HeldPublisher({
+      store,
+      root: '/muster/',
+      service: 'bo',
+      id: 'p',
+      sizes: () => ({ 'partition:0': 1 }),
+      clock,
+      onError: (err) => errors.push(err),
+    });
+    try {
+      clock.advance(0); // the first try is scheduled at once
+      await waitFor(() => grants === 1, { what: 'the first try' });
+      // tries come at 5, 10, 20, 40, 60, 60 s after the one before — not every 5 s
+      const waits = [HELD_PUBLISH_RETRY_MS, 10_000, 20_000, 40_000, HELD_PUBLISH_MAX_RETRY_MS, 60_000];
+      for (const [i, ms] of waits.entries()) {
+        clock.advance(ms - 1);
+        await new Promise((resolve) => setImmediate(resolve));
+        assert.equal(grants, i + 1, `no try before ${ms} ms`);
+        clock.advance(1);
+        await waitFor(() => grants === i + 2, { what: `try ${i + 2}` });
+      }
+      // one report for the streak, one more after a minute of it
+      assert.ok(errors.length >= 1 && errors.length <= 4, `${errors.length} reports for 7 failures`);
+      failing = false;
+      clock.advance(60_000);
+      await waitFor(async () => (await inner.get('/muster/services/bo/proxies/p')) !== undefined, {
+        what: 'the record written once the store answers',
+      });
+    } finally {
+      await publisher.close();
+      await inner.close();
+    }
   });
 });

@@ -145,6 +145,20 @@ describe('proxy holding', { timeout: 60_000 }, () => {
     ac.abort();
     await gone;
     await waitFor(() => p.server.status()['held'] === 0, { what: 'the queue is empty' });
+    // a client that only closes its sending side (FIN) has left too, as with node:http's default
+    const { connect } = await import('node:net');
+    const [host, port] = [
+      address.slice(0, address.lastIndexOf(':')),
+      address.slice(address.lastIndexOf(':') + 1),
+    ];
+    const s = connect(Number(port), host, () =>
+      s.write(`GET /y HTTP/1.1\r\nHost: h\r\nx-key: ${k0}\r\n\r\n`),
+    );
+    s.on('error', () => undefined);
+    await waitFor(() => p.server.held()['partition:0'] === 1, { what: 'held again' });
+    s.end();
+    await waitFor(() => p.server.status()['held'] === 0, { what: 'the queue is empty after the FIN' });
+    s.destroy();
   });
 
   test('held requests are released at the configured rate per backend', async () => {

@@ -4,6 +4,7 @@
  * that never answers (504).
  */
 import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { Readable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
@@ -11,7 +12,7 @@ import { Agent, request } from 'undici';
 import { startProxy, type Proxy } from '../../src/proxy/index.js';
 import { openMemoryStore, type MemoryStore } from '../../src/store/index.js';
 import { waitFor } from '../../src/testing/index.js';
-import { call, testConfig } from './helpers.js';
+import { call, rawRequest, testConfig } from './helpers.js';
 
 const SVC = '/muster/services/up/';
 
@@ -26,7 +27,35 @@ const SCRIPT: Record<string, string> = {
   '/length': 'HTTP/1.1 200 OK\r\nContent-Length: 3\r\nX-Set: a\r\nX-Set: b\r\n\r\nabc',
   '/bad': 'HTTP/1.1 2x0 Nope\r\n\r\n',
   '/badchunk': 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n',
+  '/splitting': 'HTTP/1.1 200 OK\r\nX-A: a\nInjected: yes\r\nContent-Length: 2\r\n\r\nok',
 };
+
+/**
+ * 16 MiB of random bytes (more than the loopback's socket buffers hold): sent by the backend in pieces,
+ * compared by hash after the proxy.
+ */
+const RANDOM = randomBytes(16 * 1024 * 1024);
+const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
+
+/** Writes RANDOM with a Content-Length, or chunked in chunks of varied sizes. */
+function writeRandom(socket: Socket, chunked: boolean): void {
+  if (!chunked) {
+    socket.write(`HTTP/1.1 200 OK\r\nContent-Length: ${RANDOM.length}\r\n\r\n`);
+    for (let i = 0; i < RANDOM.length; i += 100_000) socket.write(RANDOM.subarray(i, i + 100_000));
+    return;
+  }
+  socket.write('HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n');
+  let size = 1;
+  for (let i = 0; i < RANDOM.length;) {
+    const piece = RANDOM.subarray(i, i + size);
+    socket.write(`${piece.length.toString(16)}\r\n`);
+    socket.write(piece);
+    socket.write('\r\n');
+    i += piece.length;
+    size = (size * 7 + 13) % 90_001;
+  }
+  socket.write('0\r\n\r\n');
+}
 
 describe('proxy: the raw upstream pool and response framer', { timeout: 30_000 }, () => {
   let store: MemoryStore;
@@ -72,6 +101,16 @@ describe('proxy: the raw upstream pool and response framer', { timeout: 30_000 }
             socket.write(`HTTP/1.1 200 OK\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
             continue;
           }
+          if (path === '/head-first') {
+            // the head now, the body 300 ms later (a stream, an event source)
+            socket.write('HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n');
+            setTimeout(() => socket.write('5\r\nlater\r\n0\r\n\r\n'), 300);
+            continue;
+          }
+          if (path === '/random' || path === '/random-chunked') {
+            writeRandom(socket, path === '/random-chunked');
+            continue;
+          }
           if (path === '/chunked-in') {
             socket.write('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nin');
             continue;
@@ -105,6 +144,41 @@ describe('proxy: the raw upstream pool and response framer', { timeout: 30_000 }
     const r = await call(agent, address, '/chunked', { key: 'k' });
     assert.equal(r.status, 200);
     assert.equal(r.text, 'hello world');
+  });
+
+  test('large bodies of random bytes arrive intact to a slow reader (Content-Length and chunked)', async () => {
+    // the pool reads into one shared buffer: a body piece the client's socket cannot take at once
+    // must have been copied, or the next read overwrites it
+    for (const path of ['/random', '/random-chunked']) {
+      const r = await request(`http://${address}${path}`, { dispatcher: agent, headers: { 'x-key': 'k' } });
+      assert.equal(r.statusCode, 200);
+      const chunks: Buffer[] = [];
+      let n = 0;
+      for await (const c of r.body) {
+        chunks.push(c as Buffer);
+        // a stall at the start fills every socket buffer on the way; then slow reads
+        if (n++ % 16 === 0) await new Promise((resolve) => setTimeout(resolve, n === 1 ? 300 : 2));
+      }
+      const got = Buffer.concat(chunks);
+      assert.equal(got.length, RANDOM.length, path);
+      assert.equal(sha(got), sha(RANDOM), `${path}: the body arrived changed`);
+    }
+  });
+
+  test('a response head that comes without body bytes is passed on at once, not with the body', async () => {
+    const started = Date.now();
+    const r = await request(`http://${address}/head-first`, { dispatcher: agent, headers: { 'x-key': 'k' } });
+    const headAfter = Date.now() - started;
+    assert.equal(r.statusCode, 200);
+    assert.ok(headAfter < 250, `the head came after ${headAfter} ms`);
+    assert.equal(await r.body.text(), 'later');
+    assert.ok(Date.now() - started >= 280);
+  });
+
+  test('a response head with a bare LF (response splitting) is 502, nothing of it passed on', async () => {
+    const r = await call(agent, address, '/splitting', { key: 'k' });
+    assert.equal(r.status, 502);
+    assert.equal(r.headers['injected'], undefined);
   });
 
   test('a close-delimited response ends with the connection; the next request gets a new one', async () => {
@@ -168,6 +242,35 @@ describe('proxy: the raw upstream pool and response framer', { timeout: 30_000 }
     const seen = received.find((r) => r.startsWith('POST /echo')) ?? '';
     assert.doesNotMatch(seen, /expect:/i);
     assert.match(seen, /\r\n\r\nhello$/);
+  });
+
+  test('pipelined requests are answered in order on one connection; framing to HTTP/1.1 and 1.0 clients', async () => {
+    const get = (path: string, extra = ''): string =>
+      `GET ${path} HTTP/1.1\r\nHost: h\r\nx-key: k\r\n${extra}\r\n`;
+    // four requests in one write: Content-Length, chunked (re-chunked), 204, then one asking to close
+    const answer = await rawRequest(
+      address,
+      get('/length') + get('/chunked') + get('/nocontent') + get('/length', 'Connection: close\r\n'),
+    );
+    const statuses = [...answer.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((m) => m[1]);
+    assert.deepEqual(statuses, ['200', '200', '204', '200'], answer);
+    const parts = answer.split(/(?=HTTP\/1\.1 \d{3} )/);
+    assert.match(parts[0] ?? '', /content-length: 3\r\n[\s\S]*\r\n\r\nabc$/i);
+    assert.match(parts[0] ?? '', /keep-alive: timeout=\d+/i);
+    assert.match(
+      parts[1] ?? '',
+      /transfer-encoding: chunked\r\n[\s\S]*\r\n\r\nb\r\nhello world\r\n0\r\n\r\n$|transfer-encoding: chunked\r\n[\s\S]*\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n$/i,
+    );
+    assert.doesNotMatch(parts[2] ?? '', /content-length|transfer-encoding/i);
+    assert.match(parts[3] ?? '', /connection: close\r\n[\s\S]*abc$/i);
+    // HTTP/1.0: no chunked coding; a body of unknown length ends with the connection
+    const old = await rawRequest(address, 'GET /chunked HTTP/1.0\r\nHost: h\r\nx-key: k\r\n\r\n');
+    assert.match(old, /^HTTP\/1\.1 200 /);
+    assert.doesNotMatch(old, /transfer-encoding/i);
+    assert.match(old, /connection: close\r\n[\s\S]*\r\nhello world$/i);
+    // the backend's X-Set fields arrive as it sent them, one line each
+    const twice = await rawRequest(address, get('/length', 'Connection: close\r\n'));
+    assert.match(twice, /X-Set: a\r\nX-Set: b\r\n/);
   });
 
   test('a malformed response: 502, never passed on; the proxy keeps serving', async () => {
