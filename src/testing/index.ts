@@ -62,3 +62,4 @@ export {
   type StartPostgresOptions,
 } from './postgres-harness.js';
 export { checkRevisions, type RevisionViolation } from './revision-checker.js';
+export { seededRandom } from './prng.js';

@@ -21,27 +21,15 @@ import { H2Connection, type H2Stream } from '../../src/server/grpc/h2.js';
 import { CODES, H2Error, HpackDecoder, huffmanDecode, LENGTHS } from '../../src/server/grpc/hpack.js';
 import { etcdServices } from '../../src/server/grpc/proto.js';
 import { type MusterServer, startServer } from '../../src/server/index.js';
-import { ETCD_INSTALL_HINT, needBinary } from '../../src/testing/index.js';
+import { ETCD_INSTALL_HINT, needBinary, seededRandom } from '../../src/testing/index.js';
 import { PREFACE } from './raw-h2.js';
 
 const SEED = Number(process.env.MUSTER_FUZZ_SEED ?? Date.now() % 1_000_000);
 
-/** mulberry32: a small seeded generator, so a failing input can be made again. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 class Fuzzer {
   readonly #r: () => number;
   constructor(seed: number) {
-    this.#r = rng(seed);
+    this.#r = seededRandom(seed);
   }
   int(n: number): number {
     return Math.floor(this.#r() * n);

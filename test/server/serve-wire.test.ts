@@ -17,6 +17,7 @@ import {
   encodeResponse,
   encodeWatchResponse,
 } from '../../src/server/grpc/wire.js';
+import { seededRandom } from '../../src/testing/index.js';
 
 const require = createRequire(import.meta.url);
 const protoDir = join(dirname(require.resolve('etcd3/package.json')), 'proto');
@@ -41,19 +42,7 @@ root.resolvePath = (_origin, target) => (target.startsWith('/') ? target : join(
 root.loadSync(join(protoDir, 'rpc.proto'), { keepCase: true });
 const type = (name: string): protobuf.Type => root.lookupType(`etcdserverpb.${name}`);
 
-/** A small deterministic PRNG, so a failure reproduces. */
-function prng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-const rnd = prng(13);
+const rnd = seededRandom(13);
 const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rnd() * xs.length)] as T;
 const INT64S = [
   '0',

@@ -10,6 +10,7 @@ import { dirname, join } from 'node:path';
 import { describe, test } from 'node:test';
 import protobuf from 'protobufjs';
 import { decode, encode } from '../../src/store/etcd/rpc-codec.js';
+import { seededRandom } from '../../src/testing/index.js';
 
 const require = createRequire(import.meta.url);
 const protoDir = join(dirname(require.resolve('etcd3/package.json')), 'proto');
@@ -20,18 +21,7 @@ const type = (name: string): protobuf.Type =>
   root.lookupType(name.includes('.') ? name : `etcdserverpb.${name}`);
 const AS_LOADER = { longs: String, enums: Number, defaults: true, oneofs: false } as const;
 
-/** A small deterministic PRNG, so a failure reproduces. */
-function prng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-const rnd = prng(15);
+const rnd = seededRandom(15);
 const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rnd() * xs.length)] as T;
 const INT64S = [
   '0',
