@@ -15,9 +15,15 @@ export const MAX_RESPONSE_HEAD_BYTES = 64 * 1024;
 
 const CRLFCRLF = Buffer.from('\r\n\r\n');
 const STATUS_LINE = /^HTTP\/1\.([01]) (\d{3})(?: (.*))?$/;
-const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 /** A control character other than HTAB, CR and LF (bare CRs and LFs are found line by line). */
 const BAD_HEAD_CHAR = /[^\t\r\n\x20-\x7e\x80-\xff]/;
+/** A field name (a token, RFC 9110 §5.6.2) and its colon, matched where a field line starts. */
+const NAME = /[!#$%&'*+.^_`|~0-9A-Za-z-]+:/y;
+/** Bit n set: a field name of n characters may be Content-Length or a hop-by-hop one (only those are lower-cased). */
+const SPECIAL_LENGTHS = ['content-length', ...HOP_BY_HOP].reduce(
+  (bits, name) => bits | (1 << name.length),
+  0,
+);
 
 /**
  * A response's status line and header fields, read for the client: `fields` are the backend's field
@@ -114,17 +120,30 @@ export class ResponseFramer {
         case State.Idle:
           return d.subarray(i);
         case State.Head: {
-          const buf = this.#buf === undefined ? d.subarray(i) : Buffer.concat([this.#buf, d.subarray(i)]);
-          const end = buf.indexOf(CRLFCRLF);
-          if (end < 0) {
-            if (buf.length > MAX_RESPONSE_HEAD_BYTES) throw bad('the response head is too large');
-            this.#buf = this.#buf === undefined ? Buffer.from(buf) : buf; // `d` may be a shared read buffer
-            return undefined;
+          const held = this.#buf;
+          if (held === undefined) {
+            // the common case: the whole head in this read — parsed in place, no copy
+            const end = d.indexOf(CRLFCRLF, i);
+            if (end < 0) {
+              if (d.length - i > MAX_RESPONSE_HEAD_BYTES) throw bad('the response head is too large');
+              this.#buf = Buffer.from(d.subarray(i)); // `d` may be a shared read buffer
+              return undefined;
+            }
+            this.#head(d.toString('latin1', i, end));
+            i = end + 4;
+          } else {
+            const buf = Buffer.concat([held, d.subarray(i)]);
+            const end = buf.indexOf(CRLFCRLF);
+            if (end < 0) {
+              if (buf.length > MAX_RESPONSE_HEAD_BYTES) throw bad('the response head is too large');
+              this.#buf = buf;
+              return undefined;
+            }
+            this.#buf = undefined;
+            this.#head(buf.toString('latin1', 0, end));
+            d = buf;
+            i = end + 4;
           }
-          this.#buf = undefined;
-          this.#head(buf.toString('latin1', 0, end));
-          d = buf;
-          i = end + 4;
           if (this.#left === 0 && (this.#state as State) === State.Length) this.#finish();
           break;
         }
@@ -153,6 +172,7 @@ export class ResponseFramer {
   }
 
   #head(text: string): void {
+    const n = text.length;
     if (BAD_HEAD_CHAR.test(text)) throw bad('a control character in the head');
     const eol = text.indexOf('\r\n');
     if (!crlfOnly(text, 0, eol)) throw bad('a bare CR or LF in the head');
@@ -160,28 +180,35 @@ export class ResponseFramer {
     const m = STATUS_LINE.exec(statusLine);
     if (m === null) throw bad(`an invalid status line ${JSON.stringify(statusLine.slice(0, 40))}`);
     const status = Number(m[2]);
+    // the kept field lines are sliced off `text` by runs of adjacent lines, not line by line
     let fields = '';
+    let run = -1;
     let length = -1;
     let chunked = false;
     let te = false;
     let connection = '';
     let keepAliveMs: number | undefined;
-    let pos = eol < 0 ? text.length : eol + 2;
-    while (pos < text.length) {
+    let pos = eol < 0 ? n : eol + 2;
+    while (pos < n) {
       let next = text.indexOf('\r\n', pos);
       if (!crlfOnly(text, pos, next)) throw bad('a bare CR or LF in the head');
-      if (next < 0) next = text.length;
-      const colon = text.indexOf(':', pos);
-      if (colon <= pos || colon > next) throw bad('a header line without a name');
-      const name = text.slice(pos, colon);
-      if (!TOKEN.test(name)) throw bad('an invalid header name');
-      const lower = name.toLowerCase();
+      if (next < 0) next = n;
+      NAME.lastIndex = pos;
+      const colon = NAME.test(text) ? NAME.lastIndex - 1 : -1;
+      if (colon < 0 || colon > next) {
+        const c = text.indexOf(':', pos);
+        throw bad(c <= pos || c > next ? 'a header line without a name' : 'an invalid header name');
+      }
+      // only names as long as a framing or hop-by-hop one are lower-cased and looked at
+      const len = colon - pos;
+      const special = len < 32 && ((SPECIAL_LENGTHS >>> len) & 1) === 1;
+      const lower = special ? text.slice(pos, colon).toLowerCase() : '';
       if (lower === 'content-length') {
         const value = text.slice(colon + 1, next).trim();
         if (!/^\d{1,15}$/.test(value) || (length !== -1 && length !== Number(value)))
           throw bad('an invalid Content-Length');
         length = Number(value);
-      } else if (HOP_BY_HOP.has(lower)) {
+      } else if (special && HOP_BY_HOP.has(lower)) {
         const value = text.slice(colon + 1, next).trim();
         if (lower === 'transfer-encoding') {
           te = true;
@@ -191,20 +218,33 @@ export class ResponseFramer {
           const t = /timeout=(\d+)/i.exec(value);
           if (t !== null) keepAliveMs = Number(t[1]) * 1000;
         }
-      } else fields += `${text.slice(pos, next)}\r\n`;
+      } else {
+        if (run < 0) run = pos;
+        pos = next + 2;
+        continue;
+      }
+      if (run >= 0) {
+        fields += text.slice(run, pos);
+        run = -1;
+      }
       pos = next + 2;
     }
+    if (run >= 0) fields += `${text.slice(run, n)}\r\n`;
     if (status < 200 && status !== 101) {
       this.#state = State.Head; // an interim response (103 Early Hints…): the real one follows
       return;
     }
     if (status === 101) throw bad('101 Switching Protocols to a request that asked for no upgrade');
-    if (connection !== '' && !/^(?:\s*(?:keep-alive|close)\s*,)+$/.test(connection))
-      fields = withoutListed(fields, listed(connection));
     const http10 = m[1] === '0';
-    this.#keepAlive = http10
-      ? /(?:^|[\s,])keep-alive(?:,|$)/.test(connection)
-      : !/(?:^|[\s,])close,/.test(connection);
+    if (connection === 'keep-alive,')
+      this.#keepAlive = true; // the common case
+    else {
+      if (connection !== '' && !/^(?:\s*(?:keep-alive|close)\s*,)+$/.test(connection))
+        fields = withoutListed(fields, listed(connection));
+      this.#keepAlive = http10
+        ? /(?:^|[\s,])keep-alive(?:,|$)/.test(connection)
+        : !/(?:^|[\s,])close,/.test(connection);
+    }
     if (this.#noBody || status === 204 || status === 304) {
       this.#state = State.Length;
       this.#left = 0;
