@@ -94,6 +94,12 @@ describe('proxy: the request parser (llhttp strict + RFC 9112 rules)', { timeout
     );
     assert.deepEqual(two.bodies, ['', 'ok', '']);
     assert.equal(two.completed, 3);
+    // complete once each, whether told with the head (no body) or by llhttp (a body, even an empty one)
+    const empty = parse(
+      'POST /4 HTTP/1.1\r\nContent-Length: 0\r\n\r\nPOST /5 HTTP/1.1\r\nContent-Length: 00\r\n\r\nPOST /6 HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /7 HTTP/1.1\r\n\r\n',
+    );
+    assert.equal(empty.requests.length, 4);
+    assert.equal(empty.completed, 4);
     const fields = Array.from({ length: 50 }, (_, i) => `x-f${i}: v${i}\r\n`).join('');
     const many = accepted(`GET /many HTTP/1.1\r\n${fields}`, 'x-last: 1\r\n\r\n');
     assert.equal(many.rawHeaders.length, 102);
