@@ -14,7 +14,6 @@ import { UpstreamError } from './upstream-error.js';
 export const MAX_RESPONSE_HEAD_BYTES = 64 * 1024;
 
 const CRLFCRLF = Buffer.from('\r\n\r\n');
-const STATUS_LINE = /^HTTP\/1\.([01]) (\d{3})(?: (.*))?$/;
 /** A control character other than HTAB, CR and LF (bare CRs and LFs are found line by line). */
 const BAD_HEAD_CHAR = /[^\t\r\n\x20-\x7e\x80-\xff]/;
 /** A field name (a token, RFC 9110 §5.6.2) and its colon, matched where a field line starts. */
@@ -176,10 +175,19 @@ export class ResponseFramer {
     if (BAD_HEAD_CHAR.test(text)) throw bad('a control character in the head');
     const eol = text.indexOf('\r\n');
     if (!crlfOnly(text, 0, eol)) throw bad('a bare CR or LF in the head');
-    const statusLine = eol < 0 ? text : text.slice(0, eol);
-    const m = STATUS_LINE.exec(statusLine);
-    if (m === null) throw bad(`an invalid status line ${JSON.stringify(statusLine.slice(0, 40))}`);
-    const status = Number(m[2]);
+    // `HTTP/1.x NNN[ reason]`, checked by character (a regex match allocated an array and 4 strings)
+    const lineEnd = eol < 0 ? n : eol;
+    const minor = text.charCodeAt(7) - 48;
+    const status = digit(text, 9) * 100 + digit(text, 10) * 10 + digit(text, 11);
+    if (
+      !text.startsWith('HTTP/1.') ||
+      (minor !== 0 && minor !== 1) ||
+      text.charCodeAt(8) !== 32 ||
+      !(status >= 0) ||
+      (lineEnd !== 12 && (lineEnd < 12 || text.charCodeAt(12) !== 32))
+    )
+      throw bad(`an invalid status line ${JSON.stringify(text.slice(0, Math.min(lineEnd, 40)))}`);
+    const statusText = lineEnd > 13 ? text.slice(13, lineEnd) : '';
     // the kept field lines are sliced off `text` by runs of adjacent lines, not line by line
     let fields = '';
     let run = -1;
@@ -235,7 +243,7 @@ export class ResponseFramer {
       return;
     }
     if (status === 101) throw bad('101 Switching Protocols to a request that asked for no upgrade');
-    const http10 = m[1] === '0';
+    const http10 = minor === 0;
     if (connection === 'keep-alive,')
       this.#keepAlive = true; // the common case
     else {
@@ -266,7 +274,7 @@ export class ResponseFramer {
     }
     this.#sink?.head({
       status,
-      statusText: m[3] ?? '',
+      statusText,
       fields,
       length: length < 0 ? undefined : length,
       keepAlive: this.#keepAlive,
@@ -301,4 +309,10 @@ function crlfOnly(text: string, pos: number, crlf: number): boolean {
   const cr = text.indexOf('\r', pos);
   const lf = text.indexOf('\n', pos);
   return crlf < 0 ? cr < 0 && lf < 0 : cr === crlf && lf === crlf + 1;
+}
+
+/** The decimal digit at `i`, or NaN. */
+function digit(text: string, i: number): number {
+  const c = text.charCodeAt(i) - 48;
+  return c >= 0 && c <= 9 ? c : NaN;
 }
