@@ -15,7 +15,12 @@ const RUNTIME_UCS2 = 'require("ajv/dist/runtime/ucs2length")';
 
 /** The module's text for `schema`: ESM, ASCII only (V8 keeps a one-byte source string). */
 export function agentValidatorSource(schema) {
-  const ajv = new Ajv({ allErrors: true, strict: false, code: { source: true, esm: true } });
+  const ajv = new Ajv({
+    allErrors: true,
+    strict: false,
+    code: { source: true, esm: true },
+    inlineRefs: false,
+  });
   let code = standalone.default(ajv, ajv.compile(schema));
   const runtime = code.includes(RUNTIME_UCS2);
   code = code.split(RUNTIME_UCS2).join('ucs2lengthModule');
