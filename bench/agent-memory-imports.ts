@@ -11,7 +11,8 @@ const IMPORTS = [
   'pino',
   'prom-client',
   'yaml',
-  'ajv',
+  // No ajv: the agent's config validator is generated at build time (scripts/gen-agent-validator.mjs)
+  // and config/model.ts loads ajv on its first schema only.
   '../src/cli/agent-commands.js',
   // The etcd engine with muster's own client (node:http2, hand-written codecs): no etcd3, grpc-js,
   // protobufjs or proto-loader any more (issue 15).

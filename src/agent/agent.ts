@@ -11,7 +11,7 @@ import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import { ConfigRelay, openConfig, type ConfigHandle } from '../config/index.js';
+import type { ConfigHandle, ConfigRelay } from '../config/index.js';
 import { isMusterError, MusterError } from '../errors.js';
 import { serviceKeys } from '../membership/index.js';
 import {
@@ -154,9 +154,13 @@ export class Agent {
 
   async #start(): Promise<void> {
     const c = this.#config;
-    if (c.relay !== false) {
+    // The config capability (~0.1 MB of module source: the relay's server side, the publisher, the
+    // model) is loaded only by an agent that hosts a relay or opens a configuration (docs/agent.md,
+    // "Memory").
+    const config = c.relay !== false || c.config.length > 0 ? await import('../config/index.js') : undefined;
+    if (c.relay !== false && config !== undefined) {
       try {
-        this.#relay = await ConfigRelay.start({
+        this.#relay = await config.ConfigRelay.start({
           store: this.#store,
           listen: c.relay.listen,
           ...(c.relay.maxStalenessMs !== undefined ? { maxStaleness: c.relay.maxStalenessMs } : {}),
@@ -168,7 +172,8 @@ export class Agent {
         this.log.info({ relay: c.relay.listen }, 'a config relay already serves this host; using it');
       }
     }
-    for (const name of c.config) this.#configs.set(name, openConfig(this.#store, name));
+    if (config !== undefined)
+      for (const name of c.config) this.#configs.set(name, config.openConfig(this.#store, name));
     this.#handle = await joinPartitioned(this.#store, {
       service: c.service,
       ...(c.partitions !== undefined ? { partitions: c.partitions } : {}),

@@ -1,16 +1,16 @@
 /**
- * `agent.yaml`: read (YAML or JSON, with positions), validated against {@link AGENT_CONFIG_SCHEMA},
+ * `agent.yaml`: read (YAML or JSON, with positions), validated against `AGENT_CONFIG_SCHEMA` (schema.ts),
  * then resolved once into an {@link AgentConfig} with every default filled in. Every error names the
  * file, the line, the field and the reason (`MUSTER_AGENT_CONFIG`).
  */
 import { readFileSync } from 'node:fs';
 import { tmpdir, userInfo } from 'node:os';
 import { dirname, isAbsolute, join, resolve as resolvePath } from 'node:path';
-import { Ajv, type ErrorObject } from 'ajv';
+import type { ErrorObject } from 'ajv';
 import { LineCounter, parseDocument, type Document, type Node } from 'yaml';
 import { isMusterError, MusterError } from '../errors.js';
 import { toMillis } from '../util/duration.js';
-import { AGENT_CONFIG_SCHEMA } from './schema.js';
+import { validate as validateAgentConfig } from './config-validator.js';
 
 /** 3 s: the session default; a dead agent's partitions move in about 3 s. */
 export const DEFAULT_AGENT_TTL_MS = 3000;
@@ -126,9 +126,9 @@ function configError(problems: readonly ConfigProblem[]): MusterError {
   });
 }
 
-let validator: ReturnType<Ajv['compile']> | undefined;
+/** The schema's validator as code generated at build time (scripts/gen-agent-validator.mjs), not compiled by ajv in every agent: ajv's compiler is ~0.3 MB of module source and its compiled code is another 0.1 MB (docs/agent.md, "Memory"). */
+const validator = validateAgentConfig as ((value: unknown) => boolean) & { errors?: ErrorObject[] | null };
 function validate(value: unknown): ErrorObject[] {
-  validator ??= new Ajv({ allErrors: true, strict: false }).compile(AGENT_CONFIG_SCHEMA);
   return validator(value) ? [] : [...(validator.errors ?? [])];
 }
 

@@ -3,7 +3,7 @@
  * as this constant; `muster agent schema` prints it for editors and CI.
  */
 
-const duration = {
+const durationDef = {
   description: "milliseconds, or a string such as '250ms', '3s', '1m30s'",
   anyOf: [
     { type: 'number', minimum: 0 },
@@ -11,7 +11,7 @@ const duration = {
   ],
 };
 
-const size = {
+const sizeDef = {
   description: "bytes, or a string such as '512KiB', '10MiB', '1GiB'",
   anyOf: [
     { type: 'integer', minimum: 1 },
@@ -19,13 +19,18 @@ const size = {
   ],
 };
 
-const command = {
+const commandDef = {
   description: 'an argv array (no shell) or a shell line run by /bin/sh -c',
   anyOf: [
     { type: 'string', minLength: 1 },
     { type: 'array', minItems: 1, items: { type: 'string' } },
   ],
 };
+
+/** Shared definitions are referenced, not copied: ajv's generated validator checks each once (src/agent/config-validator.ts). */
+const duration = { $ref: '#/$defs/duration' };
+const size = { $ref: '#/$defs/size' };
+const command = { $ref: '#/$defs/command' };
 
 const signal = { type: 'string', pattern: '^SIG[A-Z0-9]+$' };
 
@@ -70,6 +75,7 @@ const check = {
 export const AGENT_CONFIG_SCHEMA = {
   $id: 'https://muster.dev/schemas/agent.json',
   title: 'muster agent configuration',
+  $defs: { duration: durationDef, size: sizeDef, command: commandDef },
   type: 'object',
   required: ['service', 'run'],
   additionalProperties: false,

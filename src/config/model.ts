@@ -2,7 +2,8 @@
  * The data model of scheduled configuration: versions, the stored policy, key layout and the codecs
  * between them and the store. Shared by the process side (handle) and the publisher side.
  */
-import { Ajv, type ValidateFunction } from 'ajv';
+import { createRequire } from 'node:module';
+import type { Ajv, ValidateFunction } from 'ajv';
 import { invalidArgument, MusterError } from '../errors.js';
 import { bytesOf, jsonBytes, textOf } from '../store/index.js';
 import { type Duration, formatDuration, toMillis } from '../util/duration.js';
@@ -129,7 +130,19 @@ export class ConfigKeys {
   }
 }
 
-const ajv = new Ajv({ allErrors: true, strict: false });
+/**
+ * ajv, loaded on the first schema to compile: most processes that load this module (every agent,
+ * through the config relay) never compile one, and ajv's compiler is ~0.3 MB of module source
+ * (docs/agent.md, "Memory"). ajv is CommonJS, so `require` loads it synchronously.
+ */
+let ajv: Ajv | undefined;
+function theAjv(): Ajv {
+  if (ajv === undefined) {
+    const { Ajv: AjvClass } = createRequire(import.meta.url)('ajv') as typeof import('ajv');
+    ajv = new AjvClass({ allErrors: true, strict: false });
+  }
+  return ajv;
+}
 const compiled = new Map<string, ValidateFunction>();
 
 /** Compiles a JSON Schema (cached by its text); throws `MUSTER_SCHEMA_VIOLATION` if it is invalid. */
@@ -139,7 +152,7 @@ export function compileSchema(schema: unknown): ValidateFunction {
   if (hit !== undefined) return hit;
   let fn: ValidateFunction;
   try {
-    fn = ajv.compile(schema as object);
+    fn = theAjv().compile(schema as object);
   } catch (err) {
     throw new MusterError(
       'MUSTER_SCHEMA_VIOLATION',
