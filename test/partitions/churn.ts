@@ -91,6 +91,12 @@ export interface ChurnReport {
   readonly violations: readonly Violation[];
   readonly actions: Record<string, number>;
   readonly convergeMs: number;
+  /**
+   * For a failure message: each fault with its victim and time, and the stderr tail of every member
+   * (exited ones included) — an ownership that never ends names its member, and this says what
+   * happened to it.
+   */
+  readonly trail: string;
 }
 
 interface Proc {
@@ -131,6 +137,8 @@ export async function runChurn(options: ChurnOptions): Promise<ChurnReport> {
   const history = new FileHistory(historyPath);
   const procs = new Map<string, Proc>();
   const actions: Record<string, number> = {};
+  const faults: string[] = [];
+  const tails = new Map<string, () => string>();
   let cluster: ChurnBackend | undefined;
   let serial = 0;
 
@@ -161,6 +169,7 @@ export async function runChurn(options: ChurnOptions): Promise<ChurnReport> {
         stderr = (stderr + line + '\n').slice(-4000);
       },
     });
+    tails.set(id, () => stderr);
     const proc: Proc = {
       id,
       child,
@@ -194,8 +203,10 @@ export async function runChurn(options: ChurnOptions): Promise<ChurnReport> {
     return list[rand(list.length)]!;
   };
 
+  let victimId = '';
   const act = async (name: string, fn: () => Promise<void>): Promise<void> => {
     actions[name] = (actions[name] ?? 0) + 1;
+    faults.push(`${historyNow().toFixed(0)} ${name} → ${victimId}`);
     log(`${(historyNow() % 100_000).toFixed(0)} ${name}`);
     await fn();
   };
@@ -228,6 +239,7 @@ export async function runChurn(options: ChurnOptions): Promise<ChurnReport> {
     let cycle: number[] = [];
     while (Date.now() < until) {
       const victim = pick();
+      victimId = victim.id;
       if (cycle.length === 0 && options.faults !== undefined) {
         cycle = options.faults.map((f) => FAULT_CASE[f]).reverse();
       } else if (cycle.length === 0) {
@@ -318,7 +330,12 @@ export async function runChurn(options: ChurnOptions): Promise<ChurnReport> {
     } finally {
       await store.close();
     }
-    return { result, violations, actions, convergeMs: Date.now() - quietStart };
+    const trail = [
+      'faults (history ms, fault → member):',
+      ...faults,
+      ...[...tails].map(([id, tail]) => `--- ${id} stderr tail\n${tail()}`),
+    ].join('\n');
+    return { result, violations, actions, convergeMs: Date.now() - quietStart, trail };
   } catch (err) {
     const tails = [...procs.values()].map((p) => `--- ${p.id}\n${p.stderr}`).join('\n');
     throw new Error(`${String(err)}\n${tails}`, { cause: err });

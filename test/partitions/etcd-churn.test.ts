@@ -18,7 +18,7 @@ describe(
         process.stderr.write(
           `# churn: ${report.result.transitions} ownerships, actions ${JSON.stringify(report.actions)}, converged in ${report.convergeMs} ms\n`,
         );
-        assert.deepEqual(report.violations, [], describeViolations(report.violations));
+        assert.deepEqual(report.violations, [], `${describeViolations(report.violations)}\n${report.trail}`);
         assert.ok(
           report.result.transitions >= 1000,
           `only ${report.result.transitions} ownership transitions`,

@@ -43,7 +43,7 @@ describe('partition ownership under churn on postgres', { skip: needPostgres() }
       process.stderr.write(
         `# churn on postgres: ${report.result.transitions} ownerships, actions ${JSON.stringify(report.actions)}, converged in ${report.convergeMs} ms\n`,
       );
-      assert.deepEqual(report.violations, [], describeViolations(report.violations));
+      assert.deepEqual(report.violations, [], `${describeViolations(report.violations)}\n${report.trail}`);
       assert.ok(report.result.transitions >= 500, `only ${report.result.transitions} ownership transitions`);
     },
   );
