@@ -416,33 +416,28 @@ export class ClientConnection<T = unknown> implements RequestParserHandler {
   #refuse(r: Refusal): void {
     if (this.#refused) return;
     this.#refused = true;
-    const cur = this.#current;
-    if (cur?.responded === true) {
-      this.#closed = true;
-      this.socket.destroy();
-      return;
-    }
-    const body = `${r.reason}\n`;
-    this.#end(
-      `HTTP/1.1 ${r.status} ${STATUS_CODES[r.status] ?? ''}\r\nconnection: close\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
-    );
-    if (cur !== undefined) cur.finished = true; // nothing more is written for it
+    this.#answerAndClose(r.status, r.reason);
   }
 
   /** Answers 408 and closes (a head or body too slow), or cuts a response under way. */
   #timedOut(what: string): void {
     this.#refused = true;
+    this.#answerAndClose(408, what);
+  }
+
+  /** A plain-text answer of the proxy's own, then close; a response already under way is cut. */
+  #answerAndClose(status: number, text: string): void {
     const cur = this.#current;
     if (cur?.responded === true) {
       this.#closed = true;
       this.socket.destroy();
       return;
     }
-    const body = `${what}\n`;
+    const body = `${text}\n`;
     this.#end(
-      `HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+      `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\nconnection: close\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
     );
-    if (cur !== undefined) cur.finished = true;
+    if (cur !== undefined) cur.finished = true; // nothing more is written for it
   }
 
   /** Checks the timeouts (called by the server's timer with the coarse clock). */

@@ -6,7 +6,7 @@
  * against RFC 7541's examples in serve-endpoints.test.ts).
  */
 import { connect, type Socket } from 'node:net';
-import { HpackDecoder } from '../../src/server/grpc/hpack.js';
+import { HpackDecoder, writeInt } from '../../src/server/grpc/hpack.js';
 
 export const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n');
 export const T = {
@@ -67,30 +67,15 @@ export function u32(n: number): Buffer {
   return b;
 }
 
-function hpackInt(v: number, n: number, first: number, out: number[]): void {
-  const max = 2 ** n - 1;
-  if (v < max) {
-    out.push(first | v);
-    return;
-  }
-  out.push(first | max);
-  v -= max;
-  while (v >= 128) {
-    out.push((v % 128) | 0x80);
-    v = Math.floor(v / 128);
-  }
-  out.push(v);
-}
-
 /** A header block of literals; `indexed` adds each field to the server's dynamic table. */
 export function headerBlock(fields: readonly (readonly [string, string])[], indexed = false): Buffer {
   const parts: Buffer[] = [];
   for (const [name, value] of fields) {
     const bytes: number[] = [indexed ? 0x40 : 0];
-    hpackInt(name.length, 7, 0, bytes);
+    writeInt(name.length, 7, 0, bytes);
     parts.push(Buffer.from(bytes), Buffer.from(name, 'latin1'));
     const vl: number[] = [];
-    hpackInt(value.length, 7, 0, vl);
+    writeInt(value.length, 7, 0, vl);
     parts.push(Buffer.from(vl), Buffer.from(value, 'latin1'));
   }
   return Buffer.concat(parts);

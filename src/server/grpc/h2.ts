@@ -23,7 +23,7 @@
  */
 import type { Duplex } from 'node:stream';
 import { type Clock, type TimerHandle, systemClock } from '../../clock.js';
-import { H2Error, HpackDecoder } from './hpack.js';
+import { H2Error, HpackDecoder, writeInt } from './hpack.js';
 
 const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n');
 const FRAME_HEADER = 9;
@@ -127,30 +127,14 @@ export const PREFACE_TIMEOUT_MS = 10_000;
 /** After a GOAWAY that closes the connection, the socket is destroyed if the peer has not closed it. */
 const LINGER_MS = 1000;
 
-/** An HPACK integer with an `n`-bit prefix, its first byte or-ed with `first`. */
-function hpackInt(v: number, n: number, first: number, out: number[]): void {
-  const max = 2 ** n - 1;
-  if (v < max) {
-    out.push(first | v);
-    return;
-  }
-  out.push(first | max);
-  v -= max;
-  while (v >= 128) {
-    out.push((v % 128) | 0x80);
-    v = Math.floor(v / 128);
-  }
-  out.push(v);
-}
-
 /** A literal header field without indexing, with a literal name (RFC 7541 §6.2.2). */
 function literal(name: string, value: string): Buffer {
   const bytes: number[] = [0];
-  hpackInt(name.length, 7, 0, bytes);
+  writeInt(name.length, 7, 0, bytes);
   const v = Buffer.from(value, 'latin1');
   const head = Buffer.from(bytes);
   const vl: number[] = [];
-  hpackInt(v.length, 7, 0, vl);
+  writeInt(v.length, 7, 0, vl);
   return Buffer.concat([head, Buffer.from(name, 'latin1'), Buffer.from(vl), v]);
 }
 

@@ -134,6 +134,22 @@ export function huffmanDecode(bytes: Uint8Array): Buffer | undefined {
   return out.subarray(0, n);
 }
 
+/** Appends an HPACK integer with an `n`-bit prefix, its first byte or-ed with `first` (RFC 7541 §5.1). */
+export function writeInt(v: number, n: number, first: number, out: number[]): void {
+  const max = 2 ** n - 1;
+  if (v < max) {
+    out.push(first | v);
+    return;
+  }
+  out.push(first | max);
+  v -= max;
+  while (v >= 128) {
+    out.push((v % 128) | 0x80);
+    v = Math.floor(v / 128);
+  }
+  out.push(v);
+}
+
 /** An HPACK integer with an `n`-bit prefix at `pos`: its value and the position after it. */
 export function readInt(buf: Buffer, pos: number, n: number): [number, number] {
   const max = 2 ** n - 1;
