@@ -185,6 +185,8 @@ export class PartitionedHandle implements Listenable<PartitionedEvents> {
   #retryTimer: TimerHandle | undefined;
   #unsubscribe: () => void;
   #closing: Promise<void> | undefined;
+  /** Set by {@link drain}; kept across a rejoin. */
+  #draining = false;
   /** Aborted by `close({ force: true })`: stop waiting for work that ignores its signal. */
   readonly #force = new AbortController();
   #drainWaiters: (() => void)[] = [];
@@ -276,16 +278,40 @@ export class PartitionedHandle implements Listenable<PartitionedEvents> {
 
   /**
    * Marks the instance `draining`: it receives no partitions and hands its own over at the throttle's
-   * pace (`maxConcurrentMoves`). Resolves when it owns nothing. Throws `MUSTER_CLOSED` after close, and
-   * `MUSTER_SESSION_LOST` when the record cannot be updated.
+   * pace (`maxConcurrentMoves`). Resolves when it owns nothing. The mark is sticky: a session lost
+   * meanwhile does not undo it — the instance rejoins as `draining` — and a record that cannot be
+   * written yet (store unreachable, session lost) is written when it can. Throws `MUSTER_CLOSED`
+   * after close.
    */
   async drain(): Promise<void> {
     if (this.#closing !== undefined) throw new MusterError('MUSTER_CLOSED', `instance '${this.id}' has left`);
-    this.#setState('draining');
-    await this.#member?.setState('draining');
+    this.#draining = true;
+    if (this.#state !== 'lost') this.#setState('draining');
     this.#schedule();
+    if (this.#member !== undefined) await this.#publishDraining(this.#member);
     if (this.#slots.size === 0) return;
     await new Promise<void>((resolve) => this.#drainWaiters.push(resolve));
+  }
+
+  /**
+   * Writes `draining` into the instance record of `member`, retrying while the store is unreachable;
+   * gives up without error once that session is lost (the rejoin writes it into the new record) or
+   * the instance leaves.
+   */
+  async #publishDraining(member: OwnershipMember): Promise<void> {
+    while (this.#closing === undefined && this.#member === member && member.session.isValid()) {
+      try {
+        await member.setState('draining');
+        return;
+      } catch (err) {
+        if (isMusterError(err, 'MUSTER_SESSION_LOST') || isMusterError(err, 'MUSTER_CLOSED')) return;
+        this.#o.logger.warn(
+          { service: this.service, instance: this.id, err: String(err) },
+          'could not mark the instance draining; retrying',
+        );
+        await this.#o.clock.sleep(this.#o.retryDelayMs);
+      }
+    }
   }
 
   /**
@@ -372,12 +398,13 @@ export class PartitionedHandle implements Listenable<PartitionedEvents> {
           checks: this.#options.checks,
           tags: this.#options.tags,
           notes: this.#notes,
+          state: this.#draining ? 'draining' : 'active',
         });
         if (this.#closing !== undefined) {
           await member.leave();
           return;
         }
-        this.#setState('active');
+        this.#setState(this.#draining ? 'draining' : 'active');
         this.#attach(member);
         this.#o.logger.warn({ service: this.service, instance: this.id }, 'rejoined with a new session');
         return;

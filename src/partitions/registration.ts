@@ -52,6 +52,8 @@ export function registerInstance(
     checks?: readonly CheckOptions[] | undefined;
     tags?: readonly string[] | undefined;
     notes?: Readonly<Record<string, string>> | undefined;
+    /** The record's initial state (default `active`; a drained instance rejoins `draining`). */
+    state?: 'active' | 'draining';
   },
 ): Promise<OwnershipMember> {
   return join(store, {
@@ -65,5 +67,6 @@ export function registerInstance(
     ...(options.checks === undefined ? {} : { checks: options.checks }),
     ...(options.tags === undefined ? {} : { tags: options.tags }),
     ...(options.notes === undefined ? {} : { notes: options.notes }),
+    ...(options.state === undefined ? {} : { state: options.state }),
   });
 }

@@ -97,6 +97,12 @@ export interface ChurnReport {
    * happened to it.
    */
   readonly trail: string;
+  /**
+   * Members that exited on their own (not killed by the harness, not a clean exit after `leave`),
+   * with their exit and stderr tail. Each is also recorded as a `crash` in the history at the moment
+   * the harness saw it, so the checker ends its ownerships there; a churn test fails on any.
+   */
+  readonly unexpectedExits: readonly string[];
 }
 
 interface Proc {
@@ -141,6 +147,11 @@ export async function runChurn(options: ChurnOptions): Promise<ChurnReport> {
   const tails = new Map<string, () => string>();
   let cluster: ChurnBackend | undefined;
   let serial = 0;
+  /** Members the harness killed or told to leave: their exit is expected. */
+  const killed = new Set<string>();
+  const leaving = new Set<string>();
+  const unexpectedExits: string[] = [];
+  const tail = (text: string): string => (text.length > 1500 ? `…${text.slice(-1500)}` : text);
 
   const start = async (): Promise<Proc> => {
     const id = `m${serial++}`;
@@ -170,6 +181,11 @@ export async function runChurn(options: ChurnOptions): Promise<ChurnReport> {
       },
     });
     tails.set(id, () => stderr);
+    void child.exited.then((e) => {
+      if (killed.has(id) || (leaving.has(id) && e.code === 0)) return;
+      history.record({ type: 'crash', t: historyNow(), instance: id });
+      unexpectedExits.push(`${id} exited on its own with ${e.code ?? e.signal}:\n${tail(stderr)}`);
+    });
     const proc: Proc = {
       id,
       child,
@@ -253,6 +269,7 @@ export async function runChurn(options: ChurnOptions): Promise<ChurnReport> {
         case 0:
         case 1:
           await act('kill -9', async () => {
+            killed.add(victim.id);
             await victim.child.kill();
             history.record({ type: 'crash', t: historyNow(), instance: victim.id });
             await gone(victim);
@@ -261,6 +278,7 @@ export async function runChurn(options: ChurnOptions): Promise<ChurnReport> {
           break;
         case 2:
           await act('leave', async () => {
+            leaving.add(victim.id);
             await victim.child.send({ cmd: 'leave' });
             await withTimeout(victim.exited, 20_000, `${victim.id} to leave`);
             await gone(victim);
@@ -271,6 +289,7 @@ export async function runChurn(options: ChurnOptions): Promise<ChurnReport> {
           await act('drain+leave', async () => {
             await victim.child.send({ cmd: 'drain' });
             await sleep(300 + rand(700));
+            leaving.add(victim.id);
             await victim.child.send({ cmd: 'leave' });
             await withTimeout(victim.exited, 20_000, `${victim.id} to leave`);
             await gone(victim);
@@ -294,6 +313,7 @@ export async function runChurn(options: ChurnOptions): Promise<ChurnReport> {
           break;
         case 6:
           await act(cluster.faultName, async () => {
+            leaving.add(victim.id);
             await victim.child.send({ cmd: 'leave' });
             await sleep(5);
             await cluster!.fault(() =>
@@ -330,17 +350,33 @@ export async function runChurn(options: ChurnOptions): Promise<ChurnReport> {
     } finally {
       await store.close();
     }
+    // Kept short: a failure message of ~100 KB made Node 20's test runner spin for minutes. The
+    // stderr tails are those of the members a violation names (an ownership that never ended names
+    // its member, and its tail says what happened to it).
+    const named = new Set(
+      violations.flatMap((v) => [...v.message.matchAll(/\bm\d+\b/g)].map((m) => m[0])).slice(0, 6),
+    );
     const trail = [
       'faults (history ms, fault → member):',
       ...faults,
-      ...[...tails].map(([id, tail]) => `--- ${id} stderr tail\n${tail()}`),
+      ...[...tails]
+        .filter(([id]) => named.has(id))
+        .map(([id, text]) => `--- ${id} stderr tail\n${tail(text())}`),
     ].join('\n');
-    return { result, violations, actions, convergeMs: Date.now() - quietStart, trail };
+    return {
+      result,
+      violations,
+      actions,
+      convergeMs: Date.now() - quietStart,
+      trail,
+      unexpectedExits,
+    };
   } catch (err) {
-    const tails = [...procs.values()].map((p) => `--- ${p.id}\n${p.stderr}`).join('\n');
+    const tails = [...procs.values()].map((p) => `--- ${p.id}\n${tail(p.stderr)}`).join('\n');
     throw new Error(`${String(err)}\n${tails}`, { cause: err });
   } finally {
     for (const p of procs.values()) {
+      killed.add(p.id);
       await p.child.kill(); // SIGKILL ends a stopped (SIGSTOP) process too
       await Promise.all(p.proxies.map((x) => x.close()));
     }

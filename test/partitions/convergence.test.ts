@@ -66,6 +66,31 @@ describe('partition ownership on the memory engine (manual clock)', () => {
     sim.check();
   });
 
+  test('a drain outlives a lost session: it does not reject, and the instance rejoins draining and takes nothing', async () => {
+    // The postgres churn found this: drain() called while the session was being lost rejected with
+    // MUSTER_SESSION_LOST (its caller crashed), and the rejoin came back `active` and took partitions.
+    sim = new Sim({ partitions: 32 });
+    for (const id of ['a', 'b', 'c']) await sim.join(id);
+    await sim.converge();
+    const b = sim.members.get('b')!;
+    const states: string[] = [];
+    b.handle.on('state', (s) => states.push(s));
+    b.faulty.blackhole();
+    const drained = b.handle.drain();
+    await sim.run(4000);
+    assert.equal(b.handle.state, 'lost');
+    b.faulty.heal();
+    await sim.run(4000);
+    await drained;
+    assert.deepEqual(states, ['draining', 'lost', 'draining']);
+    assert.equal(b.handle.assumed.size, 0, 'a draining instance takes nothing after it rejoins');
+    const status = await readPartitionStatus(sim.store, 'svc');
+    assert.equal(status.instances.find((i) => i.id === 'b')?.state, 'draining');
+    const owners = new Set(status.partitions.map((p) => p.owner));
+    assert.ok(!owners.has('b') && !owners.has(null), `owners: ${[...owners].join(', ')}`);
+    sim.check({ converged: false });
+  });
+
   test('drain moves partitions away at the throttle pace, then the instance owns nothing', async () => {
     sim = new Sim({ partitions: 48 });
     await sim.join('a', { maxConcurrentMoves: 2 });

@@ -43,7 +43,10 @@ describe('partition ownership under churn on postgres', { skip: needPostgres() }
       process.stderr.write(
         `# churn on postgres: ${report.result.transitions} ownerships, actions ${JSON.stringify(report.actions)}, converged in ${report.convergeMs} ms\n`,
       );
-      assert.deepEqual(report.violations, [], `${describeViolations(report.violations)}\n${report.trail}`);
+      assert.deepEqual(report.unexpectedExits, [], 'a member exited without being killed or told to leave');
+      // The count and a bounded message (describeViolations, report.trail): a ~100 KB failure message made
+      // Node 20's test runner spin for minutes after the file ended.
+      assert.equal(report.violations.length, 0, `${describeViolations(report.violations)}\n${report.trail}`);
       assert.ok(report.result.transitions >= 500, `only ${report.result.transitions} ownership transitions`);
     },
   );
