@@ -332,10 +332,12 @@ export async function runChurn(options: ChurnOptions): Promise<ChurnReport> {
     const store = await openStore(cluster.url);
     let violations: Violation[] = [];
     let result: CheckResult | undefined;
+    let lastStatus: Awaited<ReturnType<typeof readPartitionStatus>> | undefined;
     try {
       for (;;) {
         await sleep(500);
         const status = await readPartitionStatus(store, 'churn');
+        lastStatus = status;
         const live = [...procs.keys()];
         const settled = status.partitions.every(
           (p) => p.settled && p.owner !== null && live.includes(p.owner),
@@ -356,11 +358,16 @@ export async function runChurn(options: ChurnOptions): Promise<ChurnReport> {
     const named = new Set(
       violations.flatMap((v) => [...v.message.matchAll(/\bm\d+\b/g)].map((m) => m[0])).slice(0, 6),
     );
+    // Nobody named (a fleet that did not converge): the live members' tails say why.
+    const shown = named.size > 0 ? named : new Set([...procs.keys()].slice(0, 6));
+    const unsettled = (lastStatus?.partitions ?? []).filter((p) => !p.settled).slice(0, 8);
     const trail = [
       'faults (history ms, fault → member):',
       ...faults,
+      `instances at the end: ${(lastStatus?.instances ?? []).map((i) => `${i.id} ${i.state}/${i.health} owns ${i.owned}`).join('; ')}`,
+      `unsettled partitions (assigned → owner): ${unsettled.map((p) => `${p.partition} ${p.assigned} → ${p.owner}`).join('; ')}`,
       ...[...tails]
-        .filter(([id]) => named.has(id))
+        .filter(([id]) => shown.has(id))
         .map(([id, text]) => `--- ${id} stderr tail\n${tail(text())}`),
     ].join('\n');
     return {

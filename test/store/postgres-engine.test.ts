@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, fork } from 'node:child_process';
 import { after, before, describe, test } from 'node:test';
+import pg from 'pg';
 import { isMusterError } from '../../src/errors.js';
 import { textOf } from '../../src/store/keys.js';
 import {
@@ -335,6 +336,52 @@ describe('postgres engine: on a real server', { skip: needPostgres() }, () => {
         'every event once, in order',
       );
       assert.notEqual(await watcher.listenerPid(), pid, 'the notifier re-connected');
+    },
+  );
+
+  test(
+    'a lease renewal does not wait behind writes queued for the revision lock (every pooled connection busy)',
+    { timeout: 60_000 },
+    async () => {
+      // The postgres churn found sessions expiring while every member acquired at once: renewals
+      // queued for a pooled connection behind writes that waited for the revision lock.
+      const url = await server.createDatabase();
+      const store = await open(`${url}?poolMax=2`);
+      const lease = await store.grantLease(30);
+      const holder = new pg.Client({ connectionString: url });
+      holder.on('error', () => undefined);
+      await holder.connect();
+      try {
+        await holder.query('BEGIN');
+        await holder.query('SELECT revision FROM muster.meta WHERE id = 1 FOR UPDATE');
+        const settled: string[] = [];
+        const puts = Array.from({ length: 4 }, (_, i) =>
+          store.put(`/busy/${i}`, 'v').then(() => settled.push(`/busy/${i}`)),
+        );
+        // Both pooled connections wait for the lock; the other two puts wait for a connection.
+        await waitFor(
+          async () => {
+            const rows = await adminQuery<{ n: string }>(
+              url,
+              `SELECT count(*) AS n FROM pg_stat_activity
+             WHERE application_name = 'muster' AND wait_event_type = 'Lock'`,
+            );
+            return Number(rows[0]?.n) === 2;
+          },
+          {
+            timeoutMs: 10_000,
+            intervalMs: 50,
+            what: 'both pooled connections waiting for the revision lock',
+          },
+        );
+        assert.equal(await store.keepAlive(lease.id), 30);
+        assert.deepEqual(settled, [], 'the renewal came back while every write still waited');
+        await holder.query('COMMIT');
+        await Promise.all(puts);
+        assert.equal(settled.length, 4);
+      } finally {
+        await holder.end().catch(() => undefined);
+      }
     },
   );
 
