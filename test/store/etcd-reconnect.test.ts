@@ -4,6 +4,10 @@
  * - A member that refuses: the channel dials again only after a capped, jittered, doubling back-off
  *   (counted as connections the proxy accepts), while calls fail at once with `MUSTER_UNAVAILABLE`;
  *   the back-off starts again from its first delay after a connection worked.
+ * - Every endpoint refusing (no etcd needed): calls fail at once with `MUSTER_UNAVAILABLE`, never
+ *   `MUSTER_TIMEOUT`, and each endpoint is dialled a handful of times, not once per call (with
+ *   several endpoints the breakers bound this as much as the back-off does: a guard, which the code
+ *   before the back-off passed too).
  * - Two endpoints, both black-holed: once both breakers are open, calls fail at once with
  *   `NoEndpointError`; a half-open breaker lets exactly one probe through (the other calls fail at
  *   once), re-opens for a doubled delay when the probe fails, and closes when a probe succeeds after
@@ -17,7 +21,13 @@ import { BREAKER_BACKOFF } from '../../src/store/etcd/breaker.js';
 import { EtcdClient, type Member, NoEndpointError } from '../../src/store/etcd/client.js';
 import { GrpcError, RECONNECT_BACKOFF } from '../../src/store/etcd/grpc.js';
 import { decode, encode } from '../../src/store/etcd/rpc-codec.js';
-import { ETCD_INSTALL_HINT, needBinary, startEtcd, startFaultProxy } from '../../src/testing/index.js';
+import {
+  ETCD_INSTALL_HINT,
+  freePort,
+  needBinary,
+  startEtcd,
+  startFaultProxy,
+} from '../../src/testing/index.js';
 import { uniquePrefix } from './etcd-helpers.js';
 
 const skip = needBinary('etcd', ETCD_INSTALL_HINT);
@@ -34,6 +44,49 @@ async function until(cond: () => boolean, what: string, timeoutMs = 20_000): Pro
     await sleep(5);
   }
 }
+
+describe('etcd client: every endpoint refusing', () => {
+  test(
+    'calls fail at once with MUSTER_UNAVAILABLE; each endpoint is dialled on its back-off',
+    { timeout: 60_000 },
+    async () => {
+      // Two proxies in front of ports nothing listens on: each accepts, then closes (a refusal the
+      // proxy can count).
+      await using p1 = await startFaultProxy({ target: `127.0.0.1:${await freePort()}` });
+      await using p2 = await startFaultProxy({ target: `127.0.0.1:${await freePort()}` });
+      const store = openEtcdStore(`etcd://${p1.endpoint},${p2.endpoint}`, { requestTimeout: '10s' });
+      try {
+        const started = performance.now();
+        const calls = 300;
+        for (let i = 0; i < calls; i++) {
+          const op = i % 2 === 0 ? store.get('k') : store.put('k', 'v');
+          await op.then(
+            () => assert.fail('a call succeeded with no etcd'),
+            (err: unknown) =>
+              assert.equal((err as { code?: string }).code, 'MUSTER_UNAVAILABLE', String(err)),
+          );
+          await sleep(1);
+        }
+        const elapsed = performance.now() - started;
+        // At most 1 + k dials per endpoint, where the first k − 1 shortest back-off delays fit in
+        // the time the calls took (plus one for a dial that the breaker's half-open probe made).
+        let k = 1;
+        for (let spent = 0; ; k++) {
+          spent += fullDelay(k) * (1 - RECONNECT_BACKOFF.jitter);
+          if (spent > elapsed) break;
+        }
+        const dials = [p1.accepted, p2.accepted];
+        process.stdout.write(
+          `# every endpoint refusing: ${calls} calls in ${elapsed.toFixed(0)} ms, dials ${dials.join(' + ')}\n`,
+        );
+        for (const d of dials)
+          assert.ok(d >= 1 && d <= k + 2, `dials ${dials.join(', ')}, at most ${k + 2} each`);
+      } finally {
+        await store.close();
+      }
+    },
+  );
+});
 
 describe('etcd client: reconnect back-off and circuit breaker (real etcd)', { skip }, () => {
   test(
