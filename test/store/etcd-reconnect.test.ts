@@ -133,8 +133,9 @@ describe('etcd client: reconnect back-off and circuit breaker (real etcd)', { sk
             report.push(
               `${gap.toFixed(0)} ms (back-off ${(full * (1 - RECONNECT_BACKOFF.jitter)).toFixed(0)}–${full})`,
             );
-            // The proxy sees a connection a little after the client decided to dial: 15 ms of slack.
-            assert.ok(gap >= full * (1 - RECONNECT_BACKOFF.jitter) - 15, `gap ${i}: ${report.join(', ')}`);
+            // Each dial is seen by the polling loop a little after it happened, by up to one stalled
+            // turn of the event loop on a loaded machine: 40 ms of slack (without back-off, gaps are 0).
+            assert.ok(gap >= full * (1 - RECONNECT_BACKOFF.jitter) - 40, `gap ${i}: ${report.join(', ')}`);
             assert.ok(gap <= full + 1500, `gap ${i} far past its back-off: ${report.join(', ')}`);
           }
           return report;
