@@ -49,6 +49,7 @@ const UNIT = [
   'placement/incremental',
   'placement/preferences',
   'placement/tables',
+  'store/etcd-breaker',
   'store/memory-conformance',
   'store/memory-engine',
   'store/watch-queue',

@@ -75,14 +75,7 @@ export function fromEtcdError(err: unknown, context: ErrorDetails = {}): MusterE
     });
   }
   if (err instanceof NoEndpointError) {
-    return new MusterError(
-      'MUSTER_UNAVAILABLE',
-      'no etcd endpoint is reachable right now (every endpoint failed recently)',
-      {
-        cause: err,
-        details,
-      },
-    );
+    return new MusterError('MUSTER_UNAVAILABLE', err.details, { cause: err, details });
   }
 
   const serverKind = SERVER_MESSAGES.find(([text]) => message.includes(text))?.[1];

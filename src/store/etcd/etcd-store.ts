@@ -61,13 +61,14 @@ export const GRPC_KEEPALIVE_MS = 6000;
  * dark with calls open is therefore dropped at most {@link GRPC_KEEPALIVE_MS} + 2 s = 8 s later.
  */
 export const GRPC_KEEPALIVE_TIMEOUT_MS = 2000;
-/**
+/*
  * (No pings on a connection without calls: etcd's enforcement (`PermitWithoutStream: false`) counts
  * them as strikes and answers with GOAWAY `too_many_pings`. An idle connection needs no check: a call
  * started on it has its deadline, and its pings start with it.) With several members, one that failed
- * 3 times in a row is skipped for {@link ENDPOINT_COOLDOWN_MS}; a single endpoint has no breaker.
+ * 3 times in a row is skipped while its breaker is open (`BREAKER_BACKOFF`, breaker.ts); a single
+ * endpoint has no breaker. A member whose connection attempts fail is not dialled again before its
+ * reconnect back-off passes (`RECONNECT_BACKOFF`, grpc.ts).
  */
-export { ENDPOINT_COOLDOWN_MS } from './client.js';
 /** gRPC status CANCELLED: what a stream reports after `cancel()`. */
 const GRPC_CANCELLED = 1;
 /** Attempts of an idempotent read across endpoints before its error is returned. */
@@ -463,7 +464,7 @@ export class EtcdStore implements Store {
     prefer?: string,
   ): Promise<{ stream: S; endpoint: string }> {
     if (this.#closing !== undefined) throw new MusterError('MUSTER_CLOSED', 'the etcd store was closed');
-    const { stream, member } = await this.#client.stream(
+    const { stream, ...picked } = await this.#client.stream(
       path,
       encodeRequest,
       decodeResponse,
@@ -475,14 +476,14 @@ export class EtcdStore implements Store {
       // A failed stream counts against its member (and makes its connection be replaced), but not
       // one we cancelled ourselves: that would cut every other stream to the member too. Nor does
       // "no leader" on a renewal: the member is alive and mid-election, and a renewal asks another
-      // member next (tripping its breaker would take it away for 5 s, longer than a session lasts).
+      // member next (tripping its breaker would take it away for seconds, longer than a session lasts).
       const cancelled = err.code === GRPC_CANCELLED;
       const electing = lease && err.message.includes('no leader');
-      if (stream.writable && !cancelled && !electing && isRecoverable(err)) this.#client.markFailed(member);
+      if (stream.writable && !cancelled && !electing && isRecoverable(err)) this.#client.markFailed(picked);
       // An expired token: the next stream authenticates again (unary calls do this themselves).
       if (err.message.includes('invalid auth token')) this.#client.invalidateToken();
     });
-    return { stream: stream as unknown as S, endpoint: member.endpoint };
+    return { stream: stream as unknown as S, endpoint: picked.member.endpoint };
   }
 
   #openWatchStream(): Promise<{ stream: WatchStream; endpoint: string }> {

@@ -10,6 +10,11 @@
  * unanswered within {@link GrpcChannelOptions.keepAliveTimeoutMs} destroys it, failing its calls
  * with UNAVAILABLE, so a dead member is noticed even when no request is pending on a stream. An
  * idle session is never pinged (etcd counts such pings as abuse) and does not keep the process alive.
+ *
+ * A connection attempt that ends before the server's HTTP/2 SETTINGS arrived (refused, reset, or
+ * black-holed and then given up) puts the channel in back-off ({@link RECONNECT_BACKOFF}): until it
+ * passes, calls fail at once with UNAVAILABLE, never sent, instead of dialling again; the first
+ * attempt after a connection that worked is immediate (see {@link ChannelState}).
  */
 import { EventEmitter } from 'node:events';
 import {
@@ -23,6 +28,7 @@ import {
 } from 'node:http2';
 import { onAbort } from '../../util/abort.js';
 import { GRPC_PREFIX } from '../../util/protobuf.js';
+import { backoffDelay, type ResolvedBackoff } from '../watched.js';
 
 /** gRPC status codes used here. */
 export const Status = {
@@ -69,6 +75,16 @@ export const MAX_RECEIVE_MESSAGE_BYTES = 4 * 1024 * 1024;
  */
 export const RECEIVE_WINDOW_BYTES = 1024 * 1024;
 
+/**
+ * Reconnect back-off of one member: 100 ms after the first failed connection attempt, doubling to
+ * 2 s, each delay shortened at random by up to 20 % (so clients that lost a member together do not
+ * dial it in lock-step). gRPC's own defaults are 1 s → 120 s; a member restart takes about a second
+ * and a single-member store waits out the current delay after its etcd returns, so the cap stays
+ * short (the watch's own back-off caps at 1 s). The delay starts again from 100 ms once a connection
+ * completes its HTTP/2 handshake.
+ */
+export const RECONNECT_BACKOFF: ResolvedBackoff = { initialMs: 100, maxMs: 2000, jitter: 0.2 };
+
 /** A failed call: its gRPC status `code` and the server's (decoded) message. */
 export class GrpcError extends Error {
   readonly code: number;
@@ -106,6 +122,35 @@ export interface GrpcChannelOptions {
   readonly keepAliveMs: number;
   /** How long a ping may go unanswered before the session is destroyed. */
   readonly keepAliveTimeoutMs: number;
+  /** Reconnect back-off. Default: {@link RECONNECT_BACKOFF}. */
+  readonly reconnect?: ResolvedBackoff | undefined;
+  /** Random numbers in [0, 1) for the jitter. Default: `Math.random`. */
+  readonly random?: (() => number) | undefined;
+}
+
+/**
+ * A channel's state: `idle` (no session: the next call dials), `connecting` (dialled, no SETTINGS
+ * from the server yet), `ready` (handshake done), `backing-off` (the last attempt failed; calls fail
+ * at once until {@link GrpcChannel.retryAt}, then it is `idle`), `closed`.
+ *
+ * ```
+ *  idle ──call──▶ connecting ──SETTINGS──▶ ready ──session ends──▶ idle
+ *   ▲                 │ ends before SETTINGS
+ *   └─delay passes── backing-off ◀┘
+ * ```
+ */
+export type ChannelState = 'idle' | 'connecting' | 'ready' | 'backing-off' | 'closed';
+
+/** A call refused because the channel is backing off after failed connection attempts: never sent. */
+export class BackoffError extends GrpcError {
+  constructor(endpoint: string, attempts: number, waitMs: number, cause: unknown) {
+    super(
+      Status.UNAVAILABLE,
+      `No connection established: ${endpoint} failed ${attempts} connection attempt(s) in a row${cause instanceof Error ? ` (last: ${cause.message})` : ''}; next attempt in ${Math.ceil(waitMs)} ms`,
+      { neverSent: true, ...(cause === undefined ? {} : { cause }) },
+    );
+    this.name = 'BackoffError';
+  }
 }
 
 /** Request metadata (lower-case ASCII header names). */
@@ -226,12 +271,16 @@ interface Exchange {
 class Conn {
   readonly session: ClientHttp2Session;
   connected = false;
+  /** The server's SETTINGS arrived: the HTTP/2 handshake is done. */
+  handshaken = false;
+  /** Why the session ended, when an error said so. */
+  error: unknown;
   /** Calls and streams open (they keep the session referenced and pinged). */
   active = 0;
   #pingTimer: NodeJS.Timeout | undefined;
   readonly #opts: GrpcChannelOptions;
 
-  constructor(opts: GrpcChannelOptions, onEnd: (c: Conn) => void) {
+  constructor(opts: GrpcChannelOptions, onEnd: (c: Conn) => void, onReady: (c: Conn) => void) {
     this.#opts = opts;
     const tls = opts.tls;
     const options: SecureClientSessionOptions = {
@@ -249,12 +298,19 @@ class Conn {
       this.connected = true;
       session.setLocalWindowSize(RECEIVE_WINDOW_BYTES);
     });
+    session.once('remoteSettings', () => {
+      this.handshaken = true;
+      onReady(this);
+    });
     const end = (): void => {
       this.#stopPings();
       onEnd(this);
     };
     // Streams see an error too (as their 'error' and 'close'); the channel opens a new session.
-    session.on('error', end);
+    session.on('error', (err: unknown) => {
+      this.error ??= err;
+      end();
+    });
     session.on('goaway', () => onEnd(this));
     session.on('close', end);
   }
@@ -305,12 +361,42 @@ class Conn {
 export class GrpcChannel {
   readonly endpoint: string;
   readonly #opts: GrpcChannelOptions;
+  readonly #backoff: ResolvedBackoff;
+  readonly #random: () => number;
   #conn: Conn | undefined;
   #closed = false;
+  /** Connection attempts that failed in a row (0 once one completes its handshake). */
+  #failedAttempts = 0;
+  /** `performance.now()` before which no new connection is dialled. */
+  #retryAt = 0;
+  /** Why the last attempt failed. */
+  #lastError: unknown;
+  /** The sessions whose end was accounted for (each counts once). */
+  readonly #ended = new WeakSet<Conn>();
 
   constructor(opts: GrpcChannelOptions) {
     this.#opts = opts;
     this.endpoint = opts.endpoint;
+    this.#backoff = opts.reconnect ?? RECONNECT_BACKOFF;
+    this.#random = opts.random ?? Math.random;
+  }
+
+  /** See {@link ChannelState}. */
+  get state(): ChannelState {
+    if (this.#closed) return 'closed';
+    const conn = this.#conn;
+    if (conn !== undefined && conn.usable) return conn.handshaken ? 'ready' : 'connecting';
+    return performance.now() < this.#retryAt ? 'backing-off' : 'idle';
+  }
+
+  /** When a channel in back-off may dial again (`performance.now()` ms). */
+  get retryAt(): number {
+    return this.#retryAt;
+  }
+
+  /** Connection attempts that failed in a row. */
+  get failedAttempts(): number {
+    return this.#failedAttempts;
   }
 
   /** Sends one request; resolves with the decoded response or rejects with a {@link GrpcError}. */
@@ -421,9 +507,17 @@ export class GrpcChannel {
     if (this.#closed) throw new ClosedError('etcd client');
     let conn = this.#conn;
     if (conn === undefined || !conn.usable) {
-      conn = new Conn(this.#opts, (c) => {
-        if (this.#conn === c) this.#conn = undefined;
-      });
+      const wait = this.#retryAt - performance.now();
+      if (wait > 0) throw new BackoffError(this.endpoint, this.#failedAttempts, wait, this.#lastError);
+      conn = new Conn(
+        this.#opts,
+        (c) => this.#onEnd(c),
+        () => {
+          this.#failedAttempts = 0;
+          this.#retryAt = 0;
+          this.#lastError = undefined;
+        },
+      );
       this.#conn = conn;
     }
     let req: ClientHttp2Stream;
@@ -450,6 +544,19 @@ export class GrpcChannel {
     const c = conn;
     const connectedAtStart = c.connected;
     return { req, connected: () => connectedAtStart || c.connected };
+  }
+
+  /** A session ended: one that never completed its handshake was a failed attempt, and backs off. */
+  #onEnd(c: Conn): void {
+    if (this.#conn === c) this.#conn = undefined;
+    if (c.handshaken || this.#ended.has(c) || this.#closed) return;
+    if (c.usable) return; // GOAWAY before SETTINGS: accounted for at its close
+    this.#ended.add(c);
+    // An older attempt that ends after a newer one worked says nothing about the member now.
+    if (this.#conn?.handshaken === true) return;
+    this.#failedAttempts++;
+    this.#lastError = c.error;
+    this.#retryAt = performance.now() + backoffDelay(this.#backoff, this.#failedAttempts, this.#random);
   }
 }
 
