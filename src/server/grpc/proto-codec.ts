@@ -206,6 +206,33 @@ function varintOf(v: unknown): number | string {
   throw new TypeError(`an integer expected, got ${typeof v}`);
 }
 
+/**
+ * The varint bytes of int64 strings beyond 2^53, which the writer converts through BigInt: the
+ * cluster and member ids of every response header and lease ids repeat call after call.
+ */
+const bigVarints = new Map<string, Buffer>();
+/** Most entries kept; the cache starts afresh beyond (it holds a few ids in practice). */
+const MAX_BIG_VARINTS = 1024;
+
+function writeVarint(v: unknown): void {
+  if (typeof v !== 'string' || v.length < 16) {
+    out.varint64(varintOf(v));
+    return;
+  }
+  let bytes = bigVarints.get(v);
+  if (bytes === undefined) {
+    const start = out.pos;
+    out.varint64(v);
+    bytes = Buffer.from(out.buf.subarray(start, out.pos));
+    if (bigVarints.size >= MAX_BIG_VARINTS) bigVarints.clear();
+    bigVarints.set(v, bytes);
+    return;
+  }
+  out.room(bytes.length);
+  bytes.copy(out.buf, out.pos);
+  out.pos += bytes.length;
+}
+
 /** Writes one value of `f`; `always`: also when it is the default (repeated elements, oneofs). */
 function writeValue(f: Field, v: unknown, always: boolean): void {
   if (f.kind === 'message') {
@@ -217,7 +244,7 @@ function writeValue(f: Field, v: unknown, always: boolean): void {
   if (!always && isZero(v)) return;
   if (f.wire === 0) {
     out.varint(f.no << 3);
-    out.varint64(f.kind === 'bool' ? (v === true ? 1 : 0) : varintOf(v));
+    writeVarint(f.kind === 'bool' ? (v === true ? 1 : 0) : v);
   } else if (f.kind === 'string') {
     out.raw(f.no, Buffer.from(String(v), 'utf8'));
   } else {
@@ -234,7 +261,7 @@ function encodeBody(type: MessageType, m: Record<string, unknown>): void {
     else if (!Array.isArray(v) || v.length === 0) continue;
     else if (f.wire === 0) {
       const at = out.begin(f.no);
-      for (const x of v) out.varint64(f.kind === 'bool' ? (x === true ? 1 : 0) : varintOf(x));
+      for (const x of v) writeVarint(f.kind === 'bool' ? (x === true ? 1 : 0) : x);
       out.end(at);
     } else for (const x of v) writeValue(f, x, true);
   }
