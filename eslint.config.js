@@ -5,15 +5,16 @@ import tseslint from 'typescript-eslint';
 // ── Module boundaries (README "Layout"; docs/boundaries.md) ─────────────────────────────────────────
 // A capability is a folder src/<cap>/. Another capability is imported only through its index.ts (public)
 // or internal.ts (for siblings) — never a file inside it. Shared leaf modules anyone may import:
-// src/errors.ts, src/clock.ts, src/util/*. Drivers stay behind the Store port: etcd3/@grpc/* only under
-// src/server/ (the etcd engine has its own client on node:http2), pg only under src/store/postgres/. Tests and benchmarks are free.
+// src/errors.ts, src/clock.ts, src/util/*. Drivers stay behind the Store port: pg only under src/store/postgres/.
+// etcd3, @grpc/* and protobufjs nowhere in src/: the etcd engine's client (node:http2) and muster serve
+// (own HTTP/2) speak gRPC with muster's own protobuf codecs. Tests and benchmarks are free.
 // Import cycles are checked by scripts/check-cycles.mjs (part of `npm run lint`).
 const MAX_DEPTH = 4;
 const DRIVERS = {
   etcd: {
-    group: ['etcd3', 'etcd3/*', '@grpc/*'],
+    group: ['etcd3', 'etcd3/*', '@grpc/*', 'protobufjs', 'protobufjs/*'],
     message:
-      'etcd3 and @grpc/* belong under src/server/ only (the etcd engine has its own client): go through the Store port (src/store/index.js).',
+      "etcd3, @grpc/* and protobufjs are for tests only: the store goes through the Store port (src/store/index.js); gRPC messages through muster's own codecs (src/util/protobuf.ts, src/server/grpc/proto-codec.ts).",
   },
   pg: {
     group: ['pg', 'pg/*'],
@@ -53,7 +54,6 @@ for (let depth = 0; depth <= MAX_DEPTH; depth++) {
 for (const zone of [
   { dir: 'src/cli', depth: 1, allow: ['testing'] },
   { dir: 'src/testing', depth: 1, allow: ['testing'] },
-  { dir: 'src/server', depth: 1, allow: ['etcd'] },
   { dir: 'src/store/postgres', depth: 2, allow: ['pg'] },
 ]) {
   for (let depth = zone.depth; depth <= MAX_DEPTH; depth++) {

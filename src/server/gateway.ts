@@ -10,22 +10,20 @@
  * `/v3/cluster/member/list`; GET `/health`, `/version` and `/metrics` (the registry the server was
  * given, as on the admin server; 404 without one). A token goes in the `Authorization`
  * header, as etcd's gateway takes it. Each request runs the same handler as its gRPC call, through
- * the RPC's own protobuf (de)serialisers, so both answer alike.
+ * the RPC's own protobuf codecs (JSON ↔ protobuf by proto-codec.ts), so both answer alike.
  */
 import { EventEmitter } from 'node:events';
-import { createRequire } from 'node:module';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { dirname, join } from 'node:path';
-import { Metadata, type MethodDefinition, status, type UntypedServiceImplementation } from '@grpc/grpc-js';
-import protobuf from 'protobufjs';
-import { REPORTED_ETCD_VERSION } from './grpc/maintenance.js';
-import type { EtcdServices } from './grpc/proto.js';
+import { Metadata, type ServiceImplementation, status, type StatusCode } from './grpc/call.js';
 import { toGrpcError } from './grpc/errors.js';
+import { REPORTED_ETCD_VERSION } from './grpc/maintenance.js';
+import { encodeMessage, messageFromJson, messageToJson } from './grpc/proto-codec.js';
+import type { EtcdServices, RpcDefinition } from './grpc/services.js';
 
 /** Largest gateway request body (etcd's request limit plus JSON and base64 overhead). */
 export const MAX_GATEWAY_BODY_BYTES = 4 * 1024 * 1024;
 
-type Impls = Record<keyof EtcdServices, UntypedServiceImplementation>;
+type Impls = Record<keyof EtcdServices, ServiceImplementation>;
 
 /** `[service, method]` by gateway path (etcd 3.4's paths, with the `/v3/kv/lease/*` aliases). */
 const ROUTES: Record<string, [keyof EtcdServices, string]> = {
@@ -64,7 +62,7 @@ const ROUTES: Record<string, [keyof EtcdServices, string]> = {
 };
 
 /** gRPC status → HTTP status, as the grpc-gateway of etcd 3.4 (v1) maps them. */
-function httpStatus(code: status): number {
+function httpStatus(code: StatusCode): number {
   switch (code) {
     case status.INVALID_ARGUMENT:
     case status.OUT_OF_RANGE:
@@ -95,119 +93,24 @@ function httpStatus(code: status): number {
   }
 }
 
-let root: protobuf.Root | undefined;
-function protoRoot(): protobuf.Root {
-  if (root !== undefined) return root;
-  const require = createRequire(import.meta.url);
-  const dir = join(dirname(require.resolve('etcd3/package.json')), 'proto');
-  root = new protobuf.Root();
-  root.resolvePath = (_origin, target) => (target.startsWith('/') ? target : join(dir, target));
-  root.loadSync(join(dir, 'rpc.proto'), { keepCase: true });
-  return root;
-}
-
-/** The protobuf type of a method's request or response. */
-function typeOf(method: MethodDefinition<unknown, unknown>, side: 'request' | 'response'): protobuf.Type {
-  const desc = (method as unknown as Record<string, { type?: { name?: string } }>)[`${side}Type`];
-  const name = desc?.type?.name;
-  if (name === undefined) throw new Error(`no ${side} type for ${method.path}`);
-  return protoRoot().lookupType(`etcdserverpb.${name}`);
-}
-
-/** `NOT_EQUAL` and `NotEqual` alike (etcd's JSON uses the first, the bundled .proto the second). */
-const squash = (name: string): string => name.replace(/_/g, '').toLowerCase();
-/** `NotEqual` → `NOT_EQUAL`, as etcd's gateway writes enum values. */
-const upperSnake = (name: string): string => name.replace(/([a-z0-9])([A-Z])/g, '$1_$2').toUpperCase();
-
-/**
- * Walks `value` as a message of `type`, rewriting enum names with `rename` (to the .proto's names on
- * the way in, to etcd's on the way out).
- */
-function renameEnums(
-  type: protobuf.Type,
-  value: unknown,
-  rename: (e: protobuf.Enum, v: string) => string,
-): unknown {
-  if (value === null || typeof value !== 'object' || Array.isArray(value)) return value;
-  const out: Record<string, unknown> = { ...(value as Record<string, unknown>) };
-  for (const field of type.fieldsArray) {
-    const v = out[field.name];
-    if (v === undefined) continue;
-    const resolved = field.resolve().resolvedType;
-    const one = (x: unknown): unknown =>
-      resolved instanceof protobuf.Enum && typeof x === 'string'
-        ? rename(resolved, x)
-        : resolved instanceof protobuf.Type
-          ? renameEnums(resolved, x, rename)
-          : x;
-    out[field.name] = Array.isArray(v) ? v.map(one) : one(v);
-  }
-  return out;
-}
-
-/** JSON (gateway form) → the request object the gRPC handler gets. */
-function decodeRequest(method: MethodDefinition<unknown, unknown>, json: unknown): unknown {
-  const type = typeOf(method, 'request');
-  const named = renameEnums(
-    type,
-    json ?? {},
-    (e, v) => Object.keys(e.values).find((k) => squash(k) === squash(v)) ?? v,
-  );
-  const bytes = type.encode(type.fromObject(named as Record<string, unknown>)).finish();
-  return method.requestDeserialize(Buffer.from(bytes));
+/** JSON (gateway form) → the request object the handler gets, through the RPC's own decoder. */
+function decodeRequest(method: RpcDefinition, json: unknown): unknown {
+  return method.decode(messageFromJson(method.requestType, json));
 }
 
 /**
- * Removes the fields of a decoded message that hold their default value (zero, false, empty string
- * or bytes, empty list), recursively: etcd's grpc-gateway (jsonpb without `EmitDefaults`) leaves
- * them out of its JSON — `{"header":{…}}` for a range that found nothing, no `"type":"PUT"` in watch
- * events — while protobufjs's encoder writes every field it was given. A field of a oneof is kept
- * (jsonpb writes the one that is set).
+ * The handler's response object → JSON (gateway form), through the RPC's own encoder: the JSON
+ * says what the gRPC answer says.
  */
-function dropDefaults(type: protobuf.Type, msg: protobuf.Message): void {
-  const m = msg as unknown as Record<string, unknown>;
-  for (const field of type.fieldsArray) {
-    if (!Object.prototype.hasOwnProperty.call(m, field.name)) continue;
-    const v = m[field.name];
-    const resolved = field.resolve().resolvedType;
-    if (field.repeated) {
-      if (!Array.isArray(v) || v.length === 0) delete m[field.name];
-      else if (resolved instanceof protobuf.Type)
-        for (const x of v as protobuf.Message[]) dropDefaults(resolved, x);
-      continue;
-    }
-    if (resolved instanceof protobuf.Type) {
-      if (v === null) delete m[field.name];
-      else dropDefaults(resolved, v as protobuf.Message);
-      continue;
-    }
-    if (field.partOf !== null) continue;
-    const empty =
-      v === null ||
-      v === false ||
-      v === '' ||
-      (v instanceof Uint8Array && v.length === 0) ||
-      v === 0 ||
-      (typeof v === 'object' && (v as { low?: number }).low === 0 && (v as { high?: number }).high === 0);
-    if (empty) delete m[field.name];
-  }
-}
-
-/** The handler's response object → JSON (gateway form). */
-function encodeResponse(method: MethodDefinition<unknown, unknown>, response: unknown): unknown {
-  const type = typeOf(method, 'response');
-  const msg = type.decode(method.responseSerialize(response));
-  dropDefaults(type, msg);
-  return renameEnums(type, type.toObject(msg, { longs: String, enums: String, bytes: String }), (_e, v) =>
-    upperSnake(v),
-  );
+function encodeResponse(method: RpcDefinition, response: unknown): unknown {
+  return messageToJson(method.responseType, method.encode(response));
 }
 
 function metadataOf(req: IncomingMessage): Metadata {
-  const md = new Metadata();
   const token = req.headers.authorization;
-  if (typeof token === 'string' && token !== '') md.set('token', token.replace(/^Bearer\s+/i, ''));
-  return md;
+  return new Metadata(
+    typeof token === 'string' && token !== '' ? { token: token.replace(/^Bearer\s+/i, '') } : {},
+  );
 }
 
 function sendJson(res: ServerResponse, code: number, body: unknown): void {
@@ -255,8 +158,11 @@ export function gatewayHandler(
   keepAlive: (id: string, metadata: Metadata) => Promise<Record<string, unknown>>,
   metrics?: { contentType: string; metrics(): Promise<string> },
 ): (req: IncomingMessage, res: ServerResponse) => void {
-  const method = (service: keyof EtcdServices, name: string): MethodDefinition<unknown, unknown> =>
-    services[service][name] as MethodDefinition<unknown, unknown>;
+  const method = (service: keyof EtcdServices, name: string): RpcDefinition => {
+    const def = services[service][name];
+    if (def === undefined) throw new Error(`no RPC ${service}.${name}`);
+    return def;
+  };
 
   async function unaryCall(req: IncomingMessage, res: ServerResponse, route: [keyof EtcdServices, string]) {
     const [service, name] = route;
@@ -294,7 +200,10 @@ export function gatewayHandler(
 
   async function leaseKeepAlive(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const body = (await readBody(req)) as { ID?: string | number };
-    sendJson(res, 200, { result: await keepAlive(String(body.ID ?? '0'), metadataOf(req)) });
+    const answer = await keepAlive(String(body.ID ?? '0'), metadataOf(req));
+    // Through the codec, as every other answer: int64s as strings, defaults left out.
+    const type = 'LeaseKeepAliveResponse';
+    sendJson(res, 200, { result: messageToJson(type, encodeMessage(type, answer)) });
   }
 
   return (req, res) => {

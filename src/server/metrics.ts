@@ -4,16 +4,11 @@
  * request tallies live in pre-created objects per method and become counters only when scraped, and
  * the log reports each sync to one histogram observation (no labels).
  */
-import type {
-  handleUnaryCall,
-  sendUnaryData,
-  ServerUnaryCall,
-  ServiceDefinition,
-  UntypedServiceImplementation,
-} from '@grpc/grpc-js';
 import { Counter, exponentialBuckets, Gauge, type Registry } from 'prom-client';
 import { FastHistogram } from '../daemon/internal.js';
 import type { MemoryStore } from '../store/index.js';
+import type { ServiceImplementation, UnaryCall, UnaryCallback, UnaryHandler } from './grpc/call.js';
+import type { ServiceDefinition } from './grpc/services.js';
 
 /** What the write-ahead log reports after each synchronous write (see wal.ts). */
 export interface WalSync {
@@ -38,8 +33,8 @@ export interface ServeMetrics {
   instrument(
     service: string,
     definition: ServiceDefinition,
-    impl: UntypedServiceImplementation,
-  ): UntypedServiceImplementation;
+    impl: ServiceImplementation,
+  ): ServiceImplementation;
   /** For `DurableStore`'s `onWalSync`. */
   readonly onWalSync: (sync: WalSync) => void;
   /** Where the gauges read from, once the store is open. */
@@ -171,7 +166,7 @@ export function createServeMetrics(registry: Registry): ServeMetrics {
 
   return {
     instrument(service, definition, impl) {
-      const out: UntypedServiceImplementation = {};
+      const out: ServiceImplementation = {};
       for (const [method, handler] of Object.entries(impl)) {
         const def = definition[method];
         const type: GrpcType =
@@ -190,9 +185,7 @@ export function createServeMetrics(registry: Registry): ServeMetrics {
         };
         tallies.push(tally);
         out[method] =
-          type === 'unary'
-            ? countUnary(tally, handler as handleUnaryCall<unknown, unknown>)
-            : countStream(tally, handler);
+          type === 'unary' ? countUnary(tally, handler as UnaryHandler) : countStream(tally, handler);
       }
       return out;
     },
@@ -207,19 +200,16 @@ export function createServeMetrics(registry: Registry): ServeMetrics {
   };
 }
 
-function countUnary(
-  tally: MethodTally,
-  handler: handleUnaryCall<unknown, unknown>,
-): handleUnaryCall<unknown, unknown> {
-  return (call: ServerUnaryCall<unknown, unknown>, callback: sendUnaryData<unknown>) => {
+function countUnary(tally: MethodTally, handler: UnaryHandler): UnaryHandler {
+  return (call: UnaryCall, callback: UnaryCallback) => {
     tally.started++;
-    handler(call, (err, value, trailer, flags) => {
+    handler(call, (err, value) => {
       if (err === null || err === undefined) tally.ok++;
       else {
         const code = GRPC_CODES[err.code ?? 2] ?? 'Unknown';
         tally.failed.set(code, (tally.failed.get(code) ?? 0) + 1);
       }
-      callback(err, value, trailer, flags);
+      callback(err, value);
     });
   };
 }

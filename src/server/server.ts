@@ -5,7 +5,6 @@
  */
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import type { UntypedServiceImplementation } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import type { Clock } from '../clock.js';
@@ -30,7 +29,8 @@ import type { ServiceContext } from './grpc/context.js';
 import { kvService } from './grpc/kv.js';
 import { leaseService } from './grpc/lease.js';
 import { clusterService, maintenanceService } from './grpc/maintenance.js';
-import { etcdServices } from './grpc/proto.js';
+import { etcdServices } from './grpc/services.js';
+import type { ServiceImplementation } from './grpc/call.js';
 import { GrpcTransport, rpcMethods } from './grpc/transport.js';
 import { watchService } from './grpc/watch.js';
 
@@ -302,10 +302,10 @@ export async function startServer(options: ServerOptions = {}): Promise<MusterSe
     Cluster: clusterService(ctx),
     Auth: authService(ctx, authStore),
   };
-  const served: Record<string, UntypedServiceImplementation> = {};
+  const served: Record<string, ServiceImplementation> = {};
   for (const name of Object.keys(impls) as (keyof typeof impls)[]) {
     const def = services[name];
-    const impl: UntypedServiceImplementation = impls[name];
+    const impl: ServiceImplementation = impls[name];
     served[name] = metrics ? metrics.instrument(`etcdserverpb.${name}`, def, impl) : impl;
   }
   metrics?.attach({ store: durable.store, streams, dbSize: () => ctx.dbSize() });

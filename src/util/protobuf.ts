@@ -1,6 +1,6 @@
 /**
- * Protocol Buffers wire-format primitives shared by muster's hand-written codecs: serve's server
- * direction (`src/server/grpc/wire.ts`: decode requests, encode responses) and the etcd client's
+ * Protocol Buffers wire-format primitives shared by muster's codecs: serve's server direction
+ * (`src/server/grpc/wire.ts` by hand, `proto-codec.ts` by table: decode requests, encode responses) and the etcd client's
  * (`src/store/etcd/rpc-codec.ts`: encode requests, decode responses). Each codec writes and reads
  * the wire format directly, without protobufjs's reflection; both are checked against protobufjs on
  * random messages (test/server/serve-wire.test.ts, test/store/etcd-rpc-codec.test.ts).

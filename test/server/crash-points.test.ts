@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { credentials, makeGenericClientConstructor, type ServiceError } from '@grpc/grpc-js';
-import { etcdServices } from '../../src/server/grpc/proto.js';
+import { etcdServices } from './etcd-proto.js';
 import { SEGMENT_PREALLOCATE_BYTES, segmentName, segmentNumber, WAL_MAGIC } from '../../src/server/wal.js';
 
 const bin = new URL('../../../bin/muster.js', import.meta.url).pathname;

@@ -14,7 +14,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { credentials, makeGenericClientConstructor, type ServiceError } from '@grpc/grpc-js';
-import { etcdServices } from '../../src/server/grpc/proto.js';
+import { etcdServices } from './etcd-proto.js';
 
 const bin = new URL('../../../bin/muster.js', import.meta.url).pathname;
 const KILLS = 4;

@@ -17,7 +17,7 @@ import {
   type ServiceError,
 } from '@grpc/grpc-js';
 import { Etcd3 } from 'etcd3';
-import { etcdServices } from '../../src/server/grpc/proto.js';
+import { etcdServices } from './etcd-proto.js';
 import { type MusterServer, startServer } from '../../src/server/index.js';
 import { openStore } from '../../src/store/index.js';
 import { textOf } from '../../src/store/keys.js';

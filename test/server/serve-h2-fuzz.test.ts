@@ -19,7 +19,7 @@ import { promisify } from 'node:util';
 import { after, before, describe, test } from 'node:test';
 import { H2Connection, type H2Stream } from '../../src/server/grpc/h2.js';
 import { CODES, H2Error, HpackDecoder, huffmanDecode, LENGTHS } from '../../src/server/grpc/hpack.js';
-import { etcdServices } from '../../src/server/grpc/proto.js';
+import { etcdServices } from './etcd-proto.js';
 import { type MusterServer, startServer } from '../../src/server/index.js';
 import { ETCD_INSTALL_HINT, needBinary, seededRandom } from '../../src/testing/index.js';
 import { PREFACE } from './raw-h2.js';

@@ -30,7 +30,7 @@ import {
   RESET_BURST,
   RESETS_PER_SECOND,
 } from '../../src/server/grpc/h2.js';
-import { etcdServices } from '../../src/server/grpc/proto.js';
+import { etcdServices } from './etcd-proto.js';
 import { type MusterServer, startServer } from '../../src/server/index.js';
 import {
   E,

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { type ClientDuplexStream, credentials, makeGenericClientConstructor, Metadata } from '@grpc/grpc-js';
 import { isMusterError } from '../../src/errors.js';
-import { etcdServices } from '../../src/server/grpc/proto.js';
+import { etcdServices } from './etcd-proto.js';
 import { type MusterServer, startServer } from '../../src/server/index.js';
 import { openStore, type Store, type WatchBatch } from '../../src/store/index.js';
 

@@ -12,7 +12,7 @@ import { promisify } from 'node:util';
 import { after, describe, test } from 'node:test';
 import { type ClientDuplexStream, credentials, makeGenericClientConstructor, Metadata } from '@grpc/grpc-js';
 import { Etcd3 } from 'etcd3';
-import { etcdServices } from '../../src/server/grpc/proto.js';
+import { etcdServices } from './etcd-proto.js';
 import { startServer } from '../../src/server/index.js';
 import { ETCD_INSTALL_HINT, needBinary, startEtcd } from '../../src/testing/index.js';
 

@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { encodeGrpcMessage, parseGrpcTimeout } from '../../src/server/grpc/transport.js';
-import { etcdServices } from '../../src/server/grpc/proto.js';
+import { etcdServices } from './etcd-proto.js';
 import { type MusterServer, startServer } from '../../src/server/index.js';
 
 const TOKEN = 'transport-token-0123456789';

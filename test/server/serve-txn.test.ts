@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { credentials, makeGenericClientConstructor, Metadata, type ServiceError } from '@grpc/grpc-js';
-import { etcdServices } from '../../src/server/grpc/proto.js';
+import { etcdServices } from './etcd-proto.js';
 import { type MusterServer, startServer } from '../../src/server/index.js';
 import { ETCD_INSTALL_HINT, type EtcdCluster, needBinary, startEtcd } from '../../src/testing/index.js';
 

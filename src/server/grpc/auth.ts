@@ -13,8 +13,8 @@
  * With neither, calls need no credentials and `Authenticate` answers "authentication is not enabled".
  */
 import { randomBytes, timingSafeEqual } from 'node:crypto';
-import { type Metadata, status, type UntypedServiceImplementation } from '@grpc/grpc-js';
 import { AuthError, type AuthErrorReason, type AuthStore, type Permission } from '../auth-store.js';
+import { type Metadata, type ServiceImplementation, status, type StatusCode } from './call.js';
 import type { AuthGate, ServiceContext } from './context.js';
 import { header, unary } from './context.js';
 import { binary } from './convert.js';
@@ -37,8 +37,7 @@ function same(a: string, b: string): boolean {
  */
 export function tokensOf(metadata: Metadata): string[] {
   const out: string[] = [];
-  for (const v of metadata.get('token')) {
-    const text = typeof v === 'string' ? v : v.toString('utf8');
+  for (const text of metadata.get('token')) {
     if (text === '') continue;
     out.push(text);
     if (text.includes(',')) for (const part of text.split(',')) if (part.trim() !== '') out.push(part.trim());
@@ -47,7 +46,7 @@ export function tokensOf(metadata: Metadata): string[] {
 }
 
 const FAILED = status.FAILED_PRECONDITION;
-const MESSAGES: Record<AuthErrorReason, [status, string]> = {
+const MESSAGES: Record<AuthErrorReason, [StatusCode, string]> = {
   userEmpty: [status.INVALID_ARGUMENT, 'etcdserver: user name is empty'],
   userExists: [FAILED, 'etcdserver: user name already exists'],
   userNotFound: [FAILED, 'etcdserver: user name not found'],
@@ -146,7 +145,7 @@ interface ProtoPermission {
   range_end: Buffer;
 }
 
-export function authService(ctx: ServiceContext, store: AuthStore): UntypedServiceImplementation {
+export function authService(ctx: ServiceContext, store: AuthStore): ServiceImplementation {
   const h = (): ReturnType<typeof header> => header(ctx, ctx.store.revision);
   /** An auth management call: root only once RBAC is on; changes answered with the header. */
   const admin = <Req>(fn: (req: Req) => Promise<Record<string, unknown> | void>) =>

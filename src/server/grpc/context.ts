@@ -1,15 +1,9 @@
 /**
  * What every service handler shares: the engine, the response header, the token check, and the
- * wrappers that turn async handlers into gRPC handlers (grpc-js's handler shapes, which the
- * transport in transport.ts calls) with one error translation.
+ * wrappers that turn async handlers into the call shapes of call.ts (which the transport and the
+ * gateway call) with one error translation.
  */
-import type {
-  handleUnaryCall,
-  Metadata,
-  sendUnaryData,
-  ServerDuplexStream,
-  ServerUnaryCall,
-} from '@grpc/grpc-js';
+import type { Metadata, StreamCall, UnaryCall, UnaryCallback, UnaryHandler } from './call.js';
 import type { Logger } from 'pino';
 import type { MemoryStore } from '../../store/internal.js';
 import type { Alarms } from '../alarms.js';
@@ -69,11 +63,11 @@ export function header(ctx: ServiceContext, revision: number): ResponseHeader {
 /** Wraps an async unary handler: token check, then the handler, with errors translated once. */
 export function unary<Req, Res>(
   ctx: ServiceContext,
-  fn: (req: Req, call: ServerUnaryCall<Req, Res>, user: string | undefined) => Promise<Res>,
+  fn: (req: Req, call: UnaryCall<Req>, user: string | undefined) => Promise<Res>,
   options: { auth?: boolean } = {},
-): handleUnaryCall<Req, Res> {
+): UnaryHandler<Req, Res> {
   const checkAuth = options.auth !== false;
-  return (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>) => {
+  return (call: UnaryCall<Req>, callback: UnaryCallback<Res>) => {
     let user: string | undefined;
     try {
       // `enabled` first: the transport builds a call's metadata only when it is read.
@@ -90,6 +84,6 @@ export function unary<Req, Res>(
 }
 
 /** Ends a duplex stream with the status for `err`. */
-export function failStream(call: ServerDuplexStream<unknown, unknown>, err: unknown): void {
+export function failStream(call: Pick<StreamCall, 'emit'>, err: unknown): void {
   call.emit('error', toGrpcError(err));
 }

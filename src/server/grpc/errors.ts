@@ -4,16 +4,15 @@
  * Messages are etcd's own (`rpctypes`), so clients that recognise etcd errors by message — the
  * `etcd3` package, etcdctl, muster's etcd engine — treat `muster serve` exactly like etcd.
  */
-import { Metadata, status, type ServiceError } from '@grpc/grpc-js';
 import { isMusterError } from '../../errors.js';
+import { status, type StatusCode } from './call.js';
 
 /** An error that already carries the gRPC status and message etcd would send. */
 export class EtcdStatusError extends Error {
-  readonly code: status;
+  readonly code: StatusCode;
   readonly details: string;
-  readonly metadata = new Metadata();
 
-  constructor(code: status, details: string) {
+  constructor(code: StatusCode, details: string) {
     super(details);
     this.code = code;
     this.details = details;
@@ -56,7 +55,7 @@ export const ETCD = {
 } as const;
 
 /** Translates anything a handler threw into the status etcd would send for the same condition. */
-export function toGrpcError(err: unknown): ServiceError {
+export function toGrpcError(err: unknown): EtcdStatusError {
   if (err instanceof EtcdStatusError) return err;
   if (isMusterError(err)) {
     switch (err.code) {

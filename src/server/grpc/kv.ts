@@ -6,13 +6,13 @@
  * transactions, `prev_kv` on puts and deletes, reads at a past revision, `ignore_value` /
  * `ignore_lease` — takes the memory engine's `txnTree`, with etcd's semantics.
  */
-import type { UntypedServiceImplementation } from '@grpc/grpc-js';
 import type { Compare, CompareOp, KeySelector, KeyValue, TxnOp, TxnOpResult } from '../../store/internal.js';
 import { NO_LEASE } from '../../store/internal.js';
 import { toRange } from '../../store/internal.js';
 import type { TxnTreeResult } from '../../store/internal.js';
 import type { TreeOp, TreeResult, TxnTree } from '../../store/internal.js';
 import { isMusterError } from '../../errors.js';
+import type { ServiceImplementation } from './call.js';
 import { header, type ResponseHeader, type ServiceContext, unary } from './context.js';
 import {
   decodeKey,
@@ -83,7 +83,7 @@ interface TxnRequest {
 const RESULT_OPS: readonly CompareOp[] = ['=', '>', '<', '!='];
 
 /** The KV service implementation. */
-export function kvService(ctx: ServiceContext): UntypedServiceImplementation {
+export function kvService(ctx: ServiceContext): ServiceImplementation {
   const store = ctx.store;
 
   /** RBAC: `user` may read (write) the request's range (nothing to check without RBAC). */

@@ -3,9 +3,9 @@
  * answered with TTL 0 and a time-to-live query with TTL -1, not with an error; lease ids are chosen
  * by the server (a requested ID is refused).
  */
-import type { ServerDuplexStream, UntypedServiceImplementation } from '@grpc/grpc-js';
 import { isMusterError } from '../../errors.js';
 import { MAX_LEASE_TTL_SECONDS } from '../../store/index.js';
+import type { ServiceImplementation, StreamCall } from './call.js';
 import { failStream, header, type ResponseHeader, type ServiceContext, unary } from './context.js';
 import { leaseOf } from './convert.js';
 import { ETCD } from './errors.js';
@@ -34,7 +34,7 @@ export async function authorizeLeaseKeys(ctx: ServiceContext, user: string, id: 
 export const MIN_LEASE_TTL_SECONDS = 2;
 
 /** The Lease service implementation. */
-export function leaseService(ctx: ServiceContext): UntypedServiceImplementation {
+export function leaseService(ctx: ServiceContext): ServiceImplementation {
   const store = ctx.store;
   const head = (): ResponseHeader => header(ctx, store.revision);
 
@@ -77,7 +77,7 @@ export function leaseService(ctx: ServiceContext): UntypedServiceImplementation 
     return { header: head(), leases: store.leaseIds().map((ID) => ({ ID })) };
   }
 
-  function keepAlive(call: ServerDuplexStream<{ ID: string }, unknown>): void {
+  function keepAlive(call: StreamCall<{ ID: string }, unknown>): void {
     try {
       ctx.auth.check(call.metadata);
     } catch (err) {

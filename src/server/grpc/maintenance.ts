@@ -4,8 +4,8 @@
  * (CRC32 of the key-value state), Defragment (a successful no-op: the memory engine has nothing to
  * defragment) and MemberList (this one server). MoveLeader answers UNIMPLEMENTED.
  */
-import type { ServerWritableStream, UntypedServiceImplementation } from '@grpc/grpc-js';
 import { crc32 } from '../codec.js';
+import type { ServiceImplementation, StreamCall } from './call.js';
 import { header, type ServiceContext, unary } from './context.js';
 import { toGrpcError } from './errors.js';
 
@@ -23,7 +23,7 @@ const ALARM_ACTIVATE = 1;
 const ALARM_DEACTIVATE = 2;
 const ALARM_NAMES = ['NONE', 'NOSPACE', 'CORRUPT'];
 
-export function maintenanceService(ctx: ServiceContext): UntypedServiceImplementation {
+export function maintenanceService(ctx: ServiceContext): ServiceImplementation {
   async function statusRpc(): Promise<Record<string, unknown>> {
     const rev = await ctx.store.headRevision();
     const size = ctx.dbSize();
@@ -98,7 +98,7 @@ export function maintenanceService(ctx: ServiceContext): UntypedServiceImplement
     ctx.log?.info('defragment requested: a no-op, the memory engine keeps no free pages to reclaim');
     return { header: header(ctx, ctx.store.revision) };
   }
-  function snapshot(call: ServerWritableStream<unknown, unknown>): void {
+  function snapshot(call: StreamCall): void {
     try {
       ctx.auth.requireRoot(ctx.auth.check(call.metadata));
     } catch (err) {
@@ -154,7 +154,7 @@ async function kvHash(ctx: ServiceContext, rev: number): Promise<number> {
   return crc32(Buffer.concat(parts));
 }
 
-export function clusterService(ctx: ServiceContext): UntypedServiceImplementation {
+export function clusterService(ctx: ServiceContext): ServiceImplementation {
   async function memberList(): Promise<Record<string, unknown>> {
     return {
       header: header(ctx, ctx.store.revision),

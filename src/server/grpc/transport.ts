@@ -18,30 +18,23 @@
  *   RESOURCE_EXHAUSTED, unknown methods UNIMPLEMENTED, undecodable messages INTERNAL — with
  *   grpc-go's messages, since etcd is a grpc-go server.
  *
- * The handlers are unchanged: they get objects shaped like grpc-js's calls (`request`, `metadata`,
- * for streams an emitter with `write`/`end`, `'data'`/`'end'`/`'cancelled'`/`'drain'`, and
- * `emit('error', status)` to fail), so services, the metrics wrappers and the gateway stay as they
- * were.
+ * Handlers get the call shapes of call.ts (`request`, `metadata`, for streams an emitter with
+ * `write`/`end`, `'data'`/`'end'`/`'cancelled'`/`'drain'`, and `emit('error', status)` to fail), the
+ * shapes grpc-js's server gave them, so the gateway can call the same handlers.
  */
 import { EventEmitter } from 'node:events';
 import type { Duplex } from 'node:stream';
 import { createServer as createTlsServer, type Server as TlsServer } from 'node:tls';
-import { Metadata, status, type ServiceDefinition, type UntypedServiceImplementation } from '@grpc/grpc-js';
+import {
+  Metadata,
+  type ServiceImplementation,
+  status,
+  type StatusLike,
+  type StreamHandler,
+  type UnaryHandler,
+} from './call.js';
 import { H2Connection, type H2Stream } from './h2.js';
-import { framedEncoderOf } from './wire.js';
-
-/** A status to end a call with (what handlers pass to callbacks and `emit('error')`). */
-interface StatusLike {
-  code?: number | undefined;
-  details?: string | undefined;
-  message?: string | undefined;
-}
-
-type UnaryHandler = (
-  call: UnaryCall,
-  callback: (err: StatusLike | null | undefined, value?: unknown) => void,
-) => void;
-type StreamHandler = (call: StreamCall) => void;
+import type { ServiceDefinition } from './services.js';
 
 /** One method as the transport serves it. */
 interface RpcMethod {
@@ -192,7 +185,7 @@ class Deframer {
   }
 }
 
-/** What a unary or server-streaming handler gets (the fields of grpc-js's call that handlers read). */
+/** What a unary handler gets. */
 class UnaryCall {
   readonly request: unknown;
   readonly #headers: Record<string, string>;
@@ -204,7 +197,7 @@ class UnaryCall {
   }
 
   get metadata(): Metadata {
-    this.#metadata ??= Metadata.fromHttp2Headers(this.#headers);
+    this.#metadata ??= new Metadata(this.#headers);
     return this.#metadata;
   }
 }
@@ -232,7 +225,7 @@ class StreamCall extends EventEmitter {
   }
 
   get metadata(): Metadata {
-    this.#metadata ??= Metadata.fromHttp2Headers(this.#stream.headers);
+    this.#metadata ??= new Metadata(this.#stream.headers);
     return this.#metadata;
   }
 
@@ -271,7 +264,7 @@ class StreamCall extends EventEmitter {
 /** The methods of the services, by path, each with its handler from `impls` (missing ones are UNIMPLEMENTED). */
 export function rpcMethods(
   definitions: Readonly<Record<string, ServiceDefinition>>,
-  impls: Readonly<Record<string, UntypedServiceImplementation>>,
+  impls: Readonly<Record<string, ServiceImplementation>>,
 ): Map<string, RpcMethod> {
   const out = new Map<string, RpcMethod>();
   for (const [service, def] of Object.entries(definitions)) {
@@ -279,12 +272,11 @@ export function rpcMethods(
     for (const [name, m] of Object.entries(def)) {
       const handler = impl[name];
       if (handler === undefined) continue;
-      const serialize = m.responseSerialize as (value: unknown) => Buffer;
       out.set(m.path, {
         requestStream: m.requestStream,
         responseStream: m.responseStream,
-        decode: m.requestDeserialize as (message: Buffer) => unknown,
-        encode: framedEncoderOf(serialize),
+        decode: m.decode,
+        encode: m.encodeFramed,
         handler: handler as unknown as UnaryHandler | StreamHandler,
       });
     }

@@ -8,10 +8,10 @@
  * get their own progress response when they were idle for a whole interval. A watcher created at a
  * compacted revision is cancelled with `compact_revision` set, as etcd does.
  */
-import type { ServerDuplexStream, UntypedServiceImplementation } from '@grpc/grpc-js';
 import { isMusterError } from '../../errors.js';
 import type { MemoryWatch } from '../../store/internal.js';
 import type { Watch, WatchEvent } from '../../store/internal.js';
+import type { ServiceImplementation, StreamCall } from './call.js';
 import { failStream, header, type ServiceContext } from './context.js';
 import { rangeOf } from './auth.js';
 import { kvOut, selectorOf } from './convert.js';
@@ -63,9 +63,9 @@ interface Watcher {
 }
 
 /** The Watch service implementation. */
-export function watchService(ctx: ServiceContext): UntypedServiceImplementation {
+export function watchService(ctx: ServiceContext): ServiceImplementation {
   return {
-    Watch: (call: ServerDuplexStream<WatchRequest, unknown>) => {
+    Watch: (call: StreamCall<WatchRequest, unknown>) => {
       let user: string | undefined;
       try {
         user = ctx.auth.check(call.metadata);
@@ -80,7 +80,7 @@ export function watchService(ctx: ServiceContext): UntypedServiceImplementation 
 
 class WatchStream {
   readonly #ctx: ServiceContext;
-  readonly #call: ServerDuplexStream<WatchRequest, unknown>;
+  readonly #call: StreamCall<WatchRequest, unknown>;
   readonly #watchers = new Map<number, Watcher>();
   #nextId = 0;
   #timer: NodeJS.Timeout | undefined;
@@ -90,11 +90,7 @@ class WatchStream {
   /** The RBAC user whose read permissions each watcher needs (undefined: anything goes). */
   readonly #user: string | undefined;
 
-  constructor(
-    ctx: ServiceContext,
-    call: ServerDuplexStream<WatchRequest, unknown>,
-    user: string | undefined,
-  ) {
+  constructor(ctx: ServiceContext, call: StreamCall<WatchRequest, unknown>, user: string | undefined) {
     this.#ctx = ctx;
     this.#call = call;
     this.#user = user;

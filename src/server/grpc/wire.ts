@@ -6,12 +6,12 @@
  * into a `Long` and back into a decimal string and build default-valued fields one by one. These
  * codecs read and write the wire format directly and produce (and take) **exactly** the objects the
  * loader does (`keepCase`, `longs: String`, `defaults: true`, `oneofs: true`; bytes as Buffers that
- * share the request's memory, as protobufjs's do), so the handlers and the gateway do not change;
+ * share the request's memory, as protobufjs's do) — the form every handler and the table-driven
+ * codec of proto-codec.ts (which serves every other message) use;
  * `test/server/serve-wire.test.ts` checks both directions against protobufjs on random messages.
- * Every other message keeps the loader's codec.
  */
 
-import { GRPC_PREFIX, ProtoReader as In, ProtoWriter as Out } from '../../util/protobuf.js';
+import { ProtoReader as In, ProtoWriter as Out } from '../../util/protobuf.js';
 
 const out = new Out();
 
@@ -196,22 +196,11 @@ const framed = new Map<(r: unknown) => Buffer, (r: unknown) => Buffer>([
   [encodeWatchResponse, (r) => (watchBody(r as WireWatchResponse), out.takeFramed())],
 ]);
 
-/**
- * `serialize` as an encoder of gRPC messages: the hand-written ones write the prefix themselves;
- * any other (the loader's) is wrapped with a copy.
- */
+/** The encoder of gRPC messages (prefix included) that goes with one of the encoders above. */
 export function framedEncoderOf(serialize: (r: unknown) => Buffer): (r: unknown) => Buffer {
-  return (
-    framed.get(serialize) ??
-    ((r: unknown): Buffer => {
-      const body = serialize(r);
-      const message = Buffer.allocUnsafe(GRPC_PREFIX + body.length);
-      message[0] = 0;
-      message.writeUInt32BE(body.length, 1);
-      body.copy(message, GRPC_PREFIX);
-      return message;
-    })
-  );
+  const encode = framed.get(serialize);
+  if (encode === undefined) throw new Error('framedEncoderOf: not an encoder of wire.ts');
+  return encode;
 }
 
 /** One empty Buffer for every unset bytes field (a zero-length Buffer cannot be changed). */
