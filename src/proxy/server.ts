@@ -7,6 +7,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { connect as netConnect, createServer, type Server, type Socket } from 'node:net';
+import { acceptWithSharedBuffer, type SocketReader } from './accept.js';
 import type { TimerHandle } from '../clock.js';
 import { systemClock, type Clock } from '../clock.js';
 import type { ErrorCode } from '../errors.js';
@@ -209,18 +210,7 @@ export class ProxyServer {
   async listen(targets: readonly ListenTarget[]): Promise<readonly string[]> {
     if (this.#sweepTimer === undefined) this.#sweep();
     for (const target of targets) {
-      const server = createServer({ noDelay: true }, (socket: Socket) => {
-        if (this.#state === 'closed') {
-          socket.destroy();
-          return;
-        }
-        this.#sockets.add(socket);
-        socket.once('close', () => {
-          this.#sockets.delete(socket);
-          this.#checkIdle();
-        });
-        this.#connections.add(socket, this.#hooks);
-      });
+      const server = createServer({ noDelay: true }, (socket: Socket) => this.#accept(socket, false));
       await new Promise<void>((resolve, reject) => {
         server.once('error', reject);
         const done = (): void => {
@@ -237,6 +227,8 @@ export class ProxyServer {
           server.listen(target.handle, done);
         }
       });
+      // client sockets in `onread` mode: reads skip the stream machinery (accept.ts)
+      acceptWithSharedBuffer(server, (socket) => this.#accept(socket, true));
       const a = server.address();
       this.#addresses.push(
         a !== null && typeof a === 'object'
@@ -247,6 +239,20 @@ export class ProxyServer {
     }
     this.#state = 'serving';
     return this.#addresses;
+  }
+
+  /** A client connection (`shared`: its socket is in `onread` mode, accept.ts). */
+  #accept(socket: Socket, shared: boolean): SocketReader | undefined {
+    if (this.#state === 'closed') {
+      socket.destroy();
+      return undefined;
+    }
+    this.#sockets.add(socket);
+    socket.once('close', () => {
+      this.#sockets.delete(socket);
+      this.#checkIdle();
+    });
+    return this.#connections.add(socket, this.#hooks, shared);
   }
 
   /** What the admin API shows. */
@@ -502,13 +508,7 @@ export class ProxyServer {
       if (this.#backends.size >= 10_000) this.#backends.clear();
       this.#backends.set(r.origin, (backend = r.origin.slice(r.origin.indexOf('//') + 2)));
     }
-    ctx.head ??= upstreamHead(
-      ctx.req,
-      ctx.id,
-      'http',
-      backend,
-      ctx.res.conn.socket.remoteAddress ?? 'unknown',
-    );
+    ctx.head ??= upstreamHead(ctx.req, ctx.id, 'http', backend, ctx.res.conn.remoteAddress);
     ctx.route = r;
     ctx.backend = backend;
     ctx.misdirected = false;
