@@ -9,13 +9,19 @@
  * this process's CPU time (user + system, `process.cpuUsage()`) divided by the requests wrk completed,
  * with the young-generation collections per 10k requests (`PerformanceObserver` 'gc'). The ratio is
  * what matters: the absolute µs move with the machine's load.
+ *
+ * `--compare DIR[,DIR…]`: adds muster's worker path from other builds (`DIR/src/proxy/index.js`, e.g.
+ * a copy of `dist/` made before a change) beside this one — the A/B of a change to the data path in one
+ * process. `--paths a,b,…`: only the paths whose name starts with one of these (`muster`, `compare`,
+ * `bare`, `raw`).
  */
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo, Server as NetServer } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { PerformanceObserver } from 'node:perf_hooks';
 import { Pool } from 'undici';
 import {
@@ -42,6 +48,8 @@ export async function run(args: string[]): Promise<void> {
   const seconds = Math.max(1, Math.round(toMillis(arg(args, '--duration') ?? '3s') / 1000));
   const rounds = Number(arg(args, '--rounds') ?? 3);
   const connections = Number(arg(args, '--connections') ?? 50);
+  const compareDirs = arg(args, '--compare')?.split(',') ?? [];
+  const only = arg(args, '--paths')?.split(',');
   const dir = mkdtempSync(join(tmpdir(), 'muster-bench-proxy-cpu-'));
   const port = await freePort();
   const nginx = await startNginx(
@@ -74,6 +82,13 @@ export async function run(args: string[]): Promise<void> {
       workers: 1,
     });
     const muster = await startProxy({ config, store });
+    const compares: { dir: string; proxy: Awaited<ReturnType<typeof startProxy>> }[] = [];
+    for (const dir of compareDirs) {
+      const other = (await import(pathToFileURL(resolve(dir, 'src/proxy/index.js')).href)) as {
+        startProxy: typeof startProxy;
+      };
+      compares.push({ dir, proxy: await other.startProxy({ config, store }) });
+    }
     const pool = new Pool(`http://127.0.0.1:${port}`, { connections: 256, pipelining: 1 });
     const bare = createServer((req, res) => {
       pool.stream(
@@ -91,16 +106,28 @@ export async function run(args: string[]): Promise<void> {
     await source.ready();
     const raw = new RawProxy(new RoutingTable(source), parseKeySpec('header:x-key'));
     const half = new RawProxy(new RoutingTable(source), parseKeySpec('header:x-key'), 'undici');
-    const paths: [string, string][] = [
+    const all: [string, string][] = [
       ['muster (raw server + pool)', `http://${muster.addresses[0] as string}/`],
       ['bare node:http + undici', `http://${await listen(bare)}/`],
       ['raw net prototype', `http://${await listen(raw.server)}/`],
       ['raw server + undici dispatch', `http://${await listen(half.server)}/`],
     ];
-    const results = new Map<string, { us: number[]; scav: number[]; gc: number[]; rps: number[] }>();
+    all.splice(
+      1,
+      0,
+      ...compares.map(({ dir, proxy }): [string, string] => [
+        `compare (${dir})`,
+        `http://${proxy.addresses[0] as string}/`,
+      ]),
+    );
+    const paths = all.filter(([name]) => only === undefined || only.some((o) => name.startsWith(o)));
+    const results = new Map<
+      string,
+      { us: number[]; user: number[]; scav: number[]; gc: number[]; rps: number[] }
+    >();
     for (const [name, url] of paths) {
       await wrkAsync(url, connections, 1); // warm-up: optimised code
-      results.set(name, { us: [], scav: [], gc: [], rps: [] });
+      results.set(name, { us: [], user: [], scav: [], gc: [], rps: [] });
     }
     console.log(
       `proxy CPU per request, one process: wrk -t1 -c${connections} -d${seconds}s, ${rounds} rounds, nginx return 200 backend`,
@@ -115,6 +142,7 @@ export async function run(args: string[]): Promise<void> {
         const used = process.cpuUsage(cpu);
         const r = results.get(name)!;
         r.us.push((used.user + used.system) / n);
+        r.user.push(used.user / n);
         r.scav.push(((scavenges - s0) / n) * 10_000);
         r.gc.push(((gcMs - g0) * 1000) / n);
         r.rps.push(n / seconds);
@@ -124,13 +152,26 @@ export async function run(args: string[]): Promise<void> {
     for (const [name] of paths) {
       const r = results.get(name)!;
       console.log(
-        `  ${name.padEnd(28)} ${fmt(median(r.us)).padStart(6)} µs CPU/request (×${fmt(base / median(r.us))} less than muster)  ${fmt(median(r.rps), 0).padStart(7)} req/s  scavenges/10k ${fmt(median(r.scav))}  GC ${fmt(median(r.gc))} µs/request`,
+        `  ${name.padEnd(28)} ${fmt(median(r.us)).padStart(6)} µs CPU/request (user ${fmt(median(r.user))}; ×${fmt(base / median(r.us))} less than muster)  ${fmt(median(r.rps), 0).padStart(7)} req/s  scavenges/10k ${fmt(median(r.scav))}  GC ${fmt(median(r.gc))} µs/request`,
       );
+    }
+    // the paired A/B: per round, this build's µs over each compared build's (rounds ran side by side)
+    const first = paths[0]?.[0] ?? '';
+    for (const [name] of paths.filter(([n]) => n.startsWith('compare') && first.startsWith('muster'))) {
+      const a = results.get(first)!;
+      const b = results.get(name)!;
+      for (const part of ['us', 'user'] as const) {
+        const ratios = a[part].map((x, i) => x / (b[part][i] as number));
+        console.log(
+          `  muster / ${name}, ${part === 'us' ? 'CPU' : 'user CPU'} per round: ${ratios.map((x) => fmt(x, 3)).join(' ')} (median ${fmt(median(ratios), 3)})`,
+        );
+      }
     }
     console.log(
       `  this process after the rounds: RSS ${fmt(process.memoryUsage().rss / 2 ** 20, 0)} MiB (flags: ${process.execArgv.join(' ') || 'none'})`,
     );
     await muster.close();
+    for (const c of compares) await c.proxy.close();
     source.close();
     bare.close();
     raw.server.close();

@@ -29,6 +29,7 @@ import {
   type RequestParserHandler,
 } from './request-parser.js';
 import type { BodySink, BodySource, SweepClock } from './upstream-pool.js';
+import type { SocketReader } from './accept.js';
 
 /** What a connection asks of its server. */
 export interface ConnectionHooks<T> {
@@ -260,7 +261,7 @@ export class ClientExchange<T = unknown> implements BodySource {
 }
 
 /** One accepted client socket and its request loop. */
-export class ClientConnection<T = unknown> implements RequestParserHandler {
+export class ClientConnection<T = unknown> implements RequestParserHandler, SocketReader {
   readonly socket: Socket;
   readonly hooks: ConnectionHooks<T>;
   readonly keepAliveField: string;
@@ -284,7 +285,11 @@ export class ClientConnection<T = unknown> implements RequestParserHandler {
   #upgrade: ClientExchange<T> | undefined;
   #starting = false;
 
-  constructor(socket: Socket, set: ClientConnections<T>, hooks: ConnectionHooks<T>) {
+  /**
+   * `shared`: the socket is in `onread` mode (accept.ts) and its bytes come through {@link read}, as
+   * views of a buffer the next read reuses; else they come as `'data'` events.
+   */
+  constructor(socket: Socket, set: ClientConnections<T>, hooks: ConnectionHooks<T>, shared = false) {
     this.socket = socket;
     this.#set = set;
     this.hooks = hooks;
@@ -293,9 +298,17 @@ export class ClientConnection<T = unknown> implements RequestParserHandler {
     this.#idleSince = set.clock.now;
     this.active = set.clock.now;
     this.#parser = new RequestParser(set.settings.maxHeaderSize, this);
-    socket.on('data', (d: Buffer) => this.#data(d));
+    this.#shared = shared;
+    if (!shared) socket.on('data', (d: Buffer) => this.#data(d));
     socket.on('error', () => undefined); // 'close' follows
     socket.once('close', () => this.#onClose());
+  }
+
+  #remoteAddress: string | undefined;
+
+  /** The client's address (`unknown` when the socket cannot tell), read once per connection. */
+  get remoteAddress(): string {
+    return (this.#remoteAddress ??= this.socket.remoteAddress ?? 'unknown');
   }
 
   /** Activity: the idle timeout counts from now. */
@@ -333,13 +346,26 @@ export class ClientConnection<T = unknown> implements RequestParserHandler {
 
   // ── the loop ──────────────────────────────────────────────────────────────────────────────────
 
+  /**
+   * The socket's bytes in `onread` mode (valid during the call only). After an upgrade left the loop,
+   * they are the tunnel's: emitted as the socket's `'data'` (copied), which is how the tunnel and
+   * `pipe()` read it; `pause()`/`resume()` work on an `onread` socket as on any other.
+   */
+  read(d: Buffer): void {
+    if (this.#tunnel) this.socket.emit('data', Buffer.from(d));
+    else this.#data(d);
+  }
+
+  readonly #shared: boolean;
+  #tunnel = false;
+
   #data(d: Buffer): void {
     if (this.#closed) return; // lingering: what the client still sends is read and dropped
     this.active = this.#set.clock.now;
     if (this.#upgrade !== undefined) {
       // bytes after an upgrade head that waits for its turn: the tunnel's
       const u = this.#upgrade;
-      u.rest = u.rest === undefined ? d : Buffer.concat([u.rest, d]);
+      u.rest = u.rest === undefined ? this.#keep(d) : Buffer.concat([u.rest, d]);
       return;
     }
     if (this.#headSince === 0 && this.#parsing === undefined) this.#headSince = this.#set.clock.now || 1;
@@ -347,7 +373,7 @@ export class ClientConnection<T = unknown> implements RequestParserHandler {
     if (r !== undefined) {
       if ('upgrade' in r) {
         const u = this.#queue[this.#queue.length - 1] as ClientExchange<T>;
-        u.rest = r.upgrade;
+        u.rest = this.#keep(r.upgrade);
         this.#upgrade = u;
         this.#parsing = undefined;
         this.pause(PAUSE_QUEUE);
@@ -358,6 +384,11 @@ export class ClientConnection<T = unknown> implements RequestParserHandler {
     }
     if (this.#current === undefined) this.#next();
     else if (this.#queue.length > 0) this.pause(PAUSE_QUEUE);
+  }
+
+  /** `d` to keep beyond this read: a copy when it is a view of the shared read buffer. */
+  #keep(d: Buffer): Buffer {
+    return this.#shared ? Buffer.from(d) : d;
   }
 
   /** Starts the next parsed request, if it is its turn. */
@@ -494,7 +525,8 @@ export class ClientConnection<T = unknown> implements RequestParserHandler {
   /** Leaves the loop (an upgrade): the socket is the tunnel's. */
   #detach(): void {
     this.#closed = true;
-    this.socket.removeAllListeners('data');
+    if (this.#shared) this.#tunnel = true;
+    else this.socket.removeAllListeners('data');
     this.#parser.close();
     this.#set.delete(this);
   }
@@ -529,8 +561,9 @@ export class ClientConnections<T = unknown> {
     return this.#all.size;
   }
 
-  add(socket: Socket, hooks: ConnectionHooks<T>): ClientConnection<T> {
-    const c = new ClientConnection<T>(socket, this, hooks);
+  /** A connection on `socket`; `shared`: in `onread` mode (its bytes come through `read`). */
+  add(socket: Socket, hooks: ConnectionHooks<T>, shared = false): ClientConnection<T> {
+    const c = new ClientConnection<T>(socket, this, hooks, shared);
     this.#all.add(c);
     return c;
   }

@@ -45,13 +45,14 @@ export function upstreamHead(
   client: string,
 ): UpstreamHead {
   const raw = req.rawHeaders;
+  const names = req.names;
   const connection = req.headers['connection'];
   const extra = connection === undefined ? undefined : listed(connection);
   let out = `${req.method} ${req.url} HTTP/1.1\r\n`;
   let xff: string | undefined;
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i] as string;
-    const lower = name.toLowerCase();
+    const lower = names[i >> 1] as string;
     if (HOP_BY_HOP.has(lower) || extra?.has(lower) === true || lower === 'x-request-id') continue;
     if (lower === 'x-forwarded-for') {
       xff = xff === undefined ? raw[i + 1] : `${xff}, ${raw[i + 1] as string}`;

@@ -18,9 +18,19 @@ type PathSegment = { readonly literal: string } | { readonly param: string };
 /** 128 characters, no `/`, whitespace or control characters: a key must be a store key segment. */
 const VALID_KEY = /^[^/\s\p{Cc}]{1,128}$/u;
 
-/** True when `key` can be a routing key (and hence a `routes/<key>` segment). */
+/**
+ * True when `key` can be a routing key (and hence a `routes/<key>` segment). Runs on every request:
+ * a printable-ASCII key (the usual one) is checked by character, anything else by {@link VALID_KEY}.
+ */
 export function isValidKey(key: string): boolean {
-  return VALID_KEY.test(key);
+  const n = key.length;
+  if (n === 0 || n > 128) return n > 128 && VALID_KEY.test(key); // (128 code points may be 256 units)
+  for (let i = 0; i < n; i++) {
+    const c = key.charCodeAt(i);
+    // space and controls below it, '/', DEL and all non-ASCII: the regex decides
+    if (c <= 0x20 || c === 0x2f || c >= 0x7f) return VALID_KEY.test(key);
+  }
+  return true;
 }
 
 /** Parses `host`, `header:X`, `query:p`, `cookie:c` or `path:/a/:param/…`; throws `MUSTER_INVALID_ARGUMENT`. */

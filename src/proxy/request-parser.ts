@@ -58,6 +58,8 @@ export interface ClientRequest {
   readonly minor: number;
   /** The field lines as sent: name, value, name, value… (like node's `rawHeaders`). */
   readonly rawHeaders: string[];
+  /** The field names of `rawHeaders` lower-cased, in order (`names[i]` is `rawHeaders[2 * i]`'s). */
+  readonly names: string[];
   /** Lower-cased names; repeated fields joined with `, ` (`cookie` with `; `). */
   readonly headers: Record<string, string>;
   /** The connection may carry another request after this one (llhttp's keep-alive rule). */
@@ -187,11 +189,13 @@ export class RequestParser {
     if (major !== 1 || minor > 1) return this.#refuse('an unsupported HTTP version');
     if (raw.length > MAX_HEADER_PAIRS * 2) return this.#refuse('too many header fields');
     const headers: Record<string, string> = {};
+    const names = new Array<string>(raw.length >> 1);
     let hosts = 0;
     let te = false;
     let length = false;
     for (let i = 0; i < raw.length; i += 2) {
       const lower = (raw[i] as string).toLowerCase();
+      names[i >> 1] = lower;
       const value = raw[i + 1] as string;
       if (lower === 'host') hosts++;
       else if (lower === 'transfer-encoding') te = true;
@@ -216,6 +220,7 @@ export class RequestParser {
       url,
       minor,
       rawHeaders: raw,
+      names,
       headers,
       keepAlive,
       upgrade,

@@ -7,6 +7,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { connect as netConnect, createServer, type Server, type Socket } from 'node:net';
+import { acceptWithSharedBuffer, type SocketReader } from './accept.js';
 import type { TimerHandle } from '../clock.js';
 import { systemClock, type Clock } from '../clock.js';
 import type { ErrorCode } from '../errors.js';
@@ -19,7 +20,13 @@ import { RoutingTable, type Resolution } from './table.js';
 import { tunnelWebSocket, WS_SERVICE_RESTART, type WsTunnel } from './ws-close.js';
 import { upstreamHead, type UpstreamHead } from './headers.js';
 import { isTimeout, isUnavailable } from './upstream-error.js';
-import { UpstreamPools, type Exchange, type SweepClock, type UpstreamHandler } from './upstream-pool.js';
+import {
+  UpstreamPools,
+  type Exchange,
+  type SweepClock,
+  type UpstreamHandler,
+  type UpstreamPool,
+} from './upstream-pool.js';
 import type { ResponseHead } from './response-framer.js';
 import { ClientConnections, type ClientExchange, type ConnectionHooks } from './client-conn.js';
 import type { ClientRequest } from './request-parser.js';
@@ -50,6 +57,15 @@ interface ForwardHooks {
   error(ctx: Ctx, err: Error): void;
 }
 
+/** A backend origin as the data path needs it, made once. */
+interface Backend {
+  readonly host: string;
+  readonly labels: readonly string[];
+  readonly pool: UpstreamPool;
+}
+
+const NO_LABELS: readonly string[] = [];
+
 /** One client request through the proxy: held, forwarded (perhaps again), answered. */
 class Ctx implements Held, UpstreamHandler {
   readonly hooks: ForwardHooks;
@@ -72,6 +88,8 @@ class Ctx implements Held, UpstreamHandler {
   /** The attempt under way: where it went, when, and whether the backend answered 421. */
   route: (Resolution & { ok: true }) | undefined = undefined;
   backend = '';
+  /** `[backend]`: the upstream latency histogram's labels (one array per backend). */
+  labels: readonly string[] = NO_LABELS;
   started = 0;
   misdirected = false;
 
@@ -125,8 +143,8 @@ export class ProxyServer {
   readonly #connections: ClientConnections<Ctx>;
   #sweepTimer: TimerHandle | undefined;
   readonly #sweepClock: SweepClock;
-  /** `host:port` of each origin (the table's origin strings are kept, so this is one lookup). */
-  readonly #backends = new Map<string, string>();
+  /** Per origin: its `host:port`, metric labels and pool (one lookup per request). */
+  readonly #backends = new Map<string, Backend>();
   readonly #hooks: ConnectionHooks<Ctx>;
   readonly #forwardHooks: ForwardHooks = {
     head: (ctx, head) => this.#upstreamHead(ctx, head),
@@ -209,18 +227,7 @@ export class ProxyServer {
   async listen(targets: readonly ListenTarget[]): Promise<readonly string[]> {
     if (this.#sweepTimer === undefined) this.#sweep();
     for (const target of targets) {
-      const server = createServer({ noDelay: true }, (socket: Socket) => {
-        if (this.#state === 'closed') {
-          socket.destroy();
-          return;
-        }
-        this.#sockets.add(socket);
-        socket.once('close', () => {
-          this.#sockets.delete(socket);
-          this.#checkIdle();
-        });
-        this.#connections.add(socket, this.#hooks);
-      });
+      const server = createServer({ noDelay: true }, (socket: Socket) => this.#accept(socket, false));
       await new Promise<void>((resolve, reject) => {
         server.once('error', reject);
         const done = (): void => {
@@ -237,6 +244,8 @@ export class ProxyServer {
           server.listen(target.handle, done);
         }
       });
+      // client sockets in `onread` mode: reads skip the stream machinery (accept.ts)
+      acceptWithSharedBuffer(server, (socket) => this.#accept(socket, true));
       const a = server.address();
       this.#addresses.push(
         a !== null && typeof a === 'object'
@@ -247,6 +256,20 @@ export class ProxyServer {
     }
     this.#state = 'serving';
     return this.#addresses;
+  }
+
+  /** A client connection (`shared`: its socket is in `onread` mode, accept.ts). */
+  #accept(socket: Socket, shared: boolean): SocketReader | undefined {
+    if (this.#state === 'closed') {
+      socket.destroy();
+      return undefined;
+    }
+    this.#sockets.add(socket);
+    socket.once('close', () => {
+      this.#sockets.delete(socket);
+      this.#checkIdle();
+    });
+    return this.#connections.add(socket, this.#hooks, shared);
   }
 
   /** What the admin API shows. */
@@ -500,20 +523,17 @@ export class ProxyServer {
     let backend = this.#backends.get(r.origin);
     if (backend === undefined) {
       if (this.#backends.size >= 10_000) this.#backends.clear();
-      this.#backends.set(r.origin, (backend = r.origin.slice(r.origin.indexOf('//') + 2)));
+      const host = r.origin.slice(r.origin.indexOf('//') + 2);
+      backend = { host, labels: [host], pool: this.#pools.get(r.origin) };
+      this.#backends.set(r.origin, backend);
     }
-    ctx.head ??= upstreamHead(
-      ctx.req,
-      ctx.id,
-      'http',
-      backend,
-      ctx.res.conn.socket.remoteAddress ?? 'unknown',
-    );
+    ctx.head ??= upstreamHead(ctx.req, ctx.id, 'http', backend.host, ctx.res.conn.remoteAddress);
     ctx.route = r;
-    ctx.backend = backend;
+    ctx.backend = backend.host;
+    ctx.labels = backend.labels;
     ctx.misdirected = false;
     ctx.started = performance.now();
-    ctx.exchange = this.#pools.get(r.origin).request(
+    ctx.exchange = backend.pool.request(
       {
         head: ctx.head.head,
         body: ctx.hasBody ? ctx.res : null,
@@ -526,7 +546,7 @@ export class ProxyServer {
 
   #upstreamHead(ctx: Ctx, { status, statusText, fields, length }: ResponseHead): void {
     const r = ctx.route as Resolution & { ok: true };
-    this.metrics.upstreamSeconds.observe([ctx.backend], (performance.now() - ctx.started) / 1000);
+    this.metrics.upstreamSeconds.observe(ctx.labels, (performance.now() - ctx.started) / 1000);
     if (status === 421 && ctx.holdable && r.partition !== undefined && r.token !== undefined) {
       // 421 Misdirected Request (MUSTER_NOT_OWNER): the backend released the partition before
       // the proxy's view showed it. Nothing was done; hold the GET until the table shows the

@@ -31,10 +31,20 @@ export type Resolution =
       readonly token: number | undefined;
     };
 
+/** 10,000 keys' resolutions kept per source revision (then the cache starts again): a few MB at most. */
+const MAX_CACHED_KEYS = 10_000;
+
 export class RoutingTable {
   readonly #source: RoutingSource;
   readonly #partitions: number | undefined;
   readonly #origins = new Map<string, string>();
+  /**
+   * Resolutions by key, valid for one revision of the source: every change to the watched state
+   * comes with a new store revision, so a key's answer is computed once per revision instead of once
+   * per request (a pin lookup, a hash, a partition's owner and a new object each time).
+   */
+  readonly #cache = new Map<string, Resolution>();
+  #cacheRevision = -1;
 
   /** `partitions`: the configured hash partition count; default: the service spec's partition count. */
   constructor(source: RoutingSource, partitions?: number) {
@@ -55,7 +65,23 @@ export class RoutingTable {
     return ids?.[index] ?? String(index);
   }
 
+  /** Where `key` goes now (computed once per key and source revision; the result is shared, read-only). */
   resolve(key: string): Resolution {
+    const revision = this.#source.revision;
+    if (revision !== this.#cacheRevision) {
+      this.#cache.clear();
+      this.#cacheRevision = revision;
+    }
+    let r = this.#cache.get(key);
+    if (r === undefined) {
+      r = this.#resolve(key);
+      if (this.#cache.size >= MAX_CACHED_KEYS) this.#cache.clear();
+      this.#cache.set(key, r);
+    }
+    return r;
+  }
+
+  #resolve(key: string): Resolution {
     const s = this.#source;
     const pin = s.routes.get(key);
     if (pin !== undefined) {
