@@ -7,10 +7,11 @@ import { readFileSync } from 'node:fs';
 import { tmpdir, userInfo } from 'node:os';
 import { dirname, isAbsolute, join, resolve as resolvePath } from 'node:path';
 import type { ErrorObject } from 'ajv';
-import { LineCounter, parseDocument, type Document, type Node } from 'yaml';
+import type { Document, LineCounter, Node } from 'yaml';
 import { isMusterError, MusterError } from '../errors.js';
 import { toMillis } from '../util/duration.js';
 import { validate as validateAgentConfig } from './config-validator.js';
+import { withYaml } from './yaml-once.js';
 
 /** 3 s: the session default; a dead agent's partitions move in about 3 s. */
 export const DEFAULT_AGENT_TTL_MS = 3000;
@@ -476,8 +477,15 @@ function isSignal(name: string): boolean {
  * `file:line:column: field: reason`.
  */
 export function parseAgentConfig(text: string, file: string): AgentConfig {
-  const lines = new LineCounter();
-  const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false, uniqueKeys: true });
+  // The parser is loaded for this parse only (yaml-once.ts): nothing returned refers to it.
+  return withYaml((yaml) => {
+    const lines = new yaml.LineCounter();
+    const doc = yaml.parseDocument(text, { lineCounter: lines, prettyErrors: false, uniqueKeys: true });
+    return checkAgentConfig(file, doc, lines);
+  });
+}
+
+function checkAgentConfig(file: string, doc: Document, lines: LineCounter): AgentConfig {
   if (doc.errors.length > 0) {
     throw configError(
       doc.errors.map((e) => {

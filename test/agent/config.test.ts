@@ -134,4 +134,28 @@ describe('agent.yaml', () => {
     writeFileSync(join(dir, 'ok.yaml'), 'service: s\nrun: { command: [sleep, "9"] }\n');
     assert.equal(loadAgentConfig(join(dir, 'ok.yaml')).service, 's');
   });
+
+  test(
+    'the YAML parser is released after each parse, and left alone when it was loaded before',
+    { timeout: 20_000 },
+    () => {
+      // A fresh process: this test process may hold `yaml` through other imports.
+      const agent = new URL('../../src/agent/index.js', import.meta.url).href;
+      const script = `
+        import { createRequire } from 'node:module';
+        const { parseAgentConfig } = await import(${JSON.stringify(agent)});
+        const require = createRequire(import.meta.url);
+        const held = () => Object.keys(require.cache).some((f) => f.includes('/node_modules/yaml/'));
+        const text = 'service: s\\nrun: { command: [sleep, "9"] }\\n';
+        const out = [];
+        for (let i = 0; i < 2; i++) out.push(parseAgentConfig(text, 'a.yaml').service, held());
+        require('yaml');
+        out.push(parseAgentConfig(text, 'a.yaml').service, held());
+        console.log(JSON.stringify(out));
+      `;
+      const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8' });
+      assert.equal(r.status, 0, r.stderr);
+      assert.deepEqual(JSON.parse(r.stdout), ['s', false, 's', false, 's', true]);
+    },
+  );
 });
