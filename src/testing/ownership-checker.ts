@@ -51,7 +51,7 @@ export interface CheckResult {
   readonly violations: readonly Violation[];
   /** Every ownership found, per partition, in start order. */
   readonly ownerships: ReadonlyMap<string, readonly Ownership[]>;
-  /** Number of ownership transitions (starts) in the history. */
+  /** Number of ownerships (distinct partition, instance and token) in the history. */
   readonly transitions: number;
 }
 
@@ -72,7 +72,12 @@ const idOf = (partition: string, instance: string, token: number): string =>
 export function checkOwnership(history: readonly OwnershipEvent[]): CheckResult {
   const violations: Violation[] = [];
   const events = [...history].sort((a, b) => a.t - b.t);
-  const all = new Map<string, Building>();
+  /**
+   * Incarnations of each ownership (partition, instance, token), in order: work under one ownership
+   * may stop and start again — an agent stops its child when a renewal is late and starts it again
+   * when the renewal arrives in time, under the same token — but never start twice without a stop.
+   */
+  const all = new Map<string, Building[]>();
   const openByInstance = new Map<string, Set<Building>>();
   const work: OwnershipEvent[] = [];
 
@@ -91,13 +96,14 @@ export function checkOwnership(history: readonly OwnershipEvent[]): CheckResult 
       continue;
     }
     const id = idOf(e.partition, e.instance, e.token);
-    const o = all.get(id);
+    const incarnations = all.get(id);
+    const o = incarnations?.at(-1);
     if (e.type === 'start') {
-      if (o !== undefined) {
+      if (o?.open === true) {
         violations.push({
           kind: 'malformed',
           partition: e.partition,
-          message: `${e.instance} started partition ${e.partition} twice with token ${e.token}`,
+          message: `${e.instance} started partition ${e.partition} twice with token ${e.token} (no stop in between)`,
         });
         continue;
       }
@@ -109,7 +115,8 @@ export function checkOwnership(history: readonly OwnershipEvent[]): CheckResult 
         end: Infinity,
         open: true,
       };
-      all.set(id, b);
+      if (incarnations === undefined) all.set(id, [b]);
+      else incarnations.push(b);
       let set = openByInstance.get(e.instance);
       if (set === undefined) openByInstance.set(e.instance, (set = new Set()));
       set.add(b);
@@ -129,14 +136,19 @@ export function checkOwnership(history: readonly OwnershipEvent[]): CheckResult 
 
   for (const w of work) {
     if (w.type !== 'work') continue;
-    const o = all.get(idOf(w.partition, w.instance, w.token));
-    if (o === undefined) {
+    const incarnations = all.get(idOf(w.partition, w.instance, w.token));
+    if (incarnations === undefined) {
       violations.push({
         kind: 'malformed',
         partition: w.partition,
         message: `${w.instance} recorded work for partition ${w.partition} token ${w.token} without a start`,
       });
-    } else if (w.t < o.start || w.t > o.end) {
+      continue;
+    }
+    if (incarnations.some((i) => w.t >= i.start && w.t <= i.end)) continue;
+    // Named after the incarnation it came closest after (or the first).
+    const o = incarnations.filter((i) => i.start <= w.t).at(-1) ?? incarnations[0];
+    if (o !== undefined) {
       violations.push({
         kind: 'work-outside-ownership',
         partition: o.partition,
@@ -146,7 +158,7 @@ export function checkOwnership(history: readonly OwnershipEvent[]): CheckResult 
   }
 
   const ownerships = new Map<string, Ownership[]>();
-  for (const o of all.values()) {
+  for (const o of [...all.values()].flat()) {
     let list = ownerships.get(o.partition);
     if (list === undefined) ownerships.set(o.partition, (list = []));
     list.push({
@@ -159,16 +171,16 @@ export function checkOwnership(history: readonly OwnershipEvent[]): CheckResult 
     });
   }
 
-  let transitions = 0;
+  const transitions = all.size;
   for (const [partition, list] of ownerships) {
     list.sort((a, b) => a.start - b.start || a.token - b.token);
-    transitions += list.length;
     const seen = new Map<number, Ownership>();
     let latest: Ownership | undefined; // the ownership with the latest end so far
     let previous: Ownership | undefined;
     for (const o of list) {
       const same = seen.get(o.token);
-      if (same !== undefined) {
+      // The same owner again under its token is a later incarnation of one ownership.
+      if (same !== undefined && same.instance !== o.instance) {
         violations.push({
           kind: 'token-reused',
           partition,

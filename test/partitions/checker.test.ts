@@ -34,6 +34,37 @@ describe('ownership checker', () => {
     assert.deepEqual(checkConvergence(r, { partitions: ['p'], live: ['a', 'b'] }), []);
   });
 
+  test('work stopped and started again under one ownership is accepted; a second start without a stop is not', () => {
+    // An agent stops its child when a renewal is late and starts it again under the same token when
+    // the renewal arrives in time: two incarnations of one ownership.
+    const restarted: OwnershipEvent[] = [
+      ev('start', 1, 'a', 'p', 5),
+      ev('work', 2, 'a', 'p', 5),
+      ev('stop', 3, 'a', 'p', 5),
+      ev('start', 4, 'a', 'p', 5),
+      ev('work', 5, 'a', 'p', 5),
+    ];
+    const r = checkOwnership(restarted);
+    assert.deepEqual(r.violations, []);
+    assert.equal(r.transitions, 1);
+    assert.deepEqual(checkConvergence(r, { partitions: ['p'], live: ['a'] }), []);
+    // work between the incarnations is outside the ownership
+    const between = checkOwnership([...restarted, ev('work', 3.5, 'a', 'p', 5)]);
+    assert.deepEqual(
+      between.violations.map((v) => v.kind),
+      ['work-outside-ownership'],
+    );
+    // two starts with no stop between them: two children at once
+    const twice = checkOwnership(restarted.filter((e) => e.type !== 'stop'));
+    assert.deepEqual(
+      twice.violations.map((v) => v.kind),
+      ['malformed'],
+    );
+    // another instance under the same token is still a reused token
+    const other = checkOwnership([...restarted.slice(0, 3), ev('start', 4, 'b', 'p', 5)]);
+    assert.ok(other.violations.some((v) => v.kind === 'token-reused'));
+  });
+
   test('catches overlapping owners', () => {
     const h = handOff().map((e) => (e.type === 'stop' ? { ...e, t: 13.5 } : e));
     const r = checkOwnership(h);
