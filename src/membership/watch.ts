@@ -147,7 +147,7 @@ export class InstanceView implements AsyncIterable<InstancesUpdate>, Listenable<
     return Math.max(this.#recordsRevision, this.#drainsRevision);
   }
 
-  /** How many times the view re-listed after a failed watch. */
+  /** How many times the view re-listed after a failed watch (each of its two watches counts). */
   get resyncs(): number {
     return this.#resyncs;
   }
