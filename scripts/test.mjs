@@ -38,6 +38,7 @@ const UNIT = [
   'foundation/lifecycle',
   'foundation/public-surface',
   'membership/cli',
+  'membership/drain-key',
   'membership/membership',
   'membership/parser',
   'membership/session',

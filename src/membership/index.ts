@@ -18,6 +18,7 @@ export {
   serviceKeys,
   servicesPrefix,
   parseInstanceKey,
+  parseDrainKey,
   normalizeRoot,
   checkServiceName,
   checkSegment,

@@ -109,10 +109,26 @@ export function parseInstanceKey(
   root: string | undefined,
   key: string,
 ): { service: string; id: string } | undefined {
+  return parseIdKey(root, key, 'instances');
+}
+
+/** Splits `<root>services/<service>/drain/<id>` (an operator's drain); `undefined` for any other key. */
+export function parseDrainKey(
+  root: string | undefined,
+  key: string,
+): { service: string; id: string } | undefined {
+  return parseIdKey(root, key, 'drain');
+}
+
+function parseIdKey(
+  root: string | undefined,
+  key: string,
+  kind: 'instances' | 'drain',
+): { service: string; id: string } | undefined {
   const base = servicesPrefix(root);
   if (!key.startsWith(base)) return undefined;
   const parts = key.slice(base.length).split('/');
-  if (parts.length !== 3 || parts[1] !== 'instances') return undefined;
+  if (parts.length !== 3 || parts[1] !== kind) return undefined;
   const [service, , id] = parts as [string, string, string];
   return service && id ? { service, id } : undefined;
 }

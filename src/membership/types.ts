@@ -55,6 +55,17 @@ export function isHealthy(instance: InstanceRecord): boolean {
   return instance.state === 'active' && instance.health !== 'failing' && instance.weight > 0;
 }
 
+/**
+ * The instance as the fleet sees it: an `active` record whose id has an operator's drain key
+ * (`<root>services/<service>/drain/<id>`, written by `muster drain`) is `draining`; any other record
+ * is as written. The one rule for every view of instances — membership's `InstanceView`
+ * (discovery, the bus) and the partitions view (placement) — so a drained instance gets no new work
+ * of any kind. Returns `record` itself when nothing changes.
+ */
+export function withDrain(record: Instance, drained: boolean): Instance {
+  return drained && record.state === 'active' ? { ...record, state: 'draining' } : record;
+}
+
 const HOST = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?)$/;
 
 /** Validates an address: `host:port` (port 1–65535; IPv6 in brackets) or an absolute URL with a host. */

@@ -6,6 +6,11 @@
  * fails (disconnect, compaction, store restart) it lists again, and this view reports the difference
  * against its cache as ordinary joined/left/changed changes, flagged `resync`, so consumers never
  * miss a change of state even when they miss the events in between.
+ *
+ * It also watches the service's drain keys (`drain/<id>`, written by `muster drain`) — a second
+ * watched view of its own prefix, so the view never lists owners, pins or routes — and reports an
+ * `active` record with a drain key as `draining` (membership's one drain rule, `withDrain`): a
+ * drained instance gets nothing new from discovery, as it gets nothing new from placement.
  */
 import { type Clock, systemClock } from '../clock.js';
 import { MusterError } from '../errors.js';
@@ -19,7 +24,7 @@ import {
 import { Emitter, type Listenable } from '../util/emitter.js';
 import { serviceKeys } from './keys.js';
 import { MalformedRecords, type WarnLogger } from './malformed.js';
-import { type Instance, parseInstance } from './types.js';
+import { type Instance, parseInstance, withDrain } from './types.js';
 import { onAbort } from '../util/abort.js';
 
 /** One change of the view. */
@@ -30,7 +35,7 @@ export type InstanceChange =
 
 /** What the view yields: the whole current set plus what changed since the previous update. */
 export interface InstancesUpdate {
-  /** Store revision the view reflects. */
+  /** Store revision the view reflects (the later of its two watches: records and drain keys). */
   readonly revision: number;
   /** Every instance, sorted by id. */
   readonly instances: readonly Instance[];
@@ -89,15 +94,25 @@ export class InstanceView implements AsyncIterable<InstancesUpdate>, Listenable<
    * waits; it rejects with `MUSTER_CLOSED` if the view or the store is closed first.
    */
   readonly ready: Promise<void>;
-  readonly #watched: WatchedPrefix;
+  /** `<root>services/<service>/drain/`: the operator's drain keys the view applies. */
+  readonly drainPrefix: string;
+  /** The instance records' watch and the drain keys' watch. */
+  readonly #watched: readonly [WatchedPrefix, WatchedPrefix];
   readonly #malformed: MalformedRecords;
   #closed = false;
   readonly #events = new Emitter<InstanceViewEvents>();
   readonly #subscribers = new Set<Subscriber>();
-  #cache = new Map<string, Instance>();
+  /** The records as written, by id. */
+  readonly #records = new Map<string, Instance>();
+  /** Ids with a drain key. */
+  readonly #drains = new Set<string>();
+  /** The instances as published: the records with the drain rule applied. */
+  readonly #cache = new Map<string, Instance>();
   #sorted: readonly Instance[] | undefined = [];
-  #revision = 0;
-  #listed = false;
+  #recordsRevision = 0;
+  #drainsRevision = 0;
+  #recordsListed = false;
+  #drainsListed = false;
   #failure: MusterError | undefined;
   #resyncs = 0;
 
@@ -105,42 +120,34 @@ export class InstanceView implements AsyncIterable<InstancesUpdate>, Listenable<
     const keys = serviceKeys(options.root, service);
     this.service = keys.service;
     this.prefix = keys.instances;
+    this.drainPrefix = keys.drains;
     this.#malformed = new MalformedRecords(options.logger);
-    this.#watched = watchPrefix(store, this.prefix, {
-      clock: options.clock ?? systemClock,
-      backoff: { initial: RESYNC_BACKOFF_MS.initial, max: RESYNC_BACKOFF_MS.max },
-      onChange: (change) => this.#take(change),
-      onRetry: (err) => {
-        if (err !== undefined) this.#events.emit('error', err);
-        this.#resyncs++;
-      },
-    });
-    this.ready = this.#watched.ready();
+    const watch = (prefix: string, onChange: (change: WatchedChange) => void): WatchedPrefix =>
+      watchPrefix(store, prefix, {
+        clock: options.clock ?? systemClock,
+        backoff: { initial: RESYNC_BACKOFF_MS.initial, max: RESYNC_BACKOFF_MS.max },
+        onChange,
+        onRetry: (err) => {
+          if (err !== undefined) this.#events.emit('error', err);
+          this.#resyncs++;
+        },
+      });
+    this.#watched = [
+      watch(this.prefix, (change) => this.#takeRecords(change)),
+      watch(this.drainPrefix, (change) => this.#takeDrains(change)),
+    ];
+    this.ready = Promise.all(this.#watched.map((w) => w.ready())).then(() => undefined);
     this.ready.catch(() => undefined);
-    void this.#watched.done.then(() => {
-      const err = this.#watched.failure;
-      if (err === undefined) return;
-      this.#failure =
-        err instanceof MusterError
-          ? err
-          : new MusterError(
-              'MUSTER_INTERNAL',
-              err instanceof Error ? err.message : 'the instance view failed',
-              {
-                cause: err,
-              },
-            );
-      this.#wakeAll();
-    });
+    for (const w of this.#watched) void w.done.then(() => this.#failed(w.failure));
     onAbort(options.signal, () => this.close());
   }
 
-  /** The store revision the view reflects. */
+  /** The store revision the view reflects (the later of its two watches). */
   get revision(): number {
-    return this.#revision;
+    return Math.max(this.#recordsRevision, this.#drainsRevision);
   }
 
-  /** How many times the view re-listed after a failed watch. */
+  /** How many times the view re-listed after a failed watch (each of its two watches counts). */
   get resyncs(): number {
     return this.#resyncs;
   }
@@ -182,14 +189,14 @@ export class InstanceView implements AsyncIterable<InstancesUpdate>, Listenable<
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    this.#watched.close();
+    for (const w of this.#watched) w.close();
     this.#wakeAll();
   }
 
-  /** Closes and waits for the watch loop to end. */
+  /** Closes and waits for the watch loops to end. */
   async [Symbol.asyncDispose](): Promise<void> {
     this.close();
-    await this.#watched.done;
+    await Promise.all(this.#watched.map((w) => w.done));
   }
 
   /**
@@ -199,8 +206,8 @@ export class InstanceView implements AsyncIterable<InstancesUpdate>, Listenable<
   async *[Symbol.asyncIterator](): AsyncIterator<InstancesUpdate> {
     await this.ready.catch(() => undefined);
     const sub: Subscriber = { queue: [], wake: undefined };
-    if (this.#listed) {
-      sub.queue.push({ revision: this.#revision, instances: this.instances(), changes: [], resync: true });
+    if (this.#recordsListed && this.#drainsListed) {
+      sub.queue.push({ revision: this.revision, instances: this.instances(), changes: [], resync: true });
     }
     this.#subscribers.add(sub);
     try {
@@ -220,6 +227,23 @@ export class InstanceView implements AsyncIterable<InstancesUpdate>, Listenable<
     }
   }
 
+  /** A watch ended: on a failure (e.g. the store closed) the view fails and stops its other watch. */
+  #failed(err: unknown): void {
+    if (err === undefined || this.#failure !== undefined) return;
+    this.#failure =
+      err instanceof MusterError
+        ? err
+        : new MusterError(
+            'MUSTER_INTERNAL',
+            err instanceof Error ? err.message : 'the instance view failed',
+            {
+              cause: err,
+            },
+          );
+    for (const w of this.#watched) w.close();
+    this.#wakeAll();
+  }
+
   #wakeAll(): void {
     for (const s of this.#subscribers) s.wake?.();
   }
@@ -232,10 +256,50 @@ export class InstanceView implements AsyncIterable<InstancesUpdate>, Listenable<
     this.#events.emit('update', update);
   }
 
-  #take(change: WatchedChange): void {
-    if (change.type === 'reset') this.#applyListing(change.kvs, change.revision);
-    else if (change.type === 'events') this.#applyEvents(change.events, change.revision);
-    else this.#revision = Math.max(this.#revision, change.revision);
+  #takeRecords(change: WatchedChange): void {
+    if (change.type === 'reset') {
+      this.#records.clear();
+      for (const kv of change.kvs) {
+        const inst = this.#parse(kv);
+        if (inst !== undefined && kv.key === this.prefix + inst.id) this.#records.set(inst.id, inst);
+      }
+      this.#recordsListed = true;
+      this.#recordsRevision = change.revision;
+      this.#resync();
+    } else if (change.type === 'events') {
+      const changes: InstanceChange[] = [];
+      for (const e of change.events) {
+        const id = e.kv.key.slice(this.prefix.length);
+        if (e.type === 'delete') this.#malformed.clear(e.kv.key);
+        const inst = e.type === 'put' ? this.#parse(e.kv) : undefined;
+        // Deleted, or overwritten with a record nobody can read: either way it is gone.
+        if (inst === undefined || inst.id !== id) this.#records.delete(id);
+        else this.#records.set(id, inst);
+        this.#settle(id, changes, false);
+      }
+      this.#recordsRevision = change.revision;
+      this.#publishEvents(changes);
+    } else this.#recordsRevision = Math.max(this.#recordsRevision, change.revision);
+  }
+
+  #takeDrains(change: WatchedChange): void {
+    if (change.type === 'reset') {
+      this.#drains.clear();
+      for (const kv of change.kvs) this.#drains.add(kv.key.slice(this.drainPrefix.length));
+      this.#drainsListed = true;
+      this.#drainsRevision = change.revision;
+      this.#resync();
+    } else if (change.type === 'events') {
+      const changes: InstanceChange[] = [];
+      for (const e of change.events) {
+        const id = e.kv.key.slice(this.drainPrefix.length);
+        if (e.type === 'put') this.#drains.add(id);
+        else this.#drains.delete(id);
+        this.#settle(id, changes, false);
+      }
+      this.#drainsRevision = change.revision;
+      this.#publishEvents(changes);
+    } else this.#drainsRevision = Math.max(this.#drainsRevision, change.revision);
   }
 
   /** The instance in `kv`, or `undefined` for a malformed record (logged once with its key). */
@@ -246,52 +310,52 @@ export class InstanceView implements AsyncIterable<InstancesUpdate>, Listenable<
     return inst;
   }
 
-  #applyListing(kvs: readonly KeyValue[], revision: number): void {
-    const next = new Map<string, Instance>();
-    for (const kv of kvs) {
-      const inst = this.#parse(kv);
-      if (inst !== undefined && kv.key === this.prefix + inst.id) next.set(inst.id, inst);
-    }
-    this.#listed = true;
+  /**
+   * After a listing (of either watch): once both are listed, brings every published instance in line
+   * with the records and drain keys and publishes the difference, flagged `resync`.
+   */
+  #resync(): void {
+    if (!this.#recordsListed || !this.#drainsListed) return;
     const changes: InstanceChange[] = [];
-    for (const [id, old] of this.#cache) if (!next.has(id)) changes.push({ type: 'left', instance: old });
-    for (const [id, inst] of next) {
-      const old = this.#cache.get(id);
-      if (old === undefined) changes.push({ type: 'joined', instance: inst });
-      else if (old.modRevision !== inst.modRevision || old.createRevision !== inst.createRevision) {
-        changes.push({ type: 'changed', instance: inst, previous: old });
-      }
-    }
-    this.#cache = next;
+    for (const id of [...this.#cache.keys()]) if (!this.#records.has(id)) this.#settle(id, changes, true);
+    for (const id of this.#records.keys()) this.#settle(id, changes, true);
     this.#sorted = undefined;
-    this.#revision = revision;
-    this.#publish({ revision, instances: this.instances(), changes, resync: true });
+    this.#publish({ revision: this.revision, instances: this.instances(), changes, resync: true });
   }
 
-  #applyEvents(events: readonly { type: 'put' | 'delete'; kv: KeyValue }[], revision: number): void {
-    const changes: InstanceChange[] = [];
-    for (const e of events) {
-      const id = e.kv.key.slice(this.prefix.length);
-      const old = this.#cache.get(id);
-      if (e.type === 'delete') this.#malformed.clear(e.kv.key);
-      const inst = e.type === 'put' ? this.#parse(e.kv) : undefined;
-      if (inst === undefined || inst.id !== id) {
-        // Deleted, or overwritten with a record nobody can read: either way it is gone.
-        if (old !== undefined) {
-          this.#cache.delete(id);
-          changes.push({ type: 'left', instance: old });
-        }
-        continue;
-      }
-      this.#cache.set(id, inst);
-      if (old === undefined) changes.push({ type: 'joined', instance: inst });
-      else if (old.createRevision !== inst.createRevision) {
-        changes.push({ type: 'left', instance: old }, { type: 'joined', instance: inst });
-      } else changes.push({ type: 'changed', instance: inst, previous: old });
-    }
-    this.#revision = revision;
-    if (changes.length === 0) return;
+  #publishEvents(changes: readonly InstanceChange[]): void {
+    if (changes.length === 0 || !this.#recordsListed || !this.#drainsListed) return;
     this.#sorted = undefined;
-    this.#publish({ revision, instances: this.instances(), changes, resync: false });
+    this.#publish({ revision: this.revision, instances: this.instances(), changes, resync: false });
+  }
+
+  /**
+   * Brings the published instance `id` in line with its record and drain key, and records what
+   * changed. A record re-created under another registration is `left` + `joined` for an event, and
+   * `changed` for a listing (which cannot tell how often it happened). Before both watches have
+   * listed, nothing is published: the first snapshot already carries the drains.
+   */
+  #settle(id: string, changes: InstanceChange[], resync: boolean): void {
+    if (!this.#recordsListed || !this.#drainsListed) return;
+    const old = this.#cache.get(id);
+    const record = this.#records.get(id);
+    const inst = record === undefined ? undefined : withDrain(record, this.#drains.has(id));
+    if (inst === undefined) {
+      if (old === undefined) return;
+      this.#cache.delete(id);
+      changes.push({ type: 'left', instance: old });
+      return;
+    }
+    if (old === undefined) changes.push({ type: 'joined', instance: inst });
+    else if (
+      old.modRevision === inst.modRevision &&
+      old.createRevision === inst.createRevision &&
+      old.state === inst.state
+    ) {
+      return;
+    } else if (!resync && old.createRevision !== inst.createRevision) {
+      changes.push({ type: 'left', instance: old }, { type: 'joined', instance: inst });
+    } else changes.push({ type: 'changed', instance: inst, previous: old });
+    this.#cache.set(id, inst);
   }
 }

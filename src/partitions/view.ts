@@ -19,7 +19,7 @@ import {
 import { assign } from '../placement/index.js';
 import type { PlacementInstance } from '../placement/index.js';
 import type { Instance } from '../membership/index.js';
-import { MalformedRecords, parseInstance, type WarnLogger } from '../membership/internal.js';
+import { MalformedRecords, parseInstance, type WarnLogger, withDrain } from '../membership/internal.js';
 import { type OwnershipKeys, parseSpec, partitionIds } from './spec.js';
 import type { Owner, OwnerRecord, PinRecord, RouteRecord, ServiceSpec } from './types.js';
 
@@ -306,9 +306,9 @@ export class ServiceView {
     this.#dirty = true;
   }
 
-  /** The instance as the fleet sees it: an active one with a drain key is `draining`. */
+  /** As the fleet sees it: membership's drain rule (active + a drain key = `draining`). */
   #withDrain(id: string, record: ViewInstance): ViewInstance {
-    return record.state === 'active' && this.drains.has(id) ? { ...record, state: 'draining' } : record;
+    return withDrain(record, this.drains.has(id));
   }
 
   /** `value`, or (when the record could not be read) `undefined`, logged once with its key. */

@@ -28,6 +28,15 @@ test('muster members: lists one service or all, with id, address, state, health,
     ['api', 'a1', '10.0.0.1:80', 'active', 'passing', '2', '1m30s'],
     ['web', 'w1', '-', 'draining', 'passing', '1', '1m30s'],
   ]);
+  // An operator's drain key (`muster drain`) shows as draining, for one service and for all.
+  await mem.put('/muster/services/api/drain/a1', '{"instance":"a1"}');
+  assert.equal((await listMembers(mem, 'api')).instances[0]?.state, 'draining');
+  assert.deepEqual(
+    (await listMembers(mem, undefined)).instances.map((i) => i.state),
+    ['draining', 'draining'],
+  );
+  await mem.delete('/muster/services/api/drain/a1');
+  assert.equal((await listMembers(mem, 'api')).instances[0]?.state, 'active');
   await assert.rejects(listMembers(mem, 'bad/name'), /service name/);
   await a.leave();
   await b.leave();
