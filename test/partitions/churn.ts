@@ -44,6 +44,8 @@ export interface ChurnOptions {
    * control uses `['SIGSTOP past TTL']` so that one brief run is sure to freeze an owner past its TTL.
    */
   faults?: readonly ChurnFault[];
+  /** How long the quiet period may take to converge (default 30 s). */
+  convergeWithinMs?: number;
   /** The store under churn. Default: {@link etcdChurnBackend} (a 3-member etcd cluster). */
   backend?: () => Promise<ChurnBackend>;
 }
@@ -345,7 +347,11 @@ export async function runChurn(options: ChurnOptions): Promise<ChurnReport> {
         result = checkOwnership(readHistory(historyPath));
         const ids = Array.from({ length: partitions }, (_, i) => String(i));
         violations = [...result.violations, ...checkConvergence(result, { partitions: ids, live })];
-        if ((settled && violations.length === 0) || Date.now() - quietStart > 30_000) break;
+        if (
+          (settled && violations.length === 0) ||
+          Date.now() - quietStart > (options.convergeWithinMs ?? 30_000)
+        )
+          break;
         // The negative control only needs the checker to catch the misbehaviour, not convergence.
         if (options.ignoreDeadline === true && result.violations.length > 0) break;
       }

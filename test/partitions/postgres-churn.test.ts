@@ -33,11 +33,15 @@ async function postgresChurnBackend(): Promise<ChurnBackend> {
 describe('partition ownership under churn on postgres', { skip: needPostgres() }, () => {
   test(
     'kill -9, SIGSTOP zombies, black holes, leaves, drains and a killed server: zero violations',
-    { timeout: 150_000 },
+    { timeout: 180_000 },
     async () => {
       const report = await runChurn({
         durationMs: Number(process.env.MUSTER_CHURN_MS ?? 45_000),
         backend: postgresChurnBackend,
+        // Liveness, not safety: PostgreSQL serialises every write on one lock, so re-acquiring 192
+        // partitions after the server fault is bounded by its write rate. Measured after session 8's
+        // fixes: 1.5–14 s, and 33 s once with CI and two other test runs on the 2 cores.
+        convergeWithinMs: 60_000,
         log: process.env.MUSTER_CHURN_LOG ? (l) => process.stderr.write(`# ${l}\n`) : undefined,
       });
       process.stderr.write(
