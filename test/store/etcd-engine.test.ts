@@ -31,6 +31,17 @@ describe('etcd URLs and options', () => {
     assert.equal(o.redactedUrl, 'etcd://alice:***@127.0.0.1:2379,127.0.0.2,[::1]:2380/?prefix=/muster/');
   });
 
+  test('connectTimeout: 2 s by default, a duration otherwise', () => {
+    assert.equal(resolveEtcdOptions('etcd://h:1', { env: {} }).connectTimeoutMs, 2000);
+    assert.equal(
+      resolveEtcdOptions('etcd://h:1', { env: {}, connectTimeout: '300ms' }).connectTimeoutMs,
+      300,
+    );
+    assert.throws(() => resolveEtcdOptions('etcd://h:1', { env: {}, connectTimeout: 'soon' }), {
+      code: 'MUSTER_INVALID_ARGUMENT',
+    });
+  });
+
   test('options win over the URL, the URL over the environment', () => {
     const env = { MUSTER_ETCD_USERNAME: 'env', MUSTER_ETCD_PASSWORD: 'envpw', MUSTER_ETCD_PREFIX: '/env/' };
     assert.deepEqual(resolveEtcdOptions('etcd://h:1', { env }).auth, { username: 'env', password: 'envpw' });

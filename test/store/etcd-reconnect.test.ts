@@ -12,14 +12,25 @@
  *   `NoEndpointError`; a half-open breaker lets exactly one probe through (the other calls fail at
  *   once), re-opens for a doubled delay when the probe fails, and closes when a probe succeeds after
  *   the link returns.
+ * - A member that accepts TCP but never sends HTTP/2 SETTINGS (a frozen etcd; the proxy's black
+ *   hole): the channel gives the attempt up by itself after its connect timeout — no call deadline
+ *   involved — and backs off; with a second, healthy member, reads go there.
  */
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, test } from 'node:test';
 import { openEtcdStore } from '../../src/store/etcd/index.js';
+import { GRPC_KEEPALIVE_MS } from '../../src/store/etcd/etcd-store.js';
 import { BREAKER_BACKOFF } from '../../src/store/etcd/breaker.js';
 import { EtcdClient, type Member, NoEndpointError } from '../../src/store/etcd/client.js';
-import { GrpcError, RECONNECT_BACKOFF } from '../../src/store/etcd/grpc.js';
+import {
+  BackoffError,
+  GrpcChannel,
+  GrpcError,
+  RECONNECT_BACKOFF,
+  Status,
+} from '../../src/store/etcd/grpc.js';
 import { decode, encode } from '../../src/store/etcd/rpc-codec.js';
 import {
   ETCD_INSTALL_HINT,
@@ -263,6 +274,104 @@ describe('etcd client: reconnect back-off and circuit breaker (real etcd)', { sk
         assert.deepEqual(all, Array(10).fill('ok'));
       } finally {
         client.close();
+      }
+    },
+  );
+});
+
+describe('etcd client: connect timeout (real etcd)', { skip }, () => {
+  test(
+    'an attempt that gets no SETTINGS is destroyed after the connect timeout and backs off, with no call deadline',
+    { timeout: 60_000 },
+    async () => {
+      await using cluster = await startEtcd();
+      await using proxy = await startFaultProxy({ target: cluster.endpoints[0]! });
+      proxy.blackhole(); // TCP is accepted, no byte passes: etcd's SETTINGS never arrive
+      const connectTimeoutMs = 300;
+      const channel = new GrpcChannel({
+        endpoint: proxy.endpoint,
+        keepAliveMs: 6000,
+        keepAliveTimeoutMs: 2000,
+        connectTimeoutMs,
+        // A long back-off, so that the state can be read after the attempt failed.
+        reconnect: { initialMs: 60_000, maxMs: 60_000, jitter: 0 },
+      });
+      try {
+        const started = performance.now();
+        // A stream has no deadline: only the connect timeout can end this attempt.
+        const stream = channel.stream(
+          '/etcdserverpb.Lease/LeaseKeepAlive',
+          encode.leaseId,
+          decode.leaseKeepAlive,
+        );
+        const failed = once(stream, 'error') as Promise<[GrpcError]>;
+        assert.equal(channel.state, 'connecting');
+        const [err] = await failed;
+        const elapsed = performance.now() - started;
+        assert.equal(proxy.accepted, 1, 'the TCP connection was accepted');
+        assert.ok(err instanceof GrpcError, String(err));
+        assert.equal(err.code, Status.UNAVAILABLE, String(err));
+        assert.match(err.message, /connect timeout/);
+        assert.ok(elapsed >= connectTimeoutMs - 5, `gave up after ${elapsed.toFixed(0)} ms`);
+        // The client destroyed the connection (the proxy sees it closed) and counts a failed attempt.
+        await until(() => proxy.connections === 0, 'the proxy saw the connection closed');
+        assert.equal(channel.state, 'backing-off');
+        assert.equal(channel.failedAttempts, 1);
+        // Meanwhile a call fails at once, never sent, saying why the last attempt failed.
+        await assert.rejects(
+          channel.unary('/etcdserverpb.Maintenance/Status', encode.empty(), decode.status, {
+            deadline: Date.now() + 60_000,
+          }),
+          (e: unknown) => e instanceof BackoffError && e.neverSent && /connect timeout/.test(e.message),
+        );
+        assert.equal(proxy.accepted, 1, 'no new dial during the back-off');
+        process.stdout.write(
+          `# connect timeout ${connectTimeoutMs} ms: attempt given up after ${elapsed.toFixed(0)} ms\n`,
+        );
+      } finally {
+        channel.close();
+      }
+    },
+  );
+
+  test(
+    'with a second, healthy member, reads go there instead of waiting for their deadline',
+    { timeout: 60_000 },
+    async () => {
+      await using cluster = await startEtcd();
+      await using frozen = await startFaultProxy({ target: cluster.endpoints[0]! });
+      await using healthy = await startFaultProxy({ target: cluster.endpoints[0]! });
+      frozen.blackhole();
+      // A request deadline far beyond the test's timeout: no call may wait for it.
+      const store = openEtcdStore(`etcd://${frozen.endpoint},${healthy.endpoint}`, {
+        keyPrefix: uniquePrefix('connect-timeout'),
+        requestTimeout: '10m',
+        connectTimeout: '300ms',
+      });
+      try {
+        // Until one read was sent to the frozen member (members are picked at random), then a few
+        // more: every read succeeds, the one that met the frozen member on its retry elsewhere.
+        // Without a connect timeout, the read that met the frozen member would wait for the
+        // keep-alive ping to go unanswered (GRPC_KEEPALIVE_MS + 2 s) before its retry elsewhere.
+        let calls = 0;
+        let after = 0;
+        let slowest = 0;
+        while (after < 20) {
+          if (++calls > 2000) assert.fail('no read was sent to the frozen member');
+          const started = performance.now();
+          assert.equal(await store.get('k'), undefined);
+          slowest = Math.max(slowest, performance.now() - started);
+          if (frozen.accepted > 0) after++;
+        }
+        process.stdout.write(
+          `# frozen member + healthy member: ${calls} reads, slowest ${slowest.toFixed(0)} ms\n`,
+        );
+        assert.ok(slowest < GRPC_KEEPALIVE_MS, `a read took ${slowest.toFixed(0)} ms`);
+        await until(() => frozen.connections === 0, "the frozen member's connection was given up");
+        assert.equal(frozen.accepted, 1, 'the frozen member is skipped while it backs off');
+        assert.ok(healthy.accepted >= 1);
+      } finally {
+        await store.close();
       }
     },
   );

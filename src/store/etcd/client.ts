@@ -20,6 +20,7 @@ import {
   BackoffError,
   ClosedError,
   GrpcChannel,
+  type GrpcChannelOptions,
   GrpcError,
   type GrpcStream,
   type Metadata,
@@ -80,6 +81,8 @@ export interface EtcdClientOptions {
   readonly keepAliveTimeoutMs: number;
   /** Deadline of the Authenticate call. */
   readonly requestTimeoutMs: number;
+  /** Each member's connect timeout. Default: `CONNECT_TIMEOUT_MS` (grpc.ts). */
+  readonly connectTimeoutMs?: GrpcChannelOptions['connectTimeoutMs'];
 }
 
 /** One member: its channel and breaker. */
@@ -136,6 +139,7 @@ export class EtcdClient {
             tls: opts.tls,
             keepAliveMs: opts.keepAliveMs,
             keepAliveTimeoutMs: opts.keepAliveTimeoutMs,
+            connectTimeoutMs: opts.connectTimeoutMs,
           }),
         ),
     );

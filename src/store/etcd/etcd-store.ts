@@ -138,6 +138,7 @@ export class EtcdStore implements Store {
       keepAliveMs: GRPC_KEEPALIVE_MS,
       keepAliveTimeoutMs: GRPC_KEEPALIVE_TIMEOUT_MS,
       requestTimeoutMs: opts.requestTimeoutMs,
+      connectTimeoutMs: opts.connectTimeoutMs,
     });
     this.#keepAlive = new KeepAliveChannel(
       (prefer) =>

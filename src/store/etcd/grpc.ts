@@ -12,9 +12,10 @@
  * idle session is never pinged (etcd counts such pings as abuse) and does not keep the process alive.
  *
  * A connection attempt that ends before the server's HTTP/2 SETTINGS arrived (refused, reset, or
- * black-holed and then given up) puts the channel in back-off ({@link RECONNECT_BACKOFF}): until it
- * passes, calls fail at once with UNAVAILABLE, never sent, instead of dialling again; the first
- * attempt after a connection that worked is immediate (see {@link ChannelState}).
+ * given no answer within {@link GrpcChannelOptions.connectTimeoutMs}, after which it is destroyed)
+ * puts the channel in back-off ({@link RECONNECT_BACKOFF}): until it passes, calls fail at once with
+ * UNAVAILABLE, never sent, instead of dialling again; the first attempt after a connection that
+ * worked is immediate (see {@link ChannelState}).
  */
 import { EventEmitter } from 'node:events';
 import {
@@ -85,6 +86,15 @@ export const RECEIVE_WINDOW_BYTES = 1024 * 1024;
  */
 export const RECONNECT_BACKOFF: ResolvedBackoff = { initialMs: 100, maxMs: 2000, jitter: 0.2 };
 
+/**
+ * 2 s: how long a connection attempt may go without the server's HTTP/2 SETTINGS before it is
+ * destroyed and counted as failed (etcdctl's `--dial-timeout` default). A SYN black-holed or a
+ * frozen etcd (TCP accepted, nothing sent) would otherwise keep the channel `connecting` until the
+ * OS gives up (minutes). A live member answers within a few round trips (TLS included); 2 s leaves
+ * a default 5 s request time to be retried on another member. gRPC's own minimum is 20 s.
+ */
+export const CONNECT_TIMEOUT_MS = 2000;
+
 /** A failed call: its gRPC status `code` and the server's (decoded) message. */
 export class GrpcError extends Error {
   readonly code: number;
@@ -124,6 +134,12 @@ export interface GrpcChannelOptions {
   readonly keepAliveTimeoutMs: number;
   /** Reconnect back-off. Default: {@link RECONNECT_BACKOFF}. */
   readonly reconnect?: ResolvedBackoff | undefined;
+  /**
+   * How long an attempt may wait for the server's SETTINGS before it is destroyed (a failed attempt:
+   * its calls fail with UNAVAILABLE and the channel backs off); 0: no limit. Default:
+   * {@link CONNECT_TIMEOUT_MS}.
+   */
+  readonly connectTimeoutMs?: number | undefined;
   /** Random numbers in [0, 1) for the jitter. Default: `Math.random`. */
   readonly random?: (() => number) | undefined;
 }
@@ -135,7 +151,7 @@ export interface GrpcChannelOptions {
  *
  * ```
  *  idle ──call──▶ connecting ──SETTINGS──▶ ready ──session ends──▶ idle
- *   ▲                 │ ends before SETTINGS
+ *   ▲                 │ ends before SETTINGS, or none within the connect timeout
  *   └─delay passes── backing-off ◀┘
  * ```
  */
@@ -298,11 +314,30 @@ class Conn {
       this.connected = true;
       session.setLocalWindowSize(RECEIVE_WINDOW_BYTES);
     });
+    const connectTimeoutMs = opts.connectTimeoutMs ?? CONNECT_TIMEOUT_MS;
+    let connectTimer: NodeJS.Timeout | undefined;
+    if (connectTimeoutMs > 0) {
+      connectTimer = setTimeout(
+        () =>
+          // After this turn's I/O: a stalled event loop runs due timers before it reads the socket,
+          // and SETTINGS that already arrived must win.
+          setImmediate(() => {
+            if (this.handshaken || session.destroyed) return;
+            session.destroy(
+              new Error(`no HTTP/2 SETTINGS from the server within ${connectTimeoutMs} ms (connect timeout)`),
+            );
+          }),
+        connectTimeoutMs,
+      );
+      connectTimer.unref();
+    }
     session.once('remoteSettings', () => {
+      clearTimeout(connectTimer);
       this.handshaken = true;
       onReady(this);
     });
     const end = (): void => {
+      clearTimeout(connectTimer);
       this.#stopPings();
       onEnd(this);
     };

@@ -9,6 +9,7 @@
 import { readFileSync } from 'node:fs';
 import { invalidArgument, MusterError } from '../../errors.js';
 import { type Duration, toMillis } from '../../util/duration.js';
+import { CONNECT_TIMEOUT_MS } from './grpc.js';
 
 /** Options of the etcd engine. Every field is optional. */
 export interface EtcdStoreOptions {
@@ -32,6 +33,12 @@ export interface EtcdStoreOptions {
   keyFile?: string;
   /** Deadline of each request; a request that takes longer fails with `MUSTER_TIMEOUT`. Default: {@link DEFAULT_REQUEST_TIMEOUT}. */
   requestTimeout?: Duration;
+  /**
+   * How long a connection attempt to a member may go without the server's HTTP/2 SETTINGS before it
+   * is given up and counted as failed (the member backs off; calls go to other members); `0`: no
+   * limit. Default: {@link CONNECT_TIMEOUT_MS} (2 s).
+   */
+  connectTimeout?: Duration;
   /** Environment to read `MUSTER_ETCD_*` from. Default: `process.env`. */
   env?: NodeJS.ProcessEnv;
 }
@@ -49,6 +56,7 @@ export interface ResolvedEtcdOptions {
   readonly cert: Buffer | undefined;
   readonly key: Buffer | undefined;
   readonly requestTimeoutMs: number;
+  readonly connectTimeoutMs: number;
   /** The URL with the password removed, for logs. */
   readonly redactedUrl: string;
 }
@@ -128,6 +136,7 @@ export function resolveEtcdOptions(url: string, options: EtcdStoreOptions = {}):
     cert,
     key,
     requestTimeoutMs: toMillis(options.requestTimeout ?? DEFAULT_REQUEST_TIMEOUT, 'requestTimeout'),
+    connectTimeoutMs: toMillis(options.connectTimeout ?? CONNECT_TIMEOUT_MS, 'connectTimeout'),
     redactedUrl: redact(url),
   };
 }
