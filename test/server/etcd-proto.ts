@@ -8,6 +8,20 @@ import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { loadPackageDefinition, type ServiceDefinition } from '@grpc/grpc-js';
 import { loadSync } from '@grpc/proto-loader';
+import protobuf from 'protobufjs';
+
+/** The directory of etcd's `.proto` files (shipped with the `etcd3` package). */
+export const ETCD_PROTO_DIR = join(
+  dirname(createRequire(import.meta.url).resolve('etcd3/package.json')),
+  'proto',
+);
+
+/** etcd's `rpc.proto` (and what it imports) as a protobufjs root, field names as in the `.proto`: the reference codec of the codec tests. */
+export function etcdProtoRoot(): protobuf.Root {
+  const root = new protobuf.Root();
+  root.resolvePath = (_origin, target) => (target.startsWith('/') ? target : join(ETCD_PROTO_DIR, target));
+  return root.loadSync(join(ETCD_PROTO_DIR, 'rpc.proto'), { keepCase: true });
+}
 
 export interface EtcdServices {
   readonly KV: ServiceDefinition;
@@ -26,9 +40,7 @@ let loaded: EtcdServices | undefined;
  */
 export function etcdServices(): EtcdServices {
   if (loaded !== undefined) return loaded;
-  const require = createRequire(import.meta.url);
-  const protoDir = join(dirname(require.resolve('etcd3/package.json')), 'proto');
-  const definition = loadSync(join(protoDir, 'rpc.proto'), {
+  const definition = loadSync(join(ETCD_PROTO_DIR, 'rpc.proto'), {
     keepCase: true,
     longs: String,
     defaults: true,

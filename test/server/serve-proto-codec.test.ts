@@ -6,9 +6,8 @@
  * bytes to the same objects; defaults are left off the wire; the gateway's JSON follows jsonpb.
  */
 import assert from 'node:assert/strict';
-import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
 import { describe, test } from 'node:test';
+import { etcdProtoRoot } from './etcd-proto.js';
 import protobuf from 'protobufjs';
 import {
   decodeMessage,
@@ -21,11 +20,7 @@ import { ENUMS, MESSAGES } from '../../src/server/grpc/schema.js';
 import { etcdServices } from '../../src/server/grpc/services.js';
 import { seededRandom } from '../../src/testing/index.js';
 
-const require = createRequire(import.meta.url);
-const protoDir = join(dirname(require.resolve('etcd3/package.json')), 'proto');
-const root = new protobuf.Root();
-root.resolvePath = (_origin, target) => (target.startsWith('/') ? target : join(protoDir, target));
-root.loadSync(join(protoDir, 'rpc.proto'), { keepCase: true });
+const root = etcdProtoRoot();
 
 /** The .proto type of a schema.ts name (`KeyValue` is mvccpb's, `Permission` authpb's). */
 function protoType(name: string): protobuf.Type {

@@ -5,9 +5,9 @@
  * same objects.
  */
 import assert from 'node:assert/strict';
-import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { describe, test } from 'node:test';
+import { ETCD_PROTO_DIR, etcdProtoRoot } from './etcd-proto.js';
 import { loadPackageDefinition, type MethodDefinition, type ServiceDefinition } from '@grpc/grpc-js';
 import { loadSync } from '@grpc/proto-loader';
 import protobuf from 'protobufjs';
@@ -19,9 +19,7 @@ import {
 } from '../../src/server/grpc/wire.js';
 import { seededRandom } from '../../src/testing/index.js';
 
-const require = createRequire(import.meta.url);
-const protoDir = join(dirname(require.resolve('etcd3/package.json')), 'proto');
-const definition = loadSync(join(protoDir, 'rpc.proto'), {
+const definition = loadSync(join(ETCD_PROTO_DIR, 'rpc.proto'), {
   keepCase: true,
   longs: String,
   defaults: true,
@@ -37,9 +35,7 @@ const watchMethod = services.Watch.service.Watch as MethodDefinition<unknown, un
 const method = (name: string): MethodDefinition<unknown, unknown> =>
   kv[name] as MethodDefinition<unknown, unknown>;
 
-const root = new protobuf.Root();
-root.resolvePath = (_origin, target) => (target.startsWith('/') ? target : join(protoDir, target));
-root.loadSync(join(protoDir, 'rpc.proto'), { keepCase: true });
+const root = etcdProtoRoot();
 const type = (name: string): protobuf.Type => root.lookupType(`etcdserverpb.${name}`);
 
 const rnd = seededRandom(13);

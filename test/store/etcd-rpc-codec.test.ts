@@ -5,18 +5,13 @@
  * by hand to protobufjs's `toObject` (`longs: String`, `enums: Number`, `defaults: true`).
  */
 import assert from 'node:assert/strict';
-import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
 import { describe, test } from 'node:test';
+import { etcdProtoRoot } from '../server/etcd-proto.js';
 import protobuf from 'protobufjs';
 import { decode, encode } from '../../src/store/etcd/rpc-codec.js';
 import { seededRandom } from '../../src/testing/index.js';
 
-const require = createRequire(import.meta.url);
-const protoDir = join(dirname(require.resolve('etcd3/package.json')), 'proto');
-const root = new protobuf.Root();
-root.resolvePath = (_origin, target) => (target.startsWith('/') ? target : join(protoDir, target));
-root.loadSync(join(protoDir, 'rpc.proto'), { keepCase: true });
+const root = etcdProtoRoot();
 const type = (name: string): protobuf.Type =>
   root.lookupType(name.includes('.') ? name : `etcdserverpb.${name}`);
 const AS_LOADER = { longs: String, enums: Number, defaults: true, oneofs: false } as const;

@@ -344,28 +344,19 @@ export function messageFromJson(name: string, json: unknown): Buffer {
   return encodeMessage(name, fromJsonBody(messageType(name), json ?? {}, name));
 }
 
+/** {@link readValue} in jsonpb's form: enums by name, bytes as base64, messages as JSON objects. */
 function jsonValue(f: Field, r: ProtoReader): unknown {
   switch (f.kind) {
-    case 'int64':
-      return r.int64();
-    case 'uint64':
-      return uint64(r);
-    case 'int32':
-      return r.enum();
-    case 'uint32':
-      return r.enum() >>> 0;
     case 'enum': {
       const n = r.enum();
       return ENUMS[f.type]?.[n] ?? n;
     }
-    case 'bool':
-      return r.bool();
-    case 'string':
-      return r.string();
     case 'bytes':
       return r.bytes().toString('base64');
     case 'message':
       return toJsonBody(messageType(f.type), r.sub());
+    default:
+      return readValue(f, r);
   }
 }
 
