@@ -1,10 +1,11 @@
 /**
- * `npm run bench -- serve [--ops N] [--keys K] [--warmup W] [--etcd PATH]`: `muster serve` side by side with a
+ * `npm run bench -- serve [--ops N] [--keys K] [--warmup W] [--etcd PATH] [--h2load PATH]`: `muster serve` side by side with a
  * local single-member etcd, through the same client (`etcd3`), in one run, as ratios.
  *
  * Figures (each measured in alternating blocks so machine noise hits both servers alike):
  * sequential put, txn (compare + put) and linearizable get latency; throughput of 64 concurrent
- * puts (group commit); put → watch event delay. Then the start-up time of `muster serve` on a data
+ * puts (group commit), once through the etcd3 client and once sent by h2load (whose client is cheap
+ * enough that the servers, not the client, are the limit); put → watch event delay. Then the start-up time of `muster serve` on a data
  * directory holding K keys (default 100,000): in-process `startServer` until it listens, and the
  * whole `muster serve` process until it prints its address. Both servers run as processes of their
  * own; the client is this process. Under each latency and throughput figure, the CPU time each
@@ -17,7 +18,7 @@
  * warm-up the first figures (sequential put, then txn) include muster serve's JIT warm-up.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Etcd3 } from 'etcd3';
@@ -29,6 +30,8 @@ import { arg, fmt, latencySummary, median, quantile, timed } from './stats.js';
 interface Target {
   readonly name: string;
   readonly client: Etcd3;
+  /** host:port of the server's client endpoint. */
+  readonly address: string;
   /** The server's process id, for its CPU time. */
   readonly pid: number | undefined;
 }
@@ -87,9 +90,16 @@ function report(what: string, targets: readonly [Target, Target], r: SideBySide)
   if (Number.isFinite(r.cpuPerOp[0])) console.log(cpuLine(targets, r.cpuPerOp));
 }
 
-async function concurrentPuts(client: Etcd3, total: number, inFlight: number): Promise<number> {
+/** Puts per second with `inFlight` etcd3 calls at a time; `clientBusy` is this process's CPU share. */
+async function concurrentPuts(
+  client: Etcd3,
+  total: number,
+  inFlight: number,
+  clientBusy: number[] = [],
+): Promise<number> {
   let next = 0;
   const t0 = performance.now();
+  const cpu0 = process.cpuUsage();
   await Promise.all(
     Array.from({ length: inFlight }, async () => {
       while (next < total) {
@@ -101,7 +111,85 @@ async function concurrentPuts(client: Etcd3, total: number, inFlight: number): P
       }
     }),
   );
-  return (total / (performance.now() - t0)) * 1000;
+  const ms = performance.now() - t0;
+  const cpu = process.cpuUsage(cpu0);
+  clientBusy.push((cpu.user + cpu.system) / 1000 / ms);
+  return (total / ms) * 1000;
+}
+
+/** Appends `n` as a protobuf varint. */
+function varint(out: number[], n: number): void {
+  while (n > 0x7f) {
+    out.push((n & 0x7f) | 0x80);
+    n >>>= 7;
+  }
+  out.push(n);
+}
+
+/** A gRPC message (flag, length, protobuf) holding `PutRequest { key, value }`, etcd's rpc.proto fields 1 and 2. */
+export function putRequestMessage(key: string, value: string): Buffer {
+  const pb: number[] = [];
+  for (const [field, text] of [
+    [1, key],
+    [2, value],
+  ] as const) {
+    const bytes = Buffer.from(text);
+    pb.push((field << 3) | 2);
+    varint(pb, bytes.length);
+    pb.push(...bytes);
+  }
+  const msg = Buffer.alloc(5 + pb.length);
+  msg.writeUInt32BE(pb.length, 1);
+  msg.set(pb, 5);
+  return msg;
+}
+
+/**
+ * Puts per second with `inFlight` streams at a time on one HTTP/2 connection, sent by h2load
+ * (nghttp2's load generator, in C): a client that costs a few µs per call, so the server is what is
+ * measured (the etcd3 client above spends 100-200 µs of CPU per put and saturates a core first).
+ * h2load sees only HTTP statuses, and gRPC reports errors in trailers under status 200, so the
+ * store's revision is read before and after: every put adds exactly one, or the run is refused.
+ */
+async function h2loadPuts(
+  bin: string,
+  body: string,
+  target: Target,
+  total: number,
+  inFlight: number,
+): Promise<number> {
+  const revision = async (): Promise<number> =>
+    Number((await target.client.get('/bench/h2load').exec()).header.revision);
+  const before = await revision();
+  const out = await new Promise<string>((resolve, reject) => {
+    const child = spawn(bin, [
+      '-n',
+      String(total),
+      '-c',
+      '1',
+      '-m',
+      String(inFlight),
+      '-d',
+      body,
+      '-H',
+      'content-type: application/grpc',
+      '-H',
+      'te: trailers',
+      `http://${target.address}/etcdserverpb.KV/Put`,
+    ]);
+    let text = '';
+    child.stdout.on('data', (d: Buffer) => (text += d.toString()));
+    child.on('error', reject);
+    child.on('exit', (code) =>
+      code === 0 ? resolve(text) : reject(new Error(`h2load exited with ${code}: ${text}`)),
+    );
+  });
+  const applied = (await revision()) - before;
+  const rate = /finished in [^,]+, ([\d.]+) req\/s/.exec(out);
+  if (applied !== total || rate === null) {
+    throw new Error(`h2load against ${target.name}: ${applied} of ${total} puts applied\n${out}`);
+  }
+  return Number(rate[1]);
 }
 
 async function watchDelay(client: Etcd3, key: string, n: number): Promise<number[]> {
@@ -228,6 +316,7 @@ async function startupProcess(dataDir: string): Promise<number> {
 
 export async function run(args: string[]): Promise<void> {
   const ops = Number(arg(args, '--ops')) || 1000;
+  const h2load = findBinary(arg(args, '--h2load') ?? 'h2load');
   const keys = Number(arg(args, '--keys')) || 100_000;
   const warmup = Number(arg(args, '--warmup')) || 0;
   const etcdBin = findBinary(arg(args, '--etcd') ?? 'etcd');
@@ -236,8 +325,18 @@ export async function run(args: string[]): Promise<void> {
   const server = await spawnServe(join(dir, 'serve'));
   const etcd = await startEtcd(etcdBin, dir);
   const targets: [Target, Target] = [
-    { name: 'muster serve', client: new Etcd3({ hosts: server.address }), pid: server.child.pid },
-    { name: 'etcd', client: new Etcd3({ hosts: etcd.endpoint }), pid: etcd.child.pid },
+    {
+      name: 'muster serve',
+      client: new Etcd3({ hosts: server.address }),
+      address: server.address,
+      pid: server.child.pid,
+    },
+    {
+      name: 'etcd',
+      client: new Etcd3({ hosts: etcd.endpoint }),
+      address: etcd.endpoint,
+      pid: etcd.child.pid,
+    },
   ];
   const value = 'x'.repeat(64);
   try {
@@ -291,19 +390,53 @@ export async function run(args: string[]): Promise<void> {
     );
     const rates: [number[], number[]] = [[], []];
     const rateCpu = [0, 0];
+    const busy: number[] = [];
     for (let r = 0; r < 3; r++) {
       for (const [t, target] of targets.entries()) {
         const c0 = cpuMicros(target.pid);
-        rates[t]?.push(await concurrentPuts(target.client, ops * 2, 64));
+        rates[t]?.push(await concurrentPuts(target.client, ops * 2, 64, busy));
         rateCpu[t] = (rateCpu[t] as number) + (cpuMicros(target.pid) - c0) / (ops * 2 * 3);
       }
     }
     const [ra, rb] = rates.map((x) => median(x)) as [number, number];
-    console.log('puts, 64 in flight (group commit)');
+    console.log('puts, 64 in flight (group commit), etcd3 client');
     console.log(
       `  muster serve ${Math.round(ra).toLocaleString('en-US')}/s, etcd ${Math.round(rb).toLocaleString('en-US')}/s, ratio ×${fmt(ra / rb)}`,
     );
     if (Number.isFinite(rateCpu[0])) console.log(cpuLine(targets, rateCpu as [number, number]));
+    console.log(
+      `  client CPU: ${Math.round(median(busy) * 100)} % of a core (median of the runs; near 100 %: the client is the limit)`,
+    );
+    if (h2load === undefined) {
+      console.log(
+        'puts, 64 in flight, h2load: skipped (h2load is not on PATH: apt-get install nghttp2-client)',
+      );
+    } else {
+      const body = join(dir, 'put.grpc');
+      writeFileSync(body, putRequestMessage('/bench/h2load', 'x'.repeat(64)));
+      const n = ops * 20;
+      for (const target of targets) await h2loadPuts(h2load, body, target, n / 4, 64);
+      const h2: [number[], number[]] = [[], []];
+      const h2Cpu = [0, 0];
+      for (let r = 0; r < 3; r++) {
+        for (const [t, target] of targets.entries()) {
+          const c0 = cpuMicros(target.pid);
+          h2[t]?.push(await h2loadPuts(h2load, body, target, n, 64));
+          h2Cpu[t] = (h2Cpu[t] as number) + (cpuMicros(target.pid) - c0) / (n * 3);
+        }
+      }
+      const [ha, hb] = h2.map((x) => median(x)) as [number, number];
+      console.log(
+        `puts, 64 in flight (group commit), h2load, ${n.toLocaleString('en-US')} puts a run, 3 runs each`,
+      );
+      console.log(
+        `  muster serve ${h2[0].map((x) => Math.round(x).toLocaleString('en-US')).join(' · ')}/s, etcd ${h2[1].map((x) => Math.round(x).toLocaleString('en-US')).join(' · ')}/s`,
+      );
+      console.log(
+        `  median muster serve ${Math.round(ha).toLocaleString('en-US')}/s, etcd ${Math.round(hb).toLocaleString('en-US')}/s, ratio ×${fmt(ha / hb)}`,
+      );
+      if (Number.isFinite(h2Cpu[0])) console.log(cpuLine(targets, h2Cpu as [number, number]));
+    }
     const delays: [number[], number[]] = [[], []];
     const delayCpu = [0, 0];
     for (let r = 0; r < 4; r++) {
