@@ -125,7 +125,7 @@ export function kvService(ctx: ServiceContext): ServiceImplementation {
     const lease = leaseOf(req.lease);
     if (lease === undefined) throw ETCD.leaseNotFound();
     // etcd refuses to attach a key to a lease whose keys the user could not delete by revoking it.
-    if (user !== undefined && lease !== NO_LEASE) await authorizeLeaseKeys(ctx, user, lease);
+    if (user !== undefined && lease !== NO_LEASE) authorizeLeaseKeys(ctx, user, lease);
     if (req.ignore_value || req.ignore_lease) return putIgnoring(key, req, lease);
     const r = await store.put(key, req.value, { lease, prevKv: req.prev_kv });
     return { header: header(ctx, r.revision), prev_kv: r.prev ? kvOut(r.prev) : null };

@@ -19,12 +19,12 @@ function leaseId(id: string): string | undefined {
 /**
  * Throws etcd's "permission denied" unless `user` may write every key attached to lease `id` (etcd's
  * `checkLeasePuts`: for LeaseRevoke, which deletes them, and for a Put that attaches another key to
- * the lease). An unknown lease passes: the call then fails as it would without RBAC. The keys are
- * those attached when the request is checked.
+ * the lease). An unknown lease passes: the call then fails as it would without RBAC. Synchronous on
+ * purpose: callers check and then start the change in the same event-loop turn (the engine applies a
+ * change before its first `await`), so the keys checked are the keys the change meets.
  */
-export async function authorizeLeaseKeys(ctx: ServiceContext, user: string, id: string): Promise<void> {
-  const info = await ctx.store.leaseTimeToLive(id);
-  for (const key of info?.keys ?? []) ctx.auth.authorize(user, key, '', true);
+export function authorizeLeaseKeys(ctx: ServiceContext, user: string, id: string): void {
+  for (const key of ctx.store.leaseKeys(id) ?? []) ctx.auth.authorize(user, key, '', true);
 }
 
 /**
@@ -55,7 +55,7 @@ export function leaseService(ctx: ServiceContext): ServiceImplementation {
     const id = leaseId(req.ID);
     if (id === undefined) throw ETCD.leaseNotFound();
     // RBAC, as etcd: revoking deletes the lease's keys, so the user must be allowed to write every one.
-    if (user !== undefined) await authorizeLeaseKeys(ctx, user, id);
+    if (user !== undefined) authorizeLeaseKeys(ctx, user, id);
     await store.revokeLease(id);
     return { header: header(ctx, await store.headRevision()) };
   }

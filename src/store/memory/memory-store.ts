@@ -300,6 +300,15 @@ export class MemoryStore implements Store {
     return this.#leases.timeToLive(id);
   }
 
+  /**
+   * The keys attached to lease `id` now (`undefined` for an unknown lease), synchronously: serve's
+   * RBAC checks them in the same event-loop turn as the change they guard, so no other request can
+   * attach a key between the check and the change.
+   */
+  leaseKeys(id: LeaseId): readonly string[] | undefined {
+    return this.#leases.timeToLive(id)?.keys;
+  }
+
   /** Ids of every live lease (the etcd `Leases` RPC). */
   leaseIds(): LeaseId[] {
     return this.#leases.ids();
