@@ -12,7 +12,7 @@
  * while the publisher and the other subscribers are unaffected.
  */
 import { invalidArgument, isMusterError } from '../errors.js';
-import { checkServiceName, type InstanceView, type Member } from '../membership/index.js';
+import { checkServiceName, type InstanceView, isHealthy, type Member } from '../membership/index.js';
 import { toMillis } from '../util/duration.js';
 import type { Bus } from './bus.js';
 import { checkedFrame, type Connection, type PublishBody } from './connection.js';
@@ -264,7 +264,8 @@ export class Topics {
     if (plan !== undefined && plan.source === source) return plan;
     const nodes = source.filter((i) => i.address !== null && i.state !== 'leaving');
     const all: PlanTarget[] = [];
-    const groups = new Map<string, PlanTarget[]>();
+    // Per queue group: its healthy members (active, not drained or failing) and the others.
+    const groups = new Map<string, { healthy: PlanTarget[]; rest: PlanTarget[] }>();
     for (const n of nodes) {
       const t: PlanTarget = { address: n.address as string, node: n.id };
       if (n.tags.includes(ALL_TAG)) all.push(t);
@@ -272,11 +273,18 @@ export class Topics {
         if (!tag.startsWith(GROUP_TAG)) continue;
         const g = tag.slice(GROUP_TAG.length);
         let members = groups.get(g);
-        if (members === undefined) groups.set(g, (members = []));
-        members.push(t);
+        if (members === undefined) groups.set(g, (members = { healthy: [], rest: [] }));
+        (isHealthy(n) ? members.healthy : members.rest).push(t);
       }
     }
-    plan = { source, all, allSet: new Set(all), groups: [...groups] };
+    // A queue group's message is work for one member: a drained or failing member gets none while a
+    // healthy one is there (as RPC calls); with none healthy, every member is a candidate, so the
+    // message is not lost. Every-subscriber delivery (`sub:all`) goes to each node until it leaves.
+    const chosen = [...groups].map(([g, m]): [string, PlanTarget[]] => [
+      g,
+      m.healthy.length > 0 ? m.healthy : m.rest,
+    ]);
+    plan = { source, all, allSet: new Set(all), groups: chosen };
     this.#plans.set(view, plan);
     return plan;
   }

@@ -12,6 +12,7 @@ import {
   PROTOCOL_VERSION,
 } from '../../src/bus/index.js';
 import { join } from '../../src/membership/index.js';
+import { drainInstance } from '../../src/proxy/index.js';
 import { MemoryStore } from '../../src/store/index.js';
 import { freePort, startFaultProxy, waitFor } from '../../src/testing/index.js';
 import { busNodes } from './fixtures/nodes.js';
@@ -69,6 +70,40 @@ describe('bus publish/subscribe', () => {
       // Each message went to one worker of the group, and both redundant publishers chose the same one.
       assert.ok((worked[0]?.length ?? 0) > 0 && (worked[1]?.length ?? 0) > 0, 'both workers got some');
       assert.equal(new Set([...(worked[0] ?? []), ...(worked[1] ?? [])]).size, 50);
+    },
+  );
+
+  test(
+    'a queue group gives no message to a drained member while a healthy one is there, and loses none when all are drained',
+    { timeout: 20_000 },
+    async () => {
+      const store = new MemoryStore();
+      const pub = await node(store);
+      const workers = [await node(store, { id: 'w0' }), await node(store, { id: 'w1' })];
+      const worked: string[][] = [[], []];
+      for (const [i, w] of workers.entries()) {
+        await w.subscribe('work', (_m, d) => worked[i]?.push(d.id), { queueGroup: 'workers' });
+      }
+      const view = await pub.instances('topic.work');
+      const stateOf = (id: string): string | undefined => view.instances().find((i) => i.id === id)?.state;
+      await waitFor(() => stateOf('w0') === 'active' && stateOf('w1') === 'active', {
+        what: 'both workers seen',
+      });
+      await drainInstance(store, 'topic.work', 'w1');
+      await waitFor(() => stateOf('w1') === 'draining', { what: 'the publisher sees w1 drained' });
+      for (let i = 0; i < 40; i++) await pub.publish('work', i, { id: `a-${i}` });
+      await waitFor(() => (worked[0]?.length ?? 0) + (worked[1]?.length ?? 0) === 40, {
+        what: '40 delivered',
+      });
+      assert.equal(worked[0]?.length, 40, `w1 is drained but got ${worked[1]?.join(', ')}`);
+      // Every member drained: the group still gets each message (one member), none is lost.
+      await drainInstance(store, 'topic.work', 'w0');
+      await waitFor(() => stateOf('w0') === 'draining', { what: 'the publisher sees w0 drained' });
+      for (let i = 0; i < 40; i++) await pub.publish('work', i, { id: `b-${i}` });
+      await waitFor(() => (worked[0]?.length ?? 0) + (worked[1]?.length ?? 0) === 80, {
+        what: '80 delivered',
+      });
+      assert.ok((worked[1]?.length ?? 0) > 0, 'with every member drained, the hash spreads over all again');
     },
   );
 
