@@ -13,8 +13,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'n
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after } from 'node:test';
-import { credentials, makeGenericClientConstructor, type ServiceError } from '@grpc/grpc-js';
-import { etcdServices } from './etcd-proto.js';
+import { call, type KvClient, type KvHeader, kvClient } from './etcd-proto.js';
 import { SEGMENT_PREALLOCATE_BYTES, segmentName, segmentNumber, WAL_MAGIC } from '../../src/server/wal.js';
 
 const bin = new URL('../../../bin/muster.js', import.meta.url).pathname;
@@ -22,31 +21,6 @@ const bin = new URL('../../../bin/muster.js', import.meta.url).pathname;
 const RESTARTS = 3;
 /** Longest a server may take to start or to reach its crash point. */
 const START_MS = 20_000;
-
-interface Header {
-  revision: string;
-  member_id: string;
-}
-interface KvClient {
-  close(): void;
-  Put(req: unknown, cb: (err: ServiceError | null, res: { header: Header }) => void): void;
-  Range(
-    req: unknown,
-    cb: (
-      err: ServiceError | null,
-      res: { header: Header; kvs: { key: Buffer; value: Buffer; mod_revision: string }[] },
-    ) => void,
-  ): void;
-}
-
-function kvClient(address: string): KvClient {
-  const Client = makeGenericClientConstructor(etcdServices().KV, 'KV');
-  return new Client(address, credentials.createInsecure()) as unknown as KvClient;
-}
-
-function call<T>(fn: (cb: (err: ServiceError | null, res: T) => void) => void): Promise<T> {
-  return new Promise((resolve, reject) => fn((err, res) => (err ? reject(err) : resolve(res))));
-}
 
 const children = new Set<ChildProcessWithoutNullStreams>();
 const dirs: string[] = [];
@@ -134,7 +108,7 @@ export class History {
   memberId: string | undefined;
   #seq = 0;
 
-  #header(h: Header): void {
+  #header(h: KvHeader): void {
     this.memberId ??= h.member_id;
     assert.equal(h.member_id, this.memberId, 'the member id changed');
   }
@@ -178,7 +152,7 @@ export class History {
   async #put(client: KvClient): Promise<void> {
     const key = `/crash/${String(this.#seq++).padStart(6, '0')}`;
     const value = `v${key}`;
-    const r = await call<{ header: Header }>((cb) =>
+    const r = await call<{ header: KvHeader }>((cb) =>
       client.Put({ key: Buffer.from(key), value: Buffer.from(value) }, cb),
     );
     this.#header(r.header);
@@ -190,7 +164,7 @@ export class History {
     const client = kvClient(address);
     try {
       const all = await call<{
-        header: Header;
+        header: KvHeader;
         kvs: { key: Buffer; value: Buffer; mod_revision: string }[];
       }>((cb) => client.Range({ key: Buffer.from('/crash/'), range_end: Buffer.from('/crash0') }, cb));
       this.#header(all.header);

@@ -13,39 +13,13 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
-import { credentials, makeGenericClientConstructor, type ServiceError } from '@grpc/grpc-js';
-import { etcdServices } from './etcd-proto.js';
+import { call, kvClient } from './etcd-proto.js';
 
 const bin = new URL('../../../bin/muster.js', import.meta.url).pathname;
 const KILLS = 4;
 const WRITERS = 8;
 /** Longest a round writes before its kill, for slow or busy machines. */
 const ROUND_CAP_MS = 6000;
-
-interface KvClient {
-  close(): void;
-  Put(req: unknown, cb: (err: ServiceError | null, res: { header: { revision: string } }) => void): void;
-  Txn(
-    req: unknown,
-    cb: (err: ServiceError | null, res: { header: { revision: string }; succeeded: boolean }) => void,
-  ): void;
-  Range(
-    req: unknown,
-    cb: (
-      err: ServiceError | null,
-      res: { header: { revision: string }; kvs: { key: Buffer; value: Buffer; mod_revision: string }[] },
-    ) => void,
-  ): void;
-}
-
-function kvClient(address: string): KvClient {
-  const Client = makeGenericClientConstructor(etcdServices().KV, 'KV');
-  return new Client(address, credentials.createInsecure()) as unknown as KvClient;
-}
-
-function call<T>(fn: (cb: (err: ServiceError | null, res: T) => void) => void): Promise<T> {
-  return new Promise((resolve, reject) => fn((err, res) => (err ? reject(err) : resolve(res))));
-}
 
 const dir = mkdtempSync(join(tmpdir(), 'muster-crash-'));
 const children = new Set<ChildProcessWithoutNullStreams>();

@@ -6,7 +6,13 @@
  */
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
-import { loadPackageDefinition, type ServiceDefinition } from '@grpc/grpc-js';
+import {
+  credentials,
+  loadPackageDefinition,
+  makeGenericClientConstructor,
+  type ServiceDefinition,
+  type ServiceError,
+} from '@grpc/grpc-js';
 import { loadSync } from '@grpc/proto-loader';
 import protobuf from 'protobufjs';
 
@@ -59,4 +65,38 @@ export function etcdServices(): EtcdServices {
     Auth: s.Auth.service,
   };
   return loaded;
+}
+
+/** The response header fields the crash tests read. */
+export interface KvHeader {
+  revision: string;
+  member_id: string;
+}
+
+/** The KV calls the crash tests make, as a grpc-js client of etcd's KV service has them. */
+export interface KvClient {
+  close(): void;
+  Put(req: unknown, cb: (err: ServiceError | null, res: { header: KvHeader }) => void): void;
+  Txn(
+    req: unknown,
+    cb: (err: ServiceError | null, res: { header: KvHeader; succeeded: boolean }) => void,
+  ): void;
+  Range(
+    req: unknown,
+    cb: (
+      err: ServiceError | null,
+      res: { header: KvHeader; kvs: { key: Buffer; value: Buffer; mod_revision: string }[] },
+    ) => void,
+  ): void;
+}
+
+/** A grpc-js KV client of the etcd (or muster serve) at `address`, without TLS. */
+export function kvClient(address: string): KvClient {
+  const Client = makeGenericClientConstructor(etcdServices().KV, 'KV');
+  return new Client(address, credentials.createInsecure()) as unknown as KvClient;
+}
+
+/** A grpc-js callback call as a promise. */
+export function call<T>(fn: (cb: (err: ServiceError | null, res: T) => void) => void): Promise<T> {
+  return new Promise((resolve, reject) => fn((err, res) => (err ? reject(err) : resolve(res))));
 }
