@@ -90,14 +90,14 @@ export function writeLatin1(socket: Socket, data: string): boolean {
     socket.destroy(errnoError(err, req.error));
     return true; // nothing to wait for: 'close' follows
   }
-  const pending = waiting.get(socket);
-  if ((state as Int32Array)[ASYNC] === 0) return pending === undefined;
+  // written whole (libuv writes at once only when nothing waits in the handle's queue)
+  if ((state as Int32Array)[ASYNC] === 0) return true;
   // the write waits in libuv's queue and keeps this request object: the next write takes a new one
   spare = new (binding as StreamWrapBinding).WriteWrap();
   req.handle = handle;
   req.socket = socket;
   req.oncomplete = afterWrite;
-  waiting.set(socket, (pending ?? 0) + 1);
+  waiting.set(socket, (waiting.get(socket) ?? 0) + 1);
   return false;
 }
 
