@@ -5,7 +5,7 @@
  * routing key: (a) muster's worker data path (`startProxy`: raw `net` server with llhttp → routing
  * table → raw keep-alive upstream pool, since session 7; node:http server in session 6, undici before), (b) a bare node:http server + undici Pool (the baselines' floor), (c) the raw `net` prototype
  * (bench/proxy-raw.ts), (d) the prototype's server side with undici's `dispatch` upstream (which half of
- * the gain is whose). Rounds alternate a, b, c, d; the figure per path is the median over rounds of
+ * the gain is whose). Rounds run a, b, c, d then d, c, b, a (and so on); the figure per path is the median over rounds of
  * this process's CPU time (user + system, `process.cpuUsage()`) divided by the requests wrk completed,
  * with the young-generation collections per 10k requests (`PerformanceObserver` 'gc'). The ratio is
  * what matters: the absolute µs move with the machine's load.
@@ -133,7 +133,8 @@ export async function run(args: string[]): Promise<void> {
       `proxy CPU per request, one process: wrk -t1 -c${connections} -d${seconds}s, ${rounds} rounds, nginx return 200 backend`,
     );
     for (let round = 0; round < rounds; round++) {
-      for (const [name, url] of paths) {
+      // every other round in reverse order: no path always runs right after another
+      for (const [name, url] of round % 2 === 0 ? paths : [...paths].reverse()) {
         const s0 = scavenges;
         const g0 = gcMs;
         const cpu = process.cpuUsage();

@@ -30,6 +30,7 @@ import {
 } from './request-parser.js';
 import type { BodySink, BodySource, SweepClock } from './upstream-pool.js';
 import type { SocketReader } from './accept.js';
+import { writeLatin1 } from './direct-write.js';
 
 /** What a connection asks of its server. */
 export interface ConnectionHooks<T> {
@@ -175,7 +176,7 @@ export class ClientExchange<T = unknown> implements BodySource {
     const head = this.#head;
     if (head === undefined) return;
     this.#head = undefined;
-    if (!this.conn.socket.destroyed) this.conn.socket.write(head, 'latin1');
+    if (!this.conn.socket.destroyed) writeLatin1(this.conn.socket, head);
   }
 
   /**
@@ -192,9 +193,9 @@ export class ClientExchange<T = unknown> implements BodySource {
       if (chunk.length <= ONE_WRITE_BYTES) {
         // head and body in one string, one write (latin1 maps bytes 1:1)
         const body = chunk.toString('latin1');
-        return s.write(
+        return writeLatin1(
+          s,
           this.#chunked ? `${head}${chunk.length.toString(16)}\r\n${body}\r\n` : head + body,
-          'latin1',
         );
       }
       s.cork();
@@ -210,7 +211,7 @@ export class ClientExchange<T = unknown> implements BodySource {
   #writeBody(s: Socket, chunk: Buffer): boolean {
     if (chunk.length <= ONE_WRITE_BYTES) {
       const body = chunk.toString('latin1');
-      return s.write(this.#chunked ? `${chunk.length.toString(16)}\r\n${body}\r\n` : body, 'latin1');
+      return writeLatin1(s, this.#chunked ? `${chunk.length.toString(16)}\r\n${body}\r\n` : body);
     }
     const copy = Buffer.from(chunk);
     if (!this.#chunked) return s.write(copy);
@@ -229,8 +230,8 @@ export class ClientExchange<T = unknown> implements BodySource {
     const s = this.conn.socket;
     const head = this.#head ?? '';
     this.#head = undefined;
-    if (this.#chunked) s.write(`${head}0\r\n\r\n`, 'latin1');
-    else if (head !== '') s.write(head, 'latin1');
+    if (this.#chunked) writeLatin1(s, `${head}0\r\n\r\n`);
+    else if (head !== '') writeLatin1(s, head);
     this.conn.finish(this, this.#close);
   }
 

@@ -66,7 +66,6 @@ export class ResponseFramer {
   #buf: Buffer | undefined;
   #left = 0;
   readonly #chunked = new ChunkedDecoder(bad);
-  #keepAlive = true;
 
   /** True while a response is being read. */
   get busy(): boolean {
@@ -88,7 +87,6 @@ export class ResponseFramer {
     this.#sink = sink;
     this.#noBody = noBody;
     this.#state = State.Head;
-    this.#keepAlive = true;
   }
 
   /** The end of the stream: completes a close-delimited body; false if the response was cut short. */
@@ -170,116 +168,52 @@ export class ResponseFramer {
     return undefined;
   }
 
+  /**
+   * The last final response head this connection read, as text, and what was read from it: a
+   * backend's responses on one connection mostly repeat their head byte for byte (the `Date` field
+   * changes once a second), and the same text parses to the same result, so it is not parsed again.
+   */
+  #lastText = '';
+  #last: ParsedHead | undefined;
+
   #head(text: string): void {
-    const n = text.length;
-    if (BAD_HEAD_CHAR.test(text)) throw bad('a control character in the head');
-    const eol = text.indexOf('\r\n');
-    if (!crlfOnly(text, 0, eol)) throw bad('a bare CR or LF in the head');
-    // `HTTP/1.x NNN[ reason]`, checked by character (a regex match allocated an array and 4 strings)
-    const lineEnd = eol < 0 ? n : eol;
-    const minor = text.charCodeAt(7) - 48;
-    const status = digit(text, 9) * 100 + digit(text, 10) * 10 + digit(text, 11);
-    if (
-      !text.startsWith('HTTP/1.') ||
-      (minor !== 0 && minor !== 1) ||
-      text.charCodeAt(8) !== 32 ||
-      !(status >= 0) ||
-      (lineEnd !== 12 && (lineEnd < 12 || text.charCodeAt(12) !== 32))
-    )
-      throw bad(`an invalid status line ${JSON.stringify(text.slice(0, Math.min(lineEnd, 40)))}`);
-    const statusText = lineEnd > 13 ? text.slice(13, lineEnd) : '';
-    // the kept field lines are sliced off `text` by runs of adjacent lines, not line by line
-    let fields = '';
-    let run = -1;
-    let length = -1;
-    let chunked = false;
-    let te = false;
-    let connection = '';
-    let keepAliveMs: number | undefined;
-    let pos = eol < 0 ? n : eol + 2;
-    while (pos < n) {
-      let next = text.indexOf('\r\n', pos);
-      if (!crlfOnly(text, pos, next)) throw bad('a bare CR or LF in the head');
-      if (next < 0) next = n;
-      NAME.lastIndex = pos;
-      const colon = NAME.test(text) ? NAME.lastIndex - 1 : -1;
-      if (colon < 0 || colon > next) {
-        const c = text.indexOf(':', pos);
-        throw bad(c <= pos || c > next ? 'a header line without a name' : 'an invalid header name');
+    let parsed = this.#last;
+    if (parsed === undefined || text !== this.#lastText) {
+      parsed = parseHead(text);
+      if (parsed === undefined) {
+        this.#state = State.Head; // an interim response (103 Early Hints…): the real one follows
+        return;
       }
-      // only names as long as a framing or hop-by-hop one are lower-cased and looked at
-      const len = colon - pos;
-      const special = len < 32 && ((SPECIAL_LENGTHS >>> len) & 1) === 1;
-      const lower = special ? text.slice(pos, colon).toLowerCase() : '';
-      if (lower === 'content-length') {
-        const value = text.slice(colon + 1, next).trim();
-        if (!/^\d{1,15}$/.test(value) || (length !== -1 && length !== Number(value)))
-          throw bad('an invalid Content-Length');
-        length = Number(value);
-      } else if (special && HOP_BY_HOP.has(lower)) {
-        const value = text.slice(colon + 1, next).trim();
-        if (lower === 'transfer-encoding') {
-          te = true;
-          chunked = /(?:^|,)\s*chunked\s*$/i.test(value);
-        } else if (lower === 'connection') connection += `${value.toLowerCase()},`;
-        else if (lower === 'keep-alive') {
-          const t = /timeout=(\d+)/i.exec(value);
-          if (t !== null) keepAliveMs = Number(t[1]) * 1000;
-        }
-      } else {
-        if (run < 0) run = pos;
-        pos = next + 2;
-        continue;
+      if (text.length <= MAX_CACHED_HEAD_CHARS) {
+        this.#lastText = text;
+        this.#last = parsed;
       }
-      if (run >= 0) {
-        fields += text.slice(run, pos);
-        run = -1;
-      }
-      pos = next + 2;
     }
-    if (run >= 0) fields += `${text.slice(run, n)}\r\n`;
-    if (status < 200 && status !== 101) {
-      this.#state = State.Head; // an interim response (103 Early Hints…): the real one follows
-      return;
-    }
-    if (status === 101) throw bad('101 Switching Protocols to a request that asked for no upgrade');
-    const http10 = minor === 0;
-    if (connection === 'keep-alive,')
-      this.#keepAlive = true; // the common case
-    else {
-      if (connection !== '' && !/^(?:\s*(?:keep-alive|close)\s*,)+$/.test(connection))
-        fields = withoutListed(fields, listed(connection));
-      this.#keepAlive = http10
-        ? /(?:^|[\s,])keep-alive(?:,|$)/.test(connection)
-        : !/(?:^|[\s,])close,/.test(connection);
-    }
-    if (this.#noBody || status === 204 || status === 304) {
+    let head = parsed.head;
+    if (this.#noBody) {
+      // a response to HEAD: no body whatever its fields say, kept alive as they say, its Content-Length as sent
+      head = parsed.noBodyHead ??=
+        parsed.untilClose || (parsed.te && parsed.length >= 0)
+          ? {
+              ...head,
+              length: parsed.length < 0 ? undefined : parsed.length,
+              keepAlive: parsed.keepAlive,
+            }
+          : head;
       this.#state = State.Length;
       this.#left = 0;
-    } else if (te) {
-      if (!chunked) {
-        this.#state = State.UntilClose; // a transfer coding other than chunked: §6.3 item 4
-        this.#keepAlive = false;
-      } else {
-        this.#state = State.Chunked;
-        this.#chunked.reset();
-      }
-      length = -1; // §6.3 item 3: Transfer-Encoding overrides
-    } else if (length >= 0) {
+    } else if (head.status === 204 || head.status === 304) {
       this.#state = State.Length;
-      this.#left = length;
+      this.#left = 0;
+    } else if (parsed.untilClose) this.#state = State.UntilClose;
+    else if (parsed.te) {
+      this.#state = State.Chunked;
+      this.#chunked.reset();
     } else {
-      this.#state = State.UntilClose;
-      this.#keepAlive = false;
+      this.#state = State.Length;
+      this.#left = parsed.length;
     }
-    this.#sink?.head({
-      status,
-      statusText,
-      fields,
-      length: length < 0 ? undefined : length,
-      keepAlive: this.#keepAlive,
-      keepAliveMs,
-    });
+    this.#sink?.head(head);
   }
 
   /** The response is read: its sink is told when the bytes fed with it have been looked at. */
@@ -288,6 +222,133 @@ export class ResponseFramer {
     this.#state = State.Idle;
     this.#sink = undefined;
   }
+}
+
+/** Heads up to 4 KiB are remembered for the next response (a few per upstream connection). */
+const MAX_CACHED_HEAD_CHARS = 4096;
+
+/** What a final response head says (the same for the same text). */
+interface ParsedHead {
+  /** For the sink, when the request was not HEAD. */
+  readonly head: ResponseHead;
+  /** `Transfer-Encoding` was sent (it overrides `Content-Length`)… */
+  readonly te: boolean;
+  /** …and its last coding is chunked. */
+  readonly chunked: boolean;
+  /** The body runs until the connection closes (when the request was not HEAD). */
+  readonly untilClose: boolean;
+  /** `Content-Length` as sent (-1: none). */
+  readonly length: number;
+  /** What the `Connection` field says. */
+  readonly keepAlive: boolean;
+  /** For the sink when the request was HEAD (made when first needed). */
+  noBodyHead: ResponseHead | undefined;
+}
+
+/**
+ * Parses a response head (the text before its blank line); `undefined` for an interim (1xx) response.
+ * Throws `UPSTREAM_BAD_RESPONSE`.
+ */
+function parseHead(text: string): ParsedHead | undefined {
+  const n = text.length;
+  if (BAD_HEAD_CHAR.test(text)) throw bad('a control character in the head');
+  const eol = text.indexOf('\r\n');
+  if (!crlfOnly(text, 0, eol)) throw bad('a bare CR or LF in the head');
+  // `HTTP/1.x NNN[ reason]`, checked by character (a regex match allocated an array and 4 strings)
+  const lineEnd = eol < 0 ? n : eol;
+  const minor = text.charCodeAt(7) - 48;
+  const status = digit(text, 9) * 100 + digit(text, 10) * 10 + digit(text, 11);
+  if (
+    !text.startsWith('HTTP/1.') ||
+    (minor !== 0 && minor !== 1) ||
+    text.charCodeAt(8) !== 32 ||
+    !(status >= 0) ||
+    (lineEnd !== 12 && (lineEnd < 12 || text.charCodeAt(12) !== 32))
+  )
+    throw bad(`an invalid status line ${JSON.stringify(text.slice(0, Math.min(lineEnd, 40)))}`);
+  const statusText = lineEnd > 13 ? text.slice(13, lineEnd) : '';
+  // the kept field lines are sliced off `text` by runs of adjacent lines, not line by line
+  let fields = '';
+  let run = -1;
+  let length = -1;
+  let chunked = false;
+  let te = false;
+  let connection = '';
+  let keepAliveMs: number | undefined;
+  let pos = eol < 0 ? n : eol + 2;
+  while (pos < n) {
+    let next = text.indexOf('\r\n', pos);
+    if (!crlfOnly(text, pos, next)) throw bad('a bare CR or LF in the head');
+    if (next < 0) next = n;
+    NAME.lastIndex = pos;
+    const colon = NAME.test(text) ? NAME.lastIndex - 1 : -1;
+    if (colon < 0 || colon > next) {
+      const c = text.indexOf(':', pos);
+      throw bad(c <= pos || c > next ? 'a header line without a name' : 'an invalid header name');
+    }
+    // only names as long as a framing or hop-by-hop one are lower-cased and looked at
+    const len = colon - pos;
+    const special = len < 32 && ((SPECIAL_LENGTHS >>> len) & 1) === 1;
+    const lower = special ? text.slice(pos, colon).toLowerCase() : '';
+    if (lower === 'content-length') {
+      const value = text.slice(colon + 1, next).trim();
+      if (!/^\d{1,15}$/.test(value) || (length !== -1 && length !== Number(value)))
+        throw bad('an invalid Content-Length');
+      length = Number(value);
+    } else if (special && HOP_BY_HOP.has(lower)) {
+      const value = text.slice(colon + 1, next).trim();
+      if (lower === 'transfer-encoding') {
+        te = true;
+        chunked = /(?:^|,)\s*chunked\s*$/i.test(value);
+      } else if (lower === 'connection') connection += `${value.toLowerCase()},`;
+      else if (lower === 'keep-alive') {
+        const t = /timeout=(\d+)/i.exec(value);
+        if (t !== null) keepAliveMs = Number(t[1]) * 1000;
+      }
+    } else {
+      if (run < 0) run = pos;
+      pos = next + 2;
+      continue;
+    }
+    if (run >= 0) {
+      fields += text.slice(run, pos);
+      run = -1;
+    }
+    pos = next + 2;
+  }
+  if (run >= 0) fields += `${text.slice(run, n)}\r\n`;
+  if (status < 200 && status !== 101) return undefined;
+  if (status === 101) throw bad('101 Switching Protocols to a request that asked for no upgrade');
+  const http10 = minor === 0;
+  let keepAlive = true;
+  if (connection !== 'keep-alive,') {
+    // (`keep-alive,` alone: the common case)
+    if (connection !== '' && !/^(?:\s*(?:keep-alive|close)\s*,)+$/.test(connection))
+      fields = withoutListed(fields, listed(connection));
+    keepAlive = http10
+      ? /(?:^|[\s,])keep-alive(?:,|$)/.test(connection)
+      : !/(?:^|[\s,])close,/.test(connection);
+  }
+  const bodyless = status === 204 || status === 304;
+  // §6.3: Transfer-Encoding overrides Content-Length (except where there is no body: 204, 304); a
+  // coding other than chunked, or neither field, runs until the connection closes (not kept alive)
+  const untilClose = !bodyless && (te ? !chunked : length < 0);
+  return {
+    head: {
+      status,
+      statusText,
+      fields,
+      length: length < 0 || (te && !bodyless) ? undefined : length,
+      keepAlive: keepAlive && !untilClose,
+      keepAliveMs,
+    },
+    te,
+    chunked,
+    untilClose,
+    length,
+    keepAlive,
+    noBodyHead: undefined,
+  };
 }
 
 function bad(why: string): UpstreamError {

@@ -5,7 +5,6 @@
  * answer other methods 502 at once. `drain()` is the reload half of a worker: stop accepting, answer
  * everything in flight or held, then close.
  */
-import { randomUUID } from 'node:crypto';
 import { connect as netConnect, createServer, type Server, type Socket } from 'node:net';
 import { acceptWithSharedBuffer, type SocketReader } from './accept.js';
 import type { TimerHandle } from '../clock.js';
@@ -19,6 +18,7 @@ import type { RoutingSource } from './routing-source.js';
 import { RoutingTable, type Resolution } from './table.js';
 import { tunnelWebSocket, WS_SERVICE_RESTART, type WsTunnel } from './ws-close.js';
 import { upstreamHead, type UpstreamHead } from './headers.js';
+import { nextRequestId } from './request-id.js';
 import { isTimeout, isUnavailable } from './upstream-error.js';
 import {
   UpstreamPools,
@@ -387,7 +387,7 @@ export class ProxyServer {
   #handle(res: ClientExchange<Ctx>): Ctx {
     const req = res.req;
     const given = req.headers['x-request-id'];
-    const id = given !== undefined && given.length > 0 && given.length <= 200 ? given : randomUUID();
+    const id = given !== undefined && given.length > 0 && given.length <= 200 ? given : nextRequestId();
     const ctx = new Ctx(this.#forwardHooks, res, id);
     this.#inFlight++;
     let key = extractKey(this.#config.key, req.url, req.headers);
@@ -451,7 +451,7 @@ export class ProxyServer {
       const xff = req.headers['x-forwarded-for'];
       const client = socket.remoteAddress ?? 'unknown';
       lines.push(`x-forwarded-for: ${xff === undefined ? client : `${xff}, ${client}`}`);
-      lines.push(`x-request-id: ${id !== undefined && id !== '' ? id : randomUUID()}`);
+      lines.push(`x-request-id: ${id !== undefined && id !== '' ? id : nextRequestId()}`);
       upstream.write(`${lines.join('\r\n')}\r\n\r\n`);
       this.#count(backend, '101');
       if (!/^websocket$/i.test(String(req.headers['upgrade']))) {

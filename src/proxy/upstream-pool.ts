@@ -14,6 +14,7 @@ import { connect, type Socket } from 'node:net';
 import type { UpstreamSettings } from './config.js';
 import { ResponseFramer, type ResponseHead, type ResponseSink } from './response-framer.js';
 import { UpstreamError } from './upstream-error.js';
+import { writeLatin1 } from './direct-write.js';
 
 /**
  * The coarse clock of the timeouts: one timer per server advances `now` (monotonic ms) and sweeps the
@@ -121,7 +122,7 @@ export class Exchange implements ResponseSink, BodySink {
   send(socket: Socket): void {
     const { head, body } = this.request;
     if (body === null) {
-      socket.write(head, 'latin1');
+      writeLatin1(socket, head);
       return;
     }
     this.#socket = socket;

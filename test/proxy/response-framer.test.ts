@@ -79,4 +79,74 @@ describe('proxy: the response framer', { timeout: 10_000 }, () => {
       assert.throws(() => frame(text, 1), byFramer);
     });
   }
+  test('a head repeated on one connection gives the same result, whatever the request (the remembered head)', () => {
+    const f = new ResponseFramer();
+    const seen: { head: ResponseHead; body: string; ended: boolean }[] = [];
+    const next = (noBody: boolean): void => {
+      const r = { head: undefined as unknown as ResponseHead, body: '', ended: false };
+      seen.push(r);
+      f.start(
+        {
+          head: (h) => (r.head = h),
+          data: (c) => (r.body += c.toString('latin1')),
+          end: () => (r.ended = true),
+        },
+        noBody,
+      );
+    };
+    const feed = (text: string): void => f.feed(Buffer.from(text, 'latin1'));
+    const length = 'HTTP/1.1 200 OK\r\nServer: s\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\n';
+    next(false);
+    feed(`${length}ab`);
+    next(false);
+    feed(`${length}cd`);
+    next(true); // HEAD: the same text, no body
+    feed(length);
+    next(false);
+    feed(`HTTP/1.1 103 Early Hints\r\nLink: x\r\n\r\n${length}ef`); // an interim head first
+    assert.deepEqual(
+      seen.map((r) => [r.head.status, r.head.length, r.head.fields, r.head.keepAlive, r.body, r.ended]),
+      [
+        [200, 2, 'Server: s\r\n', true, 'ab', true],
+        [200, 2, 'Server: s\r\n', true, 'cd', true],
+        [200, 2, 'Server: s\r\n', true, '', true],
+        [200, 2, 'Server: s\r\n', true, 'ef', true],
+      ],
+    );
+    // a head without framing: to HEAD, kept alive and bodyless; then to GET, read until the close
+    const open = 'HTTP/1.1 200 OK\r\nX-A: 1\r\n\r\n';
+    next(true);
+    feed(open);
+    const head = seen[4] as { head: ResponseHead; ended: boolean };
+    assert.equal(head.head.keepAlive, true);
+    assert.equal(head.head.length, undefined);
+    assert.ok(head.ended);
+    next(false);
+    feed(`${open}xyz`);
+    const get = seen[5] as { head: ResponseHead; body: string; ended: boolean };
+    assert.equal(get.head.keepAlive, false);
+    assert.equal(get.body, 'xyz');
+    assert.equal(get.ended, false);
+    assert.ok(f.untilClose);
+    assert.ok(f.closed());
+    assert.ok(get.ended);
+    // chunked with a Content-Length too: Transfer-Encoding wins, but a HEAD answer shows the length as sent
+    const both = 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n';
+    for (let i = 0; i < 2; i++) {
+      next(false);
+      feed(`${both}3\r\nabc\r\n0\r\n\r\n`);
+      next(true);
+      feed(both);
+    }
+    const r = seen.slice(6);
+    assert.deepEqual(
+      r.map((x) => [x.head.length, x.body, x.ended]),
+      [
+        [undefined, 'abc', true],
+        [5, '', true],
+        [undefined, 'abc', true],
+        [5, '', true],
+      ],
+    );
+  });
 });
