@@ -31,6 +31,7 @@ import {
 import type { BodySink, BodySource, SweepClock } from './upstream-pool.js';
 import type { SocketReader } from './accept.js';
 import { writeLatin1 } from './direct-write.js';
+import { dateHeaderLine } from './headers.js';
 
 /** What a connection asks of its server. */
 export interface ConnectionHooks<T> {
@@ -237,7 +238,7 @@ export class ClientExchange<T = unknown> implements BodySource {
 
   /** A whole response in one write (the proxy's own answers). */
   send(status: number, fields: string, body: string): void {
-    this.writeHead(status, '', fields, Buffer.byteLength(body));
+    this.writeHead(status, '', dateHeaderLine() + fields, Buffer.byteLength(body));
     const head = this.#head;
     if (head === undefined) return;
     this.#head = undefined;
@@ -467,7 +468,7 @@ export class ClientConnection<T = unknown> implements RequestParserHandler, Sock
     }
     const body = `${text}\n`;
     this.#end(
-      `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\nconnection: close\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+      `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\n${dateHeaderLine()}connection: close\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
     );
     if (cur !== undefined) cur.finished = true; // nothing more is written for it
   }

@@ -19,6 +19,22 @@ export const HOP_BY_HOP: ReadonlySet<string> = new Set([
   'expect',
 ]);
 
+let dateSecond = -1;
+let dateField = '';
+
+/**
+ * `date: <IMF-fixdate>\r\n` for the current second (RFC 9110 §6.6.1: a server with a clock sends
+ * Date on the answers it makes itself), formatted once a second.
+ */
+export function dateHeaderLine(now = Date.now()): string {
+  const second = Math.floor(now / 1000);
+  if (second !== dateSecond) {
+    dateSecond = second;
+    dateField = `date: ${new Date(second * 1000).toUTCString()}\r\n`;
+  }
+  return dateField;
+}
+
 /** The field names a `Connection` field lists (lower-cased). */
 export function listed(value: string): Set<string> {
   return new Set(value.toLowerCase().split(/\s*,\s*/));

@@ -85,7 +85,7 @@ export interface RequestParserHandler {
 
 /** A refusal: answer this status with this reason, then close. */
 export interface Refusal {
-  readonly status: 400 | 431;
+  readonly status: 400 | 417 | 431;
   readonly reason: string;
 }
 
@@ -206,7 +206,14 @@ export class RequestParser {
     if (hosts > 1) return this.#refuse('more than one Host');
     if (te && minor === 0) return this.#refuse('Transfer-Encoding in an HTTP/1.0 request');
     const method = METHODS[methodIndex] ?? 'GET';
-    const expect = headers['expect'];
+    // Expect (RFC 9110 §10.1.1): 100-continue is the one expectation; in an HTTP/1.0 request it is
+    // ignored (no 1xx to a 1.0 client); any other expectation cannot be met: 417, before any body.
+    const expect = minor === 1 ? headers['expect']?.trim().toLowerCase() : undefined;
+    if (expect !== undefined && expect !== '100-continue')
+      return this.#refuse(
+        `the expectation ${JSON.stringify(headers['expect'])} cannot be met (only 100-continue)`,
+        417,
+      );
     this.#upgraded = upgrade;
     const hasBody = te || length;
     // no body: llhttp completes the message right after the head (Content-Length absent or 0)
@@ -224,7 +231,7 @@ export class RequestParser {
       headers,
       keepAlive,
       upgrade,
-      expectContinue: expect !== undefined && expect.toLowerCase() === '100-continue',
+      expectContinue: expect === '100-continue',
       hasBody,
       chunked: te,
     });
@@ -232,8 +239,8 @@ export class RequestParser {
     return upgrade ? 2 : 0; // 2: no body, stop after the head (the rest is the tunnel's)
   }
 
-  #refuse(reason: string): number {
-    this.#refusal = { status: 400, reason };
+  #refuse(reason: string, status: 400 | 417 = 400): number {
+    this.#refusal = { status, reason };
     return 1; // no body: the connection is closed after the answer anyway
   }
 }

@@ -162,6 +162,41 @@ describe('proxy: bad input and hostile clients', { timeout: 60_000 }, () => {
     await stillServes();
   });
 
+  test('an expectation other than 100-continue: 417 before any body; nothing reaches the backend', async () => {
+    const seen = backend.seen.length;
+    const answer = await rawRequest(
+      address,
+      'POST /echo HTTP/1.1\r\nHost: h\r\nx-key: k\r\nExpect: 200-ok\r\nContent-Length: 5\r\n\r\n',
+    );
+    assert.match(answer, /^HTTP\/1\.1 417 Expectation Failed\r\n/);
+    assert.match(answer, /only 100-continue/);
+    assert.equal(backend.seen.length, seen);
+    await stillServes();
+  });
+
+  test('Expect: 100-continue from an HTTP/1.0 client gets no 1xx answer', async () => {
+    const answer = await rawRequest(
+      address,
+      'POST /echo HTTP/1.0\r\nHost: h\r\nx-key: k\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\nhello',
+    );
+    assert.doesNotMatch(answer, /100 Continue/);
+    assert.match(answer, /^HTTP\/1\.1 200 [\s\S]*hello/);
+  });
+
+  test("the proxy's own answers carry a Date (RFC 9110 §6.6.1), refusals included", async () => {
+    const before = Math.floor(Date.now() / 1000) * 1000;
+    const own = await call(agent, address, '/x', { key: 'a b' });
+    assert.equal(own.status, 400);
+    const refusal = await rawRequest(address, 'GARBAGE\r\n\r\n');
+    const after = Date.now();
+    for (const date of [own.headers['date'], /\r\ndate: ([^\r]+)\r\n/.exec(refusal)?.[1]]) {
+      assert.ok(typeof date === 'string', `a Date field: ${String(date)}`);
+      assert.match(date, /^[A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} GMT$/);
+      const t = Date.parse(date);
+      assert.ok(t >= before && t <= after, `${date} is now`);
+    }
+  });
+
   test('absurd keys: 400, not a store key', async () => {
     for (const key of ['a/b', 'x'.repeat(129), 'a b']) {
       const r = await call(agent, address, '/x', { key });

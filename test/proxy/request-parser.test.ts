@@ -50,6 +50,18 @@ function accepted(...parts: string[]): ClientRequest {
 }
 
 describe('proxy: the request parser (llhttp strict + RFC 9112 rules)', { timeout: 10_000 }, () => {
+  test('Expect (RFC 9110 §10.1.1): 100-continue from 1.1 only; any other expectation: 417', () => {
+    const head = (version: string, expect: string): string =>
+      `POST / HTTP/${version}\r\nHost: h\r\nExpect: ${expect}\r\nContent-Length: 1\r\n\r\n`;
+    assert.equal(accepted(head('1.1', '100-Continue')).expectContinue, true);
+    // no 1xx to an HTTP/1.0 client: its 100-continue is ignored, and so is any other expectation
+    assert.equal(accepted(head('1.0', '100-continue')).expectContinue, false);
+    assert.equal(accepted(head('1.0', 'something')).expectContinue, false);
+    const refused = parse(head('1.1', 'something')).result as Refusal;
+    assert.equal(refused.status, 417);
+    assert.match(refused.reason, /"something" cannot be met/);
+  });
+
   test('a head: request line, fields as sent, joined fields, body framing, keep-alive', () => {
     const r = parse(
       '\r\nPOST /a?b=1 HTTP/1.1\r\nHost: h\r\nX-Key:  k1 \r\nx-key: k2\r\nCookie: a=1\r\ncookie: b=2\r\nContent-Length: 5\r\n\r\nhello',
