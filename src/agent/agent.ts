@@ -7,8 +7,7 @@
  * deleted only after the child's group is gone. A watchdog stops every child before the session's
  * validity deadline when renewals stop.
  */
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
-import { readFile, rm } from 'node:fs/promises';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { ConfigHandle, ConfigRelay } from '../config/index.js';
@@ -243,13 +242,15 @@ export class Agent {
     try {
       await sup.run();
       // The child has exited on the stop signal: what it wrote is the state for the next owner (the
-      // library hands it over only on a graceful release).
-      const out = await readFile(handoff.out).catch(() => undefined);
+      // library hands it over only on a graceful release). Synchronous, as #handoffFiles: small
+      // local files, and each asynchronous call was a thread-pool round trip between the child's
+      // exit and the release of its owner key (three in a row on every hand-off).
+      const out = readIfExists(handoff.out);
       return out === undefined ? undefined : new Uint8Array(out);
     } finally {
       offRelease();
-      await rm(handoff.out, { force: true }).catch(() => undefined);
-      if (handoff.in !== undefined) await rm(handoff.in, { force: true }).catch(() => undefined);
+      removeQuietly(handoff.out);
+      if (handoff.in !== undefined) removeQuietly(handoff.in);
       this.metrics.releaseDone(partition, performance.now() - started);
       if (this.#sups.get(partition) === sup) this.#sups.delete(partition);
       this.#recordDirty = true;
@@ -511,6 +512,24 @@ export class Agent {
         this.log.warn({ err: String(err) }, 'close step failed');
       }
     }
+  }
+}
+
+/** The file's bytes, or `undefined` when it does not exist (or cannot be read). */
+function readIfExists(file: string): Buffer | undefined {
+  try {
+    return readFileSync(file);
+  } catch {
+    return undefined;
+  }
+}
+
+/** Removes `file` if it exists; a failure is ignored (the next owner's token names other files). */
+function removeQuietly(file: string): void {
+  try {
+    rmSync(file, { force: true });
+  } catch {
+    // ignored
   }
 }
 

@@ -2,7 +2,7 @@
  * Process groups and `/proc`: signal a whole group, tell whether it is gone, read a process's start
  * time. Linux-first; elsewhere the `/proc` readers return `undefined` and only `kill(-pgid, 0)` decides.
  */
-import { readdirSync, readFileSync } from 'node:fs';
+import { closeSync, openSync, readdirSync, readFileSync, readSync } from 'node:fs';
 
 /**
  * Field 22 of `/proc/<pid>/stat` (start time in clock ticks since boot), or `undefined` when the
@@ -33,7 +33,7 @@ export interface ProcStat {
 export function readStat(pid: number): ProcStat | undefined {
   let text: string;
   try {
-    text = readFileSync(`/proc/${pid}/stat`, 'latin1');
+    text = readFileSync(`/proc/${pid}/stat`, 'utf8');
   } catch {
     return undefined;
   }
@@ -59,7 +59,7 @@ let procAvailable: boolean | undefined;
 function hasProc(): boolean {
   if (procAvailable === undefined) {
     try {
-      readFileSync('/proc/self/stat');
+      readFileSync('/proc/self/stat', 'utf8');
       procAvailable = true;
     } catch {
       procAvailable = false;
@@ -155,9 +155,13 @@ export async function waitGroupGone(
   let delay = 1;
   for (;;) {
     const now = performance.now();
-    const scan = now - started >= ZOMBIE_SCAN_AFTER_MS && now - lastScan >= ZOMBIE_SCAN_EVERY_MS;
+    // Nothing is decided before `extra()` holds (the caller has seen the leader's exit), so no
+    // `/proc` scan runs before it: on a loaded host a stop outlasted 20 ms often, and the scans it
+    // started then (every process's stat) were a sixth of an agent's CPU during hand-offs.
+    const ready = extra();
+    const scan = ready && now - started >= ZOMBIE_SCAN_AFTER_MS && now - lastScan >= ZOMBIE_SCAN_EVERY_MS;
     if (scan) lastScan = now;
-    if (groupGone(pgid, scan) && extra()) return true;
+    if (ready && groupGone(pgid, scan)) return true;
     const until = deadline();
     if (now >= until) return false;
     await new Promise<void>((resolve) => {
@@ -235,18 +239,45 @@ export async function findMarkers(prefix: string): Promise<Map<string, number[]>
   return out;
 }
 
-function markerOf(pid: number, needle: Buffer, head: number): string | undefined {
-  let env: Buffer;
+/** One buffer for every `environ` read of a scan (they are synchronous, so never concurrent). */
+let environBuffer: Buffer | undefined;
+const ENVIRON_BUFFER_BYTES = 64 * 1024;
+
+/**
+ * `/proc/<pid>/environ`, or `undefined` (gone, a zombie, another user's). The bytes are read into
+ * one reused buffer and valid until the next call: `readFileSync` costs an `fstat`, two fresh 64 KiB
+ * buffers (a `/proc` file reports size 0) and a copy per process, which made a scan twice as
+ * expensive and its garbage a burden of its own. An environment larger than the buffer (rare) is
+ * read whole.
+ */
+function readEnviron(pid: number): Buffer | undefined {
+  const path = `/proc/${pid}/environ`;
+  let fd: number;
   try {
-    env = readFileSync(`/proc/${pid}/environ`);
+    fd = openSync(path, 'r');
   } catch {
     return undefined;
   }
+  try {
+    environBuffer ??= Buffer.allocUnsafe(ENVIRON_BUFFER_BYTES);
+    const n = readSync(fd, environBuffer, 0, ENVIRON_BUFFER_BYTES, null);
+    if (n < ENVIRON_BUFFER_BYTES) return environBuffer.subarray(0, n);
+    return readFileSync(path);
+  } catch {
+    return undefined;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function markerOf(pid: number, needle: Buffer, head: number): string | undefined {
+  const env = readEnviron(pid);
+  if (env === undefined) return undefined;
   for (let i = env.indexOf(needle); i >= 0; i = env.indexOf(needle, i + 1)) {
     if (i === 0 || env[i - 1] === 0) {
-      if (readStat(pid)?.state === 'Z') return undefined;
       const end = env.indexOf(0, i);
-      return env.toString('latin1', i + head, end < 0 ? env.length : end);
+      const value = env.toString('latin1', i + head, end < 0 ? env.length : end);
+      return readStat(pid)?.state === 'Z' ? undefined : value;
     }
   }
   return undefined;
@@ -276,12 +307,8 @@ export function findMarkersShared(prefix: string): Promise<Map<string, number[]>
 }
 
 function hasMarker(pid: number, needle: Buffer): boolean {
-  let env: Buffer;
-  try {
-    env = readFileSync(`/proc/${pid}/environ`);
-  } catch {
-    return false; // gone, a zombie, or another user's
-  }
+  const env = readEnviron(pid); // undefined: gone, a zombie, or another user's
+  if (env === undefined) return false;
   for (let i = env.indexOf(needle); i >= 0; i = env.indexOf(needle, i + 1)) {
     if (i === 0 || env[i - 1] === 0) return readStat(pid)?.state !== 'Z';
   }

@@ -14,6 +14,8 @@
  * See docs/process.md for the races and caveats.
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { accessSync, constants } from 'node:fs';
+import { delimiter, isAbsolute, join } from 'node:path';
 import type { Writable } from 'node:stream';
 import { MARKER_VARIABLE, selfIdentity } from './group.js';
 
@@ -49,7 +51,21 @@ export function setprivCommand(): string | null {
   if (setprivPath === undefined) {
     setprivPath = null;
     if (process.platform === 'linux' && process.env.MUSTER_NO_SETPRIV !== '1') {
-      for (const candidate of ['setpriv', '/usr/bin/setpriv', '/bin/setpriv']) {
+      // The absolute path: spawning a bare name makes every child try each PATH entry with a
+      // failed execve before it finds the program (8 on a typical PATH), while this process waits.
+      const onPath = (process.env.PATH ?? '')
+        .split(delimiter)
+        .filter((dir) => isAbsolute(dir))
+        .map((dir) => join(dir, 'setpriv'))
+        .find((file) => {
+          try {
+            accessSync(file, constants.X_OK);
+            return true;
+          } catch {
+            return false;
+          }
+        });
+      for (const candidate of [onPath ?? 'setpriv', '/usr/bin/setpriv', '/bin/setpriv']) {
         const r = spawnSync(candidate, ['--pdeathsig', 'KILL', '--', 'true'], { stdio: 'ignore' });
         if (r.status === 0) {
           setprivPath = candidate;

@@ -169,9 +169,12 @@ export class ChildHandle implements ProcessHandle {
       if (signal !== 'SIGCONT') this.signal('SIGCONT');
     }
     // The escapees get the stop signal too; their scan of /proc runs while the group dies, not
-    // before the wait starts (it used to delay seeing the group gone by a whole scan).
+    // before the wait starts (it used to delay seeing the group gone by a whole scan), and the
+    // SIGKILL at the end of the grace does not wait for it. With no grace the stop is a SIGKILL in
+    // all but name: the escapees get theirs from the scan once the group is gone (#finish), and
+    // this first scan is skipped.
     const escapees =
-      signal === 'SIGKILL'
+      signal === 'SIGKILL' || graceMs === 0
         ? Promise.resolve()
         : this.#escapees().then((pids) => {
             for (const pid of pids) {
@@ -185,7 +188,6 @@ export class ChildHandle implements ProcessHandle {
       () => this.#exit !== undefined,
       this.exited,
     );
-    await escapees;
     if (!done) {
       this.#sigkill();
       await waitGroupGone(
@@ -195,6 +197,7 @@ export class ChildHandle implements ProcessHandle {
         this.exited,
       );
     }
+    await escapees;
     await this.#finish();
     return this.gone;
   }

@@ -234,6 +234,25 @@ describe('process kernel', () => {
     assert.ok(h.escaped >= 1, `escaped ${h.escaped}`);
   });
 
+  test(
+    'a stop with no grace (no first scan) still kills the escapee, found with a 100 KB environment',
+    T,
+    async () => {
+      // The marker scan reads each environment into a 64 KiB buffer and reads a larger one whole.
+      const big = 'x'.repeat(100 * 1024);
+      const { h, line } = await sh('setsid sleep 1000 & echo esc=$!; exec sleep 1000', {
+        grace: 0,
+        env: { MUSTER_TEST_BIG: big },
+      });
+      const esc = Number((await line(/^esc=/)).slice(4));
+      await waitFor(() => readStat(esc)?.pgid === esc, { timeoutMs: 5000, what: 'setsid to run' });
+      const exit = await h.stop();
+      assert.equal(isAlive(esc), false, `the escapee is alive: ${JSON.stringify(readStat(esc))}`);
+      assert.ok(h.escaped >= 1, `escaped ${h.escaped}`);
+      assert.ok(exit.signal === 'SIGTERM' || exit.signal === 'SIGKILL', `exit ${JSON.stringify(exit)}`);
+    },
+  );
+
   test('kill() is immediate and escalates a stop in progress', T, async () => {
     const { h, line } = await sh("trap '' TERM; echo armed; while :; do sleep 0.01; done", { grace: 60_000 });
     await line(/armed/);

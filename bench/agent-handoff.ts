@@ -1,0 +1,336 @@
+/**
+ * `node dist/bench/agent-handoff.js [--agents 10] [--partitions 64] [--trials 10] [--ttl 3] [--build LABEL=BIN]…`
+ *
+ * Where a graceful hand-off's time goes (issue 15's "hand-off incl. the new child's start"), and an
+ * A/B of builds in one sitting. A diagnosis, not a goal figure (the goal's is `npm run bench --
+ * agent`). For each `--build` (default: this tree's `bin/muster.js`) a fleet of `--agents` agents on
+ * one etcd runs its own service with `--partitions` partitions and `sleep` children as in the agent
+ * bench (`sh -c` appends `<partition> <instance> <epoch ns>` to a file, then `exec sleep`), agents at
+ * log level `info` (their JSON lines carry `time`). Trials alternate between the fleets (A B A B …),
+ * each from a balanced fleet: SIGTERM of one agent, then, per partition it owned:
+ *   sig → `moving` put (a watcher in this process sees the owner record rewritten)
+ *       → child stopping (victim's log) → child stopped (group gone)
+ *       → owner key deleted (watcher) → acquired (successor's create, watcher)
+ *       → child starting (successor's log, after the spawn returned) → started (the child's own stamp)
+ * Printed: per build, each step's p50/p99 from the SIGTERM, and the end-to-end figure.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { closeSync, mkdtempSync, openSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { openServiceView } from '../src/partitions/index.js';
+import { openStore } from '../src/store/index.js';
+import type { Store } from '../src/store/types.js';
+import { startEtcd } from '../src/testing/index.js';
+import { fmt, quantile } from './stats.js';
+
+const THIS_BIN = new URL('../../bin/muster.js', import.meta.url).pathname;
+
+function num(args: string[], name: string, fallback: number): number {
+  const i = args.indexOf(`--${name}`);
+  const v = i >= 0 ? Number(args[i + 1]) : Number.NaN;
+  return Number.isFinite(v) ? v : fallback;
+}
+
+async function until(what: string, fn: () => boolean | Promise<boolean>, timeoutMs: number, every: number) {
+  const end = performance.now() + timeoutMs;
+  while (!(await fn())) {
+    if (performance.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await sleep(every);
+  }
+}
+
+interface Agent {
+  readonly id: string;
+  readonly child: ChildProcess;
+  readonly dir: string;
+  readonly logFile: string;
+  readonly exited: Promise<void>;
+}
+
+interface LogLine {
+  time: number;
+  msg: string;
+  partition?: string | null;
+}
+
+function cpuTicks(pid: number | undefined): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return Number(f[11]) + Number(f[12]);
+  } catch {
+    return 0;
+  }
+}
+
+function readLog(file: string): LogLine[] {
+  let text = '';
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch {
+    return [];
+  }
+  const out: LogLine[] = [];
+  for (const l of text.split('\n')) {
+    if (!l.startsWith('{')) continue;
+    try {
+      out.push(JSON.parse(l) as LogLine);
+    } catch {
+      // a partial line
+    }
+  }
+  return out;
+}
+
+const STEPS = ['moving', 'stopping', 'stopped', 'deleted', 'acquired', 'spawned', 'started'] as const;
+type Step = (typeof STEPS)[number];
+
+export async function run(args: string[]): Promise<void> {
+  const nAgents = num(args, 'agents', 10);
+  const partitions = num(args, 'partitions', 64);
+  const trials = num(args, 'trials', 10);
+  // The graceful path does not depend on it; a longer TTL keeps an overloaded host from losing sessions.
+  const ttl = num(args, 'ttl', 3);
+  // `--build LABEL=BIN[=NODE_FLAG,NODE_FLAG…]` (flags such as `--cpu-prof` for a look inside).
+  const builds: { label: string; bin: string; flags: string[] }[] = [];
+  for (let i = 0; i < args.length; i++) {
+    if (args[i] !== '--build') continue;
+    const [label, bin, ...rest] = (args[i + 1] ?? '').split('=');
+    const flags = rest.join('=');
+    if (label && bin) builds.push({ label, bin, flags: flags ? flags.split(',') : [] });
+  }
+  if (builds.length === 0) builds.push({ label: 'this', bin: THIS_BIN, flags: [] });
+  const root = mkdtempSync(join(tmpdir(), 'bench-handoff-'));
+  const cluster = await startEtcd({ members: 1 });
+  const store: Store = await openStore(cluster.url);
+  const startsPath = join(root, 'starts');
+  let serial = 0;
+
+  interface Fleet {
+    label: string;
+    bin: string;
+    flags: string[];
+    service: string;
+    agents: Map<string, Agent>;
+    view: ReturnType<typeof openServiceView>;
+    /** Store events on the owner keys, as this process's watch sees them: partition → [type, ms, moving]. */
+    events: { partition: string; type: 'put' | 'delete'; t: number; moving: boolean; create: boolean }[];
+    steps: Record<Step, number[]>;
+    traces: Record<string, number[]>;
+    total: number[];
+    /** CPU time of the other agents from the SIGTERM until every new child ran, per trial. */
+    cpuMs: number[];
+  }
+
+  const startAgent = (f: Fleet): Agent => {
+    const id = `${f.service}-a${serial++}`;
+    const dir = join(root, id);
+    const file = join(root, `${id}.yaml`);
+    writeFileSync(
+      file,
+      `store: ${cluster.url}
+service: ${f.service}
+instance: { id: ${id} }
+session: { ttl: ${ttl}s }
+partitions: { count: ${partitions} }
+stateDir: ${dir}
+relay: false
+log: { level: info }
+run:
+  command: ["/bin/sh", "-c", "echo \\"$MUSTER_PARTITION $MUSTER_INSTANCE $(date +%s%N)\\" >> ${startsPath}; exec sleep 100000"]
+  stop: { grace: 0ms }
+  restart: { backoff: { initial: 1ms, max: 1s } }
+`,
+    );
+    const logFile = join(root, `${id}.log`);
+    const fd = openSync(logFile, 'a');
+    const child = spawn(process.execPath, [...f.flags, f.bin, 'agent', '--config', file], {
+      stdio: ['ignore', fd, fd],
+    });
+    closeSync(fd);
+    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+    const a = { id, child, dir, logFile, exited };
+    f.agents.set(id, a);
+    return a;
+  };
+
+  const rows = async (f: Fleet, a: Agent): Promise<{ partition: string; state: string }[]> => {
+    try {
+      const run = JSON.parse(readFileSync(join(a.dir, `agent-${f.service}.json`), 'utf8')) as { api: string };
+      const token = readFileSync(join(a.dir, `${f.service}.token`), 'utf8').trim();
+      const res = await fetch(`${run.api}/v1/partitions`, { headers: { authorization: `Bearer ${token}` } });
+      return ((await res.json()) as { partitions: { partition: string; state: string }[] }).partitions;
+    } catch {
+      return [];
+    }
+  };
+  const balanced = async (f: Fleet): Promise<boolean> => {
+    if (f.view.instances.size !== f.agents.size) return false;
+    const target = f.view.assignment();
+    for (const p of target.partitions) {
+      const o = f.view.owners.get(p);
+      if (o === undefined || o.moving === true || o.instance !== target.byPartition.get(p)) return false;
+    }
+    let n = 0;
+    for (const a of f.agents.values()) n += (await rows(f, a)).filter((r) => r.state === 'ready').length;
+    return n === partitions;
+  };
+
+  const fleets: Fleet[] = builds.map((b, i) => ({
+    label: b.label,
+    bin: b.bin,
+    flags: b.flags,
+    service: `h${i}`,
+    agents: new Map(),
+    view: openServiceView(store, `h${i}`),
+    events: [],
+    steps: Object.fromEntries(STEPS.map((s) => [s, []])) as unknown as Record<Step, number[]>,
+    traces: {},
+    total: [],
+    cpuMs: [],
+  }));
+  const watches = fleets.map((f) => {
+    const w = store.watch(`/muster/services/${f.service}/owners/`);
+    void (async () => {
+      for await (const b of w) {
+        if (b.type !== 'events') continue;
+        const t = Date.now();
+        for (const e of b.events) {
+          const partition = e.kv.key.slice(e.kv.key.lastIndexOf('/') + 1);
+          let moving = false;
+          if (e.type === 'put') {
+            try {
+              moving =
+                (JSON.parse(Buffer.from(e.kv.value).toString()) as { moving?: boolean }).moving === true;
+            } catch {
+              moving = false;
+            }
+          }
+          f.events.push({ partition, type: e.type, t, moving, create: e.kv.version === 1 });
+        }
+      }
+    })();
+    return w;
+  });
+  const starts = (): { partition: string; instance: string; t: number }[] => {
+    let text = '';
+    try {
+      text = readFileSync(startsPath, 'utf8');
+    } catch {
+      return [];
+    }
+    return text
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => {
+        const [partition, instance, ns] = l.split(' ');
+        return { partition: partition ?? '', instance: instance ?? '', t: Number(ns) / 1e6 };
+      });
+  };
+
+  console.log(
+    `# agent hand-off probe: ${builds.map((b) => `${b.label}=${b.bin}`).join(', ')}; ${nAgents} agents, ${partitions} partitions each, ${trials} trials per build`,
+  );
+  try {
+    // One fleet at a time: twenty agents starting a hundred children at once on two cores lose sessions.
+    for (const f of fleets) {
+      for (let i = 0; i < nAgents; i++) startAgent(f);
+      await until(`${f.label} balanced`, () => balanced(f), 180_000, 200);
+    }
+
+    for (let t = 0; t < trials; t++) {
+      const order = t % 2 === 0 ? fleets : [...fleets].reverse();
+      for (const f of order) {
+        await until(`${f.label} balanced`, () => balanced(f), 60_000, 50);
+        await sleep(300);
+        const victim = [...f.agents.values()][0] as Agent;
+        const mine = (await rows(f, victim)).map((r) => r.partition);
+        const others = [...f.agents.values()].filter((a) => a !== victim);
+        const cpu0 = others.reduce((n, a) => n + cpuTicks(a.child.pid), 0);
+        const wall0 = Date.now();
+        victim.child.kill('SIGTERM');
+        const prefix = (p: string, inst: string) =>
+          starts().find((s) => s.partition === p && s.t > wall0 && s.instance !== inst);
+        await until('hand-off', () => mine.every((p) => prefix(p, victim.id) !== undefined), 30_000, 2);
+        f.cpuMs.push((others.reduce((n, a) => n + cpuTicks(a.child.pid), 0) - cpu0) * 10);
+        await victim.exited;
+        await sleep(200);
+        const vlog = readLog(victim.logFile);
+        const olog = others.flatMap((a) => readLog(a.logFile));
+        for (const p of mine) {
+          const ev = f.events.filter((e) => e.partition === p && e.t >= wall0 - 5);
+          const pick = (xs: LogLine[], msg: string): number | undefined =>
+            xs.find((l) => l.partition === p && l.msg === msg && l.time >= wall0)?.time;
+          const s: Record<Step, number | undefined> = {
+            moving: ev.find((e) => e.type === 'put' && e.moving)?.t,
+            stopping: pick(vlog, 'child stopping'),
+            stopped: pick(vlog, 'child stopped'),
+            deleted: ev.find((e) => e.type === 'delete')?.t,
+            acquired: ev.find((e) => e.type === 'put' && e.create)?.t,
+            spawned: pick(olog, 'child starting'),
+            started: prefix(p, victim.id)?.t,
+          };
+          for (const k of STEPS) {
+            const v = s[k];
+            if (v !== undefined) f.steps[k].push(v - wall0);
+          }
+          // Optional `trace <step>` lines (temporary instrumentation of a build): the first after the
+          // SIGTERM for this partition (or for the whole agent: partition null), victim's first.
+          const names = new Set(
+            [...vlog, ...olog].filter((l) => l.msg.startsWith('trace ')).map((l) => l.msg),
+          );
+          for (const name of names) {
+            const hit = (l: LogLine): boolean =>
+              l.msg === name &&
+              l.time >= wall0 &&
+              (l.partition === p || l.partition === `${f.service}/${p}` || l.partition === null);
+            const v = vlog.find(hit)?.time ?? olog.find(hit)?.time;
+            if (v !== undefined) (f.traces[name] ??= []).push(v - wall0);
+          }
+          if (s.started !== undefined) f.total.push(s.started - wall0);
+        }
+        f.agents.delete(victim.id);
+        startAgent(f);
+      }
+    }
+    for (const f of fleets) {
+      console.log(`\n## ${f.label} (${f.bin}), n=${f.total.length}: ms from the SIGTERM, p50 / p90 / p99`);
+      console.log(
+        `  the other agents' CPU per hand-off (until every new child ran): median ${fmt(quantile(f.cpuMs, 0.5))} ms, all: ${f.cpuMs.join(' ')}`,
+      );
+      for (const k of STEPS) {
+        const xs = f.steps[k];
+        console.log(
+          `  ${k.padEnd(9)} ${fmt(quantile(xs, 0.5))} / ${fmt(quantile(xs, 0.9))} / ${fmt(quantile(xs, 0.99))}  (n=${xs.length})`,
+        );
+      }
+      const traces = Object.entries(f.traces).sort((a, b) => quantile(a[1], 0.5) - quantile(b[1], 0.5));
+      for (const [k, xs] of traces) {
+        console.log(
+          `  ${k.padEnd(24)} ${fmt(quantile(xs, 0.5))} / ${fmt(quantile(xs, 0.9))} / ${fmt(quantile(xs, 0.99))}  (n=${xs.length})`,
+        );
+      }
+    }
+  } finally {
+    for (const w of watches) w.close();
+    for (const f of fleets) {
+      for (const a of f.agents.values()) a.child.kill('SIGTERM');
+      await Promise.all([...f.agents.values()].map((a) => a.exited));
+      f.view.close();
+    }
+    await store.close();
+    await cluster.close();
+  }
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  run(process.argv.slice(2)).then(
+    () => process.exit(0),
+    (err: unknown) => {
+      console.error(err);
+      process.exit(1);
+    },
+  );
+}
