@@ -1,5 +1,5 @@
 /**
- * `node dist/bench/agent-handoff.js [--agents 10] [--partitions 64] [--trials 10] [--ttl 3] [--build LABEL=BIN]…`
+ * `npm run bench -- agent-handoff [--agents 10] [--partitions 64] [--trials 10] [--ttl 3] [--build LABEL=BIN]…`
  *
  * Where a graceful hand-off's time goes (issue 15's "hand-off incl. the new child's start"), and an
  * A/B of builds in one sitting. A diagnosis, not a goal figure (the goal's is `npm run bench --

@@ -17,6 +17,7 @@ const BENCHMARKS: Record<string, () => Promise<{ run(args: string[]): Promise<vo
   'proxy-cpu': () => import('./proxy-cpu.js'),
   agent: () => import('./agent.js'),
   'agent-memory': () => import('./agent-memory.js'),
+  'agent-handoff': () => import('./agent-handoff.js'),
   process: () => import('./process.js'),
   bus: () => import('./bus.js'),
   'bus-cost': () => import('./bus-cost.js'),
