@@ -38,9 +38,14 @@ export function recordingWorker(
     await new Promise<void>((resolve) => {
       let timer: ReturnType<Clock['setTimeout']> | undefined;
       const tick = (): void => {
-        // The check and the record read the clock back to back: no work after the deadline.
+        // The work's instant is read before the check, and the check proves it inside the ownership:
+        // `valid()` true at a later instant means the deadline had not passed at this one. Read after
+        // the check, a pause of the process between the two (a SIGSTOP, which the churn sends) would
+        // date the work after the deadline: the zombie that fencing tokens exist for, which no
+        // validity check can prevent (CI caught it once: work dated 4.5 ms after a SIGCONT).
+        const t = now();
         if (options.ignoreDeadline === true || context.valid())
-          sink.record({ type: 'work', t: now(), instance, partition, token });
+          sink.record({ type: 'work', t, instance, partition, token });
         if (!signal.aborted && options.workIntervalMs !== undefined)
           timer = clock.setTimeout(tick, options.workIntervalMs);
       };
