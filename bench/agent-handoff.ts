@@ -23,6 +23,8 @@ import { openServiceView } from '../src/partitions/index.js';
 import { openStore } from '../src/store/index.js';
 import type { Store } from '../src/store/types.js';
 import { startEtcd } from '../src/testing/index.js';
+import { startsFile } from './agent.js';
+import { cpuMicros } from './serve.js';
 import { fmt, quantile } from './stats.js';
 
 const THIS_BIN = new URL('../../bin/muster.js', import.meta.url).pathname;
@@ -53,16 +55,6 @@ interface LogLine {
   time: number;
   msg: string;
   partition?: string | null;
-}
-
-function cpuTicks(pid: number | undefined): number {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return Number(f[11]) + Number(f[12]);
-  } catch {
-    return 0;
-  }
 }
 
 function readLog(file: string): LogLine[] {
@@ -214,21 +206,7 @@ run:
     })();
     return w;
   });
-  const starts = (): { partition: string; instance: string; t: number }[] => {
-    let text = '';
-    try {
-      text = readFileSync(startsPath, 'utf8');
-    } catch {
-      return [];
-    }
-    return text
-      .split('\n')
-      .filter(Boolean)
-      .map((l) => {
-        const [partition, instance, ns] = l.split(' ');
-        return { partition: partition ?? '', instance: instance ?? '', t: Number(ns) / 1e6 };
-      });
-  };
+  const starts = startsFile(startsPath);
 
   console.log(
     `# agent hand-off probe: ${builds.map((b) => `${b.label}=${b.bin}`).join(', ')}; ${nAgents} agents, ${partitions} partitions each, ${trials} trials per build`,
@@ -248,13 +226,13 @@ run:
         const victim = [...f.agents.values()][0] as Agent;
         const mine = (await rows(f, victim)).map((r) => r.partition);
         const others = [...f.agents.values()].filter((a) => a !== victim);
-        const cpu0 = others.reduce((n, a) => n + cpuTicks(a.child.pid), 0);
+        const cpu0 = others.reduce((n, a) => n + cpuMicros(a.child.pid), 0);
         const wall0 = Date.now();
         victim.child.kill('SIGTERM');
         const prefix = (p: string, inst: string) =>
-          starts().find((s) => s.partition === p && s.t > wall0 && s.instance !== inst);
+          starts.read().find((s) => s.partition === p && s.t > wall0 && s.instance !== inst);
         await until('hand-off', () => mine.every((p) => prefix(p, victim.id) !== undefined), 30_000, 2);
-        f.cpuMs.push((others.reduce((n, a) => n + cpuTicks(a.child.pid), 0) - cpu0) * 10);
+        f.cpuMs.push((others.reduce((n, a) => n + cpuMicros(a.child.pid), 0) - cpu0) / 1000);
         await victim.exited;
         await sleep(200);
         const vlog = readLog(victim.logFile);

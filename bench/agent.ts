@@ -95,12 +95,13 @@ async function until(
   }
 }
 
-interface Starts {
+export interface Starts {
   /** partition → [instance, epoch ms] of every start, in order. */
   read(): { partition: string; instance: string; t: number }[];
 }
 
-function startsFile(path: string): Starts {
+/** The start stamps the bench's `sh -c` children append to `path` (`<partition> <instance> <epoch ns>`). */
+export function startsFile(path: string): Starts {
   return {
     read() {
       let text = '';

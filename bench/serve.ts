@@ -127,7 +127,7 @@ function varint(out: number[], n: number): void {
 }
 
 /** A gRPC message (flag, length, protobuf) holding `PutRequest { key, value }`, etcd's rpc.proto fields 1 and 2. */
-export function putRequestMessage(key: string, value: string): Buffer {
+function putRequestMessage(key: string, value: string): Buffer {
   const pb: number[] = [];
   for (const [field, text] of [
     [1, key],
