@@ -1,11 +1,12 @@
 /**
- * `npm run bench -- proxy [--duration 8s] [--connections 50] [--changes 200] [--only-changes] [--rate 5000] [--workers 1]`: `muster proxy` side by
+ * `npm run bench -- proxy [--duration 8s] [--connections 50] [--changes 200] [--only-changes] [--rate 5000] [--rounds 5] [--workers 1]`: `muster proxy` side by
  * side with nginx (`hash $http_x_key consistent`, upstream keep-alive) and node `http-proxy` (keep-alive
  * agent), one worker each, in front of the same nginx `return 200` backend, under the same load
  * (`wrk -t1 -cC -dD --latency`, one routing key in an `X-Key` header). Prints requests/s and latency
  * p50/p99 per path, with the direct path to the backend as the ceiling. Then each path at a fixed
  * rate (`--rate`, 5,000 req/s; bench/proxy-rate.ts, wrk2's constant arrival rate): p50/p99/p99.9 and
- * the p99 added over the direct path. `--workers N` runs muster with N workers (nginx and http-proxy
+ * the p99 added over the direct path; then the same rate sent by h2load (`h2loadRate`), `--rounds`
+ * rounds (5) alternating the paths, with the median of each round's added p99. `--workers N` runs muster with N workers (nginx and http-proxy
  * stay at one).
  *
  * Then the route change → first request routed by it: a client sends requests back to back through
@@ -16,21 +17,40 @@
  * default (`--changes`): with 20, p99 was the single slowest sample. `--only-changes` skips the load
  * rows.
  */
-import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import { Agent, request } from 'undici';
 import { openStore, type Store } from '../src/store/index.js';
 import { findBinary, freePort, startTempServe } from '../src/testing/index.js';
 import { toMillis } from '../src/util/duration.js';
-import { arg, fmt, latencySummary } from './stats.js';
+import { arg, fmt, latencySummary, median, quantile } from './stats.js';
 
 const BIN = fileURLToPath(new URL('../../bin/muster.js', import.meta.url));
 const PEER = fileURLToPath(new URL('./proxy-peer.js', import.meta.url));
 const RATE = fileURLToPath(new URL('./proxy-rate.js', import.meta.url));
+
+/**
+ * Runs a load generator to its end without blocking this process: the benchmark's `muster serve`
+ * runs in this process, and a `spawnSync` froze it for the whole run (the proxy's store session and
+ * held-queue publisher then timed out mid-measurement and retried).
+ */
+async function runTool(bin: string, argv: readonly string[]): Promise<{ status: number; stdout: string }> {
+  try {
+    const { stdout } = await promisify(execFile)(bin, argv, {
+      encoding: 'utf8',
+      maxBuffer: 64 * 1024 * 1024,
+    });
+    return { status: 0, stdout };
+  } catch (err) {
+    const e = err as { code?: unknown; stdout?: string };
+    return { status: typeof e.code === 'number' ? e.code : 1, stdout: e.stdout ?? '' };
+  }
+}
 
 interface RateResult {
   readonly ok: number;
@@ -40,11 +60,80 @@ interface RateResult {
   readonly p999: number;
 }
 
+/**
+ * `rate` requests/s for `seconds` (after one unmeasured second) sent by h2load (nghttp2's load
+ * generator, in C: about a sixth of the Node generator's CPU at 5k/s), HTTP/1.1 over `connections`
+ * connections each sending `rate / connections` requests/s, the connections opened one per
+ * millisecond so their sends are spread over each period instead of arriving together. Latency is from
+ * each request's send (h2load's `--log-file`), not from a due time: a request waits for its connection
+ * only if the previous one on it took longer than the connection's period (`connections / rate`,
+ * 10 ms at 5k/s over 50), so `over` — requests slower than that period — bounds how many sends could
+ * have been deferred (coordinated omission), and is printed.
+ */
+async function h2loadRate(
+  bin: string,
+  url: string,
+  rate: number,
+  seconds: number,
+  connections: number,
+  log: string,
+): Promise<RateResult & { readonly over: number }> {
+  const warm = rate;
+  const total = warm + rate * seconds;
+  const r = await runTool(bin, [
+    '--h1',
+    '-n',
+    String(total),
+    '-c',
+    String(connections),
+    '-r',
+    '1',
+    '--rate-period',
+    '1ms',
+    '--rps',
+    String(rate / connections),
+    '--log-file',
+    log,
+    '-H',
+    'x-key: realm1',
+    url,
+  ]);
+  const failed = {
+    ok: 0,
+    errors: Number.NaN,
+    p50: Number.NaN,
+    p99: Number.NaN,
+    p999: Number.NaN,
+    over: Number.NaN,
+  };
+  if (r.status !== 0) return failed;
+  const rows = readFileSync(log, 'utf8')
+    .trim()
+    .split('\n')
+    .map((line) => line.split('\t').map(Number) as [number, number, number])
+    .sort((a, b) => a[0] - b[0])
+    .slice(warm);
+  rmSync(log, { force: true });
+  const ms = rows.map((row) => row[2] / 1000);
+  const period = (connections / rate) * 1000;
+  return {
+    ok: rows.filter((row) => row[1] === 200).length,
+    errors: total - warm - rows.filter((row) => row[1] === 200).length,
+    p50: quantile(ms, 0.5),
+    p99: quantile(ms, 0.99),
+    p999: quantile(ms, 0.999),
+    over: ms.filter((v) => v > period).length,
+  };
+}
+
 /** `RATE` requests/s for `seconds` from the constant-arrival-rate generator (its own process). */
-function fixedRate(url: string, rate: number, seconds: number, connections: number): RateResult {
-  const r = spawnSync(process.execPath, [RATE, url, String(rate), String(seconds), String(connections)], {
-    encoding: 'utf8',
-  });
+async function fixedRate(
+  url: string,
+  rate: number,
+  seconds: number,
+  connections: number,
+): Promise<RateResult> {
+  const r = await runTool(process.execPath, [RATE, url, String(rate), String(seconds), String(connections)]);
   const line = (r.stdout ?? '').trim().split('\n').at(-1) ?? '';
   try {
     return JSON.parse(line) as RateResult;
@@ -60,13 +149,17 @@ interface WrkResult {
   readonly errors: string;
 }
 
-function wrk(url: string, connections: number, seconds: number): WrkResult {
-  const r = spawnSync(
-    'wrk',
-    ['-t1', `-c${connections}`, `-d${seconds}s`, '--latency', '-H', 'X-Key: realm1', url],
-    { encoding: 'utf8' },
-  );
-  const out = r.stdout ?? '';
+async function wrk(url: string, connections: number, seconds: number): Promise<WrkResult> {
+  const r = await runTool('wrk', [
+    '-t1',
+    `-c${connections}`,
+    `-d${seconds}s`,
+    '--latency',
+    '-H',
+    'X-Key: realm1',
+    url,
+  ]);
+  const out = r.stdout;
   const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? 'NaN');
   const p50 = /\s50%\s+(\S+)/.exec(out)?.[1] ?? '?';
   const p99 = /\s99%\s+(\S+)/.exec(out)?.[1] ?? '?';
@@ -75,7 +168,7 @@ function wrk(url: string, connections: number, seconds: number): WrkResult {
 }
 
 function nginxConfig(prefix: string, body: string): string {
-  return `daemon off;\nmaster_process off;\nworker_processes 1;\npid ${prefix}/nginx.pid;\nerror_log ${prefix}/error.log warn;\nevents { worker_connections 4096; }\nhttp {\n  access_log off;\n  client_body_temp_path ${prefix}/tmp;\n  proxy_temp_path ${prefix}/tmp;\n  fastcgi_temp_path ${prefix}/tmp;\n  uwsgi_temp_path ${prefix}/tmp;\n  scgi_temp_path ${prefix}/tmp;\n${body}\n}\n`;
+  return `daemon off;\nmaster_process off;\nworker_processes 1;\npid ${prefix}/nginx.pid;\nerror_log ${prefix}/error.log warn;\nevents { worker_connections 4096; }\nhttp {\n  access_log off;\n  keepalive_requests 1000000;\n  client_body_temp_path ${prefix}/tmp;\n  proxy_temp_path ${prefix}/tmp;\n  fastcgi_temp_path ${prefix}/tmp;\n  uwsgi_temp_path ${prefix}/tmp;\n  scgi_temp_path ${prefix}/tmp;\n${body}\n}\n`;
 }
 
 export async function startNginx(dir: string, name: string, body: string): Promise<ChildProcess> {
@@ -120,7 +213,7 @@ export async function run(args: string[]): Promise<void> {
       await startNginx(
         dir,
         'proxy',
-        `  upstream shards { hash $http_x_key consistent; server 127.0.0.1:${b1}; keepalive 64; }\n  server { listen 127.0.0.1:${ngx}; location / { proxy_pass http://shards; proxy_http_version 1.1; proxy_set_header Connection ""; } }`,
+        `  upstream shards { hash $http_x_key consistent; server 127.0.0.1:${b1}; keepalive 64; keepalive_requests 1000000; }\n  server { listen 127.0.0.1:${ngx}; location / { proxy_pass http://shards; proxy_http_version 1.1; proxy_set_header Connection ""; } }`,
       ),
     );
     const p = spawn(process.execPath, [PEER, String(peer), `127.0.0.1:${b1}`], {
@@ -171,10 +264,10 @@ export async function run(args: string[]): Promise<void> {
       ['muster proxy', `http://${muster}/`],
     ];
     // a short unmeasured run first: the Node proxies reach optimised code after some thousand requests
-    for (const [, url] of paths) wrk(url, connections, 1);
+    for (const [, url] of paths) await wrk(url, connections, 1);
     const results = new Map<string, WrkResult>();
     for (const [name, url] of paths) {
-      const r = wrk(url, connections, seconds);
+      const r = await wrk(url, connections, seconds);
       results.set(name, r);
       console.log(
         `  ${name.padEnd(24)} ${fmt(r.rps, 0).padStart(8)} req/s  p50 ${r.p50.padStart(8)}  p99 ${r.p99.padStart(8)}  errors ${r.errors}`,
@@ -191,7 +284,7 @@ export async function run(args: string[]): Promise<void> {
     );
     const rates = new Map<string, RateResult>();
     for (const [name, url] of paths) {
-      const r = fixedRate(url, fixed, seconds, 50);
+      const r = await fixedRate(url, fixed, seconds, 50);
       rates.set(name, r);
       console.log(
         `  ${name.padEnd(24)} p50 ${fmt(r.p50, 3).padStart(7)} ms  p99 ${fmt(r.p99, 3).padStart(7)} ms  p99.9 ${fmt(r.p999, 3).padStart(7)} ms  ok ${r.ok}  errors ${r.errors}`,
@@ -201,6 +294,42 @@ export async function run(args: string[]): Promise<void> {
     console.log(
       `  added p99 over direct: muster ${fmt((rates.get('muster proxy')?.p99 ?? Number.NaN) - base, 3)} ms, nginx ${fmt((rates.get('nginx hash consistent')?.p99 ?? Number.NaN) - base, 3)} ms, http-proxy ${fmt((rates.get('node http-proxy')?.p99 ?? Number.NaN) - base, 3)} ms`,
     );
+
+    // the same rate from h2load, rounds alternating the paths (the host's noise moves a single p99)
+    const h2load = findBinary(arg(args, '--h2load') ?? 'h2load');
+    const rounds = Number(arg(args, '--rounds') ?? 5);
+    if (h2load === undefined) {
+      console.log('fixed rate, h2load: skipped (h2load is not on PATH: apt-get install nghttp2-client)');
+    } else {
+      console.log(
+        `fixed rate, h2load: ${fixed} req/s for ${seconds}s after a 1 s warm-up, 50 connections opened 1 per ms, latency from send; ${rounds} rounds alternating the paths`,
+      );
+      const p99s = new Map<string, number[]>(paths.map(([name]) => [name, []]));
+      const added = new Map<string, number[]>(paths.map(([name]) => [name, []]));
+      for (let round = 1; round <= rounds; round++) {
+        const row: string[] = [];
+        let direct = Number.NaN;
+        for (const [name, url] of paths) {
+          const r = await h2loadRate(h2load, url, fixed, seconds, 50, join(dir, 'h2load.log'));
+          if (name === 'direct (backend)') direct = r.p99;
+          else added.get(name)?.push(r.p99 - direct);
+          p99s.get(name)?.push(r.p99);
+          row.push(
+            `${name.split(' ')[0]} p50 ${fmt(r.p50, 3)} p99 ${fmt(r.p99, 3)} p99.9 ${fmt(r.p999, 3)} (>10 ms ${r.over}, errors ${r.errors})`,
+          );
+        }
+        console.log(`  round ${round}: ${row.join('; ')}`);
+      }
+      console.log(
+        `  median p99: ${paths.map(([name]) => `${name.split(' ')[0]} ${fmt(median(p99s.get(name) ?? []), 3)} ms`).join(', ')}`,
+      );
+      console.log(
+        `  median added p99 over direct (per round): ${paths
+          .slice(1)
+          .map(([name]) => `${name.split(' ')[0]} ${fmt(median(added.get(name) ?? []), 3)} ms`)
+          .join(', ')}`,
+      );
+    }
 
     // route change → first request routed by it
     await routeChanges(store, muster, changes);
