@@ -65,10 +65,11 @@ interface RateResult {
  * generator, in C: about a sixth of the Node generator's CPU at 5k/s), HTTP/1.1 over `connections`
  * connections each sending `rate / connections` requests/s, the connections opened one per
  * millisecond so their sends are spread over each period instead of arriving together. Latency is from
- * each request's send (h2load's `--log-file`), not from a due time: a request waits for its connection
- * only if the previous one on it took longer than the connection's period (`connections / rate`,
- * 10 ms at 5k/s over 50), so `over` — requests slower than that period — bounds how many sends could
- * have been deferred (coordinated omission), and is printed.
+ * each request's send (h2load's `--log-file`), not from a due time. h2load sends a connection's next
+ * request when its timer fires, or — if the previous request on that connection is still out — when
+ * that one ends, and times it from then (coordinated omission). A send can only be deferred after
+ * some request took longer than a connection's period (`connections / rate`: 10 ms at 5k/s over 50),
+ * so `over`, the count of such requests, is printed: when it is 0, every request left on time.
  */
 async function h2loadRate(
   bin: string,
