@@ -19,6 +19,14 @@ export const HOP_BY_HOP: ReadonlySet<string> = new Set([
   'expect',
 ]);
 
+/**
+ * Fields a client's `Connection` field cannot make hop-by-hop: the body's framing and the Host. A
+ * request listing `Connection: content-length` would otherwise go upstream without its length, and
+ * the backend would read its body as a second request that no routing, no `X-Forwarded-For` and no
+ * request id ever saw (request smuggling).
+ */
+const END_TO_END: ReadonlySet<string> = new Set(['content-length', 'host']);
+
 let dateSecond = -1;
 let dateField = '';
 
@@ -69,7 +77,8 @@ export function upstreamHead(
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i] as string;
     const lower = names[i >> 1] as string;
-    if (HOP_BY_HOP.has(lower) || extra?.has(lower) === true || lower === 'x-request-id') continue;
+    if (HOP_BY_HOP.has(lower) || lower === 'x-request-id') continue;
+    if (extra?.has(lower) === true && !END_TO_END.has(lower)) continue;
     if (lower === 'x-forwarded-for') {
       xff = xff === undefined ? raw[i + 1] : `${xff}, ${raw[i + 1] as string}`;
       continue;

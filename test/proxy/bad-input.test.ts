@@ -88,6 +88,25 @@ describe('proxy: bad input and hostile clients', { timeout: 60_000 }, () => {
     });
   }
 
+  test('a Connection field listing Content-Length and Host removes neither: no body goes upstream as a request', async () => {
+    const smuggled = 'GET /smuggled HTTP/1.1\r\nHost: h\r\nx-key: k\r\nX-Forwarded-For: 6.6.6.6\r\n\r\n';
+    const seen = backend.seen.length;
+    const answer = await rawRequest(
+      address,
+      `POST /echo HTTP/1.1\r\nHost: h\r\nx-key: k\r\nConnection: content-length, host, close\r\nContent-Length: ${smuggled.length}\r\n\r\n${smuggled}`,
+    );
+    assert.match(answer, /^HTTP\/1\.1 200 /);
+    // (the body is chunked: the JSON is between the first '{' and the last '}')
+    const echoed = JSON.parse(answer.slice(answer.indexOf('{'), answer.lastIndexOf('}') + 1)) as {
+      body: string;
+      headers: Record<string, string>;
+    };
+    assert.equal(echoed.body, smuggled, 'the bytes reached the backend as the POST body');
+    assert.equal(echoed.headers['host'], 'h');
+    await stillServes();
+    assert.deepEqual(backend.seen.slice(seen), ['/echo', '/ok']);
+  });
+
   test('oversized headers: 431', async () => {
     const answer = await rawRequest(
       address,
