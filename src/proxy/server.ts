@@ -413,7 +413,7 @@ export class ProxyServer {
   /**
    * An upgrade (WebSocket): routed by the same key, then bytes are piped both ways. Not held: an
    * unavailable destination answers 502 at once (clients reconnect by themselves). The socket comes
-   * paused; it is resumed once the tunnel reads it.
+   * paused; the tunnel resumes it once the backend answered `101` (docs/proxy.md, WebSockets).
    */
   #upgrade(req: ClientRequest, socket: Socket, head: Buffer): void {
     const refuse = (status: string, why: string): void => {
@@ -455,16 +455,13 @@ export class ProxyServer {
       upstream.write(`${lines.join('\r\n')}\r\n\r\n`);
       this.#count(backend, '101');
       if (!/^websocket$/i.test(String(req.headers['upgrade']))) {
-        // another protocol: bytes only (a drain cuts it at its timeout)
-        if (head.length > 0) upstream.write(head);
-        upstream.pipe(socket);
-        socket.pipe(upstream);
+        // another protocol: bytes only, once the backend switched (a drain cuts it at its timeout)
+        tunnelWebSocket(socket, upstream, head, this.#clock, false);
         return;
       }
       const ws = { key, origin: r.origin, tunnel: tunnelWebSocket(socket, upstream, head, this.#clock) };
       this.#websockets.add(ws);
       socket.once('close', () => this.#websockets.delete(ws));
-      socket.resume();
     });
     upstream.on('error', () => {
       if (connected) socket.destroy();

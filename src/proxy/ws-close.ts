@@ -95,16 +95,21 @@ export interface WsTunnel {
 }
 
 /**
- * Pipes `client` ⇄ `upstream` (the upgrade request, with `head`, already written upstream by the
- * caller for bytes before; `head` is the client's first frame bytes) with back-pressure, following
- * frame boundaries both ways. The backend's response head (until the blank line) is passed through
- * first; only a `101` starts frame tracking (anything else is closed by cutting).
+ * Pipes `client` ⇄ `upstream` once the backend has switched protocols. The caller has written the
+ * upgrade request upstream; `head` holds the client's bytes after its request head. The backend's
+ * response head (until the blank line) is passed to the client first, and nothing of the client's
+ * goes upstream before it: only a `101` opens the tunnel (then `head`, then the client's bytes, with
+ * back-pressure both ways). Any other answer is passed to the client, the upstream write side is ended
+ * (the backend closes after its answer) and the client's connection ends with the upstream's, its
+ * further bytes unread — so a refused upgrade cannot carry requests past the proxy's routing.
+ * With `frames` (a WebSocket), frame boundaries are followed both ways for {@link WsTunnel.close}.
  */
 export function tunnelWebSocket(
   client: Duplex,
   upstream: Duplex,
   head: Buffer,
   clock: Pick<Clock, 'setTimeout' | 'clearTimeout'>,
+  frames = true,
 ): WsTunnel {
   const down = new FrameBoundary();
   const up = new FrameBoundary();
@@ -132,6 +137,14 @@ export function tunnelWebSocket(
     client.off('data', onClient);
     upstream.end(closeFrame(WS_GOING_AWAY, true));
   };
+  /** The backend switched: the client's bytes may flow now. */
+  const open = (): void => {
+    if (frames) up.feed(head);
+    if (head.length > 0) upstream.write(head);
+    client.on('data', onClient);
+    client.on('end', () => upstream.end());
+    client.resume();
+  };
   const onUpstream = (chunk: Buffer): void => {
     let body = chunk;
     if (responseHead === 'reading') {
@@ -151,9 +164,11 @@ export function tunnelWebSocket(
         else cut();
         return;
       }
+      if (responseHead === 'ws') open();
+      else upstream.end();
     }
-    if (responseHead !== 'ws' || closing === undefined) {
-      if (responseHead === 'ws') down.feed(body);
+    if (!frames || responseHead !== 'ws' || closing === undefined) {
+      if (frames && responseHead === 'ws') down.feed(body);
       if (body.length > 0) forward(upstream, client, body);
       return;
     }
@@ -166,8 +181,8 @@ export function tunnelWebSocket(
     closeDown();
   };
   const onClient = (chunk: Buffer): void => {
-    if (closing === undefined) {
-      up.feed(chunk);
+    if (!frames || closing === undefined) {
+      if (frames) up.feed(chunk);
       forward(client, upstream, chunk);
       return;
     }
@@ -184,19 +199,15 @@ export function tunnelWebSocket(
     upstream.destroy();
   };
 
-  up.feed(head);
-  if (head.length > 0) upstream.write(head);
   upstream.on('data', onUpstream);
-  client.on('data', onClient);
   upstream.on('end', () => client.end());
-  client.on('end', () => upstream.end());
 
   return {
     close(code) {
       if (closing !== undefined) return;
       closing = code;
-      if (responseHead === 'other') return cut();
-      if (responseHead === 'ws' && down.atBoundary) closeDown();
+      if (responseHead !== 'ws' || !frames) return cut();
+      if (down.atBoundary) closeDown();
       if (up.atBoundary) closeUp();
       const timer = clock.setTimeout(cut, WS_CLOSE_GRACE_MS);
       client.once('close', () => clock.clearTimeout(timer));

@@ -92,3 +92,61 @@ describe('proxy: upgrades (WebSocket) routed by key', { timeout: 30_000 }, () =>
     assert.match((await upgradeAndEcho(address, keyFor(1, 2))).head, /^HTTP\/1\.1 502/);
   });
 });
+
+describe('proxy: an upgrade the backend refuses', { timeout: 30_000 }, () => {
+  let store: MemoryStore;
+  let proxy: Proxy;
+  let plain: Backend;
+
+  before(async () => {
+    store = openMemoryStore();
+    plain = await startBackend('plain'); // no 'upgrade' listener: node answers it as a plain request
+    await store.put(`${SVC}spec`, JSON.stringify({ partitions: 1 }));
+    await store.put(
+      `${SVC}owners/0`,
+      JSON.stringify({ instance: 'plain', since: '', address: plain.address }),
+    );
+    proxy = await startProxy({ store, config: testConfig('ws') });
+  });
+  after(async () => {
+    await proxy.close();
+    await plain.close();
+    await store.close();
+  });
+
+  for (const protocol of ['websocket', 'echo']) {
+    test(`${protocol}: the answer reaches the client, the connection ends, and bytes sent after the request never reach the backend`, async () => {
+      const [host, port] = (proxy.addresses[0] as string).split(':') as [string, string];
+      const seen = plain.seen.length;
+      // the second request is sent once the refusal arrived: it must not reach the backend
+      let smuggled = false;
+      const answer = await new Promise<string>((resolve) => {
+        let buf = '';
+        const s = connect(Number(port), host, () =>
+          s.write(
+            `GET /socket HTTP/1.1\r\nHost: h\r\nx-key: k\r\nConnection: Upgrade\r\nUpgrade: ${protocol}\r\n\r\n`,
+          ),
+        );
+        s.setEncoding('latin1');
+        s.on('data', (d: string) => {
+          buf += d;
+          if (smuggled || !buf.includes('\r\n\r\n')) return;
+          smuggled = true;
+          s.write(
+            'GET /internal HTTP/1.1\r\nHost: h\r\nx-key: someone-else\r\nX-Forwarded-For: 10.0.0.1\r\n\r\n',
+          );
+          // the old tunnel forwarded it: stop waiting for a close that would never come
+          void waitFor(() => plain.seen.includes('/internal'), { timeoutMs: 20_000 }).then(
+            () => resolve(buf),
+            () => undefined,
+          );
+        });
+        s.on('close', () => resolve(buf));
+        s.on('error', () => resolve(buf));
+      });
+      assert.match(answer, /^HTTP\/1\.1 200 /);
+      assert.equal(answer.match(/HTTP\/1\.1 /g)?.length, 1, 'one answer');
+      assert.deepEqual(plain.seen.slice(seen), ['/socket'], 'the bytes after the request were not forwarded');
+    });
+  }
+});
