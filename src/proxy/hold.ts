@@ -83,27 +83,48 @@ export class HoldQueues<T extends Held> {
     this.#wakeAt(until);
   }
 
-  /** Holds `item` (new: the caps apply; `front`: a released request that failed again keeps its place and deadline). */
+  /**
+   * Holds `item`. A new one: the caps apply and its deadline starts (`heldAt` + `hold.timeout`). `front`:
+   * a released request that failed again — it takes its place by `heldAt` again and keeps its
+   * deadline (one that passed while it was out expires at once).
+   */
   add(item: T, front = false): HoldOutcome {
     if (!front) {
       const q = this.#queues.get(item.destination);
       if (this.#total >= this.#settings.maxTotal || (q?.length ?? 0) >= this.#settings.maxPerDestination) {
         return 'full';
       }
-      const left = item.heldAt + this.#settings.timeoutMs - this.#clock.monotonic();
-      item.timer = this.#clock.setTimeout(() => {
-        item.timer = undefined;
-        if (this.remove(item)) this.#hooks.expire(item);
-      }, left);
+      this.#arm(item);
+    } else if (item.timer === undefined) {
+      // its deadline fired while it was out being tried
+      this.#arm(item);
     }
-    let q = this.#queues.get(item.destination);
-    if (q === undefined) this.#queues.set(item.destination, (q = []));
-    if (front) q.unshift(item);
-    else q.push(item);
-    item.queued = true;
+    this.#insert(item);
     this.#total++;
     this.#wakeAt(this.#clock.monotonic());
     return 'held';
+  }
+
+  /** The timer of `item`'s deadline: it leaves the queue and expires (if it is in the queue then). */
+  #arm(item: T): void {
+    const left = item.heldAt + this.#settings.timeoutMs - this.#clock.monotonic();
+    item.timer = this.#clock.setTimeout(
+      () => {
+        item.timer = undefined;
+        if (this.remove(item)) this.#hooks.expire(item);
+      },
+      Math.max(0, left),
+    );
+  }
+
+  /** Puts `item` in its destination's queue, ordered by `heldAt` (the oldest first). */
+  #insert(item: T): void {
+    let q = this.#queues.get(item.destination);
+    if (q === undefined) this.#queues.set(item.destination, (q = []));
+    let i = q.length;
+    while (i > 0 && (q[i - 1] as T).heldAt > item.heldAt) i--;
+    q.splice(i, 0, item);
+    item.queued = true;
   }
 
   /** Takes `item` out of its queue (client gone, timeout); false when it was not queued. */
@@ -155,19 +176,34 @@ export class HoldQueues<T extends Held> {
     const now = this.#clock.monotonic();
     const rate = this.#settings.releaseRate;
     const burst = Math.max(1, rate / 10);
+    const resolved = new Map<string, Resolution>();
+    const resolve = (key: string): Resolution => {
+      let r = resolved.get(key);
+      if (r === undefined) resolved.set(key, (r = this.#hooks.resolve(key)));
+      return r;
+    };
+    // Each held request waits where its own key goes now: a queue holds requests of several keys
+    // (every key of a partition, or every key while there is no spec), and a change moves only those
+    // whose destination changed.
+    for (const [destination, q] of [...this.#queues]) {
+      if (q.every((item) => resolve(item.key).destination === destination)) continue;
+      const stay = q.filter((item) => resolve(item.key).destination === destination);
+      if (stay.length > 0) this.#queues.set(destination, stay);
+      else this.#queues.delete(destination);
+      for (const item of q) {
+        const to = resolve(item.key).destination;
+        if (to === destination) continue;
+        item.destination = to;
+        this.#insert(item);
+      }
+    }
     let next = Infinity;
     for (const [destination, q] of [...this.#queues]) {
       const first = q[0];
       if (first === undefined) continue;
-      const r = this.#hooks.resolve(first.key);
-      if (!r.ok) {
-        // a new destination (the key's route changed): move the queue; the table's change wakes us
-        if (r.destination !== destination) this.#move(q, r.destination);
-        continue;
-      }
-      // the owner that said it is not the owner any more: wait for the table to show the next one
-      if (first.avoid !== undefined && first.avoid.partition === r.partition && first.avoid.token === r.token)
-        continue;
+      const r = resolve(first.key);
+      // not resolvable yet: the table's change wakes us
+      if (!r.ok) continue;
       const until = this.#downUntil.get(r.origin);
       if (until !== undefined && until > now) {
         next = Math.min(next, until);
@@ -178,29 +214,28 @@ export class HoldQueues<T extends Held> {
       b.tokens = Math.min(burst, b.tokens + ((now - b.at) * rate) / 1000);
       b.at = now;
       const batch: T[] = [];
-      while (b.tokens >= 1 && q.length > 0) {
-        b.tokens -= 1;
-        const item = q.shift() as T;
-        item.queued = false;
-        this.#total--;
-        batch.push(item);
+      const waiting: T[] = [];
+      let due = false;
+      for (const item of q) {
+        // the owner that said it is not the owner any more: wait for the table to show the next one
+        const avoid = item.avoid;
+        if (avoid !== undefined && avoid.partition === r.partition && avoid.token === r.token) {
+          waiting.push(item);
+        } else if (b.tokens >= 1) {
+          b.tokens -= 1;
+          item.queued = false;
+          this.#total--;
+          batch.push(item);
+        } else {
+          waiting.push(item);
+          due = true;
+        }
       }
-      if (q.length === 0) this.#queues.delete(destination);
-      else next = Math.min(next, now + ((1 - b.tokens) * 1000) / rate);
+      if (waiting.length === 0) this.#queues.delete(destination);
+      else this.#queues.set(destination, waiting);
+      if (due) next = Math.min(next, now + ((1 - b.tokens) * 1000) / rate);
       for (const item of batch) this.#hooks.release(item);
     }
     if (next < Infinity) this.#wakeAt(next);
-  }
-
-  #move(q: T[], destination: string): void {
-    const from = q[0]?.destination;
-    if (from === undefined) return;
-    this.#queues.delete(from);
-    let to = this.#queues.get(destination);
-    if (to === undefined) this.#queues.set(destination, (to = []));
-    for (const item of q) {
-      item.destination = destination;
-      to.push(item);
-    }
   }
 }
