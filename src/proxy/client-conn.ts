@@ -401,7 +401,9 @@ export class ClientConnection<T = unknown> implements RequestParserHandler, Sock
       while (this.#current === undefined && !this.#closed) {
         const ex = this.#queue.shift();
         if (ex === undefined) {
-          if (this.#upgrade === undefined) this.unpause(PAUSE_QUEUE);
+          const refusal = this.#refusal;
+          if (refusal !== undefined) this.#answerAndClose(refusal.status, refusal.reason);
+          else if (this.#upgrade === undefined) this.unpause(PAUSE_QUEUE);
           return;
         }
         if (ex === this.#upgrade) {
@@ -445,12 +447,29 @@ export class ClientConnection<T = unknown> implements RequestParserHandler, Sock
     if (this.#pauses === 0 && !this.#closed) this.socket.resume();
   }
 
-  /** A malformed request: 400 (431) and close; a response already under way is cut. */
+  /**
+   * A malformed request: 400 (431, 417) and close. The refusal is the answer of the request it
+   * refuses, so requests before it on the connection are answered first (HTTP/1.1 answers in order);
+   * when the refused one is the request being answered, a response already under way is cut.
+   */
   #refuse(r: Refusal): void {
     if (this.#refused) return;
     this.#refused = true;
-    this.#answerAndClose(r.status, r.reason);
+    const refused = this.#parsing;
+    this.#parsing = undefined;
+    if (refused !== undefined && refused === this.#current) {
+      this.#answerAndClose(r.status, r.reason);
+      return;
+    }
+    // a request still queued (its body was malformed) is answered by the refusal, not started
+    if (refused !== undefined) this.#queue.splice(this.#queue.indexOf(refused), 1);
+    this.pause(PAUSE_QUEUE);
+    this.#refusal = r;
+    if (this.#current === undefined) this.#next();
   }
+
+  /** A refusal waiting for the requests before it to be answered. */
+  #refusal: Refusal | undefined;
 
   /** Answers 408 and closes (a head or body too slow), or cuts a response under way. */
   #timedOut(what: string): void {

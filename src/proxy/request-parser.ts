@@ -100,6 +100,8 @@ export class RequestParser {
   readonly #handler: RequestParserHandler;
   #refusal: Refusal | undefined;
   #upgraded = false;
+  /** The last request closes the connection: later bytes are dropped unread. */
+  #ignoring = false;
   /** Field lines flushed by llhttp before the head ended (more than 32, node's batching). */
   #partial: string[] = EMPTY;
   #partialUrl = '';
@@ -146,9 +148,16 @@ export class RequestParser {
   /** Parses `d` (synchronously calling the handler). */
   feed(d: Buffer): FeedResult {
     if (this.#refusal !== undefined) return this.#refusal;
+    if (this.#ignoring) return undefined;
     const r = this.#parser.execute(d);
     if (this.#refusal !== undefined) return this.#refusal;
     if (typeof r !== 'number') {
+      // bytes after a request that closes the connection (`Connection: close`, HTTP/1.0): that
+      // request stands, the connection ends with its answer, and the rest is not read
+      if (r.code === 'HPE_CLOSED_CONNECTION') {
+        this.#ignoring = true;
+        return undefined;
+      }
       this.#refusal =
         r.code === 'HPE_HEADER_OVERFLOW'
           ? { status: 431, reason: 'the request head is too large' }

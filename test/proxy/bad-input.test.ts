@@ -107,6 +107,31 @@ describe('proxy: bad input and hostile clients', { timeout: 60_000 }, () => {
     assert.deepEqual(backend.seen.slice(seen), ['/echo', '/ok']);
   });
 
+  test('a malformed request pipelined behind good ones is refused after they are answered, in order', async () => {
+    const seen = backend.seen.length;
+    const answer = await rawRequest(
+      address,
+      'GET /first HTTP/1.1\r\nHost: h\r\nx-key: k\r\n\r\n' +
+        'POST /echo HTTP/1.1\r\nHost: h\r\nx-key: k\r\nContent-Length: 5\r\n\r\nhello' +
+        `GET /third HTTP/1.1\r\nHost: h\r\nx-key: k\r\nx-big: ${'a'.repeat(10_000)}\r\n\r\n`,
+    );
+    const statuses = [...answer.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((m) => m[1]);
+    assert.deepEqual(statuses, ['200', '200', '431'], 'each request its own answer, the refusal last');
+    assert.deepEqual(backend.seen.slice(seen), ['/first', '/echo']);
+    await stillServes();
+  });
+
+  test('bytes after a request with Connection: close are not read: the request is answered, nothing else', async () => {
+    const seen = backend.seen.length;
+    const answer = await rawRequest(
+      address,
+      'GET /closing HTTP/1.1\r\nHost: h\r\nx-key: k\r\nConnection: close\r\n\r\nGARBAGE\r\n\r\n',
+    );
+    const statuses = [...answer.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((m) => m[1]);
+    assert.deepEqual(statuses, ['200']);
+    assert.deepEqual(backend.seen.slice(seen), ['/closing']);
+  });
+
   test('oversized headers: 431', async () => {
     const answer = await rawRequest(
       address,
