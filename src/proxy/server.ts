@@ -84,6 +84,8 @@ class Ctx implements Held, UpstreamHandler {
   responded = false;
   done = false;
   holds = 0;
+  /** Sent again on a new connection after a kept-alive one went stale (once). */
+  staleRetried = false;
   exchange: Exchange | undefined = undefined;
   /** The attempt under way: where it went, when, and whether the backend answered 421. */
   route: (Resolution & { ok: true }) | undefined = undefined;
@@ -516,7 +518,7 @@ export class ProxyServer {
     this.#forward(ctx, r);
   }
 
-  #forward(ctx: Ctx, r: Resolution & { ok: true }): void {
+  #forward(ctx: Ctx, r: Resolution & { ok: true }, newConnection = false): void {
     let backend = this.#backends.get(r.origin);
     if (backend === undefined) {
       if (this.#backends.size >= 10_000) this.#backends.clear();
@@ -536,6 +538,7 @@ export class ProxyServer {
         body: ctx.hasBody ? ctx.res : null,
         chunked: ctx.head.chunked,
         noResponseBody: ctx.req.method === 'HEAD',
+        newConnection,
       },
       ctx,
     );
@@ -577,6 +580,21 @@ export class ProxyServer {
     }
     const r = ctx.route as Resolution & { ok: true };
     const backend = ctx.backend;
+    if ((err as { code?: string }).code === 'UPSTREAM_STALE') {
+      // the backend closed an idle kept-alive socket as the request went out: it is there, so a GET
+      // or HEAD goes again at once on a new connection (once); nothing else is replayed
+      if (ctx.holdable && !ctx.staleRetried) {
+        ctx.staleRetried = true;
+        this.#forward(ctx, r, true);
+        return;
+      }
+      this.#unavailable(
+        ctx,
+        r.destination,
+        `backend ${backend} closed a kept-alive connection before answering`,
+      );
+      return;
+    }
     if (isUnavailable(err)) {
       this.#holds.markDown(r.origin);
       this.#log.warn({ backend, err: err.message, destination: r.destination }, 'backend unavailable');

@@ -60,6 +60,8 @@ export interface UpstreamRequest {
   readonly chunked: boolean;
   /** A HEAD request: the response has no body whatever its header fields say. */
   readonly noResponseBody: boolean;
+  /** Open a new connection for it (a retry after a kept-alive one went stale), never an idle one. */
+  readonly newConnection?: boolean;
 }
 
 export interface UpstreamHandler {
@@ -217,6 +219,10 @@ class Connection {
   #connected = false;
   #error: Error | undefined;
   #gone = false;
+  /** Exchanges carried to their end: a connection that carried one is a reused keep-alive socket. */
+  #carried = 0;
+  /** Bytes of the current exchange's response arrived. */
+  #answered = false;
 
   /** Coarse ms (the pools' sweep clock) of the socket's last activity, or of its return to the pool. */
   #since: number;
@@ -243,6 +249,7 @@ class Connection {
 
   assign(ex: Exchange): void {
     this.#exchange = ex;
+    this.#answered = false;
     ex.conn = this;
     this.#reusable = true;
     this.#keepAliveMs = undefined;
@@ -299,6 +306,7 @@ class Connection {
       return;
     }
     this.socket.resume();
+    this.#carried++;
     this.#pool.release(this, this.#keepAliveMs);
   }
 
@@ -322,6 +330,7 @@ class Connection {
       this.destroy(); // bytes nobody asked for: the connection's framing is lost
       return;
     }
+    this.#answered = true;
     try {
       this.#since = this.#pool.clock.now;
       this.#framer.feed(d);
@@ -370,7 +379,18 @@ class Connection {
       return;
     }
     ex.conn = undefined;
-    ex.fail(this.#error ?? new UpstreamError('UPSTREAM_CLOSED', 'the backend closed the connection'));
+    const err = this.#error ?? new UpstreamError('UPSTREAM_CLOSED', 'the backend closed the connection');
+    // A reused socket that ends before any answer: the backend closed it while idle as the request
+    // went out (the keep-alive race of RFC 9112 §9.3.1.1). The backend is there; the request may not
+    // have reached it.
+    ex.fail(
+      this.#carried > 0 && !this.#answered
+        ? new UpstreamError(
+            'UPSTREAM_STALE',
+            `the backend closed a kept-alive connection before answering (${(err as { code?: string }).code ?? err.message})`,
+          )
+        : err,
+    );
   }
 }
 
@@ -401,7 +421,7 @@ export class UpstreamPool {
       ex.fail(new UpstreamError('UPSTREAM_POOL_CLOSED', 'the proxy is closing'));
       return ex;
     }
-    let idle = this.#idle.pop();
+    let idle = request.newConnection === true ? undefined : this.#idle.pop();
     while (idle !== undefined && !idle.fresh()) {
       idle.destroy(); // idle too long: the backend may be closing it
       idle = this.#idle.pop();

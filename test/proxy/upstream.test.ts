@@ -66,6 +66,8 @@ describe('proxy: the raw upstream pool and response framer', { timeout: 30_000 }
   let connections = 0;
   const sockets = new Set<Socket>();
   const received: string[] = [];
+  /** Sockets whose next request is dropped unanswered (a backend closing an idle keep-alive socket). */
+  const stale = new WeakSet<Socket>();
 
   before(async () => {
     backend = createServer((socket: Socket) => {
@@ -95,6 +97,15 @@ describe('proxy: the raw upstream pool and response framer', { timeout: 30_000 }
           const request = buf.slice(0, used);
           received.push(request);
           buf = buf.slice(used);
+          if (stale.has(socket)) {
+            socket.destroy();
+            return;
+          }
+          if (path === '/stale-next') {
+            socket.write('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok');
+            stale.add(socket);
+            continue;
+          }
           if (path === '/silent') continue;
           if (path === '/echo') {
             const body = request.slice(end + 4);
@@ -285,6 +296,20 @@ describe('proxy: the raw upstream pool and response framer', { timeout: 30_000 }
       } else assert.ok(r.status === 0 || r.status === 200, `cut: ${r.status}`);
     }
     assert.equal((await call(agent, address, '/length', { key: 'k' })).text, 'abc');
+  });
+
+  test('a kept-alive socket the backend closed as a request went out: a GET goes again on a new connection, a POST is 502', async () => {
+    assert.equal((await call(agent, address, '/stale-next', { key: 'k' })).status, 200);
+    const before = connections;
+    const get = await call(agent, address, '/length', { key: 'k' });
+    assert.equal(get.status, 200, 'the GET was sent again, on a new connection');
+    assert.equal(get.text, 'abc');
+    assert.equal(connections, before + 1);
+    assert.equal((await call(agent, address, '/stale-next', { key: 'k' })).status, 200);
+    const post = await call(agent, address, '/echo', { method: 'POST', body: 'once', key: 'k' });
+    assert.equal(post.status, 502, 'a POST is never replayed');
+    assert.match(post.text, /closed a kept-alive connection before answering/);
+    assert.equal((await call(agent, address, '/length', { key: 'k' })).status, 200);
   });
 
   test('a backend that never answers: 504 after the upstream headers timeout', async () => {
