@@ -77,8 +77,7 @@ export function writeLatin1(socket: Socket, data: string): boolean {
   const req = spare;
   if (
     req === undefined ||
-    handle === null ||
-    handle === undefined ||
+    typeof handle?.writeLatin1String !== 'function' ||
     socket.writableLength !== 0 ||
     socket.writableCorked !== 0 ||
     socket.connecting ||
@@ -87,6 +86,8 @@ export function writeLatin1(socket: Socket, data: string): boolean {
     return socket.write(data, 'latin1');
   const err = handle.writeLatin1String(req, data);
   if (err !== 0) {
+    // (a request object that saw an error is not reused: its `error` would describe the next one)
+    spare = new (binding as StreamWrapBinding).WriteWrap();
     socket.destroy(errnoError(err, req.error));
     return true; // nothing to wait for: 'close' follows
   }

@@ -112,9 +112,18 @@ class Ctx implements Held, UpstreamHandler {
   onData(chunk: Buffer): boolean {
     if (this.misdirected) return true;
     if (this.res.write(chunk)) return true;
-    this.res.onDrain(() => this.exchange?.resume());
+    // one read of the upstream can hold several body pieces: one wait for 'drain' serves them all
+    if (!this.#awaitingDrain) {
+      this.#awaitingDrain = true;
+      this.res.onDrain(() => {
+        this.#awaitingDrain = false;
+        this.exchange?.resume();
+      });
+    }
     return false;
   }
+
+  #awaitingDrain = false;
 
   onEnd(): void {
     this.hooks.end(this);
