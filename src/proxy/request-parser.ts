@@ -208,11 +208,13 @@ export class RequestParser {
       const value = raw[i + 1] as string;
       if (lower === 'host') hosts++;
       else if (lower === 'transfer-encoding') te = true;
-      else if (lower === 'content-length') length = value !== '0';
+      else if (lower === 'content-length') length = !/^\s*0+\s*$/.test(value);
       const had = headers[lower];
       headers[lower] = had === undefined ? value : `${had}${lower === 'cookie' ? '; ' : ', '}${value}`;
     }
     if (hosts > 1) return this.#refuse('more than one Host');
+    // RFC 9112 §3.2: an HTTP/1.1 request without Host is answered 400
+    if (hosts === 0 && minor === 1) return this.#refuse('an HTTP/1.1 request without Host');
     if (te && minor === 0) return this.#refuse('Transfer-Encoding in an HTTP/1.0 request');
     const method = METHODS[methodIndex] ?? 'GET';
     // Expect (RFC 9110 §10.1.1): 100-continue is the one expectation; in an HTTP/1.0 request it is

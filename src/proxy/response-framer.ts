@@ -317,6 +317,7 @@ function parseHead(text: string): ParsedHead | undefined {
     pos = next + 2;
   }
   if (run >= 0) fields += `${text.slice(run, n)}\r\n`;
+  if (status < 100) throw bad(`the status ${status} (below 100)`);
   if (status < 200 && status !== 101) return undefined;
   if (status === 101) throw bad('101 Switching Protocols to a request that asked for no upgrade');
   const http10 = minor === 0;

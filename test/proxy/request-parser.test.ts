@@ -80,7 +80,7 @@ describe('proxy: the request parser (llhttp strict + RFC 9112 rules)', { timeout
     assert.deepEqual(r.bodies, ['hello']);
     assert.equal(r.completed, 1);
     const c = parse(
-      'POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\nExpect: 100-Continue\r\n\r\n',
+      'POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\nExpect: 100-Continue\r\n\r\n',
       '5;ext=1\r\nhello\r\n0\r\n\r\n',
     );
     assert.equal(c.result, undefined);
@@ -89,8 +89,11 @@ describe('proxy: the request parser (llhttp strict + RFC 9112 rules)', { timeout
     assert.deepEqual(c.bodies, ['hello']);
     assert.equal(accepted('GET / HTTP/1.0\r\n\r\n').keepAlive, false);
     assert.equal(accepted('GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n').keepAlive, true);
-    assert.equal(accepted('GET / HTTP/1.1\r\nConnection: close\r\n\r\n').keepAlive, false);
-    assert.equal(accepted('GET / HTTP/1.1\r\nContent-Length: 0\r\n\r\n').hasBody, false);
+    assert.equal(accepted('GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n').keepAlive, false);
+    assert.equal(accepted('GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n').hasBody, false);
+    assert.equal(accepted('GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 00\r\n\r\n').hasBody, false);
+    // HTTP/1.0 has no Host requirement
+    assert.equal(accepted('GET / HTTP/1.0\r\n\r\n').url, '/');
   });
 
   test('a head in pieces, pipelined requests, and more than 32 fields (llhttp flushes them early)', () => {
@@ -98,7 +101,7 @@ describe('proxy: the request parser (llhttp strict + RFC 9112 rules)', { timeout
     assert.equal(h.url, '/x');
     assert.equal(h.headers['host'], 'h');
     const two = parse(
-      'GET /1 HTTP/1.1\r\n\r\nPOST /2 HTTP/1.1\r\nContent-Length: 2\r\n\r\nokGET /3 HTTP/1.1\r\n\r\n',
+      'GET /1 HTTP/1.1\r\nHost: h\r\n\r\nPOST /2 HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nokGET /3 HTTP/1.1\r\nHost: h\r\n\r\n',
     );
     assert.deepEqual(
       two.requests.map((r) => r.url),
@@ -108,19 +111,19 @@ describe('proxy: the request parser (llhttp strict + RFC 9112 rules)', { timeout
     assert.equal(two.completed, 3);
     // complete once each, whether told with the head (no body) or by llhttp (a body, even an empty one)
     const empty = parse(
-      'POST /4 HTTP/1.1\r\nContent-Length: 0\r\n\r\nPOST /5 HTTP/1.1\r\nContent-Length: 00\r\n\r\nPOST /6 HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /7 HTTP/1.1\r\n\r\n',
+      'POST /4 HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\nPOST /5 HTTP/1.1\r\nHost: h\r\nContent-Length: 00\r\n\r\nPOST /6 HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /7 HTTP/1.1\r\nHost: h\r\n\r\n',
     );
     assert.equal(empty.requests.length, 4);
     assert.equal(empty.completed, 4);
     const fields = Array.from({ length: 50 }, (_, i) => `x-f${i}: v${i}\r\n`).join('');
-    const many = accepted(`GET /many HTTP/1.1\r\n${fields}`, 'x-last: 1\r\n\r\n');
-    assert.equal(many.rawHeaders.length, 102);
+    const many = accepted(`GET /many HTTP/1.1\r\nHost: h\r\n${fields}`, 'x-last: 1\r\n\r\n');
+    assert.equal(many.rawHeaders.length, 104);
     assert.equal(many.headers['x-f49'], 'v49');
     assert.equal(many.url, '/many');
   });
 
   test('an upgrade stops the parser after the head: the rest is the tunnel’s', () => {
-    const r = parse('GET /ws HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n\x81\x00rest');
+    const r = parse('GET /ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n\x81\x00rest');
     assert.equal(r.requests[0]?.upgrade, true);
     assert.ok(r.result !== undefined && 'upgrade' in r.result);
     assert.equal(r.result.upgrade.toString('latin1'), '\x81\x00rest');
@@ -128,43 +131,44 @@ describe('proxy: the request parser (llhttp strict + RFC 9112 rules)', { timeout
   });
 
   test('a head over the limit is 431', () => {
-    const r = parse(`GET / HTTP/1.1\r\nx: ${'a'.repeat(MAX)}`);
+    const r = parse(`GET / HTTP/1.1\r\nHost: h\r\nx: ${'a'.repeat(MAX)}`);
     assert.equal((r.result as Refusal).status, 431);
-    const whole = parse(`GET / HTTP/1.1\r\nx: ${'a'.repeat(MAX)}\r\n\r\n`);
+    const whole = parse(`GET / HTTP/1.1\r\nHost: h\r\nx: ${'a'.repeat(MAX)}\r\n\r\n`);
     assert.equal((whole.result as Refusal).status, 431);
   });
 
   const refused: [string, string][] = [
     [
       'Content-Length and Transfer-Encoding',
-      'POST / HTTP/1.1\r\nContent-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n',
+      'POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n',
     ],
-    ['two different Content-Lengths', 'POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 40\r\n\r\n'],
-    ['a repeated Content-Length', 'POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n'],
-    ['a list of Content-Lengths', 'POST / HTTP/1.1\r\nContent-Length: 5, 6\r\n\r\n'],
-    ['an invalid Content-Length', 'POST / HTTP/1.1\r\nContent-Length: 5x\r\n\r\n'],
-    ['a negative Content-Length', 'POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n'],
-    ['a final coding other than chunked', 'POST / HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n'],
-    ['chunked twice', 'POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n'],
+    ['two different Content-Lengths', 'POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nContent-Length: 40\r\n\r\n'],
+    ['a repeated Content-Length', 'POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n'],
+    ['a list of Content-Lengths', 'POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5, 6\r\n\r\n'],
+    ['an invalid Content-Length', 'POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5x\r\n\r\n'],
+    ['a negative Content-Length', 'POST / HTTP/1.1\r\nHost: h\r\nContent-Length: -1\r\n\r\n'],
+    ['a final coding other than chunked', 'POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked, gzip\r\n\r\n'],
+    ['chunked twice', 'POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n'],
     ['Transfer-Encoding in HTTP/1.0', 'POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n'],
-    ['a bad chunk size', 'POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n'],
+    ['a bad chunk size', 'POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n'],
     [
       'chunk data longer than its size',
-      'POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX\r\n0\r\n\r\n',
+      'POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX\r\n0\r\n\r\n',
     ],
-    ['obs-fold', 'GET / HTTP/1.1\r\nx-a: 1\r\n 2\r\n\r\n'],
+    ['obs-fold', 'GET / HTTP/1.1\r\nHost: h\r\nx-a: 1\r\n 2\r\n\r\n'],
     ['whitespace before the colon', 'GET / HTTP/1.1\r\nHost : h\r\n\r\n'],
-    ['a field without a name', 'GET / HTTP/1.1\r\n: h\r\n\r\n'],
+    ['a field without a name', 'GET / HTTP/1.1\r\nHost: h\r\n: h\r\n\r\n'],
     ['a field without a colon', 'GET / HTTP/1.1\r\nhost\r\n\r\n'],
-    ['a control character in a value', 'GET / HTTP/1.1\r\nx-a: 1\x002\r\n\r\n'],
+    ['a control character in a value', 'GET / HTTP/1.1\r\nHost: h\r\nx-a: 1\x002\r\n\r\n'],
     ['a bare LF after the request line', 'GET / HTTP/1.1\nHost: h\r\n\r\n'],
     ['a bare LF after a field', 'GET / HTTP/1.1\r\nHost: h\n\r\n'],
     ['two Hosts', 'GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n'],
+    ['an HTTP/1.1 request without Host (RFC 9112 §3.2)', 'GET / HTTP/1.1\r\nx-key: k\r\n\r\n'],
     ['garbage', 'GARBAGE\r\n\r\n'],
     ['a lower-case version', 'GET / http/1.1\r\n\r\n'],
     ['HTTP/2.0', 'GET / HTTP/2.0\r\n\r\n'],
-    ['a control character in the target', 'GET /\x7f HTTP/1.1\r\n\r\n'],
-    ['an invalid method', 'G(T / HTTP/1.1\r\n\r\n'],
+    ['a control character in the target', 'GET /\x7f HTTP/1.1\r\nHost: h\r\n\r\n'],
+    ['an invalid method', 'G(T / HTTP/1.1\r\nHost: h\r\n\r\n'],
   ];
   for (const [what, text] of refused) {
     test(`${what}: 400`, () => {
@@ -177,7 +181,7 @@ describe('proxy: the request parser (llhttp strict + RFC 9112 rules)', { timeout
   }
 
   test('after a refusal nothing more is parsed', () => {
-    const r = parse('GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n', 'GET /next HTTP/1.1\r\n\r\n');
+    const r = parse('GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n', 'GET /next HTTP/1.1\r\nHost: h\r\n\r\n');
     assert.equal((r.result as Refusal).status, 400);
     assert.equal(r.requests.length, 0);
   });

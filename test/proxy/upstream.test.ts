@@ -38,18 +38,22 @@ const RANDOM = randomBytes(16 * 1024 * 1024);
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 
 /** Writes RANDOM with a Content-Length, or chunked in chunks of varied sizes. */
-/** 4 MiB of RANDOM in chunks of 1–64 bytes: one upstream read holds hundreds of them. */
-function writeTinyChunks(socket: Socket): void {
-  const body = RANDOM.subarray(0, 4 * 1024 * 1024);
-  socket.write('HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n');
+/** 4 MiB of RANDOM framed in chunks of 1–64 bytes (one upstream read holds hundreds), built once. */
+const TINY_BODY = RANDOM.subarray(0, 4 * 1024 * 1024);
+const TINY_CHUNKED = ((): Buffer => {
   const parts: Buffer[] = [];
   let size = 1;
-  for (let i = 0; i < body.length; i += size, size = (size % 64) + 1) {
-    const piece = body.subarray(i, i + size);
+  for (let i = 0; i < TINY_BODY.length; i += size, size = (size % 64) + 1) {
+    const piece = TINY_BODY.subarray(i, i + size);
     parts.push(Buffer.from(`${piece.length.toString(16)}\r\n`), piece, Buffer.from('\r\n'));
   }
   parts.push(Buffer.from('0\r\n\r\n'));
-  socket.write(Buffer.concat(parts));
+  return Buffer.concat(parts);
+})();
+
+function writeTinyChunks(socket: Socket): void {
+  socket.write('HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n');
+  socket.write(TINY_CHUNKED);
 }
 
 function writeRandom(socket: Socket, chunked: boolean): void {
@@ -194,7 +198,7 @@ describe('proxy: the raw upstream pool and response framer', { timeout: 30_000 }
         if (n++ % 16 === 0) await new Promise((resolve) => setTimeout(resolve, n === 1 ? 300 : 2));
       }
       const got = Buffer.concat(chunks);
-      const sent = path === '/random-tiny' ? RANDOM.subarray(0, 4 * 1024 * 1024) : RANDOM;
+      const sent = path === '/random-tiny' ? TINY_BODY : RANDOM;
       assert.equal(got.length, sent.length, path);
       assert.equal(sha(got), sha(sent), `${path}: the body arrived changed`);
     }
