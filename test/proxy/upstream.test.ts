@@ -26,6 +26,7 @@ const SCRIPT: Record<string, string> = {
   '/nocontent': 'HTTP/1.1 204 No Content\r\n\r\n',
   '/length': 'HTTP/1.1 200 OK\r\nContent-Length: 3\r\nX-Set: a\r\nX-Set: b\r\n\r\nabc',
   '/bad': 'HTTP/1.1 2x0 Nope\r\n\r\n',
+  '/below-100': 'HTTP/1.1 099 Nope\r\nContent-Length: 2\r\n\r\nno',
   '/badchunk': 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n',
   '/splitting': 'HTTP/1.1 200 OK\r\nX-A: a\nInjected: yes\r\nContent-Length: 2\r\n\r\nok',
 };
@@ -328,6 +329,10 @@ describe('proxy: the raw upstream pool and response framer', { timeout: 30_000 }
         assert.match(r.text, /MUSTER_UPSTREAM_UNAVAILABLE.*status line/);
       } else assert.ok(r.status === 0 || r.status === 200, `cut: ${r.status}`);
     }
+    // a status below 100 is no interim response to skip: 502 at once
+    const low = await call(agent, address, '/below-100', { key: 'k', method: 'POST', body: 'x' });
+    assert.equal(low.status, 502);
+    assert.match(low.text, /below 100/);
     assert.equal((await call(agent, address, '/length', { key: 'k' })).text, 'abc');
   });
 
