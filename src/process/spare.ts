@@ -10,8 +10,8 @@
  * carries the command: `export`s of what differs from the spare's environment and `exec PROGRAM
  * ARGS…`, shell-quoted on one line, which the waiting shell evaluates. Nothing runs before that
  * line; when this process dies first, fd 4 reads EOF and the spare exits 125 (and the death signal
- * and the guard kill it anyway). A spare is made {@link SPARE_DELAY_MS} after a `prewarm` spawn,
- * so its own fork is not part of the burst that used the last one.
+ * and the guard kill it anyway). Spares are made {@link SPARE_DELAY_MS} after the last `prewarm`
+ * spawn, so their forks are not part of the burst of starts that used the last ones.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import type { Readable, Writable } from 'node:stream';
@@ -20,7 +20,7 @@ import { MARKER_VARIABLE, readStartTime, signalGroup } from './group.js';
 import { gateArgv, nextMarker, nextSpawnTurn, SPARE_LINE_VARIABLE, SPARE_WRAPPER } from './gate.js';
 import { guard, setprivCommand } from './guard.js';
 
-/** 1 s after a `prewarm` spawn: out of the burst of starts that spawn was part of (a hand-off's). */
+/** 1 s after the last `prewarm` spawn: out of the burst of starts it was part of (a hand-off's). */
 export const SPARE_DELAY_MS = 1000;
 /**
  * 2 spares: a successor often takes two partitions of a leaving instance at once (with one spare per
@@ -115,9 +115,14 @@ export async function prepareSpare(readyFd: boolean): Promise<void> {
   spares.push(s);
 }
 
-/** Makes {@link SPARES} of this shape wait, {@link SPARE_DELAY_MS} from now (unless planned already). */
+/**
+ * Makes {@link SPARES} of this shape wait, {@link SPARE_DELAY_MS} after the last `prewarm` spawn (each
+ * one moves the time on), so that a burst of starts — a hand-off, a start-up — does not pay for forks
+ * of spares while it lasts.
+ */
 export function scheduleSpare(readyFd: boolean): void {
-  if (timer !== undefined) return;
+  if (timer !== undefined) clearTimeout(timer);
+  timer = undefined;
   if (spares.length >= SPARES && spares[0]?.readyFd === readyFd) return;
   timer = setTimeout(() => {
     timer = undefined;
