@@ -1,5 +1,5 @@
 /**
- * `npm run bench -- agent-handoff [--agents 10] [--partitions 64] [--trials 10] [--ttl 3] [--build LABEL=BIN]…`
+ * `npm run bench -- agent-handoff [--agents 10] [--partitions 64] [--trials 10] [--ttl 3] [--build LABEL=BIN]… [--windows FILE]`
  *
  * Where a graceful hand-off's time goes (issue 15's "hand-off incl. the new child's start"), and an
  * A/B of builds in one sitting. A diagnosis, not a goal figure (the goal's is `npm run bench --
@@ -15,7 +15,7 @@
  * Printed: per build, each step's p50/p99 from the SIGTERM, and the end-to-end figure.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { closeSync, mkdtempSync, openSync, readFileSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -24,7 +24,6 @@ import { openStore } from '../src/store/index.js';
 import type { Store } from '../src/store/types.js';
 import { startEtcd } from '../src/testing/index.js';
 import { startsFile } from './agent.js';
-import { cpuMicros } from './serve.js';
 import { fmt, quantile } from './stats.js';
 
 const THIS_BIN = new URL('../../bin/muster.js', import.meta.url).pathname;
@@ -76,6 +75,26 @@ function readLog(file: string): LogLine[] {
   return out;
 }
 
+/**
+ * CPU time of every thread of `pid` in ns (`/proc/<pid>/task/<tid>/schedstat`, first field): the
+ * clock-tick counters of `/proc/<pid>/stat` move in 10 ms steps, as coarse as what is measured here.
+ */
+export function threadCpuNs(pid: number | undefined): number {
+  let n = 0;
+  try {
+    for (const tid of readdirSync(`/proc/${pid}/task`)) {
+      try {
+        n += Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[0]);
+      } catch {
+        // the thread ended meanwhile
+      }
+    }
+  } catch {
+    return Number.NaN;
+  }
+  return n;
+}
+
 const STEPS = ['moving', 'stopping', 'stopped', 'deleted', 'acquired', 'spawned', 'started'] as const;
 type Step = (typeof STEPS)[number];
 
@@ -98,6 +117,11 @@ export async function run(args: string[]): Promise<void> {
   const cluster = await startEtcd({ members: 1 });
   const store: Store = await openStore(cluster.url);
   const startsPath = join(root, 'starts');
+  // `--windows FILE`: each SIGTERM's instant on the monotonic clock (µs, as V8's CPU profiles date
+  // their samples) and its build, written at the end: a profile of the agents (`--cpu-prof` in a
+  // build's flags) can then be cut to the hand-off windows.
+  const windowsFile = ((i) => (i >= 0 ? args[i + 1] : undefined))(args.indexOf('--windows'));
+  const windows: { label: string; t: number }[] = [];
   let serial = 0;
 
   interface Fleet {
@@ -112,8 +136,10 @@ export async function run(args: string[]): Promise<void> {
     steps: Record<Step, number[]>;
     traces: Record<string, number[]>;
     total: number[];
-    /** CPU time of the other agents from the SIGTERM until every new child ran, per trial. */
+    /** CPU time (ms) from the SIGTERM until every new child ran, per trial: the other agents, etcd, this process. */
     cpuMs: number[];
+    etcdCpuMs: number[];
+    benchCpuMs: number[];
   }
 
   const startAgent = (f: Fleet): Agent => {
@@ -182,6 +208,8 @@ run:
     traces: {},
     total: [],
     cpuMs: [],
+    etcdCpuMs: [],
+    benchCpuMs: [],
   }));
   const watches = fleets.map((f) => {
     const w = store.watch(`/muster/services/${f.service}/owners/`);
@@ -226,13 +254,20 @@ run:
         const victim = [...f.agents.values()][0] as Agent;
         const mine = (await rows(f, victim)).map((r) => r.partition);
         const others = [...f.agents.values()].filter((a) => a !== victim);
-        const cpu0 = others.reduce((n, a) => n + cpuMicros(a.child.pid), 0);
+        const etcdPid = cluster.members[0]?.pid;
+        const cpu0 = others.reduce((n, a) => n + threadCpuNs(a.child.pid), 0);
+        const etcd0 = threadCpuNs(etcdPid);
+        const bench0 = process.cpuUsage();
         const wall0 = Date.now();
+        windows.push({ label: f.label, t: Number(process.hrtime.bigint() / 1000n) });
         victim.child.kill('SIGTERM');
         const prefix = (p: string, inst: string) =>
           starts.read().find((s) => s.partition === p && s.t > wall0 && s.instance !== inst);
         await until('hand-off', () => mine.every((p) => prefix(p, victim.id) !== undefined), 30_000, 2);
-        f.cpuMs.push((others.reduce((n, a) => n + cpuMicros(a.child.pid), 0) - cpu0) / 1000);
+        const bench1 = process.cpuUsage(bench0);
+        f.cpuMs.push((others.reduce((n, a) => n + threadCpuNs(a.child.pid), 0) - cpu0) / 1e6);
+        f.etcdCpuMs.push((threadCpuNs(etcdPid) - etcd0) / 1e6);
+        f.benchCpuMs.push((bench1.user + bench1.system) / 1000);
         await victim.exited;
         await sleep(200);
         const vlog = readLog(victim.logFile);
@@ -275,9 +310,11 @@ run:
     }
     for (const f of fleets) {
       console.log(`\n## ${f.label} (${f.bin}), n=${f.total.length}: ms from the SIGTERM, p50 / p90 / p99`);
+      const all = (xs: number[]): string => xs.map((x) => fmt(x)).join(' ');
       console.log(
-        `  the other agents' CPU per hand-off (until every new child ran): median ${fmt(quantile(f.cpuMs, 0.5))} ms, all: ${f.cpuMs.join(' ')}`,
+        `  CPU per hand-off (SIGTERM → every new child ran), median: the other agents ${fmt(quantile(f.cpuMs, 0.5))} ms, etcd ${fmt(quantile(f.etcdCpuMs, 0.5))} ms, this bench ${fmt(quantile(f.benchCpuMs, 0.5))} ms`,
       );
+      console.log(`    other agents, all: ${all(f.cpuMs)}`);
       for (const k of STEPS) {
         const xs = f.steps[k];
         console.log(
@@ -291,6 +328,7 @@ run:
         );
       }
     }
+    if (windowsFile !== undefined) writeFileSync(windowsFile, JSON.stringify(windows));
   } finally {
     for (const w of watches) w.close();
     for (const f of fleets) {

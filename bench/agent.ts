@@ -16,7 +16,7 @@
  * a quiet machine.
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, openSync, readFileSync, readSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -96,27 +96,46 @@ async function until(
 }
 
 export interface Starts {
-  /** partition → [instance, epoch ms] of every start, in order. */
-  read(): { partition: string; instance: string; t: number }[];
+  /** Every start so far, in order: partition, instance, epoch ms (the same array, grown). */
+  read(): readonly { partition: string; instance: string; t: number }[];
 }
 
-/** The start stamps the bench's `sh -c` children append to `path` (`<partition> <instance> <epoch ns>`). */
+/**
+ * The start stamps the bench's `sh -c` children append to `path` (`<partition> <instance> <epoch ns>`),
+ * read incrementally: the benches poll this every 2 ms during a hand-off, once per partition, and
+ * reading and parsing the whole file each time (hundreds of lines by the later trials) cost the bench
+ * a large share of a core — on the 2-core host, CPU the agents being measured then waited for. Each
+ * read now costs one `read` of the bytes appended since the last one.
+ */
 export function startsFile(path: string): Starts {
+  const seen: { partition: string; instance: string; t: number }[] = [];
+  const buf = Buffer.allocUnsafe(64 * 1024);
+  let fd: number | undefined;
+  let offset = 0;
+  let partial = '';
   return {
     read() {
-      let text = '';
-      try {
-        text = readFileSync(path, 'utf8');
-      } catch {
-        return [];
+      if (fd === undefined) {
+        try {
+          fd = openSync(path, 'r');
+        } catch {
+          return seen;
+        }
       }
-      return text
-        .split('\n')
-        .filter(Boolean)
-        .map((l) => {
-          const [partition, instance, ns] = l.split(' ');
-          return { partition: partition ?? '', instance: instance ?? '', t: Number(ns) / 1e6 };
-        });
+      for (;;) {
+        const n = readSync(fd, buf, 0, buf.length, offset);
+        if (n <= 0) break;
+        offset += n;
+        partial += buf.toString('latin1', 0, n);
+      }
+      const lines = partial.split('\n');
+      partial = lines.pop() ?? '';
+      for (const l of lines) {
+        if (l === '') continue;
+        const [partition, instance, ns] = l.split(' ');
+        seen.push({ partition: partition ?? '', instance: instance ?? '', t: Number(ns) / 1e6 });
+      }
+      return seen;
     },
   };
 }

@@ -25,7 +25,7 @@ import { onAbort } from '../util/abort.js';
 import { openStore } from '../store/index.js';
 import type { Store } from '../store/index.js';
 import { loadAgentConfig, type AgentConfig, type RunConfig } from './config.js';
-import { ProcessRegistry } from './kernel.js';
+import { discardSpare, ProcessRegistry } from './kernel.js';
 import { AgentMetrics } from './metrics.js';
 import type { DaemonContext } from './runtime.js';
 import { type PartitionRow, Supervisor } from './supervisor.js';
@@ -501,6 +501,8 @@ export class Agent {
     if (this.#recordTimer !== undefined) clearInterval(this.#recordTimer);
     const steps: (() => Promise<unknown>)[] = [
       async () => this.#handle?.leave(),
+      // Every child is stopped: the one forked ahead for the next start goes too.
+      () => discardSpare(),
       ...[...this.#configs.values()].map((h) => () => h.close()),
       async () => this.#relay?.close(),
       async () => (this.#ownsStore ? this.#store.close() : undefined),

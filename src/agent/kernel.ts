@@ -1,6 +1,7 @@
 /** The process kernel (Contract A), as the agent uses it. */
 export {
   spawnProcess,
+  discardSpare,
   ProcessRegistry,
   type ExitInfo,
   type ProcessHandle,

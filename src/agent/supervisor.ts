@@ -482,6 +482,9 @@ export class Supervisor {
         stopSignal: run.stopSignal,
         grace: run.graceMs,
         registry: deps.registry,
+        // The next start (a hand-off's acquisition, a restart) writes its command to a child forked
+        // ahead instead of waiting for a fork and an exec (docs/process.md, "Spares").
+        prewarm: true,
         onLine: (stream, line) => {
           log?.write(stream, line);
           deps.log.debug({ partition: this.partition, stream, line }, 'child output');

@@ -34,6 +34,9 @@ import {
 } from './types.js';
 import { acquireView, EMPTY_SET, releaseView, type ServiceView } from './view.js';
 
+/** 64 owner keys per transaction: with their compares, within etcd's 128 operations per transaction. */
+const OWNER_KEYS_PER_TXN = 64;
+
 interface Slot {
   readonly partition: string;
   phase: 'acquiring' | 'running' | 'stopping' | 'releasing';
@@ -434,7 +437,7 @@ export class PartitionedHandle implements Listenable<PartitionedEvents> {
         : Promise.resolve();
     const running = [...this.#slots.values()].filter((slot) => slot.phase === 'running');
     for (const slot of running) slot.phase = 'stopping';
-    await Promise.all(running.map((slot) => this.#markMoving(slot, member)));
+    await this.#markMovingAll(running, member);
     await Promise.all(running.map((slot) => this.#stopWork(slot)));
     // close({ force }) stops waiting for in-flight acquires whose work never settles.
     await abortable(Promise.allSettled([...this.#inflight]), this.#force.signal).catch(() => undefined);
@@ -703,33 +706,57 @@ export class PartitionedHandle implements Listenable<PartitionedEvents> {
     } catch (err) {
       return Promise.reject(err instanceof Error ? err : new Error(String(err)));
     }
-    const { partition, token } = slot;
-    const notOwner = (): MusterError =>
-      new MusterError('MUSTER_NOT_OWNER', `this instance no longer owns partition '${partition}'`, {
+    return this.#publishAll([slot], lease, valid, fields);
+  }
+
+  /**
+   * Rewrites the owner records of `slots` (as {@link #publish}: each merged over what it published,
+   * each key fenced on its token, under `lease`) in one transaction, after every write in flight
+   * on any of them. Rejects `MUSTER_NOT_OWNER` (naming the first slot) when the compare fails for
+   * any key: then none was written.
+   */
+  #publishAll(
+    slots: readonly Slot[],
+    lease: string,
+    valid: () => boolean,
+    fields: OwnerFields,
+  ): Promise<void> {
+    const notOwner = (): MusterError => {
+      const { partition, token } = slots[0] as Slot;
+      return new MusterError('MUSTER_NOT_OWNER', `this instance no longer owns partition '${partition}'`, {
         details: { partition, token },
       });
+    };
     const write = async (): Promise<void> => {
       if (!valid()) throw notOwner();
-      const next: OwnerFields = {
-        ...slot.published,
-        ...(fields.address === undefined ? {} : { address: fields.address }),
-        ...(fields.moving === undefined ? {} : { moving: fields.moving }),
-      };
-      const key = this.#keys.owner(partition);
-      const stored = this.#view.owners.get(partition);
-      const since =
-        stored !== undefined && stored.token === token && stored.since !== ''
-          ? stored.since
-          : new Date(slot.since).toISOString();
-      const r = await this.#store.txn(
-        [{ key, target: 'createRevision', op: '=', value: token }],
-        [{ type: 'put', key, value: jsonBytes({ instance: this.id, since, ...next }), lease }],
-      );
+      const compares: Compare[] = [];
+      const ops: TxnOp[] = [];
+      const nexts = new Map<Slot, OwnerFields>();
+      for (const slot of slots) {
+        const { partition, token } = slot;
+        const next: OwnerFields = {
+          ...slot.published,
+          ...(fields.address === undefined ? {} : { address: fields.address }),
+          ...(fields.moving === undefined ? {} : { moving: fields.moving }),
+        };
+        const key = this.#keys.owner(partition);
+        const stored = this.#view.owners.get(partition);
+        const since =
+          stored !== undefined && stored.token === token && stored.since !== ''
+            ? stored.since
+            : new Date(slot.since).toISOString();
+        compares.push({ key, target: 'createRevision', op: '=', value: token });
+        ops.push({ type: 'put', key, value: jsonBytes({ instance: this.id, since, ...next }), lease });
+        nexts.set(slot, next);
+      }
+      const r = await this.#store.txn(compares, ops);
       if (!r.succeeded) throw notOwner();
-      slot.published = next;
+      for (const [slot, next] of nexts) slot.published = next;
     };
-    const run = (slot.publishing ?? Promise.resolve()).then(write, write);
-    slot.publishing = run.catch(() => undefined);
+    const before = slots.map((slot) => slot.publishing ?? Promise.resolve());
+    const run = (before.length === 1 ? (before[0] as Promise<void>) : Promise.all(before)).then(write, write);
+    const settled = run.catch(() => undefined);
+    for (const slot of slots) slot.publishing = settled;
     return run;
   }
 
@@ -871,10 +898,33 @@ export class PartitionedHandle implements Listenable<PartitionedEvents> {
    * when the owner key goes).
    */
   async #markMoving(slot: Slot, member: OwnershipMember | undefined): Promise<void> {
-    if (member === undefined || !member.session.isValid() || slot.controller === undefined) return;
+    await this.#markMovingAll([slot], member);
+  }
+
+  /**
+   * {@link #markMoving} for every slot of a leave, in one transaction per {@link OWNER_KEYS_PER_TXN}
+   * keys: one store write, and one watch event for every instance of the fleet, instead of one per
+   * partition. A transaction that fails (a key changed hands meanwhile) falls back to one write per
+   * slot, so the others are still marked.
+   */
+  async #markMovingAll(slots: readonly Slot[], member: OwnershipMember | undefined): Promise<void> {
+    if (member === undefined || !member.session.isValid()) return;
     const session = member.session;
-    await this.#publish(slot, session.leaseId, () => session.isValid(), { moving: true }).catch(
-      () => undefined,
+    const valid = (): boolean => session.isValid();
+    const live = slots.filter((slot) => slot.controller !== undefined);
+    const one = (slot: Slot): Promise<void> =>
+      this.#publishAll([slot], session.leaseId, valid, { moving: true }).catch(() => undefined);
+    const chunks: Slot[][] = [];
+    for (let i = 0; i < live.length; i += OWNER_KEYS_PER_TXN)
+      chunks.push(live.slice(i, i + OWNER_KEYS_PER_TXN));
+    await Promise.all(
+      chunks.map((chunk) =>
+        chunk.length === 1
+          ? one(chunk[0] as Slot)
+          : this.#publishAll(chunk, session.leaseId, valid, { moving: true }).catch(async () => {
+              if (valid()) await Promise.all(chunk.map(one));
+            }),
+      ),
     );
   }
 }

@@ -295,12 +295,16 @@ let runningScan: Promise<unknown> = Promise.resolve();
  */
 export function findMarkersShared(prefix: string): Promise<Map<string, number[]>> {
   if (queuedScan !== undefined && queuedPrefix === prefix) return queuedScan;
-  const scan = runningScan.then(() => {
-    if (queuedScan === scan) queuedScan = undefined;
-    const running = findMarkers(prefix);
-    runningScan = running.catch(() => undefined);
-    return running;
-  });
+  // One turn after the running scan: the requests of every child stopped in the same turn (an
+  // agent's leave SIGKILLs all its children in one) share the scan.
+  const scan = runningScan
+    .then(() => new Promise<void>((resolve) => setImmediate(resolve)))
+    .then(() => {
+      if (queuedScan === scan) queuedScan = undefined;
+      const running = findMarkers(prefix);
+      runningScan = running.catch(() => undefined);
+      return running;
+    });
   queuedScan = scan;
   queuedPrefix = prefix;
   return scan;

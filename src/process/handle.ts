@@ -61,6 +61,8 @@ export class ChildHandle implements ProcessHandle {
   #resolveGone!: (info: ExitInfo) => void;
   #outputOpen = 0;
   readonly #escaped = new Set<number>();
+  /** The escapee scan started right after the group's SIGKILL (see {@link #sigkill}). */
+  #killScan: Promise<number[]> | undefined;
   #outputDone: () => void = () => undefined;
 
   constructor(child: ChildProcess, init: HandleInit) {
@@ -205,6 +207,11 @@ export class ChildHandle implements ProcessHandle {
   #sigkill(): void {
     if (this.#state !== 'gone') this.#state = 'killing';
     this.signal('SIGKILL');
+    // Once the group is SIGKILLed its members create no process any more (a fork racing the kill
+    // is abandoned), so a scan that starts now sees every escapee there will be — as the scan
+    // after the group is gone did, but it runs while the group dies, not after (docs/process.md,
+    // "States"). One scan serves every child SIGKILLed in the same turn.
+    this.#killScan ??= this.#escapees().catch(() => []);
   }
 
   /** The leader exited: if members are left, they get the stop sequence (nobody else would). */
@@ -228,12 +235,17 @@ export class ChildHandle implements ProcessHandle {
     // One scan of /proc for every child of this process stopping now (their markers share a prefix).
     const marker = this.#init.marker;
     const all = await findMarkersShared(marker.slice(0, marker.lastIndexOf('/') + 1));
-    return (all.get(marker) ?? []).filter((pid) => readStat(pid)?.pgid !== this.pgid);
+    // Alive and outside the group: a member seen by a scan that ran while the group died is gone
+    // (or a zombie) by now, and was never an escapee.
+    return (all.get(marker) ?? []).filter((pid) => {
+      const stat = readStat(pid);
+      return stat !== undefined && stat.state !== 'Z' && stat.pgid !== this.pgid;
+    });
   }
 
   /** SIGKILLs the escapees and waits (at most {@link ESCAPEE_WAIT_MS}) until they are dead. */
   async #killEscapees(): Promise<void> {
-    let left = await this.#escapees();
+    let left = await (this.#killScan ?? this.#escapees());
     if (left.length === 0) return;
     for (const pid of left) this.#escaped.add(pid);
     for (const pid of left) signalPid(pid, 'SIGKILL');

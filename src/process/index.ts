@@ -21,6 +21,7 @@ export type {
 } from './types.js';
 export { DEFAULT_GRACE_MS, DEFAULT_STOP_SIGNAL, spawnProcess } from './spawn.js';
 export { TAIL_LINES } from './handle.js';
+export { discardSpare, SPARE_DELAY_MS } from './spare.js';
 export { ProcessRegistry, SWEEP_WAIT_MS, type ProcessRecord, type SweepReport } from './registry.js';
 export { MAX_LINE_BYTES } from './lines.js';
 export { isAlive, readStartTime } from './group.js';

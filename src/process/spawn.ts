@@ -9,15 +9,17 @@
  * anything it forks) runs unknown to the guard.
  */
 import { type ChildProcess, spawn, type StdioOptions } from 'node:child_process';
-import { basename } from 'node:path';
+import { basename, resolve } from 'node:path';
 import type { Writable } from 'node:stream';
 import { isMainThread } from 'node:worker_threads';
 import { invalidArgument, MusterError } from '../errors.js';
 import { toMillis } from '../util/duration.js';
 import { checkCwd, checkSignal, resolveProgram, show, spawnFailed } from './command.js';
+import { gateArgv, nextMarker, nextSpawnTurn, WRAPPER } from './gate.js';
 import { MARKER_VARIABLE, readStartTime, signalGroup, waitGroupGone } from './group.js';
-import { guard, parentToken, setprivCommand } from './guard.js';
+import { guard, setprivCommand } from './guard.js';
 import { ChildHandle } from './handle.js';
+import { claimSpare, type Spare, scheduleSpare } from './spare.js';
 import type { OutputTarget, ProcessHandle, SpawnOptions } from './types.js';
 
 /** 10 s: systemd's TimeoutStopSec is 90 s, Kubernetes' grace 30 s; a supervisor wants it sooner. */
@@ -25,24 +27,7 @@ export const DEFAULT_GRACE_MS = 10_000;
 /** SIGTERM, as systemd, Kubernetes and Docker send first. */
 export const DEFAULT_STOP_SIGNAL: NodeJS.Signals = 'SIGTERM';
 
-let serial = 0;
-
-/**
- * One spawn per event-loop turn. `child_process.spawn` returns only once the child has `exec`d —
- * about 3 ms of this thread per child on this machine, more for a large parent — so an agent that
- * acquired 100 partitions at once and spawned in one turn held its event loop for 0.3–0.7 s, long
- * enough to delay its session's keep-alive. Each spawn waits for the previous one and one
- * `setImmediate`, so timers and I/O run between any two forks; the total time is unchanged.
- */
-let spawnTurn: Promise<void> = Promise.resolve();
-function nextSpawnTurn(): Promise<void> {
-  const turn = spawnTurn.then(() => new Promise<void>((resolve) => setImmediate(resolve)));
-  spawnTurn = turn;
-  return turn;
-}
-
-/** Waits for one line on fd 4 (the go-ahead), closes it, becomes the command. */
-export const WRAPPER = 'read -r _ <&4 || exit 125; exec 4<&-; exec "$@"';
+export { WRAPPER } from './gate.js';
 
 /**
  * Starts `options.command` in its own process group. Resolves once the OS has spawned it; rejects
@@ -56,47 +41,26 @@ export async function spawnProcess(options: SpawnOptions): Promise<ProcessHandle
     throw invalidArgument('spawnProcess must be called from the main thread (the death signal follows it)');
   const graceMs = toMillis(options.grace ?? DEFAULT_GRACE_MS, 'grace');
   const stopSignal = checkSignal(options.stopSignal ?? DEFAULT_STOP_SIGNAL);
-  const env: Record<string, string | undefined> =
+  const base: Record<string, string | undefined> =
     options.envReplace === true ? { ...options.env } : { ...process.env, ...options.env };
-  const marker = `${parentToken()}/${++serial}`;
-  env[MARKER_VARIABLE] = marker;
   const cwd = options.cwd ?? process.cwd();
   checkCwd(command, cwd);
-  const program = resolveProgram(command, cwd, env.PATH);
-  const setpriv = setprivCommand();
-  const argv = [
-    ...(setpriv === null ? [] : [setpriv, '--pdeathsig', 'KILL', '--']),
-    ...['/bin/sh', '-c', WRAPPER, 'muster-spawn', program, ...command.slice(1)],
-  ];
-  const stdio: StdioOptions = [
-    'ignore',
-    stdioOf(options.stdout ?? 'lines'),
-    stdioOf(options.stderr ?? 'lines'),
-    options.readyFd === true ? 'pipe' : 'ignore',
-    'pipe',
-    ...(options.ipc === undefined ? [] : ['ipc' as const]),
-  ];
-  await nextSpawnTurn();
-  let child: ChildProcess;
-  try {
-    child = spawn(argv[0] as string, argv.slice(1), {
-      cwd,
-      env,
-      stdio,
-      detached: true,
-      ...(options.ipc === undefined ? {} : { serialization: options.ipc }),
-    });
-  } catch (err) {
-    throw spawnFailed(command, (err as Error).message, (err as NodeJS.ErrnoException).code, err);
-  }
-  const pid = child.pid;
-  if (pid === undefined) {
-    const err = await new Promise<Error>((resolve) => child.once('error', resolve));
-    throw spawnFailed(command, err.message, (err as NodeJS.ErrnoException).code, err);
-  }
-  // From here the wrapper waits on fd 4: tell the guard and the registry, then let it run.
-  guard.add(pid);
-  const startTime = readStartTime(pid) ?? '';
+  const program = resolveProgram(command, cwd, base.PATH);
+  const readyFd = options.readyFd === true;
+  // A spare fits a child whose output is read in lines and that has no IPC channel (see spare.ts).
+  const prewarm =
+    options.prewarm === true &&
+    (options.stdout ?? 'lines') === 'lines' &&
+    (options.stderr ?? 'lines') === 'lines' &&
+    options.ipc === undefined;
+  const argv = [program, ...command.slice(1)];
+  const claimed = prewarm
+    ? claimSpare(readyFd, resolve(cwd), (m) => ({ ...base, [MARKER_VARIABLE]: m }), argv)
+    : undefined;
+  if (prewarm) scheduleSpare(readyFd);
+  const started = claimed?.spare ?? (await forkGated(command, argv, base, cwd, options));
+  const { child, pid, startTime, marker } = started;
+  // The wrapper waits on fd 4: tell the registry (the guard knows the group already), then let it run.
   const label = options.label ?? basename(program);
   const go = child.stdio[4] as Writable;
   try {
@@ -112,8 +76,49 @@ export async function spawnProcess(options: SpawnOptions): Promise<ProcessHandle
     });
   }
   go.on('error', () => undefined);
-  go.end('\n');
+  go.end(claimed?.line ?? '\n');
   return new ChildHandle(child, { pid, startTime, label, command, graceMs, stopSignal, options, marker });
+}
+
+/** Forks `[setpriv …] sh -c WRAPPER muster-spawn ARGV…` in its own group, held at the gate; tells the guard. */
+async function forkGated(
+  command: readonly string[],
+  argv: readonly string[],
+  base: Record<string, string | undefined>,
+  cwd: string,
+  options: SpawnOptions,
+): Promise<Pick<Spare, 'child' | 'pid' | 'startTime' | 'marker'>> {
+  const marker = nextMarker();
+  const env = { ...base, [MARKER_VARIABLE]: marker };
+  const full = gateArgv(setprivCommand(), WRAPPER, argv);
+  const stdio: StdioOptions = [
+    'ignore',
+    stdioOf(options.stdout ?? 'lines'),
+    stdioOf(options.stderr ?? 'lines'),
+    options.readyFd === true ? 'pipe' : 'ignore',
+    'pipe',
+    ...(options.ipc === undefined ? [] : ['ipc' as const]),
+  ];
+  await nextSpawnTurn();
+  let child: ChildProcess;
+  try {
+    child = spawn(full[0] as string, full.slice(1), {
+      cwd,
+      env,
+      stdio,
+      detached: true,
+      ...(options.ipc === undefined ? {} : { serialization: options.ipc }),
+    });
+  } catch (err) {
+    throw spawnFailed(command, (err as Error).message, (err as NodeJS.ErrnoException).code, err);
+  }
+  const pid = child.pid;
+  if (pid === undefined) {
+    const err = await new Promise<Error>((settle) => child.once('error', settle));
+    throw spawnFailed(command, err.message, (err as NodeJS.ErrnoException).code, err);
+  }
+  guard.add(pid);
+  return { child, pid, startTime: readStartTime(pid) ?? '', marker };
 }
 
 function checkCommand(command: unknown): readonly string[] {

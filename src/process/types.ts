@@ -50,6 +50,15 @@ export interface SpawnOptions {
    * with it (`process.send(message, handle)`), if any.
    */
   readonly onMessage?: (message: unknown, handle: IpcHandle | undefined) => void;
+  /**
+   * Keep a child forked ahead for the next spawn of this shape (`readyFd` or not), held at the gate
+   * until that spawn writes its command (`spare.ts`): that spawn then does not wait for a fork and
+   * an exec, which on a loaded host wait for a CPU. Applies to children whose stdout and stderr are
+   * `'lines'` and that have no IPC channel; others, and a child whose environment the spare cannot
+   * take (a variable to remove, a newline in a value or an argument), are forked as usual.
+   * {@link discardSpare} ends the spare. Default false.
+   */
+  readonly prewarm?: boolean;
 }
 
 export interface ExitInfo {

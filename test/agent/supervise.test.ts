@@ -4,6 +4,7 @@ import { describe, test } from 'node:test';
 import { spawn } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { readStartTime } from '../../src/process/index.js';
+import { currentSpare } from '../../src/process/spare.js';
 import { jsonOf } from '../../src/store/index.js';
 import { backoffDelay } from '../../src/agent/index.js';
 import { initConfig, publishConfig } from '../../src/config/index.js';
@@ -91,6 +92,37 @@ describe('agent supervising children (memory store)', () => {
         for (const pid of pids) assert.equal(groupAlive(pid), false, `group ${pid} gone after leave`);
         const owners = await store.range({ prefix: '/muster/services/sv/owners/' });
         assert.equal(owners.kvs.length, 0, 'owner keys deleted after the children stopped');
+      });
+    },
+  );
+
+  test(
+    'issue-15: a restart runs in the child forked ahead (prewarm), with its identity; the leave ends the spare',
+    { timeout: 60_000 },
+    async () => {
+      await withAgents(async ({ dir, start }) => {
+        const running = await start(yaml(dir));
+        await waitFor(() => running.agent.rows().filter((r) => r.state === 'ready').length === 2, {
+          timeoutMs: 10_000,
+          what: 'two ready children',
+        });
+        await waitFor(() => currentSpare()?.readyFd === true, { timeoutMs: 10_000, what: 'a spare' });
+        const spare = currentSpare()!;
+        const old = running.agent.rows().find((r) => r.partition === '0')!;
+        process.kill(old.pid!, 'SIGKILL');
+        await waitFor(
+          () =>
+            running.agent.rows().find((r) => r.partition === '0' && r.state === 'ready')?.pid === spare.pid,
+          { timeoutMs: 10_000, what: 'the restart in the spare' },
+        );
+        const row = running.agent.rows().find((r) => r.partition === '0')!;
+        const last = lines(join(dir, 'starts')).at(-1)!.split(' ');
+        assert.deepEqual(last, ['0', String(row.token), 'sv', String(spare.pid)], 'its identity and its pid');
+        await waitFor(() => currentSpare() !== undefined, { timeoutMs: 10_000, what: 'the next spare' });
+        const next = currentSpare()!;
+        await running.daemon.stop();
+        assert.equal(currentSpare(), undefined);
+        assert.equal(pidAlive(next.pid), false, 'the spare is gone with the agent');
       });
     },
   );

@@ -44,8 +44,11 @@ async function join(
   });
 }
 
-async function ownerOf(store: MemoryStore): Promise<{ instance: string; moving?: boolean } | undefined> {
-  const kv = await store.get(OWNER);
+async function ownerOf(
+  store: MemoryStore,
+  partition = '0',
+): Promise<{ instance: string; moving?: boolean } | undefined> {
+  const kv = await store.get(`/muster/services/${SERVICE}/owners/${partition}`);
   return kv === undefined
     ? undefined
     : (JSON.parse(new TextDecoder().decode(kv.value)) as { instance: string; moving?: boolean });
@@ -79,6 +82,59 @@ describe('partition hand-off of state', { timeout: 60_000 }, () => {
       'the new owner took it',
     );
     await ha.close();
+    await store.close();
+  });
+
+  test('issue-15: a leave marks every owner record moving in one write; a key that changed hands leaves the others marked', async () => {
+    const store = openMemoryStore();
+    const owners = `/muster/services/${SERVICE}/owners/`;
+    const leaveOnce = async (steal: boolean) => {
+      const atStop = new Map<string, { moving?: boolean; modRevision: number }>();
+      const h = await joinPartitioned(store, {
+        service: SERVICE,
+        partitions: 4,
+        id: 'a',
+        ttl: 2000,
+        logger: { info: () => undefined, warn: () => undefined, error: () => undefined },
+        onAcquire: () => undefined,
+        onRelease: async (p) => {
+          const kv = await store.get(`${owners}${p}`);
+          const rec = kv && (JSON.parse(new TextDecoder().decode(kv.value)) as { moving?: boolean });
+          atStop.set(p, {
+            ...(rec?.moving === undefined ? {} : { moving: rec.moving }),
+            modRevision: kv?.modRevision ?? 0,
+          });
+        },
+      });
+      await waitFor(() => h.assumed.size === 4, { what: 'a owns every partition' });
+      if (steal) {
+        // Another incarnation of key 3 in the same tick as the leave: the handle has not seen it, so
+        // only the store's compare on the token refuses the write.
+        void store.delete(`${owners}3`);
+        void store.put(`${owners}3`, JSON.stringify({ instance: 'x', since: '' }));
+      }
+      await h.close();
+      return atStop;
+    };
+
+    const batched = await leaveOnce(false);
+    assert.deepEqual([...batched.keys()].sort(), ['0', '1', '2', '3']);
+    assert.ok(
+      [...batched.values()].every((r) => r.moving === true),
+      'every record said moving at the stop',
+    );
+    assert.equal(
+      new Set([...batched.values()].map((r) => r.modRevision)).size,
+      1,
+      'all written in one transaction',
+    );
+    assert.equal((await store.range(owners)).count, 0, 'every key released');
+
+    const fallback = await leaveOnce(true);
+    for (const p of ['0', '1', '2'])
+      assert.equal(fallback.get(p)?.moving, true, `partition ${p} marked moving`);
+    assert.equal((await ownerOf(store, '3'))?.instance, 'x', "the other incarnation's key is left alone");
+    assert.equal((await store.range(owners)).count, 1);
     await store.close();
   });
 

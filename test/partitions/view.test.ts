@@ -134,6 +134,51 @@ describe('the partitions view', () => {
     },
   );
 
+  test(
+    'issue-15: an owner rewriting its record (moving, address) does not recompute placement; a new owner or instance does',
+    { timeout: 30_000 },
+    async () => {
+      const store = new MemoryStore();
+      const contexts = new Map<string, AcquireContext>();
+      const join = (id: string) =>
+        joinPartitioned(store, {
+          service: 'svc',
+          id,
+          partitions: 4,
+          logger: quietLogger,
+          onAcquire: (p, ctx) => void contexts.set(`${id}/${p}`, ctx),
+        });
+      const a = await join('a');
+      const view = openServiceView(store, 'svc');
+      let b: Awaited<ReturnType<typeof join>> | undefined;
+      try {
+        await view.ready();
+        await until('a owns every partition, as the view sees it', () =>
+          ['0', '1', '2', '3'].every((p) => view.owners.get(p)?.instance === 'a'),
+        );
+        const before = view.assignment();
+        const ctx = contexts.get('a/0')!;
+        await ctx.publish({ address: '127.0.0.1:9000' });
+        await ctx.publish({ moving: true });
+        await until('the rewrite in the view', () => view.owners.get('0')?.moving === true);
+        assert.equal(view.assignment(), before, 'the same assignment object: placement did not run again');
+        b = await join('b');
+        // (A recomputation that took over 5 ms — a loaded machine — makes the next one wait: hence
+        // waits rather than immediate checks.)
+        await until('a new instance recomputes', () => view.assignment().byInstance.has('b'));
+        const withB = view.assignment();
+        const moved = [...withB.byInstance.get('b')!][0]!;
+        await until('a partition acquired by b', () => view.owners.get(moved)?.instance === 'b');
+        await until('a new owner recomputes', () => view.assignment() !== withB);
+      } finally {
+        view.close();
+        await b?.leave();
+        await a.leave();
+        await store.close();
+      }
+    },
+  );
+
   test('publish is fenced: a stale token is refused with MUSTER_NOT_OWNER', { timeout: 30_000 }, async () => {
     const store = new MemoryStore();
     const contexts = new Map<string, AcquireContext>();

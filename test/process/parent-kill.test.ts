@@ -5,6 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import { SPARES } from '../../src/process/spare.js';
 import { parentKill, percentile } from './parent-kill.js';
 
 const ROUNDS = Number(process.env.MUSTER_PARENT_KILL_ROUNDS ?? 20);
@@ -41,6 +42,18 @@ describe('death of the parent', () => {
       assert.deepEqual(r.survivors, [], `round ${i}: survivors ${r.survivors.join(' ')}`);
     }
   });
+
+  test(
+    'children started by spares forked ahead (prewarm), and waiting spares, die too',
+    { timeout: 60_000 },
+    async () => {
+      for (let i = 0; i < 5; i++) {
+        const r = await parentKill({ prewarm: true, noSetpriv: i % 2 === 1 });
+        assert.equal(r.pids.length, 45 + SPARES, `the fixture reported ${r.pids.length} pids`);
+        assert.deepEqual(r.survivors, [], `round ${i}: survivors ${r.survivors.join(' ')}`);
+      }
+    },
+  );
 
   test(
     'descendants that left their group (setsid) are found by their marker',

@@ -28,6 +28,8 @@ export interface ParentKillOptions {
   readonly killGuard?: boolean;
   /** The children drop the `MUSTER_PROCESS` marker: only the guard's group list can find them. */
   readonly unmarked?: boolean;
+  /** Every child is a spare forked ahead (`prewarm`), and `SPARES` more wait at the gate. */
+  readonly prewarm?: boolean;
   /** Run the parent without setpriv (the guard alone). */
   readonly noSetpriv?: boolean;
   /** How long the checker waits for the descendants to die. Default 2 s. */
@@ -46,6 +48,7 @@ export async function parentKill(options: ParentKillOptions = {}): Promise<Paren
       ESCAPEES: options.escapees === true ? '1' : '0',
       KILL_GUARD: options.killGuard === true ? '1' : '0',
       UNMARKED: options.unmarked === true ? '1' : '0',
+      PREWARM: options.prewarm === true ? '1' : '0',
       MUSTER_NO_SETPRIV: options.noSetpriv === true ? '1' : '0',
     },
     onLine: (stream, text) => {
