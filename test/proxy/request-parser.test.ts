@@ -123,7 +123,9 @@ describe('proxy: the request parser (llhttp strict + RFC 9112 rules)', { timeout
   });
 
   test('an upgrade stops the parser after the head: the rest is the tunnel’s', () => {
-    const r = parse('GET /ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n\x81\x00rest');
+    const r = parse(
+      'GET /ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n\x81\x00rest',
+    );
     assert.equal(r.requests[0]?.upgrade, true);
     assert.ok(r.result !== undefined && 'upgrade' in r.result);
     assert.equal(r.result.upgrade.toString('latin1'), '\x81\x00rest');
@@ -142,15 +144,30 @@ describe('proxy: the request parser (llhttp strict + RFC 9112 rules)', { timeout
       'Content-Length and Transfer-Encoding',
       'POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n',
     ],
-    ['two different Content-Lengths', 'POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nContent-Length: 40\r\n\r\n'],
-    ['a repeated Content-Length', 'POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n'],
+    [
+      'two different Content-Lengths',
+      'POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nContent-Length: 40\r\n\r\n',
+    ],
+    [
+      'a repeated Content-Length',
+      'POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n',
+    ],
     ['a list of Content-Lengths', 'POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5, 6\r\n\r\n'],
     ['an invalid Content-Length', 'POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5x\r\n\r\n'],
     ['a negative Content-Length', 'POST / HTTP/1.1\r\nHost: h\r\nContent-Length: -1\r\n\r\n'],
-    ['a final coding other than chunked', 'POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked, gzip\r\n\r\n'],
-    ['chunked twice', 'POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n'],
+    [
+      'a final coding other than chunked',
+      'POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked, gzip\r\n\r\n',
+    ],
+    [
+      'chunked twice',
+      'POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n',
+    ],
     ['Transfer-Encoding in HTTP/1.0', 'POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n'],
-    ['a bad chunk size', 'POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n'],
+    [
+      'a bad chunk size',
+      'POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n',
+    ],
     [
       'chunk data longer than its size',
       'POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX\r\n0\r\n\r\n',
