@@ -156,6 +156,11 @@ describe('the partitions view', () => {
         await until('a owns every partition, as the view sees it', () =>
           ['0', '1', '2', '3'].every((p) => view.owners.get(p)?.instance === 'a'),
         );
+        // (under load a recomputation is throttled: wait for the one of the last owner's snapshot)
+        await until(
+          'placement caught up with the last owner',
+          () => view.assignment().revision === view.revision,
+        );
         const before = view.assignment();
         const ctx = contexts.get('a/0')!;
         await ctx.publish({ address: '127.0.0.1:9000' });
