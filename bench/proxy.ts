@@ -117,9 +117,10 @@ async function h2loadRate(
   rmSync(log, { force: true });
   const ms = rows.map((row) => row[2] / 1000);
   const period = (connections / rate) * 1000;
+  const ok = rows.filter((row) => row[1] === 200).length;
   return {
-    ok: rows.filter((row) => row[1] === 200).length,
-    errors: total - warm - rows.filter((row) => row[1] === 200).length,
+    ok,
+    errors: total - warm - ok,
     p50: quantile(ms, 0.5),
     p99: quantile(ms, 0.99),
     p999: quantile(ms, 0.999),

@@ -48,11 +48,6 @@ let timer: NodeJS.Timeout | undefined;
 /** Bumped by {@link discardSpare}: a spare being prepared then is not made. */
 let generation = 0;
 
-/** The first spare waiting now (tests). */
-export function currentSpare(): Spare | undefined {
-  return spares[0];
-}
-
 /** Every spare waiting now (tests). */
 export function waitingSpares(): readonly Spare[] {
   return spares;

@@ -186,14 +186,14 @@ export class HoldQueues<T extends Held> {
     // (every key of a partition, or every key while there is no spec), and a change moves only those
     // whose destination changed.
     for (const [destination, q] of [...this.#queues]) {
-      if (q.every((item) => resolve(item.key).destination === destination)) continue;
-      const stay = q.filter((item) => resolve(item.key).destination === destination);
+      const stay: T[] = [];
+      const moving: T[] = [];
+      for (const item of q) (resolve(item.key).destination === destination ? stay : moving).push(item);
+      if (moving.length === 0) continue;
       if (stay.length > 0) this.#queues.set(destination, stay);
       else this.#queues.delete(destination);
-      for (const item of q) {
-        const to = resolve(item.key).destination;
-        if (to === destination) continue;
-        item.destination = to;
+      for (const item of moving) {
+        item.destination = resolve(item.key).destination;
         this.#insert(item);
       }
     }

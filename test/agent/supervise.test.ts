@@ -4,7 +4,7 @@ import { describe, test } from 'node:test';
 import { spawn } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { readStartTime } from '../../src/process/index.js';
-import { currentSpare } from '../../src/process/spare.js';
+import { waitingSpares } from '../../src/process/spare.js';
 import { jsonOf } from '../../src/store/index.js';
 import { backoffDelay } from '../../src/agent/index.js';
 import { initConfig, publishConfig } from '../../src/config/index.js';
@@ -106,8 +106,8 @@ describe('agent supervising children (memory store)', () => {
           timeoutMs: 10_000,
           what: 'two ready children',
         });
-        await waitFor(() => currentSpare()?.readyFd === true, { timeoutMs: 10_000, what: 'a spare' });
-        const spare = currentSpare()!;
+        await waitFor(() => waitingSpares()[0]?.readyFd === true, { timeoutMs: 10_000, what: 'a spare' });
+        const spare = waitingSpares()[0]!;
         const old = running.agent.rows().find((r) => r.partition === '0')!;
         process.kill(old.pid!, 'SIGKILL');
         await waitFor(
@@ -118,10 +118,10 @@ describe('agent supervising children (memory store)', () => {
         const row = running.agent.rows().find((r) => r.partition === '0')!;
         const last = lines(join(dir, 'starts')).at(-1)!.split(' ');
         assert.deepEqual(last, ['0', String(row.token), 'sv', String(spare.pid)], 'its identity and its pid');
-        await waitFor(() => currentSpare() !== undefined, { timeoutMs: 10_000, what: 'the next spare' });
-        const next = currentSpare()!;
+        await waitFor(() => waitingSpares()[0] !== undefined, { timeoutMs: 10_000, what: 'the next spare' });
+        const next = waitingSpares()[0]!;
         await running.daemon.stop();
-        assert.equal(currentSpare(), undefined);
+        assert.equal(waitingSpares()[0], undefined);
         assert.equal(pidAlive(next.pid), false, 'the spare is gone with the agent');
       });
     },

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, test } from 'node:test';
 import { isAlive, type ProcessHandle, ProcessRegistry, spawnProcess } from '../../src/process/index.js';
-import { currentSpare, discardSpare, prepareSpare, shellQuote } from '../../src/process/spare.js';
+import { discardSpare, prepareSpare, shellQuote, waitingSpares } from '../../src/process/spare.js';
 
 const T = { timeout: 30_000 };
 
@@ -31,7 +31,7 @@ describe('spares (prewarm)', () => {
     T,
     async () => {
       await prepareSpare(false);
-      const spare = currentSpare();
+      const spare = waitingSpares()[0];
       assert.ok(spare !== undefined);
       const registry = new ProcessRegistry(mkdtempSync(join(tmpdir(), 'spare-reg-')));
       const tricky = `it's "$HOME" \`id\` $(echo no) \\ ; & | * ~ #`;
@@ -49,7 +49,7 @@ describe('spares (prewarm)', () => {
       });
       assert.equal(h.pid, spare.pid, 'the spare became the child');
       assert.equal(h.startTime, spare.startTime);
-      assert.equal(currentSpare(), undefined, 'taken');
+      assert.equal(waitingSpares()[0], undefined, 'taken');
       await h.gone;
       assert.deepEqual(out, [tricky, tricky, '', spare.marker, 'x']);
       assert.equal(recorded, true, 'recorded in the registry before the command ran');
@@ -60,7 +60,7 @@ describe('spares (prewarm)', () => {
 
   test('what a spare cannot take is forked as usual, and the spare keeps waiting', T, async () => {
     await prepareSpare(false);
-    const spare = currentSpare()!;
+    const spare = waitingSpares()[0]!;
     const multiline = await run(['/bin/sh', '-c', 'printf "%s|" "$V"'], { env: { V: 'a\nb' } });
     assert.notEqual(multiline.h.pid, spare.pid);
     assert.deepEqual(multiline.out, ['a', 'b|']);
@@ -77,13 +77,13 @@ describe('spares (prewarm)', () => {
     assert.notEqual(readyShape.h.pid, spare.pid);
     const argNewline = await run(['/bin/echo', 'a\nb']);
     assert.notEqual(argNewline.h.pid, spare.pid);
-    assert.equal(currentSpare(), spare, 'still waiting');
+    assert.equal(waitingSpares()[0], spare, 'still waiting');
     assert.equal(isAlive(spare.pid, spare.startTime), true);
   });
 
   test('a readyFd spare: ready on fd 3; stop ends the group', T, async () => {
     await prepareSpare(true);
-    const spare = currentSpare()!;
+    const spare = waitingSpares()[0]!;
     assert.equal(spare.readyFd, true);
     const h = await spawnProcess({
       command: ['/bin/sh', '-c', 'echo >&3; exec sleep 100'],
@@ -99,9 +99,9 @@ describe('spares (prewarm)', () => {
 
   test('a discarded spare is gone, killed at the gate', T, async () => {
     await prepareSpare(false);
-    const spare = currentSpare()!;
+    const spare = waitingSpares()[0]!;
     await discardSpare();
-    assert.equal(currentSpare(), undefined);
+    assert.equal(waitingSpares()[0], undefined);
     assert.equal(isAlive(spare.pid, spare.startTime), false);
     assert.equal(spare.child.signalCode, 'SIGKILL');
   });
