@@ -36,7 +36,7 @@ export const STATUS_RECORD_INTERVAL_MS = 250;
 /** 4,000 characters: a hand-off note within membership's 4,096-character limit for a note. */
 export const NOTE_MAX_CHARS = 4000;
 
-/** What `services/<s>/agents/<id>` holds (leased with the instance's session). */
+/** What `status/<s>/agents/<id>` holds (leased with the instance's session). */
 export interface AgentRecord {
   readonly instance: string;
   readonly pid: number;
@@ -403,7 +403,7 @@ export class Agent {
     const lease = this.#handle.leaseId;
     if (lease === undefined) return;
     this.#recordDirty = false;
-    const key = `${serviceKeys(this.#config.root, this.#config.service).prefix}agents/${this.#handle.id}`;
+    const key = serviceKeys(this.#config.root, this.#config.service).agent(this.#handle.id);
     try {
       await this.#store.put(key, jsonBytes(this.record()), { lease });
     } catch (err) {
