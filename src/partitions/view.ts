@@ -46,6 +46,21 @@ const EMPTY_SET: ReadonlySet<string> = new Set();
  */
 export const THROTTLE_ABOVE_MS = 5;
 
+/**
+ * 250 ms: a revision wait ({@link ServiceView.afterRevision}) still unmet after this asks the watch for
+ * a progress notification, then again at this interval while it stays unmet. The store's revision
+ * also moves through writes outside the watched prefix (status records, configurations, other
+ * services), which the watch never delivers; without a progress notification such a wait would last
+ * until the next change under the prefix. A wait met by the watch's own events (the usual case: the
+ * instance's write is under the prefix) costs no request.
+ */
+export const REVISION_PROGRESS_AFTER_MS = 250;
+
+interface RevisionWaiter {
+  readonly revision: number;
+  readonly run: () => void;
+}
+
 /** One service's watched state. Create with {@link acquireView}. */
 export class ServiceView {
   readonly keys: OwnershipKeys;
@@ -71,6 +86,8 @@ export class ServiceView {
   #dirty = true;
   readonly #listeners = new Set<() => void>();
   #notifyQueued = false;
+  #revisionWaiters: RevisionWaiter[] = [];
+  #progressTimer: TimerHandle | undefined;
   #closed = false;
   #watched: WatchedPrefix | undefined;
   #ready: Promise<void> | undefined;
@@ -136,10 +153,61 @@ export class ServiceView {
     return this.#load();
   }
 
-  /** Calls `listener` (coalesced, on a later turn) after each change; returns an unsubscribe function. */
+  /**
+   * Calls `listener` (coalesced, on a later turn) after each change of what the view tracks (spec,
+   * instances, drains, owners, pins, routes); returns an unsubscribe function. A batch of events on
+   * keys the view ignores (a hand-off's state, anything else under the prefix) and a progress
+   * notification move {@link revision} without calling it: wait for a revision with
+   * {@link afterRevision}.
+   */
   subscribe(listener: () => void): () => void {
     this.#listeners.add(listener);
     return () => this.#listeners.delete(listener);
+  }
+
+  /**
+   * Calls `run` once, on a later turn, when the view reflects `revision` or later — whatever brought
+   * it there: a tracked change, events on keys the view ignores, a progress notification, a re-list.
+   * While it is unmet the watch is asked for progress every {@link REVISION_PROGRESS_AFTER_MS}. After
+   * {@link close} it is never called. `run` must not throw (a throw is swallowed).
+   */
+  afterRevision(revision: number, run: () => void): void {
+    if (this.#closed) return;
+    this.#revisionWaiters.push({ revision, run });
+    if (this.revision >= revision) this.#settleRevisions();
+    else
+      this.#progressTimer ??= this.#clock.setTimeout(() => this.#askProgress(), REVISION_PROGRESS_AFTER_MS);
+  }
+
+  #askProgress(): void {
+    this.#progressTimer = undefined;
+    if (this.#closed || this.#revisionWaiters.length === 0) return;
+    this.#watched?.requestProgress();
+    this.#progressTimer = this.#clock.setTimeout(() => this.#askProgress(), REVISION_PROGRESS_AFTER_MS);
+  }
+
+  /** Runs (on a later turn) the revision waiters the current revision meets. */
+  #settleRevisions(): void {
+    if (this.#revisionWaiters.length === 0) return;
+    const due: RevisionWaiter[] = [];
+    const rest: RevisionWaiter[] = [];
+    for (const w of this.#revisionWaiters) (w.revision <= this.revision ? due : rest).push(w);
+    if (due.length === 0) return;
+    this.#revisionWaiters = rest;
+    if (rest.length === 0 && this.#progressTimer !== undefined) {
+      this.#clock.clearTimeout(this.#progressTimer);
+      this.#progressTimer = undefined;
+    }
+    setImmediate(() => {
+      if (this.#closed) return;
+      for (const w of due) {
+        try {
+          w.run();
+        } catch {
+          // a throwing waiter never stops the others
+        }
+      }
+    });
   }
 
   /** The owner partitions held under `lease`, as the snapshot says. */
@@ -222,8 +290,10 @@ export class ServiceView {
   close(): void {
     this.#closed = true;
     if (this.#trailing !== undefined) this.#clock.clearTimeout(this.#trailing);
+    if (this.#progressTimer !== undefined) this.#clock.clearTimeout(this.#progressTimer);
     this.#watched?.close();
     this.#listeners.clear();
+    this.#revisionWaiters = [];
   }
 
   async #load(): Promise<void> {
@@ -231,15 +301,22 @@ export class ServiceView {
     this.#reset(r.kvs, r.revision);
   }
 
-  /** One change of the watched view: a reset replaces the snapshot, events update it. */
+  /**
+   * One change of the watched view: a reset replaces the snapshot, events update it. Listeners hear
+   * of a batch only when one of its events touched what the view tracks: the other agents' and the
+   * proxies' writes of keys the view ignores cost every watcher a decode, not a reconciliation.
+   * Revision waiters are settled by every change, tracked or not.
+   */
   #take(change: WatchedChange): void {
     if (change.type === 'reset') {
       this.#reset(change.kvs, change.revision);
-      return;
+    } else {
+      let tracked = false;
+      if (change.type === 'events') for (const e of change.events) if (this.#apply(e)) tracked = true;
+      if (change.revision > this.revision) this.revision = change.revision;
+      if (tracked) this.#changed();
     }
-    if (change.type === 'events') for (const e of change.events) this.#apply(e);
-    if (change.revision > this.revision) this.revision = change.revision;
-    if (change.type === 'events') this.#changed();
+    this.#settleRevisions();
   }
 
   #reset(kvs: readonly KeyValue[], revision: number): void {
@@ -257,7 +334,8 @@ export class ServiceView {
     this.#changed();
   }
 
-  #apply(e: WatchEvent): void {
+  /** Applies one event; true when it touched what the view tracks (false: a key the view ignores). */
+  #apply(e: WatchEvent): boolean {
     const kv = e.kv;
     const key = kv.key;
     const rest = key.slice(this.keys.prefix.length);
@@ -282,7 +360,7 @@ export class ServiceView {
       if (put) this.drains.add(id);
       else this.drains.delete(id);
       const record = this.#records.get(id);
-      if (record === undefined) return;
+      if (record === undefined) return true;
       this.instances.set(id, this.#withDrain(id, record));
     } else if (rest.startsWith('owners/')) {
       const partition = rest.slice('owners/'.length);
@@ -302,7 +380,7 @@ export class ServiceView {
         // Placement reads only who owns each partition: the owner rewriting its record (`moving`
         // before a release, its address) leaves the assignment as it is. Every instance of the
         // fleet sees each of these writes, and recomputed placement for each.
-        if (old !== undefined && old.instance === owner.instance) return;
+        if (old !== undefined && old.instance === owner.instance) return true;
       }
     } else if (rest.startsWith('pins/')) {
       const partition = rest.slice('pins/'.length);
@@ -315,11 +393,12 @@ export class ServiceView {
       if (route !== undefined) this.routes.set(routeKey, { instance: route.instance });
       else this.routes.delete(routeKey);
       // Routes do not change the assignment.
-      return;
+      return true;
     } else {
-      return;
+      return false;
     }
     this.#dirty = true;
+    return true;
   }
 
   /** As the fleet sees it: membership's drain rule (active + a drain key = `draining`). */

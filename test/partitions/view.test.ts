@@ -9,6 +9,8 @@ import {
   deleteRoute,
 } from '../../src/partitions/index.js';
 import { MemoryStore } from '../../src/store/index.js';
+import { serviceKeys } from '../../src/membership/index.js';
+import { acquireView, releaseView } from '../../src/partitions/view.js';
 import { waitFor } from '../../src/testing/index.js';
 import { quietLogger } from './sim.js';
 
@@ -241,4 +243,62 @@ describe('the partitions view', () => {
       await store.close();
     }
   });
+
+  test(
+    'listeners hear only of changes the view tracks; revision waits are met by any change',
+    { timeout: 30_000 },
+    async () => {
+      const store = new MemoryStore();
+      const keys = serviceKeys(undefined, 'svc');
+      const view = acquireView(store, keys);
+      /**
+       * Resolves once the wait for `revision` has run (afterRevision runs on a later turn than the
+       * listeners); `until` polls, which keeps the event loop alive while the view's (unref'd)
+       * progress timer waits.
+       */
+      const reached = async (revision: number): Promise<void> => {
+        let met = false;
+        view.afterRevision(revision, () => (met = true));
+        await until(`the wait for revision ${revision}`, () => met);
+      };
+      try {
+        await view.ready();
+        await reached(view.revision); // past the first listing's own notification
+        let calls = 0;
+        view.subscribe(() => calls++);
+
+        // A key under the prefix that the view ignores (a hand-off's state): the revision moves, no
+        // listener runs. Listeners are queued before revision waiters, so had the batch notified
+        // them, `calls` would be 1 by the time the wait is met.
+        const ignored = await store.put(`${keys.prefix}handoff/0`, 'state');
+        await reached(ignored.revision);
+        assert.equal(view.revision, ignored.revision);
+        assert.equal(calls, 0, 'no listener for a batch of ignored keys');
+
+        // A tracked key notifies (so the check above can fail).
+        const pin = await store.put(keys.pin('0'), JSON.stringify({ instance: 'a' }));
+        await reached(pin.revision);
+        assert.equal(calls, 1, 'one notification for a tracked change');
+        assert.equal(view.pins.get('0'), 'a');
+
+        // Status records are outside the watched prefix: the watch never delivers them, so a wait for
+        // their revision is met by the progress notification the view asks for, not by an event.
+        assert.ok(!keys.agent('a').startsWith(keys.prefix), 'agents status records are not watched');
+        assert.ok(!keys.proxy('p').startsWith(keys.prefix), 'proxy status records are not watched');
+        const status = await store.put(keys.agent('a'), JSON.stringify({ instance: 'a' }));
+        await reached(status.revision);
+        assert.ok(view.revision >= status.revision);
+        assert.equal(calls, 1, 'no listener for a progress notification');
+
+        // A wait already met runs too (on a later turn).
+        let ran = false;
+        view.afterRevision(1, () => (ran = true));
+        assert.equal(ran, false, 'not synchronously');
+        await until('a met wait runs', () => ran);
+      } finally {
+        releaseView(store, view);
+        await store.close();
+      }
+    },
+  );
 });
