@@ -31,6 +31,10 @@ export type ViewInstance = Instance;
 
 /** The assignment computed from one snapshot. */
 export interface ViewAssignment {
+  /**
+   * The revision of the snapshot this is the assignment of: the one it was computed from, or a later
+   * one that changed nothing placement's result depends on (the maps are then the same objects).
+   */
   readonly revision: number;
   readonly partitions: readonly string[];
   readonly byPartition: ReadonlyMap<string, string>;
@@ -96,6 +100,8 @@ export class ServiceView {
   #lastComputeMs = 0;
   #lastComputeAt = 0;
   #trailing: TimerHandle | undefined;
+  /** The last computation put no partition over its cap (placement's `stats.overCap === 0`). */
+  #withinCaps = false;
   #ids: { readonly spec: ServiceSpec; readonly ids: readonly string[] } | undefined;
 
   readonly #malformed: MalformedRecords;
@@ -224,7 +230,12 @@ export class ServiceView {
    * decided by the owner keys.
    */
   assignment(): ViewAssignment {
-    if (!this.#dirty && this.#assignment !== undefined) return this.#assignment;
+    if (!this.#dirty && this.#assignment !== undefined) {
+      if (this.#assignment.revision !== this.revision) {
+        this.#assignment = { ...this.#assignment, revision: this.revision };
+      }
+      return this.#assignment;
+    }
     if (this.#assignment !== undefined && this.#lastComputeMs > THROTTLE_ABOVE_MS) {
       const wait = this.#lastComputeAt + this.#lastComputeMs - this.#clock.monotonic();
       if (wait > 0) {
@@ -269,6 +280,7 @@ export class ServiceView {
       set.add(p);
     }
     this.#assignment = { revision: this.revision, partitions, byPartition: result.assignments, byInstance };
+    this.#withinCaps = result.stats.overCap === 0;
     this.#dirty = false;
     this.#lastComputeMs = performance.now() - started;
     this.#lastComputeAt = this.#clock.monotonic();
@@ -320,6 +332,7 @@ export class ServiceView {
   }
 
   #reset(kvs: readonly KeyValue[], revision: number): void {
+    this.#dirty = true; // before the records: no shortcut of #apply compares them with an old assignment
     this.spec = undefined;
     this.instances.clear();
     this.#records.clear();
@@ -381,6 +394,10 @@ export class ServiceView {
         // before a release, its address) leaves the assignment as it is. Every instance of the
         // fleet sees each of these writes, and recomputed placement for each.
         if (old !== undefined && old.instance === owner.instance) return true;
+        // Nor does an acquisition by the instance the current assignment chose (placement's
+        // "stable under an acquisition as assigned", src/placement/assign.ts): each hand-off made
+        // every instance recompute once per partition its successors took.
+        if (old === undefined && this.#asAssigned(partition, owner.instance)) return true;
       }
     } else if (rest.startsWith('pins/')) {
       const partition = rest.slice('pins/'.length);
@@ -399,6 +416,14 @@ export class ServiceView {
     }
     this.#dirty = true;
     return true;
+  }
+
+  /**
+   * True when the assignment is that of the current snapshot (nothing changed since it was computed)
+   * with no partition over its cap, and gives `partition` to `instance`.
+   */
+  #asAssigned(partition: string, instance: string): boolean {
+    return !this.#dirty && this.#withinCaps && this.#assignment?.byPartition.get(partition) === instance;
   }
 
   /** As the fleet sees it: membership's drain rule (active + a drain key = `draining`). */
