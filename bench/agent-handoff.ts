@@ -140,6 +140,9 @@ export async function run(args: string[]): Promise<void> {
     cpuMs: number[];
     etcdCpuMs: number[];
     benchCpuMs: number[];
+    /** Store writes (revisions) under the fleet's keys per hand-off (SIGTERM → every new child ran): all, status records. */
+    writes: number[];
+    statusWrites: number[];
   }
 
   const startAgent = (f: Fleet): Agent => {
@@ -210,7 +213,30 @@ run:
     cpuMs: [],
     etcdCpuMs: [],
     benchCpuMs: [],
+    writes: [],
+    statusWrites: [],
   }));
+  // Every write under the root, with when this process saw it: a hand-off's writes are counted per
+  // fleet (its service's keys and its agents' status records) between its SIGTERM and its end.
+  const written: { t: number; revision: number; key: string }[] = [];
+  const rootWatch = store.watch('/muster/');
+  void (async () => {
+    for await (const b of rootWatch) {
+      if (b.type !== 'events') continue;
+      const t = Date.now();
+      for (const e of b.events) written.push({ t, revision: e.kv.modRevision, key: e.kv.key });
+    }
+  })();
+  const writesIn = (f: Fleet, from: number, to: number): { all: number; status: number } => {
+    const all = new Set<number>();
+    const status = new Set<number>();
+    for (const w of written) {
+      if (w.t < from || w.t > to || !w.key.includes(`/${f.service}/`)) continue;
+      all.add(w.revision);
+      if (w.key.includes('/status/') || w.key.includes('/agents/')) status.add(w.revision);
+    }
+    return { all: all.size, status: status.size };
+  };
   const watches = fleets.map((f) => {
     const w = store.watch(`/muster/services/${f.service}/owners/`);
     void (async () => {
@@ -268,6 +294,9 @@ run:
         f.cpuMs.push((others.reduce((n, a) => n + threadCpuNs(a.child.pid), 0) - cpu0) / 1e6);
         f.etcdCpuMs.push((threadCpuNs(etcdPid) - etcd0) / 1e6);
         f.benchCpuMs.push((bench1.user + bench1.system) / 1000);
+        const w = writesIn(f, wall0, Date.now());
+        f.writes.push(w.all);
+        f.statusWrites.push(w.status);
         await victim.exited;
         await sleep(200);
         const vlog = readLog(victim.logFile);
@@ -315,6 +344,9 @@ run:
         `  CPU per hand-off (SIGTERM → every new child ran), median: the other agents ${fmt(quantile(f.cpuMs, 0.5))} ms, etcd ${fmt(quantile(f.etcdCpuMs, 0.5))} ms, this bench ${fmt(quantile(f.benchCpuMs, 0.5))} ms`,
       );
       console.log(`    other agents, all: ${all(f.cpuMs)}`);
+      console.log(
+        `  store writes per hand-off, median: ${fmt(quantile(f.writes, 0.5))} (status records ${fmt(quantile(f.statusWrites, 0.5))}); all: ${all(f.writes)}`,
+      );
       for (const k of STEPS) {
         const xs = f.steps[k];
         console.log(
@@ -331,6 +363,7 @@ run:
     if (windowsFile !== undefined) writeFileSync(windowsFile, JSON.stringify(windows));
   } finally {
     for (const w of watches) w.close();
+    rootWatch.close();
     for (const f of fleets) {
       for (const a of f.agents.values()) a.child.kill('SIGTERM');
       await Promise.all([...f.agents.values()].map((a) => a.exited));

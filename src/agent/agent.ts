@@ -30,13 +30,19 @@ import { AgentMetrics } from './metrics.js';
 import type { DaemonContext } from './runtime.js';
 import { type PartitionRow, Supervisor } from './supervisor.js';
 
-/** 250 ms between writes of the agent's status record: a crash loop cannot flood the store. */
-export const STATUS_RECORD_INTERVAL_MS = 250;
+/**
+ * 1 s: the agent's status record is written this long after the first change since its last write.
+ * A crash loop cannot flood the store (one write a second at most), and the writes stay out of a
+ * hand-off, which is over in a few hundred milliseconds: they share etcd's one apply loop, and its
+ * fsyncs, with the hand-off's own writes (with a write every 250 ms while things changed, each agent
+ * taking over a partition wrote its record once or twice within the hand-off).
+ */
+export const STATUS_RECORD_INTERVAL_MS = 1000;
 
 /** 4,000 characters: a hand-off note within membership's 4,096-character limit for a note. */
 export const NOTE_MAX_CHARS = 4000;
 
-/** What `services/<s>/agents/<id>` holds (leased with the instance's session). */
+/** What `status/<s>/agents/<id>` holds (leased with the instance's session). */
 export interface AgentRecord {
   readonly instance: string;
   readonly pid: number;
@@ -207,9 +213,7 @@ export class Agent {
       JSON.stringify({ pid: process.pid, api: this.ctx.admin.url, instance: this.#handle.id }),
     );
     this.#armWatchdog(0);
-    this.#recordTimer = setInterval(() => void this.#writeRecord(), STATUS_RECORD_INTERVAL_MS);
-    this.#recordTimer.unref();
-    this.#recordDirty = true;
+    this.#recordChanged();
   }
 
   async #onAcquire(partition: string, context: AcquireContext): Promise<Uint8Array | undefined> {
@@ -226,7 +230,7 @@ export class Agent {
       runFor: (p) => runFor(this.#config, p),
       handOff: (p, reason) => this.#handOff(p, reason),
       changed: (s) => {
-        this.#recordDirty = true;
+        this.#recordChanged();
         this.metrics.changed(s);
       },
       stopMarginMs: this.#config.stopMarginMs,
@@ -253,7 +257,7 @@ export class Agent {
       if (handoff.in !== undefined) removeQuietly(handoff.in);
       this.metrics.releaseDone(partition, performance.now() - started);
       if (this.#sups.get(partition) === sup) this.#sups.delete(partition);
-      this.#recordDirty = true;
+      this.#recordChanged();
     }
   }
 
@@ -341,7 +345,7 @@ export class Agent {
         'no other instance left to try this partition; keeping it here and retrying after the longest back-off',
       );
       this.#handedOff.set(partition, { reason, to: '', at: new Date().toISOString() });
-      this.#recordDirty = true;
+      this.#recordChanged();
       this.#publishNotes();
       return false;
     }
@@ -356,7 +360,7 @@ export class Agent {
     );
     if (!r.succeeded) return false;
     this.#handedOff.set(partition, { reason, to: target.id, at: pin.at });
-    this.#recordDirty = true;
+    this.#recordChanged();
     this.#publishNotes();
     this.log.warn({ partition, to: target.id, reason }, 'partition handed to another instance (pinned)');
     return true;
@@ -398,16 +402,30 @@ export class Agent {
     };
   }
 
+  /** Plans a write of the status record {@link STATUS_RECORD_INTERVAL_MS} from now, unless one is planned. */
+  #recordChanged(): void {
+    this.#recordDirty = true;
+    if (this.#recordTimer !== undefined || this.#closing !== undefined) return;
+    this.#recordTimer = setTimeout(() => {
+      this.#recordTimer = undefined;
+      void this.#writeRecord();
+    }, STATUS_RECORD_INTERVAL_MS);
+    this.#recordTimer.unref();
+  }
+
   async #writeRecord(): Promise<void> {
     if (!this.#recordDirty || this.#closing !== undefined) return;
     const lease = this.#handle.leaseId;
-    if (lease === undefined) return;
+    if (lease === undefined) {
+      this.#recordChanged(); // between sessions: try again
+      return;
+    }
     this.#recordDirty = false;
-    const key = `${serviceKeys(this.#config.root, this.#config.service).prefix}agents/${this.#handle.id}`;
+    const key = serviceKeys(this.#config.root, this.#config.service).agent(this.#handle.id);
     try {
       await this.#store.put(key, jsonBytes(this.record()), { lease });
     } catch (err) {
-      this.#recordDirty = true;
+      this.#recordChanged();
       this.log.debug({ err: String(err) }, 'status record not written');
     }
   }
@@ -498,7 +516,7 @@ export class Agent {
 
   async #close(): Promise<void> {
     if (this.#watchdog !== undefined) clearTimeout(this.#watchdog);
-    if (this.#recordTimer !== undefined) clearInterval(this.#recordTimer);
+    if (this.#recordTimer !== undefined) clearTimeout(this.#recordTimer);
     const steps: (() => Promise<unknown>)[] = [
       async () => this.#handle?.leave(),
       // Every child is stopped: the one forked ahead for the next start goes too.

@@ -155,7 +155,7 @@ async function readStatus(store: Store, root: string, service?: string): Promise
   const out: ServiceStatus[] = [];
   for (const s of services) {
     const st = await readPartitionStatus(store, s, { root });
-    const agents = await store.range({ prefix: `${serviceKeys(root, s).prefix}agents/` });
+    const agents = await store.range({ prefix: serviceKeys(root, s).agents });
     out.push({
       service: s,
       instances: st.instances.map((i) => ({ id: i.id, state: i.state, health: i.health, owned: i.owned })),

@@ -17,6 +17,7 @@ export {
   DEFAULT_ROOT,
   serviceKeys,
   servicesPrefix,
+  statusPrefix,
   parseInstanceKey,
   parseDrainKey,
   normalizeRoot,

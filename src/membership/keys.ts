@@ -8,7 +8,14 @@
  * <root>services/<service>/pins/<partition>
  * <root>services/<service>/routes/<key>
  * <root>services/<service>/drain/<id>       (under the instance's lease: `muster drain`)
+ * <root>status/<service>/agents/<id>        (leased: an agent's status record, `muster status`)
+ * <root>status/<service>/proxies/<id>       (leased: a proxy worker's held queues, the dashboard)
  * ```
+ *
+ * Status records live outside `services/<service>/` on purpose: every instance and proxy of the
+ * fleet watches that prefix, so a record written there several times a second during a hand-off
+ * would be delivered to, and decoded by, all of them for nothing. Only the dashboard and `muster
+ * status` read `status/`.
  */
 import { invalidArgument } from '../errors.js';
 
@@ -64,11 +71,17 @@ export interface ServiceKeys {
   readonly routes: string;
   /** `<root>services/<service>/drain/`: operator drains (`muster drain`), one key per instance. */
   readonly drains: string;
+  /** `<root>status/<service>/agents/`: the agents' status records (not under the watched `prefix`). */
+  readonly agents: string;
+  /** `<root>status/<service>/proxies/`: the proxy workers' held queues (not under the watched `prefix`). */
+  readonly proxies: string;
   instance(id: string): string;
   owner(partition: string): string;
   pin(partition: string): string;
   route(key: string): string;
   drain(id: string): string;
+  agent(id: string): string;
+  proxy(id: string): string;
 }
 
 /** The key layout of `service` under `root` (default {@link DEFAULT_ROOT}). Validates both. */
@@ -81,6 +94,9 @@ export function serviceKeys(root: string | undefined, service: string): ServiceK
   const pins = `${prefix}pins/`;
   const routes = `${prefix}routes/`;
   const drains = `${prefix}drain/`;
+  const status = `${statusPrefix(r)}${service}/`;
+  const agents = `${status}agents/`;
+  const proxies = `${status}proxies/`;
   return {
     root: r,
     service,
@@ -91,17 +107,26 @@ export function serviceKeys(root: string | undefined, service: string): ServiceK
     pins,
     routes,
     drains,
+    agents,
+    proxies,
     instance: (id) => `${instances}${id}`,
     owner: (partition) => `${owners}${partition}`,
     pin: (partition) => `${pins}${partition}`,
     route: (key) => `${routes}${key}`,
     drain: (id) => `${drains}${id}`,
+    agent: (id) => `${agents}${id}`,
+    proxy: (id) => `${proxies}${id}`,
   };
 }
 
 /** `<root>services/`: the prefix of every service. */
 export function servicesPrefix(root?: string): string {
   return `${normalizeRoot(root)}services/`;
+}
+
+/** `<root>status/`: the prefix of every service's status records (agents, proxies). */
+export function statusPrefix(root?: string): string {
+  return `${normalizeRoot(root)}status/`;
 }
 
 /** Splits `<root>services/<service>/instances/<id>`; `undefined` for any other key. */

@@ -178,6 +178,8 @@ export class PartitionedHandle implements Listenable<PartitionedEvents> {
   readonly #slots = new Map<string, Slot>();
   /** Partition → revision of this instance's last write to its owner key; the view is trusted past it. */
   readonly #pending = new Map<string, number>();
+  /** Revisions of {@link #pending} a reconciliation waits for the view to reach (one wait each). */
+  readonly #revisionWaits = new Set<number>();
   readonly #inflight = new Set<Promise<void>>();
   #member: OwnershipMember | undefined;
   #generation = 0;
@@ -536,11 +538,25 @@ export class PartitionedHandle implements Listenable<PartitionedEvents> {
     }, this.#o.retryDelayMs);
   }
 
-  /** True when the view has caught up with this instance's own last write to `partition`. */
+  /**
+   * True when the view has caught up with this instance's own last write to `partition`. When it has
+   * not, a reconciliation is scheduled for when it does: the revision may be reached by a batch the
+   * view's listeners do not hear of (keys it ignores, a progress notification — a failed transaction
+   * returns the store's head revision, which writes outside the prefix may have moved).
+   */
   #current(partition: string): boolean {
     const rev = this.#pending.get(partition);
     if (rev === undefined) return true;
-    if (this.#view.revision < rev) return false;
+    if (this.#view.revision < rev) {
+      if (!this.#revisionWaits.has(rev)) {
+        this.#revisionWaits.add(rev);
+        this.#view.afterRevision(rev, () => {
+          this.#revisionWaits.delete(rev);
+          this.#schedule();
+        });
+      }
+      return false;
+    }
     this.#pending.delete(partition);
     return true;
   }

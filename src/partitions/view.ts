@@ -31,6 +31,10 @@ export type ViewInstance = Instance;
 
 /** The assignment computed from one snapshot. */
 export interface ViewAssignment {
+  /**
+   * The revision of the snapshot this is the assignment of: the one it was computed from, or a later
+   * one that changed nothing placement's result depends on (the maps are then the same objects).
+   */
   readonly revision: number;
   readonly partitions: readonly string[];
   readonly byPartition: ReadonlyMap<string, string>;
@@ -45,6 +49,21 @@ const EMPTY_SET: ReadonlySet<string> = new Set();
  * batched so that placement uses at most about half of a core.
  */
 export const THROTTLE_ABOVE_MS = 5;
+
+/**
+ * 250 ms: a revision wait ({@link ServiceView.afterRevision}) still unmet after this asks the watch for
+ * a progress notification, then again at this interval while it stays unmet. The store's revision
+ * also moves through writes outside the watched prefix (status records, configurations, other
+ * services), which the watch never delivers; without a progress notification such a wait would last
+ * until the next change under the prefix. A wait met by the watch's own events (the usual case: the
+ * instance's write is under the prefix) costs no request.
+ */
+export const REVISION_PROGRESS_AFTER_MS = 250;
+
+interface RevisionWaiter {
+  readonly revision: number;
+  readonly run: () => void;
+}
 
 /** One service's watched state. Create with {@link acquireView}. */
 export class ServiceView {
@@ -71,6 +90,8 @@ export class ServiceView {
   #dirty = true;
   readonly #listeners = new Set<() => void>();
   #notifyQueued = false;
+  #revisionWaiters: RevisionWaiter[] = [];
+  #progressTimer: TimerHandle | undefined;
   #closed = false;
   #watched: WatchedPrefix | undefined;
   #ready: Promise<void> | undefined;
@@ -79,6 +100,8 @@ export class ServiceView {
   #lastComputeMs = 0;
   #lastComputeAt = 0;
   #trailing: TimerHandle | undefined;
+  /** The last computation put no partition over its cap (placement's `stats.overCap === 0`). */
+  #withinCaps = false;
   #ids: { readonly spec: ServiceSpec; readonly ids: readonly string[] } | undefined;
 
   readonly #malformed: MalformedRecords;
@@ -136,10 +159,61 @@ export class ServiceView {
     return this.#load();
   }
 
-  /** Calls `listener` (coalesced, on a later turn) after each change; returns an unsubscribe function. */
+  /**
+   * Calls `listener` (coalesced, on a later turn) after each change of what the view tracks (spec,
+   * instances, drains, owners, pins, routes); returns an unsubscribe function. A batch of events on
+   * keys the view ignores (a hand-off's state, anything else under the prefix) and a progress
+   * notification move {@link revision} without calling it: wait for a revision with
+   * {@link afterRevision}.
+   */
   subscribe(listener: () => void): () => void {
     this.#listeners.add(listener);
     return () => this.#listeners.delete(listener);
+  }
+
+  /**
+   * Calls `run` once, on a later turn, when the view reflects `revision` or later — whatever brought
+   * it there: a tracked change, events on keys the view ignores, a progress notification, a re-list.
+   * While it is unmet the watch is asked for progress every {@link REVISION_PROGRESS_AFTER_MS}. After
+   * {@link close} it is never called. `run` must not throw (a throw is swallowed).
+   */
+  afterRevision(revision: number, run: () => void): void {
+    if (this.#closed) return;
+    this.#revisionWaiters.push({ revision, run });
+    if (this.revision >= revision) this.#settleRevisions();
+    else
+      this.#progressTimer ??= this.#clock.setTimeout(() => this.#askProgress(), REVISION_PROGRESS_AFTER_MS);
+  }
+
+  #askProgress(): void {
+    this.#progressTimer = undefined;
+    if (this.#closed || this.#revisionWaiters.length === 0) return;
+    this.#watched?.requestProgress();
+    this.#progressTimer = this.#clock.setTimeout(() => this.#askProgress(), REVISION_PROGRESS_AFTER_MS);
+  }
+
+  /** Runs (on a later turn) the revision waiters the current revision meets. */
+  #settleRevisions(): void {
+    if (this.#revisionWaiters.length === 0) return;
+    const due: RevisionWaiter[] = [];
+    const rest: RevisionWaiter[] = [];
+    for (const w of this.#revisionWaiters) (w.revision <= this.revision ? due : rest).push(w);
+    if (due.length === 0) return;
+    this.#revisionWaiters = rest;
+    if (rest.length === 0 && this.#progressTimer !== undefined) {
+      this.#clock.clearTimeout(this.#progressTimer);
+      this.#progressTimer = undefined;
+    }
+    setImmediate(() => {
+      if (this.#closed) return;
+      for (const w of due) {
+        try {
+          w.run();
+        } catch {
+          // a throwing waiter never stops the others
+        }
+      }
+    });
   }
 
   /** The owner partitions held under `lease`, as the snapshot says. */
@@ -156,7 +230,12 @@ export class ServiceView {
    * decided by the owner keys.
    */
   assignment(): ViewAssignment {
-    if (!this.#dirty && this.#assignment !== undefined) return this.#assignment;
+    if (!this.#dirty && this.#assignment !== undefined) {
+      if (this.#assignment.revision !== this.revision) {
+        this.#assignment = { ...this.#assignment, revision: this.revision };
+      }
+      return this.#assignment;
+    }
     if (this.#assignment !== undefined && this.#lastComputeMs > THROTTLE_ABOVE_MS) {
       const wait = this.#lastComputeAt + this.#lastComputeMs - this.#clock.monotonic();
       if (wait > 0) {
@@ -201,6 +280,7 @@ export class ServiceView {
       set.add(p);
     }
     this.#assignment = { revision: this.revision, partitions, byPartition: result.assignments, byInstance };
+    this.#withinCaps = result.stats.overCap === 0;
     this.#dirty = false;
     this.#lastComputeMs = performance.now() - started;
     this.#lastComputeAt = this.#clock.monotonic();
@@ -222,8 +302,10 @@ export class ServiceView {
   close(): void {
     this.#closed = true;
     if (this.#trailing !== undefined) this.#clock.clearTimeout(this.#trailing);
+    if (this.#progressTimer !== undefined) this.#clock.clearTimeout(this.#progressTimer);
     this.#watched?.close();
     this.#listeners.clear();
+    this.#revisionWaiters = [];
   }
 
   async #load(): Promise<void> {
@@ -231,18 +313,26 @@ export class ServiceView {
     this.#reset(r.kvs, r.revision);
   }
 
-  /** One change of the watched view: a reset replaces the snapshot, events update it. */
+  /**
+   * One change of the watched view: a reset replaces the snapshot, events update it. Listeners hear
+   * of a batch only when one of its events touched what the view tracks: the other agents' and the
+   * proxies' writes of keys the view ignores cost every watcher a decode, not a reconciliation.
+   * Revision waiters are settled by every change, tracked or not.
+   */
   #take(change: WatchedChange): void {
     if (change.type === 'reset') {
       this.#reset(change.kvs, change.revision);
-      return;
+    } else {
+      let tracked = false;
+      if (change.type === 'events') for (const e of change.events) if (this.#apply(e)) tracked = true;
+      if (change.revision > this.revision) this.revision = change.revision;
+      if (tracked) this.#changed();
     }
-    if (change.type === 'events') for (const e of change.events) this.#apply(e);
-    if (change.revision > this.revision) this.revision = change.revision;
-    if (change.type === 'events') this.#changed();
+    this.#settleRevisions();
   }
 
   #reset(kvs: readonly KeyValue[], revision: number): void {
+    this.#dirty = true; // before the records: no shortcut of #apply compares them with an old assignment
     this.spec = undefined;
     this.instances.clear();
     this.#records.clear();
@@ -257,7 +347,8 @@ export class ServiceView {
     this.#changed();
   }
 
-  #apply(e: WatchEvent): void {
+  /** Applies one event; true when it touched what the view tracks (false: a key the view ignores). */
+  #apply(e: WatchEvent): boolean {
     const kv = e.kv;
     const key = kv.key;
     const rest = key.slice(this.keys.prefix.length);
@@ -282,7 +373,7 @@ export class ServiceView {
       if (put) this.drains.add(id);
       else this.drains.delete(id);
       const record = this.#records.get(id);
-      if (record === undefined) return;
+      if (record === undefined) return true;
       this.instances.set(id, this.#withDrain(id, record));
     } else if (rest.startsWith('owners/')) {
       const partition = rest.slice('owners/'.length);
@@ -302,7 +393,11 @@ export class ServiceView {
         // Placement reads only who owns each partition: the owner rewriting its record (`moving`
         // before a release, its address) leaves the assignment as it is. Every instance of the
         // fleet sees each of these writes, and recomputed placement for each.
-        if (old !== undefined && old.instance === owner.instance) return;
+        if (old !== undefined && old.instance === owner.instance) return true;
+        // Nor does an acquisition by the instance the current assignment chose (placement's
+        // "stable under an acquisition as assigned", src/placement/assign.ts): each hand-off made
+        // every instance recompute once per partition its successors took.
+        if (old === undefined && this.#asAssigned(partition, owner.instance)) return true;
       }
     } else if (rest.startsWith('pins/')) {
       const partition = rest.slice('pins/'.length);
@@ -315,11 +410,20 @@ export class ServiceView {
       if (route !== undefined) this.routes.set(routeKey, { instance: route.instance });
       else this.routes.delete(routeKey);
       // Routes do not change the assignment.
-      return;
+      return true;
     } else {
-      return;
+      return false;
     }
     this.#dirty = true;
+    return true;
+  }
+
+  /**
+   * True when the assignment is that of the current snapshot (nothing changed since it was computed)
+   * with no partition over its cap, and gives `partition` to `instance`.
+   */
+  #asAssigned(partition: string, instance: string): boolean {
+    return !this.#dirty && this.#withinCaps && this.#assignment?.byPartition.get(partition) === instance;
   }
 
   /** As the fleet sees it: membership's drain rule (active + a drain key = `draining`). */

@@ -28,6 +28,18 @@ const CAP_SLACK = 1e-9;
  * is reported in `unassigned` (nothing is thrown). Cost: O(P × N) integer hash steps, P log P for the
  * canonical order.
  *
+ * **Stable under an acquisition as assigned**: if `R = assign(x)` has `stats.overCap === 0` and
+ * partition `p` has no current owner in `x`, then `x` with `currentOwners[p] = R.assignments[p]`
+ * gives `R` again, so a caller may skip that recomputation. Argument, with `a` = R's instance for
+ * `p` and `f` its first choice: unowned, `p` got `f` in round 2 (free only decreases, so once refused
+ * it can be placed on `f` only over the cap) or walked to `a` in round 4b. If `a = f`, owning it puts
+ * `p` in round 1, before its round-2 turn: `f` had room left for it after round 1, so every partition
+ * that took `f` in between still finds room, and from the end of round 2 the free counts are the
+ * same. If `a ≠ f`, `p` is refused in rounds 2–3 as before and kept on `a` in round 4a, whose room
+ * it had then; a round-4b walker before it sees one slot less on `a`, which changes nothing — it
+ * took `a` with a slot to spare, or chose another instance with `a` available, and the walk picks
+ * the best-scoring instance with room, which removing a candidate that lost does not change.
+ *
  * @throws MusterError `MUSTER_INVALID_ARGUMENT` for malformed input: duplicate partition or instance
  *   ids, empty ids, weights that are ≤ 0 or not finite, an unknown state, ε < 0 or not finite, a seed
  *   that is not an integer in [0, 2^32), or pin/owner values that are not strings.

@@ -1,13 +1,13 @@
 /**
- * Publishes a proxy's held queue sizes where the watched view (and so the dashboard) can see them:
- * `services/<service>/proxies/<id>` → {@link ProxyRecord}, under the proxy's own session lease, so
+ * Publishes a proxy's held queue sizes where the dashboard (its watched `status/` prefix) sees them:
+ * `status/<service>/proxies/<id>` → {@link ProxyRecord}, under the proxy's own session lease, so
  * the record goes away with the proxy. Cheap by construction: the sizes are read from memory every
  * {@link HELD_PUBLISH_INTERVAL_MS} and written only when they changed, so an idle proxy writes once
  * (at start) and a busy one at most four times a second, however many requests it holds.
  */
 import { hostname } from 'node:os';
 import { type Clock, systemClock, type TimerHandle } from '../clock.js';
-import { openSession, type Session } from '../membership/index.js';
+import { openSession, serviceKeys, type Session } from '../membership/index.js';
 import type { Store } from '../store/index.js';
 
 /** 250 ms: a queue's growth shows on the dashboard within a quarter second; ≤ 4 writes/s per proxy. */
@@ -43,9 +43,12 @@ export interface HeldPublisherOptions {
   readonly onError?: (err: unknown) => void;
 }
 
-/** The key of a proxy's record. */
+/**
+ * The key of a proxy's record: `<root>status/<service>/proxies/<id>`, outside the service's watched
+ * prefix (every agent and proxy watches `services/<service>/`; none of them reads this record).
+ */
 export function proxyRecordKey(root: string, service: string, id: string): string {
-  return `${root}services/${service}/proxies/${id}`;
+  return serviceKeys(root, service).proxy(id);
 }
 
 /** Decodes a proxy record; undefined when malformed. */

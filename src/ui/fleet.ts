@@ -1,14 +1,15 @@
 /**
  * The dashboard's model of the fleet, kept current by watched views only (no polling): the service
  * names come from a watched `services/` prefix, each service's state from its shared partitions view
- * (`openServiceView`), configurations and their holders from watched `config/` and `config-holders/`
- * prefixes. Every change marks the model dirty; subscribers get one coalesced snapshot per turn.
+ * (`openServiceView`), the proxies' held queues from a watched `status/` prefix, configurations and
+ * their holders from watched `config/` and `config-holders/` prefixes. Every change marks the model dirty; subscribers get one coalesced snapshot per turn.
  * After a re-list (a compaction, a broken stream) the views replace their contents, so the next
  * snapshot is whole again: a page that receives only snapshots can never drift.
  */
 import { type Clock, systemClock, type TimerHandle } from '../clock.js';
 import { decodePolicy, decodeVersion, type ConfigPolicy, type ConfigVersion } from '../config/internal.js';
 import { parseHolder, type HolderRecord } from '../config/index.js';
+import { serviceKeys, statusPrefix } from '../membership/index.js';
 import { openServiceView, type ServiceViewHandle } from '../partitions/index.js';
 import { parseProxyRecord, type ProxyRecord } from '../proxy/index.js';
 import { watchPrefix, type WatchedPrefix } from '../store/index.js';
@@ -35,7 +36,7 @@ export interface ServiceSnapshot {
   }[];
   readonly pins: Record<string, string>;
   readonly routes: Record<string, string>;
-  /** The proxies in front of the service and what each holds (`services/<s>/proxies/<id>`). */
+  /** The proxies in front of the service and what each holds (`status/<s>/proxies/<id>`). */
   readonly proxies: readonly ProxyRecord[];
   /** Held requests per destination, summed over the proxies. */
   readonly held: Record<string, number>;
@@ -68,6 +69,7 @@ export class FleetModel {
   readonly #services = new Map<string, { handle: ServiceViewHandle; off: () => void }>();
   readonly #listeners = new Set<(s: FleetSnapshot) => void>();
   readonly #names: Watched;
+  readonly #status: Watched;
   readonly #config: Watched;
   readonly #holders: Watched;
   #timer: TimerHandle | undefined;
@@ -79,6 +81,7 @@ export class FleetModel {
     this.#root = options.root ?? '/muster/';
     this.#clock = options.clock ?? systemClock;
     this.#names = this.#watch(`${this.#root}services/`, () => this.#syncServices());
+    this.#status = this.#watch(statusPrefix(this.#root));
     this.#config = this.#watch(`${this.#root}config/`);
     this.#holders = this.#watch(`${this.#root}config-holders/`);
   }
@@ -106,7 +109,7 @@ export class FleetModel {
 
   /** Resolves once every watched prefix holds its first listing. */
   async ready(): Promise<void> {
-    await Promise.all([this.#names.view.ready(), this.#config.view.ready(), this.#holders.view.ready()]);
+    await Promise.all([this.#names, this.#status, this.#config, this.#holders].map((w) => w.view.ready()));
     this.#syncServices();
     await Promise.all([...this.#services.values()].map((s) => s.handle.ready()));
   }
@@ -194,12 +197,12 @@ export class FleetModel {
     return { now: this.#clock.now(), seq: ++this.#seq, services, configs: this.#configs() };
   }
 
-  /** The proxy records are under `services/`, which is watched already for the service names. */
+  /** The proxy records of `service`, from the watched `status/` prefix. */
   #proxies(service: string): { proxies: ProxyRecord[]; held: Record<string, number> } {
-    const prefix = `${this.#root}services/${service}/proxies/`;
+    const prefix = serviceKeys(this.#root, service).proxies;
     const proxies: ProxyRecord[] = [];
     const held: Record<string, number> = {};
-    for (const [key, kv] of this.#names.kvs) {
+    for (const [key, kv] of this.#status.kvs) {
       if (!key.startsWith(prefix)) continue;
       const r = parseProxyRecord(kv.value);
       if (r === undefined) continue;
@@ -260,7 +263,7 @@ export class FleetModel {
     if (this.#closed) return;
     this.#closed = true;
     if (this.#timer !== undefined) this.#clock.clearTimeout(this.#timer);
-    for (const w of [this.#names, this.#config, this.#holders]) w.view.close();
+    for (const w of [this.#names, this.#status, this.#config, this.#holders]) w.view.close();
     for (const s of this.#services.values()) {
       s.off();
       s.handle.close();

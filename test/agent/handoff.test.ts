@@ -50,7 +50,7 @@ run:
         // The status record in the store says why.
         await waitFor(
           async () => {
-            const kv = await store.get('/muster/services/loop/agents/a');
+            const kv = await store.get('/muster/status/loop/agents/a');
             return (
               kv !== undefined &&
               jsonOf<{ handedOff: Record<string, unknown> }>(kv.value, kv.key).handedOff['0'] !== undefined

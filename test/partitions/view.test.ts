@@ -9,6 +9,8 @@ import {
   deleteRoute,
 } from '../../src/partitions/index.js';
 import { MemoryStore } from '../../src/store/index.js';
+import { serviceKeys } from '../../src/membership/index.js';
+import { acquireView, releaseView } from '../../src/partitions/view.js';
 import { waitFor } from '../../src/testing/index.js';
 import { quietLogger } from './sim.js';
 
@@ -166,7 +168,11 @@ describe('the partitions view', () => {
         await ctx.publish({ address: '127.0.0.1:9000' });
         await ctx.publish({ moving: true });
         await until('the rewrite in the view', () => view.owners.get('0')?.moving === true);
-        assert.equal(view.assignment(), before, 'the same assignment object: placement did not run again');
+        assert.equal(
+          view.assignment().byPartition,
+          before.byPartition,
+          'the same assignment maps: placement did not run again',
+        );
         b = await join('b');
         // (A recomputation that took over 5 ms — a loaded machine — makes the next one wait: hence
         // waits rather than immediate checks.)
@@ -174,7 +180,9 @@ describe('the partitions view', () => {
         const withB = view.assignment();
         const moved = [...withB.byInstance.get('b')!][0]!;
         await until('a partition acquired by b', () => view.owners.get(moved)?.instance === 'b');
-        await until('a new owner recomputes', () => view.assignment() !== withB);
+        // (its release — the owner key deleted — is a new input; b's acquisition, as assigned, is not:
+        // see the next test)
+        await until('the release recomputes', () => view.assignment().byPartition !== withB.byPartition);
       } finally {
         view.close();
         await b?.leave();
@@ -241,4 +249,111 @@ describe('the partitions view', () => {
       await store.close();
     }
   });
+
+  test(
+    'listeners hear only of changes the view tracks; revision waits are met by any change',
+    { timeout: 30_000 },
+    async () => {
+      const store = new MemoryStore();
+      const keys = serviceKeys(undefined, 'svc');
+      const view = acquireView(store, keys);
+      /**
+       * Resolves once the wait for `revision` has run (afterRevision runs on a later turn than the
+       * listeners); `until` polls, which keeps the event loop alive while the view's (unref'd)
+       * progress timer waits.
+       */
+      const reached = async (revision: number): Promise<void> => {
+        let met = false;
+        view.afterRevision(revision, () => (met = true));
+        await until(`the wait for revision ${revision}`, () => met);
+      };
+      try {
+        await view.ready();
+        await reached(view.revision); // past the first listing's own notification
+        let calls = 0;
+        view.subscribe(() => calls++);
+
+        // A key under the prefix that the view ignores (a hand-off's state): the revision moves, no
+        // listener runs. Listeners are queued before revision waiters, so had the batch notified
+        // them, `calls` would be 1 by the time the wait is met.
+        const ignored = await store.put(`${keys.prefix}handoff/0`, 'state');
+        await reached(ignored.revision);
+        assert.equal(view.revision, ignored.revision);
+        assert.equal(calls, 0, 'no listener for a batch of ignored keys');
+
+        // A tracked key notifies (so the check above can fail).
+        const pin = await store.put(keys.pin('0'), JSON.stringify({ instance: 'a' }));
+        await reached(pin.revision);
+        assert.equal(calls, 1, 'one notification for a tracked change');
+        assert.equal(view.pins.get('0'), 'a');
+
+        // Status records are outside the watched prefix: the watch never delivers them, so a wait for
+        // their revision is met by the progress notification the view asks for, not by an event.
+        assert.ok(!keys.agent('a').startsWith(keys.prefix), 'agents status records are not watched');
+        assert.ok(!keys.proxy('p').startsWith(keys.prefix), 'proxy status records are not watched');
+        const status = await store.put(keys.agent('a'), JSON.stringify({ instance: 'a' }));
+        await reached(status.revision);
+        assert.ok(view.revision >= status.revision);
+        assert.equal(calls, 1, 'no listener for a progress notification');
+
+        // A wait already met runs too (on a later turn).
+        let ran = false;
+        view.afterRevision(1, () => (ran = true));
+        assert.equal(ran, false, 'not synchronously');
+        await until('a met wait runs', () => ran);
+      } finally {
+        releaseView(store, view);
+        await store.close();
+      }
+    },
+  );
+
+  test(
+    'issue-15: an acquisition by the instance placement chose does not recompute it; any other owner does',
+    { timeout: 30_000 },
+    async () => {
+      const store = new MemoryStore();
+      const keys = serviceKeys(undefined, 'svc');
+      const view = acquireView(store, keys);
+      const reached = async (revision: number): Promise<void> => {
+        let met = false;
+        view.afterRevision(revision, () => (met = true));
+        await until(`the view at revision ${revision}`, () => met);
+      };
+      try {
+        await view.ready();
+        await store.put(keys.spec, JSON.stringify({ partitions: 8 }));
+        for (const id of ['a', 'b', 'c']) await store.put(keys.instance(id), JSON.stringify({ id }));
+        const last = await store.put(keys.instance('d'), JSON.stringify({ id: 'd' }));
+        await reached(last.revision);
+        const before = view.assignment();
+        assert.equal(before.byPartition.size, 8);
+        const [p, to] = [...before.byPartition][0]!;
+        const [q] = [...before.byPartition].find(([, i]) => i !== to)!;
+
+        // p acquired by its assignee: the same assignment object, placement did not run.
+        const acquired = await store.put(keys.owner(p), JSON.stringify({ instance: to, since: '' }));
+        await reached(acquired.revision);
+        assert.equal(view.owners.get(p)?.instance, to);
+        assert.equal(
+          view.assignment().byPartition,
+          before.byPartition,
+          'no recomputation for an acquisition as assigned',
+        );
+        assert.equal(view.assignment().revision, acquired.revision, 'the assignment of this snapshot');
+
+        // q acquired by another instance than its assignee: a new input, recomputed.
+        const wrong = await store.put(keys.owner(q), JSON.stringify({ instance: to, since: '' }));
+        await reached(wrong.revision);
+        assert.notEqual(
+          view.assignment().byPartition,
+          before.byPartition,
+          'an owner placement did not choose recomputes',
+        );
+      } finally {
+        releaseView(store, view);
+        await store.close();
+      }
+    },
+  );
 });

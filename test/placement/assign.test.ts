@@ -100,6 +100,28 @@ void describe('assign: properties over random inputs', () => {
     );
   });
 
+  void test('stable under an acquisition as assigned: an unowned partition owned by its assignee changes nothing', () => {
+    let checked = 0;
+    fc.assert(
+      fc.property(inputArb, fc.nat(), (input, pick) => {
+        const first = assign(input);
+        if (first.stats.overCap !== 0) return;
+        const owners = new Map(
+          input.currentOwners instanceof Map ? (input.currentOwners as ReadonlyMap<string, string>) : [],
+        );
+        const unowned = [...first.assignments].filter(([p]) => !owners.has(p));
+        if (unowned.length === 0) return;
+        const [p, to] = unowned[pick % unowned.length]!;
+        owners.set(p, to);
+        const again = assign({ ...input, currentOwners: owners });
+        assert.deepEqual(sortedEntries(again), sortedEntries(first));
+        checked++;
+      }),
+      { numRuns: RUNS * 3 },
+    );
+    assert.ok(checked > RUNS / 2, `only ${checked} inputs had an unowned partition`);
+  });
+
   void test('the seed changes the assignment', () => {
     const instances = Array.from({ length: 10 }, (_, i) => ({ id: `i${i}` }));
     const a = assign({ partitions: 1000, instances, settings: { seed: 1 } }).assignments;

@@ -1,5 +1,5 @@
 /**
- * The proxy publishes its held queue sizes under its session lease (`services/<s>/proxies/<id>`),
+ * The proxy publishes its held queue sizes under its session lease (`status/<s>/proxies/<id>`),
  * coalesced (a burst of held requests costs a few writes, not one per request), and the dashboard's
  * fleet model shows them per destination; the record goes when the proxy does.
  */
@@ -18,7 +18,7 @@ import { FleetModel } from '../../src/ui/index.js';
 import { call, keyFor, startBackend, testConfig } from './helpers.js';
 
 const SVC = '/muster/services/hp/';
-const KEY = `${SVC}proxies/p1`;
+const KEY = '/muster/status/hp/proxies/p1';
 
 describe('proxy: held queues published for the dashboard', { timeout: 30_000 }, () => {
   let store: MemoryStore;
@@ -122,7 +122,7 @@ describe('proxy: the held-queue publisher under a failing store', { timeout: 30_
       assert.ok(errors.length >= 1 && errors.length <= 4, `${errors.length} reports for 7 failures`);
       failing = false;
       clock.advance(60_000);
-      await waitFor(async () => (await inner.get('/muster/services/bo/proxies/p')) !== undefined, {
+      await waitFor(async () => (await inner.get('/muster/status/bo/proxies/p')) !== undefined, {
         what: 'the record written once the store answers',
       });
     } finally {

@@ -144,7 +144,7 @@ describe('muster ui in headless Chromium', { skip: have ? false : `${CHROMIUM} i
 
       // A proxy publishes its held queues (as each proxy worker does, under its lease): the page shows them.
       await store.put(
-        '/muster/services/orders/proxies/px-1',
+        '/muster/status/orders/proxies/px-1',
         JSON.stringify({ id: 'px-1', pid: 1, held: { 'partition:3': 7 }, total: 7, at: Date.now() }),
         { lease },
       );
