@@ -87,7 +87,7 @@ export function createProxyMetrics(
   });
   new Gauge({
     name: 'muster_proxy_route_age_seconds',
-    help: 'Seconds since the routing table last changed or was confirmed by the watch',
+    help: 'Seconds since the routing table last changed (or was first loaded)',
     registers: [registry],
     collect() {
       const s = source();

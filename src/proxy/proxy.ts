@@ -22,7 +22,7 @@ export interface StartProxyOptions {
   readonly log?: ProxyLogger;
   readonly signal?: AbortSignal;
   /**
-   * Publish the held queue sizes at `services/<service>/proxies/<id>` under a session lease, for the
+   * Publish the held queue sizes at `status/<service>/proxies/<id>` under a session lease, for the
    * dashboard (held-publisher.ts). `true`: id `<hostname>-<pid>`. Default: off.
    */
   readonly publishHeld?: boolean | { readonly id: string };

@@ -26,7 +26,7 @@ export interface RouteInstance {
 export interface RoutingSource {
   /** The store revision the copy reflects. */
   readonly revision: number;
-  /** Monotonic ms (performance.now) when the copy last changed or was confirmed. */
+  /** Monotonic ms (performance.now) when the copy last changed (or was first loaded). */
   readonly updatedAt: number;
   /** The service's partition ids in spec order, or `undefined` while the service has no spec. */
   readonly partitions: readonly string[] | undefined;
