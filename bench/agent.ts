@@ -284,6 +284,13 @@ run:
     // graceful hand-off incl. child start, each from a balanced fleet.
     await until('balanced', balanced, 60_000, 50);
     const handoffMs: number[] = [];
+    // Diagnosis of the tail: each sample by its successor — the agent started after the previous
+    // trial (joined seconds before: its start-up and the spares it forks 1 s after its last start
+    // overlap this trial) or an older one — and by how many of the victim's partitions that
+    // successor took (a third start finds no spare waiting and forks).
+    const bySuccessor = { fresh: [] as number[], older: [] as number[] };
+    const byTaken = new Map<number, number[]>();
+    let replacement: string | undefined;
     for (let t = 0; t < trials; t++) {
       const victim = [...procs.values()].find(
         (p) => p.child.exitCode === null && p.child.signalCode === null,
@@ -292,13 +299,33 @@ run:
       const wall0 = Date.now();
       victim.child.kill('SIGTERM');
       await until('hand-off', () => mine.every((p) => latestStart(p, wall0) !== undefined), 30_000, 2);
-      for (const p of mine) handoffMs.push((latestStart(p, wall0) as number) - wall0);
+      const taken = new Map<string, number>();
+      const samples = mine.map((p) => {
+        const s = starts.read().find((x) => x.partition === p && x.t > wall0)!;
+        taken.set(s.instance, (taken.get(s.instance) ?? 0) + 1);
+        return { ms: s.t - wall0, instance: s.instance };
+      });
+      for (const s of samples) {
+        handoffMs.push(s.ms);
+        (s.instance === replacement ? bySuccessor.fresh : bySuccessor.older).push(s.ms);
+        const n = Math.min(taken.get(s.instance) ?? 1, 3);
+        byTaken.set(n, [...(byTaken.get(n) ?? []), s.ms]);
+      }
       await victim.exited;
       procs.delete(victim.id);
-      startAgent('bench', partitions);
+      replacement = startAgent('bench', partitions).id;
       await until('balanced', balanced, 60_000, 50);
     }
     say(`graceful hand-off incl. child start: ${latencySummary(handoffMs)} (goal p99 ≤ 300 ms)`);
+    say(
+      `  by successor: the previous trial's replacement agent ${latencySummary(bySuccessor.fresh)}; older agents ${latencySummary(bySuccessor.older)}`,
+    );
+    say(
+      `  by partitions the successor took: ${[...byTaken]
+        .sort((a, b) => a[0] - b[0])
+        .map(([n, ms]) => `${n === 3 ? '3+' : n}: ${latencySummary(ms)}`)
+        .join('; ')}`,
+    );
 
     // crash → first restart.
     const restartMs: number[] = [];
