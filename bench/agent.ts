@@ -243,8 +243,11 @@ run:
     }
     return settled('bench', partitions);
   };
+  /** The first start stamp of `partition` after `after` (ms since the epoch). */
+  const stampAfter = (partition: string, after: number): { instance: string; t: number } | undefined =>
+    starts.read().find((s) => s.partition === partition && s.t > after);
   const latestStart = (partition: string, after: number): number | undefined =>
-    starts.read().find((s) => s.partition === partition && s.t > after)?.t;
+    stampAfter(partition, after)?.t;
 
   const out: string[] = [];
   const say = (line: string): void => {
@@ -301,7 +304,7 @@ run:
       await until('hand-off', () => mine.every((p) => latestStart(p, wall0) !== undefined), 30_000, 2);
       const taken = new Map<string, number>();
       const samples = mine.map((p) => {
-        const s = starts.read().find((x) => x.partition === p && x.t > wall0)!;
+        const s = stampAfter(p, wall0)!;
         taken.set(s.instance, (taken.get(s.instance) ?? 0) + 1);
         return { ms: s.t - wall0, instance: s.instance };
       });

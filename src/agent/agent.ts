@@ -89,7 +89,6 @@ export class Agent {
   #watchdog: NodeJS.Timeout | undefined;
   #held = false;
   #recordTimer: NodeJS.Timeout | undefined;
-  #recordDirty = false;
   #closing: Promise<void> | undefined;
 
   private constructor(
@@ -404,7 +403,6 @@ export class Agent {
 
   /** Plans a write of the status record {@link STATUS_RECORD_INTERVAL_MS} from now, unless one is planned. */
   #recordChanged(): void {
-    this.#recordDirty = true;
     if (this.#recordTimer !== undefined || this.#closing !== undefined) return;
     this.#recordTimer = setTimeout(() => {
       this.#recordTimer = undefined;
@@ -414,13 +412,12 @@ export class Agent {
   }
 
   async #writeRecord(): Promise<void> {
-    if (!this.#recordDirty || this.#closing !== undefined) return;
+    if (this.#closing !== undefined) return;
     const lease = this.#handle.leaseId;
     if (lease === undefined) {
       this.#recordChanged(); // between sessions: try again
       return;
     }
-    this.#recordDirty = false;
     const key = serviceKeys(this.#config.root, this.#config.service).agent(this.#handle.id);
     try {
       await this.#store.put(key, jsonBytes(this.record()), { lease });

@@ -2,7 +2,8 @@
  * The dashboard's model of the fleet, kept current by watched views only (no polling): the service
  * names come from a watched `services/` prefix, each service's state from its shared partitions view
  * (`openServiceView`), the proxies' held queues from a watched `status/` prefix, configurations and
- * their holders from watched `config/` and `config-holders/` prefixes. Every change marks the model dirty; subscribers get one coalesced snapshot per turn.
+ * their holders from watched `config/` and `config-holders/` prefixes. Every change marks the model
+ * dirty; subscribers get one coalesced snapshot per turn.
  * After a re-list (a compaction, a broken stream) the views replace their contents, so the next
  * snapshot is whole again: a page that receives only snapshots can never drift.
  */

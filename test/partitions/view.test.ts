@@ -18,6 +18,17 @@ import { quietLogger } from './sim.js';
 const until = (what: string, check: () => boolean | Promise<boolean>, ms = 10_000): Promise<void> =>
   waitFor(check, { what, timeoutMs: ms, intervalMs: 5 });
 
+/**
+ * Resolves once `view`'s wait for `revision` has run (afterRevision runs on a later turn than the
+ * listeners); `until` polls, which keeps the event loop alive while the view's (unref'd) progress
+ * timer waits.
+ */
+async function reachedRevision(view: ReturnType<typeof acquireView>, revision: number): Promise<void> {
+  let met = false;
+  view.afterRevision(revision, () => (met = true));
+  await until(`the view at revision ${revision}`, () => met);
+}
+
 function recordingLogger(): { warnings: { key?: string }[]; warn(obj: object, msg: string): void } {
   const warnings: { key?: string }[] = [];
   return { warnings, warn: (obj) => warnings.push(obj) };
@@ -257,16 +268,7 @@ describe('the partitions view', () => {
       const store = new MemoryStore();
       const keys = serviceKeys(undefined, 'svc');
       const view = acquireView(store, keys);
-      /**
-       * Resolves once the wait for `revision` has run (afterRevision runs on a later turn than the
-       * listeners); `until` polls, which keeps the event loop alive while the view's (unref'd)
-       * progress timer waits.
-       */
-      const reached = async (revision: number): Promise<void> => {
-        let met = false;
-        view.afterRevision(revision, () => (met = true));
-        await until(`the wait for revision ${revision}`, () => met);
-      };
+      const reached = (revision: number): Promise<void> => reachedRevision(view, revision);
       try {
         await view.ready();
         await reached(view.revision); // past the first listing's own notification
@@ -315,11 +317,7 @@ describe('the partitions view', () => {
       const store = new MemoryStore();
       const keys = serviceKeys(undefined, 'svc');
       const view = acquireView(store, keys);
-      const reached = async (revision: number): Promise<void> => {
-        let met = false;
-        view.afterRevision(revision, () => (met = true));
-        await until(`the view at revision ${revision}`, () => met);
-      };
+      const reached = (revision: number): Promise<void> => reachedRevision(view, revision);
       try {
         await view.ready();
         await store.put(keys.spec, JSON.stringify({ partitions: 8 }));
