@@ -30,7 +30,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 const FIXTURE = new URL('./fixtures/member.js', import.meta.url).pathname;
 
 export interface ChurnOptions {
-  /** How long to inject faults. */
+  /** How long to inject faults (a run with `faults` injects each of them at least once). */
   durationMs: number;
   partitions?: number;
   instances?: number;
@@ -253,13 +253,15 @@ export async function runChurn(options: ChurnOptions): Promise<ChurnReport> {
       }
     }
     const until = Date.now() + options.durationMs;
-    // Every kind of fault in each cycle of seven, in a seeded order (kill -9 twice).
-    let cycle: number[] = [];
-    while (Date.now() < until) {
+    // A targeted run injects each of its faults at least once, however short its duration; otherwise
+    // every kind of fault in each cycle of seven, in a seeded order (kill -9 twice).
+    const targeted = (): number[] => (options.faults ?? []).map((f) => FAULT_CASE[f]).reverse();
+    let cycle: number[] = targeted();
+    while (cycle.length > 0 || Date.now() < until) {
       const victim = pick();
       victimId = victim.id;
       if (cycle.length === 0 && options.faults !== undefined) {
-        cycle = options.faults.map((f) => FAULT_CASE[f]).reverse();
+        cycle = targeted();
       } else if (cycle.length === 0) {
         cycle = [0, 1, 2, 3, 4, 5, 6];
         for (let i = cycle.length - 1; i > 0; i--) {
