@@ -126,6 +126,8 @@ export {
   Check,
   isHealthy,
   serviceKeys,
+  servicesPrefix,
+  statusPrefix,
   DEFAULT_ROOT,
   DEFAULT_SESSION_TTL_MS,
   MIN_SESSION_TTL_MS,

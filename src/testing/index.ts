@@ -47,7 +47,7 @@ export {
 } from '../config/internal.js';
 export { recordingWorker, type RecordingWorkerOptions } from './ownership-worker.js';
 export { storeConformance, type ConformanceTarget, type ConformanceOptions } from './conformance.js';
-export { collectUntil, waitFor } from './watch-helpers.js';
+export { collectUntil, waitFor, withTimeout } from './watch-helpers.js';
 export { ManualClock } from '../clock.js';
 export { makeTestCertificates, type TestCertificates } from './tls.js';
 export { startTempServe, type TempServe } from './serve-harness.js';

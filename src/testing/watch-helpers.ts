@@ -43,7 +43,10 @@ export async function collectUntil(
   }
 }
 
-/** Waits until `predicate()` is true, polling every `intervalMs`; rejects after `timeoutMs`. */
+/**
+ * Waits until `predicate()` is true, polling every `intervalMs`; rejects after `timeoutMs`, also when
+ * a check itself has not returned by then (a probe that hangs must not hang the test).
+ */
 export async function waitFor(
   predicate: () => boolean | Promise<boolean>,
   {
@@ -54,8 +57,26 @@ export async function waitFor(
 ): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    if (await predicate()) return;
+    const met = await withTimeout(
+      Promise.resolve().then(predicate),
+      Math.max(deadline - Date.now(), 0) + intervalMs,
+      `${what} not met within ${timeoutMs} ms (its last check had not returned)`,
+    );
+    if (met) return;
     if (Date.now() > deadline) throw new Error(`${what} not met within ${timeoutMs} ms`);
     await new Promise((r) => setTimeout(r, intervalMs));
+  }
+}
+
+/** Settles as `promise` does, or rejects with `message` after `ms` (the timer is cleared either way). */
+export async function withTimeout<T>(promise: Promise<T>, ms: number, message: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(message)), ms);
+  });
+  try {
+    return await Promise.race([promise, timeout]);
+  } finally {
+    clearTimeout(timer);
   }
 }

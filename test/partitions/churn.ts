@@ -24,6 +24,7 @@ import {
   startEtcd,
   startFaultProxy,
   type Violation,
+  withTimeout,
 } from '../../src/testing/index.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 
@@ -115,22 +116,6 @@ interface Proc {
   readonly stderr: string;
 }
 
-function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms);
-    p.then(
-      (v) => {
-        clearTimeout(timer);
-        resolve(v);
-      },
-      (e: unknown) => {
-        clearTimeout(timer);
-        reject(e instanceof Error ? e : new Error(String(e)));
-      },
-    );
-  });
-}
-
 export async function runChurn(options: ChurnOptions): Promise<ChurnReport> {
   const partitions = options.partitions ?? 192;
   const ttl = options.ttlSeconds ?? 2;
@@ -205,7 +190,7 @@ export async function runChurn(options: ChurnOptions): Promise<ChurnReport> {
         );
       }),
       30_000,
-      `${id} to join`,
+      `timed out after 30 s: ${id} to join`,
     );
     procs.set(id, proc);
     return proc;
@@ -284,7 +269,7 @@ export async function runChurn(options: ChurnOptions): Promise<ChurnReport> {
           await act('leave', async () => {
             leaving.add(victim.id);
             await victim.child.send({ cmd: 'leave' });
-            await withTimeout(victim.exited, 20_000, `${victim.id} to leave`);
+            await withTimeout(victim.exited, 20_000, `timed out after 20 s: ${victim.id} to leave`);
             await gone(victim);
             await start();
           });
@@ -295,7 +280,7 @@ export async function runChurn(options: ChurnOptions): Promise<ChurnReport> {
             await sleep(300 + rand(700));
             leaving.add(victim.id);
             await victim.child.send({ cmd: 'leave' });
-            await withTimeout(victim.exited, 20_000, `${victim.id} to leave`);
+            await withTimeout(victim.exited, 20_000, `timed out after 20 s: ${victim.id} to leave`);
             await gone(victim);
             await start();
           });
@@ -321,7 +306,11 @@ export async function runChurn(options: ChurnOptions): Promise<ChurnReport> {
             await victim.child.send({ cmd: 'leave' });
             await sleep(5);
             await cluster!.fault(() =>
-              withTimeout(victim.exited, 30_000, `${victim.id} to leave during the server fault`),
+              withTimeout(
+                victim.exited,
+                30_000,
+                `timed out after 30 s: ${victim.id} to leave during the server fault`,
+              ),
             );
             await gone(victim);
             await start();

@@ -19,6 +19,7 @@ import {
   startTempServe,
   type TempServe,
   waitFor,
+  withTimeout,
 } from '../../src/testing/index.js';
 
 const skip = needBinary('patroni', 'apt-get install patroni') || needPostgres();
@@ -28,7 +29,8 @@ const TTL_S = 10;
 const LOOP_WAIT_S = 1;
 const RETRY_TIMEOUT_S = 4;
 
-describe('Patroni with its DCS on muster serve', { skip, timeout: 420_000 }, () => {
+// Every wait below is bounded and reports Patroni's log, within the runner's 300 s per file.
+describe('Patroni with its DCS on muster serve', { skip, timeout: 290_000 }, () => {
   let serve: TempServe;
   let store: Store;
   let dir: string;
@@ -101,29 +103,35 @@ describe('Patroni with its DCS on muster serve', { skip, timeout: 420_000 }, () 
     return kv === undefined ? undefined : { value: Buffer.from(kv.value).toString('utf8'), lease: kv.lease };
   }
 
-  async function becomesLeader(what: string): Promise<{ value: string; lease: LeaseId }> {
-    await waitFor(async () => (await leader())?.value === 'node1', {
-      timeoutMs: 180_000,
-      intervalMs: 100,
-      what,
-    }).catch((err: unknown) => {
+  /** Rejects with the end of Patroni's log when `wait` does. */
+  async function withLog<T>(wait: Promise<T>): Promise<T> {
+    return wait.catch((err: unknown) => {
       throw new Error(`${(err as Error).message}; Patroni's log:\n${log.slice(-40).join('\n')}`);
     });
-    // The REST API agrees: this node is the primary.
-    await waitFor(
-      async () => (await fetch(`http://127.0.0.1:${restPort}/primary`).catch(() => undefined))?.ok === true,
-      {
-        timeoutMs: 30_000,
-        intervalMs: 100,
-        what: 'Patroni reporting itself primary on /primary',
-      },
+  }
+
+  async function becomesLeader(what: string, timeoutMs: number): Promise<{ value: string; lease: LeaseId }> {
+    await withLog(
+      waitFor(async () => (await leader())?.value === 'node1', { timeoutMs, intervalMs: 100, what }),
+    );
+    // The REST API agrees: this node is the primary (each probe bounded: the API may accept and stall).
+    await withLog(
+      waitFor(
+        async () =>
+          (
+            await fetch(`http://127.0.0.1:${restPort}/primary`, { signal: AbortSignal.timeout(2_000) }).catch(
+              () => undefined,
+            )
+          )?.ok === true,
+        { timeoutMs: 15_000, intervalMs: 100, what: 'Patroni reporting itself primary on /primary' },
+      ),
     );
     return (await leader()) as { value: string; lease: LeaseId };
   }
 
-  test('bootstraps a primary and holds the leader key under a lease', async () => {
+  test('bootstraps a primary and holds the leader key under a lease', { timeout: 150_000 }, async () => {
     const patroni = await startPatroni();
-    const held = await becomesLeader('Patroni bootstrapping and taking the leader key');
+    const held = await becomesLeader('Patroni bootstrapping and taking the leader key', 100_000);
     assert.notEqual(held.lease, '0', 'the leader key is attached to a lease');
     const ttl = await store.leaseTimeToLive(held.lease);
     assert.ok(ttl !== undefined, 'the leader lease exists on muster serve');
@@ -134,20 +142,28 @@ describe('Patroni with its DCS on muster serve', { skip, timeout: 420_000 }, () 
 
     // SIGKILL Patroni and its PostgreSQL: nobody renews the lease, so the key goes when it expires.
     await patroni.kill();
-    await waitFor(async () => (await leader()) === undefined, {
-      timeoutMs: (TTL_S + 20) * 1000,
-      intervalMs: 100,
-      what: 'the leader key released by lease expiry after SIGKILL',
-    });
+    await withLog(
+      waitFor(async () => (await leader()) === undefined, {
+        timeoutMs: (TTL_S + 20) * 1000,
+        intervalMs: 100,
+        what: 'the leader key released by lease expiry after SIGKILL',
+      }),
+    );
   });
 
-  test('a restarted Patroni leads again, and a graceful stop deletes the leader key', async () => {
-    const patroni = await startPatroni();
-    await becomesLeader('the restarted Patroni taking the leader key');
-    // SIGTERM to Patroni alone (not its group): Patroni stops its PostgreSQL itself, then the key.
-    process.kill(patroni.pid, 'SIGTERM');
-    const exit = await patroni.exited;
-    assert.equal(exit.code, 0, `Patroni exited cleanly (log:\n${log.slice(-20).join('\n')})`);
-    assert.equal(await leader(), undefined, 'a graceful stop deletes the leader key');
-  });
+  test(
+    'a restarted Patroni leads again, and a graceful stop deletes the leader key',
+    { timeout: 130_000 },
+    async () => {
+      const patroni = await startPatroni();
+      await becomesLeader('the restarted Patroni taking the leader key', 80_000);
+      // SIGTERM to Patroni alone (not its group): Patroni stops its PostgreSQL itself, then the key.
+      process.kill(patroni.pid, 'SIGTERM');
+      const exit = await withLog(
+        withTimeout(patroni.exited, 30_000, 'Patroni not gone 30 s after its SIGTERM'),
+      );
+      assert.equal(exit.code, 0, `Patroni exited cleanly (log:\n${log.slice(-20).join('\n')})`);
+      assert.equal(await leader(), undefined, 'a graceful stop deletes the leader key');
+    },
+  );
 });
