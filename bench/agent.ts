@@ -1,5 +1,5 @@
 /**
- * `npm run bench -- agent [--agents 10] [--partitions 64] [--trials 20] [--children 100] [--ttl 3]`
+ * `npm run bench -- agent [--agents 10] [--partitions 64] [--trials 20] [--children 100] [--ttl 3] [--vcpu-gaps]`
  *
  * `muster agent` processes on a one-member etcd, children are `sleep` (started through `sh -c` that
  * appends `<partition> <instance> <epoch ns>` to a file and then `exec`s sleep, so a start is seen
@@ -7,6 +7,8 @@
  * - kill -9 of an agent → every descendant gone (p50/p99/max, survivors);
  * - crash failover incl. the new child's start (from the kill to each partition's new start);
  * - graceful hand-off incl. the new child's start (SIGTERM of an agent → each partition's new start);
+ *   split by successor, by partitions taken and (`--vcpu-gaps`, needs `perf`) by whether the host
+ *   took a vCPU away during the trial (bench/vcpu-gaps.ts);
  * - crash → first restart (SIGKILL of one child → its replacement's start);
  * - renewal failure (black-holed store link): children gone before the lease expires, by how much;
  * - agent RSS and idle CPU with `--children` children;
@@ -23,8 +25,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { openServiceView } from '../src/partitions/index.js';
 import { openStore } from '../src/store/index.js';
 import type { Store } from '../src/store/types.js';
-import { startEtcd, startFaultProxy } from '../src/testing/index.js';
+import { findBinary, startEtcd, startFaultProxy } from '../src/testing/index.js';
 import { fmt, latencySummary } from './stats.js';
+import { gapMsWithin, recordVcpuGaps } from './vcpu-gaps.js';
 
 const BIN = new URL('../../bin/muster.js', import.meta.url).pathname;
 
@@ -294,6 +297,11 @@ run:
     const bySuccessor = { fresh: [] as number[], older: [] as number[] };
     const byTaken = new Map<number, number[]>();
     let replacement: string | undefined;
+    // `--vcpu-gaps`: whether the slow trials are the ones in which the host took a vCPU away.
+    const perf = args.includes('--vcpu-gaps') ? findBinary('perf') : undefined;
+    if (args.includes('--vcpu-gaps') && perf === undefined) say('  --vcpu-gaps: perf is not on PATH');
+    const recorder = perf === undefined ? undefined : recordVcpuGaps(perf, join(root, 'vcpu.perf'));
+    const windows: { from: number; to: number; ms: number[] }[] = [];
     for (let t = 0; t < trials; t++) {
       const victim = [...procs.values()].find(
         (p) => p.child.exitCode === null && p.child.signalCode === null,
@@ -307,6 +315,11 @@ run:
         const s = stampAfter(p, wall0)!;
         taken.set(s.instance, (taken.get(s.instance) ?? 0) + 1);
         return { ms: s.t - wall0, instance: s.instance };
+      });
+      windows.push({
+        from: wall0,
+        to: wall0 + Math.max(...samples.map((s) => s.ms)),
+        ms: samples.map((s) => s.ms),
       });
       for (const s of samples) {
         handoffMs.push(s.ms);
@@ -329,6 +342,20 @@ run:
         .map(([n, ms]) => `${n === 3 ? '3+' : n}: ${latencySummary(ms)}`)
         .join('; ')}`,
     );
+    if (recorder !== undefined) {
+      const gaps = await recorder.stop();
+      const clear: number[] = [];
+      const hit: number[] = [];
+      const gapMs: number[] = [];
+      for (const w of windows) {
+        const ms = gapMsWithin(gaps, w.from * 1000, w.to * 1000);
+        (ms > 0 ? hit : clear).push(...w.ms);
+        if (ms > 0) gapMs.push(ms);
+      }
+      say(
+        `  by vCPU gaps (≥ 5 ms without a sample on a CPU: the host did not run it; bench/vcpu-gaps.ts): trials with none ${latencySummary(clear)}; ${gapMs.length} trials with some${gapMs.length === 0 ? '' : ` (${gapMs.map((m) => fmt(m, 0)).join(', ')} ms of gaps) ${latencySummary(hit)}`}`,
+      );
+    }
 
     // crash → first restart.
     const restartMs: number[] = [];

@@ -1,5 +1,5 @@
 /**
- * `npm run bench -- proxy [--duration 8s] [--connections 50] [--changes 200] [--only-changes] [--rate 5000] [--rounds 5] [--workers 1]`: `muster proxy` side by
+ * `npm run bench -- proxy [--duration 8s] [--connections 50] [--changes 200] [--only-changes] [--rate 5000] [--rounds 5] [--workers 1] [--vcpu-gaps]`: `muster proxy` side by
  * side with nginx (`hash $http_x_key consistent`, upstream keep-alive) and node `http-proxy` (keep-alive
  * agent), one worker each, in front of the same nginx `return 200` backend, under the same load
  * (`wrk -t1 -cC -dD --latency`, one routing key in an `X-Key` header). Prints requests/s and latency
@@ -7,7 +7,9 @@
  * rate (`--rate`, 5,000 req/s; bench/proxy-rate.ts, wrk2's constant arrival rate): p50/p99/p99.9 and
  * the p99 added over the direct path; then the same rate sent by h2load (`h2loadRate`), `--rounds`
  * rounds (5) alternating the paths, with the median of each round's added p99. `--workers N` runs muster with N workers (nginx and http-proxy
- * stay at one).
+ * stay at one). `--vcpu-gaps` runs each h2load round under `perf record -a` and reports the stretches
+ * in which the host did not run one of this machine's vCPUs, how many of the slow requests overlap
+ * one, and the p99 of the requests that overlap none (bench/vcpu-gaps.ts): a diagnosis of the tail.
  *
  * Then the route change → first request routed by it: a client sends requests back to back through
  * `muster proxy` while the benchmark pins the key to the other of two backends (`route pin`, one store
@@ -29,6 +31,7 @@ import { openStore, type Store } from '../src/store/index.js';
 import { findBinary, freePort, startTempServe } from '../src/testing/index.js';
 import { toMillis } from '../src/util/duration.js';
 import { arg, fmt, latencySummary, median, quantile } from './stats.js';
+import { inGap, perfRecordArgs, readVcpuGaps } from './vcpu-gaps.js';
 
 const BIN = fileURLToPath(new URL('../../bin/muster.js', import.meta.url));
 const PEER = fileURLToPath(new URL('./proxy-peer.js', import.meta.url));
@@ -78,10 +81,11 @@ async function h2loadRate(
   seconds: number,
   connections: number,
   log: string,
-): Promise<RateResult & { readonly over: number }> {
+  perf?: string,
+): Promise<RateResult & { readonly over: number; readonly gaps?: GapSummary }> {
   const warm = rate;
   const total = warm + rate * seconds;
-  const r = await runTool(bin, [
+  const argv = [
     '--h1',
     '-n',
     String(total),
@@ -98,7 +102,12 @@ async function h2loadRate(
     '-H',
     'x-key: realm1',
     url,
-  ]);
+  ];
+  const perfOut = `${log}.perf`;
+  const r =
+    perf === undefined
+      ? await runTool(bin, argv)
+      : await runTool(perf, perfRecordArgs(perfOut, [bin, ...argv]));
   const failed = {
     ok: 0,
     errors: Number.NaN,
@@ -118,6 +127,19 @@ async function h2loadRate(
   const ms = rows.map((row) => row[2] / 1000);
   const period = (connections / rate) * 1000;
   const ok = rows.filter((row) => row[1] === 200).length;
+  let gaps: GapSummary | undefined;
+  if (perf !== undefined) {
+    const found = (await readVcpuGaps(perf, perfOut)).filter((g) => g.end >= (rows[0]?.[0] ?? 0));
+    rmSync(perfOut, { force: true });
+    const hit = rows.map((row) => inGap(found, row[0], row[0] + row[2]));
+    const outside = ms.filter((_, i) => !hit[i]);
+    gaps = {
+      count: found.length,
+      longestMs: found.reduce((m, g) => Math.max(m, (g.end - g.start) / 1000), 0),
+      overInGap: ms.filter((v, i) => v > period && hit[i]).length,
+      p99Outside: quantile(outside, 0.99),
+    };
+  }
   return {
     ok,
     errors: total - warm - ok,
@@ -125,7 +147,19 @@ async function h2loadRate(
     p99: quantile(ms, 0.99),
     p999: quantile(ms, 0.999),
     over: ms.filter((v) => v > period).length,
+    gaps,
   };
+}
+
+/** What `--vcpu-gaps` found during one h2load run (bench/vcpu-gaps.ts). */
+interface GapSummary {
+  /** Stretches of ≥ 5 ms without a sample on a CPU: the vCPU was not running. */
+  readonly count: number;
+  readonly longestMs: number;
+  /** Requests over a connection's period (the `>10 ms` count) whose send → response overlaps a gap. */
+  readonly overInGap: number;
+  /** p99 of the requests that overlap no gap. */
+  readonly p99Outside: number;
 }
 
 /** `RATE` requests/s for `seconds` from the constant-arrival-rate generator (its own process). */
@@ -300,6 +334,10 @@ export async function run(args: string[]): Promise<void> {
     // the same rate from h2load, rounds alternating the paths (the host's noise moves a single p99)
     const h2load = findBinary(arg(args, '--h2load') ?? 'h2load');
     const rounds = Number(arg(args, '--rounds') ?? 5);
+    const perf = args.includes('--vcpu-gaps') ? findBinary('perf') : undefined;
+    if (args.includes('--vcpu-gaps') && perf === undefined) {
+      console.log('  --vcpu-gaps: perf is not on PATH (apt-get install linux-perf): rounds run without it');
+    }
     if (h2load === undefined) {
       console.log('fixed rate, h2load: skipped (h2load is not on PATH: apt-get install nghttp2-client)');
     } else {
@@ -308,16 +346,27 @@ export async function run(args: string[]): Promise<void> {
       );
       const p99s = new Map<string, number[]>(paths.map(([name]) => [name, []]));
       const added = new Map<string, number[]>(paths.map(([name]) => [name, []]));
+      const addedOutside = new Map<string, number[]>(paths.map(([name]) => [name, []]));
       for (let round = 1; round <= rounds; round++) {
         const row: string[] = [];
         let direct = Number.NaN;
+        let directOutside = Number.NaN;
         for (const [name, url] of paths) {
-          const r = await h2loadRate(h2load, url, fixed, seconds, 50, join(dir, 'h2load.log'));
-          if (name === 'direct (backend)') direct = r.p99;
-          else added.get(name)?.push(r.p99 - direct);
+          const r = await h2loadRate(h2load, url, fixed, seconds, 50, join(dir, 'h2load.log'), perf);
+          if (name === 'direct (backend)') {
+            direct = r.p99;
+            directOutside = r.gaps?.p99Outside ?? Number.NaN;
+          } else {
+            added.get(name)?.push(r.p99 - direct);
+            if (r.gaps !== undefined) addedOutside.get(name)?.push(r.gaps.p99Outside - directOutside);
+          }
           p99s.get(name)?.push(r.p99);
+          const g =
+            r.gaps === undefined
+              ? ''
+              : `; vCPU gaps ${r.gaps.count} (longest ${fmt(r.gaps.longestMs, 1)} ms), >10 ms in one ${r.gaps.overInGap}, p99 outside ${fmt(r.gaps.p99Outside, 3)}`;
           row.push(
-            `${name.split(' ')[0]} p50 ${fmt(r.p50, 3)} p99 ${fmt(r.p99, 3)} p99.9 ${fmt(r.p999, 3)} (>10 ms ${r.over}, errors ${r.errors})`,
+            `${name.split(' ')[0]} p50 ${fmt(r.p50, 3)} p99 ${fmt(r.p99, 3)} p99.9 ${fmt(r.p999, 3)} (>10 ms ${r.over}, errors ${r.errors}${g})`,
           );
         }
         console.log(`  round ${round}: ${row.join('; ')}`);
@@ -331,6 +380,14 @@ export async function run(args: string[]): Promise<void> {
           .map(([name]) => `${name.split(' ')[0]} ${fmt(median(added.get(name) ?? []), 3)} ms`)
           .join(', ')}`,
       );
+      if (perf !== undefined) {
+        console.log(
+          `  median added p99 over direct, requests overlapping no vCPU gap (a diagnosis, not the goal's figure): ${paths
+            .slice(1)
+            .map(([name]) => `${name.split(' ')[0]} ${fmt(median(addedOutside.get(name) ?? []), 3)} ms`)
+            .join(', ')}`,
+        );
+      }
     }
 
     // route change → first request routed by it
