@@ -1,5 +1,5 @@
 /**
- * `npm run bench -- agent [--agents 10] [--partitions 64] [--trials 20] [--children 100] [--ttl 3] [--vcpu-gaps]`
+ * `npm run bench -- agent [--agents 10] [--partitions 64] [--trials 20] [--children 100] [--ttl 3] [--vcpu-gaps] [--from-quiet]`
  *
  * `muster agent` processes on a one-member etcd, children are `sleep` (started through `sh -c` that
  * appends `<partition> <instance> <epoch ns>` to a file and then `exec`s sleep, so a start is seen
@@ -252,6 +252,34 @@ run:
   const latestStart = (partition: string, after: number): number | undefined =>
     stampAfter(partition, after)?.t;
 
+  /** CPU time (ns) the agents and etcd have used so far (`/proc/<pid>/schedstat`, exact). */
+  const fleetCpuNs = (): number => {
+    let ns = 0;
+    const pids = [...[...procs.values()].map((p) => p.child.pid), ...cluster.members.map((m) => m.pid)];
+    for (const pid of pids) {
+      try {
+        ns += Number(readFileSync(`/proc/${pid}/schedstat`, 'utf8').split(' ')[0]);
+      } catch {
+        // gone
+      }
+    }
+    return ns;
+  };
+  /**
+   * `--from-quiet`: wait (up to 10 s) until the agents and etcd used under 5 % of a core over 250 ms —
+   * the previous trial's deferred work (spares forked 1 s after the last start, status records 1 s
+   * after a change, the replacement agent's start-up) done — so trials are independent samples.
+   */
+  const fromQuiet = args.includes('--from-quiet');
+  const quiet = async (): Promise<void> => {
+    const deadline = Date.now() + 10_000;
+    while (Date.now() < deadline) {
+      const before = fleetCpuNs();
+      await sleep(250);
+      if (fleetCpuNs() - before < 0.05 * 250e6) return;
+    }
+  };
+
   const out: string[] = [];
   const say = (line: string): void => {
     out.push(line);
@@ -303,6 +331,7 @@ run:
     const recorder = perf === undefined ? undefined : recordVcpuGaps(perf, join(root, 'vcpu.perf'));
     const windows: { from: number; to: number; ms: number[] }[] = [];
     for (let t = 0; t < trials; t++) {
+      if (fromQuiet) await quiet();
       const victim = [...procs.values()].find(
         (p) => p.child.exitCode === null && p.child.signalCode === null,
       )!;

@@ -20,8 +20,14 @@ import { MARKER_VARIABLE, readStartTime, signalGroup } from './group.js';
 import { gateArgv, nextMarker, nextSpawnTurn, SPARE_LINE_VARIABLE, SPARE_WRAPPER } from './gate.js';
 import { guard, setprivCommand } from './guard.js';
 
-/** 1 s after the last `prewarm` spawn: out of the burst of starts it was part of (a hand-off's). */
-export const SPARE_DELAY_MS = 1000;
+/**
+ * 250 ms after the last `prewarm` spawn: after the burst of starts that used the last ones (a
+ * successor's starts in one hand-off come within ~100 ms), and in place before the next hand-off of
+ * a rolling restart, where agents leave one after another as soon as the fleet is balanced. With 1 s
+ * the successors of one hand-off and the agent that had just joined met the next hand-off with none,
+ * or forked them in it (the agent bench: hand-off p50 176–180 → 145–154 ms, p99 343–362 → 282–339).
+ */
+export const SPARE_DELAY_MS = 250;
 /**
  * 2 spares: a successor often takes two partitions of a leaving instance at once (with one spare per
  * agent, 22 of 58 starts of a hand-off bench run — 6 agents, 36 partitions — found none waiting).
