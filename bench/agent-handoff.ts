@@ -15,7 +15,7 @@
  * Printed: per build, each step's p50/p99 from the SIGTERM, and the end-to-end figure.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { closeSync, mkdtempSync, openSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -23,7 +23,7 @@ import { openServiceView } from '../src/partitions/index.js';
 import { openStore } from '../src/store/index.js';
 import type { Store } from '../src/store/types.js';
 import { startEtcd } from '../src/testing/index.js';
-import { startsFile } from './agent.js';
+import { startsFile, threadCpuNs } from './agent.js';
 import { fmt, quantile } from './stats.js';
 
 const THIS_BIN = new URL('../../bin/muster.js', import.meta.url).pathname;
@@ -73,26 +73,6 @@ function readLog(file: string): LogLine[] {
     }
   }
   return out;
-}
-
-/**
- * CPU time of every thread of `pid` in ns (`/proc/<pid>/task/<tid>/schedstat`, first field): the
- * clock-tick counters of `/proc/<pid>/stat` move in 10 ms steps, as coarse as what is measured here.
- */
-export function threadCpuNs(pid: number | undefined): number {
-  let n = 0;
-  try {
-    for (const tid of readdirSync(`/proc/${pid}/task`)) {
-      try {
-        n += Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[0]);
-      } catch {
-        // the thread ended meanwhile
-      }
-    }
-  } catch {
-    return Number.NaN;
-  }
-  return n;
 }
 
 const STEPS = ['moving', 'stopping', 'stopped', 'deleted', 'acquired', 'spawned', 'started'] as const;

@@ -25,9 +25,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { openServiceView } from '../src/partitions/index.js';
 import { openStore } from '../src/store/index.js';
 import type { Store } from '../src/store/types.js';
-import { findBinary, startEtcd, startFaultProxy } from '../src/testing/index.js';
+import { startEtcd, startFaultProxy } from '../src/testing/index.js';
 import { fmt, latencySummary } from './stats.js';
-import { gapMsWithin, recordVcpuGaps } from './vcpu-gaps.js';
+import { gapMsWithin, recordVcpuGaps, vcpuGapsPerf } from './vcpu-gaps.js';
 
 const BIN = new URL('../../bin/muster.js', import.meta.url).pathname;
 
@@ -151,6 +151,26 @@ interface AgentProc {
   api(): { url: string; token: string };
 }
 
+/**
+ * CPU time of every thread of `pid` in ns (`/proc/<pid>/task/<tid>/schedstat`, first field): the
+ * clock-tick counters of `/proc/<pid>/stat` move in 10 ms steps, as coarse as what is measured here.
+ */
+export function threadCpuNs(pid: number | undefined): number {
+  let n = 0;
+  try {
+    for (const tid of readdirSync(`/proc/${pid}/task`)) {
+      try {
+        n += Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[0]);
+      } catch {
+        // the thread ended meanwhile
+      }
+    }
+  } catch {
+    return Number.NaN;
+  }
+  return n;
+}
+
 export async function run(args: string[]): Promise<void> {
   const nAgents = num(args, 'agents', 10);
   const partitions = num(args, 'partitions', 64);
@@ -252,25 +272,19 @@ run:
   const latestStart = (partition: string, after: number): number | undefined =>
     stampAfter(partition, after)?.t;
 
-  /** CPU time (ns) the agents and etcd have used so far (`/proc/<pid>/schedstat`, exact). */
-  const fleetCpuNs = (): number => {
-    let ns = 0;
-    const pids = [...[...procs.values()].map((p) => p.child.pid), ...cluster.members.map((m) => m.pid)];
-    for (const pid of pids) {
-      try {
-        ns += Number(readFileSync(`/proc/${pid}/schedstat`, 'utf8').split(' ')[0]);
-      } catch {
-        // gone
-      }
-    }
-    return ns;
-  };
+  /** CPU time (ns) every thread of the agents and etcd has used so far. */
+  const fleetCpuNs = (): number =>
+    [...[...procs.values()].map((p) => p.child.pid), ...cluster.members.map((m) => m.pid)]
+      .map(threadCpuNs)
+      .reduce((n, v) => n + (Number.isNaN(v) ? 0 : v), 0);
   /**
    * `--from-quiet`: wait (up to 10 s) until the agents and etcd used under 5 % of a core over 250 ms —
-   * the previous trial's deferred work (spares forked 1 s after the last start, status records 1 s
-   * after a change, the replacement agent's start-up) done — so trials are independent samples.
+   * the previous trial's deferred work (spares forked `SPARE_DELAY_MS` after the last start, status
+   * records 1 s after a change, the replacement agent's start-up) done — so trials are independent.
    */
   const fromQuiet = args.includes('--from-quiet');
+  /** `--vcpu-gaps`: perf sampling through the hand-off section (stopped in `finally` too). */
+  let recorder: ReturnType<typeof recordVcpuGaps> | undefined;
   const quiet = async (): Promise<void> => {
     const deadline = Date.now() + 10_000;
     while (Date.now() < deadline) {
@@ -319,16 +333,15 @@ run:
     await until('balanced', balanced, 60_000, 50);
     const handoffMs: number[] = [];
     // Diagnosis of the tail: each sample by its successor — the agent started after the previous
-    // trial (joined seconds before: its start-up and the spares it forks 1 s after its last start
-    // overlap this trial) or an older one — and by how many of the victim's partitions that
+    // trial (joined seconds before: its start-up and the spares it forks `SPARE_DELAY_MS` after its
+    // last start may overlap this trial) or an older one — and by how many of the victim's partitions that
     // successor took (a third start finds no spare waiting and forks).
     const bySuccessor = { fresh: [] as number[], older: [] as number[] };
     const byTaken = new Map<number, number[]>();
     let replacement: string | undefined;
     // `--vcpu-gaps`: whether the slow trials are the ones in which the host took a vCPU away.
-    const perf = args.includes('--vcpu-gaps') ? findBinary('perf') : undefined;
-    if (args.includes('--vcpu-gaps') && perf === undefined) say('  --vcpu-gaps: perf is not on PATH');
-    const recorder = perf === undefined ? undefined : recordVcpuGaps(perf, join(root, 'vcpu.perf'));
+    const perf = vcpuGapsPerf(args, say);
+    recorder = perf === undefined ? undefined : recordVcpuGaps(perf, join(root, 'vcpu.perf'));
     const windows: { from: number; to: number; ms: number[] }[] = [];
     for (let t = 0; t < trials; t++) {
       if (fromQuiet) await quiet();
@@ -476,6 +489,7 @@ run:
     await big.exited;
     procs.delete(big.id);
   } finally {
+    await recorder?.stop().catch(() => []);
     for (const p of procs.values()) p.child.kill('SIGKILL');
     await Promise.all([...procs.values()].map((p) => p.exited));
     view.close();

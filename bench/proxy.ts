@@ -31,7 +31,7 @@ import { openStore, type Store } from '../src/store/index.js';
 import { findBinary, freePort, startTempServe } from '../src/testing/index.js';
 import { toMillis } from '../src/util/duration.js';
 import { arg, fmt, latencySummary, median, quantile } from './stats.js';
-import { inGap, perfRecordArgs, readVcpuGaps } from './vcpu-gaps.js';
+import { gapMsWithin, perfRecordArgs, readVcpuGaps, vcpuGapsPerf } from './vcpu-gaps.js';
 
 const BIN = fileURLToPath(new URL('../../bin/muster.js', import.meta.url));
 const PEER = fileURLToPath(new URL('./proxy-peer.js', import.meta.url));
@@ -131,7 +131,7 @@ async function h2loadRate(
   if (perf !== undefined) {
     const found = (await readVcpuGaps(perf, perfOut)).filter((g) => g.end >= (rows[0]?.[0] ?? 0));
     rmSync(perfOut, { force: true });
-    const hit = rows.map((row) => inGap(found, row[0], row[0] + row[2]));
+    const hit = rows.map((row) => gapMsWithin(found, row[0], row[0] + row[2]) > 0);
     const outside = ms.filter((_, i) => !hit[i]);
     gaps = {
       count: found.length,
@@ -334,10 +334,7 @@ export async function run(args: string[]): Promise<void> {
     // the same rate from h2load, rounds alternating the paths (the host's noise moves a single p99)
     const h2load = findBinary(arg(args, '--h2load') ?? 'h2load');
     const rounds = Number(arg(args, '--rounds') ?? 5);
-    const perf = args.includes('--vcpu-gaps') ? findBinary('perf') : undefined;
-    if (args.includes('--vcpu-gaps') && perf === undefined) {
-      console.log('  --vcpu-gaps: perf is not on PATH (apt-get install linux-perf): rounds run without it');
-    }
+    const perf = vcpuGapsPerf(args, console.log);
     if (h2load === undefined) {
       console.log('fixed rate, h2load: skipped (h2load is not on PATH: apt-get install nghttp2-client)');
     } else {

@@ -4,7 +4,7 @@
  * all on one CPU is time the hypervisor did not run that vCPU: whatever the guest had on it — a proxy
  * worker, the backend, the load generator — was frozen, and nothing inside the guest (its own CPU time,
  * its scheduler's run queues) records it; this machine's kernel reports no steal time. A request is
- * "in a gap" when the interval from its send to its response overlaps one.
+ * "in a gap" when the interval from its send to its response overlaps one (`gapMsWithin` > 0).
  *
  * Opt-in for the benches (`--vcpu-gaps`): it needs `perf` and the right to sample the whole machine,
  * and the sampling interrupts cost a little of every path's time (the same for each path of a round).
@@ -13,12 +13,22 @@ import { execFile, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { rmSync } from 'node:fs';
 import { promisify } from 'node:util';
+import { findBinary } from '../src/testing/index.js';
 
 /** A stretch without samples on one CPU, in epoch microseconds (h2load's log clock). */
 export interface VcpuGap {
   readonly cpu: number;
   readonly start: number;
   readonly end: number;
+}
+
+/** The `perf` binary when `--vcpu-gaps` is among `args` (saying so through `say` when it is not on PATH). */
+export function vcpuGapsPerf(args: readonly string[], say: (line: string) => void): string | undefined {
+  if (!args.includes('--vcpu-gaps')) return undefined;
+  const perf = findBinary('perf');
+  if (perf === undefined)
+    say('  --vcpu-gaps: perf is not on PATH (apt-get install linux-perf): measured without it');
+  return perf;
 }
 
 /** Sampling rate: a gap is `minGapMs` with no sample where `HZ × minGapMs / 1000` were due. */
@@ -30,20 +40,27 @@ export function perfRecordArgs(out: string, command: readonly string[] = []): st
   return command.length === 0 ? base : [...base, '--', ...command];
 }
 
-/** Samples every CPU from now until `stop()`, which returns the gaps found (and removes `out`). */
+/**
+ * Samples every CPU from now until `stop()`, which returns the gaps found and removes `out`; later
+ * calls return the same result (a bench's `finally` may call it again, so perf never outlives it).
+ */
 export function recordVcpuGaps(perf: string, out: string): { stop(): Promise<VcpuGap[]> } {
   const child = spawn(perf, perfRecordArgs(out), { stdio: 'ignore' });
+  let stopped: Promise<VcpuGap[]> | undefined;
   return {
-    async stop() {
-      if (child.exitCode === null) {
-        child.kill('SIGINT');
-        await once(child, 'exit');
-      }
-      try {
-        return await readVcpuGaps(perf, out);
-      } finally {
-        rmSync(out, { force: true });
-      }
+    stop() {
+      stopped ??= (async () => {
+        if (child.exitCode === null && child.signalCode === null) {
+          child.kill('SIGINT');
+          await once(child, 'exit');
+        }
+        try {
+          return await readVcpuGaps(perf, out);
+        } finally {
+          rmSync(out, { force: true });
+        }
+      })();
+      return stopped;
     },
   };
 }
@@ -81,18 +98,9 @@ export async function readVcpuGaps(perf: string, out: string, minGapMs = 5): Pro
   return gaps.sort((a, b) => a.start - b.start);
 }
 
-/** Milliseconds of `gaps` (any CPU) inside [start, end] (epoch µs). */
+/** Milliseconds of `gaps` (any CPU) inside [start, end] (epoch µs); > 0 when the interval overlaps one. */
 export function gapMsWithin(gaps: readonly VcpuGap[], start: number, end: number): number {
   let us = 0;
   for (const g of gaps) us += Math.max(0, Math.min(end, g.end) - Math.max(start, g.start));
   return us / 1000;
-}
-
-/** Whether [start, end] (epoch µs) overlaps any of `gaps` (sorted by start). */
-export function inGap(gaps: readonly VcpuGap[], start: number, end: number): boolean {
-  for (const g of gaps) {
-    if (g.start > end) return false;
-    if (g.end >= start) return true;
-  }
-  return false;
 }
