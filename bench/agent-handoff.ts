@@ -23,24 +23,10 @@ import { openServiceView } from '../src/partitions/index.js';
 import { openStore } from '../src/store/index.js';
 import type { Store } from '../src/store/types.js';
 import { startEtcd } from '../src/testing/index.js';
-import { startsFile, threadCpuNs } from './agent.js';
+import { num, startsFile, threadCpuNs, until } from './agent.js';
 import { fmt, quantile } from './stats.js';
 
 const THIS_BIN = new URL('../../bin/muster.js', import.meta.url).pathname;
-
-function num(args: string[], name: string, fallback: number): number {
-  const i = args.indexOf(`--${name}`);
-  const v = i >= 0 ? Number(args[i + 1]) : Number.NaN;
-  return Number.isFinite(v) ? v : fallback;
-}
-
-async function until(what: string, fn: () => boolean | Promise<boolean>, timeoutMs: number, every: number) {
-  const end = performance.now() + timeoutMs;
-  while (!(await fn())) {
-    if (performance.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await sleep(every);
-  }
-}
 
 interface Agent {
   readonly id: string;

@@ -31,13 +31,13 @@ import { gapMsWithin, recordVcpuGaps, vcpuGapsPerf } from './vcpu-gaps.js';
 
 const BIN = new URL('../../bin/muster.js', import.meta.url).pathname;
 
-function num(args: string[], name: string, fallback: number): number {
+export function num(args: string[], name: string, fallback: number): number {
   const i = args.indexOf(`--${name}`);
   const v = i >= 0 ? Number(args[i + 1]) : Number.NaN;
   return Number.isFinite(v) ? v : fallback;
 }
 
-function alive(pid: number): boolean {
+export function alive(pid: number): boolean {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     return stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z';
@@ -47,7 +47,7 @@ function alive(pid: number): boolean {
 }
 
 /** Every descendant of `pid` (children of children…), from /proc. */
-function descendants(pid: number): number[] {
+export function descendants(pid: number): number[] {
   const parent = new Map<number, number>();
   for (const d of readdirSync('/proc')) {
     if (!/^\d+$/.test(d)) continue;
@@ -85,7 +85,7 @@ function cpuTicks(pid: number): number {
   return Number(f[11]) + Number(f[12]);
 }
 
-async function until(
+export async function until(
   what: string,
   fn: () => boolean | Promise<boolean>,
   timeoutMs = 30_000,

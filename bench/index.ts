@@ -18,6 +18,7 @@ const BENCHMARKS: Record<string, () => Promise<{ run(args: string[]): Promise<vo
   agent: () => import('./agent.js'),
   'agent-memory': () => import('./agent-memory.js'),
   'agent-handoff': () => import('./agent-handoff.js'),
+  'agent-kill': () => import('./agent-kill.js'),
   process: () => import('./process.js'),
   bus: () => import('./bus.js'),
   'bus-cost': () => import('./bus-cost.js'),

@@ -37,6 +37,12 @@ import { acquireView, EMPTY_SET, releaseView, type ServiceView } from './view.js
 /** 64 owner keys per transaction: with their compares, within etcd's 128 operations per transaction. */
 const OWNER_KEYS_PER_TXN = 64;
 
+/**
+ * How long, at most, moves that only rebalance wait for another instance's leave to be taken over
+ * (see {@link Partitioned}'s `#handoffsFirst`): a leave that hangs must not stop rebalancing for good.
+ */
+const LEAVE_FIRST_MS = 10_000;
+
 interface Slot {
   readonly partition: string;
   phase: 'acquiring' | 'running' | 'stopping' | 'releasing';
@@ -188,6 +194,13 @@ export class PartitionedHandle implements Listenable<PartitionedEvents> {
   #acquires = 0;
   #queued = false;
   #retryTimer: TimerHandle | undefined;
+  /**
+   * Other instances seen `leaving`: the partitions each owned then, and until when (monotonic ms)
+   * this instance's rebalancing moves wait for them to have owners again. Kept, spent, until the
+   * instance is no longer seen leaving (so one leave is waited for once).
+   */
+  readonly #leaves = new Map<string, { readonly partitions: readonly string[]; readonly until: number }>();
+  #leaveTimer: TimerHandle | undefined;
   #unsubscribe: () => void;
   #closing: Promise<void> | undefined;
   /** Set by {@link drain}; kept across a rejoin. */
@@ -430,6 +443,7 @@ export class PartitionedHandle implements Listenable<PartitionedEvents> {
     const member = this.#member;
     this.#setState('leaving');
     if (this.#retryTimer !== undefined) this.#o.clock.clearTimeout(this.#retryTimer);
+    if (this.#leaveTimer !== undefined) this.#o.clock.clearTimeout(this.#leaveTimer);
     // Publish `leaving` while the work stops (in parallel: observers see it even if stopping is
     // slow), then delete the record and every owner key at one revision: the successors see the
     // instance gone and the partitions free in the same watch event and take over at once.
@@ -571,6 +585,7 @@ export class PartitionedHandle implements Listenable<PartitionedEvents> {
     const assignment = view.assignment();
     const mine = assignment.byInstance.get(this.id) ?? EMPTY_SET;
     const lease = member.session.leaseId;
+    const rebalanceWaits = state === 'active' && this.#handoffsFirst();
 
     for (const slot of this.#slots.values()) {
       if (slot.phase !== 'running') continue;
@@ -588,7 +603,9 @@ export class PartitionedHandle implements Listenable<PartitionedEvents> {
           continue;
         }
       }
-      if (!mine.has(p) && this.#moves < this.#o.maxMoves) this.#track(this.#release(slot, false));
+      if (!mine.has(p) && this.#moves < this.#o.maxMoves && !rebalanceWaits) {
+        this.#track(this.#release(slot, false));
+      }
     }
 
     for (const p of mine) {
@@ -605,6 +622,47 @@ export class PartitionedHandle implements Listenable<PartitionedEvents> {
       if (owner !== undefined) this.#track(this.#deleteKey(p, owner.token, this.#generation));
     }
     this.#notifyDrained();
+  }
+
+  /**
+   * True while another instance's leave is being taken over: this instance is active and healthy, and
+   * some partition a leaving instance owned when this one saw it leave has no other owner yet (for at
+   * most {@link LEAVE_FIRST_MS}). Its releases then only rebalance — a leave lets partitions return to
+   * their first choice as each instance's fair share grows — and wait, so that the leave's hand-offs
+   * (partitions without a working owner) are not slowed by moves of partitions that have one. Joins,
+   * drains and crashes are not affected: no instance is `leaving` in them.
+   */
+  #handoffsFirst(): boolean {
+    const view = this.#view;
+    const now = this.#o.clock.monotonic();
+    for (const [id, i] of view.instances) {
+      if (i.state !== 'leaving' || id === this.id || this.#leaves.has(id)) continue;
+      const partitions: string[] = [];
+      for (const [p, o] of view.owners) if (o.instance === id) partitions.push(p);
+      this.#leaves.set(id, { partitions, until: now + LEAVE_FIRST_MS });
+    }
+    const self = view.instances.get(this.id);
+    const unhealthyDrains = (view.spec?.settings?.unhealthy ?? 'drain') === 'drain';
+    const healthy = self?.state === 'active' && !(unhealthyDrains && self.health === 'failing');
+    let waitUntil = Number.POSITIVE_INFINITY;
+    for (const [id, leave] of this.#leaves) {
+      const pending =
+        now < leave.until &&
+        leave.partitions.some((p) => {
+          const o = view.owners.get(p);
+          return o === undefined || o.instance === id;
+        });
+      if (pending) waitUntil = Math.min(waitUntil, leave.until);
+      else if (view.instances.get(id)?.state !== 'leaving') this.#leaves.delete(id);
+    }
+    if (!healthy || waitUntil === Number.POSITIVE_INFINITY) return false;
+    if (this.#leaveTimer === undefined) {
+      this.#leaveTimer = this.#o.clock.setTimeout(() => {
+        this.#leaveTimer = undefined;
+        this.#schedule();
+      }, waitUntil - now);
+    }
+    return true;
   }
 
   async #acquire(partition: string): Promise<void> {

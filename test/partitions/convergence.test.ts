@@ -38,6 +38,54 @@ describe('partition ownership on the memory engine (manual clock)', () => {
     sim.check();
   });
 
+  test('a leave is taken over before the moves it causes only to rebalance (and the checker catches the reverse)', async () => {
+    // Three instances on 32 partitions: when c leaves, a's and b's fair shares grow and one partition
+    // returns to its first choice — a move of a partition that has a working owner. It waits until
+    // every partition c owned has a new owner. c's work takes 300 ms to stop, so a move started at
+    // the leave (as before) would be released long before the take-over.
+    sim = new Sim({ partitions: 32 });
+    const clock = sim.clock;
+    await sim.join('a');
+    await sim.join('b');
+    await sim.join('c', {
+      onAcquire: async (_p, { signal }) => {
+        await new Promise<void>((resolve) =>
+          signal.addEventListener('abort', () => resolve(), { once: true }),
+        );
+        await clock.sleep(300);
+      },
+    });
+    await sim.converge();
+    const events: MoveEvent[] = [];
+    for (const m of sim.members.values()) {
+      m.handle.on('acquired', (partition) =>
+        events.push({ type: 'acquired', t: clock.monotonic(), instance: m.id, partition }),
+      );
+      m.handle.on('released', (partition) =>
+        events.push({ type: 'released', t: clock.monotonic(), instance: m.id, partition }),
+      );
+    }
+    const c = sim.members.get('c')!;
+    const held = [...c.handle.assumed.keys()];
+    sim.members.delete('c');
+    const left = c.handle.leave(); // c's stop sleeps on the manual clock: converge() moves it
+    await sim.converge();
+    await left;
+    const result = checkTakeoverFirst(events, 'c', held);
+    assert.ok(result.rebalancing >= 1, 'the leave caused no rebalancing move: the test shows nothing');
+    assert.deepEqual(result.violations, []);
+    // The checker fails on the order a rebalancing move started at the leave produced.
+    const reversed = checkTakeoverFirst(
+      [
+        { type: 'released', t: 50, instance: 'a', partition: 'x' },
+        { type: 'acquired', t: 310, instance: 'a', partition: 'y' },
+      ],
+      'c',
+      ['y'],
+    );
+    assert.equal(reversed.violations.length, 1);
+  });
+
   test('a crashed instance (cut off for good) is replaced after its lease expires, never before', async () => {
     sim = new Sim({ partitions: 32 });
     for (const id of ['a', 'b', 'c']) await sim.join(id);
@@ -230,3 +278,47 @@ describe('partition ownership on the memory engine (manual clock)', () => {
     assert.ok(result.transitions > 80, `only ${result.transitions} transitions`);
   });
 });
+
+interface MoveEvent {
+  readonly type: 'acquired' | 'released';
+  readonly t: number;
+  readonly instance: string;
+  readonly partition: string;
+}
+
+/**
+ * After `leaver` left holding `held`: the releases by other instances of partitions it did not hold
+ * (moves that only rebalance) that completed before every one of `held` was acquired by another
+ * instance.
+ */
+function checkTakeoverFirst(
+  events: readonly MoveEvent[],
+  leaver: string,
+  held: readonly string[],
+): { rebalancing: number; violations: string[] } {
+  const takenAt = new Map<string, number>();
+  for (const e of events) {
+    if (
+      e.type === 'acquired' &&
+      e.instance !== leaver &&
+      held.includes(e.partition) &&
+      !takenAt.has(e.partition)
+    )
+      takenAt.set(e.partition, e.t);
+  }
+  const missing = held.filter((p) => !takenAt.has(p));
+  if (missing.length > 0) return { rebalancing: 0, violations: [`never taken over: ${missing.join(', ')}`] };
+  const takenOver = Math.max(...takenAt.values());
+  const rebalancing = events.filter(
+    (e) => e.type === 'released' && e.instance !== leaver && !held.includes(e.partition),
+  );
+  return {
+    rebalancing: rebalancing.length,
+    violations: rebalancing
+      .filter((e) => e.t < takenOver)
+      .map(
+        (e) =>
+          `${e.instance} released ${e.partition} at ${e.t} ms, before the take-over ended at ${takenOver} ms`,
+      ),
+  };
+}
