@@ -86,6 +86,44 @@ describe('partition ownership on the memory engine (manual clock)', () => {
     assert.equal(reversed.violations.length, 1);
   });
 
+  test('a leave that hangs holds rebalancing back for 10 s, not for good', async () => {
+    // As above, but c's work takes 40 s to stop (within its stop timeout): c stays `leaving`, its
+    // partitions owned. The rebalancing move waits LEAVE_FIRST_MS (10 s), then goes ahead.
+    sim = new Sim({ partitions: 32 });
+    const clock = sim.clock;
+    await sim.join('a');
+    await sim.join('b');
+    await sim.join('c', {
+      stopTimeout: 60_000,
+      onAcquire: async (_p, { signal }) => {
+        await new Promise<void>((resolve) =>
+          signal.addEventListener('abort', () => resolve(), { once: true }),
+        );
+        await clock.sleep(40_000);
+      },
+    });
+    await sim.converge();
+    const releases: number[] = [];
+    for (const id of ['a', 'b'])
+      sim.members.get(id)!.handle.on('released', () => releases.push(clock.monotonic()));
+    const c = sim.members.get('c')!;
+    sim.members.delete('c');
+    const from = clock.monotonic();
+    const left = c.handle.leave();
+    await sim.run(9_500);
+    assert.deepEqual(releases, [], 'a rebalancing move went ahead while the leave was under way');
+    await sim.run(1_500);
+    assert.equal(c.handle.state, 'leaving');
+    assert.ok(releases.length >= 1, 'rebalancing still held back 11 s into a hung leave');
+    assert.ok(
+      releases.every((t) => t - from >= 10_000),
+      `released at ${releases.map((t) => t - from).join(', ')} ms`,
+    );
+    await sim.run(30_000);
+    await left;
+    await sim.converge();
+  });
+
   test('a crashed instance (cut off for good) is replaced after its lease expires, never before', async () => {
     sim = new Sim({ partitions: 32 });
     for (const id of ['a', 'b', 'c']) await sim.join(id);
