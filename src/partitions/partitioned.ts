@@ -32,7 +32,7 @@ import {
   type PartitionsLogger,
   type ReleaseHandler,
 } from './types.js';
-import { acquireView, EMPTY_SET, releaseView, type ServiceView } from './view.js';
+import { acquireView, EMPTY_SET, releaseView, type ServiceView, type ViewAssignment } from './view.js';
 
 /** 64 owner keys per transaction: with their compares, within etcd's 128 operations per transaction. */
 const OWNER_KEYS_PER_TXN = 64;
@@ -195,9 +195,10 @@ export class PartitionedHandle implements Listenable<PartitionedEvents> {
   #queued = false;
   #retryTimer: TimerHandle | undefined;
   /**
-   * Other instances seen `leaving`: the partitions each owned then, and until when (monotonic ms)
-   * this instance's rebalancing moves wait for them to have owners again. Kept, spent, until the
-   * instance is no longer seen leaving (so one leave is waited for once).
+   * Other instances seen `leaving`, by their session's lease: the partitions each owned then, and
+   * until when (monotonic ms) this instance's rebalancing moves wait for them to have other owners.
+   * Kept, spent, while the record is still seen leaving (so one leave is waited for once). By lease,
+   * not id: an instance that rejoins under the same id is a new session, not the leave.
    */
   readonly #leaves = new Map<string, { readonly partitions: readonly string[]; readonly until: number }>();
   #leaveTimer: TimerHandle | undefined;
@@ -585,7 +586,7 @@ export class PartitionedHandle implements Listenable<PartitionedEvents> {
     const assignment = view.assignment();
     const mine = assignment.byInstance.get(this.id) ?? EMPTY_SET;
     const lease = member.session.leaseId;
-    const rebalanceWaits = state === 'active' && this.#handoffsFirst();
+    const rebalanceWaits = state === 'active' && this.#handoffsFirst(assignment);
 
     for (const slot of this.#slots.values()) {
       if (slot.phase !== 'running') continue;
@@ -625,37 +626,38 @@ export class PartitionedHandle implements Listenable<PartitionedEvents> {
   }
 
   /**
-   * True while another instance's leave is being taken over: this instance is active and healthy, and
-   * some partition a leaving instance owned when this one saw it leave has no other owner yet (for at
-   * most {@link LEAVE_FIRST_MS}). Its releases then only rebalance — a leave lets partitions return to
-   * their first choice as each instance's fair share grows — and wait, so that the leave's hand-offs
-   * (partitions without a working owner) are not slowed by moves of partitions that have one. Joins,
-   * drains and crashes are not affected: no instance is `leaving` in them.
+   * True while another instance's leave is being taken over: this instance is placed as active (see
+   * `placedActive`), and some partition a leaving instance held when this one saw it leave (by its
+   * session's lease) is still held under that lease or has no owner (for at most
+   * {@link LEAVE_FIRST_MS}). This instance's releases then only rebalance — a leave lets partitions
+   * return to their first choice as each instance's fair share grows — and wait, so that the leave's
+   * hand-offs (partitions without a working owner) are not slowed by moves of partitions that have
+   * one. Joins, drains and crashes are not affected: no instance is `leaving` in them.
    */
-  #handoffsFirst(): boolean {
+  #handoffsFirst(assignment: ViewAssignment): boolean {
     const view = this.#view;
     const now = this.#o.clock.monotonic();
+    const leaving = new Set<string>();
     for (const [id, i] of view.instances) {
-      if (i.state !== 'leaving' || id === this.id || this.#leaves.has(id)) continue;
-      const partitions: string[] = [];
-      for (const [p, o] of view.owners) if (o.instance === id) partitions.push(p);
-      this.#leaves.set(id, { partitions, until: now + LEAVE_FIRST_MS });
+      if (i.state !== 'leaving' || id === this.id) continue;
+      leaving.add(i.lease);
+      if (!this.#leaves.has(i.lease))
+        this.#leaves.set(i.lease, { partitions: [...view.heldBy(i.lease)], until: now + LEAVE_FIRST_MS });
     }
     const self = view.instances.get(this.id);
-    const unhealthyDrains = (view.spec?.settings?.unhealthy ?? 'drain') === 'drain';
-    const healthy = self?.state === 'active' && !(unhealthyDrains && self.health === 'failing');
     let waitUntil = Number.POSITIVE_INFINITY;
-    for (const [id, leave] of this.#leaves) {
+    for (const [lease, leave] of this.#leaves) {
       const pending =
         now < leave.until &&
         leave.partitions.some((p) => {
           const o = view.owners.get(p);
-          return o === undefined || o.instance === id;
+          return (o === undefined && assignment.byPartition.has(p)) || o?.lease === lease;
         });
       if (pending) waitUntil = Math.min(waitUntil, leave.until);
-      else if (view.instances.get(id)?.state !== 'leaving') this.#leaves.delete(id);
+      else if (!leaving.has(lease)) this.#leaves.delete(lease);
     }
-    if (!healthy || waitUntil === Number.POSITIVE_INFINITY) return false;
+    if (self === undefined || !view.placedActive(self) || waitUntil === Number.POSITIVE_INFINITY)
+      return false;
     if (this.#leaveTimer === undefined) {
       this.#leaveTimer = this.#o.clock.setTimeout(() => {
         this.#leaveTimer = undefined;

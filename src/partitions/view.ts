@@ -216,6 +216,19 @@ export class ServiceView {
     });
   }
 
+  /**
+   * True when placement gives `instance` partitions: its state is `active` (no drain key), its weight
+   * above 0 and — with `unhealthy: 'drain'`, the default — its health not `failing`.
+   */
+  placedActive(instance: ViewInstance): boolean {
+    const unhealthyDrains = (this.spec?.settings?.unhealthy ?? 'drain') === 'drain';
+    return (
+      instance.state === 'active' &&
+      instance.weight > 0 &&
+      !(unhealthyDrains && instance.health === 'failing')
+    );
+  }
+
   /** The owner partitions held under `lease`, as the snapshot says. */
   heldBy(lease: string): ReadonlySet<string> {
     return this.ownersByLease.get(lease) ?? EMPTY_SET;
@@ -250,10 +263,9 @@ export class ServiceView {
     }
     const started = performance.now();
     const partitions = this.#partitionIds();
-    const unhealthyDrains = (this.spec?.settings?.unhealthy ?? 'drain') === 'drain';
     const instances: PlacementInstance[] = [];
     for (const i of this.instances.values()) {
-      const active = i.state === 'active' && i.weight > 0 && !(unhealthyDrains && i.health === 'failing');
+      const active = this.placedActive(i);
       instances.push({
         id: i.id,
         weight: i.weight > 0 ? i.weight : 1,

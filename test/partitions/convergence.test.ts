@@ -124,6 +124,42 @@ describe('partition ownership on the memory engine (manual clock)', () => {
     await sim.converge();
   });
 
+  test('an instance that leaves and rejoins under the same id is not waited for as a leave', async () => {
+    // A rolling restart with fixed ids: c leaves and joins again at once, and the new c (a new
+    // lease) takes partitions the old one held before a and b see them free (they are cut off from
+    // the store meanwhile). Owned by "c" again, those partitions are not the old leave still under
+    // way: a's move (a partition pinned to c) goes ahead at once, not after LEAVE_FIRST_MS.
+    sim = new Sim({ partitions: 32 });
+    const clock = sim.clock;
+    await sim.join('a');
+    await sim.join('b');
+    await sim.join('c', {
+      onAcquire: async (_p, { signal }) => {
+        await new Promise<void>((resolve) =>
+          signal.addEventListener('abort', () => resolve(), { once: true }),
+        );
+        await clock.sleep(300);
+      },
+    });
+    await sim.converge();
+    const c = sim.members.get('c')!;
+    sim.members.delete('c');
+    const left = c.handle.leave();
+    await sim.run(100); // a and b have seen c leaving
+    for (const id of ['a', 'b']) sim.members.get(id)!.faulty.blackhole();
+    await sim.run(300);
+    await left;
+    await sim.join('c');
+    await sim.run(300);
+    // A move a must make: one of its partitions pinned to c.
+    const pinned = [...sim.members.get('a')!.handle.assumed.keys()][0]!;
+    await sim.store.put(`/muster/services/svc/pins/${pinned}`, JSON.stringify({ instance: 'c' }));
+    for (const id of ['a', 'b']) sim.members.get(id)!.faulty.heal();
+    const took = await sim.converge();
+    assert.ok(took < 5_000, `the fleet converged ${took} ms after the rejoin`);
+    sim.check({ converged: true });
+  });
+
   test('a crashed instance (cut off for good) is replaced after its lease expires, never before', async () => {
     sim = new Sim({ partitions: 32 });
     for (const id of ['a', 'b', 'c']) await sim.join(id);
