@@ -38,8 +38,9 @@ import { acquireView, EMPTY_SET, releaseView, type ServiceView, type ViewAssignm
 const OWNER_KEYS_PER_TXN = 64;
 
 /**
- * How long, at most, moves that only rebalance wait for another instance's leave to be taken over
- * (see {@link Partitioned}'s `#handoffsFirst`): a leave that hangs must not stop rebalancing for good.
+ * How long, at most, this instance's rebalancing moves wait in a row for other instances' leaves to
+ * be taken over (see `PartitionedHandle`'s `#handoffsFirst`): leaves that hang, or follow one
+ * another, must not stop rebalancing for good.
  */
 const LEAVE_FIRST_MS = 10_000;
 
@@ -195,12 +196,13 @@ export class PartitionedHandle implements Listenable<PartitionedEvents> {
   #queued = false;
   #retryTimer: TimerHandle | undefined;
   /**
-   * Other instances seen `leaving`, by their session's lease: the partitions each owned then, and
-   * until when (monotonic ms) this instance's rebalancing moves wait for them to have other owners.
-   * Kept, spent, while the record is still seen leaving (so one leave is waited for once). By lease,
-   * not id: an instance that rejoins under the same id is a new session, not the leave.
+   * Other instances seen `leaving`, by their session's lease: the partitions each held then. Kept
+   * until none of them is held under that lease or without an owner, and the lease is no longer
+   * seen leaving. By lease, not id: an instance that rejoins under the same id is a new session.
    */
-  readonly #leaves = new Map<string, { readonly partitions: readonly string[]; readonly until: number }>();
+  readonly #leaves = new Map<string, readonly string[]>();
+  /** Monotonic ms since when some leave has been pending without a break (undefined: none is). */
+  #leavesPendingSince: number | undefined;
   #leaveTimer: TimerHandle | undefined;
   #unsubscribe: () => void;
   #closing: Promise<void> | undefined;
@@ -604,7 +606,11 @@ export class PartitionedHandle implements Listenable<PartitionedEvents> {
           continue;
         }
       }
-      if (!mine.has(p) && this.#moves < this.#o.maxMoves && !rebalanceWaits) {
+      if (
+        !mine.has(p) &&
+        this.#moves < this.#o.maxMoves &&
+        !(rebalanceWaits && this.#rebalancing(p, assignment))
+      ) {
         this.#track(this.#release(slot, false));
       }
     }
@@ -626,45 +632,63 @@ export class PartitionedHandle implements Listenable<PartitionedEvents> {
   }
 
   /**
-   * True while another instance's leave is being taken over: this instance is placed as active (see
-   * `placedActive`), and some partition a leaving instance held when this one saw it leave (by its
-   * session's lease) is still held under that lease or has no owner (for at most
-   * {@link LEAVE_FIRST_MS}). This instance's releases then only rebalance — a leave lets partitions
-   * return to their first choice as each instance's fair share grows — and wait, so that the leave's
-   * hand-offs (partitions without a working owner) are not slowed by moves of partitions that have
-   * one. Joins, drains and crashes are not affected: no instance is `leaving` in them.
+   * True while another instance's leave is being taken over: some partition a leaving instance held
+   * when this one saw it leave (known by its session's lease) is still held under that lease or has
+   * no owner, this instance is one placement gives partitions to (`placedActive`), and the leaves
+   * have not been pending for {@link LEAVE_FIRST_MS} in a row. Its releases that only rebalance
+   * ({@link #rebalancing}) then wait: a leave lets partitions return to their first choice as each
+   * instance's fair share grows, and those moves — of partitions that have a working owner — would
+   * slow the leave's hand-offs, of partitions that have none.
    */
   #handoffsFirst(assignment: ViewAssignment): boolean {
     const view = this.#view;
-    const now = this.#o.clock.monotonic();
-    const leaving = new Set<string>();
-    for (const [id, i] of view.instances) {
-      if (i.state !== 'leaving' || id === this.id) continue;
-      leaving.add(i.lease);
-      if (!this.#leaves.has(i.lease))
-        this.#leaves.set(i.lease, { partitions: [...view.heldBy(i.lease)], until: now + LEAVE_FIRST_MS });
+    if (view.leaving.size === 0 && this.#leaves.size === 0) {
+      this.#leavesPendingSince = undefined;
+      return false;
     }
-    const self = view.instances.get(this.id);
-    let waitUntil = Number.POSITIVE_INFINITY;
-    for (const [lease, leave] of this.#leaves) {
-      const pending =
-        now < leave.until &&
-        leave.partitions.some((p) => {
-          const o = view.owners.get(p);
-          return (o === undefined && assignment.byPartition.has(p)) || o?.lease === lease;
-        });
-      if (pending) waitUntil = Math.min(waitUntil, leave.until);
+    const leaving = new Set<string>();
+    for (const [id, lease] of view.leaving) {
+      if (id === this.id) continue;
+      leaving.add(lease);
+      if (!this.#leaves.has(lease)) this.#leaves.set(lease, [...view.heldBy(lease)]);
+    }
+    let pending = false;
+    for (const [lease, partitions] of this.#leaves) {
+      const open = partitions.some((p) => {
+        const o = view.owners.get(p);
+        return (o === undefined && assignment.byPartition.has(p)) || o?.lease === lease;
+      });
+      if (open) pending = true;
       else if (!leaving.has(lease)) this.#leaves.delete(lease);
     }
-    if (self === undefined || !view.placedActive(self) || waitUntil === Number.POSITIVE_INFINITY)
+    if (!pending) {
+      this.#leavesPendingSince = undefined;
       return false;
+    }
+    const now = this.#o.clock.monotonic();
+    const since = (this.#leavesPendingSince ??= now);
+    const self = view.instances.get(this.id);
+    if (now - since >= LEAVE_FIRST_MS || self === undefined || !view.placedActive(self)) return false;
     if (this.#leaveTimer === undefined) {
-      this.#leaveTimer = this.#o.clock.setTimeout(() => {
-        this.#leaveTimer = undefined;
-        this.#schedule();
-      }, waitUntil - now);
+      this.#leaveTimer = this.#o.clock.setTimeout(
+        () => {
+          this.#leaveTimer = undefined;
+          this.#schedule();
+        },
+        since + LEAVE_FIRST_MS - now,
+      );
     }
     return true;
+  }
+
+  /**
+   * True when releasing `partition` (running here, assigned elsewhere) only rebalances: it is still
+   * in the spec and no pin decides where it goes (an operator's pin, or the partition's removal,
+   * is a move that does not wait).
+   */
+  #rebalancing(partition: string, assignment: ViewAssignment): boolean {
+    const to = assignment.byPartition.get(partition);
+    return to !== undefined && this.#view.pins.get(partition) !== to;
   }
 
   async #acquire(partition: string): Promise<void> {

@@ -73,6 +73,8 @@ export class ServiceView {
   readonly instances = new Map<string, ViewInstance>();
   readonly owners = new Map<string, Owner>();
   readonly ownersByLease = new Map<string, Set<string>>();
+  /** The instances whose record says `leaving`: id → the lease of their session. */
+  readonly leaving = new Map<string, string>();
   readonly pins = new Map<string, string>();
   /** Routing keys pinned to one instance (`routes/<key>`), for the proxy. */
   readonly routes = new Map<string, RouteRecord>();
@@ -347,6 +349,7 @@ export class ServiceView {
     this.#dirty = true; // before the records: no shortcut of #apply compares them with an old assignment
     this.spec = undefined;
     this.instances.clear();
+    this.leaving.clear();
     this.#records.clear();
     this.drains.clear();
     this.owners.clear();
@@ -380,6 +383,8 @@ export class ServiceView {
         this.#records.set(id, instance);
         this.instances.set(id, this.#withDrain(id, instance));
       }
+      if (instance?.state === 'leaving') this.leaving.set(id, instance.lease);
+      else this.leaving.delete(id);
     } else if (rest.startsWith('drain/')) {
       const id = rest.slice('drain/'.length);
       if (put) this.drains.add(id);
