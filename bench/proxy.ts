@@ -1,12 +1,14 @@
 /**
- * `npm run bench -- proxy [--duration 8s] [--connections 50] [--changes 200] [--only-changes] [--rate 5000] [--rounds 5] [--workers 1] [--vcpu-gaps]`: `muster proxy` side by
+ * `npm run bench -- proxy [--duration 8s] [--connections 50] [--changes 200] [--only-changes] [--rate 5000] [--rounds 5] [--workers 1] [--vcpu-gaps] [--fixed-order]`: `muster proxy` side by
  * side with nginx (`hash $http_x_key consistent`, upstream keep-alive) and node `http-proxy` (keep-alive
  * agent), one worker each, in front of the same nginx `return 200` backend, under the same load
  * (`wrk -t1 -cC -dD --latency`, one routing key in an `X-Key` header). Prints requests/s and latency
  * p50/p99 per path, with the direct path to the backend as the ceiling. Then each path at a fixed
  * rate (`--rate`, 5,000 req/s; bench/proxy-rate.ts, wrk2's constant arrival rate): p50/p99/p99.9 and
  * the p99 added over the direct path; then the same rate sent by h2load (`h2loadRate`), `--rounds`
- * rounds (5) alternating the paths, with the median of each round's added p99. `--workers N` runs muster with N workers (nginx and http-proxy
+ * rounds (5) alternating the paths — the proxies' order rotating from round to round, each row with
+ * the CPU the other proxies used meanwhile (`--fixed-order`: nginx, http-proxy, muster in every
+ * round, as before session 13) — with the median of each round's added p99. `--workers N` runs muster with N workers (nginx and http-proxy
  * stay at one). `--vcpu-gaps` runs each h2load round under `perf record -a` and reports the stretches
  * in which the host did not run one of this machine's vCPUs, how many of the slow requests overlap
  * one, and the p99 of the requests that overlap none (bench/vcpu-gaps.ts): a diagnosis of the tail.
@@ -30,6 +32,7 @@ import { Agent, request } from 'undici';
 import { openStore, type Store } from '../src/store/index.js';
 import { findBinary, freePort, startTempServe } from '../src/testing/index.js';
 import { toMillis } from '../src/util/duration.js';
+import { descendants, threadCpuNs } from './agent.js';
 import { arg, fmt, latencySummary, median, quantile } from './stats.js';
 import { gapMsWithin, perfRecordArgs, readVcpuGaps, vcpuGapsPerf } from './vcpu-gaps.js';
 
@@ -339,8 +342,20 @@ export async function run(args: string[]): Promise<void> {
       console.log('fixed rate, h2load: skipped (h2load is not on PATH: apt-get install nghttp2-client)');
     } else {
       console.log(
-        `fixed rate, h2load: ${fixed} req/s for ${seconds}s after a 1 s warm-up, 50 connections opened 1 per ms, latency from send; ${rounds} rounds alternating the paths`,
+        `fixed rate, h2load: ${fixed} req/s for ${seconds}s after a 1 s warm-up, 50 connections opened 1 per ms, latency from send; ${rounds} rounds alternating the paths (the proxies' order rotating)`,
       );
+      // Each path's processes, for the CPU the *other* proxies use during a path's round: an idle
+      // Node process (http-proxy, muster's master) runs V8's memory reducer — a full collection on
+      // both cores — some seconds after its own busy round, i.e. inside the next path's round. The
+      // proxies' order rotates from round to round, so that no path always follows the same one.
+      const pidsOf = (name: string): number[] => {
+        if (name.startsWith('nginx')) return [children[1]?.pid ?? 0];
+        if (name.startsWith('node')) return [p.pid ?? 0];
+        if (name.startsWith('muster')) return [m.pid ?? 0, ...descendants(m.pid ?? 0)];
+        return [];
+      };
+      const cpuMs = (name: string): number =>
+        pidsOf(name).reduce((n, pid) => n + (Number.isNaN(threadCpuNs(pid)) ? 0 : threadCpuNs(pid)), 0) / 1e6;
       const p99s = new Map<string, number[]>(paths.map(([name]) => [name, []]));
       const added = new Map<string, number[]>(paths.map(([name]) => [name, []]));
       const addedOutside = new Map<string, number[]>(paths.map(([name]) => [name, []]));
@@ -348,8 +363,16 @@ export async function run(args: string[]): Promise<void> {
         const row: string[] = [];
         let direct = Number.NaN;
         let directOutside = Number.NaN;
-        for (const [name, url] of paths) {
+        const proxies = paths.slice(1);
+        const turn = args.includes('--fixed-order') ? 0 : (round - 1) % proxies.length;
+        const order = [paths[0] as [string, string], ...proxies.slice(turn), ...proxies.slice(0, turn)];
+        for (const [name, url] of order) {
+          const others = proxies.map(([n]) => n).filter((n) => n !== name);
+          const before = others.map(cpuMs);
           const r = await h2loadRate(h2load, url, fixed, seconds, 50, join(dir, 'h2load.log'), perf);
+          const busy = others
+            .map((n, i) => [n.split(' ')[0], cpuMs(n) - (before[i] as number)] as const)
+            .filter(([, ms]) => ms >= 20);
           if (name === 'direct (backend)') {
             direct = r.p99;
             directOutside = r.gaps?.p99Outside ?? Number.NaN;
@@ -362,8 +385,12 @@ export async function run(args: string[]): Promise<void> {
             r.gaps === undefined
               ? ''
               : `; vCPU gaps ${r.gaps.count} (longest ${fmt(r.gaps.longestMs, 1)} ms), >10 ms in one ${r.gaps.overInGap}, p99 outside ${fmt(r.gaps.p99Outside, 3)}`;
+          const o =
+            busy.length === 0
+              ? ''
+              : `; others' CPU ${busy.map(([n, ms]) => `${n} ${fmt(ms, 0)} ms`).join(', ')}`;
           row.push(
-            `${name.split(' ')[0]} p50 ${fmt(r.p50, 3)} p99 ${fmt(r.p99, 3)} p99.9 ${fmt(r.p999, 3)} (>10 ms ${r.over}, errors ${r.errors}${g})`,
+            `${name.split(' ')[0]} p50 ${fmt(r.p50, 3)} p99 ${fmt(r.p99, 3)} p99.9 ${fmt(r.p999, 3)} (>10 ms ${r.over}, errors ${r.errors}${g}${o})`,
           );
         }
         console.log(`  round ${round}: ${row.join('; ')}`);
