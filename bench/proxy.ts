@@ -355,7 +355,9 @@ export async function run(args: string[]): Promise<void> {
         return [];
       };
       const cpuMs = (name: string): number =>
-        pidsOf(name).reduce((n, pid) => n + (Number.isNaN(threadCpuNs(pid)) ? 0 : threadCpuNs(pid)), 0) / 1e6;
+        pidsOf(name)
+          .map(threadCpuNs)
+          .reduce((n, ns) => n + (Number.isNaN(ns) ? 0 : ns), 0) / 1e6;
       const p99s = new Map<string, number[]>(paths.map(([name]) => [name, []]));
       const added = new Map<string, number[]>(paths.map(([name]) => [name, []]));
       const addedOutside = new Map<string, number[]>(paths.map(([name]) => [name, []]));

@@ -47,14 +47,7 @@ describe('partition ownership on the memory engine (manual clock)', () => {
     const clock = sim.clock;
     await sim.join('a');
     await sim.join('b');
-    await sim.join('c', {
-      onAcquire: async (_p, { signal }) => {
-        await new Promise<void>((resolve) =>
-          signal.addEventListener('abort', () => resolve(), { once: true }),
-        );
-        await clock.sleep(300);
-      },
-    });
+    await sim.join('c', sim.slowStop(300));
     await sim.converge();
     const events: MoveEvent[] = [];
     for (const m of sim.members.values()) {
@@ -93,15 +86,7 @@ describe('partition ownership on the memory engine (manual clock)', () => {
     const clock = sim.clock;
     await sim.join('a');
     await sim.join('b');
-    await sim.join('c', {
-      stopTimeout: 60_000,
-      onAcquire: async (_p, { signal }) => {
-        await new Promise<void>((resolve) =>
-          signal.addEventListener('abort', () => resolve(), { once: true }),
-        );
-        await clock.sleep(40_000);
-      },
-    });
+    await sim.join('c', sim.slowStop(40_000));
     await sim.converge();
     const releases: number[] = [];
     for (const id of ['a', 'b'])
@@ -129,15 +114,7 @@ describe('partition ownership on the memory engine (manual clock)', () => {
     // wait 10 s from the first leave, not until 16 s.
     sim = new Sim({ partitions: 64 });
     const clock = sim.clock;
-    const slow = {
-      stopTimeout: 60_000,
-      onAcquire: async (_p: string, { signal }: { signal: AbortSignal }) => {
-        await new Promise<void>((resolve) =>
-          signal.addEventListener('abort', () => resolve(), { once: true }),
-        );
-        await clock.sleep(40_000);
-      },
-    };
+    const slow = sim.slowStop(40_000);
     await sim.join('a');
     await sim.join('b', slow);
     await sim.join('c');
@@ -174,17 +151,9 @@ describe('partition ownership on the memory engine (manual clock)', () => {
     // meanwhile). Owned by "c" again, those partitions are not the old leave still under way: a's
     // and b's moves wait only until the old c's other partitions are taken, not LEAVE_FIRST_MS.
     sim = new Sim({ partitions: 32 });
-    const clock = sim.clock;
     await sim.join('a');
     await sim.join('b');
-    await sim.join('c', {
-      onAcquire: async (_p, { signal }) => {
-        await new Promise<void>((resolve) =>
-          signal.addEventListener('abort', () => resolve(), { once: true }),
-        );
-        await clock.sleep(300);
-      },
-    });
+    await sim.join('c', sim.slowStop(300));
     await sim.converge();
     const c = sim.members.get('c')!;
     sim.members.delete('c');

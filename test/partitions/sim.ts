@@ -83,6 +83,23 @@ export class Sim {
     this.members.delete(id);
   }
 
+  /**
+   * Join options for an instance whose work takes `ms` of this clock to stop after its signal aborts
+   * (within its stop timeout): a leave of it stays under way that long.
+   */
+  slowStop(ms: number): Partial<JoinPartitionedOptions> {
+    const clock = this.clock;
+    return {
+      stopTimeout: ms + 20_000,
+      onAcquire: async (_p, { signal }) => {
+        await new Promise<void>((resolve) =>
+          signal.addEventListener('abort', () => resolve(), { once: true }),
+        );
+        await clock.sleep(ms);
+      },
+    };
+  }
+
   async run(ms: number, step = 20): Promise<void> {
     await this.clock.tick(ms, step);
   }
