@@ -20,6 +20,11 @@
  * delivery). Beside it, the floor: the same write seen by a watch in this process. 200 changes by
  * default (`--changes`): with 20, p99 was the single slowest sample. `--only-changes` skips the load
  * rows.
+ *
+ * First of all, the idle cost: the CPU time of muster's master and workers (every thread, from
+ * `/proc/<pid>/task/<tid>/schedstat`) over `--idle` (20 s, after 20 s to settle — the memory reducer collects some 15 s after start; `--idle 0` skips it)
+ * with no client connected. `--only-idle` stops there; `--bin PATH` runs another build's
+ * `bin/muster.js` (an A/B: a worktree of an older commit).
  */
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -235,6 +240,8 @@ export async function run(args: string[]): Promise<void> {
   const changes = Number(arg(args, '--changes') ?? 200);
   const fixed = Number(arg(args, '--rate') ?? 5000);
   const workers = Number(arg(args, '--workers') ?? 1);
+  const idleMs = toMillis(arg(args, '--idle') ?? '20s');
+  const bin = arg(args, '--bin') ?? BIN;
   const dir = mkdtempSync(join(tmpdir(), 'muster-bench-proxy-'));
   const children: ChildProcess[] = [];
   const serve = await startTempServe();
@@ -282,13 +289,41 @@ export async function run(args: string[]): Promise<void> {
         admin: false,
       }),
     );
-    const m = spawn(process.execPath, [BIN, 'proxy', '--config', configFile, '--store', serve.url], {
+    const m = spawn(process.execPath, [bin, 'proxy', '--config', configFile, '--store', serve.url], {
       stdio: ['ignore', 'pipe', 'inherit'],
       env: { ...process.env, MUSTER_LOG_LEVEL: 'warn' },
     });
     children.push(m);
     const muster = (JSON.parse(await firstLine(m)) as { listen: string[] }).listen[0] as string;
 
+    if (idleMs > 0) {
+      // start-up is over: its compilations, and the memory reducer's collections some 15 s after it
+      await new Promise((r) => setTimeout(r, 20_000));
+      const pids = [m.pid ?? 0, ...descendants(m.pid ?? 0)];
+      const before = pids.map(threadCpuNs);
+      await new Promise((r) => setTimeout(r, idleMs));
+      const used = pids.map((pid, i) => (threadCpuNs(pid) - (before[i] as number)) / 1e6);
+      const comm = (pid: number): string => {
+        try {
+          return readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
+        } catch {
+          return '?';
+        }
+      };
+      const perSecond = (ms: number): string => `${fmt(ms / (idleMs / 1000), 2)} ms/s`;
+      const rest = pids.slice(1).map((pid, i) => [comm(pid), used[i + 1] ?? Number.NaN] as const);
+      console.log(
+        `idle, no client, ${fmt(idleMs / 1000, 0)} s: muster master ${fmt(used[0] ?? Number.NaN, 1)} ms (${perSecond(used[0] ?? Number.NaN)}); ` +
+          `workers ${rest
+            .filter(([c]) => c === 'node')
+            .map(([, ms]) => `${fmt(ms, 1)} ms (${perSecond(ms)})`)
+            .join(', ')}; other processes (the process kernel's guards) ${fmt(
+            rest.filter(([c]) => c !== 'node').reduce((n, [, ms]) => n + ms, 0),
+            1,
+          )} ms`,
+      );
+      if (args.includes('--only-idle')) return;
+    }
     if (args.includes('--only-changes')) {
       await routeChanges(store, muster, changes);
       return;

@@ -1,14 +1,18 @@
 /**
  * Publishes a proxy's held queue sizes where the dashboard (its watched `status/` prefix) sees them:
  * `status/<service>/proxies/<id>` → {@link ProxyRecord}, under the proxy's own session lease, so
- * the record goes away with the proxy. Cheap by construction: the sizes are read from memory every
- * {@link HELD_PUBLISH_INTERVAL_MS} and written only when they changed, so an idle proxy writes once
- * (at start) and a busy one at most four times a second, however many requests it holds.
+ * the record goes away with the proxy. Cheap by construction: while requests are held the sizes are
+ * read from memory every {@link HELD_PUBLISH_INTERVAL_MS} and written only when they changed (at most
+ * four writes a second, however many requests are held); once the record says nothing is held, the
+ * publisher sleeps — no timer — until a request is held again (`changes`) or its session is lost (the
+ * record must be written again under a new lease). An idle proxy writes once, at start, and never
+ * wakes for it.
  */
 import { hostname } from 'node:os';
 import { type Clock, systemClock, type TimerHandle } from '../clock.js';
 import { openSession, serviceKeys, type Session } from '../membership/index.js';
 import type { Store } from '../store/index.js';
+import { onAbort } from '../util/abort.js';
 
 /** 250 ms: a queue's growth shows on the dashboard within a quarter second; ≤ 4 writes/s per proxy. */
 export const HELD_PUBLISH_INTERVAL_MS = 250;
@@ -18,6 +22,13 @@ export const HELD_PUBLISH_INTERVAL_MS = 250;
  * up to {@link HELD_PUBLISH_MAX_RETRY_MS}: a saturated worker is not asked for more store calls.
  */
 export const HELD_PUBLISH_RETRY_MS = 5_000;
+/**
+ * 10 s: the lease of a proxy's record. The record only informs the dashboard, so a crashed worker's
+ * may linger 10 s; in exchange the lease is renewed every ~3.3 s instead of every second (the
+ * 3 s default of member sessions, which must notice a dead owner fast) — an idle worker's one
+ * remaining periodic store call.
+ */
+export const HELD_PUBLISH_SESSION_TTL_MS = 10_000;
 /** 60 s: the longest wait between tries; a failure streak is logged once, then at most once a minute. */
 export const HELD_PUBLISH_MAX_RETRY_MS = 60_000;
 
@@ -39,6 +50,11 @@ export interface HeldPublisherOptions {
   /** Default `<hostname>-<pid>`. */
   readonly id?: string;
   readonly sizes: () => Record<string, number>;
+  /**
+   * Subscribes to "a request was held" (the sizes may have changed from nothing held); returns an
+   * unsubscribe function. Without it the publisher reads the sizes every interval, held or not.
+   */
+  readonly changes?: (listener: () => void) => () => void;
   readonly clock?: Clock;
   readonly onError?: (err: unknown) => void;
 }
@@ -79,6 +95,11 @@ export class HeldPublisher {
   #timer: TimerHandle | undefined;
   #busy = false;
   #closed = false;
+  /** Asleep: the record says nothing is held and nothing is; a change or a lost session wakes it. */
+  #asleep = false;
+  /** Woken during a tick: that tick's reading may predate the change, so it must not sleep. */
+  #woken = false;
+  readonly #unsubscribe: (() => void) | undefined;
   /** Failures in a row, and when the streak was last reported (monotonic ms). */
   #failures = 0;
   #reportedAt = -Infinity;
@@ -88,6 +109,15 @@ export class HeldPublisher {
     this.#clock = options.clock ?? systemClock;
     this.#id = options.id ?? `${hostname()}-${process.pid}`;
     this.#key = proxyRecordKey(options.root, options.service, this.#id);
+    this.#unsubscribe = options.changes?.(() => this.#wake());
+    this.#schedule(0);
+  }
+
+  /** A request was held, or the session was lost: publish soon, whatever the publisher was doing. */
+  #wake(): void {
+    this.#woken = true;
+    if (!this.#asleep || this.#closed) return;
+    this.#asleep = false;
     this.#schedule(0);
   }
 
@@ -99,6 +129,7 @@ export class HeldPublisher {
   async #tick(): Promise<void> {
     if (this.#busy || this.#closed) return;
     this.#busy = true;
+    this.#woken = false;
     let next = HELD_PUBLISH_INTERVAL_MS;
     try {
       const held = this.#o.sizes();
@@ -108,12 +139,16 @@ export class HeldPublisher {
           // the lost one's keep-alive loop and lease go (best effort: the store may be unreachable)
           void this.#session?.close().catch(() => undefined);
           this.#session = undefined;
-          const session = await openSession(this.#o.store, { clock: this.#clock });
+          const session = await openSession(this.#o.store, {
+            clock: this.#clock,
+            ttl: HELD_PUBLISH_SESSION_TTL_MS,
+          });
           if (this.#closed) {
             await session.close();
             return;
           }
           this.#session = session;
+          onAbort(session.lost, () => this.#wake()); // (the session ends with its signal: nothing to remove)
           this.#last = undefined; // a new lease: write again
         }
         if (text !== this.#last) {
@@ -125,6 +160,8 @@ export class HeldPublisher {
         }
       }
       this.#failures = 0;
+      // nothing held, and the record says so: sleep until a request is held or the session is lost
+      if (this.#o.changes !== undefined && text === '{}' && this.#last === text && !this.#woken) next = -1;
     } catch (err) {
       this.#failures++;
       next = Math.min(HELD_PUBLISH_MAX_RETRY_MS, HELD_PUBLISH_RETRY_MS * 2 ** (this.#failures - 1));
@@ -135,7 +172,8 @@ export class HeldPublisher {
       }
     } finally {
       this.#busy = false;
-      this.#schedule(next);
+      if (next >= 0) this.#schedule(next);
+      else this.#asleep = true;
     }
   }
 
@@ -143,6 +181,7 @@ export class HeldPublisher {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    this.#unsubscribe?.();
     if (this.#timer !== undefined) this.#clock.clearTimeout(this.#timer);
     await this.#session?.close().catch(() => undefined);
   }

@@ -85,6 +85,7 @@ export async function startProxy(options: StartProxyOptions): Promise<Proxy> {
             service: config.service,
             ...(options.publishHeld === true ? {} : { id: options.publishHeld.id }),
             sizes: () => server.held(),
+            changes: (listener) => server.onHeld(listener),
             ...(options.clock ? { clock: options.clock } : {}),
             onError: (err) => options.log?.warn({ err }, 'could not publish the held queues'),
           });

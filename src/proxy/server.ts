@@ -19,6 +19,7 @@ import { RoutingTable, type Resolution } from './table.js';
 import { tunnelWebSocket, WS_SERVICE_RESTART, type WsTunnel } from './ws-close.js';
 import { upstreamHead, type UpstreamHead } from './headers.js';
 import { nextRequestId } from './request-id.js';
+import { Emitter } from '../util/emitter.js';
 import { isTimeout, isUnavailable } from './upstream-error.js';
 import {
   UpstreamPools,
@@ -236,7 +237,6 @@ export class ProxyServer {
 
   /** Starts listening on each target; resolves when all accept connections. */
   async listen(targets: readonly ListenTarget[]): Promise<readonly string[]> {
-    if (this.#sweepTimer === undefined) this.#sweep();
     for (const target of targets) {
       const server = createServer({ noDelay: true }, (socket: Socket) => this.#accept(socket, false));
       await new Promise<void>((resolve, reject) => {
@@ -275,6 +275,7 @@ export class ProxyServer {
       socket.destroy();
       return undefined;
     }
+    this.#armSweep();
     this.#sockets.add(socket);
     socket.once('close', () => {
       this.#sockets.delete(socket);
@@ -303,6 +304,13 @@ export class ProxyServer {
   held(): Record<string, number> {
     return this.#holds.sizes();
   }
+
+  /** Calls `listener` each time a request is held (so {@link held} changed); returns an unsubscribe function. */
+  onHeld(listener: () => void): () => void {
+    return this.#events.on('held', listener);
+  }
+
+  readonly #events = new Emitter<{ held: [] }>();
 
   /** Where `key` goes now and why. */
   explain(key: string): Resolution & { key: string } {
@@ -385,13 +393,29 @@ export class ProxyServer {
     for (const w of waiters) w();
   }
 
-  /** Re-arms itself: the connections' timeouts and coarse clock. */
+  /**
+   * Starts the sweep (the coarse clock set to now) if it is not running: a client connection arrived.
+   * Every upstream connection serves, or served, a client connection, so this is the one place.
+   */
+  #armSweep(): void {
+    if (this.#sweepTimer !== undefined || this.#state === 'closed') return;
+    this.#sweepClock.now = this.#clock.monotonic();
+    this.#sweepTimer = this.#clock.setTimeout(() => this.#sweep(), this.#sweepClock.intervalMs);
+  }
+
+  /**
+   * The connections' timeouts and coarse clock, every `intervalMs` while there is a client or an
+   * upstream connection; with neither it stops (an idle proxy has no timer to wake it) and the next
+   * client connection starts it again.
+   */
   #sweep(): void {
+    this.#sweepTimer = undefined;
     if (this.#state === 'closed') return;
     const now = this.#clock.monotonic();
     this.#sweepClock.now = now;
     this.#connections.sweep(now);
     this.#pools.sweep(now);
+    if (this.#connections.size === 0 && this.#pools.size === 0) return;
     this.#sweepTimer = this.#clock.setTimeout(() => this.#sweep(), this.#sweepClock.intervalMs);
   }
 
@@ -645,6 +669,7 @@ export class ProxyServer {
       return;
     }
     ctx.holds++;
+    this.#events.emit('held');
   }
 
   #expire(ctx: Ctx): void {

@@ -443,6 +443,11 @@ export class UpstreamPool {
     for (const c of this.#all) c.sweep(now);
   }
 
+  /** Connections open or opening. */
+  get size(): number {
+    return this.#all.size;
+  }
+
   release(conn: Connection, keepAliveMs: number | undefined): void {
     const next = this.#queue.shift();
     if (next !== undefined) {
@@ -504,6 +509,13 @@ export class UpstreamPools {
   /** Fires the connections' timeouts (the server's sweep timer calls it). */
   sweep(now: number): void {
     for (const p of this.#pools.values()) p.sweep(now);
+  }
+
+  /** Upstream connections open or opening, over every backend. */
+  get size(): number {
+    let n = 0;
+    for (const p of this.#pools.values()) n += p.size;
+    return n;
   }
 
   get origins(): string[] {

@@ -12,6 +12,7 @@ import {
   HELD_PUBLISH_MAX_RETRY_MS,
   HELD_PUBLISH_RETRY_MS,
   HeldPublisher,
+  type ProxyRecord,
 } from '../../src/proxy/held-publisher.js';
 import { FaultyStore, ManualClock, waitFor } from '../../src/testing/index.js';
 import { FleetModel } from '../../src/ui/index.js';
@@ -80,6 +81,78 @@ describe('proxy: held queues published for the dashboard', { timeout: 30_000 }, 
       await b.close();
     }
     assert.equal(await store.get(KEY), undefined, 'the lease ended with the proxy');
+  });
+});
+
+describe('proxy: the held-queue publisher sleeps while nothing is held', { timeout: 30_000 }, () => {
+  test('no reading and no timer while idle; a held request, a release and a lost session each wake it', async () => {
+    const clock = new ManualClock();
+    const store = openMemoryStore({ clock });
+    const key = '/muster/status/sl/proxies/p';
+    let sizes: Record<string, number> = {};
+    let reads = 0;
+    const listeners = new Set<() => void>();
+    const publisher = new HeldPublisher({
+      store,
+      root: '/muster/',
+      service: 'sl',
+      id: 'p',
+      sizes: () => {
+        reads++;
+        return sizes;
+      },
+      changes: (l) => {
+        listeners.add(l);
+        return () => listeners.delete(l);
+      },
+      clock,
+    });
+    const record = async (): Promise<ProxyRecord | undefined> =>
+      parseProxyRecord((await store.get(key))?.value ?? '');
+    try {
+      clock.advance(0); // the first reading is scheduled at once
+      await waitFor(async () => (await record())?.total === 0, { what: 'the first record' });
+      // idle: twenty intervals without a reading (it read every interval before)
+      await clock.tick(1); // the tick that wrote the record has finished and gone to sleep
+      const idleReads = reads;
+      await clock.tick(20 * HELD_PUBLISH_INTERVAL_MS, HELD_PUBLISH_INTERVAL_MS);
+      assert.equal(reads, idleReads, `asleep: ${reads - idleReads} readings in 20 idle intervals`);
+
+      // a request is held: woken at once, and it reads every interval while anything is held
+      sizes = { 'partition:0': 3 };
+      for (const l of listeners) l();
+      clock.advance(0);
+      await waitFor(async () => (await record())?.total === 3, { what: 'the record shows 3' });
+      const heldReads = reads;
+      await clock.tick(4 * HELD_PUBLISH_INTERVAL_MS, HELD_PUBLISH_INTERVAL_MS);
+      assert.ok(reads >= heldReads + 4, `awake while held: ${reads - heldReads} readings in 4 intervals`);
+
+      // released: the record says 0, then it sleeps again
+      sizes = {};
+      await clock.tick(HELD_PUBLISH_INTERVAL_MS);
+      await waitFor(async () => (await record())?.total === 0, { what: 'the record shows 0' });
+      await clock.tick(1);
+      const releasedReads = reads;
+      await clock.tick(20 * HELD_PUBLISH_INTERVAL_MS, HELD_PUBLISH_INTERVAL_MS);
+      assert.equal(reads, releasedReads, 'asleep again once the record says nothing is held');
+
+      // the lease is gone (the store lost it): the record went with it, and comes back under a new one
+      const lease = (await store.get(key))?.lease;
+      assert.ok(lease !== undefined && lease !== '0');
+      await store.revokeLease(lease);
+      assert.equal(await store.get(key), undefined);
+      await waitFor(
+        async () => {
+          await clock.tick(1000);
+          const r = await store.get(key);
+          return r !== undefined && r.lease !== lease;
+        },
+        { what: 'the record written again under a new lease' },
+      );
+    } finally {
+      await publisher.close();
+      await store.close();
+    }
   });
 });
 

@@ -4,7 +4,7 @@ import { Agent } from 'undici';
 import { joinPartitioned, type PartitionedHandle } from '../../src/partitions/index.js';
 import { startProxy, type Proxy } from '../../src/proxy/index.js';
 import { openMemoryStore, type MemoryStore } from '../../src/store/index.js';
-import { waitFor } from '../../src/testing/index.js';
+import { ManualClock, waitFor } from '../../src/testing/index.js';
 import { partitionForKey } from '../../src/placement/index.js';
 import { call, keyFor, rawRequest, startBackend, testConfig, type Backend } from './helpers.js';
 
@@ -200,5 +200,53 @@ describe('proxy routing', { timeout: 60_000 }, () => {
     assert.doesNotMatch(raw, /x-drop/);
     const kept = await call(agent, address, '/x', { key: 'echo', headers: { 'x-request-id': 'req-42' } });
     assert.equal((kept.json().headers as Record<string, string>)['x-request-id'], 'req-42');
+  });
+});
+
+describe('proxy: an idle proxy has no timer', { timeout: 30_000 }, () => {
+  test('the sweep starts with a connection and stops once no client or upstream connection is left', async () => {
+    const store = openMemoryStore();
+    const clock = new ManualClock();
+    const b = await startBackend('idle');
+    await store.put('/muster/services/idle/spec', JSON.stringify({ partitions: 1 }));
+    await store.put(
+      '/muster/services/idle/owners/0',
+      JSON.stringify({ instance: 'idle', since: '', address: b.address }),
+    );
+    const proxy = await startProxy({
+      store,
+      clock,
+      config: testConfig('idle', { upstream: { keepAliveTimeout: '4s' } }),
+    });
+    try {
+      await waitFor(() => proxy.server.explain('k').ok, { what: 'the route' });
+      // listening, no connection: nothing armed on the proxy's clock (the sweep ran forever before)
+      assert.equal(clock.pendingTimers, 0, 'an idle proxy arms no timer');
+
+      const answer = await rawRequest(
+        proxy.addresses[0] as string,
+        'GET / HTTP/1.1\r\nhost: x\r\nx-key: k\r\nconnection: close\r\n\r\n',
+      );
+      assert.match(answer, /^HTTP\/1\.1 200 /);
+      // the client's connection is gone; the upstream one waits in the pool for its keep-alive
+      // timeout, which only the sweep enforces: still armed
+      assert.equal(clock.pendingTimers, 1, 'the sweep runs while an upstream connection is pooled');
+      await clock.tick(5000, 250);
+      await waitFor(() => clock.pendingTimers === 0, {
+        what: 'the sweep to stop once the pooled connection is closed',
+        timeoutMs: 5000,
+      });
+      // and a new connection starts it again, with a fresh coarse clock
+      const again = await rawRequest(
+        proxy.addresses[0] as string,
+        'GET / HTTP/1.1\r\nhost: x\r\nx-key: k\r\nconnection: close\r\n\r\n',
+      );
+      assert.match(again, /^HTTP\/1\.1 200 /);
+      assert.equal(clock.pendingTimers, 1);
+    } finally {
+      await proxy.close();
+      await b.close();
+      await store.close();
+    }
   });
 });
