@@ -415,7 +415,7 @@ export class ProxyServer {
     this.#sweepClock.now = now;
     this.#connections.sweep(now);
     this.#pools.sweep(now);
-    if (this.#connections.size === 0 && this.#pools.size === 0) return;
+    if (this.#connections.size === 0 && !this.#pools.busy) return;
     this.#sweepTimer = this.#clock.setTimeout(() => this.#sweep(), this.#sweepClock.intervalMs);
   }
 
@@ -521,6 +521,9 @@ export class ProxyServer {
   #closed(ctx: Ctx, finished: boolean): void {
     this.#inFlight--;
     if (this.#afterHeld) this.#checkIdle();
+    // a request that was held keeps its hold deadline while it is tried (it may be held again);
+    // once its exchange is over the deadline goes, or its timer would outlive it by up to hold.timeout
+    this.#holds.finish(ctx);
     if (ctx.done && finished) return;
     ctx.done = true;
     if (finished) return;
@@ -529,7 +532,6 @@ export class ProxyServer {
       this.metrics.holdSeconds.observe({ outcome: 'gone' }, (this.#clock.monotonic() - ctx.heldAt) / 1000);
       this.#checkIdle();
     }
-    this.#holds.finish(ctx);
     ctx.exchange?.abort();
   }
 

@@ -511,11 +511,10 @@ export class UpstreamPools {
     for (const p of this.#pools.values()) p.sweep(now);
   }
 
-  /** Upstream connections open or opening, over every backend. */
-  get size(): number {
-    let n = 0;
-    for (const p of this.#pools.values()) n += p.size;
-    return n;
+  /** True while some backend has a connection open or opening. */
+  get busy(): boolean {
+    for (const p of this.#pools.values()) if (p.size > 0) return true;
+    return false;
   }
 
   get origins(): string[] {

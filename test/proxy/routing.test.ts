@@ -243,6 +243,35 @@ describe('proxy: an idle proxy has no timer', { timeout: 30_000 }, () => {
       );
       assert.match(again, /^HTTP\/1\.1 200 /);
       assert.equal(clock.pendingTimers, 1);
+
+      // a held request, released and answered, leaves no timer behind either (its hold deadline
+      // used to stay armed for hold.timeout after the answer)
+      await store.delete('/muster/services/idle/owners/0');
+      await waitFor(() => !proxy.server.explain('k').ok, { what: 'the owner gone from the view' });
+      const held = rawRequest(
+        proxy.addresses[0] as string,
+        'GET / HTTP/1.1\r\nhost: x\r\nx-key: k\r\nconnection: close\r\n\r\n',
+      );
+      await waitFor(() => proxy.server.held()['partition:0'] === 1, { what: 'the request held' });
+      await store.put(
+        '/muster/services/idle/owners/0',
+        JSON.stringify({ instance: 'idle', since: '', address: b.address }),
+      );
+      let answered = '';
+      void held.then((a) => (answered = a));
+      await waitFor(
+        async () => {
+          await clock.tick(10); // the hold queue's release runs on the proxy's clock
+          return answered !== '';
+        },
+        { what: 'the held request answered' },
+      );
+      assert.match(answered, /^HTTP\/1\.1 200 /);
+      await clock.tick(5000, 250);
+      await waitFor(() => clock.pendingTimers === 0, {
+        what: 'no timer left after a held request was answered',
+        timeoutMs: 5000,
+      });
     } finally {
       await proxy.close();
       await b.close();
