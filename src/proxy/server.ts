@@ -447,7 +447,9 @@ export class ProxyServer {
 
   /**
    * An upgrade (WebSocket): routed by the same key, then bytes are piped both ways. Not held: an
-   * unavailable destination answers 502 at once (clients reconnect by themselves). The socket comes
+   * unavailable destination answers 502 at once (clients reconnect by themselves); a backend that does
+   * not accept within `upstream.connectTimeout`, or does not answer within `upstream.headersTimeout`,
+   * 504. The socket comes
    * paused; the tunnel resumes it once the backend answered `101` (docs/proxy.md, WebSockets).
    */
   #upgrade(req: ClientRequest, socket: Socket, head: Buffer): void {
@@ -474,8 +476,32 @@ export class ProxyServer {
     const backend = url.host;
     const upstream = netConnect(Number(url.port || 80), url.hostname);
     let connected = false;
+    // the backend must accept within upstream.connectTimeout and answer (any byte of its response
+    // head) within upstream.headersTimeout, as for any request; else 504 and both sockets go
+    const u = this.#config.upstream;
+    let timedOut = false;
+    const giveUp = (why: string): void => {
+      timedOut = true;
+      refuse('504 Gateway Timeout', why);
+      upstream.destroy();
+    };
+    let timer: TimerHandle | undefined = this.#clock.setTimeout(
+      () => giveUp(`backend ${backend} did not accept the connection within ${u.connectTimeoutMs} ms`),
+      u.connectTimeoutMs,
+    );
+    const stopTimer = (): void => {
+      if (timer !== undefined) this.#clock.clearTimeout(timer);
+      timer = undefined;
+    };
+    upstream.once('data', stopTimer);
+    socket.once('close', stopTimer);
     upstream.once('connect', () => {
       connected = true;
+      stopTimer();
+      timer = this.#clock.setTimeout(
+        () => giveUp(`backend ${backend} did not answer the upgrade within ${u.headersTimeoutMs} ms`),
+        u.headersTimeoutMs,
+      );
       const id = req.headers['x-request-id'];
       const lines = [`${req.method} ${req.url} HTTP/1.1`];
       for (let i = 0; i < req.rawHeaders.length; i += 2) {
@@ -499,13 +525,18 @@ export class ProxyServer {
       socket.once('close', () => this.#websockets.delete(ws));
     });
     upstream.on('error', () => {
+      stopTimer();
+      if (timedOut) return;
       if (connected) socket.destroy();
       else {
         this.#holds.markDown(r.origin);
         refuse('502 Bad Gateway', `backend ${backend} is unavailable`);
       }
     });
-    upstream.on('close', () => socket.destroy());
+    upstream.on('close', () => {
+      stopTimer();
+      if (!timedOut) socket.destroy(); // (after a 504 the client's socket ends once it is written)
+    });
     socket.on('close', () => upstream.destroy());
   }
 

@@ -150,3 +150,54 @@ describe('proxy: an upgrade the backend refuses', { timeout: 30_000 }, () => {
     });
   }
 });
+
+describe('proxy: an upgrade the backend never answers', { timeout: 30_000 }, () => {
+  test('504 after upstream.headersTimeout, naming the backend; the backend connection is closed', async () => {
+    const store = openMemoryStore();
+    const silent = await startBackend('silent');
+    let upgrades = 0;
+    let backendClosed = false;
+    silent.server.on('upgrade', (_req, socket) => {
+      // accepts, reads the head, never answers; reads on, so it sees the proxy end its side
+      upgrades++;
+      socket.on('end', () => {
+        backendClosed = true;
+        socket.destroy();
+      });
+      socket.resume();
+    });
+    await store.put('/muster/services/mute/spec', JSON.stringify({ partitions: 1 }));
+    await store.put(
+      '/muster/services/mute/owners/0',
+      JSON.stringify({ instance: 'silent', since: '', address: silent.address }),
+    );
+    const proxy = await startProxy({
+      store,
+      config: testConfig('mute', { upstream: { headersTimeout: '300ms' } }),
+    });
+    try {
+      await waitFor(() => proxy.server.explain('k').ok, { what: 'the route' });
+      const [host, port] = (proxy.addresses[0] as string).split(':') as [string, string];
+      const answer = await new Promise<string>((resolve, reject) => {
+        let buf = '';
+        const s = connect(Number(port), host, () =>
+          s.write(
+            'GET /socket HTTP/1.1\r\nHost: h\r\nx-key: k\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n',
+          ),
+        );
+        s.setEncoding('latin1');
+        s.on('data', (d: string) => (buf += d));
+        s.on('end', () => resolve(buf));
+        s.on('error', reject);
+      });
+      assert.match(answer, /^HTTP\/1\.1 504 /);
+      assert.match(answer, new RegExp(`backend ${silent.address} did not answer the upgrade within 300 ms`));
+      assert.equal(upgrades, 1);
+      await waitFor(() => backendClosed, { what: "the backend's side closed" });
+    } finally {
+      await proxy.close();
+      await silent.close();
+      await store.close();
+    }
+  });
+});
