@@ -173,6 +173,8 @@ export class ProxyServer {
   #idleWaiters: (() => void)[] = [];
   #heldWaiters: (() => void)[] = [];
   #afterHeld = false;
+  /** `held`: a request was held (for the held-queue publisher, {@link onHeld}). */
+  readonly #events = new Emitter<{ held: [] }>();
 
   constructor(options: ProxyServerOptions) {
     this.#config = options.config;
@@ -309,8 +311,6 @@ export class ProxyServer {
   onHeld(listener: () => void): () => void {
     return this.#events.on('held', listener);
   }
-
-  readonly #events = new Emitter<{ held: [] }>();
 
   /** Where `key` goes now and why. */
   explain(key: string): Resolution & { key: string } {
@@ -554,7 +554,7 @@ export class ProxyServer {
     if (this.#afterHeld) this.#checkIdle();
     // a request that was held keeps its hold deadline while it is tried (it may be held again);
     // once its exchange is over the deadline goes, or its timer would outlive it by up to hold.timeout
-    this.#holds.finish(ctx);
+    if (ctx.holds > 0) this.#holds.finish(ctx);
     if (ctx.done && finished) return;
     ctx.done = true;
     if (finished) return;

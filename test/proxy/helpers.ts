@@ -4,6 +4,7 @@ import type { AddressInfo } from 'node:net';
 import { Agent, request } from 'undici';
 import { partitionForKey } from '../../src/placement/index.js';
 import { proxyConfigFrom, type ProxyConfig } from '../../src/proxy/index.js';
+import type { Store } from '../../src/store/index.js';
 
 export interface Backend {
   readonly name: string;
@@ -70,6 +71,17 @@ export function keyFor(partition: number, count: number, prefix = 'k'): string {
     const k = `${prefix}${i}`;
     if (partitionForKey(k, count) === partition) return k;
   }
+}
+
+/** Service `service` with one partition, owned by `instance` whose endpoint is `address`. */
+export async function ownOnePartition(
+  store: Store,
+  service: string,
+  instance: string,
+  address: string,
+): Promise<void> {
+  await store.put(`/muster/services/${service}/spec`, JSON.stringify({ partitions: 1 }));
+  await store.put(`/muster/services/${service}/owners/0`, JSON.stringify({ instance, since: '', address }));
 }
 
 /** A config on a free loopback port keyed by the `x-key` header. */

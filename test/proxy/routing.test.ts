@@ -6,7 +6,15 @@ import { startProxy, type Proxy } from '../../src/proxy/index.js';
 import { openMemoryStore, type MemoryStore } from '../../src/store/index.js';
 import { ManualClock, waitFor } from '../../src/testing/index.js';
 import { partitionForKey } from '../../src/placement/index.js';
-import { call, keyFor, rawRequest, startBackend, testConfig, type Backend } from './helpers.js';
+import {
+  call,
+  keyFor,
+  ownOnePartition,
+  rawRequest,
+  startBackend,
+  testConfig,
+  type Backend,
+} from './helpers.js';
 
 const COUNT = 4;
 
@@ -208,11 +216,7 @@ describe('proxy: an idle proxy has no timer', { timeout: 30_000 }, () => {
     const store = openMemoryStore();
     const clock = new ManualClock();
     const b = await startBackend('idle');
-    await store.put('/muster/services/idle/spec', JSON.stringify({ partitions: 1 }));
-    await store.put(
-      '/muster/services/idle/owners/0',
-      JSON.stringify({ instance: 'idle', since: '', address: b.address }),
-    );
+    await ownOnePartition(store, 'idle', 'idle', b.address);
     const proxy = await startProxy({
       store,
       clock,
@@ -253,10 +257,7 @@ describe('proxy: an idle proxy has no timer', { timeout: 30_000 }, () => {
         'GET / HTTP/1.1\r\nhost: x\r\nx-key: k\r\nconnection: close\r\n\r\n',
       );
       await waitFor(() => proxy.server.held()['partition:0'] === 1, { what: 'the request held' });
-      await store.put(
-        '/muster/services/idle/owners/0',
-        JSON.stringify({ instance: 'idle', since: '', address: b.address }),
-      );
+      await ownOnePartition(store, 'idle', 'idle', b.address);
       let answered = '';
       void held.then((a) => (answered = a));
       await waitFor(

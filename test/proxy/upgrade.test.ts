@@ -4,7 +4,7 @@ import { after, before, describe, test } from 'node:test';
 import { startProxy, type Proxy } from '../../src/proxy/index.js';
 import { openMemoryStore, type MemoryStore } from '../../src/store/index.js';
 import { waitFor } from '../../src/testing/index.js';
-import { keyFor, startBackend, testConfig, type Backend } from './helpers.js';
+import { keyFor, ownOnePartition, startBackend, testConfig, type Backend } from './helpers.js';
 
 const SVC = '/muster/services/ws/';
 
@@ -166,11 +166,7 @@ describe('proxy: an upgrade the backend never answers', { timeout: 30_000 }, () 
       });
       socket.resume();
     });
-    await store.put('/muster/services/mute/spec', JSON.stringify({ partitions: 1 }));
-    await store.put(
-      '/muster/services/mute/owners/0',
-      JSON.stringify({ instance: 'silent', since: '', address: silent.address }),
-    );
+    await ownOnePartition(store, 'mute', 'silent', silent.address);
     const proxy = await startProxy({
       store,
       config: testConfig('mute', { upstream: { headersTimeout: '300ms' } }),
