@@ -1,15 +1,16 @@
 /**
  * `npm run bench -- proxy [--duration 8s] [--connections 50] [--changes 200] [--only-changes] [--rate 5000] [--rounds 5] [--workers 1] [--vcpu-gaps] [--fixed-order]`: `muster proxy` side by
  * side with nginx (`hash $http_x_key consistent`, upstream keep-alive) and node `http-proxy` (keep-alive
- * agent), one worker each, in front of the same nginx `return 200` backend, under the same load
+ * agent), one worker each (`--workers`), in front of the same nginx `return 200` backend, under the same load
  * (`wrk -t1 -cC -dD --latency`, one routing key in an `X-Key` header). Prints requests/s and latency
  * p50/p99 per path, with the direct path to the backend as the ceiling. Then each path at a fixed
  * rate (`--rate`, 5,000 req/s; bench/proxy-rate.ts, wrk2's constant arrival rate): p50/p99/p99.9 and
  * the p99 added over the direct path; then the same rate sent by h2load (`h2loadRate`), `--rounds`
  * rounds (5) alternating the paths — the proxies' order rotating from round to round, each row with
  * the CPU the other proxies used meanwhile (`--fixed-order`: nginx, http-proxy, muster in every
- * round, as before session 13) — with the median of each round's added p99. `--workers N` runs muster with N workers (nginx and http-proxy
- * stay at one). `--vcpu-gaps` runs each h2load round under `perf record -a` and reports the stretches
+ * round, as before session 13) — with the median of each round's added p99. `--workers N` gives each
+ * proxy N workers (muster's `workers`, nginx's `worker_processes` under its master, http-proxy N
+ * processes under `node:cluster`; the backend keeps one). `--vcpu-gaps` runs each h2load round under `perf record -a` and reports the stretches
  * in which the host did not run one of this machine's vCPUs, how many of the slow requests overlap
  * one, and the p99 of the requests that overlap none (bench/vcpu-gaps.ts): a diagnosis of the tail.
  *
@@ -211,15 +212,21 @@ async function wrk(url: string, connections: number, seconds: number): Promise<W
   return { rps, p50, p99, errors: errs === null ? '0' : errs[0] };
 }
 
-function nginxConfig(prefix: string, body: string): string {
-  return `daemon off;\nmaster_process off;\nworker_processes 1;\npid ${prefix}/nginx.pid;\nerror_log ${prefix}/error.log warn;\nevents { worker_connections 4096; }\nhttp {\n  access_log off;\n  keepalive_requests 1000000;\n  client_body_temp_path ${prefix}/tmp;\n  proxy_temp_path ${prefix}/tmp;\n  fastcgi_temp_path ${prefix}/tmp;\n  uwsgi_temp_path ${prefix}/tmp;\n  scgi_temp_path ${prefix}/tmp;\n${body}\n}\n`;
+function nginxConfig(prefix: string, body: string, workers: number): string {
+  // one worker runs without a master (nothing between it and the bench); more need nginx's master
+  return `daemon off;\nmaster_process ${workers > 1 ? 'on' : 'off'};\nworker_processes ${workers};\npid ${prefix}/nginx.pid;\nerror_log ${prefix}/error.log warn;\nevents { worker_connections 4096; }\nhttp {\n  access_log off;\n  keepalive_requests 1000000;\n  client_body_temp_path ${prefix}/tmp;\n  proxy_temp_path ${prefix}/tmp;\n  fastcgi_temp_path ${prefix}/tmp;\n  uwsgi_temp_path ${prefix}/tmp;\n  scgi_temp_path ${prefix}/tmp;\n${body}\n}\n`;
 }
 
-export async function startNginx(dir: string, name: string, body: string): Promise<ChildProcess> {
+export async function startNginx(
+  dir: string,
+  name: string,
+  body: string,
+  workers = 1,
+): Promise<ChildProcess> {
   const prefix = join(dir, name);
   mkdirSync(join(prefix, 'tmp'), { recursive: true });
   const conf = join(prefix, 'nginx.conf');
-  writeFileSync(conf, nginxConfig(prefix, body));
+  writeFileSync(conf, nginxConfig(prefix, body, workers));
   const nginx = findBinary('nginx') ?? '/usr/sbin/nginx';
   const child = spawn(nginx, ['-p', prefix, '-c', conf], { stdio: ['ignore', 'ignore', 'inherit'] });
   await new Promise((r) => setTimeout(r, 300));
@@ -260,9 +267,10 @@ export async function run(args: string[]): Promise<void> {
         dir,
         'proxy',
         `  upstream shards { hash $http_x_key consistent; server 127.0.0.1:${b1}; keepalive 64; keepalive_requests 1000000; }\n  server { listen 127.0.0.1:${ngx}; location / { proxy_pass http://shards; proxy_http_version 1.1; proxy_set_header Connection ""; } }`,
+        workers,
       ),
     );
-    const p = spawn(process.execPath, [PEER, String(peer), `127.0.0.1:${b1}`], {
+    const p = spawn(process.execPath, [PEER, String(peer), `127.0.0.1:${b1}`, String(workers)], {
       stdio: ['ignore', 'pipe', 'inherit'],
     });
     children.push(p);
@@ -329,7 +337,7 @@ export async function run(args: string[]): Promise<void> {
       return;
     }
     console.log(
-      `proxy benchmark: wrk -t1 -c${connections} -d${seconds}s, muster with ${workers} worker(s), nginx and http-proxy one, nginx return 200 backend`,
+      `proxy benchmark: wrk -t1 -c${connections} -d${seconds}s, ${workers} worker(s) each (nginx worker_processes, http-proxy under node:cluster), one nginx return 200 backend`,
     );
     const paths: [string, string][] = [
       ['direct (backend)', `http://127.0.0.1:${b1}/`],
@@ -384,8 +392,8 @@ export async function run(args: string[]): Promise<void> {
       // both cores — some seconds after its own busy round, i.e. inside the next path's round. The
       // proxies' order rotates from round to round, so that no path always follows the same one.
       const pidsOf = (name: string): number[] => {
-        if (name.startsWith('nginx')) return [children[1]?.pid ?? 0];
-        if (name.startsWith('node')) return [p.pid ?? 0];
+        if (name.startsWith('nginx')) return [children[1]?.pid ?? 0, ...descendants(children[1]?.pid ?? 0)];
+        if (name.startsWith('node')) return [p.pid ?? 0, ...descendants(p.pid ?? 0)];
         if (name.startsWith('muster')) return [m.pid ?? 0, ...descendants(m.pid ?? 0)];
         return [];
       };

@@ -155,7 +155,10 @@ export class ProxyServer {
   readonly #connections: ClientConnections<Ctx>;
   #sweepTimer: TimerHandle | undefined;
   readonly #sweepClock: SweepClock;
-  /** Per origin: its `host:port`, metric labels and pool (one lookup per request). */
+  /**
+   * Per origin: its `host:port`, metric labels and pool (one lookup per request); an entry goes when
+   * the sweep forgets its pool (no connection left), so only backends in use are kept.
+   */
   readonly #backends = new Map<string, Backend>();
   readonly #hooks: ConnectionHooks<Ctx>;
   readonly #forwardHooks: ForwardHooks = {
@@ -414,7 +417,7 @@ export class ProxyServer {
     const now = this.#clock.monotonic();
     this.#sweepClock.now = now;
     this.#connections.sweep(now);
-    this.#pools.sweep(now);
+    this.#pools.sweep(now, (origin) => this.#backends.delete(origin));
     if (this.#connections.size === 0 && !this.#pools.busy) return;
     this.#sweepTimer = this.#clock.setTimeout(() => this.#sweep(), this.#sweepClock.intervalMs);
   }
@@ -587,7 +590,6 @@ export class ProxyServer {
   #forward(ctx: Ctx, r: Resolution & { ok: true }, newConnection = false): void {
     let backend = this.#backends.get(r.origin);
     if (backend === undefined) {
-      if (this.#backends.size >= 10_000) this.#backends.clear();
       const host = r.origin.slice(r.origin.indexOf('//') + 2);
       backend = { host, labels: [host], pool: this.#pools.get(r.origin) };
       this.#backends.set(r.origin, backend);

@@ -506,9 +506,19 @@ export class UpstreamPools {
     return pool;
   }
 
-  /** Fires the connections' timeouts (the server's sweep timer calls it). */
-  sweep(now: number): void {
-    for (const p of this.#pools.values()) p.sweep(now);
+  /**
+   * Fires the connections' timeouts (the server's sweep timer calls it) and forgets every backend left
+   * with no connection open or opening, telling `forget` its origin: a backend the routing table no
+   * longer names leaves nothing behind once its kept-alive connections closed (the next request to
+   * it, if any, starts a new pool).
+   */
+  sweep(now: number, forget?: (origin: string) => void): void {
+    for (const [origin, p] of this.#pools) {
+      p.sweep(now);
+      if (p.size > 0) continue;
+      this.#pools.delete(origin);
+      forget?.(origin);
+    }
   }
 
   /** True while some backend has a connection open or opening. */

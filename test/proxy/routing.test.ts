@@ -279,4 +279,49 @@ describe('proxy: an idle proxy has no timer', { timeout: 30_000 }, () => {
       await store.close();
     }
   });
+
+  test('a backend no longer routed to is forgotten once its pooled connections closed', async () => {
+    const store = openMemoryStore();
+    const clock = new ManualClock();
+    const [a, b] = [await startBackend('a'), await startBackend('b')];
+    const proxy = await startProxy({
+      store,
+      clock,
+      config: testConfig('forget', { upstream: { keepAliveTimeout: '4s' } }),
+    });
+    const get = (): Promise<string> =>
+      rawRequest(
+        proxy.addresses[0] as string,
+        'GET / HTTP/1.1\r\nhost: x\r\nx-key: k\r\nconnection: close\r\n\r\n',
+      );
+    const backends = (): unknown => proxy.server.status()['backends'];
+    try {
+      await ownOnePartition(store, 'forget', 'a', a.address);
+      await waitFor(() => proxy.server.explain('k').ok, { what: 'the route to a' });
+      assert.match(await get(), /^HTTP\/1\.1 200 /);
+      assert.deepEqual(backends(), [`http://${a.address}`]);
+
+      await ownOnePartition(store, 'forget', 'b', b.address);
+      await waitFor(() => proxy.server.explain('k').instance === 'b', {
+        what: 'the route to b',
+      });
+      assert.match(await get(), /^HTTP\/1\.1 200 /);
+      assert.deepEqual(backends(), [`http://${a.address}`, `http://${b.address}`]);
+
+      // both pooled connections time out (keep-alive 4 s on the proxy's clock): both origins go
+      // (before, every origin ever routed to stayed in the map for the worker's life)
+      await clock.tick(5000, 250);
+      await waitFor(() => (backends() as string[]).length === 0, {
+        what: 'the idle backends forgotten',
+        timeoutMs: 5000,
+      });
+      // and a request to b starts a new pool for it
+      assert.match(await get(), /^HTTP\/1\.1 200 /);
+      assert.deepEqual(backends(), [`http://${b.address}`]);
+    } finally {
+      await proxy.close();
+      await Promise.all([a.close(), b.close()]);
+      await store.close();
+    }
+  });
 });
