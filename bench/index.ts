@@ -15,6 +15,7 @@ const BENCHMARKS: Record<string, () => Promise<{ run(args: string[]): Promise<vo
   postgres: () => import('./postgres.js'),
   proxy: () => import('./proxy.js'),
   'proxy-cpu': () => import('./proxy-cpu.js'),
+  'proxy-stalls': () => import('./proxy-stalls.js'),
   agent: () => import('./agent.js'),
   'agent-memory': () => import('./agent-memory.js'),
   'agent-handoff': () => import('./agent-handoff.js'),

@@ -42,7 +42,7 @@ import { descendants, threadCpuNs } from './agent.js';
 import { arg, fmt, latencySummary, median, quantile } from './stats.js';
 import { gapMsWithin, perfRecordArgs, readVcpuGaps, vcpuGapsPerf } from './vcpu-gaps.js';
 
-const BIN = fileURLToPath(new URL('../../bin/muster.js', import.meta.url));
+export const BIN = fileURLToPath(new URL('../../bin/muster.js', import.meta.url));
 const PEER = fileURLToPath(new URL('./proxy-peer.js', import.meta.url));
 const RATE = fileURLToPath(new URL('./proxy-rate.js', import.meta.url));
 
@@ -83,7 +83,7 @@ interface RateResult {
  * some request took longer than a connection's period (`connections / rate`: 10 ms at 5k/s over 50),
  * so `over`, the count of such requests, is printed: when it is 0, every request left on time.
  */
-async function h2loadRate(
+export async function h2loadRate(
   bin: string,
   url: string,
   rate: number,
@@ -234,7 +234,7 @@ export async function startNginx(
   return child;
 }
 
-async function firstLine(child: ChildProcess): Promise<string> {
+export async function firstLine(child: ChildProcess): Promise<string> {
   return new Promise((resolve, reject) => {
     createInterface({ input: child.stdout as NodeJS.ReadableStream }).once('line', resolve);
     child.once('exit', (code) => reject(new Error(`exited with ${code}`)));

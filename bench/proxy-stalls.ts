@@ -1,0 +1,275 @@
+/**
+ * `npm run bench -- proxy-stalls [--rounds 2] [--duration 10s] [--rate 5000]`: what stops a muster
+ * proxy worker's event loop at a fixed rate — the diagnosis behind docs/proxy.md "The added p99 at
+ * 5k req/s". One `muster proxy` (one worker) in front of an nginx `return 200` backend, h2load at
+ * `--rate` (after a 5 s unmeasured warm-up: the JIT's compilations run on V8's helper threads then),
+ * the worker carrying bench/loop-probe.ts (its loop's stalls > 4 ms and collections > 1 ms, on
+ * CLOCK_MONOTONIC) while `perf sched record -k mono -a` records every context switch and wake-up of
+ * the machine on the same clock. For each stall it reports what the worker's main thread was doing
+ * most of that time:
+ *
+ * - running (JavaScript, a collection, or system calls — a backlog being worked off);
+ * - runnable: woken (or preempted) but not on a CPU — with what ran meanwhile on the CPU it was
+ *   queued on: the guest's idle task (the host was not running that vCPU, or was slow to wake it),
+ *   the worker's own helper threads, or another thread, by name (e.g. the host's `kdamond.0`);
+ * - sleeping: nothing to read, i.e. the requests were late before they reached the worker.
+ *
+ * It needs `perf` and the right to trace the scheduler (root, or `perf_event_paranoid` ≤ 1); without
+ * them it prints the stalls and collections alone.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { openStore } from '../src/store/index.js';
+import { findBinary, freePort, startTempServe } from '../src/testing/index.js';
+import { toMillis } from '../src/util/duration.js';
+import type { LoopProbe } from './loop-probe.js';
+import { BIN, firstLine, h2loadRate, startNginx } from './proxy.js';
+import { arg, fmt } from './stats.js';
+
+const PROBE = pathToFileURL(fileURLToPath(new URL('./loop-probe.js', import.meta.url))).href;
+
+type State = 'running' | 'runnable' | 'sleeping';
+
+/** The scheduler's view: per CPU who ran from when, and the worker's main thread's states. */
+interface SchedTrace {
+  /** Per CPU: [ms, tid] from each switch on. */
+  readonly cpus: Map<number, [number, number][]>;
+  /** tid → [pid, comm]. */
+  readonly threads: Map<number, [number, string]>;
+  /** The main thread's state from each ms on, in time order, with the CPU it ran or was queued on. */
+  readonly main: [number, State, number][];
+}
+
+const LINE = /^\s*(\d+)\/(\d+)\s+\[(\d+)\]\s+(\d+\.\d+):\s+sched:(sched_switch|sched_waking):\s+(.*)$/;
+const SWITCH =
+  /prev_comm=(.*?) prev_pid=(\d+) prev_prio=\d+ prev_state=(\S+) ==> next_comm=(.*?) next_pid=(\d+)/;
+const WAKING = /comm=(.*?) pid=(\d+) prio=\d+ target_cpu=(\d+)/;
+
+async function readSched(perf: string, data: string, mainTid: number): Promise<SchedTrace> {
+  const trace: SchedTrace = { cpus: new Map(), threads: new Map(), main: [] };
+  const child = spawn(perf, ['script', '-i', data, '-F', 'pid,tid,cpu,time,event,trace'], {
+    stdio: ['ignore', 'pipe', 'ignore'],
+  });
+  for await (const line of createInterface({ input: child.stdout })) {
+    const m = LINE.exec(line);
+    if (m === null) continue;
+    const [pid, cpu, ms] = [Number(m[1]), Number(m[3]), Number(m[4]) * 1000];
+    if (m[5] === 'sched_waking') {
+      const w = WAKING.exec(m[6] as string);
+      const last = trace.main.at(-1)?.[1];
+      if (w === null || Number(w[2]) !== mainTid || last !== 'sleeping') continue;
+      trace.main.push([ms, 'runnable', Number(w[3])]);
+      continue;
+    }
+    const s = SWITCH.exec(m[6] as string);
+    if (s === null) continue;
+    const [prev, next] = [Number(s[2]), Number(s[5])];
+    // the line's pid/tid is the task switched out; a thread switched in is named now, its pid known
+    // once it is switched out in turn
+    trace.threads.set(prev, [pid, s[1] as string]);
+    if (!trace.threads.has(next)) trace.threads.set(next, [0, s[4] as string]);
+    let runs = trace.cpus.get(cpu);
+    if (runs === undefined) trace.cpus.set(cpu, (runs = []));
+    runs.push([ms, next]);
+    if (prev === mainTid)
+      trace.main.push([ms, (s[3] as string).startsWith('R') ? 'runnable' : 'sleeping', cpu]);
+    if (next === mainTid) trace.main.push([ms, 'running', cpu]);
+  }
+  return trace;
+}
+
+/** Milliseconds per key of the step function `steps` (value from each time on) within [a, b]. */
+function within<K>(steps: readonly [number, K][], a: number, b: number): Map<K, number> {
+  const out = new Map<K, number>();
+  let current: K | undefined;
+  let from = a;
+  for (const [t, k] of steps) {
+    if (t <= a) {
+      current = k;
+      continue;
+    }
+    if (t >= b) break;
+    if (current !== undefined) out.set(current, (out.get(current) ?? 0) + t - from);
+    from = t;
+    current = k;
+  }
+  if (current !== undefined) out.set(current, (out.get(current) ?? 0) + b - from);
+  return out;
+}
+
+function largest<K>(m: Map<K, number>): K | undefined {
+  let best: K | undefined;
+  let n = -1;
+  for (const [k, v] of m) if (v > n) [best, n] = [k, v];
+  return best;
+}
+
+export async function run(args: string[]): Promise<void> {
+  const seconds = Math.max(1, Math.round(toMillis(arg(args, '--duration') ?? '10s') / 1000));
+  const rounds = Number(arg(args, '--rounds') ?? 2);
+  const rate = Number(arg(args, '--rate') ?? 5000);
+  const h2load = findBinary('h2load');
+  if (h2load === undefined) throw new Error('h2load is not on PATH (apt-get install nghttp2-client)');
+  const perf = findBinary('perf');
+  const dir = mkdtempSync(join(tmpdir(), 'muster-bench-stalls-'));
+  const children: ChildProcess[] = [];
+  const serve = await startTempServe();
+  const store = await openStore(serve.url);
+  let perfChild: ChildProcess | undefined;
+  try {
+    const backend = await freePort();
+    children.push(
+      await startNginx(
+        dir,
+        'backend',
+        `  server { listen 127.0.0.1:${backend}; location / { return 200 "a"; } }`,
+      ),
+    );
+    await store.put('/muster/services/stalls/spec', JSON.stringify({ partitions: 1 }));
+    await store.put(
+      '/muster/services/stalls/owners/0',
+      JSON.stringify({ instance: 'a', since: '', address: `127.0.0.1:${backend}` }),
+    );
+    const config = join(dir, 'proxy.json');
+    const probes = join(dir, 'probes');
+    mkdirSync(probes);
+    writeFileSync(
+      config,
+      JSON.stringify({
+        service: 'stalls',
+        listen: '127.0.0.1:0',
+        key: 'header:x-key',
+        workers: 1,
+        admin: false,
+      }),
+    );
+    const m = spawn(
+      process.execPath,
+      ['--import', PROBE, BIN, 'proxy', '--config', config, '--store', serve.url],
+      {
+        stdio: ['ignore', 'pipe', 'inherit'],
+        env: { ...process.env, MUSTER_LOG_LEVEL: 'warn', MUSTER_LOOP_PROBE_DIR: probes },
+      },
+    );
+    children.push(m);
+    const url = `http://${(JSON.parse(await firstLine(m)) as { listen: string[] }).listen[0] as string}/`;
+    console.log(
+      `proxy stalls: one muster worker, h2load ${rate} req/s, ${rounds} × ${seconds} s after a 5 s warm-up; ` +
+        (perf === undefined
+          ? 'perf not on PATH: the scheduler view is skipped'
+          : 'perf sched record -k mono -a'),
+    );
+    await h2loadRate(h2load, url, rate, 5, 50, join(dir, 'warm.log'));
+    const data = join(dir, 'sched.data');
+    let from = Number(process.hrtime.bigint()) / 1e6;
+    if (perf !== undefined) {
+      perfChild = spawn(perf, ['sched', 'record', '-k', 'mono', '-a', '-o', data], { stdio: 'ignore' });
+      await new Promise((r) => setTimeout(r, 1000));
+      from = Number(process.hrtime.bigint()) / 1e6;
+    }
+    for (let round = 1; round <= rounds; round++) {
+      const r = await h2loadRate(h2load, url, rate, seconds, 50, join(dir, 'h2load.log'));
+      console.log(
+        `  round ${round}: p50 ${fmt(r.p50, 3)} ms, p99 ${fmt(r.p99, 3)} ms, p99.9 ${fmt(r.p999, 3)} ms, > 10 ms ${r.over}, errors ${r.errors}`,
+      );
+    }
+    const to = Number(process.hrtime.bigint()) / 1e6;
+    if (perfChild !== undefined) {
+      perfChild.kill('SIGINT');
+      await once(perfChild, 'exit');
+    }
+    m.kill('SIGTERM');
+    await once(m, 'exit');
+    children.pop();
+
+    const recorded = readdirSync(probes).map(
+      (f) => JSON.parse(readFileSync(join(probes, f), 'utf8')) as LoopProbe,
+    );
+    const worker = recorded.find((p) => p.argv.some((a) => a.includes('worker')));
+    if (worker === undefined) throw new Error('the worker wrote no probe record');
+    const stalls = worker.stalls.filter(([s, g]) => s >= from && s + g <= to);
+    const gcs = worker.gcs.filter(([s]) => s >= from && s <= to);
+    const total = stalls.reduce((n, [, g]) => n + g, 0);
+    console.log(
+      `  the worker's event loop: ${stalls.length} stalls > 4 ms (${fmt(total, 0)} ms in all, longest ${fmt(
+        Math.max(0, ...stalls.map(([, g]) => g)),
+        1,
+      )} ms); collections > 1 ms: ${gcs.length} (longest ${fmt(Math.max(0, ...gcs.map(([, d]) => d)), 1)} ms)`,
+    );
+    if (perfChild === undefined) return;
+
+    const trace = await readSched(perf as string, data, worker.pid);
+    const roles = new Map<number, string>([
+      [m.pid ?? -1, "muster's master"],
+      [process.pid, 'this bench (and the store it serves)'],
+    ]);
+    const named = (tid: number): string => {
+      const [pid, comm] = trace.threads.get(tid) ?? [0, String(tid)];
+      return roles.get(pid) ?? comm;
+    };
+    const what = (tid: number): string =>
+      tid === 0
+        ? 'the idle task (that vCPU not run by the host, or being woken)'
+        : trace.threads.get(tid)?.[0] === worker.pid
+          ? "the worker's own helper threads (V8's compiler and collector)"
+          : named(tid);
+    const count = new Map<State, { n: number; ms: number }>();
+    let withGc = 0;
+    // a wait for a CPU, by what ran on the CPU the main thread was queued on meanwhile
+    const waits = new Map<string, { n: number; ms: number }>();
+    const states = trace.main.map(([t, state]): [number, State] => [t, state]);
+    for (const [s, g] of stalls) {
+      const state = largest(within(states, s, s + g)) ?? 'sleeping';
+      const c = count.get(state) ?? { n: 0, ms: 0 };
+      count.set(state, { n: c.n + 1, ms: c.ms + g });
+      if (state === 'running' && gcs.some(([t, d]) => t < s + g && t + d > s)) withGc++;
+      if (state !== 'runnable') continue;
+      // the stall's longest runnable stretch, and who had the CPU the thread was queued on
+      let longest: [number, number, number] | undefined;
+      trace.main.forEach(([t, st, cpu], i) => {
+        const [a, b] = [Math.max(t, s), Math.min(trace.main[i + 1]?.[0] ?? Infinity, s + g)];
+        if (st === 'runnable' && b > a && (longest === undefined || b - a > longest[1] - longest[0]))
+          longest = [a, b, cpu];
+      });
+      if (longest === undefined) continue;
+      const [a, b, cpu] = longest;
+      const by = new Map<string, number>();
+      for (const [tid, ms] of within(trace.cpus.get(cpu) ?? [], a, b))
+        if (tid !== worker.pid) by.set(what(tid), (by.get(what(tid)) ?? 0) + ms);
+      const who = largest(by) ?? '?';
+      const w = waits.get(who) ?? { n: 0, ms: 0 };
+      waits.set(who, { n: w.n + 1, ms: w.ms + b - a });
+    }
+    const line = (state: State): string => {
+      const c = count.get(state) ?? { n: 0, ms: 0 };
+      return `${c.n} (${fmt(c.ms, 0)} ms)`;
+    };
+    console.log(`  the main thread during the stalls, by what it did most of the time:`);
+    console.log(`    running: ${line('running')}, ${withGc} of them with a collection > 1 ms`);
+    console.log(
+      `    runnable (woken or preempted, not on a CPU): ${line('runnable')}; the CPU it was queued on ran meanwhile:`,
+    );
+    for (const [who, w] of [...waits].sort((x, y) => y[1].n - x[1].n))
+      console.log(`      ${who}: ${w.n} (${fmt(w.ms, 0)} ms of waiting)`);
+    console.log(
+      `    sleeping (nothing to read: the requests were late before they reached it): ${line('sleeping')}`,
+    );
+  } finally {
+    if (perfChild !== undefined && perfChild.exitCode === null && perfChild.signalCode === null) {
+      perfChild.kill('SIGINT');
+      await once(perfChild, 'exit');
+    }
+    for (const c of children.reverse()) {
+      c.kill('SIGTERM');
+      if (c.exitCode === null && c.signalCode === null) await once(c, 'exit');
+    }
+    await store.close();
+    await serve.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
