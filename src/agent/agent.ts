@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { ConfigHandle, ConfigRelay } from '../config/index.js';
 import { isMusterError, MusterError } from '../errors.js';
-import { serviceKeys } from '../membership/index.js';
+import { isHealthy, serviceKeys } from '../membership/index.js';
 import {
   joinPartitioned,
   type AcquireContext,
@@ -336,7 +336,7 @@ export class Agent {
       ...(this.#config.root !== undefined ? { root: this.#config.root } : {}),
     });
     const target = status.instances
-      .filter((i) => !tried.includes(i.id) && i.state === 'active' && i.health !== 'failing' && i.weight > 0)
+      .filter((i) => !tried.includes(i.id) && isHealthy(i))
       .sort((a, b) => a.owned / a.weight - b.owned / b.weight || (a.id < b.id ? -1 : 1))[0];
     if (target === undefined) {
       this.log.error(

@@ -50,8 +50,16 @@ export interface Instance extends InstanceRecord {
   readonly modRevision: number;
 }
 
-/** True when the instance should receive new work: active and not failing. */
-export function isHealthy(instance: InstanceRecord): boolean {
+/**
+ * True when the instance should receive new work: active, not failing, with weight. The one rule of
+ * discovery, the bus and an agent handing a partition on (placement's own eligibility also honours
+ * `unhealthyDrains`, partitions/view.ts).
+ */
+export function isHealthy(instance: {
+  readonly state: string;
+  readonly health: string;
+  readonly weight: number;
+}): boolean {
   return instance.state === 'active' && instance.health !== 'failing' && instance.weight > 0;
 }
 
