@@ -13,6 +13,10 @@ const processes = Math.max(1, Number(count));
 
 if (cluster.isPrimary && processes > 1) {
   let ready = 0;
+  // a process that dies before it listens (EADDRINUSE…) would leave the bench waiting for `ready`
+  cluster.on('exit', () => {
+    if (ready < processes) process.exit(1);
+  });
   for (let i = 0; i < processes; i++) {
     cluster.fork().on('message', (m) => {
       if (m === 'ready' && ++ready === processes) process.stdout.write('ready\n');

@@ -10,16 +10,27 @@
  *
  * - running (JavaScript, a collection, or system calls — a backlog being worked off);
  * - runnable: woken (or preempted) but not on a CPU — with what ran meanwhile on the CPU it was
- *   queued on: the guest's idle task (the host was not running that vCPU, or was slow to wake it),
- *   the worker's own helper threads, or another thread, by name (e.g. the host's `kdamond.0`);
- * - sleeping: nothing to read, i.e. the requests were late before they reached the worker.
+ *   queued on (the wake-up's CPU, or where the scheduler moved it: `sched_migrate_task`): the
+ *   guest's idle task (the host was not running that vCPU, or was slow to wake it), the worker's own
+ *   helper threads, or another thread, by name (e.g. the host's `kdamond.0`);
+ * - sleeping: in a system call past the probe's 1 ms timer — its wake-up came late, or the thread was
+ *   blocked (a lock, a page fault);
+ * - unknown: the trace has nothing on it for that time.
  *
- * It needs `perf` and the right to trace the scheduler (root, or `perf_event_paranoid` ≤ 1); without
- * them it prints the stalls and collections alone.
+ * It needs `perf` and the right to record the scheduler's tracepoints machine-wide (root, or
+ * CAP_PERFMON with a readable tracefs); without them it prints the stalls and collections alone.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -33,7 +44,7 @@ import { arg, fmt } from './stats.js';
 
 const PROBE = pathToFileURL(fileURLToPath(new URL('./loop-probe.js', import.meta.url))).href;
 
-type State = 'running' | 'runnable' | 'sleeping';
+type State = 'running' | 'runnable' | 'sleeping' | 'unknown';
 
 /** The scheduler's view: per CPU who ran from when, and the worker's main thread's states. */
 interface SchedTrace {
@@ -45,10 +56,12 @@ interface SchedTrace {
   readonly main: [number, State, number][];
 }
 
-const LINE = /^\s*(\d+)\/(\d+)\s+\[(\d+)\]\s+(\d+\.\d+):\s+sched:(sched_switch|sched_waking):\s+(.*)$/;
+const LINE =
+  /^\s*(\d+)\/(\d+)\s+\[(\d+)\]\s+(\d+\.\d+):\s+sched:(sched_switch|sched_waking|sched_migrate_task):\s+(.*)$/;
 const SWITCH =
   /prev_comm=(.*?) prev_pid=(\d+) prev_prio=\d+ prev_state=(\S+) ==> next_comm=(.*?) next_pid=(\d+)/;
 const WAKING = /comm=(.*?) pid=(\d+) prio=\d+ target_cpu=(\d+)/;
+const MIGRATE = /comm=(.*?) pid=(\d+) prio=\d+ orig_cpu=\d+ dest_cpu=(\d+)/;
 
 async function readSched(perf: string, data: string, mainTid: number): Promise<SchedTrace> {
   const trace: SchedTrace = { cpus: new Map(), threads: new Map(), main: [] };
@@ -59,6 +72,13 @@ async function readSched(perf: string, data: string, mainTid: number): Promise<S
     const m = LINE.exec(line);
     if (m === null) continue;
     const [pid, cpu, ms] = [Number(m[1]), Number(m[3]), Number(m[4]) * 1000];
+    if (m[5] === 'sched_migrate_task') {
+      // moved while waiting (at its wake-up, or by the load balancer): it is queued there now
+      const g = MIGRATE.exec(m[6] as string);
+      if (g !== null && Number(g[2]) === mainTid && trace.main.at(-1)?.[1] === 'runnable')
+        trace.main.push([ms, 'runnable', Number(g[3])]);
+      continue;
+    }
     if (m[5] === 'sched_waking') {
       const w = WAKING.exec(m[6] as string);
       const last = trace.main.at(-1)?.[1];
@@ -171,6 +191,12 @@ export async function run(args: string[]): Promise<void> {
       perfChild = spawn(perf, ['sched', 'record', '-k', 'mono', '-a', '-o', data], { stdio: 'ignore' });
       await new Promise((r) => setTimeout(r, 1000));
       from = Number(process.hrtime.bigint()) / 1e6;
+      if (perfChild.exitCode !== null || perfChild.signalCode !== null) {
+        console.log(
+          `  perf sched record exited (${perfChild.exitCode ?? perfChild.signalCode}; it needs root or CAP_PERFMON): the scheduler view is skipped`,
+        );
+        perfChild = undefined;
+      }
     }
     for (let round = 1; round <= rounds; round++) {
       const r = await h2loadRate(h2load, url, rate, seconds, 50, join(dir, 'h2load.log'));
@@ -179,7 +205,7 @@ export async function run(args: string[]): Promise<void> {
       );
     }
     const to = Number(process.hrtime.bigint()) / 1e6;
-    if (perfChild !== undefined) {
+    if (perfChild !== undefined && perfChild.exitCode === null && perfChild.signalCode === null) {
       perfChild.kill('SIGINT');
       await once(perfChild, 'exit');
     }
@@ -201,7 +227,7 @@ export async function run(args: string[]): Promise<void> {
         1,
       )} ms); collections > 1 ms: ${gcs.length} (longest ${fmt(Math.max(0, ...gcs.map(([, d]) => d)), 1)} ms)`,
     );
-    if (perfChild === undefined) return;
+    if (perfChild === undefined || !existsSync(data)) return;
 
     const trace = await readSched(perf as string, data, worker.pid);
     const roles = new Map<number, string>([
@@ -224,7 +250,7 @@ export async function run(args: string[]): Promise<void> {
     const waits = new Map<string, { n: number; ms: number }>();
     const states = trace.main.map(([t, state]): [number, State] => [t, state]);
     for (const [s, g] of stalls) {
-      const state = largest(within(states, s, s + g)) ?? 'sleeping';
+      const state = largest(within(states, s, s + g)) ?? 'unknown';
       const c = count.get(state) ?? { n: 0, ms: 0 };
       count.set(state, { n: c.n + 1, ms: c.ms + g });
       if (state === 'running' && gcs.some(([t, d]) => t < s + g && t + d > s)) withGc++;
@@ -257,8 +283,9 @@ export async function run(args: string[]): Promise<void> {
     for (const [who, w] of [...waits].sort((x, y) => y[1].n - x[1].n))
       console.log(`      ${who}: ${w.n} (${fmt(w.ms, 0)} ms of waiting)`);
     console.log(
-      `    sleeping (nothing to read: the requests were late before they reached it): ${line('sleeping')}`,
+      `    sleeping (in a call past its 1 ms timer: the wake-up came late, or it was blocked): ${line('sleeping')}`,
     );
+    if (count.has('unknown')) console.log(`    not in the trace: ${line('unknown')}`);
   } finally {
     if (perfChild !== undefined && perfChild.exitCode === null && perfChild.signalCode === null) {
       perfChild.kill('SIGINT');

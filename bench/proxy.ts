@@ -213,8 +213,10 @@ async function wrk(url: string, connections: number, seconds: number): Promise<W
 }
 
 function nginxConfig(prefix: string, body: string, workers: number): string {
-  // one worker runs without a master (nothing between it and the bench); more need nginx's master
-  return `daemon off;\nmaster_process ${workers > 1 ? 'on' : 'off'};\nworker_processes ${workers};\npid ${prefix}/nginx.pid;\nerror_log ${prefix}/error.log warn;\nevents { worker_connections 4096; }\nhttp {\n  access_log off;\n  keepalive_requests 1000000;\n  client_body_temp_path ${prefix}/tmp;\n  proxy_temp_path ${prefix}/tmp;\n  fastcgi_temp_path ${prefix}/tmp;\n  uwsgi_temp_path ${prefix}/tmp;\n  scgi_temp_path ${prefix}/tmp;\n${body}\n}\n`;
+  // one worker runs without a master (nothing between it and the bench); more need nginx's master,
+  // whose workers would switch to `nobody` under root (unlike the one worker): keep them as the bench
+  const user = workers > 1 && process.getuid?.() === 0 ? 'user root;\n' : '';
+  return `daemon off;\n${user}master_process ${workers > 1 ? 'on' : 'off'};\nworker_processes ${workers};\npid ${prefix}/nginx.pid;\nerror_log ${prefix}/error.log warn;\nevents { worker_connections 4096; }\nhttp {\n  access_log off;\n  keepalive_requests 1000000;\n  client_body_temp_path ${prefix}/tmp;\n  proxy_temp_path ${prefix}/tmp;\n  fastcgi_temp_path ${prefix}/tmp;\n  uwsgi_temp_path ${prefix}/tmp;\n  scgi_temp_path ${prefix}/tmp;\n${body}\n}\n`;
 }
 
 export async function startNginx(

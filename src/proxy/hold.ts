@@ -67,6 +67,11 @@ export class HoldQueues<T extends Held> {
     return out;
   }
 
+  /** The backend origins this queue keeps state for (a release budget being spent, or a down mark). */
+  get tracked(): string[] {
+    return [...new Set([...this.#buckets.keys(), ...this.#downUntil.keys()])].sort();
+  }
+
   /** True when `origin` refused a connection less than a probe interval ago. */
   isDown(origin: string): boolean {
     const until = this.#downUntil.get(origin);
@@ -176,6 +181,11 @@ export class HoldQueues<T extends Held> {
     const now = this.#clock.monotonic();
     const rate = this.#settings.releaseRate;
     const burst = Math.max(1, rate / 10);
+    // what no longer says anything goes, so backends that left leave no entry: a bucket refilled to
+    // its burst (a new one starts full), a down mark past its end (markDown woke us for it)
+    for (const [origin, b] of this.#buckets)
+      if (b.tokens + ((now - b.at) * rate) / 1000 >= burst) this.#buckets.delete(origin);
+    for (const [origin, until] of this.#downUntil) if (until <= now) this.#downUntil.delete(origin);
     const resolved = new Map<string, Resolution>();
     const resolve = (key: string): Resolution => {
       let r = resolved.get(key);

@@ -65,6 +65,27 @@ function harness(routes: Map<string, string>, up: Set<string>) {
 }
 
 describe('proxy hold queue', () => {
+  test('keeps no state for a backend once its release budget refilled and its down mark passed', () => {
+    const routes = new Map([
+      ['k', 'p0'],
+      ['j', 'p1'],
+    ]);
+    const up = new Set(['p0', 'p1']);
+    const h = harness(routes, up);
+    h.queues.markDown('http://p0');
+    h.hold('a', 'k');
+    h.queues.markDown('http://gone');
+    assert.deepEqual(h.queues.tracked, ['http://gone', 'http://p0'], 'two down marks');
+    h.clock.advance(SETTINGS.probeIntervalMs); // both marks end; the pump they armed releases 'a'
+    assert.deepEqual(h.released, ['a']);
+    assert.deepEqual(h.queues.tracked, ['http://p0'], "p0's budget is being spent; the marks are gone");
+    h.clock.advance(1000); // p0's budget refills: the next pump forgets it
+    h.hold('b', 'j');
+    h.clock.advance(1);
+    assert.deepEqual(h.released, ['a', 'b']);
+    assert.deepEqual(h.queues.tracked, ['http://p1'], 'p0, no longer used, left no entry');
+  });
+
   test('a request released, failing again after its deadline passed while it was out, expires', () => {
     const routes = new Map([['k', 'p0']]);
     const up = new Set<string>();
