@@ -2,13 +2,16 @@
  * `npm run bench -- proxy-stalls [--rounds 2] [--duration 10s] [--rate 5000]`: what stops a muster
  * proxy worker's event loop at a fixed rate — the diagnosis behind docs/proxy.md "The added p99 at
  * 5k req/s". One `muster proxy` (one worker) in front of an nginx `return 200` backend, h2load at
- * `--rate` (after a 5 s unmeasured warm-up: the JIT's compilations run on V8's helper threads then),
+ * `--rate` (after a 5 s unmeasured warm-up — the JIT's compilations run on V8's helper threads then —
+ * and 15 s for the start-up's last collections),
  * the worker carrying bench/loop-probe.ts (its loop's stalls > 4 ms and collections > 1 ms, on
  * CLOCK_MONOTONIC) while `perf sched record -k mono -a` records every context switch and wake-up of
  * the machine on the same clock. For each stall it reports what the worker's main thread was doing
  * most of that time:
  *
- * - running (JavaScript, a collection, or system calls — a backlog being worked off);
+ * - running (JavaScript, a collection, or system calls — a backlog being worked off), and whether
+ *   the host ran its vCPU meanwhile: `perf record -a -e cpu-clock` alongside (bench/vcpu-gaps.ts)
+ *   samples every CPU from a timer, so a stretch without a sample is time the host did not run it;
  * - runnable: woken (or preempted) but not on a CPU — with what ran meanwhile on the CPU it was
  *   queued on (the wake-up's CPU, or where the scheduler moved it: `sched_migrate_task`): the
  *   guest's idle task (the host was not running that vCPU, or was slow to wake it), the worker's own
@@ -41,6 +44,7 @@ import { toMillis } from '../src/util/duration.js';
 import type { LoopProbe } from './loop-probe.js';
 import { BIN, firstLine, h2loadRate, startNginx } from './proxy.js';
 import { arg, fmt } from './stats.js';
+import { monoToEpochUs, recordVcpuGaps, type VcpuGap } from './vcpu-gaps.js';
 
 const PROBE = pathToFileURL(fileURLToPath(new URL('./loop-probe.js', import.meta.url))).href;
 
@@ -141,6 +145,7 @@ export async function run(args: string[]): Promise<void> {
   const serve = await startTempServe();
   const store = await openStore(serve.url);
   let perfChild: ChildProcess | undefined;
+  let gapsRecording: { stop(): Promise<VcpuGap[]> } | undefined;
   try {
     const backend = await freePort();
     children.push(
@@ -179,36 +184,51 @@ export async function run(args: string[]): Promise<void> {
     children.push(m);
     const url = `http://${(JSON.parse(await firstLine(m)) as { listen: string[] }).listen[0] as string}/`;
     console.log(
-      `proxy stalls: one muster worker, h2load ${rate} req/s, ${rounds} × ${seconds} s after a 5 s warm-up; ` +
+      `proxy stalls: one muster worker, h2load ${rate} req/s, ${rounds} × ${seconds} s after a 5 s warm-up and 15 s to settle; ` +
         (perf === undefined
           ? 'perf not on PATH: the scheduler view is skipped'
           : 'perf sched record -k mono -a'),
     );
     await h2loadRate(h2load, url, rate, 5, 50, join(dir, 'warm.log'));
+    // and the start-up's last work: V8's memory reducer collects in an idle process some 15 s after start
+    await new Promise((r) => setTimeout(r, 15_000));
     const data = join(dir, 'sched.data');
-    let from = Number(process.hrtime.bigint()) / 1e6;
     if (perf !== undefined) {
       perfChild = spawn(perf, ['sched', 'record', '-k', 'mono', '-a', '-o', data], { stdio: 'ignore' });
+      gapsRecording = recordVcpuGaps(perf, join(dir, 'cpu-clock.data'));
       await new Promise((r) => setTimeout(r, 1000));
-      from = Number(process.hrtime.bigint()) / 1e6;
       if (perfChild.exitCode !== null || perfChild.signalCode !== null) {
         console.log(
           `  perf sched record exited (${perfChild.exitCode ?? perfChild.signalCode}; it needs root or CAP_PERFMON): the scheduler view is skipped`,
         );
         perfChild = undefined;
+        await gapsRecording.stop();
+        gapsRecording = undefined;
       }
     }
+    // the rounds' own time (h2load sending), not the bench's work between them
+    const windows: [number, number][] = [];
+    const mono = (): number => Number(process.hrtime.bigint()) / 1e6;
     for (let round = 1; round <= rounds; round++) {
+      // h2load sends for 1 + `seconds` s and times the last `seconds` (its first second is unmeasured)
+      const start = mono();
+      windows.push([start + 1000, start + (1 + seconds) * 1000]);
       const r = await h2loadRate(h2load, url, rate, seconds, 50, join(dir, 'h2load.log'));
       console.log(
         `  round ${round}: p50 ${fmt(r.p50, 3)} ms, p99 ${fmt(r.p99, 3)} ms, p99.9 ${fmt(r.p999, 3)} ms, > 10 ms ${r.over}, errors ${r.errors}`,
       );
     }
-    const to = Number(process.hrtime.bigint()) / 1e6;
     if (perfChild !== undefined && perfChild.exitCode === null && perfChild.signalCode === null) {
       perfChild.kill('SIGINT');
       await once(perfChild, 'exit');
     }
+    // stretches in which a vCPU had no cpu-clock sample at all: the host was not running it
+    const offsetUs = monoToEpochUs();
+    const vcpuGaps = ((await gapsRecording?.stop()) ?? []).map((g): [number, number, number] => [
+      g.cpu,
+      (g.start - offsetUs) / 1000,
+      (g.end - offsetUs) / 1000,
+    ]);
     m.kill('SIGTERM');
     await once(m, 'exit');
     children.pop();
@@ -218,8 +238,9 @@ export async function run(args: string[]): Promise<void> {
     );
     const worker = recorded.find((p) => p.argv.some((a) => a.includes('worker')));
     if (worker === undefined) throw new Error('the worker wrote no probe record');
-    const stalls = worker.stalls.filter(([s, g]) => s >= from && s + g <= to);
-    const gcs = worker.gcs.filter(([s]) => s >= from && s <= to);
+    const inRound = (a: number, b: number): boolean => windows.some(([x, y]) => a >= x && b <= y);
+    const stalls = worker.stalls.filter(([s, g]) => inRound(s, s + g));
+    const gcs = worker.gcs.filter(([s, d]) => inRound(s, s + d));
     const total = stalls.reduce((n, [, g]) => n + g, 0);
     console.log(
       `  the worker's event loop: ${stalls.length} stalls > 4 ms (${fmt(total, 0)} ms in all, longest ${fmt(
@@ -236,7 +257,15 @@ export async function run(args: string[]): Promise<void> {
     ]);
     const named = (tid: number): string => {
       const [pid, comm] = trace.threads.get(tid) ?? [0, String(tid)];
-      return roles.get(pid) ?? comm;
+      const role = roles.get(pid);
+      if (role !== undefined) return role;
+      let process = comm;
+      try {
+        process = readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
+      } catch {
+        // gone (h2load) or not ours to read: the thread's name says enough
+      }
+      return process === comm ? comm : `${process} (thread ${comm})`;
     };
     const what = (tid: number): string =>
       tid === 0
@@ -246,6 +275,7 @@ export async function run(args: string[]): Promise<void> {
           : named(tid);
     const count = new Map<State, { n: number; ms: number }>();
     let withGc = 0;
+    let hostFroze = 0;
     // a wait for a CPU, by what ran on the CPU the main thread was queued on meanwhile
     const waits = new Map<string, { n: number; ms: number }>();
     const states = trace.main.map(([t, state]): [number, State] => [t, state]);
@@ -253,7 +283,15 @@ export async function run(args: string[]): Promise<void> {
       const state = largest(within(states, s, s + g)) ?? 'unknown';
       const c = count.get(state) ?? { n: 0, ms: 0 };
       count.set(state, { n: c.n + 1, ms: c.ms + g });
-      if (state === 'running' && gcs.some(([t, d]) => t < s + g && t + d > s)) withGc++;
+      if (state === 'running') {
+        if (gcs.some(([t, d]) => t < s + g && t + d > s)) withGc++;
+        // on the CPU it was running on: did that vCPU run at all?
+        const cpu = [...trace.main].reverse().find(([t, st]) => st === 'running' && t < s + g)?.[2];
+        const frozen = vcpuGaps
+          .filter(([c]) => c === cpu)
+          .reduce((n, [, a, b]) => n + Math.max(0, Math.min(b, s + g) - Math.max(a, s)), 0);
+        if (frozen >= g / 2) hostFroze++;
+      }
       if (state !== 'runnable') continue;
       // the stall's longest runnable stretch, and who had the CPU the thread was queued on
       let longest: [number, number, number] | undefined;
@@ -276,7 +314,9 @@ export async function run(args: string[]): Promise<void> {
       return `${c.n} (${fmt(c.ms, 0)} ms)`;
     };
     console.log(`  the main thread during the stalls, by what it did most of the time:`);
-    console.log(`    running: ${line('running')}, ${withGc} of them with a collection > 1 ms`);
+    console.log(
+      `    running: ${line('running')}; with a collection > 1 ms ${withGc}; on a vCPU the host did not run (no cpu-clock sample) for half the stall or more ${hostFroze}`,
+    );
     console.log(
       `    runnable (woken or preempted, not on a CPU): ${line('runnable')}; the CPU it was queued on ran meanwhile:`,
     );
@@ -291,6 +331,7 @@ export async function run(args: string[]): Promise<void> {
       perfChild.kill('SIGINT');
       await once(perfChild, 'exit');
     }
+    await gapsRecording?.stop();
     for (const c of children.reverse()) {
       c.kill('SIGTERM');
       if (c.exitCode === null && c.signalCode === null) await once(c, 'exit');

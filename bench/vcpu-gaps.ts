@@ -66,7 +66,7 @@ export function recordVcpuGaps(perf: string, out: string): { stop(): Promise<Vcp
 }
 
 /** Epoch µs minus CLOCK_MONOTONIC µs, now (perf's `-k mono` timestamps are the latter). */
-function monoToEpochUs(): number {
+export function monoToEpochUs(): number {
   const epochUs = (performance.timeOrigin + performance.now()) * 1000;
   return epochUs - Number(process.hrtime.bigint() / 1000n);
 }
