@@ -146,6 +146,14 @@ export async function run(args: string[]): Promise<void> {
   const store = await openStore(serve.url);
   let perfChild: ChildProcess | undefined;
   let gapsRecording: { stop(): Promise<VcpuGap[]> } | undefined;
+  // the vCPU gaps, or none when perf recorded nothing (not permitted): never a reason to fail
+  const stopGaps = async (): Promise<VcpuGap[]> => {
+    try {
+      return (await gapsRecording?.stop()) ?? [];
+    } catch {
+      return [];
+    }
+  };
   try {
     const backend = await freePort();
     children.push(
@@ -202,7 +210,7 @@ export async function run(args: string[]): Promise<void> {
           `  perf sched record exited (${perfChild.exitCode ?? perfChild.signalCode}; it needs root or CAP_PERFMON): the scheduler view is skipped`,
         );
         perfChild = undefined;
-        await gapsRecording.stop();
+        await stopGaps();
         gapsRecording = undefined;
       }
     }
@@ -224,7 +232,7 @@ export async function run(args: string[]): Promise<void> {
     }
     // stretches in which a vCPU had no cpu-clock sample at all: the host was not running it
     const offsetUs = monoToEpochUs();
-    const vcpuGaps = ((await gapsRecording?.stop()) ?? []).map((g): [number, number, number] => [
+    const vcpuGaps = (await stopGaps()).map((g): [number, number, number] => [
       g.cpu,
       (g.start - offsetUs) / 1000,
       (g.end - offsetUs) / 1000,
@@ -331,7 +339,7 @@ export async function run(args: string[]): Promise<void> {
       perfChild.kill('SIGINT');
       await once(perfChild, 'exit');
     }
-    await gapsRecording?.stop();
+    await stopGaps();
     for (const c of children.reverse()) {
       c.kill('SIGTERM');
       if (c.exitCode === null && c.signalCode === null) await once(c, 'exit');
