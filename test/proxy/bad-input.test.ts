@@ -5,9 +5,7 @@ import { Agent } from 'undici';
 import { startProxy, type Proxy } from '../../src/proxy/index.js';
 import { openMemoryStore, type MemoryStore } from '../../src/store/index.js';
 import { waitFor } from '../../src/testing/index.js';
-import { call, rawRequest, startBackend, testConfig, type Backend } from './helpers.js';
-
-const SVC = '/muster/services/bad/';
+import { call, ownOnePartition, rawRequest, startBackend, testConfig, type Backend } from './helpers.js';
 
 describe('proxy: bad input and hostile clients', { timeout: 60_000 }, () => {
   let store: MemoryStore;
@@ -35,8 +33,7 @@ describe('proxy: bad input and hostile clients', { timeout: 60_000 }, () => {
       write();
       return true;
     });
-    await store.put(`${SVC}spec`, JSON.stringify({ partitions: 1 }));
-    await store.put(`${SVC}owners/0`, JSON.stringify({ instance: 'b', since: '', address: backend.address }));
+    await ownOnePartition(store, 'bad', 'b', backend.address);
     proxy = await startProxy({
       store,
       config: testConfig('bad', {

@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { Agent } from 'undici';
 import { openStore, type Store } from '../../src/store/index.js';
 import { startTempServe, waitFor, type TempServe } from '../../src/testing/index.js';
-import { call, keyFor, startBackend, type Backend } from './helpers.js';
+import { call, keyFor, ownOnePartition, startBackend, type Backend } from './helpers.js';
 
 const BIN = fileURLToPath(new URL('../../../bin/muster.js', import.meta.url));
 const SVC = '/muster/services/rl/';
@@ -227,7 +227,6 @@ describe('proxy master: zero-downtime reload', { timeout: Math.max(180_000, RELO
   });
 
   test('line mode under the master: served by the workers; a client of a draining worker keeps its connection through a reload', async () => {
-    const LN = '/muster/services/ln/';
     const echo = net.createServer((socket) => {
       socket.on('error', () => socket.destroy());
       createInterface({ input: socket }).on('line', (line) => {
@@ -237,8 +236,7 @@ describe('proxy master: zero-downtime reload', { timeout: Math.max(180_000, RELO
     });
     await new Promise<void>((resolve) => echo.listen(0, '127.0.0.1', resolve));
     const echoAddress = `127.0.0.1:${(echo.address() as net.AddressInfo).port}`;
-    await store.put(`${LN}spec`, JSON.stringify({ partitions: 1 }));
-    await store.put(`${LN}owners/0`, JSON.stringify({ instance: 'e', since: '', address: echoAddress }));
+    await ownOnePartition(store, 'ln', 'e', echoAddress);
     const r = await startMaster(dir, serve.url, {
       service: 'ln',
       lines: { listen: '127.0.0.1:0', key: 'k' },

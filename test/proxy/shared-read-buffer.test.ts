@@ -10,7 +10,7 @@ import { connect, type Socket } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { startProxy, type Proxy } from '../../src/proxy/index.js';
 import { openMemoryStore, type MemoryStore } from '../../src/store/index.js';
-import { startBackend, testConfig, type Backend } from './helpers.js';
+import { ownOnePartition, startBackend, testConfig, type Backend } from './helpers.js';
 
 const SVC = '/muster/services/shared/';
 
@@ -102,8 +102,7 @@ describe('proxy: the shared client read buffer', { timeout: 60_000 }, () => {
       socket.write(head); // (what node:http read with the head)
       socket.pipe(socket);
     });
-    await store.put(`${SVC}spec`, JSON.stringify({ partitions: 1 }));
-    await store.put(`${SVC}owners/0`, JSON.stringify({ instance: 'a', since: '', address: backend.address }));
+    await ownOnePartition(store, 'shared', 'a', backend.address);
     await store.put(`${SVC}instances/t`, JSON.stringify({ id: 't', address: tunnels.address }));
     await store.put(`${SVC}routes/tunnel`, JSON.stringify({ instance: 't' }));
     proxy = await startProxy({ store, config: testConfig('shared') });
