@@ -146,6 +146,11 @@ export async function run(args: string[]): Promise<void> {
   const store = await openStore(serve.url);
   let perfChild: ChildProcess | undefined;
   let gapsRecording: { stop(): Promise<VcpuGap[]> } | undefined;
+  const stopSched = async (): Promise<void> => {
+    if (perfChild === undefined || perfChild.exitCode !== null || perfChild.signalCode !== null) return;
+    perfChild.kill('SIGINT');
+    await once(perfChild, 'exit');
+  };
   // the vCPU gaps, or none when perf recorded nothing (not permitted): never a reason to fail
   const stopGaps = async (): Promise<VcpuGap[]> => {
     try {
@@ -226,10 +231,7 @@ export async function run(args: string[]): Promise<void> {
         `  round ${round}: p50 ${fmt(r.p50, 3)} ms, p99 ${fmt(r.p99, 3)} ms, p99.9 ${fmt(r.p999, 3)} ms, > 10 ms ${r.over}, errors ${r.errors}`,
       );
     }
-    if (perfChild !== undefined && perfChild.exitCode === null && perfChild.signalCode === null) {
-      perfChild.kill('SIGINT');
-      await once(perfChild, 'exit');
-    }
+    await stopSched();
     // stretches in which a vCPU had no cpu-clock sample at all: the host was not running it
     const offsetUs = monoToEpochUs();
     const vcpuGaps = (await stopGaps()).map((g): [number, number, number] => [
@@ -294,7 +296,7 @@ export async function run(args: string[]): Promise<void> {
       if (state === 'running') {
         if (gcs.some(([t, d]) => t < s + g && t + d > s)) withGc++;
         // on the CPU it was running on: did that vCPU run at all?
-        const cpu = [...trace.main].reverse().find(([t, st]) => st === 'running' && t < s + g)?.[2];
+        const cpu = trace.main.findLast(([t, st]) => st === 'running' && t < s + g)?.[2];
         const frozen = vcpuGaps
           .filter(([c]) => c === cpu)
           .reduce((n, [, a, b]) => n + Math.max(0, Math.min(b, s + g) - Math.max(a, s)), 0);
@@ -335,10 +337,7 @@ export async function run(args: string[]): Promise<void> {
     );
     if (count.has('unknown')) console.log(`    not in the trace: ${line('unknown')}`);
   } finally {
-    if (perfChild !== undefined && perfChild.exitCode === null && perfChild.signalCode === null) {
-      perfChild.kill('SIGINT');
-      await once(perfChild, 'exit');
-    }
+    await stopSched();
     await stopGaps();
     for (const c of children.reverse()) {
       c.kill('SIGTERM');
